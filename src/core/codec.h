@@ -1,0 +1,35 @@
+/*
+ * codec.h — the JSON wire form of holdfast's nouns, shared by holdfastd (which writes replies
+ * and reads requests) and the http:// engine (which writes requests and reads replies), so
+ * that both sides agree by construction. Internal to libholdfast.
+ */
+#ifndef HF_CODEC_H
+#define HF_CODEC_H
+
+#include <jansson.h>
+
+#include "holdfast.h"
+
+/* Items to JSON. Each returns a new reference, or NULL on allocation failure. */
+json_t *hf__resource_to_json(const hf_resource *res);
+json_t *hf__hold_to_json(const hf_hold *hold); /* includes "token" only when hold->token[0] */
+json_t *hf__event_to_json(const hf_event *ev);
+json_t *hf__error_to_json(const hf_error *err); /* {"error":{"code","message"}} */
+
+/* JSON to items: fill *out (cleared first) or return HF_EPROTO/HF_EINVAL with a message. */
+int hf__resource_from_json(const json_t *j, hf_resource *out, hf_error *err);
+int hf__hold_from_json(const json_t *j, hf_hold *out, hf_error *err);
+int hf__event_from_json(const json_t *j, hf_event *out, hf_error *err);
+int hf__error_from_json(const json_t *j, hf_error *out); /* HF_OK if j held an error */
+
+/*
+ * The body of POST /v1/holds to an acquire request and back. Parsing points the request's
+ * strings into `body` (keep it alive while you use `out`) and its claims into `claims`
+ * (room for HF_CLAIMS_MAX). Wrong types, missing fields and out-of-range numbers get
+ * HF_EINVAL with a message naming the field.
+ */
+int hf__acquire_from_json(const json_t *body, hf_acquire_req *out, hf_claim *claims,
+                          hf_error *err);
+json_t *hf__acquire_to_json(const hf_acquire_req *req); /* without the idempotency key */
+
+#endif /* HF_CODEC_H */

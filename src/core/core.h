@@ -1,0 +1,55 @@
+/*
+ * core.h — internal helpers shared by every part of libholdfast: error values, memory,
+ * random tokens, validation of names and requests, and copies of replies' items.
+ * Internal names are hf__; nothing here is public.
+ */
+#ifndef HF_CORE_H
+#define HF_CORE_H
+
+#include <stdarg.h>
+
+#include "holdfast.h"
+
+#if defined(__GNUC__)
+#define HF__PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define HF__PRINTF(fmt, args)
+#endif
+
+/* Sets err (if not NULL) to code and a formatted message; returns code. */
+int hf__err(hf_error *err, int code, const char *fmt, ...) HF__PRINTF(3, 4);
+/* Sets err to code with the code's default message; returns code. */
+int hf__err_code(hf_error *err, int code);
+void hf__err_clear(hf_error *err);
+
+/* strdup that accepts NULL (returns NULL); NULL on allocation failure otherwise too, so
+ * callers compare against their input. */
+char *hf__strdup(const char *s);
+
+/* Fills buf with 2*n lowercase hex characters of n bytes from the OS CSPRNG (getrandom)
+ * plus a NUL. Returns HF_OK or HF_EINTERNAL if the OS has no randomness to give. */
+int hf__random_hex(char *buf, size_t n);
+
+/* Validation of user input: HF_OK, or HF_EINVAL with a message naming the field. */
+int hf__check_name(const char *field, const char *s, size_t max, hf_error *err);
+int hf__check_idempotency_key(const char *key, hf_error *err);
+int hf__check_meta(const char *meta, hf_error *err); /* NULL or a JSON object <= HF_META_MAX */
+int hf__check_request(const hf_request *req, hf_error *err);
+
+/* Deep copy of a request into one call-owned allocation set; free with hf__request_free. */
+int hf__request_copy(hf_request *dst, const hf_request *src);
+void hf__request_free(hf_request *req);
+
+/* Frees what an item points to, not the item itself (items live in arrays). */
+void hf__hold_clear(hf_hold *hold);
+void hf__resource_clear(hf_resource *res);
+void hf__event_clear(hf_event *ev);
+/* Deep copies into dst (which is overwritten). Return HF_OK or HF_ENOMEM. */
+int hf__hold_copy(hf_hold *dst, const hf_hold *src);
+int hf__resource_copy(hf_resource *dst, const hf_resource *src);
+int hf__event_copy(hf_event *dst, const hf_event *src);
+
+/* Canonical text of an acquire, for idempotency: two requests are "the same" iff equal. */
+char *hf__acquire_fingerprint(const hf_acquire_req *req);
+
+#endif /* HF_CORE_H */

@@ -1,0 +1,298 @@
+/*
+ * store.c — the public calling API over any engine: opening by URL, validation, the call
+ * objects that carry a request to an engine and its reply back, the completion queue behind
+ * hf_store_fd()/hf_store_dispatch(), and the blocking forms built on it.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "core/core.h"
+#include "engine/engine.h"
+
+struct hf_store {
+	const struct hf__engine_ops *ops;
+	void *engine;
+	hf_options opt;
+	atomic_uint_fast64_t next_call_id;
+	atomic_bool closing;
+	int wake_fd; /* eventfd: readable while `done_head` is not empty */
+	pthread_mutex_t lock; /* guards the completion queue */
+	struct hf__call *done_head, *done_tail;
+};
+
+struct hf__waitpoint {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+};
+
+int64_t hf__store_now(const hf_store *store)
+{
+	return store->opt.clock ? store->opt.clock(store->opt.clock_ctx) : hf_now_ms();
+}
+
+int hf_open(const char *url, const hf_options *opt, hf_store **out, hf_error *err)
+{
+	*out = NULL;
+	hf__err_clear(err);
+	if (!url || !*url)
+		return hf__err(err, HF_EINVAL, "engine url is empty");
+	const struct hf__engine_ops *ops = hf__engine_find(url);
+	if (!ops)
+		return hf__err(err, HF_ENOTSUP, "no engine for url '%s' (known: file:, http://)", url);
+	hf_store *store = calloc(1, sizeof(*store));
+	if (!store)
+		return hf__err_code(err, HF_ENOMEM);
+	if (opt)
+		store->opt = *opt;
+	else
+		hf_options_init(&store->opt);
+	store->ops = ops;
+	atomic_init(&store->next_call_id, 0);
+	atomic_init(&store->closing, false);
+	pthread_mutex_init(&store->lock, NULL);
+	store->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (store->wake_fd < 0) {
+		int rc = hf__err(err, HF_EINTERNAL, "eventfd: %s", strerror(errno));
+		pthread_mutex_destroy(&store->lock);
+		free(store);
+		return rc;
+	}
+	int rc = ops->open(store, url, &store->opt, &store->engine, err);
+	if (rc != HF_OK) {
+		close(store->wake_fd);
+		pthread_mutex_destroy(&store->lock);
+		free(store);
+		return rc;
+	}
+	*out = store;
+	return HF_OK;
+}
+
+const char *hf_store_scheme(const hf_store *store)
+{
+	return store->ops->scheme;
+}
+
+static void call_free(struct hf__call *call)
+{
+	hf__request_free(&call->req);
+	free(call);
+}
+
+void hf_close(hf_store *store)
+{
+	if (!store)
+		return;
+	atomic_store(&store->closing, true);
+	store->ops->close(store->engine);
+	/* The engine completed everything it had; deliver those completions here so that every
+	 * callback still runs exactly once (their owners free their contexts in them). */
+	hf_store_dispatch(store);
+	close(store->wake_fd);
+	pthread_mutex_destroy(&store->lock);
+	free(store);
+}
+
+void hf__call_done(struct hf__call *call)
+{
+	if (call->waitpoint) {
+		struct hf__waitpoint *wp = call->waitpoint;
+		pthread_mutex_lock(&wp->lock);
+		wp->done = true;
+		pthread_cond_signal(&wp->cond);
+		pthread_mutex_unlock(&wp->lock);
+		return;
+	}
+	hf_store *store = call->store;
+	call->next = NULL;
+	pthread_mutex_lock(&store->lock);
+	bool was_empty = store->done_head == NULL;
+	if (was_empty)
+		store->done_head = call;
+	else
+		store->done_tail->next = call;
+	store->done_tail = call;
+	if (was_empty) {
+		uint64_t one = 1;
+		/* Cannot fail short of a counter overflow; the queue is the truth anyway. */
+		ssize_t w = write(store->wake_fd, &one, sizeof(one));
+		(void)w;
+	}
+	pthread_mutex_unlock(&store->lock);
+}
+
+int hf_store_fd(hf_store *store)
+{
+	return store->wake_fd;
+}
+
+int hf_store_dispatch(hf_store *store)
+{
+	pthread_mutex_lock(&store->lock);
+	struct hf__call *list = store->done_head;
+	store->done_head = store->done_tail = NULL;
+	uint64_t count;
+	ssize_t r = read(store->wake_fd, &count, sizeof(count)); /* EAGAIN when already drained */
+	(void)r;
+	pthread_mutex_unlock(&store->lock);
+	int ran = 0;
+	while (list) {
+		struct hf__call *call = list;
+		list = call->next;
+		call->done(call->arg, call->reply);
+		call_free(call);
+		ran++;
+	}
+	return ran;
+}
+
+void hf_store_tick(hf_store *store)
+{
+	if (store->ops->tick)
+		store->ops->tick(store->engine);
+}
+
+/* Validates and packages a request; on failure nothing is allocated. */
+static int call_new(hf_store *store, const hf_request *req, struct hf__call **out, hf_error *err)
+{
+	*out = NULL;
+	if (atomic_load(&store->closing))
+		return hf__err_code(err, HF_ECLOSED);
+	int rc = hf__check_request(req, err);
+	if (rc != HF_OK)
+		return rc;
+	struct hf__call *call = calloc(1, sizeof(*call));
+	if (!call)
+		return hf__err_code(err, HF_ENOMEM);
+	if (hf__request_copy(&call->req, req) != HF_OK) {
+		free(call);
+		return hf__err_code(err, HF_ENOMEM);
+	}
+	/* The reply outlives the call: the caller frees it. */
+	hf_reply *reply = calloc(1, sizeof(*reply));
+	if (!reply) {
+		call_free(call);
+		return hf__err_code(err, HF_ENOMEM);
+	}
+	reply->op = req->op;
+	call->reply = reply;
+	call->store = store;
+	call->id = atomic_fetch_add(&store->next_call_id, 1) + 1;
+	call->submitted_at_ms = hf__store_now(store);
+	*out = call;
+	return HF_OK;
+}
+
+int hf_submit(hf_store *store, const hf_request *req, hf_done_fn done, void *arg,
+              uint64_t *call_id, hf_error *err)
+{
+	hf__err_clear(err);
+	if (!done)
+		return hf__err(err, HF_EINVAL, "a completion callback is required");
+	struct hf__call *call;
+	int rc = call_new(store, req, &call, err);
+	if (rc != HF_OK)
+		return rc;
+	call->done = done;
+	call->arg = arg;
+	if (call_id)
+		*call_id = call->id;
+	store->ops->submit(store->engine, call);
+	return HF_OK;
+}
+
+void hf_cancel(hf_store *store, uint64_t call_id)
+{
+	store->ops->cancel(store->engine, call_id);
+}
+
+int hf_call(hf_store *store, const hf_request *req, hf_reply **reply_out)
+{
+	hf_error err;
+	struct hf__call *call;
+	int rc = call_new(store, req, &call, &err);
+	if (rc != HF_OK) {
+		hf_reply *reply = calloc(1, sizeof(*reply));
+		if (reply) {
+			reply->op = req->op;
+			reply->error = err;
+		}
+		*reply_out = reply;
+		return rc;
+	}
+	struct hf__waitpoint wp = {.done = false};
+	pthread_mutex_init(&wp.lock, NULL);
+	pthread_cond_init(&wp.cond, NULL);
+	call->waitpoint = &wp;
+	store->ops->submit(store->engine, call);
+	pthread_mutex_lock(&wp.lock);
+	while (!wp.done)
+		pthread_cond_wait(&wp.cond, &wp.lock);
+	pthread_mutex_unlock(&wp.lock);
+	pthread_cond_destroy(&wp.cond);
+	pthread_mutex_destroy(&wp.lock);
+	*reply_out = call->reply;
+	rc = call->reply->error.code;
+	call_free(call);
+	return rc;
+}
+
+/* Runs a blocking call and hands over its hold; the rest of the reply is freed. */
+static int call_for_hold(hf_store *store, const hf_request *req, hf_hold **hold, hf_error *err)
+{
+	hf_reply *reply;
+	int rc = hf_call(store, req, &reply);
+	if (hold)
+		*hold = NULL;
+	if (!reply)
+		return hf__err_code(err, HF_ENOMEM);
+	if (err)
+		*err = reply->error;
+	if (rc == HF_OK && hold) {
+		*hold = reply->hold;
+		reply->hold = NULL;
+	}
+	hf_reply_free(reply);
+	return rc;
+}
+
+int hf_acquire(hf_store *store, const hf_acquire_req *areq, hf_hold **hold, hf_error *err)
+{
+	hf_request req;
+	hf_request_init(&req, HF_OP_ACQUIRE);
+	req.acquire = *areq;
+	return call_for_hold(store, &req, hold, err);
+}
+
+static int hold_call(hf_store *store, hf_op op, const char *id, const char *token,
+                     int64_t ttl_ms, hf_hold **hold, hf_error *err)
+{
+	hf_request req;
+	hf_request_init(&req, op);
+	req.hold_id = id;
+	req.token = token;
+	req.ttl_ms = ttl_ms;
+	return call_for_hold(store, &req, hold, err);
+}
+
+int hf_extend(hf_store *store, const char *id, const char *token, int64_t ttl_ms, hf_hold **hold,
+              hf_error *err)
+{
+	return hold_call(store, HF_OP_EXTEND, id, token, ttl_ms, hold, err);
+}
+
+int hf_confirm(hf_store *store, const char *id, const char *token, hf_hold **hold, hf_error *err)
+{
+	return hold_call(store, HF_OP_CONFIRM, id, token, 0, hold, err);
+}
+
+int hf_release(hf_store *store, const char *id, const char *token, hf_hold **hold, hf_error *err)
+{
+	return hold_call(store, HF_OP_RELEASE, id, token, 0, hold, err);
+}

@@ -1,0 +1,104 @@
+/*
+ * util.c — small shared pieces: the system clock, random hex from the OS CSPRNG, string
+ * copies, and the names of modes and hold states.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "core/core.h"
+
+int64_t hf_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+char *hf__strdup(const char *s)
+{
+	if (!s)
+		return NULL;
+	size_t n = strlen(s) + 1;
+	char *copy = malloc(n);
+	if (copy)
+		memcpy(copy, s, n);
+	return copy;
+}
+
+int hf__random_hex(char *buf, size_t n)
+{
+	static const char digits[] = "0123456789abcdef";
+	unsigned char bytes[64];
+	if (n > sizeof(bytes))
+		return HF_EINTERNAL;
+	size_t got = 0;
+	while (got < n) {
+		ssize_t r = getrandom(bytes + got, n - got, 0);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return HF_EINTERNAL;
+		}
+		got += (size_t)r;
+	}
+	for (size_t i = 0; i < n; i++) {
+		buf[2 * i] = digits[bytes[i] >> 4];
+		buf[2 * i + 1] = digits[bytes[i] & 15];
+	}
+	buf[2 * n] = '\0';
+	return HF_OK;
+}
+
+static const char *const mode_names[] = {"units", "shared", "exclusive"};
+static const char *const state_names[] = {"tentative", "confirmed", "released", "expired"};
+
+const char *hf_mode_name(hf_mode mode)
+{
+	return (unsigned)mode < 3 ? mode_names[mode] : "unknown";
+}
+
+const char *hf_hold_state_name(hf_hold_state state)
+{
+	return (unsigned)state < 4 ? state_names[state] : "unknown";
+}
+
+int hf_mode_parse(const char *s, hf_mode *out)
+{
+	for (int i = 0; s && i < 3; i++)
+		if (strcmp(s, mode_names[i]) == 0) {
+			*out = (hf_mode)i;
+			return HF_OK;
+		}
+	return HF_EINVAL;
+}
+
+int hf_hold_state_parse(const char *s, hf_hold_state *out)
+{
+	for (int i = 0; s && i < 4; i++)
+		if (strcmp(s, state_names[i]) == 0) {
+			*out = (hf_hold_state)i;
+			return HF_OK;
+		}
+	return HF_EINVAL;
+}
+
+void hf_request_init(hf_request *req, hf_op op)
+{
+	memset(req, 0, sizeof(*req));
+	req->op = op;
+	req->if_version = -1;
+	req->state = -1;
+}
+
+void hf_options_init(hf_options *opt)
+{
+	memset(opt, 0, sizeof(*opt));
+	opt->hold_retention_ms = 24LL * 3600 * 1000;
+	opt->idempotency_retention_ms = 24LL * 3600 * 1000;
+	opt->max_waiters = 100000;
+	opt->max_holds = 1000000;
+	opt->max_resources = 1000000;
+}

@@ -1,0 +1,291 @@
+/*
+ * validate.c — every check on user input that no engine changes: names, keys, metadata,
+ * numbers and their limits. Engines receive only requests that passed hf__check_request.
+ * Also the deep copy of a request that a call owns, and the canonical text of an acquire.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+
+/* True if s[0..len) is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF) and holds
+ * no control characters (C0, DEL, C1). */
+static bool utf8_clean(const unsigned char *s, size_t len)
+{
+	size_t i = 0;
+	while (i < len) {
+		unsigned c = s[i];
+		if (c < 0x80) {
+			if (c < 0x20 || c == 0x7f)
+				return false;
+			i++;
+			continue;
+		}
+		size_t n;
+		unsigned cp;
+		if (c >= 0xc2 && c <= 0xdf) {
+			n = 1;
+			cp = c & 0x1f;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			n = 2;
+			cp = c & 0x0f;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			n = 3;
+			cp = c & 0x07;
+		} else {
+			return false;
+		}
+		if (i + n >= len)
+			return false;
+		for (size_t k = 1; k <= n; k++) {
+			if ((s[i + k] & 0xc0) != 0x80)
+				return false;
+			cp = (cp << 6) | (s[i + k] & 0x3f);
+		}
+		if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+		    (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp <= 0x9f))
+			return false;
+		i += n + 1;
+	}
+	return true;
+}
+
+int hf__check_name(const char *field, const char *s, size_t max, hf_error *err)
+{
+	if (!s || !*s)
+		return hf__err(err, HF_EINVAL, "%s is missing or empty", field);
+	size_t len = strlen(s);
+	if (len > max)
+		return hf__err(err, HF_EINVAL, "%s is %zu bytes long, the limit is %zu", field, len, max);
+	if (!utf8_clean((const unsigned char *)s, len))
+		return hf__err(err, HF_EINVAL, "%s must be UTF-8 without control characters", field);
+	return HF_OK;
+}
+
+int hf__check_idempotency_key(const char *key, hf_error *err)
+{
+	size_t len = strlen(key);
+	if (len == 0 || len > HF_IDEMPOTENCY_KEY_MAX)
+		return hf__err(err, HF_EINVAL, "idempotency key must be 1 to %d characters",
+		               HF_IDEMPOTENCY_KEY_MAX);
+	for (size_t i = 0; i < len; i++)
+		if (key[i] < 0x21 || key[i] > 0x7e)
+			return hf__err(err, HF_EINVAL, "idempotency key must be printable ASCII");
+	return HF_OK;
+}
+
+int hf__check_meta(const char *meta, hf_error *err)
+{
+	if (!meta)
+		return HF_OK;
+	size_t len = strlen(meta);
+	if (len > HF_META_MAX)
+		return hf__err(err, HF_EINVAL, "meta is %zu bytes, the limit is %d", len, HF_META_MAX);
+	json_error_t jerr;
+	json_t *j = json_loadb(meta, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!j)
+		return hf__err(err, HF_EINVAL, "meta is not valid JSON: %s", jerr.text);
+	bool object = json_is_object(j);
+	json_decref(j);
+	if (!object)
+		return hf__err(err, HF_EINVAL, "meta must be a JSON object");
+	return HF_OK;
+}
+
+static int check_range(const char *field, int64_t v, int64_t lo, int64_t hi, hf_error *err)
+{
+	if (v < lo || v > hi)
+		return hf__err(err, HF_EINVAL, "%s must be between %lld and %lld, not %lld", field,
+		               (long long)lo, (long long)hi, (long long)v);
+	return HF_OK;
+}
+
+static int check_acquire(const hf_acquire_req *a, hf_error *err)
+{
+	int rc;
+	if ((rc = hf__check_name("owner", a->owner, HF_OWNER_MAX, err)))
+		return rc;
+	if (a->n_claims == 0 || !a->claims)
+		return hf__err(err, HF_EINVAL, "a hold must name at least one resource");
+	if (a->n_claims > HF_CLAIMS_MAX)
+		return hf__err(err, HF_EINVAL, "a hold names %zu resources, the limit is %d",
+		               a->n_claims, HF_CLAIMS_MAX);
+	if ((unsigned)a->mode > HF_MODE_EXCLUSIVE)
+		return hf__err(err, HF_EINVAL, "mode must be units, shared or exclusive");
+	if ((rc = check_range("ttl_ms", a->ttl_ms, 1, HF_TTL_MAX_MS, err)) ||
+	    (rc = check_range("wait_ms", a->wait_ms, 0, HF_WAIT_MAX_MS, err)))
+		return rc;
+	if (a->idempotency_key && (rc = hf__check_idempotency_key(a->idempotency_key, err)))
+		return rc;
+	for (size_t i = 0; i < a->n_claims; i++) {
+		const hf_claim *c = &a->claims[i];
+		if ((rc = hf__check_name("resource name", c->name, HF_NAME_MAX, err)))
+			return rc;
+		if (a->mode == HF_MODE_UNITS &&
+		    (rc = check_range("units", c->units, 1, HF_CAPACITY_MAX, err)))
+			return rc;
+		if ((rc = check_range("capacity", c->capacity, 0, HF_CAPACITY_MAX, err)))
+			return rc;
+		if (c->capacity > 0 && a->mode == HF_MODE_UNITS && c->units > c->capacity)
+			return hf__err(err, HF_ECAPACITY, "%lld units of '%s' exceed its capacity %lld",
+			               (long long)c->units, c->name, (long long)c->capacity);
+		for (size_t k = 0; k < i; k++)
+			if (strcmp(a->claims[k].name, c->name) == 0)
+				return hf__err(err, HF_EINVAL, "resource '%s' is named twice", c->name);
+	}
+	return HF_OK;
+}
+
+static int check_hold_ref(const hf_request *req, bool need_token, hf_error *err)
+{
+	if (!req->hold_id || strlen(req->hold_id) != HF_ID_LEN ||
+	    strspn(req->hold_id, "0123456789abcdef") != HF_ID_LEN)
+		return hf__err(err, HF_ENOHOLD, "hold id must be %d lowercase hex characters",
+		               HF_ID_LEN);
+	if (need_token && (!req->token || !*req->token))
+		return hf__err(err, HF_EINVAL, "token is missing");
+	if (need_token && strlen(req->token) > 256)
+		return hf__err(err, HF_ETOKEN, "token does not match the hold");
+	return HF_OK;
+}
+
+static int check_limit(size_t limit, hf_error *err)
+{
+	if (limit > HF_LIST_MAX)
+		return hf__err(err, HF_EINVAL, "limit must be at most %d, not %zu", HF_LIST_MAX, limit);
+	return HF_OK;
+}
+
+int hf__check_request(const hf_request *req, hf_error *err)
+{
+	int rc;
+	switch (req->op) {
+	case HF_OP_PUT_RESOURCE:
+		if ((rc = hf__check_name("resource name", req->name, HF_NAME_MAX, err)) ||
+		    (rc = check_range("capacity", req->capacity, 1, HF_CAPACITY_MAX, err)) ||
+		    (rc = hf__check_meta(req->meta, err)))
+			return rc;
+		return check_range("if_version", req->if_version, -1, INT64_MAX, err);
+	case HF_OP_DELETE_RESOURCE:
+		if ((rc = check_range("if_version", req->if_version, -1, INT64_MAX, err)))
+			return rc;
+		/* fall through */
+	case HF_OP_GET_RESOURCE:
+		return hf__check_name("resource name", req->name, HF_NAME_MAX, err);
+	case HF_OP_LIST_RESOURCES:
+		return check_limit(req->limit, err);
+	case HF_OP_ACQUIRE:
+		return check_acquire(&req->acquire, err);
+	case HF_OP_EXTEND:
+		if ((rc = check_hold_ref(req, true, err)))
+			return rc;
+		return check_range("ttl_ms", req->ttl_ms, 1, HF_TTL_MAX_MS, err);
+	case HF_OP_CONFIRM:
+	case HF_OP_RELEASE:
+		return check_hold_ref(req, true, err);
+	case HF_OP_GET_HOLD:
+		return check_hold_ref(req, false, err);
+	case HF_OP_LIST_HOLDS:
+		if (req->owner && (rc = hf__check_name("owner", req->owner, HF_OWNER_MAX, err)))
+			return rc;
+		if (req->resource &&
+		    (rc = hf__check_name("resource name", req->resource, HF_NAME_MAX, err)))
+			return rc;
+		if (req->state < -1 || req->state > HF_HOLD_EXPIRED)
+			return hf__err(err, HF_EINVAL, "state filter is not a hold state");
+		return check_limit(req->limit, err);
+	case HF_OP_READ_EVENTS:
+		if ((rc = check_limit(req->limit, err)))
+			return rc;
+		return check_range("wait_ms", req->wait_ms, 0, HF_WAIT_MAX_MS, err);
+	}
+	return hf__err(err, HF_EINVAL, "unknown operation %d", (int)req->op);
+}
+
+/* ---- Deep copy of a request. ---- */
+
+#define COPY_STR(field)                                          \
+	do {                                                         \
+		if (src->field && !(dst->field = hf__strdup(src->field))) \
+			goto nomem;                                          \
+	} while (0)
+
+int hf__request_copy(hf_request *dst, const hf_request *src)
+{
+	*dst = *src;
+	dst->name = dst->meta = dst->hold_id = dst->token = dst->owner = NULL;
+	dst->resource = dst->cursor = NULL;
+	dst->acquire.owner = dst->acquire.idempotency_key = NULL;
+	dst->acquire.claims = NULL;
+	if (src->limit == 0)
+		dst->limit = 100;
+	COPY_STR(name);
+	COPY_STR(meta);
+	COPY_STR(hold_id);
+	COPY_STR(token);
+	COPY_STR(owner);
+	COPY_STR(resource);
+	COPY_STR(cursor);
+	if (src->op == HF_OP_ACQUIRE) {
+		COPY_STR(acquire.owner);
+		COPY_STR(acquire.idempotency_key);
+		size_t n = src->acquire.n_claims;
+		hf_claim *claims = calloc(n, sizeof(*claims));
+		if (!claims)
+			goto nomem;
+		dst->acquire.claims = claims;
+		for (size_t i = 0; i < n; i++) {
+			claims[i] = src->acquire.claims[i];
+			if (!(claims[i].name = hf__strdup(src->acquire.claims[i].name))) {
+				dst->acquire.n_claims = i;
+				goto nomem;
+			}
+			if (src->acquire.mode != HF_MODE_UNITS)
+				claims[i].units = 0; /* decided by the engine from the capacity */
+		}
+	} else {
+		dst->acquire.n_claims = 0;
+	}
+	return HF_OK;
+nomem:
+	hf__request_free(dst);
+	return HF_ENOMEM;
+}
+
+void hf__request_free(hf_request *req)
+{
+	free((char *)req->name);
+	free((char *)req->meta);
+	free((char *)req->hold_id);
+	free((char *)req->token);
+	free((char *)req->owner);
+	free((char *)req->resource);
+	free((char *)req->cursor);
+	free((char *)req->acquire.owner);
+	free((char *)req->acquire.idempotency_key);
+	if (req->acquire.claims) {
+		for (size_t i = 0; i < req->acquire.n_claims; i++)
+			free((char *)req->acquire.claims[i].name);
+		free((hf_claim *)req->acquire.claims);
+	}
+	memset(req, 0, sizeof(*req));
+}
+
+char *hf__acquire_fingerprint(const hf_acquire_req *a)
+{
+	size_t cap = 128 + strlen(a->owner);
+	for (size_t i = 0; i < a->n_claims; i++)
+		cap += strlen(a->claims[i].name) + 64;
+	char *buf = malloc(cap);
+	if (!buf)
+		return NULL;
+	/* Names cannot hold control characters, so \x1f cannot appear inside a field. */
+	int off = snprintf(buf, cap, "%s\x1f%d\x1f%d\x1f%lld", a->owner, (int)a->mode, a->any ? 1 : 0,
+	                   (long long)a->ttl_ms);
+	for (size_t i = 0; i < a->n_claims; i++)
+		off += snprintf(buf + off, cap - (size_t)off, "\x1f%s\x1f%lld\x1f%lld", a->claims[i].name,
+		                (long long)a->claims[i].units, (long long)a->claims[i].capacity);
+	return buf;
+}

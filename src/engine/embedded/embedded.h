@@ -1,0 +1,119 @@
+/*
+ * embedded.h — the parts of the embedded engine (file:PATH) and how they meet:
+ *   map.c      string-keyed hash map and a binary min-heap with back-pointers
+ *   state.c    the hold semantics in memory; produces journal records and completions
+ *   journal.c  the SQLite journal: schema, loading, writing one batch per transaction
+ *   engine.c   threads, locking, group commit, timers: the hf__engine_ops table
+ */
+#ifndef HF_EMBEDDED_H
+#define HF_EMBEDDED_H
+
+#include <stdint.h>
+
+#include "core/core.h"
+#include "engine/engine.h"
+
+/* ---- map.c ---- */
+
+/* A hash map from NUL-terminated keys to values. Keys are not copied: each key must live in
+ * its value and stay unchanged while the entry exists. */
+struct hf__map {
+	struct hf__map_entry **buckets;
+	size_t n_buckets;
+	size_t count;
+};
+void hf__map_init(struct hf__map *map);
+void hf__map_release(struct hf__map *map); /* frees the table, not the values */
+void *hf__map_get(const struct hf__map *map, const char *key);
+int hf__map_put(struct hf__map *map, const char *key, void *value); /* HF_OK or HF_ENOMEM */
+void *hf__map_remove(struct hf__map *map, const char *key);         /* the value or NULL */
+/* Iteration: start with *pos = 0; returns the next value or NULL at the end. The map must
+ * not change during an iteration. */
+void *hf__map_next(const struct hf__map *map, size_t *pos, void **cursor);
+
+/* A min-heap of items keyed by int64; each item stores its own position in *slot so that it
+ * can be removed or re-keyed in O(log n). */
+struct hf__heap_node {
+	int64_t key;
+	void *item;
+	size_t *slot;
+};
+struct hf__heap {
+	struct hf__heap_node *nodes;
+	size_t count, cap;
+};
+#define HF__HEAP_NONE ((size_t)-1)
+int hf__heap_push(struct hf__heap *heap, int64_t key, void *item, size_t *slot);
+void hf__heap_remove(struct hf__heap *heap, size_t *slot);
+void *hf__heap_top(const struct hf__heap *heap, int64_t *key); /* NULL if empty */
+void hf__heap_release(struct hf__heap *heap);
+
+/* ---- journal records: what a change must write, produced by state.c ---- */
+
+enum hf__jtable { HF__J_RESOURCE, HF__J_HOLD, HF__J_IDEM, HF__J_EVENT, HF__J_META };
+
+struct hf__jrec {
+	struct hf__jrec *next;
+	enum hf__jtable table;
+	bool remove;   /* delete the row with this key instead of writing it */
+	char *key;     /* resource name, hold id, idempotency key or meta key; NULL for events */
+	char *body;    /* JSON document of the row; for events the event's data */
+	hf_event event; /* HF__J_EVENT only: owned strings except data (== body) */
+};
+void hf__jrec_free_list(struct hf__jrec *list);
+
+/* ---- state.c ---- */
+
+struct hf__state;
+
+/* What one step of the state produced. The caller appends the records to the journal and
+ * completes the calls once they are durable (or at once when there are no records). */
+struct hf__effects {
+	struct hf__jrec *rec_head, *rec_tail;
+	struct hf__call *done_head, *done_tail; /* linked through call->next */
+	int failed; /* HF_OK, or HF_ENOMEM when the state could not record a change */
+};
+
+struct hf__state *hf__state_new(const hf_options *opt);
+void hf__state_free(struct hf__state *st);
+
+/* Applies a validated call at time `now`. The call is either completed into fx->done or
+ * parked as a waiter (acquire or event read with a wait). */
+void hf__state_apply(struct hf__state *st, struct hf__call *call, int64_t now,
+                     struct hf__effects *fx);
+/* Applies everything due at `now`, in time order: lease expiries, wait deadlines, purges. */
+void hf__state_sweep(struct hf__state *st, int64_t now, struct hf__effects *fx);
+void hf__state_cancel(struct hf__state *st, uint64_t call_id, int64_t now, struct hf__effects *fx);
+/* Ends every wait with `code` (closing). */
+void hf__state_fail_waits(struct hf__state *st, int code, int64_t now, struct hf__effects *fx);
+/* The earliest time something falls due, or INT64_MAX. */
+int64_t hf__state_next_due(const struct hf__state *st);
+/* Events up to `seq` are durable: they may be served; completes event waiters. */
+void hf__state_durable(struct hf__state *st, uint64_t seq, struct hf__effects *fx);
+uint64_t hf__state_last_seq(const struct hf__state *st);
+/* The oldest event seq still held in memory; events before it must be read from disk. */
+uint64_t hf__state_oldest_cached_seq(const struct hf__state *st);
+
+/* Loading from the journal, in this order: meta, resources, holds, idempotency, events. */
+int hf__state_load_meta(struct hf__state *st, const char *key, const char *value, hf_error *err);
+int hf__state_load_resource(struct hf__state *st, const char *body, hf_error *err);
+int hf__state_load_hold(struct hf__state *st, const char *body, hf_error *err);
+int hf__state_load_idem(struct hf__state *st, const char *body, hf_error *err);
+int hf__state_load_event(struct hf__state *st, const hf_event *ev, hf_error *err);
+int hf__state_load_done(struct hf__state *st, hf_error *err);
+
+/* ---- journal.c ---- */
+
+struct hf__journal;
+
+int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err);
+void hf__journal_close(struct hf__journal *j);
+/* Loads everything into the state (see hf__state_load_*). */
+int hf__journal_load(struct hf__journal *j, struct hf__state *st, hf_error *err);
+/* Writes the records in one transaction and returns once it is durable. */
+int hf__journal_write(struct hf__journal *j, const struct hf__jrec *list, hf_error *err);
+/* Reads up to `limit` events with seq > after and seq <= upto, into a new array. */
+int hf__journal_read_events(struct hf__journal *j, uint64_t after, uint64_t upto, size_t limit,
+                            hf_event **events, size_t *n, hf_error *err);
+
+#endif /* HF_EMBEDDED_H */

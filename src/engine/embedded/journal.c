@@ -1,0 +1,378 @@
+/*
+ * journal.c — the embedded engine's SQLite file: its schema and format check, loading it
+ * into the state, writing one batch of records per durable transaction (WAL,
+ * synchronous=FULL), and reading old events on a separate connection.
+ */
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "engine/embedded/embedded.h"
+
+#define SCHEMA_VERSION "1"
+
+static const char schema_sql[] =
+    "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE resources(name TEXT PRIMARY KEY, body TEXT NOT NULL);"
+    "CREATE TABLE holds(id TEXT PRIMARY KEY, body TEXT NOT NULL);"
+    "CREATE TABLE idempotency(key TEXT PRIMARY KEY, body TEXT NOT NULL);"
+    "CREATE TABLE events(seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, type TEXT NOT NULL,"
+    "                    resource TEXT, hold_id TEXT, data TEXT NOT NULL);"
+    "INSERT INTO meta(key, value) VALUES('format', 'holdfast'), ('schema', '" SCHEMA_VERSION "');";
+
+/* Statements for writing, indexed by table then by put (0) / remove (1). */
+static const char *const write_sql[][2] = {
+    [HF__J_RESOURCE] = {"INSERT OR REPLACE INTO resources(name, body) VALUES(?1, ?2)",
+                        "DELETE FROM resources WHERE name = ?1"},
+    [HF__J_HOLD] = {"INSERT OR REPLACE INTO holds(id, body) VALUES(?1, ?2)",
+                    "DELETE FROM holds WHERE id = ?1"},
+    [HF__J_IDEM] = {"INSERT OR REPLACE INTO idempotency(key, body) VALUES(?1, ?2)",
+                    "DELETE FROM idempotency WHERE key = ?1"},
+    [HF__J_EVENT] = {"INSERT INTO events(seq, at, type, resource, hold_id, data)"
+                     " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                     NULL},
+    [HF__J_META] = {"INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)", NULL},
+};
+#define N_TABLES (HF__J_META + 1)
+
+struct hf__journal {
+	char *path;
+	sqlite3 *db;     /* the writer's connection; used by one thread at a time */
+	sqlite3_stmt *put[N_TABLES][2];
+	sqlite3_stmt *begin, *commit, *rollback;
+	pthread_mutex_t read_lock; /* guards `reader` */
+	sqlite3 *reader;
+};
+
+static int db_err(hf_error *err, sqlite3 *db, int code, const char *what)
+{
+	return hf__err(err, code, "%s: %s", what, db ? sqlite3_errmsg(db) : "cannot open");
+}
+
+/* Maps a SQLite failure while opening to our codes: a file that is not a database, or a
+ * damaged one, is store_corrupt; anything else is a storage error. */
+static int open_code(int sqlite_rc)
+{
+	int primary = sqlite_rc & 0xff;
+	return primary == SQLITE_NOTADB || primary == SQLITE_CORRUPT ? HF_ECORRUPT : HF_ESTORAGE;
+}
+
+static int exec(sqlite3 *db, const char *sql, hf_error *err)
+{
+	char *msg = NULL;
+	int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+	if (rc != SQLITE_OK) {
+		int code = hf__err(err, open_code(rc), "store '%s': %s", sql, msg ? msg : "error");
+		sqlite3_free(msg);
+		return code;
+	}
+	return HF_OK;
+}
+
+/* Creates the schema in an empty file, or checks that a non-empty one is ours. */
+static int check_format(sqlite3 *db, const char *path, hf_error *err)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master", -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return hf__err(err, open_code(rc), "'%s' is not a holdfast store: %s", path,
+		               sqlite3_errmsg(db));
+	rc = sqlite3_step(st);
+	int tables = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : -1;
+	sqlite3_finalize(st);
+	if (tables < 0)
+		return hf__err(err, open_code(rc), "'%s' is not a holdfast store: %s", path,
+		               sqlite3_errmsg(db));
+	if (tables == 0) {
+		int code = exec(db, "BEGIN IMMEDIATE", err);
+		if (code == HF_OK && (code = exec(db, schema_sql, err)) == HF_OK)
+			code = exec(db, "COMMIT", err);
+		return code;
+	}
+	const char *format = NULL, *schema = NULL;
+	char fbuf[32] = "", sbuf[32] = "";
+	if (sqlite3_prepare_v2(db, "SELECT key, value FROM meta WHERE key IN ('format','schema')",
+	                       -1, &st, NULL) == SQLITE_OK) {
+		while (sqlite3_step(st) == SQLITE_ROW) {
+			const char *k = (const char *)sqlite3_column_text(st, 0);
+			const char *v = (const char *)sqlite3_column_text(st, 1);
+			if (k && v && strcmp(k, "format") == 0)
+				snprintf(fbuf, sizeof(fbuf), "%s", v), format = fbuf;
+			if (k && v && strcmp(k, "schema") == 0)
+				snprintf(sbuf, sizeof(sbuf), "%s", v), schema = sbuf;
+		}
+		sqlite3_finalize(st);
+	}
+	if (!format || strcmp(format, "holdfast") != 0)
+		return hf__err(err, HF_ECORRUPT, "'%s' is an SQLite file but not a holdfast store", path);
+	if (!schema || strcmp(schema, SCHEMA_VERSION) != 0)
+		return hf__err(err, HF_ECORRUPT, "'%s' has holdfast schema %s; this build reads %s",
+		               path, schema ? schema : "(none)", SCHEMA_VERSION);
+	/* A damaged page shows up here rather than in the middle of serving. */
+	if (sqlite3_prepare_v2(db, "PRAGMA quick_check(1)", -1, &st, NULL) != SQLITE_OK)
+		return db_err(err, db, HF_ECORRUPT, "store check failed");
+	rc = sqlite3_step(st);
+	bool ok = rc == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(st, 0), "ok") == 0;
+	char detail[128];
+	snprintf(detail, sizeof(detail), "%s",
+	         rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : sqlite3_errmsg(db));
+	sqlite3_finalize(st);
+	if (!ok)
+		return hf__err(err, HF_ECORRUPT, "store file '%s' is damaged: %s", path, detail);
+	return HF_OK;
+}
+
+static int open_db(const char *path, int flags, sqlite3 **db, hf_error *err)
+{
+	int rc = sqlite3_open_v2(path, db, flags | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		int code = hf__err(err, open_code(rc), "cannot open store '%s': %s", path,
+		                   *db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc));
+		sqlite3_close(*db);
+		*db = NULL;
+		return code;
+	}
+	sqlite3_busy_timeout(*db, 5000);
+	return HF_OK;
+}
+
+int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err)
+{
+	*out = NULL;
+	struct hf__journal *j = calloc(1, sizeof(*j));
+	if (!j || !(j->path = hf__strdup(path))) {
+		free(j);
+		return hf__err_code(err, HF_ENOMEM);
+	}
+	pthread_mutex_init(&j->read_lock, NULL);
+	int rc;
+	/* The journal holds tokens: only its owner may read it. */
+	mode_t old = umask(077);
+	rc = open_db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &j->db, err);
+	umask(old);
+	if (rc != HF_OK)
+		goto fail;
+	if ((rc = check_format(j->db, path, err)) != HF_OK ||
+	    (rc = exec(j->db, "PRAGMA journal_mode=WAL", err)) != HF_OK ||
+	    (rc = exec(j->db, "PRAGMA synchronous=FULL", err)) != HF_OK)
+		goto fail;
+	for (int t = 0; t < N_TABLES; t++)
+		for (int k = 0; k < 2; k++)
+			if (write_sql[t][k] &&
+			    sqlite3_prepare_v2(j->db, write_sql[t][k], -1, &j->put[t][k], NULL) != SQLITE_OK) {
+				rc = db_err(err, j->db, HF_ECORRUPT, "store schema does not match");
+				goto fail;
+			}
+	if (sqlite3_prepare_v2(j->db, "BEGIN IMMEDIATE", -1, &j->begin, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(j->db, "COMMIT", -1, &j->commit, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(j->db, "ROLLBACK", -1, &j->rollback, NULL) != SQLITE_OK) {
+		rc = db_err(err, j->db, HF_ESTORAGE, "cannot prepare");
+		goto fail;
+	}
+	if ((rc = open_db(path, SQLITE_OPEN_READONLY, &j->reader, err)) != HF_OK)
+		goto fail;
+	*out = j;
+	return HF_OK;
+fail:
+	hf__journal_close(j);
+	return rc;
+}
+
+void hf__journal_close(struct hf__journal *j)
+{
+	if (!j)
+		return;
+	for (int t = 0; t < N_TABLES; t++)
+		for (int k = 0; k < 2; k++)
+			sqlite3_finalize(j->put[t][k]);
+	sqlite3_finalize(j->begin);
+	sqlite3_finalize(j->commit);
+	sqlite3_finalize(j->rollback);
+	sqlite3_close(j->reader);
+	sqlite3_close(j->db);
+	pthread_mutex_destroy(&j->read_lock);
+	free(j->path);
+	free(j);
+}
+
+/* Runs `sql` and hands each row's text columns to `row`. */
+static int each_row(struct hf__journal *j, const char *sql,
+                    int (*row)(struct hf__state *, sqlite3_stmt *, hf_error *),
+                    struct hf__state *st, hf_error *err)
+{
+	sqlite3_stmt *stmt;
+	if (sqlite3_prepare_v2(j->db, sql, -1, &stmt, NULL) != SQLITE_OK)
+		return db_err(err, j->db, HF_ECORRUPT, "store schema does not match");
+	int rc, code = HF_OK;
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+		if ((code = row(st, stmt, err)) != HF_OK)
+			break;
+	if (code == HF_OK && rc != SQLITE_DONE)
+		code = db_err(err, j->db, open_code(rc), "cannot read store");
+	sqlite3_finalize(stmt);
+	return code;
+}
+
+static const char *text(sqlite3_stmt *stmt, int col)
+{
+	const char *s = (const char *)sqlite3_column_text(stmt, col);
+	return s ? s : "";
+}
+
+static int load_meta(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
+{
+	return hf__state_load_meta(st, text(s, 0), text(s, 1), err);
+}
+
+static int load_resource(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
+{
+	return hf__state_load_resource(st, text(s, 0), err);
+}
+
+static int load_hold(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
+{
+	return hf__state_load_hold(st, text(s, 0), err);
+}
+
+static int load_idem(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
+{
+	return hf__state_load_idem(st, text(s, 0), err);
+}
+
+/* Reads the event at the statement's row; strings are the statement's until the next step. */
+static void event_of_row(sqlite3_stmt *s, hf_event *ev)
+{
+	ev->seq = (uint64_t)sqlite3_column_int64(s, 0);
+	ev->at_ms = sqlite3_column_int64(s, 1);
+	ev->type = (char *)text(s, 2);
+	ev->resource = (char *)sqlite3_column_text(s, 3);
+	ev->hold_id = (char *)sqlite3_column_text(s, 4);
+	ev->data = (char *)text(s, 5);
+}
+
+static int load_event(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
+{
+	hf_event ev;
+	event_of_row(s, &ev);
+	return hf__state_load_event(st, &ev, err);
+}
+
+int hf__journal_load(struct hf__journal *j, struct hf__state *st, hf_error *err)
+{
+	int rc;
+	if ((rc = each_row(j, "SELECT key, value FROM meta", load_meta, st, err)) ||
+	    (rc = each_row(j, "SELECT body FROM resources", load_resource, st, err)) ||
+	    (rc = each_row(j, "SELECT body FROM holds", load_hold, st, err)) ||
+	    (rc = each_row(j, "SELECT body FROM idempotency", load_idem, st, err)) ||
+	    (rc = each_row(j,
+	                   "SELECT seq, at, type, resource, hold_id, data FROM events"
+	                   " WHERE seq > (SELECT coalesce(max(seq), 0) FROM events) - 65536"
+	                   " ORDER BY seq",
+	                   load_event, st, err)))
+		return rc;
+	return hf__state_load_done(st, err);
+}
+
+static int bind_text(sqlite3_stmt *s, int i, const char *v)
+{
+	return v ? sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC) : sqlite3_bind_null(s, i);
+}
+
+static int write_one(struct hf__journal *j, const struct hf__jrec *rec)
+{
+	sqlite3_stmt *s = j->put[rec->table][rec->remove ? 1 : 0];
+	int rc;
+	sqlite3_reset(s);
+	if (rec->table == HF__J_EVENT) {
+		const hf_event *ev = &rec->event;
+		rc = sqlite3_bind_int64(s, 1, (sqlite3_int64)ev->seq);
+		rc = rc ? rc : sqlite3_bind_int64(s, 2, ev->at_ms);
+		rc = rc ? rc : bind_text(s, 3, ev->type);
+		rc = rc ? rc : bind_text(s, 4, ev->resource);
+		rc = rc ? rc : bind_text(s, 5, ev->hold_id);
+		rc = rc ? rc : bind_text(s, 6, ev->data);
+	} else {
+		rc = bind_text(s, 1, rec->key);
+		if (!rec->remove && rc == SQLITE_OK)
+			rc = bind_text(s, 2, rec->body);
+	}
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+	sqlite3_clear_bindings(s);
+	sqlite3_reset(s);
+	return rc;
+}
+
+int hf__journal_write(struct hf__journal *j, const struct hf__jrec *list, hf_error *err)
+{
+	sqlite3_reset(j->begin);
+	if (sqlite3_step(j->begin) != SQLITE_DONE)
+		return db_err(err, j->db, HF_ESTORAGE, "journal begin failed");
+	for (const struct hf__jrec *rec = list; rec; rec = rec->next)
+		if (write_one(j, rec) != SQLITE_OK) {
+			int code = db_err(err, j->db, HF_ESTORAGE, "journal write failed");
+			sqlite3_reset(j->rollback);
+			sqlite3_step(j->rollback);
+			return code;
+		}
+	sqlite3_reset(j->commit);
+	if (sqlite3_step(j->commit) != SQLITE_DONE) {
+		int code = db_err(err, j->db, HF_ESTORAGE, "journal commit failed");
+		sqlite3_reset(j->rollback);
+		sqlite3_step(j->rollback);
+		return code;
+	}
+	return HF_OK;
+}
+
+int hf__journal_read_events(struct hf__journal *j, uint64_t after, uint64_t upto, size_t limit,
+                            hf_event **events, size_t *n, hf_error *err)
+{
+	*events = NULL;
+	*n = 0;
+	if (upto <= after)
+		return HF_OK;
+	if (upto - after < limit)
+		limit = (size_t)(upto - after);
+	hf_event *out = calloc(limit ? limit : 1, sizeof(*out));
+	if (!out)
+		return hf__err_code(err, HF_ENOMEM);
+	pthread_mutex_lock(&j->read_lock);
+	sqlite3_stmt *s = NULL;
+	int code = HF_OK;
+	if (sqlite3_prepare_v2(j->reader,
+	                       "SELECT seq, at, type, resource, hold_id, data FROM events"
+	                       " WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
+	                       -1, &s, NULL) != SQLITE_OK) {
+		code = db_err(err, j->reader, HF_ESTORAGE, "cannot read events");
+		goto out;
+	}
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)after);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)upto);
+	sqlite3_bind_int64(s, 3, (sqlite3_int64)limit);
+	int rc;
+	while (*n < limit && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		hf_event ev;
+		event_of_row(s, &ev);
+		if (hf__event_copy(&out[*n], &ev) != HF_OK) {
+			code = hf__err_code(err, HF_ENOMEM);
+			goto out;
+		}
+		(*n)++;
+	}
+out:
+	sqlite3_finalize(s);
+	pthread_mutex_unlock(&j->read_lock);
+	if (code != HF_OK) {
+		for (size_t i = 0; i < *n; i++)
+			hf__event_clear(&out[i]);
+		free(out);
+		*n = 0;
+		return code;
+	}
+	*events = out;
+	return HF_OK;
+}

@@ -1,0 +1,1760 @@
+/*
+ * state.c — the hold semantics of the embedded engine, in memory: resources, holds, FIFO
+ * wait queues, leases, fences, idempotency records and the recent events. Pure logic: no
+ * threads, no I/O. Each step reports the journal records it needs written and the calls it
+ * completed (struct hf__effects); engine.c makes them durable and delivers them.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/embedded/embedded.h"
+
+#define EVENT_CACHE 65536 /* recent events kept in memory for readers */
+
+struct waiter;
+
+struct res {
+	char *name;
+	int64_t capacity;
+	char *meta;
+	int64_t version;
+	bool declared;
+	bool journaled; /* a row exists in the journal */
+	int64_t held;   /* units taken by live holds */
+	int64_t n_holds;
+	int64_t n_exclusive; /* live exclusive holds: while > 0 nothing else is granted */
+	struct wlink *queue_head, *queue_tail;
+	int64_t n_waiters;
+	struct res *work_next; /* the pump's worklist */
+	bool in_work;
+};
+
+struct part {
+	char *name;
+	struct res *res; /* while the hold is live */
+	int64_t units;
+	int64_t fence;
+};
+
+struct hold {
+	char id[HF_ID_LEN + 1];
+	char token[HF_TOKEN_LEN + 1];
+	char *owner;
+	hf_hold_state state;
+	hf_mode mode;
+	int64_t created_at, expires_at, ended_at;
+	size_t n_parts;
+	struct part *parts;
+	size_t expiry_slot;       /* in st->expiries while tentative */
+	struct hold *ended_next;  /* retention FIFO of ended holds */
+};
+
+/* A parked acquire is linked into the queue of every resource it names. */
+struct wlink {
+	struct waiter *waiter;
+	struct res *res;
+	int64_t units; /* 0: exclusive, the whole capacity at grant time */
+	struct wlink *prev, *next;
+};
+
+struct idem {
+	char *key;
+	char *fingerprint;
+	int64_t created_at;
+	bool pending;   /* its acquire is parked */
+	hf_hold first;  /* the first outcome, token included */
+	struct idem *next; /* retention FIFO */
+};
+
+struct waiter {
+	struct hf__call *call;
+	char call_key[24]; /* the call id as text, the key in st->waiters */
+	int64_t deadline;
+	size_t deadline_slot;
+	bool events; /* an event read waiting for a first event */
+	struct waiter *ev_prev, *ev_next; /* st->event_waiters, for event reads */
+	size_t n_links;
+	struct wlink *links;
+	struct idem *idem;
+};
+
+struct hf__state {
+	hf_options opt;
+	struct hf__map resources;
+	struct hf__map holds;
+	struct hf__map idems;
+	struct hf__map waiters; /* by call id */
+	struct hf__heap expiries;  /* tentative holds by expires_at */
+	struct hf__heap deadlines; /* waiters by deadline */
+	struct hold *ended_head, *ended_tail;
+	struct idem *idem_head, *idem_tail;
+	int64_t live_holds;
+	int64_t n_waiters;
+	int64_t last_fence;
+	uint64_t last_seq;
+	uint64_t durable_seq;
+	hf_event *events; /* ring of the newest EVENT_CACHE events */
+	uint64_t oldest_cached;  /* seq of the oldest cached event (0: none) */
+	struct res *work_head;
+	struct waiter *event_waiters; /* parked event reads */
+};
+
+/* ---- effects ---- */
+
+static void fx_done(struct hf__effects *fx, struct hf__call *call)
+{
+	call->next = NULL;
+	if (fx->done_tail)
+		fx->done_tail->next = call;
+	else
+		fx->done_head = call;
+	fx->done_tail = call;
+}
+
+static void fx_fail(struct hf__effects *fx, struct hf__call *call, int code, const char *fmt, ...)
+    HF__PRINTF(4, 5);
+static void fx_fail(struct hf__effects *fx, struct hf__call *call, int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	call->reply->error.code = code;
+	vsnprintf(call->reply->error.message, sizeof(call->reply->error.message), fmt, ap);
+	va_end(ap);
+	fx_done(fx, call);
+}
+
+static struct hf__jrec *fx_record(struct hf__effects *fx, enum hf__jtable table, const char *key,
+                                  char *body, bool remove)
+{
+	struct hf__jrec *rec = calloc(1, sizeof(*rec));
+	if (!rec || (key && !(rec->key = hf__strdup(key)))) {
+		free(rec);
+		free(body);
+		fx->failed = HF_ENOMEM;
+		return NULL;
+	}
+	rec->table = table;
+	rec->remove = remove;
+	rec->body = body;
+	if (fx->rec_tail)
+		fx->rec_tail->next = rec;
+	else
+		fx->rec_head = rec;
+	fx->rec_tail = rec;
+	return rec;
+}
+
+void hf__jrec_free_list(struct hf__jrec *list)
+{
+	while (list) {
+		struct hf__jrec *next = list->next;
+		free(list->key);
+		free(list->body);
+		free(list->event.type);
+		free(list->event.resource);
+		free(list->event.hold_id);
+		free(list);
+		list = next;
+	}
+}
+
+/* Dumps and consumes a JSON value; NULL on allocation failure. */
+static char *dump(json_t *j)
+{
+	char *s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	json_decref(j);
+	return s;
+}
+
+/* ---- journal rows: the internal, versioned row format of each table ---- */
+
+static json_t *meta_value(const char *meta)
+{
+	return meta ? json_loads(meta, 0, NULL) : json_null();
+}
+
+static void journal_resource(struct hf__effects *fx, struct res *r)
+{
+	json_t *j = json_pack("{s:s, s:I, s:o, s:I, s:b}", "name", r->name, "capacity",
+	                      (json_int_t)r->capacity, "meta", meta_value(r->meta), "version",
+	                      (json_int_t)r->version, "declared", r->declared);
+	char *body = dump(j);
+	if (!body) {
+		fx->failed = HF_ENOMEM;
+		return;
+	}
+	if (fx_record(fx, HF__J_RESOURCE, r->name, body, false))
+		r->journaled = true;
+}
+
+static void journal_resource_removed(struct hf__effects *fx, struct res *r)
+{
+	if (r->journaled)
+		fx_record(fx, HF__J_RESOURCE, r->name, NULL, true);
+	r->journaled = false;
+}
+
+static json_t *parts_json(const hf_hold *h, bool fences)
+{
+	json_t *arr = json_array();
+	for (size_t i = 0; arr && i < h->n_parts; i++) {
+		json_t *p = fences ? json_pack("{s:s, s:I, s:I}", "name", h->parts[i].resource, "units",
+		                               (json_int_t)h->parts[i].units, "fence",
+		                               (json_int_t)h->parts[i].fence)
+		                   : json_pack("{s:s, s:I}", "name", h->parts[i].resource, "units",
+		                               (json_int_t)h->parts[i].units);
+		if (json_array_append_new(arr, p) != 0) {
+			json_decref(arr);
+			return NULL;
+		}
+	}
+	return arr;
+}
+
+/* The journal form of a hold, token included. */
+static json_t *hold_row(const hf_hold *h)
+{
+	return json_pack("{s:s, s:s, s:s, s:i, s:i, s:I, s:I, s:I, s:o}", "id", h->id, "token",
+	                 h->token, "owner", h->owner, "state", (int)h->state, "mode", (int)h->mode,
+	                 "created_at", (json_int_t)h->created_at_ms, "expires_at",
+	                 (json_int_t)h->expires_at_ms, "ended_at", (json_int_t)h->ended_at_ms,
+	                 "parts", parts_json(h, true));
+}
+
+static int hold_from_row(json_t *j, hf_hold *out)
+{
+	memset(out, 0, sizeof(*out));
+	const char *id, *token, *owner;
+	int state, mode;
+	json_int_t created, expires, ended;
+	json_t *parts;
+	if (json_unpack(j, "{s:s, s:s, s:s, s:i, s:i, s:I, s:I, s:I, s:o}", "id", &id, "token",
+	                &token, "owner", &owner, "state", &state, "mode", &mode, "created_at",
+	                &created, "expires_at", &expires, "ended_at", &ended, "parts", &parts) != 0)
+		return HF_ECORRUPT;
+	if (strlen(id) != HF_ID_LEN || strlen(token) != HF_TOKEN_LEN || state < 0 ||
+	    state > HF_HOLD_EXPIRED || mode < 0 || mode > HF_MODE_EXCLUSIVE ||
+	    !json_is_array(parts) || json_array_size(parts) == 0 ||
+	    json_array_size(parts) > HF_CLAIMS_MAX)
+		return HF_ECORRUPT;
+	memcpy(out->id, id, HF_ID_LEN + 1);
+	memcpy(out->token, token, HF_TOKEN_LEN + 1);
+	out->state = (hf_hold_state)state;
+	out->mode = (hf_mode)mode;
+	out->created_at_ms = created;
+	out->expires_at_ms = expires;
+	out->ended_at_ms = ended;
+	if (!(out->owner = hf__strdup(owner)))
+		return HF_ENOMEM;
+	size_t n = json_array_size(parts);
+	out->parts = calloc(n, sizeof(*out->parts));
+	if (!out->parts)
+		goto nomem;
+	for (size_t i = 0; i < n; i++) {
+		const char *name;
+		json_int_t units, fence;
+		if (json_unpack(json_array_get(parts, i), "{s:s, s:I, s:I}", "name", &name, "units",
+		                &units, "fence", &fence) != 0 ||
+		    units < 1) {
+			hf__hold_clear(out);
+			return HF_ECORRUPT;
+		}
+		out->parts[i].units = units;
+		out->parts[i].fence = fence;
+		out->n_parts = i + 1;
+		if (!(out->parts[i].resource = hf__strdup(name)))
+			goto nomem;
+	}
+	return HF_OK;
+nomem:
+	hf__hold_clear(out);
+	return HF_ENOMEM;
+}
+
+/* ---- views: the public items built from the state ---- */
+
+static void hold_view(const struct hold *h, bool with_token, hf_hold *out)
+{
+	memset(out, 0, sizeof(*out));
+	memcpy(out->id, h->id, sizeof(out->id));
+	if (with_token)
+		memcpy(out->token, h->token, sizeof(out->token));
+	out->owner = h->owner;
+	out->state = h->state;
+	out->mode = h->mode;
+	out->created_at_ms = h->created_at;
+	out->expires_at_ms = h->expires_at;
+	out->ended_at_ms = h->ended_at;
+	out->n_parts = h->n_parts;
+	/* hf_hold_part and struct part share the leading fields' meaning, not their layout. */
+}
+
+/* Deep copy of a hold into a public item. */
+static int hold_export(const struct hold *h, bool with_token, hf_hold *out)
+{
+	hf_hold_part parts[HF_CLAIMS_MAX];
+	hf_hold view;
+	hold_view(h, with_token, &view);
+	for (size_t i = 0; i < h->n_parts; i++)
+		parts[i] = (hf_hold_part){.resource = h->parts[i].name,
+		                          .units = h->parts[i].units,
+		                          .fence = h->parts[i].fence};
+	view.parts = parts;
+	return hf__hold_copy(out, &view);
+}
+
+static int reply_hold(struct hf__call *call, const struct hold *h, bool with_token)
+{
+	hf_hold *copy = malloc(sizeof(*copy));
+	if (!copy || hold_export(h, with_token, copy) != HF_OK) {
+		free(copy);
+		return HF_ENOMEM;
+	}
+	call->reply->hold = copy;
+	return HF_OK;
+}
+
+static void resource_view(const struct res *r, hf_resource *out)
+{
+	*out = (hf_resource){.name = r->name,
+	                     .capacity = r->capacity,
+	                     .meta = r->meta,
+	                     .version = r->version,
+	                     .declared = r->declared,
+	                     .held = r->held,
+	                     .holds = r->n_holds,
+	                     .waiters = r->n_waiters};
+}
+
+static int reply_resource(struct hf__call *call, const struct res *r)
+{
+	hf_resource view, *copy = malloc(sizeof(*copy));
+	resource_view(r, &view);
+	if (!copy || hf__resource_copy(copy, &view) != HF_OK) {
+		free(copy);
+		return HF_ENOMEM;
+	}
+	call->reply->resource = copy;
+	return HF_OK;
+}
+
+/* ---- events ---- */
+
+/* Appends an event (and its journal record); `data` is consumed. */
+static void emit(struct hf__state *st, struct hf__effects *fx, int64_t now, const char *type,
+                 const char *resource, const char *hold_id, json_t *data)
+{
+	char *body = dump(data);
+	if (!body) {
+		fx->failed = HF_ENOMEM;
+		return;
+	}
+	struct hf__jrec *rec = fx_record(fx, HF__J_EVENT, NULL, body, false);
+	if (!rec)
+		return;
+	rec->event.seq = ++st->last_seq;
+	rec->event.at_ms = now;
+	rec->event.type = hf__strdup(type);
+	rec->event.resource = hf__strdup(resource);
+	rec->event.hold_id = hf__strdup(hold_id);
+	rec->event.data = body;
+	if (!rec->event.type || (resource && !rec->event.resource) || (hold_id && !rec->event.hold_id))
+		fx->failed = HF_ENOMEM;
+	/* Cache a copy for readers; it is served once durable. */
+	hf_event *slot = &st->events[rec->event.seq % EVENT_CACHE];
+	hf__event_clear(slot);
+	if (hf__event_copy(slot, &rec->event) != HF_OK)
+		fx->failed = HF_ENOMEM;
+	if (st->oldest_cached == 0)
+		st->oldest_cached = rec->event.seq;
+	else if (rec->event.seq - st->oldest_cached >= EVENT_CACHE)
+		st->oldest_cached = rec->event.seq - EVENT_CACHE + 1;
+}
+
+static void emit_hold(struct hf__state *st, struct hf__effects *fx, int64_t now, const char *type,
+                      const struct hold *h, json_t *data)
+{
+	emit(st, fx, now, type, h->parts[0].name, h->id, data);
+}
+
+static json_t *resource_event_data(const struct res *r)
+{
+	return json_pack("{s:s, s:I, s:I, s:o, s:b}", "name", r->name, "capacity",
+	                 (json_int_t)r->capacity, "version", (json_int_t)r->version, "meta",
+	                 meta_value(r->meta), "declared", r->declared);
+}
+
+static json_t *hold_event_parts(const struct hold *h, bool fences)
+{
+	hf_hold_part parts[HF_CLAIMS_MAX];
+	hf_hold view;
+	hold_view(h, false, &view);
+	for (size_t i = 0; i < h->n_parts; i++)
+		parts[i] = (hf_hold_part){.resource = h->parts[i].name,
+		                          .units = h->parts[i].units,
+		                          .fence = h->parts[i].fence};
+	view.parts = parts;
+	return parts_json(&view, fences);
+}
+
+/* ---- resources ---- */
+
+static struct res *res_new(struct hf__state *st, const char *name, int64_t capacity)
+{
+	struct res *r = calloc(1, sizeof(*r));
+	if (!r || !(r->name = hf__strdup(name)))
+		goto nomem;
+	r->capacity = capacity;
+	if (hf__map_put(&st->resources, r->name, r) != HF_OK)
+		goto nomem;
+	return r;
+nomem:
+	if (r)
+		free(r->name);
+	free(r);
+	return NULL;
+}
+
+static void res_free(struct res *r)
+{
+	free(r->name);
+	free(r->meta);
+	free(r);
+}
+
+static bool res_idle(const struct res *r)
+{
+	return r->n_holds == 0 && r->n_waiters == 0;
+}
+
+/* Drops an implicit resource that nothing names any more. */
+static void res_drop_if_idle(struct hf__state *st, struct hf__effects *fx, struct res *r)
+{
+	if (r->declared || !res_idle(r) || r->in_work)
+		return;
+	journal_resource_removed(fx, r);
+	hf__map_remove(&st->resources, r->name);
+	res_free(r);
+}
+
+static void work_push(struct hf__state *st, struct res *r)
+{
+	if (r->in_work)
+		return;
+	r->in_work = true;
+	r->work_next = st->work_head;
+	st->work_head = r;
+}
+
+/* ---- holds ---- */
+
+static void hold_free(struct hold *h)
+{
+	free(h->owner);
+	for (size_t i = 0; i < h->n_parts; i++)
+		free(h->parts[i].name);
+	free(h->parts);
+	free(h);
+}
+
+static void journal_hold(struct hf__effects *fx, const struct hold *h)
+{
+	hf_hold_part parts[HF_CLAIMS_MAX];
+	hf_hold view;
+	hold_view(h, true, &view);
+	for (size_t i = 0; i < h->n_parts; i++)
+		parts[i] = (hf_hold_part){.resource = h->parts[i].name,
+		                          .units = h->parts[i].units,
+		                          .fence = h->parts[i].fence};
+	view.parts = parts;
+	char *body = dump(hold_row(&view));
+	if (!body) {
+		fx->failed = HF_ENOMEM;
+		return;
+	}
+	fx_record(fx, HF__J_HOLD, h->id, body, false);
+}
+
+static void journal_fence(struct hf__state *st, struct hf__effects *fx)
+{
+	char buf[32];
+	snprintf(buf, sizeof(buf), "%lld", (long long)st->last_fence);
+	char *body = hf__strdup(buf);
+	if (!body) {
+		fx->failed = HF_ENOMEM;
+		return;
+	}
+	fx_record(fx, HF__J_META, "last_fence", body, false);
+}
+
+/* Ends a live hold: frees its units, queues its resources for waiters, keeps it readable. */
+static void hold_end(struct hf__state *st, struct hf__effects *fx, struct hold *h,
+                     hf_hold_state state, int64_t ended_at, int64_t now)
+{
+	hf__heap_remove(&st->expiries, &h->expiry_slot);
+	h->state = state;
+	h->ended_at = ended_at;
+	for (size_t i = 0; i < h->n_parts; i++) {
+		struct res *r = h->parts[i].res;
+		r->held -= h->parts[i].units;
+		r->n_holds--;
+		if (h->mode == HF_MODE_EXCLUSIVE)
+			r->n_exclusive--;
+		h->parts[i].res = NULL;
+		work_push(st, r);
+	}
+	st->live_holds--;
+	h->ended_next = NULL;
+	if (st->ended_tail)
+		st->ended_tail->ended_next = h;
+	else
+		st->ended_head = h;
+	st->ended_tail = h;
+	journal_hold(fx, h);
+	emit_hold(st, fx, now, state == HF_HOLD_EXPIRED ? "hold.expired" : "hold.released", h,
+	          json_pack("{s:s, s:s, s:o}", "id", h->id, "owner", h->owner, "resources",
+	                    hold_event_parts(h, false)));
+}
+
+static bool token_equal(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	unsigned diff = (unsigned)(la ^ lb);
+	for (size_t i = 0; i < la && i < lb; i++)
+		diff |= (unsigned)(a[i] ^ b[i]);
+	return diff == 0;
+}
+
+/* ---- waiting ---- */
+
+/* Can `link`'s waiter take its units of link->res now? FIFO: only the head may. */
+static bool link_fits(const struct wlink *link)
+{
+	const struct res *r = link->res;
+	if (r->queue_head != link)
+		return false;
+	if (link->units == 0)
+		return r->held == 0;
+	return r->n_exclusive == 0 && r->capacity - r->held >= link->units;
+}
+
+static void waiter_unlink(struct hf__state *st, struct waiter *w)
+{
+	for (size_t i = 0; i < w->n_links; i++) {
+		struct wlink *l = &w->links[i];
+		struct res *r = l->res;
+		if (l->prev)
+			l->prev->next = l->next;
+		else
+			r->queue_head = l->next;
+		if (l->next)
+			l->next->prev = l->prev;
+		else
+			r->queue_tail = l->prev;
+		r->n_waiters--;
+		work_push(st, r);
+	}
+	hf__heap_remove(&st->deadlines, &w->deadline_slot);
+	hf__map_remove(&st->waiters, w->call_key);
+	if (w->events) {
+		if (w->ev_prev)
+			w->ev_prev->ev_next = w->ev_next;
+		else
+			st->event_waiters = w->ev_next;
+		if (w->ev_next)
+			w->ev_next->ev_prev = w->ev_prev;
+	} else {
+		st->n_waiters--;
+	}
+}
+
+static void waiter_free(struct waiter *w)
+{
+	free(w->links);
+	free(w);
+}
+
+static void idem_forget(struct hf__state *st, struct idem *d);
+
+/* Ends a wait without a grant. */
+static void waiter_fail(struct hf__state *st, struct hf__effects *fx, struct waiter *w, int code,
+                        const char *message)
+{
+	waiter_unlink(st, w);
+	if (w->idem)
+		idem_forget(st, w->idem);
+	fx_fail(fx, w->call, code, "%s", message);
+	waiter_free(w);
+}
+
+static bool call_is_any(const struct waiter *w)
+{
+	return w->call->req.acquire.any;
+}
+
+static int grant(struct hf__state *st, struct hf__effects *fx, struct hf__call *call,
+                 struct res **res, const int64_t *units, size_t n, struct idem *idem, int64_t now);
+
+static void pump(struct hf__state *st, struct hf__effects *fx, int64_t now)
+{
+	while (st->work_head) {
+		struct res *r = st->work_head;
+		st->work_head = r->work_next;
+		r->in_work = false;
+		while (r->queue_head) {
+			struct waiter *w = r->queue_head->waiter;
+			size_t chosen = SIZE_MAX;
+			if (w->events)
+				break; /* never queued on resources */
+			if (call_is_any(w)) {
+				if (link_fits(r->queue_head))
+					chosen = (size_t)(r->queue_head - w->links);
+			} else {
+				bool all = true;
+				for (size_t i = 0; all && i < w->n_links; i++)
+					all = link_fits(&w->links[i]);
+				if (all)
+					chosen = 0;
+			}
+			if (chosen == SIZE_MAX)
+				break;
+			struct res *take[HF_CLAIMS_MAX];
+			int64_t units[HF_CLAIMS_MAX];
+			size_t n = 0;
+			if (call_is_any(w)) {
+				take[0] = w->links[chosen].res;
+				units[0] = w->links[chosen].units;
+				n = 1;
+			} else {
+				for (size_t i = 0; i < w->n_links; i++, n++) {
+					take[n] = w->links[i].res;
+					units[n] = w->links[i].units;
+				}
+			}
+			waiter_unlink(st, w);
+			struct idem *idem = w->idem;
+			w->idem = NULL;
+			int rc = grant(st, fx, w->call, take, units, n, idem, now);
+			if (rc != HF_OK) {
+				if (idem)
+					idem_forget(st, idem);
+				fx_fail(fx, w->call, rc, "%s", hf_strerror(rc));
+			}
+			waiter_free(w);
+		}
+		res_drop_if_idle(st, fx, r);
+	}
+}
+
+/* ---- idempotency ---- */
+
+static void idem_free(struct idem *d)
+{
+	free(d->key);
+	free(d->fingerprint);
+	hf__hold_clear(&d->first);
+	free(d);
+}
+
+/* Forgets a pending record (its acquire failed): a retry may try again. */
+static void idem_forget(struct hf__state *st, struct idem *d)
+{
+	hf__map_remove(&st->idems, d->key);
+	idem_free(d);
+}
+
+static json_t *idem_row(const struct idem *d)
+{
+	return json_pack("{s:s, s:s, s:I, s:o}", "key", d->key, "fingerprint", d->fingerprint,
+	                 "created_at", (json_int_t)d->created_at, "hold", hold_row(&d->first));
+}
+
+static void idem_append(struct hf__state *st, struct idem *d)
+{
+	d->next = NULL;
+	if (st->idem_tail)
+		st->idem_tail->next = d;
+	else
+		st->idem_head = d;
+	st->idem_tail = d;
+}
+
+/* ---- granting ---- */
+
+static int grant(struct hf__state *st, struct hf__effects *fx, struct hf__call *call,
+                 struct res **res, const int64_t *units, size_t n, struct idem *idem, int64_t now)
+{
+	const hf_acquire_req *a = &call->req.acquire;
+	if ((size_t)st->live_holds >= st->opt.max_holds)
+		return HF_ELIMIT;
+	struct hold *h = calloc(1, sizeof(*h));
+	if (!h)
+		return HF_ENOMEM;
+	h->expiry_slot = HF__HEAP_NONE;
+	h->parts = calloc(n, sizeof(*h->parts));
+	h->owner = hf__strdup(a->owner);
+	if (!h->parts || !h->owner || hf__random_hex(h->id, HF_ID_LEN / 2) != HF_OK ||
+	    hf__random_hex(h->token, HF_TOKEN_LEN / 2) != HF_OK)
+		goto fail;
+	for (size_t i = 0; i < n; i++) {
+		h->n_parts = i + 1;
+		if (!(h->parts[i].name = hf__strdup(res[i]->name)))
+			goto fail;
+	}
+	h->state = HF_HOLD_TENTATIVE;
+	h->mode = a->mode;
+	h->created_at = now;
+	h->expires_at = now + a->ttl_ms;
+	if (hf__map_put(&st->holds, h->id, h) != HF_OK)
+		goto fail;
+	if (hf__heap_push(&st->expiries, h->expires_at, h, &h->expiry_slot) != HF_OK) {
+		hf__map_remove(&st->holds, h->id);
+		goto fail;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct res *r = res[i];
+		struct part *p = &h->parts[i];
+		p->res = r;
+		p->units = units[i] ? units[i] : r->capacity;
+		p->fence = ++st->last_fence;
+		r->held += p->units;
+		r->n_holds++;
+		if (h->mode == HF_MODE_EXCLUSIVE)
+			r->n_exclusive++;
+		if (!r->journaled)
+			journal_resource(fx, r);
+	}
+	st->live_holds++;
+	journal_fence(st, fx);
+	journal_hold(fx, h);
+	emit_hold(st, fx, now, "hold.granted", h,
+	          json_pack("{s:s, s:s, s:s, s:I, s:o}", "id", h->id, "owner", h->owner, "mode",
+	                    hf_mode_name(h->mode), "expires_at_ms", (json_int_t)h->expires_at,
+	                    "resources", hold_event_parts(h, true)));
+	if (idem) {
+		idem->pending = false;
+		idem->created_at = now;
+		if (hold_export(h, true, &idem->first) != HF_OK) {
+			fx->failed = HF_ENOMEM;
+		} else {
+			fx_record(fx, HF__J_IDEM, idem->key, dump(idem_row(idem)), false);
+			idem_append(st, idem);
+		}
+	}
+	if (reply_hold(call, h, true) != HF_OK)
+		fx->failed = HF_ENOMEM;
+	fx_done(fx, call);
+	return HF_OK;
+fail:
+	hold_free(h);
+	return HF_ENOMEM;
+}
+
+/* The claims of an acquire, resolved against the resources: in the fixed internal order
+ * (by name) for all-of requests, in the caller's order for any-of requests. */
+struct resolved {
+	size_t n;
+	const hf_claim *claim[HF_CLAIMS_MAX];
+	struct res *res[HF_CLAIMS_MAX]; /* NULL: an implicit resource to create */
+	int64_t units[HF_CLAIMS_MAX];   /* 0: exclusive */
+};
+
+static int cmp_claim_name(const void *a, const void *b)
+{
+	const hf_claim *const *x = a, *const *y = b;
+	return strcmp((*x)->name, (*y)->name);
+}
+
+static int resolve(struct hf__state *st, const hf_acquire_req *a, struct resolved *rv,
+                   hf_error *err)
+{
+	rv->n = a->n_claims;
+	for (size_t i = 0; i < a->n_claims; i++)
+		rv->claim[i] = &a->claims[i];
+	if (!a->any)
+		qsort(rv->claim, rv->n, sizeof(rv->claim[0]), cmp_claim_name);
+	size_t creating = 0;
+	for (size_t i = 0; i < rv->n; i++) {
+		const hf_claim *c = rv->claim[i];
+		struct res *r = hf__map_get(&st->resources, c->name);
+		if (!r && c->capacity == 0)
+			return hf__err(err, HF_ENORESOURCE, "resource '%s' does not exist", c->name);
+		if (r && c->capacity > 0 && c->capacity != r->capacity)
+			return hf__err(err, HF_ECAPMISMATCH, "resource '%s' has capacity %lld, not %lld",
+			               c->name, (long long)r->capacity, (long long)c->capacity);
+		int64_t capacity = r ? r->capacity : c->capacity;
+		int64_t units = a->mode == HF_MODE_UNITS ? c->units : a->mode == HF_MODE_SHARED ? 1 : 0;
+		if (units > capacity)
+			return hf__err(err, HF_ECAPACITY, "%lld units of '%s' exceed its capacity %lld",
+			               (long long)units, c->name, (long long)capacity);
+		rv->res[i] = r;
+		rv->units[i] = units;
+		creating += r == NULL;
+	}
+	if (st->resources.count + creating > st->opt.max_resources)
+		return hf__err(err, HF_ELIMIT, "the store holds %zu resources, the limit is %zu",
+		               st->resources.count, st->opt.max_resources);
+	return HF_OK;
+}
+
+/* Could claim i be granted now, by a request that is not queued? No barging: a resource
+ * with waiters grants nothing to newcomers. */
+static bool fits_now(const struct resolved *rv, size_t i)
+{
+	const struct res *r = rv->res[i];
+	if (!r)
+		return true;
+	if (r->queue_head)
+		return false;
+	if (rv->units[i] == 0)
+		return r->held == 0;
+	return r->n_exclusive == 0 && r->capacity - r->held >= rv->units[i];
+}
+
+/* Creates the implicit resources a request names and returns false on allocation failure. */
+static bool create_missing(struct hf__state *st, struct resolved *rv, size_t from, size_t to)
+{
+	for (size_t i = from; i < to; i++)
+		if (!rv->res[i] && !(rv->res[i] = hf__map_get(&st->resources, rv->claim[i]->name)) &&
+		    !(rv->res[i] = res_new(st, rv->claim[i]->name, rv->claim[i]->capacity)))
+			return false;
+	return true;
+}
+
+static void op_acquire(struct hf__state *st, struct hf__call *call, int64_t now,
+                       struct hf__effects *fx)
+{
+	const hf_acquire_req *a = &call->req.acquire;
+	hf_error *err = &call->reply->error;
+	struct idem *idem = NULL;
+	if (a->idempotency_key) {
+		char *fp = hf__acquire_fingerprint(a);
+		if (!fp) {
+			fx_fail(fx, call, HF_ENOMEM, "out of memory");
+			return;
+		}
+		struct idem *d = hf__map_get(&st->idems, a->idempotency_key);
+		if (d) {
+			bool same = strcmp(d->fingerprint, fp) == 0;
+			free(fp);
+			if (!same) {
+				fx_fail(fx, call, HF_EIDEMMISMATCH,
+				        "idempotency key '%s' was used for another request", d->key);
+			} else if (d->pending) {
+				fx_fail(fx, call, HF_EIDEMBUSY,
+				        "a request with idempotency key '%s' is still waiting", d->key);
+			} else {
+				hf_hold *copy = malloc(sizeof(*copy));
+				if (!copy || hf__hold_copy(copy, &d->first) != HF_OK) {
+					free(copy);
+					fx_fail(fx, call, HF_ENOMEM, "out of memory");
+					return;
+				}
+				struct hold *live = hf__map_get(&st->holds, d->first.id);
+				if (live) {
+					copy->state = live->state;
+					copy->expires_at_ms = live->expires_at;
+					copy->ended_at_ms = live->ended_at;
+				}
+				copy->replayed = true;
+				call->reply->hold = copy;
+				fx_done(fx, call);
+			}
+			return;
+		}
+		idem = calloc(1, sizeof(*idem));
+		if (!idem || !(idem->key = hf__strdup(a->idempotency_key)) ||
+		    hf__map_put(&st->idems, idem->key, idem) != HF_OK) {
+			if (idem)
+				free(idem->key);
+			free(idem);
+			free(fp);
+			fx_fail(fx, call, HF_ENOMEM, "out of memory");
+			return;
+		}
+		idem->fingerprint = fp;
+		idem->pending = true;
+	}
+
+	struct resolved rv;
+	int rc = resolve(st, a, &rv, err);
+	if (rc != HF_OK)
+		goto fail;
+	/* Granted now? */
+	size_t from = 0, to = 0;
+	if (a->any) {
+		for (size_t i = 0; i < rv.n && to == 0; i++)
+			if (fits_now(&rv, i)) {
+				from = i;
+				to = i + 1;
+			}
+	} else {
+		bool all = true;
+		for (size_t i = 0; all && i < rv.n; i++)
+			all = fits_now(&rv, i);
+		if (all)
+			to = rv.n;
+	}
+	if (to > from) {
+		if (!create_missing(st, &rv, from, to)) {
+			rc = hf__err(err, HF_ENOMEM, "out of memory");
+			goto fail_drop;
+		}
+		rc = grant(st, fx, call, rv.res + from, rv.units + from, to - from, idem, now);
+		if (rc != HF_OK) {
+			hf__err(err, rc, "%s", rc == HF_ELIMIT ? "the store's limit of live holds is reached"
+			                                          : hf_strerror(rc));
+			goto fail_drop;
+		}
+		return;
+	}
+	if (a->wait_ms == 0) {
+		rc = hf__err(err, HF_EUNAVAILABLE, "%s", rv.n == 1 ? "the units are not free now"
+		                                                  : "not all units are free now");
+		goto fail;
+	}
+	if ((size_t)st->n_waiters >= st->opt.max_waiters) {
+		rc = hf__err(err, HF_ELIMIT, "%lld requests are waiting, the limit is %zu",
+		             (long long)st->n_waiters, st->opt.max_waiters);
+		goto fail;
+	}
+	/* Park: one link per claim, at the tail of each queue. */
+	struct waiter *w = calloc(1, sizeof(*w));
+	if (w)
+		w->links = calloc(rv.n, sizeof(*w->links));
+	if (!w || !w->links || !create_missing(st, &rv, 0, rv.n)) {
+		if (w)
+			free(w->links);
+		free(w);
+		rc = hf__err(err, HF_ENOMEM, "out of memory");
+		goto fail_drop;
+	}
+	w->call = call;
+	w->deadline_slot = HF__HEAP_NONE;
+	w->deadline = call->submitted_at_ms + a->wait_ms;
+	w->idem = idem;
+	snprintf(w->call_key, sizeof(w->call_key), "%llu", (unsigned long long)call->id);
+	if (hf__map_put(&st->waiters, w->call_key, w) != HF_OK ||
+	    hf__heap_push(&st->deadlines, w->deadline, w, &w->deadline_slot) != HF_OK) {
+		hf__map_remove(&st->waiters, w->call_key);
+		waiter_free(w);
+		rc = hf__err(err, HF_ENOMEM, "out of memory");
+		goto fail_drop;
+	}
+	w->n_links = rv.n;
+	for (size_t i = 0; i < rv.n; i++) {
+		struct wlink *l = &w->links[i];
+		struct res *r = rv.res[i];
+		*l = (struct wlink){.waiter = w, .res = r, .units = rv.units[i], .prev = r->queue_tail};
+		if (r->queue_tail)
+			r->queue_tail->next = l;
+		else
+			r->queue_head = l;
+		r->queue_tail = l;
+		r->n_waiters++;
+	}
+	st->n_waiters++;
+	return;
+fail_drop:
+	for (size_t i = 0; i < rv.n; i++) {
+		struct res *r = hf__map_get(&st->resources, rv.claim[i]->name);
+		if (r)
+			res_drop_if_idle(st, fx, r);
+	}
+fail:
+	if (idem)
+		idem_forget(st, idem);
+	call->reply->error.code = rc;
+	fx_done(fx, call);
+}
+
+/* ---- hold operations ---- */
+
+/* Finds the hold of an extend/confirm/release and checks its token; fails the call if not. */
+static struct hold *owned_hold(struct hf__state *st, struct hf__call *call, struct hf__effects *fx)
+{
+	struct hold *h = hf__map_get(&st->holds, call->req.hold_id);
+	if (!h) {
+		fx_fail(fx, call, HF_ENOHOLD, "hold '%s' does not exist", call->req.hold_id);
+		return NULL;
+	}
+	if (!token_equal(h->token, call->req.token)) {
+		fx_fail(fx, call, HF_ETOKEN, "token does not match hold '%s'", h->id);
+		return NULL;
+	}
+	if (h->state == HF_HOLD_RELEASED || h->state == HF_HOLD_EXPIRED) {
+		fx_fail(fx, call, HF_EENDED, "hold '%s' has %s", h->id,
+		        h->state == HF_HOLD_RELEASED ? "been released" : "expired");
+		return NULL;
+	}
+	return h;
+}
+
+static void reply_hold_done(struct hf__effects *fx, struct hf__call *call, const struct hold *h)
+{
+	if (reply_hold(call, h, false) != HF_OK)
+		call->reply->error = (hf_error){.code = HF_ENOMEM, .message = "out of memory"};
+	fx_done(fx, call);
+}
+
+static void op_extend(struct hf__state *st, struct hf__call *call, int64_t now,
+                      struct hf__effects *fx)
+{
+	struct hold *h = owned_hold(st, call, fx);
+	if (!h)
+		return;
+	if (h->state == HF_HOLD_TENTATIVE) {
+		h->expires_at = now + call->req.ttl_ms;
+		hf__heap_remove(&st->expiries, &h->expiry_slot);
+		if (hf__heap_push(&st->expiries, h->expires_at, h, &h->expiry_slot) != HF_OK)
+			fx->failed = HF_ENOMEM;
+		journal_hold(fx, h);
+		emit_hold(st, fx, now, "hold.extended", h,
+		          json_pack("{s:s, s:I}", "id", h->id, "expires_at_ms",
+		                    (json_int_t)h->expires_at));
+	}
+	reply_hold_done(fx, call, h);
+}
+
+static void op_confirm(struct hf__state *st, struct hf__call *call, int64_t now,
+                       struct hf__effects *fx)
+{
+	struct hold *h = owned_hold(st, call, fx);
+	if (!h)
+		return;
+	if (h->state == HF_HOLD_TENTATIVE) {
+		h->state = HF_HOLD_CONFIRMED;
+		h->expires_at = 0;
+		hf__heap_remove(&st->expiries, &h->expiry_slot);
+		journal_hold(fx, h);
+		emit_hold(st, fx, now, "hold.confirmed", h,
+		          json_pack("{s:s, s:s}", "id", h->id, "owner", h->owner));
+	}
+	reply_hold_done(fx, call, h);
+}
+
+static void op_release(struct hf__state *st, struct hf__call *call, int64_t now,
+                       struct hf__effects *fx)
+{
+	struct hold *h = owned_hold(st, call, fx);
+	if (!h)
+		return;
+	hold_end(st, fx, h, HF_HOLD_RELEASED, now, now);
+	pump(st, fx, now);
+	reply_hold_done(fx, call, h);
+}
+
+static void op_get_hold(struct hf__state *st, struct hf__call *call, struct hf__effects *fx)
+{
+	struct hold *h = hf__map_get(&st->holds, call->req.hold_id);
+	if (!h)
+		fx_fail(fx, call, HF_ENOHOLD, "hold '%s' does not exist", call->req.hold_id);
+	else
+		reply_hold_done(fx, call, h);
+}
+
+static int cmp_hold_id(const void *a, const void *b)
+{
+	const struct hold *const *x = a, *const *y = b;
+	return strcmp((*x)->id, (*y)->id);
+}
+
+static int cmp_res_name(const void *a, const void *b)
+{
+	const struct res *const *x = a, *const *y = b;
+	return strcmp((*x)->name, (*y)->name);
+}
+
+static bool hold_matches(const struct hold *h, const hf_request *q)
+{
+	if (q->cursor && strcmp(h->id, q->cursor) <= 0)
+		return false;
+	if (q->owner && strcmp(h->owner, q->owner) != 0)
+		return false;
+	if (q->state >= 0 && (int)h->state != q->state)
+		return false;
+	if (q->resource) {
+		for (size_t i = 0; i < h->n_parts; i++)
+			if (strcmp(h->parts[i].name, q->resource) == 0)
+				return true;
+		return false;
+	}
+	return true;
+}
+
+/* Lists scan the whole map and sort what matches: O(n log n) per page, fine for the
+ * sizes one process holds; a sorted index is the upgrade path if pages get hot. */
+static void op_list_holds(struct hf__state *st, struct hf__call *call, struct hf__effects *fx)
+{
+	const hf_request *q = &call->req;
+	struct hold **match = malloc((st->holds.count + 1) * sizeof(*match));
+	if (!match) {
+		fx_fail(fx, call, HF_ENOMEM, "out of memory");
+		return;
+	}
+	size_t n = 0, pos = 0;
+	void *cur = NULL;
+	struct hold *h;
+	while ((h = hf__map_next(&st->holds, &pos, &cur)))
+		if (hold_matches(h, q))
+			match[n++] = h;
+	qsort(match, n, sizeof(*match), cmp_hold_id);
+	size_t take = n < q->limit ? n : q->limit;
+	hf_reply *reply = call->reply;
+	reply->holds = calloc(take + 1, sizeof(*reply->holds));
+	if (!reply->holds)
+		goto nomem;
+	for (size_t i = 0; i < take; i++) {
+		if (hold_export(match[i], false, &reply->holds[i]) != HF_OK)
+			goto nomem;
+		reply->n_holds = i + 1;
+	}
+	reply->more = n > take;
+	free(match);
+	fx_done(fx, call);
+	return;
+nomem:
+	free(match);
+	fx_fail(fx, call, HF_ENOMEM, "out of memory");
+}
+
+/* ---- resource operations ---- */
+
+static void op_put_resource(struct hf__state *st, struct hf__call *call, int64_t now,
+                            struct hf__effects *fx)
+{
+	const hf_request *q = &call->req;
+	struct res *r = hf__map_get(&st->resources, q->name);
+	int64_t current = r && r->declared ? r->version : 0;
+	if (q->if_version >= 0 && q->if_version != current) {
+		fx_fail(fx, call, HF_EVERSION, "resource '%s' is at version %lld, not %lld", q->name,
+		        (long long)current, (long long)q->if_version);
+		return;
+	}
+	if (r && q->capacity < r->held) {
+		fx_fail(fx, call, HF_ECAPINUSE, "resource '%s' has %lld units held, more than %lld",
+		        q->name, (long long)r->held, (long long)q->capacity);
+		return;
+	}
+	if (!r && st->resources.count >= st->opt.max_resources) {
+		fx_fail(fx, call, HF_ELIMIT, "the store holds %zu resources, the limit is %zu",
+		        st->resources.count, st->opt.max_resources);
+		return;
+	}
+	char *meta = NULL;
+	if (q->meta && !(meta = hf__strdup(q->meta))) {
+		fx_fail(fx, call, HF_ENOMEM, "out of memory");
+		return;
+	}
+	bool created = !r || !r->declared;
+	if (!r && !(r = res_new(st, q->name, q->capacity))) {
+		free(meta);
+		fx_fail(fx, call, HF_ENOMEM, "out of memory");
+		return;
+	}
+	bool grew = q->capacity > r->capacity;
+	r->capacity = q->capacity;
+	free(r->meta);
+	r->meta = meta;
+	r->version = created ? 1 : r->version + 1;
+	r->declared = true;
+	journal_resource(fx, r);
+	emit(st, fx, now, created ? "resource.created" : "resource.updated", r->name, NULL,
+	     resource_event_data(r));
+	if (reply_resource(call, r) != HF_OK)
+		fx->failed = HF_ENOMEM;
+	fx_done(fx, call);
+	if (grew) {
+		work_push(st, r);
+		pump(st, fx, now);
+	}
+}
+
+static void op_get_resource(struct hf__state *st, struct hf__call *call, struct hf__effects *fx)
+{
+	struct res *r = hf__map_get(&st->resources, call->req.name);
+	if (!r) {
+		fx_fail(fx, call, HF_ENORESOURCE, "resource '%s' does not exist", call->req.name);
+		return;
+	}
+	if (reply_resource(call, r) != HF_OK)
+		call->reply->error = (hf_error){.code = HF_ENOMEM, .message = "out of memory"};
+	fx_done(fx, call);
+}
+
+static void op_delete_resource(struct hf__state *st, struct hf__call *call, int64_t now,
+                               struct hf__effects *fx)
+{
+	const hf_request *q = &call->req;
+	struct res *r = hf__map_get(&st->resources, q->name);
+	if (!r) {
+		fx_fail(fx, call, HF_ENORESOURCE, "resource '%s' does not exist", q->name);
+		return;
+	}
+	int64_t current = r->declared ? r->version : 0;
+	if (q->if_version >= 0 && q->if_version != current) {
+		fx_fail(fx, call, HF_EVERSION, "resource '%s' is at version %lld, not %lld", q->name,
+		        (long long)current, (long long)q->if_version);
+		return;
+	}
+	if (r->n_holds > 0) {
+		fx_fail(fx, call, HF_EHELD, "resource '%s' is held by %lld holds", q->name,
+		        (long long)r->n_holds);
+		return;
+	}
+	if (reply_resource(call, r) != HF_OK) {
+		fx_fail(fx, call, HF_ENOMEM, "out of memory");
+		return;
+	}
+	/* Its waiters can never be granted now. */
+	while (r->queue_head) {
+		struct waiter *w = r->queue_head->waiter;
+		waiter_fail(st, fx, w, HF_ENORESOURCE, "the resource was deleted while waiting");
+	}
+	r->in_work = false;
+	bool declared = r->declared;
+	journal_resource_removed(fx, r);
+	if (declared)
+		emit(st, fx, now, "resource.deleted", r->name, NULL,
+		     json_pack("{s:s, s:I}", "name", r->name, "version", (json_int_t)r->version));
+	/* Unlinking its waiters queued r for the pump: take it off before freeing it. */
+	for (struct res **p = &st->work_head; *p; p = &(*p)->work_next)
+		if (*p == r) {
+			*p = r->work_next;
+			break;
+		}
+	hf__map_remove(&st->resources, r->name);
+	res_free(r);
+	fx_done(fx, call);
+	pump(st, fx, now);
+}
+
+static void op_list_resources(struct hf__state *st, struct hf__call *call, struct hf__effects *fx)
+{
+	const hf_request *q = &call->req;
+	struct res **match = malloc((st->resources.count + 1) * sizeof(*match));
+	if (!match) {
+		fx_fail(fx, call, HF_ENOMEM, "out of memory");
+		return;
+	}
+	size_t n = 0, pos = 0;
+	void *cur = NULL;
+	struct res *r;
+	while ((r = hf__map_next(&st->resources, &pos, &cur)))
+		if (!q->cursor || strcmp(r->name, q->cursor) > 0)
+			match[n++] = r;
+	qsort(match, n, sizeof(*match), cmp_res_name);
+	size_t take = n < q->limit ? n : q->limit;
+	hf_reply *reply = call->reply;
+	reply->resources = calloc(take + 1, sizeof(*reply->resources));
+	if (!reply->resources)
+		goto nomem;
+	for (size_t i = 0; i < take; i++) {
+		hf_resource view;
+		resource_view(match[i], &view);
+		if (hf__resource_copy(&reply->resources[i], &view) != HF_OK)
+			goto nomem;
+		reply->n_resources = i + 1;
+	}
+	reply->more = n > take;
+	free(match);
+	fx_done(fx, call);
+	return;
+nomem:
+	free(match);
+	fx_fail(fx, call, HF_ENOMEM, "out of memory");
+}
+
+/* ---- events ---- */
+
+/* Fills the reply with cached durable events after `after`; false if there were none. */
+static bool reply_events(struct hf__state *st, struct hf__call *call)
+{
+	hf_reply *reply = call->reply;
+	uint64_t after = call->req.after;
+	reply->last_seq = st->durable_seq;
+	if (after >= st->durable_seq)
+		return false;
+	uint64_t first = after + 1 > st->oldest_cached ? after + 1 : st->oldest_cached;
+	uint64_t n = st->durable_seq - first + 1;
+	if (n > call->req.limit)
+		n = call->req.limit;
+	reply->events = calloc(n, sizeof(*reply->events));
+	if (!reply->events) {
+		reply->error = (hf_error){.code = HF_ENOMEM, .message = "out of memory"};
+		return true;
+	}
+	for (uint64_t i = 0; i < n; i++) {
+		if (hf__event_copy(&reply->events[i], &st->events[(first + i) % EVENT_CACHE]) != HF_OK) {
+			reply->error = (hf_error){.code = HF_ENOMEM, .message = "out of memory"};
+			return true;
+		}
+		reply->n_events = i + 1;
+	}
+	return true;
+}
+
+static void op_read_events(struct hf__state *st, struct hf__call *call, struct hf__effects *fx)
+{
+	if (reply_events(st, call) || call->req.wait_ms == 0) {
+		fx_done(fx, call);
+		return;
+	}
+	struct waiter *w = calloc(1, sizeof(*w));
+	if (!w) {
+		fx_fail(fx, call, HF_ENOMEM, "out of memory");
+		return;
+	}
+	w->call = call;
+	w->events = true;
+	w->deadline_slot = HF__HEAP_NONE;
+	w->deadline = call->submitted_at_ms + call->req.wait_ms;
+	snprintf(w->call_key, sizeof(w->call_key), "%llu", (unsigned long long)call->id);
+	if (hf__map_put(&st->waiters, w->call_key, w) != HF_OK ||
+	    hf__heap_push(&st->deadlines, w->deadline, w, &w->deadline_slot) != HF_OK) {
+		hf__map_remove(&st->waiters, w->call_key);
+		free(w);
+		fx_fail(fx, call, HF_ENOMEM, "out of memory");
+		return;
+	}
+	w->ev_next = st->event_waiters;
+	if (st->event_waiters)
+		st->event_waiters->ev_prev = w;
+	st->event_waiters = w;
+}
+
+/* Completes a parked event read with whatever is there (maybe nothing). */
+static void event_waiter_finish(struct hf__state *st, struct hf__effects *fx, struct waiter *w)
+{
+	waiter_unlink(st, w);
+	reply_events(st, w->call);
+	fx_done(fx, w->call);
+	waiter_free(w);
+}
+
+void hf__state_durable(struct hf__state *st, uint64_t seq, struct hf__effects *fx)
+{
+	if (seq <= st->durable_seq)
+		return;
+	st->durable_seq = seq;
+	while (st->event_waiters)
+		event_waiter_finish(st, fx, st->event_waiters);
+}
+
+uint64_t hf__state_last_seq(const struct hf__state *st)
+{
+	return st->last_seq;
+}
+
+uint64_t hf__state_oldest_cached_seq(const struct hf__state *st)
+{
+	return st->oldest_cached;
+}
+
+/* ---- the step functions ---- */
+
+void hf__state_apply(struct hf__state *st, struct hf__call *call, int64_t now,
+                     struct hf__effects *fx)
+{
+	switch (call->req.op) {
+	case HF_OP_PUT_RESOURCE:
+		op_put_resource(st, call, now, fx);
+		return;
+	case HF_OP_GET_RESOURCE:
+		op_get_resource(st, call, fx);
+		return;
+	case HF_OP_DELETE_RESOURCE:
+		op_delete_resource(st, call, now, fx);
+		return;
+	case HF_OP_LIST_RESOURCES:
+		op_list_resources(st, call, fx);
+		return;
+	case HF_OP_ACQUIRE:
+		op_acquire(st, call, now, fx);
+		return;
+	case HF_OP_EXTEND:
+		op_extend(st, call, now, fx);
+		return;
+	case HF_OP_CONFIRM:
+		op_confirm(st, call, now, fx);
+		return;
+	case HF_OP_RELEASE:
+		op_release(st, call, now, fx);
+		return;
+	case HF_OP_GET_HOLD:
+		op_get_hold(st, call, fx);
+		return;
+	case HF_OP_LIST_HOLDS:
+		op_list_holds(st, call, fx);
+		return;
+	case HF_OP_READ_EVENTS:
+		op_read_events(st, call, fx);
+		return;
+	}
+	fx_fail(fx, call, HF_EINVAL, "unknown operation %d", (int)call->req.op);
+}
+
+static void purge(struct hf__state *st, int64_t now, struct hf__effects *fx)
+{
+	while (st->ended_head && st->ended_head->ended_at + st->opt.hold_retention_ms <= now) {
+		struct hold *h = st->ended_head;
+		st->ended_head = h->ended_next;
+		if (!st->ended_head)
+			st->ended_tail = NULL;
+		hf__map_remove(&st->holds, h->id);
+		fx_record(fx, HF__J_HOLD, h->id, NULL, true);
+		hold_free(h);
+	}
+	while (st->idem_head && st->idem_head->created_at + st->opt.idempotency_retention_ms <= now) {
+		struct idem *d = st->idem_head;
+		st->idem_head = d->next;
+		if (!st->idem_head)
+			st->idem_tail = NULL;
+		hf__map_remove(&st->idems, d->key);
+		fx_record(fx, HF__J_IDEM, d->key, NULL, true);
+		idem_free(d);
+	}
+}
+
+void hf__state_sweep(struct hf__state *st, int64_t now, struct hf__effects *fx)
+{
+	for (;;) {
+		int64_t expiry = INT64_MAX, deadline = INT64_MAX;
+		struct hold *h = hf__heap_top(&st->expiries, &expiry);
+		struct waiter *w = hf__heap_top(&st->deadlines, &deadline);
+		if (h && expiry <= now && expiry <= deadline) {
+			/* The lease ended at expires_at, whenever we notice it. */
+			hold_end(st, fx, h, HF_HOLD_EXPIRED, expiry, now);
+			pump(st, fx, now);
+		} else if (w && deadline <= now) {
+			if (w->events)
+				event_waiter_finish(st, fx, w);
+			else
+				waiter_fail(st, fx, w, HF_ETIMEDOUT, "the wait ended before the units were free");
+			pump(st, fx, now);
+		} else {
+			break;
+		}
+	}
+	purge(st, now, fx);
+}
+
+int64_t hf__state_next_due(const struct hf__state *st)
+{
+	int64_t due = INT64_MAX, key;
+	if (hf__heap_top(&st->expiries, &key) && key < due)
+		due = key;
+	if (hf__heap_top(&st->deadlines, &key) && key < due)
+		due = key;
+	if (st->ended_head && st->ended_head->ended_at + st->opt.hold_retention_ms < due)
+		due = st->ended_head->ended_at + st->opt.hold_retention_ms;
+	if (st->idem_head && st->idem_head->created_at + st->opt.idempotency_retention_ms < due)
+		due = st->idem_head->created_at + st->opt.idempotency_retention_ms;
+	return due;
+}
+
+void hf__state_cancel(struct hf__state *st, uint64_t call_id, int64_t now, struct hf__effects *fx)
+{
+	char key[24];
+	snprintf(key, sizeof(key), "%llu", (unsigned long long)call_id);
+	struct waiter *w = hf__map_get(&st->waiters, key);
+	if (!w)
+		return;
+	if (w->events) {
+		waiter_unlink(st, w);
+		fx_fail(fx, w->call, HF_ECANCELED, "the wait was cancelled");
+		waiter_free(w);
+		return;
+	}
+	waiter_fail(st, fx, w, HF_ECANCELED, "the wait was cancelled");
+	pump(st, fx, now);
+}
+
+void hf__state_fail_waits(struct hf__state *st, int code, int64_t now, struct hf__effects *fx)
+{
+	size_t n = st->waiters.count, pos = 0, k = 0;
+	struct waiter **all = malloc((n + 1) * sizeof(*all));
+	if (!all) {
+		fx->failed = HF_ENOMEM;
+		return;
+	}
+	void *cur = NULL;
+	struct waiter *w;
+	while ((w = hf__map_next(&st->waiters, &pos, &cur)))
+		all[k++] = w;
+	for (size_t i = 0; i < k; i++) {
+		w = all[i];
+		if (w->events) {
+			waiter_unlink(st, w);
+			fx_fail(fx, w->call, code, "%s", hf_strerror(code));
+			waiter_free(w);
+		} else {
+			waiter_fail(st, fx, w, code, hf_strerror(code));
+		}
+	}
+	free(all);
+	pump(st, fx, now);
+}
+
+/* ---- life cycle and loading ---- */
+
+struct hf__state *hf__state_new(const hf_options *opt)
+{
+	struct hf__state *st = calloc(1, sizeof(*st));
+	if (!st)
+		return NULL;
+	st->opt = *opt;
+	st->events = calloc(EVENT_CACHE, sizeof(*st->events));
+	if (!st->events) {
+		free(st);
+		return NULL;
+	}
+	hf__map_init(&st->resources);
+	hf__map_init(&st->holds);
+	hf__map_init(&st->idems);
+	hf__map_init(&st->waiters);
+	return st;
+}
+
+void hf__state_free(struct hf__state *st)
+{
+	if (!st)
+		return;
+	size_t pos = 0;
+	void *cur = NULL, *v;
+	/* Waiters were ended by hf__state_fail_waits before; holds, resources, idems remain. */
+	while ((v = hf__map_next(&st->holds, &pos, &cur)))
+		hold_free(v);
+	pos = 0, cur = NULL;
+	while ((v = hf__map_next(&st->resources, &pos, &cur)))
+		res_free(v);
+	pos = 0, cur = NULL;
+	while ((v = hf__map_next(&st->idems, &pos, &cur)))
+		idem_free(v);
+	hf__map_release(&st->holds);
+	hf__map_release(&st->resources);
+	hf__map_release(&st->idems);
+	hf__map_release(&st->waiters);
+	hf__heap_release(&st->expiries);
+	hf__heap_release(&st->deadlines);
+	for (size_t i = 0; i < EVENT_CACHE; i++)
+		hf__event_clear(&st->events[i]);
+	free(st->events);
+	free(st);
+}
+
+static int corrupt(hf_error *err, const char *what, const char *body)
+{
+	return hf__err(err, HF_ECORRUPT, "store file is damaged: bad %s row '%.60s'", what,
+	               body ? body : "");
+}
+
+int hf__state_load_meta(struct hf__state *st, const char *key, const char *value, hf_error *err)
+{
+	if (strcmp(key, "last_fence") == 0) {
+		char *end;
+		long long v = strtoll(value, &end, 10);
+		if (*end || v < 0)
+			return corrupt(err, "meta", value);
+		if (v > st->last_fence)
+			st->last_fence = v;
+	}
+	return HF_OK;
+}
+
+int hf__state_load_resource(struct hf__state *st, const char *body, hf_error *err)
+{
+	json_t *j = json_loads(body, 0, NULL), *meta = NULL;
+	const char *name;
+	json_int_t capacity, version;
+	int declared;
+	if (!j || json_unpack(j, "{s:s, s:I, s:o, s:I, s:b}", "name", &name, "capacity", &capacity,
+	                      "meta", &meta, "version", &version, "declared", &declared) != 0 ||
+	    capacity < 1 || capacity > HF_CAPACITY_MAX || hf__map_get(&st->resources, name)) {
+		json_decref(j);
+		return corrupt(err, "resource", body);
+	}
+	struct res *r = res_new(st, name, capacity);
+	if (!r) {
+		json_decref(j);
+		return hf__err_code(err, HF_ENOMEM);
+	}
+	r->version = version;
+	r->declared = declared;
+	r->journaled = true;
+	if (json_is_object(meta) && !(r->meta = json_dumps(meta, JSON_COMPACT))) {
+		json_decref(j);
+		return hf__err_code(err, HF_ENOMEM);
+	}
+	json_decref(j);
+	return HF_OK;
+}
+
+int hf__state_load_hold(struct hf__state *st, const char *body, hf_error *err)
+{
+	json_t *j = json_loads(body, 0, NULL);
+	hf_hold row;
+	int rc = j ? hold_from_row(j, &row) : HF_ECORRUPT;
+	json_decref(j);
+	if (rc == HF_ENOMEM)
+		return hf__err_code(err, rc);
+	if (rc != HF_OK || hf__map_get(&st->holds, row.id)) {
+		if (rc == HF_OK)
+			hf__hold_clear(&row);
+		return corrupt(err, "hold", body);
+	}
+	struct hold *h = calloc(1, sizeof(*h));
+	struct part *parts = calloc(row.n_parts, sizeof(*parts));
+	if (!h || !parts) {
+		free(h);
+		free(parts);
+		hf__hold_clear(&row);
+		return hf__err_code(err, HF_ENOMEM);
+	}
+	memcpy(h->id, row.id, sizeof(h->id));
+	memcpy(h->token, row.token, sizeof(h->token));
+	h->owner = row.owner;
+	h->state = row.state;
+	h->mode = row.mode;
+	h->created_at = row.created_at_ms;
+	h->expires_at = row.expires_at_ms;
+	h->ended_at = row.ended_at_ms;
+	h->expiry_slot = HF__HEAP_NONE;
+	h->n_parts = row.n_parts;
+	h->parts = parts;
+	for (size_t i = 0; i < row.n_parts; i++) {
+		parts[i] = (struct part){.name = row.parts[i].resource,
+		                         .units = row.parts[i].units,
+		                         .fence = row.parts[i].fence};
+		if (parts[i].fence > st->last_fence)
+			st->last_fence = parts[i].fence;
+	}
+	free(row.parts);
+	if (hf__map_put(&st->holds, h->id, h) != HF_OK) {
+		hold_free(h);
+		return hf__err_code(err, HF_ENOMEM);
+	}
+	bool live = h->state == HF_HOLD_TENTATIVE || h->state == HF_HOLD_CONFIRMED;
+	if (!live) {
+		h->ended_next = NULL;
+		if (st->ended_tail)
+			st->ended_tail->ended_next = h;
+		else
+			st->ended_head = h;
+		st->ended_tail = h;
+		return HF_OK;
+	}
+	for (size_t i = 0; i < h->n_parts; i++) {
+		struct res *r = hf__map_get(&st->resources, h->parts[i].name);
+		if (!r || r->held + h->parts[i].units > r->capacity)
+			return corrupt(err, "hold", body);
+		h->parts[i].res = r;
+		r->held += h->parts[i].units;
+		r->n_holds++;
+		if (h->mode == HF_MODE_EXCLUSIVE)
+			r->n_exclusive++;
+	}
+	st->live_holds++;
+	if (h->state == HF_HOLD_TENTATIVE &&
+	    hf__heap_push(&st->expiries, h->expires_at, h, &h->expiry_slot) != HF_OK)
+		return hf__err_code(err, HF_ENOMEM);
+	return HF_OK;
+}
+
+int hf__state_load_idem(struct hf__state *st, const char *body, hf_error *err)
+{
+	json_t *j = json_loads(body, 0, NULL), *hold = NULL;
+	const char *key, *fp;
+	json_int_t created;
+	if (!j || json_unpack(j, "{s:s, s:s, s:I, s:o}", "key", &key, "fingerprint", &fp,
+	                      "created_at", &created, "hold", &hold) != 0 ||
+	    hf__map_get(&st->idems, key)) {
+		json_decref(j);
+		return corrupt(err, "idempotency", body);
+	}
+	struct idem *d = calloc(1, sizeof(*d));
+	int rc = d ? hold_from_row(hold, &d->first) : HF_ENOMEM;
+	if (rc == HF_OK && (!(d->key = hf__strdup(key)) || !(d->fingerprint = hf__strdup(fp))))
+		rc = HF_ENOMEM;
+	json_decref(j);
+	if (rc == HF_OK && hf__map_put(&st->idems, d->key, d) != HF_OK)
+		rc = HF_ENOMEM;
+	if (rc != HF_OK) {
+		if (d)
+			idem_free(d);
+		return rc == HF_ENOMEM ? hf__err_code(err, rc) : corrupt(err, "idempotency", body);
+	}
+	d->created_at = created;
+	idem_append(st, d);
+	return HF_OK;
+}
+
+int hf__state_load_event(struct hf__state *st, const hf_event *ev, hf_error *err)
+{
+	if (st->last_seq && ev->seq != st->last_seq + 1)
+		return hf__err(err, HF_ECORRUPT, "store file is damaged: event %llu follows %llu",
+		               (unsigned long long)ev->seq, (unsigned long long)st->last_seq);
+	hf_event *slot = &st->events[ev->seq % EVENT_CACHE];
+	hf__event_clear(slot);
+	if (hf__event_copy(slot, ev) != HF_OK)
+		return hf__err_code(err, HF_ENOMEM);
+	if (st->oldest_cached == 0)
+		st->oldest_cached = ev->seq;
+	st->last_seq = st->durable_seq = ev->seq;
+	return HF_OK;
+}
+
+static int cmp_ended(const void *a, const void *b)
+{
+	const struct hold *const *x = a, *const *y = b;
+	return ((*x)->ended_at > (*y)->ended_at) - ((*x)->ended_at < (*y)->ended_at);
+}
+
+static int cmp_idem(const void *a, const void *b)
+{
+	const struct idem *const *x = a, *const *y = b;
+	return ((*x)->created_at > (*y)->created_at) - ((*x)->created_at < (*y)->created_at);
+}
+
+int hf__state_load_done(struct hf__state *st, hf_error *err)
+{
+	/* Retention lists must be in time order; rows came in key order. */
+	size_t n = 0;
+	for (struct hold *h = st->ended_head; h; h = h->ended_next)
+		n++;
+	struct hold **holds = malloc((n + 1) * sizeof(*holds));
+	if (!holds)
+		return hf__err_code(err, HF_ENOMEM);
+	n = 0;
+	for (struct hold *h = st->ended_head; h; h = h->ended_next)
+		holds[n++] = h;
+	qsort(holds, n, sizeof(*holds), cmp_ended);
+	st->ended_head = st->ended_tail = NULL;
+	for (size_t i = 0; i < n; i++) {
+		holds[i]->ended_next = NULL;
+		if (st->ended_tail)
+			st->ended_tail->ended_next = holds[i];
+		else
+			st->ended_head = holds[i];
+		st->ended_tail = holds[i];
+	}
+	free(holds);
+	n = 0;
+	for (struct idem *d = st->idem_head; d; d = d->next)
+		n++;
+	struct idem **idems = malloc((n + 1) * sizeof(*idems));
+	if (!idems)
+		return hf__err_code(err, HF_ENOMEM);
+	n = 0;
+	for (struct idem *d = st->idem_head; d; d = d->next)
+		idems[n++] = d;
+	qsort(idems, n, sizeof(*idems), cmp_idem);
+	st->idem_head = st->idem_tail = NULL;
+	for (size_t i = 0; i < n; i++)
+		idem_append(st, idems[i]);
+	free(idems);
+	/* Implicit resources exist only while named: a journal row without holds is stale. */
+	return HF_OK;
+}

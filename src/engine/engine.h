@@ -1,0 +1,67 @@
+/*
+ * engine.h — the contract between the store layer (src/core/store.c) and each engine.
+ * An engine is one const table of operations, registered by URL scheme in registry.c.
+ * Internal to libholdfast: nothing here is public.
+ */
+#ifndef HF_ENGINE_H
+#define HF_ENGINE_H
+
+#include "holdfast.h"
+
+struct hf__waitpoint; /* a blocking caller's mutex + condvar, private to store.c */
+
+/*
+ * One submitted request. The store layer creates it with a deep copy of the request (every
+ * string and claim owned by the call) and an empty reply; the engine fills call->reply and
+ * hands the call back, exactly once, with hf__call_done(). After that the engine must not
+ * touch the call. The store layer frees it once the reply has been delivered.
+ */
+struct hf__call {
+	hf_request req;    /* deep copy: owned by the call */
+	hf_reply *reply;   /* allocated with the call; the engine fills it */
+	uint64_t id;       /* unique per store, for hf_cancel() */
+	int64_t submitted_at_ms;
+	hf_store *store;
+	hf_done_fn done;   /* NULL for blocking calls */
+	void *arg;
+	struct hf__waitpoint *waitpoint; /* set for blocking calls */
+	struct hf__call *next;           /* the store's completion queue */
+	void *engine_data;               /* the engine's own, while it has the call */
+};
+
+struct hf__engine_ops {
+	const char *scheme; /* "file", "http", "postgres", ... */
+
+	/* Opens the engine for `url`. `store` is passed back in hf__call_done(); the engine
+	 * keeps its state in *engine. On failure sets `err` and returns its code. */
+	int (*open)(hf_store *store, const char *url, const hf_options *opt, void **engine,
+	            hf_error *err);
+
+	/* Completes every pending call (parked waits with HF_ECLOSED), makes every completed
+	 * mutation durable, stops the engine's threads and frees its state. */
+	void (*close)(void *engine);
+
+	/* Takes a validated call. Must not block on I/O or waits; completes it later (or at once)
+	 * with hf__call_done(), from any thread. */
+	void (*submit)(void *engine, struct hf__call *call);
+
+	/* Ends the parked call with this id with HF_ECANCELED, if it is still parked. */
+	void (*cancel)(void *engine, uint64_t call_id);
+
+	/* Applies expiries and timeouts due now (custom clocks); may be NULL. */
+	void (*tick)(void *engine);
+};
+
+/* The engines linked into this build, and lookup by URL scheme. */
+const struct hf__engine_ops *hf__engine_find(const char *url);
+
+extern const struct hf__engine_ops hf__engine_embedded;
+extern const struct hf__engine_ops hf__engine_http;
+
+/* Hands a finished call back to the store layer. Thread-safe; never blocks for long. */
+void hf__call_done(struct hf__call *call);
+
+/* The store's clock (the option's or the system's). */
+int64_t hf__store_now(const hf_store *store);
+
+#endif /* HF_ENGINE_H */
