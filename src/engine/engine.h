@@ -57,6 +57,7 @@ const struct hf__engine_ops *hf__engine_find(const char *url);
 
 extern const struct hf__engine_ops hf__engine_embedded;
 extern const struct hf__engine_ops hf__engine_http;
+extern const struct hf__engine_ops hf__engine_postgres;
 
 /* Hands a finished call back to the store layer. Thread-safe; never blocks for long. */
 void hf__call_done(struct hf__call *call);

@@ -8,6 +8,9 @@
 static const struct hf__engine_ops *const engines[] = {
 	&hf__engine_embedded,
 	&hf__engine_http,
+#ifdef HF_WITH_POSTGRES
+	&hf__engine_postgres,
+#endif
 };
 
 const struct hf__engine_ops *hf__engine_find(const char *url)
