@@ -91,6 +91,7 @@ int64_t hf__state_next_due(const struct hf__state *st);
 /* Events up to `seq` are durable: they may be served; completes event waiters. */
 void hf__state_durable(struct hf__state *st, uint64_t seq, struct hf__effects *fx);
 uint64_t hf__state_last_seq(const struct hf__state *st);
+uint64_t hf__state_durable_seq(const struct hf__state *st);
 /* The oldest event seq still held in memory; events before it must be read from disk. */
 uint64_t hf__state_oldest_cached_seq(const struct hf__state *st);
 

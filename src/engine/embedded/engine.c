@@ -138,14 +138,14 @@ static bool read_old_events(struct engine *e, struct hf__call *call)
 {
 	pthread_mutex_lock(&e->lock);
 	uint64_t oldest = hf__state_oldest_cached_seq(e->st);
+	uint64_t durable = hf__state_durable_seq(e->st);
 	pthread_mutex_unlock(&e->lock);
 	if (oldest == 0 || call->req.after + 1 >= oldest)
 		return false;
 	hf_reply *r = call->reply;
-	hf__journal_read_events(e->journal, call->req.after, oldest - 1, call->req.limit, &r->events,
-	                        &r->n_events, &r->error);
-	r->last_seq = oldest - 1;
-	r->more = true;
+	hf__journal_read_events(e->journal, call->req.after, oldest - 1 < durable ? oldest - 1 : durable,
+	                        call->req.limit, &r->events, &r->n_events, &r->error);
+	r->last_seq = durable;
 	hf__call_done(call);
 	return true;
 }
@@ -244,6 +244,11 @@ static void *timer_main(void *arg)
 	struct engine *e = arg;
 	pthread_mutex_lock(&e->lock);
 	while (!e->stopping) {
+		if (e->failed) {
+			/* The state no longer changes: nothing will fall due. */
+			pthread_cond_wait(&e->timer_wake, &e->lock);
+			continue;
+		}
 		int64_t due = hf__state_next_due(e->st);
 		int64_t now = hf_now_ms();
 		if (due <= now) {

@@ -1348,6 +1348,11 @@ uint64_t hf__state_last_seq(const struct hf__state *st)
 	return st->last_seq;
 }
 
+uint64_t hf__state_durable_seq(const struct hf__state *st)
+{
+	return st->durable_seq;
+}
+
 uint64_t hf__state_oldest_cached_seq(const struct hf__state *st)
 {
 	return st->oldest_cached;
