@@ -1,0 +1,485 @@
+/*
+ * codec.c — the JSON wire form of resources, holds, events, errors and acquire requests,
+ * shared by holdfastd (replies out, requests in) and the http:// engine (the reverse).
+ * Readers are strict: a wrong type or an out-of-range number is an error naming the field.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/codec.h"
+#include "core/core.h"
+
+/* Defaults of the acquire body, documented in docs/api.md. */
+#define ACQ_DEFAULT_TTL_MS 30000
+#define ACQ_DEFAULT_WAIT_MS 0
+#define ACQ_DEFAULT_UNITS 1
+
+/* ---- Writing. ------------------------------------------------------------------- */
+
+/* Adds key = value to obj, taking the reference of value; false if value was NULL or the
+ * set failed (allocation), so callers can chain with && and fail once. */
+static bool put(json_t *obj, const char *key, json_t *value)
+{
+	return value && json_object_set_new(obj, key, value) == 0;
+}
+
+/* A string or JSON null for a NULL pointer. */
+static json_t *str_or_null(const char *s)
+{
+	return s ? json_string(s) : json_null();
+}
+
+/* A millisecond time, or null for 0 ("not set"). */
+static json_t *ms_or_null(int64_t ms)
+{
+	return ms ? json_integer(ms) : json_null();
+}
+
+/* Parses JSON object text kept by the library (meta, event data); null when absent.
+ * Text that is not an object (it never should be) is passed on as a string rather than
+ * dropped, so nothing is silently lost. */
+static json_t *object_text(const char *text)
+{
+	if (!text)
+		return json_null();
+	json_t *j = json_loads(text, JSON_DECODE_ANY, NULL);
+	if (j && json_is_object(j))
+		return j;
+	json_decref(j);
+	return json_string(text);
+}
+
+json_t *hf__resource_to_json(const hf_resource *res)
+{
+	json_t *j = json_object();
+	if (!j)
+		return NULL;
+	if (!put(j, "name", json_string(res->name ? res->name : "")) ||
+	    !put(j, "capacity", json_integer(res->capacity)) ||
+	    !put(j, "meta", object_text(res->meta)) ||
+	    !put(j, "version", json_integer(res->version)) ||
+	    !put(j, "declared", json_boolean(res->declared)) ||
+	    !put(j, "held", json_integer(res->held)) ||
+	    !put(j, "holds", json_integer(res->holds)) ||
+	    !put(j, "waiters", json_integer(res->waiters)))
+		goto out_free;
+	return j;
+out_free:
+	json_decref(j);
+	return NULL;
+}
+
+json_t *hf__hold_to_json(const hf_hold *hold)
+{
+	json_t *j = json_object();
+	json_t *parts = json_array();
+	json_t *fences = json_object();
+	if (!j || !parts || !fences)
+		goto out_free;
+	for (size_t i = 0; i < hold->n_parts; i++) {
+		const hf_hold_part *p = &hold->parts[i];
+		json_t *pj = json_object();
+		if (!pj)
+			goto out_free;
+		if (json_array_append_new(parts, pj) != 0 ||
+		    !put(pj, "name", json_string(p->resource ? p->resource : "")) ||
+		    !put(pj, "units", json_integer(p->units)) ||
+		    !put(pj, "fence", json_integer(p->fence)) ||
+		    !put(fences, p->resource ? p->resource : "", json_integer(p->fence)))
+			goto out_free;
+	}
+	if (!put(j, "id", json_string(hold->id)) ||
+	    !put(j, "owner", json_string(hold->owner ? hold->owner : "")) ||
+	    !put(j, "state", json_string(hf_hold_state_name(hold->state))) ||
+	    !put(j, "mode", json_string(hf_mode_name(hold->mode))) ||
+	    !put(j, "created_at_ms", json_integer(hold->created_at_ms)) ||
+	    !put(j, "expires_at_ms", ms_or_null(hold->expires_at_ms)) ||
+	    !put(j, "ended_at_ms", ms_or_null(hold->ended_at_ms)))
+		goto out_free;
+	if (hold->replayed && !put(j, "replayed", json_true()))
+		goto out_free;
+	/* put() takes the references even on success paths below, so clear the locals. */
+	json_t *p = parts, *f = fences;
+	parts = fences = NULL;
+	if (!put(j, "resources", p)) {
+		json_decref(f);
+		goto out_free;
+	}
+	if (!put(j, "fence", f))
+		goto out_free;
+	if (hold->token[0] && !put(j, "token", json_string(hold->token)))
+		goto out_free;
+	return j;
+out_free:
+	json_decref(parts);
+	json_decref(fences);
+	json_decref(j);
+	return NULL;
+}
+
+json_t *hf__event_to_json(const hf_event *ev)
+{
+	json_t *j = json_object();
+	if (!j)
+		return NULL;
+	if (!put(j, "seq", json_integer((json_int_t)ev->seq)) ||
+	    !put(j, "at_ms", json_integer(ev->at_ms)) ||
+	    !put(j, "type", json_string(ev->type ? ev->type : "")) ||
+	    !put(j, "resource", str_or_null(ev->resource)) ||
+	    !put(j, "hold_id", str_or_null(ev->hold_id)) ||
+	    !put(j, "data", ev->data ? object_text(ev->data) : json_object()))
+		goto out_free;
+	return j;
+out_free:
+	json_decref(j);
+	return NULL;
+}
+
+json_t *hf__error_to_json(const hf_error *err)
+{
+	const char *msg = err->message[0] ? err->message : hf_strerror(err->code);
+	return json_pack("{s:{s:s,s:s}}", "error", "code", hf_err_name(err->code), "message", msg);
+}
+
+json_t *hf__acquire_to_json(const hf_acquire_req *req)
+{
+	json_t *claims = json_array();
+	if (!claims)
+		return NULL;
+	for (size_t i = 0; i < req->n_claims; i++) {
+		const hf_claim *c = &req->claims[i];
+		json_t *cj = json_pack("{s:s}", "name", c->name ? c->name : "");
+		if (!cj || json_array_append_new(claims, cj) != 0)
+			goto out_free;
+		/* Shared and exclusive holds take units the engine decides from the capacity. */
+		if (req->mode == HF_MODE_UNITS && !put(cj, "units", json_integer(c->units)))
+			goto out_free;
+		if (c->capacity > 0 && !put(cj, "capacity", json_integer(c->capacity)))
+			goto out_free;
+	}
+	/* "o" steals the claims reference, also when json_pack fails. */
+	return json_pack("{s:s,s:o,s:I,s:I,s:s,s:b}", "owner", req->owner ? req->owner : "",
+	                 "resources", claims, "ttl_ms", (json_int_t)req->ttl_ms, "wait_ms",
+	                 (json_int_t)req->wait_ms, "mode", hf_mode_name(req->mode), "any",
+	                 (int)req->any);
+out_free:
+	json_decref(claims);
+	return NULL;
+}
+
+/* ---- Reading. ------------------------------------------------------------------- */
+
+/* Reads obj[key] as an integer in [lo, hi]. Absent (or null when null_ok) leaves *out at
+ * `dflt` unless required. `code` is the error code for a violation (HF_EINVAL for user
+ * input, HF_EPROTO for a server's reply). */
+static int get_int(const json_t *obj, const char *key, bool required, int64_t dflt, int64_t lo,
+                   int64_t hi, int64_t *out, int code, hf_error *err)
+{
+	json_t *v = json_object_get(obj, key);
+	*out = dflt;
+	if (!v || json_is_null(v)) {
+		if (required)
+			return hf__err(err, code, "%s is missing", key);
+		return HF_OK;
+	}
+	if (!json_is_integer(v))
+		return hf__err(err, code, "%s must be an integer", key);
+	json_int_t n = json_integer_value(v);
+	if (n < lo || n > hi)
+		return hf__err(err, code, "%s is %lld, it must be between %lld and %lld", key,
+		               (long long)n, (long long)lo, (long long)hi);
+	*out = n;
+	return HF_OK;
+}
+
+/* Reads obj[key] as a string; NULL when absent or null and not required. The pointer is
+ * into obj: it lives as long as obj. */
+static int get_str(const json_t *obj, const char *key, bool required, const char **out,
+                   int code, hf_error *err)
+{
+	json_t *v = json_object_get(obj, key);
+	*out = NULL;
+	if (!v || json_is_null(v)) {
+		if (required)
+			return hf__err(err, code, "%s is missing", key);
+		return HF_OK;
+	}
+	if (!json_is_string(v))
+		return hf__err(err, code, "%s must be a string", key);
+	*out = json_string_value(v);
+	return HF_OK;
+}
+
+static int get_bool(const json_t *obj, const char *key, bool dflt, bool *out, int code,
+                    hf_error *err)
+{
+	json_t *v = json_object_get(obj, key);
+	*out = dflt;
+	if (!v || json_is_null(v))
+		return HF_OK;
+	if (!json_is_boolean(v))
+		return hf__err(err, code, "%s must be true or false", key);
+	*out = json_is_true(v);
+	return HF_OK;
+}
+
+/* Copies a string field into *dst (freshly allocated); NULL stays NULL. */
+static int dup_str(const json_t *obj, const char *key, bool required, char **dst, hf_error *err)
+{
+	const char *s;
+	int rc = get_str(obj, key, required, &s, HF_EPROTO, err);
+	if (rc)
+		return rc;
+	*dst = hf__strdup(s);
+	if (s && !*dst)
+		return hf__err_code(err, HF_ENOMEM);
+	return HF_OK;
+}
+
+/* An object field (meta, data) back to compact text; NULL for absent/null. */
+static int dup_object_text(const json_t *obj, const char *key, char **dst, hf_error *err)
+{
+	json_t *v = json_object_get(obj, key);
+	*dst = NULL;
+	if (!v || json_is_null(v))
+		return HF_OK;
+	if (!json_is_object(v))
+		return hf__err(err, HF_EPROTO, "%s must be an object", key);
+	*dst = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	return *dst ? HF_OK : hf__err_code(err, HF_ENOMEM);
+}
+
+int hf__resource_from_json(const json_t *j, hf_resource *out, hf_error *err)
+{
+	memset(out, 0, sizeof(*out));
+	if (!json_is_object(j))
+		return hf__err(err, HF_EPROTO, "resource must be a JSON object");
+	int rc;
+	if ((rc = dup_str(j, "name", true, &out->name, err)) ||
+	    (rc = get_int(j, "capacity", true, 0, 0, HF_CAPACITY_MAX, &out->capacity, HF_EPROTO, err)) ||
+	    (rc = dup_object_text(j, "meta", &out->meta, err)) ||
+	    (rc = get_int(j, "version", false, 0, 0, INT64_MAX, &out->version, HF_EPROTO, err)) ||
+	    (rc = get_bool(j, "declared", false, &out->declared, HF_EPROTO, err)) ||
+	    (rc = get_int(j, "held", false, 0, 0, INT64_MAX, &out->held, HF_EPROTO, err)) ||
+	    (rc = get_int(j, "holds", false, 0, 0, INT64_MAX, &out->holds, HF_EPROTO, err)) ||
+	    (rc = get_int(j, "waiters", false, 0, 0, INT64_MAX, &out->waiters, HF_EPROTO, err)))
+		goto out_clear;
+	return HF_OK;
+out_clear:
+	hf__resource_clear(out);
+	return rc;
+}
+
+/* Copies a fixed-length hex id field into buf (len + 1 bytes); empty when absent and
+ * optional. */
+static int get_hex(const json_t *obj, const char *key, bool required, char *buf, size_t len,
+                   hf_error *err)
+{
+	const char *s;
+	int rc = get_str(obj, key, required, &s, HF_EPROTO, err);
+	buf[0] = '\0';
+	if (rc || !s)
+		return rc;
+	if (strlen(s) != len)
+		return hf__err(err, HF_EPROTO, "%s must be %zu characters long", key, len);
+	memcpy(buf, s, len + 1);
+	return HF_OK;
+}
+
+int hf__hold_from_json(const json_t *j, hf_hold *out, hf_error *err)
+{
+	memset(out, 0, sizeof(*out));
+	if (!json_is_object(j))
+		return hf__err(err, HF_EPROTO, "hold must be a JSON object");
+	int rc;
+	const char *state, *mode;
+	if ((rc = get_hex(j, "id", true, out->id, HF_ID_LEN, err)) ||
+	    (rc = get_hex(j, "token", false, out->token, HF_TOKEN_LEN, err)) ||
+	    (rc = dup_str(j, "owner", true, &out->owner, err)) ||
+	    (rc = get_str(j, "state", true, &state, HF_EPROTO, err)) ||
+	    (rc = get_str(j, "mode", true, &mode, HF_EPROTO, err)) ||
+	    (rc = get_int(j, "created_at_ms", true, 0, 0, INT64_MAX, &out->created_at_ms, HF_EPROTO, err)) ||
+	    (rc = get_int(j, "expires_at_ms", false, 0, 0, INT64_MAX, &out->expires_at_ms, HF_EPROTO, err)) ||
+	    (rc = get_int(j, "ended_at_ms", false, 0, 0, INT64_MAX, &out->ended_at_ms, HF_EPROTO, err)) ||
+	    (rc = get_bool(j, "replayed", false, &out->replayed, HF_EPROTO, err)))
+		goto out_clear;
+	if (hf_hold_state_parse(state, &out->state) != HF_OK) {
+		rc = hf__err(err, HF_EPROTO, "state '%s' is not a hold state", state);
+		goto out_clear;
+	}
+	if (hf_mode_parse(mode, &out->mode) != HF_OK) {
+		rc = hf__err(err, HF_EPROTO, "mode '%s' is not a mode", mode);
+		goto out_clear;
+	}
+	json_t *parts = json_object_get(j, "resources");
+	if (!json_is_array(parts)) {
+		rc = hf__err(err, HF_EPROTO, "resources must be an array");
+		goto out_clear;
+	}
+	size_t n = json_array_size(parts);
+	if (n) {
+		out->parts = calloc(n, sizeof(*out->parts));
+		if (!out->parts) {
+			rc = hf__err_code(err, HF_ENOMEM);
+			goto out_clear;
+		}
+		out->n_parts = n; /* zeroed parts: hf__hold_clear frees what is filled */
+	}
+	for (size_t i = 0; i < n; i++) {
+		json_t *pj = json_array_get(parts, i);
+		hf_hold_part *p = &out->parts[i];
+		if (!json_is_object(pj)) {
+			rc = hf__err(err, HF_EPROTO, "resources[%zu] must be an object", i);
+			goto out_clear;
+		}
+		if ((rc = dup_str(pj, "name", true, &p->resource, err)) ||
+		    (rc = get_int(pj, "units", true, 0, 0, HF_CAPACITY_MAX, &p->units, HF_EPROTO, err)) ||
+		    (rc = get_int(pj, "fence", true, 0, 0, INT64_MAX, &p->fence, HF_EPROTO, err)))
+			goto out_clear;
+	}
+	return HF_OK;
+out_clear:
+	hf__hold_clear(out);
+	return rc;
+}
+
+int hf__event_from_json(const json_t *j, hf_event *out, hf_error *err)
+{
+	memset(out, 0, sizeof(*out));
+	if (!json_is_object(j))
+		return hf__err(err, HF_EPROTO, "event must be a JSON object");
+	int rc;
+	int64_t seq;
+	if ((rc = get_int(j, "seq", true, 0, 1, INT64_MAX, &seq, HF_EPROTO, err)) ||
+	    (rc = get_int(j, "at_ms", true, 0, 0, INT64_MAX, &out->at_ms, HF_EPROTO, err)) ||
+	    (rc = dup_str(j, "type", true, &out->type, err)) ||
+	    (rc = dup_str(j, "resource", false, &out->resource, err)) ||
+	    (rc = dup_str(j, "hold_id", false, &out->hold_id, err)) ||
+	    (rc = dup_object_text(j, "data", &out->data, err)))
+		goto out_clear;
+	out->seq = (uint64_t)seq;
+	return HF_OK;
+out_clear:
+	hf__event_clear(out);
+	return rc;
+}
+
+int hf__error_from_json(const json_t *j, hf_error *out)
+{
+	memset(out, 0, sizeof(*out));
+	json_t *e = json_object_get(j, "error");
+	json_t *code = json_object_get(e, "code");
+	json_t *msg = json_object_get(e, "message");
+	if (!json_is_object(e) || !json_is_string(code)) {
+		out->code = HF_EPROTO;
+		snprintf(out->message, sizeof(out->message), "reply is not a holdfast error");
+		return HF_EPROTO;
+	}
+	out->code = hf_err_from_name(json_string_value(code));
+	snprintf(out->message, sizeof(out->message), "%s",
+	         json_is_string(msg) ? json_string_value(msg) : hf_strerror(out->code));
+	return HF_OK;
+}
+
+/* Fails on any key of obj not in the NULL-terminated list `known`: a misspelt field
+ * ("ttl" for "ttl_ms") would otherwise be silently ignored and take its default. */
+static int check_keys(const json_t *obj, const char *where, const char *const *known,
+                      hf_error *err)
+{
+	const char *key;
+	json_t *v;
+	json_object_foreach ((json_t *)obj, key, v) {
+		(void)v;
+		bool ok = false;
+		for (size_t i = 0; known[i] && !ok; i++)
+			ok = strcmp(known[i], key) == 0;
+		if (!ok)
+			return hf__err(err, HF_EINVAL, "unknown field '%.64s'%s%s", key,
+			               where ? " in " : "", where ? where : "");
+	}
+	return HF_OK;
+}
+
+/* One entry of "resources": an object {"name","units","capacity"} or a bare name. */
+static int claim_from_json(const json_t *cj, size_t i, hf_claim *c, hf_error *err)
+{
+	static const char *const known[] = {"name", "units", "capacity", NULL};
+	char where[32];
+	int rc;
+	snprintf(where, sizeof(where), "resources[%zu]", i);
+	memset(c, 0, sizeof(*c));
+	c->units = ACQ_DEFAULT_UNITS;
+	if (json_is_string(cj)) {
+		c->name = json_string_value(cj);
+		return hf__check_name(where, c->name, HF_NAME_MAX, err);
+	}
+	if (!json_is_object(cj))
+		return hf__err(err, HF_EINVAL, "%s must be an object or a resource name", where);
+	if ((rc = check_keys(cj, where, known, err)))
+		return rc;
+	/* get_int names the bare key; re-word its message so the entry is named too. */
+	if ((rc = get_str(cj, "name", true, &c->name, HF_EINVAL, err)) ||
+	    (rc = get_int(cj, "units", false, ACQ_DEFAULT_UNITS, 1, HF_CAPACITY_MAX, &c->units,
+	                  HF_EINVAL, err)) ||
+	    (rc = get_int(cj, "capacity", false, 0, 1, HF_CAPACITY_MAX, &c->capacity, HF_EINVAL,
+	                  err))) {
+		if (err) {
+			char msg[HF_MESSAGE_MAX];
+			snprintf(msg, sizeof(msg), "%s", err->message);
+			hf__err(err, rc, "%s.%s", where, msg);
+		}
+		return rc;
+	}
+	char field[48];
+	snprintf(field, sizeof(field), "%s.name", where);
+	return hf__check_name(field, c->name, HF_NAME_MAX, err);
+}
+
+int hf__acquire_from_json(const json_t *body, hf_acquire_req *out, hf_claim *claims,
+                          hf_error *err)
+{
+	static const char *const known[] = {"owner", "resources", "ttl_ms", "wait_ms",
+	                                    "mode",  "any",       NULL};
+	int rc;
+	memset(out, 0, sizeof(*out));
+	if (!json_is_object(body))
+		return hf__err(err, HF_EINVAL, "the body must be a JSON object");
+	if ((rc = check_keys(body, NULL, known, err)))
+		return rc;
+	const char *mode = NULL;
+	if ((rc = get_str(body, "owner", true, &out->owner, HF_EINVAL, err)) ||
+	    (rc = hf__check_name("owner", out->owner, HF_OWNER_MAX, err)) ||
+	    (rc = get_int(body, "ttl_ms", false, ACQ_DEFAULT_TTL_MS, 1, HF_TTL_MAX_MS, &out->ttl_ms,
+	                  HF_EINVAL, err)) ||
+	    (rc = get_int(body, "wait_ms", false, ACQ_DEFAULT_WAIT_MS, 0, HF_WAIT_MAX_MS,
+	                  &out->wait_ms, HF_EINVAL, err)) ||
+	    (rc = get_str(body, "mode", false, &mode, HF_EINVAL, err)) ||
+	    (rc = get_bool(body, "any", false, &out->any, HF_EINVAL, err)))
+		return rc;
+	out->mode = HF_MODE_UNITS;
+	if (mode && hf_mode_parse(mode, &out->mode) != HF_OK)
+		return hf__err(err, HF_EINVAL, "mode '%.64s' is not units, shared or exclusive", mode);
+	json_t *res = json_object_get(body, "resources");
+	if (!res || json_is_null(res))
+		return hf__err(err, HF_EINVAL, "resources is missing");
+	if (!json_is_array(res))
+		return hf__err(err, HF_EINVAL, "resources must be an array");
+	size_t n = json_array_size(res);
+	if (n == 0)
+		return hf__err(err, HF_EINVAL, "resources is empty: a hold names at least one");
+	if (n > HF_CLAIMS_MAX)
+		return hf__err(err, HF_EINVAL, "resources names %zu resources, the limit is %d", n,
+		               HF_CLAIMS_MAX);
+	for (size_t i = 0; i < n; i++) {
+		if ((rc = claim_from_json(json_array_get(res, i), i, &claims[i], err)))
+			return rc;
+		for (size_t k = 0; k < i; k++)
+			if (strcmp(claims[k].name, claims[i].name) == 0)
+				return hf__err(err, HF_EINVAL, "resources[%zu]: '%.64s' is named twice", i,
+				               claims[i].name);
+	}
+	out->claims = claims;
+	out->n_claims = n;
+	return HF_OK;
+}

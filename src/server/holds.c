@@ -1,0 +1,335 @@
+/*
+ * holds.c — the handlers of /v1/holds (acquire, extend, confirm, release, read, list) and
+ * of its sugar /v1/locks/{key} and /v1/semaphores/{key}, which are acquires of implicit
+ * resources named "lock:KEY" and "sem:KEY". Acquires may park: they never block the loop.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "core/codec.h"
+#include "server/server.h"
+
+/* A lock is a read/write lock: an implicit resource of this many units, of which a shared
+ * (reader) hold takes 1 and an exclusive (writer) hold takes all. Fixed, so that every
+ * caller names the same capacity; large enough that readers are practically unlimited. */
+#define LOCK_CAPACITY 65536
+#define DEFAULT_TTL_MS 30000
+#define LOCK_PREFIX "lock:"
+#define SEM_PREFIX "sem:"
+
+/* ---- Body helpers: each answers the request and returns false on a bad field. -------- */
+
+static bool body_keys(struct hf__rq *rq, const char *const *known)
+{
+	const char *key;
+	json_t *v;
+	json_object_foreach (rq->body, key, v) {
+		bool ok = false;
+		for (size_t i = 0; known[i] && !ok; i++)
+			ok = strcmp(known[i], key) == 0;
+		if (!ok) {
+			hf__rq_fail(rq, HF_EINVAL, "unknown field '%.64s'", key);
+			return false;
+		}
+	}
+	return true;
+}
+
+static bool body_int(struct hf__rq *rq, const char *key, bool required, int64_t dflt,
+                     int64_t lo, int64_t hi, int64_t *out)
+{
+	json_t *v = json_object_get(rq->body, key);
+	*out = dflt;
+	if (!v || json_is_null(v)) {
+		if (required)
+			hf__rq_fail(rq, HF_EINVAL, "%s is missing", key);
+		return !required;
+	}
+	if (!json_is_integer(v)) {
+		hf__rq_fail(rq, HF_EINVAL, "%s must be an integer", key);
+		return false;
+	}
+	json_int_t n = json_integer_value(v);
+	if (n < lo || n > hi) {
+		hf__rq_fail(rq, HF_EINVAL, "%s is %lld, it must be between %lld and %lld", key,
+		            (long long)n, (long long)lo, (long long)hi);
+		return false;
+	}
+	*out = n;
+	return true;
+}
+
+static bool body_str(struct hf__rq *rq, const char *key, bool required, const char **out)
+{
+	json_t *v = json_object_get(rq->body, key);
+	*out = NULL;
+	if (!v || json_is_null(v)) {
+		if (required)
+			hf__rq_fail(rq, HF_EINVAL, "%s is missing", key);
+		return !required;
+	}
+	if (!json_is_string(v)) {
+		hf__rq_fail(rq, HF_EINVAL, "%s must be a string", key);
+		return false;
+	}
+	*out = json_string_value(v);
+	return true;
+}
+
+/* ---- Acquire and its sugar. ------------------------------------------------------- */
+
+/* Remembers the names an acquire claims, '\0'-separated, for its statistics. */
+static bool remember_claims(struct hf__rq *rq, const hf_acquire_req *a)
+{
+	size_t len = 0;
+	for (size_t i = 0; i < a->n_claims; i++)
+		len += strlen(a->claims[i].name) + 1;
+	rq->stat_name = malloc(len ? len : 1);
+	if (!rq->stat_name)
+		return false;
+	char *p = rq->stat_name;
+	for (size_t i = 0; i < a->n_claims; i++) {
+		size_t n = strlen(a->claims[i].name) + 1;
+		memcpy(p, a->claims[i].name, n);
+		p += n;
+	}
+	rq->stat_claims = (int64_t)a->n_claims;
+	return true;
+}
+
+static void on_acquired(struct hf__rq *rq, hf_reply *reply)
+{
+	int64_t latency = hf__mono_us() - rq->t0_us;
+	int code = reply->error.code;
+	hf__stats_acquire(rq->srv, NULL, code, latency);
+	if (code == HF_OK && reply->hold) {
+		/* With "any" only the granted claim counts as acquired. */
+		for (size_t i = 0; i < reply->hold->n_parts; i++)
+			hf__stats_acquire(rq->srv, reply->hold->parts[i].resource, HF_OK, latency);
+	} else {
+		const char *p = rq->stat_name;
+		for (int64_t i = 0; p && i < rq->stat_claims; i++, p += strlen(p) + 1)
+			hf__stats_acquire(rq->srv, p, code, latency);
+	}
+	if (code) {
+		hf__rq_send_error(rq, &reply->error);
+	} else if (!reply->hold) {
+		hf__rq_fail(rq, HF_EINTERNAL, "store returned no hold");
+	} else {
+		hf__rq_send_json(rq, 201, hf__hold_to_json(reply->hold));
+	}
+	hf_reply_free(reply);
+}
+
+static void start_acquire(struct hf__rq *rq, hf_acquire_req *a)
+{
+	hf_request req;
+	a->idempotency_key = hf__rq_header(rq, "Idempotency-Key");
+	if (!remember_claims(rq, a)) {
+		hf__rq_fail(rq, HF_ENOMEM, "out of memory");
+		return;
+	}
+	hf_request_init(&req, HF_OP_ACQUIRE);
+	req.acquire = *a;
+	hf__rq_submit(rq, &req, on_acquired);
+}
+
+void hf__h_acquire(struct hf__rq *rq)
+{
+	hf_acquire_req a;
+	hf_claim claims[HF_CLAIMS_MAX];
+	hf_error err = {0};
+	if (hf__acquire_from_json(rq->body, &a, claims, &err) != HF_OK) {
+		hf__rq_send_error(rq, &err);
+		return;
+	}
+	start_acquire(rq, &a); /* a's strings point into rq->body, alive until rq is freed */
+}
+
+/* Builds "PREFIXkey" for the sugar routes; answers 400 when it would be too long. */
+static char *prefixed(struct hf__rq *rq, const char *prefix, const char *what)
+{
+	size_t pl = strlen(prefix), kl = strlen(rq->param);
+	if (pl + kl > HF_NAME_MAX) {
+		hf__rq_fail(rq, HF_EINVAL, "%s is %zu bytes long, the limit is %zu", what, kl,
+		            (size_t)HF_NAME_MAX - pl);
+		return NULL;
+	}
+	char *name = malloc(pl + kl + 1);
+	if (!name) {
+		hf__rq_fail(rq, HF_ENOMEM, "out of memory");
+		return NULL;
+	}
+	memcpy(name, prefix, pl);
+	memcpy(name + pl, rq->param, kl + 1);
+	return name;
+}
+
+/* Common fields of locks and semaphores: owner, ttl_ms, wait_ms. */
+static bool sugar_common(struct hf__rq *rq, hf_acquire_req *a)
+{
+	return body_str(rq, "owner", true, &a->owner) &&
+	       body_int(rq, "ttl_ms", false, DEFAULT_TTL_MS, 1, HF_TTL_MAX_MS, &a->ttl_ms) &&
+	       body_int(rq, "wait_ms", false, 0, 0, HF_WAIT_MAX_MS, &a->wait_ms);
+}
+
+void hf__h_lock(struct hf__rq *rq)
+{
+	static const char *const known[] = {"owner", "ttl_ms", "wait_ms", "mode", NULL};
+	hf_acquire_req a = {0};
+	hf_claim claim = {0};
+	const char *mode;
+	if (!body_keys(rq, known) || !sugar_common(rq, &a) || !body_str(rq, "mode", false, &mode))
+		return;
+	a.mode = HF_MODE_EXCLUSIVE;
+	if (mode && (hf_mode_parse(mode, &a.mode) != HF_OK || a.mode == HF_MODE_UNITS)) {
+		hf__rq_fail(rq, HF_EINVAL, "mode '%.64s' is not exclusive or shared", mode);
+		return;
+	}
+	char *name = prefixed(rq, LOCK_PREFIX, "lock key");
+	if (!name)
+		return;
+	claim.name = name;
+	claim.units = 1;
+	claim.capacity = LOCK_CAPACITY;
+	a.claims = &claim;
+	a.n_claims = 1;
+	start_acquire(rq, &a); /* the library copies the request: name may go */
+	free(name);
+}
+
+void hf__h_semaphore(struct hf__rq *rq)
+{
+	static const char *const known[] = {"permits", "units", "owner", "ttl_ms", "wait_ms", NULL};
+	hf_acquire_req a = {0};
+	hf_claim claim = {0};
+	if (!body_keys(rq, known) || !sugar_common(rq, &a) ||
+	    !body_int(rq, "permits", true, 0, 1, HF_CAPACITY_MAX, &claim.capacity) ||
+	    !body_int(rq, "units", false, 1, 1, HF_CAPACITY_MAX, &claim.units))
+		return;
+	char *name = prefixed(rq, SEM_PREFIX, "semaphore key");
+	if (!name)
+		return;
+	claim.name = name;
+	a.mode = HF_MODE_UNITS;
+	a.claims = &claim;
+	a.n_claims = 1;
+	start_acquire(rq, &a);
+	free(name);
+}
+
+/* ---- Extend, confirm, release, read. ---------------------------------------------- */
+
+static void on_hold(struct hf__rq *rq, hf_reply *reply)
+{
+	if (reply->error.code) {
+		hf__rq_send_error(rq, &reply->error);
+	} else if (!reply->hold) {
+		hf__rq_fail(rq, HF_EINTERNAL, "store returned no hold");
+	} else {
+		reply->hold->token[0] = '\0'; /* only the acquire ever shows the token */
+		hf__rq_send_json(rq, 200, hf__hold_to_json(reply->hold));
+	}
+	hf_reply_free(reply);
+}
+
+static void hold_call(struct hf__rq *rq, hf_op op)
+{
+	static const char *const with_ttl[] = {"token", "ttl_ms", NULL};
+	static const char *const token_only[] = {"token", NULL};
+	hf_request req;
+	hf_request_init(&req, op);
+	req.hold_id = rq->param;
+	if (!body_keys(rq, op == HF_OP_EXTEND ? with_ttl : token_only) ||
+	    !body_str(rq, "token", true, &req.token))
+		return;
+	if (op == HF_OP_EXTEND &&
+	    !body_int(rq, "ttl_ms", false, DEFAULT_TTL_MS, 1, HF_TTL_MAX_MS, &req.ttl_ms))
+		return;
+	hf__rq_submit(rq, &req, on_hold);
+}
+
+void hf__h_extend(struct hf__rq *rq)
+{
+	hold_call(rq, HF_OP_EXTEND);
+}
+
+void hf__h_confirm(struct hf__rq *rq)
+{
+	hold_call(rq, HF_OP_CONFIRM);
+}
+
+void hf__h_release(struct hf__rq *rq)
+{
+	hold_call(rq, HF_OP_RELEASE);
+}
+
+void hf__h_get_hold(struct hf__rq *rq)
+{
+	hf_request req;
+	hf_request_init(&req, HF_OP_GET_HOLD);
+	req.hold_id = rq->param;
+	hf__rq_submit(rq, &req, on_hold);
+}
+
+static void on_list(struct hf__rq *rq, hf_reply *reply)
+{
+	if (reply->error.code) {
+		hf__rq_send_error(rq, &reply->error);
+		hf_reply_free(reply);
+		return;
+	}
+	json_t *arr = json_array();
+	for (size_t i = 0; arr && i < reply->n_holds; i++) {
+		reply->holds[i].token[0] = '\0';
+		if (json_array_append_new(arr, hf__hold_to_json(&reply->holds[i])) != 0) {
+			json_decref(arr);
+			arr = NULL;
+		}
+	}
+	const char *next = reply->more && reply->n_holds ? reply->holds[reply->n_holds - 1].id : NULL;
+	json_t *body = arr ? json_pack("{s:o,s:b,s:s?}", "holds", arr, "more", (int)reply->more,
+	                               "next_cursor", next)
+	                   : NULL;
+	if (body)
+		hf__rq_send_json(rq, 200, body);
+	else
+		hf__rq_fail(rq, HF_ENOMEM, "out of memory");
+	hf_reply_free(reply);
+}
+
+void hf__h_list_holds(struct hf__rq *rq)
+{
+	static const char *const allowed[] = {"owner", "resource", "state", "cursor", "limit", NULL};
+	struct evkeyvalq q;
+	hf_request req;
+	int64_t limit;
+	if (!hf__query_parse(rq, &q, allowed))
+		return;
+	hf_request_init(&req, HF_OP_LIST_HOLDS);
+	if (!hf__query_int(rq, &q, "limit", 1, HF_LIST_MAX, 100, &limit))
+		goto out;
+	req.limit = (size_t)limit;
+	req.owner = evhttp_find_header(&q, "owner");
+	req.resource = evhttp_find_header(&q, "resource");
+	req.cursor = evhttp_find_header(&q, "cursor");
+	if (req.cursor && !*req.cursor)
+		req.cursor = NULL;
+	const char *state = evhttp_find_header(&q, "state");
+	if (state) {
+		hf_hold_state st;
+		if (hf_hold_state_parse(state, &st) != HF_OK) {
+			hf__rq_fail(rq, HF_EINVAL,
+			            "state '%.64s' is not tentative, confirmed, released or expired", state);
+			goto out;
+		}
+		req.state = (int)st;
+	}
+	hf__rq_submit(rq, &req, on_list);
+out:
+	evhttp_clear_headers(&q);
+}

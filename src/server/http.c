@@ -1,0 +1,738 @@
+/*
+ * http.c — holdfastd's HTTP plumbing: the listener (plain or TLS), limits and timeouts,
+ * connection tracking (so a client that leaves cancels its waits), API keys, request bodies,
+ * the life of a request from arrival to answer, store calls, and the SIGTERM drain.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "core/codec.h"
+#include "server/server.h"
+
+/* An open connection that has sent at least one request. */
+struct hf__conn {
+	struct evhttp_connection *evcon;
+	struct hf__rq *rqs;    /* its requests in flight */
+	int unflushed;         /* replies handed to libevent, not yet written out */
+	struct event *watch;   /* while a request waits: notices the client leaving */
+	struct hf__conn *next; /* hash chain */
+};
+
+int64_t hf__mono_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* ---- Connections by evhttp_connection pointer. ----------------------------------- */
+
+static size_t conn_hash(const struct hf__server *srv, const struct evhttp_connection *evcon)
+{
+	uint64_t h = (uint64_t)(uintptr_t)evcon * 0x9E3779B97F4A7C15ull;
+	return (size_t)(h >> 32) % srv->conn_buckets;
+}
+
+static struct hf__conn *conn_find(struct hf__server *srv, struct evhttp_connection *evcon)
+{
+	for (struct hf__conn *c = srv->conn_tab[conn_hash(srv, evcon)]; c; c = c->next)
+		if (c->evcon == evcon)
+			return c;
+	return NULL;
+}
+
+/* Doubles the table when chains grow long; on allocation failure keeps the old one. */
+static void conn_grow(struct hf__server *srv)
+{
+	size_t old_n = srv->conn_buckets;
+	struct hf__conn **old = srv->conn_tab;
+	struct hf__conn **tab = calloc(old_n * 2, sizeof(*tab));
+	if (!tab)
+		return;
+	srv->conn_tab = tab;
+	srv->conn_buckets = old_n * 2;
+	for (size_t i = 0; i < old_n; i++) {
+		struct hf__conn *c = old[i], *next;
+		for (; c; c = next) {
+			next = c->next;
+			size_t b = conn_hash(srv, c->evcon);
+			c->next = tab[b];
+			tab[b] = c;
+		}
+	}
+	free(old);
+}
+
+static void conn_unlink(struct hf__server *srv, struct hf__conn *conn)
+{
+	struct hf__conn **p = &srv->conn_tab[conn_hash(srv, conn->evcon)];
+	for (; *p; p = &(*p)->next)
+		if (*p == conn) {
+			*p = conn->next;
+			srv->n_conns--;
+			return;
+		}
+}
+
+static void rq_unlink_conn(struct hf__rq *rq)
+{
+	if (!rq->conn)
+		return;
+	if (rq->conn_prev)
+		rq->conn_prev->conn_next = rq->conn_next;
+	else
+		rq->conn->rqs = rq->conn_next;
+	if (rq->conn_next)
+		rq->conn_next->conn_prev = rq->conn_prev;
+	rq->conn = NULL;
+	rq->conn_prev = rq->conn_next = NULL;
+}
+
+static void rq_free(struct hf__rq *rq);
+
+/*
+ * libevent calls this as it frees a connection: the client closed it, it timed out, or we
+ * closed it. A request still waiting for its answer is then either detached from the
+ * connection (client EOF or timeout: libevent leaves the evhttp_request to us, to free) or
+ * about to be freed with it (anything else). Either way nobody will read the answer: cancel
+ * the store call, and free the request's context when its completion arrives.
+ */
+static struct hf__server *the_server; /* one server per process, for libevent callbacks */
+
+static void on_conn_close(struct evhttp_connection *evcon, void *arg)
+{
+	struct hf__conn *conn = arg;
+	struct hf__server *srv = the_server;
+	(void)evcon;
+	conn_unlink(srv, conn);
+	while (conn->rqs) {
+		struct hf__rq *rq = conn->rqs;
+		rq_unlink_conn(rq);
+		rq->gone = true;
+		if (rq->req && evhttp_request_get_connection(rq->req) != NULL)
+			rq->req = NULL; /* freed by libevent with the connection */
+		if (rq->call_pending) {
+			hf__log(HF__LOG_DEBUG, "client_gone", " route=%s", hf__route_pattern(rq->route));
+			hf_cancel(srv->store, rq->call_id);
+		} else {
+			rq_free(rq);
+		}
+	}
+	if (conn->watch)
+		event_free(conn->watch);
+	free(conn);
+}
+
+/*
+ * libevent 2.1 does not read from a connection while its request is being answered, so it
+ * would not see the client leave during a long wait. The watch looks instead: readable with
+ * EOF or an error means the client is gone, and freeing the connection cancels its wait
+ * (through on_conn_close). Readable with data means a pipelined request: the client is
+ * still there, and we stop watching rather than spin on a readable socket.
+ */
+static void on_watch(evutil_socket_t fd, short what, void *arg)
+{
+	struct hf__conn *conn = arg;
+	char c;
+	(void)what;
+	ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (n > 0)
+		return;
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+		event_add(conn->watch, NULL);
+		return;
+	}
+	evhttp_connection_free(conn->evcon); /* runs on_conn_close, which frees conn */
+}
+
+static void watch_start(struct hf__rq *rq)
+{
+	struct hf__conn *conn = rq->conn;
+	if (!conn || rq->gone)
+		return;
+	if (!conn->watch) {
+		struct bufferevent *bev = evhttp_connection_get_bufferevent(conn->evcon);
+		evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+		if (fd < 0)
+			return;
+		conn->watch = event_new(rq->srv->base, fd, EV_READ, on_watch, conn);
+		if (!conn->watch)
+			return;
+	}
+	event_add(conn->watch, NULL);
+}
+
+static void watch_stop(struct hf__rq *rq)
+{
+	if (rq->conn && rq->conn->watch)
+		event_del(rq->conn->watch);
+}
+
+/* ---- Requests. -------------------------------------------------------------------- */
+
+static void srv_unlink_rq(struct hf__server *srv, struct hf__rq *rq)
+{
+	if (rq->srv_prev)
+		rq->srv_prev->srv_next = rq->srv_next;
+	else
+		srv->rqs = rq->srv_next;
+	if (rq->srv_next)
+		rq->srv_next->srv_prev = rq->srv_prev;
+	rq->srv_prev = rq->srv_next = NULL;
+	srv->n_rqs--;
+}
+
+static const char *method_name(enum evhttp_cmd_type m)
+{
+	switch (m) {
+	case EVHTTP_REQ_GET: return "GET";
+	case EVHTTP_REQ_POST: return "POST";
+	case EVHTTP_REQ_HEAD: return "HEAD";
+	case EVHTTP_REQ_PUT: return "PUT";
+	case EVHTTP_REQ_DELETE: return "DELETE";
+	case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+	case EVHTTP_REQ_TRACE: return "TRACE";
+	case EVHTTP_REQ_CONNECT: return "CONNECT";
+	case EVHTTP_REQ_PATCH: return "PATCH";
+	}
+	return "?";
+}
+
+/* Frees a request's context; answers nothing. The access log line is written here. */
+static void rq_free(struct hf__rq *rq)
+{
+	struct hf__server *srv = rq->srv;
+	if (hf__log_enabled(HF__LOG_INFO)) {
+		char path[300];
+		hf__log(HF__LOG_INFO, "request", " route=%s status=%d dur_ms=%.3f%s",
+		        hf__log_quote(path, sizeof(path), hf__route_pattern(rq->route)), rq->status,
+		        (double)(hf__mono_us() - rq->t0_us) / 1000.0, rq->gone ? " client_gone=true" : "");
+	}
+	hf__stats_request(srv, rq->status);
+	watch_stop(rq);
+	rq_unlink_conn(rq);
+	srv_unlink_rq(srv, rq);
+	/* A request detached from its closed connection is ours to free. */
+	if (rq->gone && rq->req)
+		evhttp_request_free(rq->req);
+	json_decref(rq->body);
+	json_decref(rq->acc);
+	free(rq->param);
+	free(rq->stat_name);
+	free(rq);
+}
+
+static void on_reply_written(struct evhttp_request *req, void *arg)
+{
+	struct hf__conn *conn = arg;
+	(void)req;
+	conn->unflushed--;
+}
+
+const char *hf__rq_header(struct hf__rq *rq, const char *name)
+{
+	if (!rq->req)
+		return NULL;
+	return evhttp_find_header(evhttp_request_get_input_headers(rq->req), name);
+}
+
+void hf__rq_add_header(struct hf__rq *rq, const char *name, const char *value)
+{
+	if (rq->req && !rq->gone)
+		evhttp_add_header(evhttp_request_get_output_headers(rq->req), name, value);
+}
+
+/* Sends the answer, if anyone is there to read it, and frees rq. */
+static void rq_send(struct hf__rq *rq, int status, const char *ctype, const char *data,
+                    size_t len)
+{
+	if (rq->streaming) {
+		/* The status line is gone already: an error becomes the stream's last event. */
+		while (len && data[len - 1] == '\n')
+			len--;
+		hf__rq_stream_chunk(rq, "event: error\ndata: ", 19);
+		hf__rq_stream_chunk(rq, data, len);
+		hf__rq_stream_chunk(rq, "\n\n", 2);
+		hf__rq_stream_end(rq);
+		return;
+	}
+	rq->status = status;
+	if (rq->req && !rq->gone) {
+		struct evkeyvalq *h = evhttp_request_get_output_headers(rq->req);
+		struct evbuffer *buf = evbuffer_new();
+		evhttp_add_header(h, "Content-Type", ctype);
+		if (rq->srv->draining)
+			evhttp_add_header(h, "Connection", "close");
+		if (rq->conn) {
+			rq->conn->unflushed++;
+			evhttp_request_set_on_complete_cb(rq->req, on_reply_written, rq->conn);
+		}
+		if (buf)
+			evbuffer_add(buf, data, len);
+		evhttp_send_reply(rq->req, status, NULL, buf);
+		evbuffer_free(buf);
+		rq->req = NULL; /* libevent frees it once written */
+	}
+	rq_free(rq);
+}
+
+void hf__rq_send_text(struct hf__rq *rq, int status, const char *ctype, const char *text,
+                      size_t len)
+{
+	rq_send(rq, status, ctype, text, len);
+}
+
+void hf__rq_send_json(struct hf__rq *rq, int status, json_t *body)
+{
+	char *text = body ? json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	json_decref(body);
+	if (!text) {
+		static const char oom[] =
+			"{\"error\":{\"code\":\"out_of_memory\",\"message\":\"out of memory\"}}\n";
+		rq_send(rq, hf_err_http_status(HF_ENOMEM), "application/json", oom, sizeof(oom) - 1);
+		return;
+	}
+	size_t len = strlen(text);
+	char *line = realloc(text, len + 2); /* a final newline: friendlier in a terminal */
+	if (line) {
+		text = line;
+		text[len++] = '\n';
+		text[len] = '\0';
+	}
+	rq_send(rq, status, "application/json", text, len);
+	free(text);
+}
+
+void hf__rq_send_error(struct hf__rq *rq, const hf_error *err)
+{
+	hf_error e = *err;
+	/* A wait cut short by the drain is the server shutting down, not the client cancelling. */
+	if (e.code == HF_ECANCELED && rq->srv->draining) {
+		e.code = HF_ECLOSED;
+		snprintf(e.message, sizeof(e.message), "server is shutting down");
+	}
+	if (hf__log_enabled(HF__LOG_DEBUG)) {
+		char m[300];
+		hf__log(HF__LOG_DEBUG, "error_reply", " code=%s message=%s", hf_err_name(e.code),
+		        hf__log_quote(m, sizeof(m), e.message));
+	}
+	hf__rq_send_json(rq, hf_err_http_status(e.code), hf__error_to_json(&e));
+}
+
+void hf__rq_fail(struct hf__rq *rq, int code, const char *fmt, ...)
+{
+	hf_error e = {.code = code};
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(e.message, sizeof(e.message), fmt, ap);
+	va_end(ap);
+	hf__rq_send_error(rq, &e);
+}
+
+void hf__rq_stream_start(struct hf__rq *rq, const char *ctype)
+{
+	rq->streaming = true;
+	rq->status = 200;
+	if (!rq->req || rq->gone)
+		return;
+	struct evkeyvalq *h = evhttp_request_get_output_headers(rq->req);
+	evhttp_add_header(h, "Content-Type", ctype);
+	evhttp_add_header(h, "Cache-Control", "no-cache");
+	evhttp_send_reply_start(rq->req, 200, NULL);
+}
+
+void hf__rq_stream_chunk(struct hf__rq *rq, const char *data, size_t len)
+{
+	if (!rq->req || rq->gone || !len)
+		return;
+	struct evbuffer *buf = evbuffer_new();
+	if (!buf)
+		return;
+	evbuffer_add(buf, data, len);
+	evhttp_send_reply_chunk(rq->req, buf);
+	evbuffer_free(buf);
+}
+
+void hf__rq_stream_end(struct hf__rq *rq)
+{
+	if (rq->req && !rq->gone) {
+		if (rq->conn) {
+			rq->conn->unflushed++;
+			evhttp_request_set_on_complete_cb(rq->req, on_reply_written, rq->conn);
+		}
+		evhttp_send_reply_end(rq->req);
+		rq->req = NULL;
+	}
+	rq_free(rq);
+}
+
+/* The store's completion for rq: hand it to the handler unless the client has left. */
+static void on_store_done(void *arg, hf_reply *reply)
+{
+	struct hf__rq *rq = arg;
+	rq->call_pending = false;
+	rq->parked = false;
+	if (rq->gone) {
+		hf_reply_free(reply);
+		rq_free(rq);
+		return;
+	}
+	rq->on_reply(rq, reply);
+}
+
+int hf__rq_submit(struct hf__rq *rq, const hf_request *req, hf__reply_fn on_reply)
+{
+	hf_error err = {0};
+	rq->on_reply = on_reply;
+	/* Waits may last an hour: the drain cancels them rather than waiting them out. */
+	rq->parked = (req->op == HF_OP_ACQUIRE && req->acquire.wait_ms > 0) ||
+	             (req->op == HF_OP_READ_EVENTS && req->wait_ms > 0);
+	int rc = hf_submit(rq->srv->store, req, on_store_done, rq, &rq->call_id, &err);
+	if (rc != HF_OK) {
+		rq->parked = false;
+		hf__rq_send_error(rq, &err);
+		return rc;
+	}
+	rq->call_pending = true;
+	if (rq->parked || rq->streaming)
+		watch_start(rq);
+	return HF_OK;
+}
+
+/* ---- Arrival: connection limit, authentication, body, routing. -------------------- */
+
+static bool key_equal(const char *a, const char *b)
+{
+	/* Constant time in the contents, so a key cannot be guessed byte by byte. */
+	size_t la = strlen(a), lb = strlen(b);
+	unsigned char d = (unsigned char)(la != lb);
+	for (size_t i = 0; i < la; i++)
+		d |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
+	return d == 0;
+}
+
+bool hf__rq_authorized(struct hf__rq *rq)
+{
+	const struct hf__config *cfg = rq->srv->cfg;
+	if (cfg->n_api_keys == 0)
+		return true;
+	const char *h = hf__rq_header(rq, "Authorization");
+	if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+		return false;
+	h += 7;
+	while (*h == ' ')
+		h++;
+	bool ok = false;
+	for (size_t i = 0; i < cfg->n_api_keys; i++)
+		ok |= key_equal(h, cfg->api_keys[i]);
+	return ok;
+}
+
+bool hf__rq_read_body(struct hf__rq *rq)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(rq->req);
+	size_t len = evbuffer_get_length(in);
+	if ((int64_t)len > rq->srv->cfg->max_body) {
+		hf__rq_fail(rq, HF_EBODY, "request body is %zu bytes, the limit is %lld", len,
+		            (long long)rq->srv->cfg->max_body);
+		return false;
+	}
+	if (len == 0) { /* no body: as {}, so that the missing fields are named */
+		rq->body = json_object();
+		if (!rq->body) {
+			hf__rq_fail(rq, HF_ENOMEM, "out of memory");
+			return false;
+		}
+		return true;
+	}
+	const char *data = (const char *)evbuffer_pullup(in, -1);
+	json_error_t jerr;
+	rq->body = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!rq->body) {
+		hf__rq_fail(rq, HF_EJSON, "request body is not valid JSON: %s (line %d, column %d)",
+		            jerr.text, jerr.line, jerr.column);
+		return false;
+	}
+	if (!json_is_object(rq->body)) {
+		hf__rq_fail(rq, HF_EINVAL, "request body must be a JSON object");
+		return false;
+	}
+	return true;
+}
+
+const char *hf__rq_method(struct hf__rq *rq)
+{
+	return rq->req ? method_name(evhttp_request_get_command(rq->req)) : "?";
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+	struct hf__server *srv = arg;
+	struct hf__rq *rq = calloc(1, sizeof(*rq));
+	if (!rq) {
+		evhttp_send_error(req, 503, "out of memory");
+		return;
+	}
+	rq->srv = srv;
+	rq->req = req;
+	rq->t0_us = hf__mono_us();
+	rq->srv_next = srv->rqs;
+	if (srv->rqs)
+		srv->rqs->srv_prev = rq;
+	srv->rqs = rq;
+	srv->n_rqs++;
+
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	struct hf__conn *conn = evcon ? conn_find(srv, evcon) : NULL;
+	if (!conn && evcon) {
+		if (srv->draining) {
+			hf__rq_fail(rq, HF_ECLOSED, "server is shutting down");
+			return;
+		}
+		if (srv->n_conns >= (size_t)srv->cfg->max_conns) {
+			hf__rq_add_header(rq, "Connection", "close");
+			hf__rq_fail(rq, HF_ELIMIT, "too many connections: the limit is %lld",
+			            (long long)srv->cfg->max_conns);
+			return;
+		}
+		conn = calloc(1, sizeof(*conn));
+		if (!conn) {
+			hf__rq_fail(rq, HF_ENOMEM, "out of memory");
+			return;
+		}
+		conn->evcon = evcon;
+		if (srv->n_conns >= srv->conn_buckets * 2)
+			conn_grow(srv);
+		size_t b = conn_hash(srv, evcon);
+		conn->next = srv->conn_tab[b];
+		srv->conn_tab[b] = conn;
+		srv->n_conns++;
+		evhttp_connection_set_closecb(evcon, on_conn_close, conn);
+	}
+	if (conn) {
+		rq->conn = conn;
+		rq->conn_next = conn->rqs;
+		if (conn->rqs)
+			conn->rqs->conn_prev = rq;
+		conn->rqs = rq;
+	}
+	if (srv->draining) {
+		hf__rq_fail(rq, HF_ECLOSED, "server is shutting down");
+		return;
+	}
+	hf__route_request(rq);
+}
+
+/* ---- Listening. ------------------------------------------------------------------- */
+
+static struct bufferevent *tls_bevcb(struct event_base *base, void *arg)
+{
+	SSL *ssl = SSL_new(arg);
+	if (!ssl)
+		return NULL;
+	return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+	                                      BEV_OPT_CLOSE_ON_FREE);
+}
+
+static int tls_setup(struct hf__server *srv, hf_error *err)
+{
+	const struct hf__config *cfg = srv->cfg;
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	if (!ctx)
+		goto out_ssl;
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1 ||
+	    SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(ctx) != 1)
+		goto out_ssl;
+	srv->tls = ctx;
+	evhttp_set_bevcb(srv->http, tls_bevcb, ctx);
+	return HF_OK;
+out_ssl:;
+	char why[200];
+	ERR_error_string_n(ERR_get_error(), why, sizeof(why));
+	SSL_CTX_free(ctx);
+	snprintf(err->message, sizeof(err->message), "tls setup failed (cert '%.50s', key '%.50s'): %.100s",
+	         cfg->tls_cert, cfg->tls_key, why);
+	err->code = HF_EINVAL;
+	return HF_EINVAL;
+}
+
+/* Splits "host:port" or "[v6]:port". */
+static int parse_listen(const char *s, char *host, size_t hsize, unsigned *port)
+{
+	const char *colon = strrchr(s, ':');
+	if (!colon || colon == s)
+		return -1;
+	const char *h = s;
+	size_t hl = (size_t)(colon - s);
+	if (*h == '[' && hl >= 2 && h[hl - 1] == ']') {
+		h++;
+		hl -= 2;
+	}
+	if (hl == 0 || hl >= hsize)
+		return -1;
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	char *end;
+	errno = 0;
+	unsigned long p = strtoul(colon + 1, &end, 10);
+	if (errno || *end || end == colon + 1 || p > 65535)
+		return -1;
+	*port = (unsigned)p;
+	return 0;
+}
+
+int hf__http_start(struct hf__server *srv, hf_error *err)
+{
+	const struct hf__config *cfg = srv->cfg;
+	char host[256];
+	unsigned port;
+	the_server = srv;
+	if (parse_listen(cfg->listen, host, sizeof(host), &port) != 0) {
+		err->code = HF_EINVAL;
+		snprintf(err->message, sizeof(err->message),
+		         "listen address '%.100s' is not host:port", cfg->listen);
+		return HF_EINVAL;
+	}
+	srv->conn_buckets = 1024;
+	srv->conn_tab = calloc(srv->conn_buckets, sizeof(*srv->conn_tab));
+	srv->http = evhttp_new(srv->base);
+	if (!srv->conn_tab || !srv->http)
+		goto out_nomem;
+	/* Bodies between the limit and this hard cap are read and refused with a JSON 413;
+	 * above it libevent refuses them itself (413, plain) without reading them. */
+	evhttp_set_max_body_size(srv->http, cfg->max_body * 4 + 65536);
+	evhttp_set_max_headers_size(srv->http, cfg->max_headers);
+	evhttp_set_timeout_tv(srv->http, &(struct timeval){.tv_sec = cfg->timeout_s});
+	/* Every method reaches the router, so that a wrong one gets a JSON 405. */
+	evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+	                                          EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+	                                          EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+	                                          EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+	evhttp_set_gencb(srv->http, on_request, srv);
+	if (cfg->tls_cert && cfg->tls_key) {
+		int rc = tls_setup(srv, err);
+		if (rc)
+			return rc;
+	}
+	srv->bound = evhttp_bind_socket_with_handle(srv->http, host, (ev_uint16_t)port);
+	if (!srv->bound) {
+		err->code = HF_EINVAL;
+		snprintf(err->message, sizeof(err->message), "cannot listen on %.100s: %s",
+		         cfg->listen, strerror(errno));
+		return HF_EINVAL;
+	}
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char addr[INET6_ADDRSTRLEN] = "?";
+	unsigned actual = port;
+	if (getsockname(evhttp_bound_socket_get_fd(srv->bound), (struct sockaddr *)&ss, &sl) == 0) {
+		if (ss.ss_family == AF_INET) {
+			struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+			inet_ntop(AF_INET, &in->sin_addr, addr, sizeof(addr));
+			actual = ntohs(in->sin_port);
+		} else if (ss.ss_family == AF_INET6) {
+			struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+			inet_ntop(AF_INET6, &in6->sin6_addr, addr, sizeof(addr));
+			actual = ntohs(in6->sin6_port);
+		}
+	}
+	hf__log(HF__LOG_LIFE, "listening", " addr=%s port=%u tls=%s auth=%s", addr, actual,
+	        srv->tls ? "on" : "off", cfg->n_api_keys ? "on" : "off");
+	return HF_OK;
+out_nomem:
+	err->code = HF_ENOMEM;
+	snprintf(err->message, sizeof(err->message), "out of memory");
+	return HF_ENOMEM;
+}
+
+/* ---- Drain and stop. -------------------------------------------------------------- */
+
+/* While draining: closes connections with nothing in flight and nothing left to write,
+ * and ends the loop when none are left (or the drain time is up). */
+static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct hf__server *srv = arg;
+	(void)fd;
+	(void)what;
+	for (size_t b = 0; b < srv->conn_buckets; b++) {
+		struct hf__conn *c = srv->conn_tab[b], *next;
+		for (; c; c = next) {
+			next = c->next;
+			if (!c->rqs && c->unflushed <= 0)
+				evhttp_connection_free(c->evcon); /* runs on_conn_close */
+		}
+	}
+	int64_t now = hf__mono_us() / 1000;
+	if ((srv->n_rqs == 0 && srv->n_conns == 0) || now >= srv->drain_deadline_ms) {
+		if (srv->n_rqs || srv->n_conns)
+			hf__log(HF__LOG_WARN, "drain_timeout", " requests=%zu connections=%zu",
+			        srv->n_rqs, srv->n_conns);
+		event_base_loopexit(srv->base, NULL);
+	}
+}
+
+void hf__http_drain(struct hf__server *srv)
+{
+	if (srv->draining)
+		return;
+	srv->draining = true;
+	srv->drain_deadline_ms = hf__mono_us() / 1000 + srv->cfg->drain_s * 1000;
+	hf__log(HF__LOG_LIFE, "draining", " requests=%zu connections=%zu", srv->n_rqs, srv->n_conns);
+	if (srv->bound) {
+		evhttp_del_accept_socket(srv->http, srv->bound);
+		srv->bound = NULL;
+	}
+	for (struct hf__rq *rq = srv->rqs; rq; rq = rq->srv_next)
+		if (rq->parked && rq->call_pending)
+			hf_cancel(srv->store, rq->call_id);
+	hf__stats_drain(srv);
+	srv->drain_ev = event_new(srv->base, -1, EV_PERSIST, on_drain_tick, srv);
+	if (!srv->drain_ev) {
+		event_base_loopexit(srv->base, NULL);
+		return;
+	}
+	event_add(srv->drain_ev, &(struct timeval){.tv_usec = 20000});
+	event_active(srv->drain_ev, EV_TIMEOUT, 0);
+}
+
+void hf__http_stop(struct hf__server *srv)
+{
+	/* The store is closed: no completion will come. Free what still waits for one. */
+	while (srv->rqs) {
+		struct hf__rq *rq = srv->rqs;
+		rq->call_pending = false;
+		if (!rq->gone)
+			rq->req = NULL; /* attached: freed with its connection by evhttp_free */
+		rq->status = rq->status ? rq->status : 503;
+		rq_free(rq);
+	}
+	if (srv->drain_ev)
+		event_free(srv->drain_ev);
+	if (srv->http)
+		evhttp_free(srv->http); /* closes the connections: on_conn_close frees them */
+	free(srv->conn_tab);
+	if (srv->tls)
+		SSL_CTX_free(srv->tls);
+	srv->http = NULL;
+	srv->conn_tab = NULL;
+	srv->drain_ev = NULL;
+	srv->tls = NULL;
+}

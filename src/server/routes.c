@@ -1,0 +1,226 @@
+/*
+ * routes.c — the one route table of holdfastd (method, path pattern, handler, flags) and
+ * the dispatcher: path matching with percent-decoded {parameters}, 404 and 405, API keys,
+ * bodies; plus the strict query-string helpers the handlers share.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "server/server.h"
+
+enum {
+	RF_PUBLIC = 1 << 0, /* served without an API key: probes */
+	RF_BODY = 1 << 1,   /* takes a JSON body */
+};
+
+struct hf__route {
+	enum evhttp_cmd_type method;
+	const char *pattern; /* "/v1/holds/{id}/extend": one {param} segment at most */
+	void (*handler)(struct hf__rq *rq);
+	unsigned flags;
+};
+
+static const struct hf__route routes[] = {
+	{EVHTTP_REQ_GET, "/healthz", hf__h_healthz, RF_PUBLIC},
+	{EVHTTP_REQ_GET, "/readyz", hf__h_readyz, RF_PUBLIC},
+	{EVHTTP_REQ_GET, "/metrics", hf__h_metrics, 0},
+	{EVHTTP_REQ_GET, "/v1/stats", hf__h_stats, 0},
+	{EVHTTP_REQ_GET, "/v1/resources", hf__h_list_resources, 0},
+	{EVHTTP_REQ_PUT, "/v1/resources/{name}", hf__h_put_resource, RF_BODY},
+	{EVHTTP_REQ_GET, "/v1/resources/{name}", hf__h_get_resource, 0},
+	{EVHTTP_REQ_DELETE, "/v1/resources/{name}", hf__h_delete_resource, 0},
+	{EVHTTP_REQ_POST, "/v1/holds", hf__h_acquire, RF_BODY},
+	{EVHTTP_REQ_GET, "/v1/holds", hf__h_list_holds, 0},
+	{EVHTTP_REQ_GET, "/v1/holds/{id}", hf__h_get_hold, 0},
+	{EVHTTP_REQ_POST, "/v1/holds/{id}/extend", hf__h_extend, RF_BODY},
+	{EVHTTP_REQ_POST, "/v1/holds/{id}/confirm", hf__h_confirm, RF_BODY},
+	{EVHTTP_REQ_POST, "/v1/holds/{id}/release", hf__h_release, RF_BODY},
+	{EVHTTP_REQ_POST, "/v1/locks/{key}", hf__h_lock, RF_BODY},
+	{EVHTTP_REQ_POST, "/v1/semaphores/{key}", hf__h_semaphore, RF_BODY},
+	{EVHTTP_REQ_GET, "/v1/events", hf__h_events, 0},
+};
+
+#define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
+
+bool hf__route_is_public(const struct hf__route *route)
+{
+	return route && (route->flags & RF_PUBLIC);
+}
+
+bool hf__route_takes_body(const struct hf__route *route)
+{
+	return route && (route->flags & RF_BODY);
+}
+
+const char *hf__route_pattern(const struct hf__route *route)
+{
+	return route ? route->pattern : "(none)";
+}
+
+/*
+ * Matches a raw (still percent-encoded) path against a pattern. On a match with a
+ * parameter, *param_at and *param_len locate its raw segment in path.
+ */
+static bool match(const char *pattern, const char *path, const char **param_at,
+                  size_t *param_len)
+{
+	*param_at = NULL;
+	*param_len = 0;
+	while (*pattern && *path) {
+		if (*pattern == '{') {
+			const char *close = strchr(pattern, '}');
+			size_t n = strcspn(path, "/");
+			if (n == 0)
+				return false; /* an empty parameter is no parameter */
+			*param_at = path;
+			*param_len = n;
+			pattern = close + 1;
+			path += n;
+			continue;
+		}
+		if (*pattern != *path)
+			return false;
+		pattern++;
+		path++;
+	}
+	return *pattern == '\0' && *path == '\0';
+}
+
+static void allow_header(struct hf__rq *rq, const char *path)
+{
+	char allow[64] = "";
+	const char *pa;
+	size_t pl;
+	for (size_t i = 0; i < N_ROUTES; i++) {
+		if (!match(routes[i].pattern, path, &pa, &pl))
+			continue;
+		const char *m = routes[i].method == EVHTTP_REQ_GET    ? "GET"
+		                : routes[i].method == EVHTTP_REQ_PUT  ? "PUT"
+		                : routes[i].method == EVHTTP_REQ_POST ? "POST"
+		                                                      : "DELETE";
+		if (allow[0])
+			strncat(allow, ", ", sizeof(allow) - strlen(allow) - 1);
+		strncat(allow, m, sizeof(allow) - strlen(allow) - 1);
+	}
+	hf__rq_add_header(rq, "Allow", allow);
+}
+
+void hf__route_request(struct hf__rq *rq)
+{
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(rq->req);
+	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+	enum evhttp_cmd_type method = evhttp_request_get_command(rq->req);
+	if (!path || !*path)
+		path = "/";
+	const struct hf__route *found = NULL;
+	bool path_known = false;
+	const char *pa = NULL;
+	size_t pl = 0;
+	for (size_t i = 0; i < N_ROUTES && !found; i++) {
+		if (!match(routes[i].pattern, path, &pa, &pl))
+			continue;
+		path_known = true;
+		/* HEAD is GET without a body: libevent drops the body of a HEAD answer. */
+		if (routes[i].method == method ||
+		    (method == EVHTTP_REQ_HEAD && routes[i].method == EVHTTP_REQ_GET))
+			found = &routes[i];
+	}
+	if (!found) {
+		if (path_known) {
+			allow_header(rq, path);
+			hf__rq_fail(rq, HF_EMETHOD, "%s is not allowed on this route",
+			            hf__rq_method(rq));
+		} else {
+			hf__rq_fail(rq, HF_EROUTE, "no route for path '%.200s'", path);
+		}
+		return;
+	}
+	rq->route = found;
+	if (!(found->flags & RF_PUBLIC) && !hf__rq_authorized(rq)) {
+		hf__rq_add_header(rq, "WWW-Authenticate", "Bearer");
+		hf__rq_fail(rq, HF_EAUTH, "missing or wrong API key (Authorization: Bearer KEY)");
+		return;
+	}
+	if (pa) {
+		char raw[3 * HF_NAME_MAX + 64];
+		size_t dlen = 0;
+		if (pl >= sizeof(raw)) {
+			hf__rq_fail(rq, HF_EINVAL, "path parameter is longer than %d bytes", HF_NAME_MAX);
+			return;
+		}
+		memcpy(raw, pa, pl);
+		raw[pl] = '\0';
+		rq->param = evhttp_uridecode(raw, 0, &dlen);
+		if (!rq->param) {
+			hf__rq_fail(rq, HF_ENOMEM, "out of memory");
+			return;
+		}
+		if (strlen(rq->param) != dlen) {
+			hf__rq_fail(rq, HF_EINVAL, "path parameter contains a NUL byte");
+			return;
+		}
+		if (dlen == 0 || dlen > HF_NAME_MAX) {
+			hf__rq_fail(rq, HF_EINVAL, "path parameter is %zu bytes long, it must be 1 to %d",
+			            dlen, HF_NAME_MAX);
+			return;
+		}
+	}
+	if ((found->flags & RF_BODY) && !hf__rq_read_body(rq))
+		return;
+	found->handler(rq);
+}
+
+/* ---- Query strings. --------------------------------------------------------------- */
+
+bool hf__query_parse(struct hf__rq *rq, struct evkeyvalq *q, const char *const *allowed)
+{
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(rq->req);
+	const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
+	q->tqh_first = NULL; /* TAILQ_INIT, which event2 does not export */
+	q->tqh_last = &q->tqh_first;
+	if (!query || !*query)
+		return true;
+	if (evhttp_parse_query_str(query, q) != 0) {
+		hf__rq_fail(rq, HF_EINVAL, "query string is malformed");
+		return false;
+	}
+	for (struct evkeyval *kv = q->tqh_first; kv; kv = kv->next.tqe_next) {
+		bool ok = false;
+		for (size_t i = 0; allowed[i] && !ok; i++)
+			ok = strcmp(allowed[i], kv->key) == 0;
+		if (!ok) {
+			hf__rq_fail(rq, HF_EINVAL, "unknown query parameter '%.64s'", kv->key);
+			evhttp_clear_headers(q);
+			return false;
+		}
+	}
+	return true;
+}
+
+bool hf__query_int(struct hf__rq *rq, struct evkeyvalq *q, const char *key, int64_t lo,
+                   int64_t hi, int64_t dflt, int64_t *out)
+{
+	const char *v = evhttp_find_header(q, key);
+	*out = dflt;
+	if (!v)
+		return true;
+	char *end;
+	errno = 0;
+	long long n = strtoll(v, &end, 10);
+	if (!*v || *end || errno || (*v != '-' && (*v < '0' || *v > '9'))) {
+		hf__rq_fail(rq, HF_EINVAL, "query parameter %s must be an integer", key);
+		return false;
+	}
+	if (n < lo || n > hi) {
+		hf__rq_fail(rq, HF_EINVAL, "query parameter %s is %lld, it must be between %lld and %lld",
+		            key, n, (long long)lo, (long long)hi);
+		return false;
+	}
+	*out = n;
+	return true;
+}

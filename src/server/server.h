@@ -1,0 +1,184 @@
+/*
+ * server.h — the parts of holdfastd that its files share: the configuration, the server, one
+ * HTTP request in flight (struct hf__rq) and what each file offers the others.
+ * Internal to holdfastd: names are hf__, everything file-local stays static.
+ */
+#ifndef HF_SERVER_H
+#define HF_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <jansson.h>
+
+#include "holdfast.h"
+
+/* ---- Configuration (main.c fills it from defaults, config file, env, arguments). ---- */
+
+struct hf__config {
+	char *listen;         /* "host:port"; port 0 picks a free one */
+	char *engine;         /* engine URL */
+	char **api_keys;      /* accepted bearer keys; none: no authentication */
+	size_t n_api_keys;
+	char *tls_cert;       /* PEM files; both set: serve HTTPS only */
+	char *tls_key;
+	int64_t max_body;     /* bytes of a request body */
+	int64_t max_headers;  /* bytes of a request's headers */
+	int64_t timeout_s;    /* idle or slow client: read/write timeout */
+	int64_t max_conns;    /* connections with a request at once */
+	int64_t max_waiters;  /* the store's parked acquires */
+	int64_t drain_s;      /* SIGTERM: how long to answer what is in flight */
+	int log_level;        /* HF__LOG_* */
+};
+
+/* ---- Logs (log.c): one logfmt line per event on stderr. ---------------------------- */
+
+/* HF__LOG_LIFE: lifecycle lines (listening, draining, stopped) shown at every level, as
+ * "info": tools wait for them. */
+enum { HF__LOG_DEBUG = 0, HF__LOG_INFO, HF__LOG_WARN, HF__LOG_ERROR, HF__LOG_LIFE };
+
+void hf__log_set_level(int level);
+int hf__log_level_parse(const char *s); /* -1 if unknown */
+bool hf__log_enabled(int level);
+/* msg is a short constant; fmt adds " key=value" pairs (values quoted by the caller via
+ * hf__log_quote when they may hold spaces). */
+void hf__log(int level, const char *msg, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Writes s into buf as a logfmt value: quoted and escaped, cut to fit. Returns buf. */
+const char *hf__log_quote(char *buf, size_t size, const char *s);
+
+/* ---- The server and a request. ------------------------------------------------------ */
+
+struct hf__conn;
+struct hf__stats;
+struct hf__rq;
+struct hf__route;
+
+struct hf__server {
+	struct hf__config *cfg;
+	struct event_base *base;
+	struct evhttp *http;
+	struct evhttp_bound_socket *bound;
+	hf_store *store;
+	struct event *store_ev;    /* readable store fd: dispatch completions */
+	struct event *drain_ev;    /* periodic while draining */
+	void *tls;                 /* SSL_CTX when serving TLS */
+	bool draining;             /* SIGTERM seen: no new work */
+	int64_t drain_deadline_ms; /* monotonic */
+	struct hf__conn **conn_tab;/* open connections by evconnection pointer */
+	size_t conn_buckets;
+	size_t n_conns;
+	struct hf__rq *rqs;        /* every request in flight (for drain) */
+	size_t n_rqs;
+	struct hf__stats *stats;
+	int64_t started_ms;
+};
+
+/* Called with the store's reply to a request's call; the reply is the handler's to free.
+ * It must finish the request (send) or submit again. */
+typedef void (*hf__reply_fn)(struct hf__rq *rq, hf_reply *reply);
+
+/* One HTTP request from arrival to answer. Owned by http.c; freed when answered (or, if
+ * the client left, when the store's completion for it arrives). */
+struct hf__rq {
+	struct hf__server *srv;
+	struct evhttp_request *req; /* NULL once libevent has freed it (connection torn down) */
+	struct hf__conn *conn;      /* NULL once the connection is gone, or never registered */
+	struct hf__rq *conn_prev, *conn_next; /* the connection's requests */
+	struct hf__rq *srv_prev, *srv_next;   /* the server's requests */
+	const struct hf__route *route;
+	char *param;                /* the {name}/{id}/{key} of the path, percent-decoded */
+	json_t *body;               /* parsed body for routes that take one, else NULL */
+	bool gone;                  /* the client disconnected: answer nobody */
+	bool call_pending;          /* a store call is out: its completion will arrive */
+	bool parked;                /* the call may wait long: cancel it on drain */
+	bool streaming;             /* a chunked reply (SSE) has started */
+	uint64_t call_id;
+	hf__reply_fn on_reply;
+	int64_t t0_us;              /* monotonic arrival time */
+	int status;                 /* sent status, for the access log */
+	/* Handler state. */
+	char *stat_name;            /* acquire: resource whose statistics it counts */
+	int64_t stat_claims;        /* acquire: resources named */
+	uint64_t ev_after;          /* events: last seq sent */
+	size_t ev_limit;
+	json_t *acc;                /* stats/metrics: resources collected so far */
+	int acc_pages;
+	void (*acc_done)(struct hf__rq *rq, const hf_error *err);
+};
+
+/* http.c: serving. */
+int hf__http_start(struct hf__server *srv, hf_error *err);
+void hf__http_drain(struct hf__server *srv); /* SIGTERM: stop accepting, finish, then exit loop */
+void hf__http_stop(struct hf__server *srv);  /* after the loop: frees what is left */
+int64_t hf__mono_us(void);
+
+/* Submits a store call for rq; on_reply gets its reply. On a submit error the request is
+ * answered with that error and HF_E* is returned: the caller must not touch rq then. */
+int hf__rq_submit(struct hf__rq *rq, const hf_request *req, hf__reply_fn on_reply);
+/* Answers with status and a JSON body (the reference is taken) and frees rq. */
+void hf__rq_send_json(struct hf__rq *rq, int status, json_t *body);
+/* Answers with a text body of the given content type and frees rq. */
+void hf__rq_send_text(struct hf__rq *rq, int status, const char *ctype, const char *text,
+                      size_t len);
+/* Answers with the JSON error and frees rq. */
+void hf__rq_send_error(struct hf__rq *rq, const hf_error *err);
+void hf__rq_fail(struct hf__rq *rq, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+const char *hf__rq_header(struct hf__rq *rq, const char *name); /* request header or NULL */
+const char *hf__rq_method(struct hf__rq *rq);
+bool hf__rq_authorized(struct hf__rq *rq); /* no keys configured, or a right Bearer key */
+/* Parses the body into rq->body (empty: {}); on failure answers 400/413 and returns false. */
+bool hf__rq_read_body(struct hf__rq *rq);
+void hf__rq_add_header(struct hf__rq *rq, const char *name, const char *value);
+/* Chunked replies (SSE): start, send pieces, end (end frees rq). */
+void hf__rq_stream_start(struct hf__rq *rq, const char *ctype);
+void hf__rq_stream_chunk(struct hf__rq *rq, const char *data, size_t len);
+void hf__rq_stream_end(struct hf__rq *rq);
+
+/* routes.c: the route table and the dispatcher. */
+void hf__route_request(struct hf__rq *rq);
+bool hf__route_is_public(const struct hf__route *route); /* served without an API key */
+bool hf__route_takes_body(const struct hf__route *route);
+const char *hf__route_pattern(const struct hf__route *route);
+
+/* Query string helpers for handlers: each answers the request with 400 and returns false on
+ * a bad value. `allowed` lists the parameters the route knows (NULL-terminated). */
+struct evkeyvalq;
+bool hf__query_parse(struct hf__rq *rq, struct evkeyvalq *q, const char *const *allowed);
+bool hf__query_int(struct hf__rq *rq, struct evkeyvalq *q, const char *key, int64_t lo,
+                   int64_t hi, int64_t dflt, int64_t *out);
+
+/* Handlers, by file. */
+void hf__h_put_resource(struct hf__rq *rq);
+void hf__h_get_resource(struct hf__rq *rq);
+void hf__h_delete_resource(struct hf__rq *rq);
+void hf__h_list_resources(struct hf__rq *rq);
+void hf__h_acquire(struct hf__rq *rq);
+void hf__h_lock(struct hf__rq *rq);
+void hf__h_semaphore(struct hf__rq *rq);
+void hf__h_extend(struct hf__rq *rq);
+void hf__h_confirm(struct hf__rq *rq);
+void hf__h_release(struct hf__rq *rq);
+void hf__h_get_hold(struct hf__rq *rq);
+void hf__h_list_holds(struct hf__rq *rq);
+void hf__h_events(struct hf__rq *rq);
+void hf__h_stats(struct hf__rq *rq);
+void hf__h_metrics(struct hf__rq *rq);
+void hf__h_healthz(struct hf__rq *rq);
+void hf__h_readyz(struct hf__rq *rq);
+
+/* stats.c: what the server measures. */
+int hf__stats_start(struct hf__server *srv);
+void hf__stats_drain(struct hf__server *srv); /* cancels the event follower */
+void hf__stats_free(struct hf__server *srv);
+/* One acquire's outcome: `code` is HF_OK or the error, latency from arrival. Called once
+ * with resource NULL (overall) and once per resource it concerns. */
+void hf__stats_acquire(struct hf__server *srv, const char *resource, int code,
+                       int64_t latency_us);
+void hf__stats_request(struct hf__server *srv, int status);
+
+#endif /* HF_SERVER_H */

@@ -1,0 +1,136 @@
+"""hfserver.py — starts the real holdfastd binary for the black-box tests and talks to it.
+
+A Server runs holdfastd on a free loopback port (--listen 127.0.0.1:0, the port read from the
+"listening" log line) with a temporary file: store, and offers small JSON helpers over
+http.client. Python 3 standard library only.
+"""
+import http.client
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+BIN = os.environ.get("HOLDFASTD", "")
+
+
+def raise_fd_limit(want):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(hard, max(soft, want)) if hard != resource.RLIM_INFINITY else max(soft, want)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class Server:
+    def __init__(self, *args, env=None, store_dir=None, tls=False, api_key=None):
+        self.own_dir = store_dir is None  # removed after a clean stop; kept to debug a failure
+        self.dir = store_dir or tempfile.mkdtemp(prefix="hf-server-")
+        self.db = os.path.join(self.dir, "holdfast.db")
+        self.api_key = api_key
+        self.tls = tls
+        cmd = [BIN, "--listen", "127.0.0.1:0", "--engine", "file:" + self.db]
+        cmd += list(args)
+        self.log_path = os.path.join(self.dir, "holdfastd-%d.log" % time.monotonic_ns())
+        self.log = open(self.log_path, "wb")
+        e = dict(os.environ)
+        e.update(env or {})
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, env=e, cwd=self.dir)
+        self.port = self._wait_port()
+
+    def _wait_port(self):
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            with open(self.log_path, "rb") as f:
+                text = f.read().decode(errors="replace")
+            m = re.search(r"msg=listening addr=\S+ port=(\d+)", text)
+            if m:
+                return int(m.group(1))
+            if self.proc.poll() is not None:
+                raise RuntimeError("holdfastd exited %s:\n%s" % (self.proc.returncode, text))
+            time.sleep(0.02)
+        self.proc.kill()  # never leave a server behind
+        self.proc.wait()
+        raise RuntimeError("holdfastd did not start:\n" + self.log_text())
+
+    @property
+    def url(self):
+        return "%s://127.0.0.1:%d" % ("https" if self.tls else "http", self.port)
+
+    def conn(self, timeout=30):
+        if self.tls:
+            import ssl
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout, context=ctx)
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def request(self, method, path, body=None, headers=None, conn=None, raw=None):
+        """Returns (status, parsed JSON or text, response headers)."""
+        c = conn or self.conn()
+        h = dict(headers or {})
+        if self.api_key and "Authorization" not in h:
+            h["Authorization"] = "Bearer " + self.api_key
+        data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        c.request(method, path, body=data, headers=h)
+        r = c.getresponse()
+        text = r.read().decode()
+        if conn is None:
+            c.close()
+        ctype = r.getheader("Content-Type", "")
+        parsed = json.loads(text) if ctype.startswith("application/json") else text
+        return r.status, parsed, r
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return self.request("POST", path, body=body, **kw)
+
+    def put(self, path, body=None, **kw):
+        return self.request("PUT", path, body=body, **kw)
+
+    def delete(self, path, **kw):
+        return self.request("DELETE", path, **kw)
+
+    def log_text(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        """Signals the server and returns its exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise
+        self.log.close()
+        if self.own_dir and self.proc.returncode == 0:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return self.proc.returncode
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def raw_request(port, method, path, body=None, headers=None):
+    """Sends one request on a fresh socket and returns the socket, unread."""
+    s = socket.create_connection(("127.0.0.1", port))
+    data = json.dumps(body).encode() if body is not None else b""
+    head = "%s %s HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n" % (method, path, len(data))
+    for k, v in (headers or {}).items():
+        head += "%s: %s\r\n" % (k, v)
+    s.sendall(head.encode() + b"\r\n" + data)
+    return s
