@@ -58,6 +58,8 @@ const struct hf__engine_ops *hf__engine_find(const char *url);
 extern const struct hf__engine_ops hf__engine_embedded;
 extern const struct hf__engine_ops hf__engine_http;
 extern const struct hf__engine_ops hf__engine_postgres;
+extern const struct hf__engine_ops hf__engine_redis;
+extern const struct hf__engine_ops hf__engine_redlock;
 
 /* Hands a finished call back to the store layer. Thread-safe; never blocks for long. */
 void hf__call_done(struct hf__call *call);

@@ -11,6 +11,10 @@ static const struct hf__engine_ops *const engines[] = {
 #ifdef HF_WITH_POSTGRES
 	&hf__engine_postgres,
 #endif
+#ifdef HF_WITH_REDIS
+	&hf__engine_redis,
+	&hf__engine_redlock,
+#endif
 };
 
 const struct hf__engine_ops *hf__engine_find(const char *url)
