@@ -101,7 +101,6 @@ int hf__state_load_resource(struct hf__state *st, const char *body, hf_error *er
 int hf__state_load_hold(struct hf__state *st, const char *body, hf_error *err);
 int hf__state_load_idem(struct hf__state *st, const char *body, hf_error *err);
 int hf__state_load_event(struct hf__state *st, const hf_event *ev, hf_error *err);
-int hf__state_load_done(struct hf__state *st, hf_error *err);
 
 /* ---- journal.c ---- */
 

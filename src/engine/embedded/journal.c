@@ -265,15 +265,19 @@ int hf__journal_load(struct hf__journal *j, struct hf__state *st, hf_error *err)
 	int rc;
 	if ((rc = each_row(j, "SELECT key, value FROM meta", load_meta, st, err)) ||
 	    (rc = each_row(j, "SELECT body FROM resources", load_resource, st, err)) ||
-	    (rc = each_row(j, "SELECT body FROM holds", load_hold, st, err)) ||
-	    (rc = each_row(j, "SELECT body FROM idempotency", load_idem, st, err)) ||
+	    /* Time order, so that the retention lists come out sorted. */
+	    (rc = each_row(j, "SELECT body FROM holds ORDER BY json_extract(body, '$.ended_at')",
+	                   load_hold, st, err)) ||
+	    (rc = each_row(j,
+	                   "SELECT body FROM idempotency ORDER BY json_extract(body, '$.created_at')",
+	                   load_idem, st, err)) ||
 	    (rc = each_row(j,
 	                   "SELECT seq, at, type, resource, hold_id, data FROM events"
 	                   " WHERE seq > (SELECT coalesce(max(seq), 0) FROM events) - 65536"
 	                   " ORDER BY seq",
 	                   load_event, st, err)))
 		return rc;
-	return hf__state_load_done(st, err);
+	return HF_OK;
 }
 
 static int bind_text(sqlite3_stmt *s, int i, const char *v)

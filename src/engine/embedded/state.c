@@ -275,7 +275,9 @@ nomem:
 
 /* ---- views: the public items built from the state ---- */
 
-static void hold_view(const struct hold *h, bool with_token, hf_hold *out)
+/* A public view of a hold that borrows its strings; `parts` is the caller's room for its
+ * parts (HF_CLAIMS_MAX). Copy it with hf__hold_copy to keep it. */
+static void hold_view(const struct hold *h, bool with_token, hf_hold *out, hf_hold_part *parts)
 {
 	memset(out, 0, sizeof(*out));
 	memcpy(out->id, h->id, sizeof(out->id));
@@ -288,7 +290,11 @@ static void hold_view(const struct hold *h, bool with_token, hf_hold *out)
 	out->expires_at_ms = h->expires_at;
 	out->ended_at_ms = h->ended_at;
 	out->n_parts = h->n_parts;
-	/* hf_hold_part and struct part share the leading fields' meaning, not their layout. */
+	out->parts = parts;
+	for (size_t i = 0; i < h->n_parts; i++)
+		parts[i] = (hf_hold_part){.resource = h->parts[i].name,
+		                          .units = h->parts[i].units,
+		                          .fence = h->parts[i].fence};
 }
 
 /* Deep copy of a hold into a public item. */
@@ -296,12 +302,7 @@ static int hold_export(const struct hold *h, bool with_token, hf_hold *out)
 {
 	hf_hold_part parts[HF_CLAIMS_MAX];
 	hf_hold view;
-	hold_view(h, with_token, &view);
-	for (size_t i = 0; i < h->n_parts; i++)
-		parts[i] = (hf_hold_part){.resource = h->parts[i].name,
-		                          .units = h->parts[i].units,
-		                          .fence = h->parts[i].fence};
-	view.parts = parts;
+	hold_view(h, with_token, &view, parts);
 	return hf__hold_copy(out, &view);
 }
 
@@ -390,12 +391,7 @@ static json_t *hold_event_parts(const struct hold *h, bool fences)
 {
 	hf_hold_part parts[HF_CLAIMS_MAX];
 	hf_hold view;
-	hold_view(h, false, &view);
-	for (size_t i = 0; i < h->n_parts; i++)
-		parts[i] = (hf_hold_part){.resource = h->parts[i].name,
-		                          .units = h->parts[i].units,
-		                          .fence = h->parts[i].fence};
-	view.parts = parts;
+	hold_view(h, false, &view, parts);
 	return parts_json(&view, fences);
 }
 
@@ -463,12 +459,7 @@ static void journal_hold(struct hf__effects *fx, const struct hold *h)
 {
 	hf_hold_part parts[HF_CLAIMS_MAX];
 	hf_hold view;
-	hold_view(h, true, &view);
-	for (size_t i = 0; i < h->n_parts; i++)
-		parts[i] = (hf_hold_part){.resource = h->parts[i].name,
-		                          .units = h->parts[i].units,
-		                          .fence = h->parts[i].fence};
-	view.parts = parts;
+	hold_view(h, true, &view, parts);
 	char *body = dump(hold_row(&view));
 	if (!body) {
 		fx->failed = HF_ENOMEM;
@@ -1708,58 +1699,5 @@ int hf__state_load_event(struct hf__state *st, const hf_event *ev, hf_error *err
 	if (st->oldest_cached == 0)
 		st->oldest_cached = ev->seq;
 	st->last_seq = st->durable_seq = ev->seq;
-	return HF_OK;
-}
-
-static int cmp_ended(const void *a, const void *b)
-{
-	const struct hold *const *x = a, *const *y = b;
-	return ((*x)->ended_at > (*y)->ended_at) - ((*x)->ended_at < (*y)->ended_at);
-}
-
-static int cmp_idem(const void *a, const void *b)
-{
-	const struct idem *const *x = a, *const *y = b;
-	return ((*x)->created_at > (*y)->created_at) - ((*x)->created_at < (*y)->created_at);
-}
-
-int hf__state_load_done(struct hf__state *st, hf_error *err)
-{
-	/* Retention lists must be in time order; rows came in key order. */
-	size_t n = 0;
-	for (struct hold *h = st->ended_head; h; h = h->ended_next)
-		n++;
-	struct hold **holds = malloc((n + 1) * sizeof(*holds));
-	if (!holds)
-		return hf__err_code(err, HF_ENOMEM);
-	n = 0;
-	for (struct hold *h = st->ended_head; h; h = h->ended_next)
-		holds[n++] = h;
-	qsort(holds, n, sizeof(*holds), cmp_ended);
-	st->ended_head = st->ended_tail = NULL;
-	for (size_t i = 0; i < n; i++) {
-		holds[i]->ended_next = NULL;
-		if (st->ended_tail)
-			st->ended_tail->ended_next = holds[i];
-		else
-			st->ended_head = holds[i];
-		st->ended_tail = holds[i];
-	}
-	free(holds);
-	n = 0;
-	for (struct idem *d = st->idem_head; d; d = d->next)
-		n++;
-	struct idem **idems = malloc((n + 1) * sizeof(*idems));
-	if (!idems)
-		return hf__err_code(err, HF_ENOMEM);
-	n = 0;
-	for (struct idem *d = st->idem_head; d; d = d->next)
-		idems[n++] = d;
-	qsort(idems, n, sizeof(*idems), cmp_idem);
-	st->idem_head = st->idem_tail = NULL;
-	for (size_t i = 0; i < n; i++)
-		idem_append(st, idems[i]);
-	free(idems);
-	/* Implicit resources exist only while named: a journal row without holds is stale. */
 	return HF_OK;
 }
