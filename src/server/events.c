@@ -21,11 +21,8 @@
 
 static void on_poll(struct hf__rq *rq, hf_reply *reply)
 {
-	if (reply->error.code) {
-		hf__rq_send_error(rq, &reply->error);
-		hf_reply_free(reply);
+	if (hf__rq_reply_failed(rq, reply))
 		return;
-	}
 	json_t *arr = json_array();
 	uint64_t next = rq->ev_after;
 	for (size_t i = 0; arr && i < reply->n_events; i++) {

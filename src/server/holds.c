@@ -278,11 +278,8 @@ void hf__h_get_hold(struct hf__rq *rq)
 
 static void on_list(struct hf__rq *rq, hf_reply *reply)
 {
-	if (reply->error.code) {
-		hf__rq_send_error(rq, &reply->error);
-		hf_reply_free(reply);
+	if (hf__rq_reply_failed(rq, reply))
 		return;
-	}
 	json_t *arr = json_array();
 	for (size_t i = 0; arr && i < reply->n_holds; i++) {
 		reply->holds[i].token[0] = '\0';

@@ -335,6 +335,15 @@ void hf__rq_send_error(struct hf__rq *rq, const hf_error *err)
 	hf__rq_send_json(rq, hf_err_http_status(e.code), hf__error_to_json(&e));
 }
 
+bool hf__rq_reply_failed(struct hf__rq *rq, hf_reply *reply)
+{
+	if (!reply->error.code)
+		return false;
+	hf__rq_send_error(rq, &reply->error);
+	hf_reply_free(reply);
+	return true;
+}
+
 void hf__rq_fail(struct hf__rq *rq, int code, const char *fmt, ...)
 {
 	hf_error e = {.code = code};

@@ -151,11 +151,8 @@ void hf__h_delete_resource(struct hf__rq *rq)
 
 static void on_list(struct hf__rq *rq, hf_reply *reply)
 {
-	if (reply->error.code) {
-		hf__rq_send_error(rq, &reply->error);
-		hf_reply_free(reply);
+	if (hf__rq_reply_failed(rq, reply))
 		return;
-	}
 	json_t *arr = json_array();
 	json_t *body = NULL;
 	for (size_t i = 0; arr && i < reply->n_resources; i++)

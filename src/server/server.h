@@ -126,6 +126,9 @@ void hf__rq_send_text(struct hf__rq *rq, int status, const char *ctype, const ch
                       size_t len);
 /* Answers with the JSON error and frees rq. */
 void hf__rq_send_error(struct hf__rq *rq, const hf_error *err);
+/* For reply callbacks: if the reply carries an error, answers with it, frees the reply and
+ * returns true (rq is gone then); else returns false and changes nothing. */
+bool hf__rq_reply_failed(struct hf__rq *rq, hf_reply *reply);
 void hf__rq_fail(struct hf__rq *rq, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 const char *hf__rq_header(struct hf__rq *rq, const char *name); /* request header or NULL */
