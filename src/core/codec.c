@@ -483,3 +483,52 @@ int hf__acquire_from_json(const json_t *body, hf_acquire_req *out, hf_claim *cla
 	out->n_claims = n;
 	return HF_OK;
 }
+
+/* ---- Event data. ----------------------------------------------------------------- */
+
+json_t *hf__hold_parts_json(const hf_hold *h, bool fences)
+{
+	json_t *arr = json_array();
+	for (size_t i = 0; arr && i < h->n_parts; i++) {
+		json_t *p = json_pack("{s:s, s:I}", "name", h->parts[i].resource, "units",
+		                      (json_int_t)h->parts[i].units);
+		if (p && fences && !put(p, "fence", json_integer(h->parts[i].fence))) {
+			json_decref(p);
+			p = NULL;
+		}
+		if (json_array_append_new(arr, p) != 0) {
+			json_decref(arr);
+			return NULL;
+		}
+	}
+	return arr;
+}
+
+json_t *hf__event_hold_data(const char *type, const hf_hold *h)
+{
+	if (strcmp(type, "hold.granted") == 0)
+		return json_pack("{s:s, s:s, s:s, s:I, s:o}", "id", h->id, "owner", h->owner, "mode",
+		                 hf_mode_name(h->mode), "expires_at_ms", (json_int_t)h->expires_at_ms,
+		                 "resources", hf__hold_parts_json(h, true));
+	if (strcmp(type, "hold.extended") == 0)
+		return json_pack("{s:s, s:I}", "id", h->id, "expires_at_ms",
+		                 (json_int_t)h->expires_at_ms);
+	if (strcmp(type, "hold.confirmed") == 0)
+		return json_pack("{s:s, s:s}", "id", h->id, "owner", h->owner);
+	/* hold.released and hold.expired */
+	return json_pack("{s:s, s:s, s:o}", "id", h->id, "owner", h->owner, "resources",
+	                 hf__hold_parts_json(h, false));
+}
+
+json_t *hf__event_resource_data(const hf_resource *r)
+{
+	json_t *meta = r->meta ? json_loads(r->meta, 0, NULL) : json_null();
+	return json_pack("{s:s, s:I, s:I, s:o, s:b}", "name", r->name, "capacity",
+	                 (json_int_t)r->capacity, "version", (json_int_t)r->version, "meta", meta,
+	                 "declared", r->declared);
+}
+
+json_t *hf__event_resource_deleted_data(const char *name, int64_t version)
+{
+	return json_pack("{s:s, s:I}", "name", name, "version", (json_int_t)version);
+}

@@ -32,4 +32,16 @@ int hf__acquire_from_json(const json_t *body, hf_acquire_req *out, hf_claim *cla
                           hf_error *err);
 json_t *hf__acquire_to_json(const hf_acquire_req *req); /* without the idempotency key */
 
+/*
+ * The `data` of each event type, the same for every engine (docs/api.md lists them).
+ * `type` is a hold event ("hold.granted", "hold.extended", "hold.confirmed",
+ * "hold.released", "hold.expired"); the hold's fields are read as they are after the
+ * change. Each returns a new reference, or NULL on allocation failure.
+ */
+json_t *hf__event_hold_data(const char *type, const hf_hold *hold);
+json_t *hf__event_resource_data(const hf_resource *res); /* created and updated */
+json_t *hf__event_resource_deleted_data(const char *name, int64_t version);
+/* A hold's parts as [{"name","units"(,"fence")}]. */
+json_t *hf__hold_parts_json(const hf_hold *hold, bool fences);
+
 #endif /* HF_CODEC_H */

@@ -58,6 +58,7 @@ const struct hf__engine_ops *hf__engine_find(const char *url);
 extern const struct hf__engine_ops hf__engine_embedded;
 extern const struct hf__engine_ops hf__engine_http;
 extern const struct hf__engine_ops hf__engine_postgres;
+extern const struct hf__engine_ops hf__engine_postgresql;
 extern const struct hf__engine_ops hf__engine_redis;
 extern const struct hf__engine_ops hf__engine_redlock;
 

@@ -10,6 +10,7 @@ static const struct hf__engine_ops *const engines[] = {
 	&hf__engine_http,
 #ifdef HF_WITH_POSTGRES
 	&hf__engine_postgres,
+	&hf__engine_postgresql,
 #endif
 #ifdef HF_WITH_REDIS
 	&hf__engine_redis,

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/codec.h"
 #include "engine/embedded/embedded.h"
 
 #define EVENT_CACHE 65536 /* recent events kept in memory for readers */
@@ -196,23 +197,6 @@ static void journal_resource_removed(struct hf__effects *fx, struct res *r)
 	r->journaled = false;
 }
 
-static json_t *parts_json(const hf_hold *h, bool fences)
-{
-	json_t *arr = json_array();
-	for (size_t i = 0; arr && i < h->n_parts; i++) {
-		json_t *p = fences ? json_pack("{s:s, s:I, s:I}", "name", h->parts[i].resource, "units",
-		                               (json_int_t)h->parts[i].units, "fence",
-		                               (json_int_t)h->parts[i].fence)
-		                   : json_pack("{s:s, s:I}", "name", h->parts[i].resource, "units",
-		                               (json_int_t)h->parts[i].units);
-		if (json_array_append_new(arr, p) != 0) {
-			json_decref(arr);
-			return NULL;
-		}
-	}
-	return arr;
-}
-
 /* The journal form of a hold, token included. */
 static json_t *hold_row(const hf_hold *h)
 {
@@ -220,7 +204,7 @@ static json_t *hold_row(const hf_hold *h)
 	                 h->token, "owner", h->owner, "state", (int)h->state, "mode", (int)h->mode,
 	                 "created_at", (json_int_t)h->created_at_ms, "expires_at",
 	                 (json_int_t)h->expires_at_ms, "ended_at", (json_int_t)h->ended_at_ms,
-	                 "parts", parts_json(h, true));
+	                 "parts", hf__hold_parts_json(h, true));
 }
 
 static int hold_from_row(json_t *j, hf_hold *out)
@@ -375,24 +359,12 @@ static void emit(struct hf__state *st, struct hf__effects *fx, int64_t now, cons
 }
 
 static void emit_hold(struct hf__state *st, struct hf__effects *fx, int64_t now, const char *type,
-                      const struct hold *h, json_t *data)
-{
-	emit(st, fx, now, type, h->parts[0].name, h->id, data);
-}
-
-static json_t *resource_event_data(const struct res *r)
-{
-	return json_pack("{s:s, s:I, s:I, s:o, s:b}", "name", r->name, "capacity",
-	                 (json_int_t)r->capacity, "version", (json_int_t)r->version, "meta",
-	                 meta_value(r->meta), "declared", r->declared);
-}
-
-static json_t *hold_event_parts(const struct hold *h, bool fences)
+                      const struct hold *h)
 {
 	hf_hold_part parts[HF_CLAIMS_MAX];
 	hf_hold view;
 	hold_view(h, false, &view, parts);
-	return parts_json(&view, fences);
+	emit(st, fx, now, type, h->parts[0].name, h->id, hf__event_hold_data(type, &view));
 }
 
 /* ---- resources ---- */
@@ -504,9 +476,7 @@ static void hold_end(struct hf__state *st, struct hf__effects *fx, struct hold *
 		st->ended_head = h;
 	st->ended_tail = h;
 	journal_hold(fx, h);
-	emit_hold(st, fx, now, state == HF_HOLD_EXPIRED ? "hold.expired" : "hold.released", h,
-	          json_pack("{s:s, s:s, s:o}", "id", h->id, "owner", h->owner, "resources",
-	                    hold_event_parts(h, false)));
+	emit_hold(st, fx, now, state == HF_HOLD_EXPIRED ? "hold.expired" : "hold.released", h);
 }
 
 static bool token_equal(const char *a, const char *b)
@@ -720,10 +690,7 @@ static int grant(struct hf__state *st, struct hf__effects *fx, struct hf__call *
 	st->live_holds++;
 	journal_fence(st, fx);
 	journal_hold(fx, h);
-	emit_hold(st, fx, now, "hold.granted", h,
-	          json_pack("{s:s, s:s, s:s, s:I, s:o}", "id", h->id, "owner", h->owner, "mode",
-	                    hf_mode_name(h->mode), "expires_at_ms", (json_int_t)h->expires_at,
-	                    "resources", hold_event_parts(h, true)));
+	emit_hold(st, fx, now, "hold.granted", h);
 	if (idem) {
 		idem->pending = false;
 		idem->created_at = now;
@@ -1002,9 +969,7 @@ static void op_extend(struct hf__state *st, struct hf__call *call, int64_t now,
 		if (hf__heap_push(&st->expiries, h->expires_at, h, &h->expiry_slot) != HF_OK)
 			fx->failed = HF_ENOMEM;
 		journal_hold(fx, h);
-		emit_hold(st, fx, now, "hold.extended", h,
-		          json_pack("{s:s, s:I}", "id", h->id, "expires_at_ms",
-		                    (json_int_t)h->expires_at));
+		emit_hold(st, fx, now, "hold.extended", h);
 	}
 	reply_hold_done(fx, call, h);
 }
@@ -1020,8 +985,7 @@ static void op_confirm(struct hf__state *st, struct hf__call *call, int64_t now,
 		h->expires_at = 0;
 		hf__heap_remove(&st->expiries, &h->expiry_slot);
 		journal_hold(fx, h);
-		emit_hold(st, fx, now, "hold.confirmed", h,
-		          json_pack("{s:s, s:s}", "id", h->id, "owner", h->owner));
+		emit_hold(st, fx, now, "hold.confirmed", h);
 	}
 	reply_hold_done(fx, call, h);
 }
@@ -1152,8 +1116,10 @@ static void op_put_resource(struct hf__state *st, struct hf__call *call, int64_t
 	r->version = created ? 1 : r->version + 1;
 	r->declared = true;
 	journal_resource(fx, r);
+	hf_resource view;
+	resource_view(r, &view);
 	emit(st, fx, now, created ? "resource.created" : "resource.updated", r->name, NULL,
-	     resource_event_data(r));
+	     hf__event_resource_data(&view));
 	if (reply_resource(call, r) != HF_OK)
 		fx->failed = HF_ENOMEM;
 	fx_done(fx, call);
@@ -1209,7 +1175,7 @@ static void op_delete_resource(struct hf__state *st, struct hf__call *call, int6
 	journal_resource_removed(fx, r);
 	if (declared)
 		emit(st, fx, now, "resource.deleted", r->name, NULL,
-		     json_pack("{s:s, s:I}", "name", r->name, "version", (json_int_t)r->version));
+		     hf__event_resource_deleted_data(r->name, r->version));
 	/* Unlinking its waiters queued r for the pump: take it off before freeing it. */
 	for (struct res **p = &st->work_head; *p; p = &(*p)->work_next)
 		if (*p == r) {

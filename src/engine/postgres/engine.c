@@ -1,0 +1,540 @@
+/*
+ * engine.c — the PostgreSQL engine (postgres://) as an hf__engine_ops table: URL parsing,
+ * worker threads that run calls on their own connections, and one waiter thread that owns
+ * the parked acquires and event reads of this instance: LISTEN/NOTIFY wake-ups, a slow
+ * safety re-check, wait deadlines, cancels, heartbeats of its waiter rows, lease expiry.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/postgres/pg.h"
+
+#define N_WORKERS 2
+#define RECHECK_MS 1000 /* the safety re-check when no notification came */
+#define CANCEL_KEEP_MS 10000
+
+struct pwait {
+	struct hf__call *call;
+	int64_t ticket;   /* 0: an event read */
+	int64_t deadline; /* monotonic ms */
+	bool cancelled;
+	struct pwait *next;
+};
+
+struct cancel {
+	uint64_t id;
+	int64_t at; /* monotonic ms of the hf_cancel() */
+};
+
+struct pg {
+	hf_store *store;
+	struct hf__pg_conf conf;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct hf__call *q_head, *q_tail;
+	bool closing;
+	pthread_t workers[N_WORKERS];
+	pthread_t waiter;
+	int wake[2];            /* pipe: wakes the waiter thread */
+	struct pwait *incoming; /* handed over by workers, taken by the waiter thread */
+	size_t n_parked;        /* acquires parked or being parked: max_waiters */
+	bool cancel_pending;
+	struct cancel *cancels; /* ids to cancel, taken by the waiter thread */
+	size_t n_cancels, cap_cancels;
+};
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void wake_waiter(struct pg *e)
+{
+	char b = 1;
+	ssize_t n = write(e->wake[1], &b, 1);
+	(void)n; /* a full pipe already wakes it */
+}
+
+/* ---- workers ---- */
+
+static void *worker_main(void *arg)
+{
+	struct pg *e = arg;
+	struct hf__pgc c = {.conf = &e->conf};
+	pthread_mutex_lock(&e->mu);
+	for (;;) {
+		while (!e->q_head && !e->closing)
+			pthread_cond_wait(&e->cv, &e->mu);
+		struct hf__call *call = e->q_head;
+		if (!call)
+			break; /* closing and drained */
+		e->q_head = call->next;
+		if (!e->q_head)
+			e->q_tail = NULL;
+		bool closing = e->closing;
+		bool over = false;
+		if (call->req.op == HF_OP_ACQUIRE && call->req.acquire.wait_ms > 0) {
+			/* Reserve a waiter slot before parking, so two workers cannot overshoot. */
+			if (e->n_parked >= e->conf.opt.max_waiters)
+				over = true;
+			else
+				e->n_parked++;
+		}
+		size_t parked_now = e->n_parked;
+		pthread_mutex_unlock(&e->mu);
+		int64_t ticket = 0;
+		enum hf__pg_outcome out;
+		if (closing) {
+			hf__err(&call->reply->error, HF_ECLOSED, "the store is closing");
+			out = HF__PG_DONE;
+		} else if (over) {
+			/* Only refused if it would really have to wait: try it as NOWAIT first. */
+			int64_t wait = call->req.acquire.wait_ms;
+			call->req.acquire.wait_ms = 0;
+			out = hf__pg_run(&c, call, &ticket);
+			call->req.acquire.wait_ms = wait;
+			if (call->reply->error.code == HF_EUNAVAILABLE)
+				hf__err(&call->reply->error, HF_ELIMIT,
+				        "%zu requests are waiting, the limit is %zu", parked_now,
+				        e->conf.opt.max_waiters);
+		} else {
+			out = hf__pg_run(&c, call, &ticket);
+		}
+		bool reserved = call->req.op == HF_OP_ACQUIRE && call->req.acquire.wait_ms > 0 && !over;
+		if (out == HF__PG_DONE) {
+			if (reserved) {
+				pthread_mutex_lock(&e->mu);
+				e->n_parked--;
+				pthread_mutex_unlock(&e->mu);
+			}
+			hf__call_done(call);
+			pthread_mutex_lock(&e->mu);
+			continue;
+		}
+		struct pwait *w = calloc(1, sizeof(*w));
+		int64_t wait_ms = out == HF__PG_PARKED ? call->req.acquire.wait_ms : call->req.wait_ms;
+		if (!w) {
+			/* Cannot track it: end the wait now (its row is removed). */
+			if (out == HF__PG_PARKED)
+				hf__pg_end_waiter(&c, call, ticket, HF_ENOMEM, "out of memory");
+			if (reserved) {
+				pthread_mutex_lock(&e->mu);
+				e->n_parked--;
+				pthread_mutex_unlock(&e->mu);
+			}
+			hf__call_done(call);
+			pthread_mutex_lock(&e->mu);
+			continue;
+		}
+		w->call = call;
+		w->ticket = ticket;
+		w->deadline = (int64_t)(intptr_t)call->engine_data + wait_ms;
+		pthread_mutex_lock(&e->mu);
+		w->next = e->incoming;
+		e->incoming = w;
+		pthread_mutex_unlock(&e->mu);
+		wake_waiter(e);
+		pthread_mutex_lock(&e->mu);
+	}
+	pthread_mutex_unlock(&e->mu);
+	hf__pgc_close(&c);
+	return NULL;
+}
+
+/* ---- the waiter thread ---- */
+
+static bool pg_cancel_add(struct pg *e, struct cancel c);
+
+/* Inserts w into the list in ticket order (event reads, ticket 0, go first). */
+static void list_insert(struct pwait **list, struct pwait *w)
+{
+	while (*list && (*list)->ticket <= w->ticket)
+		list = &(*list)->next;
+	w->next = *list;
+	*list = w;
+}
+
+static void finish(struct pg *e, struct pwait *w)
+{
+	if (w->ticket) {
+		pthread_mutex_lock(&e->mu);
+		e->n_parked--;
+		pthread_mutex_unlock(&e->mu);
+	}
+	hf__call_done(w->call);
+	free(w);
+}
+
+static bool listen_on(struct hf__pgc *c)
+{
+	hf_error err;
+	if (c->listening && c->conn && PQstatus(c->conn) == CONNECTION_OK)
+		return true;
+	if (hf__pgc_ensure(c, &err) != HF_OK)
+		return false;
+	char *ident = PQescapeIdentifier(c->conn, c->conf->channel, strlen(c->conf->channel));
+	if (!ident)
+		return false;
+	char sql[160];
+	snprintf(sql, sizeof(sql), "LISTEN %s", ident);
+	PQfreemem(ident);
+	PGresult *r = PQexec(c->conn, sql);
+	c->listening = PQresultStatus(r) == PGRES_COMMAND_OK;
+	PQclear(r);
+	return c->listening;
+}
+
+static void *waiter_main(void *arg)
+{
+	struct pg *e = arg;
+	struct hf__pgc c = {.conf = &e->conf};
+	struct pwait *list = NULL;
+	int64_t last_beat = mono_ms(), next_check = 0;
+	bool closing = false;
+	while (!closing) {
+		bool recheck = false;
+		/* Take what the workers parked and what was cancelled. */
+		pthread_mutex_lock(&e->mu);
+		closing = e->closing;
+		struct pwait *in = e->incoming;
+		e->incoming = NULL;
+		/* Cancels: a call may be cancelled before its worker has handed it over; an
+		 * unmatched cancel is kept a while (CANCEL_KEEP_MS) for it. */
+		size_t n_cancels = e->n_cancels;
+		struct cancel *cancels = e->cancels;
+		e->cancels = NULL;
+		e->n_cancels = e->cap_cancels = 0;
+		pthread_mutex_unlock(&e->mu);
+		while (in) {
+			struct pwait *next = in->next;
+			list_insert(&list, in);
+			in = next;
+			recheck = true; /* a newcomer may already be grantable */
+		}
+		if (n_cancels) {
+			int64_t t = mono_ms();
+			size_t keep = 0;
+			for (size_t i = 0; i < n_cancels; i++) {
+				bool matched = false;
+				for (struct pwait *w = list; w; w = w->next)
+					if (w->call->id == cancels[i].id)
+						matched = w->cancelled = true;
+				if (!matched && t - cancels[i].at < CANCEL_KEEP_MS)
+					cancels[keep++] = cancels[i];
+			}
+			for (size_t i = 0; i < keep; i++)
+				pg_cancel_add(e, cancels[i]);
+			free(cancels);
+		}
+		if (closing)
+			break;
+		bool was_listening = c.listening && c.conn && PQstatus(c.conn) == CONNECTION_OK;
+		bool up = listen_on(&c);
+		if (up && !was_listening)
+			recheck = true; /* notifications may have been missed while away */
+		if (up && PQconsumeInput(c.conn)) {
+			PGnotify *nf;
+			while ((nf = PQnotifies(c.conn))) {
+				recheck = true;
+				PQfreemem(nf);
+			}
+		}
+		int64_t now = mono_ms();
+		if (now >= next_check) {
+			recheck = true;
+		}
+		/* Ends: cancels and deadlines, in list order. */
+		for (struct pwait **pw = &list; *pw;) {
+			struct pwait *w = *pw;
+			if (w->cancelled || now >= w->deadline) {
+				*pw = w->next;
+				if (w->ticket)
+					hf__pg_end_waiter(&c, w->call, w->ticket,
+					                  w->cancelled ? HF_ECANCELED : HF_ETIMEDOUT,
+					                  w->cancelled ? "the wait was cancelled"
+					                               : "the wait ended before the units were free");
+				else if (w->cancelled)
+					hf__err(&w->call->reply->error, HF_ECANCELED, "the wait was cancelled");
+				else
+					hf__pg_poll_events(&c, w->call, true);
+				finish(e, w);
+				recheck = true;
+				continue;
+			}
+			pw = &w->next;
+		}
+		int64_t expiry_in = RECHECK_MS;
+		if (recheck) {
+			/* Leases that ended are applied (and notified) by whichever instance sees them
+			 * first; then every parked call here is re-checked in ticket order. */
+			int64_t due = hf__pg_sweep(&c);
+			if (due >= 0 && due < expiry_in)
+				expiry_in = due;
+			for (struct pwait **pw = &list; *pw;) {
+				struct pwait *w = *pw;
+				bool done = w->ticket ? hf__pg_try_waiter(&c, w->call, w->ticket) == HF__PG_DONE
+				                      : hf__pg_poll_events(&c, w->call, false);
+				if (done) {
+					*pw = w->next;
+					finish(e, w);
+					continue;
+				}
+				pw = &w->next;
+			}
+			next_check = mono_ms() + expiry_in;
+		}
+		if (list && mono_ms() - last_beat >= HF__PG_HEARTBEAT_MS) {
+			hf__pg_heartbeat(&c);
+			last_beat = mono_ms();
+		}
+		/* Sleep until a notification, a wake-up, the next deadline or the re-check. */
+		now = mono_ms();
+		int64_t until = next_check;
+		for (struct pwait *w = list; w; w = w->next)
+			if (w->deadline < until)
+				until = w->deadline;
+		int timeout = until <= now ? 0 : (int)(until - now);
+		if (!up && timeout > RECHECK_MS)
+			timeout = RECHECK_MS; /* reconnect attempts */
+		struct pollfd pfd[2] = {{.fd = e->wake[0], .events = POLLIN},
+		                        {.fd = up ? PQsocket(c.conn) : -1, .events = POLLIN}};
+		if (poll(pfd, 2, timeout) > 0 && (pfd[0].revents & POLLIN)) {
+			char buf[64];
+			while (read(e->wake[0], buf, sizeof(buf)) > 0) {
+			}
+		}
+	}
+	/* Closing: every parked call ends with HF_ECLOSED and its row goes. */
+	while (list) {
+		struct pwait *w = list;
+		list = w->next;
+		if (w->ticket)
+			hf__pg_end_waiter(&c, w->call, w->ticket, HF_ECLOSED, "the store is closing");
+		else
+			hf__err(&w->call->reply->error, HF_ECLOSED, "the store is closing");
+		finish(e, w);
+	}
+	hf__pgc_close(&c);
+	return NULL;
+}
+
+/* ---- the table ---- */
+
+/* Splits "postgres://...?...schema=NAME..." into the conninfo without schema= and NAME. */
+static int parse_url(const char *url, struct hf__pg_conf *conf, hf_error *err)
+{
+	snprintf(conf->schema, sizeof(conf->schema), "holdfast");
+	size_t len = strlen(url);
+	char *out = malloc(len + 1);
+	if (!out)
+		return hf__err(err, HF_ENOMEM, "out of memory");
+	const char *qm = strchr(url, '?');
+	if (!qm) {
+		memcpy(out, url, len + 1);
+		conf->conninfo = out;
+		return HF_OK;
+	}
+	size_t base = (size_t)(qm - url);
+	memcpy(out, url, base);
+	size_t o = base;
+	bool first = true;
+	const char *p = qm + 1;
+	while (*p) {
+		const char *amp = strchr(p, '&');
+		size_t plen = amp ? (size_t)(amp - p) : strlen(p);
+		if (plen > 7 && strncmp(p, "schema=", 7) == 0) {
+			size_t sl = plen - 7;
+			if (sl == 0 || sl >= sizeof(conf->schema)) {
+				free(out);
+				return hf__err(err, HF_EINVAL, "schema name in '%.100s' must be 1..63 bytes", url);
+			}
+			for (size_t i = 0; i < sl; i++) {
+				char ch = p[7 + i];
+				bool ok = (ch >= 'a' && ch <= 'z') || ch == '_' || (i > 0 && ch >= '0' && ch <= '9');
+				if (!ok) {
+					free(out);
+					return hf__err(err, HF_EINVAL,
+					               "schema name must be lowercase letters, digits and '_'");
+				}
+			}
+			memcpy(conf->schema, p + 7, sl);
+			conf->schema[sl] = '\0';
+		} else if (plen > 0) {
+			out[o++] = first ? '?' : '&';
+			memcpy(out + o, p, plen);
+			o += plen;
+			first = false;
+		}
+		p = amp ? amp + 1 : p + plen;
+	}
+	out[o] = '\0';
+	conf->conninfo = out;
+	return HF_OK;
+}
+
+static void pg_close(void *engine);
+
+static int pg_open(hf_store *store, const char *url, const hf_options *opt, void **engine,
+                   hf_error *err)
+{
+	struct pg *e = calloc(1, sizeof(*e));
+	if (!e)
+		return hf__err(err, HF_ENOMEM, "out of memory");
+	e->store = store;
+	e->conf.opt = *opt; /* opt->clock is not used: time is the database's clock */
+	e->wake[0] = e->wake[1] = -1;
+	int rc = parse_url(url, &e->conf, err);
+	if (rc != HF_OK) {
+		free(e);
+		return rc;
+	}
+	/* libpq knows "postgresql://" and "postgres://" alike. */
+	snprintf(e->conf.channel, sizeof(e->conf.channel), "hf_%s", e->conf.schema);
+	if (hf__random_hex(e->conf.instance, 16) != HF_OK) {
+		free(e->conf.conninfo);
+		free(e);
+		return hf__err(err, HF_EINTERNAL, "no randomness for the instance id");
+	}
+	struct hf__pgc c = {.conf = &e->conf};
+	rc = hf__pg_migrate(&c, err);
+	hf__pgc_close(&c);
+	if (rc != HF_OK) {
+		free(e->conf.conninfo);
+		free(e);
+		return rc;
+	}
+	if (pipe(e->wake) != 0 || fcntl(e->wake[0], F_SETFL, O_NONBLOCK) != 0 ||
+	    fcntl(e->wake[1], F_SETFL, O_NONBLOCK) != 0 || fcntl(e->wake[0], F_SETFD, FD_CLOEXEC) != 0 ||
+	    fcntl(e->wake[1], F_SETFD, FD_CLOEXEC) != 0) {
+		free(e->conf.conninfo);
+		free(e);
+		return hf__err(err, HF_EINTERNAL, "pipe: %s", strerror(errno));
+	}
+	pthread_mutex_init(&e->mu, NULL);
+	pthread_cond_init(&e->cv, NULL);
+	int started = 0;
+	for (; started < N_WORKERS; started++)
+		if (pthread_create(&e->workers[started], NULL, worker_main, e) != 0)
+			break;
+	if (started < N_WORKERS || pthread_create(&e->waiter, NULL, waiter_main, e) != 0) {
+		pthread_mutex_lock(&e->mu);
+		e->closing = true;
+		pthread_cond_broadcast(&e->cv);
+		pthread_mutex_unlock(&e->mu);
+		for (int i = 0; i < started; i++)
+			pthread_join(e->workers[i], NULL);
+		close(e->wake[0]);
+		close(e->wake[1]);
+		pthread_mutex_destroy(&e->mu);
+		pthread_cond_destroy(&e->cv);
+		free(e->conf.conninfo);
+		free(e);
+		return hf__err(err, HF_EINTERNAL, "cannot start the engine's threads");
+	}
+	*engine = e;
+	return HF_OK;
+}
+
+static void pg_close(void *engine)
+{
+	struct pg *e = engine;
+	pthread_mutex_lock(&e->mu);
+	e->closing = true;
+	pthread_cond_broadcast(&e->cv);
+	pthread_mutex_unlock(&e->mu);
+	/* Workers finish the queue first (refusing with HF_ECLOSED), so nothing is parked after
+	 * the waiter thread has gone. */
+	for (int i = 0; i < N_WORKERS; i++)
+		pthread_join(e->workers[i], NULL);
+	wake_waiter(e);
+	pthread_join(e->waiter, NULL);
+	/* Parked calls handed over after the waiter thread left. */
+	struct hf__pgc c = {.conf = &e->conf};
+	while (e->incoming) {
+		struct pwait *w = e->incoming;
+		e->incoming = w->next;
+		if (w->ticket)
+			hf__pg_end_waiter(&c, w->call, w->ticket, HF_ECLOSED, "the store is closing");
+		else
+			hf__err(&w->call->reply->error, HF_ECLOSED, "the store is closing");
+		hf__call_done(w->call);
+		free(w);
+	}
+	hf__pgc_close(&c);
+	close(e->wake[0]);
+	close(e->wake[1]);
+	pthread_mutex_destroy(&e->mu);
+	pthread_cond_destroy(&e->cv);
+	free(e->cancels);
+	free(e->conf.conninfo);
+	free(e);
+}
+
+static void pg_submit(void *engine, struct hf__call *call)
+{
+	struct pg *e = engine;
+	/* Wait deadlines are measured on this host's monotonic clock from submission. */
+	call->engine_data = (void *)(intptr_t)mono_ms();
+	call->next = NULL;
+	pthread_mutex_lock(&e->mu);
+	if (e->q_tail)
+		e->q_tail->next = call;
+	else
+		e->q_head = call;
+	e->q_tail = call;
+	pthread_cond_signal(&e->cv);
+	pthread_mutex_unlock(&e->mu);
+}
+
+/* Queues a cancel for the waiter thread; false if out of memory (the wait then ends at its
+ * deadline). */
+static bool pg_cancel_add(struct pg *e, struct cancel c)
+{
+	pthread_mutex_lock(&e->mu);
+	if (e->n_cancels == e->cap_cancels) {
+		size_t cap = e->cap_cancels ? 2 * e->cap_cancels : 16;
+		struct cancel *p = realloc(e->cancels, cap * sizeof(*p));
+		if (!p) {
+			pthread_mutex_unlock(&e->mu);
+			return false;
+		}
+		e->cancels = p;
+		e->cap_cancels = cap;
+	}
+	e->cancels[e->n_cancels++] = c;
+	pthread_mutex_unlock(&e->mu);
+	return true;
+}
+
+static void pg_cancel(void *engine, uint64_t call_id)
+{
+	struct pg *e = engine;
+	if (pg_cancel_add(e, (struct cancel){.id = call_id, .at = mono_ms()}))
+		wake_waiter(e);
+}
+
+const struct hf__engine_ops hf__engine_postgres = {
+	.scheme = "postgres",
+	.open = pg_open,
+	.close = pg_close,
+	.submit = pg_submit,
+	.cancel = pg_cancel,
+	.tick = NULL, /* time is the database's: hf_options.clock does not apply */
+};
+
+const struct hf__engine_ops hf__engine_postgresql = {
+	.scheme = "postgresql",
+	.open = pg_open,
+	.close = pg_close,
+	.submit = pg_submit,
+	.cancel = pg_cancel,
+	.tick = NULL,
+};

@@ -1,0 +1,1254 @@
+/*
+ * ops.c — the operations of the PostgreSQL engine as SQL transactions, with exactly the
+ * semantics of the embedded engine (src/engine/embedded/state.c): lazy expiry before every
+ * operation, FIFO waiting without barging, exclusive = nothing else held, idempotency
+ * records, events in the same transaction with a gap-free sequence, a fence per grant.
+ * Every change first locks the single counter row: changes are serialised (see
+ * docs/operations.md); resource rows are then locked in name order.
+ */
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/codec.h"
+#include "engine/postgres/pg.h"
+
+/* One transaction's context. */
+struct tx {
+	struct hf__pgc *c;
+	PGconn *conn;
+	hf_error *err;       /* the call's reply error */
+	int64_t now;         /* the database's clock, ms */
+	int64_t seq0, seq;   /* last event seq at the start, and now */
+	int64_t live_delta;  /* change of the live hold count */
+	bool notify;         /* units freed or queues changed: wake waiters */
+	bool drop_idle;      /* holds ended or waiters left: drop idle implicit resources */
+};
+
+#define I64(buf, v) (snprintf((buf), sizeof(buf), "%lld", (long long)(v)), (buf))
+
+static int db_fail(struct tx *t)
+{
+	return hf__err(t->err, HF_EENGINE, "database: %.200s", PQerrorMessage(t->conn));
+}
+
+/* Runs a parameterised statement; NULL (and the call's error set) on failure. */
+static PGresult *q(struct tx *t, const char *sql, int n, const char *const *p)
+{
+	PGresult *r = PQexecParams(t->conn, sql, n, NULL, p, NULL, NULL, 0);
+	ExecStatusType s = PQresultStatus(r);
+	if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
+		db_fail(t);
+		PQclear(r);
+		return NULL;
+	}
+	return r;
+}
+
+/* A statement whose rows are not needed. */
+static int qx(struct tx *t, const char *sql, int n, const char *const *p)
+{
+	PGresult *r = q(t, sql, n, p);
+	if (!r)
+		return HF_EENGINE;
+	PQclear(r);
+	return HF_OK;
+}
+
+static int64_t geti(PGresult *r, int row, int col)
+{
+	return strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+static bool getb(PGresult *r, int row, int col)
+{
+	return PQgetvalue(r, row, col)[0] == 't';
+}
+
+static char *dump(json_t *j)
+{
+	char *s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	json_decref(j);
+	return s;
+}
+
+/* ---- transactions ---- */
+
+static int sweep(struct tx *t);
+
+/* Begins a change: takes the counter lock, reads the clock, applies what is due. */
+static int tx_begin(struct tx *t, struct hf__pgc *c, hf_error *err)
+{
+	memset(t, 0, sizeof(*t));
+	t->c = c;
+	t->err = err;
+	int rc = hf__pgc_ensure(c, err);
+	if (rc != HF_OK)
+		return rc;
+	t->conn = c->conn;
+	if (qx(t, "BEGIN", 0, NULL) != HF_OK)
+		return HF_EENGINE;
+	/* The clock is read after the lock is ours, so time never runs backwards between
+	 * serialised changes. */
+	PGresult *r = q(t, "SELECT last_seq FROM counter WHERE id = 1 FOR UPDATE", 0, NULL);
+	if (!r)
+		goto fail;
+	t->seq0 = t->seq = geti(r, 0, 0);
+	PQclear(r);
+	if (!(r = q(t, "SELECT now_ms()", 0, NULL)))
+		goto fail;
+	t->now = geti(r, 0, 0);
+	PQclear(r);
+	if (sweep(t) != HF_OK)
+		goto fail;
+	return HF_OK;
+fail:
+	PQclear(PQexec(t->conn, "ROLLBACK"));
+	return HF_EENGINE;
+}
+
+static void tx_rollback(struct tx *t)
+{
+	if (t->conn)
+		PQclear(PQexec(t->conn, "ROLLBACK"));
+}
+
+/* Writes the counter, drops idle implicit resources, notifies and commits. */
+static int tx_commit(struct tx *t)
+{
+	char b1[24], b2[24];
+	if (t->drop_idle &&
+	    qx(t,
+	       "DELETE FROM resources r WHERE NOT declared AND holds = 0 AND NOT EXISTS"
+	       " (SELECT 1 FROM waiter_claims w WHERE w.resource = r.name)",
+	       0, NULL) != HF_OK)
+		goto fail;
+	if (t->seq != t->seq0 || t->live_delta != 0) {
+		const char *p[2] = {I64(b1, t->seq), I64(b2, t->live_delta)};
+		if (qx(t, "UPDATE counter SET last_seq = $1, live_holds = live_holds + $2", 2, p) !=
+		    HF_OK)
+			goto fail;
+	}
+	/* NOTIFY is delivered at commit: waiters everywhere re-check; event readers re-read. */
+	if (t->notify || t->seq != t->seq0) {
+		const char *p[1] = {t->c->conf->channel};
+		if (qx(t, "SELECT pg_notify($1, '')", 1, p) != HF_OK)
+			goto fail;
+	}
+	if (qx(t, "COMMIT", 0, NULL) != HF_OK) {
+		/* The outcome is unknown to us: report the engine error, never a success. */
+		return HF_EENGINE;
+	}
+	return HF_OK;
+fail:
+	tx_rollback(t);
+	return HF_EENGINE;
+}
+
+/* ---- events ---- */
+
+/* Appends an event; `data` is consumed. */
+static int emit(struct tx *t, const char *type, const char *resource, const char *hold_id,
+                json_t *data)
+{
+	char *body = dump(data);
+	if (!body)
+		return hf__err(t->err, HF_ENOMEM, "out of memory");
+	char b1[24], b2[24];
+	t->seq++;
+	const char *p[6] = {I64(b1, t->seq), I64(b2, t->now), type, resource, hold_id, body};
+	int rc = qx(t,
+	            "INSERT INTO events (seq, at_ms, type, resource, hold_id, data)"
+	            " VALUES ($1, $2, $3, $4, $5, $6)",
+	            6, p);
+	free(body);
+	return rc;
+}
+
+/* ---- holds ---- */
+
+/* Loads a hold (token included) into *h; HF_ENOHOLD when there is none. */
+static int load_hold(struct tx *t, const char *id, bool lock, hf_hold *h)
+{
+	memset(h, 0, sizeof(*h));
+	const char *p[1] = {id};
+	PGresult *r = q(t,
+	                lock ? "SELECT id, token, owner, state, mode, created_at, expires_at, ended_at"
+	                       " FROM holds WHERE id = $1 FOR UPDATE"
+	                     : "SELECT id, token, owner, state, mode, created_at, expires_at, ended_at"
+	                       " FROM holds WHERE id = $1",
+	                1, p);
+	if (!r)
+		return HF_EENGINE;
+	if (PQntuples(r) == 0) {
+		PQclear(r);
+		return HF_ENOHOLD;
+	}
+	snprintf(h->id, sizeof(h->id), "%s", PQgetvalue(r, 0, 0));
+	snprintf(h->token, sizeof(h->token), "%s", PQgetvalue(r, 0, 1));
+	h->owner = hf__strdup(PQgetvalue(r, 0, 2));
+	h->state = (hf_hold_state)geti(r, 0, 3);
+	h->mode = (hf_mode)geti(r, 0, 4);
+	h->created_at_ms = geti(r, 0, 5);
+	h->expires_at_ms = geti(r, 0, 6);
+	h->ended_at_ms = geti(r, 0, 7);
+	PQclear(r);
+	if (!h->owner)
+		return hf__err(t->err, HF_ENOMEM, "out of memory");
+	if (!(r = q(t, "SELECT resource, units, fence FROM hold_parts WHERE hold_id = $1 ORDER BY idx",
+	            1, p))) {
+		hf__hold_clear(h);
+		return HF_EENGINE;
+	}
+	size_t n = (size_t)PQntuples(r);
+	h->parts = calloc(n + 1, sizeof(*h->parts));
+	if (!h->parts) {
+		PQclear(r);
+		hf__hold_clear(h);
+		return hf__err(t->err, HF_ENOMEM, "out of memory");
+	}
+	for (size_t i = 0; i < n; i++) {
+		h->parts[i].units = geti(r, (int)i, 1);
+		h->parts[i].fence = geti(r, (int)i, 2);
+		h->n_parts = i + 1;
+		if (!(h->parts[i].resource = hf__strdup(PQgetvalue(r, (int)i, 0)))) {
+			PQclear(r);
+			hf__hold_clear(h);
+			return hf__err(t->err, HF_ENOMEM, "out of memory");
+		}
+	}
+	PQclear(r);
+	return HF_OK;
+}
+
+/* Ends a live hold: frees its units, records the event. */
+static int hold_end(struct tx *t, hf_hold *h, hf_hold_state state, int64_t ended_at)
+{
+	char b1[24], b2[24], b3[24];
+	for (size_t i = 0; i < h->n_parts; i++) {
+		const char *p[3] = {h->parts[i].resource, I64(b1, h->parts[i].units),
+		                    I64(b2, h->mode == HF_MODE_EXCLUSIVE)};
+		if (qx(t,
+		       "UPDATE resources SET held = held - $2, holds = holds - 1,"
+		       " n_exclusive = n_exclusive - $3 WHERE name = $1",
+		       3, p) != HF_OK)
+			return HF_EENGINE;
+	}
+	const char *p[3] = {h->id, I64(b1, state), I64(b3, ended_at)};
+	if (qx(t, "UPDATE holds SET state = $2, ended_at = $3 WHERE id = $1", 3, p) != HF_OK)
+		return HF_EENGINE;
+	h->state = state;
+	h->ended_at_ms = ended_at;
+	t->live_delta--;
+	t->notify = true;
+	t->drop_idle = true;
+	const char *type = state == HF_HOLD_EXPIRED ? "hold.expired" : "hold.released";
+	return emit(t, type, h->parts[0].resource, h->id, hf__event_hold_data(type, h));
+}
+
+/* Lazy expiry and upkeep, inside a change: due leases end (at their expires_at, in time
+ * order), waiter rows of dead instances go, ended holds and idempotency records past their
+ * retention are forgotten. */
+static int sweep(struct tx *t)
+{
+	char b1[24], b2[24];
+	const char *p[1] = {I64(b1, t->now)};
+	PGresult *r = q(t,
+	                "SELECT id FROM holds WHERE state = 0 AND expires_at <= $1"
+	                " ORDER BY expires_at, id",
+	                1, p);
+	if (!r)
+		return HF_EENGINE;
+	int rc = HF_OK;
+	for (int i = 0; rc == HF_OK && i < PQntuples(r); i++) {
+		hf_hold h;
+		rc = load_hold(t, PQgetvalue(r, i, 0), true, &h);
+		if (rc == HF_OK) {
+			rc = hold_end(t, &h, HF_HOLD_EXPIRED, h.expires_at_ms);
+			hf__hold_clear(&h);
+		}
+	}
+	PQclear(r);
+	if (rc != HF_OK)
+		return rc;
+	/* Waiters whose instance stopped heartbeating (crashed, partitioned) must not block the
+	 * queue forever. Their pending idempotency records go with them (cascade). */
+	if (!(r = q(t, "DELETE FROM waiters WHERE lease_until < $1 RETURNING ticket", 1, p)))
+		return HF_EENGINE;
+	if (PQntuples(r) > 0)
+		t->notify = t->drop_idle = true;
+	PQclear(r);
+	const char *pr[1] = {I64(b2, t->now - t->c->conf->opt.hold_retention_ms)};
+	if (qx(t, "DELETE FROM holds WHERE state >= 2 AND ended_at <= $1", 1, pr) != HF_OK)
+		return HF_EENGINE;
+	pr[0] = I64(b2, t->now - t->c->conf->opt.idempotency_retention_ms);
+	return qx(t, "DELETE FROM idems WHERE ticket IS NULL AND created_at <= $1", 1, pr);
+}
+
+static int reply_hold(struct tx *t, struct hf__call *call, hf_hold *h, bool with_token)
+{
+	hf_hold *copy = malloc(sizeof(*copy));
+	if (!with_token)
+		h->token[0] = '\0';
+	if (!copy || hf__hold_copy(copy, h) != HF_OK) {
+		free(copy);
+		return hf__err(t->err, HF_ENOMEM, "out of memory");
+	}
+	call->reply->hold = copy;
+	return HF_OK;
+}
+
+/* ---- resources ---- */
+
+#define RES_COLS                                                                            \
+	"name, capacity, meta, version, declared, held, holds,"                                \
+	" (SELECT count(*) FROM waiter_claims w WHERE w.resource = r.name)"
+
+static int resource_from_row(PGresult *r, int row, hf_resource *out)
+{
+	hf_resource v = {.name = PQgetvalue(r, row, 0),
+	                 .capacity = geti(r, row, 1),
+	                 .meta = PQgetisnull(r, row, 2) ? NULL : PQgetvalue(r, row, 2),
+	                 .version = geti(r, row, 3),
+	                 .declared = getb(r, row, 4),
+	                 .held = geti(r, row, 5),
+	                 .holds = geti(r, row, 6),
+	                 .waiters = geti(r, row, 7)};
+	return hf__resource_copy(out, &v);
+}
+
+/* Reads a resource for a reply; *found false if missing. */
+static int reply_resource(struct tx *t, struct hf__call *call, const char *name, bool *found)
+{
+	const char *p[1] = {name};
+	PGresult *r = q(t, "SELECT " RES_COLS " FROM resources r WHERE name = $1", 1, p);
+	if (!r)
+		return HF_EENGINE;
+	*found = PQntuples(r) > 0;
+	if (!*found) {
+		PQclear(r);
+		return HF_OK;
+	}
+	hf_resource *copy = calloc(1, sizeof(*copy));
+	int rc = copy ? resource_from_row(r, 0, copy) : HF_ENOMEM;
+	PQclear(r);
+	if (rc != HF_OK) {
+		free(copy);
+		return hf__err(t->err, HF_ENOMEM, "out of memory");
+	}
+	call->reply->resource = copy;
+	return HF_OK;
+}
+
+static int op_put_resource(struct tx *t, struct hf__call *call)
+{
+	const hf_request *rq = &call->req;
+	char b1[24], b2[24], b3[24];
+	const char *p1[1] = {rq->name};
+	PGresult *r = q(t, "SELECT capacity, version, declared, held FROM resources"
+	                   " WHERE name = $1 FOR UPDATE",
+	                1, p1);
+	if (!r)
+		return HF_EENGINE;
+	bool exists = PQntuples(r) > 0;
+	int64_t capacity = exists ? geti(r, 0, 0) : 0, version = exists ? geti(r, 0, 1) : 0;
+	bool declared = exists && getb(r, 0, 2);
+	int64_t held = exists ? geti(r, 0, 3) : 0;
+	PQclear(r);
+	int64_t current = declared ? version : 0;
+	if (rq->if_version >= 0 && rq->if_version != current)
+		return hf__err(t->err, HF_EVERSION, "resource '%s' is at version %lld, not %lld", rq->name,
+		               (long long)current, (long long)rq->if_version);
+	if (exists && rq->capacity < held)
+		return hf__err(t->err, HF_ECAPINUSE, "resource '%s' has %lld units held, more than %lld",
+		               rq->name, (long long)held, (long long)rq->capacity);
+	if (!exists) {
+		if (!(r = q(t, "SELECT count(*) FROM resources", 0, NULL)))
+			return HF_EENGINE;
+		size_t count = (size_t)geti(r, 0, 0);
+		PQclear(r);
+		if (count >= t->c->conf->opt.max_resources)
+			return hf__err(t->err, HF_ELIMIT, "the store holds %zu resources, the limit is %zu",
+			               count, t->c->conf->opt.max_resources);
+	}
+	bool created = !exists || !declared;
+	int64_t nversion = created ? 1 : version + 1;
+	const char *p[4] = {rq->name, I64(b1, rq->capacity), rq->meta, I64(b2, nversion)};
+	if (qx(t,
+	       "INSERT INTO resources (name, capacity, meta, version, declared)"
+	       " VALUES ($1, $2, $3, $4, true) ON CONFLICT (name) DO UPDATE SET"
+	       " capacity = $2, meta = $3, version = $4, declared = true",
+	       4, p) != HF_OK)
+		return HF_EENGINE;
+	(void)b3;
+	if (exists && rq->capacity > capacity)
+		t->notify = true; /* raising the capacity wakes waiters */
+	hf_resource now_res = {.name = (char *)rq->name,
+	                       .capacity = rq->capacity,
+	                       .meta = (char *)rq->meta,
+	                       .version = nversion,
+	                       .declared = true};
+	int rc = emit(t, created ? "resource.created" : "resource.updated", rq->name, NULL,
+	              hf__event_resource_data(&now_res));
+	bool found;
+	return rc != HF_OK ? rc : reply_resource(t, call, rq->name, &found);
+}
+
+static int op_delete_resource(struct tx *t, struct hf__call *call)
+{
+	const hf_request *rq = &call->req;
+	char b1[24];
+	const char *p1[1] = {rq->name};
+	PGresult *r = q(t, "SELECT version, declared, holds FROM resources WHERE name = $1 FOR UPDATE",
+	                1, p1);
+	if (!r)
+		return HF_EENGINE;
+	if (PQntuples(r) == 0) {
+		PQclear(r);
+		return hf__err(t->err, HF_ENORESOURCE, "resource '%s' does not exist", rq->name);
+	}
+	int64_t version = geti(r, 0, 0), holds = geti(r, 0, 2);
+	bool declared = getb(r, 0, 1);
+	PQclear(r);
+	int64_t current = declared ? version : 0;
+	if (rq->if_version >= 0 && rq->if_version != current)
+		return hf__err(t->err, HF_EVERSION, "resource '%s' is at version %lld, not %lld", rq->name,
+		               (long long)current, (long long)rq->if_version);
+	if (holds > 0)
+		return hf__err(t->err, HF_EHELD, "resource '%s' is held by %lld holds", rq->name,
+		               (long long)holds);
+	bool found;
+	int rc = reply_resource(t, call, rq->name, &found);
+	if (rc != HF_OK)
+		return rc;
+	/* Its waiters can never be granted now: their rows are marked failed (their instance
+	 * answers them) and leave every queue at once. */
+	if (qx(t,
+	       "UPDATE waiters SET failed = $2 WHERE ticket IN"
+	       " (SELECT ticket FROM waiter_claims WHERE resource = $1)",
+	       2, (const char *const[]){rq->name, I64(b1, HF_ENORESOURCE)}) != HF_OK ||
+	    qx(t, "DELETE FROM waiter_claims WHERE ticket IN (SELECT ticket FROM waiters WHERE failed <> 0)",
+	       0, NULL) != HF_OK ||
+	    qx(t, "DELETE FROM resources WHERE name = $1", 1, p1) != HF_OK)
+		return HF_EENGINE;
+	t->notify = t->drop_idle = true;
+	if (declared)
+		return emit(t, "resource.deleted", rq->name, NULL,
+		            hf__event_resource_deleted_data(rq->name, version));
+	return HF_OK;
+}
+
+/* ---- acquiring ---- */
+
+struct claimrow {
+	const char *name;
+	bool exists;
+	int64_t capacity, held, n_exclusive;
+	bool queued;   /* someone (earlier) waits on it */
+	int64_t units; /* 0: exclusive */
+};
+
+/* Grants rows[0..n) to the call: a new hold, fences, the event, the idempotency record. */
+static int grant(struct tx *t, struct hf__call *call, struct claimrow *rows, size_t n,
+                 const char *idem_fp, int64_t ticket)
+{
+	const hf_acquire_req *a = &call->req.acquire;
+	char b1[24], b2[24], b3[24], b4[24], b5[24];
+	PGresult *r = q(t, "SELECT live_holds FROM counter", 0, NULL);
+	if (!r)
+		return HF_EENGINE;
+	int64_t live = geti(r, 0, 0) + t->live_delta;
+	PQclear(r);
+	if (live >= (int64_t)t->c->conf->opt.max_holds)
+		return hf__err(t->err, HF_ELIMIT, "the store's limit of live holds is reached");
+	hf_hold h;
+	memset(&h, 0, sizeof(h));
+	hf_hold_part parts[HF_CLAIMS_MAX];
+	if (hf__random_hex(h.id, HF_ID_LEN / 2) != HF_OK ||
+	    hf__random_hex(h.token, HF_TOKEN_LEN / 2) != HF_OK)
+		return hf__err(t->err, HF_EINTERNAL, "no randomness for the hold's token");
+	h.owner = (char *)a->owner;
+	h.state = HF_HOLD_TENTATIVE;
+	h.mode = a->mode;
+	h.created_at_ms = t->now;
+	h.expires_at_ms = t->now + a->ttl_ms;
+	h.n_parts = n;
+	h.parts = parts;
+	const char *ph[7] = {h.id, h.token, h.owner, I64(b1, h.mode), I64(b2, t->now),
+	                     I64(b3, h.expires_at_ms), NULL};
+	if (qx(t,
+	       "INSERT INTO holds (id, token, owner, state, mode, created_at, expires_at, ended_at)"
+	       " VALUES ($1, $2, $3, 0, $4, $5, $6, 0)",
+	       6, ph) != HF_OK)
+		return HF_EENGINE;
+	for (size_t i = 0; i < n; i++) {
+		struct claimrow *c = &rows[i];
+		int64_t units = c->units ? c->units : c->capacity;
+		if (!c->exists) {
+			const char *pc[2] = {c->name, I64(b1, c->capacity)};
+			if (qx(t,
+			       "INSERT INTO resources (name, capacity, version, declared) VALUES ($1, $2, 0,"
+			       " false) ON CONFLICT (name) DO NOTHING",
+			       2, pc) != HF_OK)
+				return HF_EENGINE;
+			c->exists = true;
+		}
+		/* One global sequence: strictly increasing per resource, and across instances. */
+		if (!(r = q(t, "SELECT nextval('fences')", 0, NULL)))
+			return HF_EENGINE;
+		parts[i] = (hf_hold_part){.resource = (char *)c->name, .units = units,
+		                          .fence = geti(r, 0, 0)};
+		PQclear(r);
+		const char *pp[5] = {h.id, I64(b1, i), c->name, I64(b2, units), I64(b3, parts[i].fence)};
+		if (qx(t,
+		       "INSERT INTO hold_parts (hold_id, idx, resource, units, fence)"
+		       " VALUES ($1, $2, $3, $4, $5)",
+		       5, pp) != HF_OK)
+			return HF_EENGINE;
+		const char *pu[3] = {c->name, I64(b4, units), I64(b5, a->mode == HF_MODE_EXCLUSIVE)};
+		if (qx(t,
+		       "UPDATE resources SET held = held + $2, holds = holds + 1,"
+		       " n_exclusive = n_exclusive + $3 WHERE name = $1",
+		       3, pu) != HF_OK)
+			return HF_EENGINE;
+	}
+	t->live_delta++;
+	int rc = emit(t, "hold.granted", parts[0].resource, h.id,
+	              hf__event_hold_data("hold.granted", &h));
+	if (rc != HF_OK)
+		return rc;
+	if (a->idempotency_key) {
+		const char *pi[4] = {a->idempotency_key, idem_fp, I64(b1, t->now), h.id};
+		if (ticket > 0) {
+			const char *pt[3] = {a->idempotency_key, I64(b1, t->now), h.id};
+			rc = qx(t, "UPDATE idems SET ticket = NULL, created_at = $2, hold_id = $3 WHERE key = $1",
+			        3, pt);
+		} else {
+			rc = qx(t,
+			        "INSERT INTO idems (key, fingerprint, created_at, hold_id) VALUES ($1, $2, $3, $4)",
+			        4, pi);
+		}
+		if (rc != HF_OK)
+			return rc;
+	}
+	return reply_hold(t, call, &h, true);
+}
+
+static int cmp_claim_name(const void *a, const void *b)
+{
+	const hf_claim *const *x = a, *const *y = b;
+	return strcmp((*x)->name, (*y)->name);
+}
+
+/* Reads (and row-locks, in the order given) the resources of the claims. */
+static int resolve(struct tx *t, const hf_acquire_req *a, struct claimrow *rows, size_t *n_out)
+{
+	const hf_claim *claim[HF_CLAIMS_MAX];
+	size_t n = a->n_claims, creating = 0;
+	for (size_t i = 0; i < n; i++)
+		claim[i] = &a->claims[i];
+	if (!a->any)
+		qsort(claim, n, sizeof(claim[0]), cmp_claim_name);
+	for (size_t i = 0; i < n; i++) {
+		const hf_claim *c = claim[i];
+		const char *p[1] = {c->name};
+		PGresult *r = q(t,
+		                "SELECT capacity, held, n_exclusive, EXISTS (SELECT 1 FROM waiter_claims w"
+		                " WHERE w.resource = r.name) FROM resources r WHERE name = $1 FOR UPDATE",
+		                1, p);
+		if (!r)
+			return HF_EENGINE;
+		struct claimrow *row = &rows[i];
+		memset(row, 0, sizeof(*row));
+		row->name = c->name;
+		row->exists = PQntuples(r) > 0;
+		if (row->exists) {
+			row->capacity = geti(r, 0, 0);
+			row->held = geti(r, 0, 1);
+			row->n_exclusive = geti(r, 0, 2);
+			row->queued = getb(r, 0, 3);
+		}
+		PQclear(r);
+		if (!row->exists && c->capacity == 0)
+			return hf__err(t->err, HF_ENORESOURCE, "resource '%s' does not exist", c->name);
+		if (row->exists && c->capacity > 0 && c->capacity != row->capacity)
+			return hf__err(t->err, HF_ECAPMISMATCH, "resource '%s' has capacity %lld, not %lld",
+			               c->name, (long long)row->capacity, (long long)c->capacity);
+		if (!row->exists)
+			row->capacity = c->capacity;
+		int64_t units = a->mode == HF_MODE_UNITS ? c->units : a->mode == HF_MODE_SHARED ? 1 : 0;
+		if (units > row->capacity)
+			return hf__err(t->err, HF_ECAPACITY, "%lld units of '%s' exceed its capacity %lld",
+			               (long long)units, c->name, (long long)row->capacity);
+		row->units = units;
+		creating += !row->exists;
+	}
+	if (creating) {
+		PGresult *r = q(t, "SELECT count(*) FROM resources", 0, NULL);
+		if (!r)
+			return HF_EENGINE;
+		size_t count = (size_t)geti(r, 0, 0);
+		PQclear(r);
+		if (count + creating > t->c->conf->opt.max_resources)
+			return hf__err(t->err, HF_ELIMIT, "the store holds %zu resources, the limit is %zu",
+			               count, t->c->conf->opt.max_resources);
+	}
+	*n_out = n;
+	return HF_OK;
+}
+
+/* Could this claim be granted now (no earlier waiter on it, units free)? */
+static bool fits(const struct claimrow *c)
+{
+	if (!c->exists)
+		return true;
+	if (c->queued)
+		return false;
+	if (c->units == 0)
+		return c->held == 0;
+	return c->n_exclusive == 0 && c->capacity - c->held >= c->units;
+}
+
+static int replay(struct tx *t, struct hf__call *call, const char *fp)
+{
+	const hf_acquire_req *a = &call->req.acquire;
+	const char *p[1] = {a->idempotency_key};
+	PGresult *r = q(t, "SELECT fingerprint, ticket IS NOT NULL, hold_id FROM idems WHERE key = $1",
+	                1, p);
+	if (!r)
+		return HF_EENGINE;
+	if (PQntuples(r) == 0) {
+		PQclear(r);
+		return 1; /* no record: go on */
+	}
+	bool same = strcmp(PQgetvalue(r, 0, 0), fp) == 0, pending = getb(r, 0, 1);
+	char id[HF_ID_LEN + 1];
+	snprintf(id, sizeof(id), "%s", PQgetvalue(r, 0, 2));
+	PQclear(r);
+	if (!same)
+		return hf__err(t->err, HF_EIDEMMISMATCH,
+		               "idempotency key '%s' was used for another request", a->idempotency_key);
+	if (pending)
+		return hf__err(t->err, HF_EIDEMBUSY,
+		               "a request with idempotency key '%s' is still waiting", a->idempotency_key);
+	hf_hold h;
+	int rc = load_hold(t, id, false, &h);
+	if (rc == HF_ENOHOLD)
+		return hf__err(t->err, HF_ENOHOLD, "hold '%s' of idempotency key '%s' is forgotten", id,
+		               a->idempotency_key);
+	if (rc != HF_OK)
+		return rc;
+	h.replayed = true;
+	rc = reply_hold(t, call, &h, true);
+	hf__hold_clear(&h);
+	return rc;
+}
+
+static int op_acquire(struct tx *t, struct hf__call *call, int64_t *ticket)
+{
+	const hf_acquire_req *a = &call->req.acquire;
+	char *fp = NULL;
+	int rc;
+	char b1[24], b2[24], b3[24];
+	if (a->idempotency_key) {
+		if (!(fp = hf__acquire_fingerprint(a)))
+			return hf__err(t->err, HF_ENOMEM, "out of memory");
+		rc = replay(t, call, fp);
+		if (rc != 1)
+			goto out;
+	}
+	struct claimrow rows[HF_CLAIMS_MAX];
+	size_t n = 0;
+	if ((rc = resolve(t, a, rows, &n)) != HF_OK)
+		goto out;
+	size_t from = 0, to = 0;
+	if (a->any) {
+		for (size_t i = 0; i < n && to == 0; i++)
+			if (fits(&rows[i])) {
+				from = i;
+				to = i + 1;
+			}
+	} else {
+		bool all = true;
+		for (size_t i = 0; all && i < n; i++)
+			all = fits(&rows[i]);
+		if (all)
+			to = n;
+	}
+	if (to > from) {
+		rc = grant(t, call, rows + from, to - from, fp, 0);
+		goto out;
+	}
+	if (a->wait_ms == 0) {
+		rc = hf__err(t->err, HF_EUNAVAILABLE, "%s",
+		             n == 1 ? "the units are not free now" : "not all units are free now");
+		goto out;
+	}
+	/* Park: a waiter row with a ticket (FIFO across instances) and one claim row each. */
+	PGresult *r = q(t, "SELECT nextval('tickets')", 0, NULL);
+	if (!r) {
+		rc = HF_EENGINE;
+		goto out;
+	}
+	*ticket = geti(r, 0, 0);
+	PQclear(r);
+	const char *pw[4] = {I64(b1, *ticket), t->c->conf->instance, a->any ? "t" : "f",
+	                     I64(b2, t->now + HF__PG_WAITER_LEASE_MS)};
+	if ((rc = qx(t, "INSERT INTO waiters (ticket, instance, any_of, lease_until) VALUES ($1, $2, $3, $4)",
+	             4, pw)) != HF_OK)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		if (!rows[i].exists) {
+			const char *pc[2] = {rows[i].name, I64(b2, rows[i].capacity)};
+			if ((rc = qx(t,
+			             "INSERT INTO resources (name, capacity, version, declared) VALUES ($1, $2,"
+			             " 0, false) ON CONFLICT (name) DO NOTHING",
+			             2, pc)) != HF_OK)
+				goto out;
+		}
+		const char *pc[4] = {b1, I64(b2, i), rows[i].name, I64(b3, rows[i].units)};
+		if ((rc = qx(t,
+		             "INSERT INTO waiter_claims (ticket, idx, resource, units) VALUES ($1, $2, $3, $4)",
+		             4, pc)) != HF_OK)
+			goto out;
+	}
+	if (a->idempotency_key) {
+		const char *pi[4] = {a->idempotency_key, fp, I64(b2, t->now), b1};
+		if ((rc = qx(t, "INSERT INTO idems (key, fingerprint, created_at, ticket) VALUES ($1, $2, $3, $4)",
+		             4, pi)) != HF_OK)
+			goto out;
+	}
+	rc = HF_OK;
+out:
+	free(fp);
+	return rc;
+}
+
+/* ---- hold operations ---- */
+
+/* Loads and locks the hold of an extend/confirm/release and checks its token. */
+static int owned_hold(struct tx *t, struct hf__call *call, hf_hold *h)
+{
+	int rc = load_hold(t, call->req.hold_id, true, h);
+	if (rc == HF_ENOHOLD)
+		return hf__err(t->err, HF_ENOHOLD, "hold '%s' does not exist", call->req.hold_id);
+	if (rc != HF_OK)
+		return rc;
+	const char *x = h->token, *y = call->req.token;
+	size_t lx = strlen(x), ly = strlen(y);
+	unsigned diff = (unsigned)(lx ^ ly);
+	for (size_t i = 0; i < lx && i < ly; i++)
+		diff |= (unsigned)(x[i] ^ y[i]);
+	if (diff)
+		rc = hf__err(t->err, HF_ETOKEN, "token does not match hold '%s'", h->id);
+	else if (h->state == HF_HOLD_RELEASED || h->state == HF_HOLD_EXPIRED)
+		rc = hf__err(t->err, HF_EENDED, "hold '%s' has %s", h->id,
+		             h->state == HF_HOLD_RELEASED ? "been released" : "expired");
+	if (rc != HF_OK)
+		hf__hold_clear(h);
+	return rc;
+}
+
+static int op_hold_change(struct tx *t, struct hf__call *call)
+{
+	hf_hold h;
+	char b1[24];
+	int rc = owned_hold(t, call, &h);
+	if (rc != HF_OK)
+		return rc;
+	const char *p[2] = {h.id, NULL};
+	switch (call->req.op) {
+	case HF_OP_EXTEND:
+		if (h.state != HF_HOLD_TENTATIVE)
+			break;
+		h.expires_at_ms = t->now + call->req.ttl_ms;
+		p[1] = I64(b1, h.expires_at_ms);
+		if ((rc = qx(t, "UPDATE holds SET expires_at = $2 WHERE id = $1", 2, p)) == HF_OK)
+			rc = emit(t, "hold.extended", h.parts[0].resource, h.id,
+			          hf__event_hold_data("hold.extended", &h));
+		break;
+	case HF_OP_CONFIRM:
+		if (h.state != HF_HOLD_TENTATIVE)
+			break;
+		h.state = HF_HOLD_CONFIRMED;
+		h.expires_at_ms = 0;
+		if ((rc = qx(t, "UPDATE holds SET state = 1, expires_at = 0 WHERE id = $1", 1, p)) == HF_OK)
+			rc = emit(t, "hold.confirmed", h.parts[0].resource, h.id,
+			          hf__event_hold_data("hold.confirmed", &h));
+		break;
+	default: /* HF_OP_RELEASE */
+		rc = hold_end(t, &h, HF_HOLD_RELEASED, t->now);
+		break;
+	}
+	if (rc == HF_OK)
+		rc = reply_hold(t, call, &h, false);
+	hf__hold_clear(&h);
+	return rc;
+}
+
+/* ---- reads (no change: run outside a change, after a sweep if anything is due) ---- */
+
+static int op_get_hold(struct tx *t, struct hf__call *call)
+{
+	hf_hold h;
+	int rc = load_hold(t, call->req.hold_id, false, &h);
+	if (rc == HF_ENOHOLD)
+		return hf__err(t->err, HF_ENOHOLD, "hold '%s' does not exist", call->req.hold_id);
+	if (rc != HF_OK)
+		return rc;
+	rc = reply_hold(t, call, &h, false);
+	hf__hold_clear(&h);
+	return rc;
+}
+
+static int op_list_holds(struct tx *t, struct hf__call *call)
+{
+	const hf_request *rq = &call->req;
+	char b1[24], b2[24];
+	const char *p[5] = {rq->cursor, rq->owner, rq->state >= 0 ? I64(b1, rq->state) : NULL,
+	                    rq->resource, I64(b2, (int64_t)rq->limit + 1)};
+	PGresult *r = q(t,
+	                "SELECT id FROM holds h WHERE ($1::text IS NULL OR id > $1)"
+	                " AND ($2::text IS NULL OR owner = $2) AND ($3::int IS NULL OR state = $3)"
+	                " AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM hold_parts p"
+	                "   WHERE p.hold_id = h.id AND p.resource = $4))"
+	                " ORDER BY id COLLATE \"C\" LIMIT $5",
+	                5, p);
+	if (!r)
+		return HF_EENGINE;
+	size_t n = (size_t)PQntuples(r), take = n < rq->limit ? n : rq->limit;
+	hf_reply *reply = call->reply;
+	reply->holds = calloc(take + 1, sizeof(*reply->holds));
+	int rc = reply->holds ? HF_OK : hf__err(t->err, HF_ENOMEM, "out of memory");
+	for (size_t i = 0; rc == HF_OK && i < take; i++) {
+		hf_hold h;
+		rc = load_hold(t, PQgetvalue(r, (int)i, 0), false, &h);
+		if (rc == HF_ENOHOLD) { /* purged meanwhile */
+			rc = HF_OK;
+			continue;
+		}
+		if (rc != HF_OK)
+			break;
+		h.token[0] = '\0';
+		reply->holds[reply->n_holds++] = h;
+	}
+	reply->more = n > take;
+	PQclear(r);
+	return rc;
+}
+
+static int op_get_resource(struct tx *t, struct hf__call *call)
+{
+	bool found;
+	int rc = reply_resource(t, call, call->req.name, &found);
+	if (rc == HF_OK && !found)
+		rc = hf__err(t->err, HF_ENORESOURCE, "resource '%s' does not exist", call->req.name);
+	return rc;
+}
+
+static int op_list_resources(struct tx *t, struct hf__call *call)
+{
+	const hf_request *rq = &call->req;
+	char b1[24];
+	const char *p[2] = {rq->cursor, I64(b1, (int64_t)rq->limit + 1)};
+	PGresult *r = q(t,
+	                "SELECT " RES_COLS " FROM resources r WHERE ($1::text IS NULL OR name > $1)"
+	                " ORDER BY name LIMIT $2",
+	                2, p);
+	if (!r)
+		return HF_EENGINE;
+	size_t n = (size_t)PQntuples(r), take = n < rq->limit ? n : rq->limit;
+	hf_reply *reply = call->reply;
+	reply->resources = calloc(take + 1, sizeof(*reply->resources));
+	int rc = reply->resources ? HF_OK : hf__err(t->err, HF_ENOMEM, "out of memory");
+	for (size_t i = 0; rc == HF_OK && i < take; i++) {
+		if (resource_from_row(r, (int)i, &reply->resources[i]) != HF_OK)
+			rc = hf__err(t->err, HF_ENOMEM, "out of memory");
+		else
+			reply->n_resources = i + 1;
+	}
+	reply->more = n > take;
+	PQclear(r);
+	return rc;
+}
+
+/* Fills the reply with events after req.after; returns 1 if there were any. */
+static int read_events(struct tx *t, struct hf__call *call)
+{
+	const hf_request *rq = &call->req;
+	char b1[24], b2[24];
+	hf_reply *reply = call->reply;
+	PGresult *r = q(t, "SELECT last_seq FROM counter", 0, NULL);
+	if (!r)
+		return HF_EENGINE;
+	reply->last_seq = (uint64_t)geti(r, 0, 0);
+	PQclear(r);
+	if (rq->after >= reply->last_seq)
+		return 0;
+	const char *p[3] = {I64(b1, (int64_t)rq->after), I64(b2, (int64_t)rq->limit)};
+	if (!(r = q(t,
+	            "SELECT seq, at_ms, type, resource, hold_id, data FROM events WHERE seq > $1"
+	            " ORDER BY seq LIMIT $2",
+	            2, p)))
+		return HF_EENGINE;
+	size_t n = (size_t)PQntuples(r);
+	reply->events = calloc(n + 1, sizeof(*reply->events));
+	int rc = reply->events ? 1 : hf__err(t->err, HF_ENOMEM, "out of memory");
+	for (size_t i = 0; rc == 1 && i < n; i++) {
+		int k = (int)i;
+		hf_event ev = {.seq = (uint64_t)geti(r, k, 0),
+		               .at_ms = geti(r, k, 1),
+		               .type = PQgetvalue(r, k, 2),
+		               .resource = PQgetisnull(r, k, 3) ? NULL : PQgetvalue(r, k, 3),
+		               .hold_id = PQgetisnull(r, k, 4) ? NULL : PQgetvalue(r, k, 4),
+		               .data = PQgetvalue(r, k, 5)};
+		if (hf__event_copy(&reply->events[i], &ev) != HF_OK)
+			rc = hf__err(t->err, HF_ENOMEM, "out of memory");
+		else
+			reply->n_events = i + 1;
+	}
+	PQclear(r);
+	return rc;
+}
+
+/* ---- entry points ---- */
+
+/* Clears what a reply carries when its transaction did not commit. */
+static void reply_reset(hf_reply *reply)
+{
+	if (reply->hold)
+		hf_hold_free(reply->hold);
+	reply->hold = NULL;
+	if (reply->resource) {
+		hf__resource_clear(reply->resource);
+		free(reply->resource);
+		reply->resource = NULL;
+	}
+	for (size_t i = 0; i < reply->n_resources; i++)
+		hf__resource_clear(&reply->resources[i]);
+	free(reply->resources);
+	reply->resources = NULL;
+	reply->n_resources = 0;
+	for (size_t i = 0; i < reply->n_holds; i++)
+		hf__hold_clear(&reply->holds[i]);
+	free(reply->holds);
+	reply->holds = NULL;
+	reply->n_holds = 0;
+	for (size_t i = 0; i < reply->n_events; i++)
+		hf__event_clear(&reply->events[i]);
+	free(reply->events);
+	reply->events = NULL;
+	reply->n_events = 0;
+	reply->more = false;
+}
+
+/* Sets an engine error unless a specific one was set. */
+static void fail_engine(hf_reply *reply, int rc)
+{
+	reply_reset(reply);
+	if (reply->error.code == HF_OK || reply->error.code != rc)
+		hf__err(&reply->error, rc, "%s", hf_strerror(rc));
+}
+
+/* Applies due expiries in a change of their own when a read would otherwise see them. */
+static int sweep_if_due(struct hf__pgc *c, hf_error *err)
+{
+	struct tx t;
+	memset(&t, 0, sizeof(t));
+	t.c = c;
+	t.err = err;
+	int rc = hf__pgc_ensure(c, err);
+	if (rc != HF_OK)
+		return rc;
+	t.conn = c->conn;
+	PGresult *r = q(&t,
+	                "SELECT EXISTS (SELECT 1 FROM holds WHERE state = 0 AND expires_at <= now_ms())",
+	                0, NULL);
+	if (!r)
+		return HF_EENGINE;
+	bool due = getb(r, 0, 0);
+	PQclear(r);
+	if (!due)
+		return HF_OK;
+	if ((rc = tx_begin(&t, c, err)) != HF_OK)
+		return rc;
+	return tx_commit(&t);
+}
+
+enum hf__pg_outcome hf__pg_run(struct hf__pgc *c, struct hf__call *call, int64_t *ticket)
+{
+	hf_reply *reply = call->reply;
+	hf_error *err = &reply->error;
+	struct tx t;
+	int rc;
+	*ticket = 0;
+	switch (call->req.op) {
+	case HF_OP_GET_RESOURCE:
+	case HF_OP_LIST_RESOURCES:
+	case HF_OP_GET_HOLD:
+	case HF_OP_LIST_HOLDS:
+	case HF_OP_READ_EVENTS:
+		if ((rc = sweep_if_due(c, err)) != HF_OK) {
+			fail_engine(reply, rc);
+			return HF__PG_DONE;
+		}
+		memset(&t, 0, sizeof(t));
+		t.c = c;
+		t.conn = c->conn;
+		t.err = err;
+		/* A list reads several statements: one snapshot keeps it consistent. */
+		if (qx(&t, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL) != HF_OK) {
+			fail_engine(reply, HF_EENGINE);
+			return HF__PG_DONE;
+		}
+		switch (call->req.op) {
+		case HF_OP_GET_RESOURCE:
+			rc = op_get_resource(&t, call);
+			break;
+		case HF_OP_LIST_RESOURCES:
+			rc = op_list_resources(&t, call);
+			break;
+		case HF_OP_GET_HOLD:
+			rc = op_get_hold(&t, call);
+			break;
+		case HF_OP_LIST_HOLDS:
+			rc = op_list_holds(&t, call);
+			break;
+		default:
+			rc = read_events(&t, call);
+			break;
+		}
+		if (rc == HF_EENGINE || rc == HF_ENOMEM) {
+			tx_rollback(&t);
+			fail_engine(reply, rc);
+			return HF__PG_DONE;
+		}
+		if (qx(&t, "COMMIT", 0, NULL) != HF_OK) {
+			fail_engine(reply, HF_EENGINE);
+			return HF__PG_DONE;
+		}
+		if (call->req.op == HF_OP_READ_EVENTS && rc == 0 && call->req.wait_ms > 0)
+			return HF__PG_EVWAIT;
+		return HF__PG_DONE;
+	default:
+		break;
+	}
+	if ((rc = tx_begin(&t, c, err)) != HF_OK) {
+		fail_engine(reply, rc);
+		return HF__PG_DONE;
+	}
+	switch (call->req.op) {
+	case HF_OP_PUT_RESOURCE:
+		rc = op_put_resource(&t, call);
+		break;
+	case HF_OP_DELETE_RESOURCE:
+		rc = op_delete_resource(&t, call);
+		break;
+	case HF_OP_ACQUIRE:
+		rc = op_acquire(&t, call, ticket);
+		break;
+	default:
+		rc = op_hold_change(&t, call);
+		break;
+	}
+	if (rc == HF_EENGINE || rc == HF_ENOMEM || rc == HF_EINTERNAL) {
+		tx_rollback(&t);
+		*ticket = 0;
+		fail_engine(reply, rc);
+		return HF__PG_DONE;
+	}
+	/* A refused request changed nothing itself (checks come before writes), but the sweep
+	 * it ran is kept. */
+	if (tx_commit(&t) != HF_OK) {
+		*ticket = 0;
+		fail_engine(reply, HF_EENGINE);
+		return HF__PG_DONE;
+	}
+	return *ticket ? HF__PG_PARKED : HF__PG_DONE;
+}
+
+enum hf__pg_outcome hf__pg_try_waiter(struct hf__pgc *c, struct hf__call *call, int64_t ticket)
+{
+	hf_reply *reply = call->reply;
+	hf_error scratch, *err = &reply->error;
+	struct tx t;
+	char b1[24], b2[24];
+	if (tx_begin(&t, c, &scratch) != HF_OK)
+		return HF__PG_PARKED; /* the database is away: the wait goes on, retried later */
+	t.err = err;
+	const char *p[1] = {I64(b1, ticket)};
+	PGresult *r = q(&t, "SELECT failed FROM waiters WHERE ticket = $1 FOR UPDATE", 1, p);
+	if (!r)
+		goto db_error;
+	if (PQntuples(r) == 0) {
+		PQclear(r);
+		tx_rollback(&t);
+		hf__err(err, HF_EENGINE, "the wait was lost: this instance missed its heartbeats");
+		return HF__PG_DONE;
+	}
+	int failed = (int)geti(r, 0, 0);
+	PQclear(r);
+	if (failed) {
+		if (qx(&t, "DELETE FROM waiters WHERE ticket = $1", 1, p) != HF_OK)
+			goto db_error;
+		t.notify = t.drop_idle = true;
+		if (tx_commit(&t) != HF_OK)
+			return HF__PG_PARKED;
+		hf__err(err, failed, "the resource was deleted while waiting");
+		return HF__PG_DONE;
+	}
+	/* Its claims in stored order (names for all-of, the caller's for any-of), resource rows
+	 * locked in that order; "queued": an earlier waiter on that resource still waits. */
+	if (!(r = q(&t,
+	            "SELECT c.resource, c.units, r.capacity, r.held, r.n_exclusive, EXISTS (SELECT 1"
+	            " FROM waiter_claims e WHERE e.resource = c.resource AND e.ticket < c.ticket)"
+	            " FROM waiter_claims c JOIN resources r ON r.name = c.resource"
+	            " WHERE c.ticket = $1 ORDER BY c.idx FOR UPDATE OF r",
+	            1, p)))
+		goto db_error;
+	size_t n = (size_t)PQntuples(r);
+	struct claimrow rows[HF_CLAIMS_MAX];
+	for (size_t i = 0; i < n && i < HF_CLAIMS_MAX; i++) {
+		int k = (int)i;
+		rows[i] = (struct claimrow){.name = PQgetvalue(r, k, 0),
+		                            .exists = true,
+		                            .units = geti(r, k, 1),
+		                            .capacity = geti(r, k, 2),
+		                            .held = geti(r, k, 3),
+		                            .n_exclusive = geti(r, k, 4),
+		                            .queued = getb(r, k, 5)};
+	}
+	size_t from = 0, to = 0;
+	if (call->req.acquire.any) {
+		for (size_t i = 0; i < n && to == 0; i++)
+			if (fits(&rows[i])) {
+				from = i;
+				to = i + 1;
+			}
+	} else {
+		bool all = n > 0;
+		for (size_t i = 0; all && i < n; i++)
+			all = fits(&rows[i]);
+		if (all)
+			to = n;
+	}
+	if (to == from) {
+		PQclear(r);
+		tx_commit(&t); /* keeps what the sweep did */
+		return HF__PG_PARKED;
+	}
+	/* The idempotency record stays; grant() turns it from pending into the outcome. */
+	const char *pi[2] = {b1, I64(b2, 0)};
+	int rc = qx(&t, "UPDATE idems SET ticket = NULL WHERE ticket = $1", 1, pi);
+	if (rc == HF_OK)
+		rc = qx(&t, "DELETE FROM waiters WHERE ticket = $1", 1, p);
+	if (rc == HF_OK) {
+		t.notify = true; /* the next in line may go now */
+		rc = grant(&t, call, rows + from, to - from, NULL, ticket);
+	}
+	PQclear(r);
+	if (rc == HF_ELIMIT) {
+		/* Refused for good: the waiter leaves the queue with the error. */
+		hf_error keep = *err;
+		tx_rollback(&t);
+		if (tx_begin(&t, c, &scratch) != HF_OK ||
+		    qx(&t, "DELETE FROM waiters WHERE ticket = $1", 1, p) != HF_OK)
+			goto db_error;
+		t.notify = t.drop_idle = true;
+		if (tx_commit(&t) != HF_OK)
+			return HF__PG_PARKED;
+		*err = keep;
+		return HF__PG_DONE;
+	}
+	if (rc != HF_OK)
+		goto db_error;
+	if (tx_commit(&t) != HF_OK) {
+		reply_reset(reply);
+		reply->error = (hf_error){0};
+		return HF__PG_PARKED;
+	}
+	return HF__PG_DONE;
+db_error:
+	tx_rollback(&t);
+	reply_reset(reply);
+	reply->error = (hf_error){0};
+	return HF__PG_PARKED;
+}
+
+void hf__pg_end_waiter(struct hf__pgc *c, struct hf__call *call, int64_t ticket, int code,
+                       const char *message)
+{
+	hf_error scratch;
+	struct tx t;
+	char b1[24];
+	/* If the database is away, the row's lease ends it within HF__PG_WAITER_LEASE_MS. */
+	if (tx_begin(&t, c, &scratch) == HF_OK) {
+		const char *p[1] = {I64(b1, ticket)};
+		if (qx(&t, "DELETE FROM waiters WHERE ticket = $1", 1, p) == HF_OK) {
+			t.notify = t.drop_idle = true;
+			tx_commit(&t);
+		} else {
+			tx_rollback(&t);
+		}
+	}
+	reply_reset(call->reply);
+	hf__err(&call->reply->error, code, "%s", message);
+}
+
+bool hf__pg_poll_events(struct hf__pgc *c, struct hf__call *call, bool final)
+{
+	hf_reply *reply = call->reply;
+	struct tx t;
+	memset(&t, 0, sizeof(t));
+	t.c = c;
+	t.err = &reply->error;
+	if (hf__pgc_ensure(c, t.err) != HF_OK) {
+		if (final)
+			fail_engine(reply, HF_EENGINE);
+		else
+			reply->error = (hf_error){0};
+		return final;
+	}
+	t.conn = c->conn;
+	reply_reset(reply);
+	int rc = read_events(&t, call);
+	if (rc == 1 || (rc == 0 && final))
+		return true;
+	if (rc != 0) {
+		if (final) {
+			fail_engine(reply, rc);
+			return true;
+		}
+		reply_reset(reply);
+		reply->error = (hf_error){0};
+	}
+	return false;
+}
+
+int hf__pg_heartbeat(struct hf__pgc *c)
+{
+	hf_error scratch;
+	if (hf__pgc_ensure(c, &scratch) != HF_OK)
+		return HF_EENGINE;
+	struct tx t = {.c = c, .conn = c->conn, .err = &scratch};
+	char b1[24];
+	const char *p[2] = {c->conf->instance, I64(b1, HF__PG_WAITER_LEASE_MS)};
+	return qx(&t, "UPDATE waiters SET lease_until = now_ms() + $2 WHERE instance = $1", 2, p);
+}
+
+int64_t hf__pg_sweep(struct hf__pgc *c)
+{
+	hf_error scratch;
+	if (sweep_if_due(c, &scratch) != HF_OK)
+		return -1;
+	struct tx t = {.c = c, .conn = c->conn, .err = &scratch};
+	PGresult *r = q(&t, "SELECT coalesce(min(expires_at) - now_ms(), 1000) FROM holds WHERE state = 0",
+	                0, NULL);
+	if (!r)
+		return -1;
+	int64_t due = geti(r, 0, 0);
+	PQclear(r);
+	return due < 0 ? 0 : due;
+}

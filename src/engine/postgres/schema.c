@@ -1,0 +1,164 @@
+/*
+ * schema.c — connections of the PostgreSQL engine (session settings: search_path and the
+ * timeouts that bound every statement) and the versioned schema migrations, run under a
+ * transaction-scoped advisory lock so that several instances may start at once.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/postgres/pg.h"
+
+/* Each migration takes the schema from version i to i + 1. Names are unqualified: the
+ * migration runs with search_path set to the engine's schema. Names are COLLATE "C" so that
+ * ORDER BY name is the bytewise order the semantics fix for multi-resource holds. */
+static const char *const migrations[] = {
+	/* 0 -> 1 */
+	"CREATE FUNCTION now_ms() RETURNS bigint LANGUAGE sql VOLATILE AS "
+	"  $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint $$;"
+	/* One row: the gap-free event counter (a sequence would leave gaps on rollback) and the
+	 * live hold count. Locking it serialises every change: see docs/operations.md. */
+	"CREATE TABLE counter (id int PRIMARY KEY CHECK (id = 1), last_seq bigint NOT NULL,"
+	"  live_holds bigint NOT NULL);"
+	"INSERT INTO counter VALUES (1, 0, 0);"
+	"CREATE SEQUENCE fences;"
+	"CREATE SEQUENCE tickets;"
+	"CREATE TABLE resources (name text COLLATE \"C\" PRIMARY KEY, capacity bigint NOT NULL,"
+	"  meta text, version bigint NOT NULL, declared boolean NOT NULL,"
+	"  held bigint NOT NULL DEFAULT 0, holds bigint NOT NULL DEFAULT 0,"
+	"  n_exclusive bigint NOT NULL DEFAULT 0);"
+	"CREATE TABLE holds (id text PRIMARY KEY, token text NOT NULL, owner text NOT NULL,"
+	"  state int NOT NULL, mode int NOT NULL, created_at bigint NOT NULL,"
+	"  expires_at bigint NOT NULL, ended_at bigint NOT NULL);"
+	"CREATE INDEX holds_expiry ON holds (expires_at) WHERE state = 0;"
+	"CREATE INDEX holds_ended ON holds (ended_at) WHERE state >= 2;"
+	"CREATE INDEX holds_owner ON holds (owner);"
+	"CREATE TABLE hold_parts (hold_id text NOT NULL REFERENCES holds ON DELETE CASCADE,"
+	"  idx int NOT NULL, resource text COLLATE \"C\" NOT NULL, units bigint NOT NULL,"
+	"  fence bigint NOT NULL, PRIMARY KEY (hold_id, idx));"
+	"CREATE INDEX hold_parts_resource ON hold_parts (resource);"
+	"CREATE TABLE waiters (ticket bigint PRIMARY KEY, instance text NOT NULL,"
+	"  any_of boolean NOT NULL, lease_until bigint NOT NULL, failed int NOT NULL DEFAULT 0);"
+	"CREATE INDEX waiters_instance ON waiters (instance);"
+	"CREATE INDEX waiters_lease ON waiters (lease_until);"
+	"CREATE TABLE waiter_claims (ticket bigint NOT NULL REFERENCES waiters ON DELETE CASCADE,"
+	"  idx int NOT NULL, resource text COLLATE \"C\" NOT NULL, units bigint NOT NULL,"
+	"  PRIMARY KEY (ticket, idx));"
+	"CREATE INDEX waiter_claims_resource ON waiter_claims (resource, ticket);"
+	"CREATE TABLE idems (key text PRIMARY KEY, fingerprint text NOT NULL,"
+	"  created_at bigint NOT NULL, hold_id text,"
+	"  ticket bigint REFERENCES waiters ON DELETE CASCADE);"
+	"CREATE INDEX idems_created ON idems (created_at);"
+	"CREATE TABLE events (seq bigint PRIMARY KEY, at_ms bigint NOT NULL, type text NOT NULL,"
+	"  resource text, hold_id text, data text NOT NULL);",
+};
+
+void hf__pgc_close(struct hf__pgc *c)
+{
+	if (c->conn)
+		PQfinish(c->conn);
+	c->conn = NULL;
+	c->listening = false;
+}
+
+/* Runs a command without parameters; HF_OK or HF_EENGINE with the server's message. */
+static int exec_cmd(PGconn *conn, const char *sql, hf_error *err)
+{
+	PGresult *r = PQexec(conn, sql);
+	ExecStatusType s = PQresultStatus(r);
+	int rc = HF_OK;
+	if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK)
+		rc = hf__err(err, HF_EENGINE, "database: %.200s", PQerrorMessage(conn));
+	PQclear(r);
+	return rc;
+}
+
+int hf__pgc_ensure(struct hf__pgc *c, hf_error *err)
+{
+	if (c->conn && PQstatus(c->conn) == CONNECTION_OK)
+		return HF_OK;
+	/* A lost connection is replaced by a new one; LISTEN is re-issued by its owner. */
+	hf__pgc_close(c);
+	c->conn = PQconnectdb(c->conf->conninfo);
+	if (!c->conn || PQstatus(c->conn) != CONNECTION_OK) {
+		int rc = hf__err(err, HF_EENGINE, "cannot reach the database: %.200s",
+		                 c->conn ? PQerrorMessage(c->conn) : "out of memory");
+		hf__pgc_close(c);
+		return rc;
+	}
+	char *ident = PQescapeIdentifier(c->conn, c->conf->schema, strlen(c->conf->schema));
+	if (!ident) {
+		hf__pgc_close(c);
+		return hf__err(err, HF_EENGINE, "database: cannot quote the schema name");
+	}
+	char sql[512];
+	/* Bounds: no statement waits for a lock longer than 5 s nor runs longer than 15 s, and a
+	 * session that dies inside a transaction frees its locks within 30 s. */
+	snprintf(sql, sizeof(sql),
+	         "SET search_path TO %s; SET lock_timeout = '5s'; SET statement_timeout = '15s';"
+	         " SET idle_in_transaction_session_timeout = '30s';"
+	         " SET application_name = 'holdfast'; SET client_min_messages = warning;",
+	         ident);
+	PQfreemem(ident);
+	int rc = exec_cmd(c->conn, sql, err);
+	if (rc != HF_OK)
+		hf__pgc_close(c);
+	return rc;
+}
+
+int hf__pg_migrate(struct hf__pgc *c, hf_error *err)
+{
+	int rc = hf__pgc_ensure(c, err);
+	if (rc != HF_OK)
+		return rc;
+	const int known = (int)(sizeof(migrations) / sizeof(migrations[0]));
+	const char *params[1] = {c->conf->schema};
+	char *ident = PQescapeIdentifier(c->conn, c->conf->schema, strlen(c->conf->schema));
+	if (!ident)
+		return hf__err(err, HF_EENGINE, "database: cannot quote the schema name");
+	char sql[512];
+	snprintf(sql, sizeof(sql), "CREATE SCHEMA IF NOT EXISTS %s", ident);
+	PQfreemem(ident);
+	if ((rc = exec_cmd(c->conn, "BEGIN", err)) != HF_OK)
+		return rc;
+	/* Several instances may start at once: one migrates, the others wait and then see the
+	 * new version. The key is per schema. */
+	PGresult *r = PQexecParams(c->conn, "SELECT pg_advisory_xact_lock(727, hashtext($1))", 1,
+	                           NULL, params, NULL, NULL, 0);
+	bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+	PQclear(r);
+	if (!ok) {
+		rc = hf__err(err, HF_EENGINE, "database: %.200s", PQerrorMessage(c->conn));
+		goto out_rollback;
+	}
+	if ((rc = exec_cmd(c->conn, sql, err)) != HF_OK ||
+	    (rc = exec_cmd(c->conn, "CREATE TABLE IF NOT EXISTS holdfast_schema (version int NOT NULL)",
+	                   err)) != HF_OK)
+		goto out_rollback;
+	r = PQexec(c->conn, "SELECT coalesce(max(version), 0) FROM holdfast_schema");
+	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+		PQclear(r);
+		rc = hf__err(err, HF_EENGINE, "database: %.200s", PQerrorMessage(c->conn));
+		goto out_rollback;
+	}
+	int version = atoi(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	if (version > known) {
+		rc = hf__err(err, HF_EENGINE,
+		             "schema '%s' is at version %d, newer than this build's %d: upgrade holdfast",
+		             c->conf->schema, version, known);
+		goto out_rollback;
+	}
+	for (int v = version; v < known; v++) {
+		char upd[96];
+		snprintf(upd, sizeof(upd), "INSERT INTO holdfast_schema VALUES (%d)", v + 1);
+		if ((rc = exec_cmd(c->conn, migrations[v], err)) != HF_OK ||
+		    (rc = exec_cmd(c->conn, "DELETE FROM holdfast_schema", err)) != HF_OK ||
+		    (rc = exec_cmd(c->conn, upd, err)) != HF_OK)
+			goto out_rollback;
+	}
+	return exec_cmd(c->conn, "COMMIT", err);
+out_rollback:
+	PQclear(PQexec(c->conn, "ROLLBACK"));
+	return rc;
+}
