@@ -228,7 +228,7 @@ typedef struct hf_request {
 	const char *meta;     /* PUT_RESOURCE: JSON object text or NULL (keeps none) */
 	int64_t if_version;   /* PUT/DELETE: -1 any; 0 must not exist (PUT); > 0 must equal */
 	hf_acquire_req acquire;
-	const char *hold_id;
+	const char *hold_id;  /* 32 lowercase hex; anything else names no hold: HF_ENOHOLD */
 	const char *token;
 	int64_t ttl_ms;       /* EXTEND: the new lease from now */
 	const char *owner;    /* LIST_HOLDS filter, NULL for any */

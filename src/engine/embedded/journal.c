@@ -3,12 +3,16 @@
  * into the state, writing one batch of records per durable transaction (WAL,
  * synchronous=FULL), and reading old events on a separate connection.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "engine/embedded/embedded.h"
 
@@ -40,6 +44,7 @@ static const char *const write_sql[][2] = {
 
 struct hf__journal {
 	char *path;
+	int lock_fd; /* PATH.lock, flock()ed for as long as the store is open */
 	sqlite3 *db;     /* the writer's connection; used by one thread at a time */
 	sqlite3_stmt *put[N_TABLES][2];
 	sqlite3_stmt *begin, *commit, *rollback;
@@ -148,7 +153,25 @@ int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err)
 		return hf__err_code(err, HF_ENOMEM);
 	}
 	pthread_mutex_init(&j->read_lock, NULL);
+	j->lock_fd = -1;
 	int rc;
+	/* Two stores over one file would each trust their own memory: refuse the second.
+	 * flock, not fcntl: fcntl locks do not conflict within a process, and SQLite uses them
+	 * on the database file itself. */
+	char lock_path[4096];
+	if ((size_t)snprintf(lock_path, sizeof(lock_path), "%s.lock", path) >= sizeof(lock_path)) {
+		rc = hf__err(err, HF_EINVAL, "store path is too long");
+		goto fail;
+	}
+	j->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (j->lock_fd < 0) {
+		rc = hf__err(err, HF_ESTORAGE, "cannot open '%s': %s", lock_path, strerror(errno));
+		goto fail;
+	}
+	if (flock(j->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+		rc = hf__err(err, HF_ESTORAGE, "store '%s' is in use by another store or process", path);
+		goto fail;
+	}
 	/* The journal holds tokens: only its owner may read it. */
 	mode_t old = umask(077);
 	rc = open_db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &j->db, err);
@@ -194,6 +217,8 @@ void hf__journal_close(struct hf__journal *j)
 	sqlite3_close(j->reader);
 	sqlite3_close(j->db);
 	pthread_mutex_destroy(&j->read_lock);
+	if (j->lock_fd >= 0)
+		close(j->lock_fd); /* releases the flock */
 	free(j->path);
 	free(j);
 }

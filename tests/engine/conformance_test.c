@@ -1,0 +1,2529 @@
+/*
+ * conformance_test.c — the engine conformance suite: every rule of docs/semantics.md, run
+ * unchanged against the engine named by HF_TEST_ENGINE_URL (see harness.h), each test on a
+ * fresh, empty store. Tests that need an injected clock, a reopen or a file of their own are
+ * skipped on engines that cannot offer that.
+ *
+ * HF_TEST_FILTER=pattern runs only the matching tests (cmocka's filter).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <sqlite3.h>
+
+#include "checks.h"
+#include "harness.h"
+
+#define ENV ((ht_env *)*state)
+#define ST (ENV->st)
+#define NEED_CLOCK()                                                                       \
+	do {                                                                                   \
+		if (!ht_can_inject_clock(ENV))                                                     \
+			skip();                                                                        \
+	} while (0)
+#define NEED_FILE()                                                                        \
+	do {                                                                                   \
+		if (!ENV->is_file)                                                                 \
+			skip();                                                                        \
+	} while (0)
+
+/* Bound for anything that happens "promptly" in real time (generous: sanitizers, load). */
+#define PROMPT_MS 20000
+
+/* ---- fixtures ---- */
+
+static int setup_env(void **state, bool fake)
+{
+	ht_env *env = ht_env_new(fake);
+	if (!env)
+		return -1;
+	hf_error err;
+	if (ht_env_open(env, &err) != HF_OK) {
+		fprintf(stderr, "open %s: %s\n", env->url, err.message);
+		ht_env_free(env);
+		return -1;
+	}
+	*state = env;
+	return 0;
+}
+
+static int setup_fake(void **state)
+{
+	return setup_env(state, true);
+}
+
+static int setup_real(void **state)
+{
+	return setup_env(state, false);
+}
+
+static int teardown(void **state)
+{
+	ht_env_free(*state);
+	*state = NULL;
+	return 0;
+}
+
+/* Reopens the test's store with env->opt as the test changed it. */
+static void reopen_with_options(void **state)
+{
+	hf_error err;
+	int rc = ht_env_reopen(ENV, &err);
+	if (rc != HF_OK)
+		fail_msg("reopen: %s: %s", hf_err_name(rc), err.message);
+}
+
+static bool json_same(const char *a, const char *b)
+{
+	if (!a || !b)
+		return a == b;
+	json_error_t je;
+	json_t *ja = json_loads(a, 0, &je), *jb = json_loads(b, 0, &je);
+	bool same = ja && jb && json_equal(ja, jb);
+	json_decref(ja);
+	json_decref(jb);
+	return same;
+}
+
+static bool is_lower_hex(const char *s, size_t len)
+{
+	if (strlen(s) != len)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	return true;
+}
+
+/* Acquire that must succeed; returns the hold. */
+static hf_hold *must_acquire(const char *spec, const ht_acq *o, hf_store *st)
+{
+	hf_hold *h = NULL;
+	ht_claims cl;
+	hf_acquire_req req;
+	ht_acq_req(&req, &cl, spec, o);
+	hf_error err;
+	int rc = hf_acquire(st, &req, &h, &err);
+	if (rc != HF_OK || !h)
+		fail_msg("acquire %s: %s \"%s\"", spec, hf_err_name(rc), err.message);
+	return h;
+}
+#define ACQ(spec, ...) must_acquire((spec), (__VA_ARGS__), ST)
+
+static void must_put(hf_store *st, const char *name, int64_t cap)
+{
+	hf_reply *r = ht_put(st, name, cap, NULL, -1);
+	REPLY_RC(r, HF_OK);
+	hf_reply_free(r);
+}
+
+/* Waits for the pending call to complete, failing the test if it does not. */
+static void must_complete(hf_store *st, ht_pending *p)
+{
+	if (!ht_pump_until(st, p, PROMPT_MS))
+		fail_msg("a submitted request did not complete within %d ms", PROMPT_MS);
+	EQ(atomic_load(&p->calls), 1);
+}
+
+static void must_park(hf_store *st, const char *res, int64_t waiters)
+{
+	if (!ht_wait_waiters(st, res, waiters, PROMPT_MS))
+		fail_msg("resource %s never showed %lld waiters", res, (long long)waiters);
+}
+
+/* The pending call has not completed (after dispatching what is ready). */
+static void still_parked(hf_store *st, ht_pending *p)
+{
+	ht_pump(st);
+	if (atomic_load(&p->calls) != 0)
+		fail_msg("request completed early: %s \"%s\"", hf_err_name(ht_pending_rc(p)),
+		         p->reply ? p->reply->error.message : "");
+}
+
+/* Reads events after `after`, waiting (bounded) until at least `n` are durable. */
+static hf_reply *events_after_wait(hf_store *st, uint64_t after, size_t n)
+{
+	int64_t deadline = ht_mono_ms() + PROMPT_MS;
+	for (;;) {
+		hf_reply *r = ht_events(st, after, HF_LIST_MAX);
+		REPLY_RC(r, HF_OK);
+		if (r->n_events >= n || ht_mono_ms() > deadline)
+			return r;
+		hf_reply_free(r);
+		ht_sleep_ms(2);
+	}
+}
+
+/* ======================= resources ======================= */
+
+static void res_put_get_version(void **state)
+{
+	hf_reply *r = ht_put(ST, "seat-1", 3, "{\"row\": 1, \"tags\": [\"a\"]}", -1);
+	REPLY_RC(r, HF_OK);
+	assert_non_null(r->resource);
+	assert_string_equal(r->resource->name, "seat-1");
+	EQ(r->resource->capacity, 3);
+	EQ(r->resource->version, 1);
+	assert_true(r->resource->declared);
+	EQ(r->resource->held, 0);
+	EQ(r->resource->holds, 0);
+	assert_true(json_same(r->resource->meta, "{\"row\":1,\"tags\":[\"a\"]}"));
+	hf_reply_free(r);
+
+	r = ht_get(ST, "seat-1");
+	REPLY_RC(r, HF_OK);
+	EQ(r->resource->capacity, 3);
+	EQ(r->resource->version, 1);
+	assert_true(r->resource->declared);
+	assert_true(json_same(r->resource->meta, "{\"row\":1,\"tags\":[\"a\"]}"));
+	hf_reply_free(r);
+
+	r = ht_put(ST, "seat-1", 4, "{\"row\": 2}", -1);
+	REPLY_RC(r, HF_OK);
+	EQ(r->resource->version, 2);
+	EQ(r->resource->capacity, 4);
+	hf_reply_free(r);
+	r = ht_put(ST, "seat-1", 4, NULL, -1); /* NULL meta: keeps none */
+	REPLY_RC(r, HF_OK);
+	EQ(r->resource->version, 3);
+	assert_null(r->resource->meta);
+	hf_reply_free(r);
+	ht_res v = ht_res_get(ST, "seat-1");
+	RC(v.rc, HF_OK);
+	EQ(v.version, 3);
+	EQ(v.capacity, 4);
+}
+
+static void res_missing(void **state)
+{
+	hf_reply *r = ht_get(ST, "nope");
+	REPLY_RC(r, HF_ENORESOURCE);
+	assert_null(r->resource);
+	hf_reply_free(r);
+	r = ht_delete(ST, "nope", -1);
+	REPLY_RC(r, HF_ENORESOURCE);
+	hf_reply_free(r);
+	/* a claim without capacity names a resource that must exist */
+	RC(ht_acquire(ST, "nope", NULL, NULL), HF_ENORESOURCE);
+	ht_acq w = {.wait_ms = 1000};
+	RC(ht_acquire(ST, "nope", &w, NULL), HF_ENORESOURCE);
+}
+
+static void res_if_version(void **state)
+{
+	RC(ht_put_rc(ST, "r", 2, NULL, 0), HF_OK);          /* create only: ok */
+	RC(ht_put_rc(ST, "r", 3, NULL, 0), HF_EVERSION);    /* create only: exists */
+	RC(ht_put_rc(ST, "r", 3, NULL, 2), HF_EVERSION);    /* wrong version */
+	ht_res v = ht_res_get(ST, "r");
+	EQ(v.version, 1);
+	EQ(v.capacity, 2); /* nothing changed */
+	RC(ht_put_rc(ST, "r", 3, "{\"x\":1}", 1), HF_OK);
+	v = ht_res_get(ST, "r");
+	EQ(v.version, 2);
+	EQ(v.capacity, 3);
+	RC(ht_put_rc(ST, "r", 5, NULL, 1), HF_EVERSION); /* stale */
+	v = ht_res_get(ST, "r");
+	EQ(v.version, 2);
+	EQ(v.capacity, 3);
+
+	uint64_t seq = ht_last_seq(ST);
+	hf_reply *r = ht_delete(ST, "r", 1);
+	REPLY_RC(r, HF_EVERSION);
+	hf_reply_free(r);
+	EQ(ht_last_seq(ST), seq); /* refused changes append no event */
+	RC(ht_res_get(ST, "r").rc, HF_OK);
+	r = ht_delete(ST, "r", 2);
+	REPLY_RC(r, HF_OK);
+	assert_non_null(r->resource); /* as it was */
+	EQ(r->resource->version, 2);
+	EQ(r->resource->capacity, 3);
+	hf_reply_free(r);
+	RC(ht_res_get(ST, "r").rc, HF_ENORESOURCE);
+	RC(ht_put_rc(ST, "r", 1, NULL, 0), HF_OK); /* create only works again after delete */
+}
+
+static void res_implicit_lifecycle(void **state)
+{
+	hf_hold *h = ACQ("lock@1", NULL);
+	ht_res v = ht_res_get(ST, "lock");
+	RC(v.rc, HF_OK);
+	assert_false(v.declared);
+	EQ(v.version, 0);
+	EQ(v.capacity, 1);
+	EQ(v.held, 1);
+	EQ(v.holds, 1);
+	hf_hold *h2 = ACQ("sem:2@3", NULL); /* implicit semaphore */
+	v = ht_res_get(ST, "sem");
+	EQ(v.capacity, 3);
+	EQ(v.held, 2);
+	RC(ht_release_rc(ST, h), HF_OK);
+	RC(ht_res_get(ST, "lock").rc, HF_ENORESOURCE); /* gone when idle */
+	RC(ht_release_rc(ST, h2), HF_OK);
+	RC(ht_res_get(ST, "sem").rc, HF_ENORESOURCE);
+	/* re-created later with another capacity: it was gone, so no mismatch */
+	hf_hold *h3 = ACQ("lock@4", NULL);
+	EQ(ht_res_get(ST, "lock").capacity, 4);
+	hf_hold_free(h);
+	hf_hold_free(h2);
+	hf_hold_free(h3);
+}
+
+static void res_implicit_stays_while_waiter(void **state)
+{
+	hf_hold *h = ACQ("lk@1", NULL);
+	ht_pending w;
+	ht_acq o = {.wait_ms = 600000};
+	RC(ht_submit_acquire(ST, "lk@1", &o, &w), HF_OK);
+	must_park(ST, "lk", 1);
+	RC(ht_release_rc(ST, h), HF_OK);
+	must_complete(ST, &w);
+	RC(ht_pending_rc(&w), HF_OK);
+	ht_res v = ht_res_get(ST, "lk");
+	RC(v.rc, HF_OK); /* handed to the waiter, not vanished */
+	EQ(v.held, 1);
+	RC(ht_release_rc(ST, w.reply->hold), HF_OK);
+	RC(ht_res_get(ST, "lk").rc, HF_ENORESOURCE);
+	ht_pending_clear(&w);
+	hf_hold_free(h);
+}
+
+static void res_capacity_mismatch(void **state)
+{
+	hf_hold *h = ACQ("m@2", NULL);
+	uint64_t seq = ht_last_seq(ST);
+	RC(ht_acquire(ST, "m@3", NULL, NULL), HF_ECAPMISMATCH);
+	ht_acq w = {.wait_ms = 60000};
+	RC(ht_acquire(ST, "m@1", &w, NULL), HF_ECAPMISMATCH); /* at once, not after a wait */
+	RC(ht_acquire(ST, "m@2", NULL, NULL), HF_OK);         /* same capacity is fine */
+	GT(ht_last_seq(ST), seq);
+	/* a claim with a capacity on a declared resource of another capacity */
+	must_put(ST, "stock", 5);
+	RC(ht_acquire(ST, "stock:1@3", NULL, NULL), HF_ECAPMISMATCH);
+	EQ(ht_res_get(ST, "stock").held, 0);
+	hf_hold *h2 = ACQ("stock:2@5", NULL);
+	ht_res v = ht_res_get(ST, "stock");
+	assert_true(v.declared);
+	EQ(v.held, 2);
+	/* mismatch in a multi-claim request takes nothing anywhere */
+	RC(ht_acquire(ST, "fresh@1,stock:1@4", NULL, NULL), HF_ECAPMISMATCH);
+	RC(ht_res_get(ST, "fresh").rc, HF_ENORESOURCE);
+	EQ(ht_res_get(ST, "stock").held, 2);
+	hf_hold_free(h);
+	hf_hold_free(h2);
+}
+
+static void res_put_declares_implicit(void **state)
+{
+	hf_hold *h = ACQ("imp@2", NULL);
+	hf_reply *r = ht_put(ST, "imp", 2, "{\"k\":true}", -1);
+	REPLY_RC(r, HF_OK);
+	assert_true(r->resource->declared);
+	EQ(r->resource->version, 1);
+	EQ(r->resource->held, 1);
+	hf_reply_free(r);
+	RC(ht_release_rc(ST, h), HF_OK);
+	ht_res v = ht_res_get(ST, "imp"); /* declared now: stays when idle */
+	RC(v.rc, HF_OK);
+	assert_true(v.declared);
+	EQ(v.held, 0);
+	hf_hold_free(h);
+}
+
+static void res_exceeds_capacity(void **state)
+{
+	must_put(ST, "c5", 5);
+	RC(ht_acquire(ST, "c5:6", NULL, NULL), HF_ECAPACITY);
+	ht_acq w = {.wait_ms = 60000};
+	RC(ht_acquire(ST, "c5:6", &w, NULL), HF_ECAPACITY); /* at once: could never be granted */
+	RC(ht_acquire(ST, "x:3@2", NULL, NULL), HF_ECAPACITY);
+	RC(ht_res_get(ST, "x").rc, HF_ENORESOURCE);
+	EQ(ht_res_get(ST, "c5").held, 0);
+	RC(ht_acquire(ST, "c5:5", NULL, NULL), HF_OK);
+}
+
+static void res_shrink_in_use(void **state)
+{
+	must_put(ST, "s", 5);
+	hf_hold *h = ACQ("s:3", NULL);
+	uint64_t seq = ht_last_seq(ST);
+	RC(ht_put_rc(ST, "s", 2, NULL, -1), HF_ECAPINUSE);
+	ht_res v = ht_res_get(ST, "s");
+	EQ(v.capacity, 5);
+	EQ(v.version, 1);
+	EQ(ht_last_seq(ST), seq);
+	RC(ht_put_rc(ST, "s", 3, NULL, -1), HF_OK); /* equal to held is fine */
+	v = ht_res_get(ST, "s");
+	EQ(v.capacity, 3);
+	EQ(v.version, 2);
+	RC(ht_acquire(ST, "s:1", NULL, NULL), HF_EUNAVAILABLE);
+	RC(ht_release_rc(ST, h), HF_OK);
+	RC(ht_put_rc(ST, "s", 1, NULL, -1), HF_OK);
+	hf_hold_free(h);
+}
+
+static void res_delete_held(void **state)
+{
+	must_put(ST, "d", 2);
+	hf_hold *h = ACQ("d", NULL);
+	hf_reply *r = ht_delete(ST, "d", -1);
+	REPLY_RC(r, HF_EHELD);
+	hf_reply_free(r);
+	ht_res v = ht_res_get(ST, "d");
+	RC(v.rc, HF_OK);
+	EQ(v.held, 1);
+	RC(ht_confirm_rc(ST, h), HF_OK);
+	r = ht_delete(ST, "d", -1);
+	REPLY_RC(r, HF_EHELD);
+	hf_reply_free(r);
+	RC(ht_release_rc(ST, h), HF_OK);
+	r = ht_delete(ST, "d", -1);
+	REPLY_RC(r, HF_OK);
+	hf_reply_free(r);
+	RC(ht_res_get(ST, "d").rc, HF_ENORESOURCE);
+	hf_hold_free(h);
+}
+
+static void res_delete_ends_waiters(void **state)
+{
+	must_put(ST, "a", 1);
+	must_put(ST, "b", 1);
+	hf_hold *hb = ACQ("b", NULL);
+	ht_pending w;
+	ht_acq o = {.wait_ms = 600000};
+	RC(ht_submit_acquire(ST, "a,b", &o, &w), HF_OK);
+	must_park(ST, "a", 1); /* a is free but w waits for b: a has only a waiter */
+	EQ(ht_res_get(ST, "a").held, 0);
+	hf_reply *r = ht_delete(ST, "a", -1);
+	REPLY_RC(r, HF_OK);
+	hf_reply_free(r);
+	must_complete(ST, &w);
+	RC(ht_pending_rc(&w), HF_ENORESOURCE);
+	ht_pending_clear(&w);
+	must_park(ST, "b", 0);
+	EQ(ht_res_get(ST, "b").held, 1);
+	RC(ht_release_rc(ST, hb), HF_OK);
+	hf_hold_free(hb);
+}
+
+static void res_capacity_raise_wakes(void **state)
+{
+	must_put(ST, "c", 1);
+	hf_hold *h = ACQ("c", NULL);
+	ht_pending w;
+	ht_acq o = {.wait_ms = 600000};
+	RC(ht_submit_acquire(ST, "c", &o, &w), HF_OK);
+	must_park(ST, "c", 1);
+	RC(ht_put_rc(ST, "c", 2, NULL, -1), HF_OK);
+	must_complete(ST, &w);
+	RC(ht_pending_rc(&w), HF_OK);
+	ht_res v = ht_res_get(ST, "c");
+	EQ(v.held, 2);
+	EQ(v.waiters, 0);
+	ht_pending_clear(&w);
+	hf_hold_free(h);
+}
+
+static void res_list(void **state)
+{
+	const char *names[] = {"delta", "alpha", "Charlie", "bravo", "echo"};
+	for (size_t i = 0; i < 5; i++)
+		must_put(ST, names[i], 1);
+	hf_request q;
+	hf_request_init(&q, HF_OP_LIST_RESOURCES);
+	q.limit = 2;
+	hf_reply *r = NULL;
+	RC(hf_call(ST, &q, &r), HF_OK);
+	EQ(r->n_resources, 2);
+	assert_string_equal(r->resources[0].name, "Charlie"); /* bytewise */
+	assert_string_equal(r->resources[1].name, "alpha");
+	assert_true(r->more);
+	hf_reply_free(r);
+	q.cursor = "alpha";
+	q.limit = 10;
+	RC(hf_call(ST, &q, &r), HF_OK);
+	EQ(r->n_resources, 3);
+	assert_string_equal(r->resources[0].name, "bravo");
+	assert_string_equal(r->resources[2].name, "echo");
+	assert_false(r->more);
+	EQ(r->resources[0].version, 1);
+	assert_true(r->resources[0].declared);
+	hf_reply_free(r);
+	q.cursor = NULL;
+	q.limit = 0; /* 0 means 100 */
+	RC(hf_call(ST, &q, &r), HF_OK);
+	EQ(r->n_resources, 5);
+	assert_false(r->more);
+	hf_reply_free(r);
+}
+
+/* ======================= holds ======================= */
+
+static void hold_acquire_reply(void **state)
+{
+	NEED_CLOCK();
+	must_put(ST, "r", 2);
+	ht_acq o = {.owner = "alice", .ttl_ms = 5000};
+	hf_hold *h = ACQ("r", &o);
+	assert_true(is_lower_hex(h->id, HF_ID_LEN));
+	assert_true(is_lower_hex(h->token, HF_TOKEN_LEN));
+	assert_string_equal(h->owner, "alice");
+	EQ(h->state, HF_HOLD_TENTATIVE);
+	EQ(h->mode, HF_MODE_UNITS);
+	EQ(h->created_at_ms, HT_T0);
+	EQ(h->expires_at_ms, HT_T0 + 5000);
+	EQ(h->ended_at_ms, 0);
+	assert_false(h->replayed);
+	EQ(h->n_parts, 1);
+	assert_string_equal(h->parts[0].resource, "r");
+	EQ(h->parts[0].units, 1);
+	GT(h->parts[0].fence, 0);
+	hf_hold *h2 = ACQ("r", &o);
+	assert_string_not_equal(h->id, h2->id);
+	assert_string_not_equal(h->token, h2->token);
+	hf_hold_free(h);
+	hf_hold_free(h2);
+}
+
+static void hold_reads_hide_token(void **state)
+{
+	hf_hold *h = ACQ("t@1", NULL);
+	hf_reply *r = ht_get_hold(ST, h->id);
+	REPLY_RC(r, HF_OK);
+	assert_string_equal(r->hold->id, h->id);
+	assert_string_equal(r->hold->token, "");
+	EQ(r->hold->n_parts, 1);
+	EQ(r->hold->parts[0].fence, h->parts[0].fence);
+	EQ(r->hold->expires_at_ms, h->expires_at_ms);
+	hf_reply_free(r);
+	hf_request q;
+	hf_request_init(&q, HF_OP_LIST_HOLDS);
+	RC(hf_call(ST, &q, &r), HF_OK);
+	EQ(r->n_holds, 1);
+	assert_string_equal(r->holds[0].id, h->id);
+	assert_string_equal(r->holds[0].token, "");
+	hf_reply_free(r);
+	/* extend, confirm and release replies don't hand the token out either */
+	r = ht_hold_op(ST, HF_OP_CONFIRM, h->id, h->token, 0);
+	REPLY_RC(r, HF_OK);
+	assert_string_equal(r->hold->token, "");
+	hf_reply_free(r);
+	hf_hold_free(h);
+}
+
+static void hold_unknown_id(void **state)
+{
+	const char *id = "0123456789abcdef0123456789abcdef";
+	const char *tok = "fedcba9876543210fedcba9876543210";
+	hf_reply *r = ht_get_hold(ST, id);
+	REPLY_RC(r, HF_ENOHOLD);
+	hf_reply_free(r);
+	hf_op ops[] = {HF_OP_EXTEND, HF_OP_CONFIRM, HF_OP_RELEASE};
+	for (size_t i = 0; i < 3; i++) {
+		r = ht_hold_op(ST, ops[i], id, tok, 1000);
+		REPLY_RC(r, HF_ENOHOLD);
+		hf_reply_free(r);
+	}
+}
+
+static void hold_parts_in_fixed_order(void **state)
+{
+	hf_hold *h = ACQ("z@1,\xc3\xa9@1,B@1,a:2@3", NULL);
+	EQ(h->n_parts, 4);
+	assert_string_equal(h->parts[0].resource, "B");
+	assert_string_equal(h->parts[1].resource, "a");
+	EQ(h->parts[1].units, 2);
+	assert_string_equal(h->parts[2].resource, "z");
+	assert_string_equal(h->parts[3].resource, "\xc3\xa9");
+	for (size_t i = 0; i < 4; i++)
+		GT(h->parts[i].fence, 0);
+	hf_hold_free(h);
+}
+
+static void hold_all_or_nothing(void **state)
+{
+	must_put(ST, "a", 1);
+	must_put(ST, "b", 1);
+	hf_hold *ha = ACQ("a", NULL);
+	uint64_t seq = ht_last_seq(ST);
+	RC(ht_acquire(ST, "b,a", NULL, NULL), HF_EUNAVAILABLE);
+	ht_res b = ht_res_get(ST, "b");
+	EQ(b.held, 0);
+	EQ(b.holds, 0);
+	EQ(ht_last_seq(ST), seq);
+	/* a waiter holds nothing while it waits */
+	ht_pending w;
+	ht_acq o = {.wait_ms = 600000};
+	RC(ht_submit_acquire(ST, "a,b", &o, &w), HF_OK);
+	must_park(ST, "b", 1);
+	EQ(ht_res_get(ST, "b").held, 0);
+	/* ...but it is queued on b: a NOWAIT request for b fails though b is free */
+	RC(ht_acquire(ST, "b", NULL, NULL), HF_EUNAVAILABLE);
+	RC(ht_release_rc(ST, ha), HF_OK);
+	must_complete(ST, &w);
+	RC(ht_pending_rc(&w), HF_OK);
+	EQ(w.reply->hold->n_parts, 2);
+	EQ(ht_res_get(ST, "a").held, 1);
+	EQ(ht_res_get(ST, "b").held, 1);
+	ht_pending_clear(&w);
+	hf_hold_free(ha);
+}
+
+struct dl_ctx {
+	hf_store *st;
+	int idx;
+	int iters;
+	atomic_int *inside;
+	atomic_int *violations;
+	atomic_int *errors;
+	atomic_int *done;
+	char errmsg[256];
+};
+
+static void *dl_thread(void *arg)
+{
+	struct dl_ctx *c = arg;
+	static const char *specs[] = {"a@1,b@1", "b@1,a@1", "b@1,a@1,c@2", "c@2,a@1,b@1"};
+	ht_acq o = {.wait_ms = HF_WAIT_MAX_MS, .owner = "dl"};
+	for (int i = 0; i < c->iters; i++) {
+		hf_hold *h = NULL;
+		int rc = ht_acquire(c->st, specs[(c->idx + i) % 4], &o, &h);
+		if (rc != HF_OK) {
+			snprintf(c->errmsg, sizeof c->errmsg, "acquire: %s", hf_err_name(rc));
+			atomic_fetch_add(c->errors, 1);
+			break;
+		}
+		if (atomic_fetch_add(c->inside, 1) != 0)
+			atomic_fetch_add(c->violations, 1);
+		atomic_fetch_sub(c->inside, 1);
+		rc = ht_release_rc(c->st, h);
+		hf_hold_free(h);
+		if (rc != HF_OK) {
+			snprintf(c->errmsg, sizeof c->errmsg, "release: %s", hf_err_name(rc));
+			atomic_fetch_add(c->errors, 1);
+			break;
+		}
+	}
+	atomic_fetch_add(c->done, 1);
+	return NULL;
+}
+
+/* Threads taking {a,b} and {b,a} (and with c) in loops all finish: no deadlock, and the
+ * capacity-1 resources never have two holders. */
+static void hold_no_deadlock_threads(void **state)
+{
+	enum { N = 4 };
+	atomic_int inside = 0, violations = 0, errors = 0, done = 0;
+	struct dl_ctx c[N];
+	pthread_t t[N];
+	for (int i = 0; i < N; i++) {
+		c[i] = (struct dl_ctx){.st = ST, .idx = i, .iters = 60, .inside = &inside,
+		                       .violations = &violations, .errors = &errors, .done = &done};
+		c[i].errmsg[0] = '\0';
+		assert_int_equal(pthread_create(&t[i], NULL, dl_thread, &c[i]), 0);
+	}
+	int64_t deadline = ht_mono_ms() + 240000;
+	while (atomic_load(&done) < N && ht_mono_ms() < deadline)
+		ht_sleep_ms(5);
+	if (atomic_load(&done) < N) {
+		/* close fails the parked waits so the threads can end before we report */
+		ht_env_close(ENV);
+		for (int i = 0; i < N; i++)
+			pthread_join(t[i], NULL);
+		fail_msg("multi-resource acquirers did not finish: deadlock");
+	}
+	for (int i = 0; i < N; i++) {
+		pthread_join(t[i], NULL);
+		if (c[i].errmsg[0])
+			fail_msg("thread %d: %s", i, c[i].errmsg);
+	}
+	EQ(atomic_load(&errors), 0);
+	EQ(atomic_load(&violations), 0);
+	RC(ht_res_get(ST, "a").rc, HF_ENORESOURCE);
+}
+
+static void hold_modes(void **state)
+{
+	must_put(ST, "rw", 3);
+	ht_acq sh = {.mode = HF_MODE_SHARED}, ex = {.mode = HF_MODE_EXCLUSIVE};
+	hf_hold *r[3];
+	for (int i = 0; i < 3; i++) {
+		r[i] = ACQ("rw:2", &sh); /* units are ignored: a reader takes 1 */
+		EQ(r[i]->mode, HF_MODE_SHARED);
+		EQ(r[i]->parts[0].units, 1);
+	}
+	RC(ht_acquire(ST, "rw", &sh, NULL), HF_EUNAVAILABLE);
+	RC(ht_release_rc(ST, r[0]), HF_OK);
+	RC(ht_acquire(ST, "rw", &ex, NULL), HF_EUNAVAILABLE); /* readers in */
+	RC(ht_release_rc(ST, r[1]), HF_OK);
+	RC(ht_release_rc(ST, r[2]), HF_OK);
+	hf_hold *w = ACQ("rw", &ex);
+	EQ(w->mode, HF_MODE_EXCLUSIVE);
+	EQ(w->parts[0].units, 3);
+	EQ(ht_res_get(ST, "rw").held, 3);
+	RC(ht_acquire(ST, "rw", &sh, NULL), HF_EUNAVAILABLE);
+	RC(ht_acquire(ST, "rw", &ex, NULL), HF_EUNAVAILABLE);
+	RC(ht_release_rc(ST, w), HF_OK);
+	/* exclusive over several resources takes each one's whole capacity */
+	must_put(ST, "rw2", 5);
+	hf_hold *w2 = ACQ("rw2,rw", &ex);
+	EQ(w2->parts[0].units, 3);
+	EQ(w2->parts[1].units, 5);
+	/* exclusive on an implicit resource takes its capacity */
+	hf_hold *w3 = ACQ("imp@4", &ex);
+	EQ(w3->parts[0].units, 4);
+	for (int i = 0; i < 3; i++)
+		hf_hold_free(r[i]);
+	hf_hold_free(w);
+	hf_hold_free(w2);
+	hf_hold_free(w3);
+}
+
+/* A waiting writer is not overtaken by later readers, though a unit is free. */
+static void hold_writer_not_starved(void **state)
+{
+	must_put(ST, "rw", 2);
+	ht_acq sh = {.mode = HF_MODE_SHARED};
+	hf_hold *r1 = ACQ("rw", &sh);
+	ht_pending wr, r3;
+	ht_acq exw = {.mode = HF_MODE_EXCLUSIVE, .wait_ms = 600000};
+	ht_acq shw = {.mode = HF_MODE_SHARED, .wait_ms = 600000};
+	RC(ht_submit_acquire(ST, "rw", &exw, &wr), HF_OK);
+	must_park(ST, "rw", 1);
+	RC(ht_acquire(ST, "rw", &sh, NULL), HF_EUNAVAILABLE); /* 1 unit free, writer queued */
+	RC(ht_submit_acquire(ST, "rw", &shw, &r3), HF_OK);
+	must_park(ST, "rw", 2);
+	still_parked(ST, &r3);
+	RC(ht_release_rc(ST, r1), HF_OK);
+	must_complete(ST, &wr);
+	RC(ht_pending_rc(&wr), HF_OK);
+	EQ(wr.reply->hold->parts[0].units, 2);
+	must_park(ST, "rw", 1);
+	still_parked(ST, &r3);
+	RC(ht_release_rc(ST, wr.reply->hold), HF_OK);
+	must_complete(ST, &r3);
+	RC(ht_pending_rc(&r3), HF_OK);
+	GT(r3.reply->hold->parts[0].fence, wr.reply->hold->parts[0].fence);
+	ht_pending_clear(&wr);
+	ht_pending_clear(&r3);
+	hf_hold_free(r1);
+}
+
+static void hold_any(void **state)
+{
+	must_put(ST, "a", 1);
+	must_put(ST, "b", 1);
+	must_put(ST, "c", 1);
+	hf_hold *ha = ACQ("a", NULL);
+	ht_acq any = {.any = true};
+	hf_hold *h1 = ACQ("a,b,c", &any);
+	EQ(h1->n_parts, 1);
+	assert_string_equal(h1->parts[0].resource, "b");
+	hf_hold *h2 = ACQ("a,b,c", &any);
+	EQ(h2->n_parts, 1);
+	assert_string_equal(h2->parts[0].resource, "c");
+	RC(ht_acquire(ST, "a,b,c", &any, NULL), HF_EUNAVAILABLE);
+	RC(ht_release_rc(ST, h1), HF_OK);
+	RC(ht_release_rc(ST, h2), HF_OK);
+	/* the caller's order, not the internal one */
+	hf_hold *h3 = ACQ("c,b", &any);
+	assert_string_equal(h3->parts[0].resource, "c");
+	EQ(ht_res_get(ST, "b").held, 0);
+	/* any with a wait: parks, then takes the one that frees */
+	hf_hold *hb = ACQ("b", NULL);
+	ht_pending w;
+	ht_acq anyw = {.any = true, .wait_ms = 600000};
+	RC(ht_submit_acquire(ST, "a,b,c", &anyw, &w), HF_OK);
+	must_park(ST, "b", 1);
+	still_parked(ST, &w);
+	RC(ht_release_rc(ST, hb), HF_OK);
+	must_complete(ST, &w);
+	RC(ht_pending_rc(&w), HF_OK);
+	EQ(w.reply->hold->n_parts, 1);
+	assert_string_equal(w.reply->hold->parts[0].resource, "b");
+	EQ(ht_res_get(ST, "a").held, 1);
+	EQ(ht_res_get(ST, "c").held, 1);
+	ht_pending_clear(&w);
+	hf_hold_free(ha);
+	hf_hold_free(h1);
+	hf_hold_free(h2);
+	hf_hold_free(h3);
+	hf_hold_free(hb);
+}
+
+static void hold_states(void **state)
+{
+	NEED_CLOCK();
+	must_put(ST, "s", 1);
+	ht_acq o = {.ttl_ms = 1000};
+	hf_hold *h = ACQ("s", &o);
+	hf_reply *r = ht_hold_op(ST, HF_OP_CONFIRM, h->id, h->token, 0);
+	REPLY_RC(r, HF_OK);
+	EQ(r->hold->state, HF_HOLD_CONFIRMED);
+	EQ(r->hold->expires_at_ms, 0);
+	hf_reply_free(r);
+	ht_advance(ENV, 5000);
+	ht_tick(ENV);
+	ht_hold_view v = ht_hold_get(ST, h->id);
+	EQ(v.state, HF_HOLD_CONFIRMED); /* no lease any more */
+	EQ(ht_res_get(ST, "s").held, 1);
+	r = ht_hold_op(ST, HF_OP_EXTEND, h->id, h->token, 1000);
+	REPLY_RC(r, HF_OK); /* changes nothing, succeeds */
+	EQ(r->hold->state, HF_HOLD_CONFIRMED);
+	EQ(r->hold->expires_at_ms, 0);
+	hf_reply_free(r);
+	r = ht_hold_op(ST, HF_OP_CONFIRM, h->id, h->token, 0);
+	REPLY_RC(r, HF_OK);
+	hf_reply_free(r);
+	r = ht_hold_op(ST, HF_OP_RELEASE, h->id, h->token, 0);
+	REPLY_RC(r, HF_OK);
+	EQ(r->hold->state, HF_HOLD_RELEASED);
+	EQ(r->hold->ended_at_ms, HT_T0 + 5000);
+	hf_reply_free(r);
+	EQ(ht_res_get(ST, "s").held, 0);
+	uint64_t seq = ht_last_seq(ST);
+	hf_op ops[] = {HF_OP_RELEASE, HF_OP_CONFIRM, HF_OP_EXTEND};
+	for (size_t i = 0; i < 3; i++) {
+		r = ht_hold_op(ST, ops[i], h->id, h->token, 1000);
+		REPLY_RC(r, HF_EENDED);
+		hf_reply_free(r);
+	}
+	EQ(ht_last_seq(ST), seq);
+	v = ht_hold_get(ST, h->id);
+	EQ(v.state, HF_HOLD_RELEASED);
+	/* a released tentative hold */
+	hf_hold *h2 = ACQ("s", &o);
+	RC(ht_release_rc(ST, h2), HF_OK);
+	EQ(ht_hold_get(ST, h2->id).state, HF_HOLD_RELEASED);
+	hf_hold_free(h);
+	hf_hold_free(h2);
+}
+
+static void hold_expiry_with_tick(void **state)
+{
+	NEED_CLOCK();
+	must_put(ST, "e", 1);
+	ht_acq o = {.ttl_ms = 1000};
+	hf_hold *h = ACQ("e", &o);
+	ht_advance(ENV, 999);
+	ht_tick(ENV);
+	ht_hold_view v = ht_hold_get(ST, h->id);
+	EQ(v.state, HF_HOLD_TENTATIVE);
+	EQ(ht_res_get(ST, "e").held, 1);
+	uint64_t seq = ht_last_seq(ST);
+	ht_advance(ENV, 1);
+	ht_tick(ENV);
+	v = ht_hold_get(ST, h->id);
+	EQ(v.state, HF_HOLD_EXPIRED);
+	EQ(v.expires_at_ms, HT_T0 + 1000);
+	EQ(v.ended_at_ms, HT_T0 + 1000);
+	EQ(ht_res_get(ST, "e").held, 0);
+	/* events are served once durable; the tick's commit may still be in flight */
+	hf_reply *r = events_after_wait(ST, seq, 1);
+	EQ(r->n_events, 1);
+	assert_string_equal(r->events[0].type, "hold.expired");
+	assert_string_equal(r->events[0].hold_id, h->id);
+	hf_reply_free(r);
+	/* an implicit resource vanishes when its last hold expires */
+	hf_hold *hi = ACQ("ie@1", &o);
+	ht_advance(ENV, 1000);
+	ht_tick(ENV);
+	RC(ht_res_get(ST, "ie").rc, HF_ENORESOURCE);
+	hf_hold_free(h);
+	hf_hold_free(hi);
+}
+
+/* Without any tick, every kind of operation sees a due hold as expired. */
+static void hold_expiry_without_tick(void **state)
+{
+	NEED_CLOCK();
+	ht_acq o = {.ttl_ms = 1000};
+	char name[32];
+	for (int k = 0; k < 8; k++) {
+		snprintf(name, sizeof name, "x%d", k);
+		must_put(ST, name, 1);
+		hf_hold *h = ACQ(name, &o);
+		ht_advance(ENV, 1000);
+		hf_reply *r = NULL;
+		switch (k) {
+		case 0:
+			EQ(ht_hold_get(ST, h->id).state, HF_HOLD_EXPIRED);
+			break;
+		case 1:
+			EQ(ht_res_get(ST, name).held, 0);
+			break;
+		case 2: {
+			hf_hold *h2 = ACQ(name, NULL); /* capacity 1: the lease is over */
+			RC(ht_release_rc(ST, h2), HF_OK);
+			hf_hold_free(h2);
+			break;
+		}
+		case 3:
+			r = ht_hold_op(ST, HF_OP_EXTEND, h->id, h->token, 5000);
+			REPLY_RC(r, HF_EENDED);
+			break;
+		case 4:
+			r = ht_hold_op(ST, HF_OP_CONFIRM, h->id, h->token, 0);
+			REPLY_RC(r, HF_EENDED);
+			break;
+		case 5:
+			r = ht_hold_op(ST, HF_OP_RELEASE, h->id, h->token, 0);
+			REPLY_RC(r, HF_EENDED);
+			break;
+		case 6: {
+			hf_request q;
+			hf_request_init(&q, HF_OP_LIST_HOLDS);
+			q.state = HF_HOLD_TENTATIVE;
+			q.resource = name;
+			RC(hf_call(ST, &q, &r), HF_OK);
+			EQ(r->n_holds, 0);
+			break;
+		}
+		case 7: {
+			hf_request q;
+			hf_request_init(&q, HF_OP_LIST_RESOURCES);
+			RC(hf_call(ST, &q, &r), HF_OK);
+			for (size_t i = 0; i < r->n_resources; i++)
+				EQ(r->resources[i].held, 0);
+			break;
+		}
+		}
+		hf_reply_free(r);
+		ht_hold_view v = ht_hold_get(ST, h->id);
+		EQ(v.state, HF_HOLD_EXPIRED);
+		EQ(v.ended_at_ms, h->expires_at_ms);
+		hf_hold_free(h);
+	}
+}
+
+static void hold_extend(void **state)
+{
+	NEED_CLOCK();
+	must_put(ST, "x", 1);
+	ht_acq o = {.ttl_ms = 1000};
+	hf_hold *h = ACQ("x", &o);
+	ht_advance(ENV, 600);
+	uint64_t seq = ht_last_seq(ST);
+	hf_reply *r = ht_hold_op(ST, HF_OP_EXTEND, h->id, h->token, 2000);
+	REPLY_RC(r, HF_OK);
+	EQ(r->hold->state, HF_HOLD_TENTATIVE);
+	EQ(r->hold->expires_at_ms, HT_T0 + 2600); /* a new lease from now */
+	hf_reply_free(r);
+	r = ht_events(ST, seq, 10);
+	EQ(r->n_events, 1);
+	assert_string_equal(r->events[0].type, "hold.extended");
+	hf_reply_free(r);
+	ht_advance(ENV, 400); /* the old expiry */
+	ht_tick(ENV);
+	EQ(ht_hold_get(ST, h->id).state, HF_HOLD_TENTATIVE);
+	ht_advance(ENV, 1599);
+	ht_tick(ENV);
+	EQ(ht_hold_get(ST, h->id).state, HF_HOLD_TENTATIVE);
+	/* extend can also shorten: the lease is from now */
+	r = ht_hold_op(ST, HF_OP_EXTEND, h->id, h->token, 10);
+	REPLY_RC(r, HF_OK);
+	EQ(r->hold->expires_at_ms, HT_T0 + 2599 + 10);
+	hf_reply_free(r);
+	ht_advance(ENV, 10);
+	ht_tick(ENV);
+	EQ(ht_hold_get(ST, h->id).state, HF_HOLD_EXPIRED);
+	hf_hold_free(h);
+}
+
+/* A wrong token is refused and changes nothing. */
+static void hold_token_checks(void **state)
+{
+	must_put(ST, "k", 2);
+	hf_hold *h = ACQ("k", NULL);
+	hf_hold *other = ACQ("k", NULL);
+	ht_hold_view before = ht_hold_get(ST, h->id);
+	uint64_t seq = ht_last_seq(ST);
+	char flipped[HF_TOKEN_LEN + 1];
+	memcpy(flipped, h->token, sizeof flipped);
+	flipped[HF_TOKEN_LEN - 1] = flipped[HF_TOKEN_LEN - 1] == '0' ? '1' : '0';
+	const char *wrong[] = {other->token, flipped, "00000000000000000000000000000000"};
+	hf_op ops[] = {HF_OP_EXTEND, HF_OP_CONFIRM, HF_OP_RELEASE};
+	for (size_t w = 0; w < 3; w++)
+		for (size_t i = 0; i < 3; i++) {
+			hf_reply *r = ht_hold_op(ST, ops[i], h->id, wrong[w], 999999);
+			REPLY_RC(r, HF_ETOKEN);
+			hf_reply_free(r);
+		}
+	/* malformed tokens: refused, either as invalid or as wrong */
+	const char *bad[] = {"", "abc", "0123456789ABCDEF0123456789ABCDEF"};
+	for (size_t w = 0; w < 3; w++)
+		for (size_t i = 0; i < 3; i++) {
+			hf_reply *r = ht_hold_op(ST, ops[i], h->id, bad[w], 999999);
+			if (r->error.code != HF_ETOKEN && r->error.code != HF_EINVAL)
+				fail_msg("token \"%s\": %s", bad[w], hf_err_name(r->error.code));
+			hf_reply_free(r);
+		}
+	ht_hold_view after = ht_hold_get(ST, h->id);
+	EQ(after.state, HF_HOLD_TENTATIVE);
+	EQ(after.expires_at_ms, before.expires_at_ms);
+	EQ(ht_res_get(ST, "k").held, 2);
+	EQ(ht_last_seq(ST), seq);
+	RC(ht_release_rc(ST, h), HF_OK); /* the right token still works */
+	hf_hold_free(h);
+	hf_hold_free(other);
+}
+
+static void hold_tokens_unique(void **state)
+{
+	char seen[200][HF_TOKEN_LEN + 1];
+	ht_acq o = {.ttl_ms = 60000};
+	for (int i = 0; i < 200; i++) {
+		hf_hold *h = ACQ("u:1@1000", &o);
+		assert_true(is_lower_hex(h->token, HF_TOKEN_LEN));
+		for (int j = 0; j < i; j++)
+			assert_string_not_equal(seen[j], h->token);
+		memcpy(seen[i], h->token, sizeof seen[i]);
+		hf_hold_free(h);
+	}
+}
+
+static void fence_strictly_increases(void **state)
+{
+	int64_t last = 0;
+	/* an implicit lock that vanishes and is re-created every round */
+	for (int i = 0; i < 6; i++) {
+		hf_hold *h = ACQ("f@1", NULL);
+		GT(h->parts[0].fence, last);
+		last = h->parts[0].fence;
+		RC(ht_release_rc(ST, h), HF_OK);
+		hf_hold_free(h);
+	}
+	/* concurrent holds on a semaphore, in grant order */
+	must_put(ST, "g", 3);
+	int64_t lg = 0;
+	hf_hold *hs[3];
+	for (int i = 0; i < 3; i++) {
+		hs[i] = ACQ("g", NULL);
+		GT(hs[i]->parts[0].fence, lg);
+		lg = hs[i]->parts[0].fence;
+	}
+	/* a multi-resource hold gets one fence per resource, each above that resource's last */
+	RC(ht_release_rc(ST, hs[0]), HF_OK);
+	hf_hold *m = ACQ("g,f@1", NULL);
+	GT(ht_fence(m, "g"), lg);
+	GT(ht_fence(m, "f"), last);
+	/* waiting grants too */
+	ht_pending w;
+	ht_acq o = {.wait_ms = 600000};
+	RC(ht_submit_acquire(ST, "f@1", &o, &w), HF_OK);
+	must_park(ST, "f", 1);
+	RC(ht_release_rc(ST, m), HF_OK);
+	must_complete(ST, &w);
+	RC(ht_pending_rc(&w), HF_OK);
+	GT(ht_fence(w.reply->hold, "f"), ht_fence(m, "f"));
+	ht_pending_clear(&w);
+	for (int i = 0; i < 3; i++)
+		hf_hold_free(hs[i]);
+	hf_hold_free(m);
+}
+
+static void fence_increases_across_reopen(void **state)
+{
+	if (!ht_can_reopen(ENV))
+		skip();
+	hf_hold *h = ACQ("f@1", NULL);
+	int64_t f1 = h->parts[0].fence;
+	RC(ht_release_rc(ST, h), HF_OK); /* the implicit resource is gone */
+	must_put(ST, "decl", 1);
+	hf_hold *h2 = ACQ("decl", NULL);
+	int64_t f2 = h2->parts[0].fence;
+	reopen_with_options(state);
+	hf_hold *h3 = ACQ("f@1", NULL);
+	GT(h3->parts[0].fence, f1);
+	if (ENV->is_file)
+		GT(h3->parts[0].fence, f2); /* the embedded engine: one store-wide counter */
+	RC(ht_release_rc(ST, h2), HF_OK);
+	reopen_with_options(state);
+	hf_hold *h4 = ACQ("decl", NULL);
+	GT(h4->parts[0].fence, h3->parts[0].fence);
+	hf_hold_free(h);
+	hf_hold_free(h2);
+	hf_hold_free(h3);
+	hf_hold_free(h4);
+}
+
+/* ======================= waiting ======================= */
+
+static void wait_nowait(void **state)
+{
+	must_put(ST, "n", 1);
+	hf_hold *h = ACQ("n", NULL);
+	uint64_t seq = ht_last_seq(ST);
+	hf_error err;
+	hf_hold *x = NULL;
+	ht_claims cl;
+	hf_acquire_req req;
+	ht_acq_req(&req, &cl, "n", NULL);
+	RC(hf_acquire(ST, &req, &x, &err), HF_EUNAVAILABLE);
+	EQ(err.code, HF_EUNAVAILABLE);
+	assert_null(x);
+	EQ(ht_res_get(ST, "n").waiters, 0);
+	EQ(ht_last_seq(ST), seq);
+	hf_hold_free(h);
+}
+
+/* FIFO per resource: a later smaller request never overtakes an earlier waiter. */
+static void wait_fifo_no_barging(void **state)
+{
+	must_put(ST, "q", 3);
+	hf_hold *h = ACQ("q:2", NULL);
+	ht_pending w1, w2;
+	ht_acq o = {.wait_ms = 600000};
+	RC(ht_submit_acquire(ST, "q:2", &o, &w1), HF_OK);
+	must_park(ST, "q", 1);
+	RC(ht_acquire(ST, "q:1", NULL, NULL), HF_EUNAVAILABLE); /* 1 free, but w1 is first */
+	RC(ht_submit_acquire(ST, "q:1", &o, &w2), HF_OK);
+	must_park(ST, "q", 2);
+	still_parked(ST, &w1);
+	still_parked(ST, &w2);
+	EQ(ht_res_get(ST, "q").held, 2);
+	RC(ht_release_rc(ST, h), HF_OK);
+	must_complete(ST, &w1);
+	must_complete(ST, &w2);
+	RC(ht_pending_rc(&w1), HF_OK);
+	RC(ht_pending_rc(&w2), HF_OK);
+	GT(w2.reply->hold->parts[0].fence, w1.reply->hold->parts[0].fence); /* granted in order */
+	EQ(ht_res_get(ST, "q").held, 3);
+	ht_pending_clear(&w1);
+	ht_pending_clear(&w2);
+	hf_hold_free(h);
+}
+
+/* FIFO across a longer queue: grants come in arrival order. */
+static void wait_fifo_order(void **state)
+{
+	enum { N = 6 };
+	must_put(ST, "one", 1);
+	hf_hold *h = ACQ("one", NULL);
+	ht_pending w[N];
+	ht_acq o = {.wait_ms = 600000};
+	for (int i = 0; i < N; i++) {
+		RC(ht_submit_acquire(ST, "one", &o, &w[i]), HF_OK);
+		must_park(ST, "one", i + 1);
+	}
+	hf_hold *cur = h;
+	for (int i = 0; i < N; i++) {
+		RC(ht_release_rc(ST, cur), HF_OK);
+		must_complete(ST, &w[i]);
+		RC(ht_pending_rc(&w[i]), HF_OK);
+		for (int j = i + 1; j < N; j++)
+			still_parked(ST, &w[j]);
+		cur = w[i].reply->hold;
+	}
+	for (int i = 0; i < N; i++)
+		ht_pending_clear(&w[i]);
+	hf_hold_free(h);
+}
+
+static void wait_timeout_fake_clock(void **state)
+{
+	NEED_CLOCK();
+	must_put(ST, "t", 1);
+	hf_hold *h = ACQ("t", NULL);
+	ht_pending w;
+	ht_acq o = {.wait_ms = 1000};
+	RC(ht_submit_acquire(ST, "t", &o, &w), HF_OK);
+	must_park(ST, "t", 1);
+	ht_advance(ENV, 999);
+	ht_tick(ENV);
+	must_park(ST, "t", 1);
+	still_parked(ST, &w);
+	ht_advance(ENV, 1);
+	ht_tick(ENV);
+	must_complete(ST, &w);
+	RC(ht_pending_rc(&w), HF_ETIMEDOUT);
+	assert_null(w.reply->hold);
+	ht_res v = ht_res_get(ST, "t");
+	EQ(v.waiters, 0);
+	EQ(v.held, 1);
+	ht_pending_clear(&w);
+	hf_hold_free(h);
+}
+
+static void wait_timeout_real_clock(void **state)
+{
+	must_put(ST, "t", 1);
+	hf_hold *h = ACQ("t", NULL);
+	ht_pending w;
+	ht_acq o = {.wait_ms = 300};
+	int64_t t0 = ht_mono_ms();
+	RC(ht_submit_acquire(ST, "t", &o, &w), HF_OK);
+	must_complete(ST, &w); /* the store's own timer ends it */
+	RC(ht_pending_rc(&w), HF_ETIMEDOUT);
+	int64_t took = ht_mono_ms() - t0;
+	if (took < 250)
+		fail_msg("a 300 ms wait ended after %lld ms", (long long)took);
+	EQ(ht_res_get(ST, "t").waiters, 0);
+	ht_pending_clear(&w);
+	hf_hold_free(h);
+}
+
+/* With the system clock the store sweeps by itself: a waiter behind an expiring lease is
+ * granted without anyone calling. */
+static void wait_woken_by_real_expiry(void **state)
+{
+	must_put(ST, "t", 1);
+	ht_acq o = {.ttl_ms = 200};
+	hf_hold *h = ACQ("t", &o);
+	ht_pending w;
+	ht_acq wo = {.wait_ms = 600000};
+	RC(ht_submit_acquire(ST, "t", &wo, &w), HF_OK);
+	must_complete(ST, &w);
+	RC(ht_pending_rc(&w), HF_OK);
+	EQ(ht_hold_get(ST, h->id).state, HF_HOLD_EXPIRED);
+	ht_pending_clear(&w);
+	hf_hold_free(h);
+}
+
+static void wait_woken_by_expiry_tick(void **state)
+{
+	NEED_CLOCK();
+	must_put(ST, "t", 1);
+	ht_acq o = {.ttl_ms = 1000};
+	hf_hold *h = ACQ("t", &o);
+	ht_pending w;
+	ht_acq wo = {.wait_ms = 600000};
+	RC(ht_submit_acquire(ST, "t", &wo, &w), HF_OK);
+	must_park(ST, "t", 1);
+	ht_advance(ENV, 1000);
+	ht_tick(ENV);
+	must_complete(ST, &w);
+	RC(ht_pending_rc(&w), HF_OK);
+	EQ(w.reply->hold->created_at_ms, HT_T0 + 1000);
+	ht_pending_clear(&w);
+	hf_hold_free(h);
+}
+
+/* An expiry applied by an ordinary operation (no tick) also wakes the waiters. */
+static void wait_woken_by_expiry_seen_by_op(void **state)
+{
+	NEED_CLOCK();
+	must_put(ST, "t", 1);
+	must_put(ST, "other", 1);
+	ht_acq o = {.ttl_ms = 1000};
+	hf_hold *h = ACQ("t", &o);
+	ht_pending w;
+	ht_acq wo = {.wait_ms = 600000};
+	RC(ht_submit_acquire(ST, "t", &wo, &w), HF_OK);
+	must_park(ST, "t", 1);
+	ht_advance(ENV, 1000);
+	EQ(ht_hold_get(ST, h->id).state, HF_HOLD_EXPIRED); /* an op applies the expiry */
+	must_complete(ST, &w);                              /* ...and wakes the waiter */
+	RC(ht_pending_rc(&w), HF_OK);
+	ht_pending_clear(&w);
+	hf_hold_free(h);
+}
+
+/* An ended wait wakes the waiters behind it. */
+static void wait_timeout_wakes_next(void **state)
+{
+	NEED_CLOCK();
+	must_put(ST, "q", 2);
+	hf_hold *h = ACQ("q", NULL);
+	ht_pending w1, w2;
+	ht_acq o1 = {.wait_ms = 1000}, o2 = {.wait_ms = 600000};
+	RC(ht_submit_acquire(ST, "q:2", &o1, &w1), HF_OK);
+	must_park(ST, "q", 1);
+	RC(ht_submit_acquire(ST, "q:1", &o2, &w2), HF_OK);
+	must_park(ST, "q", 2);
+	ht_advance(ENV, 1000);
+	ht_tick(ENV);
+	must_complete(ST, &w1);
+	RC(ht_pending_rc(&w1), HF_ETIMEDOUT);
+	must_complete(ST, &w2);
+	RC(ht_pending_rc(&w2), HF_OK);
+	ht_pending_clear(&w1);
+	ht_pending_clear(&w2);
+	hf_hold_free(h);
+}
+
+static void wait_cancel(void **state)
+{
+	must_put(ST, "c", 2);
+	hf_hold *h = ACQ("c", NULL);
+	ht_pending w1, w2;
+	ht_acq o = {.wait_ms = 600000};
+	RC(ht_submit_acquire(ST, "c:2", &o, &w1), HF_OK);
+	must_park(ST, "c", 1);
+	RC(ht_submit_acquire(ST, "c:1", &o, &w2), HF_OK);
+	must_park(ST, "c", 2);
+	uint64_t seq = ht_last_seq(ST);
+	assert_true(w1.call_id != w2.call_id);
+	hf_cancel(ST, w1.call_id);
+	must_complete(ST, &w1);
+	RC(ht_pending_rc(&w1), HF_ECANCELED);
+	assert_null(w1.reply->hold);
+	must_complete(ST, &w2); /* the cancelled one was first: the next is granted */
+	RC(ht_pending_rc(&w2), HF_OK);
+	ht_res v = ht_res_get(ST, "c");
+	EQ(v.held, 2); /* h + w2: the cancelled request took nothing */
+	EQ(v.waiters, 0);
+	/* cancelling a completed call, or an unknown one, changes nothing */
+	hf_cancel(ST, w1.call_id);
+	hf_cancel(ST, w2.call_id);
+	hf_cancel(ST, 987654321u);
+	ht_pump(ST);
+	EQ(atomic_load(&w1.calls), 1);
+	EQ(atomic_load(&w2.calls), 1);
+	EQ(ht_hold_get(ST, w2.reply->hold->id).state, HF_HOLD_TENTATIVE);
+	EQ(ht_last_seq(ST), seq + 1); /* only w2's grant */
+	/* cancelling a parked event read */
+	hf_request q;
+	hf_request_init(&q, HF_OP_READ_EVENTS);
+	q.after = ht_last_seq(ST);
+	q.wait_ms = 600000;
+	ht_pending ev;
+	RC(ht_submit(ST, &q, &ev), HF_OK);
+	still_parked(ST, &ev);
+	hf_cancel(ST, ev.call_id);
+	must_complete(ST, &ev);
+	RC(ht_pending_rc(&ev), HF_ECANCELED);
+	ht_pending_clear(&ev);
+	ht_pending_clear(&w1);
+	ht_pending_clear(&w2);
+	hf_hold_free(h);
+}
+
+/* hf_close fails a parked blocking acquire with HF_ECLOSED; waits are not durable. */
+struct close_ctx {
+	hf_store *st;
+	int rc;
+};
+
+static void *close_waiter(void *arg)
+{
+	struct close_ctx *c = arg;
+	ht_acq o = {.wait_ms = HF_WAIT_MAX_MS};
+	c->rc = ht_acquire(c->st, "cw@1", &o, NULL);
+	return NULL;
+}
+
+static void wait_close_fails_waiters(void **state)
+{
+	hf_hold *h = ACQ("cw@1", NULL);
+	struct close_ctx c = {.st = ST, .rc = 1};
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, close_waiter, &c), 0);
+	must_park(ST, "cw", 1);
+	ht_env_close(ENV);
+	pthread_join(t, NULL);
+	RC(c.rc, HF_ECLOSED);
+	if (!ht_can_reopen(ENV)) {
+		hf_hold_free(h);
+		return;
+	}
+	reopen_with_options(state);
+	ht_res v = ht_res_get(ST, "cw");
+	RC(v.rc, HF_OK);
+	EQ(v.waiters, 0);
+	EQ(v.held, 1);
+	hf_hold_free(h);
+}
+
+/* ======================= idempotency ======================= */
+
+static void idem_replay(void **state)
+{
+	must_put(ST, "i", 5);
+	ht_acq o = {.key = "order-17", .owner = "bob"};
+	hf_hold *h1 = ACQ("i:2", &o);
+	assert_false(h1->replayed);
+	uint64_t seq = ht_last_seq(ST);
+	hf_hold *h2 = ACQ("i:2", &o);
+	assert_true(h2->replayed);
+	assert_string_equal(h2->id, h1->id);
+	assert_string_equal(h2->token, h1->token);
+	EQ(h2->parts[0].fence, h1->parts[0].fence);
+	EQ(h2->parts[0].units, 2);
+	EQ(ht_res_get(ST, "i").held, 2); /* took nothing more */
+	EQ(ht_last_seq(ST), seq);
+	/* after the hold is released the key still returns the first outcome */
+	RC(ht_release_rc(ST, h1), HF_OK);
+	hf_hold *h3 = ACQ("i:2", &o);
+	assert_true(h3->replayed);
+	assert_string_equal(h3->id, h1->id);
+	assert_string_equal(h3->token, h1->token);
+	EQ(ht_res_get(ST, "i").held, 0);
+	hf_hold_free(h1);
+	hf_hold_free(h2);
+	hf_hold_free(h3);
+}
+
+static void idem_mismatch(void **state)
+{
+	must_put(ST, "i", 5);
+	ht_acq o = {.key = "k-1", .owner = "bob"};
+	hf_hold *h = ACQ("i:2", &o);
+	RC(ht_acquire(ST, "i:3", &o, NULL), HF_EIDEMMISMATCH);
+	ht_acq o2 = {.key = "k-1", .owner = "carol"};
+	RC(ht_acquire(ST, "i:2", &o2, NULL), HF_EIDEMMISMATCH);
+	ht_acq o3 = {.key = "k-1", .owner = "bob", .mode = HF_MODE_EXCLUSIVE};
+	RC(ht_acquire(ST, "i", &o3, NULL), HF_EIDEMMISMATCH);
+	EQ(ht_res_get(ST, "i").held, 2);
+	hf_hold_free(h);
+}
+
+static void idem_failed_may_retry(void **state)
+{
+	must_put(ST, "i", 1);
+	hf_hold *blocker = ACQ("i", NULL);
+	ht_acq o = {.key = "retry-me"};
+	RC(ht_acquire(ST, "i", &o, NULL), HF_EUNAVAILABLE);
+	RC(ht_release_rc(ST, blocker), HF_OK);
+	hf_hold *h = ACQ("i", &o);
+	assert_false(h->replayed);
+	hf_hold_free(blocker);
+	hf_hold_free(h);
+}
+
+static void idem_in_flight(void **state)
+{
+	must_put(ST, "i", 1);
+	hf_hold *blocker = ACQ("i", NULL);
+	ht_pending w;
+	ht_acq o = {.key = "slow", .wait_ms = 600000};
+	RC(ht_submit_acquire(ST, "i", &o, &w), HF_OK);
+	must_park(ST, "i", 1);
+	RC(ht_acquire(ST, "i", &o, NULL), HF_EIDEMBUSY);
+	EQ(ht_res_get(ST, "i").waiters, 1);
+	RC(ht_release_rc(ST, blocker), HF_OK);
+	must_complete(ST, &w);
+	RC(ht_pending_rc(&w), HF_OK);
+	hf_hold *r = ACQ("i", &o);
+	assert_true(r->replayed);
+	assert_string_equal(r->id, w.reply->hold->id);
+	assert_string_equal(r->token, w.reply->hold->token);
+	ht_pending_clear(&w);
+	hf_hold_free(blocker);
+	hf_hold_free(r);
+}
+
+static void idem_retention(void **state)
+{
+	NEED_CLOCK();
+	ht_env_close(ENV);
+	ENV->opt.idempotency_retention_ms = 10000;
+	reopen_with_options(state);
+	must_put(ST, "i", 5);
+	ht_acq o = {.key = "short-lived"};
+	hf_hold *h1 = ACQ("i", &o);
+	ht_advance(ENV, 9000);
+	ht_tick(ENV);
+	hf_hold *h2 = ACQ("i", &o);
+	assert_true(h2->replayed);
+	assert_string_equal(h2->id, h1->id);
+	ht_advance(ENV, 2000);
+	ht_tick(ENV);
+	hf_hold *h3 = ACQ("i", &o);
+	assert_false(h3->replayed);
+	assert_string_not_equal(h3->id, h1->id);
+	EQ(ht_res_get(ST, "i").held, 2);
+	hf_hold_free(h1);
+	hf_hold_free(h2);
+	hf_hold_free(h3);
+}
+
+/* ======================= events ======================= */
+
+static void events_types_and_order(void **state)
+{
+	NEED_CLOCK();
+	hf_reply *r = ht_events(ST, 0, 100);
+	REPLY_RC(r, HF_OK);
+	EQ(r->n_events, 0);
+	EQ(r->last_seq, 0);
+	hf_reply_free(r);
+
+	must_put(ST, "e", 2);
+	must_put(ST, "e", 3);
+	hf_hold *h = ACQ("e", NULL);
+	hf_reply_free(ht_hold_op(ST, HF_OP_EXTEND, h->id, h->token, 5000));
+	hf_reply_free(ht_hold_op(ST, HF_OP_CONFIRM, h->id, h->token, 0));
+	RC(ht_release_rc(ST, h), HF_OK);
+	ht_acq o = {.ttl_ms = 1000};
+	hf_hold *h2 = ACQ("e", &o);
+	ht_advance(ENV, 1000);
+	ht_tick(ENV);
+	r = ht_delete(ST, "e", -1);
+	REPLY_RC(r, HF_OK);
+	hf_reply_free(r);
+	const char *want[] = {"resource.created", "resource.updated", "hold.granted",
+	                      "hold.extended",    "hold.confirmed",   "hold.released",
+	                      "hold.granted",     "hold.expired",     "resource.deleted"};
+	const size_t nw = sizeof want / sizeof want[0];
+	r = ht_events(ST, 0, 100);
+	REPLY_RC(r, HF_OK);
+	EQ(r->n_events, nw);
+	EQ(r->last_seq, nw);
+	for (size_t i = 0; i < nw; i++) {
+		hf_event *e = &r->events[i];
+		EQ(e->seq, i + 1);
+		if (strcmp(e->type, want[i]) != 0)
+			fail_msg("event %zu is %s, expected %s", i + 1, e->type, want[i]);
+		assert_non_null(e->resource);
+		assert_string_equal(e->resource, "e");
+		if (strncmp(want[i], "hold.", 5) == 0) {
+			assert_non_null(e->hold_id);
+			assert_string_equal(e->hold_id, i < 6 ? h->id : h2->id);
+		} else {
+			assert_null(e->hold_id);
+		}
+		assert_non_null(e->data);
+		json_error_t je;
+		json_t *j = json_loads(e->data, 0, &je);
+		assert_non_null(j);
+		assert_true(json_is_object(j));
+		json_decref(j);
+		EQ(e->at_ms, i < 7 ? HT_T0 : HT_T0 + 1000);
+	}
+	hf_reply_free(r);
+	/* after + limit */
+	r = ht_events(ST, 3, 2);
+	REPLY_RC(r, HF_OK);
+	EQ(r->n_events, 2);
+	EQ(r->events[0].seq, 4);
+	EQ(r->events[1].seq, 5);
+	EQ(r->last_seq, nw);
+	hf_reply_free(r);
+	r = ht_events(ST, nw, 10);
+	EQ(r->n_events, 0);
+	hf_reply_free(r);
+	r = ht_events(ST, nw + 100, 10);
+	REPLY_RC(r, HF_OK);
+	EQ(r->n_events, 0);
+	hf_reply_free(r);
+	hf_hold_free(h);
+	hf_hold_free(h2);
+}
+
+/* Failed changes append nothing; the sequence stays gap-free over many changes. */
+static void events_gap_free(void **state)
+{
+	must_put(ST, "g", 1);
+	hf_hold *h = ACQ("g", NULL);
+	uint64_t seq = ht_last_seq(ST);
+	RC(ht_acquire(ST, "g", NULL, NULL), HF_EUNAVAILABLE);
+	RC(ht_put_rc(ST, "g", 2, NULL, 7), HF_EVERSION);
+	hf_reply *r = ht_hold_op(ST, HF_OP_RELEASE, h->id, "00000000000000000000000000000000", 0);
+	REPLY_RC(r, HF_ETOKEN);
+	hf_reply_free(r);
+	r = ht_delete(ST, "g", -1);
+	REPLY_RC(r, HF_EHELD);
+	hf_reply_free(r);
+	EQ(ht_last_seq(ST), seq);
+	RC(ht_release_rc(ST, h), HF_OK);
+	for (int i = 0; i < 150; i++) {
+		char n[16];
+		snprintf(n, sizeof n, "n%03d", i);
+		must_put(ST, n, 1);
+	}
+	uint64_t last = ht_last_seq(ST);
+	uint64_t expect = 1, after = 0;
+	for (;;) {
+		r = ht_events(ST, after, 64);
+		REPLY_RC(r, HF_OK);
+		for (size_t i = 0; i < r->n_events; i++)
+			EQ(r->events[i].seq, expect++);
+		size_t n = r->n_events;
+		if (n)
+			after = r->events[n - 1].seq;
+		hf_reply_free(r);
+		if (!n)
+			break;
+	}
+	EQ(expect - 1, last);
+	hf_hold_free(h);
+}
+
+static void events_long_poll(void **state)
+{
+	must_put(ST, "p", 1);
+	uint64_t seq = ht_last_seq(ST);
+	hf_request q;
+	hf_request_init(&q, HF_OP_READ_EVENTS);
+	q.after = seq;
+	q.wait_ms = 600000;
+	ht_pending ev;
+	RC(ht_submit(ST, &q, &ev), HF_OK);
+	still_parked(ST, &ev);
+	must_put(ST, "p", 2);
+	must_complete(ST, &ev);
+	RC(ht_pending_rc(&ev), HF_OK);
+	EQ(ev.reply->n_events, 1);
+	EQ(ev.reply->events[0].seq, seq + 1);
+	assert_string_equal(ev.reply->events[0].type, "resource.updated");
+	ht_pending_clear(&ev);
+	/* an event already there answers at once */
+	q.after = 0;
+	RC(ht_submit(ST, &q, &ev), HF_OK);
+	must_complete(ST, &ev);
+	RC(ht_pending_rc(&ev), HF_OK);
+	EQ(ev.reply->n_events, 2);
+	ht_pending_clear(&ev);
+}
+
+static void events_long_poll_timeout(void **state)
+{
+	NEED_CLOCK();
+	hf_request q;
+	hf_request_init(&q, HF_OP_READ_EVENTS);
+	q.after = 0;
+	q.wait_ms = 1000;
+	ht_pending ev;
+	RC(ht_submit(ST, &q, &ev), HF_OK);
+	still_parked(ST, &ev);
+	ht_advance(ENV, 1000);
+	ht_tick(ENV);
+	must_complete(ST, &ev);
+	RC(ht_pending_rc(&ev), HF_OK);
+	EQ(ev.reply->n_events, 0);
+	ht_pending_clear(&ev);
+}
+
+/* ======================= durability ======================= */
+
+typedef struct snapshot {
+	hf_reply *resources, *holds, *events;
+} snapshot;
+
+static void snap_take(hf_store *st, snapshot *s)
+{
+	hf_request q;
+	hf_request_init(&q, HF_OP_LIST_RESOURCES);
+	q.limit = HF_LIST_MAX;
+	RC(hf_call(st, &q, &s->resources), HF_OK);
+	hf_request_init(&q, HF_OP_LIST_HOLDS);
+	q.limit = HF_LIST_MAX;
+	RC(hf_call(st, &q, &s->holds), HF_OK);
+	hf_request_init(&q, HF_OP_READ_EVENTS);
+	q.limit = HF_LIST_MAX;
+	RC(hf_call(st, &q, &s->events), HF_OK);
+}
+
+static void snap_free(snapshot *s)
+{
+	hf_reply_free(s->resources);
+	hf_reply_free(s->holds);
+	hf_reply_free(s->events);
+}
+
+static void snap_equal(const snapshot *a, const snapshot *b)
+{
+	EQ(a->resources->n_resources, b->resources->n_resources);
+	for (size_t i = 0; i < a->resources->n_resources; i++) {
+		const hf_resource *x = &a->resources->resources[i], *y = &b->resources->resources[i];
+		assert_string_equal(x->name, y->name);
+		EQ(x->capacity, y->capacity);
+		EQ(x->version, y->version);
+		EQ(x->declared, y->declared);
+		EQ(x->held, y->held);
+		EQ(x->holds, y->holds);
+		if (!json_same(x->meta, y->meta))
+			fail_msg("resource %s meta %s != %s", x->name, x->meta ? x->meta : "NULL",
+			         y->meta ? y->meta : "NULL");
+	}
+	EQ(a->holds->n_holds, b->holds->n_holds);
+	for (size_t i = 0; i < a->holds->n_holds; i++) {
+		const hf_hold *x = &a->holds->holds[i], *y = &b->holds->holds[i];
+		assert_string_equal(x->id, y->id);
+		assert_string_equal(x->owner, y->owner);
+		EQ(x->state, y->state);
+		EQ(x->mode, y->mode);
+		EQ(x->created_at_ms, y->created_at_ms);
+		EQ(x->expires_at_ms, y->expires_at_ms);
+		EQ(x->ended_at_ms, y->ended_at_ms);
+		EQ(x->n_parts, y->n_parts);
+		for (size_t k = 0; k < x->n_parts; k++) {
+			assert_string_equal(x->parts[k].resource, y->parts[k].resource);
+			EQ(x->parts[k].units, y->parts[k].units);
+			EQ(x->parts[k].fence, y->parts[k].fence);
+		}
+	}
+	EQ(a->events->last_seq, b->events->last_seq);
+	EQ(a->events->n_events, b->events->n_events);
+	for (size_t i = 0; i < a->events->n_events; i++) {
+		const hf_event *x = &a->events->events[i], *y = &b->events->events[i];
+		EQ(x->seq, y->seq);
+		EQ(x->at_ms, y->at_ms);
+		assert_string_equal(x->type, y->type);
+		assert_true((x->resource == NULL) == (y->resource == NULL));
+		if (x->resource)
+			assert_string_equal(x->resource, y->resource);
+		assert_true((x->hold_id == NULL) == (y->hold_id == NULL));
+		if (x->hold_id)
+			assert_string_equal(x->hold_id, y->hold_id);
+		if (!json_same(x->data, y->data))
+			fail_msg("event %llu data differs: %s / %s", (unsigned long long)x->seq, x->data,
+			         y->data);
+	}
+}
+
+static void durable_reopen_restores_all(void **state)
+{
+	NEED_CLOCK();
+	if (!ht_can_reopen(ENV))
+		skip();
+	RC(ht_put_rc(ST, "d1", 5, "{\"name\":\"first\"}", -1), HF_OK);
+	RC(ht_put_rc(ST, "d1", 6, "{\"name\":\"second\",\"n\":[1,2,3]}", 1), HF_OK);
+	RC(ht_put_rc(ST, "d2", 1, NULL, 0), HF_OK);
+	hf_hold *conf = ACQ("imp@2", &(ht_acq){.owner = "o-conf"});
+	RC(ht_confirm_rc(ST, conf), HF_OK);
+	hf_hold *tent = ACQ("d1:3,d2", &(ht_acq){.owner = "o-tent", .key = "idem-1",
+	                                          .ttl_ms = 50000});
+	hf_hold *rel = ACQ("d1", &(ht_acq){.owner = "o-rel"});
+	RC(ht_release_rc(ST, rel), HF_OK);
+	ht_advance(ENV, 10);
+	hf_hold *exp = ACQ("d1:2", &(ht_acq){.owner = "o-exp", .ttl_ms = 100,
+	                                      .mode = HF_MODE_SHARED});
+	ht_advance(ENV, 100);
+	ht_tick(ENV);
+	EQ(ht_hold_get(ST, exp->id).state, HF_HOLD_EXPIRED);
+	/* acknowledged once durable, and the journal is in order: the tick's expiry is too */
+	must_put(ST, "sentinel", 1);
+	int64_t max_fence = 0;
+	hf_hold *all[] = {conf, tent, rel, exp};
+	for (size_t i = 0; i < 4; i++)
+		for (size_t k = 0; k < all[i]->n_parts; k++)
+			if (all[i]->parts[k].fence > max_fence)
+				max_fence = all[i]->parts[k].fence;
+
+	snapshot before, after;
+	snap_take(ST, &before);
+	EQ(before.holds->n_holds, 4);
+	reopen_with_options(state);
+	snap_take(ST, &after);
+	snap_equal(&before, &after);
+	snap_free(&before);
+	snap_free(&after);
+
+	/* the idempotency record came back */
+	hf_hold *rep = ACQ("d1:3,d2", &(ht_acq){.owner = "o-tent", .key = "idem-1",
+	                                         .ttl_ms = 50000});
+	assert_true(rep->replayed);
+	assert_string_equal(rep->id, tent->id);
+	assert_string_equal(rep->token, tent->token);
+	EQ(ht_fence(rep, "d1"), ht_fence(tent, "d1"));
+	/* tokens still work; the lease still runs out at its time */
+	ht_advance(ENV, 50000 - 110);
+	ht_tick(ENV);
+	EQ(ht_hold_get(ST, tent->id).state, HF_HOLD_EXPIRED);
+	RC(ht_release_rc(ST, conf), HF_OK);
+	/* the fence counter came back */
+	hf_hold *n1 = ACQ("d1", NULL);
+	GT(n1->parts[0].fence, max_fence);
+	hf_hold *n2 = ACQ("imp@2", NULL);
+	GT(n2->parts[0].fence, max_fence);
+	/* and the sequence goes on without a gap */
+	hf_reply *r = ht_events(ST, 0, HF_LIST_MAX);
+	for (size_t i = 0; i < r->n_events; i++)
+		EQ(r->events[i].seq, i + 1);
+	hf_reply_free(r);
+	hf_hold_free(conf);
+	hf_hold_free(tent);
+	hf_hold_free(rel);
+	hf_hold_free(exp);
+	hf_hold_free(rep);
+	hf_hold_free(n1);
+	hf_hold_free(n2);
+}
+
+static unsigned char *read_all(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	long n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	unsigned char *b = malloc((size_t)n + 1);
+	*len = fread(b, 1, (size_t)n, f);
+	fclose(f);
+	return b;
+}
+
+static void write_all(const char *path, const void *buf, size_t len, bool truncate)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | (truncate ? O_TRUNC : 0), 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, buf, len), (ssize_t)len);
+	close(fd);
+}
+
+/* Opening `path` answers store_corrupt, sets no store, and leaves the file's bytes alone. */
+static void expect_corrupt(void **state, const char *why)
+{
+	size_t n0 = 0, n1 = 0;
+	unsigned char *b0 = read_all(ENV->path, &n0);
+	hf_error err;
+	hf_store *st = (hf_store *)0x1;
+	int rc = hf_open(ENV->url, &ENV->opt, &st, &err);
+	if (rc != HF_ECORRUPT) {
+		if (rc == HF_OK)
+			hf_close(st);
+		fail_msg("%s: hf_open gave %s \"%s\", expected store_corrupt", why, hf_err_name(rc),
+		         rc == HF_OK ? "" : err.message);
+	}
+	EQ(err.code, HF_ECORRUPT);
+	assert_null(st);
+	unsigned char *b1 = read_all(ENV->path, &n1);
+	EQ(n1, n0);
+	assert_true(n0 == 0 || memcmp(b0, b1, n0) == 0); /* never reset */
+	free(b0);
+	free(b1);
+}
+
+static void durable_garbage_file(void **state)
+{
+	NEED_FILE();
+	ht_env_close(ENV);
+	unlink(ENV->path);
+	unsigned char buf[65536];
+	uint64_t s = 42;
+	for (size_t i = 0; i < sizeof buf; i++)
+		buf[i] = (unsigned char)ht_rand(&s);
+	write_all(ENV->path, buf, sizeof buf, true);
+	expect_corrupt(state, "random bytes");
+	write_all(ENV->path, "hello, this is not a database\n", 30, true);
+	expect_corrupt(state, "a text file");
+}
+
+static void durable_damaged_store(void **state)
+{
+	NEED_FILE();
+	for (int i = 0; i < 20; i++) {
+		char n[16];
+		snprintf(n, sizeof n, "r%02d", i);
+		must_put(ST, n, 3);
+		hf_hold *h = ACQ(n, NULL);
+		hf_hold_free(h);
+	}
+	ht_env_close(ENV);
+	char wal[800];
+	snprintf(wal, sizeof wal, "%s-wal", ENV->path);
+	unlink(wal);
+	size_t n = 0;
+	unsigned char *b = read_all(ENV->path, &n);
+	assert_non_null(b);
+	assert_true(n > 200);
+	/* keep SQLite's 100-byte header, garble every page after it */
+	uint64_t s = 7;
+	for (size_t i = 100; i < n; i++)
+		b[i] = (unsigned char)ht_rand(&s);
+	write_all(ENV->path, b, n, true);
+	free(b);
+	expect_corrupt(state, "pages garbled");
+}
+
+static void durable_foreign_sqlite(void **state)
+{
+	NEED_FILE();
+	ht_env_close(ENV);
+	unlink(ENV->path);
+	sqlite3 *db = NULL;
+	assert_int_equal(sqlite3_open(ENV->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+	                              "CREATE TABLE customers(id INTEGER PRIMARY KEY, name TEXT);"
+	                              "INSERT INTO customers(name) VALUES ('ada'), ('grace');",
+	                              NULL, NULL, NULL),
+	                 SQLITE_OK);
+	sqlite3_close(db);
+	expect_corrupt(state, "a foreign sqlite file");
+	/* and the foreign data is still there */
+	assert_int_equal(sqlite3_open(ENV->path, &db), SQLITE_OK);
+	sqlite3_stmt *stmt = NULL;
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM customers", -1, &stmt, NULL),
+	                 SQLITE_OK);
+	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+	EQ(sqlite3_column_int(stmt, 0), 2);
+	sqlite3_finalize(stmt);
+	sqlite3_close(db);
+}
+
+/* ======================= retention and limits ======================= */
+
+static void retention_of_ended_holds(void **state)
+{
+	NEED_CLOCK();
+	ht_env_close(ENV);
+	ENV->opt.hold_retention_ms = 10000;
+	reopen_with_options(state);
+	must_put(ST, "r", 2);
+	hf_hold *rel = ACQ("r", NULL);
+	hf_hold *exp = ACQ("r", &(ht_acq){.ttl_ms = 1000});
+	RC(ht_release_rc(ST, rel), HF_OK); /* ended at T0 */
+	ht_advance(ENV, 1000);             /* exp ends at T0+1000 */
+	ht_tick(ENV);
+	ht_advance(ENV, 8999); /* T0+9999 */
+	ht_tick(ENV);
+	EQ(ht_hold_get(ST, rel->id).state, HF_HOLD_RELEASED);
+	EQ(ht_hold_get(ST, exp->id).state, HF_HOLD_EXPIRED);
+	ht_advance(ENV, 2); /* T0+10001: rel forgotten, exp kept until T0+11000 */
+	ht_tick(ENV);
+	RC(ht_hold_get(ST, rel->id).rc, HF_ENOHOLD);
+	EQ(ht_hold_get(ST, exp->id).state, HF_HOLD_EXPIRED);
+	hf_reply *r = ht_hold_op(ST, HF_OP_RELEASE, rel->id, rel->token, 0);
+	REPLY_RC(r, HF_ENOHOLD);
+	hf_reply_free(r);
+	ht_advance(ENV, 1000);
+	ht_tick(ENV);
+	RC(ht_hold_get(ST, exp->id).rc, HF_ENOHOLD);
+	hf_request q;
+	hf_request_init(&q, HF_OP_LIST_HOLDS);
+	RC(hf_call(ST, &q, &r), HF_OK);
+	EQ(r->n_holds, 0);
+	hf_reply_free(r);
+	hf_hold_free(rel);
+	hf_hold_free(exp);
+}
+
+static void limit_max_waiters(void **state)
+{
+	ht_env_close(ENV);
+	ENV->opt.max_waiters = 1;
+	reopen_with_options(state);
+	must_put(ST, "l", 1);
+	hf_hold *h = ACQ("l", NULL);
+	ht_pending w;
+	ht_acq o = {.wait_ms = 600000};
+	RC(ht_submit_acquire(ST, "l", &o, &w), HF_OK);
+	must_park(ST, "l", 1);
+	RC(ht_acquire(ST, "l", &o, NULL), HF_ELIMIT);
+	RC(ht_acquire(ST, "l", NULL, NULL), HF_EUNAVAILABLE); /* NOWAIT never parks */
+	EQ(ht_res_get(ST, "l").waiters, 1);
+	RC(ht_release_rc(ST, h), HF_OK);
+	must_complete(ST, &w);
+	RC(ht_pending_rc(&w), HF_OK);
+	/* ended waits give their place back: cancelled, then granted, then parked again */
+	ht_pending w2, w3;
+	RC(ht_submit_acquire(ST, "l", &o, &w2), HF_OK);
+	must_park(ST, "l", 1);
+	hf_cancel(ST, w2.call_id);
+	must_complete(ST, &w2);
+	RC(ht_pending_rc(&w2), HF_ECANCELED);
+	RC(ht_submit_acquire(ST, "l", &o, &w3), HF_OK);
+	must_park(ST, "l", 1);
+	RC(ht_release_rc(ST, w.reply->hold), HF_OK);
+	must_complete(ST, &w3);
+	RC(ht_pending_rc(&w3), HF_OK);
+	ht_pending_clear(&w);
+	ht_pending_clear(&w2);
+	ht_pending_clear(&w3);
+	hf_hold_free(h);
+}
+
+static void limit_counts_go_down(void **state)
+{
+	NEED_CLOCK();
+	ht_env_close(ENV);
+	ENV->opt.max_holds = 1;
+	ENV->opt.max_resources = 1;
+	reopen_with_options(state);
+	/* an implicit resource that vanishes frees its place; an expired hold frees its place */
+	for (int i = 0; i < 5; i++) {
+		hf_hold *h = ACQ(i % 2 ? "x@1" : "y@2", &(ht_acq){.ttl_ms = 100});
+		if (i % 2) {
+			RC(ht_release_rc(ST, h), HF_OK);
+		} else {
+			ht_advance(ENV, 100);
+			ht_tick(ENV);
+			EQ(ht_hold_get(ST, h->id).state, HF_HOLD_EXPIRED);
+		}
+		hf_hold_free(h);
+	}
+	hf_hold *h = ACQ("z@1", NULL);
+	RC(ht_acquire(ST, "z2@1", NULL, NULL), HF_ELIMIT);
+	hf_hold_free(h);
+}
+
+static void limit_max_holds(void **state)
+{
+	ht_env_close(ENV);
+	ENV->opt.max_holds = 2;
+	reopen_with_options(state);
+	must_put(ST, "l", 10);
+	hf_hold *a = ACQ("l", NULL), *b = ACQ("l", NULL);
+	RC(ht_acquire(ST, "l", NULL, NULL), HF_ELIMIT);
+	EQ(ht_res_get(ST, "l").held, 2);
+	RC(ht_release_rc(ST, a), HF_OK);
+	hf_hold *c = ACQ("l", NULL);
+	hf_hold_free(a);
+	hf_hold_free(b);
+	hf_hold_free(c);
+}
+
+static void limit_max_resources(void **state)
+{
+	ht_env_close(ENV);
+	ENV->opt.max_resources = 2;
+	reopen_with_options(state);
+	must_put(ST, "a", 1);
+	must_put(ST, "b", 1);
+	RC(ht_put_rc(ST, "c", 1, NULL, -1), HF_ELIMIT);
+	RC(ht_acquire(ST, "imp@1", NULL, NULL), HF_ELIMIT);
+	RC(ht_res_get(ST, "c").rc, HF_ENORESOURCE);
+	RC(ht_put_rc(ST, "a", 2, NULL, -1), HF_OK); /* updates are not new resources */
+	hf_reply_free(ht_delete(ST, "a", -1));
+	RC(ht_put_rc(ST, "c", 1, NULL, -1), HF_OK);
+}
+
+/* ======================= the asynchronous API ======================= */
+
+struct async_rec {
+	int calls;
+	pthread_t thread;
+	hf_reply *reply;
+};
+
+static void async_done(void *arg, hf_reply *reply)
+{
+	struct async_rec *a = arg;
+	a->calls++;
+	a->thread = pthread_self();
+	hf_reply_free(a->reply);
+	a->reply = reply;
+}
+
+static void async_submit_poll_dispatch(void **state)
+{
+	int fd = hf_store_fd(ST);
+	assert_true(fd >= 0);
+	EQ(hf_store_fd(ST), fd);
+	hf_request q;
+	hf_request_init(&q, HF_OP_PUT_RESOURCE);
+	char name[32] = "async-res";
+	q.name = name;
+	q.capacity = 100;
+	struct async_rec a = {0};
+	uint64_t id1 = 0, id2 = 0;
+	hf_error err;
+	RC(hf_submit(ST, &q, async_done, &a, &id1, &err), HF_OK);
+	memset(name, 'X', 5); /* the library copied what it needs */
+	EQ(a.calls, 0);       /* only hf_store_dispatch runs callbacks */
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	int64_t deadline = ht_mono_ms() + PROMPT_MS;
+	int ran = 0;
+	while (a.calls == 0 && ht_mono_ms() < deadline) {
+		if (poll(&pfd, 1, 100) > 0)
+			ran += hf_store_dispatch(ST);
+	}
+	EQ(a.calls, 1);
+	GT(ran, 0);
+	assert_true(pthread_equal(a.thread, pthread_self()));
+	REPLY_RC(a.reply, HF_OK);
+	assert_string_equal(a.reply->resource->name, "async-res");
+	EQ(hf_store_dispatch(ST), 0);
+	EQ(poll(&pfd, 1, 0), 0); /* nothing more to read */
+	EQ(a.calls, 1);
+
+	/* an error return: done is never called */
+	hf_request bad;
+	hf_request_init(&bad, HF_OP_PUT_RESOURCE);
+	bad.name = "";
+	bad.capacity = 1;
+	struct async_rec b = {0};
+	RC(hf_submit(ST, &bad, async_done, &b, &id2, &err), HF_EINVAL);
+	EQ(err.code, HF_EINVAL);
+	ht_pump(ST);
+	EQ(b.calls, 0);
+
+	/* many in flight: each completes exactly once, ids distinct */
+	enum { N = 50 };
+	ht_pending p[N];
+	for (int i = 0; i < N; i++) {
+		RC(ht_submit_acquire(ST, "async-res", NULL, &p[i]), HF_OK);
+		for (int j = 0; j < i; j++)
+			assert_true(p[j].call_id != p[i].call_id);
+	}
+	for (int i = 0; i < N; i++) {
+		must_complete(ST, &p[i]);
+		RC(ht_pending_rc(&p[i]), HF_OK);
+	}
+	ht_pump(ST);
+	for (int i = 0; i < N; i++) {
+		EQ(atomic_load(&p[i].calls), 1);
+		ht_pending_clear(&p[i]);
+	}
+	EQ(ht_res_get(ST, "async-res").held, N);
+	hf_reply_free(a.reply);
+}
+
+static void async_store_scheme(void **state)
+{
+	assert_string_equal(hf_store_scheme(ST), ENV->scheme);
+}
+
+/* ======================= watchdog ======================= */
+
+struct lost_rec {
+	atomic_int calls;
+	atomic_int code;
+};
+
+static void on_lost(void *arg, const hf_error *why)
+{
+	struct lost_rec *l = arg;
+	atomic_store(&l->code, why ? why->code : 1);
+	atomic_fetch_add(&l->calls, 1);
+}
+
+static bool wait_lost(struct lost_rec *l, int ms)
+{
+	int64_t deadline = ht_mono_ms() + ms;
+	while (atomic_load(&l->calls) == 0 && ht_mono_ms() < deadline)
+		ht_sleep_ms(5);
+	return atomic_load(&l->calls) > 0;
+}
+
+/* Real time: a 900 ms lease survives 4 s because the watchdog extends it. */
+static void watchdog_keeps_alive(void **state)
+{
+	must_put(ST, "wd", 1);
+	hf_hold *h = ACQ("wd", &(ht_acq){.ttl_ms = 900});
+	struct lost_rec l = {0};
+	hf_watchdog *wd = NULL;
+	hf_error err;
+	RC(hf_watchdog_start(ST, h->id, h->token, 900, on_lost, &l, &wd, &err), HF_OK);
+	int64_t end = ht_mono_ms() + 4000;
+	while (ht_mono_ms() < end) {
+		ht_sleep_ms(100);
+		assert_false(hf_watchdog_lost(wd));
+	}
+	ht_hold_view v = ht_hold_get(ST, h->id);
+	EQ(v.state, HF_HOLD_TENTATIVE);
+	GT(v.expires_at_ms, hf_now_ms());
+	EQ(atomic_load(&l.calls), 0);
+	hf_watchdog_stop(wd); /* the hold is kept */
+	EQ(ht_hold_get(ST, h->id).state, HF_HOLD_TENTATIVE);
+	RC(ht_release_rc(ST, h), HF_OK);
+	hf_hold_free(h);
+}
+
+static void watchdog_reports_release(void **state)
+{
+	must_put(ST, "wd", 1);
+	hf_hold *h = ACQ("wd", &(ht_acq){.ttl_ms = 600});
+	struct lost_rec l = {0};
+	hf_watchdog *wd = NULL;
+	hf_error err;
+	RC(hf_watchdog_start(ST, h->id, h->token, 600, on_lost, &l, &wd, &err), HF_OK);
+	RC(ht_release_rc(ST, h), HF_OK);
+	if (!wait_lost(&l, PROMPT_MS))
+		fail_msg("watchdog never reported the released hold");
+	assert_true(hf_watchdog_lost(wd));
+	EQ(atomic_load(&l.code), HF_EENDED);
+	hf_watchdog_stop(wd);
+	EQ(atomic_load(&l.calls), 1);
+	hf_hold_free(h);
+}
+
+static void watchdog_reports_expiry(void **state)
+{
+	NEED_CLOCK();
+	must_put(ST, "wd", 1);
+	hf_hold *h = ACQ("wd", &(ht_acq){.ttl_ms = 600});
+	hf_watchdog *wd = NULL;
+	hf_error err;
+	RC(hf_watchdog_start(ST, h->id, h->token, 600, NULL, NULL, &wd, &err), HF_OK);
+	ht_advance(ENV, 60000); /* the engine's clock jumps past the lease */
+	ht_tick(ENV);
+	EQ(ht_hold_get(ST, h->id).state, HF_HOLD_EXPIRED);
+	int64_t deadline = ht_mono_ms() + PROMPT_MS;
+	while (!hf_watchdog_lost(wd) && ht_mono_ms() < deadline)
+		ht_sleep_ms(5);
+	assert_true(hf_watchdog_lost(wd));
+	hf_watchdog_stop(wd);
+	hf_hold_free(h);
+}
+
+
+/* ======================= more edges ======================= */
+
+/* Implicit resources are not durable beyond their holds: one that only a waiter named, or
+ * whose holds ended, is not there after a reopen; one that is held comes back as it was. */
+static void res_implicit_across_reopen(void **state)
+{
+	if (!ht_can_reopen(ENV))
+		skip();
+	hf_hold *hy = ACQ("y@1", NULL);
+	ht_pending w;
+	ht_acq o = {.wait_ms = 600000};
+	RC(ht_submit_acquire(ST, "x@2,y@1", &o, &w), HF_OK);
+	must_park(ST, "x", 1); /* x exists only because the waiter names it */
+	hf_hold *hz = ACQ("z@3", NULL);
+	RC(ht_release_rc(ST, hz), HF_OK);
+	RC(ht_res_get(ST, "z").rc, HF_ENORESOURCE);
+	ht_env_close(ENV); /* ends the wait */
+	RC(ht_pending_rc(&w), HF_ECLOSED);
+	ht_pending_clear(&w);
+	reopen_with_options(state);
+	RC(ht_res_get(ST, "x").rc, HF_ENORESOURCE);
+	RC(ht_res_get(ST, "z").rc, HF_ENORESOURCE);
+	ht_res v = ht_res_get(ST, "y");
+	RC(v.rc, HF_OK);
+	assert_false(v.declared);
+	EQ(v.capacity, 1);
+	EQ(v.held, 1);
+	EQ(v.waiters, 0);
+	/* released after the reopen: gone, and gone again after another reopen */
+	RC(ht_release_rc(ST, hy), HF_OK);
+	RC(ht_res_get(ST, "y").rc, HF_ENORESOURCE);
+	reopen_with_options(state);
+	RC(ht_res_get(ST, "y").rc, HF_ENORESOURCE);
+	hf_request q;
+	hf_request_init(&q, HF_OP_LIST_RESOURCES);
+	hf_reply *r = NULL;
+	RC(hf_call(ST, &q, &r), HF_OK);
+	EQ(r->n_resources, 0);
+	hf_reply_free(r);
+	hf_hold_free(hy);
+	hf_hold_free(hz);
+}
+
+static void res_put_on_implicit(void **state)
+{
+	hf_hold *h = ACQ("imp:3@4", NULL);
+	RC(ht_put_rc(ST, "imp", 2, NULL, -1), HF_ECAPINUSE);
+	ht_res v = ht_res_get(ST, "imp");
+	assert_false(v.declared);
+	EQ(v.capacity, 4);
+	RC(ht_put_rc(ST, "imp", 5, NULL, 1), HF_EVERSION); /* implicit: version 0 */
+	RC(ht_put_rc(ST, "imp", 5, NULL, 0), HF_OK);       /* "must not exist" as declared */
+	v = ht_res_get(ST, "imp");
+	assert_true(v.declared);
+	EQ(v.capacity, 5);
+	EQ(v.version, 1);
+	EQ(v.held, 3);
+	hf_hold_free(h);
+}
+
+static void list_holds_filters_and_paging(void **state)
+{
+	NEED_CLOCK();
+	must_put(ST, "r1", 10);
+	must_put(ST, "r2", 10);
+	hf_hold *h[6];
+	const char *owners[] = {"ann", "bob", "ann", "bob", "ann", "cy"};
+	const char *specs[] = {"r1", "r2", "r1,r2", "r1", "r2", "r2"};
+	for (int i = 0; i < 6; i++)
+		h[i] = ACQ(specs[i], &(ht_acq){.owner = owners[i]});
+	RC(ht_confirm_rc(ST, h[1]), HF_OK);
+	RC(ht_release_rc(ST, h[3]), HF_OK);
+	hf_request q;
+	hf_reply *r = NULL;
+	/* by owner */
+	hf_request_init(&q, HF_OP_LIST_HOLDS);
+	q.owner = "ann";
+	RC(hf_call(ST, &q, &r), HF_OK);
+	EQ(r->n_holds, 3);
+	for (size_t i = 0; i < r->n_holds; i++)
+		assert_string_equal(r->holds[i].owner, "ann");
+	hf_reply_free(r);
+	/* by resource: any part names it */
+	hf_request_init(&q, HF_OP_LIST_HOLDS);
+	q.resource = "r1";
+	RC(hf_call(ST, &q, &r), HF_OK);
+	EQ(r->n_holds, 3); /* h0, h2, h3 */
+	hf_reply_free(r);
+	/* by state */
+	hf_request_init(&q, HF_OP_LIST_HOLDS);
+	q.state = HF_HOLD_CONFIRMED;
+	RC(hf_call(ST, &q, &r), HF_OK);
+	EQ(r->n_holds, 1);
+	assert_string_equal(r->holds[0].id, h[1]->id);
+	hf_reply_free(r);
+	hf_request_init(&q, HF_OP_LIST_HOLDS);
+	q.state = HF_HOLD_RELEASED;
+	q.owner = "bob";
+	RC(hf_call(ST, &q, &r), HF_OK);
+	EQ(r->n_holds, 1);
+	assert_string_equal(r->holds[0].id, h[3]->id);
+	hf_reply_free(r);
+	/* paging: ids ascending, each once */
+	char seen[6][HF_ID_LEN + 1];
+	size_t n = 0;
+	char cursor[HF_ID_LEN + 1] = "";
+	for (int page = 0; page < 10; page++) {
+		hf_request_init(&q, HF_OP_LIST_HOLDS);
+		q.limit = 4;
+		q.cursor = cursor[0] ? cursor : NULL;
+		RC(hf_call(ST, &q, &r), HF_OK);
+		for (size_t i = 0; i < r->n_holds; i++) {
+			assert_true(n < 6);
+			if (n)
+				assert_true(strcmp(seen[n - 1], r->holds[i].id) < 0);
+			memcpy(seen[n++], r->holds[i].id, HF_ID_LEN + 1);
+		}
+		bool more = r->more;
+		if (r->n_holds)
+			memcpy(cursor, r->holds[r->n_holds - 1].id, HF_ID_LEN + 1);
+		EQ(more, n < 6);
+		hf_reply_free(r);
+		if (!more)
+			break;
+	}
+	EQ(n, 6);
+	for (int i = 0; i < 6; i++)
+		hf_hold_free(h[i]);
+}
+
+/* A wait that ended without a grant (cancelled, timed out) frees its idempotency key. */
+static void idem_key_freed_by_failed_wait(void **state)
+{
+	NEED_CLOCK();
+	must_put(ST, "i", 1);
+	hf_hold *blocker = ACQ("i", NULL);
+	ht_acq o = {.key = "k-wait", .wait_ms = 1000};
+	ht_pending w;
+	RC(ht_submit_acquire(ST, "i", &o, &w), HF_OK);
+	must_park(ST, "i", 1);
+	hf_cancel(ST, w.call_id);
+	must_complete(ST, &w);
+	RC(ht_pending_rc(&w), HF_ECANCELED);
+	ht_pending_clear(&w);
+	RC(ht_submit_acquire(ST, "i", &o, &w), HF_OK); /* not in flight any more */
+	must_park(ST, "i", 1);
+	ht_advance(ENV, 1000);
+	ht_tick(ENV);
+	must_complete(ST, &w);
+	RC(ht_pending_rc(&w), HF_ETIMEDOUT);
+	ht_pending_clear(&w);
+	RC(ht_release_rc(ST, blocker), HF_OK);
+	hf_hold *h = ACQ("i", &o);
+	assert_false(h->replayed);
+	hf_hold_free(blocker);
+	hf_hold_free(h);
+}
+
+/* hf_close ends parked waits with HF_ECLOSED and runs every callback still owed exactly
+ * once (store.c delivers them in hf_close; include/holdfast.h's comment on hf_close says
+ * they are dropped instead: see the report). Replies are freed by their owners here, so
+ * the sanitizer build checks that nothing leaks either way. */
+static void close_completes_every_call_once(void **state)
+{
+	must_put(ST, "c", 1);
+	hf_hold *h = ACQ("c", NULL);
+	ht_pending w, ev, put;
+	ht_acq o = {.wait_ms = 600000};
+	RC(ht_submit_acquire(ST, "c", &o, &w), HF_OK);
+	hf_request q;
+	hf_request_init(&q, HF_OP_READ_EVENTS);
+	q.after = 1000;
+	q.wait_ms = 600000;
+	RC(ht_submit(ST, &q, &ev), HF_OK);
+	hf_request_init(&q, HF_OP_PUT_RESOURCE);
+	q.name = "other";
+	q.capacity = 1;
+	RC(ht_submit(ST, &q, &put), HF_OK);
+	must_park(ST, "c", 1);
+	ht_env_close(ENV);
+	EQ(atomic_load(&w.calls), 1);
+	RC(ht_pending_rc(&w), HF_ECLOSED);
+	EQ(atomic_load(&ev.calls), 1);
+	RC(ht_pending_rc(&ev), HF_ECLOSED);
+	EQ(atomic_load(&put.calls), 1);
+	RC(ht_pending_rc(&put), HF_OK);
+	ht_pending_clear(&w);
+	ht_pending_clear(&ev);
+	ht_pending_clear(&put);
+	hf_hold_free(h);
+}
+
+/* Ended holds past retention stay forgotten across a reopen; a lease that ran out while
+ * the store was closed is expired at once after it, at its own time. */
+static void durable_retention_and_expiry_across_reopen(void **state)
+{
+	NEED_CLOCK();
+	if (!ht_can_reopen(ENV))
+		skip();
+	ht_env_close(ENV);
+	ENV->opt.hold_retention_ms = 10000;
+	reopen_with_options(state);
+	must_put(ST, "r", 5);
+	hf_hold *old = ACQ("r", NULL);
+	RC(ht_release_rc(ST, old), HF_OK);
+	hf_hold *lease = ACQ("r", &(ht_acq){.ttl_ms = 20000});
+	ht_advance(ENV, 10001);
+	ht_tick(ENV);
+	RC(ht_hold_get(ST, old->id).rc, HF_ENOHOLD);
+	must_put(ST, "sync", 1); /* everything before is durable */
+	uint64_t seq = ht_last_seq(ST);
+	ht_env_close(ENV);
+	ht_advance(ENV, 15000); /* the lease ran out at T0+20000 while closed */
+	reopen_with_options(state);
+	RC(ht_hold_get(ST, old->id).rc, HF_ENOHOLD);
+	ht_hold_view v = ht_hold_get(ST, lease->id);
+	EQ(v.state, HF_HOLD_EXPIRED);
+	EQ(v.ended_at_ms, HT_T0 + 20000);
+	EQ(ht_res_get(ST, "r").held, 0);
+	hf_reply *r = events_after_wait(ST, seq, 1);
+	EQ(r->n_events, 1);
+	assert_string_equal(r->events[0].type, "hold.expired");
+	hf_reply_free(r);
+	hf_hold_free(old);
+	hf_hold_free(lease);
+}
+
+/* One file, one store. A second store on the same file (another holdfastd started by
+ * mistake, or a second hf_open) would have its own in-memory state over the same journal.
+ * Ideally hf_open refuses it; at the least it must never grant what the first store
+ * granted (no double grant, no reused fence), and the first store must go on working. */
+static void durable_one_store_per_file(void **state)
+{
+	NEED_FILE();
+	must_put(ST, "a", 1);
+	hf_store *st2 = NULL;
+	hf_error err;
+	int rc = hf_open(ENV->url, &ENV->opt, &st2, &err);
+	if (rc != HF_OK) {
+		assert_null(st2);
+		return; /* refused at open: the clear answer */
+	}
+	/* both stores now decide from their own memory; the second one writes first */
+	int rc2 = ht_acquire(st2, "b@1", NULL, NULL);
+	hf_hold *h1 = NULL;
+	int rc1 = ht_acquire(ST, "a", NULL, &h1);
+	hf_hold *h2 = NULL;
+	rc = ht_acquire(st2, "a", NULL, &h2);
+	print_message("note: a second hf_open of the same file succeeded; its first change "
+	              "answered %s, then the first store's change %s, then the second store's "
+	              "conflicting acquire %s\n",
+	              hf_err_name(rc2), hf_err_name(rc1), hf_err_name(rc));
+	if (rc1 != HF_OK) {
+		hf_hold_free(h2);
+		hf_close(st2);
+		fail_msg("a second store opened on the same file broke the first one: its next "
+		         "acquire answered %s", hf_err_name(rc1));
+	}
+	if (rc == HF_OK)
+		fail_msg("double grant: capacity-1 resource granted by both stores (fences %lld, %lld)",
+		         (long long)h1->parts[0].fence, (long long)h2->parts[0].fence);
+	hf_close(st2);
+	RC(ht_release_rc(ST, h1), HF_OK); /* the first store still works */
+	hf_hold *h3 = ACQ("a", NULL);
+	GT(h3->parts[0].fence, h1->parts[0].fence);
+	hf_hold_free(h1);
+	hf_hold_free(h3);
+}
+
+static void watchdog_bad_arguments(void **state)
+{
+	must_put(ST, "wd", 1);
+	hf_hold *h = ACQ("wd", NULL);
+	hf_watchdog *wd = (hf_watchdog *)0x1;
+	hf_error err;
+	RC(hf_watchdog_start(ST, h->id, h->token, 0, NULL, NULL, &wd, &err), HF_EINVAL);
+	RC(hf_watchdog_start(ST, h->id, h->token, HF_TTL_MAX_MS + 1, NULL, NULL, &wd, &err),
+	   HF_EINVAL);
+	/* a hold that does not exist: refused at once, or reported lost promptly */
+	struct lost_rec l = {0};
+	wd = NULL;
+	int rc = hf_watchdog_start(ST, "0123456789abcdef0123456789abcdef", h->token, 600, on_lost,
+	                           &l, &wd, &err);
+	if (rc == HF_OK) {
+		if (!wait_lost(&l, PROMPT_MS))
+			fail_msg("watchdog on a missing hold never reported the loss");
+		EQ(atomic_load(&l.code), HF_ENOHOLD);
+		hf_watchdog_stop(wd);
+	}
+	EQ(ht_hold_get(ST, h->id).state, HF_HOLD_TENTATIVE);
+	hf_hold_free(h);
+}
+
+/* ======================= runner ======================= */
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup_fake, teardown)
+#define TR(fn) cmocka_unit_test_setup_teardown(fn, setup_real, teardown)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		T(res_put_get_version),
+		T(res_missing),
+		T(res_if_version),
+		T(res_implicit_lifecycle),
+		T(res_implicit_stays_while_waiter),
+		T(res_capacity_mismatch),
+		T(res_put_declares_implicit),
+		T(res_exceeds_capacity),
+		T(res_shrink_in_use),
+		T(res_delete_held),
+		T(res_delete_ends_waiters),
+		T(res_capacity_raise_wakes),
+		T(res_list),
+		T(hold_acquire_reply),
+		T(hold_reads_hide_token),
+		T(hold_unknown_id),
+		T(hold_parts_in_fixed_order),
+		T(hold_all_or_nothing),
+		T(hold_no_deadlock_threads),
+		T(hold_modes),
+		T(hold_writer_not_starved),
+		T(hold_any),
+		T(hold_states),
+		T(hold_expiry_with_tick),
+		T(hold_expiry_without_tick),
+		T(hold_extend),
+		T(hold_token_checks),
+		T(hold_tokens_unique),
+		T(fence_strictly_increases),
+		T(fence_increases_across_reopen),
+		T(wait_nowait),
+		T(wait_fifo_no_barging),
+		T(wait_fifo_order),
+		T(wait_timeout_fake_clock),
+		TR(wait_timeout_real_clock),
+		TR(wait_woken_by_real_expiry),
+		T(wait_woken_by_expiry_tick),
+		T(wait_woken_by_expiry_seen_by_op),
+		T(wait_timeout_wakes_next),
+		T(wait_cancel),
+		T(wait_close_fails_waiters),
+		T(idem_replay),
+		T(idem_mismatch),
+		T(idem_failed_may_retry),
+		T(idem_in_flight),
+		T(idem_retention),
+		T(events_types_and_order),
+		T(events_gap_free),
+		T(events_long_poll),
+		T(events_long_poll_timeout),
+		T(durable_reopen_restores_all),
+		T(durable_garbage_file),
+		T(durable_damaged_store),
+		T(durable_foreign_sqlite),
+		T(retention_of_ended_holds),
+		T(limit_max_waiters),
+		T(limit_max_holds),
+		T(limit_counts_go_down),
+		T(limit_max_resources),
+		T(async_submit_poll_dispatch),
+		T(async_store_scheme),
+		TR(watchdog_keeps_alive),
+		TR(watchdog_reports_release),
+		T(watchdog_reports_expiry),
+		TR(watchdog_bad_arguments),
+		T(res_implicit_across_reopen),
+		T(res_put_on_implicit),
+		T(list_holds_filters_and_paging),
+		T(idem_key_freed_by_failed_wait),
+		T(close_completes_every_call_once),
+		T(durable_retention_and_expiry_across_reopen),
+		T(durable_one_store_per_file),
+	};
+	ht_apply_filter();
+	const char *u = getenv("HF_TEST_ENGINE_URL");
+	fprintf(stderr, "conformance suite, engine %s\n", u && *u ? u : "file:");
+	return cmocka_run_group_tests_name("conformance", tests, NULL, NULL);
+}
