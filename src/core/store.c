@@ -44,7 +44,7 @@ int hf_open(const char *url, const hf_options *opt, hf_store **out, hf_error *er
 		return hf__err(err, HF_EINVAL, "engine url is empty");
 	const struct hf__engine_ops *ops = hf__engine_find(url);
 	if (!ops)
-		return hf__err(err, HF_ENOTSUP, "no engine for url '%s' (known: file:, http://)", url);
+		return hf__err(err, HF_ENOTSUP, "no engine for url '%s' (known: file:, http://, postgres://, redis://, redlock://)", url);
 	hf_store *store = calloc(1, sizeof(*store));
 	if (!store)
 		return hf__err_code(err, HF_ENOMEM);

@@ -8,6 +8,7 @@ if(HF_WITH_POSTGRES)
     ${PROJECT_SOURCE_DIR}/src/engine/postgres/ops.c
     ${PROJECT_SOURCE_DIR}/src/engine/postgres/engine.c)
   target_compile_definitions(holdfast_obj PRIVATE HF_WITH_POSTGRES)
+  list(APPEND HF_PC_ENGINES libpq) # holdfast.pc's Requires.private
   foreach(t holdfast_obj holdfast_static holdfast_shared)
     target_link_libraries(${t} PUBLIC PkgConfig::LIBPQ)
   endforeach()

@@ -1,0 +1,1340 @@
+/*
+ * engine.c — the redis:// engine: every rule runs inside Redis as holds.lua (EVALSHA, EVAL on
+ * NOSCRIPT); this file owns the worker thread that pipelines those calls over one blocking
+ * hiredis connection, the parked waits (woken by pub/sub on a second connection, with a slow
+ * safety re-check that also renews their leases), the expiry timer, reconnects and close.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "core/core.h"
+#include "engine/engine.h"
+#include "engine/redis/redis.h"
+
+#define RECHECK_MS 1000        /* the safety re-check of parked waits and event reads */
+#define WAITER_LEASE_MS 30000  /* a parked wait whose engine stops renewing it is dropped */
+#define CONNECT_TIMEOUT_MS 2000
+#define IO_TIMEOUT_MS 15000
+#define RECONNECT_MAX_MS 500
+#define BATCH_MAX 512 /* calls pipelined in one round trip */
+
+/* A parked acquire. Lives in the worker thread only. */
+struct waiter {
+	struct hf__call *call;
+	char wid[64];
+	int64_t deadline;  /* monotonic ms */
+	bool parked;       /* Redis has its record */
+	bool woken;        /* pub/sub said its outcome is ready */
+	bool busy;         /* a collect or unpark for it is in the current round */
+	int end_code;      /* 0, or why it must end: HF_ETIMEDOUT, HF_ECANCELED, HF_ECLOSED */
+	struct waiter *next;
+};
+
+/* A parked event read. */
+struct evwaiter {
+	struct hf__call *call;
+	int64_t deadline;
+	bool busy;
+	bool final; /* the read in flight completes it whatever it finds */
+	struct evwaiter *next;
+};
+
+enum job_kind { JOB_CALL, JOB_COLLECT, JOB_UNPARK, JOB_EVREAD, JOB_SWEEP };
+
+struct job {
+	enum job_kind kind;
+	struct hf__call *call;     /* JOB_CALL */
+	struct waiter *waiter;     /* JOB_CALL for a waiting acquire, JOB_UNPARK */
+	struct evwaiter *ev;       /* JOB_EVREAD */
+	struct waiter **collected; /* JOB_COLLECT: the waiters asked about */
+	size_t n_collected;
+	int argc;
+	char **argv;
+	size_t *argl;
+	bool retry; /* NOSCRIPT: send again as EVAL */
+};
+
+struct redis_engine {
+	hf_store *store;
+	hf_options opt;
+	struct hf__redis_url url;
+	char where[300];
+	char prefix[200];
+	char seq_key[220];
+	char ch_wake[220], ch_events[220];
+	char instance[17];
+	uint64_t next_wid;
+
+	pthread_t worker, subber;
+	bool worker_started, sub_started;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	/* guarded by lock */
+	struct hf__call *inbox_head, *inbox_tail;
+	uint64_t *cancels;
+	size_t n_cancels, cap_cancels;
+	char **wakes;
+	size_t n_wakes, cap_wakes;
+	bool events_pending, recheck_all, closing;
+	int sub_fd;
+
+	/* worker thread only */
+	redisContext *c;
+	char sha[41];
+	int64_t next_connect, backoff;
+	char last_error[200];
+	struct waiter *waiters;
+	size_t n_waiters;
+	struct evwaiter *evwaiters;
+	int64_t due_at, next_recheck;
+};
+
+/* call->engine_data of a call cancelled before the worker took it: if it would park, it ends
+ * at once with HF_ECANCELED (as if it had parked and been cancelled). */
+static char cancel_marker;
+
+static int64_t mono(void)
+{
+	return hf__redis_mono_ms();
+}
+
+/* ---- completing calls ---- */
+
+static void call_fail(struct hf__call *call, int code, const char *fmt, ...) HF__PRINTF(3, 4);
+static void call_fail(struct hf__call *call, int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	call->reply->error.code = code;
+	vsnprintf(call->reply->error.message, sizeof(call->reply->error.message), fmt, ap);
+	va_end(ap);
+	hf__call_done(call);
+}
+
+/* ---- replies: the script's JSON into hf_* items ---- */
+
+static int64_t jint(const json_t *o, const char *k)
+{
+	json_t *v = json_object_get(o, k);
+	if (json_is_integer(v))
+		return (int64_t)json_integer_value(v);
+	if (json_is_real(v))
+		return (int64_t)json_real_value(v);
+	return 0;
+}
+
+static const char *jstr(const json_t *o, const char *k)
+{
+	json_t *v = json_object_get(o, k);
+	return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+/* cjson writes an empty Lua table as {}: accept it as an empty array. */
+static size_t jarr_size(const json_t *a)
+{
+	return json_is_array(a) ? json_array_size(a) : 0;
+}
+
+static int hold_from(const json_t *j, hf_hold *out)
+{
+	memset(out, 0, sizeof(*out));
+	const char *id = jstr(j, "id"), *token = jstr(j, "token"), *owner = jstr(j, "owner");
+	json_t *parts = json_object_get(j, "parts");
+	if (!id || strlen(id) != HF_ID_LEN || !owner || jarr_size(parts) == 0)
+		return HF_EPROTO;
+	memcpy(out->id, id, HF_ID_LEN + 1);
+	if (token && strlen(token) == HF_TOKEN_LEN)
+		memcpy(out->token, token, HF_TOKEN_LEN + 1);
+	out->state = (hf_hold_state)jint(j, "state");
+	out->mode = (hf_mode)jint(j, "mode");
+	out->created_at_ms = jint(j, "created");
+	out->expires_at_ms = jint(j, "expires");
+	out->ended_at_ms = jint(j, "ended");
+	out->replayed = json_is_true(json_object_get(j, "replayed"));
+	if (!(out->owner = hf__strdup(owner)))
+		return HF_ENOMEM;
+	size_t n = json_array_size(parts);
+	out->parts = calloc(n, sizeof(*out->parts));
+	if (!out->parts)
+		goto nomem;
+	for (size_t i = 0; i < n; i++) {
+		json_t *p = json_array_get(parts, i);
+		const char *name = jstr(p, "name");
+		if (!name) {
+			hf__hold_clear(out);
+			return HF_EPROTO;
+		}
+		out->parts[i].units = jint(p, "units");
+		out->parts[i].fence = jint(p, "fence");
+		out->n_parts = i + 1;
+		if (!(out->parts[i].resource = hf__strdup(name)))
+			goto nomem;
+	}
+	return HF_OK;
+nomem:
+	hf__hold_clear(out);
+	return HF_ENOMEM;
+}
+
+static int resource_from(const json_t *j, hf_resource *out)
+{
+	memset(out, 0, sizeof(*out));
+	const char *name = jstr(j, "name"), *meta = jstr(j, "meta");
+	if (!name)
+		return HF_EPROTO;
+	out->capacity = jint(j, "capacity");
+	out->version = jint(j, "version");
+	out->declared = json_is_true(json_object_get(j, "declared"));
+	out->held = jint(j, "held");
+	out->holds = jint(j, "holds");
+	out->waiters = jint(j, "waiters");
+	out->name = hf__strdup(name);
+	out->meta = meta ? hf__strdup(meta) : NULL;
+	if (!out->name || (meta && !out->meta)) {
+		hf__resource_clear(out);
+		return HF_ENOMEM;
+	}
+	return HF_OK;
+}
+
+static int event_from(const json_t *j, hf_event *out)
+{
+	memset(out, 0, sizeof(*out));
+	const char *type = jstr(j, "type"), *res = jstr(j, "res"), *hold = jstr(j, "hold"),
+	           *data = jstr(j, "data");
+	if (!type || !data)
+		return HF_EPROTO;
+	out->seq = (uint64_t)jint(j, "seq");
+	out->at_ms = jint(j, "at");
+	out->type = hf__strdup(type);
+	out->data = hf__strdup(data);
+	out->resource = res && *res ? hf__strdup(res) : NULL;
+	out->hold_id = hold && *hold ? hf__strdup(hold) : NULL;
+	if (!out->type || !out->data || (res && *res && !out->resource) ||
+	    (hold && *hold && !out->hold_id)) {
+		hf__event_clear(out);
+		return HF_ENOMEM;
+	}
+	return HF_OK;
+}
+
+/* Fills call->reply from the script's answer `j`; returns the reply's error code. */
+static int fill_reply(struct hf__call *call, const json_t *j)
+{
+	hf_reply *r = call->reply;
+	json_t *e = json_object_get(j, "e");
+	if (e) {
+		r->error.code = (int)json_integer_value(e);
+		snprintf(r->error.message, sizeof(r->error.message), "%s",
+		         jstr(j, "m") ? jstr(j, "m") : hf_strerror(r->error.code));
+		return r->error.code;
+	}
+	int rc = HF_OK;
+	json_t *v;
+	if ((v = json_object_get(j, "hold"))) {
+		if (!(r->hold = calloc(1, sizeof(*r->hold))))
+			rc = HF_ENOMEM;
+		else if ((rc = hold_from(v, r->hold)) != HF_OK) {
+			free(r->hold);
+			r->hold = NULL;
+		}
+	} else if ((v = json_object_get(j, "resource"))) {
+		if (!(r->resource = calloc(1, sizeof(*r->resource))))
+			rc = HF_ENOMEM;
+		else if ((rc = resource_from(v, r->resource)) != HF_OK) {
+			free(r->resource);
+			r->resource = NULL;
+		}
+	} else if ((v = json_object_get(j, "resources"))) {
+		size_t n = jarr_size(v);
+		r->more = json_is_true(json_object_get(j, "more"));
+		if (!(r->resources = calloc(n + 1, sizeof(*r->resources))))
+			rc = HF_ENOMEM;
+		for (size_t i = 0; rc == HF_OK && i < n; i++)
+			if ((rc = resource_from(json_array_get(v, i), &r->resources[i])) == HF_OK)
+				r->n_resources = i + 1;
+	} else if ((v = json_object_get(j, "holds"))) {
+		size_t n = jarr_size(v);
+		r->more = json_is_true(json_object_get(j, "more"));
+		if (!(r->holds = calloc(n + 1, sizeof(*r->holds))))
+			rc = HF_ENOMEM;
+		for (size_t i = 0; rc == HF_OK && i < n; i++)
+			if ((rc = hold_from(json_array_get(v, i), &r->holds[i])) == HF_OK)
+				r->n_holds = i + 1;
+	} else if ((v = json_object_get(j, "events"))) {
+		size_t n = jarr_size(v);
+		r->last_seq = (uint64_t)jint(j, "last");
+		if (!(r->events = calloc(n + 1, sizeof(*r->events))))
+			rc = HF_ENOMEM;
+		for (size_t i = 0; rc == HF_OK && i < n; i++)
+			if ((rc = event_from(json_array_get(v, i), &r->events[i])) == HF_OK)
+				r->n_events = i + 1;
+	}
+	if (rc != HF_OK) {
+		r->error.code = rc;
+		snprintf(r->error.message, sizeof(r->error.message), "%s",
+		         rc == HF_ENOMEM ? "out of memory" : "unexpected reply from the redis script");
+	}
+	return rc;
+}
+
+/* ---- building script calls ---- */
+
+/* A growing argv; every string is copied. */
+struct args {
+	int n, cap;
+	char **v;
+	size_t *l;
+	bool failed;
+};
+
+static void arg_addn(struct args *a, const char *s, size_t len)
+{
+	if (a->failed)
+		return;
+	if (a->n == a->cap) {
+		int cap = a->cap ? a->cap * 2 : 32;
+		char **v = realloc(a->v, (size_t)cap * sizeof(*v));
+		if (v)
+			a->v = v;
+		size_t *l = realloc(a->l, (size_t)cap * sizeof(*l));
+		if (l)
+			a->l = l;
+		if (!v || !l) {
+			a->failed = true;
+			return;
+		}
+		a->cap = cap;
+	}
+	char *copy = malloc(len + 1);
+	if (!copy) {
+		a->failed = true;
+		return;
+	}
+	memcpy(copy, s, len);
+	copy[len] = '\0';
+	a->v[a->n] = copy;
+	a->l[a->n] = len;
+	a->n++;
+}
+
+static void arg_add(struct args *a, const char *s)
+{
+	arg_addn(a, s ? s : "", s ? strlen(s) : 0);
+}
+
+static void arg_int(struct args *a, long long v)
+{
+	char buf[32];
+	snprintf(buf, sizeof(buf), "%lld", v);
+	arg_add(a, buf);
+}
+
+static void args_free(int n, char **v, size_t *l)
+{
+	for (int i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+	free(l);
+}
+
+/* EVALSHA sha 1 <seq key> prefix op retention... — the common head of every script call. */
+static void args_head(struct redis_engine *eng, struct args *a, const char *op)
+{
+	arg_add(a, "EVALSHA");
+	arg_add(a, eng->sha);
+	arg_add(a, "1");
+	arg_add(a, eng->seq_key);
+	arg_add(a, eng->prefix);
+	arg_add(a, op);
+	arg_int(a, eng->opt.hold_retention_ms);
+	arg_int(a, eng->opt.idempotency_retention_ms);
+	arg_int(a, (long long)eng->opt.max_holds);
+	arg_int(a, (long long)eng->opt.max_resources);
+}
+
+static struct job *job_new(enum job_kind kind, struct args *a)
+{
+	struct job *j = calloc(1, sizeof(*j));
+	if (!j || a->failed) {
+		free(j);
+		args_free(a->n, a->v, a->l);
+		return NULL;
+	}
+	j->kind = kind;
+	j->argc = a->n;
+	j->argv = a->v;
+	j->argl = a->l;
+	return j;
+}
+
+static void job_free(struct job *j)
+{
+	args_free(j->argc, j->argv, j->argl);
+	free(j->collected);
+	free(j);
+}
+
+static int cmp_claim(const void *x, const void *y)
+{
+	const hf_claim *const *a = x, *const *b = y;
+	return strcmp((*a)->name, (*b)->name);
+}
+
+/* The job for a new call; NULL with the call completed if it cannot be built. */
+static struct job *call_job(struct redis_engine *eng, struct hf__call *call)
+{
+	const hf_request *q = &call->req;
+	struct args a = {0};
+	struct waiter *w = NULL;
+	switch (q->op) {
+	case HF_OP_ACQUIRE: {
+		const hf_acquire_req *r = &q->acquire;
+		char id[HF_ID_LEN + 1], token[HF_TOKEN_LEN + 1];
+		if (hf__random_hex(id, HF_ID_LEN / 2) != HF_OK ||
+		    hf__random_hex(token, HF_TOKEN_LEN / 2) != HF_OK) {
+			call_fail(call, HF_EINTERNAL, "the OS has no randomness to give");
+			return NULL;
+		}
+		char *fp = r->idempotency_key ? hf__acquire_fingerprint(r) : NULL;
+		if (r->idempotency_key && !fp) {
+			call_fail(call, HF_ENOMEM, "out of memory");
+			return NULL;
+		}
+		if (r->wait_ms > 0) {
+			w = calloc(1, sizeof(*w));
+			if (!w) {
+				free(fp);
+				call_fail(call, HF_ENOMEM, "out of memory");
+				return NULL;
+			}
+			w->call = call;
+			w->deadline = mono() + r->wait_ms;
+			if (call->engine_data == &cancel_marker)
+				w->end_code = HF_ECANCELED;
+			snprintf(w->wid, sizeof(w->wid), "%s:%llu", eng->instance,
+			         (unsigned long long)++eng->next_wid);
+		}
+		const hf_claim *order[HF_CLAIMS_MAX];
+		for (size_t i = 0; i < r->n_claims; i++)
+			order[i] = &r->claims[i];
+		if (!r->any)
+			qsort(order, r->n_claims, sizeof(order[0]), cmp_claim);
+		args_head(eng, &a, "acquire");
+		arg_add(&a, r->owner);
+		arg_int(&a, r->ttl_ms);
+		arg_add(&a, r->wait_ms > 0 ? "1" : "0");
+		arg_add(&a, eng->n_waiters < eng->opt.max_waiters ? "1" : "0");
+		arg_int(&a, (int)r->mode);
+		arg_add(&a, r->any ? "1" : "0");
+		arg_add(&a, r->idempotency_key);
+		arg_add(&a, fp);
+		arg_add(&a, id);
+		arg_add(&a, token);
+		arg_add(&a, w ? w->wid : "");
+		arg_int(&a, WAITER_LEASE_MS);
+		arg_int(&a, (long long)r->n_claims);
+		for (size_t i = 0; i < r->n_claims; i++) {
+			arg_add(&a, order[i]->name);
+			arg_int(&a, order[i]->units);
+			arg_int(&a, order[i]->capacity);
+		}
+		free(fp);
+		break;
+	}
+	case HF_OP_EXTEND:
+	case HF_OP_CONFIRM:
+	case HF_OP_RELEASE:
+		args_head(eng, &a, q->op == HF_OP_EXTEND ? "extend" : q->op == HF_OP_CONFIRM ? "confirm"
+		                                                                              : "release");
+		arg_add(&a, q->hold_id);
+		arg_add(&a, q->token);
+		arg_int(&a, q->ttl_ms);
+		break;
+	case HF_OP_GET_HOLD:
+		args_head(eng, &a, "get_hold");
+		arg_add(&a, q->hold_id);
+		break;
+	case HF_OP_LIST_HOLDS:
+		args_head(eng, &a, "list_holds");
+		arg_add(&a, q->cursor);
+		arg_int(&a, (long long)q->limit);
+		arg_add(&a, q->owner);
+		arg_add(&a, q->resource);
+		arg_int(&a, q->state);
+		break;
+	case HF_OP_PUT_RESOURCE:
+		args_head(eng, &a, "put_resource");
+		arg_add(&a, q->name);
+		arg_int(&a, q->capacity);
+		arg_add(&a, q->meta ? "1" : "0");
+		arg_add(&a, q->meta);
+		arg_int(&a, q->if_version);
+		break;
+	case HF_OP_GET_RESOURCE:
+		args_head(eng, &a, "get_resource");
+		arg_add(&a, q->name);
+		break;
+	case HF_OP_DELETE_RESOURCE:
+		args_head(eng, &a, "delete_resource");
+		arg_add(&a, q->name);
+		arg_int(&a, q->if_version);
+		break;
+	case HF_OP_LIST_RESOURCES:
+		args_head(eng, &a, "list_resources");
+		arg_add(&a, q->cursor);
+		arg_int(&a, (long long)q->limit);
+		break;
+	case HF_OP_READ_EVENTS:
+		args_head(eng, &a, "read_events");
+		arg_int(&a, (long long)q->after);
+		arg_int(&a, (long long)q->limit);
+		break;
+	default:
+		call_fail(call, HF_EINVAL, "unknown operation %d", (int)q->op);
+		return NULL;
+	}
+	struct job *j = job_new(JOB_CALL, &a);
+	if (!j) {
+		free(w);
+		call_fail(call, HF_ENOMEM, "out of memory");
+		return NULL;
+	}
+	j->call = call;
+	if (w) {
+		j->waiter = w;
+		w->busy = true;
+		w->next = eng->waiters;
+		eng->waiters = w;
+		eng->n_waiters++;
+	}
+	return j;
+}
+
+static void waiter_remove(struct redis_engine *eng, struct waiter *w)
+{
+	for (struct waiter **p = &eng->waiters; *p; p = &(*p)->next)
+		if (*p == w) {
+			*p = w->next;
+			eng->n_waiters--;
+			break;
+		}
+	free(w);
+}
+
+static void evwaiter_remove(struct redis_engine *eng, struct evwaiter *e)
+{
+	for (struct evwaiter **p = &eng->evwaiters; *p; p = &(*p)->next)
+		if (*p == e) {
+			*p = e->next;
+			break;
+		}
+	free(e);
+}
+
+static struct job *unpark_job(struct redis_engine *eng, struct waiter *w)
+{
+	struct args a = {0};
+	args_head(eng, &a, "unpark");
+	arg_add(&a, w->wid);
+	arg_int(&a, w->end_code);
+	arg_add(&a, w->end_code == HF_ETIMEDOUT   ? "the wait ended before the units were free"
+	            : w->end_code == HF_ECANCELED ? "the wait was cancelled"
+	                                          : "store is closing");
+	struct job *j = job_new(JOB_UNPARK, &a);
+	if (j) {
+		j->waiter = w;
+		w->busy = true;
+	}
+	return j;
+}
+
+static struct job *evread_job(struct redis_engine *eng, struct evwaiter *e)
+{
+	struct args a = {0};
+	args_head(eng, &a, "read_events");
+	arg_int(&a, (long long)e->call->req.after);
+	arg_int(&a, (long long)e->call->req.limit);
+	struct job *j = job_new(JOB_EVREAD, &a);
+	if (j) {
+		j->ev = e;
+		e->busy = true;
+	}
+	return j;
+}
+
+/* ---- the connection ---- */
+
+static void disconnect(struct redis_engine *eng, const char *why)
+{
+	/* `why` may point into the context: copy it before freeing that. */
+	snprintf(eng->last_error, sizeof(eng->last_error), "%.190s", why);
+	if (eng->c)
+		redisFree(eng->c);
+	eng->c = NULL;
+	eng->next_connect = mono();
+	eng->backoff = 0;
+}
+
+/* Connects (and loads the script) unless connected or backing off. */
+static bool ensure_connected(struct redis_engine *eng)
+{
+	if (eng->c)
+		return true;
+	int64_t now = mono();
+	if (now < eng->next_connect)
+		return false;
+	char why[200];
+	redisContext *c = hf__redis_connect(&eng->url.nodes[0], eng->url.password, eng->url.db,
+	                                    CONNECT_TIMEOUT_MS, IO_TIMEOUT_MS, why, sizeof(why));
+	if (c) {
+		const char *argv[] = {"SCRIPT", "LOAD", hf__redis_script};
+		size_t argl[] = {6, 4, hf__redis_script_len};
+		redisReply *r = redisCommandArgv(c, 3, argv, argl);
+		if (r && r->type == REDIS_REPLY_STRING && r->len == 40) {
+			memcpy(eng->sha, r->str, 41);
+			freeReplyObject(r);
+			eng->c = c;
+			eng->backoff = 0;
+			return true;
+		}
+		snprintf(why, sizeof(why), "SCRIPT LOAD failed: %s",
+		         r && r->type == REDIS_REPLY_ERROR ? r->str : c->errstr);
+		if (r)
+			freeReplyObject(r);
+		redisFree(c);
+	}
+	snprintf(eng->last_error, sizeof(eng->last_error), "%.190s", why);
+	eng->backoff = eng->backoff ? eng->backoff * 2 : 50;
+	if (eng->backoff > RECONNECT_MAX_MS)
+		eng->backoff = RECONNECT_MAX_MS;
+	eng->next_connect = now + eng->backoff;
+	return false;
+}
+
+/* ---- handling answers ---- */
+
+static void set_due(struct redis_engine *eng, const json_t *j)
+{
+	int64_t now = jint(j, "now"), due = jint(j, "due");
+	if (now <= 0)
+		return;
+	eng->due_at = due > 0 ? mono() + (due > now ? due - now : 0) + 1 : INT64_MAX;
+}
+
+/* A waiting acquire's outcome `j` (a hold or an error) completes it. */
+static void waiter_complete(struct redis_engine *eng, struct waiter *w, const json_t *j)
+{
+	fill_reply(w->call, j);
+	hf__call_done(w->call);
+	waiter_remove(eng, w);
+}
+
+static void handle_call(struct redis_engine *eng, struct job *jb, const json_t *j)
+{
+	struct hf__call *call = jb->call;
+	struct waiter *w = jb->waiter;
+	const char *parked = jstr(j, "parked");
+	if (w && parked) {
+		w->parked = true;
+		w->busy = false;
+		return; /* completed later: collect or unpark */
+	}
+	if (call->req.op == HF_OP_READ_EVENTS && call->req.wait_ms > 0 && !json_object_get(j, "e") &&
+	    jarr_size(json_object_get(j, "events")) == 0) {
+		/* Nothing yet: park it until an event is published, a re-check or its deadline. */
+		struct evwaiter *e = calloc(1, sizeof(*e));
+		if (e && call->engine_data == &cancel_marker) {
+			free(e);
+			call_fail(call, HF_ECANCELED, "the wait was cancelled");
+			return;
+		}
+		if (e) {
+			e->call = call;
+			e->deadline = mono() + call->req.wait_ms;
+			e->next = eng->evwaiters;
+			eng->evwaiters = e;
+			return;
+		}
+	}
+	int rc = fill_reply(call, j);
+	if (rc == HF_ELIMIT && strcmp(call->reply->error.message, "max_waiters") == 0)
+		snprintf(call->reply->error.message, sizeof(call->reply->error.message),
+		         "%zu requests are waiting, the limit is %zu", eng->n_waiters - 1,
+		         eng->opt.max_waiters);
+	if (w)
+		waiter_remove(eng, w);
+	hf_op op = call->req.op;
+	hf__call_done(call); /* the call is gone after this */
+	/* A change: parked event reads may have something now. */
+	if (rc == HF_OK && op != HF_OP_GET_HOLD && op != HF_OP_GET_RESOURCE &&
+	    op != HF_OP_LIST_HOLDS && op != HF_OP_LIST_RESOURCES && op != HF_OP_READ_EVENTS &&
+	    eng->evwaiters) {
+		pthread_mutex_lock(&eng->lock);
+		eng->events_pending = true;
+		pthread_mutex_unlock(&eng->lock);
+	}
+}
+
+static void handle_evread(struct redis_engine *eng, struct evwaiter *e, const json_t *j)
+{
+	e->busy = false;
+	json_t *events = json_object_get(j, "events");
+	if (jarr_size(events) == 0 && !e->final && !json_object_get(j, "e"))
+		return; /* still nothing: keep waiting */
+	fill_reply(e->call, j);
+	hf__call_done(e->call);
+	evwaiter_remove(eng, e);
+}
+
+static void handle_collect(struct redis_engine *eng, struct job *jb, const json_t *j)
+{
+	json_t *list = json_object_get(j, "list");
+	for (size_t i = 0; i < jb->n_collected; i++)
+		jb->collected[i]->busy = false;
+	for (size_t i = 0; i < jarr_size(list); i++) {
+		json_t *o = json_array_get(list, i);
+		const char *wid = jstr(o, "w");
+		for (size_t k = 0; wid && k < jb->n_collected; k++) {
+			struct waiter *w = jb->collected[k];
+			if (w && strcmp(w->wid, wid) == 0) {
+				jb->collected[k] = NULL;
+				waiter_complete(eng, w, o);
+				break;
+			}
+		}
+	}
+}
+
+/* The job could not get an answer: its connection is gone (or the reply was garbage). */
+static void job_failed(struct redis_engine *eng, struct job *jb, int code, const char *why)
+{
+	switch (jb->kind) {
+	case JOB_CALL:
+		if (jb->waiter)
+			waiter_remove(eng, jb->waiter);
+		call_fail(jb->call, code, "%s", why);
+		break;
+	case JOB_UNPARK:
+		/* Its record lapses with its lease; the caller learns the reason it asked for. */
+		call_fail(jb->waiter->call, jb->waiter->end_code, "%s",
+		          jb->waiter->end_code == HF_ETIMEDOUT   ? "the wait ended before the units were free"
+		          : jb->waiter->end_code == HF_ECANCELED ? "the wait was cancelled"
+		                                                 : "store is closing");
+		waiter_remove(eng, jb->waiter);
+		break;
+	case JOB_COLLECT:
+		for (size_t i = 0; i < jb->n_collected; i++)
+			if (jb->collected[i])
+				jb->collected[i]->busy = false;
+		break;
+	case JOB_EVREAD:
+		jb->ev->busy = false;
+		if (jb->ev->final) {
+			call_fail(jb->ev->call, code, "%s", why);
+			evwaiter_remove(eng, jb->ev);
+		}
+		break;
+	case JOB_SWEEP:
+		break;
+	}
+}
+
+static void handle_reply(struct redis_engine *eng, struct job *jb, redisReply *r)
+{
+	if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+		jb->retry = true;
+		return;
+	}
+	if (r->type != REDIS_REPLY_STRING) {
+		char why[300];
+		snprintf(why, sizeof(why), "redis at %.80s answered: %.150s", eng->where,
+		         r->type == REDIS_REPLY_ERROR ? r->str : "an unexpected reply type");
+		job_failed(eng, jb, r->type == REDIS_REPLY_ERROR ? HF_EENGINE : HF_EPROTO, why);
+		return;
+	}
+	json_error_t je;
+	json_t *j = json_loadb(r->str, r->len, 0, &je);
+	if (!json_is_object(j)) {
+		json_decref(j);
+		job_failed(eng, jb, HF_EPROTO, "the redis script answered something that is not JSON");
+		return;
+	}
+	set_due(eng, j);
+	switch (jb->kind) {
+	case JOB_CALL:
+		handle_call(eng, jb, j);
+		break;
+	case JOB_UNPARK:
+		waiter_complete(eng, jb->waiter, j);
+		break;
+	case JOB_COLLECT:
+		handle_collect(eng, jb, j);
+		break;
+	case JOB_EVREAD:
+		handle_evread(eng, jb->ev, j);
+		break;
+	case JOB_SWEEP:
+		break;
+	}
+	json_decref(j);
+}
+
+/* Sends the jobs pipelined and handles every answer; jobs are freed. */
+static void run_jobs(struct redis_engine *eng, struct job **jobs, size_t n)
+{
+	size_t sent = 0;
+	char why[300];
+	if (!ensure_connected(eng)) {
+		snprintf(why, sizeof(why), "redis at %.80s is unreachable: %.180s", eng->where, eng->last_error);
+		goto fail_rest;
+	}
+	for (int pass = 0; pass < 2 && n > 0; pass++) {
+		for (size_t i = 0; i < n; i++) {
+			struct job *jb = jobs[i];
+			if (pass == 1) {
+				if (!jb->retry)
+					continue;
+				/* NOSCRIPT: the same call as EVAL with the text, which also caches it. */
+				free(jb->argv[0]);
+				free(jb->argv[1]);
+				jb->argv[0] = hf__strdup("EVAL");
+				jb->argv[1] = hf__strdup(hf__redis_script);
+				jb->argl[0] = 4;
+				jb->argl[1] = hf__redis_script_len;
+				if (!jb->argv[0] || !jb->argv[1]) {
+					jb->retry = false;
+					job_failed(eng, jb, HF_ENOMEM, "out of memory");
+					continue;
+				}
+			}
+			redisAppendCommandArgv(eng->c, jb->argc, (const char **)jb->argv, jb->argl);
+		}
+		for (sent = 0; sent < n; sent++) {
+			struct job *jb = jobs[sent];
+			if (pass == 1 && !jb->retry)
+				continue;
+			jb->retry = false;
+			void *rv = NULL;
+			if (redisGetReply(eng->c, &rv) != REDIS_OK || !rv) {
+				snprintf(why, sizeof(why),
+				         "connection to redis at %.80s lost: %.150s; the outcome is unknown", eng->where,
+				         eng->c->errstr[0] ? eng->c->errstr : "no reply");
+				disconnect(eng, eng->c->errstr[0] ? eng->c->errstr : "connection lost");
+				goto fail_rest;
+			}
+			handle_reply(eng, jb, rv);
+			freeReplyObject(rv);
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		job_free(jobs[i]);
+	return;
+fail_rest:
+	for (size_t i = 0; i < n; i++) {
+		if (i >= sent || jobs[i]->retry)
+			job_failed(eng, jobs[i], HF_EENGINE, why);
+		job_free(jobs[i]);
+	}
+}
+
+/* ---- the worker ---- */
+
+static struct waiter *waiter_by_wid(struct redis_engine *eng, const char *wid)
+{
+	for (struct waiter *w = eng->waiters; w; w = w->next)
+		if (strcmp(w->wid, wid) == 0)
+			return w;
+	return NULL;
+}
+
+struct jobs {
+	struct job **v;
+	size_t n, cap;
+};
+
+static void jobs_add(struct redis_engine *eng, struct jobs *js, struct job *j)
+{
+	if (!j)
+		return;
+	if (js->n == js->cap) {
+		size_t cap = js->cap ? js->cap * 2 : 64;
+		struct job **v = realloc(js->v, cap * sizeof(*v));
+		if (!v) {
+			job_failed(eng, j, HF_ENOMEM, "out of memory");
+			job_free(j);
+			return;
+		}
+		js->v = v;
+		js->cap = cap;
+	}
+	js->v[js->n++] = j;
+}
+
+/* One collect job for the waiters marked (woken, or all at a re-check). */
+static void add_collects(struct redis_engine *eng, struct jobs *js, bool all)
+{
+	struct args a = {0};
+	size_t n = 0;
+	for (struct waiter *w = eng->waiters; w; w = w->next)
+		if (w->parked && !w->busy && !w->end_code && (all || w->woken))
+			n++;
+	if (n == 0)
+		return;
+	struct waiter **list = calloc(n, sizeof(*list));
+	if (!list)
+		return;
+	args_head(eng, &a, "collect");
+	arg_int(&a, WAITER_LEASE_MS);
+	size_t k = 0;
+	for (struct waiter *w = eng->waiters; w && k < n; w = w->next)
+		if (w->parked && !w->busy && !w->end_code && (all || w->woken)) {
+			arg_add(&a, w->wid);
+			list[k++] = w;
+		}
+	struct job *j = job_new(JOB_COLLECT, &a);
+	if (!j) {
+		free(list);
+		return;
+	}
+	for (size_t i = 0; i < k; i++) {
+		list[i]->busy = true;
+		list[i]->woken = false;
+	}
+	j->collected = list;
+	j->n_collected = k;
+	jobs_add(eng, js, j);
+}
+
+static void close_all(struct redis_engine *eng)
+{
+	/* Parked waits end with HF_ECLOSED (their records leave Redis); event reads too. */
+	struct jobs js = {0};
+	for (struct waiter *w = eng->waiters; w; w = w->next)
+		if (!w->busy) {
+			w->end_code = HF_ECLOSED;
+			jobs_add(eng, &js, unpark_job(eng, w));
+		}
+	if (js.n)
+		run_jobs(eng, js.v, js.n);
+	free(js.v);
+	while (eng->waiters) {
+		struct waiter *w = eng->waiters;
+		call_fail(w->call, HF_ECLOSED, "store is closing");
+		waiter_remove(eng, w);
+	}
+	while (eng->evwaiters) {
+		struct evwaiter *e = eng->evwaiters;
+		call_fail(e->call, HF_ECLOSED, "store is closing");
+		evwaiter_remove(eng, e);
+	}
+}
+
+static void *worker_main(void *arg)
+{
+	struct redis_engine *eng = arg;
+	for (;;) {
+		pthread_mutex_lock(&eng->lock);
+		for (;;) {
+			if (eng->closing || eng->inbox_head || eng->n_cancels || eng->n_wakes ||
+			    eng->events_pending || eng->recheck_all)
+				break;
+			int64_t next = eng->due_at;
+			if ((eng->waiters || eng->evwaiters) && eng->next_recheck < next)
+				next = eng->next_recheck;
+			for (struct waiter *w = eng->waiters; w; w = w->next) {
+				if (!w->end_code && w->deadline < next)
+					next = w->deadline;
+				if (w->parked && !w->busy && (w->end_code || w->woken))
+					next = 0;
+			}
+			for (struct evwaiter *e = eng->evwaiters; e; e = e->next)
+				if (e->deadline < next)
+					next = e->deadline;
+			int64_t now = mono();
+			if (next <= now)
+				break;
+			int64_t wait = next - now;
+			if (wait > 60000)
+				wait = 60000;
+			struct timespec ts;
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			ts.tv_sec += wait / 1000;
+			ts.tv_nsec += (wait % 1000) * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&eng->cond, &eng->lock, &ts);
+		}
+		struct hf__call *inbox = eng->inbox_head;
+		eng->inbox_head = eng->inbox_tail = NULL;
+		uint64_t *cancels = eng->cancels;
+		size_t n_cancels = eng->n_cancels;
+		eng->cancels = NULL;
+		eng->n_cancels = eng->cap_cancels = 0;
+		char **wakes = eng->wakes;
+		size_t n_wakes = eng->n_wakes;
+		eng->wakes = NULL;
+		eng->n_wakes = eng->cap_wakes = 0;
+		bool events = eng->events_pending, recheck = eng->recheck_all, closing = eng->closing;
+		eng->events_pending = eng->recheck_all = false;
+		pthread_mutex_unlock(&eng->lock);
+
+		int64_t now = mono();
+		struct jobs js = {0};
+		for (size_t i = 0; i < n_cancels; i++) {
+			for (struct hf__call *c = inbox; c; c = c->next)
+				if (c->id == cancels[i])
+					c->engine_data = &cancel_marker;
+			for (struct waiter *w = eng->waiters; w; w = w->next)
+				if (w->call->id == cancels[i] && !w->end_code)
+					w->end_code = HF_ECANCELED;
+			for (struct evwaiter *e = eng->evwaiters; e; e = e->next)
+				if (e->call->id == cancels[i] && !e->busy) {
+					call_fail(e->call, HF_ECANCELED, "the wait was cancelled");
+					evwaiter_remove(eng, e);
+					break;
+				}
+		}
+		free(cancels);
+		for (size_t i = 0; i < n_wakes; i++) {
+			struct waiter *w = waiter_by_wid(eng, wakes[i]);
+			if (w)
+				w->woken = true;
+			free(wakes[i]);
+		}
+		free(wakes);
+		if (now >= eng->next_recheck) {
+			recheck = true;
+			eng->next_recheck = now + RECHECK_MS;
+		}
+		for (struct waiter *w = eng->waiters; w; w = w->next) {
+			if (!w->end_code && w->deadline <= now)
+				w->end_code = HF_ETIMEDOUT;
+			if (w->parked && !w->busy && w->end_code)
+				jobs_add(eng, &js, unpark_job(eng, w));
+		}
+		add_collects(eng, &js, recheck);
+		for (struct evwaiter *e = eng->evwaiters; e; e = e->next) {
+			if (e->busy)
+				continue;
+			if (e->deadline <= now)
+				e->final = true;
+			if (e->final || events || recheck)
+				jobs_add(eng, &js, evread_job(eng, e));
+		}
+		if (eng->due_at <= now) {
+			struct args a = {0};
+			args_head(eng, &a, "sweep");
+			eng->due_at = INT64_MAX;
+			jobs_add(eng, &js, job_new(JOB_SWEEP, &a));
+		}
+		size_t taken = 0;
+		while (inbox && taken < BATCH_MAX) {
+			struct hf__call *call = inbox;
+			inbox = call->next;
+			call->next = NULL;
+			taken++;
+			jobs_add(eng, &js, call_job(eng, call));
+		}
+		if (inbox) { /* the rest next round, in order */
+			pthread_mutex_lock(&eng->lock);
+			struct hf__call *tail = inbox;
+			while (tail->next)
+				tail = tail->next;
+			tail->next = eng->inbox_head;
+			eng->inbox_head = inbox;
+			if (!eng->inbox_tail)
+				eng->inbox_tail = tail;
+			pthread_mutex_unlock(&eng->lock);
+		}
+		if (js.n)
+			run_jobs(eng, js.v, js.n);
+		free(js.v);
+		/* Event reads parked by calls of this round. */
+		if (closing) {
+			pthread_mutex_lock(&eng->lock);
+			bool more = eng->inbox_head != NULL;
+			pthread_mutex_unlock(&eng->lock);
+			if (!more) {
+				close_all(eng);
+				break;
+			}
+		}
+	}
+	if (eng->c)
+		redisFree(eng->c);
+	eng->c = NULL;
+	return NULL;
+}
+
+/* ---- the subscriber ---- */
+
+static void push_wakes(struct redis_engine *eng, const char *payload, size_t len)
+{
+	const char *p = payload, *end = payload + len;
+	pthread_mutex_lock(&eng->lock);
+	while (p < end) {
+		const char *sp = memchr(p, ' ', (size_t)(end - p));
+		const char *stop = sp ? sp : end;
+		size_t l = (size_t)(stop - p);
+		/* Only our own waiters' ids start with our instance id. */
+		if (l > 17 && memcmp(p, eng->instance, 16) == 0 && p[16] == ':') {
+			if (eng->n_wakes == eng->cap_wakes) {
+				size_t cap = eng->cap_wakes ? eng->cap_wakes * 2 : 16;
+				char **v = realloc(eng->wakes, cap * sizeof(*v));
+				if (!v) {
+					eng->recheck_all = true; /* the re-check finds it */
+					break;
+				}
+				eng->wakes = v;
+				eng->cap_wakes = cap;
+			}
+			char *s = strndup(p, l);
+			if (s)
+				eng->wakes[eng->n_wakes++] = s;
+			else
+				eng->recheck_all = true;
+		}
+		p = stop + 1;
+	}
+	pthread_cond_signal(&eng->cond);
+	pthread_mutex_unlock(&eng->lock);
+}
+
+static bool sub_closing(struct redis_engine *eng)
+{
+	pthread_mutex_lock(&eng->lock);
+	bool c = eng->closing;
+	pthread_mutex_unlock(&eng->lock);
+	return c;
+}
+
+static void *sub_main(void *arg)
+{
+	struct redis_engine *eng = arg;
+	while (!sub_closing(eng)) {
+		char why[200];
+		/* No read timeout: close() shuts the socket down to end a blocked read. */
+		redisContext *c = hf__redis_connect(&eng->url.nodes[0], eng->url.password, 0,
+		                                    CONNECT_TIMEOUT_MS, 0, why, sizeof(why));
+		if (!c) {
+			struct timespec ts = {0, 200 * 1000000L};
+			nanosleep(&ts, NULL);
+			continue;
+		}
+		struct timeval none = {0, 0};
+		redisSetTimeout(c, none);
+		pthread_mutex_lock(&eng->lock);
+		bool closing = eng->closing;
+		if (!closing)
+			eng->sub_fd = c->fd;
+		pthread_mutex_unlock(&eng->lock);
+		if (closing) {
+			redisFree(c);
+			break;
+		}
+		const char *argv[] = {"SUBSCRIBE", eng->ch_wake, eng->ch_events};
+		size_t argl[] = {9, strlen(eng->ch_wake), strlen(eng->ch_events)};
+		redisAppendCommandArgv(c, 3, argv, argl);
+		/* Messages sent while we were not subscribed are found by a re-check now. */
+		pthread_mutex_lock(&eng->lock);
+		eng->recheck_all = true;
+		pthread_cond_signal(&eng->cond);
+		pthread_mutex_unlock(&eng->lock);
+		void *rv;
+		while (redisGetReply(c, &rv) == REDIS_OK && rv) {
+			redisReply *r = rv;
+			if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+			    r->element[0]->type == REDIS_REPLY_STRING &&
+			    strcmp(r->element[0]->str, "message") == 0 &&
+			    r->element[2]->type == REDIS_REPLY_STRING) {
+				if (strcmp(r->element[1]->str, eng->ch_wake) == 0) {
+					push_wakes(eng, r->element[2]->str, r->element[2]->len);
+				} else {
+					pthread_mutex_lock(&eng->lock);
+					if (!eng->events_pending) {
+						eng->events_pending = true;
+						pthread_cond_signal(&eng->cond);
+					}
+					pthread_mutex_unlock(&eng->lock);
+				}
+			}
+			freeReplyObject(rv);
+		}
+		pthread_mutex_lock(&eng->lock);
+		eng->sub_fd = -1;
+		pthread_mutex_unlock(&eng->lock);
+		redisFree(c);
+		if (!sub_closing(eng)) {
+			struct timespec ts = {0, 100 * 1000000L};
+			nanosleep(&ts, NULL);
+		}
+	}
+	return NULL;
+}
+
+/* ---- the engine table ---- */
+
+static void engine_free(struct redis_engine *eng)
+{
+	pthread_mutex_destroy(&eng->lock);
+	pthread_cond_destroy(&eng->cond);
+	free(eng->cancels);
+	for (size_t i = 0; i < eng->n_wakes; i++)
+		free(eng->wakes[i]);
+	free(eng->wakes);
+	free(eng);
+}
+
+static void redis_close(void *engine)
+{
+	struct redis_engine *eng = engine;
+	pthread_mutex_lock(&eng->lock);
+	eng->closing = true;
+	if (eng->sub_fd >= 0)
+		shutdown(eng->sub_fd, SHUT_RDWR);
+	pthread_cond_signal(&eng->cond);
+	pthread_mutex_unlock(&eng->lock);
+	if (eng->worker_started)
+		pthread_join(eng->worker, NULL);
+	if (eng->sub_started)
+		pthread_join(eng->subber, NULL);
+	engine_free(eng);
+}
+
+static int redis_open(hf_store *store, const char *url, const hf_options *opt, void **out,
+                      hf_error *err)
+{
+	*out = NULL;
+	struct redis_engine *eng = calloc(1, sizeof(*eng));
+	if (!eng)
+		return hf__err_code(err, HF_ENOMEM);
+	eng->store = store;
+	eng->opt = *opt; /* opt->clock is not used: time is Redis's TIME */
+	eng->sub_fd = -1;
+	eng->due_at = INT64_MAX;
+	pthread_mutex_init(&eng->lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&eng->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	int rc = hf__redis_url_parse(url, "redis", &eng->url, err);
+	if (rc != HF_OK)
+		goto fail;
+	if (eng->url.n_nodes != 1) {
+		rc = hf__err(err, HF_EINVAL, "invalid url '%s': redis:// takes one host (redlock:// takes several)",
+		             url);
+		goto fail;
+	}
+	const char *prefix = "hf:";
+	for (size_t i = 0; i < eng->url.n_params; i++) {
+		if (strcmp(eng->url.keys[i], "prefix") == 0) {
+			prefix = eng->url.values[i];
+		} else {
+			rc = hf__err(err, HF_EINVAL, "invalid url '%s': unknown parameter '%s' (known: prefix)",
+			             url, eng->url.keys[i]);
+			goto fail;
+		}
+	}
+	if (strlen(prefix) >= 100) {
+		rc = hf__err(err, HF_EINVAL, "invalid url '%s': prefix longer than 99 bytes", url);
+		goto fail;
+	}
+	snprintf(eng->prefix, sizeof(eng->prefix), "%.99s", prefix);
+	snprintf(eng->seq_key, sizeof(eng->seq_key), "%.99sseq", prefix);
+	snprintf(eng->ch_wake, sizeof(eng->ch_wake), "%.99swake", prefix);
+	snprintf(eng->ch_events, sizeof(eng->ch_events), "%.99sevents", prefix);
+	snprintf(eng->where, sizeof(eng->where), "%.250s:%d", eng->url.nodes[0].host,
+	         eng->url.nodes[0].port);
+	if (hf__random_hex(eng->instance, 8) != HF_OK) {
+		rc = hf__err(err, HF_EINTERNAL, "the OS has no randomness to give");
+		goto fail;
+	}
+	/* Fail fast: an unreachable Redis at open is a clear error, not a store that fails
+	 * every call. Later outages are survived by reconnecting. */
+	if (!ensure_connected(eng)) {
+		rc = hf__err(err, HF_EENGINE, "redis at %.80s is unreachable: %.150s", eng->where,
+		             eng->last_error);
+		goto fail;
+	}
+	eng->next_recheck = mono() + RECHECK_MS;
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int prc = pthread_create(&eng->worker, NULL, worker_main, eng);
+	if (prc == 0) {
+		eng->worker_started = true;
+		prc = pthread_create(&eng->subber, NULL, sub_main, eng);
+		eng->sub_started = prc == 0;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (prc != 0) {
+		if (eng->worker_started) {
+			redis_close(eng);
+			return hf__err(err, HF_EINTERNAL, "cannot start the redis engine threads: %s",
+			               strerror(prc));
+		}
+		rc = hf__err(err, HF_EINTERNAL, "cannot start the redis engine thread: %s", strerror(prc));
+		goto fail;
+	}
+	*out = eng;
+	return HF_OK;
+fail:
+	if (eng->c)
+		redisFree(eng->c);
+	engine_free(eng);
+	return rc;
+}
+
+static void redis_submit(void *engine, struct hf__call *call)
+{
+	struct redis_engine *eng = engine;
+	call->next = NULL;
+	pthread_mutex_lock(&eng->lock);
+	if (eng->inbox_tail)
+		eng->inbox_tail->next = call;
+	else
+		eng->inbox_head = call;
+	eng->inbox_tail = call;
+	pthread_cond_signal(&eng->cond);
+	pthread_mutex_unlock(&eng->lock);
+}
+
+static void redis_cancel(void *engine, uint64_t call_id)
+{
+	struct redis_engine *eng = engine;
+	pthread_mutex_lock(&eng->lock);
+	if (eng->n_cancels == eng->cap_cancels) {
+		size_t cap = eng->cap_cancels ? eng->cap_cancels * 2 : 8;
+		uint64_t *v = realloc(eng->cancels, cap * sizeof(*v));
+		if (!v) {
+			/* Out of memory: the wait ends on its own at wait_ms. */
+			pthread_mutex_unlock(&eng->lock);
+			return;
+		}
+		eng->cancels = v;
+		eng->cap_cancels = cap;
+	}
+	eng->cancels[eng->n_cancels++] = call_id;
+	pthread_cond_signal(&eng->cond);
+	pthread_mutex_unlock(&eng->lock);
+}
+
+const struct hf__engine_ops hf__engine_redis = {
+	.scheme = "redis",
+	.open = redis_open,
+	.close = redis_close,
+	.submit = redis_submit,
+	.cancel = redis_cancel,
+	.tick = NULL, /* time is Redis's: hf_options.clock does not apply */
+};

@@ -1,0 +1,667 @@
+-- holds.lua — every hold rule of docs/semantics.md as one atomic Redis script, the redis://
+-- engine's whole server side. Loaded once (SCRIPT LOAD), called by EVALSHA with an op name;
+-- it mirrors src/engine/embedded/state.c step for step (same checks, order and error codes).
+--
+-- Call: EVALSHA sha 1 <P>seq  P op hold_ret_ms idem_ret_ms max_holds max_resources args...
+-- Reply: one JSON text: {"now":ms,"due":ms|0, ...op result...}; errors as {"e":code,"m":text}.
+-- Keys: per resource  P{name}:r (hash) P{name}:q (waiter queue, zset by ticket) P{name}:f
+-- (fence counter, never deleted); per store  P holds/hids/exp/ended/idem/idemx/res/seq/ev/
+-- w/ticket/live. Channels: P wake (ids of waiters whose outcome is ready), P events (seq).
+
+local P = ARGV[1]
+local OP = ARGV[2]
+local HOLD_RET = tonumber(ARGV[3])
+local IDEM_RET = tonumber(ARGV[4])
+local MAX_HOLDS = tonumber(ARGV[5])
+local MAX_RES = tonumber(ARGV[6])
+local A = 7 -- first op argument
+
+local E_NORESOURCE, E_NOHOLD, E_VERSION, E_HELD, E_UNAVAILABLE = -2, -3, -4, -5, -6
+local E_CAPACITY, E_CAPMISMATCH, E_CAPINUSE, E_TOKEN, E_ENDED, E_LIMIT = -8, -9, -10, -11, -12, -13
+local E_IDEMMISMATCH, E_IDEMBUSY, E_ENGINE = -14, -15, -19
+local TENTATIVE, CONFIRMED, RELEASED, EXPIRED = 0, 1, 2, 3
+local UNITS, SHARED, EXCLUSIVE = 0, 1, 2
+local MODE_NAME = {[0] = 'units', [1] = 'shared', [2] = 'exclusive'}
+
+local K_HOLDS, K_HIDS, K_EXP, K_ENDED = P .. 'holds', P .. 'hids', P .. 'exp', P .. 'ended'
+local K_IDEM, K_IDEMX, K_RES, K_SEQ = P .. 'idem', P .. 'idemx', P .. 'res', P .. 'seq'
+local K_EV, K_W, K_TICKET, K_LIVE = P .. 'ev', P .. 'w', P .. 'ticket', P .. 'live'
+local CH_WAKE, CH_EVENTS = P .. 'wake', P .. 'events'
+
+local function rk(n) return P .. '{' .. n .. '}:r' end
+local function qk(n) return P .. '{' .. n .. '}:q' end
+local function fk(n) return P .. '{' .. n .. '}:f' end
+
+local t = redis.call('TIME')
+local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local woken = {}   -- waiter ids whose outcome is ready: published on CH_WAKE at the end
+local emitted = 0  -- newest event seq written by this call
+local work, in_work = {}, {} -- resources whose queue may move (the pump's worklist)
+
+local function I(x) return string.format('%d', x) end
+local function S(s) return cjson.encode(s) end
+
+local function err(code, msg) return {e = code, m = msg} end
+
+-- ---- resources ----
+
+local function res_get(n)
+	local f = redis.call('HGETALL', rk(n))
+	if #f == 0 then return nil end
+	local r = {name = n}
+	for i = 1, #f, 2 do r[f[i]] = f[i + 1] end
+	r.cap, r.ver, r.held = tonumber(r.cap), tonumber(r.ver), tonumber(r.held)
+	r.holds, r.nex, r.decl = tonumber(r.holds), tonumber(r.nex), r.decl == '1'
+	return r
+end
+
+local function res_view(r)
+	return {name = r.name, capacity = r.cap, meta = r.meta, version = r.ver, declared = r.decl,
+	        held = r.held, holds = r.holds, waiters = redis.call('ZCARD', qk(r.name))}
+end
+
+local function res_create(n, cap)
+	redis.call('HSET', rk(n), 'cap', cap, 'decl', 0, 'ver', 0, 'held', 0, 'holds', 0, 'nex', 0)
+	redis.call('ZADD', K_RES, 0, n)
+end
+
+-- An implicit resource vanishes once no hold and no waiter names it.
+local function res_drop_if_idle(n)
+	local r = res_get(n)
+	if r and not r.decl and r.holds == 0 and redis.call('ZCARD', qk(n)) == 0 then
+		redis.call('DEL', rk(n))
+		redis.call('ZREM', K_RES, n)
+	end
+end
+
+local function work_push(n)
+	if not in_work[n] then
+		in_work[n] = true
+		work[#work + 1] = n
+	end
+end
+
+-- ---- events ----
+
+local function emit(etype, res, hold_id, data)
+	local seq = redis.call('INCR', K_SEQ)
+	redis.call('XADD', K_EV, I(seq) .. '-1', 'a', I(NOW), 't', etype, 'r', res or '',
+	           'h', hold_id or '', 'd', data)
+	emitted = seq
+end
+
+local function meta_json(m) if m then return m end return 'null' end
+
+local function resource_event_data(r)
+	return '{"capacity":' .. I(r.cap) .. ',"declared":' .. tostring(r.decl) .. ',"meta":' ..
+	       meta_json(r.meta) .. ',"name":' .. S(r.name) .. ',"version":' .. I(r.ver) .. '}'
+end
+
+local function parts_json(h, fences)
+	local out = {}
+	for i, p in ipairs(h.parts) do
+		if fences then
+			out[i] = '{"fence":' .. I(p.fence) .. ',"name":' .. S(p.name) .. ',"units":' .. I(p.units) .. '}'
+		else
+			out[i] = '{"name":' .. S(p.name) .. ',"units":' .. I(p.units) .. '}'
+		end
+	end
+	return '[' .. table.concat(out, ',') .. ']'
+end
+
+-- ---- holds ----
+
+local function hold_load(id)
+	local j = redis.call('HGET', K_HOLDS, id)
+	if not j then return nil end
+	return cjson.decode(j)
+end
+
+local function hold_save(h)
+	redis.call('HSET', K_HOLDS, h.id, cjson.encode(h))
+end
+
+-- The public view of a hold: the token only where the caller may see it.
+local function hold_view(h, with_token)
+	local v = {id = h.id, owner = h.owner, state = h.state, mode = h.mode, created = h.created,
+	           expires = h.expires, ended = h.ended, parts = h.parts}
+	if with_token then v.token = h.token end
+	return v
+end
+
+local function hold_end(h, state, ended_at)
+	h.state = state
+	h.ended = ended_at
+	for _, p in ipairs(h.parts) do
+		local k = rk(p.name)
+		redis.call('HINCRBY', k, 'held', -p.units)
+		redis.call('HINCRBY', k, 'holds', -1)
+		if h.mode == EXCLUSIVE then redis.call('HINCRBY', k, 'nex', -1) end
+		work_push(p.name)
+	end
+	redis.call('ZREM', K_EXP, h.id)
+	redis.call('ZADD', K_ENDED, ended_at, h.id)
+	redis.call('DECR', K_LIVE)
+	hold_save(h)
+	emit(state == EXPIRED and 'hold.expired' or 'hold.released', h.parts[1].name, h.id,
+	     '{"id":' .. S(h.id) .. ',"owner":' .. S(h.owner) .. ',"resources":' .. parts_json(h, false) .. '}')
+end
+
+-- Takes the units: names/units in grant order (units 0 = exclusive: the whole capacity).
+-- Returns the hold, or nil and an error code.
+local function grant(owner, mode, ttl, id, token, names, units, idem_key)
+	if tonumber(redis.call('GET', K_LIVE) or '0') >= MAX_HOLDS then return nil, E_LIMIT end
+	local h = {id = id, token = token, owner = owner, state = TENTATIVE, mode = mode,
+	           created = NOW, expires = NOW + ttl, ended = 0, parts = {}}
+	for i, n in ipairs(names) do
+		local k = rk(n)
+		local u = units[i]
+		if u == 0 then u = tonumber(redis.call('HGET', k, 'cap')) end
+		h.parts[i] = {name = n, units = u, fence = redis.call('INCR', fk(n))}
+		redis.call('HINCRBY', k, 'held', u)
+		redis.call('HINCRBY', k, 'holds', 1)
+		if mode == EXCLUSIVE then redis.call('HINCRBY', k, 'nex', 1) end
+	end
+	hold_save(h)
+	redis.call('ZADD', K_HIDS, 0, id)
+	redis.call('ZADD', K_EXP, h.expires, id)
+	redis.call('INCR', K_LIVE)
+	emit('hold.granted', names[1], id,
+	     '{"expires_at_ms":' .. I(h.expires) .. ',"id":' .. S(id) .. ',"mode":' .. S(MODE_NAME[mode]) ..
+	     ',"owner":' .. S(owner) .. ',"resources":' .. parts_json(h, true) .. '}')
+	if idem_key and idem_key ~= '' then
+		local d = cjson.decode(redis.call('HGET', K_IDEM, idem_key))
+		d.pending = nil
+		d.created = NOW
+		d.hold = h
+		redis.call('HSET', K_IDEM, idem_key, cjson.encode(d))
+		redis.call('ZADD', K_IDEMX, NOW, idem_key)
+	end
+	return h
+end
+
+-- ---- waiters ----
+-- A waiter: K_W[id] = {st = 'p'|'g'|'f', owner, mode, ttl, any, idem, token, hid, lease,
+-- claims = {{n = name, u = units}...}, hold (granted), e/m (failed)}; queued in P{n}:q.
+
+local function w_load(wid)
+	local j = redis.call('HGET', K_W, wid)
+	if not j then return nil end
+	return cjson.decode(j)
+end
+
+local function w_save(wid, w) redis.call('HSET', K_W, wid, cjson.encode(w)) end
+
+local function w_unqueue(wid, w)
+	for _, c in ipairs(w.claims) do
+		redis.call('ZREM', qk(c.n), wid)
+		work_push(c.n)
+	end
+end
+
+local function idem_forget_pending(w, wid)
+	if w.idem and w.idem ~= '' then
+		local j = redis.call('HGET', K_IDEM, w.idem)
+		if j and cjson.decode(j).pending == wid then redis.call('HDEL', K_IDEM, w.idem) end
+	end
+end
+
+-- Ends a parked wait without a grant; its engine collects the outcome.
+local function w_fail(wid, w, code, msg)
+	w_unqueue(wid, w)
+	idem_forget_pending(w, wid)
+	w.st, w.e, w.m = 'f', code, msg
+	w_save(wid, w)
+	woken[#woken + 1] = wid
+end
+
+local function link_fits(wid, n, u)
+	local head = redis.call('ZRANGE', qk(n), 0, 0)
+	if head[1] ~= wid then return false end
+	local r = res_get(n)
+	if not r then return false end
+	if u == 0 then return r.held == 0 end
+	return r.nex == 0 and r.cap - r.held >= u
+end
+
+local function pump()
+	local i = 1
+	while i <= #work do
+		local n = work[i]
+		i = i + 1
+		in_work[n] = nil
+		while true do
+			local head = redis.call('ZRANGE', qk(n), 0, 0)
+			local wid = head[1]
+			if not wid then break end
+			local w = w_load(wid)
+			if not w or w.st ~= 'p' then
+				redis.call('ZREM', qk(n), wid) -- stale entry
+			elseif w.lease < NOW then
+				-- its engine stopped refreshing the lease: gone (crashed); free the queue
+				w_unqueue(wid, w)
+				idem_forget_pending(w, wid)
+				redis.call('HDEL', K_W, wid)
+			else
+				local names, units = {}, {}
+				if w.any then
+					for _, c in ipairs(w.claims) do
+						if c.n == n and link_fits(wid, n, c.u) then
+							names[1], units[1] = n, c.u
+						end
+					end
+				else
+					local all = true
+					for k, c in ipairs(w.claims) do
+						if all and not link_fits(wid, c.n, c.u) then all = false end
+						names[k], units[k] = c.n, c.u
+					end
+					if not all then names = {} end
+				end
+				if #names == 0 then break end
+				w_unqueue(wid, w)
+				local h, code = grant(w.owner, w.mode, w.ttl, w.hid, w.token, names, units, w.idem)
+				if h then
+					w.st, w.hold = 'g', h
+					w_save(wid, w)
+					woken[#woken + 1] = wid
+				else
+					w_fail(wid, w, code, 'the store\'s limit of live holds is reached')
+				end
+			end
+		end
+		res_drop_if_idle(n)
+	end
+	work, in_work = {}, {}
+end
+
+-- ---- lazy expiry and retention: before every operation ----
+
+local function sweep()
+	while true do
+		local due = redis.call('ZRANGEBYSCORE', K_EXP, '-inf', NOW, 'LIMIT', 0, 100)
+		if #due == 0 then break end
+		for _, id in ipairs(due) do
+			local h = hold_load(id)
+			if h and h.state == TENTATIVE then
+				hold_end(h, EXPIRED, h.expires)
+			else
+				redis.call('ZREM', K_EXP, id)
+			end
+		end
+		pump()
+	end
+	local old = redis.call('ZRANGEBYSCORE', K_ENDED, '-inf', NOW - HOLD_RET, 'LIMIT', 0, 1000)
+	for _, id in ipairs(old) do
+		redis.call('HDEL', K_HOLDS, id)
+		redis.call('ZREM', K_HIDS, id)
+		redis.call('ZREM', K_ENDED, id)
+	end
+	old = redis.call('ZRANGEBYSCORE', K_IDEMX, '-inf', NOW - IDEM_RET, 'LIMIT', 0, 1000)
+	for _, k in ipairs(old) do
+		redis.call('HDEL', K_IDEM, k)
+		redis.call('ZREM', K_IDEMX, k)
+	end
+end
+
+-- ---- operations ----
+
+local ops = {}
+
+-- args: owner ttl wait can_park mode any idem_key fingerprint id token wid lease n
+--       then n x (name units capacity), sorted by name unless any
+function ops.acquire(a)
+	local owner, ttl, wait, can_park = a[1], tonumber(a[2]), a[3] == '1', a[4] == '1'
+	local mode, any, ikey, fp = tonumber(a[5]), a[6] == '1', a[7], a[8]
+	local id, token, wid, lease, n = a[9], a[10], a[11], tonumber(a[12]), tonumber(a[13])
+	if ikey ~= '' then
+		local j = redis.call('HGET', K_IDEM, ikey)
+		if j then
+			local d = cjson.decode(j)
+			if d.fp ~= fp then
+				return err(E_IDEMMISMATCH, 'idempotency key \'' .. ikey .. '\' was used for another request')
+			end
+			if d.pending then
+				return err(E_IDEMBUSY, 'a request with idempotency key \'' .. ikey .. '\' is still waiting')
+			end
+			local first = d.hold
+			local live = hold_load(first.id)
+			if live then
+				first.state, first.expires, first.ended = live.state, live.expires, live.ended
+			end
+			local v = hold_view(first, true)
+			v.replayed = true
+			return {hold = v}
+		end
+	end
+	local names, units, caps, res = {}, {}, {}, {}
+	local creating = 0
+	for i = 1, n do
+		local b = 13 + (i - 1) * 3
+		local name, cu, cc = a[b + 1], tonumber(a[b + 2]), tonumber(a[b + 3])
+		local r = res_get(name)
+		if not r and cc == 0 then
+			return err(E_NORESOURCE, 'resource \'' .. name .. '\' does not exist')
+		end
+		if r and cc > 0 and cc ~= r.cap then
+			return err(E_CAPMISMATCH, 'resource \'' .. name .. '\' has capacity ' .. I(r.cap) ..
+			           ', not ' .. I(cc))
+		end
+		local capacity = r and r.cap or cc
+		local u = (mode == UNITS) and cu or ((mode == SHARED) and 1 or 0)
+		if u > capacity then
+			return err(E_CAPACITY, I(u) .. ' units of \'' .. name .. '\' exceed its capacity ' .. I(capacity))
+		end
+		names[i], units[i], caps[i], res[i] = name, u, capacity, r
+		if not r then creating = creating + 1 end
+	end
+	local count = redis.call('ZCARD', K_RES)
+	if count + creating > MAX_RES then
+		return err(E_LIMIT, 'the store holds ' .. I(count) .. ' resources, the limit is ' .. I(MAX_RES))
+	end
+	-- No barging: a resource with waiters grants nothing to newcomers.
+	local function fits_now(i)
+		local r = res[i]
+		if not r then return true end
+		if redis.call('ZCARD', qk(r.name)) > 0 then return false end
+		if units[i] == 0 then return r.held == 0 end
+		return r.nex == 0 and r.cap - r.held >= units[i]
+	end
+	local from, to = 0, -1
+	if any then
+		for i = 1, n do
+			if to < 0 and fits_now(i) then from, to = i, i end
+		end
+	else
+		local all = true
+		for i = 1, n do
+			if all and not fits_now(i) then all = false end
+		end
+		if all then from, to = 1, n end
+	end
+	if to >= from and from > 0 then
+		local gn, gu = {}, {}
+		for i = from, to do
+			if not res[i] and not res_get(names[i]) then res_create(names[i], caps[i]) end
+			gn[#gn + 1], gu[#gu + 1] = names[i], units[i]
+		end
+		if ikey ~= '' then
+			redis.call('HSET', K_IDEM, ikey, cjson.encode({fp = fp, created = NOW}))
+		end
+		local h, code = grant(owner, mode, ttl, id, token, gn, gu, ikey)
+		if not h then
+			if ikey ~= '' then redis.call('HDEL', K_IDEM, ikey) end
+			for i = from, to do res_drop_if_idle(names[i]) end
+			return err(code, 'the store\'s limit of live holds is reached')
+		end
+		return {hold = hold_view(h, true)}
+	end
+	if not wait then
+		return err(E_UNAVAILABLE, n == 1 and 'the units are not free now' or 'not all units are free now')
+	end
+	if not can_park then return {e = E_LIMIT, m = 'max_waiters'} end
+	local w = {st = 'p', owner = owner, mode = mode, ttl = ttl, any = any, idem = ikey,
+	           token = token, hid = id, lease = NOW + lease, claims = {}}
+	local ticket = redis.call('INCR', K_TICKET)
+	for i = 1, n do
+		if not res[i] and not res_get(names[i]) then res_create(names[i], caps[i]) end
+		w.claims[i] = {n = names[i], u = units[i]}
+		redis.call('ZADD', qk(names[i]), ticket, wid)
+	end
+	w_save(wid, w)
+	if ikey ~= '' then
+		redis.call('HSET', K_IDEM, ikey, cjson.encode({fp = fp, created = NOW, pending = wid}))
+	end
+	return {parked = wid}
+end
+
+-- args: lease wid...  The outcomes of waits: granted holds and failures are handed over
+-- (and forgotten here); parked ones get their lease renewed.
+function ops.collect(a)
+	local lease = tonumber(a[1])
+	local out = {}
+	for i = 2, #a do
+		local wid = a[i]
+		local w = w_load(wid)
+		if not w then
+			out[#out + 1] = {w = wid, e = E_ENGINE, m = 'the wait was lost: redis no longer has its record'}
+		elseif w.st == 'g' then
+			redis.call('HDEL', K_W, wid)
+			out[#out + 1] = {w = wid, hold = hold_view(w.hold, true)}
+		elseif w.st == 'f' then
+			redis.call('HDEL', K_W, wid)
+			out[#out + 1] = {w = wid, e = w.e, m = w.m}
+		else
+			w.lease = NOW + lease
+			w_save(wid, w)
+		end
+	end
+	return {list = out}
+end
+
+-- args: wid code message.  Ends a parked wait (timeout, cancel, close) unless it already
+-- has an outcome, which is returned instead.
+function ops.unpark(a)
+	local wid, code, msg = a[1], tonumber(a[2]), a[3]
+	local w = w_load(wid)
+	if not w then return err(E_ENGINE, 'the wait was lost: redis no longer has its record') end
+	redis.call('HDEL', K_W, wid)
+	if w.st == 'g' then return {hold = hold_view(w.hold, true)} end
+	if w.st == 'f' then return err(w.e, w.m) end
+	w_unqueue(wid, w)
+	idem_forget_pending(w, wid)
+	return err(code, msg)
+end
+
+local function owned_hold(id, token)
+	local h = hold_load(id)
+	if not h then return nil, err(E_NOHOLD, 'hold \'' .. id .. '\' does not exist') end
+	if h.token ~= token then return nil, err(E_TOKEN, 'token does not match hold \'' .. id .. '\'') end
+	if h.state == RELEASED or h.state == EXPIRED then
+		return nil, err(E_ENDED, 'hold \'' .. id .. '\' has ' ..
+		                (h.state == RELEASED and 'been released' or 'expired'))
+	end
+	return h
+end
+
+function ops.extend(a)
+	local h, e = owned_hold(a[1], a[2])
+	if not h then return e end
+	if h.state == TENTATIVE then
+		h.expires = NOW + tonumber(a[3])
+		redis.call('ZADD', K_EXP, h.expires, h.id)
+		hold_save(h)
+		emit('hold.extended', h.parts[1].name, h.id,
+		     '{"expires_at_ms":' .. I(h.expires) .. ',"id":' .. S(h.id) .. '}')
+	end
+	return {hold = hold_view(h, false)}
+end
+
+function ops.confirm(a)
+	local h, e = owned_hold(a[1], a[2])
+	if not h then return e end
+	if h.state == TENTATIVE then
+		h.state, h.expires = CONFIRMED, 0
+		redis.call('ZREM', K_EXP, h.id)
+		hold_save(h)
+		emit('hold.confirmed', h.parts[1].name, h.id, '{"id":' .. S(h.id) .. ',"owner":' .. S(h.owner) .. '}')
+	end
+	return {hold = hold_view(h, false)}
+end
+
+function ops.release(a)
+	local h, e = owned_hold(a[1], a[2])
+	if not h then return e end
+	hold_end(h, RELEASED, NOW)
+	pump()
+	return {hold = hold_view(h, false)}
+end
+
+function ops.get_hold(a)
+	local h = hold_load(a[1])
+	if not h then return err(E_NOHOLD, 'hold \'' .. a[1] .. '\' does not exist') end
+	return {hold = hold_view(h, false)}
+end
+
+-- args: cursor(''=none) limit owner(''=any) resource(''=any) state(-1=any)
+function ops.list_holds(a)
+	local cursor, limit, owner, resource, state = a[1], tonumber(a[2]), a[3], a[4], tonumber(a[5])
+	local out, more = {}, false
+	local from = cursor == '' and '-' or '(' .. cursor
+	while true do
+		local ids = redis.call('ZRANGEBYLEX', K_HIDS, from, '+', 'LIMIT', 0, 200)
+		for _, id in ipairs(ids) do
+			local h = hold_load(id)
+			local ok = h ~= nil
+			if ok and owner ~= '' and h.owner ~= owner then ok = false end
+			if ok and state >= 0 and h.state ~= state then ok = false end
+			if ok and resource ~= '' then
+				local found = false
+				for _, p in ipairs(h.parts) do if p.name == resource then found = true end end
+				ok = found
+			end
+			if ok then
+				if #out >= limit then more = true break end
+				out[#out + 1] = hold_view(h, false)
+			end
+		end
+		if more or #ids < 200 then break end
+		from = '(' .. ids[#ids]
+	end
+	return {holds = out, more = more}
+end
+
+-- args: name capacity has_meta meta if_version
+function ops.put_resource(a)
+	local name, cap, has_meta, meta, ifv = a[1], tonumber(a[2]), a[3] == '1', a[4], tonumber(a[5])
+	local r = res_get(name)
+	local current = (r and r.decl) and r.ver or 0
+	if ifv >= 0 and ifv ~= current then
+		return err(E_VERSION, 'resource \'' .. name .. '\' is at version ' .. I(current) .. ', not ' .. I(ifv))
+	end
+	if r and cap < r.held then
+		return err(E_CAPINUSE, 'resource \'' .. name .. '\' has ' .. I(r.held) ..
+		           ' units held, more than ' .. I(cap))
+	end
+	if not r then
+		local count = redis.call('ZCARD', K_RES)
+		if count >= MAX_RES then
+			return err(E_LIMIT, 'the store holds ' .. I(count) .. ' resources, the limit is ' .. I(MAX_RES))
+		end
+	end
+	local created = (not r) or (not r.decl)
+	if not r then
+		res_create(name, cap)
+		r = res_get(name)
+	end
+	local grew = cap > r.cap
+	r.cap, r.decl = cap, true
+	r.ver = created and 1 or r.ver + 1
+	local k = rk(name)
+	redis.call('HSET', k, 'cap', cap, 'decl', 1, 'ver', r.ver)
+	if has_meta then
+		r.meta = meta
+		redis.call('HSET', k, 'meta', meta)
+	else
+		r.meta = nil
+		redis.call('HDEL', k, 'meta')
+	end
+	emit(created and 'resource.created' or 'resource.updated', name, nil, resource_event_data(r))
+	local view = res_view(r)
+	if grew then
+		work_push(name)
+		pump()
+	end
+	return {resource = view}
+end
+
+function ops.get_resource(a)
+	local r = res_get(a[1])
+	if not r then return err(E_NORESOURCE, 'resource \'' .. a[1] .. '\' does not exist') end
+	return {resource = res_view(r)}
+end
+
+-- args: name if_version
+function ops.delete_resource(a)
+	local name, ifv = a[1], tonumber(a[2])
+	local r = res_get(name)
+	if not r then return err(E_NORESOURCE, 'resource \'' .. name .. '\' does not exist') end
+	local current = r.decl and r.ver or 0
+	if ifv >= 0 and ifv ~= current then
+		return err(E_VERSION, 'resource \'' .. name .. '\' is at version ' .. I(current) .. ', not ' .. I(ifv))
+	end
+	if r.holds > 0 then
+		return err(E_HELD, 'resource \'' .. name .. '\' is held by ' .. I(r.holds) .. ' holds')
+	end
+	local view = res_view(r)
+	-- Its waiters can never be granted now.
+	for _, wid in ipairs(redis.call('ZRANGE', qk(name), 0, -1)) do
+		local w = w_load(wid)
+		if w and w.st == 'p' then
+			w_fail(wid, w, E_NORESOURCE, 'the resource was deleted while waiting')
+		end
+	end
+	redis.call('DEL', rk(name), qk(name))
+	redis.call('ZREM', K_RES, name)
+	if r.decl then
+		emit('resource.deleted', name, nil, '{"name":' .. S(name) .. ',"version":' .. I(r.ver) .. '}')
+	end
+	in_work[name] = nil
+	local rest = {}
+	for _, n in ipairs(work) do if n ~= name then rest[#rest + 1] = n end end
+	work = rest
+	pump()
+	return {resource = view}
+end
+
+-- args: cursor(''=none) limit
+function ops.list_resources(a)
+	local cursor, limit = a[1], tonumber(a[2])
+	local names = redis.call('ZRANGEBYLEX', K_RES, cursor == '' and '-' or '(' .. cursor, '+',
+	                         'LIMIT', 0, limit + 1)
+	local out = {}
+	for i = 1, math.min(#names, limit) do
+		local r = res_get(names[i])
+		if r then out[#out + 1] = res_view(r) end
+	end
+	return {resources = out, more = #names > limit}
+end
+
+-- args: after limit.  Events are served straight from the stream: written in the same
+-- script as their change, so whatever is there is as durable as Redis makes anything.
+function ops.read_events(a)
+	local after, limit = tonumber(a[1]), tonumber(a[2])
+	local last = tonumber(redis.call('GET', K_SEQ) or '0')
+	local out = {}
+	if after < last then
+		local rows = redis.call('XRANGE', K_EV, I(after + 1) .. '-0', '+', 'COUNT', limit)
+		for i, row in ipairs(rows) do
+			local f = {}
+			for k = 1, #row[2], 2 do f[row[2][k]] = row[2][k + 1] end
+			out[i] = {seq = tonumber(string.match(row[1], '^(%d+)')), at = tonumber(f.a), type = f.t,
+			          res = f.r, hold = f.h, data = f.d}
+		end
+	end
+	return {events = out, last = last}
+end
+
+function ops.sweep(a)
+	return {}
+end
+
+-- ---- dispatch ----
+
+local f = ops[OP]
+if not f then return cjson.encode(err(-1, 'unknown script op \'' .. tostring(OP) .. '\'')) end
+local args = {}
+for i = A, #ARGV do args[#args + 1] = ARGV[i] end
+sweep()
+local result = f(args)
+if #work > 0 then pump() end
+if #woken > 0 then redis.call('PUBLISH', CH_WAKE, table.concat(woken, ' ')) end
+if emitted > 0 then redis.call('PUBLISH', CH_EVENTS, I(emitted)) end
+result.now = NOW
+local nd = redis.call('ZRANGE', K_EXP, 0, 0, 'WITHSCORES')
+result.due = nd[2] and tonumber(nd[2]) or 0
+return cjson.encode(result)

@@ -1,0 +1,54 @@
+/*
+ * redis.h — what the redis:// and redlock:// engines share: the embedded Lua text of the
+ * hold rules (holds.lua, generated into a .c at build time), URL parsing of host lists and
+ * query options, and a blocking hiredis connect with timeouts. Internal to libholdfast.
+ */
+#ifndef HF_ENGINE_REDIS_H
+#define HF_ENGINE_REDIS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <hiredis/hiredis.h>
+
+#include "holdfast.h"
+
+extern const char hf__redis_script[]; /* holds.lua, NUL-terminated */
+extern const size_t hf__redis_script_len;
+
+#define HF__REDIS_MAX_NODES 16
+
+struct hf__redis_node {
+	char host[256];
+	int port;
+};
+
+/* A parsed redis:// or redlock:// URL:
+ *   redis://[:password@]host[:port][/db][?prefix=P]
+ *   redlock://[:password@]host:port,host:port,...[?timeout_ms=&retry_delay_ms=&retry_jitter_ms=&prefix=]
+ * Query values are kept raw: each engine looks up the ones it knows and refuses others. */
+struct hf__redis_url {
+	size_t n_nodes;
+	struct hf__redis_node nodes[HF__REDIS_MAX_NODES];
+	char password[256]; /* "" for none */
+	int db;
+	size_t n_params;
+	char keys[8][32];
+	char values[8][256];
+};
+
+/* Parses `url` (scheme already matched by the caller, `scheme` names it for messages).
+ * HF_OK or HF_EINVAL with a message naming what was wrong. */
+int hf__redis_url_parse(const char *url, const char *scheme, struct hf__redis_url *out,
+                        hf_error *err);
+/* The value of query parameter `key`, or NULL. */
+const char *hf__redis_url_param(const struct hf__redis_url *u, const char *key);
+
+/* Connects with a connect timeout and sets the read/write timeout, then AUTH and SELECT as
+ * the URL says. NULL on failure with the reason in `why` (size `n`). */
+redisContext *hf__redis_connect(const struct hf__redis_node *node, const char *password, int db,
+                                int connect_timeout_ms, int io_timeout_ms, char *why, size_t n);
+
+int64_t hf__redis_mono_ms(void);
+
+#endif /* HF_ENGINE_REDIS_H */

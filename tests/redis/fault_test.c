@@ -1,0 +1,393 @@
+/*
+ * fault_test.c — redlock:// over five redis-server masters started by with_redis.sh -n 5:
+ * the wire format on every master, majority and validity, fences, mutual exclusion under
+ * threads, and faults (two masters killed: locks work; three: acquire fails closed); then
+ * redis:// surviving a restart of its server. Exits non-zero on the first failed check.
+ */
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "holdfast.h"
+
+static int ports[5];
+static const char *dir;
+static int failures;
+
+#define CHECK(cond, ...)                                                                     \
+	do {                                                                                     \
+		if (!(cond)) {                                                                       \
+			fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                  \
+			fprintf(stderr, __VA_ARGS__);                                                    \
+			fprintf(stderr, "\n");                                                           \
+			failures++;                                                                      \
+			return;                                                                          \
+		}                                                                                    \
+	} while (0)
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+static redisContext *conn(int port)
+{
+	struct timeval tv = {1, 0};
+	redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+	if (c && c->err) {
+		redisFree(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* GET key on one master: the value, or "" (absent) / "down". */
+static void get_on(int port, const char *key, char *out, size_t n)
+{
+	redisContext *c = conn(port);
+	if (!c) {
+		snprintf(out, n, "down");
+		return;
+	}
+	redisReply *r = redisCommand(c, "GET %b", key, strlen(key));
+	snprintf(out, n, "%s", r && r->type == REDIS_REPLY_STRING ? r->str : "");
+	if (r)
+		freeReplyObject(r);
+	redisFree(c);
+}
+
+static void set_on(int port, const char *key, const char *value)
+{
+	redisContext *c = conn(port);
+	if (!c)
+		return;
+	redisReply *r = redisCommand(c, "SET %b %b PX 30000", key, strlen(key), value, strlen(value));
+	if (r)
+		freeReplyObject(r);
+	redisFree(c);
+}
+
+static void kill_server(int port)
+{
+	char path[600];
+	snprintf(path, sizeof(path), "%s/%d.pid", dir, port);
+	FILE *f = fopen(path, "r");
+	int pid = 0;
+	if (f) {
+		if (fscanf(f, "%d", &pid) != 1)
+			pid = 0;
+		fclose(f);
+	}
+	if (pid > 0)
+		kill(pid, SIGKILL);
+	for (int i = 0; i < 100; i++) { /* until it stops answering */
+		redisContext *c = conn(port);
+		if (!c)
+			break;
+		redisFree(c);
+		sleep_ms(20);
+	}
+	unlink(path);
+}
+
+static void start_server(int port)
+{
+	char cmd[700];
+	snprintf(cmd, sizeof(cmd), "redis-server %s/%d.conf", dir, port);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not run: %s\n", cmd);
+	for (int i = 0; i < 200; i++) {
+		redisContext *c = conn(port);
+		if (c) {
+			redisFree(c);
+			return;
+		}
+		sleep_ms(20);
+	}
+}
+
+static int lock(hf_store *st, const char *name, int64_t ttl, int64_t wait, hf_hold **out,
+                hf_error *err)
+{
+	hf_claim c = {.name = name, .units = 1, .capacity = 1};
+	hf_acquire_req req = {.owner = "fault-test", .claims = &c, .n_claims = 1, .ttl_ms = ttl,
+	                      .wait_ms = wait, .mode = HF_MODE_EXCLUSIVE};
+	return hf_acquire(st, &req, out, err);
+}
+
+static hf_store *open_redlock(size_t n)
+{
+	char url[512] = "redlock://";
+	for (size_t i = 0; i < n; i++) {
+		size_t l = strlen(url);
+		snprintf(url + l, sizeof(url) - l, "%s127.0.0.1:%d", i ? "," : "", ports[i]);
+	}
+	hf_store *st = NULL;
+	hf_error err;
+	if (hf_open(url, NULL, &st, &err) != HF_OK)
+		fprintf(stderr, "open %s: %s\n", url, err.message);
+	return st;
+}
+
+/* ---- redlock: basics ---- */
+
+static void redlock_basics(hf_store *st)
+{
+	hf_hold *h = NULL, *h2 = NULL;
+	hf_error err;
+	CHECK(lock(st, "L", 10000, 0, &h, &err) == HF_OK, "%s", err.message);
+	CHECK(h->parts[0].fence > 0, "fence %lld", (long long)h->parts[0].fence);
+	CHECK(h->expires_at_ms > hf_now_ms() + 9000, "validity too short");
+	/* the wire format: key = the name, value = the token, on every master */
+	for (int i = 0; i < 5; i++) {
+		char v[64];
+		get_on(ports[i], "L", v, sizeof(v));
+		CHECK(strcmp(v, h->token) == 0, "master %d has '%s', token %s", i, v, h->token);
+	}
+	CHECK(lock(st, "L", 10000, 0, NULL, &err) == HF_EUNAVAILABLE, "%s", err.message);
+	printf("held lock refused: %s\n", err.message);
+	int64_t t0 = hf_now_ms();
+	CHECK(lock(st, "L", 10000, 400, NULL, &err) == HF_ETIMEDOUT, "%s", err.message);
+	CHECK(hf_now_ms() - t0 >= 300, "waited only %lld ms", (long long)(hf_now_ms() - t0));
+	hf_hold *r = NULL;
+	CHECK(hf_release(st, h->id, h->token, &r, &err) == HF_OK, "%s", err.message);
+	hf_hold_free(r);
+	for (int i = 0; i < 5; i++) {
+		char v[64];
+		get_on(ports[i], "L", v, sizeof(v));
+		CHECK(v[0] == '\0', "master %d still has '%s' after release", i, v);
+	}
+	CHECK(lock(st, "L", 10000, 0, &h2, &err) == HF_OK, "%s", err.message);
+	CHECK(h2->parts[0].fence > h->parts[0].fence, "fence %lld after %lld",
+	      (long long)h2->parts[0].fence, (long long)h->parts[0].fence);
+	/* extend: on every master, by value */
+	hf_hold *x = NULL;
+	CHECK(hf_extend(st, h2->id, h2->token, 20000, &x, &err) == HF_OK, "%s", err.message);
+	CHECK(x->expires_at_ms > hf_now_ms() + 19000, "extend did not move the lease");
+	hf_hold_free(x);
+	CHECK(hf_extend(st, h2->id, "00000000000000000000000000000000", 20000, &x, &err) == HF_ETOKEN,
+	      "%s", err.message);
+	CHECK(hf_release(st, h2->id, h2->token, &r, &err) == HF_OK, "%s", err.message);
+	hf_hold_free(r);
+	/* a foreign holder on a majority blocks us; on a minority it does not */
+	for (int i = 0; i < 3; i++)
+		set_on(ports[i], "F3", "ffffffffffffffffffffffffffffffff");
+	CHECK(lock(st, "F3", 5000, 0, NULL, &err) == HF_EUNAVAILABLE, "%s", err.message);
+	char v[64];
+	get_on(ports[4], "F3", v, sizeof(v));
+	CHECK(v[0] == '\0', "a failed acquire left its key on master 4: '%s'", v);
+	for (int i = 0; i < 2; i++)
+		set_on(ports[i], "F2", "ffffffffffffffffffffffffffffffff");
+	hf_hold *f2 = NULL;
+	CHECK(lock(st, "F2", 5000, 0, &f2, &err) == HF_OK, "%s", err.message);
+	get_on(ports[0], "F2", v, sizeof(v));
+	CHECK(strcmp(v, "ffffffffffffffffffffffffffffffff") == 0, "we overwrote a foreign value");
+	CHECK(hf_release(st, f2->id, f2->token, &r, &err) == HF_OK, "%s", err.message);
+	hf_hold_free(r);
+	get_on(ports[0], "F2", v, sizeof(v));
+	CHECK(strcmp(v, "ffffffffffffffffffffffffffffffff") == 0, "release deleted a foreign value");
+	/* only plain locks */
+	hf_claim c2 = {.name = "S", .units = 1, .capacity = 2};
+	hf_acquire_req sem = {.owner = "t", .claims = &c2, .n_claims = 1, .ttl_ms = 1000};
+	CHECK(hf_acquire(st, &sem, NULL, &err) == HF_ENOTSUP, "%s", err.message);
+	printf("semaphore refused: %s\n", err.message);
+	hf_hold_free(h);
+	hf_hold_free(h2);
+	hf_hold_free(f2);
+}
+
+/* ---- redlock: mutual exclusion and fences under threads ---- */
+
+struct mx {
+	atomic_int inside, violations, errors, fence_regressions;
+	atomic_llong last_fence;
+};
+
+struct mx_arg {
+	struct mx *m;
+	hf_store *st;
+};
+
+static void *mx_thread(void *arg)
+{
+	struct mx_arg *a = arg;
+	struct mx *m = a->m;
+	for (int i = 0; i < 15; i++) {
+		hf_hold *h = NULL;
+		hf_error err;
+		if (lock(a->st, "MX", 5000, 20000, &h, &err) != HF_OK) {
+			fprintf(stderr, "mx acquire: %s\n", err.message);
+			atomic_fetch_add(&m->errors, 1);
+			continue;
+		}
+		if (atomic_fetch_add(&m->inside, 1) != 0)
+			atomic_fetch_add(&m->violations, 1);
+		long long prev = atomic_exchange(&m->last_fence, (long long)h->parts[0].fence);
+		if (h->parts[0].fence <= prev)
+			atomic_fetch_add(&m->fence_regressions, 1);
+		sleep_ms(2);
+		atomic_fetch_sub(&m->inside, 1);
+		hf_hold *r = NULL;
+		if (hf_release(a->st, h->id, h->token, &r, &err) != HF_OK)
+			atomic_fetch_add(&m->errors, 1);
+		hf_hold_free(r);
+		hf_hold_free(h);
+	}
+	return NULL;
+}
+
+/* Four stores (as four processes would have), one lock, 60 holds. */
+static void redlock_exclusion(void)
+{
+	static struct mx m;
+	struct mx_arg args[4];
+	pthread_t t[4];
+	for (int i = 0; i < 4; i++) {
+		args[i] = (struct mx_arg){.m = &m, .st = open_redlock(5)};
+		CHECK(args[i].st, "open");
+	}
+	for (int i = 0; i < 4; i++)
+		pthread_create(&t[i], NULL, mx_thread, &args[i]);
+	for (int i = 0; i < 4; i++)
+		pthread_join(t[i], NULL);
+	for (int i = 0; i < 4; i++)
+		hf_close(args[i].st);
+	CHECK(atomic_load(&m.errors) == 0, "%d errors", atomic_load(&m.errors));
+	CHECK(atomic_load(&m.violations) == 0, "%d overlapping holders", atomic_load(&m.violations));
+	CHECK(atomic_load(&m.fence_regressions) == 0, "%d fences not above the previous",
+	      atomic_load(&m.fence_regressions));
+	printf("60 exclusive holds over 5 masters from 4 stores: no overlap, fences increasing\n");
+}
+
+/* ---- redlock: faults ---- */
+
+static void redlock_faults(hf_store *st)
+{
+	hf_error err;
+	hf_hold *h = NULL, *r = NULL;
+	kill_server(ports[0]);
+	kill_server(ports[1]);
+	int64_t last = 0;
+	for (int i = 0; i < 5; i++) {
+		CHECK(lock(st, "K", 5000, 0, &h, &err) == HF_OK, "two masters down, try %d: %s", i,
+		      err.message);
+		CHECK(h->parts[0].fence > last, "fence %lld after %lld", (long long)h->parts[0].fence,
+		      (long long)last);
+		last = h->parts[0].fence;
+		CHECK(lock(st, "K", 5000, 0, NULL, &err) == HF_EUNAVAILABLE, "%s", err.message);
+		CHECK(hf_release(st, h->id, h->token, &r, &err) == HF_OK, "%s", err.message);
+		hf_hold_free(r);
+		hf_hold_free(h);
+	}
+	printf("two of five masters down: locks still work\n");
+	kill_server(ports[2]);
+	for (int i = 0; i < 5; i++) {
+		int rc = lock(st, "K2", 5000, 0, &h, &err);
+		CHECK(rc != HF_OK, "three masters down, but the acquire succeeded");
+		CHECK(rc == HF_EENGINE, "three down: %s %s", hf_err_name(rc), err.message);
+	}
+	printf("three of five masters down, fails closed: %s\n", err.message);
+	int64_t t0 = hf_now_ms();
+	int rc = lock(st, "K2", 5000, 600, &h, &err);
+	CHECK(rc == HF_EENGINE, "three down with a wait: %s %s", hf_err_name(rc), err.message);
+	CHECK(hf_now_ms() - t0 >= 350, "gave up after %lld ms of a 600 ms wait",
+	      (long long)(hf_now_ms() - t0));
+	for (int i = 0; i < 3; i++)
+		start_server(ports[i]);
+	sleep_ms(300); /* past the engine's reconnect back-off */
+	CHECK(lock(st, "K", 5000, 2000, &h, &err) == HF_OK, "after restarts: %s", err.message);
+	/* Masters 3 and 4 kept their counters; the restarted ones forgot theirs (no persistence):
+	 * the fence still rises because every answering master is read. */
+	CHECK(h->parts[0].fence > last, "fence %lld after %lld across restarts",
+	      (long long)h->parts[0].fence, (long long)last);
+	CHECK(hf_release(st, h->id, h->token, &r, &err) == HF_OK, "%s", err.message);
+	hf_hold_free(r);
+	hf_hold_free(h);
+	printf("masters restarted: locks work again\n");
+}
+
+/* ---- redis:// across a restart ---- */
+
+struct waitarg {
+	hf_store *st;
+	int rc;
+	hf_error err;
+};
+
+static void *wait_thread(void *arg)
+{
+	struct waitarg *w = arg;
+	w->rc = lock(w->st, "W", 60000, 60000, NULL, &w->err);
+	return NULL;
+}
+
+static void redis_reconnect(void)
+{
+	char url[128];
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%d?prefix=fault:", ports[4]);
+	hf_store *st = NULL;
+	hf_error err;
+	CHECK(hf_open(url, NULL, &st, &err) == HF_OK, "%s", err.message);
+	hf_hold *h = NULL;
+	CHECK(lock(st, "R", 60000, 0, &h, &err) == HF_OK, "%s", err.message);
+	hf_hold_free(h);
+	kill_server(ports[4]);
+	int rc = lock(st, "R2", 60000, 0, NULL, &err);
+	CHECK(rc == HF_EENGINE, "with redis down: %s %s", hf_err_name(rc), err.message);
+	printf("redis down: %s\n", err.message);
+	start_server(ports[4]);
+	int64_t until = hf_now_ms() + 10000;
+	do {
+		rc = lock(st, "R3", 60000, 0, &h, &err);
+		if (rc != HF_OK)
+			sleep_ms(50);
+	} while (rc != HF_OK && hf_now_ms() < until);
+	CHECK(rc == HF_OK, "no reconnect after a restart: %s", err.message);
+	hf_hold_free(h);
+	printf("redis restarted: the engine reconnected\n");
+	/* a wait parked across a restart ends (its record is gone), it does not hang */
+	CHECK(lock(st, "W", 60000, 0, &h, &err) == HF_OK, "%s", err.message);
+	hf_hold_free(h);
+	struct waitarg wa = {.st = st, .rc = 1};
+	pthread_t t;
+	pthread_create(&t, NULL, wait_thread, &wa);
+	sleep_ms(300);
+	kill_server(ports[4]);
+	start_server(ports[4]);
+	pthread_join(t, NULL);
+	CHECK(wa.rc == HF_EENGINE, "a wait across a restart: %s %s", hf_err_name(wa.rc),
+	      wa.err.message);
+	printf("a wait across a restart ends: %s\n", wa.err.message);
+	hf_close(st);
+}
+
+int main(void)
+{
+	const char *p = getenv("HF_REDIS_PORTS");
+	dir = getenv("HF_REDIS_DIR");
+	if (!p || !dir || sscanf(p, "%d %d %d %d %d", &ports[0], &ports[1], &ports[2], &ports[3],
+	                         &ports[4]) != 5) {
+		fprintf(stderr, "run me under with_redis.sh -n 5\n");
+		return 2;
+	}
+	hf_store *st = open_redlock(5);
+	if (!st)
+		return 1;
+	redlock_basics(st);
+	if (!failures)
+		redlock_exclusion();
+	if (!failures)
+		redlock_faults(st);
+	hf_close(st);
+	if (!failures)
+		redis_reconnect();
+	printf(failures ? "FAILED\n" : "all fault checks passed\n");
+	return failures ? 1 : 0;
+}

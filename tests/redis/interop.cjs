@@ -1,0 +1,108 @@
+// interop.cjs — holdfast's redlock:// and the npm `redlock` client (5.0.0-beta.2, over
+// ioredis) on the same keys: each refuses a lock the other holds, the wire format is the same
+// (key = name, value = 32 hex characters, PX ttl), and release by one frees it for the other.
+// Run by npm_interop.sh under with_redis.sh -n 3; exits non-zero on the first failed check.
+'use strict';
+const { spawn, spawnSync } = require('child_process');
+const Redis = require('ioredis');
+const RedlockMod = require('redlock');
+const Redlock = RedlockMod.default || RedlockMod;
+
+const helper = process.argv[2];
+const ports = process.env.HF_REDIS_PORTS.trim().split(/\s+/).map(Number);
+const url = 'redlock://' + ports.map((p) => '127.0.0.1:' + p).join(',');
+const url1 = 'redlock://127.0.0.1:' + ports[0];
+const clients = ports.map((p) => new Redis({ port: p, host: '127.0.0.1', lazyConnect: false }));
+const redlock = new Redlock(clients, { driftFactor: 0.01, retryCount: 0, retryDelay: 200, retryJitter: 100 });
+const single = new Redlock([clients[0]], { retryCount: 0 });
+let checks = 0;
+
+function check(cond, what) {
+	if (!cond) {
+		console.error('FAIL: ' + what);
+		process.exit(1);
+	}
+	checks++;
+	console.log('ok: ' + what);
+}
+
+function tryHelper(u, name, ttl) {
+	const r = spawnSync(helper, [u, 'try', name, String(ttl)], { encoding: 'utf8' });
+	return { status: r.status, out: (r.stdout || '').trim() + (r.stderr || '').trim() };
+}
+
+async function nodeCannot(lockset, name) {
+	try {
+		const l = await lockset.acquire([name], 5000);
+		await l.release();
+		return false;
+	} catch (e) {
+		return true;
+	}
+}
+
+async function main() {
+	// 1. Node holds: holdfast is refused; the value is 32 hex characters with a PX ttl.
+	const a = await redlock.acquire(['interop-a'], 10000);
+	for (const c of clients) {
+		const v = await c.get('interop-a');
+		check(/^[0-9a-f]{32}$/.test(v) && v === a.value, 'node lock value on :' + c.options.port + ' is its 32-hex value');
+		const ttl = await c.pttl('interop-a');
+		check(ttl > 0 && ttl <= 10000, 'node lock has a PX ttl (' + ttl + ' ms)');
+	}
+	let r = tryHelper(url, 'interop-a', 5000);
+	check(r.status === 3, 'holdfast refuses a lock node holds (' + r.out + ')');
+	check(await clients[0].get('interop-a') === a.value, 'the refused attempt left node\'s value alone');
+	await a.release();
+	r = tryHelper(url, 'interop-a', 5000);
+	check(r.status === 0, 'after node released, holdfast takes it (' + r.out + ')');
+
+	// 2. holdfast holds: node is refused; same wire format seen from node.
+	const h = spawn(helper, [url, 'hold', 'interop-b', '10000', '2500'], { stdio: ['ignore', 'pipe', 'inherit'] });
+	const first = await new Promise((res) => h.stdout.once('data', (d) => res(String(d).trim())));
+	const m = /^ok ([0-9a-f]{32}) (\d+)/.exec(first);
+	check(m !== null, 'holdfast holds interop-b (' + first + ')');
+	for (const c of clients) {
+		check(await c.get('interop-b') === m[1], 'holdfast\'s value on :' + c.options.port + ' is its token');
+		const ttl = await c.pttl('interop-b');
+		check(ttl > 0 && ttl <= 10000, 'holdfast lock has a PX ttl (' + ttl + ' ms)');
+	}
+	check(await nodeCannot(redlock, 'interop-b'), 'node redlock refuses a lock holdfast holds');
+	// node's owner-checked release of a value that is not its own changes nothing
+	await clients[0].eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end",
+		1, 'interop-b', '0123456789abcdef0123456789abcdef');
+	check(await clients[0].get('interop-b') === m[1], 'a release with another value does not free holdfast\'s lock');
+	const code = await new Promise((res) => h.on('exit', res));
+	check(code === 0, 'holdfast released interop-b');
+	for (const c of clients)
+		check(await c.get('interop-b') === null, 'released on :' + c.options.port);
+	const b = await redlock.acquire(['interop-b'], 5000);
+	check(true, 'node takes interop-b after holdfast released it');
+
+	// 3. node extends: holdfast stays refused past the first ttl.
+	const e = await redlock.acquire(['interop-c'], 1000);
+	const e2 = await e.extend(8000);
+	await new Promise((res) => setTimeout(res, 1500));
+	r = tryHelper(url, 'interop-c', 5000);
+	check(r.status === 3, 'holdfast refuses a lock node extended past its first ttl (' + r.out + ')');
+	await e2.release();
+	await b.release();
+
+	// 4. one master ("a Redis lock"): the same both ways.
+	const s = await single.acquire(['interop-d'], 10000);
+	r = tryHelper(url1, 'interop-d', 5000);
+	check(r.status === 3, 'single master: holdfast refuses node\'s lock (' + r.out + ')');
+	await s.release();
+	const h1 = spawn(helper, [url1, 'hold', 'interop-d', '10000', '1500'], { stdio: ['ignore', 'pipe', 'inherit'] });
+	await new Promise((res) => h1.stdout.once('data', res));
+	check(await nodeCannot(single, 'interop-d'), 'single master: node refuses holdfast\'s lock');
+	check(await new Promise((res) => h1.on('exit', res)) === 0, 'single master: holdfast released');
+
+	for (const c of clients) c.disconnect();
+	console.log('npm interop: ' + checks + ' checks passed');
+}
+
+main().catch((e) => {
+	console.error('FAIL: ' + (e && e.stack || e));
+	process.exit(1);
+});

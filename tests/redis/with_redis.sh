@@ -1,0 +1,63 @@
+#!/bin/sh
+# with_redis.sh — runs a command against private, throw-away redis-server instances on
+# loopback ports: N (default 1) servers, no persistence, in a temp dir, killed after.
+# Exports HF_REDIS_PORTS (space-separated), HF_REDIS_DIR, HF_TEST_ENGINE_URL=redis://... of
+# the first server with a per-run prefix, and HF_TEST_ENGINE_RESET (FLUSHALL, so every test
+# starts empty). Usage: with_redis.sh [-n N] COMMAND [ARGS...]; exits with the command's status.
+# Tests restart a server with: redis-server "$HF_REDIS_DIR/<port>.conf".
+set -eu
+n=1
+if [ "${1:-}" = "-n" ]; then n=$2; shift 2; fi
+REDIS_SERVER=${REDIS_SERVER:-/usr/bin/redis-server}
+[ -x "$REDIS_SERVER" ] || { echo "with_redis.sh: no redis-server (apt-get install redis-server)" >&2; exit 1; }
+dir=$(mktemp -d "${TMPDIR:-/tmp}/hfredis.XXXXXX")
+pids=""
+cleanup() {
+	for f in "$dir"/*.pid; do
+		[ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+	done
+	sleep 0.1
+	for f in "$dir"/*.pid; do
+		[ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true
+	done
+	rm -rf "$dir"
+}
+trap cleanup EXIT INT TERM
+# Free ports: ask the kernel for them one at a time (bind to port 0), then start on them.
+ports=$(python3 -c "
+import socket
+socks=[]
+for _ in range($n):
+    s=socket.socket(); s.bind(('127.0.0.1',0)); socks.append(s)
+print(' '.join(str(s.getsockname()[1]) for s in socks))
+")
+for p in $ports; do
+	cat >"$dir/$p.conf" <<CONF
+port $p
+bind 127.0.0.1
+save ""
+appendonly no
+daemonize yes
+pidfile $dir/$p.pid
+logfile $dir/$p.log
+dir $dir
+dbfilename $p.rdb
+CONF
+	"$REDIS_SERVER" "$dir/$p.conf"
+done
+for p in $ports; do
+	i=0
+	until redis-cli -p "$p" ping >/dev/null 2>&1; do
+		i=$((i + 1))
+		[ $i -lt 100 ] || { echo "with_redis.sh: redis-server on port $p did not start" >&2; cat "$dir/$p.log" >&2; exit 1; }
+		sleep 0.05
+	done
+done
+first=${ports%% *}
+export HF_REDIS_PORTS="$ports" HF_REDIS_DIR="$dir"
+export HF_TEST_ENGINE_URL="redis://127.0.0.1:$first?prefix=hft:"
+export HF_TEST_ENGINE_RESET="redis-cli -p $first FLUSHALL >/dev/null"
+set +e
+"$@"
+rc=$?
+exit $rc
