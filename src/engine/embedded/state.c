@@ -1123,7 +1123,15 @@ static void op_put_resource(struct hf__state *st, struct hf__call *call, int64_t
 	if (reply_resource(call, r) != HF_OK)
 		fx->failed = HF_ENOMEM;
 	fx_done(fx, call);
-	if (grew) {
+	/* A smaller capacity can leave waiters that never fit: end them now rather than let
+	 * them block the queue until their deadlines. */
+	for (struct wlink *l = r->queue_head, *next; l; l = next) {
+		next = l->next; /* another waiter's link: failing this one leaves it in place */
+		if (l->units > r->capacity)
+			waiter_fail(st, fx, l->waiter, HF_ECAPACITY,
+			            "the resource's capacity was lowered below what this wait needs");
+	}
+	if (grew || r->queue_head) {
 		work_push(st, r);
 		pump(st, fx, now);
 	}
