@@ -192,6 +192,12 @@ static bool listen_on(struct hf__pgc *c)
 	return c->listening;
 }
 
+static int cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return (x > y) - (x < y);
+}
+
 static void *waiter_main(void *arg)
 {
 	struct pg *e = arg;
@@ -278,8 +284,23 @@ static void *waiter_main(void *arg)
 			int64_t due = hf__pg_sweep(&c);
 			if (due >= 0 && due < expiry_in)
 				expiry_in = due;
+			/* Waiters that cannot go now are skipped without a locked transaction each:
+			 * every such transaction would queue on the counter row, and a wake-up comes
+			 * with every change anywhere. */
+			int64_t *blocked = NULL;
+			size_t n_blocked = 0;
+			bool filter = false;
+			for (struct pwait *w = list; w && !filter; w = w->next)
+				filter = w->ticket != 0;
+			if (filter)
+				filter = hf__pg_blocked(&c, &blocked, &n_blocked) == HF_OK;
 			for (struct pwait **pw = &list; *pw;) {
 				struct pwait *w = *pw;
+				if (w->ticket && filter && n_blocked > 0 &&
+				    bsearch(&w->ticket, blocked, n_blocked, sizeof(*blocked), cmp_i64)) {
+					pw = &w->next;
+					continue;
+				}
 				bool done = w->ticket ? hf__pg_try_waiter(&c, w->call, w->ticket) == HF__PG_DONE
 				                      : hf__pg_poll_events(&c, w->call, false);
 				if (done) {
@@ -289,6 +310,7 @@ static void *waiter_main(void *arg)
 				}
 				pw = &w->next;
 			}
+			free(blocked);
 			next_check = mono_ms() + expiry_in;
 		}
 		if (list && mono_ms() - last_beat >= HF__PG_HEARTBEAT_MS) {
@@ -302,8 +324,8 @@ static void *waiter_main(void *arg)
 			if (w->deadline < until)
 				until = w->deadline;
 		int timeout = until <= now ? 0 : (int)(until - now);
-		if (!up && timeout > RECHECK_MS)
-			timeout = RECHECK_MS; /* reconnect attempts */
+		if (!up && timeout > HF__PG_RECONNECT_MS)
+			timeout = HF__PG_RECONNECT_MS; /* reconnect attempts: waits resume soon after */
 		struct pollfd pfd[2] = {{.fd = e->wake[0], .events = POLLIN},
 		                        {.fd = up ? PQsocket(c.conn) : -1, .events = POLLIN}};
 		if (poll(pfd, 2, timeout) > 0 && (pfd[0].revents & POLLIN)) {
@@ -328,25 +350,39 @@ static void *waiter_main(void *arg)
 
 /* ---- the table ---- */
 
-/* Splits "postgres://...?...schema=NAME..." into the conninfo without schema= and NAME. */
+/* connect_timeout: a connect attempt to an unreachable host ends (libpq's default: never).
+ * keepalives_* and tcp_user_timeout: a connection whose peer vanished (a partition, a host
+ * gone without closing) fails within ~20 s instead of the kernel's minutes, even while a
+ * statement is waiting for its answer. Ignored on Unix sockets. */
+#define DEFAULT_PARAMS                                                                      \
+	"connect_timeout=5&keepalives=1&keepalives_idle=10&keepalives_interval=3"             \
+	"&keepalives_count=3&tcp_user_timeout=20000"
+
+/* Does the query of the conninfo URI `uri` set the parameter "key=" (kl bytes)? */
+static bool has_param(const char *uri, const char *key, size_t kl)
+{
+	const char *qm = strchr(uri, '?');
+	for (const char *p = qm; p; p = strchr(p + 1, '&'))
+		if (strncmp(p + 1, key, kl) == 0)
+			return true;
+	return false;
+}
+
+/* Splits "postgres://...?...schema=NAME..." into the conninfo without schema= and NAME, and
+ * adds DEFAULT_PARAMS the URL does not set. */
 static int parse_url(const char *url, struct hf__pg_conf *conf, hf_error *err)
 {
 	snprintf(conf->schema, sizeof(conf->schema), "holdfast");
 	size_t len = strlen(url);
-	char *out = malloc(len + 1);
+	char *out = malloc(len + sizeof(DEFAULT_PARAMS) + 1);
 	if (!out)
 		return hf__err(err, HF_ENOMEM, "out of memory");
 	const char *qm = strchr(url, '?');
-	if (!qm) {
-		memcpy(out, url, len + 1);
-		conf->conninfo = out;
-		return HF_OK;
-	}
-	size_t base = (size_t)(qm - url);
+	size_t base = qm ? (size_t)(qm - url) : len;
 	memcpy(out, url, base);
 	size_t o = base;
 	bool first = true;
-	const char *p = qm + 1;
+	const char *p = qm ? qm + 1 : "";
 	while (*p) {
 		const char *amp = strchr(p, '&');
 		size_t plen = amp ? (size_t)(amp - p) : strlen(p);
@@ -374,6 +410,23 @@ static int parse_url(const char *url, struct hf__pg_conf *conf, hf_error *err)
 			first = false;
 		}
 		p = amp ? amp + 1 : p + plen;
+	}
+	out[o] = '\0';
+	/* Defaults for what the URL does not set: each bounds how long a call can hang on a
+	 * database that is unreachable rather than down (down refuses at once). */
+	const char *d = DEFAULT_PARAMS;
+	while (*d) {
+		const char *amp = strchr(d, '&');
+		size_t dl = amp ? (size_t)(amp - d) : strlen(d);
+		size_t kl = (size_t)((const char *)memchr(d, '=', dl) - d) + 1; /* "key=" */
+		if (!has_param(out, d, kl)) {
+			out[o++] = first ? '?' : '&';
+			memcpy(out + o, d, dl);
+			o += dl;
+			out[o] = '\0';
+			first = false;
+		}
+		d = amp ? amp + 1 : d + dl;
 	}
 	out[o] = '\0';
 	conf->conninfo = out;

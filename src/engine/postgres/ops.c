@@ -22,6 +22,8 @@ struct tx {
 	hf_error *err;       /* the call's reply error */
 	int64_t now;         /* the database's clock, ms */
 	int64_t seq0, seq;   /* last event seq at the start, and now */
+	int64_t live0;       /* the live hold count at the start */
+	char *due;           /* ids of tentative holds whose lease has ended, comma-separated */
 	int64_t live_delta;  /* change of the live hold count */
 	bool notify;         /* units freed or queues changed: wake waiters */
 	bool drop_idle;      /* holds ended or waiters left: drop idle implicit resources */
@@ -31,7 +33,7 @@ struct tx {
 
 static int db_fail(struct tx *t)
 {
-	return hf__err(t->err, HF_EENGINE, "database: %.200s", PQerrorMessage(t->conn));
+	return hf__pg_fail(t->err, t->conn, "database");
 }
 
 /* Runs a parameterised statement; NULL (and the call's error set) on failure. */
@@ -78,35 +80,84 @@ static char *dump(json_t *j)
 
 static int sweep(struct tx *t);
 
-/* Begins a change: takes the counter lock, reads the clock, applies what is due. */
+/* Runs several statements in one round trip (the simple query protocol: no parameters, so
+ * only for SQL made of integers and validated names). Every statement must succeed; the
+ * results of the first n_keep statements are handed back in keep[] (the caller clears them).
+ * Under the counter lock round trips are the cost of a change: see docs/operations.md. */
+static int multi(struct tx *t, const char *sql, PGresult **keep, int n_keep)
+{
+	for (int i = 0; i < n_keep; i++)
+		keep[i] = NULL;
+	if (!PQsendQuery(t->conn, sql))
+		return db_fail(t);
+	int rc = HF_OK, i = 0;
+	PGresult *r;
+	while ((r = PQgetResult(t->conn))) { /* drained to the end whatever happens */
+		ExecStatusType st = PQresultStatus(r);
+		if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && rc == HF_OK)
+			rc = db_fail(t);
+		if (rc == HF_OK && i < n_keep)
+			keep[i] = r;
+		else
+			PQclear(r);
+		i++;
+	}
+	if (rc == HF_OK && PQstatus(t->conn) != CONNECTION_OK)
+		rc = db_fail(t);
+	if (rc != HF_OK)
+		for (int k = 0; k < n_keep; k++) {
+			PQclear(keep[k]);
+			keep[k] = NULL;
+		}
+	return rc;
+}
+
+/* Begins a change: takes the counter lock, reads the clock, applies what is due. One round
+ * trip: BEGIN, the lock, then the clock and the leases ended by it. The clock is read by a
+ * statement after the lock's, so time never runs backwards between serialised changes. */
 static int tx_begin(struct tx *t, struct hf__pgc *c, hf_error *err)
 {
 	memset(t, 0, sizeof(*t));
 	t->c = c;
 	t->err = err;
-	int rc = hf__pgc_ensure(c, err);
-	if (rc != HF_OK)
-		return rc;
-	t->conn = c->conn;
-	if (qx(t, "BEGIN", 0, NULL) != HF_OK)
-		return HF_EENGINE;
-	/* The clock is read after the lock is ours, so time never runs backwards between
-	 * serialised changes. */
-	PGresult *r = q(t, "SELECT last_seq FROM counter WHERE id = 1 FOR UPDATE", 0, NULL);
-	if (!r)
-		goto fail;
-	t->seq0 = t->seq = geti(r, 0, 0);
-	PQclear(r);
-	if (!(r = q(t, "SELECT now_ms()", 0, NULL)))
-		goto fail;
-	t->now = geti(r, 0, 0);
-	PQclear(r);
-	if (sweep(t) != HF_OK)
-		goto fail;
+	PGresult *r[3];
+	for (int attempt = 0;; attempt++) {
+		int rc = hf__pgc_ensure(c, err);
+		if (rc != HF_OK)
+			return rc;
+		t->conn = c->conn;
+		rc = multi(t,
+		           "BEGIN; SELECT last_seq, live_holds FROM counter WHERE id = 1 FOR UPDATE;"
+		           " SELECT n, (SELECT string_agg(id, ',' ORDER BY expires_at, id) FROM holds"
+		           "  WHERE state = 0 AND expires_at <= n) FROM (SELECT now_ms() AS n) x",
+		           r, 3);
+		if (rc == HF_OK)
+			break;
+		PQclear(PQexec(t->conn, "ROLLBACK"));
+		/* A connection found dead (the server restarted since its last use) is replaced
+		 * once, at once: nothing had run on it. */
+		if (attempt > 0 || PQstatus(c->conn) == CONNECTION_OK)
+			return HF_EENGINE;
+		hf__pgc_close(c);
+		hf__err_clear(err);
+	}
+	t->seq0 = t->seq = geti(r[1], 0, 0);
+	t->live0 = geti(r[1], 0, 1);
+	t->now = geti(r[2], 0, 0);
+	int rc = HF_OK;
+	if (!PQgetisnull(r[2], 0, 1) && !(t->due = hf__strdup(PQgetvalue(r[2], 0, 1))))
+		rc = hf__err(err, HF_ENOMEM, "out of memory");
+	for (int i = 0; i < 3; i++)
+		PQclear(r[i]);
+	if (rc == HF_OK)
+		rc = sweep(t);
+	free(t->due);
+	t->due = NULL;
+	if (rc != HF_OK) {
+		PQclear(PQexec(t->conn, "ROLLBACK"));
+		return rc == HF_ENOMEM ? rc : HF_EENGINE;
+	}
 	return HF_OK;
-fail:
-	PQclear(PQexec(t->conn, "ROLLBACK"));
-	return HF_EENGINE;
 }
 
 static void tx_rollback(struct tx *t)
@@ -115,36 +166,32 @@ static void tx_rollback(struct tx *t)
 		PQclear(PQexec(t->conn, "ROLLBACK"));
 }
 
-/* Writes the counter, drops idle implicit resources, notifies and commits. */
+/* Drops idle implicit resources, writes the counter, notifies and commits: one round trip.
+ * NOTIFY is delivered at commit: waiters everywhere re-check; event readers re-read. */
 static int tx_commit(struct tx *t)
 {
-	char b1[24], b2[24];
-	if (t->drop_idle &&
-	    qx(t,
-	       "DELETE FROM resources r WHERE NOT declared AND holds = 0 AND NOT EXISTS"
-	       " (SELECT 1 FROM waiter_claims w WHERE w.resource = r.name)",
-	       0, NULL) != HF_OK)
-		goto fail;
-	if (t->seq != t->seq0 || t->live_delta != 0) {
-		const char *p[2] = {I64(b1, t->seq), I64(b2, t->live_delta)};
-		if (qx(t, "UPDATE counter SET last_seq = $1, live_holds = live_holds + $2", 2, p) !=
-		    HF_OK)
-			goto fail;
-	}
-	/* NOTIFY is delivered at commit: waiters everywhere re-check; event readers re-read. */
-	if (t->notify || t->seq != t->seq0) {
-		const char *p[1] = {t->c->conf->channel};
-		if (qx(t, "SELECT pg_notify($1, '')", 1, p) != HF_OK)
-			goto fail;
-	}
-	if (qx(t, "COMMIT", 0, NULL) != HF_OK) {
-		/* The outcome is unknown to us: report the engine error, never a success. */
+	char sql[768];
+	size_t o = 0;
+	if (t->drop_idle)
+		o += (size_t)snprintf(sql + o, sizeof(sql) - o, "%s",
+		                      "DELETE FROM resources r WHERE NOT declared AND holds = 0 AND NOT"
+		                      " EXISTS (SELECT 1 FROM waiter_claims w WHERE w.resource = r.name);");
+	if (t->seq != t->seq0 || t->live_delta != 0)
+		o += (size_t)snprintf(sql + o, sizeof(sql) - o,
+		                      "UPDATE counter SET last_seq = %lld, live_holds = live_holds + %lld;",
+		                      (long long)t->seq, (long long)t->live_delta);
+	/* The channel is "hf_" + a schema name of [a-z0-9_]: safe as a literal. */
+	if (t->notify || t->seq != t->seq0)
+		o += (size_t)snprintf(sql + o, sizeof(sql) - o, "SELECT pg_notify('%s', '');",
+		                      t->c->conf->channel);
+	snprintf(sql + o, sizeof(sql) - o, "COMMIT");
+	if (multi(t, sql, NULL, 0) != HF_OK) {
+		/* Rolled back; or, if COMMIT itself failed, the outcome is unknown to us: report the
+		 * engine error, never a success. */
+		tx_rollback(t);
 		return HF_EENGINE;
 	}
 	return HF_OK;
-fail:
-	tx_rollback(t);
-	return HF_EENGINE;
 }
 
 /* ---- events ---- */
@@ -254,28 +301,34 @@ static int hold_end(struct tx *t, hf_hold *h, hf_hold_state state, int64_t ended
 static int sweep(struct tx *t)
 {
 	char b1[24], b2[24];
-	const char *p[1] = {I64(b1, t->now)};
-	PGresult *r = q(t,
-	                "SELECT id FROM holds WHERE state = 0 AND expires_at <= $1"
-	                " ORDER BY expires_at, id",
-	                1, p);
-	if (!r)
-		return HF_EENGINE;
 	int rc = HF_OK;
-	for (int i = 0; rc == HF_OK && i < PQntuples(r); i++) {
+	/* The ended leases tx_begin found, in time order. */
+	for (char *id = t->due; rc == HF_OK && id && *id;) {
+		char *comma = strchr(id, ',');
+		if (comma)
+			*comma = '\0';
 		hf_hold h;
-		rc = load_hold(t, PQgetvalue(r, i, 0), true, &h);
+		rc = load_hold(t, id, true, &h);
 		if (rc == HF_OK) {
 			rc = hold_end(t, &h, HF_HOLD_EXPIRED, h.expires_at_ms);
 			hf__hold_clear(&h);
 		}
+		id = comma ? comma + 1 : NULL;
 	}
-	PQclear(r);
 	if (rc != HF_OK)
 		return rc;
-	/* Waiters whose instance stopped heartbeating (crashed, partitioned) must not block the
-	 * queue forever. Their pending idempotency records go with them (cascade). */
-	if (!(r = q(t, "DELETE FROM waiters WHERE lease_until < $1 RETURNING ticket", 1, p)))
+	/* Upkeep, at most once a second per connection (not on every change: each statement is a
+	 * round trip under the counter lock). Waiters whose instance stopped heartbeating
+	 * (crashed, partitioned) must not block the queue forever; their pending idempotency
+	 * records go with them (cascade). Ended holds and idempotency records past their
+	 * retention are forgotten. */
+	int64_t mono = hf__pg_mono_ms();
+	if (mono < t->c->upkeep_at)
+		return HF_OK;
+	t->c->upkeep_at = mono + HF__PG_UPKEEP_MS;
+	const char *p[1] = {I64(b1, t->now)};
+	PGresult *r = q(t, "DELETE FROM waiters WHERE lease_until < $1 RETURNING ticket", 1, p);
+	if (!r)
 		return HF_EENGINE;
 	if (PQntuples(r) > 0)
 		t->notify = t->drop_idle = true;
@@ -456,11 +509,8 @@ static int grant(struct tx *t, struct hf__call *call, struct claimrow *rows, siz
 {
 	const hf_acquire_req *a = &call->req.acquire;
 	char b1[24], b2[24], b3[24], b4[24], b5[24];
-	PGresult *r = q(t, "SELECT live_holds FROM counter", 0, NULL);
-	if (!r)
-		return HF_EENGINE;
-	int64_t live = geti(r, 0, 0) + t->live_delta;
-	PQclear(r);
+	PGresult *r;
+	int64_t live = t->live0 + t->live_delta;
 	if (live >= (int64_t)t->c->conf->opt.max_holds)
 		return hf__err(t->err, HF_ELIMIT, "the store's limit of live holds is reached");
 	hf_hold h;
@@ -959,20 +1009,29 @@ static int sweep_if_due(struct hf__pgc *c, hf_error *err)
 	memset(&t, 0, sizeof(t));
 	t.c = c;
 	t.err = err;
-	int rc = hf__pgc_ensure(c, err);
-	if (rc != HF_OK)
-		return rc;
-	t.conn = c->conn;
-	PGresult *r = q(&t,
-	                "SELECT EXISTS (SELECT 1 FROM holds WHERE state = 0 AND expires_at <= now_ms())",
-	                0, NULL);
-	if (!r)
-		return HF_EENGINE;
+	PGresult *r = NULL;
+	/* The first statement of a call: a connection found dead (the server restarted since its
+	 * last use) is replaced once, at once; nothing had run on it. */
+	for (int attempt = 0; !r; attempt++) {
+		int rc = hf__pgc_ensure(c, err);
+		if (rc != HF_OK)
+			return rc;
+		t.conn = c->conn;
+		r = q(&t, "SELECT EXISTS (SELECT 1 FROM holds WHERE state = 0 AND expires_at <= now_ms())",
+		      0, NULL);
+		if (!r && (attempt > 0 || PQstatus(c->conn) == CONNECTION_OK))
+			return HF_EENGINE;
+		if (!r) {
+			hf__pgc_close(c);
+			hf__err_clear(err);
+		}
+	}
 	bool due = getb(r, 0, 0);
 	PQclear(r);
 	if (!due)
 		return HF_OK;
-	if ((rc = tx_begin(&t, c, err)) != HF_OK)
+	int rc = tx_begin(&t, c, err);
+	if (rc != HF_OK)
 		return rc;
 	return tx_commit(&t);
 }
@@ -1095,7 +1154,7 @@ enum hf__pg_outcome hf__pg_try_waiter(struct hf__pgc *c, struct hf__call *call, 
 			goto db_error;
 		t.notify = t.drop_idle = true;
 		if (tx_commit(&t) != HF_OK)
-			return HF__PG_PARKED;
+			goto parked;
 		hf__err(err, failed, "the resource was deleted while waiting");
 		return HF__PG_DONE;
 	}
@@ -1137,7 +1196,7 @@ enum hf__pg_outcome hf__pg_try_waiter(struct hf__pgc *c, struct hf__call *call, 
 	if (to == from) {
 		PQclear(r);
 		tx_commit(&t); /* keeps what the sweep did */
-		return HF__PG_PARKED;
+		goto parked;
 	}
 	/* The idempotency record stays; grant() turns it from pending into the outcome. */
 	const char *pi[2] = {b1, I64(b2, 0)};
@@ -1158,23 +1217,60 @@ enum hf__pg_outcome hf__pg_try_waiter(struct hf__pgc *c, struct hf__call *call, 
 			goto db_error;
 		t.notify = t.drop_idle = true;
 		if (tx_commit(&t) != HF_OK)
-			return HF__PG_PARKED;
+			goto parked;
 		*err = keep;
 		return HF__PG_DONE;
 	}
 	if (rc != HF_OK)
 		goto db_error;
-	if (tx_commit(&t) != HF_OK) {
-		reply_reset(reply);
-		reply->error = (hf_error){0};
-		return HF__PG_PARKED;
-	}
+	if (tx_commit(&t) != HF_OK)
+		goto parked;
 	return HF__PG_DONE;
 db_error:
 	tx_rollback(&t);
+parked:
+	/* Still waiting: whatever a failed statement or commit wrote into the reply (an engine
+	 * error, a refused grant's hold) must not come out with the eventual grant. */
 	reply_reset(reply);
 	reply->error = (hf_error){0};
 	return HF__PG_PARKED;
+}
+
+int hf__pg_blocked(struct hf__pgc *c, int64_t **tickets, size_t *n)
+{
+	*tickets = NULL;
+	*n = 0;
+	hf_error scratch;
+	if (hf__pgc_ensure(c, &scratch) != HF_OK)
+		return HF_EENGINE;
+	struct tx t = {.c = c, .conn = c->conn, .err = &scratch};
+	/* fits() of try_waiter, in SQL: no earlier waiter on the resource, and the units free. */
+#define FIT                                                                                 \
+	"(NOT EXISTS (SELECT 1 FROM waiter_claims e WHERE e.resource = c.resource"            \
+	"  AND e.ticket < c.ticket) AND CASE WHEN c.units = 0 THEN r.held = 0"                \
+	"  ELSE r.n_exclusive = 0 AND r.capacity - r.held >= c.units END)"
+	const char *p[1] = {c->conf->instance};
+	PGresult *r = q(&t,
+	                "SELECT w.ticket FROM waiters w WHERE w.instance = $1 AND w.failed = 0 AND"
+	                " CASE WHEN w.any_of THEN NOT EXISTS (SELECT 1 FROM waiter_claims c JOIN"
+	                "  resources r ON r.name = c.resource WHERE c.ticket = w.ticket AND " FIT ")"
+	                " ELSE EXISTS (SELECT 1 FROM waiter_claims c JOIN resources r"
+	                "  ON r.name = c.resource WHERE c.ticket = w.ticket AND NOT " FIT ") END"
+	                " ORDER BY w.ticket",
+	                1, p);
+#undef FIT
+	if (!r)
+		return HF_EENGINE;
+	size_t rows = (size_t)PQntuples(r);
+	if (rows > 0 && !(*tickets = malloc(rows * sizeof(**tickets)))) {
+		PQclear(r);
+		return HF_ENOMEM;
+	}
+	for (size_t i = 0; i < rows; i++)
+		(*tickets)[i] = geti(r, (int)i, 0);
+	*n = rows;
+	PQclear(r);
+	return HF_OK;
 }
 
 void hf__pg_end_waiter(struct hf__pgc *c, struct hf__call *call, int64_t ticket, int code,

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/postgres/pg.h"
 
@@ -61,6 +62,32 @@ void hf__pgc_close(struct hf__pgc *c)
 	c->listening = false;
 }
 
+/* Copies src into dst (size n) as one line: newlines and tabs become single spaces. */
+static void one_line(char *dst, size_t n, const char *src)
+{
+	size_t o = 0;
+	bool space = false;
+	for (; *src && o + 1 < n; src++) {
+		bool ws = *src == '\n' || *src == '\t' || *src == '\r' || *src == ' ';
+		if (ws) {
+			space = o > 0;
+			continue;
+		}
+		if (space && o + 2 < n)
+			dst[o++] = ' ';
+		space = false;
+		dst[o++] = *src;
+	}
+	dst[o] = '\0';
+}
+
+int hf__pg_fail(hf_error *err, PGconn *conn, const char *prefix)
+{
+	char msg[200];
+	one_line(msg, sizeof(msg), conn ? PQerrorMessage(conn) : "out of memory");
+	return hf__err(err, HF_EENGINE, "%s: %s", prefix, msg);
+}
+
 /* Runs a command without parameters; HF_OK or HF_EENGINE with the server's message. */
 static int exec_cmd(PGconn *conn, const char *sql, hf_error *err)
 {
@@ -68,24 +95,39 @@ static int exec_cmd(PGconn *conn, const char *sql, hf_error *err)
 	ExecStatusType s = PQresultStatus(r);
 	int rc = HF_OK;
 	if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK)
-		rc = hf__err(err, HF_EENGINE, "database: %.200s", PQerrorMessage(conn));
+		rc = hf__pg_fail(err, conn, "database");
 	PQclear(r);
 	return rc;
+}
+
+int64_t hf__pg_mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 int hf__pgc_ensure(struct hf__pgc *c, hf_error *err)
 {
 	if (c->conn && PQstatus(c->conn) == CONNECTION_OK)
 		return HF_OK;
-	/* A lost connection is replaced by a new one; LISTEN is re-issued by its owner. */
+	/* A lost connection is replaced by a new one; LISTEN is re-issued by its owner. While the
+	 * database is away, calls fail fast between attempts: an attempt may take up to
+	 * connect_timeout, and every queued call waiting for its own would add up. */
 	hf__pgc_close(c);
+	int64_t now = hf__pg_mono_ms();
+	if (c->retry_at && now < c->retry_at)
+		return hf__err(err, HF_EENGINE, "%s", c->last_err);
 	c->conn = PQconnectdb(c->conf->conninfo);
 	if (!c->conn || PQstatus(c->conn) != CONNECTION_OK) {
-		int rc = hf__err(err, HF_EENGINE, "cannot reach the database: %.200s",
-		                 c->conn ? PQerrorMessage(c->conn) : "out of memory");
+		hf_error e;
+		hf__pg_fail(&e, c->conn, "cannot reach the database");
+		snprintf(c->last_err, sizeof(c->last_err), "%s", e.message);
+		c->retry_at = hf__pg_mono_ms() + HF__PG_RECONNECT_MS;
 		hf__pgc_close(c);
-		return rc;
+		return hf__err(err, HF_EENGINE, "%s", c->last_err);
 	}
+	c->retry_at = 0;
 	char *ident = PQescapeIdentifier(c->conn, c->conf->schema, strlen(c->conf->schema));
 	if (!ident) {
 		hf__pgc_close(c);
@@ -104,6 +146,20 @@ int hf__pgc_ensure(struct hf__pgc *c, hf_error *err)
 	if (rc != HF_OK)
 		hf__pgc_close(c);
 	return rc;
+}
+
+int hf__pgc_begin(struct hf__pgc *c, const char *sql, hf_error *err)
+{
+	for (int attempt = 0;; attempt++) {
+		int rc = hf__pgc_ensure(c, err);
+		if (rc != HF_OK)
+			return rc;
+		rc = exec_cmd(c->conn, sql, err);
+		if (rc == HF_OK || attempt > 0 || PQstatus(c->conn) == CONNECTION_OK)
+			return rc;
+		hf__pgc_close(c); /* found dead: one fresh connection, at once */
+		hf__err_clear(err);
+	}
 }
 
 int hf__pg_migrate(struct hf__pgc *c, hf_error *err)
@@ -128,7 +184,7 @@ int hf__pg_migrate(struct hf__pgc *c, hf_error *err)
 	bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
 	PQclear(r);
 	if (!ok) {
-		rc = hf__err(err, HF_EENGINE, "database: %.200s", PQerrorMessage(c->conn));
+		rc = hf__pg_fail(err, c->conn, "database");
 		goto out_rollback;
 	}
 	if ((rc = exec_cmd(c->conn, sql, err)) != HF_OK ||
@@ -138,7 +194,7 @@ int hf__pg_migrate(struct hf__pgc *c, hf_error *err)
 	r = PQexec(c->conn, "SELECT coalesce(max(version), 0) FROM holdfast_schema");
 	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
 		PQclear(r);
-		rc = hf__err(err, HF_EENGINE, "database: %.200s", PQerrorMessage(c->conn));
+		rc = hf__pg_fail(err, c->conn, "database");
 		goto out_rollback;
 	}
 	int version = atoi(PQgetvalue(r, 0, 0));
