@@ -2,9 +2,11 @@
  * conformance_test.c — the engine conformance suite: every rule of docs/semantics.md, run
  * unchanged against the engine named by HF_TEST_ENGINE_URL (see harness.h), each test on a
  * fresh, empty store. Tests that need an injected clock, a reopen or a file of their own are
- * skipped on engines that cannot offer that.
+ * skipped on engines that cannot offer that. The rules about time also have real-clock
+ * variants (rt_*, see "real clock" below) that every engine runs, judged by its own clock.
  *
- * HF_TEST_FILTER=pattern runs only the matching tests (cmocka's filter).
+ * HF_TEST_FILTER=pattern runs only the matching tests, HF_TEST_SKIP=pattern leaves the
+ * matching ones out (cmocka's filters).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -2208,9 +2210,9 @@ static void res_put_on_implicit(void **state)
 	hf_hold_free(h);
 }
 
+/* Leases of 60 s that never run out here: no clock needed, so every engine runs it. */
 static void list_holds_filters_and_paging(void **state)
 {
-	NEED_CLOCK();
 	must_put(ST, "r1", 10);
 	must_put(ST, "r2", 10);
 	hf_hold *h[6];
@@ -2441,6 +2443,1073 @@ static void watchdog_bad_arguments(void **state)
 	hf_hold_free(h);
 }
 
+/* ======================= real clock ======================= */
+
+/*
+ * The rules the injected-clock tests above check, judged here by the engine's own clock so
+ * that they run on every engine: postgres keeps time in the database (now()), redis in
+ * TIME, and file: with the system clock runs its own timer. Leases are short (100-400 ms)
+ * and every check is one-sided, so a slow machine (sanitizers, other builds) makes us check
+ * less often but never fails a correct engine:
+ *   - a call that ENDED, by our clock, more than CLOCK_MARGIN_MS before a hold's expires_at
+ *     must see the hold alive;
+ *   - a call that STARTED more than CLOCK_MARGIN_MS after expires_at must see it expired
+ *     (every operation first applies the expiries that are due);
+ *   - what nobody asks for (a sweep, a wake-up, a timeout, forgetting after retention) must
+ *     have happened within SLACK_MS of its due time, and never before it.
+ * The engines under test run on this host, so our clock and theirs are the same clock;
+ * the margin only absorbs millisecond rounding.
+ */
+#define CLOCK_MARGIN_MS 50
+#define SLACK_MS 2000
+/* ms clocks truncate: a wait measured by ours may look up to ~2 ms shorter than the
+ * engine's. A wait that ends earlier than this before its wait_ms is a bug. */
+#define WAIT_EARLY_MS 10
+
+/* Sleeps until our wall clock (the one hf_now_ms and the engines read) reaches `t`. */
+static void sleep_past(int64_t t)
+{
+	for (int64_t now = hf_now_ms(); now < t; now = hf_now_ms())
+		ht_sleep_ms(t - now > 50 ? 50 : (int)(t - now));
+}
+
+/* An engine timestamp `t` taken during a call that ran from `t0` to `t1` by our clock. */
+static void within(const char *what, int64_t t, int64_t t0, int64_t t1)
+{
+	if (t < t0 - CLOCK_MARGIN_MS || t > t1 + CLOCK_MARGIN_MS)
+		fail_msg("%s is %lld, outside the call's time [%lld, %lld] (margin %d ms)", what,
+		         (long long)t, (long long)t0, (long long)t1, CLOCK_MARGIN_MS);
+}
+
+/* Reads the hold every 20 ms until our clock is within CLOCK_MARGIN_MS of expires_at: each
+ * read that ended before that must show it tentative with that very lease ("not expired
+ * before its expires_at"). Returns how many reads were judged (few on a slow machine). */
+static int alive_until(hf_store *st, const char *id, int64_t expires_at)
+{
+	int judged = 0;
+	for (;;) {
+		hf_reply *r = ht_get_hold(st, id);
+		int64_t end = hf_now_ms();
+		if (end >= expires_at - CLOCK_MARGIN_MS) {
+			hf_reply_free(r);
+			return judged;
+		}
+		REPLY_RC(r, HF_OK);
+		if (r->hold->state != HF_HOLD_TENTATIVE)
+			fail_msg("hold is %s %lld ms before its expires_at %lld",
+			         hf_hold_state_name(r->hold->state), (long long)(expires_at - end),
+			         (long long)expires_at);
+		EQ(r->hold->expires_at_ms, expires_at);
+		hf_reply_free(r);
+		judged++;
+		ht_sleep_ms(20);
+	}
+}
+
+/* After the lease is over by our clock: the next read sees the hold expired, ended at the
+ * time its lease was due. */
+static void expired_by_next_read(hf_store *st, const char *id, int64_t expires_at)
+{
+	sleep_past(expires_at + CLOCK_MARGIN_MS);
+	hf_reply *r = ht_get_hold(st, id);
+	REPLY_RC(r, HF_OK);
+	if (r->hold->state != HF_HOLD_EXPIRED)
+		fail_msg("hold is %s %lld ms after its expires_at %lld",
+		         hf_hold_state_name(r->hold->state), (long long)(hf_now_ms() - expires_at),
+		         (long long)expires_at);
+	EQ(r->hold->expires_at_ms, expires_at);
+	EQ(r->hold->ended_at_ms, expires_at); /* "expired at its expires_at", whenever applied */
+	hf_reply_free(r);
+}
+
+/* An integer field of an event's JSON data, or INT64_MIN if missing. */
+static int64_t event_int(const hf_event *e, const char *field)
+{
+	json_error_t je;
+	json_t *j = json_loads(e->data ? e->data : "", 0, &je);
+	json_t *v = j ? json_object_get(j, field) : NULL;
+	int64_t x = json_is_integer(v) ? (int64_t)json_integer_value(v) : INT64_MIN;
+	json_decref(j);
+	return x;
+}
+
+/* Index of the first event after `from` of `type` for hold `id`, or -1. */
+static long find_event(const hf_reply *r, size_t from, const char *type, const char *id)
+{
+	for (size_t i = from; i < r->n_events; i++)
+		if (strcmp(r->events[i].type, type) == 0 && r->events[i].hold_id &&
+		    strcmp(r->events[i].hold_id, id) == 0)
+			return (long)i;
+	return -1;
+}
+
+/* Dispatches until every pending call completed (bounded by PROMPT_MS), noting for each the
+ * monotonic time at which its completion was first seen. */
+static void complete_all(hf_store *st, ht_pending *const *p, int64_t *done_at, size_t n)
+{
+	int64_t deadline = ht_mono_ms() + PROMPT_MS;
+	for (size_t i = 0; i < n; i++)
+		done_at[i] = 0;
+	for (;;) {
+		hf_store_dispatch(st);
+		size_t left = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (!done_at[i] && atomic_load(&p[i]->calls) > 0)
+				done_at[i] = ht_mono_ms();
+			left += done_at[i] == 0;
+		}
+		if (!left)
+			break;
+		if (ht_mono_ms() > deadline)
+			fail_msg("%zu of %zu submitted requests did not complete within %d ms", left, n,
+			         PROMPT_MS);
+		struct pollfd pfd = {.fd = hf_store_fd(st), .events = POLLIN};
+		poll(&pfd, 1, 5);
+	}
+	for (size_t i = 0; i < n; i++)
+		EQ(atomic_load(&p[i]->calls), 1);
+}
+
+/* Waits until the resource shows `waiters` parked acquires, but only until our clock reaches
+ * `until`: false when that passed first (a slow machine; the caller then checks less). */
+static bool parked_before(hf_store *st, const char *res, int64_t waiters, int64_t until)
+{
+	while (hf_now_ms() < until) {
+		ht_res v = ht_res_get(st, res);
+		RC(v.rc, HF_OK);
+		if (v.waiters == waiters)
+			return hf_now_ms() < until;
+		ht_sleep_ms(2);
+	}
+	return false;
+}
+
+static void rt_hold_acquire_reply(void **state)
+{
+	must_put(ST, "r", 2);
+	uint64_t seq = ht_last_seq(ST);
+	int64_t t0 = hf_now_ms();
+	hf_hold *h = ACQ("r", &(ht_acq){.owner = "alice", .ttl_ms = 5000});
+	int64_t t1 = hf_now_ms();
+	assert_true(is_lower_hex(h->id, HF_ID_LEN));
+	assert_true(is_lower_hex(h->token, HF_TOKEN_LEN));
+	assert_string_equal(h->owner, "alice");
+	EQ(h->state, HF_HOLD_TENTATIVE);
+	EQ(h->mode, HF_MODE_UNITS);
+	within("created_at_ms", h->created_at_ms, t0, t1);
+	EQ(h->expires_at_ms - h->created_at_ms, 5000); /* grant time + ttl_ms */
+	EQ(h->ended_at_ms, 0);
+	assert_false(h->replayed);
+	EQ(h->n_parts, 1);
+	EQ(h->parts[0].units, 1);
+	GT(h->parts[0].fence, 0);
+	/* reads show the same times */
+	hf_reply *r = ht_get_hold(ST, h->id);
+	REPLY_RC(r, HF_OK);
+	EQ(r->hold->created_at_ms, h->created_at_ms);
+	EQ(r->hold->expires_at_ms, h->expires_at_ms);
+	EQ(r->hold->state, HF_HOLD_TENTATIVE);
+	hf_reply_free(r);
+	/* the grant's event carries the same lease, stamped within the call */
+	r = events_after_wait(ST, seq, 1);
+	EQ(r->n_events, 1);
+	assert_string_equal(r->events[0].type, "hold.granted");
+	within("hold.granted at_ms", r->events[0].at_ms, t0, t1);
+	EQ(event_int(&r->events[0], "expires_at_ms"), h->expires_at_ms);
+	hf_reply_free(r);
+	hf_hold_free(h);
+}
+
+/* A confirmed hold outlives its first lease; ended holds answer hold_ended, stay readable. */
+static void rt_hold_states(void **state)
+{
+	must_put(ST, "s", 1);
+	hf_hold *h = ACQ("s", &(ht_acq){.ttl_ms = 200});
+	hf_reply *r = ht_hold_op(ST, HF_OP_CONFIRM, h->id, h->token, 0);
+	REPLY_RC(r, HF_OK);
+	EQ(r->hold->state, HF_HOLD_CONFIRMED);
+	EQ(r->hold->expires_at_ms, 0);
+	hf_reply_free(r);
+	sleep_past(h->expires_at_ms + CLOCK_MARGIN_MS);
+	ht_hold_view v = ht_hold_get(ST, h->id);
+	RC(v.rc, HF_OK);
+	EQ(v.state, HF_HOLD_CONFIRMED); /* no lease any more */
+	EQ(v.expires_at_ms, 0);
+	EQ(ht_res_get(ST, "s").held, 1);
+	r = ht_hold_op(ST, HF_OP_EXTEND, h->id, h->token, 100);
+	REPLY_RC(r, HF_OK); /* changes nothing, succeeds */
+	EQ(r->hold->state, HF_HOLD_CONFIRMED);
+	EQ(r->hold->expires_at_ms, 0);
+	hf_reply_free(r);
+	r = ht_hold_op(ST, HF_OP_CONFIRM, h->id, h->token, 0);
+	REPLY_RC(r, HF_OK);
+	hf_reply_free(r);
+	sleep_past(hf_now_ms() + 200); /* the "extension" did not bring a lease back */
+	EQ(ht_hold_get(ST, h->id).state, HF_HOLD_CONFIRMED);
+	int64_t t0 = hf_now_ms();
+	r = ht_hold_op(ST, HF_OP_RELEASE, h->id, h->token, 0);
+	int64_t t1 = hf_now_ms();
+	REPLY_RC(r, HF_OK);
+	EQ(r->hold->state, HF_HOLD_RELEASED);
+	within("ended_at_ms", r->hold->ended_at_ms, t0, t1);
+	int64_t ended = r->hold->ended_at_ms;
+	hf_reply_free(r);
+	EQ(ht_res_get(ST, "s").held, 0);
+	uint64_t seq = ht_last_seq(ST);
+	hf_op ops[] = {HF_OP_RELEASE, HF_OP_CONFIRM, HF_OP_EXTEND};
+	for (size_t i = 0; i < 3; i++) {
+		r = ht_hold_op(ST, ops[i], h->id, h->token, 1000);
+		REPLY_RC(r, HF_EENDED);
+		hf_reply_free(r);
+	}
+	EQ(ht_last_seq(ST), seq);
+	v = ht_hold_get(ST, h->id);
+	EQ(v.state, HF_HOLD_RELEASED);
+	EQ(v.ended_at_ms, ended);
+	/* a released tentative hold */
+	hf_hold *h2 = ACQ("s", &(ht_acq){.ttl_ms = 60000});
+	RC(ht_release_rc(ST, h2), HF_OK);
+	EQ(ht_hold_get(ST, h2->id).state, HF_HOLD_RELEASED);
+	hf_hold_free(h);
+	hf_hold_free(h2);
+}
+
+/* A 300 ms lease: alive until its expires_at, expired by the next read after it, at its own
+ * time, with its event; an implicit resource goes with its last expired hold. */
+static void rt_hold_expiry(void **state)
+{
+	must_put(ST, "e", 1);
+	hf_hold *h = ACQ("e", &(ht_acq){.ttl_ms = 300});
+	uint64_t seq = ht_last_seq(ST);
+	alive_until(ST, h->id, h->expires_at_ms);
+	expired_by_next_read(ST, h->id, h->expires_at_ms);
+	int64_t read_at = hf_now_ms();
+	EQ(ht_res_get(ST, "e").held, 0);
+	hf_reply *r = events_after_wait(ST, seq, 1);
+	EQ(r->n_events, 1);
+	assert_string_equal(r->events[0].type, "hold.expired");
+	assert_string_equal(r->events[0].hold_id, h->id);
+	/* applied at or after the lease was due, and no later than the read that showed it */
+	if (r->events[0].at_ms < h->expires_at_ms || r->events[0].at_ms > read_at + CLOCK_MARGIN_MS)
+		fail_msg("hold.expired at %lld: lease due %lld, seen expired by %lld",
+		         (long long)r->events[0].at_ms, (long long)h->expires_at_ms, (long long)read_at);
+	hf_reply_free(r);
+	/* listed as expired, not as tentative */
+	hf_request q;
+	hf_request_init(&q, HF_OP_LIST_HOLDS);
+	q.state = HF_HOLD_EXPIRED;
+	RC(hf_call(ST, &q, &r), HF_OK);
+	EQ(r->n_holds, 1);
+	assert_string_equal(r->holds[0].id, h->id);
+	assert_string_equal(r->holds[0].token, "");
+	hf_reply_free(r);
+	hf_request_init(&q, HF_OP_LIST_HOLDS);
+	q.state = HF_HOLD_TENTATIVE;
+	RC(hf_call(ST, &q, &r), HF_OK);
+	EQ(r->n_holds, 0);
+	hf_reply_free(r);
+	/* an implicit resource vanishes when its last hold expires */
+	hf_hold *hi = ACQ("ie@1", &(ht_acq){.ttl_ms = 150});
+	sleep_past(hi->expires_at_ms + CLOCK_MARGIN_MS);
+	RC(ht_res_get(ST, "ie").rc, HF_ENORESOURCE);
+	hf_hold_free(h);
+	hf_hold_free(hi);
+}
+
+/* Every kind of operation, first after a lease ran out, sees the hold as expired: each
+ * applies the expiries due itself rather than waiting for a sweeper. (With a real clock a
+ * sweeper may also have run; the injected-clock test hold_expiry_without_tick is the one
+ * that excludes it.) */
+static void rt_hold_expiry_seen_by_every_op(void **state)
+{
+	char name[32];
+	for (int k = 0; k < 8; k++) {
+		snprintf(name, sizeof name, "x%d", k);
+		must_put(ST, name, 1);
+		hf_hold *h = ACQ(name, &(ht_acq){.ttl_ms = 100});
+		sleep_past(h->expires_at_ms + CLOCK_MARGIN_MS);
+		hf_reply *r = NULL;
+		switch (k) {
+		case 0:
+			EQ(ht_hold_get(ST, h->id).state, HF_HOLD_EXPIRED);
+			break;
+		case 1:
+			EQ(ht_res_get(ST, name).held, 0);
+			break;
+		case 2: {
+			hf_hold *h2 = ACQ(name, NULL); /* capacity 1: the lease is over */
+			RC(ht_release_rc(ST, h2), HF_OK);
+			hf_hold_free(h2);
+			break;
+		}
+		case 3:
+			r = ht_hold_op(ST, HF_OP_EXTEND, h->id, h->token, 5000);
+			REPLY_RC(r, HF_EENDED);
+			break;
+		case 4:
+			r = ht_hold_op(ST, HF_OP_CONFIRM, h->id, h->token, 0);
+			REPLY_RC(r, HF_EENDED);
+			break;
+		case 5:
+			r = ht_hold_op(ST, HF_OP_RELEASE, h->id, h->token, 0);
+			REPLY_RC(r, HF_EENDED);
+			break;
+		case 6: {
+			hf_request q;
+			hf_request_init(&q, HF_OP_LIST_HOLDS);
+			q.state = HF_HOLD_TENTATIVE;
+			q.resource = name;
+			RC(hf_call(ST, &q, &r), HF_OK);
+			EQ(r->n_holds, 0);
+			break;
+		}
+		case 7: {
+			hf_request q;
+			hf_request_init(&q, HF_OP_LIST_RESOURCES);
+			RC(hf_call(ST, &q, &r), HF_OK);
+			for (size_t i = 0; i < r->n_resources; i++)
+				EQ(r->resources[i].held, 0);
+			break;
+		}
+		}
+		hf_reply_free(r);
+		ht_hold_view v = ht_hold_get(ST, h->id);
+		EQ(v.state, HF_HOLD_EXPIRED);
+		EQ(v.ended_at_ms, h->expires_at_ms);
+		hf_hold_free(h);
+	}
+}
+
+/* extend sets a new lease from now: the hold lives past its first lease, and a shorter
+ * extension ends it sooner. */
+static void rt_hold_extend(void **state)
+{
+	must_put(ST, "x", 1);
+	hf_hold *h = ACQ("x", &(ht_acq){.ttl_ms = 300});
+	ht_sleep_ms(100);
+	uint64_t seq = ht_last_seq(ST);
+	int64_t t0 = hf_now_ms();
+	hf_reply *r = ht_hold_op(ST, HF_OP_EXTEND, h->id, h->token, 1000);
+	int64_t t1 = hf_now_ms();
+	REPLY_RC(r, HF_OK);
+	EQ(r->hold->state, HF_HOLD_TENTATIVE);
+	int64_t exp1 = r->hold->expires_at_ms;
+	within("expires_at_ms - 1000 after extend(1000)", exp1 - 1000, t0, t1);
+	GT(exp1, h->expires_at_ms);
+	EQ(r->hold->created_at_ms, h->created_at_ms);
+	hf_reply_free(r);
+	r = events_after_wait(ST, seq, 1);
+	EQ(r->n_events, 1);
+	assert_string_equal(r->events[0].type, "hold.extended");
+	EQ(event_int(&r->events[0], "expires_at_ms"), exp1);
+	hf_reply_free(r);
+	/* past the first lease: still held */
+	sleep_past(h->expires_at_ms + CLOCK_MARGIN_MS);
+	ht_hold_view v = ht_hold_get(ST, h->id);
+	EQ(v.state, HF_HOLD_TENTATIVE);
+	EQ(v.expires_at_ms, exp1);
+	EQ(ht_res_get(ST, "x").held, 1);
+	RC(ht_acquire(ST, "x", NULL, NULL), HF_EUNAVAILABLE);
+	/* extend can also shorten: the lease is from now */
+	t0 = hf_now_ms();
+	r = ht_hold_op(ST, HF_OP_EXTEND, h->id, h->token, 150);
+	t1 = hf_now_ms();
+	REPLY_RC(r, HF_OK);
+	int64_t exp2 = r->hold->expires_at_ms;
+	within("expires_at_ms - 150 after extend(150)", exp2 - 150, t0, t1);
+	hf_reply_free(r);
+	alive_until(ST, h->id, exp2);
+	expired_by_next_read(ST, h->id, exp2);
+	r = ht_hold_op(ST, HF_OP_EXTEND, h->id, h->token, 5000);
+	REPLY_RC(r, HF_EENDED); /* too late */
+	hf_reply_free(r);
+	hf_hold_free(h);
+}
+
+/* With the system clock the store sweeps by itself: a waiter behind an expiring lease is
+ * granted without anyone calling, at or after the lease's end and soon after it. */
+static void rt_wait_woken_by_expiry(void **state)
+{
+	must_put(ST, "t", 1);
+	hf_hold *h = ACQ("t", &(ht_acq){.ttl_ms = 400});
+	uint64_t seq = ht_last_seq(ST);
+	ht_pending w;
+	RC(ht_submit_acquire(ST, "t", &(ht_acq){.wait_ms = 60000}, &w), HF_OK);
+	if (parked_before(ST, "t", 1, h->expires_at_ms - CLOCK_MARGIN_MS))
+		still_parked(ST, &w); /* nothing is granted while the lease runs */
+	must_complete(ST, &w);
+	RC(ht_pending_rc(&w), HF_OK);
+	const hf_hold *g = w.reply->hold;
+	/* both times are the engine's: no margin. Capacity 1: never before the lease ended. */
+	if (g->created_at_ms < h->expires_at_ms || g->created_at_ms > h->expires_at_ms + SLACK_MS)
+		fail_msg("waiter granted at %lld, lease due at %lld (allowed up to +%d ms)",
+		         (long long)g->created_at_ms, (long long)h->expires_at_ms, SLACK_MS);
+	ht_hold_view v = ht_hold_get(ST, h->id);
+	EQ(v.state, HF_HOLD_EXPIRED);
+	EQ(v.ended_at_ms, h->expires_at_ms);
+	hf_reply *r = events_after_wait(ST, seq, 2);
+	long ie = find_event(r, 0, "hold.expired", h->id);
+	long ig = find_event(r, 0, "hold.granted", g->id);
+	if (ie < 0 || ig < 0 || ie > ig)
+		fail_msg("expected hold.expired (at %ld) before the waiter's hold.granted (at %ld)", ie,
+		         ig);
+	hf_reply_free(r);
+	ht_pending_clear(&w);
+	hf_hold_free(h);
+}
+
+/* A wait ends with wait_timeout no sooner than wait_ms; the ended wait wakes the waiter
+ * queued behind it (FIFO kept it out while the first one waited). */
+static void rt_wait_timeout_wakes_next(void **state)
+{
+	must_put(ST, "q", 2);
+	hf_hold *h = ACQ("q", NULL);
+	ht_pending w1, w2;
+	int64_t t0 = ht_mono_ms(), wall0 = hf_now_ms();
+	RC(ht_submit_acquire(ST, "q:2", &(ht_acq){.wait_ms = 800}, &w1), HF_OK);
+	bool queued = parked_before(ST, "q", 1, wall0 + 800 - CLOCK_MARGIN_MS);
+	RC(ht_submit_acquire(ST, "q:1", &(ht_acq){.wait_ms = 60000}, &w2), HF_OK);
+	queued = queued && parked_before(ST, "q", 2, wall0 + 800 - CLOCK_MARGIN_MS);
+	if (!queued) {
+		/* both must wait together for the wake-up to mean anything */
+		print_message("machine too slow: the 800 ms wait ended before both waiters parked\n");
+		complete_all(ST, (ht_pending *const[]){&w1, &w2}, (int64_t[2]){0}, 2);
+		ht_pending_clear(&w1);
+		ht_pending_clear(&w2);
+		hf_hold_free(h);
+		skip();
+	}
+	still_parked(ST, &w2); /* one unit is free, but w1 is first */
+	ht_pending *ps[] = {&w1, &w2};
+	int64_t at[2];
+	complete_all(ST, ps, at, 2);
+	RC(ht_pending_rc(&w1), HF_ETIMEDOUT);
+	assert_null(w1.reply->hold);
+	RC(ht_pending_rc(&w2), HF_OK);
+	if (at[0] - t0 < 800 - WAIT_EARLY_MS)
+		fail_msg("an 800 ms wait timed out after %lld ms", (long long)(at[0] - t0));
+	if (at[1] - t0 < 800 - WAIT_EARLY_MS)
+		fail_msg("the second waiter was granted after %lld ms, before the first one's 800 ms "
+		         "wait ended: it overtook it", (long long)(at[1] - t0));
+	if (at[1] - at[0] > SLACK_MS)
+		fail_msg("the second waiter was granted %lld ms after the first one timed out",
+		         (long long)(at[1] - at[0]));
+	ht_res v = ht_res_get(ST, "q");
+	EQ(v.held, 2);
+	EQ(v.waiters, 0);
+	ht_pending_clear(&w1);
+	ht_pending_clear(&w2);
+	hf_hold_free(h);
+}
+
+/* A timed-out wait frees its idempotency key: the same key may be used again. */
+static void rt_idem_key_freed_by_timeout(void **state)
+{
+	must_put(ST, "i", 1);
+	hf_hold *blocker = ACQ("i", NULL);
+	ht_acq o = {.key = "k-wait", .wait_ms = 300};
+	RC(ht_acquire(ST, "i", &o, NULL), HF_ETIMEDOUT);
+	RC(ht_acquire(ST, "i", &o, NULL), HF_ETIMEDOUT); /* not "in flight", not replayed */
+	RC(ht_release_rc(ST, blocker), HF_OK);
+	hf_hold *h = ACQ("i", &o);
+	assert_false(h->replayed);
+	hf_hold *again = ACQ("i", &o);
+	assert_true(again->replayed);
+	assert_string_equal(again->id, h->id);
+	hf_hold_free(blocker);
+	hf_hold_free(h);
+	hf_hold_free(again);
+}
+
+/* An idempotency key outlives its hold's lease: the replay after expiry returns the first
+ * outcome and takes nothing. */
+static void rt_idem_replay_after_expiry(void **state)
+{
+	must_put(ST, "i", 1);
+	ht_acq o = {.key = "order-18", .owner = "bob", .ttl_ms = 150};
+	hf_hold *h1 = ACQ("i", &o);
+	expired_by_next_read(ST, h1->id, h1->expires_at_ms);
+	must_put(ST, "sync", 1); /* the expiry's event is durable before this one */
+	uint64_t seq = ht_last_seq(ST);
+	hf_hold *h2 = ACQ("i", &o);
+	assert_true(h2->replayed);
+	assert_string_equal(h2->id, h1->id);
+	assert_string_equal(h2->token, h1->token);
+	EQ(h2->parts[0].fence, h1->parts[0].fence);
+	EQ(h2->n_parts, 1);
+	ht_res v = ht_res_get(ST, "i");
+	EQ(v.held, 0); /* took nothing */
+	EQ(v.holds, 0);
+	EQ(ht_last_seq(ST), seq);
+	EQ(ht_hold_get(ST, h1->id).state, HF_HOLD_EXPIRED);
+	/* the unit is free for another key */
+	hf_hold *h3 = ACQ("i", &(ht_acq){.key = "order-19"});
+	assert_false(h3->replayed);
+	hf_hold_free(h1);
+	hf_hold_free(h2);
+	hf_hold_free(h3);
+}
+
+/* idempotency_retention_ms: replays until the record is retention old, a fresh grant once
+ * it is past it (within SLACK_MS). Replays take nothing, so polling with them is free. */
+static void rt_idem_retention(void **state)
+{
+	enum { RETAIN = 400 };
+	ht_env_close(ENV);
+	ENV->opt.idempotency_retention_ms = RETAIN;
+	reopen_with_options(state);
+	must_put(ST, "i", 5);
+	ht_acq o = {.key = "short-lived"};
+	hf_hold *h1 = ACQ("i", &o);
+	int64_t born = h1->created_at_ms;
+	int replays = 0;
+	for (;;) {
+		int64_t t0 = hf_now_ms();
+		hf_hold *h = ACQ("i", &o);
+		int64_t t1 = hf_now_ms();
+		if (h->replayed) {
+			assert_string_equal(h->id, h1->id);
+			if (t0 > born + RETAIN + SLACK_MS)
+				fail_msg("key still replayed %lld ms after its %d ms retention",
+				         (long long)(t0 - born - RETAIN), RETAIN);
+			replays++;
+			hf_hold_free(h);
+			ht_sleep_ms(25);
+			continue;
+		}
+		assert_string_not_equal(h->id, h1->id);
+		if (t1 < born + RETAIN - CLOCK_MARGIN_MS)
+			fail_msg("key forgotten %lld ms after its grant, retention is %d ms",
+			         (long long)(t1 - born), RETAIN);
+		hf_hold_free(h);
+		break;
+	}
+	EQ(ht_res_get(ST, "i").held, 2);
+	hf_hold_free(h1);
+}
+
+/* hold_retention_ms: a released and an expired hold stay readable until ended_at +
+ * retention, then are forgotten (within SLACK_MS). */
+static void rt_retention_of_ended_holds(void **state)
+{
+	enum { RETAIN = 400 };
+	ht_env_close(ENV);
+	ENV->opt.hold_retention_ms = RETAIN;
+	reopen_with_options(state);
+	must_put(ST, "r", 2);
+	hf_hold *rel = ACQ("r", NULL);
+	hf_hold *exp = ACQ("r", &(ht_acq){.ttl_ms = 200});
+	hf_reply *r = ht_hold_op(ST, HF_OP_RELEASE, rel->id, rel->token, 0);
+	REPLY_RC(r, HF_OK);
+	int64_t rel_end = r->hold->ended_at_ms;
+	hf_reply_free(r);
+	const struct {
+		const hf_hold *h;
+		hf_hold_state state;
+	} ended[] = {{rel, HF_HOLD_RELEASED}, {exp, HF_HOLD_EXPIRED}};
+	/* A failure is noted and reported after the clean-up: no leak reports on top of it. */
+	char why[HF_MESSAGE_MAX + 256] = "";
+	bool gone[2] = {false, false};
+	while ((!gone[0] || !gone[1]) && !why[0]) {
+		for (int i = 0; i < 2 && !why[0]; i++) {
+			if (gone[i])
+				continue;
+			const char *what = hf_hold_state_name(ended[i].state);
+			int64_t end_at = i == 0 ? rel_end : exp->expires_at_ms;
+			int64_t t0 = hf_now_ms();
+			r = ht_get_hold(ST, ended[i].h->id);
+			int64_t t1 = hf_now_ms();
+			if (r->error.code == HF_ENOHOLD) {
+				if (t1 < end_at + RETAIN - CLOCK_MARGIN_MS)
+					snprintf(why, sizeof why,
+					         "%s hold forgotten %lld ms after it ended, retention is %d ms", what,
+					         (long long)(t1 - end_at), RETAIN);
+				gone[i] = true;
+			} else if (r->error.code != HF_OK) {
+				snprintf(why, sizeof why, "reading the %s hold: %s \"%s\"", what,
+				         hf_err_name(r->error.code), r->error.message);
+			} else if (t0 > end_at + RETAIN + SLACK_MS) {
+				snprintf(why, sizeof why,
+				         "%s hold still readable %lld ms after it ended, retention is %d ms", what,
+				         (long long)(t0 - end_at), RETAIN);
+			} else if (i == 1 && r->hold->state == HF_HOLD_TENTATIVE) {
+				/* not expired yet: its end is still ahead */
+				if (t0 > exp->expires_at_ms + CLOCK_MARGIN_MS)
+					snprintf(why, sizeof why, "hold tentative %lld ms after its expires_at",
+					         (long long)(t0 - exp->expires_at_ms));
+			} else if (r->hold->state != ended[i].state || r->hold->ended_at_ms != end_at) {
+				snprintf(why, sizeof why, "%s hold reads as %s, ended at %lld (expected %lld)",
+				         what, hf_hold_state_name(r->hold->state),
+				         (long long)r->hold->ended_at_ms, (long long)end_at);
+			}
+			hf_reply_free(r);
+		}
+		ht_sleep_ms(25);
+	}
+	if (why[0]) {
+		hf_hold_free(rel);
+		hf_hold_free(exp);
+		fail_msg("%s", why);
+	}
+	r = ht_hold_op(ST, HF_OP_RELEASE, rel->id, rel->token, 0);
+	REPLY_RC(r, HF_ENOHOLD);
+	hf_reply_free(r);
+	hf_request q;
+	hf_request_init(&q, HF_OP_LIST_HOLDS);
+	RC(hf_call(ST, &q, &r), HF_OK);
+	EQ(r->n_holds, 0);
+	hf_reply_free(r);
+	hf_hold_free(rel);
+	hf_hold_free(exp);
+}
+
+/* The events of a full life cycle, in order, stamped with the engine's time. */
+static void rt_events_types_and_order(void **state)
+{
+	hf_reply *r = ht_events(ST, 0, 100);
+	REPLY_RC(r, HF_OK);
+	EQ(r->n_events, 0);
+	EQ(r->last_seq, 0);
+	hf_reply_free(r);
+	int64_t t0 = hf_now_ms();
+	must_put(ST, "e", 2);
+	must_put(ST, "e", 3);
+	hf_hold *h = ACQ("e", NULL);
+	r = ht_hold_op(ST, HF_OP_EXTEND, h->id, h->token, 5000);
+	REPLY_RC(r, HF_OK);
+	int64_t extended_to = r->hold->expires_at_ms;
+	hf_reply_free(r);
+	RC(ht_confirm_rc(ST, h), HF_OK);
+	RC(ht_release_rc(ST, h), HF_OK);
+	hf_hold *h2 = ACQ("e", &(ht_acq){.ttl_ms = 150});
+	expired_by_next_read(ST, h2->id, h2->expires_at_ms);
+	r = ht_delete(ST, "e", -1);
+	REPLY_RC(r, HF_OK);
+	hf_reply_free(r);
+	int64_t t1 = hf_now_ms();
+	const char *want[] = {"resource.created", "resource.updated", "hold.granted",
+	                      "hold.extended",    "hold.confirmed",   "hold.released",
+	                      "hold.granted",     "hold.expired",     "resource.deleted"};
+	const size_t nw = sizeof want / sizeof want[0];
+	r = events_after_wait(ST, 0, nw);
+	EQ(r->n_events, nw);
+	EQ(r->last_seq, nw);
+	int64_t prev_at = 0;
+	for (size_t i = 0; i < nw; i++) {
+		hf_event *e = &r->events[i];
+		EQ(e->seq, i + 1);
+		if (strcmp(e->type, want[i]) != 0)
+			fail_msg("event %zu is %s, expected %s", i + 1, e->type, want[i]);
+		assert_non_null(e->resource);
+		assert_string_equal(e->resource, "e");
+		if (strncmp(want[i], "hold.", 5) == 0) {
+			assert_non_null(e->hold_id);
+			assert_string_equal(e->hold_id, i < 6 ? h->id : h2->id);
+		} else {
+			assert_null(e->hold_id);
+		}
+		json_error_t je;
+		json_t *j = e->data ? json_loads(e->data, 0, &je) : NULL;
+		assert_true(json_is_object(j));
+		json_decref(j);
+		within("event at_ms", e->at_ms, t0, t1);
+		if (e->at_ms < prev_at)
+			fail_msg("event %zu at %lld is earlier than the one before it (%lld)", i + 1,
+			         (long long)e->at_ms, (long long)prev_at);
+		prev_at = e->at_ms;
+	}
+	EQ(event_int(&r->events[2], "expires_at_ms"), h->expires_at_ms);
+	EQ(event_int(&r->events[3], "expires_at_ms"), extended_to);
+	EQ(event_int(&r->events[6], "expires_at_ms"), h2->expires_at_ms);
+	if (r->events[7].at_ms < h2->expires_at_ms)
+		fail_msg("hold.expired at %lld, before the lease was due at %lld",
+		         (long long)r->events[7].at_ms, (long long)h2->expires_at_ms);
+	hf_reply_free(r);
+	hf_hold_free(h);
+	hf_hold_free(h2);
+}
+
+/* A long poll with nothing new answers, empty, once its wait is over, and not before. */
+static void rt_events_long_poll_timeout(void **state)
+{
+	must_put(ST, "p", 1);
+	hf_request q;
+	hf_request_init(&q, HF_OP_READ_EVENTS);
+	q.after = ht_last_seq(ST);
+	q.wait_ms = 300;
+	ht_pending ev;
+	int64_t t0 = ht_mono_ms();
+	RC(ht_submit(ST, &q, &ev), HF_OK);
+	must_complete(ST, &ev);
+	int64_t took = ht_mono_ms() - t0;
+	RC(ht_pending_rc(&ev), HF_OK);
+	EQ(ev.reply->n_events, 0);
+	EQ(ev.reply->last_seq, q.after);
+	if (took < 300 - WAIT_EARLY_MS)
+		fail_msg("a 300 ms event wait answered after %lld ms", (long long)took);
+	ht_pending_clear(&ev);
+}
+
+/* An expired hold frees its place under max_holds, and an implicit resource under
+ * max_resources: the acquire that needs the place applies the expiry. */
+static void rt_limit_counts_go_down(void **state)
+{
+	ht_env_close(ENV);
+	ENV->opt.max_holds = 1;
+	ENV->opt.max_resources = 1;
+	reopen_with_options(state);
+	hf_hold *a = ACQ("y@2", &(ht_acq){.ttl_ms = 150});
+	RC(ht_acquire(ST, "y@2", NULL, NULL), HF_ELIMIT); /* the one live hold */
+	RC(ht_acquire(ST, "x@1", NULL, NULL), HF_ELIMIT); /* ...and the one resource */
+	sleep_past(a->expires_at_ms + CLOCK_MARGIN_MS);
+	hf_hold *b = ACQ("x@1", NULL); /* y expired and vanished: both places are free */
+	EQ(ht_hold_get(ST, a->id).state, HF_HOLD_EXPIRED);
+	RC(ht_res_get(ST, "y").rc, HF_ENORESOURCE);
+	RC(ht_acquire(ST, "z@1", NULL, NULL), HF_ELIMIT);
+	hf_hold_free(a);
+	hf_hold_free(b);
+}
+
+/* The watchdog keeps a 300 ms lease alive for well over a second (it extends every
+ * 100 ms); stopping it keeps the hold, which then runs out on its own. */
+static void rt_watchdog_keeps_short_lease(void **state)
+{
+	enum { TTL = 300, RUN = 1200 };
+	must_put(ST, "wd", 1);
+	hf_hold *h = ACQ("wd", &(ht_acq){.ttl_ms = TTL});
+	uint64_t seq = ht_last_seq(ST);
+	struct lost_rec l = {0};
+	hf_watchdog *wd = NULL;
+	hf_error err;
+	RC(hf_watchdog_start(ST, h->id, h->token, TTL, on_lost, &l, &wd, &err), HF_OK);
+	while (hf_now_ms() < h->created_at_ms + RUN) {
+		ht_sleep_ms(50);
+		assert_false(hf_watchdog_lost(wd));
+		ht_hold_view v = ht_hold_get(ST, h->id);
+		if (v.state != HF_HOLD_TENTATIVE)
+			fail_msg("watched hold is %s %lld ms after its grant",
+			         hf_hold_state_name(v.state), (long long)(hf_now_ms() - h->created_at_ms));
+	}
+	EQ(atomic_load(&l.calls), 0);
+	hf_watchdog_stop(wd);
+	ht_hold_view v = ht_hold_get(ST, h->id);
+	EQ(v.state, HF_HOLD_TENTATIVE);
+	GT(v.expires_at_ms, h->created_at_ms + RUN); /* moved on well past the first lease */
+	/* alive at grant + RUN with a TTL lease: at least (RUN - TTL) / TTL extensions happened */
+	enum { MIN_EXT = (RUN - TTL) / TTL };
+	hf_reply *r = events_after_wait(ST, seq, MIN_EXT);
+	long extended = 0;
+	for (long i = 0; (i = find_event(r, (size_t)i, "hold.extended", h->id)) >= 0; i++)
+		extended++;
+	GT(extended, MIN_EXT - 1);
+	hf_reply_free(r);
+	/* stopped: nobody extends it any more */
+	expired_by_next_read(ST, h->id, v.expires_at_ms);
+	hf_hold_free(h);
+}
+
+/* Someone else releases the watched hold (another store on the same engine where the
+ * engine allows a second opener): the watchdog reports the loss, as hold_ended. */
+static void rt_watchdog_reports_release_by_other(void **state)
+{
+	must_put(ST, "wd", 1);
+	hf_hold *h = ACQ("wd", &(ht_acq){.ttl_ms = 300});
+	struct lost_rec l = {0};
+	hf_watchdog *wd = NULL;
+	hf_error err;
+	RC(hf_watchdog_start(ST, h->id, h->token, 300, on_lost, &l, &wd, &err), HF_OK);
+	sleep_past(h->expires_at_ms + 200); /* a few extensions in */
+	assert_false(hf_watchdog_lost(wd));
+	EQ(ht_hold_get(ST, h->id).state, HF_HOLD_TENTATIVE);
+	hf_store *other = NULL;
+	if (!ENV->is_file) /* file: one store per file (flock) */
+		RC(hf_open(ENV->url, &ENV->opt, &other, &err), HF_OK);
+	RC(ht_release_rc(other ? other : ST, h), HF_OK);
+	if (other)
+		hf_close(other);
+	if (!wait_lost(&l, PROMPT_MS))
+		fail_msg("watchdog never reported the hold released by someone else");
+	assert_true(hf_watchdog_lost(wd));
+	EQ(atomic_load(&l.code), HF_EENDED);
+	hf_watchdog_stop(wd);
+	EQ(atomic_load(&l.calls), 1);
+	EQ(ht_hold_get(ST, h->id).state, HF_HOLD_RELEASED);
+	hf_hold_free(h);
+}
+
+/* A watchdog started on a hold whose lease already ran out reports the loss. */
+static void rt_watchdog_reports_expired_hold(void **state)
+{
+	must_put(ST, "wd", 1);
+	hf_hold *h = ACQ("wd", &(ht_acq){.ttl_ms = 100});
+	expired_by_next_read(ST, h->id, h->expires_at_ms);
+	struct lost_rec l = {0};
+	hf_watchdog *wd = NULL;
+	hf_error err;
+	int rc = hf_watchdog_start(ST, h->id, h->token, 300, on_lost, &l, &wd, &err);
+	if (rc == HF_OK) {
+		if (!wait_lost(&l, PROMPT_MS))
+			fail_msg("watchdog on an expired hold never reported the loss");
+		assert_true(hf_watchdog_lost(wd));
+		EQ(atomic_load(&l.code), HF_EENDED);
+		hf_watchdog_stop(wd);
+	} else {
+		RC(rc, HF_EENDED); /* refused at once is as good */
+	}
+	EQ(ht_hold_get(ST, h->id).state, HF_HOLD_EXPIRED);
+	hf_hold_free(h);
+}
+
+/* ======================= events older than the cache ======================= */
+
+/* What the embedded engine keeps of the newest events in memory (state.c EVENT_CACHE); older
+ * ones are read from its file (engine.c read_old_events). */
+#define EMBEDDED_EVENT_CACHE 65536
+
+/* Reads the events after `after` up to at least `upto` in pages of `limit` and checks them:
+ * gap-free, in time order, each of the types this test wrote; `newest` is the durable
+ * sequence number every reply must report. */
+static void walk_events(hf_store *st, uint64_t after, size_t limit, uint64_t upto,
+                        uint64_t newest, const char *hold_id)
+{
+	int64_t prev_at = 0;
+	while (after < upto) {
+		hf_reply *r = ht_events(st, after, limit);
+		REPLY_RC(r, HF_OK);
+		EQ(r->last_seq, newest);
+		if (r->n_events == 0)
+			fail_msg("no events after %llu, though the newest is %llu",
+			         (unsigned long long)after, (unsigned long long)newest);
+		for (size_t i = 0; i < r->n_events; i++) {
+			const hf_event *e = &r->events[i];
+			if (e->seq != after + 1 + i)
+				fail_msg("read after %llu: event %zu has seq %llu, expected %llu",
+				         (unsigned long long)after, i, (unsigned long long)e->seq,
+				         (unsigned long long)(after + 1 + i));
+			const char *want = e->seq == 1 ? "resource.created"
+			                   : e->seq == 2 ? "hold.granted"
+			                                 : "hold.extended";
+			if (strcmp(e->type, want) != 0)
+				fail_msg("event %llu is %s, expected %s", (unsigned long long)e->seq, e->type,
+				         want);
+			assert_non_null(e->resource);
+			assert_string_equal(e->resource, "ev");
+			if (e->seq > 1) {
+				assert_non_null(e->hold_id);
+				assert_string_equal(e->hold_id, hold_id);
+				GT(event_int(e, "expires_at_ms"), 0);
+			}
+			if (e->at_ms < prev_at)
+				fail_msg("event %llu at %lld is earlier than the one before it (%lld)",
+				         (unsigned long long)e->seq, (long long)e->at_ms, (long long)prev_at);
+			prev_at = e->at_ms;
+		}
+		after = r->events[r->n_events - 1].seq;
+		hf_reply_free(r);
+	}
+}
+
+/* The first n events of two reads that started at the same place are identical. */
+static void same_events(const hf_reply *a, const hf_reply *b, size_t n)
+{
+	GT(a->n_events, n - 1);
+	GT(b->n_events, n - 1);
+	for (size_t i = 0; i < n; i++) {
+		const hf_event *x = &a->events[i], *y = &b->events[i];
+		EQ(x->seq, y->seq);
+		EQ(x->at_ms, y->at_ms);
+		assert_string_equal(x->type, y->type);
+		assert_string_equal(x->resource, y->resource);
+		assert_true((x->hold_id == NULL) == (y->hold_id == NULL));
+		if (x->hold_id)
+			assert_string_equal(x->hold_id, y->hold_id);
+		if (!json_same(x->data, y->data))
+			fail_msg("event %llu data differs: %s / %s", (unsigned long long)x->seq, x->data,
+			         y->data);
+	}
+}
+
+/* A reader that races writers at the boundary between file and memory: it reads from just
+ * below the oldest cached event while new events push that boundary up, and notes the first
+ * reply that does not start right after `after` (events skipped). */
+struct edge_reader {
+	hf_store *st;
+	_Atomic uint64_t head; /* events applied so far: the writer counts its extensions */
+	atomic_bool stop;
+	atomic_int reads;
+	uint64_t bad_after;      /* where the first bad read started; read after the join */
+	_Atomic uint64_t bad_seq; /* where it began instead; 0: none */
+	atomic_int bad_code;      /* or the error it answered; 0: none */
+};
+
+static void *edge_reader_main(void *arg)
+{
+	struct edge_reader *er = arg;
+	for (uint64_t k = 0; !atomic_load(&er->stop) && !atomic_load(&er->bad_seq) &&
+	                    !atomic_load(&er->bad_code);
+	     k++) {
+		/* The oldest cached event is head - 65535: start at it or just below, where a
+		 * concurrent write moves it between the engine's two looks. */
+		uint64_t after = atomic_load(&er->head) - EMBEDDED_EVENT_CACHE + k % 4;
+		hf_reply *r = ht_events(er->st, after, 4);
+		atomic_fetch_add(&er->reads, 1);
+		bool bad = r->error.code != HF_OK || (r->n_events > 0 && r->events[0].seq != after + 1);
+		if (bad) {
+			er->bad_after = after;
+			if (r->error.code != HF_OK)
+				atomic_store(&er->bad_code, r->error.code);
+			else
+				atomic_store(&er->bad_seq, r->events[0].seq);
+		}
+		hf_reply_free(r);
+	}
+	return NULL;
+}
+
+enum { FILL_BATCH = 1000 };
+
+/* n more extensions of h, FILL_BATCH in flight at a time; `head` as for fill_events. */
+static void extend_many(hf_store *st, const hf_hold *h, uint64_t n, _Atomic uint64_t *head)
+{
+	hf_request q;
+	hf_request_init(&q, HF_OP_EXTEND);
+	q.hold_id = h->id;
+	q.token = h->token;
+	q.ttl_ms = HF_TTL_MAX_MS;
+	ht_pending *p = calloc(FILL_BATCH, sizeof *p);
+	assert_non_null(p);
+	while (n > 0) {
+		size_t b = n < FILL_BATCH ? (size_t)n : FILL_BATCH;
+		for (size_t i = 0; i < b; i++) {
+			RC(ht_submit(st, &q, &p[i]), HF_OK);
+			if (head)
+				atomic_fetch_add(head, 1);
+		}
+		for (size_t i = 0; i < b; i++) {
+			must_complete(st, &p[i]);
+			RC(ht_pending_rc(&p[i]), HF_OK);
+			ht_pending_clear(&p[i]);
+		}
+		n -= b;
+	}
+	free(p);
+}
+
+/* Writes events until the store has `total`: `ev` created, one hold granted on it, then
+ * extensions of that hold, FILL_BATCH in flight at a time so that they share group commits.
+ * `head`, if not NULL, counts the events applied (each hf_submit applies its change). */
+static hf_hold *fill_events(hf_store *st, uint64_t total, _Atomic uint64_t *head)
+{
+	must_put(st, "ev", 1);
+	hf_hold *h = must_acquire("ev", &(ht_acq){.ttl_ms = HF_TTL_MAX_MS}, st);
+	if (head)
+		atomic_store(head, 2);
+	extend_many(st, h, total - 2, head);
+	EQ(ht_last_seq(st), total);
+	return h;
+}
+
+/* More events than the embedded engine keeps in memory: the oldest come from its file, in
+ * order and gap-free across the boundary with the cached ones, for plain reads, for a long
+ * poll (answered at once), and again after a reopen (which caches only the newest).
+ * ~70,000 events in ~2 s (plain build); CTest runs the events_old_* tests on their own
+ * (engine_conformance_file_old_events) and leaves them out of the main file: run. */
+static void events_old_from_file(void **state)
+{
+	NEED_FILE();
+	const uint64_t total = EMBEDDED_EVENT_CACHE + 4002;
+	hf_hold *h = fill_events(ST, total, NULL);
+
+	/* Every event, in full pages and in odd-sized ones (the boundary falls inside a page). */
+	walk_events(ST, 0, HF_LIST_MAX, total, total, h->id);
+	walk_events(ST, 0, 777, total, total, h->id);
+	/* Reads that start just before, at and after the oldest cached event. */
+	const uint64_t oldest = total - EMBEDDED_EVENT_CACHE + 1;
+	for (uint64_t after = oldest - 4; after <= oldest + 1; after++)
+		walk_events(ST, after, 10, after + 10, total, h->id);
+	/* The very first events, and a long poll for them: answered at once, not parked. */
+	hf_reply *first = ht_events(ST, 0, 50);
+	REPLY_RC(first, HF_OK);
+	EQ(first->n_events, 50);
+	EQ(first->events[0].seq, 1);
+	hf_request lp;
+	hf_request_init(&lp, HF_OP_READ_EVENTS);
+	lp.after = 0;
+	lp.limit = 50;
+	lp.wait_ms = 600000;
+	ht_pending ev;
+	RC(ht_submit(ST, &lp, &ev), HF_OK);
+	must_complete(ST, &ev);
+	RC(ht_pending_rc(&ev), HF_OK);
+	EQ(ev.reply->n_events, 50);
+	same_events(first, ev.reply, 50);
+	ht_pending_clear(&ev);
+	hf_reply *edge = ht_events(ST, oldest - 600, HF_LIST_MAX);
+	REPLY_RC(edge, HF_OK);
+
+	/* After a reopen only the newest are loaded into memory; the rest still read back. */
+	reopen_with_options(state);
+	EQ(ht_last_seq(ST), total);
+	hf_reply *r = ht_events(ST, 0, 50);
+	REPLY_RC(r, HF_OK);
+	EQ(r->n_events, 50);
+	same_events(first, r, 50);
+	hf_reply_free(r);
+	/* a page across the boundary may be cut short at it (fewer than `limit` is allowed):
+	 * compare what both reads have */
+	r = ht_events(ST, oldest - 600, HF_LIST_MAX);
+	REPLY_RC(r, HF_OK);
+	same_events(edge, r, edge->n_events < r->n_events ? edge->n_events : r->n_events);
+	hf_reply_free(r);
+	walk_events(ST, 0, HF_LIST_MAX, total, total, h->id);
+	/* and the sequence goes on from there */
+	RC(ht_release_rc(ST, h), HF_OK);
+	r = events_after_wait(ST, total, 1);
+	EQ(r->n_events, 1);
+	EQ(r->events[0].seq, total + 1);
+	assert_string_equal(r->events[0].type, "hold.released");
+	hf_reply_free(r);
+	hf_reply_free(first);
+	hf_reply_free(edge);
+	hf_hold_free(h);
+}
+
+/* Reads at the boundary between file and memory while writes move it: none may skip
+ * events. The engine decides "file or memory" under its lock, lets go, and reads memory
+ * under the lock again; a write in between moves the oldest cached event past `after`. */
+static void events_old_boundary_race(void **state)
+{
+	NEED_FILE();
+	struct edge_reader er = {.st = ST};
+	uint64_t total = EMBEDDED_EVENT_CACHE + 2002;
+	hf_hold *h = fill_events(ST, total, &er.head);
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, edge_reader_main, &er), 0);
+	uint64_t more = 0;
+	for (int round = 0; round < 20 && !atomic_load(&er.bad_seq) && !atomic_load(&er.bad_code);
+	     round++) {
+		extend_many(ST, h, FILL_BATCH, &er.head);
+		more += FILL_BATCH;
+	}
+	atomic_store(&er.stop, true);
+	pthread_join(t, NULL);
+	char id[HF_ID_LEN + 1];
+	memcpy(id, h->id, sizeof id);
+	hf_hold_free(h); /* before any failure below: the sanitizer runs report leaks */
+	if (atomic_load(&er.bad_code))
+		fail_msg("read after %llu at the cache boundary failed: %s",
+		         (unsigned long long)er.bad_after, hf_err_name(atomic_load(&er.bad_code)));
+	uint64_t bad_seq = atomic_load(&er.bad_seq);
+	if (bad_seq)
+		fail_msg("read after %llu at the cache boundary began at %llu: %llu events skipped "
+		         "(%d reads)", (unsigned long long)er.bad_after, (unsigned long long)bad_seq,
+		         (unsigned long long)(bad_seq - er.bad_after - 1), atomic_load(&er.reads));
+	GT(atomic_load(&er.reads), 0);
+	total += more;
+	EQ(ht_last_seq(ST), total);
+	walk_events(ST, total - EMBEDDED_EVENT_CACHE - 2000, HF_LIST_MAX, total, total, id);
+}
+
 /* ======================= runner ======================= */
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup_fake, teardown)
@@ -2463,6 +3532,7 @@ int main(void)
 		T(res_capacity_raise_wakes),
 		T(res_list),
 		T(hold_acquire_reply),
+		TR(rt_hold_acquire_reply),
 		T(hold_reads_hide_token),
 		T(hold_unknown_id),
 		T(hold_parts_in_fixed_order),
@@ -2472,9 +3542,13 @@ int main(void)
 		T(hold_writer_not_starved),
 		T(hold_any),
 		T(hold_states),
+		TR(rt_hold_states),
 		T(hold_expiry_with_tick),
 		T(hold_expiry_without_tick),
+		TR(rt_hold_expiry),
+		TR(rt_hold_expiry_seen_by_every_op),
 		T(hold_extend),
+		TR(rt_hold_extend),
 		T(hold_token_checks),
 		T(hold_tokens_unique),
 		T(fence_strictly_increases),
@@ -2487,7 +3561,9 @@ int main(void)
 		TR(wait_woken_by_real_expiry),
 		T(wait_woken_by_expiry_tick),
 		T(wait_woken_by_expiry_seen_by_op),
+		TR(rt_wait_woken_by_expiry),
 		T(wait_timeout_wakes_next),
+		TR(rt_wait_timeout_wakes_next),
 		T(wait_cancel),
 		T(wait_close_fails_waiters),
 		T(idem_replay),
@@ -2495,29 +3571,41 @@ int main(void)
 		T(idem_failed_may_retry),
 		T(idem_in_flight),
 		T(idem_retention),
+		TR(rt_idem_retention),
+		TR(rt_idem_replay_after_expiry),
 		T(events_types_and_order),
+		TR(rt_events_types_and_order),
 		T(events_gap_free),
 		T(events_long_poll),
 		T(events_long_poll_timeout),
+		TR(rt_events_long_poll_timeout),
+		T(events_old_from_file),
+		T(events_old_boundary_race),
 		T(durable_reopen_restores_all),
 		T(durable_garbage_file),
 		T(durable_damaged_store),
 		T(durable_foreign_sqlite),
 		T(retention_of_ended_holds),
+		TR(rt_retention_of_ended_holds),
 		T(limit_max_waiters),
 		T(limit_max_holds),
 		T(limit_counts_go_down),
+		TR(rt_limit_counts_go_down),
 		T(limit_max_resources),
 		T(async_submit_poll_dispatch),
 		T(async_store_scheme),
 		TR(watchdog_keeps_alive),
 		TR(watchdog_reports_release),
 		T(watchdog_reports_expiry),
+		TR(rt_watchdog_keeps_short_lease),
+		TR(rt_watchdog_reports_release_by_other),
+		TR(rt_watchdog_reports_expired_hold),
 		TR(watchdog_bad_arguments),
 		T(res_implicit_across_reopen),
 		T(res_put_on_implicit),
-		T(list_holds_filters_and_paging),
+		TR(list_holds_filters_and_paging),
 		T(idem_key_freed_by_failed_wait),
+		TR(rt_idem_key_freed_by_timeout),
 		T(close_completes_every_call_once),
 		T(durable_retention_and_expiry_across_reopen),
 		T(durable_one_store_per_file),

@@ -502,4 +502,7 @@ void ht_apply_filter(void)
 	const char *f = getenv("HF_TEST_FILTER");
 	if (f && *f)
 		cmocka_set_test_filter(f);
+	const char *s = getenv("HF_TEST_SKIP");
+	if (s && *s)
+		cmocka_set_skip_filter(s);
 }

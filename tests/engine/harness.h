@@ -152,7 +152,8 @@ uint64_t ht_seed(void);       /* HF_TEST_SEED or a time-based one */
 uint64_t ht_rand(uint64_t *s); /* splitmix64 */
 int64_t ht_mono_ms(void);
 void ht_sleep_ms(int ms);
-/* Sets cmocka's test filter from HF_TEST_FILTER, if set. */
+/* Sets cmocka's test filter from HF_TEST_FILTER (run only the matching tests) and its skip
+ * filter from HF_TEST_SKIP (leave the matching tests out), each if set. */
 void ht_apply_filter(void);
 
 #endif /* HF_TEST_HARNESS_H */

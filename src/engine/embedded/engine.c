@@ -106,6 +106,29 @@ static bool is_change(hf_op op)
 	       op == HF_OP_EXTEND || op == HF_OP_CONFIRM || op == HF_OP_RELEASE;
 }
 
+/* Events older than the memory cache are read from disk, outside the lock: they are
+ * durable and never change. Returns the last seq to read there, or 0 to read from memory;
+ * decided under the lock so that the cache cannot move between deciding and reading. */
+static uint64_t old_events_upto(struct engine *e, const struct hf__call *call)
+{
+	uint64_t oldest = hf__state_oldest_cached_seq(e->st);
+	uint64_t durable = hf__state_durable_seq(e->st);
+	if (oldest == 0 || call->req.after + 1 >= oldest)
+		return 0;
+	uint64_t upto = oldest - 1 < durable ? oldest - 1 : durable;
+	return upto > call->req.after ? upto : 0;
+}
+
+static void read_old_events(struct engine *e, struct hf__call *call, uint64_t upto,
+                            uint64_t durable)
+{
+	hf_reply *r = call->reply;
+	hf__journal_read_events(e->journal, call->req.after, upto, call->req.limit, &r->events,
+	                        &r->n_events, &r->error);
+	r->last_seq = durable;
+	hf__call_done(call);
+}
+
 /* One step under the lock: what is due, then the call (if any). */
 static void step(struct engine *e, struct hf__call *call)
 {
@@ -114,7 +137,10 @@ static void step(struct engine *e, struct hf__call *call)
 	int64_t now = hf__store_now(e->store);
 	if (!e->failed)
 		hf__state_sweep(e->st, now, &fx);
-	if (call) {
+	uint64_t disk_upto = 0, durable = 0;
+	if (call && call->req.op == HF_OP_READ_EVENTS && (disk_upto = old_events_upto(e, call))) {
+		durable = hf__state_durable_seq(e->st);
+	} else if (call) {
 		if (e->failed && is_change(call->req.op)) {
 			call->reply->error.code = e->failed;
 			snprintf(call->reply->error.message, sizeof(call->reply->error.message), "%s",
@@ -131,31 +157,13 @@ static void step(struct engine *e, struct hf__call *call)
 	poke_timer_locked(e);
 	pthread_mutex_unlock(&e->lock);
 	deliver(now_done);
-}
-
-/* Old events live only on disk: read them without the state lock. */
-static bool read_old_events(struct engine *e, struct hf__call *call)
-{
-	pthread_mutex_lock(&e->lock);
-	uint64_t oldest = hf__state_oldest_cached_seq(e->st);
-	uint64_t durable = hf__state_durable_seq(e->st);
-	pthread_mutex_unlock(&e->lock);
-	if (oldest == 0 || call->req.after + 1 >= oldest)
-		return false;
-	hf_reply *r = call->reply;
-	hf__journal_read_events(e->journal, call->req.after, oldest - 1 < durable ? oldest - 1 : durable,
-	                        call->req.limit, &r->events, &r->n_events, &r->error);
-	r->last_seq = durable;
-	hf__call_done(call);
-	return true;
+	if (disk_upto)
+		read_old_events(e, call, disk_upto, durable);
 }
 
 static void engine_submit(void *engine, struct hf__call *call)
 {
-	struct engine *e = engine;
-	if (call->req.op == HF_OP_READ_EVENTS && read_old_events(e, call))
-		return;
-	step(e, call);
+	step(engine, call);
 }
 
 static void engine_cancel(void *engine, uint64_t call_id)
