@@ -433,6 +433,32 @@ static void res_capacity_raise_wakes(void **state)
 	hf_hold_free(h);
 }
 
+/* Lowering a capacity below what a parked request needs ends that wait at once with
+ * exceeds_capacity (it could never be granted), and the queue behind it moves on. */
+static void res_capacity_lower_ends_waits_that_cannot_fit(void **state)
+{
+	must_put(ST, "lc", 3);
+	hf_hold *h = ACQ("lc", NULL);
+	ht_pending big, small;
+	ht_acq o = {.wait_ms = 600000};
+	RC(ht_submit_acquire(ST, "lc:3", &o, &big), HF_OK);
+	must_park(ST, "lc", 1);
+	RC(ht_submit_acquire(ST, "lc:1", &o, &small), HF_OK);
+	must_park(ST, "lc", 2);
+	RC(ht_put_rc(ST, "lc", 2, NULL, -1), HF_OK);
+	must_complete(ST, &big);
+	RC(ht_pending_rc(&big), HF_ECAPACITY);
+	/* The small one was only behind the big one: with it gone, it fits. */
+	must_complete(ST, &small);
+	RC(ht_pending_rc(&small), HF_OK);
+	ht_res v = ht_res_get(ST, "lc");
+	EQ(v.held, 2);
+	EQ(v.waiters, 0);
+	ht_pending_clear(&big);
+	ht_pending_clear(&small);
+	hf_hold_free(h);
+}
+
 static void res_list(void **state)
 {
 	const char *names[] = {"delta", "alpha", "Charlie", "bravo", "echo"};
@@ -3527,6 +3553,7 @@ int main(void)
 		T(res_put_declares_implicit),
 		T(res_exceeds_capacity),
 		T(res_shrink_in_use),
+		T(res_capacity_lower_ends_waits_that_cannot_fit),
 		T(res_delete_held),
 		T(res_delete_ends_waiters),
 		T(res_capacity_raise_wakes),

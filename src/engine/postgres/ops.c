@@ -220,13 +220,17 @@ static int emit(struct tx *t, const char *type, const char *resource, const char
 static int load_hold(struct tx *t, const char *id, bool lock, hf_hold *h)
 {
 	memset(h, 0, sizeof(*h));
-	const char *p[1] = {id};
+	char b1[24];
+	/* An ended hold past its retention is forgotten now, whether or not upkeep has
+	 * deleted its row yet. */
+	const char *p[2] = {id, I64(b1, t->c->conf->opt.hold_retention_ms)};
 	PGresult *r = q(t,
 	                lock ? "SELECT id, token, owner, state, mode, created_at, expires_at, ended_at"
-	                       " FROM holds WHERE id = $1 FOR UPDATE"
+	                       " FROM holds WHERE id = $1"
+	                       " AND (state < 2 OR ended_at > now_ms() - $2) FOR UPDATE"
 	                     : "SELECT id, token, owner, state, mode, created_at, expires_at, ended_at"
-	                       " FROM holds WHERE id = $1",
-	                1, p);
+	                       " FROM holds WHERE id = $1 AND (state < 2 OR ended_at > now_ms() - $2)",
+	                2, p);
 	if (!r)
 		return HF_EENGINE;
 	if (PQntuples(r) == 0) {
@@ -435,9 +439,23 @@ static int op_put_resource(struct tx *t, struct hf__call *call)
 	       " capacity = $2, meta = $3, version = $4, declared = true",
 	       4, p) != HF_OK)
 		return HF_EENGINE;
-	(void)b3;
 	if (exists && rq->capacity > capacity)
 		t->notify = true; /* raising the capacity wakes waiters */
+	if (exists && rq->capacity < capacity) {
+		/* Waits that need more than the new capacity could never be granted: they fail at
+		 * once (their instance answers them) and leave every queue, so that the requests
+		 * behind them move on. */
+		if (qx(t,
+		       "UPDATE waiters SET failed = $3 WHERE failed = 0 AND ticket IN"
+		       " (SELECT ticket FROM waiter_claims WHERE resource = $1 AND units > $2)",
+		       3, (const char *const[]){rq->name, I64(b1, rq->capacity), I64(b3, HF_ECAPACITY)}) !=
+		        HF_OK ||
+		    qx(t,
+		       "DELETE FROM waiter_claims WHERE ticket IN (SELECT ticket FROM waiters WHERE failed <> 0)",
+		       0, NULL) != HF_OK)
+			return HF_EENGINE;
+		t->notify = true;
+	}
 	hf_resource now_res = {.name = (char *)rq->name,
 	                       .capacity = rq->capacity,
 	                       .meta = (char *)rq->meta,
@@ -856,16 +874,18 @@ static int op_get_hold(struct tx *t, struct hf__call *call)
 static int op_list_holds(struct tx *t, struct hf__call *call)
 {
 	const hf_request *rq = &call->req;
-	char b1[24], b2[24];
-	const char *p[5] = {rq->cursor, rq->owner, rq->state >= 0 ? I64(b1, rq->state) : NULL,
-	                    rq->resource, I64(b2, (int64_t)rq->limit + 1)};
+	char b1[24], b2[24], b3[24];
+	const char *p[6] = {rq->cursor, rq->owner, rq->state >= 0 ? I64(b1, rq->state) : NULL,
+	                    rq->resource, I64(b2, (int64_t)rq->limit + 1),
+	                    I64(b3, t->c->conf->opt.hold_retention_ms)};
 	PGresult *r = q(t,
 	                "SELECT id FROM holds h WHERE ($1::text IS NULL OR id > $1)"
 	                " AND ($2::text IS NULL OR owner = $2) AND ($3::int IS NULL OR state = $3)"
 	                " AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM hold_parts p"
 	                "   WHERE p.hold_id = h.id AND p.resource = $4))"
+	                " AND (state < 2 OR ended_at > now_ms() - $6)"
 	                " ORDER BY id COLLATE \"C\" LIMIT $5",
-	                5, p);
+	                6, p);
 	if (!r)
 		return HF_EENGINE;
 	size_t n = (size_t)PQntuples(r), take = n < rq->limit ? n : rq->limit;
