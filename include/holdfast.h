@@ -104,7 +104,11 @@ typedef struct hf_options {
 	size_t max_waiters;               /* parked acquires at once; default 100000 */
 	size_t max_holds;                 /* live holds at once; default 1000000 */
 	size_t max_resources;             /* resources at once; default 1000000 */
-	const char *fallback_url;         /* reserved for engines that support a fallback; NULL */
+	/* NULL (default): none. Else an engine URL used only while the primary answers
+	 * HF_EENGINE: acquires (and calls on the holds made there) go to it, with fences from
+	 * 2^48 up. Split-brain risk: a primary that is only unreachable may still grant the same
+	 * lock. See docs/api.md (--fallback-engine). */
+	const char *fallback_url;
 } hf_options;
 
 void hf_options_init(hf_options *opt); /* fills the defaults above */

@@ -52,6 +52,9 @@ int hf_open(const char *url, const hf_options *opt, hf_store **out, hf_error *er
 		store->opt = *opt;
 	else
 		hf_options_init(&store->opt);
+	/* A fallback engine wraps the primary (and opens both) when one is configured. */
+	if (store->opt.fallback_url && *store->opt.fallback_url)
+		ops = &hf__engine_fallback;
 	store->ops = ops;
 	atomic_init(&store->next_call_id, 0);
 	atomic_init(&store->closing, false);
@@ -101,6 +104,10 @@ void hf_close(hf_store *store)
 
 void hf__call_done(struct hf__call *call)
 {
+	if (call->intercept) {
+		call->intercept(call);
+		return;
+	}
 	if (call->waitpoint) {
 		struct hf__waitpoint *wp = call->waitpoint;
 		pthread_mutex_lock(&wp->lock);

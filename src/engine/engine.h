@@ -27,6 +27,11 @@ struct hf__call {
 	struct hf__waitpoint *waitpoint; /* set for blocking calls */
 	struct hf__call *next;           /* the store's completion queue */
 	void *engine_data;               /* the engine's own, while it has the call */
+	/* Set by a wrapper engine (fallback.c) that hands the call to an inner engine: then
+	 * hf__call_done() gives the call to the hook instead of the store, and the wrapper calls
+	 * hf__call_done() again (hook cleared) once it is finished with it. */
+	void (*intercept)(struct hf__call *call);
+	void *intercept_data;
 };
 
 struct hf__engine_ops {
@@ -61,6 +66,8 @@ extern const struct hf__engine_ops hf__engine_postgres;
 extern const struct hf__engine_ops hf__engine_postgresql;
 extern const struct hf__engine_ops hf__engine_redis;
 extern const struct hf__engine_ops hf__engine_redlock;
+/* Not found by scheme: hf_open() uses it when hf_options.fallback_url is set. */
+extern const struct hf__engine_ops hf__engine_fallback;
 
 /* Hands a finished call back to the store layer. Thread-safe; never blocks for long. */
 void hf__call_done(struct hf__call *call);

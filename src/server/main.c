@@ -93,6 +93,13 @@ static int o_engine(struct hf__config *c, const char *v, char *w, size_t n)
 	return set_str(&c->engine, v);
 }
 
+static int o_fallback_engine(struct hf__config *c, const char *v, char *w, size_t n)
+{
+	(void)w;
+	(void)n;
+	return set_str(&c->fallback_engine, v);
+}
+
 static int o_api_key(struct hf__config *c, const char *v, char *w, size_t n)
 {
 	/* A comma-separated list, so that one env var or config line can carry several. */
@@ -182,6 +189,10 @@ static const struct option_row options[] = {
 	{"listen", "HOST:PORT", o_listen,
 	 "address to serve on (default " DEFAULT_LISTEN "; port 0 picks a free port)"},
 	{"engine", "URL", o_engine, "store to serve (default " DEFAULT_ENGINE "; ./var is created)"},
+	/* Off by default: it trades safety for availability (docs/api.md, "Fallback engine"). */
+	{"fallback-engine", "URL", o_fallback_engine,
+	 "off by default; used only while --engine is unreachable. RISK: split brain (a cut-off "
+	 "primary may grant the same lock too); its fences start at 2^48 (docs/api.md)"},
 	{"config", "FILE", NULL, "read options from FILE: lines 'name = value', '#' comments"},
 	{"api-key", "KEY", o_api_key,
 	 "require 'Authorization: Bearer KEY' (16+ chars; repeat or comma-separate for several)"},
@@ -295,6 +306,7 @@ static void config_free(struct hf__config *cfg)
 {
 	free(cfg->listen);
 	free(cfg->engine);
+	free(cfg->fallback_engine);
 	free(cfg->tls_cert);
 	free(cfg->tls_key);
 	for (size_t i = 0; i < cfg->n_api_keys; i++)
@@ -430,6 +442,7 @@ int main(int argc, char **argv)
 	hf_options opt;
 	hf_options_init(&opt);
 	opt.max_waiters = (size_t)cfg.max_waiters;
+	opt.fallback_url = cfg.fallback_engine;
 	if (hf_open(cfg.engine, &opt, &srv.store, &err) != HF_OK) {
 		char m[300], e[300];
 		hf__log(HF__LOG_ERROR, "open_failed", " engine=%s code=%s message=%s",

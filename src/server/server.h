@@ -21,6 +21,7 @@
 struct hf__config {
 	char *listen;         /* "host:port"; port 0 picks a free one */
 	char *engine;         /* engine URL */
+	char *fallback_engine; /* --fallback-engine URL or NULL (off): used while `engine` is down */
 	char **api_keys;      /* accepted bearer keys; none: no authentication */
 	size_t n_api_keys;
 	char *tls_cert;       /* PEM files; both set: serve HTTPS only */

@@ -1,6 +1,7 @@
-// interop.cjs — holdfast's redlock:// and the npm `redlock` client (5.0.0-beta.2, over
-// ioredis) on the same keys: each refuses a lock the other holds, the wire format is the same
-// (key = name, value = 32 hex characters, PX ttl), and release by one frees it for the other.
+// interop.cjs — holdfast's redlock:// and redis://?locks=plain against the npm `redlock`
+// client (5.0.0-beta.2, over ioredis) on the same keys: each refuses a lock the other holds,
+// the wire format is the same (key = name, value = 32 hex characters, PX ttl), and release by
+// one frees it for the other; a holdfast waiter behind a node lock gets it after node releases.
 // Run by npm_interop.sh under with_redis.sh -n 3; exits non-zero on the first failed check.
 'use strict';
 const { spawn, spawnSync } = require('child_process');
@@ -12,6 +13,7 @@ const helper = process.argv[2];
 const ports = process.env.HF_REDIS_PORTS.trim().split(/\s+/).map(Number);
 const url = 'redlock://' + ports.map((p) => '127.0.0.1:' + p).join(',');
 const url1 = 'redlock://127.0.0.1:' + ports[0];
+const urlPlain = 'redis://127.0.0.1:' + ports[0] + '?locks=plain';
 const clients = ports.map((p) => new Redis({ port: p, host: '127.0.0.1', lazyConnect: false }));
 const redlock = new Redlock(clients, { driftFactor: 0.01, retryCount: 0, retryDelay: 200, retryJitter: 100 });
 const single = new Redlock([clients[0]], { retryCount: 0 });
@@ -97,6 +99,46 @@ async function main() {
 	await new Promise((res) => h1.stdout.once('data', res));
 	check(await nodeCannot(single, 'interop-d'), 'single master: node refuses holdfast\'s lock');
 	check(await new Promise((res) => h1.on('exit', res)) === 0, 'single master: holdfast released');
+
+	// 5. redis://?locks=plain on the first master: the full hold engine on the same keys.
+	const n = await single.acquire(['interop-e'], 10000);
+	r = tryHelper(urlPlain, 'interop-e', 5000);
+	check(r.status === 3, 'redis://: holdfast refuses a lock node holds (' + r.out + ')');
+	check(await clients[0].get('interop-e') === n.value, 'redis://: the refused attempt left node\'s value alone');
+	await n.release();
+	r = tryHelper(urlPlain, 'interop-e', 5000);
+	check(r.status === 0, 'redis://: after node released, holdfast takes it (' + r.out + ')');
+	check(await clients[0].get('interop-e') === null, 'redis://: holdfast\'s release deleted the key');
+
+	const hp = spawn(helper, [urlPlain, 'hold', 'interop-f', '10000', '2500'], { stdio: ['ignore', 'pipe', 'inherit'] });
+	const hpFirst = await new Promise((res) => hp.stdout.once('data', (d) => res(String(d).trim())));
+	const mp = /^ok ([0-9a-f]{32}) (\d+)/.exec(hpFirst);
+	check(mp !== null, 'redis://: holdfast holds interop-f (' + hpFirst + ')');
+	check(await clients[0].get('interop-f') === mp[1], 'redis://: the key is the name, the value holdfast\'s token');
+	const pt = await clients[0].pttl('interop-f');
+	check(pt > 0 && pt <= 10000, 'redis://: holdfast lock has a PX ttl (' + pt + ' ms)');
+	check(await nodeCannot(single, 'interop-f'), 'redis://: node redlock refuses a lock holdfast holds');
+	await clients[0].eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end",
+		1, 'interop-f', '0123456789abcdef0123456789abcdef');
+	check(await clients[0].get('interop-f') === mp[1], 'redis://: a release with another value does not free holdfast\'s lock');
+	check(await new Promise((res) => hp.on('exit', res)) === 0, 'redis://: holdfast released interop-f');
+	const nf = await single.acquire(['interop-f'], 5000);
+	check(true, 'redis://: node takes interop-f after holdfast released it');
+	await nf.release();
+
+	const ne = await single.acquire(['interop-g'], 1000);
+	const ne2 = await ne.extend(8000);
+	await new Promise((res) => setTimeout(res, 1500));
+	r = tryHelper(urlPlain, 'interop-g', 5000);
+	check(r.status === 3, 'redis://: holdfast refuses a lock node extended past its first ttl (' + r.out + ')');
+	// a holdfast waiter behind node's lock: node's release wakes no one, holdfast's re-check does
+	const hw = spawn(helper, [urlPlain, 'wait', 'interop-g', '5000', '8000'], { stdio: ['ignore', 'pipe', 'inherit'] });
+	const hwOut = new Promise((res) => hw.stdout.once('data', (d) => res(String(d).trim())));
+	await new Promise((res) => setTimeout(res, 500));
+	await ne2.release();
+	const mw = /^ok ([0-9a-f]{32}) (\d+) (\d+)/.exec(await hwOut);
+	check(mw !== null && Number(mw[3]) < 4000, 'redis://: a holdfast waiter got it after node released (waited ' + (mw && mw[3]) + ' ms)');
+	check(await new Promise((res) => hw.on('exit', res)) === 0, 'redis://: the waiter released');
 
 	for (const c of clients) c.disconnect();
 	console.log('npm interop: ' + checks + ' checks passed');

@@ -1,7 +1,8 @@
 #!/bin/sh
-# npm_interop.sh — runs interop.cjs: holdfast's redlock:// against the npm `redlock` client
-# (over `ioredis`) on the same keys of the with_redis.sh servers. Installs the packages into
-# NPM_DIR once. Exits 77 (skip) only when node or npm is missing; a failed install fails.
+# npm_interop.sh — runs interop.cjs: holdfast's redlock:// and redis://?locks=plain against
+# the npm `redlock` client (over `ioredis`) on the same keys of the with_redis.sh servers.
+# Installs the packages into NPM_DIR once. Exits 77 (skip) only when node or npm is
+# missing; a failed install fails.
 # Usage (under with_redis.sh -n 3): npm_interop.sh HELPER NPM_DIR
 set -eu
 helper=$1

@@ -3,11 +3,19 @@
 # loopback ports: N (default 1) servers, no persistence, in a temp dir, killed after.
 # Exports HF_REDIS_PORTS (space-separated), HF_REDIS_DIR, HF_TEST_ENGINE_URL=redis://... of
 # the first server with a per-run prefix, and HF_TEST_ENGINE_RESET (FLUSHALL, so every test
-# starts empty). Usage: with_redis.sh [-n N] COMMAND [ARGS...]; exits with the command's status.
+# starts empty). Usage: with_redis.sh [-n N] [-q '&k=v'] COMMAND [ARGS...] (-q appends to the
+# URL's query, e.g. '&locks=plain'); exits with the command's status.
 # Tests restart a server with: redis-server "$HF_REDIS_DIR/<port>.conf".
 set -eu
 n=1
-if [ "${1:-}" = "-n" ]; then n=$2; shift 2; fi
+query=""
+while :; do
+	case "${1:-}" in
+	-n) n=$2; shift 2 ;;
+	-q) query=$2; shift 2 ;;
+	*) break ;;
+	esac
+done
 REDIS_SERVER=${REDIS_SERVER:-/usr/bin/redis-server}
 [ -x "$REDIS_SERVER" ] || { echo "with_redis.sh: no redis-server (apt-get install redis-server)" >&2; exit 1; }
 dir=$(mktemp -d "${TMPDIR:-/tmp}/hfredis.XXXXXX")
@@ -55,7 +63,7 @@ for p in $ports; do
 done
 first=${ports%% *}
 export HF_REDIS_PORTS="$ports" HF_REDIS_DIR="$dir"
-export HF_TEST_ENGINE_URL="redis://127.0.0.1:$first?prefix=hft:"
+export HF_TEST_ENGINE_URL="redis://127.0.0.1:$first?prefix=hft:$query"
 export HF_TEST_ENGINE_RESET="redis-cli -p $first FLUSHALL >/dev/null"
 set +e
 "$@"

@@ -71,6 +71,7 @@ struct redis_engine {
 	char ch_wake[220], ch_events[220];
 	char instance[17];
 	uint64_t next_wid;
+	bool plain; /* ?locks=plain: resources also keep a Redlock-format key (holds.lua) */
 
 	pthread_t worker, subber;
 	bool worker_started, sub_started;
@@ -345,7 +346,7 @@ static void args_free(int n, char **v, size_t *l)
 	free(l);
 }
 
-/* EVALSHA sha 1 <seq key> prefix op retention... — the common head of every script call. */
+/* EVALSHA sha 1 <seq key> prefix op retention... plain — the common head of every call. */
 static void args_head(struct redis_engine *eng, struct args *a, const char *op)
 {
 	arg_add(a, "EVALSHA");
@@ -358,6 +359,7 @@ static void args_head(struct redis_engine *eng, struct args *a, const char *op)
 	arg_int(a, eng->opt.idempotency_retention_ms);
 	arg_int(a, (long long)eng->opt.max_holds);
 	arg_int(a, (long long)eng->opt.max_resources);
+	arg_add(a, eng->plain ? "1" : "0");
 }
 
 static struct job *job_new(enum job_kind kind, struct args *a)
@@ -1240,9 +1242,20 @@ static int redis_open(hf_store *store, const char *url, const hf_options *opt, v
 	for (size_t i = 0; i < eng->url.n_params; i++) {
 		if (strcmp(eng->url.keys[i], "prefix") == 0) {
 			prefix = eng->url.values[i];
+		} else if (strcmp(eng->url.keys[i], "locks") == 0) {
+			/* "plain": every resource also shows as the Redlock key of its name, so that
+			 * other Redlock clients and this store exclude each other (docs/redis.md). */
+			if (strcmp(eng->url.values[i], "plain") == 0) {
+				eng->plain = true;
+			} else if (strcmp(eng->url.values[i], "own") != 0) {
+				rc = hf__err(err, HF_EINVAL, "invalid url '%s': locks must be 'plain' or 'own', not '%s'",
+				             url, eng->url.values[i]);
+				goto fail;
+			}
 		} else {
-			rc = hf__err(err, HF_EINVAL, "invalid url '%s': unknown parameter '%s' (known: prefix)",
-			             url, eng->url.keys[i]);
+			rc = hf__err(err, HF_EINVAL,
+			             "invalid url '%s': unknown parameter '%s' (known: prefix, locks)", url,
+			             eng->url.keys[i]);
 			goto fail;
 		}
 	}

@@ -2,11 +2,13 @@
 -- engine's whole server side. Loaded once (SCRIPT LOAD), called by EVALSHA with an op name;
 -- it mirrors src/engine/embedded/state.c step for step (same checks, order and error codes).
 --
--- Call: EVALSHA sha 1 <P>seq  P op hold_ret_ms idem_ret_ms max_holds max_resources args...
+-- Call: EVALSHA sha 1 <P>seq  P op hold_ret_ms idem_ret_ms max_holds max_resources plain args...
 -- Reply: one JSON text: {"now":ms,"due":ms|0, ...op result...}; errors as {"e":code,"m":text}.
 -- Keys: per resource  P{name}:r (hash) P{name}:q (waiter queue, zset by ticket) P{name}:f
 -- (fence counter, never deleted); per store  P holds/hids/exp/ended/idem/idemx/res/seq/ev/
 -- w/ticket/live. Channels: P wake (ids of waiters whose outcome is ready), P events (seq).
+-- With plain = '1' (URL ?locks=plain) each resource also has its Redlock-format key: the
+-- resource name itself, holding a token while holdfast holds any of its units (see "plain").
 
 local P = ARGV[1]
 local OP = ARGV[2]
@@ -14,7 +16,8 @@ local HOLD_RET = tonumber(ARGV[3])
 local IDEM_RET = tonumber(ARGV[4])
 local MAX_HOLDS = tonumber(ARGV[5])
 local MAX_RES = tonumber(ARGV[6])
-local A = 7 -- first op argument
+local PLAIN = ARGV[7] == '1'
+local A = 8 -- first op argument
 
 local E_NORESOURCE, E_NOHOLD, E_VERSION, E_HELD, E_UNAVAILABLE = -2, -3, -4, -5, -6
 local E_CAPACITY, E_CAPMISMATCH, E_CAPINUSE, E_TOKEN, E_ENDED, E_LIMIT = -8, -9, -10, -11, -12, -13
@@ -82,6 +85,98 @@ local function work_push(n)
 	end
 end
 
+-- ---- plain keys: the Redlock wire format (locks=plain) ----
+-- The key is the resource name; it exists while holdfast holds any units of the resource,
+-- with the token of the hold that took the resource while it was free (for a lock, the one
+-- holder's token), SET NX with PX covering the latest lease end (no PX while a confirmed hold
+-- is among them). A value holdfast did not write is another client's lock: it counts as the
+-- whole capacity held. Other clients neither queue nor wake anyone: a waiter blocked by their
+-- key is re-checked by its engine's safety re-check (collect).
+-- The resource hash keeps pk (the value written), pkx (latest lease end), pkc (confirmed).
+
+-- Names inside our own key space are never mirrored (they would overwrite holdfast's keys).
+local function is_plain(n) return PLAIN and string.sub(n, 1, #P) ~= P end
+
+-- The plain key's value, false if absent. A key of another type (a hash named like the
+-- resource) is someone else's: a marker that never equals a token, not a WRONGTYPE error
+-- (which would fail the script and read as "redis unreachable").
+local function kget(n)
+	local v = redis.pcall('GET', n)
+	if type(v) == 'table' then return '\0not-a-string' end
+	return v
+end
+
+-- Another client holds the plain key of n (r: its resource record or nil).
+local function foreign(n, r)
+	if not is_plain(n) then return false end
+	local v = kget(n)
+	if not v then return false end
+	return not (r and r.pk and v == r.pk)
+end
+
+-- Sets the key's expiry from the resource record's pkx/pkc (value already ours).
+local function plain_ttl(n, k)
+	local f = redis.call('HMGET', k, 'pkx', 'pkc')
+	if tonumber(f[2] or '0') > 0 then
+		redis.call('PERSIST', n)
+	else
+		redis.call('PEXPIRE', n, math.max(1, tonumber(f[1] or '0') - NOW))
+	end
+end
+
+-- A grant of h took units of n: the key shows it (written if absent, expiry widened).
+local function plain_take(n, h)
+	if not is_plain(n) then return end
+	local k = rk(n)
+	local pk = redis.call('HGET', k, 'pk')
+	local x = math.max(tonumber(redis.call('HGET', k, 'pkx') or '0'), h.expires)
+	redis.call('HSET', k, 'pkx', x)
+	local v = kget(n)
+	if not v or v ~= pk then
+		-- absent (free, or lost): write ours. A foreign value was refused before the grant.
+		redis.call('SET', n, h.token, 'PX', math.max(1, x - NOW))
+		redis.call('HSET', k, 'pk', h.token)
+		if tonumber(redis.call('HGET', k, 'pkc') or '0') > 0 then redis.call('PERSIST', n) end
+	else
+		plain_ttl(n, k)
+	end
+end
+
+-- The key of n still shows holdfast's holds (re-written if it vanished). False if another
+-- client's value is there: the holds on n are no longer exclusive of that client.
+local function plain_keep(n, h)
+	if not is_plain(n) then return true end
+	local k = rk(n)
+	local pk = redis.call('HGET', k, 'pk')
+	local v = kget(n)
+	if v and v ~= pk then return false end
+	if not v then
+		-- gone (evicted, deleted by hand): show the holds again; the ttl is set just below
+		if not pk then
+			pk = h.token
+			redis.call('HSET', k, 'pk', pk)
+		end
+		redis.call('SET', n, pk)
+	end
+	plain_ttl(n, k)
+	return true
+end
+
+-- A hold on n ended (was_confirmed: it had no lease): the last one out deletes the key,
+-- owner-checked; otherwise the key keeps showing the others.
+local function plain_end(n, was_confirmed)
+	if not is_plain(n) then return end
+	local k = rk(n)
+	if was_confirmed then redis.call('HINCRBY', k, 'pkc', -1) end
+	local pk = redis.call('HGET', k, 'pk')
+	if tonumber(redis.call('HGET', k, 'holds') or '0') <= 0 then
+		if pk and kget(n) == pk then redis.call('DEL', n) end
+		redis.call('HDEL', k, 'pk', 'pkx', 'pkc')
+	elseif pk and kget(n) == pk then
+		plain_ttl(n, k)
+	end
+end
+
 -- ---- events ----
 
 local function emit(etype, res, hold_id, data)
@@ -131,6 +226,7 @@ local function hold_view(h, with_token)
 end
 
 local function hold_end(h, state, ended_at)
+	local was_confirmed = h.state == CONFIRMED
 	h.state = state
 	h.ended = ended_at
 	for _, p in ipairs(h.parts) do
@@ -138,6 +234,7 @@ local function hold_end(h, state, ended_at)
 		redis.call('HINCRBY', k, 'held', -p.units)
 		redis.call('HINCRBY', k, 'holds', -1)
 		if h.mode == EXCLUSIVE then redis.call('HINCRBY', k, 'nex', -1) end
+		plain_end(p.name, was_confirmed)
 		work_push(p.name)
 	end
 	redis.call('ZREM', K_EXP, h.id)
@@ -162,6 +259,7 @@ local function grant(owner, mode, ttl, id, token, names, units, idem_key)
 		redis.call('HINCRBY', k, 'held', u)
 		redis.call('HINCRBY', k, 'holds', 1)
 		if mode == EXCLUSIVE then redis.call('HINCRBY', k, 'nex', 1) end
+		plain_take(n, h)
 	end
 	hold_save(h)
 	redis.call('ZADD', K_HIDS, 0, id)
@@ -221,6 +319,7 @@ local function link_fits(wid, n, u)
 	if head[1] ~= wid then return false end
 	local r = res_get(n)
 	if not r then return false end
+	if foreign(n, r) then return false end
 	if u == 0 then return r.held == 0 end
 	return r.nex == 0 and r.cap - r.held >= u
 end
@@ -361,8 +460,13 @@ function ops.acquire(a)
 		return err(E_LIMIT, 'the store holds ' .. I(count) .. ' resources, the limit is ' .. I(MAX_RES))
 	end
 	-- No barging: a resource with waiters grants nothing to newcomers.
+	local blocked -- a name whose plain key another client holds, for the message
 	local function fits_now(i)
 		local r = res[i]
+		if foreign(names[i], r) then
+			blocked = blocked or names[i]
+			return false
+		end
 		if not r then return true end
 		if redis.call('ZCARD', qk(r.name)) > 0 then return false end
 		if units[i] == 0 then return r.held == 0 end
@@ -398,6 +502,9 @@ function ops.acquire(a)
 		return {hold = hold_view(h, true)}
 	end
 	if not wait then
+		if blocked then
+			return err(E_UNAVAILABLE, 'resource \'' .. blocked .. '\' is locked by another client (its redis key is set)')
+		end
 		return err(E_UNAVAILABLE, n == 1 and 'the units are not free now' or 'not all units are free now')
 	end
 	if not can_park then return {e = E_LIMIT, m = 'max_waiters'} end
@@ -421,6 +528,19 @@ end
 function ops.collect(a)
 	local lease = tonumber(a[1])
 	local out = {}
+	-- Other clients' locks end without telling anyone: this (the engine's re-check) is when
+	-- the waiters they blocked are tried again.
+	if PLAIN then
+		for i = 2, #a do
+			local w = w_load(a[i])
+			if w and w.st == 'p' then
+				for _, c in ipairs(w.claims) do
+					if is_plain(c.n) then work_push(c.n) end
+				end
+			end
+		end
+		pump()
+	end
 	for i = 2, #a do
 		local wid = a[i]
 		local w = w_load(wid)
@@ -465,6 +585,19 @@ local function owned_hold(id, token)
 	return h
 end
 
+-- Extend and confirm re-assert the plain keys; one taken by another client means the hold
+-- is no longer exclusive of it: the hold ends (expired now) and the caller learns it is lost.
+local function plain_lost(h)
+	for _, p in ipairs(h.parts) do
+		if not plain_keep(p.name, h) then
+			hold_end(h, EXPIRED, NOW)
+			return err(E_ENDED, 'hold \'' .. h.id .. '\' lost resource \'' .. p.name ..
+			           '\': its redis key was taken by another client')
+		end
+	end
+	return nil
+end
+
 function ops.extend(a)
 	local h, e = owned_hold(a[1], a[2])
 	if not h then return e end
@@ -472,6 +605,14 @@ function ops.extend(a)
 		h.expires = NOW + tonumber(a[3])
 		redis.call('ZADD', K_EXP, h.expires, h.id)
 		hold_save(h)
+		for _, p in ipairs(h.parts) do
+			if is_plain(p.name) then
+				local k = rk(p.name)
+				redis.call('HSET', k, 'pkx', math.max(tonumber(redis.call('HGET', k, 'pkx') or '0'), h.expires))
+			end
+		end
+		local lost = plain_lost(h)
+		if lost then return lost end
 		emit('hold.extended', h.parts[1].name, h.id,
 		     '{"expires_at_ms":' .. I(h.expires) .. ',"id":' .. S(h.id) .. '}')
 	end
@@ -485,6 +626,11 @@ function ops.confirm(a)
 		h.state, h.expires = CONFIRMED, 0
 		redis.call('ZREM', K_EXP, h.id)
 		hold_save(h)
+		for _, p in ipairs(h.parts) do
+			if is_plain(p.name) then redis.call('HINCRBY', rk(p.name), 'pkc', 1) end
+		end
+		local lost = plain_lost(h)
+		if lost then return lost end
 		emit('hold.confirmed', h.parts[1].name, h.id, '{"id":' .. S(h.id) .. ',"owner":' .. S(h.owner) .. '}')
 	end
 	return {hold = hold_view(h, false)}
@@ -555,7 +701,7 @@ function ops.put_resource(a)
 		res_create(name, cap)
 		r = res_get(name)
 	end
-	local grew = cap > r.cap
+	local grew, shrank = cap > r.cap, cap < r.cap
 	r.cap, r.decl = cap, true
 	r.ver = created and 1 or r.ver + 1
 	local k = rk(name)
@@ -569,7 +715,22 @@ function ops.put_resource(a)
 	end
 	emit(created and 'resource.created' or 'resource.updated', name, nil, resource_event_data(r))
 	local view = res_view(r)
-	if grew then
+	if shrank then
+		-- Waits that need more units than the new capacity could never be granted: they end
+		-- now (exclusive ones, u = 0, take whatever the capacity is) and leave the queue.
+		for _, wid in ipairs(redis.call('ZRANGE', qk(name), 0, -1)) do
+			local w = w_load(wid)
+			if w and w.st == 'p' then
+				for _, c in ipairs(w.claims) do
+					if c.n == name and c.u > cap then
+						w_fail(wid, w, E_CAPACITY, 'the resource\'s capacity was lowered below what this wait needs')
+						break
+					end
+				end
+			end
+		end
+	end
+	if grew or shrank then
 		work_push(name)
 		pump()
 	end

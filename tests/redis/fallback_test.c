@@ -1,0 +1,302 @@
+/*
+ * fallback_test.c — hf_options.fallback_url with a redis:// primary and a file: fallback:
+ * the primary killed → acquires go to the fallback (fences from 2^48, a log line), calls on
+ * the primary's holds say the primary is unreachable; the primary back → new calls go to it,
+ * and the holds taken on the fallback are still reached there. Runs under with_redis.sh.
+ */
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include "holdfast.h"
+
+#define BASE (INT64_C(1) << 48)
+
+static int port;
+static const char *dir;
+static int failures;
+
+#define CHECK(cond, ...)                                                                     \
+	do {                                                                                     \
+		if (!(cond)) {                                                                       \
+			fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                  \
+			fprintf(stderr, __VA_ARGS__);                                                    \
+			fprintf(stderr, "\n");                                                           \
+			failures++;                                                                      \
+			return;                                                                          \
+		}                                                                                    \
+	} while (0)
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+static bool answers(void)
+{
+	struct timeval tv = {1, 0};
+	redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+	bool ok = c && !c->err;
+	if (c)
+		redisFree(c);
+	return ok;
+}
+
+static void kill_server(void)
+{
+	char path[600];
+	snprintf(path, sizeof(path), "%s/%d.pid", dir, port);
+	FILE *f = fopen(path, "r");
+	int pid = 0;
+	if (f) {
+		if (fscanf(f, "%d", &pid) != 1)
+			pid = 0;
+		fclose(f);
+	}
+	if (pid > 0)
+		kill(pid, SIGKILL);
+	for (int i = 0; i < 100 && answers(); i++)
+		sleep_ms(20);
+	unlink(path);
+}
+
+static void start_server(void)
+{
+	char cmd[700];
+	snprintf(cmd, sizeof(cmd), "redis-server %s/%d.conf", dir, port);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not run: %s\n", cmd);
+	for (int i = 0; i < 200 && !answers(); i++)
+		sleep_ms(20);
+}
+
+static int take(hf_store *st, const char *name, hf_hold **out, hf_error *err)
+{
+	hf_claim c = {.name = name, .units = 1, .capacity = 1};
+	hf_acquire_req req = {.owner = "fallback-test", .claims = &c, .n_claims = 1,
+	                      .ttl_ms = 60000, .mode = HF_MODE_EXCLUSIVE};
+	return hf_acquire(st, &req, out, err);
+}
+
+/* The library's log lines go to stderr: catch them in a file to check them. */
+static char logpath[600];
+static int saved_stderr = -1;
+
+static void capture_stderr(void)
+{
+	snprintf(logpath, sizeof(logpath), "%s/fallback.log", dir);
+	int fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	fflush(stderr);
+	saved_stderr = dup(2);
+	dup2(fd, 2);
+	close(fd);
+}
+
+static bool log_has(const char *what)
+{
+	fflush(stderr);
+	FILE *f = fopen(logpath, "r");
+	char line[2048];
+	bool found = false;
+	while (f && !found && fgets(line, sizeof(line), f))
+		found = strstr(line, what) != NULL;
+	if (f)
+		fclose(f);
+	return found;
+}
+
+/* Threads that take and release locks of their own through the switch. */
+static atomic_bool stop;
+static atomic_int acquire_failures, releases_lost, cycles;
+
+static void *churn(void *arg)
+{
+	hf_store *st = arg;
+	char name[32];
+	snprintf(name, sizeof(name), "churn-%p", (void *)&name);
+	while (!atomic_load(&stop)) {
+		hf_hold *h = NULL, *r = NULL;
+		hf_error err;
+		if (take(st, name, &h, &err) != HF_OK) {
+			atomic_fetch_add(&acquire_failures, 1);
+			fprintf(stderr, "churn acquire: %s\n", err.message);
+			continue;
+		}
+		int rc = hf_release(st, h->id, h->token, &r, &err);
+		if (rc == HF_EENGINE) /* taken on the primary just before it died: lost with it */
+			atomic_fetch_add(&releases_lost, 1);
+		else if (rc != HF_OK)
+			fprintf(stderr, "churn release: %s %s\n", hf_err_name(rc), err.message);
+		hf_hold_free(h);
+		hf_hold_free(r);
+		atomic_fetch_add(&cycles, 1);
+	}
+	return NULL;
+}
+
+static void on_done(void *arg, hf_reply *reply)
+{
+	*(int *)arg = reply->error.code;
+	hf_reply_free(reply);
+}
+
+static void run(void)
+{
+	char url[128], furl[700];
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%d?prefix=fbt:", port);
+	snprintf(furl, sizeof(furl), "file:%s/fallback.db", dir);
+	hf_options opt;
+	hf_options_init(&opt);
+	opt.fallback_url = furl;
+	hf_store *st = NULL;
+	hf_error err;
+	capture_stderr();
+	CHECK(hf_open(url, &opt, &st, &err) == HF_OK, "%s", err.message);
+	CHECK(strcmp(hf_store_scheme(st), "fallback") == 0, "scheme %s", hf_store_scheme(st));
+	CHECK(log_has("msg=engine_fallback_ready"), "no ready line");
+
+	hf_hold *a = NULL, *b = NULL, *c = NULL, *d = NULL, *x = NULL;
+	CHECK(take(st, "A", &a, &err) == HF_OK, "%s", err.message);
+	CHECK(a->parts[0].fence < BASE, "primary fence %lld", (long long)a->parts[0].fence);
+	printf("primary up: A granted by redis, fence %lld\n", (long long)a->parts[0].fence);
+
+	kill_server();
+	CHECK(take(st, "B", &b, &err) == HF_OK, "with the primary down: %s", err.message);
+	CHECK(b->parts[0].fence > BASE, "fallback fence %lld", (long long)b->parts[0].fence);
+	CHECK(log_has("msg=engine_fallback_on"), "no log line for the switch");
+	printf("primary killed: B granted by the fallback, fence %lld (2^48 + %lld)\n",
+	       (long long)b->parts[0].fence, (long long)(b->parts[0].fence - BASE));
+	int rc = take(st, "B", NULL, &err);
+	CHECK(rc == HF_EUNAVAILABLE, "the fallback's own exclusion: %s", hf_err_name(rc));
+	CHECK(hf_extend(st, b->id, b->token, 60000, &x, &err) == HF_OK, "extend B: %s", err.message);
+	CHECK(x->parts[0].fence == b->parts[0].fence, "extend shows fence %lld", (long long)x->parts[0].fence);
+	hf_hold_free(x);
+	x = NULL;
+	rc = hf_release(st, a->id, a->token, NULL, &err);
+	CHECK(rc == HF_EENGINE, "release of the primary's hold while it is down: %s %s",
+	      hf_err_name(rc), err.message);
+	printf("the primary's hold A while it is down: %s (%s)\n", hf_err_name(rc), err.message);
+	hf_request q;
+	hf_request_init(&q, HF_OP_GET_RESOURCE);
+	q.name = "A";
+	hf_reply *rep = NULL;
+	rc = hf_call(st, &q, &rep);
+	hf_reply_free(rep);
+	CHECK(rc == HF_EENGINE, "resource reads stay on the primary: %s", hf_err_name(rc));
+	CHECK(take(st, "C", &c, &err) == HF_OK, "%s", err.message);
+	CHECK(c->parts[0].fence > BASE, "fallback fence %lld", (long long)c->parts[0].fence);
+	/* A wait parked on the fallback is cancelled there. */
+	hf_claim cl = {.name = "C", .units = 1, .capacity = 1};
+	hf_request aq;
+	hf_request_init(&aq, HF_OP_ACQUIRE);
+	aq.acquire = (hf_acquire_req){.owner = "w", .claims = &cl, .n_claims = 1, .ttl_ms = 1000,
+	                              .wait_ms = 20000, .mode = HF_MODE_EXCLUSIVE};
+	int got = 1;
+	uint64_t id = 0;
+	CHECK(hf_submit(st, &aq, on_done, &got, &id, &err) == HF_OK, "%s", err.message);
+	sleep_ms(200);
+	int64_t tc = hf_now_ms();
+	hf_cancel(st, id);
+	while (got == 1 && hf_now_ms() - tc < 5000) {
+		struct pollfd pfd = {.fd = hf_store_fd(st), .events = POLLIN};
+		poll(&pfd, 1, 100);
+		hf_store_dispatch(st);
+	}
+	CHECK(got == HF_ECANCELED, "cancelled wait on the fallback: %s", hf_err_name(got));
+	printf("a wait parked on the fallback was cancelled in %lld ms\n", (long long)(hf_now_ms() - tc));
+
+	start_server(); /* empty: no persistence in these tests, so A is gone with it */
+	int64_t t0 = hf_now_ms();
+	int tries = 0;
+	do {
+		hf_hold_free(d);
+		d = NULL;
+		rc = take(st, "D", &d, &err);
+		tries++;
+		if (rc == HF_OK && d->parts[0].fence > BASE) {
+			hf_hold *r = NULL;
+			hf_release(st, d->id, d->token, &r, &err);
+			hf_hold_free(r);
+			sleep_ms(100);
+		}
+	} while ((rc != HF_OK || d->parts[0].fence > BASE) && hf_now_ms() - t0 < 10000);
+	CHECK(rc == HF_OK && d->parts[0].fence < BASE, "never back on the primary: %s",
+	      rc == HF_OK ? "fallback fences" : err.message);
+	CHECK(log_has("msg=engine_fallback_off"), "no log line for the switch back");
+	printf("primary restarted: D granted by redis again after %lld ms (%d tries), fence %lld\n",
+	       (long long)(hf_now_ms() - t0), tries, (long long)d->parts[0].fence);
+	/* The holds the fallback gave out are still reached there. */
+	CHECK(hf_release(st, c->id, c->token, &x, &err) == HF_OK, "release C: %s", err.message);
+	CHECK(x->parts[0].fence == c->parts[0].fence, "C's fence %lld", (long long)x->parts[0].fence);
+	hf_hold_free(x);
+	x = NULL;
+	CHECK(hf_release(st, b->id, b->token, &x, &err) == HF_OK, "release B: %s", err.message);
+	hf_hold_free(x);
+	x = NULL;
+	CHECK(hf_release(st, d->id, d->token, &x, &err) == HF_OK, "release D: %s", err.message);
+	hf_hold_free(x);
+	printf("after the switch back, the fallback's holds B and C were released there\n");
+	hf_hold_free(a);
+	hf_hold_free(b);
+	hf_hold_free(c);
+	hf_hold_free(d);
+
+	/* Four threads keep taking and releasing locks while the primary dies and comes back:
+	 * every acquire is answered by one engine or the other. */
+	pthread_t t[4];
+	for (int i = 0; i < 4; i++)
+		pthread_create(&t[i], NULL, churn, st);
+	sleep_ms(300);
+	kill_server();
+	sleep_ms(700);
+	int on_fallback = atomic_load(&cycles);
+	start_server();
+	sleep_ms(1500);
+	atomic_store(&stop, true);
+	for (int i = 0; i < 4; i++)
+		pthread_join(t[i], NULL);
+	CHECK(atomic_load(&acquire_failures) == 0, "%d acquires failed", atomic_load(&acquire_failures));
+	printf("4 threads through a kill and a restart: %d cycles (%d by the kill + 700 ms), no "
+	       "acquire failed, %d releases lost with the primary\n",
+	       atomic_load(&cycles), on_fallback, atomic_load(&releases_lost));
+	hf_close(st);
+	/* Off by default: the same primary without a fallback just fails. */
+	kill_server();
+	CHECK(hf_open(url, NULL, &st, &err) == HF_EENGINE, "open without a fallback: %s", err.message);
+	start_server();
+}
+
+int main(void)
+{
+	const char *p = getenv("HF_REDIS_PORTS");
+	dir = getenv("HF_REDIS_DIR");
+	if (!p || !dir || sscanf(p, "%d", &port) != 1) {
+		fprintf(stderr, "run me under with_redis.sh\n");
+		return 2;
+	}
+	run();
+	if (saved_stderr >= 0) {
+		fflush(stderr);
+		dup2(saved_stderr, 2);
+		close(saved_stderr);
+		FILE *f = fopen(logpath, "r");
+		char line[2048];
+		printf("--- what the library and the test wrote to stderr ---\n");
+		while (f && fgets(line, sizeof(line), f))
+			fputs(line, stdout);
+		if (f)
+			fclose(f);
+	}
+	printf(failures ? "FAILED\n" : "all fallback checks passed\n");
+	return failures ? 1 : 0;
+}
