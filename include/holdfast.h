@@ -264,6 +264,12 @@ typedef struct hf_reply {
 
 void hf_reply_free(hf_reply *reply); /* frees the reply and all it points to; NULL is fine */
 
+/* An item as JSON text, exactly as the HTTP API shows it (docs/api.md): for logs, scripts
+ * and programs that pass items on. The string is yours to free(); NULL when out of memory. */
+char *hf_hold_json(const hf_hold *hold); /* includes "token" only if hold->token is set */
+char *hf_resource_json(const hf_resource *res);
+char *hf_event_json(const hf_event *ev);
+
 /* Deep copies and frees of single items, for callers that keep one beyond its reply. */
 hf_hold *hf_hold_dup(const hf_hold *hold);
 void hf_hold_free(hf_hold *hold);

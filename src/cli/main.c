@@ -195,83 +195,27 @@ void cli_print_json(json_t *j)
 	json_decref(j);
 }
 
-/* Adds key = value (a new reference); false when out of memory. */
-static bool put(json_t *obj, const char *key, json_t *value)
+/* The library's JSON form of an item (the HTTP API's), as a value to print or nest. */
+static json_t *parsed(char *text)
 {
-	return value && json_object_set_new(obj, key, value) == 0;
-}
-
-static json_t *ms_or_null(int64_t ms)
-{
-	return ms ? json_integer(ms) : json_null();
-}
-
-/* Metadata and event data are JSON object text; print them as objects. */
-static json_t *object_or_null(const char *text)
-{
-	if (!text)
-		return json_null();
-	json_t *j = json_loads(text, JSON_DECODE_ANY, NULL);
-	return j ? j : json_string(text);
+	json_t *j = text ? json_loads(text, 0, NULL) : NULL;
+	free(text);
+	return j;
 }
 
 json_t *cli_hold_json(const hf_hold *hold)
 {
-	json_t *j = json_object();
-	json_t *parts = json_array();
-	json_t *fences = json_object();
-	if (!j || !parts || !fences)
-		goto out_free;
-	if (!put(j, "id", json_string(hold->id)) || !put(j, "owner", json_string(hold->owner)) ||
-	    !put(j, "state", json_string(hf_hold_state_name(hold->state))) ||
-	    !put(j, "mode", json_string(hf_mode_name(hold->mode))) ||
-	    !put(j, "created_at_ms", json_integer(hold->created_at_ms)) ||
-	    !put(j, "expires_at_ms", ms_or_null(hold->expires_at_ms)) ||
-	    !put(j, "ended_at_ms", ms_or_null(hold->ended_at_ms)))
-		goto out_free;
-	if (hold->replayed && !put(j, "replayed", json_true()))
-		goto out_free;
-	for (size_t i = 0; i < hold->n_parts; i++) {
-		const hf_hold_part *p = &hold->parts[i];
-		json_t *pj = json_pack("{s:s,s:I,s:I}", "name", p->resource, "units",
-		                       (json_int_t)p->units, "fence", (json_int_t)p->fence);
-		if (!pj || json_array_append_new(parts, pj) ||
-		    !put(fences, p->resource, json_integer(p->fence)))
-			goto out_free;
-	}
-	json_t *p = parts, *f = fences;
-	parts = fences = NULL;
-	if (!put(j, "resources", p)) {
-		json_decref(f);
-		goto out_free;
-	}
-	if (!put(j, "fence", f))
-		goto out_free;
-	if (hold->token[0] && !put(j, "token", json_string(hold->token)))
-		goto out_free;
-	return j;
-out_free:
-	json_decref(parts);
-	json_decref(fences);
-	json_decref(j);
-	return NULL;
+	return parsed(hf_hold_json(hold));
 }
 
 json_t *cli_resource_json(const hf_resource *res)
 {
-	return json_pack("{s:s,s:I,s:o,s:I,s:b,s:I,s:I,s:I}", "name", res->name, "capacity",
-	                 (json_int_t)res->capacity, "meta", object_or_null(res->meta), "version",
-	                 (json_int_t)res->version, "declared", (int)res->declared, "held",
-	                 (json_int_t)res->held, "holds", (json_int_t)res->holds, "waiters",
-	                 (json_int_t)res->waiters);
+	return parsed(hf_resource_json(res));
 }
 
 json_t *cli_event_json(const hf_event *ev)
 {
-	return json_pack("{s:I,s:I,s:s,s:s?,s:s?,s:o}", "seq", (json_int_t)ev->seq, "at_ms",
-	                 (json_int_t)ev->at_ms, "type", ev->type, "resource", ev->resource,
-	                 "hold_id", ev->hold_id, "data",
-	                 ev->data ? object_or_null(ev->data) : json_object());
+	return parsed(hf_event_json(ev));
 }
 
 void cli_print_hold(const hf_hold *hold)

@@ -532,3 +532,27 @@ json_t *hf__event_resource_deleted_data(const char *name, int64_t version)
 {
 	return json_pack("{s:s, s:I}", "name", name, "version", (json_int_t)version);
 }
+
+/* ---- The public text forms (holdfast.h). ------------------------------------------ */
+
+static char *dump_compact(json_t *j)
+{
+	char *text = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	json_decref(j);
+	return text;
+}
+
+char *hf_hold_json(const hf_hold *hold)
+{
+	return dump_compact(hf__hold_to_json(hold));
+}
+
+char *hf_resource_json(const hf_resource *res)
+{
+	return dump_compact(hf__resource_to_json(res));
+}
+
+char *hf_event_json(const hf_event *ev)
+{
+	return dump_compact(hf__event_to_json(ev));
+}
