@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# smoke.sh — a short run of every holdfast-bench scenario, which must pass its checks:
+#   smoke.sh engine BENCH            through the library on a temporary file: store
+#   smoke.sh server BENCH HOLDFASTD  against a real holdfastd on a free loopback port
+# Small and short (a couple of seconds each): this checks correctness, never speed.
+set -euo pipefail
+mode=$1 bench=$2
+dir=$(mktemp -d /tmp/hf-bench-smoke.XXXXXX)
+pid=
+cleanup() {
+	if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+	rm -rf "$dir"
+}
+trap cleanup EXIT
+
+if [ "$mode" = server ]; then
+	"$3" --listen 127.0.0.1:0 --engine "file:$dir/holdfast.db" >"$dir/server.log" 2>&1 &
+	pid=$!
+	for _ in $(seq 1 300); do
+		port=$(sed -n 's/.*msg=listening addr=[^ ]* port=\([0-9]*\).*/\1/p' "$dir/server.log")
+		[ -n "$port" ] && break
+		kill -0 "$pid" 2>/dev/null || { cat "$dir/server.log"; exit 1; }
+		sleep 0.05
+	done
+	[ -n "$port" ] || { echo "holdfastd did not start"; cat "$dir/server.log"; exit 1; }
+	target=(--server "http://127.0.0.1:$port")
+else
+	target=(--engine "file:$dir/bench.db")
+fi
+
+run() { # scenario, extra options
+	local s=$1
+	shift
+	echo "== scenario $s $*"
+	"$bench" "${target[@]}" --scenario "$s" --clients 6 --duration 1.5 --seed 7 "$@"
+}
+run 1
+run 2 --cs-us 200
+run 3 --stock 10 --max-units 3
+run 4
+run 5 --lease-ms 100 --abandon-pct 20
+# a count bound and the JSON report
+"$bench" "${target[@]}" --scenario 3 --clients 4 --ops 200 --json >"$dir/out.json"
+grep -q '"pass": true' "$dir/out.json"
+echo "smoke: all scenarios passed their checks"
