@@ -208,3 +208,70 @@ redisContext *hf__redis_connect(const struct hf__redis_node *node, const char *p
 	}
 	return c;
 }
+
+/* ---- Redis Cluster ---- */
+
+int hf__redis_redirect(const char *err, const struct hf__redis_node *from,
+                       struct hf__redis_node *to)
+{
+	if (!err)
+		return HF__REDIR_NONE;
+	if (strncmp(err, "TRYAGAIN", 8) == 0 || strncmp(err, "CLUSTERDOWN", 11) == 0)
+		return HF__REDIR_RETRY;
+	int kind = strncmp(err, "MOVED ", 6) == 0 ? HF__REDIR_MOVED
+	           : strncmp(err, "ASK ", 4) == 0 ? HF__REDIR_ASK
+	                                          : HF__REDIR_NONE;
+	if (kind == HF__REDIR_NONE)
+		return kind;
+	/* "MOVED <slot> <host>:<port>" — the host may be empty or '?' (an endpoint the node does
+	 * not know): then it is the host we asked. */
+	const char *addr = strchr(err + (kind == HF__REDIR_MOVED ? 6 : 4), ' ');
+	if (!addr)
+		return HF__REDIR_NONE;
+	addr++;
+	const char *colon = strrchr(addr, ':');
+	if (!colon)
+		return HF__REDIR_NONE;
+	char *end;
+	long port = strtol(colon + 1, &end, 10);
+	if (end == colon + 1 || (*end && *end != ' ' && *end != '\r' && *end != '\n') || port < 1 ||
+	    port > 65535)
+		return HF__REDIR_NONE;
+	size_t hl = (size_t)(colon - addr);
+	if (hl >= sizeof(to->host))
+		return HF__REDIR_NONE;
+	struct hf__redis_node n = {.port = (int)port};
+	if (hl == 0 || (hl == 1 && addr[0] == '?')) {
+		memcpy(n.host, from->host, sizeof(n.host));
+	} else if (addr[0] == '[' && hl >= 2 && addr[hl - 1] == ']') { /* [v6]:port */
+		memcpy(n.host, addr + 1, hl - 2);
+	} else {
+		memcpy(n.host, addr, hl);
+	}
+	*to = n;
+	return kind;
+}
+
+bool hf__redis_has_hash_tag(const char *s)
+{
+	const char *open = strchr(s, '{');
+	if (!open)
+		return false;
+	const char *close = strchr(open + 1, '}');
+	return close && close > open + 1;
+}
+
+int hf__redis_cluster_enabled(redisContext *c, char *why, size_t n)
+{
+	redisReply *r = redisCommand(c, "INFO cluster");
+	if (!r || r->type != REDIS_REPLY_STRING) {
+		snprintf(why, n, "INFO cluster failed: %s",
+		         r && r->type == REDIS_REPLY_ERROR ? r->str : c->errstr);
+		if (r)
+			freeReplyObject(r);
+		return -1;
+	}
+	int on = strstr(r->str, "cluster_enabled:1") != NULL;
+	freeReplyObject(r);
+	return on;
+}

@@ -24,6 +24,7 @@
 #define IO_TIMEOUT_MS 15000
 #define RECONNECT_MAX_MS 500
 #define BATCH_MAX 512 /* calls pipelined in one round trip */
+#define REDIRECT_PASSES 10 /* MOVED/ASK/TRYAGAIN/CLUSTERDOWN: sends of one batch at most */
 
 /* A parked acquire. Lives in the worker thread only. */
 struct waiter {
@@ -58,7 +59,13 @@ struct job {
 	int argc;
 	char **argv;
 	size_t *argl;
-	bool retry; /* NOSCRIPT: send again as EVAL */
+	bool retry;    /* NOSCRIPT: send again as EVAL */
+	int again;     /* a cluster redirect (enum redir): send again, see run_jobs */
+	bool inflight; /* sent, answer not read yet */
+	struct hf__redis_node ask; /* REDIR_MOVED, REDIR_ASK: the node named */
+	int ask_slot;              /* REDIR_ASK: the slot */
+	bool ask_now;              /* REDIR_ASK: to ask in this pass, after its replies */
+	char again_why[160];       /* the last redirect error, for the message if we give up */
 };
 
 struct redis_engine {
@@ -72,6 +79,10 @@ struct redis_engine {
 	char instance[17];
 	uint64_t next_wid;
 	bool plain; /* ?locks=plain: resources also keep a Redlock-format key (holds.lua) */
+	bool cluster; /* the server said cluster_enabled:1 (INFO cluster) at open */
+	/* The node the command and pub/sub connections talk to: the URL's, until a MOVED names
+	 * another. Written by the worker under `lock` (the subscriber reads it). */
+	struct hf__redis_node cur;
 
 	pthread_t worker, subber;
 	bool worker_started, sub_started;
@@ -585,6 +596,18 @@ static void disconnect(struct redis_engine *eng, const char *why)
 	eng->backoff = 0;
 }
 
+/* Points both connections at `node` (a MOVED's, or back to the URL's): the worker's is
+ * dropped by the caller, the subscriber's is shut down so that it reconnects there. */
+static void set_node(struct redis_engine *eng, const struct hf__redis_node *node)
+{
+	pthread_mutex_lock(&eng->lock);
+	eng->cur = *node;
+	if (eng->sub_fd >= 0)
+		shutdown(eng->sub_fd, SHUT_RDWR);
+	pthread_mutex_unlock(&eng->lock);
+	snprintf(eng->where, sizeof(eng->where), "%.250s:%d", node->host, node->port);
+}
+
 /* Connects (and loads the script) unless connected or backing off. */
 static bool ensure_connected(struct redis_engine *eng)
 {
@@ -594,8 +617,11 @@ static bool ensure_connected(struct redis_engine *eng)
 	if (now < eng->next_connect)
 		return false;
 	char why[200];
-	redisContext *c = hf__redis_connect(&eng->url.nodes[0], eng->url.password, eng->url.db,
+	redisContext *c = hf__redis_connect(&eng->cur, eng->url.password, eng->url.db,
 	                                    CONNECT_TIMEOUT_MS, IO_TIMEOUT_MS, why, sizeof(why));
+	if (!c && (eng->cur.port != eng->url.nodes[0].port ||
+	           strcmp(eng->cur.host, eng->url.nodes[0].host) != 0))
+		set_node(eng, &eng->url.nodes[0]); /* a node a MOVED named is gone: ask the URL's */
 	if (c) {
 		const char *argv[] = {"SCRIPT", "LOAD", hf__redis_script};
 		size_t argl[] = {6, 4, hf__redis_script_len};
@@ -755,6 +781,13 @@ static void handle_reply(struct redis_engine *eng, struct job *jb, redisReply *r
 		jb->retry = true;
 		return;
 	}
+	if (r->type == REDIS_REPLY_ERROR && eng->cluster &&
+	    (jb->again = hf__redis_redirect(r->str, &eng->cur, &jb->ask)) != HF__REDIR_NONE) {
+		snprintf(jb->again_why, sizeof(jb->again_why), "%.150s", r->str);
+		if (jb->again == HF__REDIR_ASK)
+			jb->ask_slot = atoi(r->str + 4);
+		return; /* not run: run_jobs sends it again */
+	}
 	if (r->type != REDIS_REPLY_STRING) {
 		char why[300];
 		snprintf(why, sizeof(why), "redis at %.80s answered: %.150s", eng->where,
@@ -789,41 +822,145 @@ static void handle_reply(struct redis_engine *eng, struct job *jb, redisReply *r
 	json_decref(j);
 }
 
-/* Sends the jobs pipelined and handles every answer; jobs are freed. */
+/* Makes a job an EVAL with the script's text (after NOSCRIPT, or for an ASK). */
+static bool job_to_eval(struct redis_engine *eng, struct job *jb)
+{
+	if (strcmp(jb->argv[0], "EVAL") == 0)
+		return true;
+	free(jb->argv[0]);
+	free(jb->argv[1]);
+	jb->argv[0] = hf__strdup("EVAL");
+	jb->argv[1] = hf__strdup(hf__redis_script);
+	jb->argl[0] = 4;
+	jb->argl[1] = hf__redis_script_len;
+	if (jb->argv[0] && jb->argv[1])
+		return true;
+	jb->retry = false;
+	jb->again = HF__REDIR_NONE;
+	job_failed(eng, jb, HF_ENOMEM, "out of memory");
+	return false;
+}
+
+/* ASK: ASKING and then the call, once, on the node named, over a connection of its own —
+ * but only once every key of the slot has left this node (CLUSTER COUNTKEYSINSLOT is 0): a
+ * script run there while some of the store's keys are still here would find them missing.
+ * Until then it is TRYAGAIN. (Keys only leave a migrating slot: 0 stays 0.) */
+static void run_ask(struct redis_engine *eng, struct job *jb)
+{
+	char why[300];
+	jb->ask_now = false;
+	redisReply *n = redisCommand(eng->c, "CLUSTER COUNTKEYSINSLOT %d", jb->ask_slot);
+	bool moved_all = n && n->type == REDIS_REPLY_INTEGER && n->integer == 0;
+	if (n && !moved_all)
+		snprintf(jb->again_why, sizeof(jb->again_why),
+		         "TRYAGAIN slot %d is being migrated: %lld keys are still on %.80s", jb->ask_slot,
+		         n->type == REDIS_REPLY_INTEGER ? n->integer : -1LL, eng->where);
+	if (n)
+		freeReplyObject(n);
+	if (!n) {
+		snprintf(why, sizeof(why), "connection to redis at %.80s lost: %.150s; the outcome is unknown",
+		         eng->where, eng->c->errstr[0] ? eng->c->errstr : "no reply");
+		disconnect(eng, eng->c->errstr[0] ? eng->c->errstr : "connection lost");
+		jb->again = HF__REDIR_NONE;
+		job_failed(eng, jb, HF_EENGINE, why);
+		return;
+	}
+	if (!moved_all) {
+		jb->again = HF__REDIR_RETRY;
+		return;
+	}
+	jb->again = HF__REDIR_NONE;
+	if (!job_to_eval(eng, jb))
+		return;
+	redisContext *c = hf__redis_connect(&jb->ask, eng->url.password, eng->url.db,
+	                                    CONNECT_TIMEOUT_MS, IO_TIMEOUT_MS, why, sizeof(why));
+	if (!c) {
+		char msg[400];
+		snprintf(msg, sizeof(msg), "redis at %.80s asked us to ask %.80s:%d, which is unreachable: %.150s",
+		         eng->where, jb->ask.host, jb->ask.port, why);
+		job_failed(eng, jb, HF_EENGINE, msg);
+		return;
+	}
+	const char *asking = "ASKING";
+	size_t asking_len = 6;
+	redisAppendCommandArgv(c, 1, &asking, &asking_len);
+	redisAppendCommandArgv(c, jb->argc, (const char **)jb->argv, jb->argl);
+	void *r1 = NULL, *r2 = NULL;
+	if (redisGetReply(c, &r1) != REDIS_OK || !r1 || redisGetReply(c, &r2) != REDIS_OK || !r2) {
+		snprintf(why, sizeof(why), "connection to redis at %.80s:%d lost after ASK: %.150s; the outcome is unknown",
+		         jb->ask.host, jb->ask.port, c->errstr[0] ? c->errstr : "no reply");
+		job_failed(eng, jb, HF_EENGINE, why);
+	} else {
+		handle_reply(eng, jb, r2);
+		if (jb->again || jb->retry) { /* once only */
+			snprintf(why, sizeof(why), "redis at %.80s:%d answered an ASK with: %.150s", jb->ask.host,
+			         jb->ask.port, jb->again ? jb->again_why : "NOSCRIPT");
+			jb->again = HF__REDIR_NONE;
+			jb->retry = false;
+			job_failed(eng, jb, HF_EENGINE, why);
+		}
+	}
+	if (r1)
+		freeReplyObject(r1);
+	if (r2)
+		freeReplyObject(r2);
+	redisFree(c);
+}
+
+/* Sends the jobs pipelined and handles every answer; jobs are freed. A job answered NOSCRIPT
+ * is sent again as EVAL; on a Cluster, the redirects are followed here and only here: MOVED
+ * moves both connections to the node named (the script is loaded there on connect) and sends
+ * again; ASK is run_ask; TRYAGAIN and CLUSTERDOWN send again after a pause. At most
+ * REDIRECT_PASSES sends, then the job fails with the last redirect. Every redirect is an
+ * answer given before the command ran, so sending again never runs a call twice. */
 static void run_jobs(struct redis_engine *eng, struct job **jobs, size_t n)
 {
-	size_t sent = 0;
 	char why[300];
-	if (!ensure_connected(eng)) {
-		snprintf(why, sizeof(why), "redis at %.80s is unreachable: %.180s", eng->where, eng->last_error);
-		goto fail_rest;
-	}
-	for (int pass = 0; pass < 2 && n > 0; pass++) {
+	bool fail_all = false;
+	for (int pass = 0; pass < REDIRECT_PASSES; pass++) {
+		bool moved = false, later = false, any = pass == 0;
+		struct hf__redis_node to = {{0}, 0};
+		for (size_t i = 0; i < n; i++) {
+			if (jobs[i]->again == HF__REDIR_MOVED && !moved) {
+				moved = true;
+				to = jobs[i]->ask;
+			}
+			later |= jobs[i]->again == HF__REDIR_RETRY;
+			any |= jobs[i]->retry || jobs[i]->again;
+			jobs[i]->ask_now = jobs[i]->again == HF__REDIR_ASK;
+		}
+		if (!any)
+			break;
+		if (moved) {
+			disconnect(eng, "moved");
+			set_node(eng, &to);
+		} else if (later) {
+			struct timespec ts = {0, (long)(pass < 4 ? 50 << pass : 500) * 1000000L};
+			nanosleep(&ts, NULL);
+		}
+		if (!ensure_connected(eng)) {
+			snprintf(why, sizeof(why), "redis at %.80s is unreachable: %.180s", eng->where,
+			         eng->last_error);
+			fail_all = pass == 0;
+			goto fail_rest;
+		}
 		for (size_t i = 0; i < n; i++) {
 			struct job *jb = jobs[i];
-			if (pass == 1) {
-				if (!jb->retry)
-					continue;
-				/* NOSCRIPT: the same call as EVAL with the text, which also caches it. */
-				free(jb->argv[0]);
-				free(jb->argv[1]);
-				jb->argv[0] = hf__strdup("EVAL");
-				jb->argv[1] = hf__strdup(hf__redis_script);
-				jb->argl[0] = 4;
-				jb->argl[1] = hf__redis_script_len;
-				if (!jb->argv[0] || !jb->argv[1]) {
-					jb->retry = false;
-					job_failed(eng, jb, HF_ENOMEM, "out of memory");
-					continue;
-				}
-			}
+			if (pass > 0 && !jb->retry && !jb->again)
+				continue;
+			if (jb->ask_now)
+				continue; /* after this pass's replies: run_ask uses the connection */
+			if (jb->retry && !job_to_eval(eng, jb))
+				continue; /* NOSCRIPT: the same call as EVAL with the text, which caches it */
+			jb->retry = false;
+			jb->again = HF__REDIR_NONE;
+			jb->inflight = true;
 			redisAppendCommandArgv(eng->c, jb->argc, (const char **)jb->argv, jb->argl);
 		}
-		for (sent = 0; sent < n; sent++) {
-			struct job *jb = jobs[sent];
-			if (pass == 1 && !jb->retry)
+		for (size_t i = 0; i < n; i++) {
+			struct job *jb = jobs[i];
+			if (!jb->inflight)
 				continue;
-			jb->retry = false;
 			void *rv = NULL;
 			if (redisGetReply(eng->c, &rv) != REDIS_OK || !rv) {
 				snprintf(why, sizeof(why),
@@ -832,16 +969,33 @@ static void run_jobs(struct redis_engine *eng, struct job **jobs, size_t n)
 				disconnect(eng, eng->c->errstr[0] ? eng->c->errstr : "connection lost");
 				goto fail_rest;
 			}
+			jb->inflight = false;
 			handle_reply(eng, jb, rv);
 			freeReplyObject(rv);
 		}
+		for (size_t i = 0; i < n && eng->c; i++)
+			if (jobs[i]->ask_now)
+				run_ask(eng, jobs[i]);
+		if (!eng->c) {
+			snprintf(why, sizeof(why), "redis at %.80s is unreachable: %.180s", eng->where,
+			         eng->last_error);
+			goto fail_rest;
+		}
 	}
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
+		if (jobs[i]->again) {
+			snprintf(why, sizeof(why), "redis at %.80s: gave up after %d redirects: %.150s",
+			         eng->where, REDIRECT_PASSES, jobs[i]->again_why);
+			job_failed(eng, jobs[i], HF_EENGINE, why);
+		} else if (jobs[i]->retry) {
+			job_failed(eng, jobs[i], HF_EENGINE, "redis answered NOSCRIPT to EVAL");
+		}
 		job_free(jobs[i]);
+	}
 	return;
 fail_rest:
 	for (size_t i = 0; i < n; i++) {
-		if (i >= sent || jobs[i]->retry)
+		if (fail_all || jobs[i]->inflight || jobs[i]->retry || jobs[i]->again)
 			job_failed(eng, jobs[i], HF_EENGINE, why);
 		job_free(jobs[i]);
 	}
@@ -1123,10 +1277,17 @@ static bool sub_closing(struct redis_engine *eng)
 static void *sub_main(void *arg)
 {
 	struct redis_engine *eng = arg;
+	struct hf__redis_node moved = {{0}, 0}; /* a MOVED answered to SUBSCRIBE: go there next */
 	while (!sub_closing(eng)) {
 		char why[200];
+		/* The node the worker talks to (a MOVED moves both). Plain pub/sub is cluster-wide:
+		 * any node would do, but this one is known to be up. */
+		pthread_mutex_lock(&eng->lock);
+		struct hf__redis_node node = moved.port ? moved : eng->cur;
+		pthread_mutex_unlock(&eng->lock);
+		moved.port = 0;
 		/* No read timeout: close() shuts the socket down to end a blocked read. */
-		redisContext *c = hf__redis_connect(&eng->url.nodes[0], eng->url.password, 0,
+		redisContext *c = hf__redis_connect(&node, eng->url.password, 0,
 		                                    CONNECT_TIMEOUT_MS, 0, why, sizeof(why));
 		if (!c) {
 			struct timespec ts = {0, 200 * 1000000L};
@@ -1155,6 +1316,14 @@ static void *sub_main(void *arg)
 		void *rv;
 		while (redisGetReply(c, &rv) == REDIS_OK && rv) {
 			redisReply *r = rv;
+			struct hf__redis_node to;
+			if (r->type == REDIS_REPLY_ERROR && eng->cluster &&
+			    hf__redis_redirect(r->str, &node, &to) == HF__REDIR_MOVED) {
+				/* Not for plain SUBSCRIBE today; sharded channels would answer it. */
+				moved = to;
+				freeReplyObject(rv);
+				break;
+			}
 			if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
 			    r->element[0]->type == REDIS_REPLY_STRING &&
 			    strcmp(r->element[0]->str, "message") == 0 &&
@@ -1267,6 +1436,7 @@ static int redis_open(hf_store *store, const char *url, const hf_options *opt, v
 	snprintf(eng->seq_key, sizeof(eng->seq_key), "%.99sseq", prefix);
 	snprintf(eng->ch_wake, sizeof(eng->ch_wake), "%.99swake", prefix);
 	snprintf(eng->ch_events, sizeof(eng->ch_events), "%.99sevents", prefix);
+	eng->cur = eng->url.nodes[0];
 	snprintf(eng->where, sizeof(eng->where), "%.250s:%d", eng->url.nodes[0].host,
 	         eng->url.nodes[0].port);
 	if (hf__random_hex(eng->instance, 8) != HF_OK) {
@@ -1278,6 +1448,30 @@ static int redis_open(hf_store *store, const char *url, const hf_options *opt, v
 	if (!ensure_connected(eng)) {
 		rc = hf__err(err, HF_EENGINE, "redis at %.80s is unreachable: %.150s", eng->where,
 		             eng->last_error);
+		goto fail;
+	}
+	/* Redis Cluster: every script touches store-wide keys, so the whole store must live in
+	 * one slot — the prefix's hash tag decides it (docs/redis.md, "Redis Cluster"). */
+	char why[200];
+	int on = hf__redis_cluster_enabled(eng->c, why, sizeof(why));
+	if (on < 0) {
+		rc = hf__err(err, HF_EENGINE, "redis at %.80s: %.150s", eng->where, why);
+		goto fail;
+	}
+	eng->cluster = on == 1;
+	if (eng->cluster && !hf__redis_has_hash_tag(eng->prefix)) {
+		rc = hf__err(err, HF_EINVAL,
+		             "invalid url '%s': redis at %.80s is a Redis Cluster node (cluster_enabled:1) "
+		             "and the prefix '%s' has no hash tag; the whole store must live in one slot: "
+		             "give the prefix one, e.g. ?prefix={hf}:",
+		             url, eng->where, eng->prefix);
+		goto fail;
+	}
+	if (eng->cluster && eng->plain) {
+		rc = hf__err(err, HF_EINVAL,
+		             "invalid url '%s': locks=plain is not offered on a Redis Cluster: its Redlock "
+		             "keys are the bare resource names, which hash to other slots than the store",
+		             url);
 		goto fail;
 	}
 	eng->next_recheck = mono() + RECHECK_MS;

@@ -35,6 +35,15 @@ local function rk(n) return P .. '{' .. n .. '}:r' end
 local function qk(n) return P .. '{' .. n .. '}:q' end
 local function fk(n) return P .. '{' .. n .. '}:f' end
 
+-- Redis Cluster: while this store's slot is being migrated away from this node, any key that
+-- is not (or no longer) here would fail the script half-way, after some of its writes. A key
+-- that never exists tells us first, before any write: then nothing is done and the engine
+-- sends the call again later (TRYAGAIN). Elsewhere (no Cluster, a stable slot, or the
+-- importing node asked with ASKING) the probe just answers 0.
+if type(redis.pcall('EXISTS', P .. 'probe')) == 'table' then
+	return redis.error_reply('TRYAGAIN the slot of this store is being migrated')
+end
+
 local t = redis.call('TIME')
 local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 

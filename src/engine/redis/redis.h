@@ -6,6 +6,7 @@
 #ifndef HF_ENGINE_REDIS_H
 #define HF_ENGINE_REDIS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -50,5 +51,17 @@ redisContext *hf__redis_connect(const struct hf__redis_node *node, const char *p
                                 int connect_timeout_ms, int io_timeout_ms, char *why, size_t n);
 
 int64_t hf__redis_mono_ms(void);
+
+/* Redis Cluster. An error reply classified: MOVED and ASK name the node to go to (in *to; an
+ * empty or '?' host is `from`'s), TRYAGAIN and CLUSTERDOWN say "later" (HF__REDIR_RETRY).
+ * Every redirect is an error the server sends before running the command: resending it is
+ * safe. The redis:// engine follows them in one place (engine.c, run_jobs). */
+enum { HF__REDIR_NONE = 0, HF__REDIR_MOVED, HF__REDIR_ASK, HF__REDIR_RETRY };
+int hf__redis_redirect(const char *err, const struct hf__redis_node *from,
+                       struct hf__redis_node *to);
+/* A Cluster hash tag: a '{' and, after it, a '}' with at least one byte between. */
+bool hf__redis_has_hash_tag(const char *s);
+/* INFO cluster: 1 when cluster_enabled:1, 0 when not, -1 on error (reason in `why`). */
+int hf__redis_cluster_enabled(redisContext *c, char *why, size_t n);
 
 #endif /* HF_ENGINE_REDIS_H */
