@@ -6,6 +6,8 @@
 #ifndef HF_ENGINE_H
 #define HF_ENGINE_H
 
+#include <time.h>
+
 #include "holdfast.h"
 
 struct hf__waitpoint; /* a blocking caller's mutex + condvar, private to store.c */
@@ -68,6 +70,23 @@ extern const struct hf__engine_ops hf__engine_redis;
 extern const struct hf__engine_ops hf__engine_redlock;
 /* Not found by scheme: hf_open() uses it when hf_options.fallback_url is set. */
 extern const struct hf__engine_ops hf__engine_fallback;
+
+/* mailbox.c: the calls and cancels a worker-thread engine receives, guarded by the engine's
+ * own lock. The worker takes all at once (and may put calls it did not start back first). */
+struct hf__mailbox {
+	struct hf__call *head, *tail; /* linked through call->next, in submission order */
+	uint64_t *cancels;            /* ids passed to cancel() */
+	size_t n_cancels, cap_cancels;
+};
+void hf__mailbox_put_call(struct hf__mailbox *mb, struct hf__call *call);
+/* false when out of memory: the wait then ends on its own at its deadline */
+bool hf__mailbox_put_cancel(struct hf__mailbox *mb, uint64_t call_id);
+bool hf__mailbox_empty(const struct hf__mailbox *mb);
+struct hf__mailbox hf__mailbox_take(struct hf__mailbox *mb); /* leaves *mb empty */
+void hf__mailbox_put_back(struct hf__mailbox *mb, struct hf__call *calls);
+void hf__mailbox_release(struct hf__mailbox *mb); /* frees the cancel list of a taken box */
+/* *ts = now on `clock` + ms, for pthread_cond_timedwait. */
+void hf__timespec_in_ms(struct timespec *ts, clockid_t clock, int64_t ms);
 
 /* Hands a finished call back to the store layer. Thread-safe; never blocks for long. */
 void hf__call_done(struct hf__call *call);

@@ -61,9 +61,12 @@ CONF
 done
 for p in $ports; do
 	i=0
-	until redis-cli -p "$p" ping >/dev/null 2>&1; do
+	# The server on the port must be ours (its process_id is our pidfile's): another test's
+	# server could have taken a port between choosing and binding it.
+	until [ -n "$(cat "$dir/$p.pid" 2>/dev/null)" ] &&
+		[ "$(cat "$dir/$p.pid")" = "$(redis-cli -p "$p" info server 2>/dev/null | tr -d '\r' | sed -n 's/^process_id://p')" ]; do
 		i=$((i + 1))
-		[ $i -lt 100 ] || { echo "with_cluster.sh: redis-server on port $p did not start" >&2; cat "$dir/$p/redis.log" >&2; exit 1; }
+		[ $i -lt 100 ] || { echo "with_cluster.sh: our redis-server on port $p did not start" >&2; cat "$dir/$p/redis.log" >&2; exit 1; }
 		sleep 0.05
 	done
 done

@@ -31,16 +31,20 @@ cleanup() {
 	rm -rf "$dir"
 }
 trap cleanup EXIT INT TERM
-# Free ports: ask the kernel for them one at a time (bind to port 0), then start on them.
-ports=$(python3 -c "
+# Free ports: ask the kernel for them (bind to port 0), then start on them. Another process
+# may take a port in between (other tests start servers too), so each server must prove it
+# is ours — the process_id it reports is the one in our pidfile — or all start again on new
+# ports, up to three times: a test must never talk to someone else's Redis.
+start_all() {
+	ports=$(python3 -c "
 import socket
 socks=[]
 for _ in range($n):
     s=socket.socket(); s.bind(('127.0.0.1',0)); socks.append(s)
 print(' '.join(str(s.getsockname()[1]) for s in socks))
 ")
-for p in $ports; do
-	cat >"$dir/$p.conf" <<CONF
+	for p in $ports; do
+		cat >"$dir/$p.conf" <<CONF
 port $p
 bind 127.0.0.1
 save ""
@@ -51,15 +55,29 @@ logfile $dir/$p.log
 dir $dir
 dbfilename $p.rdb
 CONF
-	"$REDIS_SERVER" "$dir/$p.conf"
-done
-for p in $ports; do
-	i=0
-	until redis-cli -p "$p" ping >/dev/null 2>&1; do
-		i=$((i + 1))
-		[ $i -lt 100 ] || { echo "with_redis.sh: redis-server on port $p did not start" >&2; cat "$dir/$p.log" >&2; exit 1; }
-		sleep 0.05
+		"$REDIS_SERVER" "$dir/$p.conf"
 	done
+	for p in $ports; do
+		i=0
+		while :; do
+			pid=$(cat "$dir/$p.pid" 2>/dev/null || true)
+			said=$(redis-cli -p "$p" info server 2>/dev/null | tr -d '\r' | sed -n 's/^process_id://p')
+			[ -n "$pid" ] && [ "$pid" = "$said" ] && break
+			i=$((i + 1))
+			[ $i -lt 100 ] || return 1
+			sleep 0.05
+		done
+	done
+}
+attempt=0
+until start_all; do
+	attempt=$((attempt + 1))
+	for f in "$dir"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; rm -f "$f"; done
+	if [ $attempt -ge 3 ]; then
+		echo "with_redis.sh: redis-server did not start on ports $ports" >&2
+		cat "$dir"/*.log >&2 2>/dev/null
+		exit 1
+	fi
 done
 first=${ports%% *}
 export HF_REDIS_PORTS="$ports" HF_REDIS_DIR="$dir"

@@ -89,9 +89,7 @@ struct redis_engine {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	/* guarded by lock */
-	struct hf__call *inbox_head, *inbox_tail;
-	uint64_t *cancels;
-	size_t n_cancels, cap_cancels;
+	struct hf__mailbox mailbox;
 	char **wakes;
 	size_t n_wakes, cap_wakes;
 	bool events_pending, recheck_all, closing;
@@ -1099,7 +1097,7 @@ static void *worker_main(void *arg)
 	for (;;) {
 		pthread_mutex_lock(&eng->lock);
 		for (;;) {
-			if (eng->closing || eng->inbox_head || eng->n_cancels || eng->n_wakes ||
+			if (eng->closing || !hf__mailbox_empty(&eng->mailbox) || eng->n_wakes ||
 			    eng->events_pending || eng->recheck_all)
 				break;
 			int64_t next = eng->due_at;
@@ -1121,21 +1119,11 @@ static void *worker_main(void *arg)
 			if (wait > 60000)
 				wait = 60000;
 			struct timespec ts;
-			clock_gettime(CLOCK_MONOTONIC, &ts);
-			ts.tv_sec += wait / 1000;
-			ts.tv_nsec += (wait % 1000) * 1000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
+			hf__timespec_in_ms(&ts, CLOCK_MONOTONIC, wait);
 			pthread_cond_timedwait(&eng->cond, &eng->lock, &ts);
 		}
-		struct hf__call *inbox = eng->inbox_head;
-		eng->inbox_head = eng->inbox_tail = NULL;
-		uint64_t *cancels = eng->cancels;
-		size_t n_cancels = eng->n_cancels;
-		eng->cancels = NULL;
-		eng->n_cancels = eng->cap_cancels = 0;
+		struct hf__mailbox box = hf__mailbox_take(&eng->mailbox);
+		struct hf__call *inbox = box.head;
 		char **wakes = eng->wakes;
 		size_t n_wakes = eng->n_wakes;
 		eng->wakes = NULL;
@@ -1146,21 +1134,22 @@ static void *worker_main(void *arg)
 
 		int64_t now = mono();
 		struct jobs js = {0};
-		for (size_t i = 0; i < n_cancels; i++) {
+		for (size_t i = 0; i < box.n_cancels; i++) {
+			uint64_t id = box.cancels[i];
 			for (struct hf__call *c = inbox; c; c = c->next)
-				if (c->id == cancels[i])
+				if (c->id == id)
 					c->engine_data = &cancel_marker;
 			for (struct waiter *w = eng->waiters; w; w = w->next)
-				if (w->call->id == cancels[i] && !w->end_code)
+				if (w->call->id == id && !w->end_code)
 					w->end_code = HF_ECANCELED;
 			for (struct evwaiter *e = eng->evwaiters; e; e = e->next)
-				if (e->call->id == cancels[i] && !e->busy) {
+				if (e->call->id == id && !e->busy) {
 					call_fail(e->call, HF_ECANCELED, "the wait was cancelled");
 					evwaiter_remove(eng, e);
 					break;
 				}
 		}
-		free(cancels);
+		hf__mailbox_release(&box);
 		for (size_t i = 0; i < n_wakes; i++) {
 			struct waiter *w = waiter_by_wid(eng, wakes[i]);
 			if (w)
@@ -1203,13 +1192,7 @@ static void *worker_main(void *arg)
 		}
 		if (inbox) { /* the rest next round, in order */
 			pthread_mutex_lock(&eng->lock);
-			struct hf__call *tail = inbox;
-			while (tail->next)
-				tail = tail->next;
-			tail->next = eng->inbox_head;
-			eng->inbox_head = inbox;
-			if (!eng->inbox_tail)
-				eng->inbox_tail = tail;
+			hf__mailbox_put_back(&eng->mailbox, inbox);
 			pthread_mutex_unlock(&eng->lock);
 		}
 		if (js.n)
@@ -1218,7 +1201,7 @@ static void *worker_main(void *arg)
 		/* Event reads parked by calls of this round. */
 		if (closing) {
 			pthread_mutex_lock(&eng->lock);
-			bool more = eng->inbox_head != NULL;
+			bool more = eng->mailbox.head != NULL;
 			pthread_mutex_unlock(&eng->lock);
 			if (!more) {
 				close_all(eng);
@@ -1359,7 +1342,7 @@ static void engine_free(struct redis_engine *eng)
 {
 	pthread_mutex_destroy(&eng->lock);
 	pthread_cond_destroy(&eng->cond);
-	free(eng->cancels);
+	hf__mailbox_release(&eng->mailbox);
 	for (size_t i = 0; i < eng->n_wakes; i++)
 		free(eng->wakes[i]);
 	free(eng->wakes);
@@ -1506,13 +1489,8 @@ fail:
 static void redis_submit(void *engine, struct hf__call *call)
 {
 	struct redis_engine *eng = engine;
-	call->next = NULL;
 	pthread_mutex_lock(&eng->lock);
-	if (eng->inbox_tail)
-		eng->inbox_tail->next = call;
-	else
-		eng->inbox_head = call;
-	eng->inbox_tail = call;
+	hf__mailbox_put_call(&eng->mailbox, call);
 	pthread_cond_signal(&eng->cond);
 	pthread_mutex_unlock(&eng->lock);
 }
@@ -1521,19 +1499,8 @@ static void redis_cancel(void *engine, uint64_t call_id)
 {
 	struct redis_engine *eng = engine;
 	pthread_mutex_lock(&eng->lock);
-	if (eng->n_cancels == eng->cap_cancels) {
-		size_t cap = eng->cap_cancels ? eng->cap_cancels * 2 : 8;
-		uint64_t *v = realloc(eng->cancels, cap * sizeof(*v));
-		if (!v) {
-			/* Out of memory: the wait ends on its own at wait_ms. */
-			pthread_mutex_unlock(&eng->lock);
-			return;
-		}
-		eng->cancels = v;
-		eng->cap_cancels = cap;
-	}
-	eng->cancels[eng->n_cancels++] = call_id;
-	pthread_cond_signal(&eng->cond);
+	if (hf__mailbox_put_cancel(&eng->mailbox, call_id)) /* else it ends at wait_ms */
+		pthread_cond_signal(&eng->cond);
 	pthread_mutex_unlock(&eng->lock);
 }
 

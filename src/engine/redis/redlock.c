@@ -69,9 +69,7 @@ struct rl_engine {
 	bool started;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	struct hf__call *inbox_head, *inbox_tail; /* guarded by lock */
-	uint64_t *cancels;
-	size_t n_cancels, cap_cancels;
+	struct hf__mailbox mailbox; /* guarded by lock */
 	bool closing;
 
 	struct rl_hold *holds; /* worker only */
@@ -618,7 +616,7 @@ static void *worker_main(void *arg)
 	struct rl_engine *e = arg;
 	for (;;) {
 		pthread_mutex_lock(&e->lock);
-		while (!e->closing && !e->inbox_head && !e->n_cancels) {
+		while (!e->closing && hf__mailbox_empty(&e->mailbox)) {
 			int64_t next = INT64_MAX;
 			for (struct rl_pending *p = e->pending; p; p = p->next)
 				if (p->next_try < next)
@@ -631,30 +629,19 @@ static void *worker_main(void *arg)
 				continue;
 			}
 			struct timespec ts;
-			clock_gettime(CLOCK_MONOTONIC, &ts);
-			int64_t wait = next - now;
-			ts.tv_sec += wait / 1000;
-			ts.tv_nsec += (wait % 1000) * 1000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
+			hf__timespec_in_ms(&ts, CLOCK_MONOTONIC, next - now);
 			pthread_cond_timedwait(&e->cond, &e->lock, &ts);
 		}
-		struct hf__call *inbox = e->inbox_head;
-		e->inbox_head = e->inbox_tail = NULL;
-		uint64_t *cancels = e->cancels;
-		size_t n_cancels = e->n_cancels;
-		e->cancels = NULL;
-		e->n_cancels = e->cap_cancels = 0;
+		struct hf__mailbox box = hf__mailbox_take(&e->mailbox);
+		struct hf__call *inbox = box.head;
 		bool closing = e->closing;
 		pthread_mutex_unlock(&e->lock);
 
-		for (size_t i = 0; i < n_cancels; i++)
+		for (size_t i = 0; i < box.n_cancels; i++)
 			for (struct rl_pending *p = e->pending; p; p = p->next)
-				if (p->call->id == cancels[i])
+				if (p->call->id == box.cancels[i])
 					p->cancelled = true;
-		free(cancels);
+		hf__mailbox_release(&box);
 		while (inbox) {
 			struct hf__call *call = inbox;
 			inbox = call->next;
@@ -699,7 +686,7 @@ static void engine_free(struct rl_engine *e)
 		e->holds = h->next;
 		hold_free(h);
 	}
-	free(e->cancels);
+	hf__mailbox_release(&e->mailbox);
 	pthread_mutex_destroy(&e->lock);
 	pthread_cond_destroy(&e->cond);
 	free(e);
@@ -797,13 +784,8 @@ static void rl_close(void *engine)
 static void rl_submit(void *engine, struct hf__call *call)
 {
 	struct rl_engine *e = engine;
-	call->next = NULL;
 	pthread_mutex_lock(&e->lock);
-	if (e->inbox_tail)
-		e->inbox_tail->next = call;
-	else
-		e->inbox_head = call;
-	e->inbox_tail = call;
+	hf__mailbox_put_call(&e->mailbox, call);
 	pthread_cond_signal(&e->cond);
 	pthread_mutex_unlock(&e->lock);
 }
@@ -812,18 +794,8 @@ static void rl_cancel(void *engine, uint64_t call_id)
 {
 	struct rl_engine *e = engine;
 	pthread_mutex_lock(&e->lock);
-	if (e->n_cancels == e->cap_cancels) {
-		size_t cap = e->cap_cancels ? e->cap_cancels * 2 : 8;
-		uint64_t *v = realloc(e->cancels, cap * sizeof(*v));
-		if (!v) {
-			pthread_mutex_unlock(&e->lock);
-			return; /* the wait ends on its own at wait_ms */
-		}
-		e->cancels = v;
-		e->cap_cancels = cap;
-	}
-	e->cancels[e->n_cancels++] = call_id;
-	pthread_cond_signal(&e->cond);
+	if (hf__mailbox_put_cancel(&e->mailbox, call_id)) /* else it ends at wait_ms */
+		pthread_cond_signal(&e->cond);
 	pthread_mutex_unlock(&e->lock);
 }
 
