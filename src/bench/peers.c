@@ -466,6 +466,25 @@ static void lock_next(struct hfb_client *c)
 
 /* ---- redis-decrby: scenario 3 ---- */
 
+/* A stock reservation was granted: counts it and decides, as the holdfast scenario does,
+ * whether the client keeps it (confirmed: returns true, the cycle is done) or gives the units
+ * back (released: returns false, the caller sends the give-back). */
+static bool stock_granted_keeps(struct hfb_client *c)
+{
+	c->w->stats.granted++;
+	hfb_hist_add(&c->w->stats.acquire, hfb_now_us() - c->t_cycle);
+	if (hfb_rand_range(&c->rng, 0, 99) >= hfb_cfg.confirm_pct) {
+		c->w->stats.released++;
+		return false;
+	}
+	c->w->stats.confirmed++;
+	c->kept = true;
+	c->kept_units = c->units;
+	atomic_fetch_add(&kept_total, c->units);
+	c->w->stats.cycles++;
+	return true;
+}
+
 static void decr_next(struct hfb_client *c);
 
 static void decr_done(struct hfb_client *c, void *reply)
@@ -485,19 +504,10 @@ static void decr_answer(struct hfb_client *c, void *reply)
 		redis_cmd(c, decr_done, "INCRBY %s %lld", stock_key, (long long)c->units);
 		return;
 	}
-	c->w->stats.granted++;
-	hfb_hist_add(&c->w->stats.acquire, hfb_now_us() - c->t_cycle);
-	if (hfb_rand_range(&c->rng, 0, 99) < hfb_cfg.confirm_pct) {
-		/* confirmed: the reservation simply stays; nothing to write */
-		c->w->stats.confirmed++;
-		c->kept = true;
-		c->kept_units = c->units;
-		atomic_fetch_add(&kept_total, c->units);
-		c->w->stats.cycles++;
+	if (stock_granted_keeps(c)) {
 		decr_next(c);
 		return;
 	}
-	c->w->stats.released++;
 	redis_cmd(c, decr_done, "INCRBY %s %lld", stock_key, (long long)c->units);
 }
 
@@ -545,18 +555,10 @@ static void pg_done(struct hfb_client *c, int ok, long rows, long value)
 /* The reservation is in: confirm (keep it) or release (give the units back). */
 static void pg_granted(struct hfb_client *c)
 {
-	c->w->stats.granted++;
-	hfb_hist_add(&c->w->stats.acquire, hfb_now_us() - c->t_cycle);
-	if (hfb_rand_range(&c->rng, 0, 99) < hfb_cfg.confirm_pct) {
-		c->w->stats.confirmed++;
-		c->kept = true;
-		c->kept_units = c->units;
-		atomic_fetch_add(&kept_total, c->units);
-		c->w->stats.cycles++;
+	if (stock_granted_keeps(c)) {
 		pg_next(c);
 		return;
 	}
-	c->w->stats.released++;
 	pg_cmd(c, pg_done, "UPDATE hb_stock SET available = available + %lld WHERE id = '%s'",
 	       (long long)c->units, hfb_cfg.tag);
 }

@@ -6,6 +6,7 @@
 #ifndef HF_ENGINE_H
 #define HF_ENGINE_H
 
+#include <pthread.h>
 #include <time.h>
 
 #include "holdfast.h"
@@ -81,6 +82,11 @@ struct hf__mailbox {
 void hf__mailbox_put_call(struct hf__mailbox *mb, struct hf__call *call);
 /* false when out of memory: the wait then ends on its own at its deadline */
 bool hf__mailbox_put_cancel(struct hf__mailbox *mb, uint64_t call_id);
+/* The same under the engine's lock, waking its worker: what submit() and cancel() do. */
+void hf__mailbox_post_call(struct hf__mailbox *mb, pthread_mutex_t *lock, pthread_cond_t *wake,
+                           struct hf__call *call);
+void hf__mailbox_post_cancel(struct hf__mailbox *mb, pthread_mutex_t *lock, pthread_cond_t *wake,
+                             uint64_t call_id);
 bool hf__mailbox_empty(const struct hf__mailbox *mb);
 struct hf__mailbox hf__mailbox_take(struct hf__mailbox *mb); /* leaves *mb empty */
 void hf__mailbox_put_back(struct hf__mailbox *mb, struct hf__call *calls);

@@ -3,6 +3,7 @@
  * order and the ids of calls to cancel. The engine guards it with its own lock and takes
  * everything at once; this file only owns the containers.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -30,6 +31,24 @@ bool hf__mailbox_put_cancel(struct hf__mailbox *mb, uint64_t call_id)
 	}
 	mb->cancels[mb->n_cancels++] = call_id;
 	return true;
+}
+
+void hf__mailbox_post_call(struct hf__mailbox *mb, pthread_mutex_t *lock, pthread_cond_t *wake,
+                           struct hf__call *call)
+{
+	pthread_mutex_lock(lock);
+	hf__mailbox_put_call(mb, call);
+	pthread_cond_signal(wake);
+	pthread_mutex_unlock(lock);
+}
+
+void hf__mailbox_post_cancel(struct hf__mailbox *mb, pthread_mutex_t *lock, pthread_cond_t *wake,
+                             uint64_t call_id)
+{
+	pthread_mutex_lock(lock);
+	if (hf__mailbox_put_cancel(mb, call_id)) /* else the wait ends at its deadline */
+		pthread_cond_signal(wake);
+	pthread_mutex_unlock(lock);
 }
 
 bool hf__mailbox_empty(const struct hf__mailbox *mb)

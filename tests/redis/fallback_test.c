@@ -18,29 +18,12 @@
 #include <hiredis/hiredis.h>
 
 #include "holdfast.h"
+#include "check.h"
 
 #define BASE (INT64_C(1) << 48)
 
 static int port;
 static const char *dir;
-static int failures;
-
-#define CHECK(cond, ...)                                                                     \
-	do {                                                                                     \
-		if (!(cond)) {                                                                       \
-			fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                  \
-			fprintf(stderr, __VA_ARGS__);                                                    \
-			fprintf(stderr, "\n");                                                           \
-			failures++;                                                                      \
-			return;                                                                          \
-		}                                                                                    \
-	} while (0)
-
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
-}
 
 static bool answers(void)
 {

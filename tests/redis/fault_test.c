@@ -15,27 +15,10 @@
 #include <unistd.h>
 
 #include "holdfast.h"
+#include "check.h"
 
 static int ports[5];
 static const char *dir;
-static int failures;
-
-#define CHECK(cond, ...)                                                                     \
-	do {                                                                                     \
-		if (!(cond)) {                                                                       \
-			fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                  \
-			fprintf(stderr, __VA_ARGS__);                                                    \
-			fprintf(stderr, "\n");                                                           \
-			failures++;                                                                      \
-			return;                                                                          \
-		}                                                                                    \
-	} while (0)
-
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
-}
 
 static redisContext *conn(int port)
 {

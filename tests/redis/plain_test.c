@@ -13,27 +13,10 @@
 #include <time.h>
 
 #include "holdfast.h"
+#include "check.h"
 
 static int port;
-static int failures;
 static redisContext *rc_; /* the "foreign client" */
-
-#define CHECK(cond, ...)                                                                     \
-	do {                                                                                     \
-		if (!(cond)) {                                                                       \
-			fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                  \
-			fprintf(stderr, __VA_ARGS__);                                                    \
-			fprintf(stderr, "\n");                                                           \
-			failures++;                                                                      \
-			return;                                                                          \
-		}                                                                                    \
-	} while (0)
-
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
-}
 
 /* GET key: its value or "" when absent. */
 static void get(const char *key, char *out, size_t n)

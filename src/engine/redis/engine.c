@@ -1489,19 +1489,13 @@ fail:
 static void redis_submit(void *engine, struct hf__call *call)
 {
 	struct redis_engine *eng = engine;
-	pthread_mutex_lock(&eng->lock);
-	hf__mailbox_put_call(&eng->mailbox, call);
-	pthread_cond_signal(&eng->cond);
-	pthread_mutex_unlock(&eng->lock);
+	hf__mailbox_post_call(&eng->mailbox, &eng->lock, &eng->cond, call);
 }
 
 static void redis_cancel(void *engine, uint64_t call_id)
 {
 	struct redis_engine *eng = engine;
-	pthread_mutex_lock(&eng->lock);
-	if (hf__mailbox_put_cancel(&eng->mailbox, call_id)) /* else it ends at wait_ms */
-		pthread_cond_signal(&eng->cond);
-	pthread_mutex_unlock(&eng->lock);
+	hf__mailbox_post_cancel(&eng->mailbox, &eng->lock, &eng->cond, call_id);
 }
 
 const struct hf__engine_ops hf__engine_redis = {

@@ -784,19 +784,13 @@ static void rl_close(void *engine)
 static void rl_submit(void *engine, struct hf__call *call)
 {
 	struct rl_engine *e = engine;
-	pthread_mutex_lock(&e->lock);
-	hf__mailbox_put_call(&e->mailbox, call);
-	pthread_cond_signal(&e->cond);
-	pthread_mutex_unlock(&e->lock);
+	hf__mailbox_post_call(&e->mailbox, &e->lock, &e->cond, call);
 }
 
 static void rl_cancel(void *engine, uint64_t call_id)
 {
 	struct rl_engine *e = engine;
-	pthread_mutex_lock(&e->lock);
-	if (hf__mailbox_put_cancel(&e->mailbox, call_id)) /* else it ends at wait_ms */
-		pthread_cond_signal(&e->cond);
-	pthread_mutex_unlock(&e->lock);
+	hf__mailbox_post_cancel(&e->mailbox, &e->lock, &e->cond, call_id);
 }
 
 const struct hf__engine_ops hf__engine_redlock = {
