@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/codec.h"
+#include "core/rules.h"
 #include "engine/embedded/embedded.h"
 
 #define EVENT_CACHE 65536 /* recent events kept in memory for readers */
@@ -479,15 +480,6 @@ static void hold_end(struct hf__state *st, struct hf__effects *fx, struct hold *
 	emit_hold(st, fx, now, state == HF_HOLD_EXPIRED ? "hold.expired" : "hold.released", h);
 }
 
-static bool token_equal(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b);
-	unsigned diff = (unsigned)(la ^ lb);
-	for (size_t i = 0; i < la && i < lb; i++)
-		diff |= (unsigned)(a[i] ^ b[i]);
-	return diff == 0;
-}
-
 /* ---- waiting ---- */
 
 /* Can `link`'s waiter take its units of link->res now? FIFO: only the head may. */
@@ -759,8 +751,9 @@ static int resolve(struct hf__state *st, const hf_acquire_req *a, struct resolve
 
 /* Could claim i be granted now, by a request that is not queued? No barging: a resource
  * with waiters grants nothing to newcomers. */
-static bool fits_now(const struct resolved *rv, size_t i)
+static bool fits_now(void *ctx, size_t i)
 {
+	const struct resolved *rv = ctx;
 	const struct res *r = rv->res[i];
 	if (!r)
 		return true;
@@ -795,14 +788,10 @@ static void op_acquire(struct hf__state *st, struct hf__call *call, int64_t now,
 		}
 		struct idem *d = hf__map_get(&st->idems, a->idempotency_key);
 		if (d) {
-			bool same = strcmp(d->fingerprint, fp) == 0;
+			int verdict = hf__idem_verdict(d->key, d->fingerprint, fp, d->pending, err);
 			free(fp);
-			if (!same) {
-				fx_fail(fx, call, HF_EIDEMMISMATCH,
-				        "idempotency key '%s' was used for another request", d->key);
-			} else if (d->pending) {
-				fx_fail(fx, call, HF_EIDEMBUSY,
-				        "a request with idempotency key '%s' is still waiting", d->key);
+			if (verdict != HF_OK) {
+				fx_done(fx, call);
 			} else {
 				hf_hold *copy = malloc(sizeof(*copy));
 				if (!copy || hf__hold_copy(copy, &d->first) != HF_OK) {
@@ -841,21 +830,8 @@ static void op_acquire(struct hf__state *st, struct hf__call *call, int64_t now,
 	if (rc != HF_OK)
 		goto fail;
 	/* Granted now? */
-	size_t from = 0, to = 0;
-	if (a->any) {
-		for (size_t i = 0; i < rv.n && to == 0; i++)
-			if (fits_now(&rv, i)) {
-				from = i;
-				to = i + 1;
-			}
-	} else {
-		bool all = true;
-		for (size_t i = 0; all && i < rv.n; i++)
-			all = fits_now(&rv, i);
-		if (all)
-			to = rv.n;
-	}
-	if (to > from) {
+	size_t from, to;
+	if (hf__claims_grantable(rv.n, a->any, fits_now, &rv, &from, &to)) {
 		if (!create_missing(st, &rv, from, to)) {
 			rc = hf__err(err, HF_ENOMEM, "out of memory");
 			goto fail_drop;
@@ -869,8 +845,7 @@ static void op_acquire(struct hf__state *st, struct hf__call *call, int64_t now,
 		return;
 	}
 	if (a->wait_ms == 0) {
-		rc = hf__err(err, HF_EUNAVAILABLE, "%s", rv.n == 1 ? "the units are not free now"
-		                                                  : "not all units are free now");
+		rc = hf__err_unavailable(err, rv.n);
 		goto fail;
 	}
 	if ((size_t)st->n_waiters >= st->opt.max_waiters) {
@@ -934,17 +909,10 @@ fail:
 static struct hold *owned_hold(struct hf__state *st, struct hf__call *call, struct hf__effects *fx)
 {
 	struct hold *h = hf__map_get(&st->holds, call->req.hold_id);
-	if (!h) {
-		fx_fail(fx, call, HF_ENOHOLD, "hold '%s' does not exist", call->req.hold_id);
-		return NULL;
-	}
-	if (!token_equal(h->token, call->req.token)) {
-		fx_fail(fx, call, HF_ETOKEN, "token does not match hold '%s'", h->id);
-		return NULL;
-	}
-	if (h->state == HF_HOLD_RELEASED || h->state == HF_HOLD_EXPIRED) {
-		fx_fail(fx, call, HF_EENDED, "hold '%s' has %s", h->id,
-		        h->state == HF_HOLD_RELEASED ? "been released" : "expired");
+	int rc = h ? hf__check_owner(h->id, h->token, h->state, call->req.token, &call->reply->error)
+	           : hf__err_no_hold(&call->reply->error, call->req.hold_id, NULL);
+	if (rc != HF_OK) {
+		fx_done(fx, call);
 		return NULL;
 	}
 	return h;

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/codec.h"
+#include "core/rules.h"
 #include "engine/postgres/pg.h"
 
 /* One transaction's context. */
@@ -668,8 +669,9 @@ static int resolve(struct tx *t, const hf_acquire_req *a, struct claimrow *rows,
 }
 
 /* Could this claim be granted now (no earlier waiter on it, units free)? */
-static bool fits(const struct claimrow *c)
+static bool fits(void *ctx, size_t i)
 {
+	const struct claimrow *c = (const struct claimrow *)ctx + i;
 	if (!c->exists)
 		return true;
 	if (c->queued)
@@ -691,16 +693,13 @@ static int replay(struct tx *t, struct hf__call *call, const char *fp)
 		PQclear(r);
 		return 1; /* no record: go on */
 	}
-	bool same = strcmp(PQgetvalue(r, 0, 0), fp) == 0, pending = getb(r, 0, 1);
+	int verdict = hf__idem_verdict(a->idempotency_key, PQgetvalue(r, 0, 0), fp, getb(r, 0, 1),
+	                               t->err);
 	char id[HF_ID_LEN + 1];
 	snprintf(id, sizeof(id), "%s", PQgetvalue(r, 0, 2));
 	PQclear(r);
-	if (!same)
-		return hf__err(t->err, HF_EIDEMMISMATCH,
-		               "idempotency key '%s' was used for another request", a->idempotency_key);
-	if (pending)
-		return hf__err(t->err, HF_EIDEMBUSY,
-		               "a request with idempotency key '%s' is still waiting", a->idempotency_key);
+	if (verdict != HF_OK)
+		return verdict;
 	hf_hold h;
 	int rc = load_hold(t, id, false, &h);
 	if (rc == HF_ENOHOLD)
@@ -731,27 +730,13 @@ static int op_acquire(struct tx *t, struct hf__call *call, int64_t *ticket)
 	size_t n = 0;
 	if ((rc = resolve(t, a, rows, &n)) != HF_OK)
 		goto out;
-	size_t from = 0, to = 0;
-	if (a->any) {
-		for (size_t i = 0; i < n && to == 0; i++)
-			if (fits(&rows[i])) {
-				from = i;
-				to = i + 1;
-			}
-	} else {
-		bool all = true;
-		for (size_t i = 0; all && i < n; i++)
-			all = fits(&rows[i]);
-		if (all)
-			to = n;
-	}
-	if (to > from) {
+	size_t from, to;
+	if (hf__claims_grantable(n, a->any, fits, rows, &from, &to)) {
 		rc = grant(t, call, rows + from, to - from, fp, 0);
 		goto out;
 	}
 	if (a->wait_ms == 0) {
-		rc = hf__err(t->err, HF_EUNAVAILABLE, "%s",
-		             n == 1 ? "the units are not free now" : "not all units are free now");
+		rc = hf__err_unavailable(t->err, n);
 		goto out;
 	}
 	/* Park: a waiter row with a ticket (FIFO across instances) and one claim row each. */
@@ -801,19 +786,10 @@ static int owned_hold(struct tx *t, struct hf__call *call, hf_hold *h)
 {
 	int rc = load_hold(t, call->req.hold_id, true, h);
 	if (rc == HF_ENOHOLD)
-		return hf__err(t->err, HF_ENOHOLD, "hold '%s' does not exist", call->req.hold_id);
+		return hf__err_no_hold(t->err, call->req.hold_id, NULL);
 	if (rc != HF_OK)
 		return rc;
-	const char *x = h->token, *y = call->req.token;
-	size_t lx = strlen(x), ly = strlen(y);
-	unsigned diff = (unsigned)(lx ^ ly);
-	for (size_t i = 0; i < lx && i < ly; i++)
-		diff |= (unsigned)(x[i] ^ y[i]);
-	if (diff)
-		rc = hf__err(t->err, HF_ETOKEN, "token does not match hold '%s'", h->id);
-	else if (h->state == HF_HOLD_RELEASED || h->state == HF_HOLD_EXPIRED)
-		rc = hf__err(t->err, HF_EENDED, "hold '%s' has %s", h->id,
-		             h->state == HF_HOLD_RELEASED ? "been released" : "expired");
+	rc = hf__check_owner(h->id, h->token, h->state, call->req.token, t->err);
 	if (rc != HF_OK)
 		hf__hold_clear(h);
 	return rc;
@@ -1199,21 +1175,8 @@ enum hf__pg_outcome hf__pg_try_waiter(struct hf__pgc *c, struct hf__call *call, 
 		                            .n_exclusive = geti(r, k, 4),
 		                            .queued = getb(r, k, 5)};
 	}
-	size_t from = 0, to = 0;
-	if (call->req.acquire.any) {
-		for (size_t i = 0; i < n && to == 0; i++)
-			if (fits(&rows[i])) {
-				from = i;
-				to = i + 1;
-			}
-	} else {
-		bool all = n > 0;
-		for (size_t i = 0; all && i < n; i++)
-			all = fits(&rows[i]);
-		if (all)
-			to = n;
-	}
-	if (to == from) {
+	size_t from, to;
+	if (!hf__claims_grantable(n, call->req.acquire.any, fits, rows, &from, &to)) {
 		PQclear(r);
 		tx_commit(&t); /* keeps what the sweep did */
 		goto parked;

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "core/core.h"
+#include "core/rules.h"
 #include "engine/engine.h"
 #include "engine/redis/redis.h"
 
@@ -427,18 +428,11 @@ static void op_acquire(struct rl_engine *e, struct hf__call *call)
 static struct rl_hold *owned(struct rl_engine *e, struct hf__call *call)
 {
 	struct rl_hold *h = find_hold(e, call->req.hold_id);
-	if (!h) {
-		fail(call, HF_ENOHOLD, "hold '%s' does not exist (redlock:// knows the holds of this process only)",
-		     call->req.hold_id);
-		return NULL;
-	}
-	if (strcmp(h->token, call->req.token) != 0) {
-		fail(call, HF_ETOKEN, "token does not match hold '%s'", h->id);
-		return NULL;
-	}
-	if (h->state == HF_HOLD_RELEASED || h->state == HF_HOLD_EXPIRED) {
-		fail(call, HF_EENDED, "hold '%s' has %s", h->id,
-		     h->state == HF_HOLD_RELEASED ? "been released" : "expired");
+	int rc = h ? hf__check_owner(h->id, h->token, h->state, call->req.token, &call->reply->error)
+	           : hf__err_no_hold(&call->reply->error, call->req.hold_id,
+	                             "redlock:// knows the holds of this process only");
+	if (rc != HF_OK) {
+		hf__call_done(call);
 		return NULL;
 	}
 	return h;
