@@ -360,10 +360,8 @@ void rides_booking_create(struct rides_conn *c, json_t *in, struct rides_reply *
 	                         "RETURNING " BOOKING_COLS,
 	                         6, p, state);
 	if (!res) {
-		if (strcmp(state, "23503") == 0) { /* foreign key: no such rider */
-			json_decref(r->body);
+		if (strcmp(state, "23503") == 0) /* foreign key: no such rider */
 			rides_error(r, 404, "rider_not_found", "no rider %" PRId64, rider);
-		}
 		return;
 	}
 	rides_ok(r, 201, booking_json(res, 0));
