@@ -273,9 +273,12 @@ static void unlock_booking(struct booking_lock *l)
 }
 
 /*
- * Runs a fenced UPDATE ... WHERE id = $1 AND lock_fence <= $2 ... RETURNING BOOKING_COLS.
- * 1: the row was written (*res holds it); 0: refused because a newer fence has written the
- * row (our lock lapsed: *r is 409 lock_lost); -1: a database error (*r, and `state`).
+ * Runs a fenced UPDATE ... WHERE id = $1 AND lock_fence <= $2 AND status = <the status we
+ * read> ... RETURNING BOOKING_COLS. The fence stops a holder whose lease lapsed from writing
+ * after a newer holder wrote; the status stops a newer holder from acting on what it read
+ * before such an old holder's late write landed (the read is not fenced, the write is).
+ * 1: the row was written (*res holds it); 0: refused, our lock lapsed and someone else has
+ * changed the row (*r is 409 lock_lost); -1: a database error (*r, and `state`).
  */
 static int fenced_update(struct rides_conn *c, const char *sql, int n, const char *const *p,
                          PGresult **res, struct rides_reply *r, char state[6])
@@ -289,7 +292,8 @@ static int fenced_update(struct rides_conn *c, const char *sql, int n, const cha
 	*res = NULL;
 	rides_stat_add(RIDES_LOCK_FENCED);
 	rides_error(r, 409, "lock_lost",
-	            "booking %s was written under a newer lock than ours (fence %s): not changed",
+	            "booking %s changed under another lock while ours (fence %s) lapsed: not "
+	            "changed; retry",
 	            p[0], p[1]);
 	return 0;
 }
@@ -463,15 +467,15 @@ static void assign(struct rides_conn *c, const struct booking *b, double lat, do
 		char sid[24], sdriver[24];
 		snprintf(sid, sizeof(sid), "%" PRId64, b->id);
 		snprintf(sdriver, sizeof(sdriver), "%" PRId64, driver);
-		const char *p[5] = {sid, l->fence_s, sdriver, h->id, h->token};
+		const char *p[6] = {sid, l->fence_s, sdriver, h->id, h->token, "requested"};
 		PGresult *res;
 		char state[6];
 		int w = fenced_update(c,
 		                      "UPDATE bookings SET status = 'assigned', driver_id = $3, "
 		                      "driver_hold_id = $4, driver_hold_token = $5, lock_fence = $2, "
 		                      "assigned_at = now(), updated_at = now() WHERE id = $1 AND "
-		                      "lock_fence <= $2 RETURNING " BOOKING_COLS,
-		                      5, p, &res, r, state);
+		                      "lock_fence <= $2 AND status = $6 RETURNING " BOOKING_COLS,
+		                      6, p, &res, r, state);
 		if (w == -1 && strcmp(state, "23505") == 0) {
 			/* The unique index: PostgreSQL has this driver on another active booking
 			 * although holdfast granted the hold (that booking's hold was lost). Skip it. */
@@ -499,13 +503,14 @@ static void assign(struct rides_conn *c, const struct booking *b, double lat, do
 		rc = hf_confirm(rides_store, h->id, h->token, NULL, &e);
 		if (rc != HF_OK) {
 			PQclear(res);
-			const char *q[2] = {sid, l->fence_s};
+			const char *q[3] = {sid, l->fence_s, "assigned"};
 			struct rides_reply ignore = {0};
 			if (fenced_update(c,
 			                  "UPDATE bookings SET status = 'requested', driver_id = NULL, "
 			                  "driver_hold_id = NULL, driver_hold_token = NULL, assigned_at = NULL "
-			                  "WHERE id = $1 AND lock_fence <= $2 RETURNING " BOOKING_COLS,
-			                  2, q, &res, &ignore, NULL) == 1)
+			                  "WHERE id = $1 AND lock_fence <= $2 AND status = $3 RETURNING "
+			                  BOOKING_COLS,
+			                  3, q, &res, &ignore, NULL) == 1)
 				PQclear(res);
 			json_decref(ignore.body);
 			driver_release(h->id, h->token);
@@ -573,12 +578,12 @@ static void transition(struct rides_conn *c, int64_t id, enum transition t,
 			break;
 		}
 		PQclear(res);
-		const char *p[2] = {sid, l.fence_s};
+		const char *p[3] = {sid, l.fence_s, "assigned"};
 		if (fenced_update(c,
 		                  "UPDATE bookings SET status = 'accepted', accepted_at = now(), "
 		                  "updated_at = now(), lock_fence = $2 WHERE id = $1 AND lock_fence <= $2 "
-		                  "RETURNING " BOOKING_COLS,
-		                  2, p, &res, r, NULL) == 1)
+		                  "AND status = $3 RETURNING " BOOKING_COLS,
+		                  3, p, &res, r, NULL) == 1)
 			rides_ok(r, 200, booking_json(res, 0));
 		break;
 	}
@@ -596,13 +601,13 @@ static void transition(struct rides_conn *c, int64_t id, enum transition t,
 		}
 		PQclear(res);
 		snprintf(sx, sizeof(sx), "%" PRId64, a->user_id);
-		const char *p[5] = {sid, l.fence_s, a->reason, sx, a->user_type};
+		const char *p[6] = {sid, l.fence_s, a->reason, sx, a->user_type, b.status};
 		if (fenced_update(c,
 		                  "UPDATE bookings SET status = 'cancelled', cancel_reason = $3, "
 		                  "cancelled_by_id = $4, cancelled_by_type = $5, cancelled_at = now(), "
 		                  "updated_at = now(), lock_fence = $2 WHERE id = $1 AND lock_fence <= $2 "
-		                  "RETURNING " BOOKING_COLS,
-		                  5, p, &res, r, NULL) != 1)
+		                  "AND status = $6 RETURNING " BOOKING_COLS,
+		                  6, p, &res, r, NULL) != 1)
 			break;
 		booking_free_driver(c, &b, &l, &res);
 		rides_ok(r, 200, booking_json(res, 0));
@@ -621,12 +626,13 @@ static void transition(struct rides_conn *c, int64_t id, enum transition t,
 		}
 		PQclear(res);
 		snprintf(sx, sizeof(sx), "%.2f", a->actual_fare);
-		const char *p[3] = {sid, l.fence_s, sx};
+		const char *p[4] = {sid, l.fence_s, sx, "accepted"};
 		if (fenced_update(c,
 		                  "UPDATE bookings SET status = 'completed', actual_fare = $3, "
 		                  "completed_at = now(), updated_at = now(), lock_fence = $2 "
-		                  "WHERE id = $1 AND lock_fence <= $2 RETURNING " BOOKING_COLS,
-		                  3, p, &res, r, NULL) != 1)
+		                  "WHERE id = $1 AND lock_fence <= $2 AND status = $4 RETURNING "
+		                  BOOKING_COLS,
+		                  4, p, &res, r, NULL) != 1)
 			break;
 		booking_free_driver(c, &b, &l, &res);
 		rides_ok(r, 200, booking_json(res, 0));
