@@ -37,8 +37,8 @@ static bool field_id(json_t *in, const char *key, int64_t *out, struct rides_rep
 }
 
 /* A number field within [lo, hi]; optional fields leave *out alone when absent or null. */
-static bool field_num(json_t *in, const char *key, double lo, double hi, bool required,
-                      double *out, bool *present, struct rides_reply *r)
+static bool field_num(json_t *in, const char *key, double lo, double hi, bool required, double *out,
+                      bool *present, struct rides_reply *r)
 {
 	json_t *v = json_object_get(in, key);
 	if (present)
@@ -52,8 +52,8 @@ static bool field_num(json_t *in, const char *key, double lo, double hi, bool re
 		return rides_error(r, 422, "invalid_field", "'%s' must be a number", key);
 	double d = json_number_value(v);
 	if (!isfinite(d) || d < lo || d > hi)
-		return rides_error(r, 422, "invalid_field", "'%s' must be between %g and %g", key, lo,
-		                   hi);
+		return rides_error(r, 422, "invalid_field", "'%s' must be between %g and %g", key,
+		                   lo, hi);
 	*out = d;
 	if (present)
 		*present = true;
@@ -73,8 +73,8 @@ static bool field_str(json_t *in, const char *key, size_t max, bool required, co
 	}
 	if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > max ||
 	    strlen(json_string_value(v)) != json_string_length(v))
-		return rides_error(r, 422, "invalid_field", "'%s' must be a string of 1 to %zu bytes",
-		                   key, max);
+		return rides_error(r, 422, "invalid_field",
+		                   "'%s' must be a string of 1 to %zu bytes", key, max);
 	*out = json_string_value(v);
 	return true;
 }
@@ -88,6 +88,7 @@ static bool need_body(json_t *in, struct rides_reply *r)
 
 /* ---- Bookings as rows and as JSON. ------------------------------------------------------- */
 
+/* clang-format off */
 #define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 #define BOOKING_COLS                                                                            \
 	"id, rider_id, driver_id, status, pickup_lat, pickup_lng, dropoff_lat, dropoff_lng, "      \
@@ -95,11 +96,31 @@ static bool need_body(json_t *in, struct rides_reply *r)
 	"driver_hold_id, driver_hold_token, lock_fence, " TS("created_at") ", " TS("updated_at")   \
 	", " TS("assigned_at") ", " TS("accepted_at") ", " TS("completed_at") ", "                  \
 	TS("cancelled_at")
+/* clang-format on */
 
 enum {
-	B_ID, B_RIDER, B_DRIVER, B_STATUS, B_PLAT, B_PLNG, B_DLAT, B_DLNG, B_EFARE, B_AFARE,
-	B_REASON, B_CBY_ID, B_CBY_TYPE, B_HOLD_ID, B_HOLD_TOKEN, B_FENCE, B_CREATED, B_UPDATED,
-	B_ASSIGNED, B_ACCEPTED, B_COMPLETED, B_CANCELLED
+	B_ID,
+	B_RIDER,
+	B_DRIVER,
+	B_STATUS,
+	B_PLAT,
+	B_PLNG,
+	B_DLAT,
+	B_DLNG,
+	B_EFARE,
+	B_AFARE,
+	B_REASON,
+	B_CBY_ID,
+	B_CBY_TYPE,
+	B_HOLD_ID,
+	B_HOLD_TOKEN,
+	B_FENCE,
+	B_CREATED,
+	B_UPDATED,
+	B_ASSIGNED,
+	B_ACCEPTED,
+	B_COMPLETED,
+	B_CANCELLED
 };
 
 /* What the state machine needs of a booking row. */
@@ -113,8 +134,8 @@ static void booking_read(PGresult *res, int row, struct booking *b)
 {
 	b->id = strtoll(PQgetvalue(res, row, B_ID), NULL, 10);
 	b->rider_id = strtoll(PQgetvalue(res, row, B_RIDER), NULL, 10);
-	b->driver_id = PQgetisnull(res, row, B_DRIVER) ? 0
-	                                               : strtoll(PQgetvalue(res, row, B_DRIVER), NULL, 10);
+	b->driver_id =
+	    PQgetisnull(res, row, B_DRIVER) ? 0 : strtoll(PQgetvalue(res, row, B_DRIVER), NULL, 10);
 	snprintf(b->status, sizeof(b->status), "%s", PQgetvalue(res, row, B_STATUS));
 	snprintf(b->hold_id, sizeof(b->hold_id), "%s", PQgetvalue(res, row, B_HOLD_ID));
 	snprintf(b->hold_token, sizeof(b->hold_token), "%s", PQgetvalue(res, row, B_HOLD_TOKEN));
@@ -122,8 +143,9 @@ static void booking_read(PGresult *res, int row, struct booking *b)
 
 static json_t *col_int(PGresult *res, int row, int col)
 {
-	return PQgetisnull(res, row, col) ? json_null()
-	                                  : json_integer(strtoll(PQgetvalue(res, row, col), NULL, 10));
+	return PQgetisnull(res, row, col)
+	           ? json_null()
+	           : json_integer(strtoll(PQgetvalue(res, row, col), NULL, 10));
 }
 
 static json_t *col_num(PGresult *res, int row, int col)
@@ -247,8 +269,8 @@ static bool lock_booking(struct rides_conn *c, int64_t id, struct booking_lock *
 	if (rc == HF_ETIMEDOUT || rc == HF_EUNAVAILABLE) {
 		rides_stat_add(RIDES_LOCK_TIMEOUT);
 		return rides_error(r, 409, "lock_timeout",
-		                   "booking %" PRId64 " is busy: its lock was not free within %" PRId64
-		                   " ms; retry",
+		                   "booking %" PRId64
+		                   " is busy: its lock was not free within %" PRId64 " ms; retry",
 		                   id, rides_cfg.lock_wait_ms);
 	}
 	rides_stat_add(RIDES_LOCK_ERROR);
@@ -358,11 +380,12 @@ void rides_booking_create(struct rides_conn *c, json_t *in, struct rides_reply *
 	snprintf(s[5], 32, "%.2f", fare);
 	const char *p[6] = {s[0], s[1], s[2], s[3], s[4], has_fare ? s[5] : NULL};
 	char state[6];
-	PGresult *res = rides_pg(c, r,
-	                         "INSERT INTO bookings (rider_id, pickup_lat, pickup_lng, dropoff_lat, "
-	                         "dropoff_lng, estimated_fare) VALUES ($1, $2, $3, $4, $5, $6) "
-	                         "RETURNING " BOOKING_COLS,
-	                         6, p, state);
+	PGresult *res =
+	    rides_pg(c, r,
+	             "INSERT INTO bookings (rider_id, pickup_lat, pickup_lng, dropoff_lat, "
+	             "dropoff_lng, estimated_fare) VALUES ($1, $2, $3, $4, $5, $6) "
+	             "RETURNING " BOOKING_COLS,
+	             6, p, state);
 	if (!res) {
 		if (strcmp(state, "23503") == 0) /* foreign key: no such rider */
 			rides_error(r, 404, "rider_not_found", "no rider %" PRId64, rider);
@@ -397,8 +420,9 @@ static int nearest_drivers(struct rides_conn *c, double lat, double lng, int64_t
 	snprintf(slat, sizeof(slat), "%.7f", lat);
 	snprintf(slng, sizeof(slng), "%.7f", lng);
 	snprintf(srad, sizeof(srad), "%g", rides_cfg.radius_km);
-	redisReply *rep = redisCommand(c->redis, "GEOSEARCH %s FROMLONLAT %s %s BYRADIUS %s km ASC COUNT %d",
-	                               RIDES_GEO_KEY, slng, slat, srad, RIDES_CANDIDATES_MAX);
+	redisReply *rep =
+	    redisCommand(c->redis, "GEOSEARCH %s FROMLONLAT %s %s BYRADIUS %s km ASC COUNT %d",
+	                 RIDES_GEO_KEY, slng, slat, srad, RIDES_CANDIDATES_MAX);
 	if (!rep)
 		return rides_error(r, 503, "geo_unavailable", "redis: %s", c->redis->errstr), -1;
 	int n = 0;
@@ -458,7 +482,8 @@ static void assign(struct rides_conn *c, const struct booking *b, double lat, do
 			continue;
 		}
 		if (rc != HF_OK) {
-			rides_error(r, 503, "hold_unavailable", "cannot hold a driver: %s", e.message);
+			rides_error(r, 503, "hold_unavailable", "cannot hold a driver: %s",
+			            e.message);
 			return;
 		}
 		rides_stat_add(RIDES_HOLD_TAKEN);
@@ -470,17 +495,20 @@ static void assign(struct rides_conn *c, const struct booking *b, double lat, do
 		const char *p[6] = {sid, l->fence_s, sdriver, h->id, h->token, "requested"};
 		PGresult *res;
 		char state[6];
-		int w = fenced_update(c,
-		                      "UPDATE bookings SET status = 'assigned', driver_id = $3, "
-		                      "driver_hold_id = $4, driver_hold_token = $5, lock_fence = $2, "
-		                      "assigned_at = now(), updated_at = now() WHERE id = $1 AND "
-		                      "lock_fence <= $2 AND status = $6 RETURNING " BOOKING_COLS,
-		                      6, p, &res, r, state);
+		int w =
+		    fenced_update(c,
+		                  "UPDATE bookings SET status = 'assigned', driver_id = $3, "
+		                  "driver_hold_id = $4, driver_hold_token = $5, lock_fence = $2, "
+		                  "assigned_at = now(), updated_at = now() WHERE id = $1 AND "
+		                  "lock_fence <= $2 AND status = $6 RETURNING " BOOKING_COLS,
+		                  6, p, &res, r, state);
 		if (w == -1 && strcmp(state, "23505") == 0) {
 			/* The unique index: PostgreSQL has this driver on another active booking
-			 * although holdfast granted the hold (that booking's hold was lost). Skip it. */
+			 * although holdfast granted the hold (that booking's hold was lost). Skip
+			 * it. */
 			rides_stat_add(RIDES_HOLD_INDEX);
-			fprintf(stderr, "rides: booking %s: driver %s is active elsewhere (unique index)\n",
+			fprintf(stderr,
+			        "rides: booking %s: driver %s is active elsewhere (unique index)\n",
 			        sid, sdriver);
 			json_decref(r->body);
 			r->body = NULL;
@@ -488,7 +516,8 @@ static void assign(struct rides_conn *c, const struct booking *b, double lat, do
 			hf_hold_free(h);
 			for (int i = start; i < n; i++)
 				if (ids[i] == driver) {
-					memmove(&ids[i], &ids[i + 1], sizeof(ids[0]) * (size_t)(n - i - 1));
+					memmove(&ids[i], &ids[i + 1],
+					        sizeof(ids[0]) * (size_t)(n - i - 1));
 					n--;
 					break;
 				}
@@ -505,18 +534,20 @@ static void assign(struct rides_conn *c, const struct booking *b, double lat, do
 			PQclear(res);
 			const char *q[3] = {sid, l->fence_s, "assigned"};
 			struct rides_reply ignore = {0};
-			if (fenced_update(c,
-			                  "UPDATE bookings SET status = 'requested', driver_id = NULL, "
-			                  "driver_hold_id = NULL, driver_hold_token = NULL, assigned_at = NULL "
-			                  "WHERE id = $1 AND lock_fence <= $2 AND status = $3 RETURNING "
-			                  BOOKING_COLS,
-			                  3, q, &res, &ignore, NULL) == 1)
+			if (fenced_update(
+			        c,
+			        "UPDATE bookings SET status = 'requested', driver_id = NULL, "
+			        "driver_hold_id = NULL, driver_hold_token = NULL, assigned_at = "
+			        "NULL "
+			        "WHERE id = $1 AND lock_fence <= $2 AND status = $3 "
+			        "RETURNING " BOOKING_COLS,
+			        3, q, &res, &ignore, NULL) == 1)
 				PQclear(res);
 			json_decref(ignore.body);
 			driver_release(h->id, h->token);
 			hf_hold_free(h);
-			rides_error(r, 503, "hold_unavailable", "cannot confirm the hold on driver %s: %s",
-			            sdriver, e.message);
+			rides_error(r, 503, "hold_unavailable",
+			            "cannot confirm the hold on driver %s: %s", sdriver, e.message);
 			return;
 		}
 		rides_stat_add(RIDES_HOLD_CONFIRMED);
@@ -535,9 +566,9 @@ static void assign(struct rides_conn *c, const struct booking *b, double lat, do
 enum transition { T_ASSIGN, T_ACCEPT, T_CANCEL, T_COMPLETE };
 
 struct transition_args {
-	int64_t driver_id;    /* accept, complete */
-	double actual_fare;   /* complete */
-	int64_t user_id;      /* cancel */
+	int64_t driver_id;  /* accept, complete */
+	double actual_fare; /* complete */
+	int64_t user_id;    /* cancel */
 	const char *user_type;
 	const char *reason;
 };
@@ -573,17 +604,19 @@ static void transition(struct rides_conn *c, int64_t id, enum transition t,
 		}
 		if (a->driver_id != b.driver_id) {
 			rides_error(r, 403, "wrong_driver",
-			            "booking %" PRId64 " is assigned to driver %" PRId64 ", not %" PRId64, id,
-			            b.driver_id, a->driver_id);
+			            "booking %" PRId64 " is assigned to driver %" PRId64
+			            ", not %" PRId64,
+			            id, b.driver_id, a->driver_id);
 			break;
 		}
 		PQclear(res);
 		const char *p[3] = {sid, l.fence_s, "assigned"};
-		if (fenced_update(c,
-		                  "UPDATE bookings SET status = 'accepted', accepted_at = now(), "
-		                  "updated_at = now(), lock_fence = $2 WHERE id = $1 AND lock_fence <= $2 "
-		                  "AND status = $3 RETURNING " BOOKING_COLS,
-		                  3, p, &res, r, NULL) == 1)
+		if (fenced_update(
+		        c,
+		        "UPDATE bookings SET status = 'accepted', accepted_at = now(), "
+		        "updated_at = now(), lock_fence = $2 WHERE id = $1 AND lock_fence <= $2 "
+		        "AND status = $3 RETURNING " BOOKING_COLS,
+		        3, p, &res, r, NULL) == 1)
 			rides_ok(r, 200, booking_json(res, 0));
 		break;
 	}
@@ -595,19 +628,20 @@ static void transition(struct rides_conn *c, int64_t id, enum transition t,
 		bool rider = strcmp(a->user_type, "rider") == 0;
 		if (rider ? a->user_id != b.rider_id : a->user_id != b.driver_id) {
 			rides_error(r, 403, "not_participant",
-			            "%s %" PRId64 " is not the %s of booking %" PRId64, a->user_type,
-			            a->user_id, a->user_type, id);
+			            "%s %" PRId64 " is not the %s of booking %" PRId64,
+			            a->user_type, a->user_id, a->user_type, id);
 			break;
 		}
 		PQclear(res);
 		snprintf(sx, sizeof(sx), "%" PRId64, a->user_id);
 		const char *p[6] = {sid, l.fence_s, a->reason, sx, a->user_type, b.status};
-		if (fenced_update(c,
-		                  "UPDATE bookings SET status = 'cancelled', cancel_reason = $3, "
-		                  "cancelled_by_id = $4, cancelled_by_type = $5, cancelled_at = now(), "
-		                  "updated_at = now(), lock_fence = $2 WHERE id = $1 AND lock_fence <= $2 "
-		                  "AND status = $6 RETURNING " BOOKING_COLS,
-		                  6, p, &res, r, NULL) != 1)
+		if (fenced_update(
+		        c,
+		        "UPDATE bookings SET status = 'cancelled', cancel_reason = $3, "
+		        "cancelled_by_id = $4, cancelled_by_type = $5, cancelled_at = now(), "
+		        "updated_at = now(), lock_fence = $2 WHERE id = $1 AND lock_fence <= $2 "
+		        "AND status = $6 RETURNING " BOOKING_COLS,
+		        6, p, &res, r, NULL) != 1)
 			break;
 		booking_free_driver(c, &b, &l, &res);
 		rides_ok(r, 200, booking_json(res, 0));
@@ -620,8 +654,9 @@ static void transition(struct rides_conn *c, int64_t id, enum transition t,
 		}
 		if (a->driver_id != b.driver_id) {
 			rides_error(r, 403, "wrong_driver",
-			            "booking %" PRId64 " is driven by driver %" PRId64 ", not %" PRId64, id,
-			            b.driver_id, a->driver_id);
+			            "booking %" PRId64 " is driven by driver %" PRId64
+			            ", not %" PRId64,
+			            id, b.driver_id, a->driver_id);
 			break;
 		}
 		PQclear(res);
@@ -630,8 +665,8 @@ static void transition(struct rides_conn *c, int64_t id, enum transition t,
 		if (fenced_update(c,
 		                  "UPDATE bookings SET status = 'completed', actual_fare = $3, "
 		                  "completed_at = now(), updated_at = now(), lock_fence = $2 "
-		                  "WHERE id = $1 AND lock_fence <= $2 AND status = $4 RETURNING "
-		                  BOOKING_COLS,
+		                  "WHERE id = $1 AND lock_fence <= $2 AND status = $4 "
+		                  "RETURNING " BOOKING_COLS,
 		                  4, p, &res, r, NULL) != 1)
 			break;
 		booking_free_driver(c, &b, &l, &res);
@@ -685,8 +720,8 @@ void rides_user_bookings(struct rides_conn *c, int64_t user_id, const char *user
 {
 	bool rider = !user_type || strcmp(user_type, "rider") == 0;
 	if (!rider && strcmp(user_type, "driver") != 0) {
-		rides_error(r, 400, "invalid_user_type", "user_type must be rider or driver, not '%s'",
-		            user_type);
+		rides_error(r, 400, "invalid_user_type",
+		            "user_type must be rider or driver, not '%s'", user_type);
 		return;
 	}
 	char sid[24];
@@ -701,8 +736,8 @@ void rides_user_bookings(struct rides_conn *c, int64_t user_id, const char *user
 	bool exists = PQntuples(res) == 1;
 	PQclear(res);
 	if (!exists) {
-		rides_error(r, 404, rider ? "rider_not_found" : "driver_not_found", "no %s %" PRId64,
-		            rider ? "rider" : "driver", user_id);
+		rides_error(r, 404, rider ? "rider_not_found" : "driver_not_found",
+		            "no %s %" PRId64, rider ? "rider" : "driver", user_id);
 		return;
 	}
 	res = rides_pg(c, r,
@@ -731,10 +766,9 @@ void rides_rider_create(struct rides_conn *c, json_t *in, struct rides_reply *r)
 	if (!need_body(in, r) || !field_str(in, "name", 200, true, &name, r))
 		return;
 	const char *p[1] = {name};
-	PGresult *res = rides_pg(c, r,
-	                         "INSERT INTO riders (name) VALUES ($1) RETURNING id, name, " TS(
-	                             "created_at"),
-	                         1, p, NULL);
+	PGresult *res = rides_pg(
+	    c, r, "INSERT INTO riders (name) VALUES ($1) RETURNING id, name, " TS("created_at"), 1,
+	    p, NULL);
 	if (!res)
 		return;
 	rides_ok(r, 201,

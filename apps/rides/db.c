@@ -17,6 +17,7 @@
 #define DEMO_RIDERS 100
 #define DEMO_DRIVERS 50
 
+/* clang-format off */
 static const char schema_sql[] =
 	"CREATE TABLE IF NOT EXISTS riders ("
 	"  id bigserial PRIMARY KEY,"
@@ -62,6 +63,7 @@ static const char schema_sql[] =
 	"  WHERE status IN ('assigned','accepted');"
 	"CREATE INDEX IF NOT EXISTS bookings_by_rider ON bookings (rider_id, id);"
 	"CREATE INDEX IF NOT EXISTS bookings_by_driver ON bookings (driver_id, id);";
+/* clang-format on */
 
 /* Runs a multi-statement script in one transaction; false and err on failure. */
 static bool exec_script(PGconn *pg, const char *sql, char *err, size_t errlen)
@@ -109,8 +111,9 @@ bool rides_db_demo(PGconn *pg, char *err, size_t errlen)
 		double a = (double)i * 2.39996323; /* the golden angle */
 		double lat = DEMO_LAT + km / 111.32 * cos(a);
 		double lng = DEMO_LNG + km / (111.32 * cos(DEMO_LAT * M_PI / 180)) * sin(a);
-		off += (size_t)snprintf(sql + off, sizeof(sql) - off, "%s(%d, 'Driver %d', %.6f, %.6f)",
-		                        i > 1 ? "," : "", i, i, lat, lng);
+		off += (size_t)snprintf(sql + off, sizeof(sql) - off,
+		                        "%s(%d, 'Driver %d', %.6f, %.6f)", i > 1 ? "," : "", i, i,
+		                        lat, lng);
 	}
 	snprintf(sql + off, sizeof(sql) - off,
 	         " ON CONFLICT (id) DO NOTHING;"
@@ -236,8 +239,9 @@ bool rides_geo_sync(struct rides_conn *c, char *err, size_t errlen)
 	}
 	int n = PQntuples(res);
 	for (int i = 0; i < n; i++)
-		redisAppendCommand(c->redis, "GEOADD %s %s %s %s", RIDES_GEO_KEY, PQgetvalue(res, i, 1),
-		                   PQgetvalue(res, i, 2), PQgetvalue(res, i, 0));
+		redisAppendCommand(c->redis, "GEOADD %s %s %s %s", RIDES_GEO_KEY,
+		                   PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
+		                   PQgetvalue(res, i, 0));
 	bool ok = true;
 	for (int i = 0; i < n; i++) {
 		redisReply *rep = NULL;
@@ -268,34 +272,39 @@ void rides_cleanup_holds(struct rides_conn *c)
 	if (PQresultStatus(res) == PGRES_TUPLES_OK) {
 		for (int i = 0; i < PQntuples(res); i++) {
 			hf_error e;
-			int rc = hf_release(rides_store, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), NULL,
-			                    &e);
+			int rc = hf_release(rides_store, PQgetvalue(res, i, 1),
+			                    PQgetvalue(res, i, 2), NULL, &e);
 			if (rc == HF_OK || rc == HF_EENDED || rc == HF_ENOHOLD) {
 				const char *p[1] = {PQgetvalue(res, i, 0)};
-				PQclear(PQexecParams(c->pg,
-				                     "UPDATE bookings SET driver_hold_token = NULL WHERE id = $1",
-				                     1, NULL, p, NULL, NULL, 0));
-				fprintf(stderr, "rides: cleanup: released the driver hold of finished booking %s\n",
+				PQclear(PQexecParams(
+				    c->pg,
+				    "UPDATE bookings SET driver_hold_token = NULL WHERE id = $1", 1,
+				    NULL, p, NULL, NULL, 0));
+				fprintf(stderr,
+				        "rides: cleanup: released the driver hold of finished "
+				        "booking %s\n",
 				        p[0]);
 			} else {
-				fprintf(stderr, "rides: cleanup: booking %s: %s\n", PQgetvalue(res, i, 0),
-				        e.message);
+				fprintf(stderr, "rides: cleanup: booking %s: %s\n",
+				        PQgetvalue(res, i, 0), e.message);
 			}
 		}
 	}
 	PQclear(res);
 	/* Active bookings whose hold is still tentative: a process died between recording the
 	 * hold and confirming it. Confirm it now, before its lease ends. */
-	res = PQexec(c->pg, "SELECT id, driver_hold_id, driver_hold_token FROM bookings "
-	                    "WHERE status IN ('assigned','accepted') AND driver_hold_token IS NOT NULL");
+	res = PQexec(c->pg,
+	             "SELECT id, driver_hold_id, driver_hold_token FROM bookings "
+	             "WHERE status IN ('assigned','accepted') AND driver_hold_token IS NOT NULL");
 	if (PQresultStatus(res) == PGRES_TUPLES_OK) {
 		for (int i = 0; i < PQntuples(res); i++) {
 			hf_error e;
-			int rc = hf_confirm(rides_store, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), NULL,
-			                    &e);
+			int rc = hf_confirm(rides_store, PQgetvalue(res, i, 1),
+			                    PQgetvalue(res, i, 2), NULL, &e);
 			if (rc != HF_OK)
 				fprintf(stderr,
-				        "rides: cleanup: active booking %s has lost its driver hold (%s); the "
+				        "rides: cleanup: active booking %s has lost its driver "
+				        "hold (%s); the "
 				        "unique index still keeps its driver off other bookings\n",
 				        PQgetvalue(res, i, 0), e.message);
 		}

@@ -12,34 +12,34 @@
 #include "rides.h"
 
 struct rides_config rides_cfg = {
-	.listen_host = "127.0.0.1",
-	.listen_port = 3000,
-	.redis_host = "127.0.0.1",
-	.redis_port = 6379,
-	.radius_km = 10,
-	.workers = 16,
-	.lock_ttl_ms = 5000,
-	.lock_wait_ms = 3000,
-	.hold_ttl_ms = 30000,
+    .listen_host = "127.0.0.1",
+    .listen_port = 3000,
+    .redis_host = "127.0.0.1",
+    .redis_port = 6379,
+    .radius_km = 10,
+    .workers = 16,
+    .lock_ttl_ms = 5000,
+    .lock_wait_ms = 3000,
+    .hold_ttl_ms = 30000,
 };
 hf_store *rides_store;
 
 static const char usage[] =
-	"usage: holdfast-rides --holdfast ENGINE_URL --db POSTGRES_URL [options]\n"
-	"\n"
-	"The ride-hailing booking API (seed 003, \"Week 3\") on holdfast locks and holds.\n"
-	"\n"
-	"  --listen HOST:PORT   where to serve HTTP (default 127.0.0.1:3000; port 0: any free)\n"
-	"  --holdfast URL       holdfast engine: file:PATH, http://holdfastd, postgres://, redis://\n"
-	"  --db URL             PostgreSQL for riders, drivers and bookings (libpq URI or conninfo)\n"
-	"  --redis HOST:PORT    Redis for driver positions (GEO; default 127.0.0.1:6379)\n"
-	"  --demo-data          load riders 1-100 and drivers 1-50 around the seed's pickup point\n"
-	"  --radius-km N        how far to look for a driver (default 10)\n"
-	"  --workers N          worker threads, each with its own connections (default 16)\n"
-	"  --lock-ttl-ms N      lease of a booking lock (default 5000)\n"
-	"  --lock-wait-ms N     longest wait for a busy booking lock (default 3000)\n"
-	"  --hold-ttl-ms N      lease of a driver hold before it is confirmed (default 30000)\n"
-	"  --help               this text\n";
+    "usage: holdfast-rides --holdfast ENGINE_URL --db POSTGRES_URL [options]\n"
+    "\n"
+    "The ride-hailing booking API (seed 003, \"Week 3\") on holdfast locks and holds.\n"
+    "\n"
+    "  --listen HOST:PORT   where to serve HTTP (default 127.0.0.1:3000; port 0: any free)\n"
+    "  --holdfast URL       holdfast engine: file:PATH, http://holdfastd, postgres://, redis://\n"
+    "  --db URL             PostgreSQL for riders, drivers and bookings (libpq URI or conninfo)\n"
+    "  --redis HOST:PORT    Redis for driver positions (GEO; default 127.0.0.1:6379)\n"
+    "  --demo-data          load riders 1-100 and drivers 1-50 around the seed's pickup point\n"
+    "  --radius-km N        how far to look for a driver (default 10)\n"
+    "  --workers N          worker threads, each with its own connections (default 16)\n"
+    "  --lock-ttl-ms N      lease of a booking lock (default 5000)\n"
+    "  --lock-wait-ms N     longest wait for a busy booking lock (default 3000)\n"
+    "  --hold-ttl-ms N      lease of a driver hold before it is confirmed (default 30000)\n"
+    "  --help               this text\n";
 
 /* "HOST:PORT" (or "[V6]:PORT"); host is a pointer into a static copy. */
 static bool parse_hostport(const char *s, const char **host, int *port)
@@ -70,8 +70,8 @@ static bool parse_num(const char *opt, const char *s, double lo, double hi, doub
 	char *end;
 	double d = strtod(s, &end);
 	if (*s == '\0' || *end || !(d >= lo && d <= hi)) {
-		fprintf(stderr, "holdfast-rides: %s wants a number from %g to %g, not '%s'\n", opt, lo,
-		        hi, s);
+		fprintf(stderr, "holdfast-rides: %s wants a number from %g to %g, not '%s'\n", opt,
+		        lo, hi, s);
 		return false;
 	}
 	*out = d;
@@ -80,42 +80,64 @@ static bool parse_num(const char *opt, const char *s, double lo, double hi, doub
 
 int main(int argc, char **argv)
 {
-	enum { O_LISTEN = 256, O_HOLDFAST, O_DB, O_REDIS, O_DEMO, O_RADIUS, O_WORKERS, O_LTTL,
-	       O_LWAIT, O_HTTL, O_HELP };
+	enum {
+		O_LISTEN = 256,
+		O_HOLDFAST,
+		O_DB,
+		O_REDIS,
+		O_DEMO,
+		O_RADIUS,
+		O_WORKERS,
+		O_LTTL,
+		O_LWAIT,
+		O_HTTL,
+		O_HELP
+	};
 	static const struct option opts[] = {
-		{"listen", required_argument, NULL, O_LISTEN},
-		{"holdfast", required_argument, NULL, O_HOLDFAST},
-		{"db", required_argument, NULL, O_DB},
-		{"redis", required_argument, NULL, O_REDIS},
-		{"demo-data", no_argument, NULL, O_DEMO},
-		{"radius-km", required_argument, NULL, O_RADIUS},
-		{"workers", required_argument, NULL, O_WORKERS},
-		{"lock-ttl-ms", required_argument, NULL, O_LTTL},
-		{"lock-wait-ms", required_argument, NULL, O_LWAIT},
-		{"hold-ttl-ms", required_argument, NULL, O_HTTL},
-		{"help", no_argument, NULL, O_HELP},
-		{NULL, 0, NULL, 0},
+	    {"listen", required_argument, NULL, O_LISTEN},
+	    {"holdfast", required_argument, NULL, O_HOLDFAST},
+	    {"db", required_argument, NULL, O_DB},
+	    {"redis", required_argument, NULL, O_REDIS},
+	    {"demo-data", no_argument, NULL, O_DEMO},
+	    {"radius-km", required_argument, NULL, O_RADIUS},
+	    {"workers", required_argument, NULL, O_WORKERS},
+	    {"lock-ttl-ms", required_argument, NULL, O_LTTL},
+	    {"lock-wait-ms", required_argument, NULL, O_LWAIT},
+	    {"hold-ttl-ms", required_argument, NULL, O_HTTL},
+	    {"help", no_argument, NULL, O_HELP},
+	    {NULL, 0, NULL, 0},
 	};
 	int c;
 	double d;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
 		case O_LISTEN:
-			if (!parse_hostport(optarg, &rides_cfg.listen_host, &rides_cfg.listen_port)) {
-				fprintf(stderr, "holdfast-rides: --listen wants HOST:PORT, not '%s'\n", optarg);
+			if (!parse_hostport(optarg, &rides_cfg.listen_host,
+			                    &rides_cfg.listen_port)) {
+				fprintf(stderr,
+				        "holdfast-rides: --listen wants HOST:PORT, not '%s'\n",
+				        optarg);
 				return 2;
 			}
 			break;
-		case O_HOLDFAST: rides_cfg.holdfast_url = optarg; break;
-		case O_DB: rides_cfg.db_url = optarg; break;
+		case O_HOLDFAST:
+			rides_cfg.holdfast_url = optarg;
+			break;
+		case O_DB:
+			rides_cfg.db_url = optarg;
+			break;
 		case O_REDIS:
 			if (!parse_hostport(optarg, &rides_cfg.redis_host, &rides_cfg.redis_port) ||
 			    rides_cfg.redis_port == 0) {
-				fprintf(stderr, "holdfast-rides: --redis wants HOST:PORT, not '%s'\n", optarg);
+				fprintf(stderr,
+				        "holdfast-rides: --redis wants HOST:PORT, not '%s'\n",
+				        optarg);
 				return 2;
 			}
 			break;
-		case O_DEMO: rides_cfg.demo_data = true; break;
+		case O_DEMO:
+			rides_cfg.demo_data = true;
+			break;
 		case O_RADIUS:
 			if (!parse_num("--radius-km", optarg, 0.001, 20000, &rides_cfg.radius_km))
 				return 2;
@@ -140,8 +162,12 @@ int main(int argc, char **argv)
 				return 2;
 			rides_cfg.hold_ttl_ms = (int64_t)d;
 			break;
-		case O_HELP: fputs(usage, stdout); return 0;
-		default: fputs(usage, stderr); return 2;
+		case O_HELP:
+			fputs(usage, stdout);
+			return 0;
+		default:
+			fputs(usage, stderr);
+			return 2;
 		}
 	}
 	if (optind < argc || !rides_cfg.holdfast_url || !rides_cfg.db_url) {
@@ -160,8 +186,8 @@ int main(int argc, char **argv)
 	if (!conns)
 		return 1;
 	if (hf_open(rides_cfg.holdfast_url, NULL, &rides_store, &e) != HF_OK) {
-		fprintf(stderr, "holdfast-rides: cannot open holdfast %s: %s\n", rides_cfg.holdfast_url,
-		        e.message);
+		fprintf(stderr, "holdfast-rides: cannot open holdfast %s: %s\n",
+		        rides_cfg.holdfast_url, e.message);
 		goto out;
 	}
 	for (; opened < n; opened++)

@@ -16,7 +16,7 @@
 
 #include "holdfast.h"
 
-#define RIDES_BODY_MAX (64 * 1024)       /* request bodies above this: 413 */
+#define RIDES_BODY_MAX (64 * 1024)        /* request bodies above this: 413 */
 #define RIDES_GEO_KEY "rides:drivers:geo" /* Redis GEO set of driver positions, member = id */
 #define RIDES_CANDIDATES_MAX 256          /* drivers looked at per assignment, nearest first */
 
@@ -25,15 +25,15 @@ struct rides_config {
 	const char *listen_host;
 	int listen_port;
 	const char *holdfast_url;
-	const char *db_url;       /* a libpq connection string or URI */
+	const char *db_url; /* a libpq connection string or URI */
 	const char *redis_host;
 	int redis_port;
 	bool demo_data;
 	double radius_km;
 	int workers;
-	int64_t lock_ttl_ms;      /* lease of a booking lock */
-	int64_t lock_wait_ms;     /* bounded wait for a busy booking lock */
-	int64_t hold_ttl_ms;      /* lease of a driver hold until it is confirmed */
+	int64_t lock_ttl_ms;  /* lease of a booking lock */
+	int64_t lock_wait_ms; /* bounded wait for a busy booking lock */
+	int64_t hold_ttl_ms;  /* lease of a driver hold until it is confirmed */
 };
 
 extern struct rides_config rides_cfg;
@@ -61,7 +61,7 @@ struct rides_reply {
 
 /* Sets *r to {"error":{"code","message"}} with the status; returns false (for `return`). */
 bool rides_error(struct rides_reply *r, int status, const char *code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 void rides_ok(struct rides_reply *r, int status, json_t *body); /* takes body */
 
 /* Serves HTTP on rides_cfg.listen_* with one worker thread per connection set in conns[n]
@@ -116,8 +116,8 @@ enum rides_stat {
 	RIDES_HOLD_TAKEN,     /* driver holds granted */
 	RIDES_HOLD_CONFIRMED,
 	RIDES_HOLD_RELEASED,
-	RIDES_HOLD_NONE,      /* assignments that found no free driver */
-	RIDES_HOLD_INDEX,     /* the unique index refused a driver the hold had granted */
+	RIDES_HOLD_NONE,  /* assignments that found no free driver */
+	RIDES_HOLD_INDEX, /* the unique index refused a driver the hold had granted */
 	RIDES_STAT_N
 };
 

@@ -45,18 +45,42 @@ struct call {
 	struct rides_reply *r;
 };
 
-static void h_booking_create(struct call *k) { rides_booking_create(k->c, k->in, k->r); }
-static void h_booking_get(struct call *k) { rides_booking_get(k->c, k->id, k->r); }
-static void h_booking_assign(struct call *k) { rides_booking_assign(k->c, k->id, k->r); }
-static void h_booking_accept(struct call *k) { rides_booking_accept(k->c, k->id, k->in, k->r); }
-static void h_booking_cancel(struct call *k) { rides_booking_cancel(k->c, k->id, k->in, k->r); }
+static void h_booking_create(struct call *k)
+{
+	rides_booking_create(k->c, k->in, k->r);
+}
+static void h_booking_get(struct call *k)
+{
+	rides_booking_get(k->c, k->id, k->r);
+}
+static void h_booking_assign(struct call *k)
+{
+	rides_booking_assign(k->c, k->id, k->r);
+}
+static void h_booking_accept(struct call *k)
+{
+	rides_booking_accept(k->c, k->id, k->in, k->r);
+}
+static void h_booking_cancel(struct call *k)
+{
+	rides_booking_cancel(k->c, k->id, k->in, k->r);
+}
 static void h_booking_complete(struct call *k)
 {
 	rides_booking_complete(k->c, k->id, k->in, k->r);
 }
-static void h_rider_create(struct call *k) { rides_rider_create(k->c, k->in, k->r); }
-static void h_driver_create(struct call *k) { rides_driver_create(k->c, k->in, k->r); }
-static void h_driver_move(struct call *k) { rides_driver_move(k->c, k->id, k->in, k->r); }
+static void h_rider_create(struct call *k)
+{
+	rides_rider_create(k->c, k->in, k->r);
+}
+static void h_driver_create(struct call *k)
+{
+	rides_driver_create(k->c, k->in, k->r);
+}
+static void h_driver_move(struct call *k)
+{
+	rides_driver_move(k->c, k->id, k->in, k->r);
+}
 
 static void h_user_bookings(struct call *k)
 {
@@ -69,12 +93,15 @@ static void h_user_bookings(struct call *k)
 	evhttp_clear_headers(&q);
 }
 
-static void h_lock_stats(struct call *k) { rides_ok(k->r, 200, rides_stats_json()); }
+static void h_lock_stats(struct call *k)
+{
+	rides_ok(k->r, 200, rides_stats_json());
+}
 
 static void h_health(struct call *k)
 {
-	rides_ok(k->r, 200, json_pack("{s:s,s:s}", "status", "ok", "holdfast",
-	                              hf_store_scheme(rides_store)));
+	rides_ok(k->r, 200,
+	         json_pack("{s:s,s:s}", "status", "ok", "holdfast", hf_store_scheme(rides_store)));
 }
 
 /* The API. ":id" is a positive integer path segment. */
@@ -83,18 +110,18 @@ static const struct route {
 	const char *pattern;
 	void (*fn)(struct call *);
 } routes[] = {
-	{"POST", "/api/bookings", h_booking_create},
-	{"GET", "/api/bookings/:id", h_booking_get},
-	{"POST", "/api/bookings/:id/assign", h_booking_assign},
-	{"POST", "/api/bookings/:id/accept", h_booking_accept},
-	{"POST", "/api/bookings/:id/cancel", h_booking_cancel},
-	{"POST", "/api/bookings/:id/complete", h_booking_complete},
-	{"GET", "/api/users/:id/bookings", h_user_bookings},
-	{"GET", "/api/locks/stats", h_lock_stats},
-	{"POST", "/api/riders", h_rider_create},
-	{"POST", "/api/drivers", h_driver_create},
-	{"PUT", "/api/drivers/:id/location", h_driver_move},
-	{"GET", "/health", h_health},
+    {"POST", "/api/bookings", h_booking_create},
+    {"GET", "/api/bookings/:id", h_booking_get},
+    {"POST", "/api/bookings/:id/assign", h_booking_assign},
+    {"POST", "/api/bookings/:id/accept", h_booking_accept},
+    {"POST", "/api/bookings/:id/cancel", h_booking_cancel},
+    {"POST", "/api/bookings/:id/complete", h_booking_complete},
+    {"GET", "/api/users/:id/bookings", h_user_bookings},
+    {"GET", "/api/locks/stats", h_lock_stats},
+    {"POST", "/api/riders", h_rider_create},
+    {"POST", "/api/drivers", h_driver_create},
+    {"PUT", "/api/drivers/:id/location", h_driver_move},
+    {"GET", "/health", h_health},
 };
 
 /* Matches path against pattern; on a match *id_seg points into path at the :id segment. */
@@ -167,7 +194,8 @@ void rides_route(struct rides_conn *c, const char *method, const char *path, con
 	}
 	if (!hit) {
 		if (path_known)
-			rides_error(r, 405, "method_not_allowed", "%s is not allowed on %s", method, trimmed);
+			rides_error(r, 405, "method_not_allowed", "%s is not allowed on %s", method,
+			            trimmed);
 		else
 			rides_error(r, 404, "route_not_found", "no route %s %s", method, trimmed);
 		return;
@@ -182,7 +210,8 @@ void rides_route(struct rides_conn *c, const char *method, const char *path, con
 		json_error_t je;
 		k.in = json_loadb(body, body_len, JSON_REJECT_DUPLICATES, &je);
 		if (!k.in) {
-			rides_error(r, 400, "invalid_json", "request body is not valid JSON: %s", je.text);
+			rides_error(r, 400, "invalid_json", "request body is not valid JSON: %s",
+			            je.text);
 			return;
 		}
 		if (!json_is_object(k.in)) {

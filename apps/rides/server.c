@@ -76,30 +76,45 @@ static void job_free(struct job *j)
 static const char *reason(int status)
 {
 	switch (status) {
-	case 200: return "OK";
-	case 201: return "Created";
-	case 400: return "Bad Request";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 409: return "Conflict";
-	case 413: return "Payload Too Large";
-	case 422: return "Unprocessable Entity";
-	case 500: return "Internal Server Error";
-	case 503: return "Service Unavailable";
-	default: return "Status";
+	case 200:
+		return "OK";
+	case 201:
+		return "Created";
+	case 400:
+		return "Bad Request";
+	case 403:
+		return "Forbidden";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 409:
+		return "Conflict";
+	case 413:
+		return "Payload Too Large";
+	case 422:
+		return "Unprocessable Entity";
+	case 500:
+		return "Internal Server Error";
+	case 503:
+		return "Service Unavailable";
+	default:
+		return "Status";
 	}
 }
 
 /* Main thread: writes a job's answer and frees the job. */
 static void answer(struct job *j)
 {
-	char *text = j->reply.body ? json_dumps(j->reply.body, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
+	char *text = j->reply.body
+	                 ? json_dumps(j->reply.body, JSON_COMPACT | JSON_REAL_PRECISION(15))
+	                 : NULL;
 	struct evbuffer *buf = evbuffer_new();
 	int status = j->reply.status;
 	if (!text) {
 		status = 500;
-		text = strdup("{\"error\":{\"code\":\"internal_error\",\"message\":\"out of memory\"}}");
+		text = strdup(
+		    "{\"error\":{\"code\":\"internal_error\",\"message\":\"out of memory\"}}");
 	}
 	if (buf && text) {
 		evbuffer_add(buf, text, strlen(text));
@@ -162,14 +177,22 @@ static void *worker_main(void *arg)
 static const char *method_name(enum evhttp_cmd_type cmd)
 {
 	switch (cmd) {
-	case EVHTTP_REQ_GET: return "GET";
-	case EVHTTP_REQ_POST: return "POST";
-	case EVHTTP_REQ_PUT: return "PUT";
-	case EVHTTP_REQ_DELETE: return "DELETE";
-	case EVHTTP_REQ_PATCH: return "PATCH";
-	case EVHTTP_REQ_HEAD: return "HEAD";
-	case EVHTTP_REQ_OPTIONS: return "OPTIONS";
-	default: return "OTHER";
+	case EVHTTP_REQ_GET:
+		return "GET";
+	case EVHTTP_REQ_POST:
+		return "POST";
+	case EVHTTP_REQ_PUT:
+		return "PUT";
+	case EVHTTP_REQ_DELETE:
+		return "DELETE";
+	case EVHTTP_REQ_PATCH:
+		return "PATCH";
+	case EVHTTP_REQ_HEAD:
+		return "HEAD";
+	case EVHTTP_REQ_OPTIONS:
+		return "OPTIONS";
+	default:
+		return "OTHER";
 	}
 }
 
@@ -268,8 +291,8 @@ int rides_serve(struct rides_conn *conns, int n)
 	ev_done = event_new(base, done_fd, EV_READ | EV_PERSIST, on_done, NULL);
 	ev_term = evsignal_new(base, SIGTERM, on_signal, NULL);
 	ev_int = evsignal_new(base, SIGINT, on_signal, NULL);
-	if (!ev_done || !ev_term || !ev_int || event_add(ev_done, NULL) || event_add(ev_term, NULL) ||
-	    event_add(ev_int, NULL))
+	if (!ev_done || !ev_term || !ev_int || event_add(ev_done, NULL) ||
+	    event_add(ev_term, NULL) || event_add(ev_int, NULL))
 		goto out;
 	for (; started < n; started++)
 		if (pthread_create(&threads[started], NULL, worker_main, &conns[started]) != 0) {

@@ -80,15 +80,16 @@ json_t *rides_stats_json(void)
 	free(copy);
 	uint64_t attempts = c[RIDES_LOCK_ACQUIRED] + c[RIDES_LOCK_TIMEOUT] + c[RIDES_LOCK_ERROR];
 	return json_pack(
-		"{s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:o},s:{s:I,s:I,s:I,s:I,s:I},s:s}", "locks",
-		"acquired", (json_int_t)c[RIDES_LOCK_ACQUIRED], "released",
-		(json_int_t)c[RIDES_LOCK_RELEASED], "expired", (json_int_t)c[RIDES_LOCK_EXPIRED],
-		"contested", (json_int_t)c[RIDES_LOCK_CONTESTED], "timeouts",
-		(json_int_t)c[RIDES_LOCK_TIMEOUT], "errors", (json_int_t)c[RIDES_LOCK_ERROR],
-		"fenced_writes", (json_int_t)c[RIDES_LOCK_FENCED], "timeout_rate",
-		attempts ? (double)c[RIDES_LOCK_TIMEOUT] / (double)attempts : 0.0, "acquisition_latency",
-		lat, "driver_holds", "taken", (json_int_t)c[RIDES_HOLD_TAKEN], "confirmed",
-		(json_int_t)c[RIDES_HOLD_CONFIRMED], "released", (json_int_t)c[RIDES_HOLD_RELEASED],
-		"no_driver_available", (json_int_t)c[RIDES_HOLD_NONE], "index_conflicts",
-		(json_int_t)c[RIDES_HOLD_INDEX], "engine", hf_store_scheme(rides_store));
+	    "{s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:o},s:{s:I,s:I,s:I,s:I,s:I},s:s}", "locks",
+	    "acquired", (json_int_t)c[RIDES_LOCK_ACQUIRED], "released",
+	    (json_int_t)c[RIDES_LOCK_RELEASED], "expired", (json_int_t)c[RIDES_LOCK_EXPIRED],
+	    "contested", (json_int_t)c[RIDES_LOCK_CONTESTED], "timeouts",
+	    (json_int_t)c[RIDES_LOCK_TIMEOUT], "errors", (json_int_t)c[RIDES_LOCK_ERROR],
+	    "fenced_writes", (json_int_t)c[RIDES_LOCK_FENCED], "timeout_rate",
+	    attempts ? (double)c[RIDES_LOCK_TIMEOUT] / (double)attempts : 0.0,
+	    "acquisition_latency", lat, "driver_holds", "taken", (json_int_t)c[RIDES_HOLD_TAKEN],
+	    "confirmed", (json_int_t)c[RIDES_HOLD_CONFIRMED], "released",
+	    (json_int_t)c[RIDES_HOLD_RELEASED], "no_driver_available",
+	    (json_int_t)c[RIDES_HOLD_NONE], "index_conflicts", (json_int_t)c[RIDES_HOLD_INDEX],
+	    "engine", hf_store_scheme(rides_store));
 }
