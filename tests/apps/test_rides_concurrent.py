@@ -12,12 +12,13 @@ engines on the test's own PostgreSQL and Redis)
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
-import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "server"))
 import hfserver  # noqa: E402
@@ -67,7 +68,8 @@ class Concurrent(unittest.TestCase):
         cls.hf = None
         if ENGINE == "http":
             hfserver.BIN = HOLDFASTD
-            cls.hf = hfserver.Server("--log-level", "warn")
+            cls.hf_dir = tempfile.mkdtemp(prefix="hf-rides-server-")  # kept over a restart
+            cls.hf = hfserver.Server("--log-level", "warn", store_dir=cls.hf_dir)
             url = cls.hf.url
         elif ENGINE == "postgres":
             url = "postgres:///postgres?host=%s&user=%s&schema=hf_rides" % (rides.PG_DIR,
@@ -86,6 +88,7 @@ class Concurrent(unittest.TestCase):
             print(cls.app.log_text())
         if cls.hf:
             assert cls.hf.stop() == 0
+            shutil.rmtree(cls.hf_dir, ignore_errors=True)
         assert code == 0
 
     def stats(self):
@@ -342,6 +345,35 @@ class Concurrent(unittest.TestCase):
               "ms, p99 %.2f ms (seed target p99 < 10 ms; not asserted)"
               % (lat["samples"], self.engine.split(":")[0], lat["p50_ms"], lat["p99_ms"]))
         self.assertEqual(lat["samples"], 120)
+        self.check_agreement()
+
+    def test_6_holdfast_down(self):
+        # Graceful degradation: with the holdfast engine unreachable, state changes answer
+        # 503 lock_unavailable (after the retries with backoff), reads and new bookings still
+        # work, and once holdfast is back so do the changes. (http only: we own its server.)
+        if not self.hf:
+            self.skipTest("needs the holdfastd this test starts")
+        st, b = self.app.post("/api/bookings", {
+            "rider_id": 3, "pickup_lat": NYC[0], "pickup_lng": NYC[1], "dropoff_lat": 40.75,
+            "dropoff_lng": -73.98})
+        self.assertEqual(st, 201)
+        port, store = self.hf.port, self.hf.dir
+        self.assertEqual(self.hf.stop(), 0)
+        try:
+            st, e = self.app.post("/api/bookings/%d/assign" % b["id"])
+            self.assertEqual((st, e["error"]["code"]), (503, "lock_unavailable"), e)
+            st, g = self.app.get("/api/bookings/%d" % b["id"])
+            self.assertEqual((st, g["status"]), (200, "requested"))
+            st, _ = self.app.post("/api/bookings", {
+                "rider_id": 3, "pickup_lat": 1, "pickup_lng": 1, "dropoff_lat": 2,
+                "dropoff_lng": 2})
+            self.assertEqual(st, 201)
+        finally:
+            self.hf = hfserver.Server("--log-level", "warn", "--listen", "127.0.0.1:%d" % port,
+                                      store_dir=store)
+            type(self).hf = self.hf
+        st, a = self.app.post("/api/bookings/%d/assign" % b["id"])
+        self.assertEqual((st, a["status"]), (200, "assigned"), a)
         self.check_agreement()
 
 
