@@ -243,15 +243,19 @@ static bool lock_booking(struct rides_conn *c, int64_t id, struct booking_lock *
 	int64_t t0 = rides_mono_us();
 	int64_t backoff_ms = 25;
 	hf_error e;
-	int rc;
-	for (int attempt = 0;; attempt++) {
+	int rc, retries = 0;
+	bool contested = false;
+	for (;;) {
 		rc = hf_acquire(rides_store, &req, &l->hold, &e);
-		if (rc == HF_EUNAVAILABLE && req.wait_ms == 0) {
+		if (rc == HF_EUNAVAILABLE && !contested) {
+			contested = true;
 			rides_stat_add(RIDES_LOCK_CONTESTED);
 			req.wait_ms = rides_cfg.lock_wait_ms;
-			continue;
+			if (req.wait_ms > 0)
+				continue;
 		}
-		if (engine_transient(rc) && attempt < 3) {
+		if (engine_transient(rc) && retries < 3) {
+			retries++;
 			usleep((useconds_t)backoff_ms * 1000);
 			backoff_ms *= 2;
 			continue;

@@ -215,6 +215,12 @@ static void on_request(struct evhttp_request *req, void *arg)
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	size_t len = evbuffer_get_length(in);
 	inflight++;
+	if (stopping) { /* a kept-alive connection after SIGTERM */
+		rides_error(&j->reply, 503, "shutting_down", "the server is stopping");
+		answer(j);
+		inflight--;
+		return;
+	}
 	if (!j->path || (query && !j->query)) {
 		rides_error(&j->reply, 503, "out_of_memory", "out of memory");
 		answer(j);
