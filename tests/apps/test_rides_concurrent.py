@@ -320,6 +320,13 @@ class Concurrent(unittest.TestCase):
         self.assertEqual(len(assigned), kinds.get(200, 0))
         for b, d in assigned:
             self.assertEqual(db[int(d)], int(b))
+        # The holds were taken by the other process (gone now); this one releases them, with
+        # the hold id and token the rows keep.
+        ends = run_all(len(assigned), lambda i: self.app.post(
+            "/api/bookings/%s/cancel" % assigned[i][0],
+            {"user_id": int(assigned[i][1]), "user_type": "driver", "reason": "handover"}))
+        self.assertEqual([e[0] for e in ends], [200] * len(assigned), ends[:3])
+        self.assertEqual(self.check_agreement(), {})
 
     def test_5_uncontended_latency(self):
         # The same figure without the burst: one client, one request at a time, on an app
