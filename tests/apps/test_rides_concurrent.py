@@ -383,6 +383,45 @@ class Concurrent(unittest.TestCase):
         self.assertEqual((st, a["status"]), (200, "assigned"), a)
         self.check_agreement()
 
+    def cli(self, *args):
+        out = subprocess.run([CLI, "--engine", self.engine] + list(args), capture_output=True,
+                             text=True)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        return out.stdout
+
+    def test_7_startup_cleanup(self):
+        # What a process that died half-way leaves behind, and a new process puts right.
+        # (a) A booking finished in the database whose driver hold was never released.
+        st, b = self.app.post("/api/bookings", {
+            "rider_id": 4, "pickup_lat": NYC[0], "pickup_lng": NYC[1], "dropoff_lat": 40.75,
+            "dropoff_lng": -73.98})
+        st, a = self.app.post("/api/bookings/%d/assign" % b["id"])
+        self.assertEqual(st, 200, a)
+        psql("UPDATE bookings SET status = 'completed' WHERE id = %d" % b["id"])
+        # (b) A driver hold recorded in an assigned booking but never confirmed.
+        st, b2 = self.app.post("/api/bookings", {
+            "rider_id": 5, "pickup_lat": NYC[0], "pickup_lng": NYC[1], "dropoff_lat": 40.75,
+            "dropoff_lng": -73.98})
+        st, d = self.app.post("/api/drivers", {"name": "late", "lat": 10.0, "lng": 10.0})
+        hid, token = self.cli("acquire", "--capacity", "1", "--ttl", "60000", "--owner",
+                              "booking:%d" % b2["id"], "--quiet", "driver:%d" % d["id"]).split()
+        psql("UPDATE bookings SET status = 'assigned', driver_id = %d, driver_hold_id = '%s', "
+             "driver_hold_token = '%s' WHERE id = %d" % (d["id"], hid, token, b2["id"]))
+        later = App(BIN, self.engine)
+        self.assertEqual(later.stop(), 0)
+        log = later.log_text()
+        self.assertIn("released the driver hold of finished booking %d" % b["id"], log)
+        self.assertEqual(json.loads(self.cli("get", "--json", a["driver_hold_id"]))["state"],
+                         "released")
+        self.assertEqual(json.loads(self.cli("get", "--json", hid))["state"], "confirmed")
+        self.assertEqual(psql("SELECT driver_hold_token IS NULL FROM bookings WHERE id = %d"
+                              % b["id"]), [["t"]])
+        self.assertEqual(self.check_agreement().get(d["id"]), b2["id"])
+        st, x = self.app.post("/api/bookings/%d/cancel" % b2["id"],
+                              {"user_id": 5, "user_type": "rider"})
+        self.assertEqual((st, x["driver_hold_active"]), (200, False), x)
+        self.check_agreement()
+
 
 if __name__ == "__main__":
     BIN = os.path.abspath(sys.argv.pop(1))
