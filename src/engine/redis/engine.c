@@ -19,7 +19,9 @@
 #include "engine/redis/redis.h"
 
 #define RECHECK_MS 1000        /* the safety re-check of parked waits and event reads */
-#define WAITER_LEASE_MS 30000  /* a parked wait whose engine stops renewing it is dropped */
+#define WAITER_LEASE_MS 30000  /* default ?wait_lease_ms: a parked wait whose engine stops
+                                * renewing it is dropped when its lease runs out */
+#define WAITER_LEASE_MIN_MS (2 * RECHECK_MS) /* renewed every RECHECK_MS: leave a margin */
 #define CONNECT_TIMEOUT_MS 2000
 #define IO_TIMEOUT_MS 15000
 #define RECONNECT_MAX_MS 500
@@ -79,6 +81,7 @@ struct redis_engine {
 	char instance[17];
 	uint64_t next_wid;
 	bool plain; /* ?locks=plain: resources also keep a Redlock-format key (holds.lua) */
+	int64_t wait_lease_ms; /* ?wait_lease_ms: the lease of a parked wait, renewed by collect */
 	bool cluster; /* the server said cluster_enabled:1 (INFO cluster) at open */
 	/* The node the command and pub/sub connections talk to: the URL's, until a MOVED names
 	 * another. Written by the worker under `lock` (the subscriber reads it). */
@@ -450,7 +453,7 @@ static struct job *call_job(struct redis_engine *eng, struct hf__call *call)
 		arg_add(&a, id);
 		arg_add(&a, token);
 		arg_add(&a, w ? w->wid : "");
-		arg_int(&a, WAITER_LEASE_MS);
+		arg_int(&a, eng->wait_lease_ms);
 		arg_int(&a, (long long)r->n_claims);
 		for (size_t i = 0; i < r->n_claims; i++) {
 			arg_add(&a, order[i]->name);
@@ -1046,7 +1049,7 @@ static void add_collects(struct redis_engine *eng, struct jobs *js, bool all)
 	if (!list)
 		return;
 	args_head(eng, &a, "collect");
-	arg_int(&a, WAITER_LEASE_MS);
+	arg_int(&a, eng->wait_lease_ms);
 	size_t k = 0;
 	for (struct waiter *w = eng->waiters; w && k < n; w = w->next)
 		if (w->parked && !w->busy && !w->end_code && (all || w->woken)) {
@@ -1391,9 +1394,21 @@ static int redis_open(hf_store *store, const char *url, const hf_options *opt, v
 		goto fail;
 	}
 	const char *prefix = "hf:";
+	eng->wait_lease_ms = WAITER_LEASE_MS;
 	for (size_t i = 0; i < eng->url.n_params; i++) {
 		if (strcmp(eng->url.keys[i], "prefix") == 0) {
 			prefix = eng->url.values[i];
+		} else if (strcmp(eng->url.keys[i], "wait_lease_ms") == 0) {
+			/* How long a wait parked by this process outlives the process (docs/redis.md). */
+			char *end;
+			long long v = strtoll(eng->url.values[i], &end, 10);
+			if (!eng->url.values[i][0] || *end || v < WAITER_LEASE_MIN_MS || v > HF_WAIT_MAX_MS) {
+				rc = hf__err(err, HF_EINVAL, "invalid url '%s': wait_lease_ms must be %d..%lld, not '%s'",
+				             url, WAITER_LEASE_MIN_MS, (long long)HF_WAIT_MAX_MS,
+				             eng->url.values[i]);
+				goto fail;
+			}
+			eng->wait_lease_ms = v;
 		} else if (strcmp(eng->url.keys[i], "locks") == 0) {
 			/* "plain": every resource also shows as the Redlock key of its name, so that
 			 * other Redlock clients and this store exclude each other (docs/redis.md). */
@@ -1406,7 +1421,7 @@ static int redis_open(hf_store *store, const char *url, const hf_options *opt, v
 			}
 		} else {
 			rc = hf__err(err, HF_EINVAL,
-			             "invalid url '%s': unknown parameter '%s' (known: prefix, locks)", url,
+			             "invalid url '%s': unknown parameter '%s' (known: prefix, locks, wait_lease_ms)", url,
 			             eng->url.keys[i]);
 			goto fail;
 		}
