@@ -6,7 +6,7 @@
 -- Reply: one JSON text: {"now":ms,"due":ms|0, ...op result...}; errors as {"e":code,"m":text}.
 -- Keys: per resource  P{name}:r (hash) P{name}:q (waiter queue, zset by ticket) P{name}:f
 -- (fence counter, never deleted); per store  P holds/hids/exp/ended/idem/idemx/res/seq/ev/
--- w/ticket/live. Channels: P wake (ids of waiters whose outcome is ready), P events (seq).
+-- w/wl/ticket/live. Channels: P wake (ids of waiters whose outcome is ready), P events (seq).
 -- With plain = '1' (URL ?locks=plain) each resource also has its Redlock-format key: the
 -- resource name itself, holding a token while holdfast holds any of its units (see "plain").
 
@@ -29,6 +29,7 @@ local MODE_NAME = {[0] = 'units', [1] = 'shared', [2] = 'exclusive'}
 local K_HOLDS, K_HIDS, K_EXP, K_ENDED = P .. 'holds', P .. 'hids', P .. 'exp', P .. 'ended'
 local K_IDEM, K_IDEMX, K_RES, K_SEQ = P .. 'idem', P .. 'idemx', P .. 'res', P .. 'seq'
 local K_EV, K_W, K_TICKET, K_LIVE = P .. 'ev', P .. 'w', P .. 'ticket', P .. 'live'
+local K_WL = P .. 'wl' -- every wait record by the end of its lease (zset)
 local CH_WAKE, CH_EVENTS = P .. 'wake', P .. 'events'
 
 local function rk(n) return P .. '{' .. n .. '}:r' end
@@ -290,7 +291,9 @@ end
 
 -- ---- waiters ----
 -- A waiter: K_W[id] = {st = 'p'|'g'|'f', owner, mode, ttl, any, idem, token, hid, lease,
--- claims = {{n = name, u = units}...}, hold (granted), e/m (failed)}; queued in P{n}:q.
+-- ld (lease length), claims = {{n = name, u = units}...}, hold (granted), e/m (failed)};
+-- queued in P{n}:q; K_WL has it by lease end. Its engine renews the lease (collect) while
+-- it waits; a record whose lease ran out belongs to a process that died (w_lapsed).
 
 local function w_load(wid)
 	local j = redis.call('HGET', K_W, wid)
@@ -298,7 +301,15 @@ local function w_load(wid)
 	return cjson.decode(j)
 end
 
-local function w_save(wid, w) redis.call('HSET', K_W, wid, cjson.encode(w)) end
+local function w_save(wid, w)
+	redis.call('HSET', K_W, wid, cjson.encode(w))
+	redis.call('ZADD', K_WL, w.lease, wid)
+end
+
+local function w_del(wid)
+	redis.call('HDEL', K_W, wid)
+	redis.call('ZREM', K_WL, wid)
+end
 
 local function w_unqueue(wid, w)
 	for _, c in ipairs(w.claims) do
@@ -314,6 +325,38 @@ local function idem_forget_pending(w, wid)
 	end
 end
 
+-- The lapse rule, written once: a wait record whose lease ran out is gone — its process
+-- stopped renewing it (crashed) — so a dead process blocks no queue longer than one lease
+-- (docs/redis.md). sweep() applies it before every op, like hold expiries, so every reader
+-- of a queue (a newcomer's fit check, NOWAIT, the pump) sees only live waits; q_head()
+-- applies it again where a queue is read, for records without a K_WL entry.
+local function w_lapsed(w) return w.lease < NOW end
+
+local function w_drop_lapsed(wid, w)
+	if w.st == 'p' then
+		w_unqueue(wid, w)
+		idem_forget_pending(w, wid)
+	end
+	w_del(wid)
+end
+
+-- The first live wait in the queue of n (wid, record), or nil; stale and lapsed entries at
+-- its head are removed on the way.
+local function q_head(n)
+	while true do
+		local wid = redis.call('ZRANGE', qk(n), 0, 0)[1]
+		if not wid then return nil end
+		local w = w_load(wid)
+		if not w or w.st ~= 'p' then
+			redis.call('ZREM', qk(n), wid) -- stale entry
+		elseif w_lapsed(w) then
+			w_drop_lapsed(wid, w)
+		else
+			return wid, w
+		end
+	end
+end
+
 -- Ends a parked wait without a grant; its engine collects the outcome.
 local function w_fail(wid, w, code, msg)
 	w_unqueue(wid, w)
@@ -324,8 +367,7 @@ local function w_fail(wid, w, code, msg)
 end
 
 local function link_fits(wid, n, u)
-	local head = redis.call('ZRANGE', qk(n), 0, 0)
-	if head[1] ~= wid then return false end
+	if q_head(n) ~= wid then return false end
 	local r = res_get(n)
 	if not r then return false end
 	if foreign(n, r) then return false end
@@ -340,43 +382,33 @@ local function pump()
 		i = i + 1
 		in_work[n] = nil
 		while true do
-			local head = redis.call('ZRANGE', qk(n), 0, 0)
-			local wid = head[1]
+			local wid, w = q_head(n)
 			if not wid then break end
-			local w = w_load(wid)
-			if not w or w.st ~= 'p' then
-				redis.call('ZREM', qk(n), wid) -- stale entry
-			elseif w.lease < NOW then
-				-- its engine stopped refreshing the lease: gone (crashed); free the queue
-				w_unqueue(wid, w)
-				idem_forget_pending(w, wid)
-				redis.call('HDEL', K_W, wid)
+			local names, units = {}, {}
+			if w.any then
+				for _, c in ipairs(w.claims) do
+					if c.n == n and link_fits(wid, n, c.u) then
+						names[1], units[1] = n, c.u
+					end
+				end
 			else
-				local names, units = {}, {}
-				if w.any then
-					for _, c in ipairs(w.claims) do
-						if c.n == n and link_fits(wid, n, c.u) then
-							names[1], units[1] = n, c.u
-						end
-					end
-				else
-					local all = true
-					for k, c in ipairs(w.claims) do
-						if all and not link_fits(wid, c.n, c.u) then all = false end
-						names[k], units[k] = c.n, c.u
-					end
-					if not all then names = {} end
+				local all = true
+				for k, c in ipairs(w.claims) do
+					if all and not link_fits(wid, c.n, c.u) then all = false end
+					names[k], units[k] = c.n, c.u
 				end
-				if #names == 0 then break end
-				w_unqueue(wid, w)
-				local h, code = grant(w.owner, w.mode, w.ttl, w.hid, w.token, names, units, w.idem)
-				if h then
-					w.st, w.hold = 'g', h
-					w_save(wid, w)
-					woken[#woken + 1] = wid
-				else
-					w_fail(wid, w, code, 'the store\'s limit of live holds is reached')
-				end
+				if not all then names = {} end
+			end
+			if #names == 0 then break end
+			w_unqueue(wid, w)
+			local h, code = grant(w.owner, w.mode, w.ttl, w.hid, w.token, names, units, w.idem)
+			if h then
+				w.st, w.hold = 'g', h
+				w.lease = NOW + (w.ld or 30000) -- time for its engine to collect it
+				w_save(wid, w)
+				woken[#woken + 1] = wid
+			else
+				w_fail(wid, w, code, 'the store\'s limit of live holds is reached')
 			end
 		end
 		res_drop_if_idle(n)
@@ -387,6 +419,15 @@ end
 -- ---- lazy expiry and retention: before every operation ----
 
 local function sweep()
+	while true do
+		local gone = redis.call('ZRANGEBYSCORE', K_WL, '-inf', '(' .. I(NOW), 'LIMIT', 0, 100)
+		if #gone == 0 then break end
+		for _, wid in ipairs(gone) do
+			local w = w_load(wid)
+			if w and w_lapsed(w) then w_drop_lapsed(wid, w) else redis.call('ZREM', K_WL, wid) end
+		end
+		pump()
+	end
 	while true do
 		local due = redis.call('ZRANGEBYSCORE', K_EXP, '-inf', NOW, 'LIMIT', 0, 100)
 		if #due == 0 then break end
@@ -477,7 +518,7 @@ function ops.acquire(a)
 			return false
 		end
 		if not r then return true end
-		if redis.call('ZCARD', qk(r.name)) > 0 then return false end
+		if q_head(r.name) then return false end
 		if units[i] == 0 then return r.held == 0 end
 		return r.nex == 0 and r.cap - r.held >= units[i]
 	end
@@ -518,7 +559,7 @@ function ops.acquire(a)
 	end
 	if not can_park then return {e = E_LIMIT, m = 'max_waiters'} end
 	local w = {st = 'p', owner = owner, mode = mode, ttl = ttl, any = any, idem = ikey,
-	           token = token, hid = id, lease = NOW + lease, claims = {}}
+	           token = token, hid = id, lease = NOW + lease, ld = lease, claims = {}}
 	local ticket = redis.call('INCR', K_TICKET)
 	for i = 1, n do
 		if not res[i] and not res_get(names[i]) then res_create(names[i], caps[i]) end
@@ -556,10 +597,10 @@ function ops.collect(a)
 		if not w then
 			out[#out + 1] = {w = wid, e = E_ENGINE, m = 'the wait was lost: redis no longer has its record'}
 		elseif w.st == 'g' then
-			redis.call('HDEL', K_W, wid)
+			w_del(wid)
 			out[#out + 1] = {w = wid, hold = hold_view(w.hold, true)}
 		elseif w.st == 'f' then
-			redis.call('HDEL', K_W, wid)
+			w_del(wid)
 			out[#out + 1] = {w = wid, e = w.e, m = w.m}
 		else
 			w.lease = NOW + lease
@@ -575,7 +616,7 @@ function ops.unpark(a)
 	local wid, code, msg = a[1], tonumber(a[2]), a[3]
 	local w = w_load(wid)
 	if not w then return err(E_ENGINE, 'the wait was lost: redis no longer has its record') end
-	redis.call('HDEL', K_W, wid)
+	w_del(wid)
 	if w.st == 'g' then return {hold = hold_view(w.hold, true)} end
 	if w.st == 'f' then return err(w.e, w.m) end
 	w_unqueue(wid, w)
@@ -832,6 +873,10 @@ if #work > 0 then pump() end
 if #woken > 0 then redis.call('PUBLISH', CH_WAKE, table.concat(woken, ' ')) end
 if emitted > 0 then redis.call('PUBLISH', CH_EVENTS, I(emitted)) end
 result.now = NOW
+-- The next moment something falls due without a call: a lease end, or the lapse of a wait
+-- (then the engine runs an empty script, whose sweep frees the queues it was in).
 local nd = redis.call('ZRANGE', K_EXP, 0, 0, 'WITHSCORES')
+local nl = redis.call('ZRANGE', K_WL, 0, 0, 'WITHSCORES')
 result.due = nd[2] and tonumber(nd[2]) or 0
+if nl[2] and (result.due == 0 or tonumber(nl[2]) < result.due) then result.due = tonumber(nl[2]) end
 return cjson.encode(result)
