@@ -357,6 +357,23 @@ local function q_head(n)
 	end
 end
 
+-- Can the parked wait w never be granted, now that resource `name` has capacity `cap`?
+-- Mirrors hf__wait_impossible (src/core/rules.h): an all-of wait cannot once one claim
+-- exceeds its resource's capacity; an any-of wait only once every claim does.
+local function wait_impossible(w, name, cap)
+	for _, c in ipairs(w.claims) do
+		local ccap = cap
+		if c.n ~= name then
+			local r = res_get(c.n)
+			ccap = r and r.cap or 0
+		end
+		local over = c.u > ccap
+		if over and not w.any then return true end
+		if not over and w.any then return false end
+	end
+	return w.any and #w.claims > 0
+end
+
 -- Ends a parked wait without a grant; its engine collects the outcome.
 local function w_fail(wid, w, code, msg)
 	w_unqueue(wid, w)
@@ -766,17 +783,12 @@ function ops.put_resource(a)
 	emit(created and 'resource.created' or 'resource.updated', name, nil, resource_event_data(r))
 	local view = res_view(r)
 	if shrank then
-		-- Waits that need more units than the new capacity could never be granted: they end
-		-- now (exclusive ones, u = 0, take whatever the capacity is) and leave the queue.
+		-- Waits that could never be granted now end and leave every queue they stood in
+		-- (exclusive claims, u = 0, take whatever the capacity is, so never exceed it).
 		for _, wid in ipairs(redis.call('ZRANGE', qk(name), 0, -1)) do
 			local w = w_load(wid)
-			if w and w.st == 'p' then
-				for _, c in ipairs(w.claims) do
-					if c.n == name and c.u > cap then
-						w_fail(wid, w, E_CAPACITY, 'the resource\'s capacity was lowered below what this wait needs')
-						break
-					end
-				end
+			if w and w.st == 'p' and wait_impossible(w, name, cap) then
+				w_fail(wid, w, E_CAPACITY, 'the resource\'s capacity was lowered below what this wait needs')
 			end
 		end
 	end
