@@ -4,6 +4,8 @@
 --
 -- Call: EVALSHA sha 1 <P>seq  P op hold_ret_ms idem_ret_ms max_holds max_resources plain args...
 -- Reply: one JSON text: {"now":ms,"due":ms|0, ...op result...}; errors as {"e":code,"m":text}.
+-- Holds, resources and events in it have the wire form of src/core/codec.c (hf__*_from_json
+-- reads them), except that a resource's meta and an event's data are their JSON text.
 -- Keys: per resource  P{name}:r (hash) P{name}:q (waiter queue, zset by ticket) P{name}:f
 -- (fence counter, never deleted); per store  P holds/hids/exp/ended/idem/idemx/res/seq/ev/
 -- w/wl/ticket/live. Channels: P wake (ids of waiters whose outcome is ready), P events (seq).
@@ -25,6 +27,7 @@ local E_IDEMMISMATCH, E_IDEMBUSY, E_ENGINE = -14, -15, -19
 local TENTATIVE, CONFIRMED, RELEASED, EXPIRED = 0, 1, 2, 3
 local UNITS, SHARED, EXCLUSIVE = 0, 1, 2
 local MODE_NAME = {[0] = 'units', [1] = 'shared', [2] = 'exclusive'}
+local STATE_NAME = {[0] = 'tentative', [1] = 'confirmed', [2] = 'released', [3] = 'expired'}
 
 local K_HOLDS, K_HIDS, K_EXP, K_ENDED = P .. 'holds', P .. 'hids', P .. 'exp', P .. 'ended'
 local K_IDEM, K_IDEMX, K_RES, K_SEQ = P .. 'idem', P .. 'idemx', P .. 'res', P .. 'seq'
@@ -69,6 +72,7 @@ local function res_get(n)
 	return r
 end
 
+-- The codec's form of a resource (meta as its text: the engine parses it).
 local function res_view(r)
 	return {name = r.name, capacity = r.cap, meta = r.meta, version = r.ver, declared = r.decl,
 	        held = r.held, holds = r.holds, waiters = redis.call('ZCARD', qk(r.name))}
@@ -227,10 +231,13 @@ local function hold_save(h)
 	redis.call('HSET', K_HOLDS, h.id, cjson.encode(h))
 end
 
--- The public view of a hold: the token only where the caller may see it.
+-- The public view of a hold, in the codec's form (hf__hold_from_json): the token only where
+-- the caller may see it; no expires_at_ms while confirmed, no ended_at_ms while live.
 local function hold_view(h, with_token)
-	local v = {id = h.id, owner = h.owner, state = h.state, mode = h.mode, created = h.created,
-	           expires = h.expires, ended = h.ended, parts = h.parts}
+	local v = {id = h.id, owner = h.owner, state = STATE_NAME[h.state], mode = MODE_NAME[h.mode],
+	           created_at_ms = h.created, resources = h.parts}
+	if h.expires ~= 0 then v.expires_at_ms = h.expires end
+	if h.ended ~= 0 then v.ended_at_ms = h.ended end
 	if with_token then v.token = h.token end
 	return v
 end
@@ -484,6 +491,7 @@ function ops.acquire(a)
 	if ikey ~= '' then
 		local j = redis.call('HGET', K_IDEM, ikey)
 		if j then
+			-- hf__idem_verdict (src/core/rules.h): another request, still waiting, or replay
 			local d = cjson.decode(j)
 			if d.fp ~= fp then
 				return err(E_IDEMMISMATCH, 'idempotency key \'' .. ikey .. '\' was used for another request')
@@ -539,6 +547,8 @@ function ops.acquire(a)
 		if units[i] == 0 then return r.held == 0 end
 		return r.nex == 0 and r.cap - r.held >= units[i]
 	end
+	-- hf__claims_grantable (src/core/rules.h): any-of takes the first claim that fits, in the
+	-- caller's order; all-of takes every claim or none.
 	local from, to = 0, -1
 	if any then
 		for i = 1, n do
@@ -641,10 +651,22 @@ function ops.unpark(a)
 	return err(code, msg)
 end
 
+-- hf__token_equal (src/core/rules.h): compared in time that does not depend on where the
+-- tokens differ (Redis's `bit` library; a token is a capability).
+local function token_equal(stored, given)
+	local diff = #stored == #given and 0 or 1
+	for i = 1, #stored do
+		diff = bit.bor(diff, bit.bxor(string.byte(stored, i), string.byte(given, i) or 0))
+	end
+	return diff == 0
+end
+
+-- hf__check_owner (src/core/rules.h): the token first, so an ended hold tells a stranger
+-- nothing; then whether it has ended. Same codes and messages.
 local function owned_hold(id, token)
 	local h = hold_load(id)
 	if not h then return nil, err(E_NOHOLD, 'hold \'' .. id .. '\' does not exist') end
-	if h.token ~= token then return nil, err(E_TOKEN, 'token does not match hold \'' .. id .. '\'') end
+	if not token_equal(h.token, token) then return nil, err(E_TOKEN, 'token does not match hold \'' .. id .. '\'') end
 	if h.state == RELEASED or h.state == EXPIRED then
 		return nil, err(E_ENDED, 'hold \'' .. id .. '\' has ' ..
 		                (h.state == RELEASED and 'been released' or 'expired'))
@@ -862,8 +884,9 @@ function ops.read_events(a)
 		for i, row in ipairs(rows) do
 			local f = {}
 			for k = 1, #row[2], 2 do f[row[2][k]] = row[2][k + 1] end
-			out[i] = {seq = tonumber(string.match(row[1], '^(%d+)')), at = tonumber(f.a), type = f.t,
-			          res = f.r, hold = f.h, data = f.d}
+			-- the codec's form of an event (data as its text: the engine parses it)
+			out[i] = {seq = tonumber(string.match(row[1], '^(%d+)')), at_ms = tonumber(f.a), type = f.t,
+			          resource = f.r ~= '' and f.r or nil, hold_id = f.h ~= '' and f.h or nil, data = f.d}
 		end
 	end
 	return {events = out, last = last}
