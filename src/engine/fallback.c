@@ -44,6 +44,7 @@ struct route {
 	hf_error primary_error; /* the primary's answer, when the fallback was asked after it */
 	int64_t started;        /* monotonic ms: an acquire's wait continues on the fallback */
 	bool parked;            /* waiting here for fallback holds on its names to end */
+	int verdict;            /* when it leaves the parked list: HF_OK (go on) or how it ends */
 	struct route *prev, *next;
 	struct route *pnext;    /* the parked list, in arrival order */
 };
@@ -442,11 +443,11 @@ static bool park_or_refuse(struct route *rt)
 }
 
 /* A parked acquire's turn: it ends (close, cancel, deadline) or goes on to the engines. */
-static void unpark(struct route *rt, bool closing, bool held, int64_t now)
+static void unpark(struct route *rt, int64_t now)
 {
 	struct hf__call *call = rt->call;
 	int64_t left = call->req.acquire.wait_ms - (now - rt->started);
-	int code = closing ? HF_ECLOSED : rt->cancelled ? HF_ECANCELED : held ? HF_ETIMEDOUT : HF_OK;
+	int code = rt->verdict;
 	if (code != HF_OK) {
 		call->reply->error.code = code;
 		snprintf(call->reply->error.message, sizeof(call->reply->error.message), "%s",
@@ -480,7 +481,11 @@ static void *timer_main(void *arg)
 			if (closing || rt->cancelled || !held || now >= deadline) {
 				*pp = rt->pnext;
 				rt->pnext = NULL;
-				rt->parked = held; /* reused below: still held (a timeout) */
+				rt->parked = false; /* a cancel from now on is route_send's to see */
+				rt->verdict = closing         ? HF_ECLOSED
+				              : rt->cancelled ? HF_ECANCELED
+				              : held          ? HF_ETIMEDOUT
+				                              : HF_OK;
 				*go_tail = rt;
 				go_tail = &rt->pnext;
 				continue;
@@ -499,10 +504,8 @@ static void *timer_main(void *arg)
 			while (go) {
 				struct route *rt = go;
 				go = rt->pnext;
-				bool held = rt->parked;
-				rt->parked = false;
 				rt->pnext = NULL;
-				unpark(rt, closing, held, now);
+				unpark(rt, now);
 			}
 			pthread_mutex_lock(&eng->lock);
 			continue;

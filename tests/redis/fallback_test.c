@@ -309,7 +309,8 @@ static void on_pending(void *arg, hf_reply *reply)
 	hf_reply_free(reply);
 }
 
-static int submit_wait(hf_store *st, struct pending *p, const char *name, int64_t wait_ms)
+static int submit_wait_id(hf_store *st, struct pending *p, const char *name, int64_t wait_ms,
+                          uint64_t *id)
 {
 	memset(p, 0, sizeof(*p));
 	p->rc = 1;
@@ -318,7 +319,12 @@ static int submit_wait(hf_store *st, struct pending *p, const char *name, int64_
 	p->q.acquire = (hf_acquire_req){.owner = "second", .claims = &p->c, .n_claims = 1,
 	                                .ttl_ms = 60000, .wait_ms = wait_ms, .mode = HF_MODE_EXCLUSIVE};
 	hf_error err;
-	return hf_submit(st, &p->q, on_pending, p, NULL, &err);
+	return hf_submit(st, &p->q, on_pending, p, id, &err);
+}
+
+static int submit_wait(hf_store *st, struct pending *p, const char *name, int64_t wait_ms)
+{
+	return submit_wait_id(st, p, name, wait_ms, NULL);
 }
 
 static void pump_for(hf_store *st, struct pending *p, int ms)
@@ -360,7 +366,19 @@ static void no_second_owner(void)
 	      rc == HF_OK ? (b->parts[0].fence < BASE ? "from the primary" : "from the fallback") : "");
 	printf("primary back, A still holds lock:split on the fallback: B NOWAIT -> %s (%s)\n",
 	       hf_err_name(rc), err.message);
+	/* a wait parked behind the fallback hold can be cancelled */
 	struct pending w;
+	uint64_t id = 0;
+	CHECK(submit_wait_id(st, &w, "lock:split", 20000, &id) == HF_OK, "submit");
+	pump_for(st, &w, 200);
+	CHECK(w.rc == 1, "the wait ended at once: %s", hf_err_name(w.rc));
+	hf_cancel(st, id);
+	pump_for(st, &w, 5000);
+	CHECK(w.rc == HF_ECANCELED, "cancelled wait: %s", hf_err_name(w.rc));
+	/* and one that runs out of time ends with wait_timeout */
+	CHECK(submit_wait(st, &w, "lock:split", 300) == HF_OK, "submit");
+	pump_for(st, &w, 5000);
+	CHECK(w.rc == HF_ETIMEDOUT, "short wait: %s", hf_err_name(w.rc));
 	CHECK(submit_wait(st, &w, "lock:split", 20000) == HF_OK, "submit");
 	pump_for(st, &w, 500);
 	CHECK(w.rc == 1, "B's wait ended while A holds the lock: %s", hf_err_name(w.rc));
