@@ -386,6 +386,7 @@ local function w_fail(wid, w, code, msg)
 	w_unqueue(wid, w)
 	idem_forget_pending(w, wid)
 	w.st, w.e, w.m = 'f', code, msg
+	w.lease = NOW + (w.ld or 30000) -- time for its engine to collect it
 	w_save(wid, w)
 	woken[#woken + 1] = wid
 end
