@@ -419,7 +419,9 @@ static bool park_or_refuse(struct route *rt)
 	struct hf__call *call = rt->call;
 	pthread_mutex_lock(&eng->lock);
 	const char *name = held_on_fallback(eng, &call->req.acquire);
-	if (name && call->req.acquire.wait_ms > 0) {
+	bool park = name && call->req.acquire.wait_ms > 0;
+	if (park) {
+		/* the timer thread owns it from here: rt may be gone once the lock is released */
 		rt->parked = true;
 		if (eng->parked_tail)
 			eng->parked_tail->pnext = rt;
@@ -431,7 +433,7 @@ static bool park_or_refuse(struct route *rt)
 	pthread_mutex_unlock(&eng->lock);
 	if (!name)
 		return false;
-	if (!rt->parked) {
+	if (!park) {
 		call->reply->error.code = HF_EUNAVAILABLE;
 		snprintf(call->reply->error.message, sizeof(call->reply->error.message),
 		         "resource '%.100s' is held on the fallback engine (granted while the primary was "
