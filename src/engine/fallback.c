@@ -2,9 +2,12 @@
  * fallback.c — the fallback wrapper engine behind hf_options.fallback_url (holdfastd
  * --fallback-engine): calls go to the primary engine; only while the primary answers
  * engine_unavailable are acquires, and the calls on holds made there, sent to the fallback.
+ * It remembers the holds the fallback granted: until each ends, its names are not granted on
+ * the primary (such acquires answer unavailable or wait here, on a timer thread of its own).
  * Generic: both sides are any engines found by URL. Its risks are in docs/api.md.
  */
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +27,9 @@
  * them exact in JSON numbers (doubles, 2^53). See docs/api.md for what this costs. */
 #define FENCE_BASE (INT64_C(1) << 48)
 
+/* The timer thread looks at least this often (an injected clock moves without telling). */
+#define RECHECK_MS 1000
+
 enum side { PRIMARY = 0, FALLBACK = 1 };
 
 struct fb_engine;
@@ -37,7 +43,19 @@ struct route {
 	bool cancelled;
 	hf_error primary_error; /* the primary's answer, when the fallback was asked after it */
 	int64_t started;        /* monotonic ms: an acquire's wait continues on the fallback */
+	bool parked;            /* waiting here for fallback holds on its names to end */
+	int verdict;            /* when it leaves the parked list: HF_OK (go on) or how it ends */
 	struct route *prev, *next;
+	struct route *pnext;    /* the parked list, in arrival order */
+};
+
+/* A hold the fallback granted, until it ends: its names must not be granted on the primary. */
+struct fb_hold {
+	char id[HF_ID_LEN + 1];
+	int64_t expires; /* the store's clock, ms; 0 = confirmed (no lease) */
+	size_t n;
+	char **names;
+	struct fb_hold *next;
 };
 
 struct fb_engine {
@@ -56,6 +74,11 @@ struct fb_engine {
 	struct route *routes;
 	uint64_t on_fallback; /* calls the fallback answered during the current outage */
 	uint64_t outages;
+	struct fb_hold *fholds;            /* live holds on the fallback */
+	struct route *parked, *parked_tail; /* acquires waiting for some of them to end */
+	pthread_cond_t wake;               /* the timer thread: a hold ended, a cancel, close */
+	pthread_t timer;
+	bool timer_started;
 };
 
 static int64_t mono_ms(void)
@@ -235,6 +258,96 @@ static void fences_up(hf_hold *h)
 		h->parts[i].fence += FENCE_BASE;
 }
 
+/* ---- the fallback's holds: names the primary must not grant until they end ---- */
+
+static void fhold_free(struct fb_hold *fh)
+{
+	for (size_t i = 0; i < fh->n; i++)
+		free(fh->names[i]);
+	free(fh->names);
+	free(fh);
+}
+
+static struct fb_hold **fhold_find(struct fb_engine *eng, const char *id)
+{
+	struct fb_hold **p = &eng->fholds;
+	while (*p && strcmp((*p)->id, id) != 0)
+		p = &(*p)->next;
+	return p;
+}
+
+/* Drops the holds whose lease has ended by the store's clock. Under eng->lock. */
+static void fholds_prune(struct fb_engine *eng)
+{
+	int64_t now = hf__store_now(eng->store);
+	for (struct fb_hold **p = &eng->fholds; *p;) {
+		if ((*p)->expires > 0 && (*p)->expires <= now) {
+			struct fb_hold *gone = *p;
+			*p = gone->next;
+			fhold_free(gone);
+		} else {
+			p = &(*p)->next;
+		}
+	}
+}
+
+/* The first name of the acquire that a live fallback hold has, or NULL. Under eng->lock. */
+static const char *held_on_fallback(struct fb_engine *eng, const hf_acquire_req *a)
+{
+	fholds_prune(eng);
+	for (struct fb_hold *fh = eng->fholds; fh; fh = fh->next)
+		for (size_t k = 0; k < fh->n; k++)
+			for (size_t i = 0; i < a->n_claims; i++)
+				if (strcmp(fh->names[k], a->claims[i].name) == 0)
+					return a->claims[i].name;
+	return NULL;
+}
+
+/* The fallback answered a call on a hold (or granted one): keep the record in step. Out of
+ * memory while recording a grant leaves it unrecorded: the split-brain risk of docs/api.md,
+ * which this record exists to close within one server, and logged. */
+static void fholds_note(struct fb_engine *eng, hf_op op, int rc, const char *id, const hf_hold *h)
+{
+	bool ended = false, lost = false;
+	pthread_mutex_lock(&eng->lock);
+	struct fb_hold **p = id ? fhold_find(eng, id) : NULL;
+	if (op == HF_OP_ACQUIRE && rc == HF_OK && h && !*fhold_find(eng, h->id)) {
+		struct fb_hold *fh = calloc(1, sizeof(*fh));
+		if (fh && (fh->names = calloc(h->n_parts, sizeof(*fh->names)))) {
+			memcpy(fh->id, h->id, sizeof(fh->id));
+			fh->expires = h->state == HF_HOLD_CONFIRMED ? 0 : h->expires_at_ms;
+			for (; fh->n < h->n_parts; fh->n++)
+				if (!(fh->names[fh->n] = hf__strdup(h->parts[fh->n].resource)))
+					break;
+		}
+		if (fh && fh->names && fh->n == h->n_parts) {
+			fh->next = eng->fholds;
+			eng->fholds = fh;
+		} else {
+			if (fh)
+				fhold_free(fh);
+			lost = true;
+		}
+	} else if (p && *p) {
+		if (rc == HF_OK && h && (h->state == HF_HOLD_TENTATIVE || h->state == HF_HOLD_CONFIRMED)) {
+			(*p)->expires = h->state == HF_HOLD_CONFIRMED ? 0 : h->expires_at_ms;
+		} else if (rc == HF_OK || rc == HF_EENDED || rc == HF_ENOHOLD) {
+			struct fb_hold *gone = *p; /* released, expired, or forgotten there */
+			*p = gone->next;
+			fhold_free(gone);
+			ended = true;
+		}
+	}
+	if (ended)
+		pthread_cond_signal(&eng->wake);
+	pthread_mutex_unlock(&eng->lock);
+	if (lost)
+		fb_log("error", "engine_fallback_untracked",
+		       " hold=%s note=\"out of memory: this hold's names may be granted on the primary "
+		       "before it ends\"",
+		       h->id);
+}
+
 /* An inner engine finished the call: record, maybe send it on, else hand it back. */
 static void on_inner_done(struct hf__call *call)
 {
@@ -269,6 +382,8 @@ static void on_inner_done(struct hf__call *call)
 			return;
 		}
 	} else {
+		if (op == HF_OP_ACQUIRE || is_hold_op(op))
+			fholds_note(eng, op, rc, op == HF_OP_ACQUIRE ? NULL : call->req.hold_id, r->hold);
 		if (rc == HF_OK) {
 			fences_up(r->hold);
 		} else if (is_hold_op(op) && rc == HF_ENOHOLD) {
@@ -293,6 +408,120 @@ static void on_inner_done(struct hf__call *call)
 	route_finish(rt);
 }
 
+/* ---- acquires that wait here for the fallback's holds to end ---- */
+
+/* An acquire about to go to the primary names something a fallback hold still has: the
+ * primary must not grant it (it does not know that hold). NOWAIT answers unavailable; a wait
+ * parks here until those holds end, then goes on. True if the route was taken care of. */
+static bool park_or_refuse(struct route *rt)
+{
+	struct fb_engine *eng = rt->eng;
+	struct hf__call *call = rt->call;
+	pthread_mutex_lock(&eng->lock);
+	const char *name = held_on_fallback(eng, &call->req.acquire);
+	bool park = name && call->req.acquire.wait_ms > 0;
+	if (park) {
+		/* the timer thread owns it from here: rt may be gone once the lock is released */
+		rt->parked = true;
+		if (eng->parked_tail)
+			eng->parked_tail->pnext = rt;
+		else
+			eng->parked = rt;
+		eng->parked_tail = rt;
+		pthread_cond_signal(&eng->wake);
+	}
+	pthread_mutex_unlock(&eng->lock);
+	if (!name)
+		return false;
+	if (!park) {
+		call->reply->error.code = HF_EUNAVAILABLE;
+		snprintf(call->reply->error.message, sizeof(call->reply->error.message),
+		         "resource '%.100s' is held on the fallback engine (granted while the primary was "
+		         "unreachable) until that hold ends",
+		         name);
+		route_finish(rt);
+	}
+	return true;
+}
+
+/* A parked acquire's turn: it ends (close, cancel, deadline) or goes on to the engines. */
+static void unpark(struct route *rt, int64_t now)
+{
+	struct hf__call *call = rt->call;
+	int64_t left = call->req.acquire.wait_ms - (now - rt->started);
+	int code = rt->verdict;
+	if (code != HF_OK) {
+		call->reply->error.code = code;
+		snprintf(call->reply->error.message, sizeof(call->reply->error.message), "%s",
+		         code == HF_ECLOSED     ? "store is closing"
+		         : code == HF_ECANCELED ? "the wait was cancelled"
+		                                : "the wait ended before the units were free: a hold on the "
+		                                  "fallback engine still has them");
+		route_finish(rt);
+		return;
+	}
+	call->req.acquire.wait_ms = left > 0 ? left : 0;
+	call->submitted_at_ms = hf__store_now(rt->eng->store); /* engines time waits from it */
+	route_send(rt, first_side(rt->eng, HF_OP_ACQUIRE));
+}
+
+/* Ends the parked waits whose fallback holds ended (release, expiry) or whose time is up, in
+ * arrival order, and sleeps until the next lease end or deadline. */
+static void *timer_main(void *arg)
+{
+	struct fb_engine *eng = arg;
+	pthread_mutex_lock(&eng->lock);
+	for (;;) {
+		int64_t now = mono_ms(), next = now + RECHECK_MS;
+		struct route *go = NULL, **go_tail = &go;
+		bool closing = eng->closing;
+		eng->parked_tail = NULL;
+		for (struct route **pp = &eng->parked; *pp;) {
+			struct route *rt = *pp;
+			int64_t deadline = rt->started + rt->call->req.acquire.wait_ms;
+			bool held = held_on_fallback(eng, &rt->call->req.acquire) != NULL;
+			if (closing || rt->cancelled || !held || now >= deadline) {
+				*pp = rt->pnext;
+				rt->pnext = NULL;
+				rt->parked = false; /* a cancel from now on is route_send's to see */
+				rt->verdict = closing         ? HF_ECLOSED
+				              : rt->cancelled ? HF_ECANCELED
+				              : held          ? HF_ETIMEDOUT
+				                              : HF_OK;
+				*go_tail = rt;
+				go_tail = &rt->pnext;
+				continue;
+			}
+			if (deadline < next)
+				next = deadline;
+			eng->parked_tail = rt;
+			pp = &rt->pnext;
+		}
+		int64_t store_now = hf__store_now(eng->store);
+		for (struct fb_hold *fh = eng->fholds; fh; fh = fh->next)
+			if (fh->expires > 0 && now + (fh->expires - store_now) + 1 < next)
+				next = now + (fh->expires - store_now) + 1;
+		if (go) {
+			pthread_mutex_unlock(&eng->lock);
+			while (go) {
+				struct route *rt = go;
+				go = rt->pnext;
+				rt->pnext = NULL;
+				unpark(rt, now);
+			}
+			pthread_mutex_lock(&eng->lock);
+			continue;
+		}
+		if (closing)
+			break;
+		struct timespec ts;
+		hf__timespec_in_ms(&ts, CLOCK_MONOTONIC, next > now ? next - now : 1);
+		pthread_cond_timedwait(&eng->wake, &eng->lock, &ts);
+	}
+	pthread_mutex_unlock(&eng->lock);
+	return NULL;
+}
+
 /* ---- the engine table ---- */
 
 static void fb_submit(void *engine, struct hf__call *call)
@@ -314,7 +543,10 @@ static void fb_submit(void *engine, struct hf__call *call)
 		eng->routes->prev = rt;
 	eng->routes = rt;
 	pthread_mutex_unlock(&eng->lock);
-	route_send(rt, first_side(eng, call->req.op));
+	enum side s = first_side(eng, call->req.op);
+	if (call->req.op == HF_OP_ACQUIRE && s == PRIMARY && park_or_refuse(rt))
+		return;
+	route_send(rt, s);
 }
 
 static void fb_cancel(void *engine, uint64_t call_id)
@@ -326,6 +558,10 @@ static void fb_cancel(void *engine, uint64_t call_id)
 		if (rt->call->id == call_id) {
 			rt->cancelled = true; /* and never sent on to the other side */
 			where = (int)rt->where;
+			if (rt->parked) { /* waiting here: the timer thread ends it */
+				where = -1;
+				pthread_cond_signal(&eng->wake);
+			}
 			break;
 		}
 	pthread_mutex_unlock(&eng->lock);
@@ -338,6 +574,9 @@ static void fb_cancel(void *engine, uint64_t call_id)
 static void fb_tick(void *engine)
 {
 	struct fb_engine *eng = engine;
+	pthread_mutex_lock(&eng->lock);
+	pthread_cond_signal(&eng->wake); /* a moved clock may have ended fallback holds */
+	pthread_mutex_unlock(&eng->lock);
 	for (int s = PRIMARY; s <= FALLBACK; s++)
 		if (eng->ops[s]->tick)
 			eng->ops[s]->tick(eng->inner[s]);
@@ -348,11 +587,20 @@ static void fb_close(void *engine)
 	struct fb_engine *eng = engine;
 	pthread_mutex_lock(&eng->lock);
 	eng->closing = true; /* answers from here on are final: nothing is sent on */
+	pthread_cond_signal(&eng->wake);
 	while (eng->sending > 0)
 		pthread_cond_wait(&eng->idle, &eng->lock);
 	pthread_mutex_unlock(&eng->lock);
+	if (eng->timer_started)
+		pthread_join(eng->timer, NULL); /* it ends the parked waits with HF_ECLOSED */
 	eng->ops[PRIMARY]->close(eng->inner[PRIMARY]);
 	eng->ops[FALLBACK]->close(eng->inner[FALLBACK]);
+	while (eng->fholds) {
+		struct fb_hold *fh = eng->fholds;
+		eng->fholds = fh->next;
+		fhold_free(fh);
+	}
+	pthread_cond_destroy(&eng->wake);
 	pthread_cond_destroy(&eng->idle);
 	pthread_mutex_destroy(&eng->lock);
 	free(eng);
@@ -380,6 +628,11 @@ static int fb_open(hf_store *store, const char *url, const hf_options *opt, void
 	redact(eng->url[FALLBACK], sizeof(eng->url[FALLBACK]), furl);
 	pthread_mutex_init(&eng->lock, NULL);
 	pthread_cond_init(&eng->idle, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&eng->wake, &ca);
+	pthread_condattr_destroy(&ca);
 	hf_options inner = *opt;
 	inner.fallback_url = NULL; /* no chains */
 	/* The primary must answer at open (as without a fallback): a store that starts on its
@@ -395,6 +648,19 @@ static int fb_open(hf_store *store, const char *url, const hf_options *opt, void
 		pops->close(eng->inner[PRIMARY]);
 		goto fail;
 	}
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int prc = pthread_create(&eng->timer, NULL, timer_main, eng);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (prc != 0) {
+		rc = hf__err(err, HF_EINTERNAL, "cannot start the fallback engine's timer thread: %s",
+		             strerror(prc));
+		fops->close(eng->inner[FALLBACK]);
+		pops->close(eng->inner[PRIMARY]);
+		goto fail;
+	}
+	eng->timer_started = true;
 	fb_log("info", "engine_fallback_ready",
 	       " primary=\"%s\" fallback=\"%s\" note=\"split-brain risk: the fallback grants what "
 	       "the primary may also grant while it is only unreachable\"",
@@ -402,6 +668,7 @@ static int fb_open(hf_store *store, const char *url, const hf_options *opt, void
 	*out = eng;
 	return HF_OK;
 fail:
+	pthread_cond_destroy(&eng->wake);
 	pthread_cond_destroy(&eng->idle);
 	pthread_mutex_destroy(&eng->lock);
 	free(eng);

@@ -2,7 +2,9 @@
  * fallback_test.c — hf_options.fallback_url with a redis:// primary and a file: fallback:
  * the primary killed → acquires go to the fallback (fences from 2^48, a log line), calls on
  * the primary's holds say the primary is unreachable; the primary back → new calls go to it,
- * and the holds taken on the fallback are still reached there. Runs under with_redis.sh.
+ * and the holds taken on the fallback are still reached there; and, inside one store, a name
+ * held on the fallback is not granted again on the primary that came back until that hold
+ * ends (released, or expired). Runs under with_redis.sh.
  */
 #include <fcntl.h>
 #include <poll.h>
@@ -63,12 +65,18 @@ static void start_server(void)
 		sleep_ms(20);
 }
 
-static int take(hf_store *st, const char *name, hf_hold **out, hf_error *err)
+static int take_ttl(hf_store *st, const char *name, int64_t ttl_ms, hf_hold **out,
+                    hf_error *err)
 {
 	hf_claim c = {.name = name, .units = 1, .capacity = 1};
 	hf_acquire_req req = {.owner = "fallback-test", .claims = &c, .n_claims = 1,
-	                      .ttl_ms = 60000, .mode = HF_MODE_EXCLUSIVE};
+	                      .ttl_ms = ttl_ms, .mode = HF_MODE_EXCLUSIVE};
 	return hf_acquire(st, &req, out, err);
+}
+
+static int take(hf_store *st, const char *name, hf_hold **out, hf_error *err)
+{
+	return take_ttl(st, name, 60000, out, err);
 }
 
 /* The library's log lines go to stderr: catch them in a file to check them. */
@@ -259,6 +267,147 @@ static void run(void)
 	start_server();
 }
 
+/* Takes locks named `probe` until the primary grants one (fence below 2^48): it is back. */
+static bool primary_back(hf_store *st)
+{
+	int64_t t0 = hf_now_ms();
+	while (hf_now_ms() - t0 < 10000) {
+		hf_hold *h = NULL, *r = NULL;
+		hf_error err;
+		int rc = take(st, "probe", &h, &err);
+		bool back = rc == HF_OK && h->parts[0].fence < BASE;
+		if (rc == HF_OK)
+			hf_release(st, h->id, h->token, &r, &err);
+		hf_hold_free(h);
+		hf_hold_free(r);
+		if (back)
+			return true;
+		sleep_ms(100);
+	}
+	return false;
+}
+
+/* An acquire of `name` submitted with a wait; *rc stays 1 until it completes. */
+struct pending {
+	hf_claim c;
+	hf_request q;
+	int rc;
+	int64_t fence, done_at;
+	hf_hold *hold;
+};
+
+static void on_pending(void *arg, hf_reply *reply)
+{
+	struct pending *p = arg;
+	p->done_at = hf_now_ms();
+	if (reply->error.code == HF_OK && reply->hold) {
+		p->fence = reply->hold->parts[0].fence;
+		p->hold = reply->hold;
+		reply->hold = NULL;
+	}
+	p->rc = reply->error.code;
+	hf_reply_free(reply);
+}
+
+static int submit_wait_id(hf_store *st, struct pending *p, const char *name, int64_t wait_ms,
+                          uint64_t *id)
+{
+	memset(p, 0, sizeof(*p));
+	p->rc = 1;
+	p->c = (hf_claim){.name = name, .units = 1, .capacity = 1};
+	hf_request_init(&p->q, HF_OP_ACQUIRE);
+	p->q.acquire = (hf_acquire_req){.owner = "second", .claims = &p->c, .n_claims = 1,
+	                                .ttl_ms = 60000, .wait_ms = wait_ms, .mode = HF_MODE_EXCLUSIVE};
+	hf_error err;
+	return hf_submit(st, &p->q, on_pending, p, id, &err);
+}
+
+static int submit_wait(hf_store *st, struct pending *p, const char *name, int64_t wait_ms)
+{
+	return submit_wait_id(st, p, name, wait_ms, NULL);
+}
+
+static void pump_for(hf_store *st, struct pending *p, int ms)
+{
+	int64_t t0 = hf_now_ms();
+	while (p->rc == 1 && hf_now_ms() - t0 < ms) {
+		struct pollfd pfd = {.fd = hf_store_fd(st), .events = POLLIN};
+		poll(&pfd, 1, 20);
+		hf_store_dispatch(st);
+	}
+}
+
+/* One server must not grant a name twice: A holds lock:split on the fallback (taken while
+ * the primary was down); with the primary back, B is refused (NOWAIT) or waits, and is
+ * granted by the primary once A is released — or once A's lease has run out. */
+static void no_second_owner(void)
+{
+	char url[128], furl[700];
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%d?prefix=fbs:", port);
+	snprintf(furl, sizeof(furl), "file:%s/fallback-split.db", dir);
+	hf_options opt;
+	hf_options_init(&opt);
+	opt.fallback_url = furl;
+	hf_store *st = NULL;
+	hf_error err;
+	CHECK(hf_open(url, &opt, &st, &err) == HF_OK, "%s", err.message);
+	hf_hold *a = NULL, *e = NULL, *b = NULL;
+	kill_server();
+	CHECK(take(st, "lock:split", &a, &err) == HF_OK, "A on the fallback: %s", err.message);
+	CHECK(a->parts[0].fence > BASE, "A's fence %lld", (long long)a->parts[0].fence);
+	CHECK(take_ttl(st, "lock:lapse", 1500, &e, &err) == HF_OK, "E on the fallback: %s",
+	      err.message);
+	start_server();
+	CHECK(primary_back(st), "the primary never came back");
+
+	int rc = take(st, "lock:split", &b, &err);
+	CHECK(rc == HF_EUNAVAILABLE, "B got lock:split while A holds it on the fallback: %s%s%s",
+	      hf_err_name(rc), rc == HF_OK ? ", fence " : "",
+	      rc == HF_OK ? (b->parts[0].fence < BASE ? "from the primary" : "from the fallback") : "");
+	printf("primary back, A still holds lock:split on the fallback: B NOWAIT -> %s (%s)\n",
+	       hf_err_name(rc), err.message);
+	/* a wait parked behind the fallback hold can be cancelled */
+	struct pending w;
+	uint64_t id = 0;
+	CHECK(submit_wait_id(st, &w, "lock:split", 20000, &id) == HF_OK, "submit");
+	pump_for(st, &w, 200);
+	CHECK(w.rc == 1, "the wait ended at once: %s", hf_err_name(w.rc));
+	hf_cancel(st, id);
+	pump_for(st, &w, 5000);
+	CHECK(w.rc == HF_ECANCELED, "cancelled wait: %s", hf_err_name(w.rc));
+	/* and one that runs out of time ends with wait_timeout */
+	CHECK(submit_wait(st, &w, "lock:split", 300) == HF_OK, "submit");
+	pump_for(st, &w, 5000);
+	CHECK(w.rc == HF_ETIMEDOUT, "short wait: %s", hf_err_name(w.rc));
+	CHECK(submit_wait(st, &w, "lock:split", 20000) == HF_OK, "submit");
+	pump_for(st, &w, 500);
+	CHECK(w.rc == 1, "B's wait ended while A holds the lock: %s", hf_err_name(w.rc));
+	int64_t t_rel = hf_now_ms();
+	CHECK(hf_release(st, a->id, a->token, NULL, &err) == HF_OK, "release A: %s", err.message);
+	pump_for(st, &w, 10000);
+	CHECK(w.rc == HF_OK, "B after A's release: %s", hf_err_name(w.rc));
+	CHECK(w.fence < BASE, "B's fence %lld: not the primary's", (long long)w.fence);
+	printf("B waited and was granted by the primary %lld ms after A's release on the fallback\n",
+	       (long long)(w.done_at - t_rel));
+	CHECK(hf_release(st, w.hold->id, w.hold->token, NULL, &err) == HF_OK, "%s", err.message);
+	hf_hold_free(w.hold);
+
+	/* E was taken on the fallback with a 1.5 s lease and is never released. */
+	CHECK(submit_wait(st, &w, "lock:lapse", 20000) == HF_OK, "submit");
+	pump_for(st, &w, 10000);
+	CHECK(w.rc == HF_OK, "the waiter behind E: %s", hf_err_name(w.rc));
+	CHECK(w.done_at >= e->expires_at_ms, "granted at %lld, before E's lease ended at %lld",
+	      (long long)w.done_at, (long long)e->expires_at_ms);
+	CHECK(w.fence < BASE, "fence %lld: not the primary's", (long long)w.fence);
+	printf("the waiter behind E was granted by the primary %lld ms after E's lease ended\n",
+	       (long long)(w.done_at - e->expires_at_ms));
+	hf_hold_free(w.hold);
+	hf_hold_free(a);
+	hf_hold_free(e);
+	hf_hold_free(b);
+	hf_close(st);
+}
+
 int main(void)
 {
 	const char *p = getenv("HF_REDIS_PORTS");
@@ -268,6 +417,8 @@ int main(void)
 		return 2;
 	}
 	run();
+	if (!failures)
+		no_second_owner();
 	if (saved_stderr >= 0) {
 		fflush(stderr);
 		dup2(saved_stderr, 2);

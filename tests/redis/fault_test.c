@@ -186,6 +186,51 @@ static void redlock_basics(hf_store *st)
 	hf_hold_free(f2);
 }
 
+/* ---- redlock: the lock route's acquire (holdfastd's POST /v1/locks/{key}) ---- */
+
+/* The lock route asks for `lock:KEY` with capacity 65,536: exclusive is one Redlock key named
+ * `lock:KEY` (taking the whole capacity); shared is refused with the reason. */
+static void redlock_lock_route(hf_store *st)
+{
+	hf_claim c = {.name = "lock:report", .units = 1, .capacity = 65536};
+	hf_acquire_req req = {.owner = "route", .claims = &c, .n_claims = 1, .ttl_ms = 10000,
+	                      .mode = HF_MODE_EXCLUSIVE};
+	hf_hold *h = NULL, *r = NULL;
+	hf_error err;
+	int rc = hf_acquire(st, &req, &h, &err);
+	CHECK(rc == HF_OK, "exclusive lock:report of capacity 65536: %s %s", hf_err_name(rc),
+	      err.message);
+	CHECK(h->n_parts == 1 && strcmp(h->parts[0].resource, "lock:report") == 0 &&
+	          h->parts[0].units == 65536,
+	      "part %s units %lld", h->parts[0].resource, (long long)h->parts[0].units);
+	char v[64];
+	size_t on = 0;
+	for (int i = 0; i < 5; i++) {
+		get_on(ports[i], "lock:report", v, sizeof(v));
+		on += strcmp(v, h->token) == 0;
+	}
+	CHECK(on >= 3, "the token is the value of key lock:report on %zu of 5 masters", on);
+	/* a second exclusive acquire, whatever capacity it names, is the same key: refused */
+	hf_claim c1 = {.name = "lock:report", .units = 1, .capacity = 1};
+	req.claims = &c1;
+	rc = hf_acquire(st, &req, NULL, &err);
+	CHECK(rc == HF_EUNAVAILABLE, "a second exclusive acquire: %s", hf_err_name(rc));
+	req.claims = &c;
+	req.mode = HF_MODE_SHARED;
+	rc = hf_acquire(st, &req, NULL, &err);
+	CHECK(rc == HF_ENOTSUP, "a shared lock: %s", hf_err_name(rc));
+	CHECK(strstr(err.message, "shared") && strstr(err.message, "lock:report"),
+	      "the message says why: %s", err.message);
+	printf("shared lock refused: %s\n", err.message);
+	CHECK(hf_release(st, h->id, h->token, &r, &err) == HF_OK, "%s", err.message);
+	for (int i = 0; i < 5; i++) {
+		get_on(ports[i], "lock:report", v, sizeof(v));
+		CHECK(v[0] == '\0', "lock:report still set on master %d after release: %s", i, v);
+	}
+	hf_hold_free(h);
+	hf_hold_free(r);
+}
+
 /* ---- redlock: mutual exclusion and fences under threads ---- */
 
 struct mx {
@@ -364,6 +409,8 @@ int main(void)
 	if (!st)
 		return 1;
 	redlock_basics(st);
+	if (!failures)
+		redlock_lock_route(st);
 	if (!failures)
 		redlock_exclusion();
 	if (!failures)

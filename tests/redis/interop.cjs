@@ -1,7 +1,9 @@
 // interop.cjs — holdfast's redlock:// and redis://?locks=plain against the npm `redlock`
 // client (5.0.0-beta.2, over ioredis) on the same keys: each refuses a lock the other holds,
 // the wire format is the same (key = name, value = 32 hex characters, PX ttl), and release by
-// one frees it for the other; a holdfast waiter behind a node lock gets it after node releases.
+// one frees it for the other; a holdfast waiter behind a node lock gets it after node releases;
+// holdfastd's lock route on redlock:// (POST /v1/locks/KEY is the Redlock key lock:KEY)
+// excludes node and is excluded by it, and refuses shared locks with not_supported.
 // Run by npm_interop.sh under with_redis.sh -n 3; exits non-zero on the first failed check.
 'use strict';
 const { spawn, spawnSync } = require('child_process');
@@ -10,6 +12,7 @@ const RedlockMod = require('redlock');
 const Redlock = RedlockMod.default || RedlockMod;
 
 const helper = process.argv[2];
+const holdfastd = process.argv[3] || '';
 const ports = process.env.HF_REDIS_PORTS.trim().split(/\s+/).map(Number);
 const url = 'redlock://' + ports.map((p) => '127.0.0.1:' + p).join(',');
 const url1 = 'redlock://127.0.0.1:' + ports[0];
@@ -157,8 +160,61 @@ async function main() {
 	check(mw !== null && Number(mw[3]) < 4000, 'redis://: a holdfast waiter got it after node released (waited ' + (mw && mw[3]) + ' ms)');
 	check(await new Promise((res) => hw.on('exit', res)) === 0, 'redis://: the waiter released');
 
+	if (holdfastd)
+		await lockRoute();
+	else
+		console.log('skipped: holdfastd\'s lock route (no holdfastd given)');
+
 	for (const c of clients) c.disconnect();
 	console.log('npm interop: ' + checks + ' checks passed');
+}
+
+// 6. holdfastd --engine redlock://...: its lock route takes the Redlock key lock:KEY.
+async function lockRoute() {
+	const srv = spawn(holdfastd, ['--listen', '127.0.0.1:0', '--engine', url],
+	                  { stdio: ['ignore', 'ignore', 'pipe'] });
+	let log = '';
+	const port = await new Promise((res, rej) => {
+		srv.stderr.on('data', (d) => {
+			log += d;
+			const m = /msg=listening.* port=(\d+)/.exec(log);
+			if (m) res(Number(m[1]));
+		});
+		srv.on('exit', (c) => rej(new Error('holdfastd exited (' + c + '): ' + log)));
+	});
+	const post = async (path, body) => {
+		const r = await fetch('http://127.0.0.1:' + port + path, {
+			method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+		return { status: r.status, body: await r.json() };
+	};
+	try {
+		let r = await post('/v1/locks/interop-h', { owner: 'route', ttl_ms: 10000 });
+		check(r.status === 201, 'route: holdfastd takes lock interop-h on redlock:// (' + r.status + ' ' + JSON.stringify(r.body) + ')');
+		const hold = r.body;
+		let on = 0;
+		for (const c of clients)
+			on += (await c.get('lock:interop-h')) === hold.token ? 1 : 0;
+		check(on >= 2, 'route: the Redlock key lock:interop-h holds its token on a majority (' + on + ' of 3)');
+		check(await nodeCannot(redlock, 'lock:interop-h'), 'route: node redlock refuses lock:interop-h while holdfastd holds it');
+		r = await post('/v1/holds/' + hold.id + '/release', { token: hold.token });
+		check(r.status === 200, 'route: released through the hold route (' + r.status + ')');
+		const n = await redlock.acquire(['lock:interop-h'], 10000);
+		check(true, 'route: node takes lock:interop-h after holdfastd released it');
+		r = await post('/v1/locks/interop-h', { owner: 'route', ttl_ms: 10000 });
+		check(r.status === 409 && r.body.error.code === 'unavailable',
+		      'route: holdfastd refuses lock interop-h while node holds lock:interop-h (' + r.status + ' ' + JSON.stringify(r.body) + ')');
+		await n.release();
+		r = await post('/v1/locks/interop-h', { owner: 'route', ttl_ms: 10000, wait_ms: 3000 });
+		check(r.status === 201, 'route: after node released, holdfastd takes it (' + r.status + ')');
+		check((await post('/v1/holds/' + r.body.id + '/release', { token: r.body.token })).status === 200,
+		      'route: and releases it');
+		r = await post('/v1/locks/interop-h', { owner: 'route', mode: 'shared' });
+		check(r.status === 501 && r.body.error.code === 'not_supported' && /shared/.test(r.body.error.message),
+		      'route: a shared lock on redlock:// is refused with the reason (' + r.status + ' ' + JSON.stringify(r.body) + ')');
+	} finally {
+		srv.kill('SIGTERM');
+		await new Promise((res) => srv.on('exit', res));
+	}
 }
 
 main().catch((e) => {

@@ -14,12 +14,15 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "core/codec.h"
 #include "core/core.h"
 #include "engine/engine.h"
 #include "engine/redis/redis.h"
 
 #define RECHECK_MS 1000        /* the safety re-check of parked waits and event reads */
-#define WAITER_LEASE_MS 30000  /* a parked wait whose engine stops renewing it is dropped */
+#define WAITER_LEASE_MS 30000  /* default ?wait_lease_ms: a parked wait whose engine stops
+                                * renewing it is dropped when its lease runs out */
+#define WAITER_LEASE_MIN_MS (2 * RECHECK_MS) /* renewed every RECHECK_MS: leave a margin */
 #define CONNECT_TIMEOUT_MS 2000
 #define IO_TIMEOUT_MS 15000
 #define RECONNECT_MAX_MS 500
@@ -79,6 +82,7 @@ struct redis_engine {
 	char instance[17];
 	uint64_t next_wid;
 	bool plain; /* ?locks=plain: resources also keep a Redlock-format key (holds.lua) */
+	int64_t wait_lease_ms; /* ?wait_lease_ms: the lease of a parked wait, renewed by collect */
 	bool cluster; /* the server said cluster_enabled:1 (INFO cluster) at open */
 	/* The node the command and pub/sub connections talk to: the URL's, until a MOVED names
 	 * another. Written by the worker under `lock` (the subscriber reads it). */
@@ -152,93 +156,45 @@ static size_t jarr_size(const json_t *a)
 	return json_is_array(a) ? json_array_size(a) : 0;
 }
 
-static int hold_from(const json_t *j, hf_hold *out)
+/* The script writes holds, resources and events in the codec's form (src/core/codec.c), but
+ * a resource's meta and an event's data as their JSON text: Lua's cjson would reformat them.
+ * Turns obj[key] from that text into the object the codec reads (left alone if absent). */
+static int text_to_object(json_t *obj, const char *key)
 {
-	memset(out, 0, sizeof(*out));
-	const char *id = jstr(j, "id"), *token = jstr(j, "token"), *owner = jstr(j, "owner");
-	json_t *parts = json_object_get(j, "parts");
-	if (!id || strlen(id) != HF_ID_LEN || !owner || jarr_size(parts) == 0)
+	json_t *v = json_object_get(obj, key);
+	if (!json_is_string(v))
+		return HF_OK;
+	json_t *parsed = json_loads(json_string_value(v), 0, NULL);
+	if (!json_is_object(parsed)) {
+		json_decref(parsed);
 		return HF_EPROTO;
-	memcpy(out->id, id, HF_ID_LEN + 1);
-	if (token && strlen(token) == HF_TOKEN_LEN)
-		memcpy(out->token, token, HF_TOKEN_LEN + 1);
-	out->state = (hf_hold_state)jint(j, "state");
-	out->mode = (hf_mode)jint(j, "mode");
-	out->created_at_ms = jint(j, "created");
-	out->expires_at_ms = jint(j, "expires");
-	out->ended_at_ms = jint(j, "ended");
-	out->replayed = json_is_true(json_object_get(j, "replayed"));
-	if (!(out->owner = hf__strdup(owner)))
-		return HF_ENOMEM;
-	size_t n = json_array_size(parts);
-	out->parts = calloc(n, sizeof(*out->parts));
-	if (!out->parts)
-		goto nomem;
-	for (size_t i = 0; i < n; i++) {
-		json_t *p = json_array_get(parts, i);
-		const char *name = jstr(p, "name");
-		if (!name) {
-			hf__hold_clear(out);
-			return HF_EPROTO;
-		}
-		out->parts[i].units = jint(p, "units");
-		out->parts[i].fence = jint(p, "fence");
-		out->n_parts = i + 1;
-		if (!(out->parts[i].resource = hf__strdup(name)))
-			goto nomem;
 	}
-	return HF_OK;
-nomem:
-	hf__hold_clear(out);
-	return HF_ENOMEM;
+	return json_object_set_new(obj, key, parsed) == 0 ? HF_OK : HF_ENOMEM;
 }
 
-static int resource_from(const json_t *j, hf_resource *out)
+static int resource_from(json_t *j, hf_resource *out, hf_error *err)
 {
 	memset(out, 0, sizeof(*out));
-	const char *name = jstr(j, "name"), *meta = jstr(j, "meta");
-	if (!name)
-		return HF_EPROTO;
-	out->capacity = jint(j, "capacity");
-	out->version = jint(j, "version");
-	out->declared = json_is_true(json_object_get(j, "declared"));
-	out->held = jint(j, "held");
-	out->holds = jint(j, "holds");
-	out->waiters = jint(j, "waiters");
-	out->name = hf__strdup(name);
-	out->meta = meta ? hf__strdup(meta) : NULL;
-	if (!out->name || (meta && !out->meta)) {
-		hf__resource_clear(out);
-		return HF_ENOMEM;
-	}
-	return HF_OK;
+	int rc = text_to_object(j, "meta");
+	if (rc != HF_OK)
+		return hf__err(err, rc, "the redis script answered a resource whose meta is not an object");
+	return hf__resource_from_json(j, out, err);
 }
 
-static int event_from(const json_t *j, hf_event *out)
+static int event_from(json_t *j, hf_event *out, hf_error *err)
 {
 	memset(out, 0, sizeof(*out));
-	const char *type = jstr(j, "type"), *res = jstr(j, "res"), *hold = jstr(j, "hold"),
-	           *data = jstr(j, "data");
-	if (!type || !data)
-		return HF_EPROTO;
-	out->seq = (uint64_t)jint(j, "seq");
-	out->at_ms = jint(j, "at");
-	out->type = hf__strdup(type);
-	out->data = hf__strdup(data);
-	out->resource = res && *res ? hf__strdup(res) : NULL;
-	out->hold_id = hold && *hold ? hf__strdup(hold) : NULL;
-	if (!out->type || !out->data || (res && *res && !out->resource) ||
-	    (hold && *hold && !out->hold_id)) {
-		hf__event_clear(out);
-		return HF_ENOMEM;
-	}
-	return HF_OK;
+	int rc = text_to_object(j, "data");
+	if (rc != HF_OK)
+		return hf__err(err, rc, "the redis script answered an event whose data is not an object");
+	return hf__event_from_json(j, out, err);
 }
 
 /* Fills call->reply from the script's answer `j`; returns the reply's error code. */
-static int fill_reply(struct hf__call *call, const json_t *j)
+static int fill_reply(struct hf__call *call, json_t *j)
 {
 	hf_reply *r = call->reply;
+	hf_error err = {0};
 	json_t *e = json_object_get(j, "e");
 	if (e) {
 		r->error.code = (int)json_integer_value(e);
@@ -251,14 +207,14 @@ static int fill_reply(struct hf__call *call, const json_t *j)
 	if ((v = json_object_get(j, "hold"))) {
 		if (!(r->hold = calloc(1, sizeof(*r->hold))))
 			rc = HF_ENOMEM;
-		else if ((rc = hold_from(v, r->hold)) != HF_OK) {
+		else if ((rc = hf__hold_from_json(v, r->hold, &err)) != HF_OK) {
 			free(r->hold);
 			r->hold = NULL;
 		}
 	} else if ((v = json_object_get(j, "resource"))) {
 		if (!(r->resource = calloc(1, sizeof(*r->resource))))
 			rc = HF_ENOMEM;
-		else if ((rc = resource_from(v, r->resource)) != HF_OK) {
+		else if ((rc = resource_from(v, r->resource, &err)) != HF_OK) {
 			free(r->resource);
 			r->resource = NULL;
 		}
@@ -268,7 +224,7 @@ static int fill_reply(struct hf__call *call, const json_t *j)
 		if (!(r->resources = calloc(n + 1, sizeof(*r->resources))))
 			rc = HF_ENOMEM;
 		for (size_t i = 0; rc == HF_OK && i < n; i++)
-			if ((rc = resource_from(json_array_get(v, i), &r->resources[i])) == HF_OK)
+			if ((rc = resource_from(json_array_get(v, i), &r->resources[i], &err)) == HF_OK)
 				r->n_resources = i + 1;
 	} else if ((v = json_object_get(j, "holds"))) {
 		size_t n = jarr_size(v);
@@ -276,7 +232,7 @@ static int fill_reply(struct hf__call *call, const json_t *j)
 		if (!(r->holds = calloc(n + 1, sizeof(*r->holds))))
 			rc = HF_ENOMEM;
 		for (size_t i = 0; rc == HF_OK && i < n; i++)
-			if ((rc = hold_from(json_array_get(v, i), &r->holds[i])) == HF_OK)
+			if ((rc = hf__hold_from_json(json_array_get(v, i), &r->holds[i], &err)) == HF_OK)
 				r->n_holds = i + 1;
 	} else if ((v = json_object_get(j, "events"))) {
 		size_t n = jarr_size(v);
@@ -284,13 +240,17 @@ static int fill_reply(struct hf__call *call, const json_t *j)
 		if (!(r->events = calloc(n + 1, sizeof(*r->events))))
 			rc = HF_ENOMEM;
 		for (size_t i = 0; rc == HF_OK && i < n; i++)
-			if ((rc = event_from(json_array_get(v, i), &r->events[i])) == HF_OK)
+			if ((rc = event_from(json_array_get(v, i), &r->events[i], &err)) == HF_OK)
 				r->n_events = i + 1;
 	}
 	if (rc != HF_OK) {
 		r->error.code = rc;
-		snprintf(r->error.message, sizeof(r->error.message), "%s",
-		         rc == HF_ENOMEM ? "out of memory" : "unexpected reply from the redis script");
+		if (rc == HF_ENOMEM)
+			snprintf(r->error.message, sizeof(r->error.message), "out of memory");
+		else
+			snprintf(r->error.message, sizeof(r->error.message),
+			         "unexpected reply from the redis script: %.200s",
+			         err.message[0] ? err.message : "no details");
 	}
 	return rc;
 }
@@ -450,7 +410,7 @@ static struct job *call_job(struct redis_engine *eng, struct hf__call *call)
 		arg_add(&a, id);
 		arg_add(&a, token);
 		arg_add(&a, w ? w->wid : "");
-		arg_int(&a, WAITER_LEASE_MS);
+		arg_int(&a, eng->wait_lease_ms);
 		arg_int(&a, (long long)r->n_claims);
 		for (size_t i = 0; i < r->n_claims; i++) {
 			arg_add(&a, order[i]->name);
@@ -656,14 +616,14 @@ static void set_due(struct redis_engine *eng, const json_t *j)
 }
 
 /* A waiting acquire's outcome `j` (a hold or an error) completes it. */
-static void waiter_complete(struct redis_engine *eng, struct waiter *w, const json_t *j)
+static void waiter_complete(struct redis_engine *eng, struct waiter *w, json_t *j)
 {
 	fill_reply(w->call, j);
 	hf__call_done(w->call);
 	waiter_remove(eng, w);
 }
 
-static void handle_call(struct redis_engine *eng, struct job *jb, const json_t *j)
+static void handle_call(struct redis_engine *eng, struct job *jb, json_t *j)
 {
 	struct hf__call *call = jb->call;
 	struct waiter *w = jb->waiter;
@@ -709,7 +669,7 @@ static void handle_call(struct redis_engine *eng, struct job *jb, const json_t *
 	}
 }
 
-static void handle_evread(struct redis_engine *eng, struct evwaiter *e, const json_t *j)
+static void handle_evread(struct redis_engine *eng, struct evwaiter *e, json_t *j)
 {
 	e->busy = false;
 	json_t *events = json_object_get(j, "events");
@@ -720,7 +680,7 @@ static void handle_evread(struct redis_engine *eng, struct evwaiter *e, const js
 	evwaiter_remove(eng, e);
 }
 
-static void handle_collect(struct redis_engine *eng, struct job *jb, const json_t *j)
+static void handle_collect(struct redis_engine *eng, struct job *jb, json_t *j)
 {
 	json_t *list = json_object_get(j, "list");
 	for (size_t i = 0; i < jb->n_collected; i++)
@@ -1046,7 +1006,7 @@ static void add_collects(struct redis_engine *eng, struct jobs *js, bool all)
 	if (!list)
 		return;
 	args_head(eng, &a, "collect");
-	arg_int(&a, WAITER_LEASE_MS);
+	arg_int(&a, eng->wait_lease_ms);
 	size_t k = 0;
 	for (struct waiter *w = eng->waiters; w && k < n; w = w->next)
 		if (w->parked && !w->busy && !w->end_code && (all || w->woken)) {
@@ -1391,9 +1351,21 @@ static int redis_open(hf_store *store, const char *url, const hf_options *opt, v
 		goto fail;
 	}
 	const char *prefix = "hf:";
+	eng->wait_lease_ms = WAITER_LEASE_MS;
 	for (size_t i = 0; i < eng->url.n_params; i++) {
 		if (strcmp(eng->url.keys[i], "prefix") == 0) {
 			prefix = eng->url.values[i];
+		} else if (strcmp(eng->url.keys[i], "wait_lease_ms") == 0) {
+			/* How long a wait parked by this process outlives the process (docs/redis.md). */
+			char *end;
+			long long v = strtoll(eng->url.values[i], &end, 10);
+			if (!eng->url.values[i][0] || *end || v < WAITER_LEASE_MIN_MS || v > HF_WAIT_MAX_MS) {
+				rc = hf__err(err, HF_EINVAL, "invalid url '%s': wait_lease_ms must be %d..%lld, not '%s'",
+				             url, WAITER_LEASE_MIN_MS, (long long)HF_WAIT_MAX_MS,
+				             eng->url.values[i]);
+				goto fail;
+			}
+			eng->wait_lease_ms = v;
 		} else if (strcmp(eng->url.keys[i], "locks") == 0) {
 			/* "plain": every resource also shows as the Redlock key of its name, so that
 			 * other Redlock clients and this store exclude each other (docs/redis.md). */
@@ -1406,7 +1378,7 @@ static int redis_open(hf_store *store, const char *url, const hf_options *opt, v
 			}
 		} else {
 			rc = hf__err(err, HF_EINVAL,
-			             "invalid url '%s': unknown parameter '%s' (known: prefix, locks)", url,
+			             "invalid url '%s': unknown parameter '%s' (known: prefix, locks, wait_lease_ms)", url,
 			             eng->url.keys[i]);
 			goto fail;
 		}

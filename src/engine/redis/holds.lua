@@ -4,9 +4,11 @@
 --
 -- Call: EVALSHA sha 1 <P>seq  P op hold_ret_ms idem_ret_ms max_holds max_resources plain args...
 -- Reply: one JSON text: {"now":ms,"due":ms|0, ...op result...}; errors as {"e":code,"m":text}.
+-- Holds, resources and events in it have the wire form of src/core/codec.c (hf__*_from_json
+-- reads them), except that a resource's meta and an event's data are their JSON text.
 -- Keys: per resource  P{name}:r (hash) P{name}:q (waiter queue, zset by ticket) P{name}:f
 -- (fence counter, never deleted); per store  P holds/hids/exp/ended/idem/idemx/res/seq/ev/
--- w/ticket/live. Channels: P wake (ids of waiters whose outcome is ready), P events (seq).
+-- w/wl/ticket/live. Channels: P wake (ids of waiters whose outcome is ready), P events (seq).
 -- With plain = '1' (URL ?locks=plain) each resource also has its Redlock-format key: the
 -- resource name itself, holding a token while holdfast holds any of its units (see "plain").
 
@@ -25,10 +27,12 @@ local E_IDEMMISMATCH, E_IDEMBUSY, E_ENGINE = -14, -15, -19
 local TENTATIVE, CONFIRMED, RELEASED, EXPIRED = 0, 1, 2, 3
 local UNITS, SHARED, EXCLUSIVE = 0, 1, 2
 local MODE_NAME = {[0] = 'units', [1] = 'shared', [2] = 'exclusive'}
+local STATE_NAME = {[0] = 'tentative', [1] = 'confirmed', [2] = 'released', [3] = 'expired'}
 
 local K_HOLDS, K_HIDS, K_EXP, K_ENDED = P .. 'holds', P .. 'hids', P .. 'exp', P .. 'ended'
 local K_IDEM, K_IDEMX, K_RES, K_SEQ = P .. 'idem', P .. 'idemx', P .. 'res', P .. 'seq'
 local K_EV, K_W, K_TICKET, K_LIVE = P .. 'ev', P .. 'w', P .. 'ticket', P .. 'live'
+local K_WL = P .. 'wl' -- every wait record by the end of its lease (zset)
 local CH_WAKE, CH_EVENTS = P .. 'wake', P .. 'events'
 
 local function rk(n) return P .. '{' .. n .. '}:r' end
@@ -68,6 +72,7 @@ local function res_get(n)
 	return r
 end
 
+-- The codec's form of a resource (meta as its text: the engine parses it).
 local function res_view(r)
 	return {name = r.name, capacity = r.cap, meta = r.meta, version = r.ver, declared = r.decl,
 	        held = r.held, holds = r.holds, waiters = redis.call('ZCARD', qk(r.name))}
@@ -226,10 +231,13 @@ local function hold_save(h)
 	redis.call('HSET', K_HOLDS, h.id, cjson.encode(h))
 end
 
--- The public view of a hold: the token only where the caller may see it.
+-- The public view of a hold, in the codec's form (hf__hold_from_json): the token only where
+-- the caller may see it; no expires_at_ms while confirmed, no ended_at_ms while live.
 local function hold_view(h, with_token)
-	local v = {id = h.id, owner = h.owner, state = h.state, mode = h.mode, created = h.created,
-	           expires = h.expires, ended = h.ended, parts = h.parts}
+	local v = {id = h.id, owner = h.owner, state = STATE_NAME[h.state], mode = MODE_NAME[h.mode],
+	           created_at_ms = h.created, resources = h.parts}
+	if h.expires ~= 0 then v.expires_at_ms = h.expires end
+	if h.ended ~= 0 then v.ended_at_ms = h.ended end
 	if with_token then v.token = h.token end
 	return v
 end
@@ -290,7 +298,9 @@ end
 
 -- ---- waiters ----
 -- A waiter: K_W[id] = {st = 'p'|'g'|'f', owner, mode, ttl, any, idem, token, hid, lease,
--- claims = {{n = name, u = units}...}, hold (granted), e/m (failed)}; queued in P{n}:q.
+-- ld (lease length), claims = {{n = name, u = units}...}, hold (granted), e/m (failed)};
+-- queued in P{n}:q; K_WL has it by lease end. Its engine renews the lease (collect) while
+-- it waits; a record whose lease ran out belongs to a process that died (w_lapsed).
 
 local function w_load(wid)
 	local j = redis.call('HGET', K_W, wid)
@@ -298,7 +308,15 @@ local function w_load(wid)
 	return cjson.decode(j)
 end
 
-local function w_save(wid, w) redis.call('HSET', K_W, wid, cjson.encode(w)) end
+local function w_save(wid, w)
+	redis.call('HSET', K_W, wid, cjson.encode(w))
+	redis.call('ZADD', K_WL, w.lease, wid)
+end
+
+local function w_del(wid)
+	redis.call('HDEL', K_W, wid)
+	redis.call('ZREM', K_WL, wid)
+end
 
 local function w_unqueue(wid, w)
 	for _, c in ipairs(w.claims) do
@@ -314,18 +332,67 @@ local function idem_forget_pending(w, wid)
 	end
 end
 
+-- The lapse rule, written once: a wait record whose lease ran out is gone — its process
+-- stopped renewing it (crashed) — so a dead process blocks no queue longer than one lease
+-- (docs/redis.md). sweep() applies it before every op, like hold expiries, so every reader
+-- of a queue (a newcomer's fit check, NOWAIT, the pump) sees only live waits; q_head()
+-- applies it again where a queue is read, for records without a K_WL entry.
+local function w_lapsed(w) return w.lease < NOW end
+
+local function w_drop_lapsed(wid, w)
+	if w.st == 'p' then
+		w_unqueue(wid, w)
+		idem_forget_pending(w, wid)
+	end
+	w_del(wid)
+end
+
+-- The first live wait in the queue of n (wid, record), or nil; stale and lapsed entries at
+-- its head are removed on the way.
+local function q_head(n)
+	while true do
+		local wid = redis.call('ZRANGE', qk(n), 0, 0)[1]
+		if not wid then return nil end
+		local w = w_load(wid)
+		if not w or w.st ~= 'p' then
+			redis.call('ZREM', qk(n), wid) -- stale entry
+		elseif w_lapsed(w) then
+			w_drop_lapsed(wid, w)
+		else
+			return wid, w
+		end
+	end
+end
+
+-- Can the parked wait w never be granted, now that resource `name` has capacity `cap`?
+-- Mirrors hf__wait_impossible (src/core/rules.h): an all-of wait cannot once one claim
+-- exceeds its resource's capacity; an any-of wait only once every claim does.
+local function wait_impossible(w, name, cap)
+	for _, c in ipairs(w.claims) do
+		local ccap = cap
+		if c.n ~= name then
+			local r = res_get(c.n)
+			ccap = r and r.cap or 0
+		end
+		local over = c.u > ccap
+		if over and not w.any then return true end
+		if not over and w.any then return false end
+	end
+	return w.any and #w.claims > 0
+end
+
 -- Ends a parked wait without a grant; its engine collects the outcome.
 local function w_fail(wid, w, code, msg)
 	w_unqueue(wid, w)
 	idem_forget_pending(w, wid)
 	w.st, w.e, w.m = 'f', code, msg
+	w.lease = NOW + (w.ld or 30000) -- time for its engine to collect it
 	w_save(wid, w)
 	woken[#woken + 1] = wid
 end
 
 local function link_fits(wid, n, u)
-	local head = redis.call('ZRANGE', qk(n), 0, 0)
-	if head[1] ~= wid then return false end
+	if q_head(n) ~= wid then return false end
 	local r = res_get(n)
 	if not r then return false end
 	if foreign(n, r) then return false end
@@ -340,43 +407,33 @@ local function pump()
 		i = i + 1
 		in_work[n] = nil
 		while true do
-			local head = redis.call('ZRANGE', qk(n), 0, 0)
-			local wid = head[1]
+			local wid, w = q_head(n)
 			if not wid then break end
-			local w = w_load(wid)
-			if not w or w.st ~= 'p' then
-				redis.call('ZREM', qk(n), wid) -- stale entry
-			elseif w.lease < NOW then
-				-- its engine stopped refreshing the lease: gone (crashed); free the queue
-				w_unqueue(wid, w)
-				idem_forget_pending(w, wid)
-				redis.call('HDEL', K_W, wid)
+			local names, units = {}, {}
+			if w.any then
+				for _, c in ipairs(w.claims) do
+					if c.n == n and link_fits(wid, n, c.u) then
+						names[1], units[1] = n, c.u
+					end
+				end
 			else
-				local names, units = {}, {}
-				if w.any then
-					for _, c in ipairs(w.claims) do
-						if c.n == n and link_fits(wid, n, c.u) then
-							names[1], units[1] = n, c.u
-						end
-					end
-				else
-					local all = true
-					for k, c in ipairs(w.claims) do
-						if all and not link_fits(wid, c.n, c.u) then all = false end
-						names[k], units[k] = c.n, c.u
-					end
-					if not all then names = {} end
+				local all = true
+				for k, c in ipairs(w.claims) do
+					if all and not link_fits(wid, c.n, c.u) then all = false end
+					names[k], units[k] = c.n, c.u
 				end
-				if #names == 0 then break end
-				w_unqueue(wid, w)
-				local h, code = grant(w.owner, w.mode, w.ttl, w.hid, w.token, names, units, w.idem)
-				if h then
-					w.st, w.hold = 'g', h
-					w_save(wid, w)
-					woken[#woken + 1] = wid
-				else
-					w_fail(wid, w, code, 'the store\'s limit of live holds is reached')
-				end
+				if not all then names = {} end
+			end
+			if #names == 0 then break end
+			w_unqueue(wid, w)
+			local h, code = grant(w.owner, w.mode, w.ttl, w.hid, w.token, names, units, w.idem)
+			if h then
+				w.st, w.hold = 'g', h
+				w.lease = NOW + (w.ld or 30000) -- time for its engine to collect it
+				w_save(wid, w)
+				woken[#woken + 1] = wid
+			else
+				w_fail(wid, w, code, 'the store\'s limit of live holds is reached')
 			end
 		end
 		res_drop_if_idle(n)
@@ -387,6 +444,15 @@ end
 -- ---- lazy expiry and retention: before every operation ----
 
 local function sweep()
+	while true do
+		local gone = redis.call('ZRANGEBYSCORE', K_WL, '-inf', '(' .. I(NOW), 'LIMIT', 0, 100)
+		if #gone == 0 then break end
+		for _, wid in ipairs(gone) do
+			local w = w_load(wid)
+			if w and w_lapsed(w) then w_drop_lapsed(wid, w) else redis.call('ZREM', K_WL, wid) end
+		end
+		pump()
+	end
 	while true do
 		local due = redis.call('ZRANGEBYSCORE', K_EXP, '-inf', NOW, 'LIMIT', 0, 100)
 		if #due == 0 then break end
@@ -426,6 +492,7 @@ function ops.acquire(a)
 	if ikey ~= '' then
 		local j = redis.call('HGET', K_IDEM, ikey)
 		if j then
+			-- hf__idem_verdict (src/core/rules.h): another request, still waiting, or replay
 			local d = cjson.decode(j)
 			if d.fp ~= fp then
 				return err(E_IDEMMISMATCH, 'idempotency key \'' .. ikey .. '\' was used for another request')
@@ -477,10 +544,12 @@ function ops.acquire(a)
 			return false
 		end
 		if not r then return true end
-		if redis.call('ZCARD', qk(r.name)) > 0 then return false end
+		if q_head(r.name) then return false end
 		if units[i] == 0 then return r.held == 0 end
 		return r.nex == 0 and r.cap - r.held >= units[i]
 	end
+	-- hf__claims_grantable (src/core/rules.h): any-of takes the first claim that fits, in the
+	-- caller's order; all-of takes every claim or none.
 	local from, to = 0, -1
 	if any then
 		for i = 1, n do
@@ -518,7 +587,7 @@ function ops.acquire(a)
 	end
 	if not can_park then return {e = E_LIMIT, m = 'max_waiters'} end
 	local w = {st = 'p', owner = owner, mode = mode, ttl = ttl, any = any, idem = ikey,
-	           token = token, hid = id, lease = NOW + lease, claims = {}}
+	           token = token, hid = id, lease = NOW + lease, ld = lease, claims = {}}
 	local ticket = redis.call('INCR', K_TICKET)
 	for i = 1, n do
 		if not res[i] and not res_get(names[i]) then res_create(names[i], caps[i]) end
@@ -556,10 +625,10 @@ function ops.collect(a)
 		if not w then
 			out[#out + 1] = {w = wid, e = E_ENGINE, m = 'the wait was lost: redis no longer has its record'}
 		elseif w.st == 'g' then
-			redis.call('HDEL', K_W, wid)
+			w_del(wid)
 			out[#out + 1] = {w = wid, hold = hold_view(w.hold, true)}
 		elseif w.st == 'f' then
-			redis.call('HDEL', K_W, wid)
+			w_del(wid)
 			out[#out + 1] = {w = wid, e = w.e, m = w.m}
 		else
 			w.lease = NOW + lease
@@ -575,7 +644,7 @@ function ops.unpark(a)
 	local wid, code, msg = a[1], tonumber(a[2]), a[3]
 	local w = w_load(wid)
 	if not w then return err(E_ENGINE, 'the wait was lost: redis no longer has its record') end
-	redis.call('HDEL', K_W, wid)
+	w_del(wid)
 	if w.st == 'g' then return {hold = hold_view(w.hold, true)} end
 	if w.st == 'f' then return err(w.e, w.m) end
 	w_unqueue(wid, w)
@@ -583,10 +652,22 @@ function ops.unpark(a)
 	return err(code, msg)
 end
 
+-- hf__token_equal (src/core/rules.h): compared in time that does not depend on where the
+-- tokens differ (Redis's `bit` library; a token is a capability).
+local function token_equal(stored, given)
+	local diff = #stored == #given and 0 or 1
+	for i = 1, #stored do
+		diff = bit.bor(diff, bit.bxor(string.byte(stored, i), string.byte(given, i) or 0))
+	end
+	return diff == 0
+end
+
+-- hf__check_owner (src/core/rules.h): the token first, so an ended hold tells a stranger
+-- nothing; then whether it has ended. Same codes and messages.
 local function owned_hold(id, token)
 	local h = hold_load(id)
 	if not h then return nil, err(E_NOHOLD, 'hold \'' .. id .. '\' does not exist') end
-	if h.token ~= token then return nil, err(E_TOKEN, 'token does not match hold \'' .. id .. '\'') end
+	if not token_equal(h.token, token) then return nil, err(E_TOKEN, 'token does not match hold \'' .. id .. '\'') end
 	if h.state == RELEASED or h.state == EXPIRED then
 		return nil, err(E_ENDED, 'hold \'' .. id .. '\' has ' ..
 		                (h.state == RELEASED and 'been released' or 'expired'))
@@ -725,17 +806,12 @@ function ops.put_resource(a)
 	emit(created and 'resource.created' or 'resource.updated', name, nil, resource_event_data(r))
 	local view = res_view(r)
 	if shrank then
-		-- Waits that need more units than the new capacity could never be granted: they end
-		-- now (exclusive ones, u = 0, take whatever the capacity is) and leave the queue.
+		-- Waits that could never be granted now end and leave every queue they stood in
+		-- (exclusive claims, u = 0, take whatever the capacity is, so never exceed it).
 		for _, wid in ipairs(redis.call('ZRANGE', qk(name), 0, -1)) do
 			local w = w_load(wid)
-			if w and w.st == 'p' then
-				for _, c in ipairs(w.claims) do
-					if c.n == name and c.u > cap then
-						w_fail(wid, w, E_CAPACITY, 'the resource\'s capacity was lowered below what this wait needs')
-						break
-					end
-				end
+			if w and w.st == 'p' and wait_impossible(w, name, cap) then
+				w_fail(wid, w, E_CAPACITY, 'the resource\'s capacity was lowered below what this wait needs')
 			end
 		end
 	end
@@ -809,8 +885,9 @@ function ops.read_events(a)
 		for i, row in ipairs(rows) do
 			local f = {}
 			for k = 1, #row[2], 2 do f[row[2][k]] = row[2][k + 1] end
-			out[i] = {seq = tonumber(string.match(row[1], '^(%d+)')), at = tonumber(f.a), type = f.t,
-			          res = f.r, hold = f.h, data = f.d}
+			-- the codec's form of an event (data as its text: the engine parses it)
+			out[i] = {seq = tonumber(string.match(row[1], '^(%d+)')), at_ms = tonumber(f.a), type = f.t,
+			          resource = f.r ~= '' and f.r or nil, hold_id = f.h ~= '' and f.h or nil, data = f.d}
 		end
 	end
 	return {events = out, last = last}
@@ -832,6 +909,10 @@ if #work > 0 then pump() end
 if #woken > 0 then redis.call('PUBLISH', CH_WAKE, table.concat(woken, ' ')) end
 if emitted > 0 then redis.call('PUBLISH', CH_EVENTS, I(emitted)) end
 result.now = NOW
+-- The next moment something falls due without a call: a lease end, or the lapse of a wait
+-- (then the engine runs an empty script, whose sweep frees the queues it was in).
 local nd = redis.call('ZRANGE', K_EXP, 0, 0, 'WITHSCORES')
+local nl = redis.call('ZRANGE', K_WL, 0, 0, 'WITHSCORES')
 result.due = nd[2] and tonumber(nd[2]) or 0
+if nl[2] and (result.due == 0 or tonumber(nl[2]) < result.due) then result.due = tonumber(nl[2]) end
 return cjson.encode(result)

@@ -1,6 +1,7 @@
 /*
- * redlock.c — the redlock:// engine: plain locks (one resource, capacity 1) by the Redlock
- * algorithm over N independent Redis masters, on the wire format of the other Redlock
+ * redlock.c — the redlock:// engine: plain locks (one resource, capacity 1, or an exclusive
+ * hold of any capacity — holdfastd's lock route) by the Redlock algorithm over N independent
+ * Redis masters, on the wire format of the other Redlock
  * clients (key = the name, value = the 32-hex token, SET NX PX, owner-checked Lua for release
  * and extend). One worker thread with one blocking hiredis connection per master; waits are
  * retries with delay + jitter scheduled by that thread, never sleeps of the caller.
@@ -43,6 +44,7 @@ struct rl_hold {
 	char *name;
 	char *owner;
 	hf_mode mode;
+	int64_t units; /* what the hold shows it took: the whole capacity when exclusive */
 	hf_hold_state state;
 	int64_t created, expires, ended, fence;
 	struct rl_hold *next;
@@ -225,7 +227,7 @@ static void holds_sweep(struct rl_engine *e)
 
 static int hold_reply(struct hf__call *call, const struct rl_hold *h, bool with_token)
 {
-	hf_hold_part part = {.resource = h->name, .units = 1, .fence = h->fence};
+	hf_hold_part part = {.resource = h->name, .units = h->units, .fence = h->fence};
 	hf_hold view = {.owner = h->owner,
 	                .state = h->state,
 	                .mode = h->mode,
@@ -338,6 +340,7 @@ static enum attempt attempt(struct rl_engine *e, struct hf__call *call, char *wh
 		}
 		memcpy(h->token, token, sizeof(h->token));
 		h->mode = a->mode;
+		h->units = a->mode == HF_MODE_EXCLUSIVE ? a->claims[0].capacity : 1;
 		h->state = HF_HOLD_TENTATIVE;
 		h->created = wall;
 		h->expires = wall + validity; /* what Redlock promises, not the full ttl */
@@ -409,10 +412,24 @@ static void op_acquire(struct rl_engine *e, struct hf__call *call)
 		return fail(call, HF_ENOTSUP, "redlock:// takes plain locks: one resource per hold, not %zu",
 		            a->n_claims);
 	const hf_claim *c = &a->claims[0];
-	if (c->capacity != 1)
+	/* One Redlock key is one holder at a time. That is a capacity-1 resource in any mode, and
+	 * an exclusive hold of any capacity (it takes the whole capacity, so it has the resource
+	 * to itself): holdfastd's lock route, which asks for `lock:KEY` of capacity 65,536, gets
+	 * the Redlock key `lock:KEY` (docs/redis.md). Sharing a resource cannot be expressed. */
+	if (c->capacity == 0)
 		return fail(call, HF_ENOTSUP,
-		            "redlock:// takes plain locks: name '%s' with capacity 1 (declared resources and "
-		            "semaphores need redis:// or another engine)",
+		            "redlock:// has no declared resources: name '%s' needs a capacity (1 for a plain "
+		            "lock)",
+		            c->name);
+	if (c->capacity != 1 && a->mode == HF_MODE_SHARED)
+		return fail(call, HF_ENOTSUP,
+		            "redlock:// takes exclusive locks only: a Redlock key has one holder at a time, so "
+		            "a shared hold of '%.80s' (capacity %lld) cannot be expressed; use redis://",
+		            c->name, (long long)c->capacity);
+	if (c->capacity != 1 && a->mode != HF_MODE_EXCLUSIVE)
+		return fail(call, HF_ENOTSUP,
+		            "redlock:// takes plain locks: name '%.100s' with capacity 1, or an exclusive hold "
+		            "(semaphores need redis:// or another engine)",
 		            c->name);
 	if (a->mode == HF_MODE_UNITS && c->units > 1)
 		return fail(call, HF_ECAPACITY, "%lld units of '%s' exceed its capacity 1",
@@ -557,7 +574,7 @@ static void op_list_holds(struct rl_engine *e, struct hf__call *call)
 			r->more = true;
 			break;
 		}
-		hf_hold_part part = {.resource = best->name, .units = 1, .fence = best->fence};
+		hf_hold_part part = {.resource = best->name, .units = best->units, .fence = best->fence};
 		hf_hold view = {.owner = best->owner, .state = best->state, .mode = best->mode,
 		                .created_at_ms = best->created, .expires_at_ms = best->expires,
 		                .ended_at_ms = best->ended, .n_parts = 1, .parts = &part};
