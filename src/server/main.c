@@ -422,6 +422,16 @@ int main(int argc, char **argv)
 	struct event *sig_term = NULL, *sig_int = NULL;
 	hf_error err = {0};
 	int status = 2;
+	sigset_t stop_sigs, old_mask;
+
+	/* From the very first line until the loop's signal events are in place, SIGTERM and
+	 * SIGINT stay pending instead of killing the process half-started (the store open, the
+	 * engine threads, which inherit the mask). Unblocked once the handlers are installed: a
+	 * signal that came during start-up is then delivered to them, and we drain and exit 0. */
+	sigemptyset(&stop_sigs);
+	sigaddset(&stop_sigs, SIGTERM);
+	sigaddset(&stop_sigs, SIGINT);
+	sigprocmask(SIG_BLOCK, &stop_sigs, &old_mask);
 
 	int c = configure(&cfg, argc, argv);
 	if (c != 0) {
@@ -467,6 +477,7 @@ int main(int argc, char **argv)
 		        hf__log_quote(m, sizeof(m), err.message));
 		goto out_loop;
 	}
+	sigprocmask(SIG_SETMASK, &old_mask, NULL); /* a pending TERM/INT is handled now */
 	{
 		char e[300];
 		hf__log(HF__LOG_LIFE, "started", " version=%s engine=%s pid=%d", HF_VERSION,

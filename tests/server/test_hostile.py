@@ -1,0 +1,88 @@
+"""test_hostile.py — holdfastd under hostile or clumsy clients (issue 9): signals during
+start-up, bad UTF-8 in messages, request smuggling, odd methods, half-closed waiters, slow
+consumers, slow senders, unauthenticated floods, big stores. Each test is short and bounded;
+time bounds are one-sided.
+
+usage: test_hostile.py PATH/TO/holdfastd [unittest args]
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+import hfserver
+from hfserver import Server
+
+KEY = "hostile-key-0123456789abcdef"
+
+
+def read_reply(s, timeout=10):
+    """Reads one HTTP reply (headers and a Content-Length body) from a socket: (status,
+    headers dict with lowercase names, body bytes). Status 0: the server closed first."""
+    s.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            return 0, {}, data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for ln in lines[1:]:
+        k, _, v = ln.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    n = int(headers.get("content-length", "0"))
+    while len(body) < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return status, headers, body[:n] if "content-length" in headers else body
+
+
+def send_raw(port, data, timeout=10):
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(data)
+    return s
+
+
+class Startup(unittest.TestCase):
+    def test_sigterm_during_startup_exits_0(self):
+        """SIGTERM while holdfastd is still reading its config and opening the store: exit 0.
+
+        The config file is a FIFO, so the signal provably lands before the store is opened:
+        the test sends it as soon as holdfastd has opened the FIFO, then lets it go on."""
+        d = tempfile.mkdtemp(prefix="hf-startterm-")
+        for i in range(20):
+            fifo = os.path.join(d, "conf-%d" % i)
+            os.mkfifo(fifo)
+            log = open(os.path.join(d, "log-%d" % i), "wb")
+            p = subprocess.Popen([hfserver.BIN, "--listen", "127.0.0.1:0", "--config", fifo,
+                                  "--engine", "file:" + os.path.join(d, "s%d.db" % i)],
+                                 stderr=log, cwd=d)
+            try:
+                with open(fifo, "w") as f:  # returns once holdfastd opened it for reading
+                    p.send_signal(signal.SIGTERM if i % 2 == 0 else signal.SIGINT)
+                    f.write("log-level = info\n")
+                self.assertEqual(p.wait(20), 0, "run %d" % i)
+            finally:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+                log.close()
+
+
+if __name__ == "__main__":
+    hfserver.BIN = sys.argv.pop(1)
+    unittest.main()
