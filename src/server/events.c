@@ -49,7 +49,7 @@ static void on_sse(struct hf__rq *rq, hf_reply *reply)
 	if (reply->error.code) {
 		/* The drain (or a closing store) ends the stream quietly; anything else is told. */
 		if (reply->error.code != HF_ECANCELED && reply->error.code != HF_ECLOSED) {
-			json_t *e = hf__error_to_json(&reply->error);
+			json_t *e = hf__error_json(&reply->error);
 			char *text = e ? json_dumps(e, JSON_COMPACT) : NULL;
 			char head[] = "event: error\ndata: ";
 			hf__rq_stream_chunk(rq, head, sizeof(head) - 1);

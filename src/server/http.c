@@ -4,6 +4,7 @@
  * the life of a request from arrival to answer, store calls, and the SIGTERM drain.
  */
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -319,6 +320,77 @@ void hf__rq_send_json(struct hf__rq *rq, int status, json_t *body)
 	free(text);
 }
 
+/* Length of the well-formed UTF-8 sequence at s (at most n bytes), 0 if it is not one:
+ * no overlong forms, no surrogates, nothing above U+10FFFF. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+	unsigned char c = s[0];
+	size_t len;
+	uint32_t cp, min;
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xC2 && c <= 0xDF) {
+		len = 2, cp = c & 0x1F, min = 0x80;
+	} else if (c >= 0xE0 && c <= 0xEF) {
+		len = 3, cp = c & 0x0F, min = 0x800;
+	} else if (c >= 0xF0 && c <= 0xF4) {
+		len = 4, cp = c & 0x07, min = 0x10000;
+	} else {
+		return 0;
+	}
+	if (len > n)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3F);
+	}
+	if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+		return 0;
+	return len;
+}
+
+void hf__utf8_clean(const char *in, char *out, size_t size)
+{
+	static const char repl[] = "\xEF\xBF\xBD"; /* U+FFFD */
+	const unsigned char *s = (const unsigned char *)in;
+	size_t n = strlen(in), o = 0;
+	assert(size >= 1);
+	while (n) {
+		size_t k = utf8_seq(s, n);
+		const char *piece = (const char *)s;
+		size_t plen = k, skip = k;
+		if (k == 0) {
+			/* A sequence cut by the end of the string (a clipped message): drop it. */
+			size_t want = s[0] >= 0xF0 ? 4 : s[0] >= 0xE0 ? 3 : s[0] >= 0xC2 ? 2 : 0;
+			if (want > n) {
+				bool cont = true;
+				for (size_t i = 1; i < n; i++)
+					cont &= (s[i] & 0xC0) == 0x80;
+				if (cont)
+					break;
+			}
+			piece = repl;
+			plen = 3;
+			skip = 1;
+		}
+		if (o + plen >= size)
+			break;
+		memcpy(out + o, piece, plen);
+		o += plen;
+		s += skip;
+		n -= skip;
+	}
+	out[o] = '\0';
+}
+
+json_t *hf__error_json(const hf_error *err)
+{
+	char msg[3 * HF_MESSAGE_MAX];
+	hf__utf8_clean(err->message[0] ? err->message : hf_strerror(err->code), msg, sizeof(msg));
+	return json_pack("{s:{s:s,s:s}}", "error", "code", hf_err_name(err->code), "message", msg);
+}
+
 void hf__rq_send_error(struct hf__rq *rq, const hf_error *err)
 {
 	hf_error e = *err;
@@ -332,7 +404,7 @@ void hf__rq_send_error(struct hf__rq *rq, const hf_error *err)
 		hf__log(HF__LOG_DEBUG, "error_reply", " code=%s message=%s", hf_err_name(e.code),
 		        hf__log_quote(m, sizeof(m), e.message));
 	}
-	hf__rq_send_json(rq, hf_err_http_status(e.code), hf__error_to_json(&e));
+	hf__rq_send_json(rq, hf_err_http_status(e.code), hf__error_json(&e));
 }
 
 bool hf__rq_reply_failed(struct hf__rq *rq, hf_reply *reply)

@@ -125,6 +125,13 @@ void hf__rq_send_json(struct hf__rq *rq, int status, json_t *body);
 /* Answers with a text body of the given content type and frees rq. */
 void hf__rq_send_text(struct hf__rq *rq, int status, const char *ctype, const char *text,
                       size_t len);
+/* Copies the string in into out (size bytes, NUL included) as valid UTF-8: each invalid
+ * byte becomes U+FFFD, a sequence cut off at the end (a clipped message) is dropped, and the
+ * copy is cut on a character boundary. */
+void hf__utf8_clean(const char *in, char *out, size_t size);
+/* {"error":{"code","message"}} for err, the message cleaned to valid UTF-8; NULL only when
+ * out of memory. The caller owns the reference. */
+json_t *hf__error_json(const hf_error *err);
 /* Answers with the JSON error and frees rq. */
 void hf__rq_send_error(struct hf__rq *rq, const hf_error *err);
 /* For reply callbacks: if the reply carries an error, answers with it, frees the reply and

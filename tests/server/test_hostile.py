@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.parse
 
 import hfserver
 from hfserver import Server
@@ -81,6 +82,33 @@ class Startup(unittest.TestCase):
                     p.kill()
                     p.wait()
                 log.close()
+
+
+class Messages(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.s = Server()
+
+    @classmethod
+    def tearDownClass(cls):
+        assert cls.s.stop() == 0, cls.s.log_text()
+
+    def test_long_utf8_names_give_their_real_error(self):
+        """Messages quoting long multi-byte names are clipped on a character boundary and the
+        JSON error is the real one (404/409/422), never 503 out_of_memory."""
+        for ch in ("\u00e9", "\u20ac", "\U0001d11e"):
+            for nbytes in range(240, 256):
+                n = nbytes // len(ch.encode())
+                name = ch * n
+                q = urllib.parse.quote(name, safe="")
+                st, body, _ = self.s.get("/v1/resources/" + q)
+                self.assertEqual((st, body["error"]["code"]), (404, "resource_not_found"), name)
+                st, body, _ = self.s.post("/v1/holds", {"owner": "o", "resources": [
+                    {"name": name, "units": 5, "capacity": 2}]})
+                self.assertEqual((st, body["error"]["code"]), (422, "exceeds_capacity"), name)
+                self.assertTrue(body["error"]["message"])
+                st, body, _ = self.s.delete("/v1/resources/" + q)
+                self.assertEqual(st, 404, body)
 
 
 if __name__ == "__main__":
