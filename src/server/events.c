@@ -127,6 +127,17 @@ void hf__h_events(struct hf__rq *rq)
 			after = (int64_t)v;
 		}
 	}
+	/* Long-polls and streams park a read each: --max-waiters bounds them as it bounds
+	 * parked acquires (counted apart from those, which the store counts). */
+	if (sse || wait_ms > 0) {
+		if (rq->srv->n_ev_waiters >= (size_t)rq->srv->cfg->max_waiters) {
+			hf__rq_fail(rq, HF_ELIMIT, "too many event waiters: the limit is %lld",
+			            (long long)rq->srv->cfg->max_waiters);
+			goto out;
+		}
+		rq->ev_waiter = true;
+		rq->srv->n_ev_waiters++;
+	}
 	rq->ev_after = (uint64_t)after;
 	rq->ev_limit = (size_t)limit;
 	if (sse) {

@@ -32,6 +32,7 @@ struct hf__conn {
 	struct hf__rq *rqs;    /* its requests in flight */
 	int unflushed;         /* replies handed to libevent, not yet written out */
 	struct event *watch;   /* while a request waits: notices the client leaving */
+	bool close_after_reply; /* close once the reply is written (libevent would not) */
 	struct hf__conn *next; /* hash chain */
 };
 
@@ -226,6 +227,8 @@ static void rq_free(struct hf__rq *rq)
 		        (double)(hf__mono_us() - rq->t0_us) / 1000.0, rq->gone ? " client_gone=true" : "");
 	}
 	hf__stats_request(srv, rq->status);
+	if (rq->ev_waiter)
+		srv->n_ev_waiters--;
 	watch_stop(rq);
 	rq_unlink_conn(rq);
 	srv_unlink_rq(srv, rq);
@@ -239,11 +242,26 @@ static void rq_free(struct hf__rq *rq)
 	free(rq);
 }
 
+/* After a reply libevent would not close on (CONNECT): closes the connection, if it is
+ * still the one that asked (looked up again: it may be gone by now). */
+static void on_close_later(evutil_socket_t fd, short what, void *arg)
+{
+	struct evhttp_connection *evcon = arg;
+	struct hf__conn *conn = conn_find(the_server, evcon);
+	(void)fd;
+	(void)what;
+	if (conn && conn->close_after_reply && !conn->rqs)
+		evhttp_connection_free(evcon); /* runs on_conn_close, which frees conn */
+}
+
 static void on_reply_written(struct evhttp_request *req, void *arg)
 {
 	struct hf__conn *conn = arg;
 	(void)req;
 	conn->unflushed--;
+	if (conn->close_after_reply)
+		event_base_once(the_server->base, -1, EV_TIMEOUT, on_close_later, conn->evcon,
+		                &(struct timeval){0});
 }
 
 const char *hf__rq_header(struct hf__rq *rq, const char *name)
@@ -284,7 +302,15 @@ static void rq_send(struct hf__rq *rq, int status, const char *ctype, const char
 			rq->conn->unflushed++;
 			evhttp_request_set_on_complete_cb(rq->req, on_reply_written, rq->conn);
 		}
-		if (buf)
+		/* libevent 2.1 writes a HEAD answer's body and leaves a CONNECT answer without a
+		 * length (the client would wait for a tunnel): say the length ourselves, and send
+		 * HEAD the headers only. */
+		enum evhttp_cmd_type m = evhttp_request_get_command(rq->req);
+		char clen[32];
+		snprintf(clen, sizeof(clen), "%zu", len);
+		evhttp_remove_header(h, "Content-Length");
+		evhttp_add_header(h, "Content-Length", clen);
+		if (buf && m != EVHTTP_REQ_HEAD)
 			evbuffer_add(buf, data, len);
 		evhttp_send_reply(rq->req, status, NULL, buf);
 		evbuffer_free(buf);
@@ -562,6 +588,49 @@ const char *hf__rq_method(struct hf__rq *rq)
 	return rq->req ? method_name(evhttp_request_get_command(rq->req)) : "?";
 }
 
+/*
+ * Refuses what libevent 2.1 would accept but a proxy in front of us may read differently
+ * (request smuggling): more than one Content-Length, one that is not plain digits ("+2",
+ * "0x2"), or Content-Length together with Transfer-Encoding; and CONNECT, which is no route
+ * of ours. The connection is closed after the answer, so bytes past the body libevent read
+ * are never taken for another request. Returns false when it answered.
+ */
+static bool framing_ok(struct hf__rq *rq)
+{
+	struct evkeyvalq *in = evhttp_request_get_input_headers(rq->req);
+	int n_len = 0;
+	bool te = false;
+	const char *bad = NULL;
+	for (struct evkeyval *kv = in->tqh_first; kv; kv = kv->next.tqe_next) {
+		if (strcasecmp(kv->key, "Transfer-Encoding") == 0)
+			te = true;
+		if (strcasecmp(kv->key, "Content-Length") != 0)
+			continue;
+		n_len++;
+		const char *v = kv->value;
+		if (!*v || strspn(v, "0123456789") != strlen(v) || strlen(v) > 18)
+			bad = v;
+	}
+	if (evhttp_request_get_command(rq->req) == EVHTTP_REQ_CONNECT) {
+		/* libevent never closes after a CONNECT answer (it expects a tunnel): we do. */
+		if (rq->conn)
+			rq->conn->close_after_reply = true;
+		hf__rq_add_header(rq, "Connection", "close");
+		hf__rq_fail(rq, HF_EMETHOD, "CONNECT is not allowed: this is no proxy");
+		return false;
+	}
+	if (!bad && n_len <= 1 && !(te && n_len))
+		return true;
+	hf__rq_add_header(rq, "Connection", "close");
+	if (bad)
+		hf__rq_fail(rq, HF_EINVAL, "Content-Length '%.32s' is not a decimal number", bad);
+	else if (n_len > 1)
+		hf__rq_fail(rq, HF_EINVAL, "more than one Content-Length header");
+	else
+		hf__rq_fail(rq, HF_EINVAL, "both Content-Length and Transfer-Encoding");
+	return false;
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
 	struct hf__server *srv = arg;
@@ -617,6 +686,8 @@ static void on_request(struct evhttp_request *req, void *arg)
 		hf__rq_fail(rq, HF_ECLOSED, "server is shutting down");
 		return;
 	}
+	if (!framing_ok(rq))
+		return;
 	hf__route_request(rq);
 }
 

@@ -74,6 +74,7 @@ struct hf__server {
 	size_t n_conns;
 	struct hf__rq *rqs;        /* every request in flight (for drain) */
 	size_t n_rqs;
+	size_t n_ev_waiters;       /* event long-polls and SSE streams: at most max_waiters */
 	struct hf__stats *stats;
 	int64_t started_ms;
 };
@@ -97,6 +98,7 @@ struct hf__rq {
 	bool call_pending;          /* a store call is out: its completion will arrive */
 	bool parked;                /* the call may wait long: cancel it on drain */
 	bool streaming;             /* a chunked reply (SSE) has started */
+	bool ev_waiter;             /* counted in srv->n_ev_waiters */
 	uint64_t call_id;
 	hf__reply_fn on_reply;
 	int64_t t0_us;              /* monotonic arrival time */

@@ -111,6 +111,91 @@ class Messages(unittest.TestCase):
                 self.assertEqual(st, 404, body)
 
 
+class Framing(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.s = Server("--max-waiters", "2")
+
+    @classmethod
+    def tearDownClass(cls):
+        assert cls.s.stop() == 0, cls.s.log_text()
+
+    def assert_refused(self, data, status=400, code="invalid_argument", libevent_ok=False):
+        s = send_raw(self.s.port, data)
+        try:
+            st, h, body = read_reply(s)
+            self.assertEqual(st, status, body)
+            # libevent itself refuses some (a negative or non-decimal length) before we see
+            # them, with its own HTML page; whatever reaches us gets the JSON error
+            if h.get("content-type", "").startswith("application/json"):
+                self.assertEqual(json.loads(body)["error"]["code"], code)
+            else:
+                self.assertTrue(libevent_ok, (data, body))
+            # the connection is closed: nothing after the body is taken for a request
+            st2, _, rest = read_reply(s, timeout=5)
+            self.assertEqual((st2, rest), (0, b""))
+        finally:
+            s.close()
+
+    def test_smuggling_is_refused(self):
+        smuggled = b"PUT /v1/resources/smuggled HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+        self.assert_refused(b"POST /v1/holds HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                            b"Content-Length: %d\r\n\r\n{}" % (2 + len(smuggled)) + smuggled)
+        for v in (b"+2", b"2,2", b"2 2", b"0x2", b"-2"):
+            self.assert_refused(b"POST /v1/holds HTTP/1.1\r\nHost: x\r\nContent-Length: " + v +
+                                b"\r\n\r\n{}", libevent_ok=v != b"+2")
+        self.assertEqual(self.s.get("/v1/resources/smuggled")[0], 404)
+
+    def test_connect_is_answered_and_closed(self):
+        for target in (b"example.com:443", b"/healthz"):
+            self.assert_refused(b"CONNECT " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n", 405,
+                                "method_not_allowed")
+
+    def test_head_has_no_body(self):
+        s = send_raw(self.s.port, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            s.settimeout(5)
+            data = b""
+            while data.count(b"HTTP/1.1 200") < 2 or not data.endswith(b"}\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            head1, _, rest = data.partition(b"\r\n\r\n")
+            self.assertIn(b"Content-Length: 16", head1)  # what GET would send
+            self.assertTrue(rest.startswith(b"HTTP/1.1 200"), rest)  # no body in between
+            self.assertTrue(rest.endswith(b'{"status":"ok"}\n'), rest)
+        finally:
+            s.close()
+
+    def test_nul_in_query_is_refused(self):
+        for q in ("after=0%00x", "limit=1%00", "%00=1"):
+            st, body, _ = self.s.get("/v1/events?" + q)
+            self.assertEqual((st, body["error"]["code"]), (400, "invalid_argument"), q)
+        st, body, _ = self.s.get("/v1/holds?resource=a%00b")
+        self.assertEqual(st, 400, body)
+
+    def test_event_long_polls_count_as_waiters(self):
+        socks = [send_raw(self.s.port, b"GET /v1/events?wait_ms=20000 HTTP/1.1\r\nHost: x\r\n\r\n")
+                 for _ in range(2)]
+        try:
+            deadline = time.time() + 10
+            while True:  # both parked: the third waiter is refused
+                st, body, _ = self.s.get("/v1/events?wait_ms=20000")
+                if st == 429 or time.time() > deadline:
+                    break
+            self.assertEqual((st, body["error"]["code"]), (429, "limit_exceeded"))
+            self.assertEqual(self.s.get("/v1/events?wait_ms=0")[0], 200)  # no wait: served
+        finally:
+            for so in socks:
+                so.close()
+        deadline = time.time() + 10
+        while self.s.get("/v1/events?wait_ms=1")[0] != 200:  # the slots come back
+            self.assertLess(time.time(), deadline)
+            time.sleep(0.05)
+
+
 if __name__ == "__main__":
     hfserver.BIN = sys.argv.pop(1)
     unittest.main()
