@@ -489,6 +489,36 @@ void hf__rq_stream_end(struct hf__rq *rq)
 	rq_free(rq);
 }
 
+static void on_orphan_released(void *arg, hf_reply *reply)
+{
+	(void)arg;
+	if (reply->error.code && reply->error.code != HF_EENDED) {
+		char m[300];
+		hf__log(HF__LOG_WARN, "orphan_release_failed", " code=%s message=%s",
+		        hf_err_name(reply->error.code), hf__log_quote(m, sizeof(m), reply->error.message));
+	}
+	hf_reply_free(reply);
+}
+
+/*
+ * A grant that crossed the client's leaving (its cancel came too late): nobody has the
+ * token, so release the hold through the store rather than let it block the resource until
+ * it expires. Not for acquires with an Idempotency-Key: their client may retry and is then
+ * given this very hold.
+ */
+static void release_orphan(struct hf__server *srv, const hf_hold *hold)
+{
+	hf_request req;
+	hf_error err;
+	uint64_t id;
+	hf_request_init(&req, HF_OP_RELEASE);
+	req.hold_id = hold->id;
+	req.token = hold->token;
+	hf__log(HF__LOG_INFO, "orphan_released", " hold=%s", hold->id);
+	if (hf_submit(srv->store, &req, on_orphan_released, NULL, &id, &err) != HF_OK)
+		hf__log(HF__LOG_WARN, "orphan_release_failed", " code=%s", hf_err_name(err.code));
+}
+
 /* The store's completion for rq: hand it to the handler unless the client has left. */
 static void on_store_done(void *arg, hf_reply *reply)
 {
@@ -496,6 +526,9 @@ static void on_store_done(void *arg, hf_reply *reply)
 	rq->call_pending = false;
 	rq->parked = false;
 	if (rq->gone) {
+		if (rq->release_if_gone && !reply->error.code && reply->hold && !reply->hold->replayed &&
+		    rq->srv->store)
+			release_orphan(rq->srv, reply->hold);
 		hf_reply_free(reply);
 		rq_free(rq);
 		return;

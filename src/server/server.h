@@ -99,6 +99,8 @@ struct hf__rq {
 	bool parked;                /* the call may wait long: cancel it on drain */
 	bool streaming;             /* a chunked reply (SSE) has started */
 	bool ev_waiter;             /* counted in srv->n_ev_waiters */
+	bool release_if_gone;       /* acquire without Idempotency-Key: a grant nobody reads is
+	                             * released (http.c) */
 	uint64_t call_id;
 	hf__reply_fn on_reply;
 	int64_t t0_us;              /* monotonic arrival time */

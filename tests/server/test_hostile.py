@@ -196,6 +196,56 @@ class Framing(unittest.TestCase):
             time.sleep(0.05)
 
 
+class HalfClose(unittest.TestCase):
+    def test_half_closed_waiter_leaks_nothing(self):
+        """A waiting acquire whose client shuts its write side: afterwards either the client
+        got the token, or the resource is free. Never a hold nobody knows the token of."""
+        s = Server()
+        try:
+            for i in range(40):
+                name = "hc-%d" % i
+                self.assertEqual(s.put("/v1/resources/" + name, {"capacity": 1})[0], 201)
+                st, a, _ = s.post("/v1/holds", {"owner": "a", "resources": [name],
+                                                "ttl_ms": 60000})
+                self.assertEqual(st, 201, a)
+                w = hfserver.raw_request(s.port, "POST", "/v1/holds",
+                                         {"owner": "b", "resources": [name], "wait_ms": 20000,
+                                          "ttl_ms": 60000})
+                deadline = time.time() + 10
+                while s.get("/v1/resources/" + name)[1]["waiters"] < 1:
+                    self.assertLess(time.time(), deadline)
+                    time.sleep(0.01)
+                # the grant races the half-close: released just before or just after it
+                rel = s.conn()
+                body = json.dumps({"token": a["token"]})
+                if i % 2:
+                    rel.request("POST", "/v1/holds/%s/release" % a["id"], body=body)
+                    time.sleep(0.0005 * (i % 7))
+                    w.shutdown(socket.SHUT_WR)
+                else:
+                    w.shutdown(socket.SHUT_WR)
+                    time.sleep(0.0005 * (i % 7))
+                    rel.request("POST", "/v1/holds/%s/release" % a["id"], body=body)
+                self.assertEqual(rel.getresponse().status, 200)
+                rel.close()
+                st, h, body = read_reply(w, timeout=10)
+                w.close()
+                got = json.loads(body) if st == 201 else None
+                deadline = time.time() + 10
+                while True:
+                    r = s.get("/v1/resources/" + name)[1]
+                    if r["held"] == 0 or got or time.time() > deadline:
+                        break
+                    time.sleep(0.02)
+                if got:  # the client has its token: it can release
+                    self.assertEqual(s.post("/v1/holds/%s/release" % got["id"],
+                                            {"token": got["token"]})[0], 200)
+                else:
+                    self.assertEqual((r["held"], r["holds"]), (0, 0), (i, st, body))
+        finally:
+            self.assertEqual(s.stop(), 0)
+
+
 if __name__ == "__main__":
     hfserver.BIN = sys.argv.pop(1)
     unittest.main()
