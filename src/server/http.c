@@ -129,7 +129,9 @@ static void on_conn_close(struct evhttp_connection *evcon, void *arg)
 		rq->gone = true;
 		if (rq->req && evhttp_request_get_connection(rq->req) != NULL)
 			rq->req = NULL; /* freed by libevent with the connection */
-		if (rq->call_pending) {
+		if (rq->yield_fn) {
+			/* on_yield frees it */
+		} else if (rq->call_pending) {
 			hf__log(HF__LOG_DEBUG, "client_gone", " route=%s", hf__route_pattern(rq->route));
 			hf_cancel(srv->store, rq->call_id);
 		} else {
@@ -237,6 +239,8 @@ static void rq_free(struct hf__rq *rq)
 		evhttp_request_free(rq->req);
 	json_decref(rq->body);
 	json_decref(rq->acc);
+	if (rq->acc_out)
+		evbuffer_free(rq->acc_out);
 	free(rq->param);
 	free(rq->stat_name);
 	free(rq);
@@ -277,10 +281,20 @@ void hf__rq_add_header(struct hf__rq *rq, const char *name, const char *value)
 		evhttp_add_header(evhttp_request_get_output_headers(rq->req), name, value);
 }
 
+static void rq_send_buf(struct hf__rq *rq, int status, const char *ctype, struct evbuffer *body);
+
 /* Sends the answer, if anyone is there to read it, and frees rq. */
 static void rq_send(struct hf__rq *rq, int status, const char *ctype, const char *data,
                     size_t len)
 {
+	if (!rq->streaming) {
+		struct evbuffer *buf = evbuffer_new();
+		if (buf)
+			evbuffer_add(buf, data, len);
+		rq_send_buf(rq, status, ctype, buf);
+		evbuffer_free(buf);
+		return;
+	}
 	if (rq->streaming) {
 		/* The status line is gone already: an error becomes the stream's last event. */
 		while (len && data[len - 1] == '\n')
@@ -291,10 +305,17 @@ static void rq_send(struct hf__rq *rq, int status, const char *ctype, const char
 		hf__rq_stream_end(rq);
 		return;
 	}
+	rq_free(rq);
+}
+
+/* rq_send for a body in an evbuffer (emptied, not freed; NULL: out of memory): no copy. */
+static void rq_send_buf(struct hf__rq *rq, int status, const char *ctype, struct evbuffer *body)
+{
+	size_t len = body ? evbuffer_get_length(body) : 0;
 	rq->status = status;
 	if (rq->req && !rq->gone) {
 		struct evkeyvalq *h = evhttp_request_get_output_headers(rq->req);
-		struct evbuffer *buf = evbuffer_new();
+		struct evbuffer *buf = body;
 		evhttp_add_header(h, "Content-Type", ctype);
 		if (rq->srv->draining)
 			evhttp_add_header(h, "Connection", "close");
@@ -310,13 +331,17 @@ static void rq_send(struct hf__rq *rq, int status, const char *ctype, const char
 		snprintf(clen, sizeof(clen), "%zu", len);
 		evhttp_remove_header(h, "Content-Length");
 		evhttp_add_header(h, "Content-Length", clen);
-		if (buf && m != EVHTTP_REQ_HEAD)
-			evbuffer_add(buf, data, len);
+		if (buf && m == EVHTTP_REQ_HEAD)
+			evbuffer_drain(buf, len);
 		evhttp_send_reply(rq->req, status, NULL, buf);
-		evbuffer_free(buf);
 		rq->req = NULL; /* libevent frees it once written */
 	}
 	rq_free(rq);
+}
+
+void hf__rq_send_buffer(struct hf__rq *rq, int status, const char *ctype, struct evbuffer *body)
+{
+	rq_send_buf(rq, status, ctype, body);
 }
 
 void hf__rq_send_text(struct hf__rq *rq, int status, const char *ctype, const char *text,
@@ -534,6 +559,30 @@ static void on_store_done(void *arg, hf_reply *reply)
 		return;
 	}
 	rq->on_reply(rq, reply);
+}
+
+static void on_yield(evutil_socket_t fd, short what, void *arg)
+{
+	struct hf__rq *rq = arg;
+	void (*fn)(struct hf__rq *) = rq->yield_fn;
+	(void)fd;
+	(void)what;
+	rq->yield_fn = NULL;
+	if (rq->gone) {
+		rq_free(rq);
+		return;
+	}
+	fn(rq);
+}
+
+void hf__rq_yield(struct hf__rq *rq, void (*fn)(struct hf__rq *rq))
+{
+	assert(!rq->yield_fn && !rq->call_pending);
+	rq->yield_fn = fn;
+	if (event_base_once(rq->srv->base, -1, EV_TIMEOUT, on_yield, rq, &(struct timeval){0}) != 0) {
+		rq->yield_fn = NULL;
+		hf__rq_fail(rq, HF_ENOMEM, "out of memory");
+	}
 }
 
 int hf__rq_submit(struct hf__rq *rq, const hf_request *req, hf__reply_fn on_reply)

@@ -113,6 +113,11 @@ struct hf__rq {
 	json_t *acc;                /* stats/metrics: resources collected so far */
 	int acc_pages;
 	void (*acc_done)(struct hf__rq *rq, const hf_error *err);
+	void (*acc_each)(struct hf__rq *rq, json_t *resource); /* per resource, page by page */
+	size_t acc_bucket;          /* stats: where the join of tracked resources goes on */
+	size_t acc_i;               /* stats/metrics: next resource to write out */
+	struct evbuffer *acc_out;   /* stats/metrics: the answer, written a slice at a time */
+	void (*yield_fn)(struct hf__rq *rq); /* hf__rq_yield: runs on the next loop turn */
 };
 
 /* http.c: serving. */
@@ -124,6 +129,10 @@ int64_t hf__mono_us(void);
 /* Submits a store call for rq; on_reply gets its reply. On a submit error the request is
  * answered with that error and HF_E* is returned: the caller must not touch rq then. */
 int hf__rq_submit(struct hf__rq *rq, const hf_request *req, hf__reply_fn on_reply);
+/* Lets the loop serve others, then calls fn(rq) on its next turn; if the client leaves
+ * meanwhile, rq is freed instead. For work that would block the loop too long in one go:
+ * do a slice, yield. No store call may be pending. On failure rq is answered (503). */
+void hf__rq_yield(struct hf__rq *rq, void (*fn)(struct hf__rq *rq));
 /* Answers with status and a JSON body (the reference is taken) and frees rq. */
 void hf__rq_send_json(struct hf__rq *rq, int status, json_t *body);
 /* Answers with a text body of the given content type and frees rq. */
@@ -136,6 +145,10 @@ void hf__utf8_clean(const char *in, char *out, size_t size);
 /* {"error":{"code","message"}} for err, the message cleaned to valid UTF-8; NULL only when
  * out of memory. The caller owns the reference. */
 json_t *hf__error_json(const hf_error *err);
+/* Answers with the body in an evbuffer, moved out without a copy (the buffer is emptied,
+ * not freed) and frees rq. Not for streams. */
+struct evbuffer;
+void hf__rq_send_buffer(struct hf__rq *rq, int status, const char *ctype, struct evbuffer *body);
 /* Answers with the JSON error and frees rq. */
 void hf__rq_send_error(struct hf__rq *rq, const hf_error *err);
 /* For reply callbacks: if the reply carries an error, answers with it, frees the reply and
