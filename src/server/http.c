@@ -239,6 +239,8 @@ static void rq_free(struct hf__rq *rq)
 		evhttp_request_free(rq->req);
 	json_decref(rq->body);
 	json_decref(rq->acc);
+	if (rq->ev_timer)
+		event_free(rq->ev_timer);
 	if (rq->acc_out)
 		evbuffer_free(rq->acc_out);
 	free(rq->param);
@@ -542,6 +544,25 @@ static void release_orphan(struct hf__server *srv, const hf_hold *hold)
 	hf__log(HF__LOG_INFO, "orphan_released", " hold=%s", hold->id);
 	if (hf_submit(srv->store, &req, on_orphan_released, NULL, &id, &err) != HF_OK)
 		hf__log(HF__LOG_WARN, "orphan_release_failed", " code=%s", hf_err_name(err.code));
+}
+
+size_t hf__rq_queued(struct hf__rq *rq)
+{
+	struct bufferevent *bev = rq->conn && !rq->gone
+	                                  ? evhttp_connection_get_bufferevent(rq->conn->evcon)
+	                                  : NULL;
+	return bev ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
+}
+
+void hf__rq_drop(struct hf__rq *rq, const char *why)
+{
+	hf__log(HF__LOG_WARN, "client_dropped", " route=%s reason=%s",
+	        hf__route_pattern(rq->route), why);
+	if (rq->conn && !rq->gone) {
+		evhttp_connection_free(rq->conn->evcon); /* on_conn_close frees rq (nothing pending) */
+		return;
+	}
+	rq_free(rq);
 }
 
 /* The store's completion for rq: hand it to the handler unless the client has left. */

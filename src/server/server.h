@@ -110,6 +110,9 @@ struct hf__rq {
 	int64_t stat_claims;        /* acquire: resources named */
 	uint64_t ev_after;          /* events: last seq sent */
 	size_t ev_limit;
+	size_t ev_read;             /* SSE: events to read next (sized to the queue bound) */
+	struct event *ev_timer;     /* SSE: paused over its queue bound, checks for the drain */
+	int64_t ev_paused_ms;       /* SSE: monotonic time the pause began, 0 if not paused */
 	json_t *acc;                /* stats/metrics: resources collected so far */
 	int acc_pages;
 	void (*acc_done)(struct hf__rq *rq, const hf_error *err);
@@ -162,6 +165,11 @@ bool hf__rq_authorized(struct hf__rq *rq); /* no keys configured, or a right Bea
 /* Parses the body into rq->body (empty: {}); on failure answers 400/413 and returns false. */
 bool hf__rq_read_body(struct hf__rq *rq);
 void hf__rq_add_header(struct hf__rq *rq, const char *name, const char *value);
+/* Bytes of answer libevent still holds for rq's connection (not yet written). */
+size_t hf__rq_queued(struct hf__rq *rq);
+/* Closes rq's connection without an answer (a stream whose client does not read) and frees
+ * rq; logs why. No store call may be pending. */
+void hf__rq_drop(struct hf__rq *rq, const char *why);
 /* Chunked replies (SSE): start, send pieces, end (end frees rq). */
 void hf__rq_stream_start(struct hf__rq *rq, const char *ctype);
 void hf__rq_stream_chunk(struct hf__rq *rq, const char *data, size_t len);

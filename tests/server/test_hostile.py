@@ -301,6 +301,70 @@ class BigStore(unittest.TestCase):
             self.assertEqual(s.stop(), 0)
 
 
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class SlowConsumer(unittest.TestCase):
+    def test_sse_streams_that_never_read_are_bounded(self):
+        s = Server("--timeout", "3")
+        try:
+            meta = {"pad": "x" * 60000}
+            c = s.conn()
+            for i in range(80):  # ~5 MB of events
+                st, _, _ = s.put("/v1/resources/big-%d" % (i % 5), {"capacity": 1, "meta": meta},
+                                 conn=c)
+                self.assertIn(st, (200, 201))
+            c.close()
+            last = s.get("/v1/events?limit=1&after=0")[1]["last_seq"]
+            before = rss_kb(s.proc.pid)
+            socks = []
+            for _ in range(8):
+                so = socket.socket()
+                so.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                so.connect(("127.0.0.1", s.port))
+                so.sendall(b"GET /v1/events?after=0&limit=1000 HTTP/1.1\r\nHost: x\r\n"
+                           b"Accept: text/event-stream\r\n\r\n")
+                socks.append(so)
+            t_open = time.time()
+            time.sleep(1.5)
+            grown = rss_kb(s.proc.pid) - before
+            # unbounded, each stream would queue the whole log: 8 x 5 MB
+            self.assertLess(grown, 20 * 1024, "RSS grew %d kB" % grown)
+            # a stream that reads gets every event, in order, across its pauses
+            r = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+            r.sendall(b"GET /v1/events?after=0&limit=1000 HTTP/1.1\r\nHost: x\r\n"
+                      b"Accept: text/event-stream\r\n\r\n")
+            data, want = b"", ("id: %d\n" % last).encode()
+            while want not in data:
+                chunk = r.recv(1 << 20)
+                self.assertTrue(chunk)
+                data += chunk
+            r.close()
+            ids = [int(x) for x in
+                   __import__("re").findall(rb"^id: (\d+)$", data, __import__("re").M)]
+            self.assertEqual(ids, list(range(1, last + 1)))
+            # stalled longer than --timeout (3 s): the non-readers were dropped, so reading
+            # them now ends in EOF (what the kernel buffered, then the close)
+            time.sleep(max(0, t_open + 5 - time.time()))
+            for so in socks:
+                so.settimeout(10)
+                got = 0
+                while True:
+                    chunk = so.recv(1 << 20)
+                    if not chunk:
+                        break
+                    got += len(chunk)
+                so.close()
+            self.assertEqual(s.get("/healthz")[0], 200)
+        finally:
+            self.assertEqual(s.stop(), 0)
+
+
 if __name__ == "__main__":
     hfserver.BIN = sys.argv.pop(1)
     unittest.main()
