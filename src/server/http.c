@@ -20,21 +20,43 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
 #include "core/codec.h"
 #include "server/server.h"
 
-/* An open connection that has sent at least one request. */
+/*
+ * An open connection, from accept (conn_bevcb) to close (on_conn_close). Until it has
+ * presented a valid API key (or, without keys, sent a request) it is "pending": pending
+ * connections may hold at most half of --max-connections, the oldest idle one makes room
+ * for a newcomer, and with keys configured at most PREAUTH_BODY_MAX bytes of a body are
+ * read from them.
+ */
 struct hf__conn {
-	struct evhttp_connection *evcon;
+	struct evhttp_connection *evcon; /* NULL until attached (just after accept) */
+	struct bufferevent *bev;
 	struct hf__rq *rqs;    /* its requests in flight */
 	int unflushed;         /* replies handed to libevent, not yet written out */
 	struct event *watch;   /* while a request waits: notices the client leaving */
+	struct event *timer;   /* attach (at once), then the deadline of the request being read */
 	bool close_after_reply; /* close once the reply is written (libevent would not) */
+	bool authed;           /* no longer pending */
+	int64_t accepted_ms;   /* monotonic */
+	bool over_limit;       /* came with every slot taken: its request gets 429 */
+	bool preauth_closing;  /* sent too much before authenticating: closed on the timer */
 	struct hf__conn *next; /* hash chain */
+	struct hf__conn *pend_prev, *pend_next; /* the pending list, oldest first */
+	/* What the first request's header block says, scanned as it arrives (keys only). */
+	bool scan_headers_done, scan_key_ok;
+	unsigned scan_lines;
+	size_t scan_len, preauth_body;
+	char scan_line[1024];
 };
+
+/* With API keys: body bytes read from a connection that has not shown a valid key. */
+#define PREAUTH_BODY_MAX 8192
 
 int64_t hf__mono_us(void)
 {
@@ -81,8 +103,26 @@ static void conn_grow(struct hf__server *srv)
 	free(old);
 }
 
+static void pending_remove(struct hf__server *srv, struct hf__conn *conn)
+{
+	if (conn->authed)
+		return;
+	conn->authed = true;
+	if (conn->pend_prev)
+		conn->pend_prev->pend_next = conn->pend_next;
+	else
+		srv->pend_head = conn->pend_next;
+	if (conn->pend_next)
+		conn->pend_next->pend_prev = conn->pend_prev;
+	else
+		srv->pend_tail = conn->pend_prev;
+	conn->pend_prev = conn->pend_next = NULL;
+	srv->n_pending--;
+}
+
 static void conn_unlink(struct hf__server *srv, struct hf__conn *conn)
 {
+	pending_remove(srv, conn);
 	struct hf__conn **p = &srv->conn_tab[conn_hash(srv, conn->evcon)];
 	for (; *p; p = &(*p)->next)
 		if (*p == conn) {
@@ -140,6 +180,8 @@ static void on_conn_close(struct evhttp_connection *evcon, void *arg)
 	}
 	if (conn->watch)
 		event_free(conn->watch);
+	if (conn->timer)
+		event_free(conn->timer);
 	free(conn);
 }
 
@@ -260,11 +302,15 @@ static void on_close_later(evutil_socket_t fd, short what, void *arg)
 		evhttp_connection_free(evcon); /* runs on_conn_close, which frees conn */
 }
 
+static void deadline_arm(struct hf__conn *conn);
+
 static void on_reply_written(struct evhttp_request *req, void *arg)
 {
 	struct hf__conn *conn = arg;
 	(void)req;
 	conn->unflushed--;
+	if (!conn->rqs && conn->unflushed <= 0)
+		deadline_arm(conn); /* the next request must come whole within the timeout */
 	if (conn->close_after_reply)
 		event_base_once(the_server->base, -1, EV_TIMEOUT, on_close_later, conn->evcon,
 		                &(struct timeval){0});
@@ -319,7 +365,11 @@ static void rq_send_buf(struct hf__rq *rq, int status, const char *ctype, struct
 		struct evkeyvalq *h = evhttp_request_get_output_headers(rq->req);
 		struct evbuffer *buf = body;
 		evhttp_add_header(h, "Content-Type", ctype);
-		if (rq->srv->draining)
+		/* With keys, a connection that showed none serves one request: its next request
+		 * would be read (body and all) before we could tell. */
+		if (rq->srv->draining ||
+		    (rq->conn && ((!rq->conn->authed && rq->srv->cfg->n_api_keys) ||
+		                  rq->conn->over_limit)))
 			evhttp_add_header(h, "Connection", "close");
 		if (rq->conn) {
 			rq->conn->unflushed++;
@@ -637,12 +687,9 @@ static bool key_equal(const char *a, const char *b)
 	return d == 0;
 }
 
-bool hf__rq_authorized(struct hf__rq *rq)
+/* Whether an Authorization header value carries one of the keys (h may be NULL). */
+static bool bearer_ok(const struct hf__config *cfg, const char *h)
 {
-	const struct hf__config *cfg = rq->srv->cfg;
-	if (cfg->n_api_keys == 0)
-		return true;
-	const char *h = hf__rq_header(rq, "Authorization");
 	if (!h || strncasecmp(h, "Bearer ", 7) != 0)
 		return false;
 	h += 7;
@@ -652,6 +699,12 @@ bool hf__rq_authorized(struct hf__rq *rq)
 	for (size_t i = 0; i < cfg->n_api_keys; i++)
 		ok |= key_equal(h, cfg->api_keys[i]);
 	return ok;
+}
+
+bool hf__rq_authorized(struct hf__rq *rq)
+{
+	const struct hf__config *cfg = rq->srv->cfg;
+	return cfg->n_api_keys == 0 || bearer_ok(cfg, hf__rq_header(rq, "Authorization"));
 }
 
 bool hf__rq_read_body(struct hf__rq *rq)
@@ -753,37 +806,20 @@ static void on_request(struct evhttp_request *req, void *arg)
 
 	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
 	struct hf__conn *conn = evcon ? conn_find(srv, evcon) : NULL;
-	if (!conn && evcon) {
-		if (srv->draining) {
-			hf__rq_fail(rq, HF_ECLOSED, "server is shutting down");
-			return;
-		}
-		if (srv->n_conns >= (size_t)srv->cfg->max_conns) {
-			hf__rq_add_header(rq, "Connection", "close");
-			hf__rq_fail(rq, HF_ELIMIT, "too many connections: the limit is %lld",
-			            (long long)srv->cfg->max_conns);
-			return;
-		}
-		conn = calloc(1, sizeof(*conn));
-		if (!conn) {
-			hf__rq_fail(rq, HF_ENOMEM, "out of memory");
-			return;
-		}
-		conn->evcon = evcon;
-		if (srv->n_conns >= srv->conn_buckets * 2)
-			conn_grow(srv);
-		size_t b = conn_hash(srv, evcon);
-		conn->next = srv->conn_tab[b];
-		srv->conn_tab[b] = conn;
-		srv->n_conns++;
-		evhttp_connection_set_closecb(evcon, on_conn_close, conn);
-	}
 	if (conn) {
 		rq->conn = conn;
 		rq->conn_next = conn->rqs;
 		if (conn->rqs)
 			conn->rqs->conn_prev = rq;
 		conn->rqs = rq;
+		event_del(conn->timer); /* read whole: no deadline while it is served */
+		if (conn->over_limit) {
+			hf__rq_fail(rq, HF_ELIMIT, "too many connections: the limit is %lld",
+			            (long long)srv->cfg->max_conns);
+			return;
+		}
+		if (!conn->authed && hf__rq_authorized(rq))
+			pending_remove(srv, conn);
 	}
 	if (srv->draining) {
 		hf__rq_fail(rq, HF_ECLOSED, "server is shutting down");
@@ -794,16 +830,248 @@ static void on_request(struct evhttp_request *req, void *arg)
 	hf__route_request(rq);
 }
 
-/* ---- Listening. ------------------------------------------------------------------- */
+/* ---- Connections from accept to first request. -------------------------------------- */
 
-static struct bufferevent *tls_bevcb(struct event_base *base, void *arg)
+static void deadline_arm(struct hf__conn *conn)
 {
-	SSL *ssl = SSL_new(arg);
-	if (!ssl)
-		return NULL;
-	return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-	                                      BEV_OPT_CLOSE_ON_FREE);
+	if (conn->timer && conn->evcon)
+		event_add(conn->timer, &(struct timeval){.tv_sec = the_server->cfg->timeout_s});
 }
+
+/* A pending connection this old has had its chance to send a request with a key. */
+#define PENDING_GRACE_MS 1000
+
+/* Closes the oldest pending connection that is idle and past its grace; false if there is
+ * none (a burst of fresh connections is not mistaken for a flood). */
+static bool evict_pending(struct hf__server *srv, struct hf__conn *except)
+{
+	int64_t now = hf__mono_us() / 1000;
+	for (struct hf__conn *c = srv->pend_head; c; c = c->pend_next) {
+		if (now - c->accepted_ms < PENDING_GRACE_MS)
+			return false; /* oldest first: the rest are younger */
+		if (c != except && !c->rqs && c->unflushed <= 0 && c->evcon) {
+			srv->conns_evicted++;
+			hf__log(HF__LOG_DEBUG, "conn_evicted", " pending=%zu", srv->n_pending);
+			evhttp_connection_free(c->evcon); /* on_conn_close frees c */
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Plain sockets only: a last word before closing a connection libevent is still reading. */
+static void send_raw_error(struct hf__conn *conn, int code, const char *msg)
+{
+	if (the_server->tls)
+		return;
+	evutil_socket_t fd = bufferevent_getfd(conn->bev);
+	char body[256], head[512];
+	hf_error e = {.code = code};
+	snprintf(e.message, sizeof(e.message), "%s", msg);
+	json_t *j = hf__error_json(&e);
+	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	snprintf(body, sizeof(body), "%s\n", text ? text : "");
+	free(text);
+	int n = snprintf(head, sizeof(head),
+	                 "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+	                 "Connection: close\r\n\r\n%s",
+	                 hf_err_http_status(code), code == HF_EAUTH ? "Unauthorized" : "Error",
+	                 strlen(body), body);
+	if (fd >= 0 && n > 0 && (size_t)n < sizeof(head))
+		(void)send(fd, head, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/* The scan of a pending connection's first header block, byte by byte as it arrives. */
+static void scan_byte(struct hf__conn *conn, char c)
+{
+	if (conn->scan_headers_done) {
+		if (++conn->preauth_body > PREAUTH_BODY_MAX && !conn->preauth_closing) {
+			conn->preauth_closing = true;
+			event_active(conn->timer, EV_TIMEOUT, 0); /* not from inside libevent's read */
+		}
+		return;
+	}
+	if (c != '\n') {
+		if (conn->scan_len < sizeof(conn->scan_line) - 1)
+			conn->scan_line[conn->scan_len++] = c;
+		return;
+	}
+	size_t len = conn->scan_len;
+	if (len && conn->scan_line[len - 1] == '\r')
+		len--;
+	conn->scan_line[len] = '\0';
+	conn->scan_len = 0;
+	if (len == 0) {
+		if (conn->scan_lines > 0)
+			conn->scan_headers_done = true;
+		return;
+	}
+	conn->scan_lines++;
+	if (strncasecmp(conn->scan_line, "Authorization:", 14) == 0) {
+		const char *v = conn->scan_line + 14;
+		while (*v == ' ' || *v == '\t')
+			v++;
+		conn->scan_key_ok |= bearer_ok(the_server->cfg, v);
+	}
+}
+
+static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct hf__conn *conn = arg;
+	if (!info->n_added || conn->authed || conn->scan_key_ok || conn->preauth_closing)
+		return;
+	size_t len = evbuffer_get_length(buf);
+	if (info->n_added > len)
+		return;
+	struct evbuffer_ptr pos;
+	if (evbuffer_ptr_set(buf, &pos, len - info->n_added, EVBUFFER_PTR_SET) != 0)
+		return;
+	struct evbuffer_iovec v[16];
+	int n = evbuffer_peek(buf, (ev_ssize_t)info->n_added, &pos, v, 16);
+	for (int i = 0; i < n && i < 16; i++)
+		for (size_t k = 0; k < v[i].iov_len; k++) {
+			if (conn->scan_key_ok || conn->preauth_closing)
+				return;
+			scan_byte(conn, ((const char *)v[i].iov_base)[k]);
+		}
+}
+
+/* Right after accept: tracks the connection, makes room under the limits, starts its
+ * deadline. evhttp has made its evhttp_connection by now: it is the bufferevent's cbarg. */
+static void conn_attach(struct hf__conn *conn)
+{
+	struct hf__server *srv = the_server;
+	void *arg = NULL;
+	bufferevent_getcb(conn->bev, NULL, NULL, NULL, &arg);
+	if (!arg) {
+		event_free(conn->timer);
+		free(conn);
+		return;
+	}
+	conn->evcon = arg;
+	size_t max = (size_t)srv->cfg->max_conns;
+	size_t pending_max = max / 2 ? max / 2 : 1;
+	while (srv->n_pending >= pending_max || srv->n_conns >= max)
+		if (!evict_pending(srv, NULL))
+			break;
+	if (srv->n_conns >= max) {
+		conn->over_limit = true;
+		srv->conns_refused++;
+	}
+	if (srv->n_conns >= srv->conn_buckets * 2)
+		conn_grow(srv);
+	size_t b = conn_hash(srv, conn->evcon);
+	conn->next = srv->conn_tab[b];
+	srv->conn_tab[b] = conn;
+	srv->n_conns++;
+	conn->pend_prev = srv->pend_tail;
+	if (srv->pend_tail)
+		srv->pend_tail->pend_next = conn;
+	else
+		srv->pend_head = conn;
+	srv->pend_tail = conn;
+	srv->n_pending++;
+	evhttp_connection_set_closecb(conn->evcon, on_conn_close, conn);
+	if (srv->cfg->n_api_keys)
+		evbuffer_add_cb(bufferevent_get_input(conn->bev), on_input, conn);
+	deadline_arm(conn);
+}
+
+static void on_conn_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct hf__conn *conn = arg;
+	struct hf__server *srv = the_server;
+	(void)fd;
+	(void)what;
+	if (!conn->evcon) {
+		conn_attach(conn);
+		return;
+	}
+	if (conn->preauth_closing) {
+		if (conn->rqs) /* libevent read it all meanwhile: it is being answered (401) */
+			return;
+		srv->conns_preauth_closed++;
+		hf__log(HF__LOG_DEBUG, "conn_closed", " reason=body_before_auth");
+		send_raw_error(conn, HF_EAUTH, "missing or wrong API key (Authorization: Bearer KEY)");
+		evhttp_connection_free(conn->evcon);
+		return;
+	}
+	if (conn->rqs || conn->unflushed > 0)
+		return; /* being served: the deadline starts again after the answer */
+	srv->conns_timed_out++;
+	hf__log(HF__LOG_DEBUG, "conn_closed", " reason=request_timeout");
+	evhttp_connection_free(conn->evcon); /* on_conn_close frees conn */
+}
+
+/* evhttp's bufferevent factory: called for every accepted connection, before evhttp makes
+ * its connection object. Ours makes the TLS or plain bufferevent and starts tracking. */
+static struct bufferevent *conn_bevcb(struct event_base *base, void *arg)
+{
+	struct hf__server *srv = arg;
+	struct bufferevent *bev;
+	if (srv->tls) {
+		SSL *ssl = SSL_new(srv->tls);
+		if (!ssl)
+			return NULL;
+		bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+		                                     BEV_OPT_CLOSE_ON_FREE);
+	} else {
+		bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	}
+	struct hf__conn *conn = bev ? calloc(1, sizeof(*conn)) : NULL;
+	if (conn)
+		conn->timer = evtimer_new(base, on_conn_timer, conn);
+	if (!conn || !conn->timer) {
+		free(conn);
+		return bev; /* served untracked: better than not at all */
+	}
+	conn->bev = bev;
+	conn->accepted_ms = hf__mono_us() / 1000;
+	/* Attach once evhttp has set the connection up: the active event runs right after
+	 * this accept callback, before any read from the new socket. */
+	event_active(conn->timer, EV_TIMEOUT, 0);
+	return bev;
+}
+
+/* accept() failing (out of descriptors, mostly): libevent would retry at once, forever.
+ * Pause the listener, back off, log once per episode. */
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct hf__server *srv = arg;
+	(void)fd;
+	(void)what;
+	if (srv->bound && !srv->draining)
+		evconnlistener_enable(evhttp_bound_socket_get_listener(srv->bound));
+}
+
+static void on_accept_error(struct evconnlistener *lev, void *arg)
+{
+	struct hf__server *srv = the_server; /* arg is evhttp's (the listener's user data) */
+	(void)arg;
+	int err = EVUTIL_SOCKET_ERROR();
+	int64_t now = hf__mono_us() / 1000;
+	srv->accept_errors++;
+	evconnlistener_disable(lev);
+	/* An episode: errors less than 10 s apart. The pause doubles in one, 10 ms .. 1 s. */
+	if (now - srv->accept_last_ms > 10000) {
+		srv->accept_pause_ms = 10;
+		srv->accept_episodes++;
+		hf__log(HF__LOG_WARN, "accept_failed", " error=\"%s\" paused_ms=%lld", strerror(err),
+		        (long long)srv->accept_pause_ms);
+	} else if (srv->accept_pause_ms < 1000) {
+		srv->accept_pause_ms *= 2;
+	}
+	srv->accept_last_ms = now;
+	if (!srv->accept_ev)
+		srv->accept_ev = evtimer_new(srv->base, on_accept_resume, srv);
+	if (!srv->accept_ev || event_add(srv->accept_ev, &(struct timeval){
+	                                     .tv_sec = srv->accept_pause_ms / 1000,
+	                                     .tv_usec = (srv->accept_pause_ms % 1000) * 1000}) != 0)
+		evconnlistener_enable(lev); /* no timer: better a busy listener than a dead one */
+}
+
+/* ---- Listening. ------------------------------------------------------------------- */
 
 static int tls_setup(struct hf__server *srv, hf_error *err)
 {
@@ -817,7 +1085,6 @@ static int tls_setup(struct hf__server *srv, hf_error *err)
 	    SSL_CTX_check_private_key(ctx) != 1)
 		goto out_ssl;
 	srv->tls = ctx;
-	evhttp_set_bevcb(srv->http, tls_bevcb, ctx);
 	return HF_OK;
 out_ssl:;
 	char why[200];
@@ -882,6 +1149,7 @@ int hf__http_start(struct hf__server *srv, hf_error *err)
 	                                          EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
 	                                          EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
 	evhttp_set_gencb(srv->http, on_request, srv);
+	evhttp_set_bevcb(srv->http, conn_bevcb, srv);
 	if (cfg->tls_cert && cfg->tls_key) {
 		int rc = tls_setup(srv, err);
 		if (rc)
@@ -894,6 +1162,7 @@ int hf__http_start(struct hf__server *srv, hf_error *err)
 		         cfg->listen, strerror(errno));
 		return HF_EINVAL;
 	}
+	evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(srv->bound), on_accept_error);
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 	char addr[INET6_ADDRSTRLEN] = "?";
@@ -981,6 +1250,9 @@ void hf__http_stop(struct hf__server *srv)
 	}
 	if (srv->drain_ev)
 		event_free(srv->drain_ev);
+	if (srv->accept_ev)
+		event_free(srv->accept_ev);
+	srv->accept_ev = NULL;
 	if (srv->http)
 		evhttp_free(srv->http); /* closes the connections: on_conn_close frees them */
 	free(srv->conn_tab);

@@ -71,7 +71,18 @@ struct hf__server {
 	int64_t drain_deadline_ms; /* monotonic */
 	struct hf__conn **conn_tab;/* open connections by evconnection pointer */
 	size_t conn_buckets;
-	size_t n_conns;
+	size_t n_conns;            /* open connections, counted from accept */
+	struct hf__conn *pend_head, *pend_tail; /* not yet authenticated, oldest first */
+	size_t n_pending;
+	/* Connections not served, for /metrics. */
+	uint64_t conns_evicted;    /* pending and idle, closed to make room for a newcomer */
+	uint64_t conns_refused;    /* over --max-connections: answered 429 */
+	uint64_t conns_timed_out;  /* no whole request within --timeout */
+	uint64_t conns_preauth_closed; /* too much body before a valid key */
+	uint64_t accept_errors;    /* accept() failures (each a connection left waiting) */
+	uint64_t accept_episodes;  /* runs of them: logged once each */
+	int64_t accept_pause_ms, accept_last_ms;
+	struct event *accept_ev;   /* re-enables the listener after a pause */
 	struct hf__rq *rqs;        /* every request in flight (for drain) */
 	size_t n_rqs;
 	size_t n_ev_waiters;       /* event long-polls and SSE streams: at most max_waiters */

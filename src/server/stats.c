@@ -577,6 +577,29 @@ static void metrics_done(struct hf__rq *rq, const hf_error *err)
 	for (int k = 2; k <= 5; k++)
 		evbuffer_add_printf(b, "holdfast_http_responses_total{class=\"%dxx\"} %" PRIu64 "\n", k,
 		                    st->http[k]);
+	const struct hf__server *srv = rq->srv;
+	evbuffer_add_printf(b, "# HELP holdfast_connections Open connections (pending: no valid key "
+	                       "or request yet).\n# TYPE holdfast_connections gauge\n"
+	                       "holdfast_connections{state=\"all\"} %zu\n"
+	                       "holdfast_connections{state=\"pending\"} %zu\n",
+	                    srv->n_conns, srv->n_pending);
+	evbuffer_add_printf(b, "# HELP holdfast_connections_unserved_total Connections closed or "
+	                       "refused unserved, by reason.\n"
+	                       "# TYPE holdfast_connections_unserved_total counter\n"
+	                       "holdfast_connections_unserved_total{reason=\"evicted_pending\"} %" PRIu64 "\n"
+	                       "holdfast_connections_unserved_total{reason=\"over_limit\"} %" PRIu64 "\n"
+	                       "holdfast_connections_unserved_total{reason=\"request_timeout\"} %" PRIu64 "\n"
+	                       "holdfast_connections_unserved_total{reason=\"body_before_auth\"} %" PRIu64 "\n",
+	                    srv->conns_evicted, srv->conns_refused, srv->conns_timed_out,
+	                    srv->conns_preauth_closed);
+	evbuffer_add_printf(b, "# HELP holdfast_accept_errors_total Failed accept() calls (out of "
+	                       "descriptors): connections left waiting.\n"
+	                       "# TYPE holdfast_accept_errors_total counter\n"
+	                       "holdfast_accept_errors_total %" PRIu64 "\n"
+	                       "# HELP holdfast_accept_pauses_total Episodes of accept failures (the "
+	                       "listener backs off).\n# TYPE holdfast_accept_pauses_total counter\n"
+	                       "holdfast_accept_pauses_total %" PRIu64 "\n",
+	                    srv->accept_errors, srv->accept_episodes);
 	json_t *list = json_object_get(rq->acc, "resources");
 	json_int_t held = 0, holds = 0, waiters = 0;
 	size_t i;

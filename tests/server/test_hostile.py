@@ -52,6 +52,20 @@ def read_reply(s, timeout=10):
     return status, headers, body[:n] if "content-length" in headers else body
 
 
+def cpu_s(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def metric(s, name):
+    st, text, _ = s.get("/metrics")
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError("no metric " + name)
+
+
 def send_raw(port, data, timeout=10):
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     s.sendall(data)
@@ -362,6 +376,162 @@ class SlowConsumer(unittest.TestCase):
                 so.close()
             self.assertEqual(s.get("/healthz")[0], 200)
         finally:
+            self.assertEqual(s.stop(), 0)
+
+
+class Connections(unittest.TestCase):
+    def test_slowloris_is_cut_at_the_timeout(self):
+        """One header byte a second, forever: the timeout bounds the whole request."""
+        s = Server("--timeout", "2")
+        try:
+            so = socket.create_connection(("127.0.0.1", s.port))
+            so.settimeout(0.3)
+            t0, closed = time.monotonic(), False
+            msg = b"GET /healthz HTTP/1.1\r\nX-Slow: " + b"a" * 1000
+            for i in range(len(msg)):
+                try:
+                    so.send(msg[i:i + 1])
+                    if so.recv(1) == b"":
+                        closed = True
+                        break
+                except socket.timeout:
+                    pass
+                except OSError:
+                    closed = True
+                    break
+                if time.monotonic() - t0 > 8:
+                    break
+            so.close()
+            self.assertTrue(closed)
+            self.assertLess(time.monotonic() - t0, 6)
+            self.assertGreaterEqual(metric(s, "holdfast_connections_unserved_total"
+                                              '{reason="request_timeout"}'), 1)
+        finally:
+            self.assertEqual(s.stop(), 0)
+
+    def test_out_of_descriptors_backs_off(self):
+        """accept() failing with EMFILE: the listener pauses (no busy loop, one log line per
+        episode), failures are counted, and service resumes when descriptors free up."""
+        import resource
+        d = tempfile.mkdtemp(prefix="hf-emfile-")
+
+        def low_fds():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
+
+        log = open(os.path.join(d, "log"), "wb")
+        p = subprocess.Popen([hfserver.BIN, "--listen", "127.0.0.1:0", "--engine",
+                              "file:" + os.path.join(d, "s.db")], stderr=log,
+                             preexec_fn=low_fds, cwd=d)
+        socks = []
+        try:
+            port = None
+            deadline = time.time() + 10
+            while port is None:
+                self.assertLess(time.time(), deadline)
+                text = open(os.path.join(d, "log")).read()
+                m = __import__("re").search(r"msg=listening addr=\S+ port=(\d+)", text)
+                port = int(m.group(1)) if m else None
+                time.sleep(0.02)
+            for _ in range(60):
+                socks.append(socket.create_connection(("127.0.0.1", port)))
+            time.sleep(0.5)
+            c0, t0 = cpu_s(p.pid), time.monotonic()
+            time.sleep(2)
+            used = cpu_s(p.pid) - c0
+            self.assertLess(used, 0.5 * (time.monotonic() - t0), "busy accept loop")
+            text = open(os.path.join(d, "log")).read()
+            self.assertLess(text.count("accept"), 10, text[-2000:])
+            for so in socks:
+                so.close()
+            socks = []
+            deadline = time.time() + 10
+            while True:
+                try:
+                    c = socket.create_connection(("127.0.0.1", port), timeout=2)
+                    c.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    st, _, body = read_reply(c, timeout=3)
+                    c.close()
+                    if st == 200:
+                        break
+                except OSError:
+                    pass
+                self.assertLess(time.time(), deadline)
+                time.sleep(0.1)
+            m = __import__("re").search(rb"^holdfast_accept_errors_total (\d+)", body,
+                                        __import__("re").M)
+            self.assertGreater(int(m.group(1)), 0)
+        finally:
+            for so in socks:
+                so.close()
+            p.send_signal(signal.SIGTERM)
+            self.assertEqual(p.wait(20), 0)
+            log.close()
+
+    def test_unauthenticated_clients_do_not_starve_keyed_ones(self):
+        s = Server("--max-connections", "8", "--api-key", KEY, "--timeout", "20")
+        idle, noisy = [], []
+        try:
+            for _ in range(8):  # asked without a key, keep the connection
+                so = send_raw(s.port, b"GET /v1/resources HTTP/1.1\r\nHost: x\r\n\r\n")
+                st, h, _ = read_reply(so)
+                self.assertEqual(st, 401)
+                noisy.append(so)
+            for _ in range(8):  # connected, silent
+                idle.append(socket.create_connection(("127.0.0.1", s.port)))
+            time.sleep(1.2)  # past the grace a fresh connection gets to send its request
+            for i in range(5):
+                st, body, _ = s.get("/v1/resources", headers={"Authorization": "Bearer " + KEY})
+                self.assertEqual(st, 200, body)
+            # keyed connections hold their slots: a 9th, unauthenticated, is the one refused
+            keyed = [s.conn() for _ in range(8)]
+            for c in keyed:
+                st, _, _ = s.request("GET", "/v1/resources", conn=c,
+                                     headers={"Authorization": "Bearer " + KEY})
+                self.assertEqual(st, 200)
+            st, body, _ = s.get("/healthz")
+            self.assertEqual((st, body["error"]["code"]), (429, "limit_exceeded"))
+            for c in keyed:
+                c.close()
+        finally:
+            for so in idle + noisy:
+                so.close()
+            self.assertEqual(s.stop(), 0)
+
+    def test_bodies_before_authentication_are_bounded(self):
+        s = Server("--api-key", KEY, "--max-body", "1048576")
+        socks = []
+        try:
+            before = rss_kb(s.proc.pid)
+            results = []
+
+            def flood():
+                so = socket.create_connection(("127.0.0.1", s.port))
+                socks.append(so)
+                try:
+                    so.sendall(b"POST /v1/holds HTTP/1.1\r\nHost: x\r\nContent-Length: 4000000"
+                               b"\r\n\r\n" + b"{" * (2 << 20))
+                    results.append("sent all")
+                except OSError:
+                    results.append("closed")
+
+            threads = [threading.Thread(target=flood) for _ in range(20)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            grown = rss_kb(s.proc.pid) - before
+            self.assertLess(grown, 20 * 1024, "RSS grew %d kB (%s)" % (grown, results))
+            for so in socks:
+                st, _, body = read_reply(so, timeout=10)  # 401 or closed, never a wait
+                self.assertIn(st, (0, 401), body)
+            # a keyed client's body is read as usual
+            st, body, _ = s.put("/v1/resources/big", {"capacity": 1, "meta": {"p": "x" * 200000}},
+                                headers={"Authorization": "Bearer " + KEY})
+            self.assertEqual(st, 400, body)
+            self.assertEqual(body["error"]["code"], "invalid_argument")
+        finally:
+            for so in socks:
+                so.close()
             self.assertEqual(s.stop(), 0)
 
 
