@@ -28,9 +28,9 @@ struct hf__config {
 	char *tls_key;
 	int64_t max_body;     /* bytes of a request body */
 	int64_t max_headers;  /* bytes of a request's headers */
-	int64_t timeout_s;    /* idle or slow client: read/write timeout */
-	int64_t max_conns;    /* connections with a request at once */
-	int64_t max_waiters;  /* the store's parked acquires */
+	int64_t timeout_s;    /* a whole request, idle keep-alive, read/write, stalled streams */
+	int64_t max_conns;    /* open connections (from accept); half for unauthenticated ones */
+	int64_t max_waiters;  /* the store's parked acquires; apart, event long-polls/streams */
 	int64_t drain_s;      /* SIGTERM: how long to answer what is in flight */
 	int log_level;        /* HF__LOG_* */
 };
