@@ -17,8 +17,10 @@
 
 #define N_BUCKETS 160          /* bucket b: latency < 2^((b+1)/4) us; the last is open */
 #define MAX_TRACKED 10000      /* resources with their own counters; more count overall only */
-#define PAGE_SIZE 250          /* resources per store read: a page is one turn of the loop */
-#define LIST_PAGES_MAX 40      /* /v1/stats and /metrics read at most 40 pages (10,000) */
+/* Resources per store read: a page is one turn of the loop. Not smaller: the embedded
+ * engine sorts every resource after the cursor for each page. */
+#define PAGE_SIZE HF_LIST_MAX
+#define LIST_PAGES_MAX 10      /* /v1/stats and /metrics read at most 10 pages (10,000) */
 #define FOLLOW_WAIT_MS 30000
 
 struct counters {
