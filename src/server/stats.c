@@ -533,6 +533,38 @@ static void metric_outcomes(struct evbuffer *b, const char *metric, const char *
 	}
 }
 
+/* The per-resource lines, a slice at a time between turns of the loop: first the tracked
+ * counters (by hash bucket), then the listed resources' waiters; then the answer goes out. */
+static void metrics_write(struct hf__rq *rq)
+{
+	struct hf__stats *st = rq->srv->stats;
+	struct evbuffer *b = rq->acc_out;
+	json_t *list = json_object_get(rq->acc, "resources");
+	size_t done = 0, n = json_array_size(list);
+	for (; rq->acc_bucket < st->buckets && done < JOIN_SLICE; rq->acc_bucket++)
+		for (struct entry *e = st->tab[rq->acc_bucket]; e; e = e->next, done++)
+			metric_outcomes(b, "holdfast_resource_acquisitions_total", e->name, &e->c);
+	if (rq->acc_bucket < st->buckets) {
+		hf__rq_yield(rq, metrics_write);
+		return;
+	}
+	if (rq->acc_i == 0)
+		evbuffer_add_printf(b, "# HELP holdfast_resource_waiters Parked acquires per resource.\n"
+		                       "# TYPE holdfast_resource_waiters gauge\n");
+	for (; rq->acc_i < n && done < JOIN_SLICE; rq->acc_i++, done++) {
+		json_t *r = json_array_get(list, rq->acc_i);
+		evbuffer_add_printf(b, "holdfast_resource_waiters{resource=\"");
+		label(b, json_string_value(json_object_get(r, "name")));
+		evbuffer_add_printf(b, "\"} %lld\n",
+		                    (long long)json_integer_value(json_object_get(r, "waiters")));
+	}
+	if (rq->acc_i < n) {
+		hf__rq_yield(rq, metrics_write);
+		return;
+	}
+	hf__rq_send_buffer(rq, 200, "text/plain; version=0.0.4; charset=utf-8", b);
+}
+
 static void metrics_done(struct hf__rq *rq, const hf_error *err)
 {
 	if (err) {
@@ -623,21 +655,10 @@ static void metrics_done(struct hf__rq *rq, const hf_error *err)
 	                    (long long)waiters);
 	evbuffer_add_printf(b, "# HELP holdfast_resource_acquisitions_total Acquires per resource.\n"
 	                       "# TYPE holdfast_resource_acquisitions_total counter\n");
-	for (size_t k = 0; k < st->buckets; k++)
-		for (struct entry *e = st->tab[k]; e; e = e->next)
-			metric_outcomes(b, "holdfast_resource_acquisitions_total", e->name, &e->c);
-	evbuffer_add_printf(b, "# HELP holdfast_resource_waiters Parked acquires per resource.\n"
-	                       "# TYPE holdfast_resource_waiters gauge\n");
-	json_array_foreach (list, i, r) {
-		evbuffer_add_printf(b, "holdfast_resource_waiters{resource=\"");
-		label(b, json_string_value(json_object_get(r, "name")));
-		evbuffer_add_printf(b, "\"} %lld\n",
-		                    (long long)json_integer_value(json_object_get(r, "waiters")));
-	}
-	size_t len = evbuffer_get_length(b);
-	hf__rq_send_text(rq, 200, "text/plain; version=0.0.4; charset=utf-8",
-	                 (const char *)evbuffer_pullup(b, -1), len);
-	evbuffer_free(b);
+	rq->acc_out = b;
+	rq->acc_bucket = 0;
+	rq->acc_i = 0;
+	metrics_write(rq);
 }
 
 void hf__h_metrics(struct hf__rq *rq)
