@@ -787,6 +787,8 @@ static bool framing_ok(struct hf__rq *rq)
 	return false;
 }
 
+static bool evict_pending(struct hf__server *srv, struct hf__conn *except, bool grace);
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
 	struct hf__server *srv = arg;
@@ -813,7 +815,12 @@ static void on_request(struct evhttp_request *req, void *arg)
 			conn->rqs->conn_prev = rq;
 		conn->rqs = rq;
 		event_del(conn->timer); /* read whole: no deadline while it is served */
+		/* Over the limit: an authenticated request (any request, without keys) takes the
+		 * place of a pending idle connection, however young; else 429. */
+		if (conn->over_limit && hf__rq_authorized(rq) && evict_pending(srv, conn, false))
+			conn->over_limit = false;
 		if (conn->over_limit) {
+			srv->conns_refused++;
 			hf__rq_fail(rq, HF_ELIMIT, "too many connections: the limit is %lld",
 			            (long long)srv->cfg->max_conns);
 			return;
@@ -843,11 +850,11 @@ static void deadline_arm(struct hf__conn *conn)
 
 /* Closes the oldest pending connection that is idle and past its grace; false if there is
  * none (a burst of fresh connections is not mistaken for a flood). */
-static bool evict_pending(struct hf__server *srv, struct hf__conn *except)
+static bool evict_pending(struct hf__server *srv, struct hf__conn *except, bool grace)
 {
 	int64_t now = hf__mono_us() / 1000;
 	for (struct hf__conn *c = srv->pend_head; c; c = c->pend_next) {
-		if (now - c->accepted_ms < PENDING_GRACE_MS)
+		if (grace && now - c->accepted_ms < PENDING_GRACE_MS)
 			return false; /* oldest first: the rest are younger */
 		if (c != except && !c->rqs && c->unflushed <= 0 && c->evcon) {
 			srv->conns_evicted++;
@@ -953,12 +960,10 @@ static void conn_attach(struct hf__conn *conn)
 	size_t max = (size_t)srv->cfg->max_conns;
 	size_t pending_max = max / 2 ? max / 2 : 1;
 	while (srv->n_pending >= pending_max || srv->n_conns >= max)
-		if (!evict_pending(srv, NULL))
+		if (!evict_pending(srv, NULL, true))
 			break;
-	if (srv->n_conns >= max) {
-		conn->over_limit = true;
-		srv->conns_refused++;
-	}
+	if (srv->n_conns >= max)
+		conn->over_limit = true; /* unless its request proves better than a pending one */
 	if (srv->n_conns >= srv->conn_buckets * 2)
 		conn_grow(srv);
 	size_t b = conn_hash(srv, conn->evcon);
