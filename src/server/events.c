@@ -199,7 +199,10 @@ void hf__h_events(struct hf__rq *rq)
 	}
 	rq->ev_after = (uint64_t)after;
 	rq->ev_limit = (size_t)limit;
-	if (sse) {
+	if (sse && strcmp(hf__rq_method(rq), "HEAD") == 0) {
+		hf__rq_stream_start(rq, "text/event-stream"); /* the headers of a stream, no stream */
+		hf__rq_stream_end(rq);
+	} else if (sse) {
 		hf__rq_stream_start(rq, "text/event-stream");
 		hf__rq_stream_chunk(rq, "retry: 2000\n\n", 13);
 		sse_next(rq);

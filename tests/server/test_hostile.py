@@ -183,6 +183,21 @@ class Framing(unittest.TestCase):
         finally:
             s.close()
 
+    def test_head_of_an_event_stream_ends(self):
+        s = send_raw(self.s.port, b"HEAD /v1/events HTTP/1.1\r\nHost: x\r\n"
+                     b"Accept: text/event-stream\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            s.settimeout(5)
+            data = b""
+            while not data.endswith(b'{"status":"ok"}\n'):
+                chunk = s.recv(65536)
+                self.assertTrue(chunk, data)
+                data += chunk
+            self.assertTrue(data.startswith(b"HTTP/1.1 200"), data)
+            self.assertIn(b"text/event-stream", data)
+        finally:
+            s.close()
+
     def test_nul_in_query_is_refused(self):
         for q in ("after=0%00x", "limit=1%00", "%00=1"):
             st, body, _ = self.s.get("/v1/events?" + q)
