@@ -63,8 +63,17 @@ int hf__err(hf_error *err, int code, const char *fmt, ...)
 		va_list ap;
 		va_start(ap, fmt);
 		err->code = code;
-		vsnprintf(err->message, sizeof(err->message), fmt, ap);
+		int n = vsnprintf(err->message, sizeof(err->message), fmt, ap);
 		va_end(ap);
+		if (n >= (int)sizeof(err->message)) { /* clipped: never inside a UTF-8 character */
+			size_t len = strlen(err->message), i = len;
+			while (i > 0 && ((unsigned char)err->message[i - 1] & 0xC0) == 0x80)
+				i--;
+			unsigned char lead = i > 0 ? (unsigned char)err->message[i - 1] : 0;
+			size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+			if (lead >= 0xC0 && len - (i - 1) < need)
+				err->message[i - 1] = '\0';
+		}
 	}
 	return code;
 }

@@ -135,6 +135,7 @@ static void start_acquire(struct hf__rq *rq, hf_acquire_req *a)
 	}
 	hf_request_init(&req, HF_OP_ACQUIRE);
 	req.acquire = *a;
+	rq->release_if_gone = a->idempotency_key == NULL;
 	hf__rq_submit(rq, &req, on_acquired);
 }
 

@@ -202,10 +202,13 @@ static const struct option_row options[] = {
 	{"max-body", "BYTES", o_max_body, "largest request body (default 1048576): 413 above"},
 	{"max-headers", "BYTES", o_max_headers, "largest request header block (default 16384)"},
 	{"timeout", "SECONDS", o_timeout,
-	 "idle or slow client read/write timeout (default 30; parked waits are not cut by it)"},
+	 "a whole request (headers+body), idle keep-alive, slow write, a stalled event stream "
+	 "(default 30; parked waits are not cut by it)"},
 	{"max-connections", "N", o_max_conns,
-	 "connections served at once (default 16384): 429 limit_exceeded above"},
-	{"max-waiters", "N", o_max_waiters, "parked acquires at once (default 100000)"},
+	 "open connections (default 16384): 429 limit_exceeded above; those without a valid key "
+	 "or request yet get at most half"},
+	{"max-waiters", "N", o_max_waiters,
+	 "parked acquires at once, and apart from them event long-polls/streams (default 100000)"},
 	{"drain-timeout", "SECONDS", o_drain,
 	 "on SIGTERM, how long to finish what is in flight (default 10)"},
 	{"log-level", "LEVEL", o_log_level, "debug, info (default), warn or error"},
@@ -243,7 +246,8 @@ static void usage(FILE *f)
 		fprintf(f, "  %-28s %s\n", left, options[i].help);
 	}
 	fprintf(f, "\nSignals: SIGTERM or SIGINT stop accepting, answer what is in flight (parked\n"
-	           "waits get 503 shutting_down), make the journal durable and exit 0.\n");
+	           "waits get 503 shutting_down), make the journal durable and exit 0. One that\n"
+	           "comes during start-up is held until the server is up, then honoured the same way.\n");
 }
 
 static int apply(struct hf__config *cfg, const struct option_row *o, const char *value,
@@ -422,6 +426,16 @@ int main(int argc, char **argv)
 	struct event *sig_term = NULL, *sig_int = NULL;
 	hf_error err = {0};
 	int status = 2;
+	sigset_t stop_sigs, old_mask;
+
+	/* From the very first line until the loop's signal events are in place, SIGTERM and
+	 * SIGINT stay pending instead of killing the process half-started (the store open, the
+	 * engine threads, which inherit the mask). Unblocked once the handlers are installed: a
+	 * signal that came during start-up is then delivered to them, and we drain and exit 0. */
+	sigemptyset(&stop_sigs);
+	sigaddset(&stop_sigs, SIGTERM);
+	sigaddset(&stop_sigs, SIGINT);
+	sigprocmask(SIG_BLOCK, &stop_sigs, &old_mask);
 
 	int c = configure(&cfg, argc, argv);
 	if (c != 0) {
@@ -467,6 +481,7 @@ int main(int argc, char **argv)
 		        hf__log_quote(m, sizeof(m), err.message));
 		goto out_loop;
 	}
+	sigprocmask(SIG_SETMASK, &old_mask, NULL); /* a pending TERM/INT is handled now */
 	{
 		char e[300];
 		hf__log(HF__LOG_LIFE, "started", " version=%s engine=%s pid=%d", HF_VERSION,

@@ -185,6 +185,11 @@ bool hf__query_parse(struct hf__rq *rq, struct evkeyvalq *q, const char *const *
 	q->tqh_last = &q->tqh_first;
 	if (!query || !*query)
 		return true;
+	/* A decoded NUL would silently cut the value short: refuse it (%00 in any case). */
+	if (strstr(query, "%00")) {
+		hf__rq_fail(rq, HF_EINVAL, "query string contains a NUL byte (%%00)");
+		return false;
+	}
 	if (evhttp_parse_query_str(query, q) != 0) {
 		hf__rq_fail(rq, HF_EINVAL, "query string is malformed");
 		return false;

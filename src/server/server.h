@@ -28,9 +28,9 @@ struct hf__config {
 	char *tls_key;
 	int64_t max_body;     /* bytes of a request body */
 	int64_t max_headers;  /* bytes of a request's headers */
-	int64_t timeout_s;    /* idle or slow client: read/write timeout */
-	int64_t max_conns;    /* connections with a request at once */
-	int64_t max_waiters;  /* the store's parked acquires */
+	int64_t timeout_s;    /* a whole request, idle keep-alive, read/write, stalled streams */
+	int64_t max_conns;    /* open connections (from accept); half for unauthenticated ones */
+	int64_t max_waiters;  /* the store's parked acquires; apart, event long-polls/streams */
 	int64_t drain_s;      /* SIGTERM: how long to answer what is in flight */
 	int log_level;        /* HF__LOG_* */
 };
@@ -71,9 +71,21 @@ struct hf__server {
 	int64_t drain_deadline_ms; /* monotonic */
 	struct hf__conn **conn_tab;/* open connections by evconnection pointer */
 	size_t conn_buckets;
-	size_t n_conns;
+	size_t n_conns;            /* open connections, counted from accept */
+	struct hf__conn *pend_head, *pend_tail; /* not yet authenticated, oldest first */
+	size_t n_pending;
+	/* Connections not served, for /metrics. */
+	uint64_t conns_evicted;    /* pending and idle, closed to make room for a newcomer */
+	uint64_t conns_refused;    /* over --max-connections: answered 429 */
+	uint64_t conns_timed_out;  /* no whole request within --timeout */
+	uint64_t conns_preauth_closed; /* too much body before a valid key */
+	uint64_t accept_errors;    /* accept() failures (each a connection left waiting) */
+	uint64_t accept_episodes;  /* runs of them: logged once each */
+	int64_t accept_pause_ms, accept_last_ms;
+	struct event *accept_ev;   /* re-enables the listener after a pause */
 	struct hf__rq *rqs;        /* every request in flight (for drain) */
 	size_t n_rqs;
+	size_t n_ev_waiters;       /* event long-polls and SSE streams: at most max_waiters */
 	struct hf__stats *stats;
 	int64_t started_ms;
 };
@@ -97,6 +109,9 @@ struct hf__rq {
 	bool call_pending;          /* a store call is out: its completion will arrive */
 	bool parked;                /* the call may wait long: cancel it on drain */
 	bool streaming;             /* a chunked reply (SSE) has started */
+	bool ev_waiter;             /* counted in srv->n_ev_waiters */
+	bool release_if_gone;       /* acquire without Idempotency-Key: a grant nobody reads is
+	                             * released (http.c) */
 	uint64_t call_id;
 	hf__reply_fn on_reply;
 	int64_t t0_us;              /* monotonic arrival time */
@@ -106,9 +121,17 @@ struct hf__rq {
 	int64_t stat_claims;        /* acquire: resources named */
 	uint64_t ev_after;          /* events: last seq sent */
 	size_t ev_limit;
+	size_t ev_read;             /* SSE: events to read next (sized to the queue bound) */
+	struct event *ev_timer;     /* SSE: paused over its queue bound, checks for the drain */
+	int64_t ev_paused_ms;       /* SSE: monotonic time the pause began, 0 if not paused */
 	json_t *acc;                /* stats/metrics: resources collected so far */
 	int acc_pages;
 	void (*acc_done)(struct hf__rq *rq, const hf_error *err);
+	void (*acc_each)(struct hf__rq *rq, json_t *resource); /* per resource, page by page */
+	size_t acc_bucket;          /* stats: where the join of tracked resources goes on */
+	size_t acc_i;               /* stats/metrics: next resource to write out */
+	struct evbuffer *acc_out;   /* stats/metrics: the answer, written a slice at a time */
+	void (*yield_fn)(struct hf__rq *rq); /* hf__rq_yield: runs on the next loop turn */
 };
 
 /* http.c: serving. */
@@ -120,11 +143,26 @@ int64_t hf__mono_us(void);
 /* Submits a store call for rq; on_reply gets its reply. On a submit error the request is
  * answered with that error and HF_E* is returned: the caller must not touch rq then. */
 int hf__rq_submit(struct hf__rq *rq, const hf_request *req, hf__reply_fn on_reply);
+/* Lets the loop serve others, then calls fn(rq) on its next turn; if the client leaves
+ * meanwhile, rq is freed instead. For work that would block the loop too long in one go:
+ * do a slice, yield. No store call may be pending. On failure rq is answered (503). */
+void hf__rq_yield(struct hf__rq *rq, void (*fn)(struct hf__rq *rq));
 /* Answers with status and a JSON body (the reference is taken) and frees rq. */
 void hf__rq_send_json(struct hf__rq *rq, int status, json_t *body);
 /* Answers with a text body of the given content type and frees rq. */
 void hf__rq_send_text(struct hf__rq *rq, int status, const char *ctype, const char *text,
                       size_t len);
+/* Copies the string in into out (size bytes, NUL included) as valid UTF-8: each invalid
+ * byte becomes U+FFFD, a sequence cut off at the end (a clipped message) is dropped, and the
+ * copy is cut on a character boundary. */
+void hf__utf8_clean(const char *in, char *out, size_t size);
+/* {"error":{"code","message"}} for err, the message cleaned to valid UTF-8; NULL only when
+ * out of memory. The caller owns the reference. */
+json_t *hf__error_json(const hf_error *err);
+/* Answers with the body in an evbuffer, moved out without a copy (the buffer is emptied,
+ * not freed) and frees rq. Not for streams. */
+struct evbuffer;
+void hf__rq_send_buffer(struct hf__rq *rq, int status, const char *ctype, struct evbuffer *body);
 /* Answers with the JSON error and frees rq. */
 void hf__rq_send_error(struct hf__rq *rq, const hf_error *err);
 /* For reply callbacks: if the reply carries an error, answers with it, frees the reply and
@@ -138,6 +176,11 @@ bool hf__rq_authorized(struct hf__rq *rq); /* no keys configured, or a right Bea
 /* Parses the body into rq->body (empty: {}); on failure answers 400/413 and returns false. */
 bool hf__rq_read_body(struct hf__rq *rq);
 void hf__rq_add_header(struct hf__rq *rq, const char *name, const char *value);
+/* Bytes of answer libevent still holds for rq's connection (not yet written). */
+size_t hf__rq_queued(struct hf__rq *rq);
+/* Closes rq's connection without an answer (a stream whose client does not read) and frees
+ * rq; logs why. No store call may be pending. */
+void hf__rq_drop(struct hf__rq *rq, const char *why);
 /* Chunked replies (SSE): start, send pieces, end (end frees rq). */
 void hf__rq_stream_start(struct hf__rq *rq, const char *ctype);
 void hf__rq_stream_chunk(struct hf__rq *rq, const char *data, size_t len);

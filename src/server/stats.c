@@ -17,7 +17,10 @@
 
 #define N_BUCKETS 160          /* bucket b: latency < 2^((b+1)/4) us; the last is open */
 #define MAX_TRACKED 10000      /* resources with their own counters; more count overall only */
-#define LIST_PAGES_MAX 10      /* /v1/stats reads at most this many pages of 1000 resources */
+/* Resources per store read: a page is one turn of the loop. Not smaller: the embedded
+ * engine sorts every resource after the cursor for each page. */
+#define PAGE_SIZE HF_LIST_MAX
+#define LIST_PAGES_MAX 10      /* /v1/stats and /metrics read at most 10 pages (10,000) */
 #define FOLLOW_WAIT_MS 30000
 
 struct counters {
@@ -288,13 +291,17 @@ static void on_page(struct hf__rq *rq, hf_reply *reply)
 		return;
 	}
 	json_t *arr = json_object_get(rq->acc, "resources");
+	json_t *seen = json_object_get(rq->acc, "seen");
 	for (size_t i = 0; i < reply->n_resources; i++) {
 		const hf_resource *r = &reply->resources[i];
+		json_object_set_new(seen, r->name, json_true());
 		json_array_append_new(arr, json_pack("{s:s,s:I,s:b,s:I,s:I,s:I}", "name", r->name,
 		                                     "capacity", (json_int_t)r->capacity, "declared",
 		                                     (int)r->declared, "held", (json_int_t)r->held,
 		                                     "holds", (json_int_t)r->holds, "waiters",
 		                                     (json_int_t)r->waiters));
+		if (rq->acc_each)
+			rq->acc_each(rq, json_array_get(arr, json_array_size(arr) - 1));
 	}
 	rq->acc_pages++;
 	if (reply->more && reply->n_resources && rq->acc_pages < LIST_PAGES_MAX) {
@@ -318,7 +325,7 @@ static void collect_page(struct hf__rq *rq, const char *cursor)
 {
 	hf_request req;
 	hf_request_init(&req, HF_OP_LIST_RESOURCES);
-	req.limit = HF_LIST_MAX;
+	req.limit = PAGE_SIZE;
 	req.cursor = cursor;
 	hf__rq_submit(rq, &req, on_page);
 }
@@ -327,7 +334,7 @@ static void collect_page(struct hf__rq *rq, const char *cursor)
  * calls done (err NULL on success). */
 static void collect(struct hf__rq *rq, void (*done)(struct hf__rq *, const hf_error *))
 {
-	rq->acc = json_pack("{s:[]}", "resources");
+	rq->acc = json_pack("{s:[],s:{}}", "resources", "seen"); /* seen: names listed, a set */
 	if (!rq->acc) {
 		hf__rq_fail(rq, HF_ENOMEM, "out of memory");
 		return;
@@ -357,40 +364,104 @@ static json_t *counters_json(const struct counters *c)
 		"confirmed", (json_int_t)c->confirmed, "extended", (json_int_t)c->extended);
 }
 
-static void stats_done(struct hf__rq *rq, const hf_error *err)
+/* Per listed resource, as its page arrives: its counters, if measured here. */
+static void stats_each(struct hf__rq *rq, json_t *r)
 {
-	if (err) {
-		hf__rq_send_error(rq, err);
+	struct counters *c = r ? find(rq->srv->stats, json_string_value(json_object_get(r, "name")),
+	                              false)
+	                       : NULL;
+	json_t *cj = c ? counters_json(c) : NULL;
+	if (cj)
+		json_object_update(r, cj);
+	json_decref(cj);
+	if (r)
+		json_object_set_new(r, "exists", json_true());
+}
+
+/* Writes the resources of the answer JSON_SLICE at a time, yielding in between: one 5 MB
+ * json_dumps would hold the loop for a third of a second. */
+#define JSON_SLICE 250
+
+static void stats_write(struct hf__rq *rq)
+{
+	json_t *list = json_object_get(rq->acc, "resources");
+	size_t n = json_array_size(list), stop = rq->acc_i + JSON_SLICE;
+	for (; rq->acc_i < n && rq->acc_i < stop; rq->acc_i++) {
+		char *text = json_dumps(json_array_get(list, rq->acc_i),
+		                        JSON_COMPACT | JSON_PRESERVE_ORDER);
+		if (!text || evbuffer_add_printf(rq->acc_out, "%s%s", rq->acc_i ? "," : "", text) < 0) {
+			free(text);
+			hf__rq_fail(rq, HF_ENOMEM, "out of memory");
+			return;
+		}
+		free(text);
+		json_array_set_new(list, rq->acc_i, json_null()); /* freed a slice at a time too */
+	}
+	if (rq->acc_i < n) {
+		hf__rq_yield(rq, stats_write);
 		return;
 	}
 	struct hf__stats *st = rq->srv->stats;
+	evbuffer_add_printf(rq->acc_out,
+	                    "],\"truncated\":%s,\"http\":{\"2xx\":%" PRIu64 ",\"3xx\":%" PRIu64
+	                    ",\"4xx\":%" PRIu64 ",\"5xx\":%" PRIu64 "}}\n",
+	                    json_is_true(json_object_get(rq->acc, "truncated")) ? "true" : "false",
+	                    st->http[2], st->http[3], st->http[4], st->http[5]);
+	hf__rq_send_buffer(rq, 200, "application/json", rq->acc_out);
+}
+
+static void stats_finish(struct hf__rq *rq)
+{
+	struct hf__stats *st = rq->srv->stats;
 	json_t *list = json_object_get(rq->acc, "resources");
-	json_t *out_list = json_array();
 	json_int_t held = 0, holds = 0, waiters = 0;
-	size_t i;
+	size_t i, n_listed = json_array_size(list);
 	json_t *r;
 	json_array_foreach (list, i, r) {
 		held += json_integer_value(json_object_get(r, "held"));
 		holds += json_integer_value(json_object_get(r, "holds"));
 		waiters += json_integer_value(json_object_get(r, "waiters"));
-		struct counters *c = find(st, json_string_value(json_object_get(r, "name")), false);
-		json_t *cj = c ? counters_json(c) : NULL;
-		if (cj)
-			json_object_update(r, cj);
-		json_decref(cj);
-		json_object_set_new(r, "exists", json_true());
-		json_array_append(out_list, r);
 	}
-	/* Resources measured here that the store no longer has (idle implicit ones). */
-	for (size_t b = 0; b < st->buckets; b++)
-		for (struct entry *e = st->tab[b]; e; e = e->next) {
-			bool listed = false;
-			json_array_foreach (list, i, r)
-				if (strcmp(json_string_value(json_object_get(r, "name")), e->name) == 0) {
-					listed = true;
-					break;
-				}
-			if (listed)
+	json_array_extend(list, json_object_get(rq->acc, "extra"));
+	json_t *overall = counters_json(&st->all);
+	if (overall) {
+		json_object_set_new(overall, "resources", json_integer((json_int_t)n_listed));
+		json_object_set_new(overall, "units_held", json_integer(held));
+		json_object_set_new(overall, "holds_live", json_integer(holds));
+		json_object_set_new(overall, "waiters", json_integer(waiters));
+	}
+	/* {"uptime_s":..,"overall":{..},"resources":[..],"truncated":..,"http":{..}} */
+	json_t *head = overall ? json_pack("{s:I,s:o}", "uptime_s",
+	                                   (json_int_t)((hf_now_ms() - rq->srv->started_ms) / 1000),
+	                                   "overall", overall)
+	                       : NULL;
+	char *text = head ? json_dumps(head, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	json_decref(head);
+	rq->acc_out = evbuffer_new();
+	if (!text || !rq->acc_out ||
+	    evbuffer_add_printf(rq->acc_out, "%.*s,\"resources\":[", (int)strlen(text) - 1, text) < 0) {
+		free(text);
+		hf__rq_fail(rq, HF_ENOMEM, "out of memory");
+		return;
+	}
+	free(text);
+	rq->acc_i = 0;
+	stats_write(rq);
+}
+
+/* Resources measured here that the store did not list (idle implicit ones): a slice of
+ * JOIN_SLICE at a time, yielding to the loop in between. */
+#define JOIN_SLICE 250
+
+static void stats_join(struct hf__rq *rq)
+{
+	struct hf__stats *st = rq->srv->stats;
+	json_t *seen = json_object_get(rq->acc, "seen");
+	json_t *extra = json_object_get(rq->acc, "extra");
+	size_t done = 0;
+	for (; rq->acc_bucket < st->buckets && done < JOIN_SLICE; rq->acc_bucket++)
+		for (struct entry *e = st->tab[rq->acc_bucket]; e; e = e->next, done++) {
+			if (json_object_get(seen, e->name)) /* a hash lookup: O(listed + tracked) */
 				continue;
 			json_t *cj = counters_json(&e->c);
 			if (!cj)
@@ -400,31 +471,34 @@ static void stats_done(struct hf__rq *rq, const hf_error *err)
 			json_object_set_new(cj, "held", json_integer(0));
 			json_object_set_new(cj, "holds", json_integer(0));
 			json_object_set_new(cj, "waiters", json_integer(0));
-			json_array_append_new(out_list, cj);
+			json_array_append_new(extra, cj);
 		}
-	json_t *overall = counters_json(&st->all);
-	if (overall) {
-		json_object_set_new(overall, "resources", json_integer((json_int_t)json_array_size(list)));
-		json_object_set_new(overall, "units_held", json_integer(held));
-		json_object_set_new(overall, "holds_live", json_integer(holds));
-		json_object_set_new(overall, "waiters", json_integer(waiters));
-	}
-	json_t *body = json_pack(
-		"{s:I,s:o,s:o,s:O,s:{s:I,s:I,s:I,s:I}}", "uptime_s",
-		(json_int_t)((hf_now_ms() - rq->srv->started_ms) / 1000), "overall", overall,
-		"resources", out_list, "truncated", json_object_get(rq->acc, "truncated"), "http",
-		"2xx", (json_int_t)st->http[2], "3xx", (json_int_t)st->http[3], "4xx",
-		(json_int_t)st->http[4], "5xx", (json_int_t)st->http[5]);
-	if (body)
-		hf__rq_send_json(rq, 200, body);
+	if (rq->acc_bucket < st->buckets)
+		hf__rq_yield(rq, stats_join);
 	else
-		hf__rq_fail(rq, HF_ENOMEM, "out of memory");
+		stats_finish(rq);
 }
 
-/* The big join above is O(listed x tracked) in the worst case: both are capped (10,000). */
+static void stats_done(struct hf__rq *rq, const hf_error *err)
+{
+	if (err) {
+		hf__rq_send_error(rq, err);
+		return;
+	}
+	if (json_object_set_new(rq->acc, "extra", json_array()) != 0) {
+		hf__rq_fail(rq, HF_ENOMEM, "out of memory");
+		return;
+	}
+	rq->acc_bucket = 0;
+	stats_join(rq);
+}
+
+/* The join is O(listed + tracked), done as the pages arrive and then in slices: the listed
+ * names are a hash set ("seen"); both are capped (10,000). */
 
 void hf__h_stats(struct hf__rq *rq)
 {
+	rq->acc_each = stats_each;
 	collect(rq, stats_done);
 }
 
@@ -457,6 +531,38 @@ static void metric_outcomes(struct evbuffer *b, const char *metric, const char *
 		}
 		evbuffer_add_printf(b, "outcome=\"%s\"} %" PRIu64 "\n", names[i], v[i]);
 	}
+}
+
+/* The per-resource lines, a slice at a time between turns of the loop: first the tracked
+ * counters (by hash bucket), then the listed resources' waiters; then the answer goes out. */
+static void metrics_write(struct hf__rq *rq)
+{
+	struct hf__stats *st = rq->srv->stats;
+	struct evbuffer *b = rq->acc_out;
+	json_t *list = json_object_get(rq->acc, "resources");
+	size_t done = 0, n = json_array_size(list);
+	for (; rq->acc_bucket < st->buckets && done < JOIN_SLICE; rq->acc_bucket++)
+		for (struct entry *e = st->tab[rq->acc_bucket]; e; e = e->next, done++)
+			metric_outcomes(b, "holdfast_resource_acquisitions_total", e->name, &e->c);
+	if (rq->acc_bucket < st->buckets) {
+		hf__rq_yield(rq, metrics_write);
+		return;
+	}
+	if (rq->acc_i == 0)
+		evbuffer_add_printf(b, "# HELP holdfast_resource_waiters Parked acquires per resource.\n"
+		                       "# TYPE holdfast_resource_waiters gauge\n");
+	for (; rq->acc_i < n && done < JOIN_SLICE; rq->acc_i++, done++) {
+		json_t *r = json_array_get(list, rq->acc_i);
+		evbuffer_add_printf(b, "holdfast_resource_waiters{resource=\"");
+		label(b, json_string_value(json_object_get(r, "name")));
+		evbuffer_add_printf(b, "\"} %lld\n",
+		                    (long long)json_integer_value(json_object_get(r, "waiters")));
+	}
+	if (rq->acc_i < n) {
+		hf__rq_yield(rq, metrics_write);
+		return;
+	}
+	hf__rq_send_buffer(rq, 200, "text/plain; version=0.0.4; charset=utf-8", b);
 }
 
 static void metrics_done(struct hf__rq *rq, const hf_error *err)
@@ -505,6 +611,29 @@ static void metrics_done(struct hf__rq *rq, const hf_error *err)
 	for (int k = 2; k <= 5; k++)
 		evbuffer_add_printf(b, "holdfast_http_responses_total{class=\"%dxx\"} %" PRIu64 "\n", k,
 		                    st->http[k]);
+	const struct hf__server *srv = rq->srv;
+	evbuffer_add_printf(b, "# HELP holdfast_connections Open connections (pending: no valid key "
+	                       "or request yet).\n# TYPE holdfast_connections gauge\n"
+	                       "holdfast_connections{state=\"all\"} %zu\n"
+	                       "holdfast_connections{state=\"pending\"} %zu\n",
+	                    srv->n_conns, srv->n_pending);
+	evbuffer_add_printf(b, "# HELP holdfast_connections_unserved_total Connections closed or "
+	                       "refused unserved, by reason.\n"
+	                       "# TYPE holdfast_connections_unserved_total counter\n"
+	                       "holdfast_connections_unserved_total{reason=\"evicted_pending\"} %" PRIu64 "\n"
+	                       "holdfast_connections_unserved_total{reason=\"over_limit\"} %" PRIu64 "\n"
+	                       "holdfast_connections_unserved_total{reason=\"request_timeout\"} %" PRIu64 "\n"
+	                       "holdfast_connections_unserved_total{reason=\"body_before_auth\"} %" PRIu64 "\n",
+	                    srv->conns_evicted, srv->conns_refused, srv->conns_timed_out,
+	                    srv->conns_preauth_closed);
+	evbuffer_add_printf(b, "# HELP holdfast_accept_errors_total Failed accept() calls (out of "
+	                       "descriptors): connections left waiting.\n"
+	                       "# TYPE holdfast_accept_errors_total counter\n"
+	                       "holdfast_accept_errors_total %" PRIu64 "\n"
+	                       "# HELP holdfast_accept_pauses_total Episodes of accept failures (the "
+	                       "listener backs off).\n# TYPE holdfast_accept_pauses_total counter\n"
+	                       "holdfast_accept_pauses_total %" PRIu64 "\n",
+	                    srv->accept_errors, srv->accept_episodes);
 	json_t *list = json_object_get(rq->acc, "resources");
 	json_int_t held = 0, holds = 0, waiters = 0;
 	size_t i;
@@ -526,21 +655,10 @@ static void metrics_done(struct hf__rq *rq, const hf_error *err)
 	                    (long long)waiters);
 	evbuffer_add_printf(b, "# HELP holdfast_resource_acquisitions_total Acquires per resource.\n"
 	                       "# TYPE holdfast_resource_acquisitions_total counter\n");
-	for (size_t k = 0; k < st->buckets; k++)
-		for (struct entry *e = st->tab[k]; e; e = e->next)
-			metric_outcomes(b, "holdfast_resource_acquisitions_total", e->name, &e->c);
-	evbuffer_add_printf(b, "# HELP holdfast_resource_waiters Parked acquires per resource.\n"
-	                       "# TYPE holdfast_resource_waiters gauge\n");
-	json_array_foreach (list, i, r) {
-		evbuffer_add_printf(b, "holdfast_resource_waiters{resource=\"");
-		label(b, json_string_value(json_object_get(r, "name")));
-		evbuffer_add_printf(b, "\"} %lld\n",
-		                    (long long)json_integer_value(json_object_get(r, "waiters")));
-	}
-	size_t len = evbuffer_get_length(b);
-	hf__rq_send_text(rq, 200, "text/plain; version=0.0.4; charset=utf-8",
-	                 (const char *)evbuffer_pullup(b, -1), len);
-	evbuffer_free(b);
+	rq->acc_out = b;
+	rq->acc_bucket = 0;
+	rq->acc_i = 0;
+	metrics_write(rq);
 }
 
 void hf__h_metrics(struct hf__rq *rq)
