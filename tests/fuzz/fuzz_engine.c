@@ -1,0 +1,266 @@
+/*
+ * fuzz_engine.c — fuzz target: the embedded engine (file:) against the reference model of
+ * model.c. The input is decoded into up to 48 operations — acquires (1-3 claims on r0..r3,
+ * units/shared/exclusive, all-of or any-of, NOWAIT), extends, confirms and releases (right or
+ * wrong token, or an unknown hold), clock moves on the injected clock (with or without
+ * hf_store_tick), reads of holds and resources, and close + reopen of the store — run on a
+ * fresh store in /dev/shm (or $TMPDIR) and on the model. Every answer must equal the model's:
+ * codes, hold states, parts, units, fences, times; after a reopen the whole state must too.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fuzz.h"
+#include "model.h"
+
+#define T0 1700000000000LL
+#define MAX_OPS 48
+
+static const char *const names[FM_NRES] = {"r0", "r1", "r2", "r3"};
+static const int64_t default_cap[FM_NRES] = {1, 2, 3, 4};
+
+struct run {
+	const uint8_t *in;
+	size_t size, pos;
+	struct fm_model m;
+	hf_store *store;
+	char path[256], url[300];
+	char ids[FM_MAXH][HF_ID_LEN + 1];
+	char tokens[FM_MAXH][HF_TOKEN_LEN + 1];
+	int step;
+};
+
+static int64_t clock_fn(void *ctx)
+{
+	return ((struct run *)ctx)->m.now;
+}
+
+static bool more(const struct run *r)
+{
+	return r->pos < r->size;
+}
+
+static uint8_t next(struct run *r)
+{
+	return r->pos < r->size ? r->in[r->pos++] : 0;
+}
+
+static void remove_files(const struct run *r)
+{
+	static const char *const suffixes[] = {"", "-wal", "-shm", "-journal", ".lock"};
+	char p[320];
+	for (size_t i = 0; i < 5; i++) {
+		snprintf(p, sizeof(p), "%s%s", r->path, suffixes[i]);
+		unlink(p);
+	}
+}
+
+static void open_store(struct run *r)
+{
+	hf_options opt;
+	hf_options_init(&opt);
+	opt.clock = clock_fn;
+	opt.clock_ctx = r;
+	hf_error err;
+	int rc = hf_open(r->url, &opt, &r->store, &err);
+	FUZZ_CHECK(rc == HF_OK, "cannot open '%s': %s", r->url, err.message);
+}
+
+/* A hold the engine answered, compared with model hold k. */
+static void same_hold(const struct run *r, const hf_hold *h, int k)
+{
+	const struct fm_hold *mh = &r->m.h[k];
+	FUZZ_CHECK(h->state == mh->state, "step %d: hold %d state %s, model %s", r->step, k,
+	           hf_hold_state_name(h->state), hf_hold_state_name(mh->state));
+	FUZZ_CHECK(h->mode == mh->mode, "step %d: hold %d mode", r->step, k);
+	FUZZ_CHECK(h->created_at_ms == mh->created, "step %d: hold %d created %lld, model %lld",
+	           r->step, k, (long long)h->created_at_ms, (long long)mh->created);
+	if (mh->state == HF_HOLD_TENTATIVE || mh->state == HF_HOLD_CONFIRMED)
+		FUZZ_CHECK(h->expires_at_ms == mh->expires,
+		           "step %d: hold %d expires %lld, model %lld", r->step, k,
+		           (long long)h->expires_at_ms, (long long)mh->expires);
+	else
+		FUZZ_CHECK(h->ended_at_ms == mh->ended, "step %d: hold %d ended %lld, model %lld",
+		           r->step, k, (long long)h->ended_at_ms, (long long)mh->ended);
+	FUZZ_CHECK(h->n_parts == (size_t)mh->n, "step %d: hold %d has %zu parts, model %d",
+	           r->step, k, h->n_parts, mh->n);
+	for (int i = 0; i < mh->n; i++) {
+		const hf_hold_part *p = &h->parts[i];
+		FUZZ_CHECK(strcmp(p->resource, names[mh->p[i].res]) == 0 &&
+		               p->units == mh->p[i].units && p->fence == mh->p[i].fence,
+		           "step %d: hold %d part %d is '%s' %lld units fence %lld, model '%s' %lld "
+		           "fence %lld",
+		           r->step, k, i, p->resource, (long long)p->units, (long long)p->fence,
+		           names[mh->p[i].res], (long long)mh->p[i].units,
+		           (long long)mh->p[i].fence);
+	}
+}
+
+static void same_code(const struct run *r, const char *what, int got, int want,
+                      const hf_reply *rep)
+{
+	FUZZ_CHECK(got == want, "step %d: %s answered %s (%s), model %s", r->step, what,
+	           hf_err_name(got), rep ? rep->error.message : "", hf_err_name(want));
+}
+
+static void op_acquire(struct run *r)
+{
+	uint8_t x = next(r), y = next(r);
+	struct fm_acquire a = {.n = 1 + x % 3, .mode = (hf_mode)((x / 3) % 3),
+	                       .any = (x / 9) % 4 == 0, .ttl = 1 + y};
+	hf_claim claims[FM_MAXC];
+	bool used[FM_NRES] = {false};
+	for (int i = 0; i < a.n; i++) {
+		uint8_t z = next(r);
+		int res = z % FM_NRES;
+		while (used[res])
+			res = (res + 1) % FM_NRES;
+		used[res] = true;
+		int64_t cap = (z >> 6) == 3 ? 1 + (z >> 4) % 4 : default_cap[res];
+		a.c[i] = (struct fm_claim){.res = res, .units = 1 + (z / 4) % 4, .capacity = cap};
+		claims[i] = (hf_claim){.name = names[res], .units = a.c[i].units, .capacity = cap};
+	}
+	hf_acquire_req req = {.owner = "fuzz", .claims = claims, .n_claims = (size_t)a.n,
+	                      .ttl_ms = a.ttl, .wait_ms = 0, .mode = a.mode, .any = a.any};
+	hf_hold *h = NULL;
+	hf_error err;
+	int got = hf_acquire(r->store, &req, &h, &err);
+	int k = -1;
+	int want = fm_acquire(&r->m, &a, &k);
+	FUZZ_CHECK(got == want, "step %d: acquire answered %s (%s), model %s", r->step,
+	           hf_err_name(got), got ? err.message : "", hf_err_name(want));
+	if (got == HF_OK) {
+		same_hold(r, h, k);
+		memcpy(r->ids[k], h->id, sizeof(r->ids[k]));
+		memcpy(r->tokens[k], h->token, sizeof(r->tokens[k]));
+		hf_hold_free(h);
+	}
+}
+
+/* Extend, confirm or release of a known hold (or an unknown one), right or wrong token. */
+static void op_hold(struct run *r, hf_op op)
+{
+	uint8_t x = next(r);
+	int64_t ttl = op == HF_OP_EXTEND ? 1 + next(r) : 0;
+	int k = r->m.nh ? x % (r->m.nh + 1) : 0;
+	bool unknown = k == r->m.nh, wrong = (x & 0x80) && !unknown;
+	hf_request req;
+	hf_request_init(&req, op);
+	req.hold_id = unknown ? "0123456789abcdef0123456789abcdef" : r->ids[k];
+	req.token = wrong ? "ffffffffffffffffffffffffffffffff" : unknown ? "00" : r->tokens[k];
+	req.ttl_ms = ttl;
+	hf_reply *rep = NULL;
+	int got = hf_call(r->store, &req, &rep);
+	int want = unknown ? HF_ENOHOLD
+	           : wrong ? HF_ETOKEN
+	           : op == HF_OP_EXTEND  ? fm_extend(&r->m, k, ttl)
+	           : op == HF_OP_CONFIRM ? fm_confirm(&r->m, k)
+	                                 : fm_release(&r->m, k);
+	same_code(r, op == HF_OP_EXTEND ? "extend" : op == HF_OP_CONFIRM ? "confirm" : "release",
+	          got, want, rep);
+	if (got == HF_OK)
+		same_hold(r, rep->hold, k);
+	hf_reply_free(rep);
+}
+
+static void check_hold(struct run *r, int k)
+{
+	hf_request req;
+	hf_request_init(&req, HF_OP_GET_HOLD);
+	req.hold_id = r->ids[k];
+	hf_reply *rep = NULL;
+	int got = hf_call(r->store, &req, &rep);
+	same_code(r, "get hold", got, HF_OK, rep);
+	same_hold(r, rep->hold, k);
+	hf_reply_free(rep);
+}
+
+static void check_resource(struct run *r, int i)
+{
+	hf_request req;
+	hf_request_init(&req, HF_OP_GET_RESOURCE);
+	req.name = names[i];
+	hf_reply *rep = NULL;
+	int got = hf_call(r->store, &req, &rep);
+	const struct fm_res *mr = &r->m.r[i];
+	same_code(r, "get resource", got, mr->exists ? HF_OK : HF_ENORESOURCE, rep);
+	if (got == HF_OK)
+		FUZZ_CHECK(rep->resource->capacity == mr->cap && rep->resource->held == mr->held &&
+		               rep->resource->holds == mr->holds,
+		           "step %d: resource %s capacity %lld held %lld holds %lld, model %lld %lld "
+		           "%lld",
+		           r->step, names[i], (long long)rep->resource->capacity,
+		           (long long)rep->resource->held, (long long)rep->resource->holds,
+		           (long long)mr->cap, (long long)mr->held, (long long)mr->holds);
+	hf_reply_free(rep);
+}
+
+static void check_all(struct run *r)
+{
+	for (int k = 0; k < r->m.nh; k++)
+		check_hold(r, k);
+	for (int i = 0; i < FM_NRES; i++)
+		check_resource(r, i);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static struct run r; /* large: the model's hold table */
+	memset(&r, 0, sizeof(r));
+	r.in = data;
+	r.size = size;
+	const char *dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
+	snprintf(r.path, sizeof(r.path), "%s/hf-fuzz-engine-%ld.db", dir ? dir : "/tmp",
+	         (long)getpid());
+	snprintf(r.url, sizeof(r.url), "file:%s", r.path);
+	remove_files(&r);
+	fm_init(&r.m, T0);
+	open_store(&r);
+	for (r.step = 0; r.step < MAX_OPS && more(&r); r.step++) {
+		uint8_t op = next(&r);
+		fm_expire(&r.m); /* every engine step applies what is due first */
+		switch (op % 10) {
+		case 0:
+		case 1:
+		case 2:
+			if (r.m.nh < FM_MAXH)
+				op_acquire(&r);
+			break;
+		case 3:
+			op_hold(&r, HF_OP_CONFIRM);
+			break;
+		case 4:
+			op_hold(&r, HF_OP_EXTEND);
+			break;
+		case 5:
+			op_hold(&r, HF_OP_RELEASE);
+			break;
+		case 6: {
+			uint8_t x = next(&r);
+			r.m.now += x >> 1;
+			if (x & 1)
+				hf_store_tick(r.store);
+			break;
+		}
+		case 7:
+			if (r.m.nh)
+				check_hold(&r, next(&r) % r.m.nh);
+			break;
+		case 8:
+			check_resource(&r, next(&r) % FM_NRES);
+			break;
+		default: /* the journal must bring everything back */
+			hf_close(r.store);
+			open_store(&r);
+			fm_expire(&r.m);
+			check_all(&r);
+			break;
+		}
+	}
+	fm_expire(&r.m);
+	check_all(&r);
+	hf_close(r.store);
+	remove_files(&r);
+	return 0;
+}

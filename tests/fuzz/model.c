@@ -1,0 +1,154 @@
+/*
+ * model.c — the reference model of model.h: the rules of docs/semantics.md for NOWAIT holds
+ * on implicit resources, in the order the engine applies them (validation, then resolution
+ * in name order — caller order for any-of — then the grant).
+ */
+#include "model.h"
+
+#include <string.h>
+
+void fm_init(struct fm_model *m, int64_t now)
+{
+	memset(m, 0, sizeof(*m));
+	m->now = now;
+}
+
+static void end_hold(struct fm_model *m, struct fm_hold *h, hf_hold_state state, int64_t at)
+{
+	h->state = state;
+	h->ended = at;
+	for (int i = 0; i < h->n; i++) {
+		struct fm_res *r = &m->r[h->p[i].res];
+		r->held -= h->p[i].units;
+		r->holds--;
+		if (h->mode == HF_MODE_EXCLUSIVE)
+			r->exclusive--;
+		if (r->holds == 0)
+			r->exists = false;
+	}
+}
+
+void fm_expire(struct fm_model *m)
+{
+	for (;;) { /* the earliest due first (ties: the earlier grant) */
+		struct fm_hold *due = NULL;
+		for (int k = 0; k < m->nh; k++) {
+			struct fm_hold *h = &m->h[k];
+			if (h->state == HF_HOLD_TENTATIVE && h->expires <= m->now &&
+			    (!due || h->expires < due->expires))
+				due = h;
+		}
+		if (!due)
+			return;
+		end_hold(m, due, HF_HOLD_EXPIRED, due->expires);
+	}
+}
+
+static int64_t units_of(const struct fm_acquire *a, int i)
+{
+	return a->mode == HF_MODE_UNITS ? a->c[i].units : a->mode == HF_MODE_SHARED ? 1 : 0;
+}
+
+static bool fits(const struct fm_model *m, const struct fm_acquire *a, int i)
+{
+	const struct fm_res *r = &m->r[a->c[i].res];
+	int64_t u = units_of(a, i);
+	if (!r->exists)
+		return true;
+	if (u == 0)
+		return r->held == 0;
+	return r->exclusive == 0 && r->cap - r->held >= u;
+}
+
+int fm_acquire(struct fm_model *m, const struct fm_acquire *a, int *hold)
+{
+	/* Validation: units beyond a claim's capacity. */
+	for (int i = 0; i < a->n; i++)
+		if (a->mode == HF_MODE_UNITS && a->c[i].units > a->c[i].capacity)
+			return HF_ECAPACITY;
+	/* Resolution, in name order (r0 < r1 < ...) or, for any-of, the caller's. */
+	int order[FM_MAXC];
+	for (int i = 0; i < a->n; i++)
+		order[i] = i;
+	if (!a->any)
+		for (int i = 1; i < a->n; i++)
+			for (int k = i; k > 0 && a->c[order[k]].res < a->c[order[k - 1]].res; k--) {
+				int t = order[k];
+				order[k] = order[k - 1];
+				order[k - 1] = t;
+			}
+	for (int k = 0; k < a->n; k++) {
+		const struct fm_claim *c = &a->c[order[k]];
+		const struct fm_res *r = &m->r[c->res];
+		if (r->exists && r->cap != c->capacity)
+			return HF_ECAPMISMATCH;
+	}
+	int take[FM_MAXC], n_take = 0;
+	if (a->any) {
+		for (int k = 0; k < a->n && !n_take; k++)
+			if (fits(m, a, order[k]))
+				take[n_take++] = order[k];
+	} else {
+		bool all = true;
+		for (int k = 0; k < a->n && all; k++)
+			all = fits(m, a, order[k]);
+		for (int k = 0; all && k < a->n; k++)
+			take[n_take++] = order[k];
+	}
+	if (!n_take)
+		return HF_EUNAVAILABLE;
+	if (m->nh == FM_MAXH)
+		return HF_ELIMIT;
+	struct fm_hold *h = &m->h[m->nh];
+	*h = (struct fm_hold){.state = HF_HOLD_TENTATIVE, .mode = a->mode, .created = m->now,
+	                      .expires = m->now + a->ttl, .n = n_take};
+	for (int k = 0; k < n_take; k++) {
+		const struct fm_claim *c = &a->c[take[k]];
+		struct fm_res *r = &m->r[c->res];
+		if (!r->exists)
+			*r = (struct fm_res){.exists = true, .cap = c->capacity};
+		int64_t u = units_of(a, take[k]);
+		h->p[k] = (struct fm_part){.res = c->res, .units = u ? u : r->cap,
+		                           .fence = ++m->last_fence};
+		r->held += h->p[k].units;
+		r->holds++;
+		if (a->mode == HF_MODE_EXCLUSIVE)
+			r->exclusive++;
+	}
+	*hold = m->nh++;
+	return HF_OK;
+}
+
+static int live(const struct fm_model *m, int k)
+{
+	if (k < 0 || k >= m->nh)
+		return HF_ENOHOLD;
+	hf_hold_state s = m->h[k].state;
+	return s == HF_HOLD_RELEASED || s == HF_HOLD_EXPIRED ? HF_EENDED : HF_OK;
+}
+
+int fm_extend(struct fm_model *m, int k, int64_t ttl)
+{
+	int rc = live(m, k);
+	if (rc == HF_OK && m->h[k].state == HF_HOLD_TENTATIVE)
+		m->h[k].expires = m->now + ttl;
+	return rc;
+}
+
+int fm_confirm(struct fm_model *m, int k)
+{
+	int rc = live(m, k);
+	if (rc == HF_OK && m->h[k].state == HF_HOLD_TENTATIVE) {
+		m->h[k].state = HF_HOLD_CONFIRMED;
+		m->h[k].expires = 0;
+	}
+	return rc;
+}
+
+int fm_release(struct fm_model *m, int k)
+{
+	int rc = live(m, k);
+	if (rc == HF_OK)
+		end_hold(m, &m->h[k], HF_HOLD_RELEASED, m->now);
+	return rc;
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# run.sh TARGET SECONDS [BINARY] [WORKDIR] — fuzzes one target with libFuzzer for SECONDS.
+#   TARGET   codec, journal or engine (tests/fuzz/fuzz_TARGET.c)
+#   BINARY   the libFuzzer build of it (default: build-fuzz/tests/fuzz/fuzz_TARGET)
+#   WORKDIR  scratch space (default: build-fuzz/tests/fuzz/work); new corpus entries land in
+#            WORKDIR/corpus-TARGET, crashes in WORKDIR/crashes-TARGET — never in the source
+#            tree. Copy a minimised crash into tests/fuzz/regressions/TARGET/ by hand.
+# Starts from the seed corpus (tests/fuzz/corpus/TARGET) and the regressions. Exit status:
+# libFuzzer's (0: no crash). The last lines of its output (cov:, exec/s) are printed.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+t=${1:?usage: run.sh TARGET SECONDS [BINARY] [WORKDIR]}
+secs=${2:?usage: run.sh TARGET SECONDS [BINARY] [WORKDIR]}
+bin=${3:-$here/../../build-fuzz/tests/fuzz/fuzz_$t}
+work=${4:-$here/../../build-fuzz/tests/fuzz/work}
+[ -x "$bin" ] || { echo "run.sh: no fuzzer at $bin (configure with -DHF_FUZZ=ON under clang)"; exit 2; }
+mkdir -p "$work/corpus-$t" "$work/crashes-$t"
+seeds=("$here/corpus/$t")
+[ -d "$here/regressions/$t" ] && seeds+=("$here/regressions/$t")
+dict=()
+[ -f "$here/$t.dict" ] && dict=(-dict="$here/$t.dict")
+log="$work/fuzz-$t.log"
+set +e
+"$bin" -max_total_time="$secs" -timeout=25 -rss_limit_mb=2048 -print_final_stats=1 \
+	-artifact_prefix="$work/crashes-$t/" "${dict[@]}" "$work/corpus-$t" "${seeds[@]}" >"$log" 2>&1
+rc=$?
+set -e
+grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|stat::number_of_executed_units|stat::peak_rss|ERROR|SUMMARY' "$log" | tail -8
+if [ "$rc" != 0 ]; then
+	echo "run.sh: fuzz_$t found a problem (status $rc); see $log and $work/crashes-$t/"
+	tail -60 "$log"
+fi
+exit "$rc"
