@@ -195,10 +195,11 @@ enum hfc_verdict hfc_search(const struct hfc_sop *ev, size_t n, int64_t capacity
 					goto out;
 			}
 			if (added) {
-				if (++*states > bound) {
+				if (*states >= bound) {
 					v = HFC_UNKNOWN;
 					break;
 				}
+				++*states;
 				stack[depth++] = (struct frame){.call = cur, .held = held, .fence = fence};
 				held = nh;
 				fence = nf;
