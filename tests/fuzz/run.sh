@@ -20,7 +20,7 @@ seeds=("$here/corpus/$t")
 extra=()
 [ -f "$here/$t.dict" ] && extra+=(-dict="$here/$t.dict")
 # An engine input is a list of operations (two to four bytes each): let it be long.
-[ "$t" = engine ] && extra+=(-max_len=192)
+[ "$t" = engine ] && extra+=(-max_len=192 -len_control=0)
 log="$work/fuzz-$t.log"
 # Every journal and engine input builds and frees a whole engine state, whose 65536-slot
 # event ring costs ~260k free() calls; ASan records a stack for each. Without those stacks
