@@ -39,8 +39,10 @@ static int cmp_client_send(const void *a, const void *b)
 
 static const char *f_name(enum hfb_kind k)
 {
-	return k == HFB_GRANT ? "acquire" : k == HFB_CONFIRM ? "confirm" : k == HFB_RELEASE ? "release"
-	                                                                                  : "read";
+	return k == HFB_GRANT     ? "acquire"
+	       : k == HFB_CONFIRM ? "confirm"
+	       : k == HFB_RELEASE ? "release"
+	                          : "read";
 }
 
 /* Completions whose outcome the client cannot know: the request may or may not have acted. */
@@ -68,14 +70,14 @@ static int write_line(FILE *f, const struct hfb_history *h, const struct hfb_obs
                       bool completion)
 {
 	long process = o->client >= 0 ? o->client : 1000000; /* the read-back runs alone */
-	const char *type = !completion                         ? "invoke"
-	                   : o->code == HF_OK                 ? "ok"
+	const char *type = !completion                                     ? "invoke"
+	                   : o->code == HF_OK                              ? "ok"
 	                   : o->kind == HFB_FINAL && o->code == HF_ENOHOLD ? "ok"
-	                   : unknown_outcome(o->code)         ? "info"
-	                                                      : "fail";
-	json_t *j = json_pack("{s:I, s:s, s:s, s:I}", "process", (json_int_t)process, "type", type,
-	                      "f", f_name(o->kind), "time_us", (json_int_t)(completion ? o->t_ack
-	                                                                                : o->t_send));
+	                   : unknown_outcome(o->code)                      ? "info"
+	                                                                   : "fail";
+	json_t *j =
+	    json_pack("{s:I, s:s, s:s, s:I}", "process", (json_int_t)process, "type", type, "f",
+	              f_name(o->kind), "time_us", (json_int_t)(completion ? o->t_ack : o->t_send));
 	if (!j)
 		return -1;
 	if (o->kind == HFB_GRANT) {
@@ -89,8 +91,9 @@ static int write_line(FILE *f, const struct hfb_history *h, const struct hfb_obs
 	}
 	if (completion && o->kind == HFB_FINAL)
 		json_object_set_new(j, "state",
-		                    json_string(o->state < 0 ? "not_found"
-		                                             : hf_hold_state_name((hf_hold_state)o->state)));
+		                    json_string(o->state < 0
+		                                    ? "not_found"
+		                                    : hf_hold_state_name((hf_hold_state)o->state)));
 	if (completion && strcmp(type, "ok") != 0)
 		json_object_set_new(j, "error", json_string(hf_err_name(o->code)));
 	char *s = json_dumps(j, JSON_COMPACT);

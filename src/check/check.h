@@ -74,26 +74,26 @@ int hfc_history_read(FILE *in, struct hfc_history *h, char *err, size_t errlen);
 void hfc_history_release(struct hfc_history *h);
 
 struct hfc_options {
-	bool fifo;                 /* check FIFO among waiting acquires */
-	int64_t fifo_slack_us;     /* a waiter is queued within this long of its invoke */
-	int64_t lease_slack_us;    /* a lease may end this much before invoke + ttl */
-	uint64_t search_bound;     /* states the linearizability search may visit per resource */
-	size_t max_print;          /* violations printed in full */
-	bool no_search;            /* skip the search (direct checks only) */
+	bool fifo;              /* check FIFO among waiting acquires */
+	int64_t fifo_slack_us;  /* a waiter is queued within this long of its invoke */
+	int64_t lease_slack_us; /* a lease may end this much before invoke + ttl */
+	uint64_t search_bound;  /* states the linearizability search may visit per resource */
+	size_t max_print;       /* violations printed in full */
+	bool no_search;         /* skip the search (direct checks only) */
 };
 
 void hfc_options_init(struct hfc_options *o);
 
 /* The checks, each counted apart. */
-#define HFC_CHECKS(X)                                                                         \
-	X(DOUBLE_GRANT, "double_grant")         /* capacity 1 or exclusive: two live holders */  \
-	X(OVER_CAPACITY, "over_capacity")       /* more units certainly live than capacity */    \
-	X(DUPLICATE_HOLD, "duplicate_hold")     /* one hold id granted to two acquires */         \
-	X(FENCE_ORDER, "fence_order")           /* a later grant with a fence not above */       \
-	X(FIFO, "fifo")                         /* a later waiter granted before an earlier one */ \
-	X(LOST_CONFIRM, "lost_confirm")         /* an acknowledged confirm did not keep the hold */ \
-	X(LOST_RELEASE, "lost_release")         /* an acknowledged release undone or contradicted */ \
-	X(REAPPEARED, "reappeared")             /* a hold live again after it was seen ended */   \
+#define HFC_CHECKS(X)                                                                              \
+	X(DOUBLE_GRANT, "double_grant")     /* capacity 1 or exclusive: two live holders */        \
+	X(OVER_CAPACITY, "over_capacity")   /* more units certainly live than capacity */          \
+	X(DUPLICATE_HOLD, "duplicate_hold") /* one hold id granted to two acquires */              \
+	X(FENCE_ORDER, "fence_order")       /* a later grant with a fence not above */             \
+	X(FIFO, "fifo")                     /* a later waiter granted before an earlier one */     \
+	X(LOST_CONFIRM, "lost_confirm")     /* an acknowledged confirm did not keep the hold */    \
+	X(LOST_RELEASE, "lost_release")     /* an acknowledged release undone or contradicted */   \
+	X(REAPPEARED, "reappeared")         /* a hold live again after it was seen ended */        \
 	X(NOT_LINEARIZABLE, "not_linearizable") /* no order of grants and ends fits the model */
 
 enum hfc_check_id {
@@ -109,9 +109,9 @@ struct hfc_report {
 	size_t violations;
 	size_t by_check[HFC_CHECK_COUNT];
 	size_t ops, grants, resources;
-	size_t searched;        /* resources the search proved linearizable */
-	size_t unknown;         /* resources whose search exceeded the bound */
-	uint64_t states;        /* states the search visited, all resources */
+	size_t searched; /* resources the search proved linearizable */
+	size_t unknown;  /* resources whose search exceeded the bound */
+	uint64_t states; /* states the search visited, all resources */
 };
 
 /* Runs every check, printing the first `max_print` violations to `out`. Returns 0 valid,
@@ -124,13 +124,13 @@ int hfc_check(struct hfc_history *h, const struct hfc_options *opt, FILE *out,
 /* One event of a hold on one resource: its grant or its end, with the window of positions in
  * which it took effect. Positions: 2*line+1 is a line; 2*line is just before it. */
 struct hfc_sop {
-	bool end;        /* false: the grant; true: the end (release or expiry) */
-	bool required;   /* false: may never have happened (unknown outcome, expiry) */
-	size_t lo, hi;   /* hi SIZE_MAX: no upper bound */
+	bool end;      /* false: the grant; true: the end (release or expiry) */
+	bool required; /* false: may never have happened (unknown outcome, expiry) */
+	size_t lo, hi; /* hi SIZE_MAX: no upper bound */
 	int64_t units;
-	int64_t fence;   /* grants; 0 unknown */
-	size_t partner;  /* an end's grant (index into the same array) */
-	size_t op;       /* the hfc_op it comes from, for reports */
+	int64_t fence;  /* grants; 0 unknown */
+	size_t partner; /* an end's grant (index into the same array) */
+	size_t op;      /* the hfc_op it comes from, for reports */
 };
 
 enum hfc_verdict { HFC_LINEARIZABLE = 0, HFC_NOT_LINEARIZABLE, HFC_UNKNOWN, HFC_NOMEM };

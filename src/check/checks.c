@@ -50,7 +50,7 @@ struct hinfo {
 	size_t proof;        /* the op proving it, or NEVER */
 	size_t ended_by;     /* it had ended by this position (the earliest evidence), or NEVER */
 	size_t ended_op;
-	size_t end_lo;       /* the earliest position it could have ended, or NEVER */
+	size_t end_lo; /* the earliest position it could have ended, or NEVER */
 };
 
 struct ctx {
@@ -101,7 +101,8 @@ static struct hfc_history *sort_h;
 
 static int cmp_by_hold(const void *a, const void *b)
 {
-	const struct hfc_op *x = &sort_h->ops[*(const size_t *)a], *y = &sort_h->ops[*(const size_t *)b];
+	const struct hfc_op *x = &sort_h->ops[*(const size_t *)a],
+	                    *y = &sort_h->ops[*(const size_t *)b];
 	int d = strcmp(x->hold, y->hold);
 	if (d)
 		return d;
@@ -172,9 +173,15 @@ static int build_holds(struct ctx *c)
 		if (grant == NEVER)
 			continue; /* not granted within this history: not ours to judge */
 		struct hinfo *hi = &c->holds[c->n_holds++];
-		*hi = (struct hinfo){.grant = grant, .first_op = s, .n = e - s, .release = NEVER,
-		                     .release_info = NEVER, .live_after = POS(h->ops[grant].ret_line),
-		                     .proof = grant, .ended_by = NEVER, .ended_op = NEVER};
+		*hi = (struct hinfo){.grant = grant,
+		                     .first_op = s,
+		                     .n = e - s,
+		                     .release = NEVER,
+		                     .release_info = NEVER,
+		                     .live_after = POS(h->ops[grant].ret_line),
+		                     .proof = grant,
+		                     .ended_by = NEVER,
+		                     .ended_op = NEVER};
 		const struct hfc_op *g = &h->ops[grant];
 		int64_t lease = g->ttl_ms && g->inv_us ? g->inv_us + g->ttl_ms * 1000 : INT64_MIN;
 		for (size_t k = s; k < e; k++) {
@@ -185,11 +192,12 @@ static int build_holds(struct ctx *c)
 			bool live = o->type == HFC_OK &&
 			            (o->f != HFC_READ || o->state == HFC_ST_TENTATIVE ||
 			             o->state == HFC_ST_CONFIRMED);
-			bool ended = is_ended_error(o) ||
-			             (o->f == HFC_READ && o->type == HFC_OK && !live);
+			bool ended =
+			    is_ended_error(o) || (o->f == HFC_READ && o->type == HFC_OK && !live);
 			if (live && o->f == HFC_RELEASE && hi->release != NEVER) {
 				if (violation(c, HFC_CHECK_LOST_RELEASE)) {
-					fprintf(c->out, "hold %s: released twice, both acknowledged\n", id);
+					fprintf(c->out,
+					        "hold %s: released twice, both acknowledged\n", id);
 					print_op(c, hi->release);
 					print_op(c, i);
 				}
@@ -224,7 +232,8 @@ static int build_holds(struct ctx *c)
 		}
 		if (hi->release != NEVER && hi->live_after > POS(h->ops[hi->release].ret_line) &&
 		    hi->proof != hi->release && violation(c, HFC_CHECK_LOST_RELEASE)) {
-			fprintf(c->out, "hold %s: release acknowledged, then the hold was live\n", id);
+			fprintf(c->out, "hold %s: release acknowledged, then the hold was live\n",
+			        id);
 			print_op(c, hi->release);
 			print_op(c, hi->proof);
 		}
@@ -234,7 +243,8 @@ static int build_holds(struct ctx *c)
 			if (o->f == HFC_READ && o->type == HFC_OK && o->state == HFC_ST_EXPIRED &&
 			    o->inv_line > h->ops[hi->release].ret_line &&
 			    violation(c, HFC_CHECK_LOST_RELEASE)) {
-				fprintf(c->out, "hold %s: release acknowledged, read back expired\n", id);
+				fprintf(c->out,
+				        "hold %s: release acknowledged, read back expired\n", id);
 				print_op(c, hi->release);
 				print_op(c, c->by_hold[k]);
 			}
@@ -244,12 +254,15 @@ static int build_holds(struct ctx *c)
 			bool explained = false;
 			for (size_t k = s; k < e && !explained; k++) {
 				const struct hfc_op *o = &h->ops[c->by_hold[k]];
-				explained = o->f == HFC_RELEASE && POS(o->inv_line) < hi->ended_by &&
+				explained = o->f == HFC_RELEASE &&
+				            POS(o->inv_line) < hi->ended_by &&
 				            (o->type == HFC_OK || o->type == HFC_INFO);
 			}
 			if (!explained && violation(c, HFC_CHECK_LOST_CONFIRM)) {
-				fprintf(c->out, "hold %s: confirm acknowledged, then it was gone without "
-				                "a release by its holder\n", id);
+				fprintf(c->out,
+				        "hold %s: confirm acknowledged, then it was gone without "
+				        "a release by its holder\n",
+				        id);
 				for (size_t k = s; k < e; k++) {
 					const struct hfc_op *o = &h->ops[c->by_hold[k]];
 					if (o->f == HFC_CONFIRM && o->type == HFC_OK) {
@@ -266,8 +279,8 @@ static int build_holds(struct ctx *c)
 		                  : lease == INT64_MIN
 		                      ? 0
 		                      : lease_pos(c, lease - c->opt->lease_slack_us);
-		size_t by_rel = hi->release_info != NEVER ? POS(h->ops[hi->release_info].inv_line)
-		                                          : NEVER;
+		size_t by_rel =
+		    hi->release_info != NEVER ? POS(h->ops[hi->release_info].inv_line) : NEVER;
 		size_t lo = by_lease < by_rel ? by_lease : by_rel;
 		if (hi->release != NEVER)
 			lo = POS(h->ops[hi->release].inv_line);
@@ -285,8 +298,8 @@ static int build_holds(struct ctx *c)
 /* ---- per resource ---- */
 
 struct grant_ref {
-	size_t hold;  /* index into c->holds */
-	size_t part;  /* which part of its acquire */
+	size_t hold; /* index into c->holds */
+	size_t part; /* which part of its acquire */
 	int64_t units, fence;
 	size_t start, end; /* certainly live over [start, end) */
 	size_t inv, ret;   /* the acquire's window */
@@ -358,8 +371,9 @@ static int check_capacity(struct ctx *c, int r, struct grant_ref *gs, size_t n)
 			excl = excl || gs[live[j]].units == cap;
 		if (!violation(c, excl ? HFC_CHECK_DOUBLE_GRANT : HFC_CHECK_OVER_CAPACITY))
 			continue;
-		fprintf(c->out, "resource '%s' capacity %" PRId64 ": %" PRId64
-		                " units certainly held at once by %zu holds:\n",
+		fprintf(c->out,
+		        "resource '%s' capacity %" PRId64 ": %" PRId64
+		        " units certainly held at once by %zu holds:\n",
 		        c->h->res[r].name, cap, sum, n_live);
 		for (size_t j = 0; j < n_live && j < 8; j++)
 			print_grant(c, &gs[live[j]]);
@@ -371,19 +385,22 @@ static int check_capacity(struct ctx *c, int r, struct grant_ref *gs, size_t n)
 
 static int cmp_ret(const void *a, const void *b)
 {
-	const struct grant_ref *x = *(struct grant_ref *const *)a, *y = *(struct grant_ref *const *)b;
+	const struct grant_ref *x = *(struct grant_ref *const *)a,
+	                       *y = *(struct grant_ref *const *)b;
 	return x->ret < y->ret ? -1 : x->ret > y->ret;
 }
 
 static int cmp_inv(const void *a, const void *b)
 {
-	const struct grant_ref *x = *(struct grant_ref *const *)a, *y = *(struct grant_ref *const *)b;
+	const struct grant_ref *x = *(struct grant_ref *const *)a,
+	                       *y = *(struct grant_ref *const *)b;
 	return x->inv < y->inv ? -1 : x->inv > y->inv;
 }
 
 static int cmp_inv_us(const void *a, const void *b)
 {
-	const struct grant_ref *x = *(struct grant_ref *const *)a, *y = *(struct grant_ref *const *)b;
+	const struct grant_ref *x = *(struct grant_ref *const *)a,
+	                       *y = *(struct grant_ref *const *)b;
 	return x->inv_us < y->inv_us ? -1 : x->inv_us > y->inv_us;
 }
 
@@ -421,13 +438,15 @@ static int check_order(struct ctx *c, int r, struct grant_ref *gs, size_t n, boo
 		if (!violation(c, fifo ? HFC_CHECK_FIFO : HFC_CHECK_FENCE_ORDER))
 			continue;
 		if (fifo)
-			fprintf(c->out, "resource '%s': a waiter invoked %.3f ms before another acquire "
-			                "was granted after it (fence %" PRId64 " > %" PRId64 "):\n",
+			fprintf(c->out,
+			        "resource '%s': a waiter invoked %.3f ms before another acquire "
+			        "was granted after it (fence %" PRId64 " > %" PRId64 "):\n",
 			        c->h->res[r].name, (double)(later->inv_us - best->inv_us) / 1000.0,
 			        best->fence, later->fence);
 		else
-			fprintf(c->out, "resource '%s': a grant answered before a later acquire was "
-			                "invoked has fence %" PRId64 " >= %" PRId64 ":\n",
+			fprintf(c->out,
+			        "resource '%s': a grant answered before a later acquire was "
+			        "invoked has fence %" PRId64 " >= %" PRId64 ":\n",
 			        c->h->res[r].name, best->fence, later->fence);
 		print_grant(c, best);
 		print_grant(c, later);
@@ -446,12 +465,17 @@ static int search_resource(struct ctx *c, int r, struct grant_ref *gs, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		const struct hinfo *hi = &c->holds[gs[i].hold];
 		size_t gi = m;
-		ev[m++] = (struct hfc_sop){.end = false, .required = true, .lo = gs[i].inv,
-		                           .hi = gs[i].ret, .units = gs[i].units > 0 ? gs[i].units : 0,
-		                           .fence = gs[i].fence, .op = hi->grant};
+		ev[m++] = (struct hfc_sop){.end = false,
+		                           .required = true,
+		                           .lo = gs[i].inv,
+		                           .hi = gs[i].ret,
+		                           .units = gs[i].units > 0 ? gs[i].units : 0,
+		                           .fence = gs[i].fence,
+		                           .op = hi->grant};
 		if (hi->end_lo == NEVER && hi->ended_by == NEVER)
 			continue; /* never ends within the history */
-		size_t lo = hi->end_lo == NEVER ? hi->ended_by : hi->end_lo, hiw = NEVER, op = hi->grant;
+		size_t lo = hi->end_lo == NEVER ? hi->ended_by : hi->end_lo, hiw = NEVER,
+		       op = hi->grant;
 		bool required = false;
 		if (hi->release != NEVER) {
 			hiw = POS(c->h->ops[hi->release].ret_line);
@@ -464,8 +488,13 @@ static int search_resource(struct ctx *c, int r, struct grant_ref *gs, size_t n)
 		}
 		if (lo > hiw)
 			lo = hiw;
-		ev[m++] = (struct hfc_sop){.end = true, .required = required, .lo = lo, .hi = hiw,
-		                           .units = ev[gi].units, .partner = gi, .op = op};
+		ev[m++] = (struct hfc_sop){.end = true,
+		                           .required = required,
+		                           .lo = lo,
+		                           .hi = hiw,
+		                           .units = ev[gi].units,
+		                           .partner = gi,
+		                           .op = op};
 	}
 	size_t stuck;
 	uint64_t states;
@@ -480,15 +509,17 @@ static int search_resource(struct ctx *c, int r, struct grant_ref *gs, size_t n)
 	case HFC_UNKNOWN:
 		c->rep->unknown++;
 		if (c->out)
-			fprintf(c->out, "UNKNOWN: resource '%s': search bound exceeded (%" PRIu64
-			                " states, %zu events)\n",
+			fprintf(c->out,
+			        "UNKNOWN: resource '%s': search bound exceeded (%" PRIu64
+			        " states, %zu events)\n",
 			        c->h->res[r].name, c->opt->search_bound, m);
 		break;
 	case HFC_NOT_LINEARIZABLE:
 		if (!violation(c, HFC_CHECK_NOT_LINEARIZABLE))
 			break;
-		fprintf(c->out, "resource '%s' capacity %" PRId64 ": no order of its grants and "
-		                "ends fits the windows, capacity and fences; stuck at:\n",
+		fprintf(c->out,
+		        "resource '%s' capacity %" PRId64 ": no order of its grants and "
+		        "ends fits the windows, capacity and fences; stuck at:\n",
 		        c->h->res[r].name, c->h->res[r].capacity);
 		if (stuck != SIZE_MAX) {
 			print_op(c, ev[stuck].op);
@@ -535,10 +566,16 @@ static int check_resource(struct ctx *c, int r)
 			size_t end = hi->end_lo;
 			if (hi->ended_by != NEVER && (end == NEVER || end > hi->ended_by))
 				end = hi->ended_by;
-			gs[k++] = (struct grant_ref){
-			    .hold = i, .part = p, .units = g->parts[p].units, .fence = g->parts[p].fence,
-			    .start = POS(g->ret_line), .end = end, .inv = POS(g->inv_line),
-			    .ret = POS(g->ret_line), .inv_us = g->inv_us, .waited = g->wait_ms > 0 && !g->any};
+			gs[k++] = (struct grant_ref){.hold = i,
+			                             .part = p,
+			                             .units = g->parts[p].units,
+			                             .fence = g->parts[p].fence,
+			                             .start = POS(g->ret_line),
+			                             .end = end,
+			                             .inv = POS(g->inv_line),
+			                             .ret = POS(g->ret_line),
+			                             .inv_us = g->inv_us,
+			                             .waited = g->wait_ms > 0 && !g->any};
 		}
 	}
 	int rc = check_capacity(c, r, gs, n);

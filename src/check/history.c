@@ -112,7 +112,8 @@ static int read_part(struct reader *r, json_t *p, bool exclusive, struct hfc_par
 	int ri = resource(r, name, cap);
 	if (ri < 0)
 		return -1;
-	*out = (struct hfc_part){.res = ri, .units = units, .fence = fence}; /* units 0: not given */
+	*out =
+	    (struct hfc_part){.res = ri, .units = units, .fence = fence}; /* units 0: not given */
 	return 0;
 }
 
@@ -224,11 +225,13 @@ static int read_fields(struct reader *r, json_t *j, struct hfc_op *op, bool comp
 	if (state) {
 		op->state = HFC_ST_NONE;
 		for (int i = 0; i < 5; i++)
-			if (json_is_string(state) && strcmp(json_string_value(state), state_names[i]) == 0)
+			if (json_is_string(state) &&
+			    strcmp(json_string_value(state), state_names[i]) == 0)
 				op->state = (enum hfc_state)i;
 		if (op->state == HFC_ST_NONE || !completion)
-			return bad(r, "\"state\" must be tentative, confirmed, released, expired or "
-			              "not_found, on a completion");
+			return bad(r,
+			           "\"state\" must be tentative, confirmed, released, expired or "
+			           "not_found, on a completion");
 	}
 	const char *error = json_string_value(json_object_get(j, "error"));
 	if (error && !op->error && !(op->error = strdup(error)))
@@ -286,8 +289,8 @@ static int read_line(struct reader *r, const char *text)
 	}
 	if (type && strcmp(type, "invoke") == 0) {
 		if (*slot) {
-			bad(r, "process %ld invokes while its operation of line %zu is open", process,
-			    h->ops[*slot - 1].inv_line);
+			bad(r, "process %ld invokes while its operation of line %zu is open",
+			    process, h->ops[*slot - 1].inv_line);
 			goto out;
 		}
 		if (grow((void **)&h->ops, &h->cap_ops, h->n_ops + 1, sizeof(*h->ops)) != 0) {
@@ -296,8 +299,12 @@ static int read_line(struct reader *r, const char *text)
 		}
 		struct hfc_op *op = &h->ops[h->n_ops++];
 		memset(op, 0, sizeof(*op));
-		*op = (struct hfc_op){.f = (enum hfc_f)f, .type = HFC_PENDING, .process = process,
-		                      .inv_line = r->line, .inv_us = t, .state = HFC_ST_NONE};
+		*op = (struct hfc_op){.f = (enum hfc_f)f,
+		                      .type = HFC_PENDING,
+		                      .process = process,
+		                      .inv_line = r->line,
+		                      .inv_us = t,
+		                      .state = HFC_ST_NONE};
 		*slot = (long)h->n_ops;
 		rc = read_fields(r, j, op, false);
 		if (rc == 0 && f != HFC_ACQUIRE && !op->hold)
@@ -306,7 +313,7 @@ static int read_line(struct reader *r, const char *text)
 			rc = bad(r, "an acquire names its \"resources\"");
 		goto out;
 	}
-	enum hfc_type ty = !type                    ? HFC_PENDING
+	enum hfc_type ty = !type                       ? HFC_PENDING
 	                   : strcmp(type, "ok") == 0   ? HFC_OK
 	                   : strcmp(type, "fail") == 0 ? HFC_FAIL
 	                   : strcmp(type, "info") == 0 ? HFC_INFO
@@ -383,7 +390,8 @@ int hfc_history_read(FILE *in, struct hfc_history *h, char *err, size_t errlen)
 		for (size_t p = 0; p < op->n_parts; p++) {
 			struct hfc_part *pt = &op->parts[p];
 			if (pt->units < 0 || (op->exclusive && op->f == HFC_ACQUIRE))
-				pt->units = h->res[pt->res].capacity ? h->res[pt->res].capacity : -1;
+				pt->units =
+				    h->res[pt->res].capacity ? h->res[pt->res].capacity : -1;
 		}
 	}
 	free(buf);

@@ -38,13 +38,24 @@ int main(int argc, char **argv)
 	struct hfc_options opt;
 	hfc_options_init(&opt);
 	bool quiet = false;
-	enum { O_FIFO = 1, O_FIFO_SLACK, O_LEASE_SLACK, O_BOUND, O_NO_SEARCH, O_MAX_PRINT, O_QUIET };
-	static const struct option longs[] = {
-	    {"fifo", 0, 0, O_FIFO},         {"fifo-slack-us", 1, 0, O_FIFO_SLACK},
-	    {"lease-slack-us", 1, 0, O_LEASE_SLACK}, {"search-bound", 1, 0, O_BOUND},
-	    {"no-search", 0, 0, O_NO_SEARCH}, {"max-print", 1, 0, O_MAX_PRINT},
-	    {"quiet", 0, 0, O_QUIET},       {"help", 0, 0, 'h'},
-	    {0, 0, 0, 0}};
+	enum {
+		O_FIFO = 1,
+		O_FIFO_SLACK,
+		O_LEASE_SLACK,
+		O_BOUND,
+		O_NO_SEARCH,
+		O_MAX_PRINT,
+		O_QUIET
+	};
+	static const struct option longs[] = {{"fifo", 0, 0, O_FIFO},
+	                                      {"fifo-slack-us", 1, 0, O_FIFO_SLACK},
+	                                      {"lease-slack-us", 1, 0, O_LEASE_SLACK},
+	                                      {"search-bound", 1, 0, O_BOUND},
+	                                      {"no-search", 0, 0, O_NO_SEARCH},
+	                                      {"max-print", 1, 0, O_MAX_PRINT},
+	                                      {"quiet", 0, 0, O_QUIET},
+	                                      {"help", 0, 0, 'h'},
+	                                      {0, 0, 0, 0}};
 	int ch;
 	int64_t v;
 	while ((ch = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
@@ -57,7 +68,8 @@ int main(int argc, char **argv)
 		case O_BOUND:
 		case O_MAX_PRINT:
 			if (num(optarg, ch == O_BOUND ? 1 : 0, &v) != 0) {
-				fprintf(stderr, "holdfast-check: bad number '%s'\n%s", optarg, usage);
+				fprintf(stderr, "holdfast-check: bad number '%s'\n%s", optarg,
+				        usage);
 				return 2;
 			}
 			if (ch == O_FIFO_SLACK)
@@ -110,13 +122,17 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (!quiet) {
-		printf("%s: %zu ops, %zu grants, %zu resources; search: %zu linearizable, %zu unknown, "
+		printf("%s: %zu ops, %zu grants, %zu resources; search: %zu linearizable, %zu "
+		       "unknown, "
 		       "%" PRIu64 " states",
-		       rc == 0 ? "valid" : rc == 1 ? "INVALID" : "UNKNOWN", rep.ops, rep.grants,
-		       rep.resources, rep.searched, rep.unknown, rep.states);
+		       rc == 0   ? "valid"
+		       : rc == 1 ? "INVALID"
+		                 : "UNKNOWN",
+		       rep.ops, rep.grants, rep.resources, rep.searched, rep.unknown, rep.states);
 		for (int i = 0; i < HFC_CHECK_COUNT; i++)
 			if (rep.by_check[i])
-				printf("; %s %zu", hfc_check_name((enum hfc_check_id)i), rep.by_check[i]);
+				printf("; %s %zu", hfc_check_name((enum hfc_check_id)i),
+				       rep.by_check[i]);
 		putchar('\n');
 	}
 	return rc;

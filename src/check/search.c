@@ -15,9 +15,9 @@
 
 struct entry {
 	size_t pos;
-	bool ret;   /* the end of the event's window */
-	size_t ev;  /* the event */
-	size_t match; /* call: its return entry (or SIZE_MAX); return: its call entry */
+	bool ret;          /* the end of the event's window */
+	size_t ev;         /* the event */
+	size_t match;      /* call: its return entry (or SIZE_MAX); return: its call entry */
 	size_t prev, next; /* list links; SIZE_MAX ends */
 };
 
@@ -184,7 +184,8 @@ enum hfc_verdict hfc_search(const struct hfc_sop *ev, size_t n, int64_t capacity
 				nh -= s->units;
 			} else {
 				nh += s->units;
-				ok = (capacity <= 0 || nh <= capacity) && (s->fence == 0 || s->fence > fence);
+				ok = (capacity <= 0 || nh <= capacity) &&
+				     (s->fence == 0 || s->fence > fence);
 				if (s->fence)
 					nf = s->fence;
 			}
@@ -200,7 +201,8 @@ enum hfc_verdict hfc_search(const struct hfc_sop *ev, size_t n, int64_t capacity
 					break;
 				}
 				++*states;
-				stack[depth++] = (struct frame){.call = cur, .held = held, .fence = fence};
+				stack[depth++] =
+				    (struct frame){.call = cur, .held = held, .fence = fence};
 				held = nh;
 				fence = nf;
 				ha ^= z[2 * en->ev];

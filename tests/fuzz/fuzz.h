@@ -13,18 +13,18 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define FUZZ_FAIL(...)                                                                     \
-	do {                                                                                   \
-		fprintf(stderr, "fuzz property broken at %s:%d: ", __FILE__, __LINE__);           \
+#define FUZZ_FAIL(...)                                                                             \
+	do {                                                                                       \
+		fprintf(stderr, "fuzz property broken at %s:%d: ", __FILE__, __LINE__);            \
 		fprintf(stderr, __VA_ARGS__);                                                      \
 		fputc('\n', stderr);                                                               \
 		abort();                                                                           \
 	} while (0)
 
-#define FUZZ_CHECK(cond, ...)                                                              \
-	do {                                                                                   \
+#define FUZZ_CHECK(cond, ...)                                                                      \
+	do {                                                                                       \
 		if (!(cond))                                                                       \
-			FUZZ_FAIL(__VA_ARGS__);                                                        \
+			FUZZ_FAIL(__VA_ARGS__);                                                    \
 	} while (0)
 
 #endif

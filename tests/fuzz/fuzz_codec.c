@@ -21,15 +21,16 @@ static void fuzz_acquire(const json_t *j)
 	hf_claim claims[HF_CLAIMS_MAX];
 	hf_error err;
 	if (hf__acquire_from_json(j, &a, claims, &err) != HF_OK) {
-		FUZZ_CHECK(err.code < 0 && err.message[0], "acquire decode failed without a message");
+		FUZZ_CHECK(err.code < 0 && err.message[0],
+		           "acquire decode failed without a message");
 		return;
 	}
 	hf_request req;
 	hf_request_init(&req, HF_OP_ACQUIRE);
 	req.acquire = a;
 	int rc = hf__check_request(&req, &err);
-	FUZZ_CHECK(rc == HF_OK || rc == HF_ECAPACITY,
-	           "a decoded acquire fails validation: %s (%s)", hf_err_name(rc), err.message);
+	FUZZ_CHECK(rc == HF_OK || rc == HF_ECAPACITY, "a decoded acquire fails validation: %s (%s)",
+	           hf_err_name(rc), err.message);
 	char *fp = hf__acquire_fingerprint(&a);
 	json_t *back = hf__acquire_to_json(&a);
 	FUZZ_CHECK(fp && back, "out of memory");
@@ -107,7 +108,8 @@ static void fuzz_hold(const json_t *j)
 	            h.n_parts == h2.n_parts;
 	for (size_t i = 0; same && i < h.n_parts; i++)
 		same = same_str(h.parts[i].resource, h2.parts[i].resource) &&
-		       h.parts[i].units == h2.parts[i].units && h.parts[i].fence == h2.parts[i].fence;
+		       h.parts[i].units == h2.parts[i].units &&
+		       h.parts[i].fence == h2.parts[i].fence;
 	FUZZ_CHECK(same, "hold round trip changed hold '%s'", h.id);
 	hf_hold *dup = hf_hold_dup(&h);
 	FUZZ_CHECK(dup, "out of memory");
@@ -171,13 +173,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		/* Replies arrive wrapped: {"hold":{...}}, {"resources":[...]}, {"events":[...]}. */
 		const char *key;
 		json_t *v;
-		json_object_foreach (j, key, v) {
+		json_object_foreach(j, key, v)
+		{
 			fuzz_resource(v);
 			fuzz_hold(v);
 			fuzz_event(v);
 			size_t i;
 			json_t *x;
-			json_array_foreach (v, i, x) {
+			json_array_foreach(v, i, x)
+			{
 				fuzz_resource(x);
 				fuzz_hold(x);
 				fuzz_event(x);

@@ -83,22 +83,21 @@ static void same_hold(const struct run *r, const hf_hold *h, int k)
 	else
 		FUZZ_CHECK(h->ended_at_ms == mh->ended, "step %d: hold %d ended %lld, model %lld",
 		           r->step, k, (long long)h->ended_at_ms, (long long)mh->ended);
-	FUZZ_CHECK(h->n_parts == (size_t)mh->n, "step %d: hold %d has %zu parts, model %d",
-	           r->step, k, h->n_parts, mh->n);
+	FUZZ_CHECK(h->n_parts == (size_t)mh->n, "step %d: hold %d has %zu parts, model %d", r->step,
+	           k, h->n_parts, mh->n);
 	for (int i = 0; i < mh->n; i++) {
 		const hf_hold_part *p = &h->parts[i];
-		FUZZ_CHECK(strcmp(p->resource, names[mh->p[i].res]) == 0 &&
-		               p->units == mh->p[i].units && p->fence == mh->p[i].fence,
-		           "step %d: hold %d part %d is '%s' %lld units fence %lld, model '%s' %lld "
-		           "fence %lld",
-		           r->step, k, i, p->resource, (long long)p->units, (long long)p->fence,
-		           names[mh->p[i].res], (long long)mh->p[i].units,
-		           (long long)mh->p[i].fence);
+		FUZZ_CHECK(
+		    strcmp(p->resource, names[mh->p[i].res]) == 0 && p->units == mh->p[i].units &&
+		        p->fence == mh->p[i].fence,
+		    "step %d: hold %d part %d is '%s' %lld units fence %lld, model '%s' %lld "
+		    "fence %lld",
+		    r->step, k, i, p->resource, (long long)p->units, (long long)p->fence,
+		    names[mh->p[i].res], (long long)mh->p[i].units, (long long)mh->p[i].fence);
 	}
 }
 
-static void same_code(const struct run *r, const char *what, int got, int want,
-                      const hf_reply *rep)
+static void same_code(const struct run *r, const char *what, int got, int want, const hf_reply *rep)
 {
 	FUZZ_CHECK(got == want, "step %d: %s answered %s (%s), model %s", r->step, what,
 	           hf_err_name(got), rep ? rep->error.message : "", hf_err_name(want));
@@ -107,8 +106,8 @@ static void same_code(const struct run *r, const char *what, int got, int want,
 static void op_acquire(struct run *r)
 {
 	uint8_t x = next(r), y = next(r);
-	struct fm_acquire a = {.n = 1 + x % 3, .mode = (hf_mode)((x / 3) % 3),
-	                       .any = (x / 9) % 4 == 0, .ttl = 1 + y};
+	struct fm_acquire a = {
+	    .n = 1 + x % 3, .mode = (hf_mode)((x / 3) % 3), .any = (x / 9) % 4 == 0, .ttl = 1 + y};
 	hf_claim claims[FM_MAXC];
 	bool used[FM_NRES] = {false};
 	for (int i = 0; i < a.n; i++) {
@@ -121,8 +120,13 @@ static void op_acquire(struct run *r)
 		a.c[i] = (struct fm_claim){.res = res, .units = 1 + (z / 4) % 4, .capacity = cap};
 		claims[i] = (hf_claim){.name = names[res], .units = a.c[i].units, .capacity = cap};
 	}
-	hf_acquire_req req = {.owner = "fuzz", .claims = claims, .n_claims = (size_t)a.n,
-	                      .ttl_ms = a.ttl, .wait_ms = 0, .mode = a.mode, .any = a.any};
+	hf_acquire_req req = {.owner = "fuzz",
+	                      .claims = claims,
+	                      .n_claims = (size_t)a.n,
+	                      .ttl_ms = a.ttl,
+	                      .wait_ms = 0,
+	                      .mode = a.mode,
+	                      .any = a.any};
 	hf_hold *h = NULL;
 	hf_error err;
 	int got = hf_acquire(r->store, &req, &h, &err);
@@ -152,12 +156,15 @@ static void op_hold(struct run *r, hf_op op)
 	req.ttl_ms = ttl;
 	hf_reply *rep = NULL;
 	int got = hf_call(r->store, &req, &rep);
-	int want = unknown ? HF_ENOHOLD
-	           : wrong ? HF_ETOKEN
+	int want = unknown               ? HF_ENOHOLD
+	           : wrong               ? HF_ETOKEN
 	           : op == HF_OP_EXTEND  ? fm_extend(&r->m, k, ttl)
 	           : op == HF_OP_CONFIRM ? fm_confirm(&r->m, k)
 	                                 : fm_release(&r->m, k);
-	same_code(r, op == HF_OP_EXTEND ? "extend" : op == HF_OP_CONFIRM ? "confirm" : "release",
+	same_code(r,
+	          op == HF_OP_EXTEND    ? "extend"
+	          : op == HF_OP_CONFIRM ? "confirm"
+	                                : "release",
 	          got, want, rep);
 	if (got == HF_OK)
 		same_hold(r, rep->hold, k);
@@ -186,13 +193,14 @@ static void check_resource(struct run *r, int i)
 	const struct fm_res *mr = &r->m.r[i];
 	same_code(r, "get resource", got, mr->exists ? HF_OK : HF_ENORESOURCE, rep);
 	if (got == HF_OK)
-		FUZZ_CHECK(rep->resource->capacity == mr->cap && rep->resource->held == mr->held &&
-		               rep->resource->holds == mr->holds,
-		           "step %d: resource %s capacity %lld held %lld holds %lld, model %lld %lld "
-		           "%lld",
-		           r->step, names[i], (long long)rep->resource->capacity,
-		           (long long)rep->resource->held, (long long)rep->resource->holds,
-		           (long long)mr->cap, (long long)mr->held, (long long)mr->holds);
+		FUZZ_CHECK(
+		    rep->resource->capacity == mr->cap && rep->resource->held == mr->held &&
+		        rep->resource->holds == mr->holds,
+		    "step %d: resource %s capacity %lld held %lld holds %lld, model %lld %lld "
+		    "%lld",
+		    r->step, names[i], (long long)rep->resource->capacity,
+		    (long long)rep->resource->held, (long long)rep->resource->holds,
+		    (long long)mr->cap, (long long)mr->held, (long long)mr->holds);
 	hf_reply_free(rep);
 }
 

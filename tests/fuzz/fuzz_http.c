@@ -70,9 +70,15 @@ static void start(void)
 	remove_files();
 	static char url[300], listen[] = "127.0.0.1:0";
 	snprintf(url, sizeof(url), "file:%s", path);
-	cfg = (struct hf__config){.listen = listen, .engine = url, .max_body = 1 << 20,
-	                          .max_headers = 16384, .timeout_s = 5, .max_conns = 1024,
-	                          .max_waiters = 1000, .drain_s = 1, .log_level = HF__LOG_ERROR};
+	cfg = (struct hf__config){.listen = listen,
+	                          .engine = url,
+	                          .max_body = 1 << 20,
+	                          .max_headers = 16384,
+	                          .timeout_s = 5,
+	                          .max_conns = 1024,
+	                          .max_waiters = 1000,
+	                          .drain_s = 1,
+	                          .log_level = HF__LOG_ERROR};
 	srv.cfg = &cfg;
 	srv.started_ms = hf_now_ms();
 	hf_options opt;
@@ -88,9 +94,9 @@ static void start(void)
 	FUZZ_CHECK(hf__stats_start(&srv) == HF_OK, "stats failed");
 	FUZZ_CHECK(hf__http_start(&srv, &err) == HF_OK, "listen: %s", err.message);
 	socklen_t sl = sizeof(addr);
-	FUZZ_CHECK(getsockname(evhttp_bound_socket_get_fd(srv.bound), (struct sockaddr *)&addr,
-	                       &sl) == 0,
-	           "getsockname: %s", strerror(errno));
+	FUZZ_CHECK(
+	    getsockname(evhttp_bound_socket_get_fd(srv.bound), (struct sockaddr *)&addr, &sl) == 0,
+	    "getsockname: %s", strerror(errno));
 	atexit(stop);
 }
 

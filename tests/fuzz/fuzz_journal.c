@@ -126,7 +126,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (const char *t = tables; *t && rc == HF_OK; t++)
 		for (size_t i = 0; i < n && rc == HF_OK; i++)
 			if (lines[i][0] == *t) {
-				rc = load_line(st, *t, lines[i][1] ? lines[i] + 2 : lines[i] + 1, &err);
+				rc = load_line(st, *t, lines[i][1] ? lines[i] + 2 : lines[i] + 1,
+				               &err);
 				FUZZ_CHECK(rc == HF_OK || rc == HF_ECORRUPT || rc == HF_ENOMEM,
 				           "a load answered %s", hf_err_name(rc));
 			}

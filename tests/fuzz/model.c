@@ -100,16 +100,19 @@ int fm_acquire(struct fm_model *m, const struct fm_acquire *a, int *hold)
 	if (m->nh == FM_MAXH)
 		return HF_ELIMIT;
 	struct fm_hold *h = &m->h[m->nh];
-	*h = (struct fm_hold){.state = HF_HOLD_TENTATIVE, .mode = a->mode, .created = m->now,
-	                      .expires = m->now + a->ttl, .n = n_take};
+	*h = (struct fm_hold){.state = HF_HOLD_TENTATIVE,
+	                      .mode = a->mode,
+	                      .created = m->now,
+	                      .expires = m->now + a->ttl,
+	                      .n = n_take};
 	for (int k = 0; k < n_take; k++) {
 		const struct fm_claim *c = &a->c[take[k]];
 		struct fm_res *r = &m->r[c->res];
 		if (!r->exists)
 			*r = (struct fm_res){.exists = true, .cap = c->capacity};
 		int64_t u = units_of(a, take[k]);
-		h->p[k] = (struct fm_part){.res = c->res, .units = u ? u : r->cap,
-		                           .fence = ++m->last_fence};
+		h->p[k] = (struct fm_part){
+		    .res = c->res, .units = u ? u : r->cap, .fence = ++m->last_fence};
 		r->held += h->p[k].units;
 		r->holds++;
 		if (a->mode == HF_MODE_EXCLUSIVE)
