@@ -6,6 +6,7 @@
  * hf_store_tick), reads of holds and resources, and close + reopen of the store — run on a
  * fresh store in /dev/shm (or $TMPDIR) and on the model. Every answer must equal the model's:
  * codes, hold states, parts, units, fences, times; after a reopen the whole state must too.
+ * HF_FUZZ_TRACE=1 prints each step's outcome (for writing seeds).
  */
 #include <stdio.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #define MAX_OPS 48
 
 static const char *const names[FM_NRES] = {"r0", "r1", "r2", "r3"};
+static const char *const keys[FM_NKEYS] = {"key-0", "key-1"};
 static const int64_t default_cap[FM_NRES] = {1, 2, 3, 4};
 
 struct run {
@@ -99,15 +101,20 @@ static void same_hold(const struct run *r, const hf_hold *h, int k)
 
 static void same_code(const struct run *r, const char *what, int got, int want, const hf_reply *rep)
 {
+	if (getenv("HF_FUZZ_TRACE")) /* for writing seeds: what each step did */
+		fprintf(stderr, "step %d: %s -> %s\n", r->step, what, hf_err_name(got));
 	FUZZ_CHECK(got == want, "step %d: %s answered %s (%s), model %s", r->step, what,
-	           hf_err_name(got), rep ? rep->error.message : "", hf_err_name(want));
+	           hf_err_name(got), rep ? rep->error.message : "(no message)", hf_err_name(want));
 }
 
 static void op_acquire(struct run *r)
 {
 	uint8_t x = next(r), y = next(r);
-	struct fm_acquire a = {
-	    .n = 1 + x % 3, .mode = (hf_mode)((x / 3) % 3), .any = (x / 9) % 4 == 0, .ttl = 1 + y};
+	struct fm_acquire a = {.n = 1 + x % 3,
+	                       .mode = (hf_mode)((x / 3) % 3),
+	                       .any = (x / 9) % 4 == 0,
+	                       .ttl = 1 + y,
+	                       .key = (x / 36) % 7 < FM_NKEYS ? (x / 36) % 7 : -1};
 	hf_claim claims[FM_MAXC];
 	bool used[FM_NRES] = {false};
 	for (int i = 0; i < a.n; i++) {
@@ -116,7 +123,9 @@ static void op_acquire(struct run *r)
 		while (used[res])
 			res = (res + 1) % FM_NRES;
 		used[res] = true;
-		int64_t cap = (z >> 6) == 3 ? 1 + (z >> 4) % 4 : default_cap[res];
+		int64_t cap = (z >> 6) == 3   ? 1 + (z >> 4) % 4
+		              : (z >> 6) == 2 ? 0
+		                              : default_cap[res];
 		a.c[i] = (struct fm_claim){.res = res, .units = 1 + (z / 4) % 4, .capacity = cap};
 		claims[i] = (hf_claim){.name = names[res], .units = a.c[i].units, .capacity = cap};
 	}
@@ -126,20 +135,26 @@ static void op_acquire(struct run *r)
 	                      .ttl_ms = a.ttl,
 	                      .wait_ms = 0,
 	                      .mode = a.mode,
-	                      .any = a.any};
+	                      .any = a.any,
+	                      .idempotency_key = a.key >= 0 ? keys[a.key] : NULL};
 	hf_hold *h = NULL;
 	hf_error err;
 	int got = hf_acquire(r->store, &req, &h, &err);
 	int k = -1;
-	int want = fm_acquire(&r->m, &a, &k);
-	FUZZ_CHECK(got == want, "step %d: acquire answered %s (%s), model %s", r->step,
-	           hf_err_name(got), got ? err.message : "", hf_err_name(want));
-	if (got == HF_OK) {
-		same_hold(r, h, k);
-		memcpy(r->ids[k], h->id, sizeof(r->ids[k]));
-		memcpy(r->tokens[k], h->token, sizeof(r->tokens[k]));
-		hf_hold_free(h);
-	}
+	bool replayed = false;
+	int want = fm_acquire(&r->m, &a, &k, &replayed);
+	same_code(r, replayed ? "acquire (replay)" : "acquire", got, want, NULL);
+	if (got != HF_OK)
+		return;
+	same_hold(r, h, k);
+	FUZZ_CHECK(h->replayed == replayed, "step %d: acquire replayed %d, model %d", r->step,
+	           (int)h->replayed, (int)replayed);
+	if (replayed)
+		FUZZ_CHECK(strcmp(r->ids[k], h->id) == 0 && strcmp(r->tokens[k], h->token) == 0,
+		           "step %d: a replay of hold %d gave another id or token", r->step, k);
+	memcpy(r->ids[k], h->id, sizeof(r->ids[k]));
+	memcpy(r->tokens[k], h->token, sizeof(r->tokens[k]));
+	hf_hold_free(h);
 }
 
 /* Extend, confirm or release of a known hold (or an unknown one), right or wrong token. */
@@ -204,6 +219,45 @@ static void check_resource(struct run *r, int i)
 	hf_reply_free(rep);
 }
 
+/* A version to expect: any (-1), none (0), the current one, or a wrong one. */
+static int64_t if_version(const struct run *r, int res, int choice)
+{
+	const struct fm_res *mr = &r->m.r[res];
+	int64_t current = mr->exists && mr->declared ? mr->version : 0;
+	return choice == 0 ? -1 : choice == 1 ? 0 : choice == 2 ? current : current + 1;
+}
+
+static void op_put(struct run *r)
+{
+	uint8_t x = next(r);
+	int res = x % FM_NRES;
+	int64_t capacity = 1 + (x / 4) % 6;
+	hf_request req;
+	hf_request_init(&req, HF_OP_PUT_RESOURCE);
+	req.name = names[res];
+	req.capacity = capacity;
+	req.if_version = if_version(r, res, (x / 24) % 4);
+	hf_reply *rep = NULL;
+	int got = hf_call(r->store, &req, &rep);
+	same_code(r, "put", got, fm_put(&r->m, res, capacity, req.if_version), rep);
+	hf_reply_free(rep);
+}
+
+static void op_delete(struct run *r)
+{
+	uint8_t x = next(r);
+	int res = x % FM_NRES;
+	hf_request req;
+	hf_request_init(&req, HF_OP_DELETE_RESOURCE);
+	req.name = names[res];
+	int choice = (x / 4) % 3;
+	req.if_version = if_version(r, res, choice ? choice + 1 : 0);
+	hf_reply *rep = NULL;
+	int got = hf_call(r->store, &req, &rep);
+	same_code(r, "delete", got, fm_delete(&r->m, res, req.if_version), rep);
+	hf_reply_free(rep);
+}
+
 static void check_all(struct run *r)
 {
 	for (int k = 0; k < r->m.nh; k++)
@@ -228,7 +282,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (r.step = 0; r.step < MAX_OPS && more(&r); r.step++) {
 		uint8_t op = next(&r);
 		fm_expire(&r.m); /* every engine step applies what is due first */
-		switch (op % 10) {
+		switch (op % 12) {
 		case 0:
 		case 1:
 		case 2:
@@ -258,7 +312,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 8:
 			check_resource(&r, next(&r) % FM_NRES);
 			break;
-		default: /* the journal must bring everything back */
+		case 10:
+			op_put(&r);
+			break;
+		case 11:
+			op_delete(&r);
+			break;
+		default: /* 9: the journal must bring everything back */
 			hf_close(r.store);
 			open_store(&r);
 			fm_expire(&r.m);

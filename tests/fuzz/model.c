@@ -1,7 +1,7 @@
 /*
  * model.c — the reference model of model.h: the rules of docs/semantics.md for NOWAIT holds
- * on implicit resources, in the order the engine applies them (validation, then resolution
- * in name order — caller order for any-of — then the grant).
+ * on implicit and declared resources, in the order the engine applies them (validation, the
+ * idempotency key, then resolution in name order — caller order for any-of — then the grant).
  */
 #include "model.h"
 
@@ -23,7 +23,7 @@ static void end_hold(struct fm_model *m, struct fm_hold *h, hf_hold_state state,
 		r->holds--;
 		if (h->mode == HF_MODE_EXCLUSIVE)
 			r->exclusive--;
-		if (r->holds == 0)
+		if (r->holds == 0 && !r->declared)
 			r->exists = false;
 	}
 }
@@ -60,12 +60,35 @@ static bool fits(const struct fm_model *m, const struct fm_acquire *a, int i)
 	return r->exclusive == 0 && r->cap - r->held >= u;
 }
 
-int fm_acquire(struct fm_model *m, const struct fm_acquire *a, int *hold)
+/* The same request, as idempotency judges it (hf__acquire_fingerprint: claims in the
+ * caller's order, units and capacity as given, whatever the mode). */
+static bool same_request(const struct fm_acquire *a, const struct fm_acquire *b)
 {
+	if (a->n != b->n || a->mode != b->mode || a->any != b->any || a->ttl != b->ttl)
+		return false;
+	for (int i = 0; i < a->n; i++)
+		if (a->c[i].res != b->c[i].res || a->c[i].units != b->c[i].units ||
+		    a->c[i].capacity != b->c[i].capacity)
+			return false;
+	return true;
+}
+
+int fm_acquire(struct fm_model *m, const struct fm_acquire *a, int *hold, bool *replayed)
+{
+	*replayed = false;
 	/* Validation: units beyond a claim's capacity. */
 	for (int i = 0; i < a->n; i++)
-		if (a->mode == HF_MODE_UNITS && a->c[i].units > a->c[i].capacity)
+		if (a->mode == HF_MODE_UNITS && a->c[i].capacity > 0 &&
+		    a->c[i].units > a->c[i].capacity)
 			return HF_ECAPACITY;
+	/* A key seen before: the first outcome again, or a mismatch. */
+	if (a->key >= 0 && m->keys[a->key].used) {
+		if (!same_request(a, &m->keys[a->key].req))
+			return HF_EIDEMMISMATCH;
+		*hold = m->keys[a->key].hold;
+		*replayed = true;
+		return HF_OK;
+	}
 	/* Resolution, in name order (r0 < r1 < ...) or, for any-of, the caller's. */
 	int order[FM_MAXC];
 	for (int i = 0; i < a->n; i++)
@@ -80,8 +103,12 @@ int fm_acquire(struct fm_model *m, const struct fm_acquire *a, int *hold)
 	for (int k = 0; k < a->n; k++) {
 		const struct fm_claim *c = &a->c[order[k]];
 		const struct fm_res *r = &m->r[c->res];
-		if (r->exists && r->cap != c->capacity)
+		if (!r->exists && c->capacity == 0)
+			return HF_ENORESOURCE;
+		if (r->exists && c->capacity > 0 && r->cap != c->capacity)
 			return HF_ECAPMISMATCH;
+		if (units_of(a, order[k]) > (r->exists ? r->cap : c->capacity))
+			return HF_ECAPACITY;
 	}
 	int take[FM_MAXC], n_take = 0;
 	if (a->any) {
@@ -119,6 +146,8 @@ int fm_acquire(struct fm_model *m, const struct fm_acquire *a, int *hold)
 			r->exclusive++;
 	}
 	*hold = m->nh++;
+	if (a->key >= 0)
+		m->keys[a->key] = (struct fm_key){.used = true, .req = *a, .hold = *hold};
 	return HF_OK;
 }
 
@@ -154,4 +183,35 @@ int fm_release(struct fm_model *m, int k)
 	if (rc == HF_OK)
 		end_hold(m, &m->h[k], HF_HOLD_RELEASED, m->now);
 	return rc;
+}
+
+int fm_put(struct fm_model *m, int res, int64_t capacity, int64_t if_version)
+{
+	struct fm_res *r = &m->r[res];
+	int64_t current = r->exists && r->declared ? r->version : 0;
+	if (if_version >= 0 && if_version != current)
+		return HF_EVERSION;
+	if (r->exists && capacity < r->held)
+		return HF_ECAPINUSE;
+	bool created = !r->exists || !r->declared;
+	if (!r->exists)
+		*r = (struct fm_res){.exists = true};
+	r->cap = capacity;
+	r->version = created ? 1 : r->version + 1;
+	r->declared = true;
+	return HF_OK;
+}
+
+int fm_delete(struct fm_model *m, int res, int64_t if_version)
+{
+	struct fm_res *r = &m->r[res];
+	if (!r->exists)
+		return HF_ENORESOURCE;
+	int64_t current = r->declared ? r->version : 0;
+	if (if_version >= 0 && if_version != current)
+		return HF_EVERSION;
+	if (r->holds > 0)
+		return HF_EHELD;
+	*r = (struct fm_res){.exists = false};
+	return HF_OK;
 }
