@@ -7,8 +7,11 @@
  * i (idempotency row), e (event: {"seq","at","type","resource","hold_id","data"}). They are
  * loaded in the journal's order (meta, resources, holds, idempotency, events; stable within
  * a table) until the first refusal, exactly as hf__journal_load does. A state that loaded is
- * then read (list resources, list holds, read events), swept far into the future (every lease
- * runs out, ended holds are purged) and read again.
+ * then used as a store would use it: read (list resources, list holds, read events); an
+ * acquire of one unit of each loaded resource, and of a new implicit one; an extend, confirm
+ * and release of each loaded hold with the token of its row, and a replay of each loaded
+ * idempotency key; then swept far into the future (every lease runs out, ended holds are
+ * purged) and read again.
  */
 #include <string.h>
 
@@ -48,6 +51,73 @@ static void read_all(struct hf__state *st, int64_t now)
 		FUZZ_CHECK(fx.done_head == call, "a read did not complete at once");
 		free_effects(&fx);
 	}
+}
+
+/* Applies one call to the state at `now` and frees what it produced. */
+static void apply(struct hf__state *st, const hf_request *req, int64_t now)
+{
+	struct hf__call *call = calloc(1, sizeof(*call));
+	if (!call || !(call->reply = calloc(1, sizeof(*call->reply)))) {
+		free(call);
+		return;
+	}
+	call->req = *req; /* borrowed strings: they outlive the call, which ends here */
+	call->reply->op = req->op;
+	call->submitted_at_ms = now;
+	struct hf__effects fx = {0};
+	hf__state_apply(st, call, now, &fx);
+	FUZZ_CHECK(fx.done_head == call, "a NOWAIT call did not complete at once");
+	free_effects(&fx);
+}
+
+static void acquire(struct hf__state *st, const char *name, int64_t capacity, const char *key,
+                    int64_t now)
+{
+	hf_claim claim = {.name = name, .units = 1, .capacity = capacity};
+	hf_request req;
+	hf_request_init(&req, HF_OP_ACQUIRE);
+	req.acquire = (hf_acquire_req){.owner = "fuzz",
+	                               .claims = &claim,
+	                               .n_claims = 1,
+	                               .ttl_ms = 1000,
+	                               .mode = HF_MODE_UNITS,
+	                               .idempotency_key = key};
+	if (hf__check_request(&req, NULL) == HF_OK) /* what hf_submit lets through */
+		apply(st, &req, now);
+}
+
+/* Uses the loaded state: acquires on its resources, calls on its holds, its keys again. */
+static void use(struct hf__state *st, char **lines, size_t n, int64_t now)
+{
+	for (size_t i = 0; i < n; i++) {
+		json_t *j = json_loads(lines[i][1] ? lines[i] + 2 : "", 0, NULL);
+		const char *name = json_string_value(json_object_get(j, "name"));
+		const char *id = json_string_value(json_object_get(j, "id"));
+		const char *token = json_string_value(json_object_get(j, "token"));
+		const char *key = json_string_value(json_object_get(j, "key"));
+		if (lines[i][0] == 'r' && name)
+			acquire(st, name, 0, NULL, now);
+		if (lines[i][0] == 'i' && key) {
+			json_t *h = json_object_get(j, "hold"), *p0;
+			p0 = json_array_get(json_object_get(h, "parts"), 0);
+			const char *res = json_string_value(json_object_get(p0, "name"));
+			acquire(st, res ? res : "fuzz-new", 0, key, now);
+		}
+		static const hf_op ops[] = {HF_OP_EXTEND, HF_OP_CONFIRM, HF_OP_RELEASE,
+		                            HF_OP_GET_HOLD};
+		for (size_t k = 0; lines[i][0] == 'h' && id && token && k < 4; k++) {
+			hf_request req;
+			hf_request_init(&req, ops[k]);
+			req.hold_id = id;
+			req.token = token;
+			req.ttl_ms = 1000;
+			if (hf__check_request(&req, NULL) ==
+			    HF_OK) /* what hf_submit lets through */
+				apply(st, &req, now);
+		}
+		json_decref(j);
+	}
+	acquire(st, "fuzz-new", 1, NULL, now);
 }
 
 static int load_event(struct hf__state *st, const char *body, hf_error *err)
@@ -134,6 +204,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (rc == HF_OK) {
 		const int64_t now = 1700000000000LL;
 		read_all(st, now);
+		use(st, lines, n, now);
 		(void)hf__state_next_due(st);
 		struct hf__effects fx = {0};
 		hf__state_sweep(st, now, &fx);
