@@ -1,15 +1,35 @@
 #!/usr/bin/env bash
-# bench_history.sh BENCH CHECK — short in-process holdfast-bench runs (file: engine) that
-# write their histories; holdfast-check must find each valid, and must reject one with two
-# fences swapped. Correctness only: small and short.
+# bench_history.sh BENCH CHECK [HOLDFASTD] — short holdfast-bench runs that write their
+# histories; holdfast-check must find each valid, and must reject one with two fences
+# swapped. Without HOLDFASTD the bench runs in-process (file: engine); with it, against a
+# real holdfastd on a free loopback port (over HTTP). Correctness only: small and short.
 set -euo pipefail
-bench=$1 check=$2
+bench=$1 check=$2 server=${3:-}
 dir=$(mktemp -d /tmp/hf-check-bench.XXXXXX)
-trap 'rm -rf "$dir"' EXIT
+pid=
+cleanup() {
+	if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+	rm -rf "$dir"
+}
+trap cleanup EXIT
+if [ -n "$server" ]; then
+	"$server" --listen 127.0.0.1:0 --engine "file:$dir/server.db" >"$dir/server.log" 2>&1 &
+	pid=$!
+	port=
+	for _ in $(seq 1 300); do
+		port=$(sed -n 's/.*msg=listening addr=[^ ]* port=\([0-9]*\).*/\1/p' "$dir/server.log")
+		[ -n "$port" ] && break
+		kill -0 "$pid" 2>/dev/null || { cat "$dir/server.log"; exit 1; }
+		sleep 0.05
+	done
+	[ -n "$port" ] || { echo "holdfastd did not start"; cat "$dir/server.log"; exit 1; }
+fi
 for s in 2 3 5; do
 	extra=()
 	[ "$s" = 5 ] && extra=(--lease-ms 100 --abandon-pct 20)
-	"$bench" --engine "file:$dir/s$s.db" --scenario "$s" --clients 4 --duration 1 --seed 3 \
+	target=(--engine "file:$dir/s$s.db")
+	[ -n "$server" ] && target=(--server "http://127.0.0.1:$port")
+	"$bench" "${target[@]}" --scenario "$s" --clients 4 --duration 1 --seed 3 \
 		--history "$dir/h$s.jsonl" "${extra[@]}" >/dev/null
 	"$check" "$dir/h$s.jsonl"
 done
