@@ -339,6 +339,10 @@ static int read_line(struct reader *r, const char *text)
 	rc = read_fields(r, j, op, true);
 	if (rc == 0 && ty == HFC_OK && f == HFC_ACQUIRE && !op->replayed && !op->hold)
 		rc = bad(r, "an acquire's ok names the \"hold\" it granted");
+	/* An any-of grant took one claim: which one only its answer can say. */
+	if (rc == 0 && ty == HFC_OK && f == HFC_ACQUIRE && op->any &&
+	    !json_object_get(j, "resources") && !json_object_get(j, "resource"))
+		rc = bad(r, "an any-of acquire's ok names the resource it took");
 	if (rc == 0 && ty == HFC_OK && f == HFC_READ && op->state == HFC_ST_NONE)
 		rc = bad(r, "a read's ok gives the \"state\"");
 out:
