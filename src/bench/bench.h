@@ -230,9 +230,10 @@ void hfb_peer_start(struct hfb_client *c);
 /* The peer's own end state, and the checker over the clients' view; returns violations. */
 long hfb_peer_check(FILE *out, struct hfb_report *rep);
 
-/* history.c: writes the observations as a holdfast-check history (JSON lines) to `path`;
- * 0, or -1 with errno set. */
-int hfb_history_write(struct hfb_history *h, const char *path);
 bool hfb_peer_supports(enum hfb_peer p, int scenario);
+
+/* history.c: writes the observations as a holdfast-check history (JSON lines, see
+ * docs/reliability.md) to `path`, replacing it; 0, or -1 if it could not be written. */
+int hfb_history_write(struct hfb_history *h, const char *path);
 
 #endif
