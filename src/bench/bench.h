@@ -229,7 +229,6 @@ void hfb_peer_close(struct hfb_client *c);
 void hfb_peer_start(struct hfb_client *c);
 /* The peer's own end state, and the checker over the clients' view; returns violations. */
 long hfb_peer_check(FILE *out, struct hfb_report *rep);
-
 bool hfb_peer_supports(enum hfb_peer p, int scenario);
 
 /* history.c: writes the observations as a holdfast-check history (JSON lines, see
