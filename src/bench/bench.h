@@ -58,6 +58,7 @@ struct hfb_config {
 	int64_t saga_wait_ms; /* scenario 5: how long a booking waits for its seat and bags */
 	char tag[64];         /* prefix of every name this run uses: runs never share state */
 	size_t max_print;     /* violations printed */
+	const char *history;  /* --history: write the observed history here (holdfast-check) */
 };
 
 extern struct hfb_config hfb_cfg;
@@ -229,5 +230,9 @@ void hfb_peer_start(struct hfb_client *c);
 /* The peer's own end state, and the checker over the clients' view; returns violations. */
 long hfb_peer_check(FILE *out, struct hfb_report *rep);
 bool hfb_peer_supports(enum hfb_peer p, int scenario);
+
+/* history.c: writes the observations as a holdfast-check history (JSON lines, see
+ * docs/reliability.md) to `path`, replacing it; 0, or -1 if it could not be written. */
+int hfb_history_write(struct hfb_history *h, const char *path);
 
 #endif

@@ -57,7 +57,8 @@ static const char usage[] =
     "  --saga-wait-ms MS   scenario 5: how long a booking waits in line (default 0: it\n"
     "                      fails at once and retries after --retry-us)\n"
     "  --tag NAME          prefix of the names this run uses (default: unique per run)\n"
-    "  --max-print N       violations printed in full (default 20)\n";
+    "  --max-print N       violations printed in full (default 20)\n"
+    "  --history FILE      write what the clients observed as a holdfast-check history\n";
 
 static const char *const scenario_names[] = {"",          "uncontended lock", "hot lock",
                                              "hot stock", "seat race",        "saga booking"};
@@ -119,6 +120,7 @@ static int parse_args(int argc, char **argv)
 		O_TAG,
 		O_MAXP,
 		O_LTTL,
+		O_HIST,
 		O_HELP
 	};
 	static const struct option opts[] = {
@@ -149,6 +151,7 @@ static int parse_args(int argc, char **argv)
 	    {"saga-wait-ms", 1, 0, O_SWAIT},
 	    {"lock-ttl-ms", 1, 0, O_LTTL},
 	    {"max-print", 1, 0, O_MAXP},
+	    {"history", 1, 0, O_HIST},
 	    {"help", 0, 0, O_HELP},
 	    {0, 0, 0, 0},
 	};
@@ -292,6 +295,9 @@ static int parse_args(int argc, char **argv)
 				return bad_option("--tag (1-40 of a-z 0-9 -)", optarg);
 			snprintf(c->tag, sizeof(c->tag), "%s", optarg);
 			break;
+		case O_HIST:
+			c->history = optarg;
+			break;
 		case O_MAXP:
 			if (!parse_i64(optarg, 0, 1000000, &v))
 				return bad_option("--max-print", optarg);
@@ -336,6 +342,8 @@ static int parse_args(int argc, char **argv)
 		c->max_units = c->stock;
 	if (c->abandon_pct + c->confirm_pct > 100)
 		return bad_option("--abandon-pct + --confirm-pct (over 100)", "");
+	if (c->history && (!c->check || c->peer))
+		return bad_option("--history (needs the checks, and holdfast rather than a peer)", "");
 	if (c->peer && !hfb_peer_supports(c->peer, c->scenario)) {
 		fprintf(stderr, "holdfast-bench: peer '%s' has no scenario %d\n", c->peer_name,
 		        c->scenario);
@@ -707,6 +715,11 @@ int main(int argc, char **argv)
 		if (ev < 0)
 			goto out;
 		hfb_run.hist.have_events = ev == 0;
+		if (hfb_cfg.history && hfb_history_write(&hfb_run.hist, hfb_cfg.history) != 0) {
+			fprintf(stderr, "holdfast-bench: cannot write the history to '%s'\n",
+			        hfb_cfg.history);
+			goto out;
+		}
 		long v = hfb_check(&hfb_run.hist, vout, hfb_cfg.max_print, &o.rep);
 		if (v < 0)
 			goto out;
