@@ -7,12 +7,16 @@ the holder, the waiter and the live events; then releases the hold from the page
 confirmation asks for the token) and sees the waiter take over. Screenshots (light and dark)
 are written to ARTIFACTS and checked: not blank (decoded PNG, colour variety) and the
 expected elements present (DOM queries). Also: the page's weight, the assets are public, the
-data routes are not. Exit 77 (skipped) when chromium or chromedriver is not installed.
+data routes are not; and the page over HTTPS. Exit 77 (skipped) when chromium or chromedriver is not installed.
 
 Usage: test_ui.py HOLDFASTD ARTIFACTS_DIR
 """
+import base64
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -42,6 +46,18 @@ def check_png(data, name):
     check(busy >= 0.03, "%s looks blank: %.2f%% differs from the background" % (name, 100 * busy))
 
 
+def traffic(srv, seconds):
+    """Grants, conflicts, timeouts and short leases running out, for the charts."""
+    end = time.time() + seconds
+    i = 0
+    while time.time() < end:
+        i += 1
+        seat = "seat-%02d" % (7 + i % 3)
+        srv.post("/v1/holds", {"owner": "load-%d" % i, "resources": [seat],
+                               "ttl_ms": 300 + 100 * (i % 7), "wait_ms": 150 * (i % 3)})
+        time.sleep(0.05)
+
+
 def test_assets(srv):
     """The page's files are public and small; the data routes keep requiring the key."""
     total = 0
@@ -63,6 +79,36 @@ def test_assets(srv):
     st, _, _ = srv.get("/v1/stats/series?seconds=301")
     check(st == 400, "series seconds=301: %d" % st)
     return total
+
+
+def test_tls(b):
+    """The same page over HTTPS (self-signed; the session accepts it): data and live events."""
+    if not shutil.which("openssl"):
+        print("no openssl command: the TLS part is skipped")
+        return
+    d = tempfile.mkdtemp(prefix="hf-ui-tls-")
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1"],
+                   check=True, capture_output=True)
+    s = hfserver.Server("--tls-cert", cert, "--tls-key", key, store_dir=d, tls=True)
+    ok = False
+    try:
+        s.put("/v1/resources/tls-seat", {"capacity": 2})
+        b.get(s.url + "/ui")
+        b.wait("return location.protocol === 'https:' && "
+               "document.querySelector('#events-state').textContent === 'live' && "
+               "!!document.querySelector('#resources button[data-name=\"tls-seat\"]')",
+               "the page over TLS")
+        s.post("/v1/holds", {"owner": "tls-owner", "resources": ["tls-seat"]})
+        b.wait("return [...document.querySelectorAll('#events li')].some(l => "
+               "l.textContent.includes('tls-owner'))", "a live event over TLS")
+        ok = True
+    finally:
+        rc = s.stop()
+        if ok and rc == 0:
+            shutil.rmtree(d, ignore_errors=True)
+    check(rc == 0, "the TLS holdfastd exited %s" % rc)
 
 
 def main():
@@ -153,10 +199,23 @@ def main():
         b.js("const f = document.querySelector('#events-filter'); f.value = '';"
              "f.dispatchEvent(new Event('input'))")
 
-        time.sleep(1.2)  # let one more second of the series close, for the picture
+        docs_png = os.environ.get("HF_UI_DOCS_PNG")
+        if docs_png:
+            traffic(srv, 12)  # a dozen seconds of charts for the picture in docs/
+        else:
+            time.sleep(1.2)  # let one more second of the series close, for the picture
         b.js("document.activeElement.blur(); window.scrollTo(0, 0)")
         shot = os.path.join(artifacts, "dashboard.png")
         check_png(b.screenshot(shot), "dashboard.png")
+        if docs_png:
+            # The picture in README and docs/dashboard.md: the same page, scaled down.
+            size = b.js("return [document.documentElement.scrollWidth, "
+                        "document.documentElement.scrollHeight]")
+            shot = b.cdp("Page.captureScreenshot", {
+                "format": "png", "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": size[0], "height": size[1], "scale": 0.75}})
+            with open(docs_png, "wb") as f:
+                f.write(base64.b64decode(shot["data"]))
         b.cdp("Emulation.setEmulatedMedia",
               {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
         b.wait("return getComputedStyle(document.body).backgroundColor === 'rgb(21, 23, 26)'",
@@ -190,6 +249,7 @@ def main():
                "the release in the live events")
         check_png(b.screenshot(os.path.join(artifacts, "dashboard-released.png")),
                   "dashboard-released.png")
+        test_tls(b)
         print("ok: page %.1f KB, %.1f s, screenshots in %s" % (weight / 1024, time.time() - t0,
                                                                  artifacts))
         return 0

@@ -145,7 +145,8 @@ function setupKey() {
     restartEvents();
     refreshAll();
   });
-  $('#key-cancel').addEventListener('click', () => { state.keyWanted = false; d.close(); });
+  $('#key-cancel').addEventListener('click', () => d.close());
+  d.addEventListener('close', () => { state.keyWanted = false; }); // also on Escape
   $('#key-button').addEventListener('click', () => { state.keyWanted = false; askKey(); });
 }
 
