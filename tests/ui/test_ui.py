@@ -224,16 +224,19 @@ def main():
                   "dashboard-dark.png")
         b.cdp("Emulation.setEmulatedMedia", {"features": []})
 
-        # Release alice's hold from the page: the confirmation asks for the token.
-        b.click('#holders tr[data-hold="%s"] button.release' % alice["id"])
-        b.wait("return document.querySelector('#release-dialog').open", "the confirmation")
-        b.type("#release-token", "0" * 32)
-        b.click("#release-confirm")
+        # Release alice's hold from the page, by keyboard: Enter on its button, the token
+        # (the confirmation asks for it; the focus is in its field), Enter.
+        b.js("document.querySelector('#holders tr[data-hold=\"' + arguments[0] + '\"] "
+             "button.release').focus()", alice["id"])
+        b.keys("\ue007")
+        b.wait("return document.querySelector('#release-dialog').open && "
+               "document.activeElement.id === 'release-token'", "the confirmation")
+        b.keys("0" * 32 + "\ue007")
         b.wait("return document.querySelector('#release-error').textContent.startsWith('bad_token')",
                "a wrong token refused")
-        b.js("document.querySelector('#release-token').value = ''")
-        b.type("#release-token", alice["token"])
-        b.click("#release-confirm")
+        check(b.js("return document.querySelector('#release-dialog').open"), "dialog closed")
+        b.js("const t = document.querySelector('#release-token'); t.value = ''; t.focus()")
+        b.keys(alice["token"] + "\ue007")
         b.wait("return !document.querySelector('#release-dialog').open", "the dialog closed")
         th.join(10)
         st, bob = waiter.get("reply", (None, None, None))[:2]

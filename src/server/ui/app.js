@@ -20,7 +20,7 @@ const state = {
   holders: [],
   expiring: [],
   skewMs: 0,                 // server clock minus ours, from /v1/stats/series
-  lastSeq: 0,
+  lastSeq: null,             // the last event shown; null until the log's end is known
   paused: false,
   keyWanted: false,
 };
@@ -68,6 +68,19 @@ function el(tag, props, ...kids) {
   }
   for (const c of kids) if (c != null) e.append(c);
   return e;
+}
+
+// Redraws a container with fn, unless `sig` (what it shows) is unchanged; the element that had
+// the focus in it (by its data-key) gets it back, so that refreshes do not move a keyboard user.
+function redraw(container, sig, fn) {
+  if (container.dataset.sig === sig) return;
+  container.dataset.sig = sig;
+  const a = document.activeElement;
+  const key = a && container.contains(a) ? a.dataset.key : null;
+  fn();
+  if (key) {
+    for (const e of container.querySelectorAll('[data-key]')) if (e.dataset.key === key) { e.focus(); break; }
+  }
 }
 
 function num(n) { return Number(n).toLocaleString('en-US'); }
@@ -281,11 +294,21 @@ async function loadResources() {
 
 function renderResources() {
   const tb = $('#resources tbody');
-  const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.name : null;
+  redraw(tb, JSON.stringify([state.selected, state.prefix, state.rows]), () => fillResources(tb));
+  $('#prev').disabled = state.page === 0;
+  $('#next').disabled = !state.more;
+  $('#page-info').textContent = 'page ' + (state.page + 1) + (state.more ? '' : ' (last)');
+  if (state.selected) {
+    const r = state.rows.find((x) => x.name === state.selected);
+    if (r) renderSummary(r);
+  }
+}
+
+function fillResources(tb) {
   tb.textContent = '';
   for (const r of state.rows) {
     const sel = r.name === state.selected;
-    const btn = el('button', { type: 'button', class: 'link', text: r.name, 'data-name': r.name,
+    const btn = el('button', { type: 'button', class: 'link', text: r.name, 'data-name': r.name, 'data-key': 'r:' + r.name,
       'aria-pressed': String(sel), onclick: () => select(r.name) });
     const frac = r.capacity ? r.held / r.capacity : 0;
     tb.append(el('tr', { class: sel ? 'selected' : '', 'data-name': r.name },
@@ -294,18 +317,10 @@ function renderResources() {
       el('td', {}, bar(frac, num(r.held), frac >= 1 ? 'full' : '')),
       el('td', { class: 'num', text: num(r.holds) }),
       el('td', { class: 'num waiters', text: num(r.waiters) })));
-    if (focused === r.name) btn.focus();
   }
   if (!state.rows.length) {
     tb.append(el('tr', {}, el('td', { colSpan: 5, class: 'muted',
       text: state.prefix ? 'no resource starts with “' + state.prefix + '”' : 'no resources yet' })));
-  }
-  $('#prev').disabled = state.page === 0;
-  $('#next').disabled = !state.more;
-  $('#page-info').textContent = 'page ' + (state.page + 1) + (state.more ? '' : ' (last)');
-  if (state.selected) {
-    const r = state.rows.find((x) => x.name === state.selected);
-    if (r) renderSummary(r);
   }
 }
 
@@ -366,6 +381,10 @@ async function loadDetail() {
   const holds = t.holds.concat(c.holds);
   holds.sort((a, b) => (a.expires_at_ms || Infinity) - (b.expires_at_ms || Infinity));
   const tb = $('#holders tbody');
+  redraw(tb, JSON.stringify([name, holds, t.more || c.more]), () => fillHolders(tb, name, holds, t.more || c.more));
+}
+
+function fillHolders(tb, name, holds, more) {
   tb.textContent = '';
   for (const h of holds) {
     const part = h.resources.find((p) => p.name === name) || {};
@@ -376,11 +395,11 @@ async function loadDetail() {
       el('td', { class: 'num fence', text: String(part.fence) }),
       leaseCell(h),
       el('td', {}, el('code', { title: h.id, text: shortId(h.id) })),
-      el('td', {}, el('button', { type: 'button', class: 'danger release', text: 'Release…',
+      el('td', {}, el('button', { type: 'button', class: 'danger release', text: 'Release…', 'data-key': 'rel:' + h.id,
         'aria-label': 'Release hold ' + h.id + ' of ' + h.owner, onclick: () => askRelease(h) }))));
   }
   if (!holds.length) tb.append(el('tr', {}, el('td', { colSpan: 7, class: 'muted', text: 'no live holds' })));
-  if (t.more || c.more) tb.append(el('tr', {}, el('td', { colSpan: 7, class: 'muted', text: 'first 100 of each state shown' })));
+  if (more) tb.append(el('tr', {}, el('td', { colSpan: 7, class: 'muted', text: 'first 100 of each state shown' })));
 }
 
 // ---- Releasing a hold: a confirmation that also asks for the hold's token. --------
@@ -424,19 +443,23 @@ async function loadExpiring() {
   const r = await api('/v1/holds?state=tentative&limit=1000');
   const hs = r.holds.filter((h) => h.expires_at_ms).sort((a, b) => a.expires_at_ms - b.expires_at_ms).slice(0, 10);
   const tb = $('#expiring tbody');
+  redraw(tb, JSON.stringify(hs), () => fillExpiring(tb, hs));
+  $('#expiring-note').textContent = r.more
+    ? 'the 10 soonest among the first 1,000 tentative holds (the API lists holds by id, not by expiry)'
+    : '';
+}
+
+function fillExpiring(tb, hs) {
   tb.textContent = '';
   for (const h of hs) {
     tb.append(el('tr', { 'data-hold': h.id },
-      el('td', {}, el('button', { type: 'button', class: 'link', text: h.resources.map((p) => p.name).join(', '),
+      el('td', {}, el('button', { type: 'button', class: 'link', text: h.resources.map((p) => p.name).join(', '), 'data-key': 'exp:' + h.id,
         onclick: () => select(h.resources[0].name) })),
       el('td', { text: h.owner }),
       leaseCell(h),
       el('td', {}, el('code', { title: h.id, text: shortId(h.id) }))));
   }
   if (!hs.length) tb.append(el('tr', {}, el('td', { colSpan: 4, class: 'muted', text: 'no tentative holds' })));
-  $('#expiring-note').textContent = r.more
-    ? 'the 10 soonest among the first 1,000 tentative holds (the API lists holds by id, not by expiry)'
-    : '';
 }
 
 // ---- The event stream (SSE over fetch, so that the API key can be sent). -----------
@@ -450,7 +473,7 @@ function eventMatches(ev) {
 }
 
 function addEvent(ev) {
-  state.lastSeq = Math.max(state.lastSeq, ev.seq);
+  state.lastSeq = Math.max(state.lastSeq || 0, ev.seq);
   if (ev.resource && ev.resource === state.selected) scheduleDetail();
   scheduleResources();
   if (state.paused) return;
@@ -475,6 +498,11 @@ function setEventsState(text, ok) {
 async function streamEvents() {
   evAbort = new AbortController();
   try {
+    if (state.lastSeq === null) {
+      // Begin with the last few events of the log, then follow: never replay all of it.
+      const r = await api('/v1/events?after=0&limit=1');
+      state.lastSeq = Math.max(0, r.last_seq - 30);
+    }
     const r = await fetch('/v1/events?after=' + state.lastSeq, {
       headers: authHeaders({ Accept: 'text/event-stream' }), signal: evAbort.signal, cache: 'no-store',
     });
@@ -505,6 +533,7 @@ async function streamEvents() {
     setEventsState('reconnecting', false);
   } catch (e) {
     if (e.name === 'AbortError') return;
+    if (e.status === 401) { setEventsState('API key needed', false); return; } // restarted with the key
     setEventsState('reconnecting', false);
   }
   evRetry = setTimeout(streamEvents, 2000);
@@ -513,15 +542,6 @@ async function streamEvents() {
 function restartEvents() {
   if (evAbort) evAbort.abort();
   clearTimeout(evRetry);
-  streamEvents();
-}
-
-async function startEvents() {
-  // Begin with the last few events, then follow.
-  try {
-    const r = await api('/v1/events?after=0&limit=1');
-    state.lastSeq = Math.max(0, r.last_seq - 30);
-  } catch (e) { /* the stream will say */ }
   streamEvents();
 }
 
@@ -579,7 +599,7 @@ function main() {
   setupEvents();
   loadUptime();
   refreshAll();
-  startEvents();
+  streamEvents();
   setInterval(refreshAll, 2000);
   setInterval(tick, 250);
   window.addEventListener('resize', drawSeries);
