@@ -134,6 +134,8 @@ def main():
             st, _, _ = srv.put("/v1/resources/seat-%02d" % i, {"capacity": 1 if i % 3 else 4})
             check(st == 201, "put seat-%02d: %d" % (i, st))
         st, _, _ = srv.put("/v1/resources/lounge", {"capacity": 10})
+        for i in range(1, 21):  # 33 resources: two pages of 25
+            srv.put("/v1/resources/zone-%02d" % i, {"capacity": 2})
         for i in (2, 5, 6):
             srv.post("/v1/holds", {"owner": "carol-%d" % i, "resources": ["seat-%02d" % i],
                                    "ttl_ms": 20000 + 4000 * i})
@@ -153,6 +155,17 @@ def main():
         check(b.js("return sessionStorage.getItem('holdfast.apiKey')") == KEY, "key not kept")
         b.wait("return document.querySelector('#events-state').textContent === 'live'",
                "the event stream")
+
+        # Paged by the server: 25, then the 8 after them; never more than a page.
+        b.wait("return document.querySelectorAll('#resources tbody tr[data-name]').length === 25"
+               " && !document.querySelector('#next').disabled", "the first page")
+        b.click("#next")
+        b.wait("const r = [...document.querySelectorAll('#resources tbody tr[data-name]')];"
+               "return r.length === 8 && r[7].dataset.name === 'zone-20' && "
+               "document.querySelector('#next').disabled", "the second page")
+        b.click("#prev")
+        b.wait("const r = document.querySelectorAll('#resources tbody tr[data-name]');"
+               "return r.length === 25 && r[0].dataset.name === 'lounge'", "the first page again")
 
         # Contention: alice holds seat-01, bob waits for it, eve is refused twice.
         st, alice, _ = srv.post("/v1/holds", {"owner": "alice", "resources": ["seat-01"],
@@ -198,6 +211,14 @@ def main():
                "the event filter")
         b.js("const f = document.querySelector('#events-filter'); f.value = '';"
              "f.dispatchEvent(new Event('input'))")
+
+        # What the page asked the server for: pages of 25 resources, never /v1/stats (which
+        # reads up to 10,000 resources), never a list without a limit.
+        urls = b.js("return performance.getEntriesByType('resource').map(e => e.name)")
+        lists = [u for u in urls if "/v1/resources?" in u]
+        check(lists and all("limit=25" in u for u in lists), "resource lists: %r" % lists[:5])
+        check(not [u for u in urls if "/v1/stats?" in u or u.endswith("/v1/stats")],
+              "the page read /v1/stats")
 
         docs_png = os.environ.get("HF_UI_DOCS_PNG")
         if docs_png:
