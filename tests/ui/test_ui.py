@@ -126,6 +126,7 @@ def main():
     srv = hfserver.Server("--api-key", KEY, api_key=KEY)
     browser = None
     waiter = {}
+    passed = False
     try:
         weight = test_assets(srv)
 
@@ -274,6 +275,7 @@ def main():
         check_png(b.screenshot(os.path.join(artifacts, "dashboard-released.png")),
                   "dashboard-released.png")
         test_tls(b)
+        passed = True
         print("ok: page %.1f KB, %.1f s, screenshots in %s" % (weight / 1024, time.time() - t0,
                                                                  artifacts))
         return 0
@@ -283,6 +285,8 @@ def main():
         rc = srv.stop()
         if rc != 0:
             print("holdfastd exited %s:\n%s" % (rc, srv.log_text()[-3000:]))
+            if passed:
+                raise AssertionError("holdfastd exited %s (sanitizer report above?)" % rc)
 
 
 if __name__ == "__main__":
