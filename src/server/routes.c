@@ -28,8 +28,9 @@ struct hf__route {
 static const struct hf__route routes[] = {
 	{EVHTTP_REQ_GET, "/healthz", hf__h_healthz, RF_PUBLIC},
 	{EVHTTP_REQ_GET, "/readyz", hf__h_readyz, RF_PUBLIC},
-	{EVHTTP_REQ_GET, "/ui", hf__h_ui, RF_PUBLIC},             /* the dashboard: its files are */
-	{EVHTTP_REQ_GET, "/ui/{asset}", hf__h_ui_asset, RF_PUBLIC}, /* public, its data is not */
+	/* The dashboard's files are public; the data it shows comes from the routes below. */
+	{EVHTTP_REQ_GET, "/ui", hf__h_ui, RF_PUBLIC},
+	{EVHTTP_REQ_GET, "/ui/{asset}", hf__h_ui_asset, RF_PUBLIC},
 	{EVHTTP_REQ_GET, "/metrics", hf__h_metrics, 0},
 	{EVHTTP_REQ_GET, "/v1/stats", hf__h_stats, 0},
 	{EVHTTP_REQ_GET, "/v1/stats/series", hf__h_stats_series, 0},

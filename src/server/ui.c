@@ -15,8 +15,8 @@
 /* ---- The assets. ------------------------------------------------------------------ */
 
 /* The page may load only what this server serves: no inline script, nothing from elsewhere. */
-#define UI_CSP                                                                             \
-	"default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "       \
+#define UI_CSP                                                                                     \
+	"default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "            \
 	"img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
 static void send_asset(struct hf__rq *rq, const char *name)
@@ -86,9 +86,14 @@ void hf__series_acquire(int code, int64_t latency_us)
 			s->lat_max_us = us;
 		break;
 	}
-	case HF_EUNAVAILABLE: s->unavailable++; break;
-	case HF_ETIMEDOUT: s->timeouts++; break;
-	default: break;
+	case HF_EUNAVAILABLE:
+		s->unavailable++;
+		break;
+	case HF_ETIMEDOUT:
+		s->timeouts++;
+		break;
+	default:
+		break;
 	}
 }
 
@@ -133,7 +138,7 @@ void hf__h_stats_series(struct hf__rq *rq)
 	if (!ok)
 		return;
 	int64_t now_ms = hf_now_ms(), now_s = now_ms / 1000;
-	int64_t since_s = (rq->srv->started_ms + 999) / 1000; /* no slot before the start */
+	int64_t since_s = rq->srv->started_ms / 1000; /* no slot before the start */
 	json_t *points = json_array();
 	for (int64_t sec = now_s - seconds + 1; points && sec <= now_s; sec++) {
 		if (sec < since_s)

@@ -274,6 +274,14 @@ def main():
                "the release in the live events")
         check_png(b.screenshot(os.path.join(artifacts, "dashboard-released.png")),
                   "dashboard-released.png")
+        # The series the charts draw counted this: 6 grants (carol x3, dave, alice, bob),
+        # eve's 2 conflicts, no timeout; bob's grant waited for alice's release (seconds).
+        if not docs_png:
+            st, ser, _ = srv.get("/v1/stats/series")
+            pts = ser["points"]
+            total = {k: sum(p[k] for p in pts) for k in ("granted", "conflicts", "timeouts")}
+            check(total == {"granted": 6, "conflicts": 2, "timeouts": 0}, "series: %r" % total)
+            check(max(p["latency_ms"]["p99"] for p in pts) >= 500, "bob's wait not in the p99")
         test_tls(b)
         passed = True
         print("ok: page %.1f KB, %.1f s, screenshots in %s" % (weight / 1024, time.time() - t0,
