@@ -175,7 +175,7 @@ def main():
 
         def wait_bob():
             waiter["reply"] = srv.post("/v1/holds", {"owner": "bob", "resources": ["seat-01"],
-                                                     "wait_ms": 25000, "ttl_ms": 30000})
+                                                     "wait_ms": 60000, "ttl_ms": 30000})
         th = threading.Thread(target=wait_bob, daemon=True)
         th.start()
         for _ in range(2):
