@@ -14,7 +14,7 @@
 #include "server/server.h"
 
 enum {
-	RF_PUBLIC = 1 << 0, /* served without an API key: probes */
+	RF_PUBLIC = 1 << 0, /* served without an API key: probes, the dashboard's files */
 	RF_BODY = 1 << 1,   /* takes a JSON body */
 };
 
@@ -28,8 +28,12 @@ struct hf__route {
 static const struct hf__route routes[] = {
 	{EVHTTP_REQ_GET, "/healthz", hf__h_healthz, RF_PUBLIC},
 	{EVHTTP_REQ_GET, "/readyz", hf__h_readyz, RF_PUBLIC},
+	/* The dashboard's files are public; the data it shows comes from the routes below. */
+	{EVHTTP_REQ_GET, "/ui", hf__h_ui, RF_PUBLIC},
+	{EVHTTP_REQ_GET, "/ui/{asset}", hf__h_ui_asset, RF_PUBLIC},
 	{EVHTTP_REQ_GET, "/metrics", hf__h_metrics, 0},
 	{EVHTTP_REQ_GET, "/v1/stats", hf__h_stats, 0},
+	{EVHTTP_REQ_GET, "/v1/stats/series", hf__h_stats_series, 0},
 	{EVHTTP_REQ_GET, "/v1/resources", hf__h_list_resources, 0},
 	{EVHTTP_REQ_PUT, "/v1/resources/{name}", hf__h_put_resource, RF_BODY},
 	{EVHTTP_REQ_GET, "/v1/resources/{name}", hf__h_get_resource, 0},

@@ -217,6 +217,9 @@ void hf__h_stats(struct hf__rq *rq);
 void hf__h_metrics(struct hf__rq *rq);
 void hf__h_healthz(struct hf__rq *rq);
 void hf__h_readyz(struct hf__rq *rq);
+void hf__h_ui(struct hf__rq *rq);           /* GET /ui: the dashboard's page */
+void hf__h_ui_asset(struct hf__rq *rq);     /* GET /ui/{asset}: its script and style */
+void hf__h_stats_series(struct hf__rq *rq); /* GET /v1/stats/series: the last minutes */
 
 /* stats.c: what the server measures. */
 int hf__stats_start(struct hf__server *srv);
@@ -227,5 +230,19 @@ void hf__stats_free(struct hf__server *srv);
 void hf__stats_acquire(struct hf__server *srv, const char *resource, int code,
                        int64_t latency_us);
 void hf__stats_request(struct hf__server *srv, int status);
+
+/* ui.c: the dashboard. Its files, generated into ui_assets.c at build time by
+ * embed_ui.cmake; the table ends with a NULL name. */
+struct hf__ui_asset {
+	const char *name;  /* "app.js" */
+	const char *ctype; /* Content-Type */
+	const unsigned char *data;
+	size_t len;
+};
+extern const struct hf__ui_asset hf__ui_assets[];
+/* The per-second series the dashboard charts, fed by stats.c: one overall acquire outcome
+ * (as hf__stats_acquire with resource NULL), one hold event seen in the log. */
+void hf__series_acquire(int code, int64_t latency_us);
+void hf__series_event(const char *type, int64_t at_ms);
 
 #endif /* HF_SERVER_H */

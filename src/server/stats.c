@@ -114,6 +114,8 @@ void hf__stats_acquire(struct hf__server *srv, const char *resource, int code,
 	if (latency_us < 0)
 		latency_us = 0;
 	struct counters *c = resource ? find(st, resource, true) : &st->all;
+	if (!resource)
+		hf__series_acquire(code, latency_us); /* the dashboard's per-second series */
 	if (c)
 		count_acquire(c, code, latency_us);
 }
@@ -168,6 +170,7 @@ static void count_event(struct hf__stats *st, const hf_event *ev)
 		off = offsetof(struct counters, extended);
 	else
 		return;
+	hf__series_event(ev->type, ev->at_ms);
 	all = (uint64_t *)((char *)&st->all + off);
 	(*all)++;
 	struct counters *c = ev->resource ? find(st, ev->resource, true) : NULL;
