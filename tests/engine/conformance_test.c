@@ -3642,6 +3642,49 @@ static void wait_any_impossible_claim_does_not_block(void **state)
 	hf_hold_free(hb);
 }
 
+/* A store file that is empty (what a truncation or a lost write leaves) or an SQLite file
+ * without our tables is refused with store_corrupt, never taken for a new store: fences and
+ * events would restart at 1. A new store is made only where no file exists. */
+static void durable_empty_file_refused(void **state)
+{
+	NEED_FILE();
+	must_put(ST, "e", 1);
+	hf_hold *h = ACQ("e", NULL);
+	EQ(h->parts[0].fence, 1);
+	hf_hold_free(h);
+	ht_env_close(ENV);
+	char side[800];
+	snprintf(side, sizeof side, "%s-wal", ENV->path);
+	unlink(side);
+	snprintf(side, sizeof side, "%s-shm", ENV->path);
+	unlink(side);
+	write_all(ENV->path, "", 0, true);
+	expect_corrupt(state, "an empty file");
+	/* an SQLite file with no tables at all */
+	unlink(ENV->path);
+	sqlite3 *db = NULL;
+	assert_int_equal(sqlite3_open(ENV->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "PRAGMA user_version=7", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	expect_corrupt(state, "an SQLite file without tables");
+	/* where no file exists a new store is made, and a leftover of a crashed creation does
+	 * not get in the way */
+	unlink(ENV->path);
+	snprintf(side, sizeof side, "%s.new", ENV->path);
+	write_all(side, "half", 4, true);
+	hf_error err;
+	RC(ht_env_open(ENV, &err), HF_OK);
+	must_put(ST, "e", 1);
+	h = ACQ("e", NULL);
+	EQ(h->parts[0].fence, 1);
+	hf_hold_free(h);
+	assert_true(access(side, F_OK) != 0);
+	ht_env_close(ENV);
+	struct stat sb;
+	assert_int_equal(stat(ENV->path, &sb), 0);
+	GT(sb.st_size, 0);
+}
+
 /* ======================= runner ======================= */
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup_fake, teardown)
@@ -3746,6 +3789,7 @@ int main(void)
 		T(wait_capacity_drop_wakes_other_queues),
 		T(wait_any_capacity_drop_keeps_other_claims),
 		T(wait_any_impossible_claim_does_not_block),
+		T(durable_empty_file_refused),
 	};
 	ht_apply_filter();
 	const char *u = getenv("HF_TEST_ENGINE_URL");

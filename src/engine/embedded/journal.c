@@ -77,7 +77,8 @@ static int exec(sqlite3 *db, const char *sql, hf_error *err)
 	return HF_OK;
 }
 
-/* Creates the schema in an empty file, or checks that a non-empty one is ours. */
+/* Checks that an existing file is ours. New stores are made by create_store only: a file
+ * without our tables (an empty one, say, left by a truncation) is refused, never reset. */
 static int check_format(sqlite3 *db, const char *path, hf_error *err)
 {
 	sqlite3_stmt *st = NULL;
@@ -91,12 +92,10 @@ static int check_format(sqlite3 *db, const char *path, hf_error *err)
 	if (tables < 0)
 		return hf__err(err, open_code(rc), "'%s' is not a holdfast store: %s", path,
 		               sqlite3_errmsg(db));
-	if (tables == 0) {
-		int code = exec(db, "BEGIN IMMEDIATE", err);
-		if (code == HF_OK && (code = exec(db, schema_sql, err)) == HF_OK)
-			code = exec(db, "COMMIT", err);
-		return code;
-	}
+	if (tables == 0)
+		return hf__err(err, HF_ECORRUPT,
+		               "'%s' is an SQLite file without holdfast's tables: not a holdfast store",
+		               path);
 	const char *format = NULL, *schema = NULL;
 	char fbuf[32] = "", sbuf[32] = "";
 	if (sqlite3_prepare_v2(db, "SELECT key, value FROM meta WHERE key IN ('format','schema')",
@@ -144,6 +143,64 @@ static int open_db(const char *path, int flags, sqlite3 **db, hf_error *err)
 	return HF_OK;
 }
 
+/* fsyncs the directory that holds `path`, so that a rename into it is durable. */
+static int sync_dir_of(const char *path)
+{
+	char dir[4096];
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int rc = fsync(fd);
+	close(fd);
+	return rc;
+}
+
+/* Makes a new store at `path`, where no file exists: the schema is written to PATH.new, made
+ * durable, and renamed into place, so that a file at PATH is always a complete store — a
+ * crash while creating leaves no file or a whole one, never an empty one that a later open
+ * could mistake for new. Called with the store's lock held. */
+static int create_store(const char *path, hf_error *err)
+{
+	char tmp[4096], tmp_journal[4200];
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.new", path) >= sizeof(tmp))
+		return hf__err(err, HF_EINVAL, "store path is too long");
+	snprintf(tmp_journal, sizeof(tmp_journal), "%s-journal", tmp);
+	unlink(tmp); /* left by a creation that crashed: never a store */
+	unlink(tmp_journal);
+	sqlite3 *db = NULL;
+	mode_t old = umask(077);
+	int rc = open_db(tmp, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &db, err);
+	umask(old);
+	if (rc != HF_OK)
+		return rc;
+	/* Rollback-journal mode with synchronous=FULL: COMMIT returns once the file is on disk. */
+	if ((rc = exec(db, "PRAGMA synchronous=FULL", err)) == HF_OK &&
+	    (rc = exec(db, "BEGIN IMMEDIATE", err)) == HF_OK &&
+	    (rc = exec(db, schema_sql, err)) == HF_OK)
+		rc = exec(db, "COMMIT", err);
+	if (sqlite3_close(db) != SQLITE_OK && rc == HF_OK)
+		rc = hf__err(err, HF_ESTORAGE, "cannot close new store '%s'", tmp);
+	if (rc == HF_OK && rename(tmp, path) != 0)
+		rc = hf__err(err, HF_ESTORAGE, "cannot create store '%s': rename: %s", path,
+		             strerror(errno));
+	if (rc == HF_OK && sync_dir_of(path) != 0)
+		rc = hf__err(err, HF_ESTORAGE, "cannot create store '%s': fsync of its directory: %s",
+		             path, strerror(errno));
+	if (rc != HF_OK) {
+		unlink(tmp);
+		unlink(tmp_journal);
+	}
+	return rc;
+}
+
 int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err)
 {
 	*out = NULL;
@@ -172,9 +229,36 @@ int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err)
 		rc = hf__err(err, HF_ESTORAGE, "store '%s' is in use by another store or process", path);
 		goto fail;
 	}
+	/* A store is created only where no file exists; an existing file must be a whole store
+	 * (an empty one is what a truncation leaves: refused, so that fences never restart). */
+	struct stat sb;
+	if (stat(path, &sb) != 0) {
+		if (errno != ENOENT) {
+			rc = hf__err(err, HF_ESTORAGE, "cannot open store '%s': %s", path, strerror(errno));
+			goto fail;
+		}
+		/* A log without its store must not be replayed into a new one. */
+		char wal[4200];
+		snprintf(wal, sizeof(wal), "%s-wal", path);
+		if (stat(wal, &sb) == 0 && sb.st_size > 0) {
+			rc = hf__err(err, HF_ECORRUPT,
+			             "store '%s' does not exist but its log '%s' does: not making a new "
+			             "store beside it",
+			             path, wal);
+			goto fail;
+		}
+		if ((rc = create_store(path, err)) != HF_OK)
+			goto fail;
+	} else if (S_ISREG(sb.st_mode) && sb.st_size == 0) {
+		rc = hf__err(err, HF_ECORRUPT,
+		             "store file '%s' is empty: not a holdfast store (a truncated store is never "
+		             "reset; remove the file to start a new store)",
+		             path);
+		goto fail;
+	}
 	/* The journal holds tokens: only its owner may read it. */
 	mode_t old = umask(077);
-	rc = open_db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &j->db, err);
+	rc = open_db(path, SQLITE_OPEN_READWRITE, &j->db, err);
 	umask(old);
 	if (rc != HF_OK)
 		goto fail;
