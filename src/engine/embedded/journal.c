@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "engine/embedded/embedded.h"
@@ -42,7 +43,19 @@ static const char *const write_sql[][2] = {
 };
 #define N_TABLES (HF__J_META + 1)
 
+/* Fault injection for tests (SQLite's test VFS habit), from HF_TEST_JOURNAL_FAULTS at open:
+ * "delay_ms=N" sleeps N ms before every commit (a slow fsync); "fail=N" makes N commits fail
+ * as if the disk were full, after "fail_after=K" commits that succeed (commits and probes
+ * count alike); "fail_while=PATH" fails every commit while PATH exists (a disk-full switch).
+ * Unset (always, outside tests): no effect. */
+struct faults {
+	long delay_ms, fail_after, fail;
+	long commits;
+	char fail_while[512];
+};
+
 struct hf__journal {
+	struct faults faults;
 	char *path;
 	int lock_fd; /* PATH.lock, flock()ed for as long as the store is open */
 	sqlite3 *db;     /* the writer's connection; used by one thread at a time */
@@ -201,6 +214,43 @@ static int create_store(const char *path, hf_error *err)
 	return rc;
 }
 
+static void faults_parse(struct faults *f, const char *spec)
+{
+	memset(f, 0, sizeof(*f));
+	for (const char *p = spec; p && *p;) {
+		long v = 0;
+		const char *eq = strchr(p, '=');
+		if (eq)
+			v = strtol(eq + 1, NULL, 10);
+		if (strncmp(p, "delay_ms=", 9) == 0)
+			f->delay_ms = v;
+		else if (strncmp(p, "fail_after=", 11) == 0)
+			f->fail_after = v;
+		else if (strncmp(p, "fail=", 5) == 0)
+			f->fail = v;
+		else if (strncmp(p, "fail_while=", 11) == 0)
+			snprintf(f->fail_while, sizeof(f->fail_while), "%.*s",
+			         (int)strcspn(p + 11, ","), p + 11);
+		p = strchr(p, ',');
+		p = p ? p + 1 : NULL;
+	}
+}
+
+/* Before a commit: the injected delay; true when this commit is to fail. */
+static bool faults_before_commit(struct faults *f)
+{
+	if (f->delay_ms > 0) {
+		struct timespec ts = {.tv_sec = f->delay_ms / 1000,
+		                      .tv_nsec = (f->delay_ms % 1000) * 1000000L};
+		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+			;
+	}
+	long n = f->commits++;
+	if (f->fail_while[0] && access(f->fail_while, F_OK) == 0)
+		return true;
+	return n >= f->fail_after && n < f->fail_after + f->fail;
+}
+
 int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err)
 {
 	*out = NULL;
@@ -209,6 +259,7 @@ int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err)
 		free(j);
 		return hf__err_code(err, HF_ENOMEM);
 	}
+	faults_parse(&j->faults, getenv("HF_TEST_JOURNAL_FAULTS"));
 	pthread_mutex_init(&j->read_lock, NULL);
 	j->lock_fd = -1;
 	int rc;
@@ -419,26 +470,59 @@ static int write_one(struct hf__journal *j, const struct hf__jrec *rec)
 	return rc;
 }
 
-int hf__journal_write(struct hf__journal *j, const struct hf__jrec *list, hf_error *err)
+/* Ends a failed transaction: the file keeps what was durable before it. */
+static void rollback(struct hf__journal *j)
 {
-	sqlite3_reset(j->begin);
-	if (sqlite3_step(j->begin) != SQLITE_DONE)
-		return db_err(err, j->db, HF_ESTORAGE, "journal begin failed");
-	for (const struct hf__jrec *rec = list; rec; rec = rec->next)
-		if (write_one(j, rec) != SQLITE_OK) {
-			int code = db_err(err, j->db, HF_ESTORAGE, "journal write failed");
-			sqlite3_reset(j->rollback);
-			sqlite3_step(j->rollback);
-			return code;
-		}
+	sqlite3_reset(j->commit);
+	if (!sqlite3_get_autocommit(j->db)) {
+		sqlite3_reset(j->rollback);
+		sqlite3_step(j->rollback);
+		sqlite3_reset(j->rollback);
+	}
+}
+
+/* Commits the open transaction (with the injected faults); rolls back on failure. */
+static int commit(struct hf__journal *j, hf_error *err)
+{
+	if (faults_before_commit(&j->faults)) {
+		rollback(j);
+		return hf__err(err, HF_ESTORAGE,
+		               "journal commit failed: database or disk is full (injected fault)");
+	}
 	sqlite3_reset(j->commit);
 	if (sqlite3_step(j->commit) != SQLITE_DONE) {
 		int code = db_err(err, j->db, HF_ESTORAGE, "journal commit failed");
-		sqlite3_reset(j->rollback);
-		sqlite3_step(j->rollback);
+		rollback(j);
 		return code;
 	}
+	sqlite3_reset(j->commit);
 	return HF_OK;
+}
+
+int hf__journal_write(struct hf__journal *j, const struct hf__jrec *list, hf_error *err)
+{
+	sqlite3_reset(j->begin);
+	if (sqlite3_step(j->begin) != SQLITE_DONE) {
+		int code = db_err(err, j->db, HF_ESTORAGE, "journal begin failed");
+		rollback(j);
+		return code;
+	}
+	for (const struct hf__jrec *rec = list; rec; rec = rec->next)
+		if (write_one(j, rec) != SQLITE_OK) {
+			int code = db_err(err, j->db, HF_ESTORAGE, "journal write failed");
+			rollback(j);
+			return code;
+		}
+	return commit(j, err);
+}
+
+int hf__journal_probe(struct hf__journal *j, int64_t now, hf_error *err)
+{
+	struct hf__jrec rec = {.table = HF__J_META, .key = "probe"};
+	char body[32];
+	snprintf(body, sizeof(body), "%lld", (long long)now);
+	rec.body = body;
+	return hf__journal_write(j, &rec, err);
 }
 
 int hf__journal_read_events(struct hf__journal *j, uint64_t after, uint64_t upto, size_t limit,

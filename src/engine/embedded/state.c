@@ -1297,8 +1297,13 @@ void hf__state_durable(struct hf__state *st, uint64_t seq, struct hf__effects *f
 	if (seq <= st->durable_seq)
 		return;
 	st->durable_seq = seq;
-	while (st->event_waiters)
-		event_waiter_finish(st, fx, st->event_waiters);
+	/* Only readers with an event to read now: one that waits after a later seq keeps
+	 * waiting (until its first event or its deadline). */
+	for (struct waiter *w = st->event_waiters, *next; w; w = next) {
+		next = w->ev_next;
+		if (w->call->req.after < seq)
+			event_waiter_finish(st, fx, w);
+	}
 }
 
 uint64_t hf__state_last_seq(const struct hf__state *st)
@@ -1476,6 +1481,36 @@ void hf__state_fail_waits(struct hf__state *st, int code, int64_t now, struct hf
 	}
 	free(all);
 	pump(st, fx, now);
+}
+
+void hf__state_drop_waits(struct hf__state *st, int code, const char *message,
+                          struct hf__effects *fx)
+{
+	size_t n = st->waiters.count, pos = 0, k = 0;
+	struct waiter **all = malloc((n + 1) * sizeof(*all));
+	if (!all) {
+		fx->failed = HF_ENOMEM;
+		return;
+	}
+	void *cur = NULL;
+	struct waiter *w;
+	while ((w = hf__map_next(&st->waiters, &pos, &cur)))
+		all[k++] = w;
+	for (size_t i = 0; i < k; i++) {
+		w = all[i];
+		waiter_unlink(st, w);
+		if (w->idem)
+			idem_forget(st, w->idem);
+		fx_fail(fx, w->call, code, "%s", message);
+		waiter_free(w);
+	}
+	free(all);
+	/* The queues stay as they are: nothing is granted. */
+	while (st->work_head) {
+		struct res *r = st->work_head;
+		st->work_head = r->work_next;
+		r->in_work = false;
+	}
 }
 
 /* ---- life cycle and loading ---- */
