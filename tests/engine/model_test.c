@@ -888,18 +888,16 @@ static void step_put(void)
 	mres *m = &M->r[r];
 	int64_t ifv = rnd(3) == 0 ? -1 : rnd(5) == 0 ? m->version + 1 : m->version;
 	int64_t cap = 1 + (int64_t)rnd(6);
-	/* capacity changes that the rules leave open are not generated: shrinking under a
-	 * waiter's need, or any change while an exclusive hold or waiter is on it */
-	int64_t maxneed = 0;
+	/* capacity changes that the rules leave open are not generated: any change while an
+	 * exclusive hold or waiter is on it (an exclusive wait's need follows the capacity).
+	 * Shrinking under a waiter's need ends that wait (exceeds_capacity) and moves every
+	 * queue it stood in. */
 	bool excl = false;
 	for (int i = 0; i < M->nw; i++)
 		if (M->w[i].active)
 			for (int k = 0; k < M->w[i].rq.n; k++)
-				if (M->w[i].rq.res[k] == r) {
-					if (M->w[i].need[k] > maxneed)
-						maxneed = M->w[i].need[k];
+				if (M->w[i].rq.res[k] == r)
 					excl |= M->w[i].rq.mode == HF_MODE_EXCLUSIVE;
-				}
 	for (int i = 0; i < M->nh; i++)
 		if (M->h[i].state <= HF_HOLD_CONFIRMED && M->h[i].mode == HF_MODE_EXCLUSIVE)
 			for (int k = 0; k < M->h[i].n; k++)
@@ -909,7 +907,7 @@ static void step_put(void)
 		expect = HF_EVERSION;
 	else if (cap < m->held)
 		expect = HF_ECAPINUSE;
-	else if (cap < maxneed || (excl && cap != m->cap))
+	else if (excl && cap != m->cap)
 		return;
 	char meta[64];
 	snprintf(meta, sizeof meta, "{\"step\":%d}", M->step);
@@ -919,6 +917,14 @@ static void step_put(void)
 		m->version++;
 		M->seq++;
 		M->ev_expect[EV_RESOURCE]++;
+		/* waits are all-of here (the generator parks no any-of request) */
+		for (int i = 0; i < M->nw; i++)
+			if (M->w[i].active)
+				for (int k = 0; k < M->w[i].rq.n; k++)
+					if (M->w[i].rq.res[k] == r && M->w[i].need[k] > cap) {
+						m_fail_waiter(&M->w[i], HF_ECAPACITY);
+						break;
+					}
 		m_pump();
 	}
 	int rc = ht_put_rc(M->env->st, res_names[r], cap, meta, ifv);
