@@ -302,6 +302,12 @@ int hf_store_dispatch(hf_store *store);
 /* With a custom clock: applies the expiries and wait timeouts due at the clock's time now. */
 void hf_store_tick(hf_store *store);
 
+/* Can the store take changes now? HF_OK, or the code and, in `err` (may be NULL), why not:
+ * e.g. HF_ESTORAGE while the embedded engine cannot commit to its journal (disk full); it
+ * retries by itself and answers HF_OK again once a commit succeeds. Does not block. Engines
+ * that cannot tell answer HF_OK (their calls report failures themselves). */
+int hf_store_health(hf_store *store, hf_error *err);
+
 /* Blocking form: submits and waits for the reply in this thread. Returns the reply's error
  * code; *reply is always set (free it), carrying the error too. Safe from many threads. */
 int hf_call(hf_store *store, const hf_request *req, hf_reply **reply);

@@ -165,6 +165,14 @@ void hf_store_tick(hf_store *store)
 		store->ops->tick(store->engine);
 }
 
+int hf_store_health(hf_store *store, hf_error *err)
+{
+	hf__err_clear(err);
+	if (!store->ops->health)
+		return HF_OK;
+	return store->ops->health(store->engine, err);
+}
+
 /* Validates and packages a request; on failure nothing is allocated. */
 static int call_new(hf_store *store, const hf_request *req, struct hf__call **out, hf_error *err)
 {

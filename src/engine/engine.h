@@ -58,6 +58,10 @@ struct hf__engine_ops {
 
 	/* Applies expiries and timeouts due now (custom clocks); may be NULL. */
 	void (*tick)(void *engine);
+
+	/* HF_OK if the engine can take changes now, else the code with `err` set (see
+	 * hf_store_health); must not block. May be NULL: always HF_OK. */
+	int (*health)(void *engine, hf_error *err);
 };
 
 /* The engines linked into this build, and lookup by URL scheme. */

@@ -686,9 +686,14 @@ static void on_ready(struct hf__rq *rq, hf_reply *reply)
 	hf_reply_free(reply);
 }
 
-/* Ready: not draining, and the engine answers a read. */
+/* Ready: not draining, the engine can take changes (hf_store_health), and answers a read. */
 void hf__h_readyz(struct hf__rq *rq)
 {
+	hf_error err;
+	if (hf_store_health(rq->srv->store, &err) != HF_OK) {
+		hf__rq_send_error(rq, &err);
+		return;
+	}
 	hf_request req;
 	hf_request_init(&req, HF_OP_LIST_RESOURCES);
 	req.limit = 1;

@@ -3629,6 +3629,82 @@ static void capacity_drop_wakes_other_queues(void **state)
 	hf_hold_free(ha);
 }
 
+/* The claim of a parked any-of request that a capacity drop made impossible stays queued in
+ * its place (it may fit again if the capacity rises) but no longer blocks the requests
+ * behind it on that resource. (Embedded engine; the rule is in docs/semantics.md — drop
+ * NEED_FILE once another engine follows it.) */
+static void wait_any_impossible_claim_does_not_block(void **state)
+{
+	NEED_FILE();
+	must_put(ST, "cx-a", 2);
+	must_put(ST, "cx-b", 1);
+	hf_hold *ha = ACQ("cx-a", NULL);
+	hf_hold *hb = ACQ("cx-b", NULL);
+	ht_pending w, behind;
+	ht_acq o = {.wait_ms = 600000, .any = true};
+	RC(ht_submit_acquire(ST, "cx-a:2,cx-b", &o, &w), HF_OK);
+	must_park(ST, "cx-a", 1);
+	ht_acq o1 = {.wait_ms = 600000};
+	RC(ht_submit_acquire(ST, "cx-a", &o1, &behind), HF_OK);
+	must_park(ST, "cx-a", 2);
+	RC(ht_put_rc(ST, "cx-a", 1, NULL, -1), HF_OK);
+	RC(ht_release_rc(ST, ha), HF_OK);
+	must_complete(ST, &behind);
+	RC(ht_pending_rc(&behind), HF_OK);
+	still_parked(ST, &w);
+	RC(ht_release_rc(ST, hb), HF_OK);
+	must_complete(ST, &w);
+	RC(ht_pending_rc(&w), HF_OK);
+	assert_string_equal(w.reply->hold->parts[0].resource, "cx-b");
+	ht_pending_clear(&w);
+	ht_pending_clear(&behind);
+	hf_hold_free(ha);
+	hf_hold_free(hb);
+}
+
+/* A store file that is empty (what a truncation or a lost write leaves) or an SQLite file
+ * without our tables is refused with store_corrupt, never taken for a new store: fences and
+ * events would restart at 1. A new store is made only where no file exists. */
+static void durable_empty_file_refused(void **state)
+{
+	NEED_FILE();
+	must_put(ST, "e", 1);
+	hf_hold *h = ACQ("e", NULL);
+	EQ(h->parts[0].fence, 1);
+	hf_hold_free(h);
+	ht_env_close(ENV);
+	char side[800];
+	snprintf(side, sizeof side, "%s-wal", ENV->path);
+	unlink(side);
+	snprintf(side, sizeof side, "%s-shm", ENV->path);
+	unlink(side);
+	write_all(ENV->path, "", 0, true);
+	expect_corrupt(state, "an empty file");
+	/* an SQLite file with no tables at all */
+	unlink(ENV->path);
+	sqlite3 *db = NULL;
+	assert_int_equal(sqlite3_open(ENV->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "PRAGMA user_version=7", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	expect_corrupt(state, "an SQLite file without tables");
+	/* where no file exists a new store is made, and a leftover of a crashed creation does
+	 * not get in the way */
+	unlink(ENV->path);
+	snprintf(side, sizeof side, "%s.new", ENV->path);
+	write_all(side, "half", 4, true);
+	hf_error err;
+	RC(ht_env_open(ENV, &err), HF_OK);
+	must_put(ST, "e", 1);
+	h = ACQ("e", NULL);
+	EQ(h->parts[0].fence, 1);
+	hf_hold_free(h);
+	assert_true(access(side, F_OK) != 0);
+	ht_env_close(ENV);
+	struct stat sb;
+	assert_int_equal(stat(ENV->path, &sb), 0);
+	GT(sb.st_size, 0);
+}
+
 /* ======================= runner ======================= */
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup_fake, teardown)
@@ -3732,6 +3808,9 @@ int main(void)
 		/* issue 9 (redis): capacity drops and parked waits */
 		T(capacity_drop_any_of_waits_on),
 		T(capacity_drop_wakes_other_queues),
+		/* issue 9 (embedded): durability of answers, empty files */
+		T(wait_any_impossible_claim_does_not_block),
+		T(durable_empty_file_refused),
 	};
 	ht_apply_filter();
 	const char *u = getenv("HF_TEST_ENGINE_URL");

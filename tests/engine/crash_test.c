@@ -14,6 +14,9 @@
  *     grant after the reopen is above every fence ever acknowledged;
  *   - at the end: the event log is gap-free and has a hold.granted event for every
  *     acknowledged grant.
+ * Some grants are acknowledged from an idempotent replay: the child submits the acquire
+ * without waiting for it and acknowledges what the replay (same key) answers — the replay
+ * writes nothing itself, so it is the durability barrier on answers that makes it safe.
  * A store that cannot be reopened (store_corrupt, storage_error) fails the test.
  *
  * HF_TEST_SEED (printed) seeds the kill times and the child's choices; HF_TEST_CRASH_ROUNDS
@@ -84,8 +87,34 @@ static void send_ack(const ack *a)
 struct child_thread {
 	hf_store *st;
 	uint64_t rng;
+	uint64_t seed; /* unique per round and thread: names idempotency keys */
 	int idx;
+	int keys;
 };
+
+static void drop_reply(void *arg, hf_reply *reply)
+{
+	(void)arg;
+	hf_reply_free(reply);
+}
+
+/* Submits the acquire without waiting, then repeats it with the same key: the answer is the
+ * replay (or, if the first could not be granted, a grant of its own). */
+static int acquire_by_replay(struct child_thread *t, const char *spec, const ht_acq *o,
+                             hf_hold **h)
+{
+	char key[64];
+	snprintf(key, sizeof key, "crash-%llx-%d", (unsigned long long)t->seed, t->keys++);
+	ht_acq ok = *o;
+	ok.key = key;
+	ht_claims cl;
+	hf_request q;
+	hf_request_init(&q, HF_OP_ACQUIRE);
+	ht_acq_req(&q.acquire, &cl, spec, &ok);
+	if (hf_submit(t->st, &q, drop_reply, NULL, NULL, NULL) != HF_OK)
+		_exit(5);
+	return ht_acquire(t->st, spec, &ok, h);
+}
 
 static void *child_main(void *arg)
 {
@@ -111,7 +140,8 @@ static void *child_main(void *arg)
 			}
 			ht_acq o = {.ttl_ms = 3600000, .owner = "crash"};
 			hf_hold *h = NULL;
-			int rc = ht_acquire(t->st, spec, &o, &h);
+			int rc = ht_rand(&t->rng) % 5 == 0 ? acquire_by_replay(t, spec, &o, &h)
+			                                   : ht_acquire(t->st, spec, &o, &h);
 			if (rc != HF_OK)
 				_exit(10 - rc); /* the parent reports the child's exit status */
 			ack a;
@@ -187,7 +217,8 @@ static void child(uint64_t seed)
 	pthread_t th[CHILD_THREADS];
 	struct child_thread ct[CHILD_THREADS];
 	for (int i = 0; i < CHILD_THREADS; i++) {
-		ct[i] = (struct child_thread){.st = st, .rng = seed * 31 + (uint64_t)i, .idx = i};
+		ct[i] = (struct child_thread){
+		    .st = st, .rng = seed * 31 + (uint64_t)i, .seed = seed * 31 + (uint64_t)i, .idx = i};
 		pthread_create(&th[i], NULL, child_main, &ct[i]);
 	}
 	for (;;)

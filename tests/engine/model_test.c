@@ -20,6 +20,14 @@
  *
  * HF_TEST_MODEL_STEPS (default 4000) and HF_TEST_MODEL_OPS (per thread, default 600) size it;
  * HF_TEST_MODEL_HOT=1 makes phase 1 contend more (capacities 1-2, more waits).
+ *
+ * HF_TEST_MODEL_CLOCK=real runs both phases on the engine's own clock, so that any engine URL
+ * can run it (postgres://, redis://: register it with HF_TEST_ENGINE_URL and
+ * HF_TEST_ENGINE_RESET, see tests/engine/CMakeLists.txt). Phase 1 then uses leases of an hour
+ * and waits of ~50 minutes, so nothing falls due during the run: waits end by grants and
+ * cancels, holds by releases, and the times the engine reports (created, expires, ended) are
+ * learnt from its answers and checked against the wall clock and the lease. Phase 2 runs
+ * its short leases and waits in real time, with no clock thread.
  */
 #include <pthread.h>
 #include <stdarg.h>
@@ -34,6 +42,10 @@
 
 static uint64_t g_seed;
 static bool g_hot; /* HF_TEST_MODEL_HOT=1: capacities 1-2 and more waits: more contention */
+static bool g_real; /* HF_TEST_MODEL_CLOCK=real: the engine's own clock (any engine URL) */
+#define REAL_TTL 3600000  /* phase 1 on a real clock: no lease ends during the run */
+#define REAL_WAIT 3000000 /* and no wait reaches its deadline */
+#define REAL_SLACK 5000   /* engine clock vs. this process's, in the real-clock checks */
 
 /* ======================= phase 1: the exact model ======================= */
 
@@ -66,6 +78,7 @@ typedef struct mhold {
 	hf_hold_state state;
 	hf_mode mode;
 	int64_t created, expires, ended;
+	int64_t ttl; /* of the grant: the lease the engine must report */
 	int n;
 	int res[4];
 	int64_t units[4];
@@ -103,6 +116,7 @@ typedef struct model {
 	uint64_t seq;           /* events the model expects so far */
 	int ev_expect[8];       /* per step: granted, extended, confirmed, released, expired, res */
 	int step;
+	int64_t t_start; /* wall clock at the start (real-clock checks) */
 	char trace[32][160];
 } model;
 
@@ -230,6 +244,7 @@ static int m_grant(const mreq *q, int from, int to)
 	h->mode = q->mode;
 	h->created = M->now;
 	h->expires = M->now + q->ttl;
+	h->ttl = q->ttl;
 	for (int k = from; k < to; k++) {
 		int r = q->res[k];
 		h->res[h->n] = r;
@@ -332,6 +347,8 @@ static bool m_expiry_taken(int64_t t)
 /* A ttl whose expiry does not coincide with any parked wait's deadline. */
 static int64_t pick_ttl(void)
 {
+	if (g_real)
+		return REAL_TTL + (int64_t)rnd(600);
 	for (;;) {
 		int64_t ttl = 1 + (int64_t)rnd(600);
 		if (!m_deadline_taken(M->now + ttl))
@@ -384,11 +401,29 @@ static void describe(const mreq *q, char *buf, size_t len)
 }
 
 /* Checks an engine hold against the model's and learns its id, token and fences. */
+/* On the real clock: a time the engine reported must be near this process's clock. */
+static void check_time(const char *what, const char *id, int64_t t)
+{
+	int64_t now = hf_now_ms();
+	if (t < M->t_start - REAL_SLACK || t > now + REAL_SLACK)
+		FAIL("hold %s: %s %lld, outside the run [%lld, %lld]", id, what, (long long)t,
+		     (long long)M->t_start, (long long)now);
+}
+
 static void learn_hold(mhold *mh, const hf_hold *h, bool from_acquire)
 {
 	if (mh->id[0] == '\0') {
 		memcpy(mh->id, h->id, sizeof mh->id);
 		memcpy(mh->token, h->token, sizeof mh->token);
+		if (g_real) {
+			/* times are the engine's: learnt here, checked for sense */
+			check_time("created", h->id, h->created_at_ms);
+			if (h->state == HF_HOLD_TENTATIVE && h->expires_at_ms - h->created_at_ms != mh->ttl)
+				FAIL("hold %s: lease %lld ms, requested %lld", h->id,
+				     (long long)(h->expires_at_ms - h->created_at_ms), (long long)mh->ttl);
+			mh->created = h->created_at_ms;
+			mh->expires = h->created_at_ms + mh->ttl;
+		}
 	} else if (strcmp(mh->id, h->id) != 0) {
 		FAIL("hold id %s, model says %s", h->id, mh->id);
 	}
@@ -626,9 +661,12 @@ static void step_acquire(void)
 	uint64_t kind = rnd(20);
 	if (kind < (g_hot ? 12u : 7u)) {
 		/* a wait whose deadline is unique and not an expiry instant */
-		do
-			q.wait = 1 + (int64_t)rnd(800);
-		while (m_deadline_taken(M->now + q.wait) || m_expiry_taken(M->now + q.wait));
+		if (g_real)
+			q.wait = REAL_WAIT + (int64_t)rnd(800);
+		else
+			do
+				q.wait = 1 + (int64_t)rnd(800);
+			while (m_deadline_taken(M->now + q.wait) || m_expiry_taken(M->now + q.wait));
 	} else if (kind < 10 && q.n > 1) {
 		q.any = true;
 	}
@@ -728,7 +766,7 @@ static void step_acquire(void)
 		int hi = m_grant(&q, from, to);
 		if (rep->hold->replayed)
 			FAIL("a first grant marked replayed");
-		if (rep->hold->expires_at_ms != M->h[hi].expires)
+		if (!g_real && rep->hold->expires_at_ms != M->h[hi].expires)
 			FAIL("expires %lld, model %lld", (long long)rep->hold->expires_at_ms,
 			     (long long)M->h[hi].expires);
 		learn_hold(&M->h[hi], rep->hold, true);
@@ -789,6 +827,14 @@ static void step_hold_op(hf_op op)
 	if (expect == HF_OK && r->hold->state != h->state)
 		FAIL("hold op reply state %s, model %s", hf_hold_state_name(r->hold->state),
 		     hf_hold_state_name(h->state));
+	if (g_real && expect == HF_OK && op == HF_OP_EXTEND && h->state == HF_HOLD_TENTATIVE) {
+		check_time("extended at", h->id, r->hold->expires_at_ms - ttl);
+		h->expires = r->hold->expires_at_ms;
+	}
+	if (g_real && expect == HF_OK && op == HF_OP_RELEASE) {
+		check_time("ended", h->id, r->hold->ended_at_ms);
+		h->ended = r->hold->ended_at_ms;
+	}
 	hf_reply_free(r);
 }
 
@@ -842,18 +888,16 @@ static void step_put(void)
 	mres *m = &M->r[r];
 	int64_t ifv = rnd(3) == 0 ? -1 : rnd(5) == 0 ? m->version + 1 : m->version;
 	int64_t cap = 1 + (int64_t)rnd(6);
-	/* capacity changes that the rules leave open are not generated: shrinking under a
-	 * waiter's need, or any change while an exclusive hold or waiter is on it */
-	int64_t maxneed = 0;
+	/* capacity changes that the rules leave open are not generated: any change while an
+	 * exclusive hold or waiter is on it (an exclusive wait's need follows the capacity).
+	 * Shrinking under a waiter's need ends that wait (exceeds_capacity) and moves every
+	 * queue it stood in. */
 	bool excl = false;
 	for (int i = 0; i < M->nw; i++)
 		if (M->w[i].active)
 			for (int k = 0; k < M->w[i].rq.n; k++)
-				if (M->w[i].rq.res[k] == r) {
-					if (M->w[i].need[k] > maxneed)
-						maxneed = M->w[i].need[k];
+				if (M->w[i].rq.res[k] == r)
 					excl |= M->w[i].rq.mode == HF_MODE_EXCLUSIVE;
-				}
 	for (int i = 0; i < M->nh; i++)
 		if (M->h[i].state <= HF_HOLD_CONFIRMED && M->h[i].mode == HF_MODE_EXCLUSIVE)
 			for (int k = 0; k < M->h[i].n; k++)
@@ -863,7 +907,7 @@ static void step_put(void)
 		expect = HF_EVERSION;
 	else if (cap < m->held)
 		expect = HF_ECAPINUSE;
-	else if (cap < maxneed || (excl && cap != m->cap))
+	else if (excl && cap != m->cap)
 		return;
 	char meta[64];
 	snprintf(meta, sizeof meta, "{\"step\":%d}", M->step);
@@ -873,6 +917,14 @@ static void step_put(void)
 		m->version++;
 		M->seq++;
 		M->ev_expect[EV_RESOURCE]++;
+		/* waits are all-of here (the generator parks no any-of request) */
+		for (int i = 0; i < M->nw; i++)
+			if (M->w[i].active)
+				for (int k = 0; k < M->w[i].rq.n; k++)
+					if (M->w[i].rq.res[k] == r && M->w[i].need[k] > cap) {
+						m_fail_waiter(&M->w[i], HF_ECAPACITY);
+						break;
+					}
 		m_pump();
 	}
 	int rc = ht_put_rc(M->env->st, res_names[r], cap, meta, ifv);
@@ -897,6 +949,12 @@ static void step_mismatch(void)
 
 static void step_advance(void)
 {
+	if (g_real) {
+		/* the engine's clock moves by itself; nothing falls due within the run */
+		tracef("real clock: 1 ms passes");
+		ht_sleep_ms(1);
+		return;
+	}
 	int64_t next = INT64_MAX;
 	bool is_deadline = false;
 	for (int i = 0; i < M->nh; i++)
@@ -926,6 +984,8 @@ static void step_advance(void)
  * the two comes first at one instant is not a rule. */
 static void resolve_collisions(void)
 {
+	if (g_real)
+		return; /* nothing falls due on the real clock within the run */
 	for (int i = 0; i < M->nw; i++)
 		if (M->w[i].active && m_expiry_taken(M->w[i].deadline)) {
 			tracef("cancel waiter %d (deadline = an expiry)", i);
@@ -939,12 +999,13 @@ static void resolve_collisions(void)
 static void model_phase(void **state)
 {
 	(void)state;
-	ht_env *env = ht_env_new(true);
+	ht_env *env = ht_env_new(!g_real);
 	assert_non_null(env);
 	hf_error err;
 	RC(ht_env_open(env, &err), HF_OK);
 	M = calloc(1, sizeof *M);
 	M->env = env;
+	M->t_start = hf_now_ms();
 	M->rng = g_seed;
 	M->now = HT_T0;
 	int steps = 4000;
@@ -1219,7 +1280,7 @@ static void *clock_main(void *arg)
 static void threads_phase(void **state)
 {
 	(void)state;
-	ht_env *env = ht_env_new(true);
+	ht_env *env = ht_env_new(!g_real);
 	assert_non_null(env);
 	env->opt.hold_retention_ms = 3600000; /* keep every ended hold readable for the check */
 	hf_error err;
@@ -1236,7 +1297,8 @@ static void threads_phase(void **state)
 
 	struct worker *wk = calloc(TN, sizeof *wk);
 	pthread_t th[TN], clk;
-	assert_int_equal(pthread_create(&clk, NULL, clock_main, NULL), 0);
+	if (!g_real)
+		assert_int_equal(pthread_create(&clk, NULL, clock_main, NULL), 0);
 	for (int i = 0; i < TN; i++) {
 		wk[i].idx = i;
 		wk[i].rng = g_seed ^ (0x1000193ULL * (uint64_t)(i + 1));
@@ -1245,14 +1307,19 @@ static void threads_phase(void **state)
 	for (int i = 0; i < TN; i++)
 		pthread_join(th[i], NULL);
 	atomic_store(&S->stop_clock, 1);
-	pthread_join(clk, NULL);
+	if (!g_real)
+		pthread_join(clk, NULL);
 	if (atomic_load(&S->violations))
 		fail_msg("HF_TEST_SEED=%llu: %s", (unsigned long long)g_seed, S->why);
 
 	/* the final check: fold the event log */
 	hf_store *st = env->st;
-	ht_advance(env, 1); /* settle what is due, then make it durable */
-	hf_store_tick(st);
+	if (g_real) {
+		ht_sleep_ms(600); /* past every tentative lease (at most 420 ms) */
+	} else {
+		ht_advance(env, 1); /* settle what is due, then make it durable */
+		hf_store_tick(st);
+	}
 	RC(ht_put_rc(st, "m0", 1, "{\"end\":true}", -1), HF_OK);
 	int64_t held[TRES] = {0}, last_fence[TRES] = {0};
 	int live_excl[TRES] = {0}, live_n[TRES] = {0};
@@ -1357,7 +1424,9 @@ int main(void)
 {
 	g_seed = ht_seed();
 	g_hot = getenv("HF_TEST_MODEL_HOT") && atoi(getenv("HF_TEST_MODEL_HOT")) != 0;
-	fprintf(stderr, "model test: HF_TEST_SEED=%llu\n", (unsigned long long)g_seed);
+	g_real = getenv("HF_TEST_MODEL_CLOCK") && strcmp(getenv("HF_TEST_MODEL_CLOCK"), "real") == 0;
+	fprintf(stderr, "model test: HF_TEST_SEED=%llu%s\n", (unsigned long long)g_seed,
+	        g_real ? " (real clock)" : "");
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(model_phase),
 		cmocka_unit_test(threads_phase),

@@ -86,6 +86,10 @@ void hf__state_sweep(struct hf__state *st, int64_t now, struct hf__effects *fx);
 void hf__state_cancel(struct hf__state *st, uint64_t call_id, int64_t now, struct hf__effects *fx);
 /* Ends every wait with `code` (closing). */
 void hf__state_fail_waits(struct hf__state *st, int code, int64_t now, struct hf__effects *fx);
+/* Ends every wait with `code` and `message` and grants nothing: for a state about to be
+ * thrown away (a failed commit), whose queues must not move. */
+void hf__state_drop_waits(struct hf__state *st, int code, const char *message,
+                          struct hf__effects *fx);
 /* The earliest time something falls due, or INT64_MAX. */
 int64_t hf__state_next_due(const struct hf__state *st);
 /* Events up to `seq` are durable: they may be served; completes event waiters. */
@@ -110,8 +114,11 @@ int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err);
 void hf__journal_close(struct hf__journal *j);
 /* Loads everything into the state (see hf__state_load_*). */
 int hf__journal_load(struct hf__journal *j, struct hf__state *st, hf_error *err);
-/* Writes the records in one transaction and returns once it is durable. */
+/* Writes the records in one transaction and returns once it is durable. On failure the
+ * transaction is rolled back: the file holds what was durable before. */
 int hf__journal_write(struct hf__journal *j, const struct hf__jrec *list, hf_error *err);
+/* A small durable write (meta row "probe" = now) that tells whether commits work again. */
+int hf__journal_probe(struct hf__journal *j, int64_t now, hf_error *err);
 /* Reads up to `limit` events with seq > after and seq <= upto, into a new array. */
 int hf__journal_read_events(struct hf__journal *j, uint64_t after, uint64_t upto, size_t limit,
                             hf_event **events, size_t *n, hf_error *err);

@@ -3,6 +3,12 @@
  * the in-memory state, a writer thread that commits batches of journal records (group
  * commit: every change made while one commit runs shares the next), and a timer thread
  * that applies lease expiries and wait deadlines when they fall due.
+ *
+ * No answer reveals anything that is not durable: every answer, whether its step wrote
+ * records or not, is released only once everything applied before it is on disk (it takes
+ * the ticket of the newest batch handed to the writer). A failed commit rolls the memory
+ * back to the journal, fails the calls that depended on it, and leaves the store refusing
+ * changes until a probe commit (retried with backoff) succeeds.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -14,8 +20,13 @@
 
 #include "engine/embedded/embedded.h"
 
+#define RETRY_FIRST_MS 100   /* the first probe after a failed commit */
+#define RETRY_MAX_MS 10000   /* the backoff doubles up to this */
+
 struct engine {
 	hf_store *store;
+	hf_options opt; /* to rebuild the state from the journal */
+	char *path;
 	struct hf__state *st;
 	struct hf__journal *journal;
 	bool own_timer;
@@ -26,8 +37,14 @@ struct engine {
 	uint64_t appended;   /* batches handed to the writer: a change's ticket */
 	uint64_t durable;    /* tickets on disk */
 	struct hf__call *awaiting_head, *awaiting_tail; /* ticket order; ticket in engine_data */
-	int failed;          /* after a failed commit: HF_ESTORAGE, and no more changes */
+	int failed;          /* the state could not be kept (out of memory): no more changes */
 	char failed_message[HF_MESSAGE_MAX];
+	/* After a failed commit: memory equals the journal again, changes are refused, and the
+	 * writer probes with backoff until a commit succeeds. */
+	bool degraded;
+	char degraded_message[HF_MESSAGE_MAX];
+	int64_t retry_at;    /* monotonic ms of the next probe */
+	int64_t backoff_ms;
 	bool stopping;
 	pthread_cond_t writer_wake;
 	pthread_t writer;
@@ -36,6 +53,55 @@ struct engine {
 	int64_t timer_due; /* what the timer thread sleeps until */
 	pthread_t timer;
 };
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* One logfmt line on stderr, as holdfastd writes them ("ts=... level=... msg=..."): the
+ * library has no logger of its own, and a store that cannot write must say so. */
+static void log_line(const char *level, const char *msg, const char *path, const char *error)
+{
+	char q[2][512];
+	const char *in[2] = {path, error ? error : ""};
+	for (int k = 0; k < 2; k++) {
+		size_t o = 0;
+		q[k][o++] = '"';
+		for (const char *c = in[k]; *c && o + 3 < sizeof(q[k]); c++)
+			q[k][o++] = *c == '"' ? '\'' : (unsigned char)*c < 0x20 ? '?' : *c;
+		q[k][o++] = '"';
+		q[k][o] = '\0';
+	}
+	struct timespec ts;
+	struct tm tm;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	char line[1400];
+	int n = snprintf(line, sizeof(line),
+	                 "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s msg=\"%s\" engine=file "
+	                 "store=%s%s%s\n",
+	                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+	                 tm.tm_sec, ts.tv_nsec / 1000000, level, msg, q[0], error ? " error=" : "",
+	                 error ? q[1] : "");
+	if (n > 0)
+		fwrite(line, 1, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1, stderr);
+	fflush(stderr);
+}
+
+/* Replaces a call's reply with an error. */
+static void fail_call(struct hf__call *c, int code, const char *message)
+{
+	hf_reply_free(c->reply);
+	c->reply = calloc(1, sizeof(*c->reply));
+	if (c->reply) {
+		c->reply->op = c->req.op;
+		c->reply->error.code = code;
+		snprintf(c->reply->error.message, sizeof(c->reply->error.message), "%s", message);
+	}
+}
 
 static void deliver(struct hf__call *list)
 {
@@ -46,39 +112,10 @@ static void deliver(struct hf__call *list)
 	}
 }
 
-/* Hands a step's effects on, with the lock held; returns the calls to deliver now. */
-static struct hf__call *finish_locked(struct engine *e, struct hf__effects *fx)
+/* Queues calls to be delivered once batch `ticket` is durable. */
+static void await_locked(struct engine *e, struct hf__call *list, uint64_t ticket)
 {
-	if (fx->failed && !e->failed) {
-		e->failed = HF_ESTORAGE;
-		snprintf(e->failed_message, sizeof(e->failed_message),
-		         "out of memory while recording a change; restart to recover from the journal");
-	}
-	if (!fx->rec_head)
-		return fx->done_head;
-	if (e->failed) {
-		/* Nothing more reaches the disk: refuse what depended on it. */
-		hf__jrec_free_list(fx->rec_head);
-		for (struct hf__call *c = fx->done_head; c; c = c->next) {
-			hf_reply *r = c->reply;
-			hf_reply_free(r);
-			c->reply = calloc(1, sizeof(*c->reply));
-			if (c->reply) {
-				c->reply->op = c->req.op;
-				c->reply->error.code = e->failed;
-				snprintf(c->reply->error.message, sizeof(c->reply->error.message), "%s",
-				         e->failed_message);
-			}
-		}
-		return fx->done_head;
-	}
-	if (e->pending_tail)
-		e->pending_tail->next = fx->rec_head;
-	else
-		e->pending_head = fx->rec_head;
-	e->pending_tail = fx->rec_tail;
-	uint64_t ticket = ++e->appended;
-	for (struct hf__call *c = fx->done_head; c;) {
+	for (struct hf__call *c = list; c;) {
 		struct hf__call *next = c->next;
 		c->engine_data = (void *)(uintptr_t)ticket;
 		c->next = NULL;
@@ -89,6 +126,39 @@ static struct hf__call *finish_locked(struct engine *e, struct hf__effects *fx)
 		e->awaiting_tail = c;
 		c = next;
 	}
+}
+
+/* Hands a step's effects on, with the lock held; returns the calls to deliver now. */
+static struct hf__call *finish_locked(struct engine *e, struct hf__effects *fx)
+{
+	if (fx->failed && !e->failed) {
+		e->failed = HF_ESTORAGE;
+		snprintf(e->failed_message, sizeof(e->failed_message),
+		         "out of memory while recording a change; restart to recover from the journal");
+		log_line("error", "store stopped taking changes", e->path, e->failed_message);
+	}
+	if (!fx->rec_head) {
+		/* No change of its own, but its answer may show (or depend on) changes still on
+		 * their way to disk: it waits for everything handed to the writer so far. */
+		if (e->appended == e->durable)
+			return fx->done_head;
+		await_locked(e, fx->done_head, e->appended);
+		return NULL;
+	}
+	if (e->failed || e->degraded) {
+		/* Nothing more reaches the disk: refuse what depended on it. (Not reached while
+		 * degraded: changes are refused before they are applied.) */
+		hf__jrec_free_list(fx->rec_head);
+		for (struct hf__call *c = fx->done_head; c; c = c->next)
+			fail_call(c, HF_ESTORAGE, e->failed ? e->failed_message : e->degraded_message);
+		return fx->done_head;
+	}
+	if (e->pending_tail)
+		e->pending_tail->next = fx->rec_head;
+	else
+		e->pending_head = fx->rec_head;
+	e->pending_tail = fx->rec_tail;
+	await_locked(e, fx->done_head, ++e->appended);
 	pthread_cond_signal(&e->writer_wake);
 	return NULL;
 }
@@ -135,16 +205,18 @@ static void step(struct engine *e, struct hf__call *call)
 	struct hf__effects fx = {0};
 	pthread_mutex_lock(&e->lock);
 	int64_t now = hf__store_now(e->store);
-	if (!e->failed)
+	/* While changes cannot be made, nothing falls due either (an expiry is a change): reads
+	 * show the last durable state. */
+	if (!e->failed && !e->degraded)
 		hf__state_sweep(e->st, now, &fx);
 	uint64_t disk_upto = 0, durable = 0;
 	if (call && call->req.op == HF_OP_READ_EVENTS && (disk_upto = old_events_upto(e, call))) {
 		durable = hf__state_durable_seq(e->st);
 	} else if (call) {
-		if (e->failed && is_change(call->req.op)) {
-			call->reply->error.code = e->failed;
+		if ((e->failed || e->degraded) && is_change(call->req.op)) {
+			call->reply->error.code = HF_ESTORAGE;
 			snprintf(call->reply->error.message, sizeof(call->reply->error.message), "%s",
-			         e->failed_message);
+			         e->failed ? e->failed_message : e->degraded_message);
 			call->next = fx.done_head;
 			fx.done_head = call;
 			if (!fx.done_tail)
@@ -182,15 +254,96 @@ static void engine_tick(void *engine)
 	step(engine, NULL);
 }
 
+/* After a failed commit, with the lock held: every call that waited for the disk fails, the
+ * memory is rebuilt from the journal (which the failed transaction left as it was), parked
+ * waits end (their queues were built on the lost changes), and changes are refused until a
+ * probe commit succeeds. Returns the calls to deliver. */
+static struct hf__call *rollback_locked(struct engine *e, const hf_error *cause)
+{
+	snprintf(e->degraded_message, sizeof(e->degraded_message),
+	         "the store cannot write its journal (%.150s); changes are refused until a retry "
+	         "succeeds",
+	         cause->message);
+	struct hf__call *done = e->awaiting_head;
+	for (struct hf__call *c = done; c; c = c->next)
+		fail_call(c, HF_ESTORAGE, e->degraded_message);
+	e->awaiting_head = e->awaiting_tail = NULL;
+	hf__jrec_free_list(e->pending_head);
+	e->pending_head = e->pending_tail = NULL;
+	e->durable = e->appended; /* nothing is on its way to disk any more */
+
+	struct hf__effects fx = {0};
+	hf__state_drop_waits(e->st, HF_ESTORAGE, e->degraded_message, &fx);
+	if (fx.done_tail) {
+		fx.done_tail->next = done;
+		done = fx.done_head;
+	}
+	hf_error err = {0};
+	struct hf__state *fresh = NULL;
+	int rc = fx.failed ? hf__err_code(&err, HF_ENOMEM)
+	         : !(fresh = hf__state_new(&e->opt)) ? hf__err_code(&err, HF_ENOMEM)
+	                                             : hf__journal_load(e->journal, fresh, &err);
+	if (rc != HF_OK) {
+		/* Memory cannot be made equal to the journal: stop taking changes for good. */
+		hf__state_free(fresh);
+		e->failed = HF_ESTORAGE;
+		snprintf(e->failed_message, sizeof(e->failed_message),
+		         "a journal commit failed and the store could not be reloaded (%.120s); restart "
+		         "to recover from the journal",
+		         err.message);
+		log_line("error", "store stopped taking changes", e->path, e->failed_message);
+		return done;
+	}
+	hf__state_free(e->st);
+	e->st = fresh;
+	e->degraded = true;
+	e->backoff_ms = RETRY_FIRST_MS;
+	e->retry_at = mono_ms() + e->backoff_ms;
+	log_line("error", "journal commit failed: changes are refused until a retry succeeds",
+	         e->path, cause->message);
+	return done;
+}
+
+/* A probe while degraded, called with the lock held (and released around the write). */
+static void probe_locked(struct engine *e)
+{
+	int64_t now = hf__store_now(e->store);
+	pthread_mutex_unlock(&e->lock);
+	hf_error err = {0};
+	int rc = hf__journal_probe(e->journal, now, &err);
+	pthread_mutex_lock(&e->lock);
+	if (rc == HF_OK) {
+		e->degraded = false;
+		log_line("info", "journal writes again: changes are taken", e->path, NULL);
+		pthread_cond_signal(&e->timer_wake); /* what fell due meanwhile is applied now */
+		return;
+	}
+	e->backoff_ms = e->backoff_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : e->backoff_ms * 2;
+	e->retry_at = mono_ms() + e->backoff_ms;
+}
+
 static void *writer_main(void *arg)
 {
 	struct engine *e = arg;
 	pthread_mutex_lock(&e->lock);
 	for (;;) {
-		while (!e->pending_head && !e->stopping)
-			pthread_cond_wait(&e->writer_wake, &e->lock);
-		if (!e->pending_head)
-			break;
+		if (!e->pending_head) {
+			if (e->stopping)
+				break;
+			if (e->degraded && !e->failed) {
+				int64_t wait = e->retry_at - mono_ms();
+				if (wait <= 0) {
+					probe_locked(e);
+				} else {
+					struct timespec ts;
+					hf__timespec_in_ms(&ts, CLOCK_REALTIME, wait);
+					pthread_cond_timedwait(&e->writer_wake, &e->lock, &ts);
+				}
+			} else {
+				pthread_cond_wait(&e->writer_wake, &e->lock);
+			}
+			continue;
+		}
 		struct hf__jrec *batch = e->pending_head;
 		e->pending_head = e->pending_tail = NULL;
 		uint64_t ticket = e->appended;
@@ -204,41 +357,23 @@ static void *writer_main(void *arg)
 		struct hf__effects fx = {0};
 		pthread_mutex_lock(&e->lock);
 		struct hf__call *done = NULL, **tail = &done;
-		if (rc != HF_OK && !e->failed) {
-			e->failed = HF_ESTORAGE;
-			/* Keep the cause; the code says the rest (see docs/semantics.md). */
-			memcpy(e->failed_message, err.message, sizeof(e->failed_message));
-		}
-		if (rc == HF_OK) {
+		if (rc != HF_OK) {
+			done = rollback_locked(e, &err);
+		} else {
 			e->durable = ticket;
 			hf__state_durable(e->st, seq, &fx);
-		}
-		/* On failure every waiting change fails: none of them may be acknowledged. */
-		while (e->awaiting_head &&
-		       (rc != HF_OK || (uint64_t)(uintptr_t)e->awaiting_head->engine_data <= ticket)) {
-			struct hf__call *c = e->awaiting_head;
-			e->awaiting_head = c->next;
-			if (rc != HF_OK) {
-				hf_reply_free(c->reply);
-				c->reply = calloc(1, sizeof(*c->reply));
-				if (c->reply) {
-					c->reply->op = c->req.op;
-					c->reply->error.code = HF_ESTORAGE;
-					snprintf(c->reply->error.message, sizeof(c->reply->error.message), "%s",
-					         e->failed_message);
-				}
+			while (e->awaiting_head &&
+			       (uint64_t)(uintptr_t)e->awaiting_head->engine_data <= ticket) {
+				struct hf__call *c = e->awaiting_head;
+				e->awaiting_head = c->next;
+				c->next = NULL;
+				*tail = c;
+				tail = &c->next;
 			}
-			c->next = NULL;
-			*tail = c;
-			tail = &c->next;
+			if (!e->awaiting_head)
+				e->awaiting_tail = NULL;
+			*tail = fx.done_head;
 		}
-		if (!e->awaiting_head)
-			e->awaiting_tail = NULL;
-		if (rc != HF_OK) {
-			hf__jrec_free_list(e->pending_head);
-			e->pending_head = e->pending_tail = NULL;
-		}
-		*tail = fx.done_head;
 		pthread_mutex_unlock(&e->lock);
 		deliver(done);
 		pthread_mutex_lock(&e->lock);
@@ -252,8 +387,9 @@ static void *timer_main(void *arg)
 	struct engine *e = arg;
 	pthread_mutex_lock(&e->lock);
 	while (!e->stopping) {
-		if (e->failed) {
-			/* The state no longer changes: nothing will fall due. */
+		if (e->failed || e->degraded) {
+			/* The state does not change now: nothing will fall due (the writer wakes us
+			 * when changes are taken again). */
 			pthread_cond_wait(&e->timer_wake, &e->lock);
 			continue;
 		}
@@ -280,6 +416,7 @@ static void engine_free(struct engine *e)
 {
 	hf__state_free(e->st);
 	hf__journal_close(e->journal);
+	free(e->path);
 	pthread_cond_destroy(&e->timer_wake);
 	pthread_cond_destroy(&e->writer_wake);
 	pthread_mutex_destroy(&e->lock);
@@ -298,13 +435,15 @@ static int engine_open(hf_store *store, const char *url, const hf_options *opt, 
 	if (!e)
 		return hf__err_code(err, HF_ENOMEM);
 	e->store = store;
+	e->opt = *opt;
+	e->opt.fallback_url = NULL; /* not ours to keep */
 	e->own_timer = opt->clock == NULL;
 	e->timer_due = INT64_MAX;
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_cond_init(&e->writer_wake, NULL);
 	pthread_cond_init(&e->timer_wake, NULL);
 	int rc;
-	if (!(e->st = hf__state_new(opt))) {
+	if (!(e->path = hf__strdup(path)) || !(e->st = hf__state_new(opt))) {
 		rc = hf__err_code(err, HF_ENOMEM);
 		goto fail;
 	}
@@ -350,6 +489,19 @@ static void engine_close(void *engine)
 	engine_free(e);
 }
 
+static int engine_health(void *engine, hf_error *err)
+{
+	struct engine *e = engine;
+	int rc = HF_OK;
+	pthread_mutex_lock(&e->lock);
+	if (e->failed)
+		rc = hf__err(err, HF_ESTORAGE, "%s", e->failed_message);
+	else if (e->degraded)
+		rc = hf__err(err, HF_ESTORAGE, "%s", e->degraded_message);
+	pthread_mutex_unlock(&e->lock);
+	return rc;
+}
+
 const struct hf__engine_ops hf__engine_embedded = {
     .scheme = "file",
     .open = engine_open,
@@ -357,4 +509,5 @@ const struct hf__engine_ops hf__engine_embedded = {
     .submit = engine_submit,
     .cancel = engine_cancel,
     .tick = engine_tick,
+    .health = engine_health,
 };

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "engine/embedded/embedded.h"
@@ -42,7 +43,19 @@ static const char *const write_sql[][2] = {
 };
 #define N_TABLES (HF__J_META + 1)
 
+/* Fault injection for tests (SQLite's test VFS habit), from HF_TEST_JOURNAL_FAULTS at open:
+ * "delay_ms=N" sleeps N ms before every commit (a slow fsync); "fail=N" makes N commits fail
+ * as if the disk were full, after "fail_after=K" commits that succeed (commits and probes
+ * count alike); "fail_while=PATH" fails every commit while PATH exists (a disk-full switch).
+ * Unset (always, outside tests): no effect. */
+struct faults {
+	long delay_ms, fail_after, fail;
+	long commits;
+	char fail_while[512];
+};
+
 struct hf__journal {
+	struct faults faults;
 	char *path;
 	int lock_fd; /* PATH.lock, flock()ed for as long as the store is open */
 	sqlite3 *db;     /* the writer's connection; used by one thread at a time */
@@ -77,7 +90,8 @@ static int exec(sqlite3 *db, const char *sql, hf_error *err)
 	return HF_OK;
 }
 
-/* Creates the schema in an empty file, or checks that a non-empty one is ours. */
+/* Checks that an existing file is ours. New stores are made by create_store only: a file
+ * without our tables (an empty one, say, left by a truncation) is refused, never reset. */
 static int check_format(sqlite3 *db, const char *path, hf_error *err)
 {
 	sqlite3_stmt *st = NULL;
@@ -91,12 +105,10 @@ static int check_format(sqlite3 *db, const char *path, hf_error *err)
 	if (tables < 0)
 		return hf__err(err, open_code(rc), "'%s' is not a holdfast store: %s", path,
 		               sqlite3_errmsg(db));
-	if (tables == 0) {
-		int code = exec(db, "BEGIN IMMEDIATE", err);
-		if (code == HF_OK && (code = exec(db, schema_sql, err)) == HF_OK)
-			code = exec(db, "COMMIT", err);
-		return code;
-	}
+	if (tables == 0)
+		return hf__err(err, HF_ECORRUPT,
+		               "'%s' is an SQLite file without holdfast's tables: not a holdfast store",
+		               path);
 	const char *format = NULL, *schema = NULL;
 	char fbuf[32] = "", sbuf[32] = "";
 	if (sqlite3_prepare_v2(db, "SELECT key, value FROM meta WHERE key IN ('format','schema')",
@@ -144,6 +156,101 @@ static int open_db(const char *path, int flags, sqlite3 **db, hf_error *err)
 	return HF_OK;
 }
 
+/* fsyncs the directory that holds `path`, so that a rename into it is durable. */
+static int sync_dir_of(const char *path)
+{
+	char dir[4096];
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int rc = fsync(fd);
+	close(fd);
+	return rc;
+}
+
+/* Makes a new store at `path`, where no file exists: the schema is written to PATH.new, made
+ * durable, and renamed into place, so that a file at PATH is always a complete store — a
+ * crash while creating leaves no file or a whole one, never an empty one that a later open
+ * could mistake for new. Called with the store's lock held. */
+static int create_store(const char *path, hf_error *err)
+{
+	char tmp[4096], tmp_journal[4200];
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.new", path) >= sizeof(tmp))
+		return hf__err(err, HF_EINVAL, "store path is too long");
+	snprintf(tmp_journal, sizeof(tmp_journal), "%s-journal", tmp);
+	unlink(tmp); /* left by a creation that crashed: never a store */
+	unlink(tmp_journal);
+	sqlite3 *db = NULL;
+	mode_t old = umask(077);
+	int rc = open_db(tmp, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &db, err);
+	umask(old);
+	if (rc != HF_OK)
+		return rc;
+	/* Rollback-journal mode with synchronous=FULL: COMMIT returns once the file is on disk. */
+	if ((rc = exec(db, "PRAGMA synchronous=FULL", err)) == HF_OK &&
+	    (rc = exec(db, "BEGIN IMMEDIATE", err)) == HF_OK &&
+	    (rc = exec(db, schema_sql, err)) == HF_OK)
+		rc = exec(db, "COMMIT", err);
+	if (sqlite3_close(db) != SQLITE_OK && rc == HF_OK)
+		rc = hf__err(err, HF_ESTORAGE, "cannot close new store '%s'", tmp);
+	if (rc == HF_OK && rename(tmp, path) != 0)
+		rc = hf__err(err, HF_ESTORAGE, "cannot create store '%s': rename: %s", path,
+		             strerror(errno));
+	if (rc == HF_OK && sync_dir_of(path) != 0)
+		rc = hf__err(err, HF_ESTORAGE, "cannot create store '%s': fsync of its directory: %s",
+		             path, strerror(errno));
+	if (rc != HF_OK) {
+		unlink(tmp);
+		unlink(tmp_journal);
+	}
+	return rc;
+}
+
+static void faults_parse(struct faults *f, const char *spec)
+{
+	memset(f, 0, sizeof(*f));
+	for (const char *p = spec; p && *p;) {
+		long v = 0;
+		const char *eq = strchr(p, '=');
+		if (eq)
+			v = strtol(eq + 1, NULL, 10);
+		if (strncmp(p, "delay_ms=", 9) == 0)
+			f->delay_ms = v;
+		else if (strncmp(p, "fail_after=", 11) == 0)
+			f->fail_after = v;
+		else if (strncmp(p, "fail=", 5) == 0)
+			f->fail = v;
+		else if (strncmp(p, "fail_while=", 11) == 0)
+			snprintf(f->fail_while, sizeof(f->fail_while), "%.*s",
+			         (int)strcspn(p + 11, ","), p + 11);
+		p = strchr(p, ',');
+		p = p ? p + 1 : NULL;
+	}
+}
+
+/* Before a commit: the injected delay; true when this commit is to fail. */
+static bool faults_before_commit(struct faults *f)
+{
+	if (f->delay_ms > 0) {
+		struct timespec ts = {.tv_sec = f->delay_ms / 1000,
+		                      .tv_nsec = (f->delay_ms % 1000) * 1000000L};
+		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+			;
+	}
+	long n = f->commits++;
+	if (f->fail_while[0] && access(f->fail_while, F_OK) == 0)
+		return true;
+	return n >= f->fail_after && n < f->fail_after + f->fail;
+}
+
 int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err)
 {
 	*out = NULL;
@@ -152,6 +259,7 @@ int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err)
 		free(j);
 		return hf__err_code(err, HF_ENOMEM);
 	}
+	faults_parse(&j->faults, getenv("HF_TEST_JOURNAL_FAULTS"));
 	pthread_mutex_init(&j->read_lock, NULL);
 	j->lock_fd = -1;
 	int rc;
@@ -172,9 +280,36 @@ int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err)
 		rc = hf__err(err, HF_ESTORAGE, "store '%s' is in use by another store or process", path);
 		goto fail;
 	}
+	/* A store is created only where no file exists; an existing file must be a whole store
+	 * (an empty one is what a truncation leaves: refused, so that fences never restart). */
+	struct stat sb;
+	if (stat(path, &sb) != 0) {
+		if (errno != ENOENT) {
+			rc = hf__err(err, HF_ESTORAGE, "cannot open store '%s': %s", path, strerror(errno));
+			goto fail;
+		}
+		/* A log without its store must not be replayed into a new one. */
+		char wal[4200];
+		snprintf(wal, sizeof(wal), "%s-wal", path);
+		if (stat(wal, &sb) == 0 && sb.st_size > 0) {
+			rc = hf__err(err, HF_ECORRUPT,
+			             "store '%s' does not exist but its log '%s' does: not making a new "
+			             "store beside it",
+			             path, wal);
+			goto fail;
+		}
+		if ((rc = create_store(path, err)) != HF_OK)
+			goto fail;
+	} else if (S_ISREG(sb.st_mode) && sb.st_size == 0) {
+		rc = hf__err(err, HF_ECORRUPT,
+		             "store file '%s' is empty: not a holdfast store (a truncated store is never "
+		             "reset; remove the file to start a new store)",
+		             path);
+		goto fail;
+	}
 	/* The journal holds tokens: only its owner may read it. */
 	mode_t old = umask(077);
-	rc = open_db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &j->db, err);
+	rc = open_db(path, SQLITE_OPEN_READWRITE, &j->db, err);
 	umask(old);
 	if (rc != HF_OK)
 		goto fail;
@@ -335,26 +470,59 @@ static int write_one(struct hf__journal *j, const struct hf__jrec *rec)
 	return rc;
 }
 
-int hf__journal_write(struct hf__journal *j, const struct hf__jrec *list, hf_error *err)
+/* Ends a failed transaction: the file keeps what was durable before it. */
+static void rollback(struct hf__journal *j)
 {
-	sqlite3_reset(j->begin);
-	if (sqlite3_step(j->begin) != SQLITE_DONE)
-		return db_err(err, j->db, HF_ESTORAGE, "journal begin failed");
-	for (const struct hf__jrec *rec = list; rec; rec = rec->next)
-		if (write_one(j, rec) != SQLITE_OK) {
-			int code = db_err(err, j->db, HF_ESTORAGE, "journal write failed");
-			sqlite3_reset(j->rollback);
-			sqlite3_step(j->rollback);
-			return code;
-		}
+	sqlite3_reset(j->commit);
+	if (!sqlite3_get_autocommit(j->db)) {
+		sqlite3_reset(j->rollback);
+		sqlite3_step(j->rollback);
+		sqlite3_reset(j->rollback);
+	}
+}
+
+/* Commits the open transaction (with the injected faults); rolls back on failure. */
+static int commit(struct hf__journal *j, hf_error *err)
+{
+	if (faults_before_commit(&j->faults)) {
+		rollback(j);
+		return hf__err(err, HF_ESTORAGE,
+		               "journal commit failed: database or disk is full (injected fault)");
+	}
 	sqlite3_reset(j->commit);
 	if (sqlite3_step(j->commit) != SQLITE_DONE) {
 		int code = db_err(err, j->db, HF_ESTORAGE, "journal commit failed");
-		sqlite3_reset(j->rollback);
-		sqlite3_step(j->rollback);
+		rollback(j);
 		return code;
 	}
+	sqlite3_reset(j->commit);
 	return HF_OK;
+}
+
+int hf__journal_write(struct hf__journal *j, const struct hf__jrec *list, hf_error *err)
+{
+	sqlite3_reset(j->begin);
+	if (sqlite3_step(j->begin) != SQLITE_DONE) {
+		int code = db_err(err, j->db, HF_ESTORAGE, "journal begin failed");
+		rollback(j);
+		return code;
+	}
+	for (const struct hf__jrec *rec = list; rec; rec = rec->next)
+		if (write_one(j, rec) != SQLITE_OK) {
+			int code = db_err(err, j->db, HF_ESTORAGE, "journal write failed");
+			rollback(j);
+			return code;
+		}
+	return commit(j, err);
+}
+
+int hf__journal_probe(struct hf__journal *j, int64_t now, hf_error *err)
+{
+	struct hf__jrec rec = {.table = HF__J_META, .key = "probe"};
+	char body[32];
+	snprintf(body, sizeof(body), "%lld", (long long)now);
+	rec.body = body;
+	return hf__journal_write(j, &rec, err);
 }
 
 int hf__journal_read_events(struct hf__journal *j, uint64_t after, uint64_t upto, size_t limit,

@@ -482,11 +482,28 @@ static void hold_end(struct hf__state *st, struct hf__effects *fx, struct hold *
 
 /* ---- waiting ---- */
 
+/* Could this link ever be granted at its resource's capacity? Only an any-of waiter keeps a
+ * link that cannot (its other claims still can): such a link stays queued, in its place, in
+ * case the capacity rises again, but it neither blocks the queue nor is granted. */
+static bool link_live(const struct wlink *link)
+{
+	return link->units <= link->res->capacity; /* exclusive (0) always fits */
+}
+
+/* The head of a resource's queue: its first live link, or NULL. */
+static struct wlink *queue_first(const struct res *r)
+{
+	struct wlink *l = r->queue_head;
+	while (l && !link_live(l))
+		l = l->next;
+	return l;
+}
+
 /* Can `link`'s waiter take its units of link->res now? FIFO: only the head may. */
 static bool link_fits(const struct wlink *link)
 {
 	const struct res *r = link->res;
-	if (r->queue_head != link)
+	if (queue_first(r) != link)
 		return false;
 	if (link->units == 0)
 		return r->held == 0;
@@ -556,14 +573,15 @@ static void pump(struct hf__state *st, struct hf__effects *fx, int64_t now)
 		struct res *r = st->work_head;
 		st->work_head = r->work_next;
 		r->in_work = false;
-		while (r->queue_head) {
-			struct waiter *w = r->queue_head->waiter;
+		struct wlink *head;
+		while ((head = queue_first(r))) {
+			struct waiter *w = head->waiter;
 			size_t chosen = SIZE_MAX;
 			if (w->events)
 				break; /* never queued on resources */
 			if (call_is_any(w)) {
-				if (link_fits(r->queue_head))
-					chosen = (size_t)(r->queue_head - w->links);
+				if (link_fits(head))
+					chosen = (size_t)(head - w->links);
 			} else {
 				bool all = true;
 				for (size_t i = 0; all && i < w->n_links; i++)
@@ -757,7 +775,7 @@ static bool fits_now(void *ctx, size_t i)
 	const struct res *r = rv->res[i];
 	if (!r)
 		return true;
-	if (r->queue_head)
+	if (queue_first(r))
 		return false;
 	if (rv->units[i] == 0)
 		return r->held == 0;
@@ -1045,6 +1063,13 @@ nomem:
 
 /* ---- resource operations ---- */
 
+/* hf__claim_pred over a waiter's links: claim i needs more than its resource's capacity. */
+static bool link_exceeds(void *ctx, size_t i)
+{
+	const struct waiter *w = ctx;
+	return !link_live(&w->links[i]);
+}
+
 static void op_put_resource(struct hf__state *st, struct hf__call *call, int64_t now,
                             struct hf__effects *fx)
 {
@@ -1077,7 +1102,6 @@ static void op_put_resource(struct hf__state *st, struct hf__call *call, int64_t
 		fx_fail(fx, call, HF_ENOMEM, "out of memory");
 		return;
 	}
-	bool grew = q->capacity > r->capacity;
 	r->capacity = q->capacity;
 	free(r->meta);
 	r->meta = meta;
@@ -1091,18 +1115,19 @@ static void op_put_resource(struct hf__state *st, struct hf__call *call, int64_t
 	if (reply_resource(call, r) != HF_OK)
 		fx->failed = HF_ENOMEM;
 	fx_done(fx, call);
-	/* A smaller capacity can leave waiters that never fit: end them now rather than let
-	 * them block the queue until their deadlines. */
+	/* A smaller capacity can leave waiters that can never be granted (core/rules.h): end
+	 * them now rather than let them block the queues until their deadlines. An any-of
+	 * waiter that can still be granted another claim stays; its claim here stops blocking
+	 * (link_live). Ending a waiter queues every resource it named for the pump. */
 	for (struct wlink *l = r->queue_head, *next; l; l = next) {
 		next = l->next; /* another waiter's link: failing this one leaves it in place */
-		if (l->units > r->capacity)
-			waiter_fail(st, fx, l->waiter, HF_ECAPACITY,
+		struct waiter *w = l->waiter;
+		if (hf__wait_impossible(w->n_links, call_is_any(w), link_exceeds, w))
+			waiter_fail(st, fx, w, HF_ECAPACITY,
 			            "the resource's capacity was lowered below what this wait needs");
 	}
-	if (grew || r->queue_head) {
-		work_push(st, r);
-		pump(st, fx, now);
-	}
+	work_push(st, r);
+	pump(st, fx, now);
 }
 
 static void op_get_resource(struct hf__state *st, struct hf__call *call, struct hf__effects *fx)
@@ -1272,8 +1297,13 @@ void hf__state_durable(struct hf__state *st, uint64_t seq, struct hf__effects *f
 	if (seq <= st->durable_seq)
 		return;
 	st->durable_seq = seq;
-	while (st->event_waiters)
-		event_waiter_finish(st, fx, st->event_waiters);
+	/* Only readers with an event to read now: one that waits after a later seq keeps
+	 * waiting (until its first event or its deadline). */
+	for (struct waiter *w = st->event_waiters, *next; w; w = next) {
+		next = w->ev_next;
+		if (w->call->req.after < seq)
+			event_waiter_finish(st, fx, w);
+	}
 }
 
 uint64_t hf__state_last_seq(const struct hf__state *st)
@@ -1293,7 +1323,7 @@ uint64_t hf__state_oldest_cached_seq(const struct hf__state *st)
 
 /* ---- the step functions ---- */
 
-void hf__state_apply(struct hf__state *st, struct hf__call *call, int64_t now,
+static void apply_op(struct hf__state *st, struct hf__call *call, int64_t now,
                      struct hf__effects *fx)
 {
 	switch (call->req.op) {
@@ -1332,6 +1362,22 @@ void hf__state_apply(struct hf__state *st, struct hf__call *call, int64_t now,
 		return;
 	}
 	fx_fail(fx, call, HF_EINVAL, "unknown operation %d", (int)call->req.op);
+}
+
+/* Every step ends with an empty worklist: whatever freed units or ended a wait (a release,
+ * an expiry, a capacity change, a timeout, a cancel) queued the resources it touched, and
+ * their queues move on before the step's effects are handed out. */
+static void settle(struct hf__state *st, struct hf__effects *fx, int64_t now)
+{
+	if (st->work_head)
+		pump(st, fx, now);
+}
+
+void hf__state_apply(struct hf__state *st, struct hf__call *call, int64_t now,
+                     struct hf__effects *fx)
+{
+	apply_op(st, call, now, fx);
+	settle(st, fx, now);
 }
 
 static void purge(struct hf__state *st, int64_t now, struct hf__effects *fx)
@@ -1377,6 +1423,7 @@ void hf__state_sweep(struct hf__state *st, int64_t now, struct hf__effects *fx)
 		}
 	}
 	purge(st, now, fx);
+	settle(st, fx, now);
 }
 
 int64_t hf__state_next_due(const struct hf__state *st)
@@ -1434,6 +1481,36 @@ void hf__state_fail_waits(struct hf__state *st, int code, int64_t now, struct hf
 	}
 	free(all);
 	pump(st, fx, now);
+}
+
+void hf__state_drop_waits(struct hf__state *st, int code, const char *message,
+                          struct hf__effects *fx)
+{
+	size_t n = st->waiters.count, pos = 0, k = 0;
+	struct waiter **all = malloc((n + 1) * sizeof(*all));
+	if (!all) {
+		fx->failed = HF_ENOMEM;
+		return;
+	}
+	void *cur = NULL;
+	struct waiter *w;
+	while ((w = hf__map_next(&st->waiters, &pos, &cur)))
+		all[k++] = w;
+	for (size_t i = 0; i < k; i++) {
+		w = all[i];
+		waiter_unlink(st, w);
+		if (w->idem)
+			idem_forget(st, w->idem);
+		fx_fail(fx, w->call, code, "%s", message);
+		waiter_free(w);
+	}
+	free(all);
+	/* The queues stay as they are: nothing is granted. */
+	while (st->work_head) {
+		struct res *r = st->work_head;
+		st->work_head = r->work_next;
+		r->in_work = false;
+	}
 }
 
 /* ---- life cycle and loading ---- */
