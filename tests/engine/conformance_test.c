@@ -3805,7 +3805,7 @@ int main(void)
 		T(close_completes_every_call_once),
 		T(durable_retention_and_expiry_across_reopen),
 		T(durable_one_store_per_file),
-		/* issue 9 (redis): capacity drops and parked waits */
+		/* issue 9: capacity drops and parked waits (every engine) */
 		T(capacity_drop_any_of_waits_on),
 		T(capacity_drop_wakes_other_queues),
 		/* issue 9 (embedded): durability of answers, empty files */
