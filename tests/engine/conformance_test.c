@@ -3536,6 +3536,106 @@ static void events_old_boundary_race(void **state)
 	walk_events(ST, total - EMBEDDED_EVENT_CACHE - 2000, HF_LIST_MAX, total, total, id);
 }
 
+/* ---- capacity drops (issue 9: postgres) ---- */
+
+/* A wait ended by a lowered capacity says so: exceeds_capacity, with a message about the
+ * capacity (not about a deleted resource). */
+static void capacity_drop_message(void **state)
+{
+	must_put(ST, "cm", 3);
+	hf_hold *h = ACQ("cm", NULL);
+	ht_pending w;
+	ht_acq o = {.wait_ms = 600000};
+	RC(ht_submit_acquire(ST, "cm:3", &o, &w), HF_OK);
+	must_park(ST, "cm", 1);
+	RC(ht_put_rc(ST, "cm", 2, NULL, -1), HF_OK);
+	must_complete(ST, &w);
+	RC(ht_pending_rc(&w), HF_ECAPACITY);
+	const char *msg = w.reply->error.message;
+	if (!strstr(msg, "capacity") || strstr(msg, "deleted"))
+		fail_msg("a wait ended by a lowered capacity says \"%s\"", msg);
+	ht_pending_clear(&w);
+	RC(ht_release_rc(ST, h), HF_OK);
+	hf_hold_free(h);
+}
+
+/* The rule of hf__wait_impossible (src/core/rules.h): an any-of wait fails on a capacity drop
+ * only when every claim exceeds its capacity; with one claim still possible it waits on and
+ * is granted that claim. */
+static void capacity_drop_any_of_waits_on(void **state)
+{
+	must_put(ST, "aa", 2);
+	must_put(ST, "ab", 1);
+	hf_hold *ha = ACQ("aa", NULL);
+	hf_hold *hb = ACQ("ab", NULL);
+	ht_pending w;
+	ht_acq o = {.any = true, .wait_ms = 600000};
+	RC(ht_submit_acquire(ST, "aa:2,ab", &o, &w), HF_OK); /* aa:2 does not fit, ab is held */
+	must_park(ST, "aa", 1);
+	must_park(ST, "ab", 1);
+	RC(ht_put_rc(ST, "aa", 1, NULL, -1), HF_OK); /* aa:2 can never fit now; ab still can */
+	RC(ht_release_rc(ST, hb), HF_OK);
+	must_complete(ST, &w);
+	if (ht_pending_rc(&w) != HF_OK)
+		fail_msg("an any-of wait with a claim still possible ended: %s \"%s\"",
+		         hf_err_name(ht_pending_rc(&w)), w.reply->error.message);
+	EQ(w.reply->hold->n_parts, 1);
+	assert_string_equal(w.reply->hold->parts[0].resource, "ab");
+	RC(ht_release_rc(ST, w.reply->hold), HF_OK);
+	ht_pending_clear(&w);
+	/* and it ends once every claim exceeds its capacity */
+	must_put(ST, "ad", 3);
+	must_put(ST, "ae", 2);
+	hf_hold *hd = ACQ("ad", NULL);
+	hf_hold *he = ACQ("ae", NULL);
+	RC(ht_submit_acquire(ST, "ad:3,ae:2", &o, &w), HF_OK);
+	must_park(ST, "ae", 1);
+	RC(ht_put_rc(ST, "ad", 2, NULL, -1), HF_OK); /* ad:3 exceeds, ae:2 does not */
+	still_parked(ST, &w);
+	RC(ht_put_rc(ST, "ae", 1, NULL, -1), HF_OK); /* now ae:2 exceeds too */
+	must_complete(ST, &w);
+	RC(ht_pending_rc(&w), HF_ECAPACITY);
+	ht_pending_clear(&w);
+	must_park(ST, "ad", 0);
+	RC(ht_release_rc(ST, ha), HF_OK);
+	RC(ht_release_rc(ST, hd), HF_OK);
+	RC(ht_release_rc(ST, he), HF_OK);
+	hf_hold_free(ha);
+	hf_hold_free(hb);
+	hf_hold_free(hd);
+	hf_hold_free(he);
+}
+
+/* A capacity drop on A ends W1 (all-of {A:2, B:1}: A:2 can never fit); W2 ({B:1}), queued on
+ * B behind W1 only, must then be granted promptly: ending a waiter wakes every queue it
+ * stood in, not only the queue of the resource whose capacity changed. */
+static void capacity_drop_wakes_other_queues(void **state)
+{
+	must_put(ST, "A", 2);
+	must_put(ST, "B", 1);
+	hf_hold *ha = ACQ("A", NULL); /* A: 1 of 2 held, so A:2 does not fit */
+	ht_pending w1, w2;
+	ht_acq o = {.wait_ms = 600000};
+	RC(ht_submit_acquire(ST, "A:2,B", &o, &w1), HF_OK);
+	must_park(ST, "B", 1);
+	RC(ht_submit_acquire(ST, "B", &o, &w2), HF_OK); /* B is free, but W1 is first */
+	must_park(ST, "B", 2);
+	still_parked(ST, &w2);
+	RC(ht_put_rc(ST, "A", 1, NULL, -1), HF_OK);
+	must_complete(ST, &w1);
+	RC(ht_pending_rc(&w1), HF_ECAPACITY);
+	must_complete(ST, &w2);
+	RC(ht_pending_rc(&w2), HF_OK);
+	ht_res v = ht_res_get(ST, "B");
+	EQ(v.held, 1);
+	EQ(v.waiters, 0);
+	RC(ht_release_rc(ST, w2.reply->hold), HF_OK);
+	ht_pending_clear(&w1);
+	ht_pending_clear(&w2);
+	RC(ht_release_rc(ST, ha), HF_OK);
+	hf_hold_free(ha);
+}
+
 /* ======================= runner ======================= */
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup_fake, teardown)
@@ -3636,6 +3736,10 @@ int main(void)
 		T(close_completes_every_call_once),
 		T(durable_retention_and_expiry_across_reopen),
 		T(durable_one_store_per_file),
+		/* issue 9 (postgres): capacity drops */
+		T(capacity_drop_message),
+		T(capacity_drop_any_of_waits_on),
+		T(capacity_drop_wakes_other_queues),
 	};
 	ht_apply_filter();
 	const char *u = getenv("HF_TEST_ENGINE_URL");

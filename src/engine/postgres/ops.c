@@ -358,6 +358,82 @@ static int reply_hold(struct tx *t, struct hf__call *call, hf_hold *h, bool with
 	return HF_OK;
 }
 
+/* ---- waiters ---- */
+
+/* An int64 list as a PostgreSQL array literal ("{1,2,3}") for `= ANY($1::bigint[])`; NULL when
+ * out of memory (free it). */
+static char *i64_array(const int64_t *v, size_t n)
+{
+	char *s = malloc(n * 21 + 3), *o = s;
+	if (!s)
+		return NULL;
+	*o++ = '{';
+	for (size_t i = 0; i < n; i++)
+		o += sprintf(o, "%s%lld", i ? "," : "", (long long)v[i]);
+	*o++ = '}';
+	*o = '\0';
+	return s;
+}
+
+static bool claim_exceeds(void *ctx, size_t i)
+{
+	return ((const bool *)ctx)[i];
+}
+
+/* After the capacity of `name` was lowered (its row already updated): the waits with a claim
+ * on it that can never be granted now, by the rule of hf__wait_impossible (src/core/rules.h:
+ * all-of once one claim exceeds its capacity, any-of once every claim does), are marked failed
+ * with exceeds_capacity (their instance answers them) and leave every queue at once, so that
+ * the requests behind them, on any resource, move on. */
+static int fail_impossible_waits(struct tx *t, const char *name)
+{
+	const char *p[1] = {name};
+	/* Every claim of those waits, in order, with whether it exceeds its resource's capacity
+	 * (an exclusive claim, units 0, takes whatever the capacity is: never). */
+	PGresult *r = q(t,
+	                "SELECT w.ticket, w.any_of, c.units > r.capacity FROM waiters w"
+	                " JOIN waiter_claims c ON c.ticket = w.ticket JOIN resources r"
+	                " ON r.name = c.resource WHERE w.failed = 0 AND w.ticket IN"
+	                " (SELECT ticket FROM waiter_claims WHERE resource = $1)"
+	                " ORDER BY w.ticket, c.idx",
+	                1, p);
+	if (!r)
+		return HF_EENGINE;
+	int rows = PQntuples(r);
+	int64_t *failed = rows ? malloc((size_t)rows * sizeof(*failed)) : NULL;
+	size_t n_failed = 0;
+	if (rows && !failed) {
+		PQclear(r);
+		return hf__err(t->err, HF_ENOMEM, "out of memory");
+	}
+	for (int i = 0; i < rows;) {
+		int64_t ticket = geti(r, i, 0);
+		bool any = getb(r, i, 1), exceeds[HF_CLAIMS_MAX];
+		size_t n = 0;
+		for (; i < rows && geti(r, i, 0) == ticket; i++)
+			if (n < HF_CLAIMS_MAX)
+				exceeds[n++] = getb(r, i, 2);
+		if (hf__wait_impossible(n, any, claim_exceeds, exceeds))
+			failed[n_failed++] = ticket;
+	}
+	PQclear(r);
+	int rc = HF_OK;
+	if (n_failed > 0) {
+		char code[24], *list = i64_array(failed, n_failed);
+		if (!list) {
+			free(failed);
+			return hf__err(t->err, HF_ENOMEM, "out of memory");
+		}
+		const char *pf[2] = {list, I64(code, HF_ECAPACITY)};
+		rc = qx(t, "UPDATE waiters SET failed = $2 WHERE ticket = ANY($1::bigint[])", 2, pf);
+		if (rc == HF_OK)
+			rc = qx(t, "DELETE FROM waiter_claims WHERE ticket = ANY($1::bigint[])", 1, pf);
+		free(list);
+	}
+	free(failed);
+	return rc;
+}
+
 /* ---- resources ---- */
 
 #define RES_COLS                                                                            \
@@ -403,7 +479,7 @@ static int reply_resource(struct tx *t, struct hf__call *call, const char *name,
 static int op_put_resource(struct tx *t, struct hf__call *call)
 {
 	const hf_request *rq = &call->req;
-	char b1[24], b2[24], b3[24];
+	char b1[24], b2[24];
 	const char *p1[1] = {rq->name};
 	PGresult *r = q(t, "SELECT capacity, version, declared, held FROM resources"
 	                   " WHERE name = $1 FOR UPDATE",
@@ -443,17 +519,7 @@ static int op_put_resource(struct tx *t, struct hf__call *call)
 	if (exists && rq->capacity > capacity)
 		t->notify = true; /* raising the capacity wakes waiters */
 	if (exists && rq->capacity < capacity) {
-		/* Waits that need more than the new capacity could never be granted: they fail at
-		 * once (their instance answers them) and leave every queue, so that the requests
-		 * behind them move on. */
-		if (qx(t,
-		       "UPDATE waiters SET failed = $3 WHERE failed = 0 AND ticket IN"
-		       " (SELECT ticket FROM waiter_claims WHERE resource = $1 AND units > $2)",
-		       3, (const char *const[]){rq->name, I64(b1, rq->capacity), I64(b3, HF_ECAPACITY)}) !=
-		        HF_OK ||
-		    qx(t,
-		       "DELETE FROM waiter_claims WHERE ticket IN (SELECT ticket FROM waiters WHERE failed <> 0)",
-		       0, NULL) != HF_OK)
+		if (fail_impossible_waits(t, rq->name) != HF_OK)
 			return HF_EENGINE;
 		t->notify = true;
 	}
@@ -1151,7 +1217,10 @@ enum hf__pg_outcome hf__pg_try_waiter(struct hf__pgc *c, struct hf__call *call, 
 		t.notify = t.drop_idle = true;
 		if (tx_commit(&t) != HF_OK)
 			goto parked;
-		hf__err(err, failed, "the resource was deleted while waiting");
+		hf__err(err, failed, "%s",
+		        failed == HF_ECAPACITY
+		                ? "the resource's capacity was lowered below what this wait needs"
+		                : "the resource was deleted while waiting");
 		return HF__PG_DONE;
 	}
 	/* Its claims in stored order (names for all-of, the caller's for any-of), resource rows
