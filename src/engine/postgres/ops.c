@@ -1222,8 +1222,9 @@ enum hf__pg_outcome hf__pg_run(struct hf__pgc *c, struct hf__call *call, int64_t
  * without this instance hearing so: the grant deletes the row in its transaction, so the hold
  * exists if and only if it did. `deliver`: a live hold goes into the reply (the wait was
  * granted); else it is released (nobody will hear of it). Returns HF_OK with the reply filled
- * when the hold was delivered, HF_ENOHOLD when there is nothing to deliver, or an error of
- * the database. */
+ * when the hold was delivered, HF_ENOHOLD when there is nothing to deliver (no such hold: the
+ * grant did not commit; or it was released here), HF_EENDED when the hold's lease ended before
+ * anyone heard of it, or an error of the database. */
 static int settle_grant(struct tx *t, struct hf__call *call, const char *unsure, bool deliver)
 {
 	hf_hold h;
@@ -1235,7 +1236,7 @@ static int settle_grant(struct tx *t, struct hf__call *call, const char *unsure,
 	else if (h.state <= HF_HOLD_CONFIRMED)
 		rc = hold_end(t, &h, HF_HOLD_RELEASED, t->now) == HF_OK ? HF_ENOHOLD : HF_EENGINE;
 	else
-		rc = HF_ENOHOLD; /* its lease ended before anyone could hear of it */
+		rc = HF_EENDED;
 	hf__hold_clear(&h);
 	return rc;
 }
@@ -1263,9 +1264,16 @@ enum hf__pg_outcome hf__pg_try_waiter(struct hf__pgc *c, struct hf__call *call, 
 				unsure[0] = '\0';
 				return HF__PG_DONE;
 			}
-			if (rc != HF_ENOHOLD)
+			if (rc != HF_ENOHOLD && rc != HF_EENDED)
 				goto db_error;
 			unsure[0] = '\0';
+			if (rc == HF_EENDED) {
+				tx_rollback(&t);
+				reply_reset(reply);
+				hf__err(err, HF_EENGINE, "the wait was granted, but the hold's lease ended"
+				                         " before the database could be reached again");
+				return HF__PG_DONE;
+			}
 		}
 		tx_rollback(&t);
 		reply_reset(reply);
@@ -1423,7 +1431,7 @@ int hf__pg_forget(struct hf__pgc *c, int64_t ticket, const char *unsure, struct 
 			t.err = &deliver->reply->error;
 		rc = settle_grant(&t, deliver, unsure, deliver != NULL);
 		t.err = &scratch;
-		if (rc != HF_OK && rc != HF_ENOHOLD) {
+		if (rc != HF_OK && rc != HF_ENOHOLD && rc != HF_EENDED) {
 			tx_rollback(&t);
 			rc = HF_EENGINE;
 			goto out;
