@@ -328,10 +328,12 @@ static void *waiter_main(void *arg)
 			if (w->cancelled || now >= w->deadline) {
 				*pw = w->next;
 				if (w->ticket) {
-					if (!hf__pg_end_waiter(&c, w->call, w->ticket, w->unsure,
-					                       w->cancelled ? HF_ECANCELED : HF_ETIMEDOUT,
-					                       w->cancelled ? "the wait was cancelled"
-					                                    : "the wait ended before the units were free"))
+					if (!hf__pg_end_waiter(
+					        &c, w->call, w->ticket, w->unsure,
+					        w->cancelled ? HF_ECANCELED : HF_ETIMEDOUT,
+					        w->cancelled
+					            ? "the wait was cancelled"
+					            : "the wait ended before the units were free"))
 						forgets_add(&forgets, w->ticket, w->unsure);
 				} else if (w->cancelled)
 					hf__err(&w->call->reply->error, HF_ECANCELED, "the wait was cancelled");
@@ -367,8 +369,8 @@ static void *waiter_main(void *arg)
 					pw = &w->next;
 					continue;
 				}
-				bool done = w->ticket ? hf__pg_try_waiter(&c, w->call, w->ticket, w->unsure) ==
-				                                HF__PG_DONE
+				bool done = w->ticket ? hf__pg_try_waiter(&c, w->call, w->ticket,
+				                                          w->unsure) == HF__PG_DONE
 				                      : hf__pg_poll_events(&c, w->call, false);
 				if (done) {
 					*pw = w->next;
@@ -381,8 +383,9 @@ static void *waiter_main(void *arg)
 			next_check = mono_ms() + expiry_in;
 		}
 		if (list && mono_ms() - last_beat >= HF__PG_HEARTBEAT_MS) {
-			/* The leases of the waits still tracked here, by ticket: not every row of this
-			 * instance, so that a row nobody waits on lapses (event reads have none). */
+			/* The leases of the waits still tracked here, by ticket: not every row of
+			 * this instance, so that a row nobody waits on lapses (event reads have
+			 * none). */
 			size_t n = 0;
 			for (struct pwait *w = list; w; w = w->next)
 				n += w->ticket != 0;

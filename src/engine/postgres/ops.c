@@ -129,13 +129,14 @@ static int tx_begin(struct tx *t, struct hf__pgc *c, hf_error *err)
 		if (rc != HF_OK)
 			return rc;
 		t->conn = c->conn;
-		rc = multi(t,
-		           "BEGIN; SELECT last_seq, live_holds FROM counter WHERE id = 1 FOR UPDATE;"
-		           " SELECT n, (SELECT string_agg(id, ',' ORDER BY expires_at, id) FROM holds"
-		           "  WHERE state = 0 AND expires_at <= n),"
-		           " EXISTS (SELECT 1 FROM waiters WHERE lease_until < n)"
-		           " FROM (SELECT now_ms() AS n) x",
-		           r, 3);
+		rc = multi(
+		    t,
+		    "BEGIN; SELECT last_seq, live_holds FROM counter WHERE id = 1 FOR UPDATE;"
+		    " SELECT n, (SELECT string_agg(id, ',' ORDER BY expires_at, id) FROM holds"
+		    "  WHERE state = 0 AND expires_at <= n),"
+		    " EXISTS (SELECT 1 FROM waiters WHERE lease_until < n)"
+		    " FROM (SELECT now_ms() AS n) x",
+		    r, 3);
 		if (rc == HF_OK)
 			break;
 		PQclear(PQexec(t->conn, "ROLLBACK"));
@@ -343,7 +344,8 @@ static int sweep(struct tx *t)
 	 * its lease; its pending idempotency record goes with it (cascade). */
 	const char *p[1] = {I64(b1, t->now)};
 	if (t->lapsed) {
-		PGresult *r = q(t, "DELETE FROM waiters WHERE lease_until < $1 RETURNING ticket", 1, p);
+		PGresult *r =
+		    q(t, "DELETE FROM waiters WHERE lease_until < $1 RETURNING ticket", 1, p);
 		if (!r)
 			return HF_EENGINE;
 		if (PQntuples(r) > 0)
@@ -444,9 +446,11 @@ static int fail_impossible_waits(struct tx *t, const char *name)
 			return hf__err(t->err, HF_ENOMEM, "out of memory");
 		}
 		const char *pf[2] = {list, I64(code, HF_ECAPACITY)};
-		rc = qx(t, "UPDATE waiters SET failed = $2 WHERE ticket = ANY($1::bigint[])", 2, pf);
+		rc =
+		    qx(t, "UPDATE waiters SET failed = $2 WHERE ticket = ANY($1::bigint[])", 2, pf);
 		if (rc == HF_OK)
-			rc = qx(t, "DELETE FROM waiter_claims WHERE ticket = ANY($1::bigint[])", 1, pf);
+			rc = qx(t, "DELETE FROM waiter_claims WHERE ticket = ANY($1::bigint[])", 1,
+			        pf);
 		free(list);
 	}
 	free(failed);
@@ -1101,10 +1105,11 @@ static int sweep_if_due(struct hf__pgc *c, hf_error *err)
 		if (rc != HF_OK)
 			return rc;
 		t.conn = c->conn;
-		r = q(&t,
-		      "SELECT EXISTS (SELECT 1 FROM holds WHERE state = 0 AND expires_at <= now_ms())"
-		      " OR EXISTS (SELECT 1 FROM waiters WHERE lease_until < now_ms())",
-		      0, NULL);
+		r = q(
+		    &t,
+		    "SELECT EXISTS (SELECT 1 FROM holds WHERE state = 0 AND expires_at <= now_ms())"
+		    " OR EXISTS (SELECT 1 FROM waiters WHERE lease_until < now_ms())",
+		    0, NULL);
 		if (!r && (attempt > 0 || PQstatus(c->conn) == CONNECTION_OK))
 			return HF_EENGINE;
 		if (!r) {
@@ -1270,8 +1275,9 @@ enum hf__pg_outcome hf__pg_try_waiter(struct hf__pgc *c, struct hf__call *call, 
 			if (rc == HF_EENDED) {
 				tx_rollback(&t);
 				reply_reset(reply);
-				hf__err(err, HF_EENGINE, "the wait was granted, but the hold's lease ended"
-				                         " before the database could be reached again");
+				hf__err(err, HF_EENGINE,
+				        "the wait was granted, but the hold's lease ended"
+				        " before the database could be reached again");
 				return HF__PG_DONE;
 			}
 		}
@@ -1292,8 +1298,8 @@ enum hf__pg_outcome hf__pg_try_waiter(struct hf__pgc *c, struct hf__call *call, 
 			goto parked;
 		hf__err(err, failed, "%s",
 		        failed == HF_ECAPACITY
-		                ? "the resource's capacity was lowered below what this wait needs"
-		                : "the resource was deleted while waiting");
+		            ? "the resource's capacity was lowered below what this wait needs"
+		            : "the resource was deleted while waiting");
 		return HF__PG_DONE;
 	}
 	/* Its claims in stored order (names for all-of, the caller's for any-of), resource rows
@@ -1446,8 +1452,8 @@ out:
 	return rc;
 }
 
-bool hf__pg_end_waiter(struct hf__pgc *c, struct hf__call *call, int64_t ticket,
-                       const char *unsure, int code, const char *message)
+bool hf__pg_end_waiter(struct hf__pgc *c, struct hf__call *call, int64_t ticket, const char *unsure,
+                       int code, const char *message)
 {
 	/* A wait that timed out may have been granted before its deadline by a grant whose COMMIT
 	 * reply was lost: then that grant is its answer. Cancelled or closing: released. */

@@ -16,14 +16,13 @@
 #include "engine/engine.h"
 
 #define HF__PG_SCHEMA_VERSION 1       /* the newest schema this build knows */
-#define HF__PG_WAITER_LEASE_MS 15000  /* a waiter row nobody renews (its instance crashed, or
-                                         no longer waits on it) lapses this long after its
-                                         last renewal; the first change after that (or any
-                                         instance's waiter thread, within a second) removes
-                                         it: docs/operations.md */
-#define HF__PG_HEARTBEAT_MS 3000
-#define HF__PG_UPKEEP_MS 1000        /* purges of lapsed waiters and of old holds and
-                                         idempotency records, per connection, at most */
+/* A waiter row nobody renews (its instance crashed, or no longer waits on it) lapses this long
+ * after its last renewal; the first change after that (or any instance's waiter thread, within
+ * a second) removes it: the bound of docs/operations.md, "Waiter leases". */
+#define HF__PG_WAITER_LEASE_MS 15000
+#define HF__PG_HEARTBEAT_MS 3000      /* renewal of the leases of the waits still tracked */
+#define HF__PG_UPKEEP_MS 1000        /* purges of old holds and idempotency records, per
+                                         connection, at most */
 #define HF__PG_RECONNECT_MS 250       /* after a failed connect, calls on that connection fail
                                          fast for this long instead of queueing behind new
                                          connect attempts (each up to connect_timeout) */
@@ -96,8 +95,8 @@ int hf__pg_blocked(struct hf__pgc *c, int64_t **tickets, size_t *n);
  * (`unsure`: a timed-out wait gets that hold if it exists, else it is released), and sets the
  * reply's error (code, message) unless it delivered the hold. False when the database could
  * not be reached: the caller keeps (ticket, unsure) for hf__pg_forget. */
-bool hf__pg_end_waiter(struct hf__pgc *c, struct hf__call *call, int64_t ticket,
-                       const char *unsure, int code, const char *message);
+bool hf__pg_end_waiter(struct hf__pgc *c, struct hf__call *call, int64_t ticket, const char *unsure,
+                       int code, const char *message);
 /* Removes the row of a wait nobody waits on any more, and settles a grant in doubt (`unsure`:
  * a hold id, "" or NULL): with `deliver` (a call, or NULL) its live hold goes into that call's
  * reply, else it is released. Returns 1 when the hold was delivered, HF_OK when done
