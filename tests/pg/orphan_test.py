@@ -3,7 +3,7 @@ lapse within the waiter lease (HF__PG_WAITER_LEASE_MS, 15 s; docs/operations.md)
 sooner by their instance. Cases: a row the instance does not track while it keeps other waits
 (and the stats follower's event read) parked; a wait that ends while PostgreSQL is stopped or
 crashed; a park whose COMMIT reply is lost; a grant whose COMMIT reply is lost (the client must
-get the hold, not "wait lost"). The lost replies come from the engine's test hook
+get the hold, not "wait lost"; if its wait ends first, the hold is released). The lost replies come from the engine's test hook
 HF_PG_TEST_LOSE_COMMIT (src/engine/postgres/engine.c). Usage (under with_pg.sh):
 orphan_test.py HOLDFASTD"""
 import os
@@ -233,6 +233,48 @@ def grant_reply_lost(a, c):
     ca.close()
 
 
+def grant_reply_lost_then_timeout(a, d):
+    """d grants a parked wait, the reply of the grant's COMMIT is lost, and the database stays
+    unreachable for d's waiter thread (the hook: 4 s) past the wait's deadline. The client hears
+    wait_timeout; the hold it never got must not live on: d releases it once it is back."""
+    ca = a.client()
+    st, held = acquire(ca, "holder", "or-late")
+    check(st == 201, "holder: %s %s" % (st, held))
+    t0 = time.monotonic()
+    w = Async(d, "POST", "/v1/holds", acq_body("late", "or-late", wait_ms=3000))
+    check(wait_parked(ca, "or-late", 1), "the waiter did not park")
+    st, js = release(ca, held)
+    check(st == 200, "release: %s %s" % (st, js))
+    check(time.monotonic() - t0 < 2.5, "the release came too late to test anything")
+    r = w.wait(20)
+    check(r is not None and r[0] == 409 and r[1]["error"]["code"] == "wait_timeout",
+          "a wait whose grant's reply was lost, deadline in the outage: %s" % (r,))
+    granted = pgtest.psql("SELECT hold_id FROM hf_test.events WHERE type = 'hold.granted'"
+                          " AND resource = 'or-late' AND hold_id <> '%s'" % held["id"])
+    check(len(granted) == 1, "the hook's grant did not commit: %s" % granted)
+    deadline = time.monotonic() + 15
+    live = None
+    while time.monotonic() < deadline:
+        live = pgtest.psql("SELECT h.id FROM hf_test.holds h JOIN hf_test.hold_parts p"
+                           " ON p.hold_id = h.id WHERE h.state <= 1 AND p.resource = 'or-late'")
+        if not live:
+            break
+        time.sleep(0.2)
+    check(live == [], "the hold of a grant nobody heard of lives on: %s" % live)
+    if granted:
+        ended = pgtest.psql("SELECT type FROM hf_test.events WHERE hold_id = '%s'"
+                            " AND type <> 'hold.granted'" % granted[0])
+        check(ended == ["hold.released"], "the unheard grant ended by %s" % ended)
+    st, js = acquire(ca, "after", "or-late")
+    check(st == 201, "NOWAIT after the unheard grant was released: %s %s" % (st, js))
+    if st == 201:
+        release(ca, js)
+    print("grant with a lost COMMIT reply, deadline in the outage: %s, live holds after: %s" %
+          ((r[0], r[1]["error"]["code"]) if r and isinstance(r[1], dict) else r, live),
+          flush=True)
+    ca.close()
+
+
 def main():
     pgtest.need_pg()
     binary = os.path.abspath(sys.argv[1])
@@ -240,14 +282,16 @@ def main():
     a = pgtest.Holdfastd(binary)
     b = pgtest.Holdfastd(binary)
     c = pgtest.Holdfastd(binary, env={"HF_PG_TEST_LOSE_COMMIT": "park,grant"})
+    d = pgtest.Holdfastd(binary, env={"HF_PG_TEST_LOSE_COMMIT": "grant"})
     try:
         park_reply_lost(a, c)      # fires c's park hook
         grant_reply_lost(a, c)     # then its grant hook
+        grant_reply_lost_then_timeout(a, d)
         wait_ends_in_outage(a, b, "immediate")
         wait_ends_in_outage(a, b, "fast")
         untracked_row_lapses(a, b)
     finally:
-        for s in (a, b, c):
+        for s in (a, b, c, d):
             alive = s.proc.poll() is None
             check(alive, "instance on port %d died: %s" % (s.port, s.log_text()[-2000:]))
             if alive:

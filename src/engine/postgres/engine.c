@@ -542,7 +542,9 @@ static int pg_open(hf_store *store, const char *url, const hf_options *opt, void
 	/* Test hook (tests/pg/orphan_test.py; never set in production): HF_PG_TEST_LOSE_COMMIT
 	 * names the transactions, "park" and/or "grant" (comma-separated), whose first commit
 	 * this instance pretends to have lost the reply of: it commits, drops the connection and
-	 * fails, as when the database or the network goes away right after COMMIT was sent. */
+	 * fails, as when the database or the network goes away right after COMMIT was sent (after
+	 * a grant, that connection then finds the database unreachable for HF__PG_LOSE_OUTAGE_MS:
+	 * see tx_commit in ops.c). */
 	const char *lose = getenv("HF_PG_TEST_LOSE_COMMIT");
 	if (lose && *lose) {
 		int bits = (strstr(lose, "park") ? HF__PG_LOSE_PARK : 0) |

@@ -199,11 +199,18 @@ static int tx_commit(struct tx *t)
 		return HF_EENGINE;
 	}
 	/* The test hook: this commit happened, but the instance is made to believe its reply
-	 * was lost with the connection (tests/pg/orphan_test.py). */
+	 * was lost with the connection (tests/pg/orphan_test.py). After a grant's, the database
+	 * stays unreachable for this connection (the waiter thread's) for HF__PG_LOSE_OUTAGE_MS,
+	 * as in a restart: long enough for a short wait's deadline to pass meanwhile. */
 	atomic_int *lose = t->c->conf->lose_commit;
 	if (t->lose && lose && (atomic_fetch_and(lose, ~t->lose) & t->lose)) {
 		hf__pgc_close(t->c);
 		t->conn = NULL;
+		if (t->lose == HF__PG_LOSE_GRANT) {
+			t->c->retry_at = hf__pg_mono_ms() + HF__PG_LOSE_OUTAGE_MS;
+			snprintf(t->c->last_err, sizeof(t->c->last_err),
+			         "cannot reach the database: a lost COMMIT reply (test hook)");
+		}
 		hf__err(t->err, HF_EENGINE, "database: the reply of COMMIT was lost (test hook)");
 		return HF_EENGINE;
 	}

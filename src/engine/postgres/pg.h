@@ -42,6 +42,7 @@ struct hf__pg_conf {
 
 #define HF__PG_LOSE_PARK 1  /* the commit of a park (an acquire's waiter row) */
 #define HF__PG_LOSE_GRANT 2 /* the commit of a parked acquire's grant */
+#define HF__PG_LOSE_OUTAGE_MS 4000 /* after a lost grant reply: no reconnect for this long */
 
 /* One connection owned by one thread. */
 struct hf__pgc {
