@@ -3550,7 +3550,28 @@ static void events_old_boundary_race(void **state)
 }
 
 /* ==================== capacity drops and parked waits (issue 9, item 7) ==================== */
-/* The same two tests, word for word, as on the postgres branch (one rule, every engine). */
+/* One rule (src/core/rules.h), every engine. */
+
+/* A wait ended by a lowered capacity says so: exceeds_capacity, with a message about the
+ * capacity (not about a deleted resource). */
+static void capacity_drop_message(void **state)
+{
+	must_put(ST, "cm", 3);
+	hf_hold *h = ACQ("cm", NULL);
+	ht_pending w;
+	ht_acq o = {.wait_ms = 600000};
+	RC(ht_submit_acquire(ST, "cm:3", &o, &w), HF_OK);
+	must_park(ST, "cm", 1);
+	RC(ht_put_rc(ST, "cm", 2, NULL, -1), HF_OK);
+	must_complete(ST, &w);
+	RC(ht_pending_rc(&w), HF_ECAPACITY);
+	const char *msg = w.reply->error.message;
+	if (!strstr(msg, "capacity") || strstr(msg, "deleted"))
+		fail_msg("a wait ended by a lowered capacity says \"%s\"", msg);
+	ht_pending_clear(&w);
+	RC(ht_release_rc(ST, h), HF_OK);
+	hf_hold_free(h);
+}
 
 /* The rule of hf__wait_impossible (src/core/rules.h): an any-of wait fails on a capacity drop
  * only when every claim exceeds its capacity; with one claim still possible it waits on and
@@ -3806,6 +3827,7 @@ int main(void)
 		T(durable_retention_and_expiry_across_reopen),
 		T(durable_one_store_per_file),
 		/* issue 9: capacity drops and parked waits (every engine) */
+		T(capacity_drop_message),
 		T(capacity_drop_any_of_waits_on),
 		T(capacity_drop_wakes_other_queues),
 		/* issue 9 (embedded): durability of answers, empty files */

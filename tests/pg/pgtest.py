@@ -98,12 +98,13 @@ def pg_start():
 class Holdfastd:
     """One holdfastd over the PostgreSQL engine on a free loopback port."""
 
-    def __init__(self, binary, url=None, args=()):
+    def __init__(self, binary, url=None, args=(), env=None):
         self.dir = tempfile.mkdtemp(prefix="hf-pg-")
         self.log_path = os.path.join(self.dir, "holdfastd.log")
         self.log = open(self.log_path, "wb")
         cmd = [binary, "--listen", "127.0.0.1:0", "--engine", url or URL] + list(args)
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, cwd=self.dir)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, cwd=self.dir,
+                                     env=dict(os.environ, **env) if env else None)
         deadline = time.time() + 20
         self.port = None
         while time.time() < deadline:

@@ -24,7 +24,21 @@ struct pwait {
 	int64_t ticket;   /* 0: an event read */
 	int64_t deadline; /* monotonic ms */
 	bool cancelled;
+	char unsure[HF_ID_LEN + 1]; /* a hold its grant may have committed unheard (try_waiter) */
 	struct pwait *next;
+};
+
+/* A waiter row nobody waits on any more, to be removed (and a grant in doubt, `unsure`, to
+ * be released) once the database can be reached: see hf__pg_forget. Until then nobody
+ * renews its lease, so it lapses within HF__PG_WAITER_LEASE_MS anyway. */
+struct forget {
+	int64_t ticket;
+	char unsure[HF_ID_LEN + 1];
+};
+
+struct forgets {
+	struct forget *v;
+	size_t n, cap;
 };
 
 struct cancel {
@@ -47,6 +61,8 @@ struct pg {
 	bool cancel_pending;
 	struct cancel *cancels; /* ids to cancel, taken by the waiter thread */
 	size_t n_cancels, cap_cancels;
+	struct forgets forgets; /* from workers (parks in doubt), taken by the waiter thread */
+	atomic_int lose_commit; /* the test hook's armed HF__PG_LOSE_* bits (conf.lose_commit) */
 };
 
 static int64_t mono_ms(void)
@@ -61,6 +77,42 @@ static void wake_waiter(struct pg *e)
 	char b = 1;
 	ssize_t n = write(e->wake[1], &b, 1);
 	(void)n; /* a full pipe already wakes it */
+}
+
+/* Appends (ticket, unsure) to l; false if out of memory (the row then just lapses). */
+static bool forgets_add(struct forgets *l, int64_t ticket, const char *unsure)
+{
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 16;
+		struct forget *v = realloc(l->v, cap * sizeof(*v));
+		if (!v)
+			return false;
+		l->v = v;
+		l->cap = cap;
+	}
+	l->v[l->n].ticket = ticket;
+	snprintf(l->v[l->n].unsure, sizeof(l->v[l->n].unsure), "%s", unsure ? unsure : "");
+	l->n++;
+	return true;
+}
+
+/* Tries each entry once; keeps those the database could not be reached for. */
+static void forgets_run(struct hf__pgc *c, struct forgets *l)
+{
+	size_t keep = 0;
+	for (size_t i = 0; i < l->n; i++)
+		if (hf__pg_forget(c, l->v[i].ticket, l->v[i].unsure, NULL) == HF_EENGINE)
+			l->v[keep++] = l->v[i];
+	l->n = keep;
+}
+
+/* Hands a worker's row in doubt to the waiter thread. */
+static void forget_later(struct pg *e, int64_t ticket)
+{
+	pthread_mutex_lock(&e->mu);
+	forgets_add(&e->forgets, ticket, NULL);
+	pthread_mutex_unlock(&e->mu);
+	wake_waiter(e);
 }
 
 /* ---- workers ---- */
@@ -90,7 +142,7 @@ static void *worker_main(void *arg)
 		}
 		size_t parked_now = e->n_parked;
 		pthread_mutex_unlock(&e->mu);
-		int64_t ticket = 0;
+		int64_t ticket = 0, unsure = 0;
 		enum hf__pg_outcome out;
 		if (closing) {
 			hf__err(&call->reply->error, HF_ECLOSED, "the store is closing");
@@ -99,15 +151,17 @@ static void *worker_main(void *arg)
 			/* Only refused if it would really have to wait: try it as NOWAIT first. */
 			int64_t wait = call->req.acquire.wait_ms;
 			call->req.acquire.wait_ms = 0;
-			out = hf__pg_run(&c, call, &ticket);
+			out = hf__pg_run(&c, call, &ticket, &unsure);
 			call->req.acquire.wait_ms = wait;
 			if (call->reply->error.code == HF_EUNAVAILABLE)
 				hf__err(&call->reply->error, HF_ELIMIT,
 				        "%zu requests are waiting, the limit is %zu", parked_now,
 				        e->conf.opt.max_waiters);
 		} else {
-			out = hf__pg_run(&c, call, &ticket);
+			out = hf__pg_run(&c, call, &ticket, &unsure);
 		}
+		if (unsure)
+			forget_later(e, unsure);
 		bool reserved = call->req.op == HF_OP_ACQUIRE && call->req.acquire.wait_ms > 0 && !over;
 		if (out == HF__PG_DONE) {
 			if (reserved) {
@@ -123,8 +177,9 @@ static void *worker_main(void *arg)
 		int64_t wait_ms = out == HF__PG_PARKED ? call->req.acquire.wait_ms : call->req.wait_ms;
 		if (!w) {
 			/* Cannot track it: end the wait now (its row is removed). */
-			if (out == HF__PG_PARKED)
-				hf__pg_end_waiter(&c, call, ticket, HF_ENOMEM, "out of memory");
+			if (out == HF__PG_PARKED &&
+			    !hf__pg_end_waiter(&c, call, ticket, NULL, HF_ENOMEM, "out of memory"))
+				forget_later(e, ticket);
 			if (reserved) {
 				pthread_mutex_lock(&e->mu);
 				e->n_parked--;
@@ -203,6 +258,7 @@ static void *waiter_main(void *arg)
 	struct pg *e = arg;
 	struct hf__pgc c = {.conf = &e->conf};
 	struct pwait *list = NULL;
+	struct forgets forgets = {0}; /* rows to remove once the database is back */
 	int64_t last_beat = mono_ms(), next_check = 0;
 	bool closing = false;
 	while (!closing) {
@@ -218,6 +274,9 @@ static void *waiter_main(void *arg)
 		struct cancel *cancels = e->cancels;
 		e->cancels = NULL;
 		e->n_cancels = e->cap_cancels = 0;
+		for (size_t i = 0; i < e->forgets.n; i++)
+			forgets_add(&forgets, e->forgets.v[i].ticket, NULL);
+		e->forgets.n = 0;
 		pthread_mutex_unlock(&e->mu);
 		while (in) {
 			struct pwait *next = in->next;
@@ -253,6 +312,12 @@ static void *waiter_main(void *arg)
 				PQfreemem(nf);
 			}
 		}
+		/* Rows of waits that ended while the database was away go first: they may stand in
+		 * front of the waiters re-checked below. */
+		if (up && forgets.n) {
+			forgets_run(&c, &forgets);
+			recheck = true;
+		}
 		int64_t now = mono_ms();
 		if (now >= next_check) {
 			recheck = true;
@@ -262,12 +327,15 @@ static void *waiter_main(void *arg)
 			struct pwait *w = *pw;
 			if (w->cancelled || now >= w->deadline) {
 				*pw = w->next;
-				if (w->ticket)
-					hf__pg_end_waiter(&c, w->call, w->ticket,
-					                  w->cancelled ? HF_ECANCELED : HF_ETIMEDOUT,
-					                  w->cancelled ? "the wait was cancelled"
-					                               : "the wait ended before the units were free");
-				else if (w->cancelled)
+				if (w->ticket) {
+					if (!hf__pg_end_waiter(
+					        &c, w->call, w->ticket, w->unsure,
+					        w->cancelled ? HF_ECANCELED : HF_ETIMEDOUT,
+					        w->cancelled
+					            ? "the wait was cancelled"
+					            : "the wait ended before the units were free"))
+						forgets_add(&forgets, w->ticket, w->unsure);
+				} else if (w->cancelled)
 					hf__err(&w->call->reply->error, HF_ECANCELED, "the wait was cancelled");
 				else
 					hf__pg_poll_events(&c, w->call, true);
@@ -301,7 +369,8 @@ static void *waiter_main(void *arg)
 					pw = &w->next;
 					continue;
 				}
-				bool done = w->ticket ? hf__pg_try_waiter(&c, w->call, w->ticket) == HF__PG_DONE
+				bool done = w->ticket ? hf__pg_try_waiter(&c, w->call, w->ticket,
+				                                          w->unsure) == HF__PG_DONE
 				                      : hf__pg_poll_events(&c, w->call, false);
 				if (done) {
 					*pw = w->next;
@@ -314,7 +383,21 @@ static void *waiter_main(void *arg)
 			next_check = mono_ms() + expiry_in;
 		}
 		if (list && mono_ms() - last_beat >= HF__PG_HEARTBEAT_MS) {
-			hf__pg_heartbeat(&c);
+			/* The leases of the waits still tracked here, by ticket: not every row of
+			 * this instance, so that a row nobody waits on lapses (event reads have
+			 * none). */
+			size_t n = 0;
+			for (struct pwait *w = list; w; w = w->next)
+				n += w->ticket != 0;
+			int64_t *tickets = n ? malloc(n * sizeof(*tickets)) : NULL;
+			if (tickets) {
+				n = 0;
+				for (struct pwait *w = list; w; w = w->next)
+					if (w->ticket)
+						tickets[n++] = w->ticket;
+				hf__pg_heartbeat(&c, tickets, n);
+				free(tickets);
+			}
 			last_beat = mono_ms();
 		}
 		/* Sleep until a notification, a wake-up, the next deadline or the re-check. */
@@ -334,16 +417,23 @@ static void *waiter_main(void *arg)
 			}
 		}
 	}
-	/* Closing: every parked call ends with HF_ECLOSED and its row goes. */
+	/* Closing: every parked call ends with HF_ECLOSED and its row goes. Rows the database
+	 * cannot be reached for now lapse at their lease end; a hold of a grant in doubt that
+	 * cannot be released now ends with its own lease. */
 	while (list) {
 		struct pwait *w = list;
 		list = w->next;
-		if (w->ticket)
-			hf__pg_end_waiter(&c, w->call, w->ticket, HF_ECLOSED, "the store is closing");
-		else
+		if (w->ticket) {
+			if (!hf__pg_end_waiter(&c, w->call, w->ticket, w->unsure, HF_ECLOSED,
+			                       "the store is closing"))
+				forgets_add(&forgets, w->ticket, w->unsure);
+		} else {
 			hf__err(&w->call->reply->error, HF_ECLOSED, "the store is closing");
+		}
 		finish(e, w);
 	}
+	forgets_run(&c, &forgets);
+	free(forgets.v);
 	hf__pgc_close(&c);
 	return NULL;
 }
@@ -449,6 +539,19 @@ static int pg_open(hf_store *store, const char *url, const hf_options *opt, void
 		free(e);
 		return rc;
 	}
+	/* Test hook (tests/pg/orphan_test.py; never set in production): HF_PG_TEST_LOSE_COMMIT
+	 * names the transactions, "park" and/or "grant" (comma-separated), whose first commit
+	 * this instance pretends to have lost the reply of: it commits, drops the connection and
+	 * fails, as when the database or the network goes away right after COMMIT was sent (after
+	 * a grant, that connection then finds the database unreachable for HF__PG_LOSE_OUTAGE_MS:
+	 * see tx_commit in ops.c). */
+	const char *lose = getenv("HF_PG_TEST_LOSE_COMMIT");
+	if (lose && *lose) {
+		int bits = (strstr(lose, "park") ? HF__PG_LOSE_PARK : 0) |
+		           (strstr(lose, "grant") ? HF__PG_LOSE_GRANT : 0);
+		atomic_init(&e->lose_commit, bits);
+		e->conf.lose_commit = &e->lose_commit;
+	}
 	/* libpq knows "postgresql://" and "postgres://" alike. */
 	snprintf(e->conf.channel, sizeof(e->conf.channel), "hf_%s", e->conf.schema);
 	if (hf__random_hex(e->conf.instance, 16) != HF_OK) {
@@ -515,12 +618,16 @@ static void pg_close(void *engine)
 		struct pwait *w = e->incoming;
 		e->incoming = w->next;
 		if (w->ticket)
-			hf__pg_end_waiter(&c, w->call, w->ticket, HF_ECLOSED, "the store is closing");
+			hf__pg_end_waiter(&c, w->call, w->ticket, w->unsure, HF_ECLOSED,
+			                  "the store is closing");
 		else
 			hf__err(&w->call->reply->error, HF_ECLOSED, "the store is closing");
 		hf__call_done(w->call);
 		free(w);
 	}
+	/* Rows in doubt handed over after the waiter thread left: one try (else they lapse). */
+	forgets_run(&c, &e->forgets);
+	free(e->forgets.v);
 	hf__pgc_close(&c);
 	close(e->wake[0]);
 	close(e->wake[1]);

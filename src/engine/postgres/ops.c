@@ -28,6 +28,8 @@ struct tx {
 	int64_t live_delta;  /* change of the live hold count */
 	bool notify;         /* units freed or queues changed: wake waiters */
 	bool drop_idle;      /* holds ended or waiters left: drop idle implicit resources */
+	int lose;            /* HF__PG_LOSE_* kind of this transaction, for the test hook */
+	bool lapsed;         /* waiter rows whose lease has ended exist */
 };
 
 #define I64(buf, v) (snprintf((buf), sizeof(buf), "%lld", (long long)(v)), (buf))
@@ -127,11 +129,14 @@ static int tx_begin(struct tx *t, struct hf__pgc *c, hf_error *err)
 		if (rc != HF_OK)
 			return rc;
 		t->conn = c->conn;
-		rc = multi(t,
-		           "BEGIN; SELECT last_seq, live_holds FROM counter WHERE id = 1 FOR UPDATE;"
-		           " SELECT n, (SELECT string_agg(id, ',' ORDER BY expires_at, id) FROM holds"
-		           "  WHERE state = 0 AND expires_at <= n) FROM (SELECT now_ms() AS n) x",
-		           r, 3);
+		rc = multi(
+		    t,
+		    "BEGIN; SELECT last_seq, live_holds FROM counter WHERE id = 1 FOR UPDATE;"
+		    " SELECT n, (SELECT string_agg(id, ',' ORDER BY expires_at, id) FROM holds"
+		    "  WHERE state = 0 AND expires_at <= n),"
+		    " EXISTS (SELECT 1 FROM waiters WHERE lease_until < n)"
+		    " FROM (SELECT now_ms() AS n) x",
+		    r, 3);
 		if (rc == HF_OK)
 			break;
 		PQclear(PQexec(t->conn, "ROLLBACK"));
@@ -145,6 +150,7 @@ static int tx_begin(struct tx *t, struct hf__pgc *c, hf_error *err)
 	t->seq0 = t->seq = geti(r[1], 0, 0);
 	t->live0 = geti(r[1], 0, 1);
 	t->now = geti(r[2], 0, 0);
+	t->lapsed = getb(r[2], 0, 2);
 	int rc = HF_OK;
 	if (!PQgetisnull(r[2], 0, 1) && !(t->due = hf__strdup(PQgetvalue(r[2], 0, 1))))
 		rc = hf__err(err, HF_ENOMEM, "out of memory");
@@ -190,6 +196,22 @@ static int tx_commit(struct tx *t)
 		/* Rolled back; or, if COMMIT itself failed, the outcome is unknown to us: report the
 		 * engine error, never a success. */
 		tx_rollback(t);
+		return HF_EENGINE;
+	}
+	/* The test hook: this commit happened, but the instance is made to believe its reply
+	 * was lost with the connection (tests/pg/orphan_test.py). After a grant's, the database
+	 * stays unreachable for this connection (the waiter thread's) for HF__PG_LOSE_OUTAGE_MS,
+	 * as in a restart: long enough for a short wait's deadline to pass meanwhile. */
+	atomic_int *lose = t->c->conf->lose_commit;
+	if (t->lose && lose && (atomic_fetch_and(lose, ~t->lose) & t->lose)) {
+		hf__pgc_close(t->c);
+		t->conn = NULL;
+		if (t->lose == HF__PG_LOSE_GRANT) {
+			t->c->retry_at = hf__pg_mono_ms() + HF__PG_LOSE_OUTAGE_MS;
+			snprintf(t->c->last_err, sizeof(t->c->last_err),
+			         "cannot reach the database: a lost COMMIT reply (test hook)");
+		}
+		hf__err(t->err, HF_EENGINE, "database: the reply of COMMIT was lost (test hook)");
 		return HF_EENGINE;
 	}
 	return HF_OK;
@@ -301,8 +323,8 @@ static int hold_end(struct tx *t, hf_hold *h, hf_hold_state state, int64_t ended
 }
 
 /* Lazy expiry and upkeep, inside a change: due leases end (at their expires_at, in time
- * order), waiter rows of dead instances go, ended holds and idempotency records past their
- * retention are forgotten. */
+ * order), lapsed waiter rows go, ended holds and idempotency records past their retention are
+ * forgotten. */
 static int sweep(struct tx *t)
 {
 	char b1[24], b2[24];
@@ -322,22 +344,28 @@ static int sweep(struct tx *t)
 	}
 	if (rc != HF_OK)
 		return rc;
+	/* A waiter row whose lease has ended has nobody waiting on it: its instance stopped
+	 * heartbeating it (crashed, partitioned) or no longer tracks it (the wait ended while the
+	 * database was away, or its park's COMMIT reply was lost). It goes in the first change
+	 * that sees it, before that change looks at any queue, so that it never blocks one past
+	 * its lease; its pending idempotency record goes with it (cascade). */
+	const char *p[1] = {I64(b1, t->now)};
+	if (t->lapsed) {
+		PGresult *r =
+		    q(t, "DELETE FROM waiters WHERE lease_until < $1 RETURNING ticket", 1, p);
+		if (!r)
+			return HF_EENGINE;
+		if (PQntuples(r) > 0)
+			t->notify = t->drop_idle = true;
+		PQclear(r);
+	}
 	/* Upkeep, at most once a second per connection (not on every change: each statement is a
-	 * round trip under the counter lock). Waiters whose instance stopped heartbeating
-	 * (crashed, partitioned) must not block the queue forever; their pending idempotency
-	 * records go with them (cascade). Ended holds and idempotency records past their
+	 * round trip under the counter lock): ended holds and idempotency records past their
 	 * retention are forgotten. */
 	int64_t mono = hf__pg_mono_ms();
 	if (mono < t->c->upkeep_at)
 		return HF_OK;
 	t->c->upkeep_at = mono + HF__PG_UPKEEP_MS;
-	const char *p[1] = {I64(b1, t->now)};
-	PGresult *r = q(t, "DELETE FROM waiters WHERE lease_until < $1 RETURNING ticket", 1, p);
-	if (!r)
-		return HF_EENGINE;
-	if (PQntuples(r) > 0)
-		t->notify = t->drop_idle = true;
-	PQclear(r);
 	const char *pr[1] = {I64(b2, t->now - t->c->conf->opt.hold_retention_ms)};
 	if (qx(t, "DELETE FROM holds WHERE state >= 2 AND ended_at <= $1", 1, pr) != HF_OK)
 		return HF_EENGINE;
@@ -356,6 +384,84 @@ static int reply_hold(struct tx *t, struct hf__call *call, hf_hold *h, bool with
 	}
 	call->reply->hold = copy;
 	return HF_OK;
+}
+
+/* ---- waiters ---- */
+
+/* An int64 list as a PostgreSQL array literal ("{1,2,3}") for `= ANY($1::bigint[])`; NULL when
+ * out of memory (free it). */
+static char *i64_array(const int64_t *v, size_t n)
+{
+	char *s = malloc(n * 21 + 3), *o = s;
+	if (!s)
+		return NULL;
+	*o++ = '{';
+	for (size_t i = 0; i < n; i++)
+		o += sprintf(o, "%s%lld", i ? "," : "", (long long)v[i]);
+	*o++ = '}';
+	*o = '\0';
+	return s;
+}
+
+static bool claim_exceeds(void *ctx, size_t i)
+{
+	return ((const bool *)ctx)[i];
+}
+
+/* After the capacity of `name` was lowered (its row already updated): the waits with a claim
+ * on it that can never be granted now, by the rule of hf__wait_impossible (src/core/rules.h:
+ * all-of once one claim exceeds its capacity, any-of once every claim does), are marked failed
+ * with exceeds_capacity (their instance answers them) and leave every queue at once, so that
+ * the requests behind them, on any resource, move on. */
+static int fail_impossible_waits(struct tx *t, const char *name)
+{
+	const char *p[1] = {name};
+	/* Every claim of those waits, in order, with whether it exceeds its resource's capacity
+	 * (an exclusive claim, units 0, takes whatever the capacity is: never). */
+	PGresult *r = q(t,
+	                "SELECT w.ticket, w.any_of, c.units > r.capacity FROM waiters w"
+	                " JOIN waiter_claims c ON c.ticket = w.ticket JOIN resources r"
+	                " ON r.name = c.resource WHERE w.failed = 0 AND w.ticket IN"
+	                " (SELECT ticket FROM waiter_claims WHERE resource = $1)"
+	                " ORDER BY w.ticket, c.idx",
+	                1, p);
+	if (!r)
+		return HF_EENGINE;
+	int rows = PQntuples(r);
+	int64_t *failed = rows ? malloc((size_t)rows * sizeof(*failed)) : NULL;
+	size_t n_failed = 0;
+	if (rows && !failed) {
+		PQclear(r);
+		return hf__err(t->err, HF_ENOMEM, "out of memory");
+	}
+	for (int i = 0; i < rows;) {
+		int64_t ticket = geti(r, i, 0);
+		bool any = getb(r, i, 1), exceeds[HF_CLAIMS_MAX];
+		size_t n = 0;
+		for (; i < rows && geti(r, i, 0) == ticket; i++)
+			if (n < HF_CLAIMS_MAX)
+				exceeds[n++] = getb(r, i, 2);
+		if (hf__wait_impossible(n, any, claim_exceeds, exceeds))
+			failed[n_failed++] = ticket;
+	}
+	PQclear(r);
+	int rc = HF_OK;
+	if (n_failed > 0) {
+		char code[24], *list = i64_array(failed, n_failed);
+		if (!list) {
+			free(failed);
+			return hf__err(t->err, HF_ENOMEM, "out of memory");
+		}
+		const char *pf[2] = {list, I64(code, HF_ECAPACITY)};
+		rc =
+		    qx(t, "UPDATE waiters SET failed = $2 WHERE ticket = ANY($1::bigint[])", 2, pf);
+		if (rc == HF_OK)
+			rc = qx(t, "DELETE FROM waiter_claims WHERE ticket = ANY($1::bigint[])", 1,
+			        pf);
+		free(list);
+	}
+	free(failed);
+	return rc;
 }
 
 /* ---- resources ---- */
@@ -403,7 +509,7 @@ static int reply_resource(struct tx *t, struct hf__call *call, const char *name,
 static int op_put_resource(struct tx *t, struct hf__call *call)
 {
 	const hf_request *rq = &call->req;
-	char b1[24], b2[24], b3[24];
+	char b1[24], b2[24];
 	const char *p1[1] = {rq->name};
 	PGresult *r = q(t, "SELECT capacity, version, declared, held FROM resources"
 	                   " WHERE name = $1 FOR UPDATE",
@@ -443,17 +549,7 @@ static int op_put_resource(struct tx *t, struct hf__call *call)
 	if (exists && rq->capacity > capacity)
 		t->notify = true; /* raising the capacity wakes waiters */
 	if (exists && rq->capacity < capacity) {
-		/* Waits that need more than the new capacity could never be granted: they fail at
-		 * once (their instance answers them) and leave every queue, so that the requests
-		 * behind them move on. */
-		if (qx(t,
-		       "UPDATE waiters SET failed = $3 WHERE failed = 0 AND ticket IN"
-		       " (SELECT ticket FROM waiter_claims WHERE resource = $1 AND units > $2)",
-		       3, (const char *const[]){rq->name, I64(b1, rq->capacity), I64(b3, HF_ECAPACITY)}) !=
-		        HF_OK ||
-		    qx(t,
-		       "DELETE FROM waiter_claims WHERE ticket IN (SELECT ticket FROM waiters WHERE failed <> 0)",
-		       0, NULL) != HF_OK)
+		if (fail_impossible_waits(t, rq->name) != HF_OK)
 			return HF_EENGINE;
 		t->notify = true;
 	}
@@ -773,6 +869,7 @@ static int op_acquire(struct tx *t, struct hf__call *call, int64_t *ticket)
 		             4, pi)) != HF_OK)
 			goto out;
 	}
+	t->lose = HF__PG_LOSE_PARK;
 	rc = HF_OK;
 out:
 	free(fp);
@@ -998,7 +1095,9 @@ static void fail_engine(hf_reply *reply, int rc)
 		hf__err(&reply->error, rc, "%s", hf_strerror(rc));
 }
 
-/* Applies due expiries in a change of their own when a read would otherwise see them. */
+/* Applies due expiries, and removes lapsed waiter rows, in a change of their own when a read
+ * would otherwise see them (and for the waiter thread's periodic sweep: a lapsed row is
+ * removed, and the waiters behind it woken, even when nothing else changes). */
 static int sweep_if_due(struct hf__pgc *c, hf_error *err)
 {
 	struct tx t;
@@ -1013,8 +1112,11 @@ static int sweep_if_due(struct hf__pgc *c, hf_error *err)
 		if (rc != HF_OK)
 			return rc;
 		t.conn = c->conn;
-		r = q(&t, "SELECT EXISTS (SELECT 1 FROM holds WHERE state = 0 AND expires_at <= now_ms())",
-		      0, NULL);
+		r = q(
+		    &t,
+		    "SELECT EXISTS (SELECT 1 FROM holds WHERE state = 0 AND expires_at <= now_ms())"
+		    " OR EXISTS (SELECT 1 FROM waiters WHERE lease_until < now_ms())",
+		    0, NULL);
 		if (!r && (attempt > 0 || PQstatus(c->conn) == CONNECTION_OK))
 			return HF_EENGINE;
 		if (!r) {
@@ -1032,13 +1134,14 @@ static int sweep_if_due(struct hf__pgc *c, hf_error *err)
 	return tx_commit(&t);
 }
 
-enum hf__pg_outcome hf__pg_run(struct hf__pgc *c, struct hf__call *call, int64_t *ticket)
+enum hf__pg_outcome hf__pg_run(struct hf__pgc *c, struct hf__call *call, int64_t *ticket,
+                               int64_t *unsure)
 {
 	hf_reply *reply = call->reply;
 	hf_error *err = &reply->error;
 	struct tx t;
 	int rc;
-	*ticket = 0;
+	*ticket = *unsure = 0;
 	switch (call->req.op) {
 	case HF_OP_GET_RESOURCE:
 	case HF_OP_LIST_RESOURCES:
@@ -1117,6 +1220,9 @@ enum hf__pg_outcome hf__pg_run(struct hf__pgc *c, struct hf__call *call, int64_t
 	/* A refused request changed nothing itself (checks come before writes), but the sweep
 	 * it ran is kept. */
 	if (tx_commit(&t) != HF_OK) {
+		/* A park whose COMMIT failed may have committed: its row may exist, waiting for
+		 * nobody. The caller has it deleted (else it lapses: nobody renews its lease). */
+		*unsure = *ticket;
 		*ticket = 0;
 		fail_engine(reply, HF_EENGINE);
 		return HF__PG_DONE;
@@ -1124,7 +1230,31 @@ enum hf__pg_outcome hf__pg_run(struct hf__pgc *c, struct hf__call *call, int64_t
 	return *ticket ? HF__PG_PARKED : HF__PG_DONE;
 }
 
-enum hf__pg_outcome hf__pg_try_waiter(struct hf__pgc *c, struct hf__call *call, int64_t ticket)
+/* The waiter row of `ticket` is gone and a grant of it, hold `unsure`, may have committed
+ * without this instance hearing so: the grant deletes the row in its transaction, so the hold
+ * exists if and only if it did. `deliver`: a live hold goes into the reply (the wait was
+ * granted); else it is released (nobody will hear of it). Returns HF_OK with the reply filled
+ * when the hold was delivered, HF_ENOHOLD when there is nothing to deliver (no such hold: the
+ * grant did not commit; or it was released here), HF_EENDED when the hold's lease ended before
+ * anyone heard of it, or an error of the database. */
+static int settle_grant(struct tx *t, struct hf__call *call, const char *unsure, bool deliver)
+{
+	hf_hold h;
+	int rc = load_hold(t, unsure, true, &h);
+	if (rc != HF_OK)
+		return rc;
+	if (h.state <= HF_HOLD_CONFIRMED && deliver)
+		rc = reply_hold(t, call, &h, true);
+	else if (h.state <= HF_HOLD_CONFIRMED)
+		rc = hold_end(t, &h, HF_HOLD_RELEASED, t->now) == HF_OK ? HF_ENOHOLD : HF_EENGINE;
+	else
+		rc = HF_EENDED;
+	hf__hold_clear(&h);
+	return rc;
+}
+
+enum hf__pg_outcome hf__pg_try_waiter(struct hf__pgc *c, struct hf__call *call, int64_t ticket,
+                                      char *unsure)
 {
 	hf_reply *reply = call->reply;
 	hf_error scratch, *err = &reply->error;
@@ -1139,10 +1269,32 @@ enum hf__pg_outcome hf__pg_try_waiter(struct hf__pgc *c, struct hf__call *call, 
 		goto db_error;
 	if (PQntuples(r) == 0) {
 		PQclear(r);
+		if (unsure[0]) {
+			/* The row went with our grant, whose COMMIT reply was lost: deliver it. */
+			int rc = settle_grant(&t, call, unsure, true);
+			if (rc == HF_OK && tx_commit(&t) == HF_OK) {
+				unsure[0] = '\0';
+				return HF__PG_DONE;
+			}
+			if (rc != HF_ENOHOLD && rc != HF_EENDED)
+				goto db_error;
+			unsure[0] = '\0';
+			if (rc == HF_EENDED) {
+				tx_rollback(&t);
+				reply_reset(reply);
+				hf__err(err, HF_EENGINE,
+				        "the wait was granted, but the hold's lease ended"
+				        " before the database could be reached again");
+				return HF__PG_DONE;
+			}
+		}
 		tx_rollback(&t);
+		reply_reset(reply);
 		hf__err(err, HF_EENGINE, "the wait was lost: this instance missed its heartbeats");
 		return HF__PG_DONE;
 	}
+	/* The row is there: a grant in doubt did not commit. */
+	unsure[0] = '\0';
 	int failed = (int)geti(r, 0, 0);
 	PQclear(r);
 	if (failed) {
@@ -1151,7 +1303,10 @@ enum hf__pg_outcome hf__pg_try_waiter(struct hf__pgc *c, struct hf__call *call, 
 		t.notify = t.drop_idle = true;
 		if (tx_commit(&t) != HF_OK)
 			goto parked;
-		hf__err(err, failed, "the resource was deleted while waiting");
+		hf__err(err, failed, "%s",
+		        failed == HF_ECAPACITY
+		            ? "the resource's capacity was lowered below what this wait needs"
+		            : "the resource was deleted while waiting");
 		return HF__PG_DONE;
 	}
 	/* Its claims in stored order (names for all-of, the caller's for any-of), resource rows
@@ -1206,8 +1361,13 @@ enum hf__pg_outcome hf__pg_try_waiter(struct hf__pgc *c, struct hf__call *call, 
 	}
 	if (rc != HF_OK)
 		goto db_error;
-	if (tx_commit(&t) != HF_OK)
+	t.lose = HF__PG_LOSE_GRANT;
+	if (tx_commit(&t) != HF_OK) {
+		/* Perhaps committed: the next try (or the end of the wait) looks the hold up by its
+		 * id, made here before the insert. */
+		snprintf(unsure, HF_ID_LEN + 1, "%s", reply->hold ? reply->hold->id : "");
 		goto parked;
+	}
 	return HF__PG_DONE;
 db_error:
 	tx_rollback(&t);
@@ -1256,24 +1416,60 @@ int hf__pg_blocked(struct hf__pgc *c, int64_t **tickets, size_t *n)
 	return HF_OK;
 }
 
-void hf__pg_end_waiter(struct hf__pgc *c, struct hf__call *call, int64_t ticket, int code,
-                       const char *message)
+int hf__pg_forget(struct hf__pgc *c, int64_t ticket, const char *unsure, struct hf__call *deliver)
 {
 	hf_error scratch;
 	struct tx t;
 	char b1[24];
-	/* If the database is away, the row's lease ends it within HF__PG_WAITER_LEASE_MS. */
-	if (tx_begin(&t, c, &scratch) == HF_OK) {
-		const char *p[1] = {I64(b1, ticket)};
-		if (qx(&t, "DELETE FROM waiters WHERE ticket = $1", 1, p) == HF_OK) {
-			t.notify = t.drop_idle = true;
-			tx_commit(&t);
-		} else {
+	if (deliver) {
+		reply_reset(deliver->reply);
+		deliver->reply->error = (hf_error){0};
+	}
+	if (tx_begin(&t, c, &scratch) != HF_OK)
+		return HF_EENGINE;
+	const char *p[1] = {I64(b1, ticket)};
+	PGresult *r = q(&t, "DELETE FROM waiters WHERE ticket = $1 RETURNING ticket", 1, p);
+	if (!r) {
+		tx_rollback(&t);
+		return HF_EENGINE;
+	}
+	bool had_row = PQntuples(r) > 0;
+	PQclear(r);
+	t.notify = t.drop_idle = had_row;
+	int rc = HF_ENOHOLD;
+	/* With the row gone already, a grant in doubt did commit (it deletes the row): its hold
+	 * is delivered or released. With the row there, it did not. */
+	if (unsure && unsure[0] && !had_row) {
+		if (deliver)
+			t.err = &deliver->reply->error;
+		rc = settle_grant(&t, deliver, unsure, deliver != NULL);
+		t.err = &scratch;
+		if (rc != HF_OK && rc != HF_ENOHOLD && rc != HF_EENDED) {
 			tx_rollback(&t);
+			rc = HF_EENGINE;
+			goto out;
 		}
 	}
+	rc = tx_commit(&t) != HF_OK ? HF_EENGINE : rc == HF_OK ? 1 : HF_OK;
+out:
+	if (deliver && rc != 1) {
+		reply_reset(deliver->reply);
+		deliver->reply->error = (hf_error){0};
+	}
+	return rc;
+}
+
+bool hf__pg_end_waiter(struct hf__pgc *c, struct hf__call *call, int64_t ticket, const char *unsure,
+                       int code, const char *message)
+{
+	/* A wait that timed out may have been granted before its deadline by a grant whose COMMIT
+	 * reply was lost: then that grant is its answer. Cancelled or closing: released. */
+	int rc = hf__pg_forget(c, ticket, unsure, code == HF_ETIMEDOUT ? call : NULL);
+	if (rc == 1)
+		return true;
 	reply_reset(call->reply);
 	hf__err(&call->reply->error, code, "%s", message);
+	return rc == HF_OK;
 }
 
 bool hf__pg_poll_events(struct hf__pgc *c, struct hf__call *call, bool final)
@@ -1306,15 +1502,26 @@ bool hf__pg_poll_events(struct hf__pgc *c, struct hf__call *call, bool final)
 	return false;
 }
 
-int hf__pg_heartbeat(struct hf__pgc *c)
+int hf__pg_heartbeat(struct hf__pgc *c, const int64_t *tickets, size_t n)
 {
 	hf_error scratch;
+	if (n == 0)
+		return HF_OK;
 	if (hf__pgc_ensure(c, &scratch) != HF_OK)
 		return HF_EENGINE;
 	struct tx t = {.c = c, .conn = c->conn, .err = &scratch};
-	char b1[24];
-	const char *p[2] = {c->conf->instance, I64(b1, HF__PG_WAITER_LEASE_MS)};
-	return qx(&t, "UPDATE waiters SET lease_until = now_ms() + $2 WHERE instance = $1", 2, p);
+	char b1[24], *list = i64_array(tickets, n);
+	if (!list)
+		return HF_ENOMEM;
+	/* Only the waits this instance still tracks: a row of a wait that ended without its row
+	 * being deleted (the database was away) lapses at the end of its lease. */
+	const char *p[3] = {list, I64(b1, HF__PG_WAITER_LEASE_MS), c->conf->instance};
+	int rc = qx(&t,
+	            "UPDATE waiters SET lease_until = now_ms() + $2"
+	            " WHERE ticket = ANY($1::bigint[]) AND instance = $3",
+	            3, p);
+	free(list);
+	return rc;
 }
 
 int64_t hf__pg_sweep(struct hf__pgc *c)

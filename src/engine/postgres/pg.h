@@ -9,17 +9,20 @@
 
 #include <libpq-fe.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "core/core.h"
 #include "engine/engine.h"
 
 #define HF__PG_SCHEMA_VERSION 1       /* the newest schema this build knows */
-#define HF__PG_WAITER_LEASE_MS 15000  /* a waiter row whose instance stops heartbeating
-                                         is removed this long after its last heartbeat */
-#define HF__PG_HEARTBEAT_MS 3000
-#define HF__PG_UPKEEP_MS 1000        /* purges of lapsed waiters and of old holds and
-                                         idempotency records, per connection, at most */
+/* A waiter row nobody renews (its instance crashed, or no longer waits on it) lapses this long
+ * after its last renewal; the first change after that (or any instance's waiter thread, within
+ * a second) removes it: the bound of docs/operations.md, "Waiter leases". */
+#define HF__PG_WAITER_LEASE_MS 15000
+#define HF__PG_HEARTBEAT_MS 3000      /* renewal of the leases of the waits still tracked */
+#define HF__PG_UPKEEP_MS 1000        /* purges of old holds and idempotency records, per
+                                         connection, at most */
 #define HF__PG_RECONNECT_MS 250       /* after a failed connect, calls on that connection fail
                                          fast for this long instead of queueing behind new
                                          connect attempts (each up to connect_timeout) */
@@ -31,7 +34,15 @@ struct hf__pg_conf {
 	char channel[80];   /* NOTIFY channel: "hf_" + schema */
 	char instance[33];  /* random id of this engine instance: owner of its waiter rows */
 	hf_options opt;
+	/* Test hook, armed at open by HF_PG_TEST_LOSE_COMMIT (engine.c): HF__PG_LOSE_* bits, each
+	 * fired once: that transaction commits, then its connection is dropped and it fails as if
+	 * COMMIT's reply had been lost. 0 in production. */
+	atomic_int *lose_commit;
 };
+
+#define HF__PG_LOSE_PARK 1  /* the commit of a park (an acquire's waiter row) */
+#define HF__PG_LOSE_GRANT 2 /* the commit of a parked acquire's grant */
+#define HF__PG_LOSE_OUTAGE_MS 4000 /* after a lost grant reply: no reconnect for this long */
 
 /* One connection owned by one thread. */
 struct hf__pgc {
@@ -64,24 +75,39 @@ enum hf__pg_outcome {
 	HF__PG_PARKED, /* an acquire is waiting: its waiter row has *ticket */
 	HF__PG_EVWAIT, /* an event read found nothing and may wait */
 };
-/* Runs a call on c; fills call->reply. */
-enum hf__pg_outcome hf__pg_run(struct hf__pgc *c, struct hf__call *call, int64_t *ticket);
+/* Runs a call on c; fills call->reply. *unsure: 0, or the ticket of a park whose COMMIT
+ * failed (the call is DONE with an engine error) and may have committed: its row may exist,
+ * waiting for nobody; the caller has it removed with hf__pg_forget (it lapses anyway). */
+enum hf__pg_outcome hf__pg_run(struct hf__pgc *c, struct hf__call *call, int64_t *ticket,
+                               int64_t *unsure);
 /* Tries to grant a parked acquire: HF__PG_DONE (granted or failed: reply filled) or
- * HF__PG_PARKED (still waiting, or a database error: try again later). */
-enum hf__pg_outcome hf__pg_try_waiter(struct hf__pgc *c, struct hf__call *call, int64_t ticket);
+ * HF__PG_PARKED (still waiting, or a database error: try again later). `unsure` (HF_ID_LEN + 1
+ * bytes, the caller's, "" at first) is the id of a hold this wait's grant may have committed
+ * without hearing so: set when a grant's COMMIT fails, resolved by the next try (the hold is
+ * delivered if it exists) or by hf__pg_end_waiter / hf__pg_forget. */
+enum hf__pg_outcome hf__pg_try_waiter(struct hf__pgc *c, struct hf__call *call, int64_t ticket,
+                                      char *unsure);
 /* Of this instance's waiter rows, the tickets that cannot be granted now, sorted: one
  * lock-free read, so that a wake-up re-checks (in a locked transaction each) only the waiters
  * that may go, not every parked one. A waiter not listed may still fail the locked re-check;
  * one listed cannot become grantable without a later change, whose NOTIFY re-checks again. */
 int hf__pg_blocked(struct hf__pgc *c, int64_t **tickets, size_t *n);
-/* Ends a parked acquire (timeout, cancel, close): removes its row; sets the reply's error. */
-void hf__pg_end_waiter(struct hf__pgc *c, struct hf__call *call, int64_t ticket, int code,
-                       const char *message);
+/* Ends a parked acquire (timeout, cancel, close): removes its row, settles a grant in doubt
+ * (`unsure`: a timed-out wait gets that hold if it exists, else it is released), and sets the
+ * reply's error (code, message) unless it delivered the hold. False when the database could
+ * not be reached: the caller keeps (ticket, unsure) for hf__pg_forget. */
+bool hf__pg_end_waiter(struct hf__pgc *c, struct hf__call *call, int64_t ticket, const char *unsure,
+                       int code, const char *message);
+/* Removes the row of a wait nobody waits on any more, and settles a grant in doubt (`unsure`:
+ * a hold id, "" or NULL): with `deliver` (a call, or NULL) its live hold goes into that call's
+ * reply, else it is released. Returns 1 when the hold was delivered, HF_OK when done
+ * otherwise, HF_EENGINE when the database could not be reached (nothing changed). */
+int hf__pg_forget(struct hf__pgc *c, int64_t ticket, const char *unsure, struct hf__call *deliver);
 /* Re-reads events for a parked event read; true when the reply is filled (events found or
  * `final`). */
 bool hf__pg_poll_events(struct hf__pgc *c, struct hf__call *call, bool final);
-/* Keeps this instance's waiter rows alive. */
-int hf__pg_heartbeat(struct hf__pgc *c);
+/* Renews the leases of the waiter rows of `tickets`: the waits this instance still tracks. */
+int hf__pg_heartbeat(struct hf__pgc *c, const int64_t *tickets, size_t n);
 /* Applies due expiries if any; returns ms until the next lease ends (capped), or -1 on error. */
 int64_t hf__pg_sweep(struct hf__pgc *c);
 
