@@ -41,43 +41,6 @@ static const char usage[] =
     "  --hold-ttl-ms N      lease of a driver hold before it is confirmed (default 30000)\n"
     "  --help               this text\n";
 
-/* "HOST:PORT" (or "[V6]:PORT"); host is a pointer into a static copy. */
-static bool parse_hostport(const char *s, const char **host, int *port)
-{
-	static char bufs[2][256];
-	static int next;
-	char *b = bufs[next++ % 2];
-	snprintf(b, sizeof(bufs[0]), "%s", s);
-	char *colon = strrchr(b, ':');
-	if (!colon || colon == b)
-		return false;
-	*colon = '\0';
-	char *end;
-	long p = strtol(colon + 1, &end, 10);
-	if (*end || colon[1] == '\0' || p < 0 || p > 65535)
-		return false;
-	if (b[0] == '[' && colon[-1] == ']') {
-		colon[-1] = '\0';
-		b++;
-	}
-	*host = b;
-	*port = (int)p;
-	return true;
-}
-
-static bool parse_num(const char *opt, const char *s, double lo, double hi, double *out)
-{
-	char *end;
-	double d = strtod(s, &end);
-	if (*s == '\0' || *end || !(d >= lo && d <= hi)) {
-		fprintf(stderr, "holdfast-rides: %s wants a number from %g to %g, not '%s'\n", opt,
-		        lo, hi, s);
-		return false;
-	}
-	*out = d;
-	return true;
-}
-
 int main(int argc, char **argv)
 {
 	enum {
@@ -112,7 +75,7 @@ int main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
 		case O_LISTEN:
-			if (!parse_hostport(optarg, &rides_cfg.listen_host,
+			if (!app_parse_hostport(optarg, &rides_cfg.listen_host,
 			                    &rides_cfg.listen_port)) {
 				fprintf(stderr,
 				        "holdfast-rides: --listen wants HOST:PORT, not '%s'\n",
@@ -127,7 +90,7 @@ int main(int argc, char **argv)
 			rides_cfg.db_url = optarg;
 			break;
 		case O_REDIS:
-			if (!parse_hostport(optarg, &rides_cfg.redis_host, &rides_cfg.redis_port) ||
+			if (!app_parse_hostport(optarg, &rides_cfg.redis_host, &rides_cfg.redis_port) ||
 			    rides_cfg.redis_port == 0) {
 				fprintf(stderr,
 				        "holdfast-rides: --redis wants HOST:PORT, not '%s'\n",
@@ -139,26 +102,26 @@ int main(int argc, char **argv)
 			rides_cfg.demo_data = true;
 			break;
 		case O_RADIUS:
-			if (!parse_num("--radius-km", optarg, 0.001, 20000, &rides_cfg.radius_km))
+			if (!app_parse_num("holdfast-rides", "--radius-km", optarg, 0.001, 20000, &rides_cfg.radius_km))
 				return 2;
 			break;
 		case O_WORKERS:
-			if (!parse_num("--workers", optarg, 1, 256, &d))
+			if (!app_parse_num("holdfast-rides", "--workers", optarg, 1, 256, &d))
 				return 2;
 			rides_cfg.workers = (int)d;
 			break;
 		case O_LTTL:
-			if (!parse_num("--lock-ttl-ms", optarg, 1, 3600000, &d))
+			if (!app_parse_num("holdfast-rides", "--lock-ttl-ms", optarg, 1, 3600000, &d))
 				return 2;
 			rides_cfg.lock_ttl_ms = (int64_t)d;
 			break;
 		case O_LWAIT:
-			if (!parse_num("--lock-wait-ms", optarg, 0, 3600000, &d))
+			if (!app_parse_num("holdfast-rides", "--lock-wait-ms", optarg, 0, 3600000, &d))
 				return 2;
 			rides_cfg.lock_wait_ms = (int64_t)d;
 			break;
 		case O_HTTL:
-			if (!parse_num("--hold-ttl-ms", optarg, 1000, 3600000, &d))
+			if (!app_parse_num("holdfast-rides", "--hold-ttl-ms", optarg, 1000, 3600000, &d))
 				return 2;
 			rides_cfg.hold_ttl_ms = (int64_t)d;
 			break;
@@ -195,11 +158,11 @@ int main(int argc, char **argv)
 			fprintf(stderr, "holdfast-rides: %s\n", err);
 			goto out;
 		}
-	if (!rides_db_schema(conns[0].pg, err, sizeof(err))) {
+	if (!rides_db_schema(conns[0].pg.conn, err, sizeof(err))) {
 		fprintf(stderr, "holdfast-rides: schema: %s\n", err);
 		goto out;
 	}
-	if (rides_cfg.demo_data && !rides_db_demo(conns[0].pg, err, sizeof(err))) {
+	if (rides_cfg.demo_data && !rides_db_demo(conns[0].pg.conn, err, sizeof(err))) {
 		fprintf(stderr, "holdfast-rides: demo data: %s\n", err);
 		goto out;
 	}
@@ -208,7 +171,15 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	rides_cleanup_holds(&conns[0]);
-	rc = rides_serve(conns, n);
+	struct app_server srv = {.name = "rides",
+	                         .host = rides_cfg.listen_host,
+	                         .port = rides_cfg.listen_port,
+	                         .engine_url = rides_cfg.holdfast_url,
+	                         .ctxs = conns,
+	                         .ctx_size = sizeof(*conns),
+	                         .n = n,
+	                         .route = rides_route};
+	rc = app_serve(&srv);
 out:
 	for (int i = 0; i < opened; i++)
 		rides_conn_close(&conns[i]);
