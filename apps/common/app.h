@@ -7,6 +7,7 @@
 #ifndef HF_APP_H
 #define HF_APP_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -172,5 +173,32 @@ int64_t app_mono_us(void);
 /* Start-up: ignores SIGPIPE and opens the holdfast store at url (the default options);
  * false, said on stderr as `prog`, when it cannot. */
 bool app_store_open(const char *prog, const char *url, hf_store **out);
+
+/* ---- Background threads and holdfast helpers (bg.c). ------------------------------------ */
+
+/* A background thread: fn(bg, arg) runs until it sees app_bg_nap() or app_bg_stopping()
+ * say stop. Fields are the thread's; set none of them. */
+struct app_bg {
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool kicked, stopping, started;
+	void (*fn)(struct app_bg *, void *);
+	void *arg;
+};
+
+bool app_bg_start(struct app_bg *bg, void (*fn)(struct app_bg *, void *), void *arg);
+/* Sleeps up to ms or until kicked or stopped; false once stopping. */
+bool app_bg_nap(struct app_bg *bg, int64_t ms);
+void app_bg_kick(struct app_bg *bg); /* wakes a nap (or the next one) */
+bool app_bg_stopping(struct app_bg *bg);
+void app_bg_stop(struct app_bg *bg); /* asks it to stop and joins it; fine if never started */
+
+/* Makes `name` a declared resource of `capacity` (no change, and no event, when it already
+ * is): the idempotent load of a counter at start-up. An HF_* code, *e says why. */
+int app_hf_capacity(hf_store *store, const char *name, int64_t capacity, hf_error *e);
+/* holdfast's view of a resource: {"resource","capacity","held","available"}, or
+ * {"resource","error":{"code","message"}} when it cannot be read. */
+json_t *app_hf_resource_json(hf_store *store, const char *name);
 
 #endif /* HF_APP_H */

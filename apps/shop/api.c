@@ -57,26 +57,12 @@ static json_t *order_json(PGresult *res)
 	return row_json(res, keys, integer, 9);
 }
 
-/* holdfast's view of product:ID: capacity, held, available; or the engine's error. */
+/* holdfast's view of product:ID. */
 static json_t *holdfast_json(int64_t product_id)
 {
 	char name[40];
 	shop_resource_name(product_id, name, sizeof(name));
-	hf_request req;
-	hf_reply *rep = NULL;
-	hf_request_init(&req, HF_OP_GET_RESOURCE);
-	req.name = name;
-	json_t *o;
-	if (hf_call(shop_store, &req, &rep) == HF_OK)
-		o = json_pack("{s:s,s:I,s:I,s:I}", "resource", name, "capacity",
-		              (json_int_t)rep->resource->capacity, "held",
-		              (json_int_t)rep->resource->held, "available",
-		              (json_int_t)(rep->resource->capacity - rep->resource->held));
-	else
-		o = json_pack("{s:s,s:{s:s,s:s}}", "resource", name, "error", "code",
-		              hf_err_name(rep->error.code), "message", rep->error.message);
-	hf_reply_free(rep);
-	return o;
+	return app_hf_resource_json(shop_store, name);
 }
 
 static void h_product_create(struct app_call *k)

@@ -5,11 +5,9 @@
  * the stock and the outcome event written in one statement.
  */
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "shop.h"
 
@@ -19,46 +17,11 @@
 #define BACKOFF_MS 500  /* after a failure of holdfast or the database */
 #define ATTEMPTS_MAX 8  /* holds of one order whose lease ended before their confirmation */
 
-static pthread_t thread;
-static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-static bool kicked, stopping, started;
+static struct app_bg bg;
 
 void shop_dispatcher_kick(void)
 {
-	pthread_mutex_lock(&mu);
-	kicked = true;
-	pthread_cond_signal(&cv);
-	pthread_mutex_unlock(&mu);
-}
-
-/* Sleeps up to ms or until kicked or stopped; false once stopping. */
-static bool nap(int64_t ms)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += (time_t)(ms / 1000);
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	pthread_mutex_lock(&mu);
-	while (!kicked && !stopping)
-		if (pthread_cond_timedwait(&cv, &mu, &ts) != 0)
-			break;
-	kicked = false;
-	bool go_on = !stopping;
-	pthread_mutex_unlock(&mu);
-	return go_on;
-}
-
-static bool is_stopping(void)
-{
-	pthread_mutex_lock(&mu);
-	bool s = stopping;
-	pthread_mutex_unlock(&mu);
-	return s;
+	app_bg_kick(&bg);
 }
 
 /* One order.saved event. */
@@ -203,7 +166,7 @@ static enum outcome pass(struct app_pg *pg, int *done)
 	if (!res)
 		return RETRY;
 	enum outcome o = DONE;
-	for (int i = 0; i < PQntuples(res) && o == DONE && !is_stopping(); i++) {
+	for (int i = 0; i < PQntuples(res) && o == DONE && !app_bg_stopping(&bg); i++) {
 		struct event ev;
 		snprintf(ev.id, sizeof(ev.id), "%s", PQgetvalue(res, i, 0));
 		snprintf(ev.order_id, sizeof(ev.order_id), "%s", PQgetvalue(res, i, 1));
@@ -229,36 +192,36 @@ static bool lead(struct app_pg *pg)
 	return ok;
 }
 
-static void *dispatcher_main(void *arg)
+static void dispatcher_main(struct app_bg *self, void *arg)
 {
+	(void)self;
 	struct app_pg *pg = arg;
 	bool leading = false;
 	for (;;) {
 		if (!app_pg_ok(pg)) {
 			leading = false; /* a new session: the lock went with the old one */
-			if (!nap(BACKOFF_MS))
+			if (!app_bg_nap(&bg, BACKOFF_MS))
 				break;
 			continue;
 		}
 		if (!leading && !(leading = lead(pg))) {
-			if (!nap(BACKOFF_MS))
+			if (!app_bg_nap(&bg, BACKOFF_MS))
 				break;
 			continue;
 		}
 		int done;
 		enum outcome o = pass(pg, &done);
-		if (is_stopping())
+		if (app_bg_stopping(&bg))
 			break;
 		if (o == RETRY) {
-			if (!nap(BACKOFF_MS))
+			if (!app_bg_nap(&bg, BACKOFF_MS))
 				break;
-		} else if (done == 0 && !nap(IDLE_MS)) {
+		} else if (done == 0 && !app_bg_nap(&bg, IDLE_MS)) {
 			break;
 		}
 	}
 	app_pg_close(pg);
 	free(pg);
-	return NULL;
 }
 
 bool shop_dispatcher_start(char *err, size_t errlen)
@@ -274,24 +237,16 @@ bool shop_dispatcher_start(char *err, size_t errlen)
 		free(pg);
 		return false;
 	}
-	if (pthread_create(&thread, NULL, dispatcher_main, pg) != 0) {
+	if (!app_bg_start(&bg, dispatcher_main, pg)) {
 		snprintf(err, errlen, "cannot start the dispatcher thread");
 		app_pg_close(pg);
 		free(pg);
 		return false;
 	}
-	started = true;
 	return true;
 }
 
 void shop_dispatcher_stop(void)
 {
-	if (!started)
-		return;
-	pthread_mutex_lock(&mu);
-	stopping = true;
-	pthread_cond_broadcast(&cv);
-	pthread_mutex_unlock(&mu);
-	pthread_join(thread, NULL);
-	started = false;
+	app_bg_stop(&bg);
 }

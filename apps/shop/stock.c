@@ -59,27 +59,7 @@ int shop_stock_put(int64_t product_id, int64_t total_stock, hf_error *e)
 {
 	char name[40];
 	shop_resource_name(product_id, name, sizeof(name));
-	hf_request req;
-	hf_reply *rep = NULL;
-	hf_request_init(&req, HF_OP_GET_RESOURCE);
-	req.name = name;
-	int rc = hf_call(shop_store, &req, &rep);
-	bool same = rc == HF_OK && rep->resource->declared && rep->resource->capacity == total_stock;
-	if (rc != HF_OK && rc != HF_ENORESOURCE) {
-		*e = rep->error;
-		hf_reply_free(rep);
-		return rc;
-	}
-	hf_reply_free(rep);
-	if (same)
-		return HF_OK;
-	hf_request_init(&req, HF_OP_PUT_RESOURCE);
-	req.name = name;
-	req.capacity = total_stock;
-	rc = hf_call(shop_store, &req, &rep);
-	*e = rep->error;
-	hf_reply_free(rep);
-	return rc;
+	return app_hf_capacity(shop_store, name, total_stock, e);
 }
 
 bool shop_stock_load(PGconn *pg, char *err, size_t errlen)
