@@ -40,18 +40,18 @@ void app_ok(struct app_reply *r, int status, json_t *body); /* takes body */
 /* A request as the worker sees it; every string is the server's, valid during the call. */
 struct app_request {
 	const char *method;
-	const char *path;     /* decoded */
-	const char *query;    /* NULL if none */
-	const char *body;     /* NULL if none */
+	const char *path;  /* decoded */
+	const char *query; /* NULL if none */
+	const char *body;  /* NULL if none */
 	size_t body_len;
 	const char *if_match; /* the If-Match header, or NULL */
 };
 
 /* What a matched route hands its handler. */
 struct app_call {
-	void *ctx;                      /* the worker's own context (app_serve's ctxs[i]) */
-	int64_t id;                     /* the :id of the path, if it has one */
-	json_t *in;                     /* the body, a JSON object, or NULL */
+	void *ctx;  /* the worker's own context (app_serve's ctxs[i]) */
+	int64_t id; /* the :id of the path, if it has one */
+	json_t *in; /* the body, a JSON object, or NULL */
 	const struct app_request *req;
 	struct app_reply *r;
 };
@@ -65,8 +65,8 @@ struct app_route {
 
 /* Finds the route of req in routes[n] (404 route_not_found, 405 method_not_allowed), reads
  * :id (400 invalid_id) and the JSON object body (400 invalid_json), and calls it. */
-void app_route(const struct app_route *routes, size_t n, void *ctx,
-               const struct app_request *req, struct app_reply *r);
+void app_route(const struct app_route *routes, size_t n, void *ctx, const struct app_request *req,
+               struct app_reply *r);
 
 /* ---- Request body fields: false with *r set (422) when missing or wrong. ----------------- */
 
@@ -90,7 +90,7 @@ bool app_field_str(json_t *in, const char *key, size_t max, bool required, const
 struct app_server {
 	const char *name; /* for log lines: "rides", "shop", ... */
 	const char *host;
-	int port;         /* 0: any free port (the "listening on" line says which) */
+	int port;               /* 0: any free port (the "listening on" line says which) */
 	const char *engine_url; /* for the "listening on" line */
 	void *ctxs;
 	size_t ctx_size;
@@ -120,6 +120,10 @@ void app_pg_close(struct app_pg *pg);
  * when the connection failed). */
 PGresult *app_pg_exec(struct app_pg *pg, struct app_reply *r, const char *sql, int n,
                       const char *const *params, char state[6]);
+/* Reads rows by id: "$1" in sql is the id. NULL with *r set when the database fails or no
+ * row comes back (404 `missing_code`, "no WHAT ID"). */
+PGresult *app_pg_by_id(struct app_pg *pg, struct app_reply *r, const char *sql, int64_t id,
+                       const char *missing_code, const char *what);
 /* Runs a multi-statement script; false and err on failure (and a ROLLBACK is sent). */
 bool app_pg_script(PGconn *pg, const char *sql, char *err, size_t errlen);
 /* Runs `ddl` in one transaction under the advisory lock `key`, so that several processes
@@ -174,6 +178,34 @@ int64_t app_mono_us(void);
  * false, said on stderr as `prog`, when it cannot. */
 bool app_store_open(const char *prog, const char *url, hf_store **out);
 
+/* ---- An app's life (run.c). ------------------------------------------------------------ */
+
+/* What app_run needs to know of an app. Contexts are ctx_size bytes, zeroed before open. */
+struct app_def {
+	const char *prog; /* "holdfast-shop": for messages */
+	const char *name; /* "shop": for log lines and /health */
+	const char *listen_host;
+	int listen_port;
+	const char *holdfast_url;
+	hf_store **store; /* where the app keeps its store (set by app_run) */
+	int workers;
+	size_t ctx_size;
+	const char *schema; /* DDL run at start (CREATE ... IF NOT EXISTS), under advisory lock */
+	long schema_lock;   /* the lock's key: one per app */
+	bool (*open)(void *ctx, char *err, size_t errlen); /* a worker's connections */
+	void (*close)(void *ctx);                          /* also after a failed open */
+	/* Start-up steps after the schema, on worker 0's context: loads, background threads. */
+	bool (*start)(void *ctx0, char *err, size_t errlen);
+	void (*stop)(void); /* after serving, if start succeeded; may be NULL */
+	const struct app_route *routes;
+	size_t n_routes;
+	size_t pg_offset; /* offsetof the struct app_pg in a context: where the schema runs */
+};
+
+/* Opens the store and the workers' contexts, starts, serves (app_serve, with GET /health
+ * added), stops and closes everything. Returns main()'s exit status. */
+int app_run(const struct app_def *d);
+
 /* ---- Background threads and holdfast helpers (bg.c). ------------------------------------ */
 
 /* A background thread: fn(bg, arg) runs until it sees app_bg_nap() or app_bg_stopping()
@@ -187,7 +219,9 @@ struct app_bg {
 	void *arg;
 };
 
-bool app_bg_start(struct app_bg *bg, void (*fn)(struct app_bg *, void *), void *arg);
+/* false (err says so) when the thread cannot be started. */
+bool app_bg_start(struct app_bg *bg, void (*fn)(struct app_bg *, void *), void *arg, char *err,
+                  size_t errlen);
 /* Sleeps up to ms or until kicked or stopped; false once stopping. */
 bool app_bg_nap(struct app_bg *bg, int64_t ms);
 void app_bg_kick(struct app_bg *bg); /* wakes a nap (or the next one) */
@@ -197,6 +231,13 @@ void app_bg_stop(struct app_bg *bg); /* asks it to stop and joins it; fine if ne
 /* Makes `name` a declared resource of `capacity` (no change, and no event, when it already
  * is): the idempotent load of a counter at start-up. An HF_* code, *e says why. */
 int app_hf_capacity(hf_store *store, const char *name, int64_t capacity, hf_error *e);
+/* "PREFIX:ID" into buf: the holdfast resource of a row ("product:7", "book:3"). */
+void app_hf_name(char *buf, size_t len, const char *prefix, int64_t id);
+/* Takes `units` of the declared resource `name` for owner, NOWAIT, with a lease of ttl_ms
+ * and an idempotency key (or NULL): the single-claim acquire of the shop and the library.
+ * On HF_OK *hold is yours to hf_hold_free(). */
+int app_hf_take(hf_store *store, const char *owner, const char *name, int64_t units, int64_t ttl_ms,
+                const char *key, hf_hold **hold, hf_error *e);
 /* holdfast's view of a resource: {"resource","capacity","held","available"}, or
  * {"resource","error":{"code","message"}} when it cannot be read. */
 json_t *app_hf_resource_json(hf_store *store, const char *name);

@@ -43,8 +43,7 @@ static bool set(const char *prog, const struct app_opt *o, const char *v)
 	return false;
 }
 
-int app_args(const char *prog, const char *usage, const struct app_opt *opts, int argc,
-             char **argv)
+int app_args(const char *prog, const char *usage, const struct app_opt *opts, int argc, char **argv)
 {
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];

@@ -3,6 +3,7 @@
  * thread that naps between passes, can be woken early, and stops when asked; and the
  * idempotent "this resource has this capacity" step their start-up loads use.
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -16,7 +17,8 @@ static void *bg_main(void *arg)
 	return NULL;
 }
 
-bool app_bg_start(struct app_bg *bg, void (*fn)(struct app_bg *, void *), void *arg)
+bool app_bg_start(struct app_bg *bg, void (*fn)(struct app_bg *, void *), void *arg, char *err,
+                  size_t errlen)
 {
 	pthread_mutex_init(&bg->mu, NULL);
 	pthread_cond_init(&bg->cv, NULL);
@@ -25,6 +27,7 @@ bool app_bg_start(struct app_bg *bg, void (*fn)(struct app_bg *, void *), void *
 	bg->arg = arg;
 	bg->started = pthread_create(&bg->thread, NULL, bg_main, bg) == 0;
 	if (!bg->started) {
+		snprintf(err, errlen, "cannot start a background thread");
 		pthread_cond_destroy(&bg->cv);
 		pthread_mutex_destroy(&bg->mu);
 	}
@@ -104,6 +107,25 @@ int app_hf_capacity(hf_store *store, const char *name, int64_t capacity, hf_erro
 	*e = rep->error;
 	hf_reply_free(rep);
 	return rc;
+}
+
+void app_hf_name(char *buf, size_t len, const char *prefix, int64_t id)
+{
+	snprintf(buf, len, "%s:%" PRId64, prefix, id);
+}
+
+int app_hf_take(hf_store *store, const char *owner, const char *name, int64_t units, int64_t ttl_ms,
+                const char *key, hf_hold **hold, hf_error *e)
+{
+	hf_claim claim = {.name = name, .units = units, .capacity = 0};
+	hf_acquire_req req = {.owner = owner,
+	                      .claims = &claim,
+	                      .n_claims = 1,
+	                      .ttl_ms = ttl_ms,
+	                      .wait_ms = 0,
+	                      .mode = HF_MODE_UNITS,
+	                      .idempotency_key = key};
+	return hf_acquire(store, &req, hold, e);
 }
 
 json_t *app_hf_resource_json(hf_store *store, const char *name)

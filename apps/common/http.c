@@ -246,7 +246,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 	}
 	if (len > APP_BODY_MAX) {
 		app_error(&j->reply, 413, "body_too_large", "request body is over %d bytes",
-		            APP_BODY_MAX);
+		          APP_BODY_MAX);
 		answer(j);
 		inflight--;
 		return;

@@ -71,8 +71,8 @@ static bool parse_id(const char *s, size_t n, int64_t *out)
 	return v > 0;
 }
 
-void app_route(const struct app_route *routes, size_t n, void *ctx,
-               const struct app_request *req, struct app_reply *r)
+void app_route(const struct app_route *routes, size_t n, void *ctx, const struct app_request *req,
+               struct app_reply *r)
 {
 	char trimmed[512];
 	size_t plen = strlen(req->path);
@@ -102,10 +102,11 @@ void app_route(const struct app_route *routes, size_t n, void *ctx,
 	}
 	if (!hit) {
 		if (path_known)
-			app_error(r, 405, "method_not_allowed", "%s is not allowed on %s", req->method,
-			          trimmed);
+			app_error(r, 405, "method_not_allowed", "%s is not allowed on %s",
+			          req->method, trimmed);
 		else
-			app_error(r, 404, "route_not_found", "no route %s %s", req->method, trimmed);
+			app_error(r, 404, "route_not_found", "no route %s %s", req->method,
+			          trimmed);
 		return;
 	}
 	struct app_call k = {.ctx = ctx, .req = req, .r = r};
@@ -118,7 +119,8 @@ void app_route(const struct app_route *routes, size_t n, void *ctx,
 		json_error_t je;
 		k.in = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je);
 		if (!k.in) {
-			app_error(r, 400, "invalid_json", "request body is not valid JSON: %s", je.text);
+			app_error(r, 400, "invalid_json", "request body is not valid JSON: %s",
+			          je.text);
 			return;
 		}
 		if (!json_is_object(k.in)) {

@@ -3,6 +3,7 @@
  * reopened when it breaks, with the database error replies; and the small command-line and
  * clock helpers every app's main() uses.
  */
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,8 +27,8 @@ bool app_pg_open(struct app_pg *pg, char *err, size_t errlen)
 		return false;
 	}
 	const char *p[1] = {pg->name};
-	PQclear(PQexecParams(pg->conn, "SELECT set_config('application_name', $1, false)", 1,
-	                     NULL, p, NULL, NULL, 0));
+	PQclear(PQexecParams(pg->conn, "SELECT set_config('application_name', $1, false)", 1, NULL,
+	                     p, NULL, NULL, 0));
 	return true;
 }
 
@@ -71,6 +72,21 @@ PGresult *app_pg_exec(struct app_pg *pg, struct app_reply *r, const char *sql, i
 	}
 	PQclear(res);
 	return NULL;
+}
+
+PGresult *app_pg_by_id(struct app_pg *pg, struct app_reply *r, const char *sql, int64_t id,
+                       const char *missing_code, const char *what)
+{
+	char ids[24];
+	snprintf(ids, sizeof(ids), "%" PRId64, id);
+	const char *p[1] = {ids};
+	PGresult *res = app_pg_exec(pg, r, sql, 1, p, NULL);
+	if (res && PQntuples(res) == 0) {
+		PQclear(res);
+		res = NULL;
+		app_error(r, 404, missing_code, "no %s %" PRId64, what, id);
+	}
+	return res;
 }
 
 bool app_pg_script(PGconn *pg, const char *sql, char *err, size_t errlen)
@@ -190,8 +206,8 @@ bool app_parse_num(const char *prog, const char *opt, const char *s, double lo, 
 	char *end;
 	double d = strtod(s, &end);
 	if (*s == '\0' || *end || !(d >= lo && d <= hi)) {
-		fprintf(stderr, "%s: %s wants a number from %g to %g, not '%s'\n", prog, opt, lo, hi,
-		        s);
+		fprintf(stderr, "%s: %s wants a number from %g to %g, not '%s'\n", prog, opt, lo,
+		        hi, s);
 		return false;
 	}
 	*out = d;

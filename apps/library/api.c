@@ -56,7 +56,7 @@ static void h_book_create(struct app_call *k)
 	PQclear(res);
 	char name[40];
 	hf_error e;
-	library_resource_name(id, name, sizeof(name));
+	app_hf_name(name, sizeof(name), "book", id);
 	if (app_hf_capacity(library_store, name, copies, &e) != HF_OK) {
 		app_pg_rollback(pg);
 		app_error(k->r, 503, "holdfast_unavailable",
@@ -161,7 +161,7 @@ static void h_book_put(struct app_call *k)
 	if (has_copies) {
 		char name[40];
 		hf_error e;
-		library_resource_name(k->id, name, sizeof(name));
+		app_hf_name(name, sizeof(name), "book", k->id);
 		int rc = app_hf_capacity(library_store, name, copies, &e);
 		if (rc != HF_OK) {
 			app_pg_rollback(pg);
@@ -189,36 +189,23 @@ static void h_borrow(struct app_call *k)
 	if (!app_need_body(k->in, k->r) || !app_field_id(k->in, "user_id", &user, k->r))
 		return;
 	char name[40], owner[64];
-	library_resource_name(k->id, name, sizeof(name));
+	app_hf_name(name, sizeof(name), "book", k->id);
 	snprintf(owner, sizeof(owner), LIBRARY_OWNER_PREFIX "%" PRId64, user);
-	hf_claim claim = {.name = name, .units = 1, .capacity = 0};
-	hf_acquire_req req = {.owner = owner,
-	                      .claims = &claim,
-	                      .n_claims = 1,
-	                      .ttl_ms = BORROW_TTL_MS,
-	                      .wait_ms = 0,
-	                      .mode = HF_MODE_UNITS};
 	hf_hold *h = NULL;
 	hf_error e;
-	int rc = hf_acquire(library_store, &req, &h, &e);
+	int rc = app_hf_take(library_store, owner, name, 1, BORROW_TTL_MS, NULL, &h, &e);
 	if (rc == HF_ENORESOURCE) {
 		/* no such book, or one whose copies never reached holdfast: load it, once */
-		char ids[24];
-		snprintf(ids, sizeof(ids), "%" PRId64, k->id);
-		const char *p[1] = {ids};
-		PGresult *res = app_pg_exec(&CONN(k)->pg, k->r,
-		                            "SELECT copies FROM books WHERE id = $1", 1, p, NULL);
+		PGresult *res =
+		    app_pg_by_id(&CONN(k)->pg, k->r, "SELECT copies FROM books WHERE id = $1",
+		                 k->id, "book_not_found", "book");
 		if (!res)
 			return;
-		bool found = PQntuples(res) == 1;
-		int64_t copies = found ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+		int64_t copies = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 		PQclear(res);
-		if (!found) {
-			app_error(k->r, 404, "book_not_found", "no book %" PRId64, k->id);
-			return;
-		}
 		if (app_hf_capacity(library_store, name, copies, &e) == HF_OK)
-			rc = hf_acquire(library_store, &req, &h, &e);
+			rc =
+			    app_hf_take(library_store, owner, name, 1, BORROW_TTL_MS, NULL, &h, &e);
 	}
 	if (rc == HF_EUNAVAILABLE) {
 		app_error(k->r, 409, "no_copy_available", "every copy of book %" PRId64 " is out",
@@ -339,23 +326,12 @@ static void h_user_borrowings(struct app_call *k)
 	PQclear(res);
 }
 
-static void h_health(struct app_call *k)
-{
-	app_ok(k->r, 200,
-	       json_pack("{s:s,s:s}", "status", "ok", "holdfast", hf_store_scheme(library_store)));
-}
-
-static const struct app_route routes[] = {
+const struct app_route library_routes[] = {
     {"POST", "/api/books", h_book_create},
     {"GET", "/api/books/:id", h_book_get},
     {"PUT", "/api/books/:id", h_book_put},
     {"POST", "/api/books/:id/borrow", h_borrow},
     {"POST", "/api/borrowings/:id/return", h_return},
     {"GET", "/api/users/:id/borrowings", h_user_borrowings},
-    {"GET", "/health", h_health},
 };
-
-void library_route(void *ctx, const struct app_request *req, struct app_reply *r)
-{
-	app_route(routes, sizeof(routes) / sizeof(routes[0]), ctx, req, r);
-}
+const size_t library_n_routes = sizeof(library_routes) / sizeof(library_routes[0]);

@@ -10,7 +10,7 @@
 
 #include "library.h"
 
-#define KEY "library:book:%" PRId64         /* the cached book, JSON */
+#define KEY "library:book:%" PRId64            /* the cached book, JSON */
 #define GEN_KEY "library:book:%" PRId64 ":gen" /* bumped by every invalidation */
 
 /* SET KEYS[1] = ARGV[1] for ARGV[3] s, only if KEYS[2] still is ARGV[2] (the generation the
@@ -38,27 +38,21 @@ void library_cache_invalidate(struct app_redis *rd, int64_t book_id)
 /* The book from the database and holdfast, as cached and shown; NULL with *r on failure. */
 static json_t *book_load(struct library_conn *c, int64_t id, struct app_reply *r)
 {
-	char ids[24];
-	snprintf(ids, sizeof(ids), "%" PRId64, id);
-	const char *p[1] = {ids};
-	PGresult *res = app_pg_exec(
-	    &c->pg, r,
-	    "SELECT row_to_json(b) FROM (SELECT id, title, copies, version,"
-	    " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') created_at,"
-	    " to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') updated_at"
-	    " FROM books WHERE id = $1) b",
-	    1, p, NULL);
+	PGresult *res =
+	    app_pg_by_id(&c->pg, r,
+	                 "SELECT row_to_json(b) FROM (SELECT id, title, copies, version,"
+	                 " to_char(created_at AT TIME ZONE 'UTC', "
+	                 "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') created_at,"
+	                 " to_char(updated_at AT TIME ZONE 'UTC', "
+	                 "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') updated_at"
+	                 " FROM books WHERE id = $1) b",
+	                 id, "book_not_found", "book");
 	if (!res)
 		return NULL;
-	if (PQntuples(res) == 0) {
-		PQclear(res);
-		app_error(r, 404, "book_not_found", "no book %" PRId64, id);
-		return NULL;
-	}
 	json_t *o = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
 	PQclear(res);
 	char name[40];
-	library_resource_name(id, name, sizeof(name));
+	app_hf_name(name, sizeof(name), "book", id);
 	json_t *hf = app_hf_resource_json(library_store, name);
 	json_object_set_new(o, "available", json_incref(json_object_get(hf, "available")));
 	json_object_set_new(o, "holdfast", hf);

@@ -38,13 +38,15 @@ struct library_conn {
 bool library_conn_open(struct library_conn *c, const char *name, char *err, size_t errlen);
 void library_conn_close(struct library_conn *c);
 
-/* Routes a request of the HTTP front (app_serve) to the API table; ctx is a library_conn. */
-void library_route(void *ctx, const struct app_request *req, struct app_reply *r);
+/* The HTTP API (api.c); a handler's ctx is its worker's library_conn. */
+extern const struct app_route library_routes[];
+extern const size_t library_n_routes;
 
 /* ---- store.c: the database, books on holdfast, the start-up steps. -------------------- */
 
-bool library_schema(PGconn *pg, char *err, size_t errlen);
-void library_resource_name(int64_t book_id, char *buf, size_t len); /* "book:ID" */
+/* The tables, created at start by app_run (IF NOT EXISTS) under advisory lock 727401. */
+extern const char library_schema_sql[];
+#define LIBRARY_SCHEMA_LOCK 727401
 /* Loads every book's copies into holdfast (capacity = copies); false: err says why. */
 bool library_load(PGconn *pg, char *err, size_t errlen);
 /* Borrowings recorded but whose hold was never confirmed (a process died between the two):

@@ -3,8 +3,7 @@
  * holdfast holds: reads the command line, opens the stores, prepares the database, loads
  * the books' copies into holdfast, starts the projector and serves.
  */
-#include <stdio.h>
-#include <stdlib.h>
+#include <stddef.h>
 
 #include "library.h"
 
@@ -25,6 +24,26 @@ static const char usage[] =
     "  --cache-ttl-s N      lifetime of a cached book between invalidations (default 300)\n"
     "  --help               this text\n";
 
+static bool conn_open(void *ctx, char *err, size_t errlen)
+{
+	return library_conn_open(ctx, "holdfast-library", err, errlen);
+}
+
+static void conn_close(void *ctx)
+{
+	library_conn_close(ctx);
+}
+
+/* The copies loaded into holdfast, the start-up cleanup, the projector. */
+static bool start(void *ctx0, char *err, size_t errlen)
+{
+	PGconn *pg = ((struct library_conn *)ctx0)->pg.conn;
+	if (!library_load(pg, err, errlen))
+		return false;
+	library_cleanup(pg);
+	return library_projector_start(err, errlen);
+}
+
 int main(int argc, char **argv)
 {
 	int64_t workers = 8;
@@ -34,58 +53,47 @@ int main(int argc, char **argv)
 	                                      .redis_port = 6379,
 	                                      .cache_ttl_s = 300};
 	const struct app_opt opts[] = {
-	    {.name = "listen", .kind = APP_OPT_HOSTPORT, .text = &library_cfg.listen_host,
+	    {.name = "listen",
+	     .kind = APP_OPT_HOSTPORT,
+	     .text = &library_cfg.listen_host,
 	     .port = &library_cfg.listen_port},
-	    {.name = "holdfast", .kind = APP_OPT_TEXT, .text = &library_cfg.holdfast_url,
+	    {.name = "holdfast",
+	     .kind = APP_OPT_TEXT,
+	     .text = &library_cfg.holdfast_url,
 	     .required = true},
 	    {.name = "db", .kind = APP_OPT_TEXT, .text = &library_cfg.db_url, .required = true},
-	    {.name = "redis", .kind = APP_OPT_HOSTPORT, .text = &library_cfg.redis_host,
-	     .port = &library_cfg.redis_port, .lo = 1},
+	    {.name = "redis",
+	     .kind = APP_OPT_HOSTPORT,
+	     .text = &library_cfg.redis_host,
+	     .port = &library_cfg.redis_port,
+	     .lo = 1},
 	    {.name = "workers", .kind = APP_OPT_INT, .num = &workers, .lo = 1, .hi = 256},
-	    {.name = "cache-ttl-s", .kind = APP_OPT_INT, .num = &library_cfg.cache_ttl_s, .lo = 1,
+	    {.name = "cache-ttl-s",
+	     .kind = APP_OPT_INT,
+	     .num = &library_cfg.cache_ttl_s,
+	     .lo = 1,
 	     .hi = 86400},
 	    {.name = NULL},
 	};
 	int rc = app_args("holdfast-library", usage, opts, argc, argv);
 	if (rc >= 0)
 		return rc;
-	rc = 1;
-	char err[512];
-	int n = (int)workers, opened = 0;
-	struct library_conn *conns = calloc((size_t)n, sizeof(*conns));
-	if (!conns || !app_store_open("holdfast-library", library_cfg.holdfast_url, &library_store))
-		goto out;
-	for (; opened < n; opened++)
-		if (!library_conn_open(&conns[opened], "holdfast-library", err, sizeof(err))) {
-			opened++;
-			fprintf(stderr, "holdfast-library: %s\n", err);
-			goto out;
-		}
-	if (!library_schema(conns[0].pg.conn, err, sizeof(err)) ||
-	    !library_load(conns[0].pg.conn, err, sizeof(err))) {
-		fprintf(stderr, "holdfast-library: %s\n", err);
-		goto out;
-	}
-	library_cleanup(conns[0].pg.conn);
-	if (!library_projector_start(err, sizeof(err))) {
-		fprintf(stderr, "holdfast-library: %s\n", err);
-		goto out;
-	}
-	struct app_server srv = {.name = "library",
-	                         .host = library_cfg.listen_host,
-	                         .port = library_cfg.listen_port,
-	                         .engine_url = library_cfg.holdfast_url,
-	                         .ctxs = conns,
-	                         .ctx_size = sizeof(*conns),
-	                         .n = n,
-	                         .route = library_route};
-	rc = app_serve(&srv);
-	library_projector_stop();
-out:
-	for (int i = 0; i < opened; i++)
-		library_conn_close(&conns[i]);
-	free(conns);
-	if (library_store)
-		hf_close(library_store);
-	return rc;
+	const struct app_def def = {.prog = "holdfast-library",
+	                            .name = "library",
+	                            .listen_host = library_cfg.listen_host,
+	                            .listen_port = library_cfg.listen_port,
+	                            .holdfast_url = library_cfg.holdfast_url,
+	                            .store = &library_store,
+	                            .workers = (int)workers,
+	                            .ctx_size = sizeof(struct library_conn),
+	                            .schema = library_schema_sql,
+	                            .schema_lock = LIBRARY_SCHEMA_LOCK,
+	                            .pg_offset = offsetof(struct library_conn, pg),
+	                            .open = conn_open,
+	                            .close = conn_close,
+	                            .start = start,
+	                            .stop = library_projector_stop,
+	                            .routes = library_routes,
+	                            .n_routes = library_n_routes};
+	return app_run(&def);
 }

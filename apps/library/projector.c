@@ -18,13 +18,15 @@
 #define TOUCHED_MAX BATCH
 
 static struct app_bg bg;
+static struct library_conn pc; /* the projector's connections */
 
 /* The tail both statements share: the event appended to the book's stream at the next
  * version, for the row the CTE u changed ($1 hold, $2 user, $3 book, $4 at_ms, $5 seq, $6 type). */
-#define APPEND_EVENT                                                                            \
-	" INSERT INTO book_events (book_id, version, type, data, at, hf_seq)"                     \
+#define APPEND_EVENT                                                                               \
+	" INSERT INTO book_events (book_id, version, type, data, at, hf_seq)"                      \
 	" SELECT $3, (SELECT coalesce(max(version), 0) + 1 FROM book_events WHERE book_id = $3),"  \
-	"  $6, json_build_object('book_id', $3::bigint, 'user_id', $2::bigint, 'hold_id', $1::text,"\
+	"  $6, json_build_object('book_id', $3::bigint, 'user_id', $2::bigint, 'hold_id', "        \
+	"$1::text,"                                                                                \
 	"  'hf_seq', $5::bigint), to_timestamp($4::bigint / 1000.0), $5 FROM u"
 
 /* clang-format off */
@@ -49,7 +51,8 @@ static bool borrowing_of(const hf_event *ev, int64_t *book, int64_t *user, const
 	if (strcmp(ev->type, "hold.confirmed") == 0) {
 		*sql = borrowed_sql;
 		*type = "BOOK_BORROWED";
-	} else if (strcmp(ev->type, "hold.released") == 0 || strcmp(ev->type, "hold.expired") == 0) {
+	} else if (strcmp(ev->type, "hold.released") == 0 ||
+	           strcmp(ev->type, "hold.expired") == 0) {
 		*sql = returned_sql; /* matches only a borrowing that was confirmed */
 		*type = "BOOK_RETURNED";
 	} else {
@@ -91,8 +94,7 @@ static bool apply(struct app_pg *pg, const hf_event *events, size_t n, int64_t *
 	for (size_t i = 0; ok && i < n; i++) {
 		int64_t book, user;
 		const char *sql, *type;
-		if (events[i].seq <= stored ||
-		    !borrowing_of(&events[i], &book, &user, &sql, &type))
+		if (events[i].seq <= stored || !borrowing_of(&events[i], &book, &user, &sql, &type))
 			continue;
 		char s[4][24];
 		snprintf(s[0], sizeof(s[0]), "%" PRId64, user);
@@ -111,9 +113,9 @@ static bool apply(struct app_pg *pg, const hf_event *events, size_t n, int64_t *
 		char s[24];
 		snprintf(s, sizeof(s), "%" PRIu64, last);
 		const char *p[1] = {s};
-		res = app_pg_exec(pg, &r,
-		                  "UPDATE projector_position SET seq = $1 WHERE name = 'borrowings'",
-		                  1, p, NULL);
+		res = app_pg_exec(
+		    pg, &r, "UPDATE projector_position SET seq = $1 WHERE name = 'borrowings'", 1,
+		    p, NULL);
 		ok = res != NULL;
 		PQclear(res);
 	}
@@ -174,14 +176,17 @@ static void projector_main(struct app_bg *self, void *arg)
 		if (rep->last_seq < pos && !warned) {
 			warned = true;
 			fprintf(stderr,
-			        "library: projector: position %" PRIu64 " is past holdfast's last event "
-			        "%" PRIu64 ": the store is not the one the read model was built from\n",
+			        "library: projector: position %" PRIu64
+			        " is past holdfast's last event "
+			        "%" PRIu64
+			        ": the store is not the one the read model was built from\n",
 			        pos, rep->last_seq);
 		}
 		size_t n_touched = 0;
-		if (rep->n_events && !apply(&c->pg, rep->events, rep->n_events, touched, &n_touched,
-		                            &pos)) {
-			known = false; /* re-read the position: another projector may have moved it */
+		if (rep->n_events &&
+		    !apply(&c->pg, rep->events, rep->n_events, touched, &n_touched, &pos)) {
+			known =
+			    false; /* re-read the position: another projector may have moved it */
 			app_bg_nap(self, BACKOFF_MS);
 		}
 		hf_reply_free(rep);
@@ -189,28 +194,15 @@ static void projector_main(struct app_bg *self, void *arg)
 			library_cache_invalidate(&c->redis, touched[i]);
 	}
 	library_conn_close(c);
-	free(c);
 }
 
 bool library_projector_start(char *err, size_t errlen)
 {
-	struct library_conn *c = calloc(1, sizeof(*c));
-	if (!c) {
-		snprintf(err, errlen, "out of memory");
-		return false;
-	}
-	if (!library_conn_open(c, "holdfast-library-projector", err, errlen)) {
-		library_conn_close(c);
-		free(c);
-		return false;
-	}
-	if (!app_bg_start(&bg, projector_main, c)) {
-		snprintf(err, errlen, "cannot start the projector thread");
-		library_conn_close(c);
-		free(c);
-		return false;
-	}
-	return true;
+	if (library_conn_open(&pc, "holdfast-library-projector", err, errlen) &&
+	    app_bg_start(&bg, projector_main, &pc, err, errlen))
+		return true;
+	library_conn_close(&pc);
+	return false;
 }
 
 void library_projector_stop(void)

@@ -11,7 +11,7 @@
 #include "library.h"
 
 /* clang-format off */
-static const char schema_sql[] =
+const char library_schema_sql[] =
 	"CREATE TABLE IF NOT EXISTS books ("
 	"  id bigserial PRIMARY KEY,"
 	"  title text NOT NULL,"
@@ -58,20 +58,11 @@ static const char schema_sql[] =
 	"INSERT INTO projector_position VALUES ('borrowings', 0) ON CONFLICT DO NOTHING;";
 /* clang-format on */
 
-bool library_schema(PGconn *pg, char *err, size_t errlen)
-{
-	return app_pg_schema(pg, 727401, schema_sql, err, errlen);
-}
-
-void library_resource_name(int64_t book_id, char *buf, size_t len)
-{
-	snprintf(buf, len, "book:%" PRId64, book_id);
-}
-
 bool library_conn_open(struct library_conn *c, const char *name, char *err, size_t errlen)
 {
 	c->pg = (struct app_pg){.url = library_cfg.db_url, .name = name};
-	c->redis = (struct app_redis){.host = library_cfg.redis_host, .port = library_cfg.redis_port};
+	c->redis =
+	    (struct app_redis){.host = library_cfg.redis_host, .port = library_cfg.redis_port};
 	return app_pg_open(&c->pg, err, errlen) && app_redis_open(&c->redis, err, errlen);
 }
 
@@ -93,7 +84,7 @@ bool library_load(PGconn *pg, char *err, size_t errlen)
 	for (int i = 0; i < PQntuples(res) && ok; i++) {
 		char name[40];
 		hf_error e;
-		library_resource_name(strtoll(PQgetvalue(res, i, 0), NULL, 10), name, sizeof(name));
+		app_hf_name(name, sizeof(name), "book", strtoll(PQgetvalue(res, i, 0), NULL, 10));
 		if (app_hf_capacity(library_store, name, strtoll(PQgetvalue(res, i, 1), NULL, 10),
 		                    &e) != HF_OK) {
 			snprintf(err, errlen, "cannot load %s into holdfast: %s", name, e.message);
@@ -122,7 +113,8 @@ void library_cleanup(PGconn *pg)
 		                     "UPDATE borrowings SET status = 'VOID', hold_token = NULL "
 		                     "WHERE id = $1 AND status = 'BORROWED'",
 		                     1, NULL, p, NULL, NULL, 0));
-		fprintf(stderr, "library: cleanup: borrowing %s lost its hold before it was confirmed\n",
+		fprintf(stderr,
+		        "library: cleanup: borrowing %s lost its hold before it was confirmed\n",
 		        p[0]);
 	}
 	PQclear(res);

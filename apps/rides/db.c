@@ -17,7 +17,7 @@
 #define DEMO_DRIVERS 50
 
 /* clang-format off */
-static const char schema_sql[] =
+const char rides_schema_sql[] =
 	"CREATE TABLE IF NOT EXISTS riders ("
 	"  id bigserial PRIMARY KEY,"
 	"  name text NOT NULL,"
@@ -63,11 +63,6 @@ static const char schema_sql[] =
 	"CREATE INDEX IF NOT EXISTS bookings_by_rider ON bookings (rider_id, id);"
 	"CREATE INDEX IF NOT EXISTS bookings_by_driver ON bookings (driver_id, id);";
 /* clang-format on */
-
-bool rides_db_schema(PGconn *pg, char *err, size_t errlen)
-{
-	return app_pg_schema(pg, 727172, schema_sql, err, errlen);
-}
 
 bool rides_db_demo(PGconn *pg, char *err, size_t errlen)
 {

@@ -4,10 +4,11 @@
  * Reads the command line, opens the stores, prepares the database, and serves.
  */
 #include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <stddef.h>
 
 #include "rides.h"
 
@@ -40,6 +41,41 @@ static const char usage[] =
     "  --lock-wait-ms N     longest wait for a busy booking lock (default 3000)\n"
     "  --hold-ttl-ms N      lease of a driver hold before it is confirmed (default 30000)\n"
     "  --help               this text\n";
+
+/* Worker i's connections (app_run opens them in order, on the main thread). */
+static bool conn_open(void *ctx, char *err, size_t errlen)
+{
+	static int next_id;
+	return rides_conn_open(ctx, next_id++, err, errlen);
+}
+
+static void conn_close(void *ctx)
+{
+	rides_conn_close(ctx);
+}
+
+/* The demo data, the driver positions in Redis, the hold cleanup. */
+static bool start(void *ctx0, char *err, size_t errlen)
+{
+	struct rides_conn *c = ctx0;
+	char why[400];
+	const char *step = "start";
+	bool ok = true;
+	if (rides_cfg.demo_data) {
+		step = "demo data";
+		ok = rides_db_demo(c->pg.conn, why, sizeof(why));
+	}
+	if (ok) {
+		step = "driver positions";
+		ok = rides_geo_sync(c, why, sizeof(why));
+	}
+	if (!ok) {
+		snprintf(err, errlen, "%s: %s", step, why);
+		return false;
+	}
+	rides_cleanup_holds(c);
+	return true;
+}
 
 int main(int argc, char **argv)
 {
@@ -140,51 +176,22 @@ int main(int argc, char **argv)
 		fputs(usage, stderr);
 		return 2;
 	}
-	signal(SIGPIPE, SIG_IGN);
 
-	int rc = 1, n = rides_cfg.workers, opened = 0;
-	char err[512];
-	hf_error e;
-	struct rides_conn *conns = calloc((size_t)n, sizeof(*conns));
-	if (!conns)
-		return 1;
-	if (hf_open(rides_cfg.holdfast_url, NULL, &rides_store, &e) != HF_OK) {
-		fprintf(stderr, "holdfast-rides: cannot open holdfast %s: %s\n",
-		        rides_cfg.holdfast_url, e.message);
-		goto out;
-	}
-	for (; opened < n; opened++)
-		if (!rides_conn_open(&conns[opened], opened, err, sizeof(err))) {
-			fprintf(stderr, "holdfast-rides: %s\n", err);
-			goto out;
-		}
-	if (!rides_db_schema(conns[0].pg.conn, err, sizeof(err))) {
-		fprintf(stderr, "holdfast-rides: schema: %s\n", err);
-		goto out;
-	}
-	if (rides_cfg.demo_data && !rides_db_demo(conns[0].pg.conn, err, sizeof(err))) {
-		fprintf(stderr, "holdfast-rides: demo data: %s\n", err);
-		goto out;
-	}
-	if (!rides_geo_sync(&conns[0], err, sizeof(err))) {
-		fprintf(stderr, "holdfast-rides: driver positions: %s\n", err);
-		goto out;
-	}
-	rides_cleanup_holds(&conns[0]);
-	struct app_server srv = {.name = "rides",
-	                         .host = rides_cfg.listen_host,
-	                         .port = rides_cfg.listen_port,
-	                         .engine_url = rides_cfg.holdfast_url,
-	                         .ctxs = conns,
-	                         .ctx_size = sizeof(*conns),
-	                         .n = n,
-	                         .route = rides_route};
-	rc = app_serve(&srv);
-out:
-	for (int i = 0; i < opened; i++)
-		rides_conn_close(&conns[i]);
-	free(conns);
-	if (rides_store)
-		hf_close(rides_store);
-	return rc;
+	const struct app_def def = {.prog = "holdfast-rides",
+	                            .name = "rides",
+	                            .listen_host = rides_cfg.listen_host,
+	                            .listen_port = rides_cfg.listen_port,
+	                            .holdfast_url = rides_cfg.holdfast_url,
+	                            .store = &rides_store,
+	                            .workers = rides_cfg.workers,
+	                            .ctx_size = sizeof(struct rides_conn),
+	                            .schema = rides_schema_sql,
+	                            .schema_lock = RIDES_SCHEMA_LOCK,
+	                            .pg_offset = offsetof(struct rides_conn, pg),
+	                            .open = conn_open,
+	                            .close = conn_close,
+	                            .start = start,
+	                            .routes = rides_routes,
+	                            .n_routes = rides_n_routes};
+	return app_run(&def);
 }

@@ -47,13 +47,15 @@ struct rides_conn {
 bool rides_conn_open(struct rides_conn *c, int id, char *err, size_t errlen);
 void rides_conn_close(struct rides_conn *c);
 
-/* Routes a request of the HTTP front (app_serve) to the API table; ctx is a rides_conn. */
-void rides_route(void *ctx, const struct app_request *req, struct app_reply *r);
+/* The HTTP API (routes.c); a handler's ctx is its worker's rides_conn. */
+extern const struct app_route rides_routes[];
+extern const size_t rides_n_routes;
 
 /* ---- db.c: PostgreSQL. ----------------------------------------------------------------- */
 
-/* Creates the tables and indexes if missing (safe with several app processes at once). */
-bool rides_db_schema(PGconn *pg, char *err, size_t errlen);
+/* The tables, created at start by app_run (IF NOT EXISTS) under advisory lock 727172. */
+extern const char rides_schema_sql[];
+#define RIDES_SCHEMA_LOCK 727172
 /* Riders 1-100 and drivers 1-50 around the seed's pickup point; idempotent. */
 bool rides_db_demo(PGconn *pg, char *err, size_t errlen);
 /* Puts every driver's last known position (PostgreSQL) into the Redis GEO set. */

@@ -66,14 +66,8 @@ static void h_lock_stats(struct app_call *k)
 	app_ok(k->r, 200, rides_stats_json());
 }
 
-static void h_health(struct app_call *k)
-{
-	app_ok(k->r, 200,
-	         json_pack("{s:s,s:s}", "status", "ok", "holdfast", hf_store_scheme(rides_store)));
-}
-
 /* The API. ":id" is a positive integer path segment. */
-static const struct app_route routes[] = {
+const struct app_route rides_routes[] = {
     {"POST", "/api/bookings", h_booking_create},
     {"GET", "/api/bookings/:id", h_booking_get},
     {"POST", "/api/bookings/:id/assign", h_booking_assign},
@@ -85,10 +79,6 @@ static const struct app_route routes[] = {
     {"POST", "/api/riders", h_rider_create},
     {"POST", "/api/drivers", h_driver_create},
     {"PUT", "/api/drivers/:id/location", h_driver_move},
-    {"GET", "/health", h_health},
 };
 
-void rides_route(void *ctx, const struct app_request *req, struct app_reply *r)
-{
-	app_route(routes, sizeof(routes) / sizeof(routes[0]), ctx, req, r);
-}
+const size_t rides_n_routes = sizeof(rides_routes) / sizeof(rides_routes[0]);

@@ -50,9 +50,9 @@ static json_t *product_json(PGresult *res)
 
 static json_t *order_json(PGresult *res)
 {
-	static const char *const keys[] = {"id",       "product_id",    "quantity",
-	                                   "customer", "status",        "hold_id",
-	                                   "cancel_reason", "created_at", "updated_at"};
+	static const char *const keys[] = {"id",        "product_id", "quantity",      "customer",
+	                                   "status",    "hold_id",    "cancel_reason", "created_at",
+	                                   "updated_at"};
 	static const bool integer[] = {true, true, true, false, false, false, false, false, false};
 	return row_json(res, keys, integer, 9);
 }
@@ -61,7 +61,7 @@ static json_t *order_json(PGresult *res)
 static json_t *holdfast_json(int64_t product_id)
 {
 	char name[40];
-	shop_resource_name(product_id, name, sizeof(name));
+	app_hf_name(name, sizeof(name), "product", product_id);
 	return app_hf_resource_json(shop_store, name);
 }
 
@@ -93,8 +93,8 @@ static void h_product_create(struct app_call *k)
 	if (rc != HF_OK) {
 		PQclear(res);
 		app_pg_rollback(pg);
-		app_error(k->r, 503, "holdfast_unavailable", "cannot load the stock into holdfast: %s",
-		          e.message);
+		app_error(k->r, 503, "holdfast_unavailable",
+		          "cannot load the stock into holdfast: %s", e.message);
 		return;
 	}
 	if (!app_pg_commit(pg, k->r)) {
@@ -109,20 +109,14 @@ static void h_product_create(struct app_call *k)
 
 static void h_product_get(struct app_call *k)
 {
-	char ids[24];
-	snprintf(ids, sizeof(ids), "%" PRId64, k->id);
-	const char *p[1] = {ids};
-	PGresult *res = app_pg_exec(&CONN(k)->pg, k->r,
-	                            "SELECT " PRODUCT_COLS " FROM products WHERE id = $1", 1, p, NULL);
+	PGresult *res =
+	    app_pg_by_id(&CONN(k)->pg, k->r, "SELECT " PRODUCT_COLS " FROM products WHERE id = $1",
+	                 k->id, "product_not_found", "product");
 	if (!res)
 		return;
-	if (PQntuples(res) == 0) {
-		app_error(k->r, 404, "product_not_found", "no product %" PRId64, k->id);
-	} else {
-		json_t *o = product_json(res);
-		json_object_set_new(o, "holdfast", holdfast_json(k->id));
-		app_ok(k->r, 200, o);
-	}
+	json_t *o = product_json(res);
+	json_object_set_new(o, "holdfast", holdfast_json(k->id));
+	app_ok(k->r, 200, o);
 	PQclear(res);
 }
 
@@ -161,35 +155,19 @@ static void h_order_create(struct app_call *k)
 
 static void h_order_get(struct app_call *k)
 {
-	char ids[24];
-	snprintf(ids, sizeof(ids), "%" PRId64, k->id);
-	const char *p[1] = {ids};
-	PGresult *res = app_pg_exec(&CONN(k)->pg, k->r,
-	                            "SELECT " ORDER_COLS " FROM orders WHERE id = $1", 1, p, NULL);
+	PGresult *res =
+	    app_pg_by_id(&CONN(k)->pg, k->r, "SELECT " ORDER_COLS " FROM orders WHERE id = $1",
+	                 k->id, "order_not_found", "order");
 	if (!res)
 		return;
-	if (PQntuples(res) == 0)
-		app_error(k->r, 404, "order_not_found", "no order %" PRId64, k->id);
-	else
-		app_ok(k->r, 200, order_json(res));
+	app_ok(k->r, 200, order_json(res));
 	PQclear(res);
 }
 
-static void h_health(struct app_call *k)
-{
-	app_ok(k->r, 200,
-	       json_pack("{s:s,s:s}", "status", "ok", "holdfast", hf_store_scheme(shop_store)));
-}
-
-static const struct app_route routes[] = {
+const struct app_route shop_routes[] = {
     {"POST", "/api/products", h_product_create},
     {"GET", "/api/products/:id", h_product_get},
     {"POST", "/api/orders", h_order_create},
     {"GET", "/api/orders/:id", h_order_get},
-    {"GET", "/health", h_health},
 };
-
-void shop_route(void *ctx, const struct app_request *req, struct app_reply *r)
-{
-	app_route(routes, sizeof(routes) / sizeof(routes[0]), ctx, req, r);
-}
+const size_t shop_n_routes = sizeof(shop_routes) / sizeof(shop_routes[0]);

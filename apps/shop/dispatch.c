@@ -13,11 +13,12 @@
 
 #define DISPATCH_LOCK "727302" /* advisory lock: one dispatcher per database */
 #define BATCH "100"
-#define IDLE_MS 200     /* longest sleep without a kick */
-#define BACKOFF_MS 500  /* after a failure of holdfast or the database */
-#define ATTEMPTS_MAX 8  /* holds of one order whose lease ended before their confirmation */
+#define IDLE_MS 200    /* longest sleep without a kick */
+#define BACKOFF_MS 500 /* after a failure of holdfast or the database */
+#define ATTEMPTS_MAX 8 /* holds of one order whose lease ended before their confirmation */
 
 static struct app_bg bg;
+static struct app_pg dpg; /* the dispatcher's connection */
 
 void shop_dispatcher_kick(void)
 {
@@ -75,14 +76,11 @@ static enum outcome finish(struct app_pg *pg, const struct event *ev, bool confi
  * missing: created by a process that died before loading it). false: no such product. */
 static bool reload_product(struct app_pg *pg, int64_t product_id)
 {
-	char ids[24];
-	snprintf(ids, sizeof(ids), "%" PRId64, product_id);
-	const char *p[1] = {ids};
 	struct app_reply r = {0};
-	PGresult *res =
-	    app_pg_exec(pg, &r, "SELECT total_stock FROM products WHERE id = $1", 1, p, NULL);
+	PGresult *res = app_pg_by_id(pg, &r, "SELECT total_stock FROM products WHERE id = $1",
+	                             product_id, "product_not_found", "product");
 	json_decref(r.body);
-	bool ok = res && PQntuples(res) == 1;
+	bool ok = res != NULL;
 	hf_error e;
 	if (ok && shop_stock_put(product_id, strtoll(PQgetvalue(res, 0, 0), NULL, 10), &e) != HF_OK)
 		ok = false;
@@ -99,7 +97,7 @@ static bool reload_product(struct app_pg *pg, int64_t product_id)
 static enum outcome reserve(struct app_pg *pg, const struct event *ev)
 {
 	char name[40], owner[64], key[64];
-	shop_resource_name(ev->product, name, sizeof(name));
+	app_hf_name(name, sizeof(name), "product", ev->product);
 	snprintf(owner, sizeof(owner), "shop:order:%" PRId64, ev->order);
 	bool reloaded = false;
 	for (int attempt = 0; attempt < ATTEMPTS_MAX; attempt++) {
@@ -107,17 +105,10 @@ static enum outcome reserve(struct app_pg *pg, const struct event *ev)
 			snprintf(key, sizeof(key), "shop-order:%" PRId64, ev->order);
 		else
 			snprintf(key, sizeof(key), "shop-order:%" PRId64 ":%d", ev->order, attempt);
-		hf_claim claim = {.name = name, .units = ev->quantity, .capacity = 0};
-		hf_acquire_req req = {.owner = owner,
-		                      .claims = &claim,
-		                      .n_claims = 1,
-		                      .ttl_ms = shop_cfg.hold_ttl_ms,
-		                      .wait_ms = 0,
-		                      .mode = HF_MODE_UNITS,
-		                      .idempotency_key = key};
 		hf_hold *h = NULL;
 		hf_error e;
-		int rc = hf_acquire(shop_store, &req, &h, &e);
+		int rc = app_hf_take(shop_store, owner, name, ev->quantity, shop_cfg.hold_ttl_ms,
+		                     key, &h, &e);
 		if (rc == HF_EUNAVAILABLE)
 			return finish(pg, ev, false, NULL, "out_of_stock");
 		if (rc == HF_ECAPACITY)
@@ -130,7 +121,8 @@ static enum outcome reserve(struct app_pg *pg, const struct event *ev)
 			continue;
 		}
 		if (rc != HF_OK) {
-			fprintf(stderr, "shop: dispatcher: order %" PRId64 ": hold: %s (retrying)\n",
+			fprintf(stderr,
+			        "shop: dispatcher: order %" PRId64 ": hold: %s (retrying)\n",
 			        ev->order, e.message);
 			return RETRY;
 		}
@@ -141,7 +133,8 @@ static enum outcome reserve(struct app_pg *pg, const struct event *ev)
 		if (rc == HF_EENDED)
 			continue;
 		if (rc != HF_OK) {
-			fprintf(stderr, "shop: dispatcher: order %" PRId64 ": confirm: %s (retrying)\n",
+			fprintf(stderr,
+			        "shop: dispatcher: order %" PRId64 ": confirm: %s (retrying)\n",
 			        ev->order, e.message);
 			return RETRY;
 		}
@@ -185,7 +178,8 @@ static enum outcome pass(struct app_pg *pg, int *done)
 static bool lead(struct app_pg *pg)
 {
 	struct app_reply r = {0};
-	PGresult *res = app_pg_exec(pg, &r, "SELECT pg_try_advisory_lock(" DISPATCH_LOCK ")", 0, NULL, NULL);
+	PGresult *res =
+	    app_pg_exec(pg, &r, "SELECT pg_try_advisory_lock(" DISPATCH_LOCK ")", 0, NULL, NULL);
 	json_decref(r.body);
 	bool ok = res && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
 	PQclear(res);
@@ -221,29 +215,15 @@ static void dispatcher_main(struct app_bg *self, void *arg)
 		}
 	}
 	app_pg_close(pg);
-	free(pg);
 }
 
 bool shop_dispatcher_start(char *err, size_t errlen)
 {
-	struct app_pg *pg = calloc(1, sizeof(*pg));
-	if (!pg) {
-		snprintf(err, errlen, "out of memory");
-		return false;
-	}
-	pg->url = shop_cfg.db_url;
-	pg->name = "holdfast-shop-dispatcher";
-	if (!app_pg_open(pg, err, errlen)) {
-		free(pg);
-		return false;
-	}
-	if (!app_bg_start(&bg, dispatcher_main, pg)) {
-		snprintf(err, errlen, "cannot start the dispatcher thread");
-		app_pg_close(pg);
-		free(pg);
-		return false;
-	}
-	return true;
+	dpg = (struct app_pg){.url = shop_cfg.db_url, .name = "holdfast-shop-dispatcher"};
+	if (app_pg_open(&dpg, err, errlen) && app_bg_start(&bg, dispatcher_main, &dpg, err, errlen))
+		return true;
+	app_pg_close(&dpg);
+	return false;
 }
 
 void shop_dispatcher_stop(void)

@@ -30,15 +30,15 @@ struct shop_conn {
 	struct app_pg pg;
 };
 
-/* Routes a request of the HTTP front (app_serve) to the API table; ctx is a shop_conn. */
-void shop_route(void *ctx, const struct app_request *req, struct app_reply *r);
+/* The HTTP API (api.c); a handler's ctx is its worker's shop_conn. */
+extern const struct app_route shop_routes[];
+extern const size_t shop_n_routes;
 
 /* ---- stock.c: the database and the stock on holdfast. -------------------------------- */
 
-/* Creates the tables if missing (safe with several app processes at once). */
-bool shop_schema(PGconn *pg, char *err, size_t errlen);
-/* "product:ID" into buf. */
-void shop_resource_name(int64_t product_id, char *buf, size_t len);
+/* The tables, created at start by app_run (IF NOT EXISTS) under advisory lock 727301. */
+extern const char shop_schema_sql[];
+#define SHOP_SCHEMA_LOCK 727301
 /* Makes product:ID's capacity the product's total stock (no change when it is already). */
 int shop_stock_put(int64_t product_id, int64_t total_stock, hf_error *e);
 /* Loads every product's stock into holdfast at start-up, and says where the database and

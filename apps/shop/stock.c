@@ -11,7 +11,7 @@
 #include "shop.h"
 
 /* clang-format off */
-static const char schema_sql[] =
+const char shop_schema_sql[] =
 	"CREATE TABLE IF NOT EXISTS products ("
 	"  id bigserial PRIMARY KEY,"
 	"  name text NOT NULL,"
@@ -45,20 +45,10 @@ static const char schema_sql[] =
 	"CREATE INDEX IF NOT EXISTS orders_by_product ON orders (product_id, status);";
 /* clang-format on */
 
-bool shop_schema(PGconn *pg, char *err, size_t errlen)
-{
-	return app_pg_schema(pg, 727301, schema_sql, err, errlen);
-}
-
-void shop_resource_name(int64_t product_id, char *buf, size_t len)
-{
-	snprintf(buf, len, "product:%" PRId64, product_id);
-}
-
 int shop_stock_put(int64_t product_id, int64_t total_stock, hf_error *e)
 {
 	char name[40];
-	shop_resource_name(product_id, name, sizeof(name));
+	app_hf_name(name, sizeof(name), "product", product_id);
 	return app_hf_capacity(shop_store, name, total_stock, e);
 }
 
@@ -82,8 +72,8 @@ bool shop_stock_load(PGconn *pg, char *err, size_t errlen)
 		int64_t sold = strtoll(PQgetvalue(res, i, 3), NULL, 10);
 		hf_error e;
 		if (shop_stock_put(id, total, &e) != HF_OK) {
-			snprintf(err, errlen, "cannot load product %" PRId64 " into holdfast: %s", id,
-			         e.message);
+			snprintf(err, errlen, "cannot load product %" PRId64 " into holdfast: %s",
+			         id, e.message);
 			ok = false;
 		} else if (total - stock != sold) {
 			fprintf(stderr,
