@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -108,6 +109,15 @@ class App:
         self.proc.kill()
         self.proc.wait()
         self.log.close()
+
+    def stop_clean(self):
+        """SIGTERM and a clean exit (0, and no sanitizer report in its log): the log's
+        directory is removed; else an AssertionError carries the log."""
+        rc = self.stop()
+        text = self.log_text()
+        if rc != 0 or "Sanitizer" in text or "runtime error" in text:
+            raise AssertionError("%s exited %s:\n%s" % (self.name, rc, text[-4000:]))
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def stop(self, timeout=30):
         if self.proc.poll() is None:

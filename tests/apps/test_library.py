@@ -66,8 +66,7 @@ class Library(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        if cls.app:
-            cls.app.stop()
+        cls.app.stop()
         if cls.hf:
             cls.hf.stop()
         shutil.rmtree(cls.tmp, ignore_errors=True)
@@ -224,10 +223,14 @@ class Library(unittest.TestCase):
         print("\n  %d users for the last 3 copies: %d borrowed, %d refused; read model at "
               "seq %d" % (N_USERS, len(won), len(lost), pos), file=sys.stderr)
 
+    def test_9_clean_exit(self):
+        """SIGTERM: a clean exit, and nothing for the sanitizers to report."""
+        type(self).app.stop_clean()
+
     def test_3_restart_resumes(self):
         cls = type(self)
         n_events = int(psql("SELECT count(*) FROM book_events")[0][0])
-        cls.app.stop()
+        cls.app.stop_clean()
         cls.app = App(BIN, cls.url, "--workers", "4")
         b = self.book(1, "after the restart")
         st, br = self.borrow(b["id"], 42)

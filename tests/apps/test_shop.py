@@ -63,8 +63,7 @@ class Shop(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        if cls.app:
-            cls.app.stop()
+        cls.app.stop()
         if cls.hf:
             cls.hf.stop()
         shutil.rmtree(cls.tmp, ignore_errors=True)
@@ -250,11 +249,15 @@ class Shop(unittest.TestCase):
         print("  after the restart: %d orders acknowledged, %d saved, %d units confirmed"
               % (len(ids), len(others), confirmed), file=sys.stderr)
 
+    def test_9_clean_exit(self):
+        """SIGTERM: a clean exit, and nothing for the sanitizers to report."""
+        type(self).app.stop_clean()
+
     def test_4_restart_loads_once(self):
         cls = type(self)
         before = {int(r[0]): self.app.get("/api/products/%s" % r[0])[1]
                   for r in psql("SELECT id FROM products")}
-        cls.app.stop()
+        cls.app.stop_clean()
         cls.app = App(BIN, cls.url, "--workers", "4", redis=False)
         self.assertIn("loaded the stock of %d products" % len(before), cls.app.log_text())
         for pid, p in before.items():
