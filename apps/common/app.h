@@ -150,12 +150,13 @@ void app_redis_close(struct app_redis *rd);
 /* One option of a command line. */
 struct app_opt {
 	const char *name; /* without the "--"; NULL ends a table */
-	enum { APP_OPT_TEXT, APP_OPT_HOSTPORT, APP_OPT_INT, APP_OPT_FLAG } kind;
+	enum { APP_OPT_TEXT, APP_OPT_HOSTPORT, APP_OPT_INT, APP_OPT_REAL, APP_OPT_FLAG } kind;
 	const char **text; /* TEXT: the value; HOSTPORT: the host */
 	int *port;         /* HOSTPORT: the port (0 allowed only when lo is 0) */
 	int64_t *num;      /* INT */
+	double *real;      /* REAL */
 	bool *flag;        /* FLAG */
-	double lo, hi;     /* INT: the range */
+	double lo, hi;     /* INT, REAL: the range */
 	bool required;     /* TEXT: must be given */
 };
 

@@ -37,6 +37,8 @@ static bool set(const char *prog, const struct app_opt *o, const char *v)
 			return false;
 		*o->num = (int64_t)d;
 		return true;
+	case APP_OPT_REAL:
+		return app_parse_num(prog, opt, v, o->lo, o->hi, o->real);
 	case APP_OPT_FLAG:
 		break;
 	}

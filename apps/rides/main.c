@@ -3,12 +3,8 @@
  * PostgreSQL, driver positions in Redis GEO, booking locks and driver holds on holdfast).
  * Reads the command line, opens the stores, prepares the database, and serves.
  */
-#include <getopt.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
 #include <stddef.h>
+#include <stdio.h>
 
 #include "rides.h"
 
@@ -79,104 +75,31 @@ static bool start(void *ctx0, char *err, size_t errlen)
 
 int main(int argc, char **argv)
 {
-	enum {
-		O_LISTEN = 256,
-		O_HOLDFAST,
-		O_DB,
-		O_REDIS,
-		O_DEMO,
-		O_RADIUS,
-		O_WORKERS,
-		O_LTTL,
-		O_LWAIT,
-		O_HTTL,
-		O_HELP
+	int64_t workers = rides_cfg.workers;
+	const struct app_opt opts[] = {
+	    {.name = "listen", .kind = APP_OPT_HOSTPORT, .text = &rides_cfg.listen_host,
+	     .port = &rides_cfg.listen_port},
+	    {.name = "holdfast", .kind = APP_OPT_TEXT, .text = &rides_cfg.holdfast_url,
+	     .required = true},
+	    {.name = "db", .kind = APP_OPT_TEXT, .text = &rides_cfg.db_url, .required = true},
+	    {.name = "redis", .kind = APP_OPT_HOSTPORT, .text = &rides_cfg.redis_host,
+	     .port = &rides_cfg.redis_port, .lo = 1},
+	    {.name = "demo-data", .kind = APP_OPT_FLAG, .flag = &rides_cfg.demo_data},
+	    {.name = "radius-km", .kind = APP_OPT_REAL, .real = &rides_cfg.radius_km, .lo = 0.001,
+	     .hi = 20000},
+	    {.name = "workers", .kind = APP_OPT_INT, .num = &workers, .lo = 1, .hi = 256},
+	    {.name = "lock-ttl-ms", .kind = APP_OPT_INT, .num = &rides_cfg.lock_ttl_ms, .lo = 1,
+	     .hi = 3600000},
+	    {.name = "lock-wait-ms", .kind = APP_OPT_INT, .num = &rides_cfg.lock_wait_ms, .lo = 0,
+	     .hi = 3600000},
+	    {.name = "hold-ttl-ms", .kind = APP_OPT_INT, .num = &rides_cfg.hold_ttl_ms, .lo = 1000,
+	     .hi = 3600000},
+	    {.name = NULL},
 	};
-	static const struct option opts[] = {
-	    {"listen", required_argument, NULL, O_LISTEN},
-	    {"holdfast", required_argument, NULL, O_HOLDFAST},
-	    {"db", required_argument, NULL, O_DB},
-	    {"redis", required_argument, NULL, O_REDIS},
-	    {"demo-data", no_argument, NULL, O_DEMO},
-	    {"radius-km", required_argument, NULL, O_RADIUS},
-	    {"workers", required_argument, NULL, O_WORKERS},
-	    {"lock-ttl-ms", required_argument, NULL, O_LTTL},
-	    {"lock-wait-ms", required_argument, NULL, O_LWAIT},
-	    {"hold-ttl-ms", required_argument, NULL, O_HTTL},
-	    {"help", no_argument, NULL, O_HELP},
-	    {NULL, 0, NULL, 0},
-	};
-	int c;
-	double d;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (c) {
-		case O_LISTEN:
-			if (!app_parse_hostport(optarg, &rides_cfg.listen_host,
-			                    &rides_cfg.listen_port)) {
-				fprintf(stderr,
-				        "holdfast-rides: --listen wants HOST:PORT, not '%s'\n",
-				        optarg);
-				return 2;
-			}
-			break;
-		case O_HOLDFAST:
-			rides_cfg.holdfast_url = optarg;
-			break;
-		case O_DB:
-			rides_cfg.db_url = optarg;
-			break;
-		case O_REDIS:
-			if (!app_parse_hostport(optarg, &rides_cfg.redis_host, &rides_cfg.redis_port) ||
-			    rides_cfg.redis_port == 0) {
-				fprintf(stderr,
-				        "holdfast-rides: --redis wants HOST:PORT, not '%s'\n",
-				        optarg);
-				return 2;
-			}
-			break;
-		case O_DEMO:
-			rides_cfg.demo_data = true;
-			break;
-		case O_RADIUS:
-			if (!app_parse_num("holdfast-rides", "--radius-km", optarg, 0.001, 20000, &rides_cfg.radius_km))
-				return 2;
-			break;
-		case O_WORKERS:
-			if (!app_parse_num("holdfast-rides", "--workers", optarg, 1, 256, &d))
-				return 2;
-			rides_cfg.workers = (int)d;
-			break;
-		case O_LTTL:
-			if (!app_parse_num("holdfast-rides", "--lock-ttl-ms", optarg, 1, 3600000, &d))
-				return 2;
-			rides_cfg.lock_ttl_ms = (int64_t)d;
-			break;
-		case O_LWAIT:
-			if (!app_parse_num("holdfast-rides", "--lock-wait-ms", optarg, 0, 3600000, &d))
-				return 2;
-			rides_cfg.lock_wait_ms = (int64_t)d;
-			break;
-		case O_HTTL:
-			if (!app_parse_num("holdfast-rides", "--hold-ttl-ms", optarg, 1000, 3600000, &d))
-				return 2;
-			rides_cfg.hold_ttl_ms = (int64_t)d;
-			break;
-		case O_HELP:
-			fputs(usage, stdout);
-			return 0;
-		default:
-			fputs(usage, stderr);
-			return 2;
-		}
-	}
-	if (optind < argc || !rides_cfg.holdfast_url || !rides_cfg.db_url) {
-		fputs(optind < argc ? "holdfast-rides: unexpected arguments\n"
-		                    : "holdfast-rides: --holdfast and --db are required\n",
-		      stderr);
-		fputs(usage, stderr);
-		return 2;
-	}
-
+	int rc = app_args("holdfast-rides", usage, opts, argc, argv);
+	if (rc >= 0)
+		return rc;
+	rides_cfg.workers = (int)workers;
 	const struct app_def def = {.prog = "holdfast-rides",
 	                            .name = "rides",
 	                            .listen_host = rides_cfg.listen_host,
