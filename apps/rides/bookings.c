@@ -15,77 +15,6 @@
 
 #include "rides.h"
 
-/* ---- Reading request bodies. ------------------------------------------------------------- */
-
-/* An integer id field (a JSON integer, or a whole number written as a real) >= 1. */
-static bool field_id(json_t *in, const char *key, int64_t *out, struct rides_reply *r)
-{
-	json_t *v = json_object_get(in, key);
-	if (!v)
-		return rides_error(r, 422, "missing_field", "'%s' is required", key);
-	if (json_is_integer(v)) {
-		*out = json_integer_value(v);
-	} else if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) &&
-	           fabs(json_real_value(v)) < 9e15) {
-		*out = (int64_t)json_real_value(v);
-	} else {
-		return rides_error(r, 422, "invalid_field", "'%s' must be a positive integer", key);
-	}
-	if (*out < 1)
-		return rides_error(r, 422, "invalid_field", "'%s' must be a positive integer", key);
-	return true;
-}
-
-/* A number field within [lo, hi]; optional fields leave *out alone when absent or null. */
-static bool field_num(json_t *in, const char *key, double lo, double hi, bool required, double *out,
-                      bool *present, struct rides_reply *r)
-{
-	json_t *v = json_object_get(in, key);
-	if (present)
-		*present = false;
-	if (!v || json_is_null(v)) {
-		if (required)
-			return rides_error(r, 422, "missing_field", "'%s' is required", key);
-		return true;
-	}
-	if (!json_is_number(v))
-		return rides_error(r, 422, "invalid_field", "'%s' must be a number", key);
-	double d = json_number_value(v);
-	if (!isfinite(d) || d < lo || d > hi)
-		return rides_error(r, 422, "invalid_field", "'%s' must be between %g and %g", key,
-		                   lo, hi);
-	*out = d;
-	if (present)
-		*present = true;
-	return true;
-}
-
-/* A string field of 1..max bytes; optional ones give NULL when absent or null. */
-static bool field_str(json_t *in, const char *key, size_t max, bool required, const char **out,
-                      struct rides_reply *r)
-{
-	json_t *v = json_object_get(in, key);
-	*out = NULL;
-	if (!v || json_is_null(v)) {
-		if (required)
-			return rides_error(r, 422, "missing_field", "'%s' is required", key);
-		return true;
-	}
-	if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > max ||
-	    strlen(json_string_value(v)) != json_string_length(v))
-		return rides_error(r, 422, "invalid_field",
-		                   "'%s' must be a string of 1 to %zu bytes", key, max);
-	*out = json_string_value(v);
-	return true;
-}
-
-static bool need_body(json_t *in, struct rides_reply *r)
-{
-	if (!in)
-		return rides_error(r, 400, "invalid_json", "this request needs a JSON object body");
-	return true;
-}
-
 /* ---- Bookings as rows and as JSON. ------------------------------------------------------- */
 
 /* clang-format off */
@@ -194,7 +123,7 @@ static json_t *booking_json(PGresult *res, int row)
 }
 
 /* Reads booking `id`: true with *res (one row) or false with *r (404 or a database error). */
-static bool booking_select(struct rides_conn *c, int64_t id, PGresult **res, struct rides_reply *r)
+static bool booking_select(struct rides_conn *c, int64_t id, PGresult **res, struct app_reply *r)
 {
 	char ids[24];
 	snprintf(ids, sizeof(ids), "%" PRId64, id);
@@ -205,7 +134,7 @@ static bool booking_select(struct rides_conn *c, int64_t id, PGresult **res, str
 	if (PQntuples(*res) == 0) {
 		PQclear(*res);
 		*res = NULL;
-		return rides_error(r, 404, "booking_not_found", "no booking %" PRId64, id);
+		return app_error(r, 404, "booking_not_found", "no booking %" PRId64, id);
 	}
 	return true;
 }
@@ -229,7 +158,7 @@ static bool engine_transient(int rc)
  * retried with exponential backoff (25, 50, 100 ms) before the request gives up with 503.
  */
 static bool lock_booking(struct rides_conn *c, int64_t id, struct booking_lock *l,
-                         struct rides_reply *r)
+                         struct app_reply *r)
 {
 	char name[40];
 	snprintf(name, sizeof(name), "booking:%" PRId64, id);
@@ -240,7 +169,7 @@ static bool lock_booking(struct rides_conn *c, int64_t id, struct booking_lock *
 	                      .ttl_ms = rides_cfg.lock_ttl_ms,
 	                      .wait_ms = 0,
 	                      .mode = HF_MODE_EXCLUSIVE};
-	int64_t t0 = rides_mono_us();
+	int64_t t0 = app_mono_us();
 	int64_t backoff_ms = 25;
 	hf_error e;
 	int rc, retries = 0;
@@ -263,7 +192,7 @@ static bool lock_booking(struct rides_conn *c, int64_t id, struct booking_lock *
 		break;
 	}
 	if (rc == HF_OK) {
-		rides_stat_latency(rides_mono_us() - t0);
+		rides_stat_latency(app_mono_us() - t0);
 		rides_stat_add(RIDES_LOCK_ACQUIRED);
 		l->fence = l->hold->parts[0].fence;
 		snprintf(l->fence_s, sizeof(l->fence_s), "%" PRId64, l->fence);
@@ -272,13 +201,13 @@ static bool lock_booking(struct rides_conn *c, int64_t id, struct booking_lock *
 	l->hold = NULL;
 	if (rc == HF_ETIMEDOUT || rc == HF_EUNAVAILABLE) {
 		rides_stat_add(RIDES_LOCK_TIMEOUT);
-		return rides_error(r, 409, "lock_timeout",
+		return app_error(r, 409, "lock_timeout",
 		                   "booking %" PRId64
 		                   " is busy: its lock was not free within %" PRId64 " ms; retry",
 		                   id, rides_cfg.lock_wait_ms);
 	}
 	rides_stat_add(RIDES_LOCK_ERROR);
-	return rides_error(r, 503, "lock_unavailable", "cannot lock booking %" PRId64 ": %s", id,
+	return app_error(r, 503, "lock_unavailable", "cannot lock booking %" PRId64 ": %s", id,
 	                   e.message);
 }
 
@@ -307,7 +236,7 @@ static void unlock_booking(struct booking_lock *l)
  * changed the row (*r is 409 lock_lost); -1: a database error (*r, and `state`).
  */
 static int fenced_update(struct rides_conn *c, const char *sql, int n, const char *const *p,
-                         PGresult **res, struct rides_reply *r, char state[6])
+                         PGresult **res, struct app_reply *r, char state[6])
 {
 	*res = rides_pg(c, r, sql, n, p, state);
 	if (!*res)
@@ -317,7 +246,7 @@ static int fenced_update(struct rides_conn *c, const char *sql, int n, const cha
 	PQclear(*res);
 	*res = NULL;
 	rides_stat_add(RIDES_LOCK_FENCED);
-	rides_error(r, 409, "lock_lost",
+	app_error(r, 409, "lock_lost",
 	            "booking %s changed under another lock while ours (fence %s) lapsed: not "
 	            "changed; retry",
 	            p[0], p[1]);
@@ -346,7 +275,7 @@ static void booking_free_driver(struct rides_conn *c, const struct booking *b,
 {
 	if (!b->hold_token[0] || !driver_release(b->hold_id, b->hold_token))
 		return;
-	struct rides_reply ignore = {0};
+	struct app_reply ignore = {0};
 	char ids[24];
 	snprintf(ids, sizeof(ids), "%" PRId64, b->id);
 	const char *p[2] = {ids, l->fence_s};
@@ -363,17 +292,17 @@ static void booking_free_driver(struct rides_conn *c, const struct booking *b,
 
 /* ---- Handlers. ------------------------------------------------------------------------------ */
 
-void rides_booking_create(struct rides_conn *c, json_t *in, struct rides_reply *r)
+void rides_booking_create(struct rides_conn *c, json_t *in, struct app_reply *r)
 {
 	int64_t rider;
 	double plat, plng, dlat, dlng, fare = 0;
 	bool has_fare;
-	if (!need_body(in, r) || !field_id(in, "rider_id", &rider, r) ||
-	    !field_num(in, "pickup_lat", -90, 90, true, &plat, NULL, r) ||
-	    !field_num(in, "pickup_lng", -180, 180, true, &plng, NULL, r) ||
-	    !field_num(in, "dropoff_lat", -90, 90, true, &dlat, NULL, r) ||
-	    !field_num(in, "dropoff_lng", -180, 180, true, &dlng, NULL, r) ||
-	    !field_num(in, "estimated_fare", 0, 1e9, false, &fare, &has_fare, r))
+	if (!app_need_body(in, r) || !app_field_id(in, "rider_id", &rider, r) ||
+	    !app_field_num(in, "pickup_lat", -90, 90, true, &plat, NULL, r) ||
+	    !app_field_num(in, "pickup_lng", -180, 180, true, &plng, NULL, r) ||
+	    !app_field_num(in, "dropoff_lat", -90, 90, true, &dlat, NULL, r) ||
+	    !app_field_num(in, "dropoff_lng", -180, 180, true, &dlng, NULL, r) ||
+	    !app_field_num(in, "estimated_fare", 0, 1e9, false, &fare, &has_fare, r))
 		return;
 	char s[6][32];
 	snprintf(s[0], 32, "%" PRId64, rider);
@@ -392,43 +321,43 @@ void rides_booking_create(struct rides_conn *c, json_t *in, struct rides_reply *
 	             6, p, state);
 	if (!res) {
 		if (strcmp(state, "23503") == 0) /* foreign key: no such rider */
-			rides_error(r, 404, "rider_not_found", "no rider %" PRId64, rider);
+			app_error(r, 404, "rider_not_found", "no rider %" PRId64, rider);
 		return;
 	}
-	rides_ok(r, 201, booking_json(res, 0));
+	app_ok(r, 201, booking_json(res, 0));
 	PQclear(res);
 }
 
-void rides_booking_get(struct rides_conn *c, int64_t id, struct rides_reply *r)
+void rides_booking_get(struct rides_conn *c, int64_t id, struct app_reply *r)
 {
 	PGresult *res;
 	if (!booking_select(c, id, &res, r))
 		return;
-	rides_ok(r, 200, booking_json(res, 0));
+	app_ok(r, 200, booking_json(res, 0));
 	PQclear(res);
 }
 
-static bool bad_transition(struct rides_reply *r, const struct booking *b, const char *what)
+static bool bad_transition(struct app_reply *r, const struct booking *b, const char *what)
 {
-	return rides_error(r, 409, "invalid_transition", "booking %" PRId64 " is %s: cannot %s",
+	return app_error(r, 409, "invalid_transition", "booking %" PRId64 " is %s: cannot %s",
 	                   b->id, b->status, what);
 }
 
 /* The nearest drivers to the pickup within --radius-km, nearest first: how many went to ids. */
 static int nearest_drivers(struct rides_conn *c, double lat, double lng, int64_t *ids,
-                           struct rides_reply *r)
+                           struct app_reply *r)
 {
-	if (!rides_redis_ok(c))
-		return rides_error(r, 503, "geo_unavailable", "cannot reach redis"), -1;
+	if (!app_redis_ok(&c->redis))
+		return app_error(r, 503, "geo_unavailable", "cannot reach redis"), -1;
 	char slat[32], slng[32], srad[32];
 	snprintf(slat, sizeof(slat), "%.7f", lat);
 	snprintf(slng, sizeof(slng), "%.7f", lng);
 	snprintf(srad, sizeof(srad), "%g", rides_cfg.radius_km);
 	redisReply *rep =
-	    redisCommand(c->redis, "GEOSEARCH %s FROMLONLAT %s %s BYRADIUS %s km ASC COUNT %d",
+	    redisCommand(c->redis.ctx, "GEOSEARCH %s FROMLONLAT %s %s BYRADIUS %s km ASC COUNT %d",
 	                 RIDES_GEO_KEY, slng, slat, srad, RIDES_CANDIDATES_MAX);
 	if (!rep)
-		return rides_error(r, 503, "geo_unavailable", "redis: %s", c->redis->errstr), -1;
+		return app_error(r, 503, "geo_unavailable", "redis: %s", c->redis.ctx->errstr), -1;
 	int n = 0;
 	if (rep->type == REDIS_REPLY_ARRAY) {
 		for (size_t i = 0; i < rep->elements && n < RIDES_CANDIDATES_MAX; i++) {
@@ -441,7 +370,7 @@ static int nearest_drivers(struct rides_conn *c, double lat, double lng, int64_t
 				ids[n++] = v;
 		}
 	} else if (rep->type == REDIS_REPLY_ERROR) {
-		rides_error(r, 503, "geo_unavailable", "redis GEOSEARCH: %s", rep->str);
+		app_error(r, 503, "geo_unavailable", "redis GEOSEARCH: %s", rep->str);
 		n = -1;
 	}
 	freeReplyObject(rep);
@@ -454,7 +383,7 @@ static int nearest_drivers(struct rides_conn *c, double lat, double lng, int64_t
  * our order, atomically), then records the hold in the row (fenced) and confirms it.
  */
 static void assign(struct rides_conn *c, const struct booking *b, double lat, double lng,
-                   const struct booking_lock *l, struct rides_reply *r)
+                   const struct booking_lock *l, struct app_reply *r)
 {
 	int64_t ids[RIDES_CANDIDATES_MAX];
 	int n = nearest_drivers(c, lat, lng, ids, r);
@@ -486,7 +415,7 @@ static void assign(struct rides_conn *c, const struct booking *b, double lat, do
 			continue;
 		}
 		if (rc != HF_OK) {
-			rides_error(r, 503, "hold_unavailable", "cannot hold a driver: %s",
+			app_error(r, 503, "hold_unavailable", "cannot hold a driver: %s",
 			            e.message);
 			return;
 		}
@@ -537,7 +466,7 @@ static void assign(struct rides_conn *c, const struct booking *b, double lat, do
 		if (rc != HF_OK) {
 			PQclear(res);
 			const char *q[3] = {sid, l->fence_s, "assigned"};
-			struct rides_reply ignore = {0};
+			struct app_reply ignore = {0};
 			if (fenced_update(
 			        c,
 			        "UPDATE bookings SET status = 'requested', driver_id = NULL, "
@@ -550,18 +479,18 @@ static void assign(struct rides_conn *c, const struct booking *b, double lat, do
 			json_decref(ignore.body);
 			driver_release(h->id, h->token);
 			hf_hold_free(h);
-			rides_error(r, 503, "hold_unavailable",
+			app_error(r, 503, "hold_unavailable",
 			            "cannot confirm the hold on driver %s: %s", sdriver, e.message);
 			return;
 		}
 		rides_stat_add(RIDES_HOLD_CONFIRMED);
 		hf_hold_free(h);
-		rides_ok(r, 200, booking_json(res, 0));
+		app_ok(r, 200, booking_json(res, 0));
 		PQclear(res);
 		return;
 	}
 	rides_stat_add(RIDES_HOLD_NONE);
-	rides_error(r, 409, "no_driver_available",
+	app_error(r, 409, "no_driver_available",
 	            "no free driver within %g km of the pickup of booking %" PRId64,
 	            rides_cfg.radius_km, b->id);
 }
@@ -578,7 +507,7 @@ struct transition_args {
 };
 
 static void transition(struct rides_conn *c, int64_t id, enum transition t,
-                       const struct transition_args *a, struct rides_reply *r)
+                       const struct transition_args *a, struct app_reply *r)
 {
 	struct booking_lock l = {0};
 	PGresult *res = NULL;
@@ -607,7 +536,7 @@ static void transition(struct rides_conn *c, int64_t id, enum transition t,
 			break;
 		}
 		if (a->driver_id != b.driver_id) {
-			rides_error(r, 403, "wrong_driver",
+			app_error(r, 403, "wrong_driver",
 			            "booking %" PRId64 " is assigned to driver %" PRId64
 			            ", not %" PRId64,
 			            id, b.driver_id, a->driver_id);
@@ -621,7 +550,7 @@ static void transition(struct rides_conn *c, int64_t id, enum transition t,
 		        "updated_at = now(), lock_fence = $2 WHERE id = $1 AND lock_fence <= $2 "
 		        "AND status = $3 RETURNING " BOOKING_COLS,
 		        3, p, &res, r, NULL) == 1)
-			rides_ok(r, 200, booking_json(res, 0));
+			app_ok(r, 200, booking_json(res, 0));
 		break;
 	}
 	case T_CANCEL: {
@@ -631,7 +560,7 @@ static void transition(struct rides_conn *c, int64_t id, enum transition t,
 		}
 		bool rider = strcmp(a->user_type, "rider") == 0;
 		if (rider ? a->user_id != b.rider_id : a->user_id != b.driver_id) {
-			rides_error(r, 403, "not_participant",
+			app_error(r, 403, "not_participant",
 			            "%s %" PRId64 " is not the %s of booking %" PRId64,
 			            a->user_type, a->user_id, a->user_type, id);
 			break;
@@ -648,7 +577,7 @@ static void transition(struct rides_conn *c, int64_t id, enum transition t,
 		        6, p, &res, r, NULL) != 1)
 			break;
 		booking_free_driver(c, &b, &l, &res);
-		rides_ok(r, 200, booking_json(res, 0));
+		app_ok(r, 200, booking_json(res, 0));
 		break;
 	}
 	case T_COMPLETE: {
@@ -657,7 +586,7 @@ static void transition(struct rides_conn *c, int64_t id, enum transition t,
 			break;
 		}
 		if (a->driver_id != b.driver_id) {
-			rides_error(r, 403, "wrong_driver",
+			app_error(r, 403, "wrong_driver",
 			            "booking %" PRId64 " is driven by driver %" PRId64
 			            ", not %" PRId64,
 			            id, b.driver_id, a->driver_id);
@@ -674,7 +603,7 @@ static void transition(struct rides_conn *c, int64_t id, enum transition t,
 		                  4, p, &res, r, NULL) != 1)
 			break;
 		booking_free_driver(c, &b, &l, &res);
-		rides_ok(r, 200, booking_json(res, 0));
+		app_ok(r, 200, booking_json(res, 0));
 		break;
 	}
 	}
@@ -683,48 +612,48 @@ out_unlock:
 	unlock_booking(&l);
 }
 
-void rides_booking_assign(struct rides_conn *c, int64_t id, struct rides_reply *r)
+void rides_booking_assign(struct rides_conn *c, int64_t id, struct app_reply *r)
 {
 	transition(c, id, T_ASSIGN, NULL, r);
 }
 
-void rides_booking_accept(struct rides_conn *c, int64_t id, json_t *in, struct rides_reply *r)
+void rides_booking_accept(struct rides_conn *c, int64_t id, json_t *in, struct app_reply *r)
 {
 	struct transition_args a = {0};
-	if (!need_body(in, r) || !field_id(in, "driver_id", &a.driver_id, r))
+	if (!app_need_body(in, r) || !app_field_id(in, "driver_id", &a.driver_id, r))
 		return;
 	transition(c, id, T_ACCEPT, &a, r);
 }
 
-void rides_booking_cancel(struct rides_conn *c, int64_t id, json_t *in, struct rides_reply *r)
+void rides_booking_cancel(struct rides_conn *c, int64_t id, json_t *in, struct app_reply *r)
 {
 	struct transition_args a = {0};
-	if (!need_body(in, r) || !field_str(in, "reason", 500, false, &a.reason, r) ||
-	    !field_id(in, "user_id", &a.user_id, r) ||
-	    !field_str(in, "user_type", 16, true, &a.user_type, r))
+	if (!app_need_body(in, r) || !app_field_str(in, "reason", 500, false, &a.reason, r) ||
+	    !app_field_id(in, "user_id", &a.user_id, r) ||
+	    !app_field_str(in, "user_type", 16, true, &a.user_type, r))
 		return;
 	if (strcmp(a.user_type, "rider") != 0 && strcmp(a.user_type, "driver") != 0) {
-		rides_error(r, 422, "invalid_field", "'user_type' must be \"rider\" or \"driver\"");
+		app_error(r, 422, "invalid_field", "'user_type' must be \"rider\" or \"driver\"");
 		return;
 	}
 	transition(c, id, T_CANCEL, &a, r);
 }
 
-void rides_booking_complete(struct rides_conn *c, int64_t id, json_t *in, struct rides_reply *r)
+void rides_booking_complete(struct rides_conn *c, int64_t id, json_t *in, struct app_reply *r)
 {
 	struct transition_args a = {0};
-	if (!need_body(in, r) || !field_id(in, "driver_id", &a.driver_id, r) ||
-	    !field_num(in, "actual_fare", 0, 1e9, true, &a.actual_fare, NULL, r))
+	if (!app_need_body(in, r) || !app_field_id(in, "driver_id", &a.driver_id, r) ||
+	    !app_field_num(in, "actual_fare", 0, 1e9, true, &a.actual_fare, NULL, r))
 		return;
 	transition(c, id, T_COMPLETE, &a, r);
 }
 
 void rides_user_bookings(struct rides_conn *c, int64_t user_id, const char *user_type,
-                         struct rides_reply *r)
+                         struct app_reply *r)
 {
 	bool rider = !user_type || strcmp(user_type, "rider") == 0;
 	if (!rider && strcmp(user_type, "driver") != 0) {
-		rides_error(r, 400, "invalid_user_type",
+		app_error(r, 400, "invalid_user_type",
 		            "user_type must be rider or driver, not '%s'", user_type);
 		return;
 	}
@@ -740,7 +669,7 @@ void rides_user_bookings(struct rides_conn *c, int64_t user_id, const char *user
 	bool exists = PQntuples(res) == 1;
 	PQclear(res);
 	if (!exists) {
-		rides_error(r, 404, rider ? "rider_not_found" : "driver_not_found",
+		app_error(r, 404, rider ? "rider_not_found" : "driver_not_found",
 		            "no %s %" PRId64, rider ? "rider" : "driver", user_id);
 		return;
 	}
@@ -756,7 +685,7 @@ void rides_user_bookings(struct rides_conn *c, int64_t user_id, const char *user
 	for (int i = 0; i < PQntuples(res); i++)
 		json_array_append_new(list, booking_json(res, i));
 	PQclear(res);
-	rides_ok(r, 200,
+	app_ok(r, 200,
 	         json_pack("{s:I,s:s,s:I,s:o}", "user_id", (json_int_t)user_id, "user_type",
 	                   rider ? "rider" : "driver", "count", (json_int_t)json_array_size(list),
 	                   "bookings", list));
@@ -764,10 +693,10 @@ void rides_user_bookings(struct rides_conn *c, int64_t user_id, const char *user
 
 /* ---- Riders and drivers. -------------------------------------------------------------------- */
 
-void rides_rider_create(struct rides_conn *c, json_t *in, struct rides_reply *r)
+void rides_rider_create(struct rides_conn *c, json_t *in, struct app_reply *r)
 {
 	const char *name;
-	if (!need_body(in, r) || !field_str(in, "name", 200, true, &name, r))
+	if (!app_need_body(in, r) || !app_field_str(in, "name", 200, true, &name, r))
 		return;
 	const char *p[1] = {name};
 	PGresult *res = rides_pg(
@@ -775,7 +704,7 @@ void rides_rider_create(struct rides_conn *c, json_t *in, struct rides_reply *r)
 	    p, NULL);
 	if (!res)
 		return;
-	rides_ok(r, 201,
+	app_ok(r, 201,
 	         json_pack("{s:o,s:o,s:o}", "id", col_int(res, 0, 0), "name", col_str(res, 0, 1),
 	                   "created_at", col_str(res, 0, 2)));
 	PQclear(res);
@@ -783,16 +712,16 @@ void rides_rider_create(struct rides_conn *c, json_t *in, struct rides_reply *r)
 
 /* Puts a driver's position into the GEO set; false with *r on failure. */
 static bool geo_put(struct rides_conn *c, const char *id, const char *lat, const char *lng,
-                    struct rides_reply *r)
+                    struct app_reply *r)
 {
-	if (!rides_redis_ok(c))
-		return rides_error(r, 503, "geo_unavailable", "cannot reach redis");
-	redisReply *rep = redisCommand(c->redis, "GEOADD %s %s %s %s", RIDES_GEO_KEY, lng, lat, id);
+	if (!app_redis_ok(&c->redis))
+		return app_error(r, 503, "geo_unavailable", "cannot reach redis");
+	redisReply *rep = redisCommand(c->redis.ctx, "GEOADD %s %s %s %s", RIDES_GEO_KEY, lng, lat, id);
 	if (!rep)
-		return rides_error(r, 503, "geo_unavailable", "redis: %s", c->redis->errstr);
+		return app_error(r, 503, "geo_unavailable", "redis: %s", c->redis.ctx->errstr);
 	bool ok = rep->type != REDIS_REPLY_ERROR;
 	if (!ok)
-		rides_error(r, 503, "geo_unavailable", "redis GEOADD: %s", rep->str);
+		app_error(r, 503, "geo_unavailable", "redis GEOADD: %s", rep->str);
 	freeReplyObject(rep);
 	return ok;
 }
@@ -804,13 +733,13 @@ static json_t *driver_json(PGresult *res)
 	                 "located_at", col_str(res, 0, 4));
 }
 
-void rides_driver_create(struct rides_conn *c, json_t *in, struct rides_reply *r)
+void rides_driver_create(struct rides_conn *c, json_t *in, struct app_reply *r)
 {
 	const char *name;
 	double lat, lng;
-	if (!need_body(in, r) || !field_str(in, "name", 200, true, &name, r) ||
-	    !field_num(in, "lat", -85.05112878, 85.05112878, true, &lat, NULL, r) ||
-	    !field_num(in, "lng", -180, 180, true, &lng, NULL, r))
+	if (!app_need_body(in, r) || !app_field_str(in, "name", 200, true, &name, r) ||
+	    !app_field_num(in, "lat", -85.05112878, 85.05112878, true, &lat, NULL, r) ||
+	    !app_field_num(in, "lng", -180, 180, true, &lng, NULL, r))
 		return;
 	char slat[32], slng[32];
 	snprintf(slat, sizeof(slat), "%.7f", lat);
@@ -823,16 +752,16 @@ void rides_driver_create(struct rides_conn *c, json_t *in, struct rides_reply *r
 	if (!res)
 		return;
 	if (geo_put(c, PQgetvalue(res, 0, 0), slat, slng, r))
-		rides_ok(r, 201, driver_json(res));
+		app_ok(r, 201, driver_json(res));
 	PQclear(res);
 }
 
-void rides_driver_move(struct rides_conn *c, int64_t id, json_t *in, struct rides_reply *r)
+void rides_driver_move(struct rides_conn *c, int64_t id, json_t *in, struct app_reply *r)
 {
 	double lat, lng;
-	if (!need_body(in, r) ||
-	    !field_num(in, "lat", -85.05112878, 85.05112878, true, &lat, NULL, r) ||
-	    !field_num(in, "lng", -180, 180, true, &lng, NULL, r))
+	if (!app_need_body(in, r) ||
+	    !app_field_num(in, "lat", -85.05112878, 85.05112878, true, &lat, NULL, r) ||
+	    !app_field_num(in, "lng", -180, 180, true, &lng, NULL, r))
 		return;
 	char sid[24], slat[32], slng[32];
 	snprintf(sid, sizeof(sid), "%" PRId64, id);
@@ -846,8 +775,8 @@ void rides_driver_move(struct rides_conn *c, int64_t id, json_t *in, struct ride
 	if (!res)
 		return;
 	if (PQntuples(res) == 0)
-		rides_error(r, 404, "driver_not_found", "no driver %" PRId64, id);
+		app_error(r, 404, "driver_not_found", "no driver %" PRId64, id);
 	else if (geo_put(c, sid, slat, slng, r))
-		rides_ok(r, 200, driver_json(res));
+		app_ok(r, 200, driver_json(res));
 	PQclear(res);
 }

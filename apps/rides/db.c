@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "rides.h"
 
@@ -18,7 +17,7 @@
 #define DEMO_DRIVERS 50
 
 /* clang-format off */
-static const char schema_sql[] =
+const char rides_schema_sql[] =
 	"CREATE TABLE IF NOT EXISTS riders ("
 	"  id bigserial PRIMARY KEY,"
 	"  name text NOT NULL,"
@@ -65,35 +64,6 @@ static const char schema_sql[] =
 	"CREATE INDEX IF NOT EXISTS bookings_by_driver ON bookings (driver_id, id);";
 /* clang-format on */
 
-/* Runs a multi-statement script in one transaction; false and err on failure. */
-static bool exec_script(PGconn *pg, const char *sql, char *err, size_t errlen)
-{
-	PGresult *res = PQexec(pg, sql);
-	bool ok = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK;
-	if (!ok)
-		snprintf(err, errlen, "%s", PQresultErrorMessage(res));
-	PQclear(res);
-	return ok;
-}
-
-bool rides_db_schema(PGconn *pg, char *err, size_t errlen)
-{
-	/* CREATE ... IF NOT EXISTS races with itself across processes: serialize on an advisory
-	 * lock held for the transaction. */
-	char *sql = malloc(sizeof(schema_sql) + 128);
-	if (!sql) {
-		snprintf(err, errlen, "out of memory");
-		return false;
-	}
-	snprintf(sql, sizeof(schema_sql) + 128,
-	         "BEGIN; SELECT pg_advisory_xact_lock(727172); %s COMMIT;", schema_sql);
-	bool ok = exec_script(pg, sql, err, errlen);
-	free(sql);
-	if (!ok)
-		PQclear(PQexec(pg, "ROLLBACK"));
-	return ok;
-}
-
 bool rides_db_demo(PGconn *pg, char *err, size_t errlen)
 {
 	char sql[16384];
@@ -122,116 +92,39 @@ bool rides_db_demo(PGconn *pg, char *err, size_t errlen)
 	         "SELECT setval(pg_get_serial_sequence('drivers', 'id'),"
 	         "  GREATEST((SELECT max(id) FROM drivers), 1));"
 	         "COMMIT;");
-	bool ok = exec_script(pg, sql, err, errlen);
-	if (!ok)
-		PQclear(PQexec(pg, "ROLLBACK"));
-	return ok;
+	return app_pg_script(pg, sql, err, errlen);
 }
 
 /* ---- Connections. ------------------------------------------------------------------- */
 
-static bool pg_open(struct rides_conn *c, char *err, size_t errlen)
-{
-	if (c->pg)
-		PQfinish(c->pg);
-	c->pg = PQconnectdb(rides_cfg.db_url);
-	if (PQstatus(c->pg) != CONNECTION_OK) {
-		snprintf(err, errlen, "postgres: %s", PQerrorMessage(c->pg));
-		PQfinish(c->pg);
-		c->pg = NULL;
-		return false;
-	}
-	PQclear(PQexec(c->pg, "SET application_name = 'holdfast-rides'"));
-	return true;
-}
-
-static bool redis_open(struct rides_conn *c, char *err, size_t errlen)
-{
-	if (c->redis)
-		redisFree(c->redis);
-	struct timeval tv = {.tv_sec = 5};
-	c->redis = redisConnectWithTimeout(rides_cfg.redis_host, rides_cfg.redis_port, tv);
-	if (!c->redis || c->redis->err) {
-		snprintf(err, errlen, "redis %s:%d: %s", rides_cfg.redis_host, rides_cfg.redis_port,
-		         c->redis ? c->redis->errstr : "out of memory");
-		if (c->redis)
-			redisFree(c->redis);
-		c->redis = NULL;
-		return false;
-	}
-	redisSetTimeout(c->redis, tv);
-	return true;
-}
-
 bool rides_conn_open(struct rides_conn *c, int id, char *err, size_t errlen)
 {
-	char host[64] = "host";
-	gethostname(host, sizeof(host) - 1);
-	host[sizeof(host) - 1] = '\0';
+	char proc[80];
+	app_process_owner("rides", proc, sizeof(proc));
 	c->id = id;
-	snprintf(c->owner, sizeof(c->owner), "rides:%s:%ld:w%d", host, (long)getpid(), id);
-	return pg_open(c, err, errlen) && redis_open(c, err, errlen);
+	snprintf(c->owner, sizeof(c->owner), "%s:w%d", proc, id);
+	c->pg = (struct app_pg){.url = rides_cfg.db_url, .name = "holdfast-rides"};
+	c->redis = (struct app_redis){.host = rides_cfg.redis_host, .port = rides_cfg.redis_port};
+	return app_pg_open(&c->pg, err, errlen) && app_redis_open(&c->redis, err, errlen);
 }
 
 void rides_conn_close(struct rides_conn *c)
 {
-	if (c->pg)
-		PQfinish(c->pg);
-	if (c->redis)
-		redisFree(c->redis);
-	c->pg = NULL;
-	c->redis = NULL;
+	app_pg_close(&c->pg);
+	app_redis_close(&c->redis);
 }
 
-bool rides_pg_ok(struct rides_conn *c)
-{
-	char err[256];
-	if (c->pg && PQstatus(c->pg) == CONNECTION_OK)
-		return true;
-	return pg_open(c, err, sizeof(err));
-}
-
-bool rides_redis_ok(struct rides_conn *c)
-{
-	char err[256];
-	if (c->redis && !c->redis->err)
-		return true;
-	return redis_open(c, err, sizeof(err));
-}
-
-PGresult *rides_pg(struct rides_conn *c, struct rides_reply *r, const char *sql, int n,
+PGresult *rides_pg(struct rides_conn *c, struct app_reply *r, const char *sql, int n,
                    const char *const *params, char state[6])
 {
-	if (state)
-		state[0] = '\0';
-	if (!rides_pg_ok(c)) {
-		rides_error(r, 503, "database_unavailable", "cannot reach postgres");
-		return NULL;
-	}
-	PGresult *res = PQexecParams(c->pg, sql, n, NULL, params, NULL, NULL, 0);
-	ExecStatusType st = PQresultStatus(res);
-	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
-		return res;
-	if (PQstatus(c->pg) != CONNECTION_OK) {
-		rides_error(r, 503, "database_unavailable", "postgres connection lost");
-	} else {
-		const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-		if (state && code)
-			snprintf(state, 6, "%.5s", code);
-		rides_error(r, 500, "database_error", "postgres said %s: %s", code ? code : "?",
-		            PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
-		                ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
-		                : "error");
-	}
-	PQclear(res);
-	return NULL;
+	return app_pg_exec(&c->pg, r, sql, n, params, state);
 }
 
 /* ---- Redis GEO. ---------------------------------------------------------------------- */
 
 bool rides_geo_sync(struct rides_conn *c, char *err, size_t errlen)
 {
-	PGresult *res = PQexec(c->pg, "SELECT id, lng, lat FROM drivers ORDER BY id");
+	PGresult *res = PQexec(c->pg.conn, "SELECT id, lng, lat FROM drivers ORDER BY id");
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		snprintf(err, errlen, "postgres: %s", PQresultErrorMessage(res));
 		PQclear(res);
@@ -239,14 +132,14 @@ bool rides_geo_sync(struct rides_conn *c, char *err, size_t errlen)
 	}
 	int n = PQntuples(res);
 	for (int i = 0; i < n; i++)
-		redisAppendCommand(c->redis, "GEOADD %s %s %s %s", RIDES_GEO_KEY,
+		redisAppendCommand(c->redis.ctx, "GEOADD %s %s %s %s", RIDES_GEO_KEY,
 		                   PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
 		                   PQgetvalue(res, i, 0));
 	bool ok = true;
 	for (int i = 0; i < n; i++) {
 		redisReply *rep = NULL;
-		if (redisGetReply(c->redis, (void **)&rep) != REDIS_OK) {
-			snprintf(err, errlen, "redis: %s", c->redis->errstr);
+		if (redisGetReply(c->redis.ctx, (void **)&rep) != REDIS_OK) {
+			snprintf(err, errlen, "redis: %s", c->redis.ctx->errstr);
 			ok = false;
 			break;
 		}
@@ -266,7 +159,7 @@ void rides_cleanup_holds(struct rides_conn *c)
 {
 	/* Finished bookings whose driver hold was not released: release it now (we kept the
 	 * token for this), then forget the token. */
-	PGresult *res = PQexec(c->pg, "SELECT id, driver_hold_id, driver_hold_token FROM bookings "
+	PGresult *res = PQexec(c->pg.conn, "SELECT id, driver_hold_id, driver_hold_token FROM bookings "
 	                              "WHERE status IN ('completed','cancelled') "
 	                              "AND driver_hold_token IS NOT NULL");
 	if (PQresultStatus(res) == PGRES_TUPLES_OK) {
@@ -277,7 +170,7 @@ void rides_cleanup_holds(struct rides_conn *c)
 			if (rc == HF_OK || rc == HF_EENDED || rc == HF_ENOHOLD) {
 				const char *p[1] = {PQgetvalue(res, i, 0)};
 				PQclear(PQexecParams(
-				    c->pg,
+				    c->pg.conn,
 				    "UPDATE bookings SET driver_hold_token = NULL WHERE id = $1", 1,
 				    NULL, p, NULL, NULL, 0));
 				fprintf(stderr,
@@ -293,7 +186,7 @@ void rides_cleanup_holds(struct rides_conn *c)
 	PQclear(res);
 	/* Active bookings whose hold is still tentative: a process died between recording the
 	 * hold and confirming it. Confirm it now, before its lease ends. */
-	res = PQexec(c->pg,
+	res = PQexec(c->pg.conn,
 	             "SELECT id, driver_hold_id, driver_hold_token FROM bookings "
 	             "WHERE status IN ('assigned','accepted') AND driver_hold_token IS NOT NULL");
 	if (PQresultStatus(res) == PGRES_TUPLES_OK) {

@@ -3,11 +3,8 @@
  * PostgreSQL, driver positions in Redis GEO, booking locks and driver holds on holdfast).
  * Reads the command line, opens the stores, prepares the database, and serves.
  */
-#include <getopt.h>
-#include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "rides.h"
 
@@ -41,179 +38,83 @@ static const char usage[] =
     "  --hold-ttl-ms N      lease of a driver hold before it is confirmed (default 30000)\n"
     "  --help               this text\n";
 
-/* "HOST:PORT" (or "[V6]:PORT"); host is a pointer into a static copy. */
-static bool parse_hostport(const char *s, const char **host, int *port)
+/* Worker i's connections (app_run opens them in order, on the main thread). */
+static bool conn_open(void *ctx, char *err, size_t errlen)
 {
-	static char bufs[2][256];
-	static int next;
-	char *b = bufs[next++ % 2];
-	snprintf(b, sizeof(bufs[0]), "%s", s);
-	char *colon = strrchr(b, ':');
-	if (!colon || colon == b)
-		return false;
-	*colon = '\0';
-	char *end;
-	long p = strtol(colon + 1, &end, 10);
-	if (*end || colon[1] == '\0' || p < 0 || p > 65535)
-		return false;
-	if (b[0] == '[' && colon[-1] == ']') {
-		colon[-1] = '\0';
-		b++;
-	}
-	*host = b;
-	*port = (int)p;
-	return true;
+	static int next_id;
+	return rides_conn_open(ctx, next_id++, err, errlen);
 }
 
-static bool parse_num(const char *opt, const char *s, double lo, double hi, double *out)
+static void conn_close(void *ctx)
 {
-	char *end;
-	double d = strtod(s, &end);
-	if (*s == '\0' || *end || !(d >= lo && d <= hi)) {
-		fprintf(stderr, "holdfast-rides: %s wants a number from %g to %g, not '%s'\n", opt,
-		        lo, hi, s);
+	rides_conn_close(ctx);
+}
+
+/* The demo data, the driver positions in Redis, the hold cleanup. */
+static bool start(void *ctx0, char *err, size_t errlen)
+{
+	struct rides_conn *c = ctx0;
+	char why[400];
+	const char *step = "start";
+	bool ok = true;
+	if (rides_cfg.demo_data) {
+		step = "demo data";
+		ok = rides_db_demo(c->pg.conn, why, sizeof(why));
+	}
+	if (ok) {
+		step = "driver positions";
+		ok = rides_geo_sync(c, why, sizeof(why));
+	}
+	if (!ok) {
+		snprintf(err, errlen, "%s: %s", step, why);
 		return false;
 	}
-	*out = d;
+	rides_cleanup_holds(c);
 	return true;
 }
 
 int main(int argc, char **argv)
 {
-	enum {
-		O_LISTEN = 256,
-		O_HOLDFAST,
-		O_DB,
-		O_REDIS,
-		O_DEMO,
-		O_RADIUS,
-		O_WORKERS,
-		O_LTTL,
-		O_LWAIT,
-		O_HTTL,
-		O_HELP
+	int64_t workers = rides_cfg.workers;
+	const struct app_opt opts[] = {
+	    {.name = "listen", .kind = APP_OPT_HOSTPORT, .text = &rides_cfg.listen_host,
+	     .port = &rides_cfg.listen_port},
+	    {.name = "holdfast", .kind = APP_OPT_TEXT, .text = &rides_cfg.holdfast_url,
+	     .required = true},
+	    {.name = "db", .kind = APP_OPT_TEXT, .text = &rides_cfg.db_url, .required = true},
+	    {.name = "redis", .kind = APP_OPT_HOSTPORT, .text = &rides_cfg.redis_host,
+	     .port = &rides_cfg.redis_port, .lo = 1},
+	    {.name = "demo-data", .kind = APP_OPT_FLAG, .flag = &rides_cfg.demo_data},
+	    {.name = "radius-km", .kind = APP_OPT_REAL, .real = &rides_cfg.radius_km, .lo = 0.001,
+	     .hi = 20000},
+	    {.name = "workers", .kind = APP_OPT_INT, .num = &workers, .lo = 1, .hi = 256},
+	    {.name = "lock-ttl-ms", .kind = APP_OPT_INT, .num = &rides_cfg.lock_ttl_ms, .lo = 1,
+	     .hi = 3600000},
+	    {.name = "lock-wait-ms", .kind = APP_OPT_INT, .num = &rides_cfg.lock_wait_ms, .lo = 0,
+	     .hi = 3600000},
+	    {.name = "hold-ttl-ms", .kind = APP_OPT_INT, .num = &rides_cfg.hold_ttl_ms, .lo = 1000,
+	     .hi = 3600000},
+	    {.name = NULL},
 	};
-	static const struct option opts[] = {
-	    {"listen", required_argument, NULL, O_LISTEN},
-	    {"holdfast", required_argument, NULL, O_HOLDFAST},
-	    {"db", required_argument, NULL, O_DB},
-	    {"redis", required_argument, NULL, O_REDIS},
-	    {"demo-data", no_argument, NULL, O_DEMO},
-	    {"radius-km", required_argument, NULL, O_RADIUS},
-	    {"workers", required_argument, NULL, O_WORKERS},
-	    {"lock-ttl-ms", required_argument, NULL, O_LTTL},
-	    {"lock-wait-ms", required_argument, NULL, O_LWAIT},
-	    {"hold-ttl-ms", required_argument, NULL, O_HTTL},
-	    {"help", no_argument, NULL, O_HELP},
-	    {NULL, 0, NULL, 0},
-	};
-	int c;
-	double d;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (c) {
-		case O_LISTEN:
-			if (!parse_hostport(optarg, &rides_cfg.listen_host,
-			                    &rides_cfg.listen_port)) {
-				fprintf(stderr,
-				        "holdfast-rides: --listen wants HOST:PORT, not '%s'\n",
-				        optarg);
-				return 2;
-			}
-			break;
-		case O_HOLDFAST:
-			rides_cfg.holdfast_url = optarg;
-			break;
-		case O_DB:
-			rides_cfg.db_url = optarg;
-			break;
-		case O_REDIS:
-			if (!parse_hostport(optarg, &rides_cfg.redis_host, &rides_cfg.redis_port) ||
-			    rides_cfg.redis_port == 0) {
-				fprintf(stderr,
-				        "holdfast-rides: --redis wants HOST:PORT, not '%s'\n",
-				        optarg);
-				return 2;
-			}
-			break;
-		case O_DEMO:
-			rides_cfg.demo_data = true;
-			break;
-		case O_RADIUS:
-			if (!parse_num("--radius-km", optarg, 0.001, 20000, &rides_cfg.radius_km))
-				return 2;
-			break;
-		case O_WORKERS:
-			if (!parse_num("--workers", optarg, 1, 256, &d))
-				return 2;
-			rides_cfg.workers = (int)d;
-			break;
-		case O_LTTL:
-			if (!parse_num("--lock-ttl-ms", optarg, 1, 3600000, &d))
-				return 2;
-			rides_cfg.lock_ttl_ms = (int64_t)d;
-			break;
-		case O_LWAIT:
-			if (!parse_num("--lock-wait-ms", optarg, 0, 3600000, &d))
-				return 2;
-			rides_cfg.lock_wait_ms = (int64_t)d;
-			break;
-		case O_HTTL:
-			if (!parse_num("--hold-ttl-ms", optarg, 1000, 3600000, &d))
-				return 2;
-			rides_cfg.hold_ttl_ms = (int64_t)d;
-			break;
-		case O_HELP:
-			fputs(usage, stdout);
-			return 0;
-		default:
-			fputs(usage, stderr);
-			return 2;
-		}
-	}
-	if (optind < argc || !rides_cfg.holdfast_url || !rides_cfg.db_url) {
-		fputs(optind < argc ? "holdfast-rides: unexpected arguments\n"
-		                    : "holdfast-rides: --holdfast and --db are required\n",
-		      stderr);
-		fputs(usage, stderr);
-		return 2;
-	}
-	signal(SIGPIPE, SIG_IGN);
-
-	int rc = 1, n = rides_cfg.workers, opened = 0;
-	char err[512];
-	hf_error e;
-	struct rides_conn *conns = calloc((size_t)n, sizeof(*conns));
-	if (!conns)
-		return 1;
-	if (hf_open(rides_cfg.holdfast_url, NULL, &rides_store, &e) != HF_OK) {
-		fprintf(stderr, "holdfast-rides: cannot open holdfast %s: %s\n",
-		        rides_cfg.holdfast_url, e.message);
-		goto out;
-	}
-	for (; opened < n; opened++)
-		if (!rides_conn_open(&conns[opened], opened, err, sizeof(err))) {
-			fprintf(stderr, "holdfast-rides: %s\n", err);
-			goto out;
-		}
-	if (!rides_db_schema(conns[0].pg, err, sizeof(err))) {
-		fprintf(stderr, "holdfast-rides: schema: %s\n", err);
-		goto out;
-	}
-	if (rides_cfg.demo_data && !rides_db_demo(conns[0].pg, err, sizeof(err))) {
-		fprintf(stderr, "holdfast-rides: demo data: %s\n", err);
-		goto out;
-	}
-	if (!rides_geo_sync(&conns[0], err, sizeof(err))) {
-		fprintf(stderr, "holdfast-rides: driver positions: %s\n", err);
-		goto out;
-	}
-	rides_cleanup_holds(&conns[0]);
-	rc = rides_serve(conns, n);
-out:
-	for (int i = 0; i < opened; i++)
-		rides_conn_close(&conns[i]);
-	free(conns);
-	if (rides_store)
-		hf_close(rides_store);
-	return rc;
+	int rc = app_args("holdfast-rides", usage, opts, argc, argv);
+	if (rc >= 0)
+		return rc;
+	rides_cfg.workers = (int)workers;
+	const struct app_def def = {.prog = "holdfast-rides",
+	                            .name = "rides",
+	                            .listen_host = rides_cfg.listen_host,
+	                            .listen_port = rides_cfg.listen_port,
+	                            .holdfast_url = rides_cfg.holdfast_url,
+	                            .store = &rides_store,
+	                            .workers = rides_cfg.workers,
+	                            .ctx_size = sizeof(struct rides_conn),
+	                            .schema = rides_schema_sql,
+	                            .schema_lock = RIDES_SCHEMA_LOCK,
+	                            .pg_offset = offsetof(struct rides_conn, pg),
+	                            .open = conn_open,
+	                            .close = conn_close,
+	                            .start = start,
+	                            .routes = rides_routes,
+	                            .n_routes = rides_n_routes};
+	return app_run(&def);
 }

@@ -10,13 +10,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <hiredis/hiredis.h>
-#include <jansson.h>
-#include <libpq-fe.h>
-
+#include "app.h"
 #include "holdfast.h"
 
-#define RIDES_BODY_MAX (64 * 1024)        /* request bodies above this: 413 */
 #define RIDES_GEO_KEY "rides:drivers:geo" /* Redis GEO set of driver positions, member = id */
 #define RIDES_CANDIDATES_MAX 256          /* drivers looked at per assignment, nearest first */
 
@@ -42,40 +38,24 @@ extern hf_store *rides_store; /* one store for all workers: hf_call is thread-sa
 /* One worker thread's connections; each worker owns its own, never shared. */
 struct rides_conn {
 	int id;
-	PGconn *pg;
-	redisContext *redis;
+	struct app_pg pg;
+	struct app_redis redis;
 	char owner[96]; /* holdfast owner of the locks it takes: "rides:HOST:PID:wN" */
 };
 
 /* Opens (or re-opens after a failure) the connections. false: err says why. */
 bool rides_conn_open(struct rides_conn *c, int id, char *err, size_t errlen);
 void rides_conn_close(struct rides_conn *c);
-bool rides_pg_ok(struct rides_conn *c);    /* reconnects a broken PostgreSQL connection */
-bool rides_redis_ok(struct rides_conn *c); /* reconnects a broken Redis connection */
 
-/* An answer: an HTTP status and a JSON body (owned: json_decref by the taker). */
-struct rides_reply {
-	int status;
-	json_t *body;
-};
-
-/* Sets *r to {"error":{"code","message"}} with the status; returns false (for `return`). */
-bool rides_error(struct rides_reply *r, int status, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-void rides_ok(struct rides_reply *r, int status, json_t *body); /* takes body */
-
-/* Serves HTTP on rides_cfg.listen_* with one worker thread per connection set in conns[n]
- * until SIGTERM or SIGINT (requests in flight are answered first). 0 on a clean stop. */
-int rides_serve(struct rides_conn *conns, int n);
-
-/* Routes a request: method, path (decoded), query string (or NULL), body (or NULL). */
-void rides_route(struct rides_conn *c, const char *method, const char *path, const char *query,
-                 const char *body, size_t body_len, struct rides_reply *r);
+/* The HTTP API (routes.c); a handler's ctx is its worker's rides_conn. */
+extern const struct app_route rides_routes[];
+extern const size_t rides_n_routes;
 
 /* ---- db.c: PostgreSQL. ----------------------------------------------------------------- */
 
-/* Creates the tables and indexes if missing (safe with several app processes at once). */
-bool rides_db_schema(PGconn *pg, char *err, size_t errlen);
+/* The tables, created at start by app_run (IF NOT EXISTS) under advisory lock 727172. */
+extern const char rides_schema_sql[];
+#define RIDES_SCHEMA_LOCK 727172
 /* Riders 1-100 and drivers 1-50 around the seed's pickup point; idempotent. */
 bool rides_db_demo(PGconn *pg, char *err, size_t errlen);
 /* Puts every driver's last known position (PostgreSQL) into the Redis GEO set. */
@@ -86,22 +66,22 @@ void rides_cleanup_holds(struct rides_conn *c);
 
 /* Runs a statement with text parameters; NULL and *r filled on a database error, with its
  * SQLSTATE in `state` (may be NULL; "" when the connection failed). */
-PGresult *rides_pg(struct rides_conn *c, struct rides_reply *r, const char *sql, int n,
+PGresult *rides_pg(struct rides_conn *c, struct app_reply *r, const char *sql, int n,
                    const char *const *params, char state[6]);
 
 /* ---- bookings.c: the booking state machine. ---------------------------------------------- */
 
-void rides_booking_create(struct rides_conn *c, json_t *in, struct rides_reply *r);
-void rides_booking_get(struct rides_conn *c, int64_t id, struct rides_reply *r);
-void rides_booking_assign(struct rides_conn *c, int64_t id, struct rides_reply *r);
-void rides_booking_accept(struct rides_conn *c, int64_t id, json_t *in, struct rides_reply *r);
-void rides_booking_cancel(struct rides_conn *c, int64_t id, json_t *in, struct rides_reply *r);
-void rides_booking_complete(struct rides_conn *c, int64_t id, json_t *in, struct rides_reply *r);
+void rides_booking_create(struct rides_conn *c, json_t *in, struct app_reply *r);
+void rides_booking_get(struct rides_conn *c, int64_t id, struct app_reply *r);
+void rides_booking_assign(struct rides_conn *c, int64_t id, struct app_reply *r);
+void rides_booking_accept(struct rides_conn *c, int64_t id, json_t *in, struct app_reply *r);
+void rides_booking_cancel(struct rides_conn *c, int64_t id, json_t *in, struct app_reply *r);
+void rides_booking_complete(struct rides_conn *c, int64_t id, json_t *in, struct app_reply *r);
 void rides_user_bookings(struct rides_conn *c, int64_t user_id, const char *user_type,
-                         struct rides_reply *r);
-void rides_rider_create(struct rides_conn *c, json_t *in, struct rides_reply *r);
-void rides_driver_create(struct rides_conn *c, json_t *in, struct rides_reply *r);
-void rides_driver_move(struct rides_conn *c, int64_t id, json_t *in, struct rides_reply *r);
+                         struct app_reply *r);
+void rides_rider_create(struct rides_conn *c, json_t *in, struct app_reply *r);
+void rides_driver_create(struct rides_conn *c, json_t *in, struct app_reply *r);
+void rides_driver_move(struct rides_conn *c, int64_t id, json_t *in, struct app_reply *r);
 
 /* ---- stats.c: lock statistics for GET /api/locks/stats. --------------------------------- */
 
@@ -124,7 +104,5 @@ enum rides_stat {
 void rides_stat_add(enum rides_stat s);
 void rides_stat_latency(int64_t us); /* one booking-lock acquisition, in microseconds */
 json_t *rides_stats_json(void);
-
-int64_t rides_mono_us(void);
 
 #endif /* RIDES_H */

@@ -6,7 +6,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "rides.h"
 
@@ -16,13 +15,6 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t counters[RIDES_STAT_N];
 static int64_t ring[RING];
 static uint64_t n_samples; /* all ever taken; the ring holds the last min(n, RING) */
-
-int64_t rides_mono_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 void rides_stat_add(enum rides_stat s)
 {

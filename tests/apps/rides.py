@@ -1,7 +1,8 @@
-"""rides.py — starts the real holdfast-rides binary for the black-box tests and talks to it.
+"""rides.py — starts the real app binaries (holdfast-rides, -shop, -library) for the
+black-box tests and talks to them.
 
 Runs under tests/pg/with_pg.sh and tests/redis/with_redis.sh (their PostgreSQL and Redis):
-App starts holdfast-rides on a loopback port (0: a free one, read from its "listening" log
+App starts an app on a loopback port (0: a free one, read from its "listening" log
 line) over a holdfast engine URL; psql() runs SQL on the test's PostgreSQL. Python 3 standard
 library only.
 """
@@ -9,6 +10,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -44,12 +46,17 @@ def port_free(port):
 
 
 class App:
-    def __init__(self, binary, holdfast_url, *args, port=0):
-        self.dir = tempfile.mkdtemp(prefix="hf-rides-")
-        self.log_path = os.path.join(self.dir, "rides-%d.log" % time.monotonic_ns())
+    """One app process (holdfast-rides by default; any app binary: redis=False for the ones
+    without --redis)."""
+
+    def __init__(self, binary, holdfast_url, *args, port=0, redis=True):
+        self.name = os.path.basename(binary)
+        self.dir = tempfile.mkdtemp(prefix="hf-app-")
+        self.log_path = os.path.join(self.dir, "%s-%d.log" % (self.name, time.monotonic_ns()))
         self.log = open(self.log_path, "wb")
         cmd = [binary, "--listen", "127.0.0.1:%d" % port, "--holdfast", holdfast_url,
-               "--db", DB_URL, "--redis", "127.0.0.1:%d" % REDIS_PORT] + list(args)
+               "--db", DB_URL] + (["--redis", "127.0.0.1:%d" % REDIS_PORT] if redis else [])
+        cmd += list(args)
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log)
         self.port = self._wait_port()
 
@@ -61,11 +68,11 @@ class App:
             if m:
                 return int(m.group(1))
             if self.proc.poll() is not None:
-                raise RuntimeError("holdfast-rides exited %s:\n%s" % (self.proc.returncode, text))
+                raise RuntimeError("%s exited %s:\n%s" % (self.name, self.proc.returncode, text))
             time.sleep(0.02)
         self.proc.kill()
         self.proc.wait()
-        raise RuntimeError("holdfast-rides did not start:\n" + self.log_text())
+        raise RuntimeError("%s did not start:\n%s" % (self.name, self.log_text()))
 
     def log_text(self):
         with open(self.log_path, "rb") as f:
@@ -96,6 +103,21 @@ class App:
 
     def put(self, path, body=None, **kw):
         return self.request("PUT", path, body=body, **kw)
+
+    def kill(self):
+        """SIGKILL: no shutdown at all, as in a crash."""
+        self.proc.kill()
+        self.proc.wait()
+        self.log.close()
+
+    def stop_clean(self):
+        """SIGTERM and a clean exit (0, and no sanitizer report in its log): the log's
+        directory is removed; else an AssertionError carries the log."""
+        rc = self.stop()
+        text = self.log_text()
+        if rc != 0 or "Sanitizer" in text or "runtime error" in text:
+            raise AssertionError("%s exited %s:\n%s" % (self.name, rc, text[-4000:]))
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def stop(self, timeout=30):
         if self.proc.poll() is None:

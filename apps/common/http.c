@@ -1,9 +1,8 @@
 /*
- * server.c — the HTTP front of holdfast-rides: evhttp on the main thread takes requests and
- * queues them to a small pool of worker threads (each with its own PostgreSQL and Redis
- * connection), which make the blocking holdfast, database and Redis calls; answers come
- * back through a queue and an eventfd, and the main thread writes them. Only the main
- * thread touches libevent objects.
+ * http.c — the HTTP front of the apps: evhttp on the main thread takes requests and queues
+ * them to a pool of worker threads (each with its own connections), which make the blocking
+ * holdfast, database and Redis calls; answers come back through a queue and an eventfd, and
+ * the main thread writes them. Only the main thread touches libevent objects.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -21,7 +20,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
-#include "rides.h"
+#include "app.h"
 
 /* One request on its way through a worker and back. */
 struct job {
@@ -31,7 +30,8 @@ struct job {
 	char *query; /* NULL if none */
 	char *body;
 	size_t body_len;
-	struct rides_reply reply;
+	char *if_match; /* NULL if none */
+	struct app_reply reply;
 	struct job *next;
 };
 
@@ -48,6 +48,7 @@ static int done_fd = -1; /* eventfd: answers are waiting in outq */
 static struct event_base *base;
 static struct evhttp *http;
 static struct evhttp_bound_socket *listener;
+static const struct app_server *srv;
 static size_t inflight; /* main thread only */
 static bool stopping;   /* main thread only */
 
@@ -69,6 +70,7 @@ static void job_free(struct job *j)
 	free(j->path);
 	free(j->query);
 	free(j->body);
+	free(j->if_match);
 	json_decref(j->reply.body);
 	free(j);
 }
@@ -94,6 +96,8 @@ static const char *reason(int status)
 		return "Payload Too Large";
 	case 422:
 		return "Unprocessable Entity";
+	case 428:
+		return "Precondition Required";
 	case 500:
 		return "Internal Server Error";
 	case 503:
@@ -120,8 +124,13 @@ static void answer(struct job *j)
 		evbuffer_add(buf, text, strlen(text));
 		evbuffer_add(buf, "\n", 1);
 	}
-	evhttp_add_header(evhttp_request_get_output_headers(j->req), "Content-Type",
-	                  "application/json");
+	struct evkeyvalq *hdrs = evhttp_request_get_output_headers(j->req);
+	evhttp_add_header(hdrs, "Content-Type", "application/json");
+	if (j->reply.etag[0]) {
+		char etag[sizeof(j->reply.etag) + 2];
+		snprintf(etag, sizeof(etag), "\"%s\"", j->reply.etag);
+		evhttp_add_header(hdrs, "ETag", etag);
+	}
 	evhttp_send_reply(j->req, status, reason(status), buf);
 	if (buf)
 		evbuffer_free(buf);
@@ -135,7 +144,7 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
 	(void)arg;
 	uint64_t n;
 	if (read(fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
-		perror("rides: eventfd read");
+		perror("app: eventfd read");
 	pthread_mutex_lock(&outq.mu);
 	struct job *j = outq.head;
 	outq.head = outq.tail = NULL;
@@ -152,7 +161,7 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
 
 static void *worker_main(void *arg)
 {
-	struct rides_conn *c = arg;
+	char *ctx = arg;
 	for (;;) {
 		pthread_mutex_lock(&inq.mu);
 		while (!inq.head && !inq.stop)
@@ -166,11 +175,17 @@ static void *worker_main(void *arg)
 		if (!inq.head)
 			inq.tail = NULL;
 		pthread_mutex_unlock(&inq.mu);
-		rides_route(c, j->method, j->path, j->query, j->body, j->body_len, &j->reply);
+		struct app_request rq = {.method = j->method,
+		                         .path = j->path,
+		                         .query = j->query,
+		                         .body = j->body,
+		                         .body_len = j->body_len,
+		                         .if_match = j->if_match};
+		srv->route(ctx, &rq, &j->reply);
 		push(&outq, j);
 		uint64_t one = 1;
 		if (write(done_fd, &one, sizeof(one)) < 0)
-			perror("rides: eventfd write");
+			perror("app: eventfd write");
 	}
 }
 
@@ -212,24 +227,26 @@ static void on_request(struct evhttp_request *req, void *arg)
 	const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
 	j->path = evhttp_uridecode(path && *path ? path : "/", 0, NULL);
 	j->query = query ? strdup(query) : NULL;
+	const char *im = evhttp_find_header(evhttp_request_get_input_headers(req), "If-Match");
+	j->if_match = im ? strdup(im) : NULL;
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	size_t len = evbuffer_get_length(in);
 	inflight++;
 	if (stopping) { /* a kept-alive connection after SIGTERM */
-		rides_error(&j->reply, 503, "shutting_down", "the server is stopping");
+		app_error(&j->reply, 503, "shutting_down", "the server is stopping");
 		answer(j);
 		inflight--;
 		return;
 	}
-	if (!j->path || (query && !j->query)) {
-		rides_error(&j->reply, 503, "out_of_memory", "out of memory");
+	if (!j->path || (query && !j->query) || (im && !j->if_match)) {
+		app_error(&j->reply, 503, "out_of_memory", "out of memory");
 		answer(j);
 		inflight--;
 		return;
 	}
-	if (len > RIDES_BODY_MAX) {
-		rides_error(&j->reply, 413, "body_too_large", "request body is over %d bytes",
-		            RIDES_BODY_MAX);
+	if (len > APP_BODY_MAX) {
+		app_error(&j->reply, 413, "body_too_large", "request body is over %d bytes",
+		          APP_BODY_MAX);
 		answer(j);
 		inflight--;
 		return;
@@ -237,7 +254,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 	if (len) {
 		j->body = malloc(len);
 		if (!j->body) {
-			rides_error(&j->reply, 503, "out_of_memory", "out of memory");
+			app_error(&j->reply, 503, "out_of_memory", "out of memory");
 			answer(j);
 			inflight--;
 			return;
@@ -252,8 +269,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
 	(void)what;
 	(void)arg;
-	fprintf(stderr, "rides: signal %d: finishing %zu requests in flight, then exiting\n",
-	        (int)sig, inflight);
+	fprintf(stderr, "%s: signal %d: finishing %zu requests in flight, then exiting\n",
+	        srv->name, (int)sig, inflight);
 	stopping = true;
 	if (listener) {
 		evhttp_del_accept_socket(http, listener);
@@ -263,9 +280,10 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 		event_base_loopbreak(base);
 }
 
-int rides_serve(struct rides_conn *conns, int n)
+int app_serve(const struct app_server *s)
 {
-	int rc = 1;
+	int rc = 1, n = s->n;
+	srv = s;
 	pthread_t *threads = calloc((size_t)n, sizeof(*threads));
 	int started = 0;
 	struct event *ev_done = NULL, *ev_term = NULL, *ev_int = NULL;
@@ -273,7 +291,7 @@ int rides_serve(struct rides_conn *conns, int n)
 	http = base ? evhttp_new(base) : NULL;
 	done_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (!threads || !http || done_fd < 0) {
-		fprintf(stderr, "rides: cannot set up the server\n");
+		fprintf(stderr, "%s: cannot set up the server\n", s->name);
 		goto out;
 	}
 	evhttp_set_gencb(http, on_request, NULL);
@@ -281,16 +299,15 @@ int rides_serve(struct rides_conn *conns, int n)
 	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
 	                                     EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH |
 	                                     EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS);
-	listener = evhttp_bind_socket_with_handle(http, rides_cfg.listen_host,
-	                                          (ev_uint16_t)rides_cfg.listen_port);
+	listener = evhttp_bind_socket_with_handle(http, s->host, (ev_uint16_t)s->port);
 	if (!listener) {
-		fprintf(stderr, "rides: cannot listen on %s:%d: %s\n", rides_cfg.listen_host,
-		        rides_cfg.listen_port, strerror(errno));
+		fprintf(stderr, "%s: cannot listen on %s:%d: %s\n", s->name, s->host, s->port,
+		        strerror(errno));
 		goto out;
 	}
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
-	int port = rides_cfg.listen_port;
+	int port = s->port;
 	if (getsockname(evhttp_bound_socket_get_fd(listener), (struct sockaddr *)&ss, &sl) == 0)
 		port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
 		                                      : ((struct sockaddr_in *)&ss)->sin_port);
@@ -301,12 +318,13 @@ int rides_serve(struct rides_conn *conns, int n)
 	    event_add(ev_term, NULL) || event_add(ev_int, NULL))
 		goto out;
 	for (; started < n; started++)
-		if (pthread_create(&threads[started], NULL, worker_main, &conns[started]) != 0) {
-			fprintf(stderr, "rides: cannot start worker %d\n", started);
+		if (pthread_create(&threads[started], NULL, worker_main,
+		                   (char *)s->ctxs + (size_t)started * s->ctx_size) != 0) {
+			fprintf(stderr, "%s: cannot start worker %d\n", s->name, started);
 			goto out;
 		}
-	fprintf(stderr, "rides: listening on http://%s:%d (holdfast %s, %d workers)\n",
-	        rides_cfg.listen_host, port, rides_cfg.holdfast_url, n);
+	fprintf(stderr, "%s: listening on http://%s:%d (holdfast %s, %d workers)\n", s->name,
+	        s->host, port, s->engine_url, n);
 	event_base_dispatch(base);
 	rc = 0;
 out:
