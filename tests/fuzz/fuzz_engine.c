@@ -6,8 +6,7 @@
  * hf_store_tick), reads of holds and resources, and close + reopen of the store — run on a
  * fresh store in /dev/shm (or $TMPDIR) and on the model. Every answer must equal the model's:
  * codes, hold states, parts, units, fences, times; after a reopen the whole state must too.
- * HF_FUZZ_TRACE=1 prints each step's outcome (for writing seeds); HF_FUZZ_TOLERATE=put-pump
- * models a known engine defect instead of the rule (see model.h), to look past it.
+ * HF_FUZZ_TRACE=1 prints each step's outcome (for writing seeds).
  */
 #include <poll.h>
 #include <stdio.h>
@@ -411,8 +410,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	snprintf(r.url, sizeof(r.url), "file:%s", r.path);
 	remove_files(&r);
 	fm_init(&r.m, T0);
-	const char *tolerate = getenv("HF_FUZZ_TOLERATE");
-	r.m.tolerate_put_pump = tolerate && strstr(tolerate, "put-pump");
 	open_store(&r);
 	for (r.step = 0; r.step < MAX_OPS && more(&r); r.step++) {
 		uint8_t op = next(&r);

@@ -326,7 +326,6 @@ int fm_put(struct fm_model *m, int res, int64_t capacity, int64_t if_version)
 	if (r->exists && capacity < r->held)
 		return HF_ECAPINUSE;
 	bool created = !r->exists || !r->declared;
-	bool grew = r->exists && capacity > r->cap;
 	if (!r->exists)
 		*r = (struct fm_res){.exists = true};
 	r->cap = capacity;
@@ -336,8 +335,7 @@ int fm_put(struct fm_model *m, int res, int64_t capacity, int64_t if_version)
 		for (int k = 0; m->w[i].active && k < m->w[i].a.n; k++)
 			if (m->w[i].a.c[k].res == res && units_of(&m->w[i].a, k) > capacity)
 				unpark(m, i, HF_ECAPACITY, -1);
-	if (!m->tolerate_put_pump || grew || r->waiters > 0)
-		pump(m); /* ended waits and more room wake the lines */
+	pump(m); /* ended waits and more room wake the lines */
 	return HF_OK;
 }
 

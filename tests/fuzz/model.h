@@ -85,10 +85,6 @@ struct fm_model {
 	struct fm_key keys[FM_NKEYS];
 	struct fm_waiter w[FM_MAXW];
 	int nw;
-	/* Model the known defect of tests/fuzz/crashes/engine-put-strands-waiter.bin instead of
-	 * the rule (a put pumps only if the capacity grew or its own line is not empty), so that
-	 * fuzzing can look past it. Set from HF_FUZZ_TOLERATE=put-pump. */
-	bool tolerate_put_pump;
 };
 
 void fm_init(struct fm_model *m, int64_t now);

@@ -22,11 +22,6 @@ extra=()
 # An engine input is a list of operations (two to four bytes each): let it be long.
 [ "$t" = engine ] && extra+=(-max_len=192 -len_control=0)
 log="$work/fuzz-$t.log"
-# The engine target models known engine defects as they are, not as the rules say, so that
-# it finds new ones (tests/fuzz/crashes/README.md). Drop a name here once its fix is in.
-if [ "$t" = engine ] && [ -z "${HF_FUZZ_TOLERATE+set}" ]; then
-	export HF_FUZZ_TOLERATE=put-pump
-fi
 # Every journal and engine input builds and frees a whole engine state, whose 65536-slot
 # event ring costs ~260k free() calls; ASan records a stack for each. Without those stacks
 # these targets run faster. Replay a crash with fuzz_TARGET_replay for full allocation stacks.

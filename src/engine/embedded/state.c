@@ -4,6 +4,7 @@
  * threads, no I/O. Each step reports the journal records it needs written and the calls it
  * completed (struct hf__effects); engine.c makes them durable and delivers them.
  */
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -208,6 +209,19 @@ static json_t *hold_row(const hf_hold *h)
 	                 "parts", hf__hold_parts_json(h, true));
 }
 
+/* What a journal row may hold. Anything beyond is damage (or a hostile file), refused as
+ * store_corrupt rather than loaded: the sums the engine makes with these values (a time plus a
+ * retention, the last fence plus one) must never overflow. Times are milliseconds since the
+ * epoch (2^53 ms is 285,000 years); fences start at 1 and a fallback engine adds 2^48, so
+ * 2^62 leaves room for every grant a store can ever make. */
+#define JOURNAL_TIME_MAX (INT64_C(1) << 53)
+#define JOURNAL_FENCE_MAX (INT64_C(1) << 62)
+
+static bool journal_time_ok(json_int_t t)
+{
+	return t >= 0 && t <= JOURNAL_TIME_MAX;
+}
+
 static int hold_from_row(json_t *j, hf_hold *out)
 {
 	memset(out, 0, sizeof(*out));
@@ -221,6 +235,7 @@ static int hold_from_row(json_t *j, hf_hold *out)
 		return HF_ECORRUPT;
 	if (strlen(id) != HF_ID_LEN || strlen(token) != HF_TOKEN_LEN || state < 0 ||
 	    state > HF_HOLD_EXPIRED || mode < 0 || mode > HF_MODE_EXCLUSIVE ||
+	    !journal_time_ok(created) || !journal_time_ok(expires) || !journal_time_ok(ended) ||
 	    !json_is_array(parts) || json_array_size(parts) == 0 ||
 	    json_array_size(parts) > HF_CLAIMS_MAX)
 		return HF_ECORRUPT;
@@ -242,7 +257,7 @@ static int hold_from_row(json_t *j, hf_hold *out)
 		json_int_t units, fence;
 		if (json_unpack(json_array_get(parts, i), "{s:s, s:I, s:I}", "name", &name, "units",
 		                &units, "fence", &fence) != 0 ||
-		    units < 1) {
+		    units < 1 || units > HF_CAPACITY_MAX || fence < 1 || fence > JOURNAL_FENCE_MAX) {
 			hf__hold_clear(out);
 			return HF_ECORRUPT;
 		}
@@ -1447,64 +1462,44 @@ void hf__state_cancel(struct hf__state *st, uint64_t call_id, int64_t now, struc
 	struct waiter *w = hf__map_get(&st->waiters, key);
 	if (!w)
 		return;
-	if (w->events) {
-		waiter_unlink(st, w);
-		fx_fail(fx, w->call, HF_ECANCELED, "the wait was cancelled");
-		waiter_free(w);
-		return;
-	}
+	bool events = w->events;
 	waiter_fail(st, fx, w, HF_ECANCELED, "the wait was cancelled");
-	pump(st, fx, now);
+	if (!events) /* an event read holds no units: nothing to hand on */
+		pump(st, fx, now);
 }
 
-void hf__state_fail_waits(struct hf__state *st, int code, int64_t now, struct hf__effects *fx)
+/* Ends every parked call (acquires and event reads alike) with code and message. Returns
+ * false, with fx->failed set, when there was no memory to list them. */
+static bool fail_every_waiter(struct hf__state *st, int code, const char *message,
+                              struct hf__effects *fx)
 {
 	size_t n = st->waiters.count, pos = 0, k = 0;
 	struct waiter **all = malloc((n + 1) * sizeof(*all));
 	if (!all) {
 		fx->failed = HF_ENOMEM;
-		return;
+		return false;
 	}
 	void *cur = NULL;
 	struct waiter *w;
 	while ((w = hf__map_next(&st->waiters, &pos, &cur)))
 		all[k++] = w;
-	for (size_t i = 0; i < k; i++) {
-		w = all[i];
-		if (w->events) {
-			waiter_unlink(st, w);
-			fx_fail(fx, w->call, code, "%s", hf_strerror(code));
-			waiter_free(w);
-		} else {
-			waiter_fail(st, fx, w, code, hf_strerror(code));
-		}
-	}
+	for (size_t i = 0; i < k; i++)
+		waiter_fail(st, fx, all[i], code, message);
 	free(all);
-	pump(st, fx, now);
+	return true;
+}
+
+void hf__state_fail_waits(struct hf__state *st, int code, int64_t now, struct hf__effects *fx)
+{
+	if (fail_every_waiter(st, code, hf_strerror(code), fx))
+		pump(st, fx, now);
 }
 
 void hf__state_drop_waits(struct hf__state *st, int code, const char *message,
                           struct hf__effects *fx)
 {
-	size_t n = st->waiters.count, pos = 0, k = 0;
-	struct waiter **all = malloc((n + 1) * sizeof(*all));
-	if (!all) {
-		fx->failed = HF_ENOMEM;
+	if (!fail_every_waiter(st, code, message, fx))
 		return;
-	}
-	void *cur = NULL;
-	struct waiter *w;
-	while ((w = hf__map_next(&st->waiters, &pos, &cur)))
-		all[k++] = w;
-	for (size_t i = 0; i < k; i++) {
-		w = all[i];
-		waiter_unlink(st, w);
-		if (w->idem)
-			idem_forget(st, w->idem);
-		fx_fail(fx, w->call, code, "%s", message);
-		waiter_free(w);
-	}
-	free(all);
 	/* The queues stay as they are: nothing is granted. */
 	while (st->work_head) {
 		struct res *r = st->work_head;
@@ -1570,8 +1565,9 @@ int hf__state_load_meta(struct hf__state *st, const char *key, const char *value
 {
 	if (strcmp(key, "last_fence") == 0) {
 		char *end;
+		errno = 0;
 		long long v = strtoll(value, &end, 10);
-		if (*end || v < 0)
+		if (*end || errno || v < 0 || v > JOURNAL_FENCE_MAX)
 			return corrupt(err, "meta", value);
 		if (v > st->last_fence)
 			st->last_fence = v;
@@ -1685,7 +1681,7 @@ int hf__state_load_idem(struct hf__state *st, const char *body, hf_error *err)
 	json_int_t created;
 	if (!j || json_unpack(j, "{s:s, s:s, s:I, s:o}", "key", &key, "fingerprint", &fp,
 	                      "created_at", &created, "hold", &hold) != 0 ||
-	    hf__map_get(&st->idems, key)) {
+	    !journal_time_ok(created) || hf__map_get(&st->idems, key)) {
 		json_decref(j);
 		return corrupt(err, "idempotency", body);
 	}
