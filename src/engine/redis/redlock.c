@@ -850,8 +850,9 @@ static void *worker_main(void *arg)
 			inbox = call->next;
 			handle(e, call);
 		}
-		/* The retries that are due join the same waves (taken off the list first: a try that
-		 * fails again puts a new entry on it). */
+		wave_run(e); /* before the list below: a wait that must retry is on it then */
+		/* The retries that are due run in waves of their own (taken off the list first: a try
+		 * that fails again puts a new entry on it, for later). */
 		int64_t now = mono();
 		struct rl_pending *due = NULL;
 		for (struct rl_pending **pp = &e->pending; *pp;) {
