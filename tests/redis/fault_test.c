@@ -3,7 +3,7 @@
  * the wire format on every master, majority and validity, fences, mutual exclusion under
  * threads, and faults (two masters killed: locks work; three: acquire fails closed); then
  * redis:// surviving a restart of its server and the loss of its code (FUNCTION FLUSH,
- * SCRIPT FLUSH). Exits non-zero on the first failed check.
+ * SCRIPT FLUSH), and running as a script where FUNCTION is refused. Exits non-zero on the first failed check.
  */
 #include <hiredis/hiredis.h>
 #include <pthread.h>
@@ -455,6 +455,48 @@ static void redis_code_lost(void)
 	hf_close(st);
 }
 
+static void acl(int port, const char *rule)
+{
+	redisContext *c = conn(port);
+	if (!c)
+		return;
+	redisReply *r = redisCommand(c, "ACL SETUSER default %s", rule);
+	if (r)
+		freeReplyObject(r);
+	redisFree(c);
+}
+
+/* Where FUNCTION is refused (Redis 6 has none; here an ACL takes it away), the script form
+ * runs by EVALSHA, and a SCRIPT FLUSH is survived by EVAL (NOSCRIPT). */
+static void redis_script_form(void)
+{
+	char url[128];
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%d?prefix=script:", ports[4]);
+	flush_code(ports[4]);
+	acl(ports[4], "-function");
+	hf_store *st = NULL;
+	hf_error err;
+	int rc = hf_open(url, NULL, &st, &err);
+	if (rc != HF_OK)
+		acl(ports[4], "+function");
+	CHECK(rc == HF_OK, "%s", err.message);
+	hf_hold *h = NULL;
+	rc = lock(st, "S1", 60000, 0, &h, &err);
+	hf_hold_free(h);
+	flush_code(ports[4]);
+	int rc2 = lock(st, "S2", 60000, 0, &h, &err);
+	hf_hold_free(h);
+	int rc3 = lock(st, "S1", 60000, 0, NULL, &err);
+	hf_close(st);
+	acl(ports[4], "+function");
+	CHECK(rc == HF_OK, "by EVALSHA: %s", hf_err_name(rc));
+	CHECK(rc2 == HF_OK, "after SCRIPT FLUSH: %s", hf_err_name(rc2));
+	CHECK(rc3 == HF_EUNAVAILABLE, "S1 is held: %s", hf_err_name(rc3));
+	CHECK(holdfast_libraries(ports[4]) == 0, "a library was loaded (%ld)",
+	      holdfast_libraries(ports[4]));
+	printf("without FUNCTION: the script form by EVALSHA, EVAL after SCRIPT FLUSH\n");
+}
+
 int main(void)
 {
 	const char *p = getenv("HF_REDIS_PORTS");
@@ -479,6 +521,8 @@ int main(void)
 		redis_reconnect();
 	if (!failures)
 		redis_code_lost();
+	if (!failures)
+		redis_script_form();
 	printf(failures ? "FAILED\n" : "all fault checks passed\n");
 	return failures ? 1 : 0;
 }

@@ -3,8 +3,10 @@
  * hold of any capacity — holdfastd's lock route) by the Redlock algorithm over N independent
  * Redis masters, on the wire format of the other Redlock
  * clients (key = the name, value = the 32-hex token, SET NX PX, owner-checked Lua for release
- * and extend). One worker thread with one blocking hiredis connection per master; waits are
- * retries with delay + jitter scheduled by that thread, never sleeps of the caller.
+ * and extend). One worker thread with one blocking hiredis connection per master, running the
+ * calls it is given in waves: each round of a wave is written to every master for all its
+ * calls before any reply is read (pipelined, the masters in parallel); waits are retries with
+ * delay + jitter scheduled by that thread, never sleeps of the caller.
  */
 #include <errno.h>
 #include <pthread.h>
