@@ -2,7 +2,8 @@
  * fault_test.c — redlock:// over five redis-server masters started by with_redis.sh -n 5:
  * the wire format on every master, majority and validity, fences, mutual exclusion under
  * threads, and faults (two masters killed: locks work; three: acquire fails closed); then
- * redis:// surviving a restart of its server. Exits non-zero on the first failed check.
+ * redis:// surviving a restart of its server and the loss of its code (FUNCTION FLUSH,
+ * SCRIPT FLUSH), and running as a script where FUNCTION is refused. Exits non-zero on the first failed check.
  */
 #include <hiredis/hiredis.h>
 #include <pthread.h>
@@ -396,6 +397,106 @@ static void redis_reconnect(void)
 	hf_close(st);
 }
 
+/* ---- redis:// when the server loses its code ---- */
+
+/* How many libraries FUNCTION LIST shows whose name matches holdfast_*. */
+static long holdfast_libraries(int port)
+{
+	redisContext *c = conn(port);
+	if (!c)
+		return -1;
+	long n = 0;
+	redisReply *r = redisCommand(c, "FUNCTION LIST LIBRARYNAME holdfast_*");
+	if (r && r->type == REDIS_REPLY_ARRAY)
+		n = (long)r->elements;
+	if (r)
+		freeReplyObject(r);
+	redisFree(c);
+	return n;
+}
+
+static void flush_code(int port)
+{
+	redisContext *c = conn(port);
+	if (!c)
+		return;
+	redisReply *r = redisCommand(c, "FUNCTION FLUSH");
+	if (r)
+		freeReplyObject(r);
+	r = redisCommand(c, "SCRIPT FLUSH");
+	if (r)
+		freeReplyObject(r);
+	redisFree(c);
+}
+
+static void redis_code_lost(void)
+{
+	char url[128];
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%d?prefix=code:", ports[4]);
+	hf_store *st = NULL;
+	hf_error err;
+	CHECK(hf_open(url, NULL, &st, &err) == HF_OK, "%s", err.message);
+	hf_hold *h = NULL;
+	CHECK(lock(st, "C1", 60000, 0, &h, &err) == HF_OK, "%s", err.message);
+	hf_hold_free(h);
+	CHECK(holdfast_libraries(ports[4]) == 1, "the function library is not loaded (%ld)",
+	      holdfast_libraries(ports[4]));
+	flush_code(ports[4]);
+	/* the call after the flush runs as EVAL of the script text; the library is loaded again */
+	CHECK(lock(st, "C2", 60000, 0, &h, &err) == HF_OK, "after FUNCTION FLUSH: %s", err.message);
+	hf_hold_free(h);
+	CHECK(lock(st, "C3", 60000, 0, &h, &err) == HF_OK, "after the reload: %s", err.message);
+	hf_hold_free(h);
+	CHECK(holdfast_libraries(ports[4]) == 1, "the library was not loaded again (%ld)",
+	      holdfast_libraries(ports[4]));
+	CHECK(lock(st, "C1", 60000, 0, NULL, &err) == HF_EUNAVAILABLE, "C1 is held: %s",
+	      err.message);
+	printf("redis lost its code: calls went on, the library was loaded again\n");
+	hf_close(st);
+}
+
+static void acl(int port, const char *rule)
+{
+	redisContext *c = conn(port);
+	if (!c)
+		return;
+	redisReply *r = redisCommand(c, "ACL SETUSER default %s", rule);
+	if (r)
+		freeReplyObject(r);
+	redisFree(c);
+}
+
+/* Where FUNCTION is refused (Redis 6 has none; here an ACL takes it away), the script form
+ * runs by EVALSHA, and a SCRIPT FLUSH is survived by EVAL (NOSCRIPT). */
+static void redis_script_form(void)
+{
+	char url[128];
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%d?prefix=script:", ports[4]);
+	flush_code(ports[4]);
+	acl(ports[4], "-function");
+	hf_store *st = NULL;
+	hf_error err;
+	int rc = hf_open(url, NULL, &st, &err);
+	if (rc != HF_OK)
+		acl(ports[4], "+function");
+	CHECK(rc == HF_OK, "%s", err.message);
+	hf_hold *h = NULL;
+	rc = lock(st, "S1", 60000, 0, &h, &err);
+	hf_hold_free(h);
+	flush_code(ports[4]);
+	int rc2 = lock(st, "S2", 60000, 0, &h, &err);
+	hf_hold_free(h);
+	int rc3 = lock(st, "S1", 60000, 0, NULL, &err);
+	hf_close(st);
+	acl(ports[4], "+function");
+	CHECK(rc == HF_OK, "by EVALSHA: %s", hf_err_name(rc));
+	CHECK(rc2 == HF_OK, "after SCRIPT FLUSH: %s", hf_err_name(rc2));
+	CHECK(rc3 == HF_EUNAVAILABLE, "S1 is held: %s", hf_err_name(rc3));
+	CHECK(holdfast_libraries(ports[4]) == 0, "a library was loaded (%ld)",
+	      holdfast_libraries(ports[4]));
+	printf("without FUNCTION: the script form by EVALSHA, EVAL after SCRIPT FLUSH\n");
+}
+
 int main(void)
 {
 	const char *p = getenv("HF_REDIS_PORTS");
@@ -418,6 +519,10 @@ int main(void)
 	hf_close(st);
 	if (!failures)
 		redis_reconnect();
+	if (!failures)
+		redis_code_lost();
+	if (!failures)
+		redis_script_form();
 	printf(failures ? "FAILED\n" : "all fault checks passed\n");
 	return failures ? 1 : 0;
 }

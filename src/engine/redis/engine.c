@@ -1,6 +1,7 @@
 /*
- * engine.c — the redis:// engine: every rule runs inside Redis as holds.lua (EVALSHA, EVAL on
- * NOSCRIPT); this file owns the worker thread that pipelines those calls over one blocking
+ * engine.c — the redis:// engine: every rule runs inside Redis as holds.lua (FCALL of its
+ * function library on Redis 7; EVALSHA of its script form before that; EVAL of the script text
+ * when the server has lost either); this file owns the worker thread that pipelines those calls over one blocking
  * hiredis connection, the parked waits (woken by pub/sub on a second connection, with a slow
  * safety re-check that also renews their leases), the expiry timer, reconnects and close.
  */
@@ -101,7 +102,9 @@ struct redis_engine {
 
 	/* worker thread only */
 	redisContext *c;
-	char sha[41];
+	bool fcall;     /* c has the library (FUNCTION LOAD worked): calls are FCALL */
+	bool need_load; /* c answered "Function not found": load it again before the next send */
+	char sha[41];   /* the script form's, when !fcall */
 	int64_t next_connect, backoff;
 	char last_error[200];
 	struct waiter *waiters;
@@ -318,8 +321,8 @@ static void args_free(int n, char **v, size_t *l)
 /* EVALSHA sha 1 <seq key> prefix op retention... plain — the common head of every call. */
 static void args_head(struct redis_engine *eng, struct args *a, const char *op)
 {
-	arg_add(a, "EVALSHA");
-	arg_add(a, eng->sha);
+	arg_add(a, eng->fcall ? "FCALL" : "EVALSHA");
+	arg_add(a, eng->fcall ? hf__redis_function : eng->sha);
 	arg_add(a, "1");
 	arg_add(a, eng->seq_key);
 	arg_add(a, eng->prefix);
@@ -566,6 +569,43 @@ static void set_node(struct redis_engine *eng, const struct hf__redis_node *node
 	snprintf(eng->where, sizeof(eng->where), "%.250s:%d", node->host, node->port);
 }
 
+/* Loads holds.lua on `c`: as a function library where the server has FUNCTION (Redis 7), so
+ * that its closures are built once per load instead of once per call (most of a call's cost
+ * in Redis, docs/redis.md); else as a script (SCRIPT LOAD, for EVALSHA). Sets eng->fcall and
+ * eng->sha; false with the reason in `why` when neither loads. */
+static bool load_code(struct redis_engine *eng, redisContext *c, char *why, size_t n)
+{
+	const char *largv[] = {"FUNCTION", "LOAD", "REPLACE", hf__redis_library};
+	size_t largl[] = {8, 4, 7, hf__redis_library_len};
+	redisReply *r = redisCommandArgv(c, 4, largv, largl);
+	eng->need_load = false;
+	if (r && r->type == REDIS_REPLY_STRING) {
+		freeReplyObject(r);
+		eng->fcall = true;
+		return true;
+	}
+	if (r)
+		freeReplyObject(r);
+	else {
+		snprintf(why, n, "FUNCTION LOAD failed: %s", c->errstr);
+		return false;
+	}
+	/* No FUNCTION (Redis 6), or not allowed: the script form. */
+	eng->fcall = false;
+	const char *argv[] = {"SCRIPT", "LOAD", hf__redis_script};
+	size_t argl[] = {6, 4, hf__redis_script_len};
+	r = redisCommandArgv(c, 3, argv, argl);
+	if (r && r->type == REDIS_REPLY_STRING && r->len == 40) {
+		memcpy(eng->sha, r->str, 41);
+		freeReplyObject(r);
+		return true;
+	}
+	snprintf(why, n, "SCRIPT LOAD failed: %s", r && r->type == REDIS_REPLY_ERROR ? r->str : c->errstr);
+	if (r)
+		freeReplyObject(r);
+	return false;
+}
+
 /* Connects (and loads the script) unless connected or backing off. */
 static bool ensure_connected(struct redis_engine *eng)
 {
@@ -581,20 +621,11 @@ static bool ensure_connected(struct redis_engine *eng)
 	           strcmp(eng->cur.host, eng->url.nodes[0].host) != 0))
 		set_node(eng, &eng->url.nodes[0]); /* a node a MOVED named is gone: ask the URL's */
 	if (c) {
-		const char *argv[] = {"SCRIPT", "LOAD", hf__redis_script};
-		size_t argl[] = {6, 4, hf__redis_script_len};
-		redisReply *r = redisCommandArgv(c, 3, argv, argl);
-		if (r && r->type == REDIS_REPLY_STRING && r->len == 40) {
-			memcpy(eng->sha, r->str, 41);
-			freeReplyObject(r);
+		if (load_code(eng, c, why, sizeof(why))) {
 			eng->c = c;
 			eng->backoff = 0;
 			return true;
 		}
-		snprintf(why, sizeof(why), "SCRIPT LOAD failed: %s",
-		         r && r->type == REDIS_REPLY_ERROR ? r->str : c->errstr);
-		if (r)
-			freeReplyObject(r);
 		redisFree(c);
 	}
 	snprintf(eng->last_error, sizeof(eng->last_error), "%.190s", why);
@@ -739,6 +770,13 @@ static void handle_reply(struct redis_engine *eng, struct job *jb, redisReply *r
 		jb->retry = true;
 		return;
 	}
+	if (r->type == REDIS_REPLY_ERROR && strcmp(r->str, "ERR Function not found") == 0) {
+		/* FUNCTION FLUSH, or a restarted server without persistence: this call goes again
+		 * as EVAL, and the library is loaded again before the next send. */
+		jb->retry = true;
+		eng->need_load = true;
+		return;
+	}
 	if (r->type == REDIS_REPLY_ERROR && eng->cluster &&
 	    (jb->again = hf__redis_redirect(r->str, &eng->cur, &jb->ask)) != HF__REDIR_NONE) {
 		snprintf(jb->again_why, sizeof(jb->again_why), "%.150s", r->str);
@@ -778,6 +816,29 @@ static void handle_reply(struct redis_engine *eng, struct job *jb, redisReply *r
 		break;
 	}
 	json_decref(j);
+}
+
+/* Points a job at the code the connection has: FCALL of the library or EVALSHA of the script
+ * (one built before a reconnect may name the other); an EVAL stays one. */
+static bool job_target(struct redis_engine *eng, struct job *jb)
+{
+	const char *cmd = eng->fcall ? "FCALL" : "EVALSHA";
+	const char *name = eng->fcall ? hf__redis_function : eng->sha;
+	if (strcmp(jb->argv[0], "EVAL") == 0 ||
+	    (strcmp(jb->argv[0], cmd) == 0 && strcmp(jb->argv[1], name) == 0))
+		return true;
+	free(jb->argv[0]);
+	free(jb->argv[1]);
+	jb->argv[0] = hf__strdup(cmd);
+	jb->argv[1] = hf__strdup(name);
+	jb->argl[0] = strlen(cmd);
+	jb->argl[1] = strlen(name);
+	if (jb->argv[0] && jb->argv[1])
+		return true;
+	jb->retry = false;
+	jb->again = HF__REDIR_NONE;
+	job_failed(eng, jb, HF_ENOMEM, "out of memory");
+	return false;
 }
 
 /* Makes a job an EVAL with the script's text (after NOSCRIPT, or for an ASK). */
@@ -902,6 +963,14 @@ static void run_jobs(struct redis_engine *eng, struct job **jobs, size_t n)
 			fail_all = pass == 0;
 			goto fail_rest;
 		}
+		if (eng->need_load && !load_code(eng, eng->c, why, sizeof(why))) {
+			/* the connection is unusable for calls: as if lost */
+			disconnect(eng, why);
+			snprintf(why, sizeof(why), "redis at %.80s is unreachable: %.180s", eng->where,
+			         eng->last_error);
+			fail_all = pass == 0;
+			goto fail_rest;
+		}
 		for (size_t i = 0; i < n; i++) {
 			struct job *jb = jobs[i];
 			if (pass > 0 && !jb->retry && !jb->again)
@@ -910,6 +979,8 @@ static void run_jobs(struct redis_engine *eng, struct job **jobs, size_t n)
 				continue; /* after this pass's replies: run_ask uses the connection */
 			if (jb->retry && !job_to_eval(eng, jb))
 				continue; /* NOSCRIPT: the same call as EVAL with the text, which caches it */
+			if (!jb->retry && !job_target(eng, jb))
+				continue;
 			jb->retry = false;
 			jb->again = HF__REDIR_NONE;
 			jb->inflight = true;

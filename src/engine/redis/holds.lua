@@ -1,8 +1,11 @@
 -- holds.lua — every hold rule of docs/semantics.md as one atomic Redis script, the redis://
--- engine's whole server side. Loaded once (SCRIPT LOAD), called by EVALSHA with an op name;
--- it mirrors src/engine/embedded/state.c step for step (same checks, order and error codes).
+-- engine's whole server side. Loaded once per connection as a function library (FUNCTION LOAD,
+-- Redis 7) and called by FCALL with an op name, or as a script (SCRIPT LOAD, EVALSHA) where
+-- FUNCTION is missing: redis.cmake makes both forms of this text, which ends with run(ARGV).
+-- It mirrors src/engine/embedded/state.c step for step (same checks, order and error codes).
 --
--- Call: EVALSHA sha 1 <P>seq  P op hold_ret_ms idem_ret_ms max_holds max_resources plain args...
+-- Call: FCALL holdfast_<id> 1 <P>seq  P op hold_ret_ms idem_ret_ms max_holds max_resources
+--       plain args...   (or EVALSHA sha 1 <P>seq ..., the same arguments)
 -- Reply: one JSON text: {"now":ms,"due":ms|0, ...op result...}; errors as {"e":code,"m":text}.
 -- Holds, resources and events in it have the wire form of src/core/codec.c (hf__*_from_json
 -- reads them), except that a resource's meta and an event's data are their JSON text.
@@ -12,13 +15,10 @@
 -- With plain = '1' (URL ?locks=plain) each resource also has its Redlock-format key: the
 -- resource name itself, holding a token while holdfast holds any of its units (see "plain").
 
-local P = ARGV[1]
-local OP = ARGV[2]
-local HOLD_RET = tonumber(ARGV[3])
-local IDEM_RET = tonumber(ARGV[4])
-local MAX_HOLDS = tonumber(ARGV[5])
-local MAX_RES = tonumber(ARGV[6])
-local PLAIN = ARGV[7] == '1'
+-- Per call: set by run() from the arguments before anything else runs. Everything below is
+-- defined once per library load (FUNCTION LOAD) — or once per call when run as a script (EVAL,
+-- Redis < 7): the closures are a large part of a call's cost, so they live at this level.
+local P, OP, HOLD_RET, IDEM_RET, MAX_HOLDS, MAX_RES, PLAIN
 local A = 8 -- first op argument
 
 local E_NORESOURCE, E_NOHOLD, E_VERSION, E_HELD, E_UNAVAILABLE = -2, -3, -4, -5, -6
@@ -29,32 +29,23 @@ local UNITS, SHARED, EXCLUSIVE = 0, 1, 2
 local MODE_NAME = {[0] = 'units', [1] = 'shared', [2] = 'exclusive'}
 local STATE_NAME = {[0] = 'tentative', [1] = 'confirmed', [2] = 'released', [3] = 'expired'}
 
-local K_HOLDS, K_HIDS, K_EXP, K_ENDED = P .. 'holds', P .. 'hids', P .. 'exp', P .. 'ended'
-local K_IDEM, K_IDEMX, K_RES, K_SEQ = P .. 'idem', P .. 'idemx', P .. 'res', P .. 'seq'
-local K_EV, K_W, K_TICKET, K_LIVE = P .. 'ev', P .. 'w', P .. 'ticket', P .. 'live'
-local K_WL = P .. 'wl' -- every wait record by the end of its lease (zset)
-local CH_WAKE, CH_EVENTS = P .. 'wake', P .. 'events'
+local K_HOLDS, K_HIDS, K_EXP, K_ENDED, K_IDEM, K_IDEMX, K_RES, K_SEQ
+local K_EV, K_W, K_TICKET, K_LIVE
+local K_WL -- every wait record by the end of its lease (zset)
+local CH_WAKE, CH_EVENTS
 
 local function rk(n) return P .. '{' .. n .. '}:r' end
 local function qk(n) return P .. '{' .. n .. '}:q' end
 local function fk(n) return P .. '{' .. n .. '}:f' end
 
--- Redis Cluster: while this store's slot is being migrated away from this node, any key that
--- is not (or no longer) here would fail the script half-way, after some of its writes. A key
--- that never exists tells us first, before any write: then nothing is done and the engine
--- sends the call again later (TRYAGAIN). Elsewhere (no Cluster, a stable slot, or the
--- importing node asked with ASKING) the probe just answers 0.
-if type(redis.pcall('EXISTS', P .. 'probe')) == 'table' then
-	return redis.error_reply('TRYAGAIN the slot of this store is being migrated')
-end
-
-local t = redis.call('TIME')
-local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-
+local NOW          -- Redis TIME in ms, read once per call
 local woken = {}   -- waiter ids whose outcome is ready: published on CH_WAKE at the end
 local emitted = 0  -- newest event seq written by this call
 local work, in_work = {}, {} -- resources whose queue may move (the pump's worklist)
 
+-- Integers as text: every number handed to redis.call (or concatenated) is turned into text;
+-- Lua's own way is printf("%.17g"), a floating-point formatting that was a fifth of all the
+-- instructions Redis spent on a call (callgrind); an integer format is a fraction of that.
 local function I(x) return string.format('%d', x) end
 local function S(s) return cjson.encode(s) end
 
@@ -79,8 +70,8 @@ local function res_view(r)
 end
 
 local function res_create(n, cap)
-	redis.call('HSET', rk(n), 'cap', cap, 'decl', 0, 'ver', 0, 'held', 0, 'holds', 0, 'nex', 0)
-	redis.call('ZADD', K_RES, 0, n)
+	redis.call('HSET', rk(n), 'cap', I(cap), 'decl', '0', 'ver', '0', 'held', '0', 'holds', '0', 'nex', '0')
+	redis.call('ZADD', K_RES, '0', n)
 end
 
 -- An implicit resource vanishes once no hold and no waiter names it.
@@ -134,7 +125,7 @@ local function plain_ttl(n, k)
 	if tonumber(f[2] or '0') > 0 then
 		redis.call('PERSIST', n)
 	else
-		redis.call('PEXPIRE', n, math.max(1, tonumber(f[1] or '0') - NOW))
+		redis.call('PEXPIRE', n, I(math.max(1, tonumber(f[1] or '0') - NOW)))
 	end
 end
 
@@ -144,11 +135,11 @@ local function plain_take(n, h)
 	local k = rk(n)
 	local pk = redis.call('HGET', k, 'pk')
 	local x = math.max(tonumber(redis.call('HGET', k, 'pkx') or '0'), h.expires)
-	redis.call('HSET', k, 'pkx', x)
+	redis.call('HSET', k, 'pkx', I(x))
 	local v = kget(n)
 	if not v or v ~= pk then
 		-- absent (free, or lost): write ours. A foreign value was refused before the grant.
-		redis.call('SET', n, h.token, 'PX', math.max(1, x - NOW))
+		redis.call('SET', n, h.token, 'PX', I(math.max(1, x - NOW)))
 		redis.call('HSET', k, 'pk', h.token)
 		if tonumber(redis.call('HGET', k, 'pkc') or '0') > 0 then redis.call('PERSIST', n) end
 	else
@@ -181,7 +172,7 @@ end
 local function plain_end(n, was_confirmed)
 	if not is_plain(n) then return end
 	local k = rk(n)
-	if was_confirmed then redis.call('HINCRBY', k, 'pkc', -1) end
+	if was_confirmed then redis.call('HINCRBY', k, 'pkc', '-1') end
 	local pk = redis.call('HGET', k, 'pk')
 	if tonumber(redis.call('HGET', k, 'holds') or '0') <= 0 then
 		if pk and kget(n) == pk then redis.call('DEL', n) end
@@ -248,14 +239,14 @@ local function hold_end(h, state, ended_at)
 	h.ended = ended_at
 	for _, p in ipairs(h.parts) do
 		local k = rk(p.name)
-		redis.call('HINCRBY', k, 'held', -p.units)
-		redis.call('HINCRBY', k, 'holds', -1)
-		if h.mode == EXCLUSIVE then redis.call('HINCRBY', k, 'nex', -1) end
+		redis.call('HINCRBY', k, 'held', I(-p.units))
+		redis.call('HINCRBY', k, 'holds', '-1')
+		if h.mode == EXCLUSIVE then redis.call('HINCRBY', k, 'nex', '-1') end
 		plain_end(p.name, was_confirmed)
 		work_push(p.name)
 	end
 	redis.call('ZREM', K_EXP, h.id)
-	redis.call('ZADD', K_ENDED, ended_at, h.id)
+	redis.call('ZADD', K_ENDED, I(ended_at), h.id)
 	redis.call('DECR', K_LIVE)
 	hold_save(h)
 	emit(state == EXPIRED and 'hold.expired' or 'hold.released', h.parts[1].name, h.id,
@@ -273,14 +264,14 @@ local function grant(owner, mode, ttl, id, token, names, units, idem_key)
 		local u = units[i]
 		if u == 0 then u = tonumber(redis.call('HGET', k, 'cap')) end
 		h.parts[i] = {name = n, units = u, fence = redis.call('INCR', fk(n))}
-		redis.call('HINCRBY', k, 'held', u)
-		redis.call('HINCRBY', k, 'holds', 1)
-		if mode == EXCLUSIVE then redis.call('HINCRBY', k, 'nex', 1) end
+		redis.call('HINCRBY', k, 'held', I(u))
+		redis.call('HINCRBY', k, 'holds', '1')
+		if mode == EXCLUSIVE then redis.call('HINCRBY', k, 'nex', '1') end
 		plain_take(n, h)
 	end
 	hold_save(h)
-	redis.call('ZADD', K_HIDS, 0, id)
-	redis.call('ZADD', K_EXP, h.expires, id)
+	redis.call('ZADD', K_HIDS, '0', id)
+	redis.call('ZADD', K_EXP, I(h.expires), id)
 	redis.call('INCR', K_LIVE)
 	emit('hold.granted', names[1], id,
 	     '{"expires_at_ms":' .. I(h.expires) .. ',"id":' .. S(id) .. ',"mode":' .. S(MODE_NAME[mode]) ..
@@ -291,7 +282,7 @@ local function grant(owner, mode, ttl, id, token, names, units, idem_key)
 		d.created = NOW
 		d.hold = h
 		redis.call('HSET', K_IDEM, idem_key, cjson.encode(d))
-		redis.call('ZADD', K_IDEMX, NOW, idem_key)
+		redis.call('ZADD', K_IDEMX, I(NOW), idem_key)
 	end
 	return h
 end
@@ -310,7 +301,7 @@ end
 
 local function w_save(wid, w)
 	redis.call('HSET', K_W, wid, cjson.encode(w))
-	redis.call('ZADD', K_WL, w.lease, wid)
+	redis.call('ZADD', K_WL, I(w.lease), wid)
 end
 
 local function w_del(wid)
@@ -351,7 +342,7 @@ end
 -- its head are removed on the way.
 local function q_head(n)
 	while true do
-		local wid = redis.call('ZRANGE', qk(n), 0, 0)[1]
+		local wid = redis.call('ZRANGE', qk(n), '0', '0')[1]
 		if not wid then return nil end
 		local w = w_load(wid)
 		if not w or w.st ~= 'p' then
@@ -445,7 +436,7 @@ end
 
 local function sweep()
 	while true do
-		local gone = redis.call('ZRANGEBYSCORE', K_WL, '-inf', '(' .. I(NOW), 'LIMIT', 0, 100)
+		local gone = redis.call('ZRANGEBYSCORE', K_WL, '-inf', '(' .. I(NOW), 'LIMIT', '0', '100')
 		if #gone == 0 then break end
 		for _, wid in ipairs(gone) do
 			local w = w_load(wid)
@@ -454,7 +445,7 @@ local function sweep()
 		pump()
 	end
 	while true do
-		local due = redis.call('ZRANGEBYSCORE', K_EXP, '-inf', NOW, 'LIMIT', 0, 100)
+		local due = redis.call('ZRANGEBYSCORE', K_EXP, '-inf', I(NOW), 'LIMIT', '0', '100')
 		if #due == 0 then break end
 		for _, id in ipairs(due) do
 			local h = hold_load(id)
@@ -466,13 +457,13 @@ local function sweep()
 		end
 		pump()
 	end
-	local old = redis.call('ZRANGEBYSCORE', K_ENDED, '-inf', NOW - HOLD_RET, 'LIMIT', 0, 1000)
+	local old = redis.call('ZRANGEBYSCORE', K_ENDED, '-inf', I(NOW - HOLD_RET), 'LIMIT', '0', '1000')
 	for _, id in ipairs(old) do
 		redis.call('HDEL', K_HOLDS, id)
 		redis.call('ZREM', K_HIDS, id)
 		redis.call('ZREM', K_ENDED, id)
 	end
-	old = redis.call('ZRANGEBYSCORE', K_IDEMX, '-inf', NOW - IDEM_RET, 'LIMIT', 0, 1000)
+	old = redis.call('ZRANGEBYSCORE', K_IDEMX, '-inf', I(NOW - IDEM_RET), 'LIMIT', '0', '1000')
 	for _, k in ipairs(old) do
 		redis.call('HDEL', K_IDEM, k)
 		redis.call('ZREM', K_IDEMX, k)
@@ -592,7 +583,7 @@ function ops.acquire(a)
 	for i = 1, n do
 		if not res[i] and not res_get(names[i]) then res_create(names[i], caps[i]) end
 		w.claims[i] = {n = names[i], u = units[i]}
-		redis.call('ZADD', qk(names[i]), ticket, wid)
+		redis.call('ZADD', qk(names[i]), I(ticket), wid)
 	end
 	w_save(wid, w)
 	if ikey ~= '' then
@@ -693,7 +684,7 @@ function ops.extend(a)
 	if not h then return e end
 	if h.state == TENTATIVE then
 		h.expires = NOW + tonumber(a[3])
-		redis.call('ZADD', K_EXP, h.expires, h.id)
+		redis.call('ZADD', K_EXP, I(h.expires), h.id)
 		hold_save(h)
 		for _, p in ipairs(h.parts) do
 			if is_plain(p.name) then
@@ -717,7 +708,7 @@ function ops.confirm(a)
 		redis.call('ZREM', K_EXP, h.id)
 		hold_save(h)
 		for _, p in ipairs(h.parts) do
-			if is_plain(p.name) then redis.call('HINCRBY', rk(p.name), 'pkc', 1) end
+			if is_plain(p.name) then redis.call('HINCRBY', rk(p.name), 'pkc', '1') end
 		end
 		local lost = plain_lost(h)
 		if lost then return lost end
@@ -746,7 +737,7 @@ function ops.list_holds(a)
 	local out, more = {}, false
 	local from = cursor == '' and '-' or '(' .. cursor
 	while true do
-		local ids = redis.call('ZRANGEBYLEX', K_HIDS, from, '+', 'LIMIT', 0, 200)
+		local ids = redis.call('ZRANGEBYLEX', K_HIDS, from, '+', 'LIMIT', '0', '200')
 		for _, id in ipairs(ids) do
 			local h = hold_load(id)
 			local ok = h ~= nil
@@ -795,7 +786,7 @@ function ops.put_resource(a)
 	r.cap, r.decl = cap, true
 	r.ver = created and 1 or r.ver + 1
 	local k = rk(name)
-	redis.call('HSET', k, 'cap', cap, 'decl', 1, 'ver', r.ver)
+	redis.call('HSET', k, 'cap', I(cap), 'decl', '1', 'ver', I(r.ver))
 	if has_meta then
 		r.meta = meta
 		redis.call('HSET', k, 'meta', meta)
@@ -808,7 +799,7 @@ function ops.put_resource(a)
 	if shrank then
 		-- Waits that could never be granted now end and leave every queue they stood in
 		-- (exclusive claims, u = 0, take whatever the capacity is, so never exceed it).
-		for _, wid in ipairs(redis.call('ZRANGE', qk(name), 0, -1)) do
+		for _, wid in ipairs(redis.call('ZRANGE', qk(name), '0', '-1')) do
 			local w = w_load(wid)
 			if w and w.st == 'p' and wait_impossible(w, name, cap) then
 				w_fail(wid, w, E_CAPACITY, 'the resource\'s capacity was lowered below what this wait needs')
@@ -842,7 +833,7 @@ function ops.delete_resource(a)
 	end
 	local view = res_view(r)
 	-- Its waiters can never be granted now.
-	for _, wid in ipairs(redis.call('ZRANGE', qk(name), 0, -1)) do
+	for _, wid in ipairs(redis.call('ZRANGE', qk(name), '0', '-1')) do
 		local w = w_load(wid)
 		if w and w.st == 'p' then
 			w_fail(wid, w, E_NORESOURCE, 'the resource was deleted while waiting')
@@ -865,7 +856,7 @@ end
 function ops.list_resources(a)
 	local cursor, limit = a[1], tonumber(a[2])
 	local names = redis.call('ZRANGEBYLEX', K_RES, cursor == '' and '-' or '(' .. cursor, '+',
-	                         'LIMIT', 0, limit + 1)
+	                         'LIMIT', '0', I(limit + 1))
 	local out = {}
 	for i = 1, math.min(#names, limit) do
 		local r = res_get(names[i])
@@ -881,7 +872,7 @@ function ops.read_events(a)
 	local last = tonumber(redis.call('GET', K_SEQ) or '0')
 	local out = {}
 	if after < last then
-		local rows = redis.call('XRANGE', K_EV, I(after + 1) .. '-0', '+', 'COUNT', limit)
+		local rows = redis.call('XRANGE', K_EV, I(after + 1) .. '-0', '+', 'COUNT', I(limit))
 		for i, row in ipairs(rows) do
 			local f = {}
 			for k = 1, #row[2], 2 do f[row[2][k]] = row[2][k + 1] end
@@ -899,20 +890,44 @@ end
 
 -- ---- dispatch ----
 
-local f = ops[OP]
-if not f then return cjson.encode(err(-1, 'unknown script op \'' .. tostring(OP) .. '\'')) end
-local args = {}
-for i = A, #ARGV do args[#args + 1] = ARGV[i] end
-sweep()
-local result = f(args)
-if #work > 0 then pump() end
-if #woken > 0 then redis.call('PUBLISH', CH_WAKE, table.concat(woken, ' ')) end
-if emitted > 0 then redis.call('PUBLISH', CH_EVENTS, I(emitted)) end
-result.now = NOW
--- The next moment something falls due without a call: a lease end, or the lapse of a wait
--- (then the engine runs an empty script, whose sweep frees the queues it was in).
-local nd = redis.call('ZRANGE', K_EXP, 0, 0, 'WITHSCORES')
-local nl = redis.call('ZRANGE', K_WL, 0, 0, 'WITHSCORES')
-result.due = nd[2] and tonumber(nd[2]) or 0
-if nl[2] and (result.due == 0 or tonumber(nl[2]) < result.due) then result.due = tonumber(nl[2]) end
-return cjson.encode(result)
+-- One call: ARGV as in the header. The script form ends with `return run(ARGV)`, the library
+-- form registers a function that calls it (both generated by redis.cmake).
+local function run(ARGV)
+	P, OP = ARGV[1], ARGV[2]
+	HOLD_RET, IDEM_RET = tonumber(ARGV[3]), tonumber(ARGV[4])
+	MAX_HOLDS, MAX_RES = tonumber(ARGV[5]), tonumber(ARGV[6])
+	PLAIN = ARGV[7] == '1'
+	K_HOLDS, K_HIDS, K_EXP, K_ENDED = P .. 'holds', P .. 'hids', P .. 'exp', P .. 'ended'
+	K_IDEM, K_IDEMX, K_RES, K_SEQ = P .. 'idem', P .. 'idemx', P .. 'res', P .. 'seq'
+	K_EV, K_W, K_TICKET, K_LIVE = P .. 'ev', P .. 'w', P .. 'ticket', P .. 'live'
+	K_WL = P .. 'wl'
+	CH_WAKE, CH_EVENTS = P .. 'wake', P .. 'events'
+	-- Redis Cluster: while this store's slot is being migrated away from this node, any key
+	-- that is not (or no longer) here would fail the script half-way, after some of its
+	-- writes. A key that never exists tells us first, before any write: then nothing is done
+	-- and the engine sends the call again later (TRYAGAIN). Elsewhere (no Cluster, a stable
+	-- slot, or the importing node asked with ASKING) the probe just answers 0.
+	if type(redis.pcall('EXISTS', P .. 'probe')) == 'table' then
+		return redis.error_reply('TRYAGAIN the slot of this store is being migrated')
+	end
+	local t = redis.call('TIME')
+	NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+	woken, emitted, work, in_work = {}, 0, {}, {}
+	local f = ops[OP]
+	if not f then return cjson.encode(err(-1, 'unknown script op \'' .. tostring(OP) .. '\'')) end
+	local args = {}
+	for i = A, #ARGV do args[#args + 1] = ARGV[i] end
+	sweep()
+	local result = f(args)
+	if #work > 0 then pump() end
+	if #woken > 0 then redis.call('PUBLISH', CH_WAKE, table.concat(woken, ' ')) end
+	if emitted > 0 then redis.call('PUBLISH', CH_EVENTS, I(emitted)) end
+	result.now = NOW
+	-- The next moment something falls due without a call: a lease end, or the lapse of a wait
+	-- (then the engine runs an empty script, whose sweep frees the queues it was in).
+	local nd = redis.call('ZRANGE', K_EXP, '0', '0', 'WITHSCORES')
+	local nl = redis.call('ZRANGE', K_WL, '0', '0', 'WITHSCORES')
+	result.due = nd[2] and tonumber(nd[2]) or 0
+	if nl[2] and (result.due == 0 or tonumber(nl[2]) < result.due) then result.due = tonumber(nl[2]) end
+	return cjson.encode(result)
+end

@@ -14,8 +14,14 @@
 
 #include "holdfast.h"
 
-extern const char hf__redis_script[]; /* holds.lua, NUL-terminated */
+/* holds.lua in two forms, NUL-terminated: a script (EVAL/EVALSHA: its text ends by calling
+ * run(ARGV)) and a Redis 7 function library (FUNCTION LOAD) registering hf__redis_function,
+ * "holdfast_" + 16 hex of the text's SHA-1, called as FCALL hf__redis_function 1 <P>seq ARGV... */
+extern const char hf__redis_script[];
 extern const size_t hf__redis_script_len;
+extern const char hf__redis_library[];
+extern const size_t hf__redis_library_len;
+extern const char hf__redis_function[];
 
 #define HF__REDIS_MAX_NODES 16
 

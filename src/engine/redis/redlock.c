@@ -3,12 +3,15 @@
  * hold of any capacity — holdfastd's lock route) by the Redlock algorithm over N independent
  * Redis masters, on the wire format of the other Redlock
  * clients (key = the name, value = the 32-hex token, SET NX PX, owner-checked Lua for release
- * and extend). One worker thread with one blocking hiredis connection per master; waits are
- * retries with delay + jitter scheduled by that thread, never sleeps of the caller.
+ * and extend). One worker thread with one blocking hiredis connection per master, running the
+ * calls it is given in waves: each round of a wave is written to every master for all its
+ * calls before any reply is read (pipelined, the masters in parallel); waits are retries with
+ * delay + jitter scheduled by that thread, never sleeps of the caller.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,11 +31,13 @@ static const char EXTEND_LUA[] =
 static const char PERSIST_LUA[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PERSIST', KEYS[1]) return 1 end "
     "return 0";
-/* Fences: read the counter, then raise it to max(counter, v) — each only where we still hold
- * the key, so both rounds happen inside our lock on that master. */
-static const char FENCE_READ_LUA[] =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return tonumber(redis.call('GET', KEYS[2]) or "
-    "'0') end return -1";
+/* The acquire on one master: SET NX PX, as every Redlock client does, and where it was set the
+ * fence counter read inside the same lock — one round trip instead of two. -1: not set. */
+static const char ACQUIRE_LUA[] =
+    "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then "
+    "return tonumber(redis.call('GET', KEYS[2]) or '0') end return -1";
+/* Fences: raise the counter to max(counter, v) — only where we still hold the key, so it
+ * happens inside our lock on that master. */
 static const char FENCE_RAISE_LUA[] =
     "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
     "local c = tonumber(redis.call('GET', KEYS[2]) or '0') "
@@ -76,6 +81,8 @@ struct rl_engine {
 	bool closing;
 
 	struct rl_hold *holds; /* worker only */
+	struct rl_item *wave;  /* WAVE_MAX: the calls of the wave being gathered */
+	size_t n_wave;
 	struct rl_pending *pending;
 	uint64_t rand_state;
 };
@@ -115,70 +122,109 @@ static redisContext *node(struct rl_engine *e, size_t i)
 	return e->c[i];
 }
 
-/* Runs one command on master i within the per-node timeout. Returns the reply (free it) or
- * NULL when the master did not answer (its connection is dropped then). */
-static redisReply *node_cmd(struct rl_engine *e, size_t i, int argc, const char **argv,
-                            const size_t *argl)
+/* ---- rounds: one command per item, to every master at once ----
+ * A round sends each item's command to every master — all of them, to all masters, before any
+ * reply is read — so that a round costs the slowest master's round trip, not the sum of the
+ * masters', and a batch of calls shares it (pipelined on each master's one connection). */
+
+enum rl_kind { RL_ACQUIRE, RL_RELEASE, RL_EXTEND, RL_CONFIRM, RL_EXISTS };
+
+struct rl_item {
+	struct hf__call *call;
+	enum rl_kind kind;
+	int64_t deadline;         /* RL_ACQUIRE: the end of its wait (monotonic ms) */
+	struct rl_hold *h;        /* RL_RELEASE, RL_EXTEND, RL_CONFIRM */
+	const char *key;          /* the Redlock key */
+	char token[HF_TOKEN_LEN + 1]; /* RL_ACQUIRE: this attempt's value; else the hold's */
+	char arg[24];             /* ttl (SET PX, PEXPIRE) or the fence raised to */
+	char fkey[HF_NAME_MAX + 160];
+	int argc; /* this round's command: 0 = none */
+	const char *argv[7];
+	size_t argl[7];
+	/* what the masters answered */
+	size_t got, reached, raised;
+	int64_t max;
+	bool answered[HF__REDIS_MAX_NODES];
+	bool fence_next;    /* RL_ACQUIRE: a majority granted in time: raise the fence */
+	bool release_after; /* undo on every master in the last round, then complete */
+	int64_t validity;
+};
+
+typedef void rl_reply_fn(struct rl_engine *e, struct rl_item *it, size_t master, redisReply *r);
+
+static void drop_node(struct rl_engine *e, size_t i, const char *why)
 {
-	redisContext *c = node(e, i);
-	if (!c)
-		return NULL;
-	redisReply *r = redisCommandArgv(c, argc, argv, argl);
-	if (!r) {
-		snprintf(e->node_error[i], sizeof(e->node_error[i]), "%.110s",
-		         c->errstr[0] ? c->errstr : "no reply");
-		redisFree(c);
-		e->c[i] = NULL;
-		e->next_connect[i] = mono();
-	}
-	return r;
+	snprintf(e->node_error[i], sizeof(e->node_error[i]), "%.110s", why);
+	redisFree(e->c[i]);
+	e->c[i] = NULL;
+	e->next_connect[i] = mono();
 }
 
-/* EVAL of a small script with one or two keys. */
-static redisReply *node_eval(struct rl_engine *e, size_t i, const char *lua, const char *k1,
-                             const char *k2, const char *a1, const char *a2)
+/* Sends every item's command (argc > 0) to every master and hands each answer to `on` (NULL
+ * when that master did not answer within the per-node timeout: its connection is dropped). */
+static void round_run(struct rl_engine *e, struct rl_item *items, size_t n, rl_reply_fn *on)
 {
-	const char *argv[7] = {"EVAL", lua, k2 ? "2" : "1", k1};
-	size_t argl[7] = {4, strlen(lua), 1, strlen(k1)};
-	int argc = 4;
-	if (k2) {
-		argv[argc] = k2;
-		argl[argc++] = strlen(k2);
-	}
-	argv[argc] = a1;
-	argl[argc++] = strlen(a1);
-	if (a2) {
-		argv[argc] = a2;
-		argl[argc++] = strlen(a2);
-	}
-	return node_cmd(e, i, argc, argv, argl);
-}
-
-/* Runs a script on every master; returns how many answered an integer > 0, and counts the
- * masters that answered at all in *reached. */
-static size_t on_all(struct rl_engine *e, const char *lua, const char *key, const char *token,
-                     const char *arg, size_t *reached)
-{
-	size_t ok = 0;
-	*reached = 0;
-	for (size_t i = 0; i < e->n; i++) {
-		redisReply *r = node_eval(e, i, lua, key, NULL, token, arg);
-		if (!r)
+	bool sent[HF__REDIS_MAX_NODES] = {0};
+	for (size_t m = 0; m < e->n; m++) {
+		redisContext *c = node(e, m);
+		if (!c)
 			continue;
-		if (r->type != REDIS_REPLY_ERROR)
-			(*reached)++;
-		if (r->type == REDIS_REPLY_INTEGER && r->integer > 0)
-			ok++;
-		freeReplyObject(r);
+		for (size_t k = 0; k < n; k++)
+			if (items[k].argc)
+				redisAppendCommandArgv(c, items[k].argc, items[k].argv, items[k].argl);
+		int done = 0;
+		while (!done)
+			if (redisBufferWrite(c, &done) != REDIS_OK) {
+				drop_node(e, m, c->errstr[0] ? c->errstr : "write failed");
+				break;
+			}
+		sent[m] = done;
 	}
-	return ok;
+	for (size_t m = 0; m < e->n; m++) {
+		for (size_t k = 0; k < n; k++) {
+			if (!items[k].argc)
+				continue;
+			void *rv = NULL;
+			if (sent[m] && e->c[m] && redisGetReply(e->c[m], &rv) != REDIS_OK) {
+				drop_node(e, m, e->c[m]->errstr[0] ? e->c[m]->errstr : "no reply");
+				rv = NULL;
+			}
+			on(e, &items[k], m, rv);
+			if (rv)
+				freeReplyObject(rv);
+		}
+	}
 }
 
-static void release_everywhere(struct rl_engine *e, const char *key, const char *token)
+static void cmd_set(struct rl_item *it, int argc, ...)
 {
-	size_t reached;
-	on_all(e, RELEASE_LUA, key, token, NULL, &reached);
+	va_list ap;
+	va_start(ap, argc);
+	it->argc = argc;
+	for (int i = 0; i < argc; i++) {
+		it->argv[i] = va_arg(ap, const char *);
+		it->argl[i] = strlen(it->argv[i]);
+	}
+	va_end(ap);
 }
+
+/* EVAL of one of the small scripts above with one or two keys. */
+static void cmd_eval(struct rl_item *it, const char *lua, const char *k1, const char *k2,
+                     const char *a1, const char *a2)
+{
+	if (k2 && a2)
+		cmd_set(it, 7, "EVAL", lua, "2", k1, k2, a1, a2);
+	else if (k2)
+		cmd_set(it, 6, "EVAL", lua, "2", k1, k2, a1);
+	else if (a2)
+		cmd_set(it, 6, "EVAL", lua, "1", k1, a1, a2);
+	else
+		cmd_set(it, 5, "EVAL", lua, "1", k1, a1);
+}
+
+/* Runs one script on every master for one hold (the rare paths); how many answered > 0. */
+static size_t on_all(struct rl_engine *e, const char *lua, const char *key, const char *token,
+                     const char *arg, size_t *reached);
 
 /* The first master errors, for messages: "127.0.0.1:7001: Connection refused; ...". */
 static void describe_errors(struct rl_engine *e, const bool *answered, char *buf, size_t n)
@@ -258,112 +304,62 @@ static struct rl_hold *find_hold(struct rl_engine *e, const char *id)
 	return NULL;
 }
 
-/* ---- acquire: one Redlock attempt ---- */
+/* ---- one round's answers ---- */
 
-enum attempt { GOT, BUSY, UNREACHABLE };
-
-static enum attempt attempt(struct rl_engine *e, struct hf__call *call, char *why, size_t wn)
+static void on_first(struct rl_engine *e, struct rl_item *it, size_t m, redisReply *r)
 {
-	const hf_acquire_req *a = &call->req.acquire;
-	const char *key = a->claims[0].name;
-	char token[HF_TOKEN_LEN + 1], ttl[24];
-	if (hf__random_hex(token, HF_TOKEN_LEN / 2) != HF_OK) {
-		snprintf(why, wn, "the OS has no randomness to give");
-		return UNREACHABLE;
+	if (!r)
+		return;
+	if (r->type == REDIS_REPLY_ERROR) {
+		snprintf(e->node_error[m], sizeof(e->node_error[m]), "%.110s", r->str);
+		return;
 	}
-	snprintf(ttl, sizeof(ttl), "%lld", (long long)a->ttl_ms);
-	int64_t start = mono(), wall = hf_now_ms();
-	bool answered[HF__REDIS_MAX_NODES] = {0};
-	size_t got = 0, reached = 0;
-	for (size_t i = 0; i < e->n; i++) {
-		const char *argv[] = {"SET", key, token, "NX", "PX", ttl};
-		size_t argl[] = {3, strlen(key), HF_TOKEN_LEN, 2, 2, strlen(ttl)};
-		redisReply *r = node_cmd(e, i, 6, argv, argl);
-		if (!r)
-			continue;
-		if (r->type == REDIS_REPLY_ERROR) {
-			snprintf(e->node_error[i], sizeof(e->node_error[i]), "%.110s", r->str);
-		} else {
-			answered[i] = true;
-			reached++;
-			if (r->type == REDIS_REPLY_STATUS && strcmp(r->str, "OK") == 0)
-				got++;
+	if (it->kind == RL_EXISTS && r->type != REDIS_REPLY_INTEGER)
+		return;
+	it->answered[m] = true;
+	it->reached++;
+	if (it->kind == RL_ACQUIRE) {
+		if (r->type == REDIS_REPLY_INTEGER && r->integer >= 0) {
+			it->got++;
+			if (r->integer > it->max)
+				it->max = r->integer;
 		}
-		freeReplyObject(r);
-	}
-	int64_t drift = a->ttl_ms / 100 + 2;
-	int64_t validity = a->ttl_ms - (mono() - start) - drift;
-	int64_t fence = 0;
-	if (got >= e->quorum && validity > 0) {
-		/* The fence: the highest counter a majority shows, plus one, written back to a
-		 * majority — all while we hold the key there (see docs/redis.md for what it
-		 * guarantees and what it cannot). */
-		char fkey[HF_NAME_MAX + 160];
-		snprintf(fkey, sizeof(fkey), "%s%s", e->fence_prefix, key);
-		size_t seen = 0;
-		int64_t max = 0;
-		for (size_t i = 0; i < e->n; i++) {
-			redisReply *r = node_eval(e, i, FENCE_READ_LUA, key, fkey, token, NULL);
-			if (r && r->type == REDIS_REPLY_INTEGER && r->integer >= 0) {
-				seen++;
-				if (r->integer > max)
-					max = r->integer;
-			}
-			if (r)
-				freeReplyObject(r);
-		}
-		size_t raised = 0;
-		if (seen >= e->quorum) {
-			char v[24];
-			snprintf(v, sizeof(v), "%lld", (long long)(max + 1));
-			for (size_t i = 0; i < e->n; i++) {
-				redisReply *r = node_eval(e, i, FENCE_RAISE_LUA, key, fkey, token, v);
-				if (r && r->type == REDIS_REPLY_INTEGER && r->integer == 1)
-					raised++;
-				if (r)
-					freeReplyObject(r);
-			}
-		}
-		validity = a->ttl_ms - (mono() - start) - drift;
-		if (raised >= e->quorum && validity > 0)
-			fence = max + 1;
-	}
-	if (fence > 0) {
-		struct rl_hold *h = calloc(1, sizeof(*h));
-		if (!h || !(h->name = hf__strdup(key)) || !(h->owner = hf__strdup(a->owner)) ||
-		    hf__random_hex(h->id, HF_ID_LEN / 2) != HF_OK) {
-			if (h)
-				hold_free(h);
-			release_everywhere(e, key, token);
-			snprintf(why, wn, "out of memory");
-			return UNREACHABLE;
-		}
-		memcpy(h->token, token, sizeof(h->token));
-		h->mode = a->mode;
-		h->units = a->mode == HF_MODE_EXCLUSIVE ? a->claims[0].capacity : 1;
-		h->state = HF_HOLD_TENTATIVE;
-		h->created = wall;
-		h->expires = wall + validity; /* what Redlock promises, not the full ttl */
-		h->fence = fence;
-		h->next = e->holds;
-		e->holds = h;
-		hold_reply(call, h, true);
-		return GOT;
-	}
-	release_everywhere(e, key, token);
-	if (reached < e->quorum) {
-		char errs[400];
-		describe_errors(e, answered, errs, sizeof(errs));
-		snprintf(why, wn, "redlock: only %zu of %zu masters answered, a majority of %zu is needed (%.300s)",
-		         reached, e->n, e->quorum, errs);
-		return UNREACHABLE;
-	}
-	if (got >= e->quorum)
-		snprintf(why, wn, "redlock: a majority took too long; the lock's validity ran out");
-	else
-		snprintf(why, wn, "the lock '%.100s' is held (%zu of %zu masters granted, %zu needed)", key,
-		         got, e->n, e->quorum);
-	return BUSY;
+	} else /* EXISTS: the key is there; the scripts: it was ours and they acted */
+		it->got += r->type == REDIS_REPLY_INTEGER && r->integer > 0;
+}
+
+static void on_fence_raise(struct rl_engine *e, struct rl_item *it, size_t m, redisReply *r)
+{
+	(void)e;
+	(void)m;
+	if (r && r->type == REDIS_REPLY_INTEGER && r->integer == 1)
+		it->raised++;
+}
+
+static void on_ignore(struct rl_engine *e, struct rl_item *it, size_t m, redisReply *r)
+{
+	(void)e;
+	(void)it;
+	(void)m;
+	(void)r;
+}
+
+static size_t on_all(struct rl_engine *e, const char *lua, const char *key, const char *token,
+                     const char *arg, size_t *reached)
+{
+	struct rl_item it;
+	memset(&it, 0, sizeof(it));
+	it.kind = RL_RELEASE;
+	cmd_eval(&it, lua, key, NULL, token, arg);
+	round_run(e, &it, 1, on_first);
+	*reached = it.reached;
+	return it.got;
+}
+
+static void release_everywhere(struct rl_engine *e, const char *key, const char *token)
+{
+	size_t reached;
+	on_all(e, RELEASE_LUA, key, token, NULL, &reached);
 }
 
 static int64_t jitter(struct rl_engine *e)
@@ -374,13 +370,13 @@ static int64_t jitter(struct rl_engine *e)
 	return (int64_t)((e->rand_state >> 33) % (uint64_t)(e->retry_jitter_ms + 1));
 }
 
-/* One try of an acquire; completes it or schedules the next try before `deadline`. */
-static void try_acquire(struct rl_engine *e, struct hf__call *call, int64_t deadline)
+enum attempt { GOT, BUSY, UNREACHABLE };
+
+/* The end of one try of an acquire that did not get the lock: completes it, or schedules the
+ * next try before `deadline` (a waiting acquire). */
+static void acquire_outcome(struct rl_engine *e, struct hf__call *call, enum attempt r,
+                            const char *why, int64_t deadline)
 {
-	char why[600];
-	enum attempt r = attempt(e, call, why, sizeof(why));
-	if (r == GOT)
-		return;
 	int64_t now = mono(), next = now + e->retry_delay_ms + jitter(e);
 	if (next > deadline)
 		next = deadline; /* a last try when the wait ends */
@@ -404,6 +400,254 @@ static void try_acquire(struct rl_engine *e, struct hf__call *call, int64_t dead
 	else
 		fail(call, HF_EUNAVAILABLE, "%s", why);
 }
+
+/* ---- waves: the calls of a batch, pipelined ----
+ * Calls are taken in the order they came and run together, a wave at a time: every round of a
+ * wave (SET NX PX with the fence read, or the call's one script; then the fence raise; the undo
+ * of attempts that failed) is one round trip to all masters at once for all its calls. A wave never
+ * holds two calls on one key, so running its calls together is running them one after another;
+ * a call on a key already in the wave, or one that reads this process's records (get_hold,
+ * list_holds), first runs the wave before it. */
+
+#define WAVE_MAX 256
+
+static bool wave_has_key(const struct rl_engine *e, const char *key)
+{
+	for (size_t i = 0; i < e->n_wave; i++)
+		if (strcmp(e->wave[i].key, key) == 0)
+			return true;
+	return false;
+}
+
+static void wave_run(struct rl_engine *e);
+
+/* Makes room for a call on `key`: runs the wave if it has that key or is full. */
+static void wave_room(struct rl_engine *e, const char *key)
+{
+	if (e->n_wave == WAVE_MAX || (key && wave_has_key(e, key)))
+		wave_run(e);
+}
+
+static struct rl_item *wave_put(struct rl_engine *e, struct hf__call *call, enum rl_kind kind,
+                                const char *key, struct rl_hold *h)
+{
+	struct rl_item *it = &e->wave[e->n_wave++];
+	memset(it, 0, sizeof(*it));
+	it->call = call;
+	it->kind = kind;
+	it->key = key;
+	it->h = h;
+	if (h)
+		memcpy(it->token, h->token, sizeof(it->token));
+	return it;
+}
+
+/* The first round's command of each call. False if an acquire's token cannot be made. */
+static bool first_cmd(const struct rl_engine *e, struct rl_item *it)
+{
+	switch (it->kind) {
+	case RL_ACQUIRE:
+		if (hf__random_hex(it->token, HF_TOKEN_LEN / 2) != HF_OK) {
+			memset(it->token, 0, sizeof(it->token));
+			return false;
+		}
+		snprintf(it->arg, sizeof(it->arg), "%lld", (long long)it->call->req.acquire.ttl_ms);
+		snprintf(it->fkey, sizeof(it->fkey), "%s%s", e->fence_prefix, it->key);
+		cmd_eval(it, ACQUIRE_LUA, it->key, it->fkey, it->token, it->arg);
+		break;
+	case RL_RELEASE:
+		cmd_eval(it, RELEASE_LUA, it->key, NULL, it->token, NULL);
+		break;
+	case RL_EXTEND:
+		snprintf(it->arg, sizeof(it->arg), "%lld", (long long)it->call->req.ttl_ms);
+		cmd_eval(it, EXTEND_LUA, it->key, NULL, it->token, it->arg);
+		break;
+	case RL_CONFIRM:
+		cmd_eval(it, PERSIST_LUA, it->key, NULL, it->token, NULL);
+		break;
+	case RL_EXISTS:
+		cmd_set(it, 2, "EXISTS", it->key);
+		break;
+	}
+	return true;
+}
+
+/* Redlock's validity: the lease less the time the rounds took and the clock drift. */
+static int64_t validity_of(int64_t ttl_ms, int64_t start)
+{
+	return ttl_ms - (mono() - start) - (ttl_ms / 100 + 2);
+}
+
+static void acquire_done(struct rl_engine *e, struct rl_item *it, int64_t wall)
+{
+	struct hf__call *call = it->call;
+	const hf_acquire_req *a = &call->req.acquire;
+	char why[600];
+	if (!it->release_after) {
+		struct rl_hold *h = calloc(1, sizeof(*h));
+		if (!h || !(h->name = hf__strdup(it->key)) || !(h->owner = hf__strdup(a->owner)) ||
+		    hf__random_hex(h->id, HF_ID_LEN / 2) != HF_OK) {
+			if (h)
+				hold_free(h);
+			release_everywhere(e, it->key, it->token);
+			acquire_outcome(e, call, UNREACHABLE, "out of memory", it->deadline);
+			return;
+		}
+		memcpy(h->token, it->token, sizeof(h->token));
+		h->mode = a->mode;
+		h->units = a->mode == HF_MODE_EXCLUSIVE ? a->claims[0].capacity : 1;
+		h->state = HF_HOLD_TENTATIVE;
+		h->created = wall;
+		h->expires = wall + it->validity; /* what Redlock promises, not the full ttl */
+		h->fence = it->max + 1;
+		h->next = e->holds;
+		e->holds = h;
+		hold_reply(call, h, true);
+		return;
+	}
+	if (!it->token[0]) {
+		acquire_outcome(e, call, UNREACHABLE, "the OS has no randomness to give", it->deadline);
+		return;
+	}
+	if (it->reached < e->quorum) {
+		char errs[400];
+		describe_errors(e, it->answered, errs, sizeof(errs));
+		snprintf(why, sizeof(why),
+		         "redlock: only %zu of %zu masters answered, a majority of %zu is needed (%.300s)",
+		         it->reached, e->n, e->quorum, errs);
+		acquire_outcome(e, call, UNREACHABLE, why, it->deadline);
+		return;
+	}
+	if (it->got >= e->quorum)
+		snprintf(why, sizeof(why), "redlock: a majority took too long; the lock's validity ran out");
+	else
+		snprintf(why, sizeof(why), "the lock '%.100s' is held (%zu of %zu masters granted, %zu needed)",
+		         it->key, it->got, e->n, e->quorum);
+	acquire_outcome(e, call, BUSY, why, it->deadline);
+}
+
+static void item_done(struct rl_engine *e, struct rl_item *it, int64_t wall)
+{
+	struct hf__call *call = it->call;
+	struct rl_hold *h = it->h;
+	switch (it->kind) {
+	case RL_ACQUIRE:
+		acquire_done(e, it, wall);
+		return;
+	case RL_RELEASE:
+		/* Deleted where the value is still ours; a master that is down lets it lapse by PX. */
+		h->state = HF_HOLD_RELEASED;
+		h->ended = hf_now_ms();
+		hold_reply(call, h, false);
+		return;
+	case RL_EXTEND:
+		if (!it->release_after) {
+			h->expires = wall + it->validity;
+			hold_reply(call, h, false);
+			return;
+		}
+		/* Lost: a majority no longer has our value (or is unreachable). Say so at once. */
+		h->state = HF_HOLD_EXPIRED;
+		h->ended = wall;
+		if (it->reached < e->quorum)
+			fail(call, HF_EENGINE,
+			     "redlock: only %zu of %zu masters answered the extension; hold '%s' is lost",
+			     it->reached, e->n, h->id);
+		else
+			fail(call, HF_EENDED, "hold '%s' has expired: only %zu of %zu masters still had it",
+			     h->id, it->got, e->n);
+		return;
+	case RL_CONFIRM:
+		if (it->got < e->quorum) {
+			fail(call, it->reached < e->quorum ? HF_EENGINE : HF_EENDED,
+			     "redlock: only %zu of %zu masters confirmed hold '%s'", it->got, e->n, h->id);
+			return;
+		}
+		h->state = HF_HOLD_CONFIRMED;
+		h->expires = 0;
+		hold_reply(call, h, false);
+		return;
+	case RL_EXISTS: {
+		/* A lock "resource": held when a majority of masters has the key. */
+		if (it->reached < e->quorum) {
+			fail(call, HF_EENGINE, "redlock: only %zu of %zu masters answered", it->reached, e->n);
+			return;
+		}
+		if (it->got < e->quorum) {
+			fail(call, HF_ENORESOURCE, "lock '%s' is not held on a majority of masters",
+			     call->req.name);
+			return;
+		}
+		hf_resource view = {.name = (char *)call->req.name, .capacity = 1, .held = 1, .holds = 1};
+		hf_resource *copy = malloc(sizeof(*copy));
+		if (!copy || hf__resource_copy(copy, &view) != HF_OK) {
+			free(copy);
+			fail(call, HF_ENOMEM, "out of memory");
+			return;
+		}
+		call->reply->resource = copy;
+		hf__call_done(call);
+		return;
+	}
+	}
+}
+
+static void wave_run(struct rl_engine *e)
+{
+	struct rl_item *its = e->wave;
+	size_t n = e->n_wave;
+	if (n == 0)
+		return;
+	int64_t start = mono(), wall = hf_now_ms();
+	/* 1: SET NX PX and the fence counter read for acquires, the one script of the others */
+	for (size_t i = 0; i < n; i++)
+		if (!first_cmd(e, &its[i])) {
+			its[i].argc = 0;
+			its[i].release_after = true; /* reported as no master answering */
+		}
+	round_run(e, its, n, on_first);
+	/* 2: where a majority granted in time, the highest counter they showed, plus one, written
+	 * back to them — all while we hold the key there (docs/redis.md says what it guarantees
+	 * and what not) */
+	bool any = false;
+	for (size_t i = 0; i < n; i++) {
+		struct rl_item *it = &its[i];
+		it->argc = 0;
+		if (it->kind == RL_ACQUIRE && !it->release_after) {
+			if (it->got >= e->quorum && validity_of(it->call->req.acquire.ttl_ms, start) > 0) {
+				snprintf(it->arg, sizeof(it->arg), "%lld", (long long)(it->max + 1));
+				cmd_eval(it, FENCE_RAISE_LUA, it->key, it->fkey, it->token, it->arg);
+				it->fence_next = any = true;
+			}
+		} else if (it->kind == RL_EXTEND) {
+			it->validity = validity_of(it->call->req.ttl_ms, start);
+			it->release_after = !(it->got >= e->quorum && it->validity > 0);
+		}
+	}
+	if (any)
+		round_run(e, its, n, on_fence_raise);
+	/* 3: undo the attempts that failed and the extensions that were lost, everywhere */
+	any = false;
+	for (size_t i = 0; i < n; i++) {
+		struct rl_item *it = &its[i];
+		it->argc = 0;
+		if (it->kind == RL_ACQUIRE && !it->release_after) {
+			it->validity = validity_of(it->call->req.acquire.ttl_ms, start);
+			it->release_after = !(it->fence_next && it->raised >= e->quorum && it->validity > 0);
+		}
+		if (it->release_after && it->token[0]) {
+			cmd_eval(it, RELEASE_LUA, it->key, NULL, it->token, NULL);
+			any = true;
+		}
+	}
+	if (any)
+		round_run(e, its, n, on_ignore);
+	e->n_wave = 0; /* before completing: an OOM path may run a round of its own */
+	for (size_t i = 0; i < n; i++)
+		item_done(e, &its[i], wall);
+}
+
+/* ---- taking calls ---- */
 
 static void op_acquire(struct rl_engine *e, struct hf__call *call)
 {
@@ -437,10 +681,17 @@ static void op_acquire(struct rl_engine *e, struct hf__call *call)
 	if (a->idempotency_key)
 		return fail(call, HF_ENOTSUP, "redlock:// keeps no records beyond the lock keys: idempotency "
 		                              "keys are not supported");
-	try_acquire(e, call, mono() + a->wait_ms);
+	wave_room(e, c->name);
+	wave_put(e, call, RL_ACQUIRE, c->name, NULL)->deadline = mono() + a->wait_ms;
 }
 
-/* ---- extend, confirm, release ---- */
+/* A try of a waiting acquire whose retry is due. */
+static void retry_acquire(struct rl_engine *e, struct hf__call *call, int64_t deadline)
+{
+	const char *key = call->req.acquire.claims[0].name;
+	wave_room(e, key);
+	wave_put(e, call, RL_ACQUIRE, key, NULL)->deadline = deadline;
+}
 
 static struct rl_hold *owned(struct rl_engine *e, struct hf__call *call)
 {
@@ -455,93 +706,34 @@ static struct rl_hold *owned(struct rl_engine *e, struct hf__call *call)
 	return h;
 }
 
-static void op_extend(struct rl_engine *e, struct hf__call *call)
+/* Extend, confirm, release: checked against this process's record once every earlier call on
+ * its key has run (the wave is run first if it has that key). */
+static void op_hold(struct rl_engine *e, struct hf__call *call)
 {
+	struct rl_hold *known = find_hold(e, call->req.hold_id);
+	wave_room(e, known ? known->name : NULL);
 	struct rl_hold *h = owned(e, call);
 	if (!h)
 		return;
-	if (h->state == HF_HOLD_CONFIRMED) {
-		hold_reply(call, h, false);
-		return;
-	}
-	char ttl[24];
-	snprintf(ttl, sizeof(ttl), "%lld", (long long)call->req.ttl_ms);
-	int64_t start = mono(), wall = hf_now_ms();
-	size_t reached, ok = on_all(e, EXTEND_LUA, h->name, h->token, ttl, &reached);
-	int64_t validity = call->req.ttl_ms - (mono() - start) - (call->req.ttl_ms / 100 + 2);
-	if (ok >= e->quorum && validity > 0) {
-		h->expires = wall + validity;
-		hold_reply(call, h, false);
-		return;
-	}
-	/* Lost: a majority no longer has our value (or is unreachable). Say so at once. */
-	release_everywhere(e, h->name, h->token);
-	h->state = HF_HOLD_EXPIRED;
-	h->ended = wall;
-	if (reached < e->quorum)
-		fail(call, HF_EENGINE, "redlock: only %zu of %zu masters answered the extension; hold '%s' is lost",
-		     reached, e->n, h->id);
-	else
-		fail(call, HF_EENDED, "hold '%s' has expired: only %zu of %zu masters still had it", h->id, ok,
-		     e->n);
-}
-
-static void op_confirm(struct rl_engine *e, struct hf__call *call)
-{
-	struct rl_hold *h = owned(e, call);
-	if (!h)
-		return;
-	if (h->state == HF_HOLD_TENTATIVE) {
-		size_t reached, ok = on_all(e, PERSIST_LUA, h->name, h->token, NULL, &reached);
-		if (ok < e->quorum)
-			return fail(call, reached < e->quorum ? HF_EENGINE : HF_EENDED,
-			            "redlock: only %zu of %zu masters confirmed hold '%s'", ok, e->n, h->id);
-		h->state = HF_HOLD_CONFIRMED;
-		h->expires = 0;
-	}
-	hold_reply(call, h, false);
-}
-
-static void op_release(struct rl_engine *e, struct hf__call *call)
-{
-	struct rl_hold *h = owned(e, call);
-	if (!h)
-		return;
-	/* Deleted where the value is still ours; a master that is down lets it lapse by PX. */
-	release_everywhere(e, h->name, h->token);
-	h->state = HF_HOLD_RELEASED;
-	h->ended = hf_now_ms();
-	hold_reply(call, h, false);
-}
-
-/* A lock "resource": held when a majority of masters has the key. */
-static void op_get_resource(struct rl_engine *e, struct hf__call *call)
-{
-	size_t have = 0, reached = 0;
-	for (size_t i = 0; i < e->n; i++) {
-		const char *argv[] = {"EXISTS", call->req.name};
-		size_t argl[] = {6, strlen(call->req.name)};
-		redisReply *r = node_cmd(e, i, 2, argv, argl);
-		if (r && r->type == REDIS_REPLY_INTEGER) {
-			reached++;
-			have += r->integer > 0;
+	switch (call->req.op) {
+	case HF_OP_EXTEND:
+		if (h->state == HF_HOLD_CONFIRMED) {
+			hold_reply(call, h, false);
+			return;
 		}
-		if (r)
-			freeReplyObject(r);
+		wave_put(e, call, RL_EXTEND, h->name, h);
+		return;
+	case HF_OP_CONFIRM:
+		if (h->state != HF_HOLD_TENTATIVE) {
+			hold_reply(call, h, false);
+			return;
+		}
+		wave_put(e, call, RL_CONFIRM, h->name, h);
+		return;
+	default:
+		wave_put(e, call, RL_RELEASE, h->name, h);
+		return;
 	}
-	if (reached < e->quorum)
-		return fail(call, HF_EENGINE, "redlock: only %zu of %zu masters answered", reached, e->n);
-	if (have < e->quorum)
-		return fail(call, HF_ENORESOURCE, "lock '%s' is not held on a majority of masters",
-		            call->req.name);
-	hf_resource view = {.name = (char *)call->req.name, .capacity = 1, .held = 1, .holds = 1};
-	hf_resource *copy = malloc(sizeof(*copy));
-	if (!copy || hf__resource_copy(copy, &view) != HF_OK) {
-		free(copy);
-		return fail(call, HF_ENOMEM, "out of memory");
-	}
-	call->reply->resource = copy;
-	hf__call_done(call);
 }
 
 static void op_list_holds(struct rl_engine *e, struct hf__call *call)
@@ -589,17 +781,15 @@ static void op_list_holds(struct rl_engine *e, struct hf__call *call)
 
 static void handle(struct rl_engine *e, struct hf__call *call)
 {
-	holds_sweep(e);
 	switch (call->req.op) {
 	case HF_OP_ACQUIRE:
 		return op_acquire(e, call);
 	case HF_OP_EXTEND:
-		return op_extend(e, call);
 	case HF_OP_CONFIRM:
-		return op_confirm(e, call);
 	case HF_OP_RELEASE:
-		return op_release(e, call);
+		return op_hold(e, call);
 	case HF_OP_GET_HOLD: {
+		wave_run(e); /* this process's records, as the calls before it left them */
 		struct rl_hold *h = find_hold(e, call->req.hold_id);
 		if (!h)
 			return fail(call, HF_ENOHOLD, "hold '%s' does not exist", call->req.hold_id);
@@ -607,9 +797,12 @@ static void handle(struct rl_engine *e, struct hf__call *call)
 		return;
 	}
 	case HF_OP_LIST_HOLDS:
+		wave_run(e);
 		return op_list_holds(e, call);
 	case HF_OP_GET_RESOURCE:
-		return op_get_resource(e, call);
+		wave_room(e, call->req.name);
+		wave_put(e, call, RL_EXISTS, call->req.name, NULL);
+		return;
 	case HF_OP_PUT_RESOURCE:
 	case HF_OP_DELETE_RESOURCE:
 	case HF_OP_LIST_RESOURCES:
@@ -653,12 +846,17 @@ static void *worker_main(void *arg)
 				if (p->call->id == box.cancels[i])
 					p->cancelled = true;
 		hf__mailbox_release(&box);
+		holds_sweep(e);
 		while (inbox) {
 			struct hf__call *call = inbox;
 			inbox = call->next;
 			handle(e, call);
 		}
+		wave_run(e); /* before the list below: a wait that must retry is on it then */
+		/* The retries that are due run in waves of their own (taken off the list first: a try
+		 * that fails again puts a new entry on it, for later). */
 		int64_t now = mono();
+		struct rl_pending *due = NULL;
 		for (struct rl_pending **pp = &e->pending; *pp;) {
 			struct rl_pending *p = *pp;
 			if (closing || p->cancelled) {
@@ -670,15 +868,27 @@ static void *worker_main(void *arg)
 			}
 			if (p->next_try <= now) {
 				*pp = p->next;
-				struct hf__call *call = p->call;
-				int64_t deadline = p->deadline;
-				free(p);
-				try_acquire(e, call, deadline); /* may push a new entry at the head */
-				pp = &e->pending;
+				p->next = due;
+				due = p;
 				continue;
 			}
 			pp = &p->next;
 		}
+		struct rl_pending *rev = NULL; /* back to the list's order */
+		while (due) {
+			struct rl_pending *p = due;
+			due = p->next;
+			p->next = rev;
+			rev = p;
+		}
+		due = rev;
+		while (due) {
+			struct rl_pending *p = due;
+			due = p->next;
+			retry_acquire(e, p->call, p->deadline);
+			free(p);
+		}
+		wave_run(e);
 		if (closing)
 			break;
 	}
@@ -698,6 +908,7 @@ static void engine_free(struct rl_engine *e)
 		hold_free(h);
 	}
 	hf__mailbox_release(&e->mailbox);
+	free(e->wave);
 	pthread_mutex_destroy(&e->lock);
 	pthread_cond_destroy(&e->cond);
 	free(e);
@@ -727,6 +938,10 @@ static int rl_open(hf_store *store, const char *url, const hf_options *opt, void
 		return hf__err_code(err, HF_ENOMEM);
 	e->store = store;
 	e->opt = *opt; /* no clock: leases are measured here on the monotonic clock */
+	if (!(e->wave = calloc(WAVE_MAX, sizeof(*e->wave)))) {
+		free(e);
+		return hf__err_code(err, HF_ENOMEM);
+	}
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
