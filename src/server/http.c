@@ -423,6 +423,29 @@ void hf__rq_send_json(struct hf__rq *rq, int status, json_t *body)
 	free(text);
 }
 
+void hf__rq_send_hold(struct hf__rq *rq, int status, const hf_hold *hold)
+{
+	size_t len;
+	char *text = hf__hold_text(hold, &len);
+	if (!text) {
+		hf__rq_send_json(rq, status, NULL); /* answers out of memory */
+		return;
+	}
+	if (rq->streaming) {
+		rq_send(rq, status, "application/json", text, len);
+	} else {
+		struct evbuffer *buf = evbuffer_new();
+		if (buf && (evbuffer_add(buf, text, len) != 0 || evbuffer_add(buf, "\n", 1) != 0)) {
+			evbuffer_free(buf);
+			buf = NULL;
+		}
+		rq_send_buf(rq, status, "application/json", buf);
+		if (buf)
+			evbuffer_free(buf);
+	}
+	free(text);
+}
+
 /* Length of the well-formed UTF-8 sequence at s (at most n bytes), 0 if it is not one:
  * no overlong forms, no surrogates, nothing above U+10FFFF. */
 static size_t utf8_seq(const unsigned char *s, size_t n)

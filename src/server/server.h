@@ -149,6 +149,9 @@ int hf__rq_submit(struct hf__rq *rq, const hf_request *req, hf__reply_fn on_repl
 void hf__rq_yield(struct hf__rq *rq, void (*fn)(struct hf__rq *rq));
 /* Answers with status and a JSON body (the reference is taken) and frees rq. */
 void hf__rq_send_json(struct hf__rq *rq, int status, json_t *body);
+/* Answers with the hold as JSON (hf__hold_to_json's bytes, written without a json_t: codec.h)
+ * and frees rq. */
+void hf__rq_send_hold(struct hf__rq *rq, int status, const hf_hold *hold);
 /* Answers with a text body of the given content type and frees rq. */
 void hf__rq_send_text(struct hf__rq *rq, int status, const char *ctype, const char *text,
                       size_t len);
