@@ -48,6 +48,9 @@ bool hf__log_enabled(int level);
  * hf__log_quote when they may hold spaces). */
 void hf__log(int level, const char *msg, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* The access log line of one answered request (info), formatted without printf: "request
+ * route=... status=... dur_ms=...[ client_gone=true]". route is at most 290 bytes. */
+void hf__log_request(const char *route, int status, int64_t dur_us, bool gone);
 /* Writes s into buf as a logfmt value: quoted and escaped, cut to fit. Returns buf. */
 const char *hf__log_quote(char *buf, size_t size, const char *s);
 
