@@ -7,7 +7,8 @@ Sums the *self* instruction counts (Ir) of every function by the object it lives
 executable or a shared library) and groups the objects into components: jansson, libc, SQLite,
 libevent, holdfast (holdfastd itself), redis (redis-server itself), ld.so and other. Kernel
 time is never in a callgrind dump (it counts user-space instructions only). Divides by PAIRS
-(acquire+release pairs, or SET NX PX + EVAL pairs) and lists the costliest functions.
+(acquire+release pairs, or SET NX PX + EVAL pairs), lists the costliest functions and
+counts holdfast's journal transactions (calls of hf__journal_write) per pair.
 Standard library only.
 """
 import json
@@ -37,9 +38,10 @@ def component(ob):
 
 def parse(path):
     names = {"ob": {}, "fn": {}}
-    ob = fn = "???"
+    ob = fn = cfn = "???"
     self_by_fn = {}
     skip_next = False  # the cost line after calls= is the callee's inclusive cost
+    calls_to = {}  # callee name -> calls counted
     rx_def = re.compile(r"^(ob|fn|cob|cfn|fl|fi|fe|cfi|cfl)=\((\d+)\)(?: (.*))?$")
     with open(path) as f:
         for line in f:
@@ -58,6 +60,7 @@ def parse(path):
                 continue
             if line.startswith("calls="):
                 skip_next = True
+                calls_to[cfn] = calls_to.get(cfn, 0) + int(line.split()[0][6:])
                 continue
             m = rx_def.match(line)
             if m:
@@ -70,11 +73,13 @@ def parse(path):
                         ob = names["ob"].get(ident, "???")
                     elif kind == "fn":
                         fn = names["fn"].get(ident, "???")
-    return self_by_fn
+                    elif kind == "cfn":
+                        cfn = names["fn"].get(ident, "???")
+    return self_by_fn, calls_to
 
 
 def main():
-    self_by_fn = parse(DUMP)
+    self_by_fn, calls_to = parse(DUMP)
     total = sum(self_by_fn.values())
     comps = {}
     for (ob, _fn), ir in self_by_fn.items():
@@ -87,6 +92,8 @@ def main():
         "total_ir": total,
         "per_pair": round(total / PAIRS),
         "components": {k: round(v / PAIRS) for k, v in sorted(comps.items(), key=lambda kv: -kv[1])},
+        # journal transactions (group commits) per pair: SQLite's share moves with it
+        "commits_per_pair": round(calls_to.get("hf__journal_write", 0) / PAIRS, 3),
         "top": [
             {"fn": fn, "component": component(ob), "per_pair": round(ir / PAIRS)}
             for (ob, fn), ir in top

@@ -31,17 +31,19 @@ def main():
     comps = [c for c in ORDER if any(c in r["holdfastd"]["components"] for r in runs)]
     lines = []
     lines.append("| tree | date | holdfastd instructions per pair | × Redis | " +
-                 " | ".join(comps) + " |")
-    lines.append("| --- | --- | ---: | ---: | " + " | ".join("---:" for _ in comps) + " |")
+                 " | ".join(comps) + " | commits per pair |")
+    lines.append("| --- | --- | ---: | ---: | " + " | ".join("---:" for _ in comps) + " | ---: |")
     for r in runs:
         h = r["holdfastd"]
         cells = []
         for c in comps:
             v = h["components"].get(c, 0)
             cells.append("%s (%.0f %%)" % (n(v), 100.0 * v / h["per_pair"]) if v else "0")
-        lines.append("| %s (%s) | %s | **%s** | %.1f× | %s |" % (
+        cpp = h.get("commits_per_pair")
+        lines.append("| %s (%s) | %s | **%s** | %.1f× | %s | %s |" % (
             r["label"], r["source"], r["date"], n(h["per_pair"]),
-            h["per_pair"] / r["redis"]["per_pair"], " | ".join(cells)))
+            h["per_pair"] / r["redis"]["per_pair"], " | ".join(cells),
+            "%.2f" % cpp if cpp is not None else "–"))
     last = runs[-1]
     rd = last["redis"]
     lines.append("")
