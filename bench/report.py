@@ -350,6 +350,7 @@ def main():
                    else "runs that failed: " + ", ".join(sorted(fails))),
         "SAGA_WAIT": saga_wait(),
         "LIMITS": limits(),
+        "INSTRUCTIONS": instructions(),
         "DEMO": demo(),
         "FSYNCVERDICT": fsync_verdict(),
     }
@@ -450,6 +451,12 @@ def limits():
     """The prose on limits lives in bench/limits.md (it is read with the figures)."""
     p = os.path.join(HERE, "limits.md")
     return open(p).read().strip() if os.path.exists(p) else "(bench/limits.md missing)"
+
+
+def instructions():
+    """The tables of bench/instructions.sh live in bench/instructions.md (it writes them)."""
+    p = os.path.join(HERE, "instructions.md")
+    return open(p).read().strip() if os.path.exists(p) else "(bench/instructions.md missing: run bench/instructions.sh)"
 
 
 def saga_wait():

@@ -556,3 +556,238 @@ char *hf_event_json(const hf_event *ev)
 {
 	return dump_compact(hf__event_to_json(ev));
 }
+
+/* ---- Direct writers (codec.h): jansson's bytes without its tree. ------------------- */
+
+void hf__jw_init(struct hf__jw *w)
+{
+	w->buf = NULL;
+	w->len = w->cap = 0;
+	w->oom = false;
+}
+
+static bool jw_room(struct hf__jw *w, size_t n)
+{
+	if (w->oom)
+		return false;
+	if (w->len + n + 1 <= w->cap)
+		return true;
+	size_t cap = w->cap ? w->cap : 256;
+	while (cap < w->len + n + 1)
+		cap *= 2;
+	char *b = realloc(w->buf, cap);
+	if (!b) {
+		free(w->buf);
+		w->buf = NULL;
+		w->oom = true;
+		return false;
+	}
+	w->buf = b;
+	w->cap = cap;
+	return true;
+}
+
+void hf__jw_raw(struct hf__jw *w, const char *s, size_t n)
+{
+	if (!jw_room(w, n))
+		return;
+	memcpy(w->buf + w->len, s, n);
+	w->len += n;
+	w->buf[w->len] = '\0';
+}
+
+void hf__jw_str(struct hf__jw *w, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t n = strlen(s);
+	/* Worst case: every byte a \u00XX escape. */
+	if (!jw_room(w, 6 * n + 2))
+		return;
+	char *o = w->buf + w->len;
+	*o++ = '"';
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c >= 0x20 && c != '"' && c != '\\') {
+			*o++ = (char)c;
+			continue;
+		}
+		*o++ = '\\';
+		switch (c) {
+		case '"': *o++ = '"'; break;
+		case '\\': *o++ = '\\'; break;
+		case '\b': *o++ = 'b'; break;
+		case '\f': *o++ = 'f'; break;
+		case '\n': *o++ = 'n'; break;
+		case '\r': *o++ = 'r'; break;
+		case '\t': *o++ = 't'; break;
+		default:
+			*o++ = 'u';
+			*o++ = '0';
+			*o++ = '0';
+			*o++ = hex[c >> 4];
+			*o++ = hex[c & 15];
+			break;
+		}
+	}
+	*o++ = '"';
+	*o = '\0';
+	w->len = (size_t)(o - w->buf);
+}
+
+void hf__jw_int(struct hf__jw *w, int64_t v)
+{
+	char tmp[24], *e = tmp + sizeof(tmp), *p = e;
+	/* In unsigned arithmetic, so that INT64_MIN has a magnitude too. */
+	uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+	do {
+		*--p = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (v < 0)
+		*--p = '-';
+	hf__jw_raw(w, p, (size_t)(e - p));
+}
+
+char *hf__jw_finish(struct hf__jw *w, size_t *len)
+{
+	if (!w->oom && !w->buf)
+		hf__jw_raw(w, "", 0);
+	if (w->oom)
+		return NULL;
+	if (len)
+		*len = w->len;
+	char *out = w->buf;
+	hf__jw_init(w);
+	return out;
+}
+
+/* ms_or_null's text. */
+static void jw_ms(struct hf__jw *w, int64_t ms)
+{
+	if (ms)
+		hf__jw_int(w, ms);
+	else
+		hf__jw_lit(w, "null");
+}
+
+/* A JSON object keeps one value per key: a hold naming one resource twice (it never should)
+ * is left to jansson, so that the bytes stay the same. */
+static bool parts_distinct(const hf_hold *h)
+{
+	for (size_t i = 0; i < h->n_parts; i++)
+		for (size_t k = 0; k < i; k++)
+			if (strcmp(h->parts[i].resource ? h->parts[i].resource : "",
+			           h->parts[k].resource ? h->parts[k].resource : "") == 0)
+				return false;
+	return true;
+}
+
+char *hf__hold_text(const hf_hold *h, size_t *len)
+{
+	if (!parts_distinct(h)) {
+		char *text = dump_compact(hf__hold_to_json(h));
+		if (text && len)
+			*len = strlen(text);
+		return text;
+	}
+	struct hf__jw w;
+	hf__jw_init(&w);
+	hf__jw_lit(&w, "{\"id\":");
+	hf__jw_str(&w, h->id);
+	hf__jw_lit(&w, ",\"owner\":");
+	hf__jw_str(&w, h->owner ? h->owner : "");
+	hf__jw_lit(&w, ",\"state\":");
+	hf__jw_str(&w, hf_hold_state_name(h->state));
+	hf__jw_lit(&w, ",\"mode\":");
+	hf__jw_str(&w, hf_mode_name(h->mode));
+	hf__jw_lit(&w, ",\"created_at_ms\":");
+	hf__jw_int(&w, h->created_at_ms);
+	hf__jw_lit(&w, ",\"expires_at_ms\":");
+	jw_ms(&w, h->expires_at_ms);
+	hf__jw_lit(&w, ",\"ended_at_ms\":");
+	jw_ms(&w, h->ended_at_ms);
+	if (h->replayed)
+		hf__jw_lit(&w, ",\"replayed\":true");
+	hf__jw_lit(&w, ",\"resources\":[");
+	for (size_t i = 0; i < h->n_parts; i++) {
+		const hf_hold_part *p = &h->parts[i];
+		if (i)
+			hf__jw_lit(&w, ",");
+		hf__jw_lit(&w, "{\"name\":");
+		hf__jw_str(&w, p->resource ? p->resource : "");
+		hf__jw_lit(&w, ",\"units\":");
+		hf__jw_int(&w, p->units);
+		hf__jw_lit(&w, ",\"fence\":");
+		hf__jw_int(&w, p->fence);
+		hf__jw_lit(&w, "}");
+	}
+	hf__jw_lit(&w, "],\"fence\":{");
+	for (size_t i = 0; i < h->n_parts; i++) {
+		const hf_hold_part *p = &h->parts[i];
+		if (i)
+			hf__jw_lit(&w, ",");
+		hf__jw_str(&w, p->resource ? p->resource : "");
+		hf__jw_lit(&w, ":");
+		hf__jw_int(&w, p->fence);
+	}
+	hf__jw_lit(&w, "}");
+	if (h->token[0]) {
+		hf__jw_lit(&w, ",\"token\":");
+		hf__jw_str(&w, h->token);
+	}
+	hf__jw_lit(&w, "}");
+	return hf__jw_finish(&w, len);
+}
+
+void hf__jw_parts_sorted(struct hf__jw *w, const hf_hold *h, bool fences)
+{
+	hf__jw_lit(w, "[");
+	for (size_t i = 0; i < h->n_parts; i++) {
+		const hf_hold_part *p = &h->parts[i];
+		if (i)
+			hf__jw_lit(w, ",");
+		hf__jw_lit(w, "{");
+		if (fences) {
+			hf__jw_lit(w, "\"fence\":");
+			hf__jw_int(w, p->fence);
+			hf__jw_lit(w, ",");
+		}
+		hf__jw_lit(w, "\"name\":");
+		hf__jw_str(w, p->resource);
+		hf__jw_lit(w, ",\"units\":");
+		hf__jw_int(w, p->units);
+		hf__jw_lit(w, "}");
+	}
+	hf__jw_lit(w, "]");
+}
+
+char *hf__event_hold_data_text(const char *type, const hf_hold *h)
+{
+	struct hf__jw w;
+	hf__jw_init(&w);
+	bool granted = strcmp(type, "hold.granted") == 0;
+	if (granted || strcmp(type, "hold.extended") == 0) {
+		hf__jw_lit(&w, "{\"expires_at_ms\":");
+		hf__jw_int(&w, h->expires_at_ms);
+		hf__jw_lit(&w, ",\"id\":");
+		hf__jw_str(&w, h->id);
+		if (!granted) {
+			hf__jw_lit(&w, "}");
+			return hf__jw_finish(&w, NULL);
+		}
+		hf__jw_lit(&w, ",\"mode\":");
+		hf__jw_str(&w, hf_mode_name(h->mode));
+		hf__jw_lit(&w, ",\"owner\":");
+	} else {
+		hf__jw_lit(&w, "{\"id\":");
+		hf__jw_str(&w, h->id);
+		hf__jw_lit(&w, ",\"owner\":");
+	}
+	hf__jw_str(&w, h->owner ? h->owner : "");
+	if (strcmp(type, "hold.confirmed") != 0) {
+		hf__jw_lit(&w, ",\"resources\":");
+		hf__jw_parts_sorted(&w, h, granted);
+	}
+	hf__jw_lit(&w, "}");
+	return hf__jw_finish(&w, NULL);
+}

@@ -44,4 +44,32 @@ json_t *hf__event_resource_deleted_data(const char *name, int64_t version);
 /* A hold's parts as [{"name","units"(,"fence")}]. */
 json_t *hf__hold_parts_json(const hf_hold *hold, bool fences);
 
+/*
+ * Direct writers: the same bytes as jansson's json_dumps of the json_t forms above, written
+ * straight into a buffer (no json_t tree, no printf). The request path uses them: a lock pair
+ * wrote each of these through jansson at several times the cost of the rest of the pair.
+ * tests/unit/codec_test.c holds each to the bytes of its jansson twin.
+ */
+struct hf__jw {
+	char *buf;  /* malloc'd, NUL-terminated while !oom */
+	size_t len, cap;
+	bool oom;   /* an allocation failed: every later write is a no-op */
+};
+void hf__jw_init(struct hf__jw *w);
+void hf__jw_raw(struct hf__jw *w, const char *s, size_t n);
+/* A string literal only (its length is sizeof - 1). */
+#define hf__jw_lit(w, lit) hf__jw_raw((w), "" lit "", sizeof(lit) - 1)
+/* s as a JSON string (quoted; escapes as jansson's without flags: '"', '\\', controls). */
+void hf__jw_str(struct hf__jw *w, const char *s);
+void hf__jw_int(struct hf__jw *w, int64_t v);
+/* The text (the caller frees it) and its length; NULL (all freed) if an allocation failed. */
+char *hf__jw_finish(struct hf__jw *w, size_t *len);
+
+/* json_dumps(hf__hold_to_json(hold), JSON_COMPACT | JSON_PRESERVE_ORDER). */
+char *hf__hold_text(const hf_hold *hold, size_t *len);
+/* json_dumps(hf__event_hold_data(type, hold), JSON_COMPACT | JSON_SORT_KEYS). */
+char *hf__event_hold_data_text(const char *type, const hf_hold *hold);
+/* Appends hf__hold_parts_json(hold, fences) with sorted keys: [{"fence","name","units"}]. */
+void hf__jw_parts_sorted(struct hf__jw *w, const hf_hold *hold, bool fences);
+
 #endif /* HF_CODEC_H */

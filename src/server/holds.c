@@ -120,7 +120,7 @@ static void on_acquired(struct hf__rq *rq, hf_reply *reply)
 	} else if (!reply->hold) {
 		hf__rq_fail(rq, HF_EINTERNAL, "store returned no hold");
 	} else {
-		hf__rq_send_json(rq, 201, hf__hold_to_json(reply->hold));
+		hf__rq_send_hold(rq, 201, reply->hold);
 	}
 	hf_reply_free(reply);
 }
@@ -233,7 +233,7 @@ static void on_hold(struct hf__rq *rq, hf_reply *reply)
 		hf__rq_fail(rq, HF_EINTERNAL, "store returned no hold");
 	} else {
 		reply->hold->token[0] = '\0'; /* only the acquire ever shows the token */
-		hf__rq_send_json(rq, 200, hf__hold_to_json(reply->hold));
+		hf__rq_send_hold(rq, 200, reply->hold);
 	}
 	hf_reply_free(reply);
 }

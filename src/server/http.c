@@ -264,12 +264,9 @@ static const char *method_name(enum evhttp_cmd_type m)
 static void rq_free(struct hf__rq *rq)
 {
 	struct hf__server *srv = rq->srv;
-	if (hf__log_enabled(HF__LOG_INFO)) {
-		char path[300];
-		hf__log(HF__LOG_INFO, "request", " route=%s status=%d dur_ms=%.3f%s",
-		        hf__log_quote(path, sizeof(path), hf__route_pattern(rq->route)), rq->status,
-		        (double)(hf__mono_us() - rq->t0_us) / 1000.0, rq->gone ? " client_gone=true" : "");
-	}
+	if (hf__log_enabled(HF__LOG_INFO))
+		hf__log_request(hf__route_pattern(rq->route), rq->status, hf__mono_us() - rq->t0_us,
+		                rq->gone);
 	hf__stats_request(srv, rq->status);
 	if (rq->ev_waiter)
 		srv->n_ev_waiters--;
@@ -420,6 +417,29 @@ void hf__rq_send_json(struct hf__rq *rq, int status, json_t *body)
 		text[len] = '\0';
 	}
 	rq_send(rq, status, "application/json", text, len);
+	free(text);
+}
+
+void hf__rq_send_hold(struct hf__rq *rq, int status, const hf_hold *hold)
+{
+	size_t len;
+	char *text = hf__hold_text(hold, &len);
+	if (!text) {
+		hf__rq_send_json(rq, status, NULL); /* answers out of memory */
+		return;
+	}
+	if (rq->streaming) {
+		rq_send(rq, status, "application/json", text, len);
+	} else {
+		struct evbuffer *buf = evbuffer_new();
+		if (buf && (evbuffer_add(buf, text, len) != 0 || evbuffer_add(buf, "\n", 1) != 0)) {
+			evbuffer_free(buf);
+			buf = NULL;
+		}
+		rq_send_buf(rq, status, "application/json", buf);
+		if (buf)
+			evbuffer_free(buf);
+	}
 	free(text);
 }
 

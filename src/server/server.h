@@ -48,6 +48,9 @@ bool hf__log_enabled(int level);
  * hf__log_quote when they may hold spaces). */
 void hf__log(int level, const char *msg, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* The access log line of one answered request (info), formatted without printf: "request
+ * route=... status=... dur_ms=...[ client_gone=true]". route is at most 290 bytes. */
+void hf__log_request(const char *route, int status, int64_t dur_us, bool gone);
 /* Writes s into buf as a logfmt value: quoted and escaped, cut to fit. Returns buf. */
 const char *hf__log_quote(char *buf, size_t size, const char *s);
 
@@ -149,6 +152,9 @@ int hf__rq_submit(struct hf__rq *rq, const hf_request *req, hf__reply_fn on_repl
 void hf__rq_yield(struct hf__rq *rq, void (*fn)(struct hf__rq *rq));
 /* Answers with status and a JSON body (the reference is taken) and frees rq. */
 void hf__rq_send_json(struct hf__rq *rq, int status, json_t *body);
+/* Answers with the hold as JSON (hf__hold_to_json's bytes, written without a json_t: codec.h)
+ * and frees rq. */
+void hf__rq_send_hold(struct hf__rq *rq, int status, const hf_hold *hold);
 /* Answers with a text body of the given content type and frees rq. */
 void hf__rq_send_text(struct hf__rq *rq, int status, const char *ctype, const char *text,
                       size_t len);

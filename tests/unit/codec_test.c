@@ -1,0 +1,126 @@
+/*
+ * codec_test.c — the direct JSON writers of src/core/codec.c (hf__jw_*, hf__hold_text,
+ * hf__event_hold_data_text) hold to the bytes jansson writes for the same values.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/codec.h"
+
+static char *jansson(json_t *j, size_t flags)
+{
+	assert_non_null(j);
+	char *s = json_dumps(j, flags);
+	json_decref(j);
+	assert_non_null(s);
+	return s;
+}
+
+static const char *const owners[] = {
+    "alice", "", "quote \" back \\ slash", "tab\tnl\ncr\rbs\bff\f", "ctl \x01\x1f end",
+    "unicode é ☃ \xf0\x9f\x94\x92", "slash / and \x7f",
+};
+
+static void fill(hf_hold *h, hf_hold_part *parts, size_t n, const char *owner)
+{
+	static const char *const names[] = {"lock:a", "sem:b \"q\"", "r\xc3\xa9s", "x"};
+	memset(h, 0, sizeof(*h));
+	memcpy(h->id, "0123456789abcdef0123456789abcdef", HF_ID_LEN);
+	memcpy(h->token, "fedcba9876543210fedcba9876543210", HF_TOKEN_LEN);
+	h->owner = (char *)owner;
+	h->state = HF_HOLD_TENTATIVE;
+	h->mode = HF_MODE_EXCLUSIVE;
+	h->created_at_ms = 1764430000123;
+	h->expires_at_ms = 1764430030123;
+	h->n_parts = n;
+	h->parts = parts;
+	for (size_t i = 0; i < n; i++)
+		parts[i] = (hf_hold_part){.resource = (char *)names[i], .units = (int64_t)i + 1,
+		                          .fence = INT64_C(1) << (10 * i)};
+}
+
+static void check_hold(const hf_hold *h)
+{
+	char *want = jansson(hf__hold_to_json(h), JSON_COMPACT | JSON_PRESERVE_ORDER);
+	size_t len = 0;
+	char *got = hf__hold_text(h, &len);
+	assert_non_null(got);
+	assert_string_equal(got, want);
+	assert_int_equal(len, strlen(want));
+	free(got);
+	free(want);
+	static const char *const types[] = {"hold.granted", "hold.extended", "hold.confirmed",
+	                                    "hold.released", "hold.expired"};
+	for (size_t t = 0; t < 5; t++) {
+		want = jansson(hf__event_hold_data(types[t], h), JSON_COMPACT | JSON_SORT_KEYS);
+		got = hf__event_hold_data_text(types[t], h);
+		assert_non_null(got);
+		assert_string_equal(got, want);
+		free(got);
+		free(want);
+	}
+}
+
+static void test_hold_text(void **state)
+{
+	(void)state;
+	hf_hold h;
+	hf_hold_part parts[4];
+	for (size_t o = 0; o < sizeof(owners) / sizeof(owners[0]); o++) {
+		for (size_t n = 1; n <= 4; n++) {
+			fill(&h, parts, n, owners[o]);
+			check_hold(&h);
+			/* No token (every answer but the acquire's), no times, replayed, ended. */
+			h.token[0] = '\0';
+			h.expires_at_ms = 0;
+			check_hold(&h);
+			h.replayed = true;
+			h.state = HF_HOLD_RELEASED;
+			h.mode = HF_MODE_UNITS;
+			h.ended_at_ms = 1764430001000;
+			check_hold(&h);
+		}
+	}
+	/* One resource named twice: a JSON object keeps one key (left to jansson). */
+	fill(&h, parts, 2, "bob");
+	parts[1].resource = parts[0].resource;
+	check_hold(&h);
+}
+
+static void test_ints(void **state)
+{
+	(void)state;
+	static const int64_t v[] = {0, 1, -1, 9, 10, 99, 100, INT64_MAX, INT64_MIN, 1764430000123};
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		struct hf__jw w;
+		hf__jw_init(&w);
+		hf__jw_int(&w, v[i]);
+		char *got = hf__jw_finish(&w, NULL);
+		char *want = jansson(json_integer(v[i]), JSON_ENCODE_ANY);
+		assert_string_equal(got, want);
+		free(got);
+		free(want);
+	}
+	struct hf__jw w;
+	hf__jw_init(&w);
+	size_t len = 1;
+	char *empty = hf__jw_finish(&w, &len);
+	assert_string_equal(empty, "");
+	assert_int_equal(len, 0);
+	free(empty);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_hold_text),
+	    cmocka_unit_test(test_ints),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
