@@ -166,7 +166,7 @@ void hf__jrec_free_list(struct hf__jrec *list)
 /* Dumps and consumes a JSON value; NULL on allocation failure. */
 static char *dump(json_t *j)
 {
-	char *s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	char *s = hf__json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
 	json_decref(j);
 	return s;
 }
@@ -1595,7 +1595,7 @@ int hf__state_load_resource(struct hf__state *st, const char *body, hf_error *er
 	r->version = version;
 	r->declared = declared;
 	r->journaled = true;
-	if (json_is_object(meta) && !(r->meta = json_dumps(meta, JSON_COMPACT))) {
+	if (json_is_object(meta) && !(r->meta = hf__json_dumps(meta, JSON_COMPACT))) {
 		json_decref(j);
 		return hf__err_code(err, HF_ENOMEM);
 	}
