@@ -21,7 +21,7 @@
  * Seeds: HF_TEST_SEED (printed; default time-based) is the first seed, the cuts use
  * seed, seed+1, ...; HF_RELIABILITY_CUTS (default 60) cuts; HF_RELIABILITY_LONG=1: 1000 cuts
  * and, for ioerr, every N with bursts of 1 and 4 (CI form: every third N from 1 + seed % 3,
- * bursts of 1; HF_RELIABILITY_N=N runs one N). A failure prints the variables that replay it
+ * bursts of 1; HF_RELIABILITY_STEP changes the step; HF_RELIABILITY_N=N runs one N). A failure prints the variables that replay it
  * alone (a failing cut: "HF_TEST_SEED=S HF_RELIABILITY_CUTS=1").
  */
 #include <dirent.h>
@@ -596,6 +596,8 @@ static int ioerr(int steps, bool longer)
 	long only = getenv("HF_RELIABILITY_N") ? atol(getenv("HF_RELIABILITY_N")) : 0;
 	/* CI form: every third N (from 1 + seed % 3); long form: every N. */
 	long stride = longer ? 1 : 3;
+	if (!longer && getenv("HF_RELIABILITY_STEP"))
+		stride = atol(getenv("HF_RELIABILITY_STEP")) > 0 ? atol(getenv("HF_RELIABILITY_STEP")) : 1;
 	for (int b = 0; b < (longer ? 2 : 1); b++) {
 		for (long n = only ? only : 1 + (long)(g_seed % stride); !only || n == only;
 		     n += stride) {
