@@ -391,8 +391,10 @@ static int v_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags
 	memset(c, 0, sizeof *c);
 	c->real = (sqlite3_file *)(c + 1);
 	struct dfile *d = NULL;
+	bool created = false;
 	pthread_mutex_lock(&g_lock);
 	if (name && !(d = find_live(name))) {
+		created = true;
 		d = calloc(1, sizeof *d);
 		if (!d)
 			_exit(93);
@@ -412,6 +414,17 @@ static int v_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags
 	int rc = g_real->xOpen(g_real, name, c->real, flags, out);
 	if (rc != SQLITE_OK) {
 		c->base.pMethods = NULL;
+		if (created) { /* no file was made: forget it */
+			pthread_mutex_lock(&g_lock);
+			for (struct dfile **p = &g_files; *p; p = &(*p)->next)
+				if (*p == d) {
+					*p = d->next;
+					break;
+				}
+			pthread_mutex_unlock(&g_lock);
+			free(d->img);
+			free(d);
+		}
 		return rc;
 	}
 	c->df = d;
