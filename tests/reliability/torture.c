@@ -14,7 +14,7 @@
 
 #include "torture.h"
 
-static atomic_long g_count, g_fail_at, g_failed;
+static atomic_long g_count, g_fail_at, g_failed, g_burst = 1;
 
 /* True when this allocation is to fail. */
 static bool fail_now(void)
@@ -22,10 +22,16 @@ static bool fail_now(void)
 	long at = atomic_load(&g_fail_at);
 	if (at <= 0)
 		return false;
-	if (atomic_fetch_add(&g_count, 1) + 1 != at)
+	long k = atomic_fetch_add(&g_count, 1) + 1;
+	if (k < at || k >= at + atomic_load(&g_burst))
 		return false;
 	atomic_fetch_add(&g_failed, 1);
 	return true;
+}
+
+void torture_set_burst(long len)
+{
+	atomic_store(&g_burst, len > 0 ? len : 1);
 }
 
 void torture_arm(long n)

@@ -13,9 +13,11 @@
 int torture_init(void);
 /* Counts allocations from now on; the n-th fails (n = 0: none fails). */
 void torture_arm(long n);
+/* From now on the n-th allocation and the len-1 after it fail (default 1). */
+void torture_set_burst(long len);
 /* Stops failing; returns the allocations counted since torture_arm. */
 long torture_disarm(void);
-/* Allocations failed since torture_arm (0 or 1). */
+/* Allocations failed since torture_arm. */
 long torture_failed(void);
 
 #endif /* HF_TORTURE_H */

@@ -12,7 +12,9 @@
  *   - nothing leaks: in the ASan build LeakSanitizer checks at exit, and after each N when
  *     HF_TORTURE_LEAKS_EACH=1 (slower; names the N).
  * CI form: every third N (HF_RELIABILITY_STEP changes the step; from HF_TORTURE_FROM,
- * default 1); long form (HF_RELIABILITY_LONG=1): every N. HF_TORTURE_N=N runs one N, HF_TORTURE_FROM=N starts
+ * default 1); long form (HF_RELIABILITY_LONG=1): every N. HF_TORTURE_BURST=K fails K
+ * allocations in a row from each N (sustained exhaustion) instead of one;
+ * HF_TORTURE_AFTER_OPEN=1 starts after hf_open's allocations. HF_TORTURE_N=N runs one N, HF_TORTURE_FROM=N starts
  * at N.
  */
 #include <dirent.h>
@@ -42,6 +44,7 @@
 #define T0 1700000000000LL
 
 static long g_n;
+static long g_burst = 1;
 
 static int64_t fixed_clock(void *ctx)
 {
@@ -82,7 +85,11 @@ static int call(hf_store *st, const hf_request *q, hf_reply **out, const char *w
 		     hf_err_name(r->error.code));
 	if (!r && rc == HF_OK)
 		fail("%s: HF_OK without a reply", what);
-	if (rc != HF_OK && rc != HF_ENOMEM && rc != HF_ESTORAGE)
+	/* Known, open (docs/reliability.md): under sustained exhaustion jansson reports a failed
+	 * allocation inside a string as a syntax error twice over, and valid metadata is
+	 * answered invalid_argument. */
+	bool meta_residual = g_burst > 1 && rc == HF_EINVAL && strcmp(what, "put") == 0;
+	if (rc != HF_OK && rc != HF_ENOMEM && rc != HF_ESTORAGE && !meta_residual)
 		fail("%s answered %s (%s)", what, hf_err_name(rc), r ? r->error.message : "no reply");
 	if (rc != HF_OK)
 		t->failures++;
@@ -296,6 +303,8 @@ int main(void)
 	long only = getenv("HF_TORTURE_N") ? atol(getenv("HF_TORTURE_N")) : 0;
 	long from = getenv("HF_TORTURE_FROM") ? atol(getenv("HF_TORTURE_FROM")) : 0;
 	bool leaks_each = getenv("HF_TORTURE_LEAKS_EACH") != NULL;
+	long burst = getenv("HF_TORTURE_BURST") ? atol(getenv("HF_TORTURE_BURST")) : 1;
+	g_burst = burst;
 	long stride = longer || only ? 1 : 3;
 	if (!longer && !only && getenv("HF_RELIABILITY_STEP"))
 		stride = atol(getenv("HF_RELIABILITY_STEP")) > 0 ? atol(getenv("HF_RELIABILITY_STEP")) : 1;
@@ -325,6 +334,11 @@ int main(void)
 		rm_tree(dir);
 	}
 	long first = only ? only : from ? from : 1;
+	if (!only && !from && getenv("HF_TORTURE_AFTER_OPEN"))
+		first = open_allocs + 1; /* the calls after hf_open only */
+	torture_set_burst(burst);
+	if (burst > 1)
+		printf("torture: %ld allocations in a row fail from each N\n", burst);
 	for (long n = first;; n += stride) {
 		g_n = n;
 		snprintf(dir, sizeof dir, "%s/hf-torture-XXXXXX", base);

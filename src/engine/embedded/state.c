@@ -131,7 +131,8 @@ static void fx_fail(struct hf__effects *fx, struct hf__call *call, int code, con
 static struct hf__jrec *fx_record(struct hf__effects *fx, enum hf__jtable table, const char *key,
                                   char *body, bool remove)
 {
-	struct hf__jrec *rec = calloc(1, sizeof(*rec));
+	/* A put without a body is a body that could not be made (out of memory). */
+	struct hf__jrec *rec = !remove && !body ? NULL : calloc(1, sizeof(*rec));
 	if (!rec || (key && !(rec->key = hf__strdup(key)))) {
 		free(rec);
 		free(body);
