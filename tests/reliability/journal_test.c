@@ -22,7 +22,8 @@
  * seed, seed+1, ...; HF_RELIABILITY_CUTS (default 60) cuts; HF_RELIABILITY_LONG=1: 1000 cuts
  * and, for ioerr, every N with bursts of 1 and 4 (CI form: every third N from 1 + seed % 3,
  * bursts of 1; HF_RELIABILITY_STEP changes the step; HF_RELIABILITY_N=N runs one N). A failure prints the variables that replay it
- * alone (a failing cut: "HF_TEST_SEED=S HF_RELIABILITY_CUTS=1").
+ * alone (a failing cut: "HF_TEST_SEED=S HF_RELIABILITY_CUTS=1"). HF_RELIABILITY_LS=1 lists
+ * the files of each copy (what survived the cut).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -652,9 +653,9 @@ static int ioerr(int steps, bool longer)
 			reported += s.storage_errors > 0;
 		}
 	}
-	printf("ioerr: %d fault points (%s): %d runs answered storage_error, %d failed the open\n",
-	       points, longer ? "every N, bursts of 1 and 4" : "every third N, burst 1", reported,
-	       open_failed);
+	printf("ioerr: %d fault points (every %ld-th N, %s): %d runs answered storage_error, %d "
+	       "failed the open\n",
+	       points, stride, longer ? "bursts of 1 and 4" : "burst 1", reported, open_failed);
 	rm_tree(dir);
 	return 0;
 }
