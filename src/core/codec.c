@@ -38,13 +38,16 @@ static json_t *ms_or_null(int64_t ms)
 
 /* Parses JSON object text kept by the library (meta, event data); null when absent.
  * Text that is not an object (it never should be) is passed on as a string rather than
- * dropped, so nothing is silently lost. */
+ * dropped, so nothing is silently lost. Text that does not parse at all is JSON the library
+ * wrote itself whose parse ran out of memory: NULL, a failure, never the text as a string. */
 static json_t *object_text(const char *text)
 {
 	if (!text)
 		return json_null();
 	json_t *j = json_loads(text, JSON_DECODE_ANY, NULL);
-	if (j && json_is_object(j))
+	if (!j)
+		return NULL;
+	if (json_is_object(j))
 		return j;
 	json_decref(j);
 	return json_string(text);
@@ -237,6 +240,48 @@ static int dup_str(const json_t *obj, const char *key, bool required, char **dst
 	return HF_OK;
 }
 
+/* The text as it is dumped; `failed` sticks, because jansson ignores the outcome of writing
+ * an object key (jansson 2.14, dump.c): without it a key lost to a failed allocation would
+ * leave a text like {"a":1,:true} that is then journaled. */
+struct dumpbuf {
+	char *s;
+	size_t len, cap;
+	bool failed;
+};
+
+static int dump_append(const char *buf, size_t n, void *arg)
+{
+	struct dumpbuf *d = arg;
+	if (d->failed)
+		return -1;
+	if (d->len + n + 1 > d->cap) {
+		size_t cap = d->cap ? d->cap : 256;
+		while (cap < d->len + n + 1)
+			cap *= 2;
+		char *s = realloc(d->s, cap);
+		if (!s) {
+			d->failed = true;
+			return -1;
+		}
+		d->s = s;
+		d->cap = cap;
+	}
+	memcpy(d->s + d->len, buf, n);
+	d->len += n;
+	d->s[d->len] = '\0';
+	return 0;
+}
+
+char *hf__json_dumps(const json_t *j, size_t flags)
+{
+	struct dumpbuf d = {0};
+	if (!j || json_dump_callback(j, dump_append, &d, flags) != 0 || d.failed || !d.s) {
+		free(d.s);
+		return NULL;
+	}
+	return d.s;
+}
+
 /* An object field (meta, data) back to compact text; NULL for absent/null. */
 static int dup_object_text(const json_t *obj, const char *key, char **dst, hf_error *err)
 {
@@ -246,7 +291,7 @@ static int dup_object_text(const json_t *obj, const char *key, char **dst, hf_er
 		return HF_OK;
 	if (!json_is_object(v))
 		return hf__err(err, HF_EPROTO, "%s must be an object", key);
-	*dst = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	*dst = hf__json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	return *dst ? HF_OK : hf__err_code(err, HF_ENOMEM);
 }
 
@@ -537,7 +582,7 @@ json_t *hf__event_resource_deleted_data(const char *name, int64_t version)
 
 static char *dump_compact(json_t *j)
 {
-	char *text = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	char *text = hf__json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(j);
 	return text;
 }

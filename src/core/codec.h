@@ -12,6 +12,11 @@
 
 /* Items to JSON. Each returns a new reference, or NULL on allocation failure. */
 json_t *hf__resource_to_json(const hf_resource *res);
+/* json_dumps that fails whole: NULL when any allocation fails (or j is NULL); else text to
+ * free(). jansson's own json_dumps can lose an object key on a failed allocation and still
+ * return the text. */
+char *hf__json_dumps(const json_t *j, size_t flags);
+
 json_t *hf__hold_to_json(const hf_hold *hold); /* includes "token" only when hold->token[0] */
 json_t *hf__event_to_json(const hf_event *ev);
 json_t *hf__error_to_json(const hf_error *err); /* {"error":{"code","message"}} */

@@ -42,6 +42,9 @@ void hf__request_free(hf_request *req);
 
 /* Frees what an item points to, not the item itself (items live in arrays). */
 void hf__hold_clear(hf_hold *hold);
+/* Frees what a reply points to and zeroes it, keeping its op: an error reply made without
+ * allocating (when there is no memory for a new one). */
+void hf__reply_clear(hf_reply *reply);
 void hf__resource_clear(hf_resource *res);
 void hf__event_clear(hf_event *ev);
 /* Deep copies into dst (which is overwritten). Return HF_OK or HF_ENOMEM. */

@@ -110,10 +110,9 @@ void hf_hold_free(hf_hold *hold)
 	free(hold);
 }
 
-void hf_reply_free(hf_reply *reply)
+void hf__reply_clear(hf_reply *reply)
 {
-	if (!reply)
-		return;
+	hf_op op = reply->op;
 	if (reply->resource) {
 		hf__resource_clear(reply->resource);
 		free(reply->resource);
@@ -128,5 +127,14 @@ void hf_reply_free(hf_reply *reply)
 	for (size_t i = 0; i < reply->n_events; i++)
 		hf__event_clear(&reply->events[i]);
 	free(reply->events);
+	memset(reply, 0, sizeof(*reply));
+	reply->op = op;
+}
+
+void hf_reply_free(hf_reply *reply)
+{
+	if (!reply)
+		return;
+	hf__reply_clear(reply);
 	free(reply);
 }

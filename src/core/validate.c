@@ -84,9 +84,18 @@ int hf__check_meta(const char *meta, hf_error *err)
 	if (len > HF_META_MAX)
 		return hf__err(err, HF_EINVAL, "meta is %zu bytes, the limit is %d", len, HF_META_MAX);
 	json_error_t jerr;
+	memset(&jerr, 0, sizeof(jerr));
 	json_t *j = json_loadb(meta, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (!j)
-		return hf__err(err, HF_EINVAL, "meta is not valid JSON: %s", jerr.text);
+	if (!j) {
+		/* Out of memory is no verdict on the text. jansson says so only sometimes (an empty
+		 * error when it cannot start; a syntax error when the copy of a string fails): text
+		 * that parses on a second try was never invalid. */
+		bool oom = json_error_code(&jerr) == json_error_out_of_memory || !jerr.text[0];
+		if (!oom && !(j = json_loadb(meta, len, JSON_REJECT_DUPLICATES, NULL)))
+			return hf__err(err, HF_EINVAL, "meta is not valid JSON: %s", jerr.text);
+		if (!j)
+			return hf__err_code(err, HF_ENOMEM);
+	}
 	bool object = json_is_object(j);
 	json_decref(j);
 	if (!object)

@@ -719,7 +719,7 @@ static void send_call(struct http_call *hc)
 	if (rc != HF_OK)
 		goto out_fail;
 	if (body) {
-		text = json_dumps(body, JSON_COMPACT);
+		text = hf__json_dumps(body, JSON_COMPACT);
 		if (!text) {
 			hf__err_code(&err, HF_ENOMEM);
 			goto out_fail;

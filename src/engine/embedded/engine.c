@@ -91,16 +91,16 @@ static void log_line(const char *level, const char *msg, const char *path, const
 	fflush(stderr);
 }
 
-/* Replaces a call's reply with an error. */
+/* Replaces a call's reply with an error; without allocating (the store may be out of memory:
+ * a call must never complete without a reply). */
 static void fail_call(struct hf__call *c, int code, const char *message)
 {
-	hf_reply_free(c->reply);
-	c->reply = calloc(1, sizeof(*c->reply));
-	if (c->reply) {
-		c->reply->op = c->req.op;
-		c->reply->error.code = code;
-		snprintf(c->reply->error.message, sizeof(c->reply->error.message), "%s", message);
-	}
+	if (!c->reply && !(c->reply = calloc(1, sizeof(*c->reply))))
+		return; /* never: every call is made with its reply */
+	hf__reply_clear(c->reply);
+	c->reply->op = c->req.op;
+	c->reply->error.code = code;
+	snprintf(c->reply->error.message, sizeof(c->reply->error.message), "%s", message);
 }
 
 static void deliver(struct hf__call *list)
@@ -136,6 +136,14 @@ static struct hf__call *finish_locked(struct engine *e, struct hf__effects *fx)
 		snprintf(e->failed_message, sizeof(e->failed_message),
 		         "out of memory while recording a change; restart to recover from the journal");
 		log_line("error", "store stopped taking changes", e->path, e->failed_message);
+	}
+	if (fx->failed) {
+		/* A change of this step is in memory but could not be recorded: nothing of it may
+		 * be answered as done (it would not be there after a restart). */
+		hf__jrec_free_list(fx->rec_head);
+		for (struct hf__call *c = fx->done_head; c; c = c->next)
+			fail_call(c, HF_ESTORAGE, e->failed_message);
+		return fx->done_head;
 	}
 	if (!fx->rec_head) {
 		/* No change of its own, but its answer may show (or depend on) changes still on
@@ -213,7 +221,9 @@ static void step(struct engine *e, struct hf__call *call)
 	if (call && call->req.op == HF_OP_READ_EVENTS && (disk_upto = old_events_upto(e, call))) {
 		durable = hf__state_durable_seq(e->st);
 	} else if (call) {
-		if ((e->failed || e->degraded) && is_change(call->req.op)) {
+		/* Failed: the memory may hold a change the journal lacks, so reads are refused
+		 * too. Degraded: the memory was rebuilt from the journal; reads are served. */
+		if (e->failed || (e->degraded && is_change(call->req.op))) {
 			call->reply->error.code = HF_ESTORAGE;
 			snprintf(call->reply->error.message, sizeof(call->reply->error.message), "%s",
 			         e->failed ? e->failed_message : e->degraded_message);

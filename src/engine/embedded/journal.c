@@ -75,7 +75,16 @@ static int db_err(hf_error *err, sqlite3 *db, int code, const char *what)
 static int open_code(int sqlite_rc)
 {
 	int primary = sqlite_rc & 0xff;
+	if (primary == SQLITE_NOMEM)
+		return HF_ENOMEM; /* never store_corrupt: the file may be fine */
 	return primary == SQLITE_NOTADB || primary == SQLITE_CORRUPT ? HF_ECORRUPT : HF_ESTORAGE;
+}
+
+/* A statement on our tables that does not prepare: a schema that does not match
+ * (SQLITE_ERROR: no such table or column) is store_corrupt; out of memory is not. */
+static int schema_code(int sqlite_rc)
+{
+	return (sqlite_rc & 0xff) == SQLITE_ERROR ? HF_ECORRUPT : open_code(sqlite_rc);
 }
 
 static int exec(sqlite3 *db, const char *sql, hf_error *err)
@@ -111,31 +120,51 @@ static int check_format(sqlite3 *db, const char *path, hf_error *err)
 		               path);
 	const char *format = NULL, *schema = NULL;
 	char fbuf[32] = "", sbuf[32] = "";
-	if (sqlite3_prepare_v2(db, "SELECT key, value FROM meta WHERE key IN ('format','schema')",
-	                       -1, &st, NULL) == SQLITE_OK) {
-		while (sqlite3_step(st) == SQLITE_ROW) {
+	/* A table "meta" that is missing is a foreign file; a query that fails (out of memory,
+	 * an I/O error) says nothing about the file: that is not store_corrupt. */
+	rc = sqlite3_prepare_v2(db, "SELECT key, value FROM meta WHERE key IN ('format','schema')",
+	                        -1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 			const char *k = (const char *)sqlite3_column_text(st, 0);
 			const char *v = (const char *)sqlite3_column_text(st, 1);
+			if ((!k || !v) && sqlite3_errcode(db) == SQLITE_NOMEM) {
+				rc = SQLITE_NOMEM;
+				break;
+			}
 			if (k && v && strcmp(k, "format") == 0)
 				snprintf(fbuf, sizeof(fbuf), "%s", v), format = fbuf;
 			if (k && v && strcmp(k, "schema") == 0)
 				snprintf(sbuf, sizeof(sbuf), "%s", v), schema = sbuf;
 		}
 		sqlite3_finalize(st);
+		if (rc != SQLITE_DONE)
+			return hf__err(err, open_code(rc), "cannot read store '%s': %s", path,
+			               sqlite3_errstr(rc));
+	} else if ((rc & 0xff) != SQLITE_ERROR) { /* SQLITE_ERROR: no such table */
+		return hf__err(err, open_code(rc), "cannot read store '%s': %s", path,
+		               sqlite3_errmsg(db));
 	}
 	if (!format || strcmp(format, "holdfast") != 0)
 		return hf__err(err, HF_ECORRUPT, "'%s' is an SQLite file but not a holdfast store", path);
 	if (!schema || strcmp(schema, SCHEMA_VERSION) != 0)
 		return hf__err(err, HF_ECORRUPT, "'%s' has holdfast schema %s; this build reads %s",
 		               path, schema ? schema : "(none)", SCHEMA_VERSION);
-	/* A damaged page shows up here rather than in the middle of serving. */
-	if (sqlite3_prepare_v2(db, "PRAGMA quick_check(1)", -1, &st, NULL) != SQLITE_OK)
-		return db_err(err, db, HF_ECORRUPT, "store check failed");
+	/* A damaged page shows up here rather than in the middle of serving.
+	 * A check that cannot run (out of memory, an I/O error) is not a verdict on the file. */
+	if ((rc = sqlite3_prepare_v2(db, "PRAGMA quick_check(1)", -1, &st, NULL)) != SQLITE_OK)
+		return db_err(err, db, open_code(rc), "store check failed");
 	rc = sqlite3_step(st);
-	bool ok = rc == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(st, 0), "ok") == 0;
+	const char *verdict = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
+	if (!verdict) {
+		int code = rc == SQLITE_ROW ? HF_ENOMEM : open_code(rc);
+		code = db_err(err, db, code, "store check failed");
+		sqlite3_finalize(st);
+		return code;
+	}
+	bool ok = strcmp(verdict, "ok") == 0;
 	char detail[128];
-	snprintf(detail, sizeof(detail), "%s",
-	         rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : sqlite3_errmsg(db));
+	snprintf(detail, sizeof(detail), "%s", verdict);
 	sqlite3_finalize(st);
 	if (!ok)
 		return hf__err(err, HF_ECORRUPT, "store file '%s' is damaged: %s", path, detail);
@@ -318,12 +347,15 @@ int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err)
 	    (rc = exec(j->db, "PRAGMA synchronous=FULL", err)) != HF_OK)
 		goto fail;
 	for (int t = 0; t < N_TABLES; t++)
-		for (int k = 0; k < 2; k++)
-			if (write_sql[t][k] &&
-			    sqlite3_prepare_v2(j->db, write_sql[t][k], -1, &j->put[t][k], NULL) != SQLITE_OK) {
-				rc = db_err(err, j->db, HF_ECORRUPT, "store schema does not match");
+		for (int k = 0; k < 2; k++) {
+			int prc = write_sql[t][k] ? sqlite3_prepare_v2(j->db, write_sql[t][k], -1,
+			                                               &j->put[t][k], NULL)
+			                          : SQLITE_OK;
+			if (prc != SQLITE_OK) {
+				rc = db_err(err, j->db, schema_code(prc), "store schema does not match");
 				goto fail;
 			}
+		}
 	if (sqlite3_prepare_v2(j->db, "BEGIN IMMEDIATE", -1, &j->begin, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(j->db, "COMMIT", -1, &j->commit, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(j->db, "ROLLBACK", -1, &j->rollback, NULL) != SQLITE_OK) {
@@ -364,9 +396,10 @@ static int each_row(struct hf__journal *j, const char *sql,
                     struct hf__state *st, hf_error *err)
 {
 	sqlite3_stmt *stmt;
-	if (sqlite3_prepare_v2(j->db, sql, -1, &stmt, NULL) != SQLITE_OK)
-		return db_err(err, j->db, HF_ECORRUPT, "store schema does not match");
-	int rc, code = HF_OK;
+	int rc = sqlite3_prepare_v2(j->db, sql, -1, &stmt, NULL);
+	if (rc != SQLITE_OK)
+		return db_err(err, j->db, schema_code(rc), "store schema does not match");
+	int code = HF_OK;
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
 		if ((code = row(st, stmt, err)) != HF_OK)
 			break;

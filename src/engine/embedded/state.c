@@ -132,7 +132,8 @@ static void fx_fail(struct hf__effects *fx, struct hf__call *call, int code, con
 static struct hf__jrec *fx_record(struct hf__effects *fx, enum hf__jtable table, const char *key,
                                   char *body, bool remove)
 {
-	struct hf__jrec *rec = calloc(1, sizeof(*rec));
+	/* A put without a body is a body that could not be made (out of memory). */
+	struct hf__jrec *rec = !remove && !body ? NULL : calloc(1, sizeof(*rec));
 	if (!rec || (key && !(rec->key = hf__strdup(key)))) {
 		free(rec);
 		free(body);
@@ -167,7 +168,7 @@ void hf__jrec_free_list(struct hf__jrec *list)
 /* Dumps and consumes a JSON value; NULL on allocation failure. */
 static char *dump(json_t *j)
 {
-	char *s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	char *s = hf__json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
 	json_decref(j);
 	return s;
 }
@@ -1675,7 +1676,7 @@ int hf__state_load_resource(struct hf__state *st, const char *body, hf_error *er
 	r->version = version;
 	r->declared = declared;
 	r->journaled = true;
-	if (json_is_object(meta) && !(r->meta = json_dumps(meta, JSON_COMPACT))) {
+	if (json_is_object(meta) && !(r->meta = hf__json_dumps(meta, JSON_COMPACT))) {
 		json_decref(j);
 		return hf__err_code(err, HF_ENOMEM);
 	}
