@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 PG_DIR = os.environ.get("HF_PG_DIR", "")
@@ -21,6 +22,26 @@ PG_USER = os.environ.get("HF_PG_USER", "")
 PGBIN = os.environ.get("PGBIN", "")
 REDIS_PORT = int((os.environ.get("HF_REDIS_PORTS") or "0").split()[0])
 DB_URL = "postgresql:///postgres?host=%s&user=%s" % (PG_DIR, PG_USER)
+
+
+def run_all(n, fn):
+    """Runs fn(i) on n threads released together; returns their results in order."""
+    barrier = threading.Barrier(n)
+    out = [None] * n
+
+    def one(i):
+        barrier.wait()
+        try:
+            out[i] = fn(i)
+        except Exception as e:  # noqa: BLE001 — reported by the caller's assertions
+            out[i] = ("exception", repr(e))
+
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return out
 
 
 def psql(sql):

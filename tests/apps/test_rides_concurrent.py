@@ -16,14 +16,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "server"))
 import hfserver  # noqa: E402
 import rides  # noqa: E402
-from rides import App, psql  # noqa: E402
+from rides import App, psql, run_all  # noqa: E402
 
 BIN = HOLDFASTD = CLI = ENGINE = ""
 CHICAGO = (41.8781, -87.6298)
@@ -31,26 +30,6 @@ NYC = (40.7128, -74.0060)  # the seed's pickup point; the 50 demo drivers are ar
 N_SIMULTANEOUS = 120
 N_EXTRA_DRIVERS = 150
 N_RACE = 200
-
-
-def run_all(n, fn):
-    """Runs fn(i) on n threads released together; returns their results in order."""
-    barrier = threading.Barrier(n)
-    out = [None] * n
-
-    def one(i):
-        barrier.wait()
-        try:
-            out[i] = fn(i)
-        except Exception as e:  # noqa: BLE001 — reported by the caller's assertions
-            out[i] = ("exception", repr(e))
-
-    ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    return out
 
 
 def pct(values, q):

@@ -19,31 +19,11 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "server"))
 import hfserver  # noqa: E402
-from rides import App, psql  # noqa: E402
+from rides import App, psql, run_all  # noqa: E402
 
 BIN = HOLDFASTD = ""
 ENGINE = "http"
 N_CUSTOMERS = 100
-
-
-def run_all(n, fn):
-    """Runs fn(i) on n threads released together; returns their results in order."""
-    barrier = threading.Barrier(n)
-    out = [None] * n
-
-    def one(i):
-        barrier.wait()
-        try:
-            out[i] = fn(i)
-        except Exception as e:  # noqa: BLE001 — reported by the caller's assertions
-            out[i] = ("exception", repr(e))
-
-    ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    return out
 
 
 class Shop(unittest.TestCase):
