@@ -15,7 +15,7 @@
 
 #include "engine/postgres/pg.h"
 
-#define N_WORKERS 2
+#define N_WORKERS 8 /* connections running calls: changes on different resources run side by side */
 #define RECHECK_MS 1000 /* the safety re-check when no notification came */
 #define CANCEL_KEEP_MS 10000
 

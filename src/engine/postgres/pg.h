@@ -15,7 +15,7 @@
 #include "core/core.h"
 #include "engine/engine.h"
 
-#define HF__PG_SCHEMA_VERSION 1       /* the newest schema this build knows */
+#define HF__PG_SCHEMA_VERSION 2       /* the newest schema this build knows */
 /* A waiter row nobody renews (its instance crashed, or no longer waits on it) lapses this long
  * after its last renewal; the first change after that (or any instance's waiter thread, within
  * a second) removes it: the bound of docs/operations.md, "Waiter leases". */
@@ -52,6 +52,9 @@ struct hf__pgc {
 	int64_t retry_at;   /* monotonic ms: no connect attempt before (after a failed one) */
 	int64_t upkeep_at;  /* monotonic ms: the next purge of old rows by this connection */
 	char last_err[256]; /* why the last connect failed */
+	bool lost_race;     /* the last failed statement lost to a concurrent change (deadlock,
+	                       a unique key taken first): the change may run again */
+	bool last_try;      /* the change's last attempt: no more running again */
 };
 
 /* schema.c */
