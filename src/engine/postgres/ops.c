@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/codec.h"
 #include "core/rules.h"
@@ -240,10 +241,6 @@ static int tx_commit(struct tx *t)
 		o += (size_t)snprintf(sql + o, sizeof(sql) - o,
 		                      "UPDATE live_holds SET n = n + %lld WHERE slot = pg_backend_pid() %% 64;",
 		                      (long long)t->live_delta);
-	/* The channel is "hf_" + a schema name of [a-z0-9_]: safe as a literal. */
-	if (t->notify || t->events > 0)
-		o += (size_t)snprintf(sql + o, sizeof(sql) - o, "SELECT pg_notify('%s', '');",
-		                      t->c->conf->channel);
 	snprintf(sql + o, sizeof(sql) - o, "COMMIT");
 	int rc = HF_OK;
 	if (t->evs) {
@@ -261,6 +258,15 @@ static int tx_commit(struct tx *t)
 		t->evs_len = t->evs_cap = 0;
 	} else {
 		rc = multi(t, sql, NULL, 0);
+	}
+	/* Committed, or perhaps (a failed COMMIT): waiters everywhere re-check and event reads
+	 * re-read after the NOTIFY the waiter thread sends for this and other changes. */
+	const struct hf__pg_conf *cf = t->c->conf;
+	if ((t->notify || t->events > 0) && cf->notify_pending &&
+	    !atomic_exchange(cf->notify_pending, 1)) {
+		char b = 1;
+		ssize_t w = write(cf->notify_fd, &b, 1);
+		(void)w; /* a full pipe wakes the waiter thread anyway */
 	}
 	if (rc != HF_OK) {
 		/* Rolled back; or, if COMMIT itself failed, the outcome is unknown to us: report the
