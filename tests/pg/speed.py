@@ -7,7 +7,10 @@ the plain-PostgreSQL patterns of the seeds, by holdfast-bench:
 Prints grants/s of each run, the ratios, and the machine's load average around the runs.
 Not a test (timing targets live in benchmarks): a measurement, for docs/operations.md.
 
-Usage: speed.py HOLDFASTD HOLDFAST_BENCH [--seconds S] [--clients N]"""
+With --before OLD_HOLDFASTD, another build's holdfastd (one instance, its own schema) runs the
+same two scenarios in the same run, for a before/after.
+
+Usage: speed.py HOLDFASTD HOLDFAST_BENCH [--seconds S] [--clients N] [--before OLD_HOLDFASTD]"""
 import argparse
 import json
 import os
@@ -48,12 +51,17 @@ def main():
     ap.add_argument("bench")
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--before")
     a = ap.parse_args()
     pgtest.need_pg()
     pgtest.raise_fd_limit(4096)
     pg = "host=%s user=%s dbname=postgres" % (os.environ["HF_PG_DIR"], os.environ["HF_PG_USER"])
     pgtest.reset_schema()
     servers = [pgtest.Holdfastd(a.holdfastd) for _ in range(3)]
+    old = None
+    if a.before:
+        old = pgtest.Holdfastd(a.before, url=os.environ["HF_TEST_ENGINE_URL"].replace(
+            "schema=hf_test", "schema=hf_before"))
     res = {}
     load0 = os.getloadavg()
     try:
@@ -63,6 +71,10 @@ def main():
                 res[(scen, peer)] = collect([bench(a.bench, ["--peer", peer, "--pg", pg,
                                                             "--scenario", str(scen)],
                                                    a.seconds, a.clients)])
+            if old:
+                res[(scen, "before x1")] = collect([bench(
+                    a.bench, ["--server", "http://127.0.0.1:%d" % old.port, "--scenario",
+                              str(scen)], a.seconds, a.clients)])
             res[(scen, "holdfast x1")] = collect([bench(
                 a.bench, ["--server", "http://127.0.0.1:%d" % servers[0].port, "--scenario",
                           str(scen)], a.seconds, a.clients)])
@@ -77,7 +89,7 @@ def main():
                                              str(s.port)] + tag, a.seconds, n))
             res[(scen, "holdfast x3")] = collect(procs)
     finally:
-        for s in servers:
+        for s in servers + ([old] if old else []):
             s.stop()
     load1 = os.getloadavg()
     print("clients %d, %g s a run, fsync=%s, %d cores; load average %.2f before, %.2f after" %

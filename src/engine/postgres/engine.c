@@ -16,8 +16,9 @@
 #include "engine/postgres/pg.h"
 
 /* Connections running calls (URL parameter workers=N): changes on different resources run
- * side by side, and their COMMITs share WAL flushes (group commit). */
-#define DEFAULT_WORKERS 16
+ * side by side, and their COMMITs share WAL flushes (group commit). More is not always faster:
+ * changes of the same resources then queue on their rows (see docs/operations.md). */
+#define DEFAULT_WORKERS 2
 #define MAX_WORKERS 64
 #define RECHECK_MS 1000 /* the safety re-check when no notification came */
 #define CANCEL_KEEP_MS 10000

@@ -915,24 +915,81 @@ static int resolve(struct tx *t, const hf_acquire_req *a, struct claimrow *rows,
 			order[k] = order[k - 1];
 		order[k] = i;
 	}
+	/* The rows that exist, locked in one statement (one round trip, however many claims);
+	 * then each missing one under its name's advisory lock (lock_resource). */
+	size_t len = 3;
+	for (size_t i = 0; i < n; i++)
+		len += 2 * strlen(claim[i]->name) + 3;
+	char *arr = malloc(len), *o = arr;
+	if (!arr)
+		return hf__err(t->err, HF_ENOMEM, "out of memory");
+	*o++ = '{';
+	for (size_t j = 0; j < n; j++) {
+		if (j)
+			*o++ = ',';
+		*o++ = '"';
+		for (const char *ch = claim[order[j]]->name; *ch; ch++) {
+			if (*ch == '"' || *ch == '\\')
+				*o++ = '\\';
+			*o++ = *ch;
+		}
+		*o++ = '"';
+	}
+	*o++ = '}';
+	*o = '\0';
+	const char *pa[1] = {arr};
+	/* An any-of that may not wait is FOR UPDATE SKIP LOCKED: a resource another change has
+	 * locked right now counts as taken (the last column false), and its row is not waited
+	 * for: many such requests racing over the same list do not queue on each other's rows. */
+	bool skip = a->any && a->wait_ms == 0;
+	PGresult *all = q(t,
+	                  skip ? "SELECT r.name, coalesce(l.capacity, r.capacity), l.held,"
+	                         " l.n_exclusive, EXISTS (SELECT 1 FROM waiter_claims w WHERE"
+	                         " w.resource = r.name), l.name IS NOT NULL FROM resources r"
+	                         " LEFT JOIN LATERAL (SELECT name, capacity, held, n_exclusive FROM"
+	                         " resources x WHERE x.name = r.name FOR UPDATE SKIP LOCKED) l"
+	                         " ON true WHERE r.name = ANY($1::text[]) ORDER BY r.name"
+	                       : "SELECT name, capacity, held, n_exclusive, EXISTS (SELECT 1 FROM"
+	                         " waiter_claims w WHERE w.resource = r.name), true FROM"
+	                         " resources r WHERE name = ANY($1::text[]) ORDER BY name FOR UPDATE",
+	                  1, pa);
+	free(arr);
+	if (!all)
+		return HF_EENGINE;
 	for (size_t j = 0; j < n; j++) {
 		size_t i = order[j];
 		const hf_claim *c = claim[i];
-		PGresult *r = lock_resource(t, c->name);
-		if (!r)
-			return HF_EENGINE;
+		PGresult *r = all;
+		int k = 0;
+		for (; k < PQntuples(all) && strcmp(PQgetvalue(all, k, 0), c->name) != 0; k++) {
+		}
+		if (k == PQntuples(all)) {
+			r = lock_resource(t, c->name);
+			if (!r) {
+				PQclear(all);
+				return HF_EENGINE;
+			}
+			k = 0;
+		}
 		struct claimrow *row = &rows[i];
 		memset(row, 0, sizeof(*row));
 		row->name = c->name;
-		row->exists = PQntuples(r) > 0;
+		row->exists = PQntuples(r) > k;
 		if (row->exists) {
-			row->capacity = geti(r, 0, 0);
-			row->held = geti(r, 0, 1);
-			row->n_exclusive = geti(r, 0, 2);
-			row->queued = getb(r, 0, 3);
+			int f = r == all ? 1 : 0;
+			row->capacity = geti(r, k, f);
+			if (r == all && !getb(r, k, 5)) {
+				row->queued = true; /* locked by another change: taken, for now */
+			} else {
+				row->held = geti(r, k, f + 1);
+				row->n_exclusive = geti(r, k, f + 2);
+				row->queued = getb(r, k, f + 3);
+			}
 		}
-		PQclear(r);
+		if (r != all)
+			PQclear(r);
 	}
+	PQclear(all);
 	for (size_t i = 0; i < n; i++) {
 		const hf_claim *c = claim[i];
 		struct claimrow *row = &rows[i];
