@@ -10,7 +10,8 @@ Not a test (timing targets live in benchmarks): a measurement, for docs/operatio
 With --before OLD_HOLDFASTD, another build's holdfastd (one instance, its own schema) runs the
 same two scenarios in the same run, for a before/after.
 
-Usage: speed.py HOLDFASTD HOLDFAST_BENCH [--seconds S] [--clients N] [--before OLD_HOLDFASTD]"""
+Usage: speed.py HOLDFASTD HOLDFAST_BENCH [--seconds S] [--clients N] [--before OLD_HOLDFASTD]
+                [--workers N]"""
 import argparse
 import json
 import os
@@ -52,12 +53,14 @@ def main():
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--before")
+    ap.add_argument("--workers", type=int, help="the new build's workers= URL parameter")
     a = ap.parse_args()
     pgtest.need_pg()
     pgtest.raise_fd_limit(4096)
     pg = "host=%s user=%s dbname=postgres" % (os.environ["HF_PG_DIR"], os.environ["HF_PG_USER"])
     pgtest.reset_schema()
-    servers = [pgtest.Holdfastd(a.holdfastd) for _ in range(3)]
+    url = os.environ["HF_TEST_ENGINE_URL"] + ("&workers=%d" % a.workers if a.workers else "")
+    servers = [pgtest.Holdfastd(a.holdfastd, url=url) for _ in range(3)]
     old = None
     if a.before:
         old = pgtest.Holdfastd(a.before, url=os.environ["HF_TEST_ENGINE_URL"].replace(

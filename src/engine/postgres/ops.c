@@ -879,19 +879,15 @@ static int cmp_claim_name(const void *a, const void *b)
 	return strcmp((*x)->name, (*y)->name);
 }
 
-/* Row-locks a resource for a change, or, when it does not exist, takes the transaction's
- * advisory lock on its name first (so that two changes never both create it) and looks
- * again. NULL on a database error. */
+/* Row-locks a resource that a change found missing: takes the transaction's advisory lock on
+ * its name first (so that two changes never both create it) and looks again. NULL on a
+ * database error. */
 static PGresult *lock_resource(struct tx *t, const char *name)
 {
 	static const char sql[] =
 	    "SELECT capacity, held, n_exclusive, EXISTS (SELECT 1 FROM waiter_claims w"
 	    " WHERE w.resource = r.name) FROM resources r WHERE name = $1 FOR UPDATE";
 	const char *p[1] = {name};
-	PGresult *r = q(t, sql, 1, p);
-	if (!r || PQntuples(r) > 0)
-		return r;
-	PQclear(r);
 	if (qx(t, "SELECT pg_advisory_xact_lock(729, hashtext($1))", 1, p) != HF_OK)
 		return NULL;
 	return q(t, sql, 1, p);
