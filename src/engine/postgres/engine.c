@@ -376,7 +376,7 @@ static void *waiter_main(void *arg)
 			if (due >= 0 && due < expiry_in)
 				expiry_in = due;
 			/* Waiters that cannot go now are skipped without a locked transaction each:
-			 * every such transaction would queue on the counter row, and a wake-up comes
+			 * every such transaction would lock rows other changes need, and a wake-up comes
 			 * with every change anywhere. */
 			int64_t *blocked = NULL;
 			size_t n_blocked = 0;
