@@ -25,6 +25,7 @@ enum hfb_peer {
 	HFB_PEER_REDIS_DECRBY,   /* DECRBY, INCRBY to roll back or to release */
 	HFB_PEER_PG_FOR_UPDATE,  /* BEGIN; SELECT ... FOR UPDATE; UPDATE; COMMIT */
 	HFB_PEER_PG_CONDITIONAL, /* UPDATE ... WHERE available >= n */
+	HFB_PEER_PG_LOCK_TABLE,  /* seed 004's lock table: INSERT ... ON CONFLICT DO NOTHING, DELETE */
 };
 
 struct hfb_config {

@@ -29,7 +29,7 @@ static const char usage[] =
     "  --server URL        http://HOST:PORT of a holdfastd\n"
     "  --engine URL        an hf_open URL driven in-process (file:PATH); one thread\n"
     "  --peer NAME         redis-setnx, redis-lock-rw, redis-decrby, pg-for-update,\n"
-    "                      pg-conditional-update\n"
+    "                      pg-conditional-update, pg-lock-table\n"
     "  --redis HOST:PORT   for the redis peers (default 127.0.0.1:6379)\n"
     "  --pg CONNINFO       for the pg peers (default \"host=127.0.0.1 dbname=postgres\")\n"
     "  --scenario N        1 uncontended lock, 2 hot lock, 3 hot stock, 4 seat race,\n"
@@ -45,7 +45,7 @@ static const char usage[] =
     "  --wait-ms MS        scenario 2: how long a contender waits (default 10000)\n"
     "  --retry-us US       peers: delay between attempts on a taken lock; scenario 5:\n"
     "                      before booking again after a refusal (default 1000)\n"
-    "  --lock-ttl-ms MS    redis peers: the lock's lease, PX (default 30000)\n"
+    "  --lock-ttl-ms MS    redis peers and pg-lock-table: the lock's lease (default 30000)\n"
     "  --stock N           scenario 3: units of the product (default 100)\n"
     "  --max-units N       scenario 3: a reservation takes 1..N units (default 5)\n"
     "  --confirm-pct P     scenarios 3, 5: share of grants confirmed (default 50)\n"
@@ -72,6 +72,7 @@ static const struct {
     {"redis-decrby", HFB_PEER_REDIS_DECRBY},
     {"pg-for-update", HFB_PEER_PG_FOR_UPDATE},
     {"pg-conditional-update", HFB_PEER_PG_CONDITIONAL},
+    {"pg-lock-table", HFB_PEER_PG_LOCK_TABLE},
 };
 
 static int bad_option(const char *what, const char *value)

@@ -1,8 +1,8 @@
 /*
  * peers.c — the seeds' own patterns, driven by the same clients and loops as holdfast:
  * Redis SET NX PX + Lua compare-and-delete (with and without a read-modify-write inside),
- * Redis DECRBY with INCRBY rollback, PostgreSQL SELECT ... FOR UPDATE then UPDATE, and a
- * conditional UPDATE. Redis through hiredis's async API on libevent, PostgreSQL through
+ * Redis DECRBY with INCRBY rollback, PostgreSQL SELECT ... FOR UPDATE then UPDATE, a
+ * conditional UPDATE, and seed 004's lock table (INSERT ... ON CONFLICT DO NOTHING, DELETE). Redis through hiredis's async API on libevent, PostgreSQL through
  * libpq's asynchronous calls on the same loop. Each checks its own end state.
  */
 #include <inttypes.h>
@@ -39,6 +39,8 @@ bool hfb_peer_supports(enum hfb_peer p, int scenario)
 	case HFB_PEER_PG_FOR_UPDATE:
 	case HFB_PEER_PG_CONDITIONAL:
 		return scenario == 3;
+	case HFB_PEER_PG_LOCK_TABLE:
+		return scenario == 1;
 	default:
 		return false;
 	}
@@ -133,6 +135,18 @@ int hfb_peer_setup(void)
 	PGconn *pg = pg_sync();
 	if (!pg)
 		return -1;
+	if (hfb_cfg.peer == HFB_PEER_PG_LOCK_TABLE) {
+		/* seed 004's table; each client's lock is a capacity-1 resource for the checker */
+		bool ok = pg_exec(pg, "CREATE TABLE IF NOT EXISTS hb_locks (lock_key text PRIMARY KEY,"
+		                      " lock_id text NOT NULL, expires_at timestamptz NOT NULL)");
+		PQfinish(pg);
+		char name[HF_NAME_MAX + 1];
+		for (int k = 0; k < hfb_cfg.clients; k++) {
+			snprintf(name, sizeof(name), "%s-u%d", hfb_cfg.tag, k);
+			hfb_history_resource(&hfb_run.hist, name, 1);
+		}
+		return ok ? 0 : -1;
+	}
 	char sql[512];
 	snprintf(sql, sizeof(sql),
 	         "INSERT INTO hb_stock (id, available) VALUES ('%s', %lld) "
@@ -149,7 +163,8 @@ long hfb_peer_check(FILE *out, struct hfb_report *rep)
 {
 	int64_t kept = atomic_load(&kept_total), left = -1;
 	long bad = 0;
-	if (hfb_cfg.scenario != 3 && hfb_cfg.peer == HFB_PEER_REDIS_SETNX)
+	if (hfb_cfg.scenario != 3 &&
+	    (hfb_cfg.peer == HFB_PEER_REDIS_SETNX || hfb_cfg.peer == HFB_PEER_PG_LOCK_TABLE))
 		goto clients;
 	if (is_redis()) {
 		redisContext *r = redis_sync();
@@ -651,6 +666,62 @@ static void pg_next(struct hfb_client *c)
 	       (long long)c->kept_units, hfb_cfg.tag);
 }
 
+/* ---- pg-lock-table: scenario 1, seed 004's database lock ---- */
+
+static void row_lock_next(struct hfb_client *c);
+
+static void row_lock_released(struct hfb_client *c, int ok, long rows, long value)
+{
+	(void)value;
+	bool gone = ok && rows == 1;
+	if (!ok)
+		c->w->stats.errors++;
+	observe(c, HFB_RELEASE, gone ? HF_OK : HF_EENDED);
+	if (gone)
+		c->w->stats.released++;
+	else
+		c->w->stats.expired++; /* not ours any more: the lease ran out (no sweeper here) */
+	c->w->stats.cycles++;
+	row_lock_next(c);
+}
+
+static void row_lock_answer(struct hfb_client *c, int ok, long rows, long value)
+{
+	(void)value;
+	c->w->stats.attempts++;
+	if (!ok || rows != 1) { /* taken (or an error): no queue, the seed's caller gives up */
+		if (!ok)
+			c->w->stats.errors++;
+		else
+			c->w->stats.conflicts++;
+		c->w->stats.cycles++;
+		row_lock_next(c);
+		return;
+	}
+	c->w->stats.granted++;
+	c->grants++;
+	hfb_hist_add(&c->w->stats.acquire, hfb_now_us() - c->t_cycle);
+	observe(c, HFB_GRANT, HF_OK);
+	pg_cmd(c, row_lock_released, "DELETE FROM hb_locks WHERE lock_key = '%s' AND lock_id = '%s'",
+	       c->key, c->peer_val);
+}
+
+static void row_lock_next(struct hfb_client *c)
+{
+	if (!hfb_may_start(c)) {
+		hfb_client_stop(c);
+		return;
+	}
+	snprintf(c->peer_val, sizeof(c->peer_val), "%08x%08x%016" PRIx64, (unsigned)c->id,
+	         (unsigned)hfb_cfg.seed, ++c->peer_n);
+	c->t_cycle = hfb_now_us();
+	/* The tag and the lock id are [A-Za-z0-9-]: safe as literals. */
+	pg_cmd(c, row_lock_answer,
+	       "INSERT INTO hb_locks (lock_key, lock_id, expires_at) VALUES ('%s', '%s',"
+	       " now() + %lld * interval '1 millisecond') ON CONFLICT (lock_key) DO NOTHING",
+	       c->key, c->peer_val, (long long)hfb_cfg.lock_ttl_ms);
+}
+
 void hfb_peer_start(struct hfb_client *c)
 {
 	switch (hfb_cfg.peer) {
@@ -664,6 +735,10 @@ void hfb_peer_start(struct hfb_client *c)
 		break;
 	case HFB_PEER_REDIS_DECRBY:
 		decr_next(c);
+		break;
+	case HFB_PEER_PG_LOCK_TABLE:
+		snprintf(c->key, sizeof(c->key), "%s-u%d", hfb_cfg.tag, c->id);
+		row_lock_next(c);
 		break;
 	default:
 		pg_next(c);

@@ -1,5 +1,5 @@
 """fault_test.py — holdfastd when PostgreSQL fails under it: stopped/restarted (bounded 503s,
-recovery by itself), a locked counter row (bounded 503), backends killed mid-transaction (no
+recovery by itself), a table every change reads locked (bounded 503), backends killed mid-transaction (no
 partial hold). Usage (under with_pg.sh): fault_test.py HOLDFASTD"""
 import os
 import sys
@@ -82,7 +82,9 @@ def consistent():
         " HAVING r.held <> coalesce(sum(p.units), 0) OR r.holds <> count(p.hold_id)")
     orphans = pgtest.psql("SELECT count(*) FROM hf_test.hold_parts p WHERE NOT EXISTS"
                           " (SELECT 1 FROM hf_test.holds h WHERE h.id = p.hold_id)")
-    gaps = pgtest.psql("SELECT (SELECT last_seq FROM hf_test.counter) - count(*),"
+    # Readers number the committed events (sequence_events): then seq is 1..n, no gap.
+    pgtest.psql("SELECT hf_test.sequence_events()")
+    gaps = pgtest.psql("SELECT (SELECT last_seq FROM hf_test.event_head) - count(*),"
                        " coalesce(max(seq), 0) - count(*) FROM hf_test.events")
     check(not bad, "resources disagree with their live holds: %s" % bad)
     check(orphans == ["0"], "hold parts without a hold: %s" % orphans)
@@ -185,11 +187,12 @@ def find_blocked_backend(timeout=10):
 
 
 def block_event_seq(offset):
-    """A superuser transaction that takes event seq last_seq + offset, uncommitted: the
-    engine's INSERT of that seq then waits on it, in the middle of its transaction."""
+    """A superuser transaction that takes the offset-th next event id, uncommitted: the
+    engine's INSERT of that id then waits on it, in the middle of its transaction."""
     s = pgtest.Psql()
-    s.send("BEGIN; INSERT INTO hf_test.events (seq, at_ms, type, data)"
-           " SELECT last_seq + %d, 0, 'blocker', '{}' FROM hf_test.counter;" % offset)
+    s.send("BEGIN; INSERT INTO hf_test.events (id, at_ms, type, data)"
+           " SELECT last_value - (NOT is_called)::int + %d, 0, 'blocker', '{}'"
+           " FROM hf_test.event_ids;" % offset)
     return s
 
 
@@ -263,15 +266,16 @@ def killed_mid_waiter_grant(a, b):
 
 
 def locked_counter(a):
-    """A session sitting on the counter row: requests end at lock_timeout, not never."""
+    """A session sitting on a lock every change needs (the live hold count's table): requests
+    end at lock_timeout, not never."""
     c = a.client()
     s = pgtest.Psql()
-    s.send("BEGIN; SELECT 1 FROM hf_test.counter FOR UPDATE;")
+    s.send("BEGIN; LOCK TABLE hf_test.live_holds IN ACCESS EXCLUSIVE MODE;")
     time.sleep(0.3)
     st, js, took = timed(c, "POST", "/v1/holds", {"owner": "x", "resources": [
         {"name": "lk", "units": 1, "capacity": 1}]})
-    check(is_engine_unavailable(st, js), "acquire with the counter row locked: %s %s" % (st, js))
-    check(took < 8, "acquire with the counter row locked took %.1f s" % took)
+    check(is_engine_unavailable(st, js), "acquire with live_holds locked: %s %s" % (st, js))
+    check(took < 8, "acquire with live_holds locked took %.1f s" % took)
     s.send("ROLLBACK;")
     s.close()
     st, js = c.request("POST", "/v1/holds", {"owner": "x", "resources": [
@@ -280,7 +284,7 @@ def locked_counter(a):
     if st == 201:
         c.request("POST", "/v1/holds/%s/release" % js["id"], {"token": js["token"]})
     c.close()
-    print("locked counter row: 503 after %.1f s" % took, flush=True)
+    print("locked live_holds: 503 after %.1f s" % took, flush=True)
 
 
 def main():

@@ -15,7 +15,11 @@
 
 #include "engine/postgres/pg.h"
 
-#define N_WORKERS 2
+/* Connections running calls (URL parameter workers=N): changes on different resources run
+ * side by side, and their COMMITs share WAL flushes (group commit). More is not always faster:
+ * changes of the same resources then queue on their rows (see docs/operations.md). */
+#define DEFAULT_WORKERS 2
+#define MAX_WORKERS 64
 #define RECHECK_MS 1000 /* the safety re-check when no notification came */
 #define CANCEL_KEEP_MS 10000
 
@@ -53,7 +57,7 @@ struct pg {
 	pthread_cond_t cv;
 	struct hf__call *q_head, *q_tail;
 	bool closing;
-	pthread_t workers[N_WORKERS];
+	pthread_t workers[MAX_WORKERS];
 	pthread_t waiter;
 	int wake[2];            /* pipe: wakes the waiter thread */
 	struct pwait *incoming; /* handed over by workers, taken by the waiter thread */
@@ -63,6 +67,7 @@ struct pg {
 	size_t n_cancels, cap_cancels;
 	struct forgets forgets; /* from workers (parks in doubt), taken by the waiter thread */
 	atomic_int lose_commit; /* the test hook's armed HF__PG_LOSE_* bits (conf.lose_commit) */
+	atomic_int notify_pending; /* changes committed that a NOTIFY must announce (conf) */
 };
 
 static int64_t mono_ms(void)
@@ -77,6 +82,22 @@ static void wake_waiter(struct pg *e)
 	char b = 1;
 	ssize_t n = write(e->wake[1], &b, 1);
 	(void)n; /* a full pipe already wakes it */
+}
+
+/* Sends the NOTIFY that changes committed since the last one asked for (tx_commit in ops.c),
+ * in a transaction of its own: one NOTIFY for many changes, and no change's COMMIT waits for
+ * PostgreSQL's notify queue lock. Asked again if the database cannot be reached now. */
+static void notify_pending(struct pg *e, struct hf__pgc *c)
+{
+	if (!atomic_exchange(&e->notify_pending, 0))
+		return;
+	char sql[128];
+	/* The channel is "hf_" + a schema name of [a-z0-9_]: safe as a literal. */
+	snprintf(sql, sizeof(sql), "SELECT pg_notify('%s', '')", e->conf.channel);
+	PGresult *r = PQexec(c->conn, sql);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK)
+		atomic_store(&e->notify_pending, 1);
+	PQclear(r);
 }
 
 /* Appends (ticket, unsure) to l; false if out of memory (the row then just lapses). */
@@ -305,6 +326,8 @@ static void *waiter_main(void *arg)
 		bool up = listen_on(&c);
 		if (up && !was_listening)
 			recheck = true; /* notifications may have been missed while away */
+		if (up)
+			notify_pending(e, &c);
 		if (up && PQconsumeInput(c.conn)) {
 			PGnotify *nf;
 			while ((nf = PQnotifies(c.conn))) {
@@ -353,7 +376,7 @@ static void *waiter_main(void *arg)
 			if (due >= 0 && due < expiry_in)
 				expiry_in = due;
 			/* Waiters that cannot go now are skipped without a locked transaction each:
-			 * every such transaction would queue on the counter row, and a wake-up comes
+			 * every such transaction would lock rows other changes need, and a wake-up comes
 			 * with every change anywhere. */
 			int64_t *blocked = NULL;
 			size_t n_blocked = 0;
@@ -463,6 +486,7 @@ static bool has_param(const char *uri, const char *key, size_t kl)
 static int parse_url(const char *url, struct hf__pg_conf *conf, hf_error *err)
 {
 	snprintf(conf->schema, sizeof(conf->schema), "holdfast");
+	conf->workers = DEFAULT_WORKERS;
 	size_t len = strlen(url);
 	char *out = malloc(len + sizeof(DEFAULT_PARAMS) + 1);
 	if (!out)
@@ -476,7 +500,19 @@ static int parse_url(const char *url, struct hf__pg_conf *conf, hf_error *err)
 	while (*p) {
 		const char *amp = strchr(p, '&');
 		size_t plen = amp ? (size_t)(amp - p) : strlen(p);
-		if (plen > 7 && strncmp(p, "schema=", 7) == 0) {
+		if (plen > 8 && strncmp(p, "workers=", 8) == 0) {
+			char num[8] = "";
+			if (plen - 8 < sizeof(num))
+				memcpy(num, p + 8, plen - 8);
+			char *end;
+			long n = strtol(num, &end, 10);
+			if (!num[0] || *end || n < 1 || n > MAX_WORKERS) {
+				free(out);
+				return hf__err(err, HF_EINVAL, "workers in '%.100s' must be 1..%d", url,
+				               MAX_WORKERS);
+			}
+			conf->workers = (int)n;
+		} else if (plen > 7 && strncmp(p, "schema=", 7) == 0) {
 			size_t sl = plen - 7;
 			if (sl == 0 || sl >= sizeof(conf->schema)) {
 				free(out);
@@ -574,13 +610,16 @@ static int pg_open(hf_store *store, const char *url, const hf_options *opt, void
 		free(e);
 		return hf__err(err, HF_EINTERNAL, "pipe: %s", strerror(errno));
 	}
+	atomic_init(&e->notify_pending, 0);
+	e->conf.notify_pending = &e->notify_pending;
+	e->conf.notify_fd = e->wake[1];
 	pthread_mutex_init(&e->mu, NULL);
 	pthread_cond_init(&e->cv, NULL);
 	int started = 0;
-	for (; started < N_WORKERS; started++)
+	for (; started < e->conf.workers; started++)
 		if (pthread_create(&e->workers[started], NULL, worker_main, e) != 0)
 			break;
-	if (started < N_WORKERS || pthread_create(&e->waiter, NULL, waiter_main, e) != 0) {
+	if (started < e->conf.workers || pthread_create(&e->waiter, NULL, waiter_main, e) != 0) {
 		pthread_mutex_lock(&e->mu);
 		e->closing = true;
 		pthread_cond_broadcast(&e->cv);
@@ -608,7 +647,7 @@ static void pg_close(void *engine)
 	pthread_mutex_unlock(&e->mu);
 	/* Workers finish the queue first (refusing with HF_ECLOSED), so nothing is parked after
 	 * the waiter thread has gone. */
-	for (int i = 0; i < N_WORKERS; i++)
+	for (int i = 0; i < e->conf.workers; i++)
 		pthread_join(e->workers[i], NULL);
 	wake_waiter(e);
 	pthread_join(e->waiter, NULL);

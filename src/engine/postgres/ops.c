@@ -2,15 +2,19 @@
  * ops.c — the operations of the PostgreSQL engine as SQL transactions, with exactly the
  * semantics of the embedded engine (src/engine/embedded/state.c): lazy expiry before every
  * operation, FIFO waiting without barging, exclusive = nothing else held, idempotency
- * records, events in the same transaction with a gap-free sequence, a fence per grant.
- * Every change first locks the single counter row: changes are serialised (see
- * docs/operations.md); resource rows are then locked in name order.
+ * records, events in the same transaction (numbered gap-free by their readers: see
+ * sequence_events in schema.c), a fence per grant. No lock is shared by every change: a
+ * change locks the rows it touches (a hold's row before its resources' rows, resources in
+ * name order), so changes on different resources run side by side (docs/operations.md). A
+ * change that loses a deadlock or a creation race to another is run again from its start.
  */
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "core/codec.h"
 #include "core/rules.h"
@@ -22,8 +26,10 @@ struct tx {
 	PGconn *conn;
 	hf_error *err;       /* the call's reply error */
 	int64_t now;         /* the database's clock, ms */
-	int64_t seq0, seq;   /* last event seq at the start, and now */
-	int64_t live0;       /* the live hold count at the start */
+	int events;          /* events appended */
+	char *evs;           /* their INSERTs, sent with the COMMIT (malloc'd, or NULL) */
+	size_t evs_len, evs_cap;
+	int64_t live0;       /* the live hold count at the start (committed changes) */
 	char *due;           /* ids of tentative holds whose lease has ended, comma-separated */
 	int64_t live_delta;  /* change of the live hold count */
 	bool notify;         /* units freed or queues changed: wake waiters */
@@ -39,12 +45,22 @@ static int db_fail(struct tx *t)
 	return hf__pg_fail(t->err, t->conn, "database");
 }
 
+/* Notes whether a failed statement lost to a concurrent change (deadlock, serialization
+ * failure, a unique key another transaction took first): the whole call may run again. */
+static void note_state(struct tx *t, const PGresult *r)
+{
+	const char *st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+	if (st && (!strcmp(st, "40P01") || !strcmp(st, "40001") || !strcmp(st, "23505")))
+		t->c->lost_race = true;
+}
+
 /* Runs a parameterised statement; NULL (and the call's error set) on failure. */
 static PGresult *q(struct tx *t, const char *sql, int n, const char *const *p)
 {
 	PGresult *r = PQexecParams(t->conn, sql, n, NULL, p, NULL, NULL, 0);
 	ExecStatusType s = PQresultStatus(r);
 	if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
+		note_state(t, r);
 		db_fail(t);
 		PQclear(r);
 		return NULL;
@@ -86,7 +102,7 @@ static int sweep(struct tx *t);
 /* Runs several statements in one round trip (the simple query protocol: no parameters, so
  * only for SQL made of integers and validated names). Every statement must succeed; the
  * results of the first n_keep statements are handed back in keep[] (the caller clears them).
- * Under the counter lock round trips are the cost of a change: see docs/operations.md. */
+ * Round trips are the cost of a change while it holds row locks: see docs/operations.md. */
 static int multi(struct tx *t, const char *sql, PGresult **keep, int n_keep)
 {
 	for (int i = 0; i < n_keep; i++)
@@ -97,8 +113,10 @@ static int multi(struct tx *t, const char *sql, PGresult **keep, int n_keep)
 	PGresult *r;
 	while ((r = PQgetResult(t->conn))) { /* drained to the end whatever happens */
 		ExecStatusType st = PQresultStatus(r);
-		if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && rc == HF_OK)
+		if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && rc == HF_OK) {
+			note_state(t, r);
 			rc = db_fail(t);
+		}
 		if (rc == HF_OK && i < n_keep)
 			keep[i] = r;
 		else
@@ -115,10 +133,13 @@ static int multi(struct tx *t, const char *sql, PGresult **keep, int n_keep)
 	return rc;
 }
 
-/* Begins a change: takes the counter lock, reads the clock, applies what is due. One round
- * trip: BEGIN, the lock, then the clock and the leases ended by it. The clock is read by a
- * statement after the lock's, so time never runs backwards between serialised changes. */
-static int tx_begin(struct tx *t, struct hf__pgc *c, hf_error *err)
+static int upkeep(struct tx *t);
+static int tx_commit(struct tx *t);
+static void tx_rollback(struct tx *t);
+
+/* Opens a transaction and reads the live hold count, the clock and what is due. One round
+ * trip: BEGIN, the count, then the clock and the leases ended by it. */
+static int tx_open(struct tx *t, struct hf__pgc *c, hf_error *err)
 {
 	memset(t, 0, sizeof(*t));
 	t->c = c;
@@ -131,7 +152,7 @@ static int tx_begin(struct tx *t, struct hf__pgc *c, hf_error *err)
 		t->conn = c->conn;
 		rc = multi(
 		    t,
-		    "BEGIN; SELECT last_seq, live_holds FROM counter WHERE id = 1 FOR UPDATE;"
+		    "BEGIN; SELECT coalesce(sum(n), 0), 0 FROM live_holds;"
 		    " SELECT n, (SELECT string_agg(id, ',' ORDER BY expires_at, id) FROM holds"
 		    "  WHERE state = 0 AND expires_at <= n),"
 		    " EXISTS (SELECT 1 FROM waiters WHERE lease_until < n)"
@@ -147,8 +168,7 @@ static int tx_begin(struct tx *t, struct hf__pgc *c, hf_error *err)
 		hf__pgc_close(c);
 		hf__err_clear(err);
 	}
-	t->seq0 = t->seq = geti(r[1], 0, 0);
-	t->live0 = geti(r[1], 0, 1);
+	t->live0 = geti(r[1], 0, 0);
 	t->now = geti(r[2], 0, 0);
 	t->lapsed = getb(r[2], 0, 2);
 	int rc = HF_OK;
@@ -156,13 +176,40 @@ static int tx_begin(struct tx *t, struct hf__pgc *c, hf_error *err)
 		rc = hf__err(err, HF_ENOMEM, "out of memory");
 	for (int i = 0; i < 3; i++)
 		PQclear(r[i]);
-	if (rc == HF_OK)
-		rc = sweep(t);
-	free(t->due);
-	t->due = NULL;
-	if (rc != HF_OK) {
+	if (rc != HF_OK)
 		PQclear(PQexec(t->conn, "ROLLBACK"));
-		return rc == HF_ENOMEM ? rc : HF_EENGINE;
+	return rc;
+}
+
+/* Begins a change. Leases that have ended and lapsed waiter rows are applied first, in a
+ * transaction of their own that never waits for a lock (what another change has locked is
+ * left to it): that one commits, then the change's own transaction begins. A change thus
+ * takes its locks in the one order every change uses (a hold's row, then its resources' rows
+ * in name order), and two changes never wait for each other in a cycle. */
+static int tx_begin(struct tx *t, struct hf__pgc *c, hf_error *err)
+{
+	int rc = tx_open(t, c, err);
+	if (rc != HF_OK)
+		return rc;
+	if (t->due || t->lapsed) {
+		rc = sweep(t);
+		free(t->due);
+		t->due = NULL;
+		if (rc != HF_OK) {
+			tx_rollback(t);
+			return rc == HF_ENOMEM ? rc : HF_EENGINE;
+		}
+		if (tx_commit(t) != HF_OK)
+			return HF_EENGINE;
+		if ((rc = tx_open(t, c, err)) != HF_OK)
+			return rc;
+		free(t->due); /* left to the changes that hold them now */
+		t->due = NULL;
+		t->lapsed = false;
+	}
+	if ((rc = upkeep(t)) != HF_OK) {
+		PQclear(PQexec(t->conn, "ROLLBACK"));
+		return HF_EENGINE;
 	}
 	return HF_OK;
 }
@@ -171,28 +218,57 @@ static void tx_rollback(struct tx *t)
 {
 	if (t->conn)
 		PQclear(PQexec(t->conn, "ROLLBACK"));
+	free(t->evs);
+	t->evs = NULL;
+	t->evs_len = t->evs_cap = 0;
 }
 
-/* Drops idle implicit resources, writes the counter, notifies and commits: one round trip.
- * NOTIFY is delivered at commit: waiters everywhere re-check; event readers re-read. */
+/* Drops idle implicit resources, counts the live holds, notifies and commits: one round trip.
+ * NOTIFY is delivered at commit: waiters everywhere re-check; event readers re-read. Idle
+ * resources locked by other changes are theirs to drop (SKIP LOCKED: no waiting here). */
 static int tx_commit(struct tx *t)
 {
 	char sql[768];
 	size_t o = 0;
+	/* The events first: a change is committed with its events or not at all. */
 	if (t->drop_idle)
 		o += (size_t)snprintf(sql + o, sizeof(sql) - o, "%s",
-		                      "DELETE FROM resources r WHERE NOT declared AND holds = 0 AND NOT"
-		                      " EXISTS (SELECT 1 FROM waiter_claims w WHERE w.resource = r.name);");
-	if (t->seq != t->seq0 || t->live_delta != 0)
+		                      "DELETE FROM resources WHERE name IN (SELECT name FROM resources r"
+		                      " WHERE NOT declared AND holds = 0 AND NOT EXISTS (SELECT 1 FROM"
+		                      " waiter_claims w WHERE w.resource = r.name) FOR UPDATE SKIP"
+		                      " LOCKED);");
+	if (t->live_delta != 0)
 		o += (size_t)snprintf(sql + o, sizeof(sql) - o,
-		                      "UPDATE counter SET last_seq = %lld, live_holds = live_holds + %lld;",
-		                      (long long)t->seq, (long long)t->live_delta);
-	/* The channel is "hf_" + a schema name of [a-z0-9_]: safe as a literal. */
-	if (t->notify || t->seq != t->seq0)
-		o += (size_t)snprintf(sql + o, sizeof(sql) - o, "SELECT pg_notify('%s', '');",
-		                      t->c->conf->channel);
+		                      "UPDATE live_holds SET n = n + %lld WHERE slot = pg_backend_pid() %% 64;",
+		                      (long long)t->live_delta);
 	snprintf(sql + o, sizeof(sql) - o, "COMMIT");
-	if (multi(t, sql, NULL, 0) != HF_OK) {
+	int rc = HF_OK;
+	if (t->evs) {
+		size_t n = strlen(sql) + 1;
+		char *all = t->evs_len + n <= t->evs_cap ? t->evs : realloc(t->evs, t->evs_len + n);
+		if (!all) {
+			tx_rollback(t);
+			return hf__err(t->err, HF_ENOMEM, "out of memory");
+		}
+		memcpy(all + t->evs_len, sql, n);
+		t->evs = all;
+		rc = multi(t, all, NULL, 0);
+		free(t->evs);
+		t->evs = NULL;
+		t->evs_len = t->evs_cap = 0;
+	} else {
+		rc = multi(t, sql, NULL, 0);
+	}
+	/* Committed, or perhaps (a failed COMMIT): waiters everywhere re-check and event reads
+	 * re-read after the NOTIFY the waiter thread sends for this and other changes. */
+	const struct hf__pg_conf *cf = t->c->conf;
+	if ((t->notify || t->events > 0) && cf->notify_pending &&
+	    !atomic_exchange(cf->notify_pending, 1)) {
+		char b = 1;
+		ssize_t w = write(cf->notify_fd, &b, 1);
+		(void)w; /* a full pipe wakes the waiter thread anyway */
+	}
+	if (rc != HF_OK) {
 		/* Rolled back; or, if COMMIT itself failed, the outcome is unknown to us: report the
 		 * engine error, never a success. */
 		tx_rollback(t);
@@ -219,21 +295,59 @@ static int tx_commit(struct tx *t)
 
 /* ---- events ---- */
 
-/* Appends an event; `data` is consumed. */
+/* A value as an SQL literal (NULL for NULL), for the simple query protocol; NULL and the
+ * call's error set when out of memory or not valid text. Free with PQfreemem. */
+static char *literal(struct tx *t, const char *v, bool *fail)
+{
+	if (!v)
+		return NULL;
+	char *l = PQescapeLiteral(t->conn, v, strlen(v));
+	if (!l) {
+		*fail = true;
+		hf__pg_fail(t->err, t->conn, "database: cannot quote an event");
+	}
+	return l;
+}
+
+/* Appends an event; `data` is consumed. Its INSERT goes with the COMMIT (tx_commit): one
+ * round trip less per change. */
 static int emit(struct tx *t, const char *type, const char *resource, const char *hold_id,
                 json_t *data)
 {
 	char *body = dump(data);
 	if (!body)
 		return hf__err(t->err, HF_ENOMEM, "out of memory");
-	char b1[24], b2[24];
-	t->seq++;
-	const char *p[6] = {I64(b1, t->seq), I64(b2, t->now), type, resource, hold_id, body};
-	int rc = qx(t,
-	            "INSERT INTO events (seq, at_ms, type, resource, hold_id, data)"
-	            " VALUES ($1, $2, $3, $4, $5, $6)",
-	            6, p);
+	bool fail = false;
+	char *lt = literal(t, type, &fail), *lr = literal(t, resource, &fail),
+	     *lh = literal(t, hold_id, &fail), *lb = literal(t, body, &fail);
 	free(body);
+	int rc = fail ? HF_EENGINE : HF_OK;
+	if (rc == HF_OK) {
+		size_t need = strlen(lt) + strlen(lb) + (lr ? strlen(lr) : 4) + (lh ? strlen(lh) : 4) +
+		              128;
+		if (t->evs_len + need + 1 > t->evs_cap) {
+			size_t cap = (t->evs_cap ? t->evs_cap * 2 : 1024) + need + 768;
+			char *n = realloc(t->evs, cap);
+			if (!n)
+				rc = hf__err(t->err, HF_ENOMEM, "out of memory");
+			else {
+				t->evs = n;
+				t->evs_cap = cap;
+			}
+		}
+	}
+	if (rc == HF_OK) {
+		t->evs_len += (size_t)snprintf(
+		    t->evs + t->evs_len, t->evs_cap - t->evs_len,
+		    "INSERT INTO events (at_ms, type, resource, hold_id, data) VALUES (%lld, %s, %s, %s,"
+		    " %s);",
+		    (long long)t->now, lt, lr ? lr : "NULL", lh ? lh : "NULL", lb);
+		t->events++;
+	}
+	PQfreemem(lt);
+	PQfreemem(lr);
+	PQfreemem(lh);
+	PQfreemem(lb);
 	return rc;
 }
 
@@ -304,11 +418,22 @@ static int hold_end(struct tx *t, hf_hold *h, hf_hold_state state, int64_t ended
 	for (size_t i = 0; i < h->n_parts; i++) {
 		const char *p[3] = {h->parts[i].resource, I64(b1, h->parts[i].units),
 		                    I64(b2, h->mode == HF_MODE_EXCLUSIVE)};
-		if (qx(t,
-		       "UPDATE resources SET held = held - $2, holds = holds - 1,"
-		       " n_exclusive = n_exclusive - $3 WHERE name = $1",
-		       3, p) != HF_OK)
+		PGresult *r = q(t,
+		                "UPDATE resources SET held = held - $2, holds = holds - 1,"
+		                " n_exclusive = n_exclusive - $3 WHERE name = $1 RETURNING"
+		                " NOT declared AND holds = 0, EXISTS (SELECT 1 FROM waiter_claims w"
+		                " WHERE w.resource = $1)",
+		                3, p);
+		if (!r)
 			return HF_EENGINE;
+		bool idle = PQntuples(r) > 0 && getb(r, 0, 0), waited = PQntuples(r) > 0 && getb(r, 0, 1);
+		PQclear(r);
+		/* An implicit resource vanishes when idle: at once, so that the rest of this change
+		 * (an acquire after its sweep) counts it gone. */
+		if (idle && !waited && qx(t, "DELETE FROM resources WHERE name = $1", 1, p) != HF_OK)
+			return HF_EENGINE;
+		if (waited)
+			t->notify = true;
 	}
 	const char *p[3] = {h->id, I64(b1, state), I64(b3, ended_at)};
 	if (qx(t, "UPDATE holds SET state = $2, ended_at = $3 WHERE id = $1", 3, p) != HF_OK)
@@ -316,30 +441,53 @@ static int hold_end(struct tx *t, hf_hold *h, hf_hold_state state, int64_t ended
 	h->state = state;
 	h->ended_at_ms = ended_at;
 	t->live_delta--;
-	t->notify = true;
-	t->drop_idle = true;
 	const char *type = state == HF_HOLD_EXPIRED ? "hold.expired" : "hold.released";
 	return emit(t, type, h->parts[0].resource, h->id, hf__event_hold_data(type, h));
 }
 
-/* Lazy expiry and upkeep, inside a change: due leases end (at their expires_at, in time
- * order), lapsed waiter rows go, ended holds and idempotency records past their retention are
- * forgotten. */
+/* Lazy expiry, in its own transaction before a change (tx_begin): due leases end (at their
+ * expires_at, in time order), lapsed waiter rows go; what another change has locked is left
+ * to it. */
 static int sweep(struct tx *t)
 {
-	char b1[24], b2[24];
+	char b1[24];
 	int rc = HF_OK;
 	/* The ended leases tx_begin found, in time order. */
 	for (char *id = t->due; rc == HF_OK && id && *id;) {
 		char *comma = strchr(id, ',');
 		if (comma)
 			*comma = '\0';
+		/* Another change may be ending it now (its row locked) or have ended it since the
+		 * list was read: skipped then. */
+		const char *pd[2] = {id, I64(b1, t->now)};
+		PGresult *r = q(t,
+		                "SELECT 1 FROM holds WHERE id = $1 AND state = 0 AND expires_at <= $2"
+		                " FOR UPDATE SKIP LOCKED",
+		                2, pd);
+		bool mine = r && PQntuples(r) > 0;
+		PQclear(r);
+		if (!r)
+			return HF_EENGINE;
+		if (mine) {
+			/* ...and its resources' rows, unless another change has one of them. */
+			r = q(t,
+			      "SELECT (SELECT count(*) FROM hold_parts WHERE hold_id = $1) = count(*) FROM"
+			      " (SELECT name FROM resources WHERE name IN (SELECT resource FROM"
+			      " hold_parts WHERE hold_id = $1) ORDER BY name FOR UPDATE SKIP LOCKED) x",
+			      1, pd);
+			if (!r)
+				return HF_EENGINE;
+			mine = getb(r, 0, 0);
+			PQclear(r);
+		}
 		hf_hold h;
-		rc = load_hold(t, id, true, &h);
+		rc = mine ? load_hold(t, id, true, &h) : HF_ENOHOLD;
 		if (rc == HF_OK) {
 			rc = hold_end(t, &h, HF_HOLD_EXPIRED, h.expires_at_ms);
 			hf__hold_clear(&h);
 		}
+		if (rc == HF_ENOHOLD)
+			rc = HF_OK;
 		id = comma ? comma + 1 : NULL;
 	}
 	if (rc != HF_OK)
@@ -351,26 +499,43 @@ static int sweep(struct tx *t)
 	 * its lease; its pending idempotency record goes with it (cascade). */
 	const char *p[1] = {I64(b1, t->now)};
 	if (t->lapsed) {
-		PGresult *r =
-		    q(t, "DELETE FROM waiters WHERE lease_until < $1 RETURNING ticket", 1, p);
+		PGresult *r = q(t,
+		                "DELETE FROM waiters WHERE ticket IN (SELECT ticket FROM waiters"
+		                " WHERE lease_until < $1 FOR UPDATE SKIP LOCKED) RETURNING ticket",
+		                1, p);
 		if (!r)
 			return HF_EENGINE;
 		if (PQntuples(r) > 0)
 			t->notify = t->drop_idle = true;
 		PQclear(r);
 	}
+	return HF_OK;
+}
+
+/* Upkeep of a change: at most once a second per connection, ended holds and idempotency
+ * records past their retention are forgotten (rows another change has locked stay: the next
+ * upkeep takes them). */
+static int upkeep(struct tx *t)
+{
+	char b2[24];
 	/* Upkeep, at most once a second per connection (not on every change: each statement is a
-	 * round trip under the counter lock): ended holds and idempotency records past their
+	 * round trip while this change holds its locks): ended holds and idempotency records past their
 	 * retention are forgotten. */
 	int64_t mono = hf__pg_mono_ms();
 	if (mono < t->c->upkeep_at)
 		return HF_OK;
 	t->c->upkeep_at = mono + HF__PG_UPKEEP_MS;
 	const char *pr[1] = {I64(b2, t->now - t->c->conf->opt.hold_retention_ms)};
-	if (qx(t, "DELETE FROM holds WHERE state >= 2 AND ended_at <= $1", 1, pr) != HF_OK)
+	if (qx(t,
+	       "DELETE FROM holds WHERE id IN (SELECT id FROM holds WHERE state >= 2 AND"
+	       " ended_at <= $1 FOR UPDATE SKIP LOCKED)",
+	       1, pr) != HF_OK)
 		return HF_EENGINE;
 	pr[0] = I64(b2, t->now - t->c->conf->opt.idempotency_retention_ms);
-	return qx(t, "DELETE FROM idems WHERE ticket IS NULL AND created_at <= $1", 1, pr);
+	return qx(t,
+	          "DELETE FROM idems WHERE key IN (SELECT key FROM idems WHERE ticket IS NULL AND"
+	          " created_at <= $1 FOR UPDATE SKIP LOCKED)",
+	          1, pr);
 }
 
 static int reply_hold(struct tx *t, struct hf__call *call, hf_hold *h, bool with_token)
@@ -511,9 +676,16 @@ static int op_put_resource(struct tx *t, struct hf__call *call)
 	const hf_request *rq = &call->req;
 	char b1[24], b2[24];
 	const char *p1[1] = {rq->name};
-	PGresult *r = q(t, "SELECT capacity, version, declared, held FROM resources"
-	                   " WHERE name = $1 FOR UPDATE",
-	                1, p1);
+	static const char sel[] = "SELECT capacity, version, declared, held FROM resources"
+	                          " WHERE name = $1 FOR UPDATE";
+	PGresult *r = q(t, sel, 1, p1);
+	if (r && PQntuples(r) == 0) {
+		/* Not there: the name's advisory lock (see lock_resource), then look again. */
+		PQclear(r);
+		r = qx(t, "SELECT pg_advisory_xact_lock(729, hashtext($1))", 1, p1) == HF_OK
+		        ? q(t, sel, 1, p1)
+		        : NULL;
+	}
 	if (!r)
 		return HF_EENGINE;
 	bool exists = PQntuples(r) > 0;
@@ -641,43 +813,43 @@ static int grant(struct tx *t, struct hf__call *call, struct claimrow *rows, siz
 	h.expires_at_ms = t->now + a->ttl_ms;
 	h.n_parts = n;
 	h.parts = parts;
-	const char *ph[7] = {h.id, h.token, h.owner, I64(b1, h.mode), I64(b2, t->now),
-	                     I64(b3, h.expires_at_ms), NULL};
-	if (qx(t,
-	       "INSERT INTO holds (id, token, owner, state, mode, created_at, expires_at, ended_at)"
-	       " VALUES ($1, $2, $3, 0, $4, $5, $6, 0)",
-	       6, ph) != HF_OK)
-		return HF_EENGINE;
+	char b6[24], b7[24];
+	/* One statement a part: the resource's counts (its row is locked by this change, or its
+	 * name's advisory lock is held and the row is new: see lock_resource), the part with its
+	 * fence, and with the first part the hold itself (the parts' foreign key is checked at
+	 * the end of the statement). Fences come from one global sequence: strictly increasing
+	 * per resource, and across instances. */
 	for (size_t i = 0; i < n; i++) {
 		struct claimrow *c = &rows[i];
 		int64_t units = c->units ? c->units : c->capacity;
-		if (!c->exists) {
-			const char *pc[2] = {c->name, I64(b1, c->capacity)};
-			if (qx(t,
-			       "INSERT INTO resources (name, capacity, version, declared) VALUES ($1, $2, 0,"
-			       " false) ON CONFLICT (name) DO NOTHING",
-			       2, pc) != HF_OK)
-				return HF_EENGINE;
-			c->exists = true;
-		}
-		/* One global sequence: strictly increasing per resource, and across instances. */
-		if (!(r = q(t, "SELECT nextval('fences')", 0, NULL)))
+		const char *pp[12] = {h.id, I64(b1, i), c->name, I64(b2, units),
+		                      I64(b3, a->mode == HF_MODE_EXCLUSIVE), I64(b4, c->capacity),
+		                      h.token, h.owner, I64(b5, h.mode), I64(b6, t->now),
+		                      I64(b7, h.expires_at_ms), NULL};
+		r = q(t,
+		      i == 0 ? "WITH h AS (INSERT INTO holds (id, token, owner, state, mode, created_at,"
+		               " expires_at, ended_at) VALUES ($1, $7, $8, 0, $9, $10, $11, 0)),"
+		               " r AS (INSERT INTO resources (name, capacity, version, declared, held,"
+		               " holds, n_exclusive) VALUES ($3, $6, 0, false, $4, 1, $5) ON CONFLICT"
+		               " (name) DO UPDATE SET held = resources.held + EXCLUDED.held,"
+		               " holds = resources.holds + 1,"
+		               " n_exclusive = resources.n_exclusive + EXCLUDED.n_exclusive)"
+		               " INSERT INTO hold_parts (hold_id, idx, resource, units, fence)"
+		               " VALUES ($1, $2, $3, $4, nextval('fences')) RETURNING fence"
+		             : "WITH r AS (INSERT INTO resources (name, capacity, version, declared,"
+		               " held, holds, n_exclusive) VALUES ($3, $6, 0, false, $4, 1, $5) ON"
+		               " CONFLICT (name) DO UPDATE SET held = resources.held + EXCLUDED.held,"
+		               " holds = resources.holds + 1,"
+		               " n_exclusive = resources.n_exclusive + EXCLUDED.n_exclusive)"
+		               " INSERT INTO hold_parts (hold_id, idx, resource, units, fence)"
+		               " VALUES ($1, $2, $3, $4, nextval('fences')) RETURNING fence",
+		      i == 0 ? 11 : 6, pp);
+		if (!r)
 			return HF_EENGINE;
+		c->exists = true;
 		parts[i] = (hf_hold_part){.resource = (char *)c->name, .units = units,
 		                          .fence = geti(r, 0, 0)};
 		PQclear(r);
-		const char *pp[5] = {h.id, I64(b1, i), c->name, I64(b2, units), I64(b3, parts[i].fence)};
-		if (qx(t,
-		       "INSERT INTO hold_parts (hold_id, idx, resource, units, fence)"
-		       " VALUES ($1, $2, $3, $4, $5)",
-		       5, pp) != HF_OK)
-			return HF_EENGINE;
-		const char *pu[3] = {c->name, I64(b4, units), I64(b5, a->mode == HF_MODE_EXCLUSIVE)};
-		if (qx(t,
-		       "UPDATE resources SET held = held + $2, holds = holds + 1,"
-		       " n_exclusive = n_exclusive + $3 WHERE name = $1",
-		       3, pu) != HF_OK)
-			return HF_EENGINE;
 	}
 	t->live_delta++;
 	int rc = emit(t, "hold.granted", parts[0].resource, h.id,
@@ -707,35 +879,116 @@ static int cmp_claim_name(const void *a, const void *b)
 	return strcmp((*x)->name, (*y)->name);
 }
 
-/* Reads (and row-locks, in the order given) the resources of the claims. */
+/* Row-locks a resource that a change found missing: takes the transaction's advisory lock on
+ * its name first (so that two changes never both create it) and looks again. NULL on a
+ * database error. */
+static PGresult *lock_resource(struct tx *t, const char *name)
+{
+	static const char sql[] =
+	    "SELECT capacity, held, n_exclusive, EXISTS (SELECT 1 FROM waiter_claims w"
+	    " WHERE w.resource = r.name) FROM resources r WHERE name = $1 FOR UPDATE";
+	const char *p[1] = {name};
+	if (qx(t, "SELECT pg_advisory_xact_lock(729, hashtext($1))", 1, p) != HF_OK)
+		return NULL;
+	return q(t, sql, 1, p);
+}
+
+/* Reads (and row-locks, in name order) the resources of the claims: rows[] in the order
+ * claims are weighed (names for all-of, the caller's for any-of). */
 static int resolve(struct tx *t, const hf_acquire_req *a, struct claimrow *rows, size_t *n_out)
 {
 	const hf_claim *claim[HF_CLAIMS_MAX];
-	size_t n = a->n_claims, creating = 0;
+	size_t n = a->n_claims, creating = 0, order[HF_CLAIMS_MAX];
 	for (size_t i = 0; i < n; i++)
 		claim[i] = &a->claims[i];
 	if (!a->any)
 		qsort(claim, n, sizeof(claim[0]), cmp_claim_name);
+	/* The locking order: by name, whatever the weighing order (any-of), so that two changes
+	 * never wait for each other's rows in a cycle. */
 	for (size_t i = 0; i < n; i++) {
+		size_t k = i;
+		for (; k > 0 && strcmp(claim[order[k - 1]]->name, claim[i]->name) > 0; k--)
+			order[k] = order[k - 1];
+		order[k] = i;
+	}
+	/* The rows that exist, locked in one statement (one round trip, however many claims);
+	 * then each missing one under its name's advisory lock (lock_resource). */
+	size_t len = 3;
+	for (size_t i = 0; i < n; i++)
+		len += 2 * strlen(claim[i]->name) + 3;
+	char *arr = malloc(len), *o = arr;
+	if (!arr)
+		return hf__err(t->err, HF_ENOMEM, "out of memory");
+	*o++ = '{';
+	for (size_t j = 0; j < n; j++) {
+		if (j)
+			*o++ = ',';
+		*o++ = '"';
+		for (const char *ch = claim[order[j]]->name; *ch; ch++) {
+			if (*ch == '"' || *ch == '\\')
+				*o++ = '\\';
+			*o++ = *ch;
+		}
+		*o++ = '"';
+	}
+	*o++ = '}';
+	*o = '\0';
+	const char *pa[1] = {arr};
+	/* An any-of that may not wait is FOR UPDATE SKIP LOCKED: a resource another change has
+	 * locked right now counts as taken (the last column false), and its row is not waited
+	 * for: many such requests racing over the same list do not queue on each other's rows. */
+	bool skip = a->any && a->wait_ms == 0;
+	PGresult *all = q(t,
+	                  skip ? "SELECT r.name, coalesce(l.capacity, r.capacity), l.held,"
+	                         " l.n_exclusive, EXISTS (SELECT 1 FROM waiter_claims w WHERE"
+	                         " w.resource = r.name), l.name IS NOT NULL FROM resources r"
+	                         " LEFT JOIN LATERAL (SELECT name, capacity, held, n_exclusive FROM"
+	                         " resources x WHERE x.name = r.name FOR UPDATE SKIP LOCKED) l"
+	                         " ON true WHERE r.name = ANY($1::text[]) ORDER BY r.name"
+	                       : "SELECT name, capacity, held, n_exclusive, EXISTS (SELECT 1 FROM"
+	                         " waiter_claims w WHERE w.resource = r.name), true FROM"
+	                         " resources r WHERE name = ANY($1::text[]) ORDER BY name FOR UPDATE",
+	                  1, pa);
+	free(arr);
+	if (!all)
+		return HF_EENGINE;
+	for (size_t j = 0; j < n; j++) {
+		size_t i = order[j];
 		const hf_claim *c = claim[i];
-		const char *p[1] = {c->name};
-		PGresult *r = q(t,
-		                "SELECT capacity, held, n_exclusive, EXISTS (SELECT 1 FROM waiter_claims w"
-		                " WHERE w.resource = r.name) FROM resources r WHERE name = $1 FOR UPDATE",
-		                1, p);
-		if (!r)
-			return HF_EENGINE;
+		PGresult *r = all;
+		int k = 0;
+		for (; k < PQntuples(all) && strcmp(PQgetvalue(all, k, 0), c->name) != 0; k++) {
+		}
+		if (k == PQntuples(all)) {
+			r = lock_resource(t, c->name);
+			if (!r) {
+				PQclear(all);
+				return HF_EENGINE;
+			}
+			k = 0;
+		}
 		struct claimrow *row = &rows[i];
 		memset(row, 0, sizeof(*row));
 		row->name = c->name;
-		row->exists = PQntuples(r) > 0;
+		row->exists = PQntuples(r) > k;
 		if (row->exists) {
-			row->capacity = geti(r, 0, 0);
-			row->held = geti(r, 0, 1);
-			row->n_exclusive = geti(r, 0, 2);
-			row->queued = getb(r, 0, 3);
+			int f = r == all ? 1 : 0;
+			row->capacity = geti(r, k, f);
+			if (r == all && !getb(r, k, 5)) {
+				row->queued = true; /* locked by another change: taken, for now */
+			} else {
+				row->held = geti(r, k, f + 1);
+				row->n_exclusive = geti(r, k, f + 2);
+				row->queued = getb(r, k, f + 3);
+			}
 		}
-		PQclear(r);
+		if (r != all)
+			PQclear(r);
+	}
+	PQclear(all);
+	for (size_t i = 0; i < n; i++) {
+		const hf_claim *c = claim[i];
+		struct claimrow *row = &rows[i];
 		if (!row->exists && c->capacity == 0)
 			return hf__err(t->err, HF_ENORESOURCE, "resource '%s' does not exist", c->name);
 		if (row->exists && c->capacity > 0 && c->capacity != row->capacity)
@@ -775,6 +1028,31 @@ static bool fits(void *ctx, size_t i)
 	if (c->units == 0)
 		return c->held == 0;
 	return c->n_exclusive == 0 && c->capacity - c->held >= c->units;
+}
+
+/* Is a lease on a resource of rows[] that this change could not have ended? The sweep before
+ * a change leaves the holds another change has locked (tx_begin); if one of those stands in
+ * the way of this acquire, the acquire runs again once that change is done (the next sweep
+ * ends it). 1 yes, 0 no, HF_EENGINE. */
+static int due_in_the_way(struct tx *t, const struct claimrow *rows, size_t n)
+{
+	char b1[24];
+	for (size_t i = 0; i < n; i++) {
+		if (!rows[i].exists || fits((void *)rows, i))
+			continue;
+		const char *p[2] = {rows[i].name, I64(b1, t->now)};
+		PGresult *r = q(t,
+		                "SELECT EXISTS (SELECT 1 FROM hold_parts p JOIN holds h ON h.id ="
+		                " p.hold_id WHERE p.resource = $1 AND h.state = 0 AND h.expires_at <= $2)",
+		                2, p);
+		if (!r)
+			return HF_EENGINE;
+		bool due = getb(r, 0, 0);
+		PQclear(r);
+		if (due)
+			return 1;
+	}
+	return 0;
 }
 
 static int replay(struct tx *t, struct hf__call *call, const char *fp)
@@ -829,6 +1107,13 @@ static int op_acquire(struct tx *t, struct hf__call *call, int64_t *ticket)
 	size_t from, to;
 	if (hf__claims_grantable(n, a->any, fits, rows, &from, &to)) {
 		rc = grant(t, call, rows + from, to - from, fp, 0);
+		goto out;
+	}
+	if (!t->c->last_try && (rc = due_in_the_way(t, rows, n)) != 0) {
+		if (rc == 1) {
+			t->c->lost_race = true;
+			rc = hf__err(t->err, HF_EENGINE, "database: a lease ended under another change");
+		}
 		goto out;
 	}
 	if (a->wait_ms == 0) {
@@ -899,6 +1184,17 @@ static int op_hold_change(struct tx *t, struct hf__call *call)
 	int rc = owned_hold(t, call, &h);
 	if (rc != HF_OK)
 		return rc;
+	if (h.state == HF_HOLD_TENTATIVE && h.expires_at_ms <= t->now) {
+		/* Its lease ended, but the sweep left it (another change had it locked then): it
+		 * ends here, as the sweep would have ended it, before anything else. */
+		rc = hold_end(t, &h, HF_HOLD_EXPIRED, h.expires_at_ms);
+		if (rc == HF_OK)
+			rc = hf__check_owner(h.id, h.token, h.state, call->req.token, t->err);
+		if (rc == HF_OK) /* (an ended hold is always refused) */
+			rc = hf__err(t->err, HF_EINTERNAL, "hold '%s' ended but was not refused", h.id);
+		hf__hold_clear(&h);
+		return rc;
+	}
 	const char *p[2] = {h.id, NULL};
 	switch (call->req.op) {
 	case HF_OP_EXTEND:
@@ -1017,24 +1313,28 @@ static int op_list_resources(struct tx *t, struct hf__call *call)
 	return rc;
 }
 
-/* Fills the reply with events after req.after; returns 1 if there were any. */
+/* Fills the reply with events after req.after; returns 1 if there were any. Not inside a
+ * transaction: the committed events without a seq are numbered first (their own short
+ * transaction, sequence_events), then those up to the last seq given are read: every one of
+ * them is committed, and no event can later get a seq at or below it. */
 static int read_events(struct tx *t, struct hf__call *call)
 {
 	const hf_request *rq = &call->req;
-	char b1[24], b2[24];
+	char b1[24], b2[24], b3[24];
 	hf_reply *reply = call->reply;
-	PGresult *r = q(t, "SELECT last_seq FROM counter", 0, NULL);
+	PGresult *r = q(t, "SELECT sequence_events()", 0, NULL);
 	if (!r)
 		return HF_EENGINE;
 	reply->last_seq = (uint64_t)geti(r, 0, 0);
 	PQclear(r);
 	if (rq->after >= reply->last_seq)
 		return 0;
-	const char *p[3] = {I64(b1, (int64_t)rq->after), I64(b2, (int64_t)rq->limit)};
+	const char *p[3] = {I64(b1, (int64_t)rq->after), I64(b2, (int64_t)rq->limit),
+	                    I64(b3, (int64_t)reply->last_seq)};
 	if (!(r = q(t,
 	            "SELECT seq, at_ms, type, resource, hold_id, data FROM events WHERE seq > $1"
-	            " ORDER BY seq LIMIT $2",
-	            2, p)))
+	            " AND seq <= $3 ORDER BY seq LIMIT $2",
+	            3, p)))
 		return HF_EENGINE;
 	size_t n = (size_t)PQntuples(r);
 	reply->events = calloc(n + 1, sizeof(*reply->events));
@@ -1134,6 +1434,9 @@ static int sweep_if_due(struct hf__pgc *c, hf_error *err)
 	return tx_commit(&t);
 }
 
+static enum hf__pg_outcome run_change(struct hf__pgc *c, struct hf__call *call, int64_t *ticket,
+                                      int64_t *unsure);
+
 enum hf__pg_outcome hf__pg_run(struct hf__pgc *c, struct hf__call *call, int64_t *ticket,
                                int64_t *unsure)
 {
@@ -1156,6 +1459,17 @@ enum hf__pg_outcome hf__pg_run(struct hf__pgc *c, struct hf__call *call, int64_t
 		t.c = c;
 		t.conn = c->conn;
 		t.err = err;
+		if (call->req.op == HF_OP_READ_EVENTS) {
+			/* Its own statements, no snapshot across them: see read_events. */
+			rc = read_events(&t, call);
+			if (rc == HF_EENGINE || rc == HF_ENOMEM) {
+				fail_engine(reply, rc);
+				return HF__PG_DONE;
+			}
+			if (rc == 0 && call->req.wait_ms > 0)
+				return HF__PG_EVWAIT;
+			return HF__PG_DONE;
+		}
 		/* A list reads several statements: one snapshot keeps it consistent. */
 		if (qx(&t, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL) != HF_OK) {
 			fail_engine(reply, HF_EENGINE);
@@ -1171,11 +1485,8 @@ enum hf__pg_outcome hf__pg_run(struct hf__pgc *c, struct hf__call *call, int64_t
 		case HF_OP_GET_HOLD:
 			rc = op_get_hold(&t, call);
 			break;
-		case HF_OP_LIST_HOLDS:
+		default: /* HF_OP_LIST_HOLDS */
 			rc = op_list_holds(&t, call);
-			break;
-		default:
-			rc = read_events(&t, call);
 			break;
 		}
 		if (rc == HF_EENGINE || rc == HF_ENOMEM) {
@@ -1187,12 +1498,35 @@ enum hf__pg_outcome hf__pg_run(struct hf__pgc *c, struct hf__call *call, int64_t
 			fail_engine(reply, HF_EENGINE);
 			return HF__PG_DONE;
 		}
-		if (call->req.op == HF_OP_READ_EVENTS && rc == 0 && call->req.wait_ms > 0)
-			return HF__PG_EVWAIT;
 		return HF__PG_DONE;
 	default:
 		break;
 	}
+	/* A change that lost a deadlock or a creation race to a concurrent one rolled back
+	 * whole: it runs again, from its start (a few times at most). */
+	for (int attempt = 0;; attempt++) {
+		c->last_try = attempt >= 4;
+		enum hf__pg_outcome out = run_change(c, call, ticket, unsure);
+		if (!c->lost_race || attempt >= 4 || *unsure)
+			return out;
+		/* The other change is likely still committing: a moment for it, growing. */
+		struct timespec ts = {0, 500000L << attempt};
+		nanosleep(&ts, NULL);
+		reply_reset(reply);
+		reply->error = (hf_error){0};
+		*ticket = 0;
+	}
+}
+
+/* One attempt at a change (hf__pg_run); c->lost_race tells whether it lost to another. */
+static enum hf__pg_outcome run_change(struct hf__pgc *c, struct hf__call *call, int64_t *ticket,
+                                      int64_t *unsure)
+{
+	hf_reply *reply = call->reply;
+	hf_error *err = &reply->error;
+	struct tx t;
+	int rc;
+	c->lost_race = false;
 	if ((rc = tx_begin(&t, c, err)) != HF_OK) {
 		fail_engine(reply, rc);
 		return HF__PG_DONE;
@@ -1253,8 +1587,23 @@ static int settle_grant(struct tx *t, struct hf__call *call, const char *unsure,
 	return rc;
 }
 
+static enum hf__pg_outcome try_waiter_once(struct hf__pgc *c, struct hf__call *call,
+                                           int64_t ticket, char *unsure);
+
 enum hf__pg_outcome hf__pg_try_waiter(struct hf__pgc *c, struct hf__call *call, int64_t ticket,
                                       char *unsure)
+{
+	/* A try that lost a deadlock to another change rolled back whole: again, at once. */
+	for (int attempt = 0;; attempt++) {
+		c->lost_race = false;
+		enum hf__pg_outcome out = try_waiter_once(c, call, ticket, unsure);
+		if (out == HF__PG_DONE || !c->lost_race || attempt >= 4 || unsure[0])
+			return out;
+	}
+}
+
+static enum hf__pg_outcome try_waiter_once(struct hf__pgc *c, struct hf__call *call,
+                                           int64_t ticket, char *unsure)
 {
 	hf_reply *reply = call->reply;
 	hf_error scratch, *err = &reply->error;
@@ -1309,19 +1658,29 @@ enum hf__pg_outcome hf__pg_try_waiter(struct hf__pgc *c, struct hf__call *call, 
 		            : "the resource was deleted while waiting");
 		return HF__PG_DONE;
 	}
-	/* Its claims in stored order (names for all-of, the caller's for any-of), resource rows
-	 * locked in that order; "queued": an earlier waiter on that resource still waits. */
+	/* Its claims, resource rows locked in name order (as every change locks them), weighed in
+	 * stored order (names for all-of, the caller's for any-of); "queued": an earlier waiter
+	 * on that resource still waits. */
 	if (!(r = q(&t,
 	            "SELECT c.resource, c.units, r.capacity, r.held, r.n_exclusive, EXISTS (SELECT 1"
-	            " FROM waiter_claims e WHERE e.resource = c.resource AND e.ticket < c.ticket)"
-	            " FROM waiter_claims c JOIN resources r ON r.name = c.resource"
-	            " WHERE c.ticket = $1 ORDER BY c.idx FOR UPDATE OF r",
+	            " FROM waiter_claims e WHERE e.resource = c.resource AND e.ticket < c.ticket),"
+	            " c.idx FROM waiter_claims c JOIN resources r ON r.name = c.resource"
+	            " WHERE c.ticket = $1 ORDER BY c.resource FOR UPDATE OF r",
 	            1, p)))
 		goto db_error;
 	size_t n = (size_t)PQntuples(r);
 	struct claimrow rows[HF_CLAIMS_MAX];
-	for (size_t i = 0; i < n && i < HF_CLAIMS_MAX; i++) {
-		int k = (int)i;
+	if (n > HF_CLAIMS_MAX)
+		n = HF_CLAIMS_MAX;
+	for (size_t j = 0; j < n; j++) {
+		int k = (int)j;
+		size_t i = (size_t)geti(r, k, 6);
+		if (i >= n) { /* idx are 0..n-1 as parked: anything else is not ours */
+			PQclear(r);
+			hf__err(err, HF_EENGINE, "database: waiter %lld has a claim at index %zu of %zu",
+			        (long long)ticket, i, n);
+			goto db_error;
+		}
 		rows[i] = (struct claimrow){.name = PQgetvalue(r, k, 0),
 		                            .exists = true,
 		                            .units = geti(r, k, 1),

@@ -15,7 +15,7 @@
 #include "core/core.h"
 #include "engine/engine.h"
 
-#define HF__PG_SCHEMA_VERSION 1       /* the newest schema this build knows */
+#define HF__PG_SCHEMA_VERSION 2       /* the newest schema this build knows */
 /* A waiter row nobody renews (its instance crashed, or no longer waits on it) lapses this long
  * after its last renewal; the first change after that (or any instance's waiter thread, within
  * a second) removes it: the bound of docs/operations.md, "Waiter leases". */
@@ -33,11 +33,18 @@ struct hf__pg_conf {
 	char schema[64];    /* [a-z_][a-z0-9_]*, default "holdfast" */
 	char channel[80];   /* NOTIFY channel: "hf_" + schema */
 	char instance[33];  /* random id of this engine instance: owner of its waiter rows */
+	int workers;        /* connections running calls: URL parameter workers=, default 16 */
 	hf_options opt;
 	/* Test hook, armed at open by HF_PG_TEST_LOSE_COMMIT (engine.c): HF__PG_LOSE_* bits, each
 	 * fired once: that transaction commits, then its connection is dropped and it fails as if
 	 * COMMIT's reply had been lost. 0 in production. */
 	atomic_int *lose_commit;
+	/* A change that committed events or freed units sets *notify_pending and writes a byte to
+	 * notify_fd (if it was 0): the waiter thread then sends one NOTIFY for all of them
+	 * (engine.c): a NOTIFY inside a change would hold PostgreSQL's notify queue lock through
+	 * its COMMIT, one commit at a time. */
+	atomic_int *notify_pending;
+	int notify_fd;
 };
 
 #define HF__PG_LOSE_PARK 1  /* the commit of a park (an acquire's waiter row) */
@@ -52,6 +59,9 @@ struct hf__pgc {
 	int64_t retry_at;   /* monotonic ms: no connect attempt before (after a failed one) */
 	int64_t upkeep_at;  /* monotonic ms: the next purge of old rows by this connection */
 	char last_err[256]; /* why the last connect failed */
+	bool lost_race;     /* the last failed statement lost to a concurrent change (deadlock,
+	                       a unique key taken first): the change may run again */
+	bool last_try;      /* the change's last attempt: no more running again */
 };
 
 /* schema.c */
