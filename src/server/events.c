@@ -58,7 +58,7 @@ static void on_sse(struct hf__rq *rq, hf_reply *reply)
 		/* The drain (or a closing store) ends the stream quietly; anything else is told. */
 		if (reply->error.code != HF_ECANCELED && reply->error.code != HF_ECLOSED) {
 			json_t *e = hf__error_json(&reply->error);
-			char *text = e ? json_dumps(e, JSON_COMPACT) : NULL;
+			char *text = e ? hf__json_dumps(e, JSON_COMPACT) : NULL;
 			char head[] = "event: error\ndata: ";
 			hf__rq_stream_chunk(rq, head, sizeof(head) - 1);
 			if (text)
@@ -81,7 +81,7 @@ static void on_sse(struct hf__rq *rq, hf_reply *reply)
 			break;
 		}
 		json_t *j = hf__event_to_json(ev);
-		char *text = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+		char *text = j ? hf__json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 		json_decref(j);
 		if (!text)
 			break;

@@ -401,7 +401,7 @@ void hf__rq_send_text(struct hf__rq *rq, int status, const char *ctype, const ch
 
 void hf__rq_send_json(struct hf__rq *rq, int status, json_t *body)
 {
-	char *text = body ? json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	char *text = body ? hf__json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 	json_decref(body);
 	if (!text) {
 		static const char oom[] =
@@ -896,7 +896,7 @@ static void send_raw_error(struct hf__conn *conn, int code, const char *msg)
 	hf_error e = {.code = code};
 	snprintf(e.message, sizeof(e.message), "%s", msg);
 	json_t *j = hf__error_json(&e);
-	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	char *text = j ? hf__json_dumps(j, JSON_COMPACT) : NULL;
 	json_decref(j);
 	snprintf(body, sizeof(body), "%s\n", text ? text : "");
 	free(text);

@@ -107,7 +107,7 @@ void hf__h_put_resource(struct hf__rq *rq)
 			hf__rq_fail(rq, HF_EINVAL, "meta must be a JSON object or null");
 			return;
 		}
-		meta = json_dumps(m, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		meta = hf__json_dumps(m, JSON_COMPACT | JSON_PRESERVE_ORDER);
 		if (!meta) {
 			hf__rq_fail(rq, HF_ENOMEM, "out of memory");
 			return;

@@ -13,6 +13,7 @@
 
 #include <event2/buffer.h>
 
+#include "core/codec.h"
 #include "server/server.h"
 
 #define N_BUCKETS 160          /* bucket b: latency < 2^((b+1)/4) us; the last is open */
@@ -390,7 +391,7 @@ static void stats_write(struct hf__rq *rq)
 	json_t *list = json_object_get(rq->acc, "resources");
 	size_t n = json_array_size(list), stop = rq->acc_i + JSON_SLICE;
 	for (; rq->acc_i < n && rq->acc_i < stop; rq->acc_i++) {
-		char *text = json_dumps(json_array_get(list, rq->acc_i),
+		char *text = hf__json_dumps(json_array_get(list, rq->acc_i),
 		                        JSON_COMPACT | JSON_PRESERVE_ORDER);
 		if (!text || evbuffer_add_printf(rq->acc_out, "%s%s", rq->acc_i ? "," : "", text) < 0) {
 			free(text);
@@ -438,7 +439,7 @@ static void stats_finish(struct hf__rq *rq)
 	                                   (json_int_t)((hf_now_ms() - rq->srv->started_ms) / 1000),
 	                                   "overall", overall)
 	                       : NULL;
-	char *text = head ? json_dumps(head, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	char *text = head ? hf__json_dumps(head, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 	json_decref(head);
 	rq->acc_out = evbuffer_new();
 	if (!text || !rq->acc_out ||

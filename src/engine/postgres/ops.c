@@ -90,7 +90,7 @@ static bool getb(PGresult *r, int row, int col)
 
 static char *dump(json_t *j)
 {
-	char *s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	char *s = j ? hf__json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 	json_decref(j);
 	return s;
 }
