@@ -293,8 +293,11 @@ char *hf__acquire_fingerprint(const hf_acquire_req *a)
 	/* Names cannot hold control characters, so \x1f cannot appear inside a field. */
 	int off = snprintf(buf, cap, "%s\x1f%d\x1f%d\x1f%lld", a->owner, (int)a->mode, a->any ? 1 : 0,
 	                   (long long)a->ttl_ms);
+	/* Units count only in units mode: shared and exclusive holds take what the capacity says,
+	 * whatever a request wrote there (its JSON form leaves them out). */
 	for (size_t i = 0; i < a->n_claims; i++)
 		off += snprintf(buf + off, cap - (size_t)off, "\x1f%s\x1f%lld\x1f%lld", a->claims[i].name,
-		                (long long)a->claims[i].units, (long long)a->claims[i].capacity);
+		                (long long)(a->mode == HF_MODE_UNITS ? a->claims[i].units : 0),
+		                (long long)a->claims[i].capacity);
 	return buf;
 }
