@@ -179,13 +179,22 @@ typedef struct hf_hold {
 	hf_hold_part *parts;
 } hf_hold;
 
+/* One resource an event touches, with that resource's event revision after it. */
+typedef struct hf_event_revision {
+	char *resource;
+	int64_t revision; /* gap-free per resource, from 1, across restarts and idle periods */
+} hf_event_revision;
+
 typedef struct hf_event {
-	uint64_t seq;     /* global, gap-free, starting at 1 */
+	uint64_t seq;     /* commit order; gap-free on the embedded engine, may skip on shared ones */
 	int64_t at_ms;
 	char *type;       /* "resource.created", "hold.granted", ... */
 	char *resource;   /* the resource it concerns (a hold's first part); NULL if none */
 	char *hold_id;    /* NULL unless a hold event */
 	char *data;       /* JSON object text describing the change */
+	int64_t revision; /* `resource`'s revision after this event; 0 when resource is NULL */
+	size_t n_revisions;            /* every resource the event touches (a multi-resource */
+	hf_event_revision *revisions;  /* hold's parts), by name; includes `resource` */
 } hf_event;
 
 /* ---- Requests and replies. -------------------------------------------------------- */

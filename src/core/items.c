@@ -36,6 +36,9 @@ void hf__event_clear(hf_event *ev)
 	free(ev->resource);
 	free(ev->hold_id);
 	free(ev->data);
+	for (size_t i = 0; i < ev->n_revisions; i++)
+		free(ev->revisions[i].resource);
+	free(ev->revisions);
 	memset(ev, 0, sizeof(*ev));
 }
 
