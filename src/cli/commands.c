@@ -24,11 +24,6 @@ static hf_reply *call_once(const char *cmd, const hf_request *req, int *exit_cod
 		return NULL;
 	int rc = hf_call(store, req, &reply);
 	hf_close(store);
-	if (!reply) {
-		hf_error oom = {.code = HF_ENOMEM, .message = "out of memory"};
-		*exit_code = cli_fail(cmd, &oom);
-		return NULL;
-	}
 	if (rc != HF_OK) {
 		*exit_code = cli_fail(cmd, &reply->error);
 		hf_reply_free(reply);

@@ -45,6 +45,7 @@ void hf__hold_clear(hf_hold *hold);
 /* Frees what a reply points to and zeroes it, keeping its op: an error reply made without
  * allocating (when there is no memory for a new one). */
 void hf__reply_clear(hf_reply *reply);
+extern const hf_reply hf__reply_out_of_memory; /* hf_call()'s reply when none can be allocated */
 void hf__resource_clear(hf_resource *res);
 void hf__event_clear(hf_event *ev);
 /* Deep copies into dst (which is overwritten). Return HF_OK or HF_ENOMEM. */

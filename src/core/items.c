@@ -89,12 +89,26 @@ int hf__event_copy(hf_event *dst, const hf_event *src)
 {
 	*dst = *src;
 	dst->type = dst->resource = dst->hold_id = dst->data = NULL;
+	dst->revisions = NULL;
+	dst->n_revisions = 0;
 	if (!dup_opt(&dst->type, src->type) || !dup_opt(&dst->resource, src->resource) ||
-	    !dup_opt(&dst->hold_id, src->hold_id) || !dup_opt(&dst->data, src->data)) {
-		hf__event_clear(dst);
-		return HF_ENOMEM;
+	    !dup_opt(&dst->hold_id, src->hold_id) || !dup_opt(&dst->data, src->data))
+		goto oom;
+	if (src->n_revisions) {
+		dst->revisions = calloc(src->n_revisions, sizeof(*dst->revisions));
+		if (!dst->revisions)
+			goto oom;
+		for (; dst->n_revisions < src->n_revisions; dst->n_revisions++) {
+			hf_event_revision *r = &dst->revisions[dst->n_revisions];
+			r->revision = src->revisions[dst->n_revisions].revision;
+			if (!(r->resource = hf__strdup(src->revisions[dst->n_revisions].resource)))
+				goto oom;
+		}
 	}
 	return HF_OK;
+oom:
+	hf__event_clear(dst);
+	return HF_ENOMEM;
 }
 
 hf_hold *hf_hold_dup(const hf_hold *hold)
@@ -134,9 +148,15 @@ void hf__reply_clear(hf_reply *reply)
 	reply->op = op;
 }
 
+/* What hf_call() hands back when it cannot allocate a reply, so that *reply is always set:
+ * read-only, never freed. */
+const hf_reply hf__reply_out_of_memory = {
+    .error = {.code = HF_ENOMEM, .message = "out of memory"},
+};
+
 void hf_reply_free(hf_reply *reply)
 {
-	if (!reply)
+	if (!reply || reply == &hf__reply_out_of_memory)
 		return;
 	hf__reply_clear(reply);
 	free(reply);

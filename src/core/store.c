@@ -234,7 +234,11 @@ int hf_call(hf_store *store, const hf_request *req, hf_reply **reply_out)
 	int rc = call_new(store, req, &call, &err);
 	if (rc != HF_OK) {
 		hf_reply *reply = calloc(1, sizeof(*reply));
-		if (reply) {
+		if (!reply) {
+			/* The return value is always the reply's code: the first error is lost. */
+			reply = (hf_reply *)&hf__reply_out_of_memory;
+			rc = HF_ENOMEM;
+		} else {
 			reply->op = req->op;
 			reply->error = err;
 		}
@@ -265,8 +269,6 @@ static int call_for_hold(hf_store *store, const hf_request *req, hf_hold **hold,
 	int rc = hf_call(store, req, &reply);
 	if (hold)
 		*hold = NULL;
-	if (!reply)
-		return hf__err_code(err, HF_ENOMEM);
 	if (err)
 		*err = reply->error;
 	if (rc == HF_OK && hold) {

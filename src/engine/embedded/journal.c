@@ -448,7 +448,7 @@ static void event_of_row(sqlite3_stmt *s, hf_event *ev)
 
 static int load_event(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
 {
-	hf_event ev;
+	hf_event ev = {0};
 	event_of_row(s, &ev);
 	return hf__state_load_event(st, &ev, err);
 }
@@ -585,7 +585,7 @@ int hf__journal_read_events(struct hf__journal *j, uint64_t after, uint64_t upto
 	sqlite3_bind_int64(s, 3, (sqlite3_int64)limit);
 	int rc;
 	while (*n < limit && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		hf_event ev;
+		hf_event ev = {0};
 		event_of_row(s, &ev);
 		if (hf__event_copy(&out[*n], &ev) != HF_OK) {
 			code = hf__err_code(err, HF_ENOMEM);
