@@ -495,9 +495,8 @@ static void assign(struct rides_conn *c, const struct booking *b, double lat, do
 	            rides_cfg.radius_km, b->id);
 }
 
-/* The common frame of a transition: lock, read, act, unlock. */
-enum transition { T_ASSIGN, T_ACCEPT, T_CANCEL, T_COMPLETE };
-
+/* The common frame of a transition: lock, read, act, unlock. Each transition's own part
+ * checks the booking against the request and writes its change. */
 struct transition_args {
 	int64_t driver_id;  /* accept, complete */
 	double actual_fare; /* complete */
@@ -506,115 +505,129 @@ struct transition_args {
 	const char *reason;
 };
 
-static void transition(struct rides_conn *c, int64_t id, enum transition t,
+struct transition {
+	struct rides_conn *c;
+	const struct transition_args *a;
+	struct booking b;         /* as read under the booking's lock */
+	struct booking_lock l;
+	PGresult *res;            /* the booking's row; replaced by the written row */
+	char sid[24];
+	struct app_reply *r;
+};
+
+/* Writes the transition's UPDATE (fenced, and only from the status read) and answers the row
+ * written; frees the driver when the booking ends. */
+static void transition_write(struct transition *t, const char *sql, int n, const char *const *p,
+                             bool frees_driver)
+{
+	PQclear(t->res);
+	t->res = NULL;
+	if (fenced_update(t->c, sql, n, p, &t->res, t->r, NULL) != 1)
+		return;
+	if (frees_driver)
+		booking_free_driver(t->c, &t->b, &t->l, &t->res);
+	app_ok(t->r, 200, booking_json(t->res, 0));
+}
+
+/* false, with 403 wrong_driver answered, unless the request's driver is the booking's. */
+static bool transition_driver_is(struct transition *t, const char *role)
+{
+	if (t->a->driver_id == t->b.driver_id)
+		return true;
+	app_error(t->r, 403, "wrong_driver",
+	          "booking %s is %s driver %" PRId64 ", not %" PRId64, t->sid, role,
+	          t->b.driver_id, t->a->driver_id);
+	return false;
+}
+
+static void do_assign(struct transition *t)
+{
+	if (strcmp(t->b.status, "requested") != 0) {
+		bad_transition(t->r, &t->b, "assign a driver");
+		return;
+	}
+	double lat = strtod(PQgetvalue(t->res, 0, B_PLAT), NULL);
+	double lng = strtod(PQgetvalue(t->res, 0, B_PLNG), NULL);
+	assign(t->c, &t->b, lat, lng, &t->l, t->r);
+}
+
+static void do_accept(struct transition *t)
+{
+	if (strcmp(t->b.status, "assigned") != 0) {
+		bad_transition(t->r, &t->b, "accept");
+		return;
+	}
+	if (!transition_driver_is(t, "assigned to"))
+		return;
+	const char *p[3] = {t->sid, t->l.fence_s, "assigned"};
+	transition_write(t,
+	                 "UPDATE bookings SET status = 'accepted', accepted_at = now(), "
+	                 "updated_at = now(), lock_fence = $2 WHERE id = $1 AND lock_fence <= $2 "
+	                 "AND status = $3 RETURNING " BOOKING_COLS,
+	                 3, p, false);
+}
+
+static void do_cancel(struct transition *t)
+{
+	const struct transition_args *a = t->a;
+	if (strcmp(t->b.status, "completed") == 0 || strcmp(t->b.status, "cancelled") == 0) {
+		bad_transition(t->r, &t->b, "cancel");
+		return;
+	}
+	bool rider = strcmp(a->user_type, "rider") == 0;
+	if (rider ? a->user_id != t->b.rider_id : a->user_id != t->b.driver_id) {
+		app_error(t->r, 403, "not_participant", "%s %" PRId64 " is not the %s of booking %s",
+		          a->user_type, a->user_id, a->user_type, t->sid);
+		return;
+	}
+	char user[24];
+	snprintf(user, sizeof(user), "%" PRId64, a->user_id);
+	const char *p[6] = {t->sid, t->l.fence_s, a->reason, user, a->user_type, t->b.status};
+	transition_write(t,
+	                 "UPDATE bookings SET status = 'cancelled', cancel_reason = $3, "
+	                 "cancelled_by_id = $4, cancelled_by_type = $5, cancelled_at = now(), "
+	                 "updated_at = now(), lock_fence = $2 WHERE id = $1 AND lock_fence <= $2 "
+	                 "AND status = $6 RETURNING " BOOKING_COLS,
+	                 6, p, true);
+}
+
+static void do_complete(struct transition *t)
+{
+	if (strcmp(t->b.status, "accepted") != 0) {
+		bad_transition(t->r, &t->b, "complete");
+		return;
+	}
+	if (!transition_driver_is(t, "driven by"))
+		return;
+	char fare[32];
+	snprintf(fare, sizeof(fare), "%.2f", t->a->actual_fare);
+	const char *p[4] = {t->sid, t->l.fence_s, fare, "accepted"};
+	transition_write(t,
+	                 "UPDATE bookings SET status = 'completed', actual_fare = $3, "
+	                 "completed_at = now(), updated_at = now(), lock_fence = $2 "
+	                 "WHERE id = $1 AND lock_fence <= $2 AND status = $4 "
+	                 "RETURNING " BOOKING_COLS,
+	                 4, p, true);
+}
+
+static void transition(struct rides_conn *c, int64_t id, void (*act)(struct transition *),
                        const struct transition_args *a, struct app_reply *r)
 {
-	struct booking_lock l = {0};
-	PGresult *res = NULL;
-	struct booking b;
-	if (!lock_booking(c, id, &l, r))
+	struct transition t = {.c = c, .a = a, .r = r};
+	snprintf(t.sid, sizeof(t.sid), "%" PRId64, id);
+	if (!lock_booking(c, id, &t.l, r))
 		return;
-	if (!booking_select(c, id, &res, r))
-		goto out_unlock;
-	booking_read(res, 0, &b);
-	char sid[24], sx[32];
-	snprintf(sid, sizeof(sid), "%" PRId64, id);
-	switch (t) {
-	case T_ASSIGN: {
-		if (strcmp(b.status, "requested") != 0) {
-			bad_transition(r, &b, "assign a driver");
-			break;
-		}
-		double lat = strtod(PQgetvalue(res, 0, B_PLAT), NULL);
-		double lng = strtod(PQgetvalue(res, 0, B_PLNG), NULL);
-		assign(c, &b, lat, lng, &l, r);
-		break;
+	if (booking_select(c, id, &t.res, r)) {
+		booking_read(t.res, 0, &t.b);
+		act(&t);
 	}
-	case T_ACCEPT: {
-		if (strcmp(b.status, "assigned") != 0) {
-			bad_transition(r, &b, "accept");
-			break;
-		}
-		if (a->driver_id != b.driver_id) {
-			app_error(r, 403, "wrong_driver",
-			            "booking %" PRId64 " is assigned to driver %" PRId64
-			            ", not %" PRId64,
-			            id, b.driver_id, a->driver_id);
-			break;
-		}
-		PQclear(res);
-		const char *p[3] = {sid, l.fence_s, "assigned"};
-		if (fenced_update(
-		        c,
-		        "UPDATE bookings SET status = 'accepted', accepted_at = now(), "
-		        "updated_at = now(), lock_fence = $2 WHERE id = $1 AND lock_fence <= $2 "
-		        "AND status = $3 RETURNING " BOOKING_COLS,
-		        3, p, &res, r, NULL) == 1)
-			app_ok(r, 200, booking_json(res, 0));
-		break;
-	}
-	case T_CANCEL: {
-		if (strcmp(b.status, "completed") == 0 || strcmp(b.status, "cancelled") == 0) {
-			bad_transition(r, &b, "cancel");
-			break;
-		}
-		bool rider = strcmp(a->user_type, "rider") == 0;
-		if (rider ? a->user_id != b.rider_id : a->user_id != b.driver_id) {
-			app_error(r, 403, "not_participant",
-			            "%s %" PRId64 " is not the %s of booking %" PRId64,
-			            a->user_type, a->user_id, a->user_type, id);
-			break;
-		}
-		PQclear(res);
-		snprintf(sx, sizeof(sx), "%" PRId64, a->user_id);
-		const char *p[6] = {sid, l.fence_s, a->reason, sx, a->user_type, b.status};
-		if (fenced_update(
-		        c,
-		        "UPDATE bookings SET status = 'cancelled', cancel_reason = $3, "
-		        "cancelled_by_id = $4, cancelled_by_type = $5, cancelled_at = now(), "
-		        "updated_at = now(), lock_fence = $2 WHERE id = $1 AND lock_fence <= $2 "
-		        "AND status = $6 RETURNING " BOOKING_COLS,
-		        6, p, &res, r, NULL) != 1)
-			break;
-		booking_free_driver(c, &b, &l, &res);
-		app_ok(r, 200, booking_json(res, 0));
-		break;
-	}
-	case T_COMPLETE: {
-		if (strcmp(b.status, "accepted") != 0) {
-			bad_transition(r, &b, "complete");
-			break;
-		}
-		if (a->driver_id != b.driver_id) {
-			app_error(r, 403, "wrong_driver",
-			            "booking %" PRId64 " is driven by driver %" PRId64
-			            ", not %" PRId64,
-			            id, b.driver_id, a->driver_id);
-			break;
-		}
-		PQclear(res);
-		snprintf(sx, sizeof(sx), "%.2f", a->actual_fare);
-		const char *p[4] = {sid, l.fence_s, sx, "accepted"};
-		if (fenced_update(c,
-		                  "UPDATE bookings SET status = 'completed', actual_fare = $3, "
-		                  "completed_at = now(), updated_at = now(), lock_fence = $2 "
-		                  "WHERE id = $1 AND lock_fence <= $2 AND status = $4 "
-		                  "RETURNING " BOOKING_COLS,
-		                  4, p, &res, r, NULL) != 1)
-			break;
-		booking_free_driver(c, &b, &l, &res);
-		app_ok(r, 200, booking_json(res, 0));
-		break;
-	}
-	}
-	PQclear(res);
-out_unlock:
-	unlock_booking(&l);
+	PQclear(t.res);
+	unlock_booking(&t.l);
 }
 
 void rides_booking_assign(struct rides_conn *c, int64_t id, struct app_reply *r)
 {
-	transition(c, id, T_ASSIGN, NULL, r);
+	transition(c, id, do_assign, NULL, r);
 }
 
 void rides_booking_accept(struct rides_conn *c, int64_t id, json_t *in, struct app_reply *r)
@@ -622,7 +635,7 @@ void rides_booking_accept(struct rides_conn *c, int64_t id, json_t *in, struct a
 	struct transition_args a = {0};
 	if (!app_need_body(in, r) || !app_field_id(in, "driver_id", &a.driver_id, r))
 		return;
-	transition(c, id, T_ACCEPT, &a, r);
+	transition(c, id, do_accept, &a, r);
 }
 
 void rides_booking_cancel(struct rides_conn *c, int64_t id, json_t *in, struct app_reply *r)
@@ -636,7 +649,7 @@ void rides_booking_cancel(struct rides_conn *c, int64_t id, json_t *in, struct a
 		app_error(r, 422, "invalid_field", "'user_type' must be \"rider\" or \"driver\"");
 		return;
 	}
-	transition(c, id, T_CANCEL, &a, r);
+	transition(c, id, do_cancel, &a, r);
 }
 
 void rides_booking_complete(struct rides_conn *c, int64_t id, json_t *in, struct app_reply *r)
@@ -645,7 +658,7 @@ void rides_booking_complete(struct rides_conn *c, int64_t id, json_t *in, struct
 	if (!app_need_body(in, r) || !app_field_id(in, "driver_id", &a.driver_id, r) ||
 	    !app_field_num(in, "actual_fare", 0, 1e9, true, &a.actual_fare, NULL, r))
 		return;
-	transition(c, id, T_COMPLETE, &a, r);
+	transition(c, id, do_complete, &a, r);
 }
 
 void rides_user_bookings(struct rides_conn *c, int64_t user_id, const char *user_type,
