@@ -104,6 +104,10 @@ void fm_cancel(struct fm_model *m, int wi);
  * m->w[*hold]. A full hold or waiter table answers HF_ELIMIT (the caller stops generating
  * acquires before that). */
 int fm_acquire(struct fm_model *m, const struct fm_acquire *a, int *hold, bool *replayed);
+/* The check hf__check_request makes of a's numbers before any engine sees it (units beyond a
+ * claim's own capacity): HF_OK or the code of the refusal. A request refused there makes no
+ * engine step, so nothing due is applied (the caller's fm_expire must not run). */
+int fm_acquire_check(const struct fm_acquire *a);
 int fm_extend(struct fm_model *m, int k, int64_t ttl);
 int fm_confirm(struct fm_model *m, int k);
 int fm_release(struct fm_model *m, int k);
