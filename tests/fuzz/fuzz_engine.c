@@ -396,7 +396,10 @@ static void op_delete(struct run *r)
 
 static void check_all(struct run *r)
 {
-	for (int k = 0; k < r->m.nh; k++)
+	/* Only the holds known now: the first read applies what is due, which can grant a waiter
+	 * a new hold whose id only its answer brings (settle compares that hold). */
+	int nh = r->m.nh;
+	for (int k = 0; k < nh; k++)
 		check_hold(r, k);
 	for (int i = 0; i < FM_NRES; i++)
 		check_resource(r, i);

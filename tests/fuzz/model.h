@@ -91,8 +91,9 @@ void fm_init(struct fm_model *m, int64_t now);
 /* Applies what is due at m->now, in time order (an expiry before a deadline at the same
  * instant), granting waiters after each: every engine step does this first. */
 void fm_expire(struct fm_model *m);
-/* True if a deadline falls at the same instant as another deadline or an expiry: the
- * generator avoids those (the rules leave the order of equal deadlines open). */
+/* True if a deadline falls at the same instant as another wait's deadline: the generator
+ * avoids those (the rules leave the order of equal deadlines open; an expiry at the same
+ * instant as a deadline is applied first, and the model does so). */
 bool fm_deadline_clashes(const struct fm_model *m, int64_t deadline);
 /* The restart ends every wait with `code` (HF_ECLOSED); implicit resources that only
  * waiters named are gone (they were never journaled). */
