@@ -138,10 +138,14 @@ def background(hist, pid, server, rng, stop):
     p.c.close()
 
 
-def one_round(hist, a, b, rng, rnd, pids):
+def one_round(hist, a, b, rng, rnd, first_pid):
+    """Processes first_pid (A's holder), +1 (B's waiter), +2 (a late acquire through A). A
+    stop may catch A inside a transaction of a background client: that client's locks then
+    stay taken (B's requests for them answer 503 after lock_timeout, recorded as unknown)
+    until A continues; the stopped holder's lock is not among them."""
     lease = rng.randrange(800, 1600)
     res = "stop-lock-%d-%d" % (rnd, rng.randrange(1000))
-    p1, p2, p3 = (Proc(hist, pids + i, s) for i, s in enumerate((a, b, a)))
+    p1, p2, p3 = (Proc(hist, first_pid + i, s) for i, s in enumerate((a, b, a)))
     h1 = p1.acquire(res, ttl_ms=lease)
     if not check(h1, "round %d: the first acquire on A was refused" % rnd):
         return
