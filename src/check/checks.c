@@ -184,6 +184,12 @@ static int build_holds(struct ctx *c)
 		                     .ended_op = NEVER};
 		const struct hfc_op *g = &h->ops[grant];
 		int64_t lease = g->ttl_ms && g->inv_us ? g->inv_us + g->ttl_ms * 1000 : INT64_MIN;
+		/* The grant's answer shows the hold live when it arrived, unless the lease may have
+		 * run out before that (an answer held up past the lease: a stopped server, a slow
+		 * link); then it was live only at some moment of the acquire's window. */
+		if (lease != INT64_MIN &&
+		    lease_pos(c, lease - c->opt->lease_slack_us) < POS(g->ret_line))
+			hi->live_after = POS(g->inv_line);
 		for (size_t k = s; k < e; k++) {
 			size_t i = c->by_hold[k];
 			const struct hfc_op *o = &h->ops[i];

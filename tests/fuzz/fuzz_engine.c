@@ -255,7 +255,11 @@ static void op_acquire(struct run *r)
 	                      .mode = a.mode,
 	                      .any = a.any,
 	                      .idempotency_key = a.key >= 0 ? keys[a.key] : NULL};
-	fm_expire(&r->m); /* the engine's step applies what is due first */
+	/* The engine's step applies what is due first; a request that validation refuses
+	 * (hf__check_request) makes no step, so with the injected clock nothing due is applied
+	 * until the next call that reaches the engine or hf_store_tick. */
+	if (fm_acquire_check(&a) == HF_OK)
+		fm_expire(&r->m);
 	if (a.wait) {
 		req.wait_ms = a.wait;
 		submit_waiting(r, &req, &a);
@@ -392,7 +396,10 @@ static void op_delete(struct run *r)
 
 static void check_all(struct run *r)
 {
-	for (int k = 0; k < r->m.nh; k++)
+	/* Only the holds known now: the first read applies what is due, which can grant a waiter
+	 * a new hold whose id only its answer brings (settle compares that hold). */
+	int nh = r->m.nh;
+	for (int k = 0; k < nh; k++)
 		check_hold(r, k);
 	for (int i = 0; i < FM_NRES; i++)
 		check_resource(r, i);

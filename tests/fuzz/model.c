@@ -208,14 +208,21 @@ static bool same_request(const struct fm_acquire *a, const struct fm_acquire *b)
 	return true;
 }
 
-int fm_acquire(struct fm_model *m, const struct fm_acquire *a, int *hold, bool *replayed)
+int fm_acquire_check(const struct fm_acquire *a)
 {
-	*replayed = false;
-	/* Validation: units beyond a claim's capacity. */
 	for (int i = 0; i < a->n; i++)
 		if (a->mode == HF_MODE_UNITS && a->c[i].capacity > 0 &&
 		    a->c[i].units > a->c[i].capacity)
 			return HF_ECAPACITY;
+	return HF_OK;
+}
+
+int fm_acquire(struct fm_model *m, const struct fm_acquire *a, int *hold, bool *replayed)
+{
+	*replayed = false;
+	int rc = fm_acquire_check(a);
+	if (rc != HF_OK)
+		return rc;
 	/* A key seen before: the first outcome again, or a mismatch. */
 	if (a->key >= 0 && m->keys[a->key].used) {
 		if (!same_request(a, &m->keys[a->key].req))

@@ -91,8 +91,9 @@ void fm_init(struct fm_model *m, int64_t now);
 /* Applies what is due at m->now, in time order (an expiry before a deadline at the same
  * instant), granting waiters after each: every engine step does this first. */
 void fm_expire(struct fm_model *m);
-/* True if a deadline falls at the same instant as another deadline or an expiry: the
- * generator avoids those (the rules leave the order of equal deadlines open). */
+/* True if a deadline falls at the same instant as another wait's deadline: the generator
+ * avoids those (the rules leave the order of equal deadlines open; an expiry at the same
+ * instant as a deadline is applied first, and the model does so). */
 bool fm_deadline_clashes(const struct fm_model *m, int64_t deadline);
 /* The restart ends every wait with `code` (HF_ECLOSED); implicit resources that only
  * waiters named are gone (they were never journaled). */
@@ -104,6 +105,10 @@ void fm_cancel(struct fm_model *m, int wi);
  * m->w[*hold]. A full hold or waiter table answers HF_ELIMIT (the caller stops generating
  * acquires before that). */
 int fm_acquire(struct fm_model *m, const struct fm_acquire *a, int *hold, bool *replayed);
+/* The check hf__check_request makes of a's numbers before any engine sees it (units beyond a
+ * claim's own capacity): HF_OK or the code of the refusal. A request refused there makes no
+ * engine step, so nothing due is applied (the caller's fm_expire must not run). */
+int fm_acquire_check(const struct fm_acquire *a);
 int fm_extend(struct fm_model *m, int k, int64_t ttl);
 int fm_confirm(struct fm_model *m, int k);
 int fm_release(struct fm_model *m, int k);

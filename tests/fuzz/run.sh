@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # run.sh TARGET SECONDS [BINARY] [WORKDIR] — fuzzes one target with libFuzzer for SECONDS.
-#   TARGET   codec, journal or engine (tests/fuzz/fuzz_TARGET.c)
+#   TARGET   codec, journal, engine, http or history (tests/fuzz/fuzz_TARGET.c)
 #   BINARY   the libFuzzer build of it (default: build-fuzz/tests/fuzz/fuzz_TARGET)
 #   WORKDIR  scratch space (default: build-fuzz/tests/fuzz/work); new corpus entries land in
 #            WORKDIR/corpus-TARGET, crashes in WORKDIR/crashes-TARGET — never in the source
@@ -33,9 +33,14 @@ set +e
 	-artifact_prefix="$work/crashes-$t/" "${extra[@]}" "$work/corpus-$t" "${seeds[@]}" >"$log" 2>&1
 rc=$?
 set -e
-grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|stat::number_of_executed_units|stat::peak_rss|ERROR|SUMMARY' "$log" | tail -8
+grep -E '^INFO: Seed:|^#[0-9]+[[:space:]]+(INITED|DONE)|stat::number_of_executed_units|stat::peak_rss|ERROR|SUMMARY' "$log" | tail -9
 if [ "$rc" != 0 ]; then
 	echo "run.sh: fuzz_$t found a problem (status $rc); see $log and $work/crashes-$t/"
 	tail -60 "$log"
+	# The input that broke it (libFuzzer writes crash-*, leak-*, timeout-*, oom-*): replay
+	# it with fuzz_${t}_replay, minimise it, and keep it in tests/fuzz/regressions/$t/.
+	for f in "$work/crashes-$t"/*; do
+		[ -f "$f" ] && echo "run.sh: crashing input: $f"
+	done
 fi
 exit "$rc"

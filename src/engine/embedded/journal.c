@@ -435,15 +435,17 @@ static int load_idem(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
 	return hf__state_load_idem(st, text(s, 0), err);
 }
 
-/* Reads the event at the statement's row; strings are the statement's until the next step. */
+/* Reads the event at the statement's row; strings are the statement's until the next step.
+ * Every field the row does not hold is zero (the callers' events live on the stack, and
+ * hf__event_copy / hf__event_clear follow the revisions pointer). */
 static void event_of_row(sqlite3_stmt *s, hf_event *ev)
 {
-	ev->seq = (uint64_t)sqlite3_column_int64(s, 0);
-	ev->at_ms = sqlite3_column_int64(s, 1);
-	ev->type = (char *)text(s, 2);
-	ev->resource = (char *)sqlite3_column_text(s, 3);
-	ev->hold_id = (char *)sqlite3_column_text(s, 4);
-	ev->data = (char *)text(s, 5);
+	*ev = (hf_event){.seq = (uint64_t)sqlite3_column_int64(s, 0),
+	                 .at_ms = sqlite3_column_int64(s, 1),
+	                 .type = (char *)text(s, 2),
+	                 .resource = (char *)sqlite3_column_text(s, 3),
+	                 .hold_id = (char *)sqlite3_column_text(s, 4),
+	                 .data = (char *)text(s, 5)};
 }
 
 static int load_event(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
