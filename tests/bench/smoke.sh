@@ -12,17 +12,10 @@ cleanup() {
 	rm -rf "$dir"
 }
 trap cleanup EXIT
+. "$(dirname "$0")/../server/start_holdfastd.sh"
 
 if [ "$mode" = server ]; then
-	"$3" --listen 127.0.0.1:0 --engine "file:$dir/holdfast.db" >"$dir/server.log" 2>&1 &
-	pid=$!
-	for _ in $(seq 1 300); do
-		port=$(sed -n 's/.*msg=listening addr=[^ ]* port=\([0-9]*\).*/\1/p' "$dir/server.log")
-		[ -n "$port" ] && break
-		kill -0 "$pid" 2>/dev/null || { cat "$dir/server.log"; exit 1; }
-		sleep 0.05
-	done
-	[ -n "$port" ] || { echo "holdfastd did not start"; cat "$dir/server.log"; exit 1; }
+	start_holdfastd "$3" "file:$dir/holdfast.db" "$dir/server.log"
 	target=(--server "http://127.0.0.1:$port")
 else
 	target=(--engine "file:$dir/bench.db")

@@ -12,17 +12,9 @@ cleanup() {
 	rm -rf "$dir"
 }
 trap cleanup EXIT
+. "$(dirname "$0")/../server/start_holdfastd.sh"
 if [ -n "$server" ]; then
-	"$server" --listen 127.0.0.1:0 --engine "file:$dir/server.db" >"$dir/server.log" 2>&1 &
-	pid=$!
-	port=
-	for _ in $(seq 1 300); do
-		port=$(sed -n 's/.*msg=listening addr=[^ ]* port=\([0-9]*\).*/\1/p' "$dir/server.log")
-		[ -n "$port" ] && break
-		kill -0 "$pid" 2>/dev/null || { cat "$dir/server.log"; exit 1; }
-		sleep 0.05
-	done
-	[ -n "$port" ] || { echo "holdfastd did not start"; cat "$dir/server.log"; exit 1; }
+	start_holdfastd "$server" "file:$dir/server.db" "$dir/server.log"
 fi
 for s in 2 3 5; do
 	extra=()
