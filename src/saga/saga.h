@@ -99,7 +99,7 @@ struct hf__http_result {
  * HF_EENGINE (connection failed, a malformed reply), with `err` set. */
 int hf__http_call(const char *method, const char *url, const char *body,
                   const char *idempotency_key, int64_t deadline_mono_ms,
-                  const volatile bool *stop, struct hf__http_result *res, hf_error *err);
+                  const _Atomic bool *stop, struct hf__http_result *res, hf_error *err);
 void hf__http_result_clear(struct hf__http_result *res);
 int64_t hf__mono_ms(void);
 

@@ -226,6 +226,14 @@ void hf__h_readyz(struct hf__rq *rq);
 void hf__h_ui(struct hf__rq *rq);           /* GET /ui: the dashboard's page */
 void hf__h_ui_asset(struct hf__rq *rq);     /* GET /ui/{asset}: its script and style */
 void hf__h_stats_series(struct hf__rq *rq); /* GET /v1/stats/series: the last minutes */
+/* sagas.c: /v1/saga-types and /v1/sagas */
+void hf__h_put_saga_type(struct hf__rq *rq);
+void hf__h_get_saga_type(struct hf__rq *rq);
+void hf__h_list_saga_types(struct hf__rq *rq);
+void hf__h_start_saga(struct hf__rq *rq);
+void hf__h_get_saga(struct hf__rq *rq);
+void hf__h_list_sagas(struct hf__rq *rq);
+void hf__h_resume_saga(struct hf__rq *rq);
 
 /* stats.c: what the server measures. */
 int hf__stats_start(struct hf__server *srv);

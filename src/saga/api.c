@@ -1,0 +1,299 @@
+/*
+ * api.c — the public saga functions (hf_saga_* in holdfast.h): validating types and inputs,
+ * starting a saga (its first checkpoint, idempotent by key), reading and listing them, and
+ * resuming a parked one; each answer is the JSON the HTTP API shows.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/codec.h"
+#include "core/core.h"
+#include "engine/engine.h"
+#include "saga/record.h"
+
+/* One storage call; on HF_OK *out is the reply's JSON parsed (yours). */
+static int storage(hf_store *store, hf_request *req, json_t **out, hf_error *err)
+{
+	hf_reply *reply;
+	int rc = hf_call(store, req, &reply);
+	*out = NULL;
+	if (rc == HF_OK && !(*out = json_loads(reply->json, 0, NULL)))
+		rc = hf__err(err, HF_ENOMEM, "out of memory");
+	else if (rc != HF_OK)
+		hf__err(err, rc, "%s", reply ? reply->error.message : "out of memory");
+	hf_reply_free(reply);
+	return rc;
+}
+
+/* Hands `j` (consumed) to the caller as text. */
+static int answer(json_t *j, char **json, hf_error *err)
+{
+	*json = j ? hf__json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	json_decref(j);
+	return *json ? HF_OK : hf__err(err, HF_ENOMEM, "out of memory");
+}
+
+static int check_name(const char *what, const char *name, hf_error *err)
+{
+	size_t n = name ? strlen(name) : 0;
+	if (n == 0 || n > 128 ||
+	    strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != n)
+		return hf__err(err, HF_EINVAL, "%s must be 1..128 characters of [A-Za-z0-9_.-]", what);
+	return HF_OK;
+}
+
+int hf_saga_type_put(hf_store *store, const char *name, const char *type_json, char **json,
+                     hf_error *err)
+{
+	*json = NULL;
+	hf__err_clear(err);
+	int rc = check_name("saga type name", name, err);
+	if (rc != HF_OK)
+		return rc;
+	if (!type_json || strlen(type_json) > HF__SAGA_TYPE_MAX)
+		return hf__err(err, HF_ESAGATYPE, "a saga type is JSON text of at most %d bytes",
+		               HF__SAGA_TYPE_MAX);
+	json_error_t je;
+	json_t *j = json_loads(type_json, 0, &je);
+	if (!j)
+		return hf__err(err, HF_ESAGATYPE, "not JSON: %s (line %d)", je.text, je.line);
+	struct hf__saga_type *t;
+	if ((rc = hf__saga_type_parse(j, &t, err)) != HF_OK) {
+		json_decref(j);
+		return rc == HF_EINVAL ? (err ? (err->code = HF_ESAGATYPE) : HF_ESAGATYPE) : rc;
+	}
+	hf__saga_type_free(t);
+	char *text = hf__json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(j);
+	if (!text)
+		return hf__err_code(err, HF_ENOMEM);
+	hf_request req;
+	hf_request_init(&req, HF_OP_SAGA_TYPE_PUT);
+	req.name = name;
+	req.json = text;
+	json_t *row;
+	rc = storage(store, &req, &row, err);
+	free(text);
+	return rc == HF_OK ? answer(row, json, err) : rc;
+}
+
+int hf_saga_type_get(hf_store *store, const char *name, char **json, hf_error *err)
+{
+	*json = NULL;
+	hf__err_clear(err);
+	int rc = check_name("saga type name", name, err);
+	if (rc != HF_OK)
+		return rc;
+	hf_request req;
+	hf_request_init(&req, HF_OP_SAGA_TYPE_GET);
+	req.name = name;
+	json_t *row;
+	rc = storage(store, &req, &row, err);
+	return rc == HF_OK ? answer(row, json, err) : rc;
+}
+
+int hf_saga_type_list(hf_store *store, const char *cursor, size_t limit, char **json,
+                      hf_error *err)
+{
+	*json = NULL;
+	hf__err_clear(err);
+	hf_request req;
+	hf_request_init(&req, HF_OP_SAGA_TYPE_LIST);
+	req.cursor = cursor;
+	req.limit = limit;
+	json_t *rows;
+	int rc = storage(store, &req, &rows, err);
+	return rc == HF_OK ? answer(rows, json, err) : rc;
+}
+
+/* The saga's row (GET), or an error. */
+static int get_row(hf_store *store, const char *id, json_t **row, hf_error *err)
+{
+	hf_request req;
+	hf_request_init(&req, HF_OP_SAGA_GET);
+	req.name = id;
+	return storage(store, &req, row, err);
+}
+
+int hf_saga_get(hf_store *store, const char *id, char **json, hf_error *err)
+{
+	*json = NULL;
+	hf__err_clear(err);
+	if (!id || strlen(id) != HF_ID_LEN || strspn(id, "0123456789abcdef") != HF_ID_LEN)
+		return hf__err(err, HF_ENOSAGA, "no saga '%.40s'", id ? id : "");
+	json_t *row;
+	int rc = get_row(store, id, &row, err);
+	if (rc != HF_OK)
+		return rc;
+	json_t *view = hf__record_view(row);
+	json_decref(row);
+	return answer(view, json, err);
+}
+
+/* The first checkpoint of a new saga: {"id","version","replayed"} parsed into *ans. */
+static int save_new(hf_store *store, const char *id, const char *type, json_t *def,
+                    json_t *input, const char *key, json_t **ans, hf_error *err)
+{
+	struct hf__saga_type *t;
+	int rc = hf__saga_type_parse(def, &t, err);
+	if (rc != HF_OK)
+		return rc;
+	json_t *rec = hf__record_new(id, type, def, t, input, hf__store_now(store));
+	hf__saga_type_free(t);
+	json_t *arg = rec ? json_pack("{s:s, s:s, s:s, s:o, s:s, s:s?}", "id", id, "type", type,
+	                              "state", "running", "record", rec, "event", "saga.started",
+	                              "idempotency_key", key)
+	                  : NULL;
+	char *text = arg ? hf__json_dumps(arg, JSON_COMPACT) : NULL;
+	json_decref(arg);
+	if (!text)
+		return hf__err_code(err, HF_ENOMEM);
+	hf_request req;
+	hf_request_init(&req, HF_OP_SAGA_SAVE);
+	req.name = id;
+	req.json = text;
+	req.if_version = 0;
+	rc = storage(store, &req, ans, err);
+	free(text);
+	return rc;
+}
+
+/* A replayed start must be the same request: the same type and input. */
+static int check_replay(hf_store *store, const char *id, const char *type, const json_t *input,
+                        hf_error *err)
+{
+	json_t *row;
+	int rc = get_row(store, id, &row, err);
+	if (rc != HF_OK)
+		return rc;
+	const json_t *rec = json_object_get(row, "record");
+	bool same = strcmp(json_string_value(json_object_get(rec, "type")), type) == 0 &&
+	            json_equal(json_object_get(rec, "input"), (json_t *)input);
+	json_decref(row);
+	return same ? HF_OK
+	            : hf__err(err, HF_EIDEMMISMATCH,
+	                      "idempotency key was used to start saga %s with another type or input", id);
+}
+
+int hf_saga_start(hf_store *store, const char *type, const char *input_json,
+                  const char *idempotency_key, char **json, bool *replayed, hf_error *err)
+{
+	*json = NULL;
+	hf__err_clear(err);
+	if (replayed)
+		*replayed = false;
+	int rc = check_name("saga type name", type, err);
+	if (rc != HF_OK || (idempotency_key && (rc = hf__check_idempotency_key(idempotency_key, err))))
+		return rc;
+	if (!input_json || strlen(input_json) > HF__SAGA_INPUT_MAX)
+		return hf__err(err, HF_EINVAL, "input must be a JSON object of at most %d bytes",
+		               HF__SAGA_INPUT_MAX);
+	json_t *input = json_loads(input_json, 0, NULL);
+	if (!json_is_object(input)) {
+		json_decref(input);
+		return hf__err(err, HF_EINVAL, "input must be a JSON object");
+	}
+	hf_request req;
+	hf_request_init(&req, HF_OP_SAGA_TYPE_GET);
+	req.name = type;
+	json_t *trow = NULL, *ans = NULL;
+	char id[HF_ID_LEN + 1];
+	if ((rc = storage(store, &req, &trow, err)) == HF_OK &&
+	    (rc = hf__random_hex(id, HF_ID_LEN / 2)) == HF_OK)
+		rc = save_new(store, id, type, json_object_get(trow, "type"), input, idempotency_key,
+		              &ans, err);
+	json_decref(trow);
+	const char *saga_id = json_string_value(json_object_get(ans, "id"));
+	bool again = json_is_true(json_object_get(ans, "replayed"));
+	if (rc == HF_OK && again)
+		rc = check_replay(store, saga_id, type, input, err);
+	json_decref(input);
+	if (rc == HF_OK) {
+		if (replayed)
+			*replayed = again;
+		hf__orch_wake(hf__store_orch(store), saga_id);
+		rc = hf_saga_get(store, saga_id, json, err);
+	}
+	json_decref(ans);
+	return rc;
+}
+
+int hf_saga_list(hf_store *store, const char *state, const char *type, const char *cursor,
+                 size_t limit, char **json, hf_error *err)
+{
+	*json = NULL;
+	hf__err_clear(err);
+	json_t *filter = json_pack("{s:s?, s:s?}", "state", state, "type", type);
+	char *text = filter ? hf__json_dumps(filter, JSON_COMPACT) : NULL;
+	json_decref(filter);
+	if (!text)
+		return hf__err_code(err, HF_ENOMEM);
+	hf_request req;
+	hf_request_init(&req, HF_OP_SAGA_LIST);
+	req.json = text;
+	req.cursor = cursor;
+	req.limit = limit;
+	json_t *rows;
+	int rc = storage(store, &req, &rows, err);
+	free(text);
+	if (rc != HF_OK)
+		return rc;
+	json_t *items = json_array(), *in = json_object_get(rows, "items");
+	for (size_t i = 0; items && i < json_array_size(in); i++)
+		json_array_append_new(items, hf__record_summary(json_array_get(in, i)));
+	json_t *out = items ? json_pack("{s:o, s:O}", "items", items, "more", json_object_get(rows, "more"))
+	                    : NULL;
+	json_decref(rows);
+	return answer(out, json, err);
+}
+
+/* Parks no more: the compensations start again with a fresh budget. */
+static int unpark(hf_store *store, const char *id, json_t *row, hf_error *err)
+{
+	json_t *rec = json_object_get(row, "record"), *steps = json_object_get(rec, "steps");
+	for (size_t i = 0; i < json_array_size(steps); i++)
+		json_object_set_new(json_array_get(steps, i), "comp_attempts", json_integer(0));
+	json_object_set_new(rec, "state", json_string("compensating"));
+	json_object_set_new(rec, "updated_at_ms", json_integer(hf__store_now(store)));
+	json_t *arg = json_pack("{s:s, s:O, s:s, s:O, s:s}", "id", id, "type",
+	                        json_object_get(rec, "type"), "state", "compensating", "record", rec,
+	                        "event", "saga.compensating");
+	char *text = arg ? hf__json_dumps(arg, JSON_COMPACT) : NULL;
+	json_decref(arg);
+	if (!text)
+		return hf__err_code(err, HF_ENOMEM);
+	hf_request req;
+	hf_request_init(&req, HF_OP_SAGA_SAVE);
+	req.name = id;
+	req.json = text;
+	req.if_version = json_integer_value(json_object_get(row, "version"));
+	json_t *ans;
+	int rc = storage(store, &req, &ans, err);
+	free(text);
+	json_decref(ans);
+	return rc;
+}
+
+int hf_saga_resume(hf_store *store, const char *id, char **json, hf_error *err)
+{
+	*json = NULL;
+	hf__err_clear(err);
+	char *cur;
+	int rc = hf_saga_get(store, id, &cur, err); /* checks the id */
+	if (rc != HF_OK)
+		return rc;
+	free(cur);
+	json_t *row;
+	if ((rc = get_row(store, id, &row, err)) != HF_OK)
+		return rc;
+	const char *state = json_string_value(json_object_get(json_object_get(row, "record"), "state"));
+	if (strcmp(state, "compensation_failed") == 0)
+		rc = unpark(store, id, row, err);
+	else if (strcmp(state, "running") != 0 && strcmp(state, "compensating") != 0)
+		rc = hf__err(err, HF_ESAGASTATE, "saga %s is %s: there is nothing to resume", id, state);
+	json_decref(row);
+	if (rc != HF_OK)
+		return rc;
+	hf__orch_wake(hf__store_orch(store), id);
+	return hf_saga_get(store, id, json, err);
+}
