@@ -451,6 +451,7 @@ static int load_saga(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
 /* Reads the event at the statement's row; strings are the statement's until the next step. */
 static void event_of_row(sqlite3_stmt *s, hf_event *ev)
 {
+	memset(ev, 0, sizeof(*ev)); /* no revisions: fields this row does not fill stay empty */
 	ev->seq = (uint64_t)sqlite3_column_int64(s, 0);
 	ev->at_ms = sqlite3_column_int64(s, 1);
 	ev->type = (char *)text(s, 2);
