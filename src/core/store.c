@@ -25,6 +25,7 @@ struct hf_store {
 	pthread_mutex_t lock; /* guards the completion queue */
 	struct hf__call *done_head, *done_tail;
 	struct hf__orch *orch; /* the saga runner, on engines that keep sagas */
+	char *url;             /* as opened: the http engine's saga calls go to its routes */
 };
 
 struct hf__waitpoint {
@@ -58,6 +59,10 @@ int hf_open(const char *url, const hf_options *opt, hf_store **out, hf_error *er
 	if (store->opt.fallback_url && *store->opt.fallback_url)
 		ops = &hf__engine_fallback;
 	store->ops = ops;
+	if (!(store->url = hf__strdup(url))) {
+		free(store);
+		return hf__err_code(err, HF_ENOMEM);
+	}
 	atomic_init(&store->next_call_id, 0);
 	atomic_init(&store->closing, false);
 	pthread_mutex_init(&store->lock, NULL);
@@ -65,6 +70,7 @@ int hf_open(const char *url, const hf_options *opt, hf_store **out, hf_error *er
 	if (store->wake_fd < 0) {
 		int rc = hf__err(err, HF_EINTERNAL, "eventfd: %s", strerror(errno));
 		pthread_mutex_destroy(&store->lock);
+		free(store->url);
 		free(store);
 		return rc;
 	}
@@ -74,11 +80,17 @@ int hf_open(const char *url, const hf_options *opt, hf_store **out, hf_error *er
 	if (rc != HF_OK) {
 		close(store->wake_fd);
 		pthread_mutex_destroy(&store->lock);
+		free(store->url);
 		free(store);
 		return rc;
 	}
 	*out = store;
 	return HF_OK;
+}
+
+const char *hf__store_url(const hf_store *store)
+{
+	return store->url;
 }
 
 struct hf__orch *hf__store_orch(const hf_store *store)
@@ -111,6 +123,7 @@ void hf_close(hf_store *store)
 	hf_store_dispatch(store);
 	close(store->wake_fd);
 	pthread_mutex_destroy(&store->lock);
+	free(store->url);
 	free(store);
 }
 

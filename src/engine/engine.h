@@ -105,6 +105,8 @@ void hf__timespec_in_ms(struct timespec *ts, clockid_t clock, int64_t ms);
 /* Hands a finished call back to the store layer. Thread-safe; never blocks for long. */
 void hf__call_done(struct hf__call *call);
 
+/* The URL the store was opened with. */
+const char *hf__store_url(const hf_store *store);
 /* The store's saga runner; NULL on engines without sagas. */
 struct hf__orch *hf__store_orch(const hf_store *store);
 

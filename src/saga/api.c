@@ -1,8 +1,10 @@
 /*
  * api.c — the public saga functions (hf_saga_* in holdfast.h): validating types and inputs,
  * starting a saga (its first checkpoint, idempotent by key), reading and listing them, and
- * resuming a parked one; each answer is the JSON the HTTP API shows.
+ * resuming a parked one; each answer is the JSON the HTTP API shows. On the http:// engine
+ * they are forwarded to holdfastd's routes instead.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,6 +33,57 @@ static int answer(json_t *j, char **json, hf_error *err)
 	*json = j ? hf__json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 	json_decref(j);
 	return *json ? HF_OK : hf__err(err, HF_ENOMEM, "out of memory");
+}
+
+/* ---- the http:// engine: forwarded to holdfastd ---- */
+
+#define FORWARD_TIMEOUT_MS 30000
+
+static bool remote(hf_store *store)
+{
+	return strcmp(hf_store_scheme(store), "http") == 0;
+}
+
+/* One route call; 2xx: *json is the answer's text, *status its status. Else the server's error
+ * (code and message) or why there was no answer. Path parts are checked by the callers (they
+ * hold no characters that need escaping). */
+static int forward(hf_store *store, const char *method, const char *path, const char *body,
+                   const char *key, int *status, char **json, hf_error *err)
+{
+	char url[1024], auth[600] = "";
+	const char *base = hf__store_url(store), *api_key = getenv("HOLDFAST_API_KEY");
+	size_t bl = strlen(base);
+	while (bl && base[bl - 1] == '/')
+		bl--;
+	if (snprintf(url, sizeof(url), "%.*s%s", (int)bl, base, path) >= (int)sizeof(url))
+		return hf__err(err, HF_EINVAL, "server url is too long");
+	if (api_key && *api_key && strlen(api_key) < 512 && !strpbrk(api_key, "\r\n"))
+		snprintf(auth, sizeof(auth), "Authorization: Bearer %s\r\n", api_key);
+	struct hf__http_result res;
+	int rc = hf__http_call(method, url, body, key, auth, hf__mono_ms() + FORWARD_TIMEOUT_MS,
+	                       NULL, &res, err);
+	if (rc != HF_OK)
+		return rc == HF_EINVAL ? rc : hf__err(err, HF_EENGINE, "%s: %s", url, err ? err->message : "");
+	json_t *j = json_loads(res.body, 0, NULL);
+	if (res.status >= 200 && res.status < 300 && j) {
+		*status = res.status;
+		*json = res.body;
+		res.body = NULL;
+		rc = HF_OK;
+	} else if (hf__error_from_json(j, err ? err : &(hf_error){0}) == HF_OK) {
+		rc = err ? err->code : HF_EPROTO;
+	} else {
+		rc = hf__err(err, HF_EPROTO, "%s answered %d without a JSON error", url, res.status);
+	}
+	json_decref(j);
+	hf__http_result_clear(&res);
+	return rc;
+}
+
+static int forward_get(hf_store *store, const char *path, char **json, hf_error *err)
+{
+	int status;
+	return forward(store, "GET", path, NULL, NULL, &status, json, err);
 }
 
 static int check_name(const char *what, const char *name, hf_error *err)
@@ -67,6 +120,14 @@ int hf_saga_type_put(hf_store *store, const char *name, const char *type_json, c
 	json_decref(j);
 	if (!text)
 		return hf__err_code(err, HF_ENOMEM);
+	if (remote(store)) {
+		char path[200];
+		int status;
+		snprintf(path, sizeof(path), "/v1/saga-types/%s", name);
+		rc = forward(store, "PUT", path, text, NULL, &status, json, err);
+		free(text);
+		return rc;
+	}
 	hf_request req;
 	hf_request_init(&req, HF_OP_SAGA_TYPE_PUT);
 	req.name = name;
@@ -84,6 +145,11 @@ int hf_saga_type_get(hf_store *store, const char *name, char **json, hf_error *e
 	int rc = check_name("saga type name", name, err);
 	if (rc != HF_OK)
 		return rc;
+	if (remote(store)) {
+		char path[200];
+		snprintf(path, sizeof(path), "/v1/saga-types/%s", name);
+		return forward_get(store, path, json, err);
+	}
 	hf_request req;
 	hf_request_init(&req, HF_OP_SAGA_TYPE_GET);
 	req.name = name;
@@ -97,6 +163,14 @@ int hf_saga_type_list(hf_store *store, const char *cursor, size_t limit, char **
 {
 	*json = NULL;
 	hf__err_clear(err);
+	if (cursor && check_name("cursor", cursor, err))
+		return HF_EINVAL;
+	if (remote(store)) {
+		char path[300];
+		snprintf(path, sizeof(path), "/v1/saga-types?limit=%zu%s%s", limit ? limit : 100,
+		         cursor ? "&cursor=" : "", cursor ? cursor : "");
+		return forward_get(store, path, json, err);
+	}
 	hf_request req;
 	hf_request_init(&req, HF_OP_SAGA_TYPE_LIST);
 	req.cursor = cursor;
@@ -121,6 +195,11 @@ int hf_saga_get(hf_store *store, const char *id, char **json, hf_error *err)
 	hf__err_clear(err);
 	if (!id || strlen(id) != HF_ID_LEN || strspn(id, "0123456789abcdef") != HF_ID_LEN)
 		return hf__err(err, HF_ENOSAGA, "no saga '%.40s'", id ? id : "");
+	if (remote(store)) {
+		char path[80];
+		snprintf(path, sizeof(path), "/v1/sagas/%s", id);
+		return forward_get(store, path, json, err);
+	}
 	json_t *row;
 	int rc = get_row(store, id, &row, err);
 	if (rc != HF_OK)
@@ -193,6 +272,18 @@ int hf_saga_start(hf_store *store, const char *type, const char *input_json,
 		json_decref(input);
 		return hf__err(err, HF_EINVAL, "input must be a JSON object");
 	}
+	if (remote(store)) {
+		json_t *body = json_pack("{s:s, s:o}", "type", type, "input", input);
+		char *text = body ? hf__json_dumps(body, JSON_COMPACT) : NULL;
+		json_decref(body);
+		int status = 0;
+		rc = text ? forward(store, "POST", "/v1/sagas", text, idempotency_key, &status, json, err)
+		          : hf__err_code(err, HF_ENOMEM);
+		free(text);
+		if (replayed)
+			*replayed = status == 200;
+		return rc;
+	}
 	hf_request req;
 	hf_request_init(&req, HF_OP_SAGA_TYPE_GET);
 	req.name = type;
@@ -223,6 +314,16 @@ int hf_saga_list(hf_store *store, const char *state, const char *type, const cha
 {
 	*json = NULL;
 	hf__err_clear(err);
+	if ((state && check_name("state", state, err)) || (type && check_name("type", type, err)) ||
+	    (cursor && check_name("cursor", cursor, err)))
+		return HF_EINVAL;
+	if (remote(store)) {
+		char path[600];
+		snprintf(path, sizeof(path), "/v1/sagas?limit=%zu%s%s%s%s%s%s", limit ? limit : 100,
+		         state ? "&state=" : "", state ? state : "", type ? "&type=" : "",
+		         type ? type : "", cursor ? "&cursor=" : "", cursor ? cursor : "");
+		return forward_get(store, path, json, err);
+	}
 	json_t *filter = json_pack("{s:s?, s:s?}", "state", state, "type", type);
 	char *text = filter ? hf__json_dumps(filter, JSON_COMPACT) : NULL;
 	json_decref(filter);
@@ -283,6 +384,12 @@ int hf_saga_resume(hf_store *store, const char *id, char **json, hf_error *err)
 	if (rc != HF_OK)
 		return rc;
 	free(cur);
+	if (remote(store)) {
+		char path[80];
+		int status;
+		snprintf(path, sizeof(path), "/v1/sagas/%s/resume", id);
+		return forward(store, "POST", path, NULL, NULL, &status, json, err);
+	}
 	json_t *row;
 	if ((rc = get_row(store, id, &row, err)) != HF_OK)
 		return rc;

@@ -225,7 +225,7 @@ static int parse_reply(char *raw, size_t len, struct hf__http_result *res, hf_er
 }
 
 int hf__http_call(const char *method, const char *url, const char *body,
-                  const char *idempotency_key, int64_t deadline_mono_ms,
+                  const char *idempotency_key, const char *extra_headers, int64_t deadline_mono_ms,
                   const _Atomic bool *stop, struct hf__http_result *res, hf_error *err)
 {
 	memset(res, 0, sizeof(*res));
@@ -234,16 +234,20 @@ int hf__http_call(const char *method, const char *url, const char *body,
 	if (rc != HF_OK)
 		return rc;
 	size_t blen = body ? strlen(body) : 0;
-	char *req = malloc(strlen(u.path) + strlen(u.host) + strlen(idempotency_key) + blen + 512);
+	const char *extra = extra_headers ? extra_headers : "";
+	char *req = malloc(strlen(u.path) + strlen(u.host) + (idempotency_key ? strlen(idempotency_key) : 0) +
+	                   strlen(extra) + blen + 512);
 	char *raw = NULL;
 	size_t raw_len = 0;
 	if (!req)
 		return hf__err_code(err, HF_ENOMEM);
 	int hl = sprintf(req,
 	                 "%s %s HTTP/1.1\r\nHost: %s:%s\r\nConnection: close\r\n"
-	                 "Idempotency-Key: %s\r\nAccept: application/json\r\n"
+	                 "%s%s%s%sAccept: application/json\r\n"
 	                 "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-	                 method, u.path, u.host, u.port, idempotency_key, blen);
+	                 method, u.path, u.host, u.port, idempotency_key ? "Idempotency-Key: " : "",
+	                 idempotency_key ? idempotency_key : "", idempotency_key ? "\r\n" : "", extra,
+	                 blen);
 	if (blen)
 		memcpy(req + hl, body, blen);
 	if ((rc = connect_to(&u, deadline_mono_ms, stop, &fd, err)) == HF_OK &&

@@ -289,7 +289,7 @@ static void do_http(struct run *r, const json_t *spec, const char *key, int64_t 
 	struct hf__http_result res;
 	hf_error err;
 	int rc = hf__http_call(json_string_value(json_object_get(spec, "method")),
-	                       json_string_value(json_object_get(spec, "url")), text, key, deadline,
+	                       json_string_value(json_object_get(spec, "url")), text, key, NULL, deadline,
 	                       r->stop, &res, &err);
 	free(text);
 	if (rc == HF_ECANCELED) {

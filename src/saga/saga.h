@@ -94,11 +94,12 @@ struct hf__http_result {
 };
 
 /* Sends one request over plain HTTP/1.1 (http://host[:port]/path only) and waits at most
- * until `deadline_mono_ms` (CLOCK_MONOTONIC) or until *stop becomes true. Returns HF_OK with
- * the status and body, HF_ETIMEDOUT, HF_ECANCELED (stopped), HF_EINVAL (a bad URL) or
- * HF_EENGINE (connection failed, a malformed reply), with `err` set. */
+ * until `deadline_mono_ms` (CLOCK_MONOTONIC) or until *stop (may be NULL) becomes true.
+ * `idempotency_key` may be NULL; `extra_headers` is NULL or whole lines ("Name: v\r\n").
+ * Returns HF_OK with the status and body, HF_ETIMEDOUT, HF_ECANCELED (stopped), HF_EINVAL (a
+ * bad URL) or HF_EENGINE (connection failed, a malformed reply), with `err` set. */
 int hf__http_call(const char *method, const char *url, const char *body,
-                  const char *idempotency_key, int64_t deadline_mono_ms,
+                  const char *idempotency_key, const char *extra_headers, int64_t deadline_mono_ms,
                   const _Atomic bool *stop, struct hf__http_result *res, hf_error *err);
 void hf__http_result_clear(struct hf__http_result *res);
 int64_t hf__mono_ms(void);

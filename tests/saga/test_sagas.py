@@ -9,12 +9,16 @@ running out during a slow HTTP step → compensated; idempotent start; validatio
 SIGKILL of holdfastd during a slow HTTP step, during a compensation and between steps → after a
 restart every saga completes or compensates and no hold is left.
 
-usage: test_sagas.py PATH/TO/holdfastd      (Python 3 standard library only)
+Also the CLI (`holdfast saga ...`, `holdfast saga-type ...`) over the http:// engine, which
+forwards the saga calls to holdfastd's routes.
+
+usage: test_sagas.py PATH/TO/holdfastd PATH/TO/holdfast   (Python 3 standard library only)
 """
 import http.server
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -359,6 +363,38 @@ def test_kill_between_steps(t):
         for c in t.svc.log():
             if tag in c[2]:
                 assert c[3].startswith("saga/%s/" % sid), c
+
+
+def test_cli(t):
+    cli = os.path.abspath(sys.argv[2])
+    env = dict(os.environ, HOLDFAST_SERVER=t.srv.url)
+
+    def run(*args, stdin=None):
+        p = subprocess.run([cli] + list(args), env=env, capture_output=True, text=True,
+                           input=stdin, timeout=60)
+        return p.returncode, p.stdout, p.stderr
+
+    typ = {"defaults": FAST, "steps": [http_step("a", "a10"), seat_step()]}
+    rc, out, err = run("saga-type", "put", "cli_type", "-", stdin=json.dumps(typ))
+    assert rc == 0 and json.loads(out)["version"] == 1, (rc, out, err)
+    rc, out, err = run("saga-type", "put", "cli_bad", "-", stdin='{"steps":[]}')
+    assert rc == 1 and "invalid_saga_type" in err, (rc, out, err)
+    t.n += 1
+    inp = json.dumps({"url": t.svc.url, "tag": "t%d" % t.n, "ttl": 60000})
+    rc, out, err = run("saga", "start", "cli_type", inp, "--idempotency-key", "cli-1")
+    assert rc == 0, (rc, out, err)
+    sid = json.loads(out)["id"]
+    rc, out, err = run("saga", "start", "--idempotency-key", "cli-1", "cli_type", inp)
+    assert rc == 0 and json.loads(out)["id"] == sid, (rc, out, err)
+    t.wait(sid, ["completed"])
+    rc, out, err = run("saga", "get", sid)
+    assert rc == 0 and json.loads(out)["state"] == "completed" and "token" not in out, out
+    rc, out, err = run("saga", "list", "--type", "cli_type", "--state", "completed")
+    assert rc == 0 and out.split()[:3] == [sid, "completed", "cli_type"], out
+    rc, out, err = run("saga", "resume", sid)
+    assert rc == 2 and "saga_state" in err, (rc, err)
+    rc, out, err = run("saga", "get", "0" * 32)
+    assert rc == 3 and "saga_not_found" in err, (rc, err)
 
 
 def main():
