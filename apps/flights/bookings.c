@@ -138,7 +138,8 @@ static void move(struct app_call *k, enum booking_state to)
 	if (b && b->state == to)
 		app_ok(k->r, 200, booking_json(b));
 	else if (b)
-		app_error(k->r, 409, b->state == CONFIRMED ? "booking_confirmed" : "booking_cancelled",
+		app_error(k->r, 409,
+		          b->state == CONFIRMED ? "booking_confirmed" : "booking_cancelled",
 		          "booking %lld is %s", (long long)b->id, state_names[b->state]);
 	pthread_mutex_unlock(&fl_mu);
 }

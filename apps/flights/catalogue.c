@@ -44,7 +44,8 @@ static struct flight *find_open(int64_t id, struct app_reply *r)
 {
 	struct flight *f = find(id, r);
 	if (f && !f->open) {
-		app_error(r, 409, "flight_closed", "flight %lld is not open for sale", (long long)id);
+		app_error(r, 409, "flight_closed", "flight %lld is not open for sale",
+		          (long long)id);
 		return NULL;
 	}
 	return f;
@@ -133,13 +134,14 @@ static void get(struct app_call *k)
 {
 	const char *q = k->req->query, *seat = q && strncmp(q, "seat=", 5) == 0 ? q + 5 : NULL;
 	if (q && (!seat || !*seat || strlen(seat) > 8))
-		return (void)app_error(k->r, 400, "invalid_query", "the only parameter is seat=ROWLETTER");
+		return (void)app_error(k->r, 400, "invalid_query",
+		                       "the only parameter is seat=ROWLETTER");
 	pthread_mutex_lock(&fl_mu);
 	struct flight *f = find_open(k->id, k->r);
 	if (f && seat && !seat_valid(f, seat))
-		app_error(k->r, 422, "invalid_seat", "flight %lld has no seat %s (rows 1-%lld, %c-%c)",
-		          (long long)f->id, seat, (long long)f->rows, 'A',
-		          (char)('A' + f->seats_per_row - 1));
+		app_error(k->r, 422, "invalid_seat",
+		          "flight %lld has no seat %s (rows 1-%lld, %c-%c)", (long long)f->id, seat,
+		          (long long)f->rows, 'A', (char)('A' + f->seats_per_row - 1));
 	else if (f)
 		app_ok(k->r, 200, flight_json(f));
 	pthread_mutex_unlock(&fl_mu);

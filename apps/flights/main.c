@@ -17,7 +17,7 @@ static const char usage[] =
     "\n"
     "The services of the seed 002 flight booking saga, on one port: bookings (/bookings),\n"
     "flights and baggage quotas (/flights, /baggage), pricing (/quotes), payments (/payments,\n"
-    "/payment-rules), and the log of every call they answered (/calls).\n"
+    "/payment-rules, /refunds), and the log of every call they answered (/calls).\n"
     "\n"
     "  --listen HOST:PORT   where to serve HTTP (default 127.0.0.1:3003; port 0: any free)\n"
     "  --holdfast URL       holdfast engine the baggage quotas are declared on (http://holdfastd)\n"
@@ -81,11 +81,12 @@ static void get_calls(const struct app_request *req, struct app_reply *r)
 		const struct call *c = &calls[i];
 		if (c->seq <= after)
 			continue;
-		json_array_append_new(
-		    list, json_pack("{s:I,s:s,s:s,s:i,s:s?,s:I,s:I}", "seq", (json_int_t)c->seq,
-		                    "method", c->method, "path", c->path, "status", c->status,
-		                    "idempotency_key", c->key, "started_at_ms",
-		                    (json_int_t)c->started_ms, "ended_at_ms", (json_int_t)c->ended_ms));
+		json_array_append_new(list,
+		                      json_pack("{s:I,s:s,s:s,s:i,s:s?,s:I,s:I}", "seq",
+		                                (json_int_t)c->seq, "method", c->method, "path",
+		                                c->path, "status", c->status, "idempotency_key",
+		                                c->key, "started_at_ms", (json_int_t)c->started_ms,
+		                                "ended_at_ms", (json_int_t)c->ended_ms));
 	}
 	pthread_mutex_unlock(&fl_mu);
 	app_ok(r, 200, json_pack("{s:o}", "calls", list));
@@ -168,7 +169,8 @@ static void route(void *ctx, const struct app_request *req, struct app_reply *r)
 		app_route(fl_booking_routes, fl_booking_n_routes, ctx, req, r);
 	else if (prefixed(p, "/flights") || prefixed(p, "/baggage") || prefixed(p, "/quotes"))
 		app_route(fl_flight_routes, fl_flight_n_routes, ctx, req, r);
-	else if (prefixed(p, "/payments") || prefixed(p, "/payment-rules"))
+	else if (prefixed(p, "/payments") || prefixed(p, "/payment-rules") ||
+	         prefixed(p, "/refunds"))
 		app_route(fl_payment_routes, fl_payment_n_routes, ctx, req, r);
 	else
 		app_error(r, 404, "route_not_found", "no route %s %s", req->method, p);
@@ -182,7 +184,10 @@ int main(int argc, char **argv)
 	int listen_port = 3003;
 	int64_t workers = 16;
 	const struct app_opt opts[] = {
-	    {.name = "listen", .kind = APP_OPT_HOSTPORT, .text = &listen_host, .port = &listen_port},
+	    {.name = "listen",
+	     .kind = APP_OPT_HOSTPORT,
+	     .text = &listen_host,
+	     .port = &listen_port},
 	    {.name = "holdfast", .kind = APP_OPT_TEXT, .text = &holdfast_url, .required = true},
 	    {.name = "workers", .kind = APP_OPT_INT, .num = &workers, .lo = 1, .hi = 256},
 	    {.name = "decline", .kind = APP_OPT_TEXT, .text = &decline},

@@ -2,7 +2,8 @@
  * payments.c — the payment service (the saga's T6, and its refund): takes a payment,
  * declines the cards it is told to (--decline, or a rule), keeps a payment waiting for a
  * rule's hold_ms first (a customer who does not pay), is idempotent by Idempotency-Key (a
- * repeat answers the first outcome) and refunds only a payment that succeeded.
+ * repeat answers the first outcome) and refunds only a payment that succeeded. A refund by
+ * the payment's key also voids one still processing and bars one not yet arrived.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,8 +15,9 @@
 #define CARD_MAX 32
 #define HOLD_MAX_MS 600000 /* a held payment keeps an HTTP worker: 10 minutes at most */
 
-enum payment_state { PROCESSING, SUCCEEDED, DECLINED, REFUNDED };
-static const char *const state_names[] = {"processing", "succeeded", "declined", "refunded"};
+enum payment_state { PROCESSING, SUCCEEDED, DECLINED, REFUNDED, VOIDED };
+static const char *const state_names[] = {"processing", "succeeded", "declined", "refunded",
+                                          "voided"};
 
 struct payment {
 	int64_t id, amount, booking, created_ms, ended_ms;
@@ -41,11 +43,11 @@ static size_t n_rules, cap_rules;
 static json_t *payment_json(const struct payment *p)
 {
 	size_t len = strlen(p->card);
-	return json_pack("{s:I,s:s,s:I,s:I,s:s,s:s?,s:I,s:I}", "id", (json_int_t)p->id, "card_last4",
-	                 p->card + (len > 4 ? len - 4 : 0), "amount", (json_int_t)p->amount,
-	                 "booking", (json_int_t)p->booking, "state", state_names[p->state],
-	                 "idempotency_key", p->key, "created_at_ms", (json_int_t)p->created_ms,
-	                 "ended_at_ms", (json_int_t)p->ended_ms);
+	return json_pack("{s:I,s:s,s:I,s:I,s:s,s:s?,s:I,s:I}", "id", (json_int_t)p->id,
+	                 "card_last4", p->card + (len > 4 ? len - 4 : 0), "amount",
+	                 (json_int_t)p->amount, "booking", (json_int_t)p->booking, "state",
+	                 state_names[p->state], "idempotency_key", p->key, "created_at_ms",
+	                 (json_int_t)p->created_ms, "ended_at_ms", (json_int_t)p->ended_ms);
 }
 
 static json_t *rule_json(const struct rule *r)
@@ -77,16 +79,23 @@ static bool rule_put(const struct rule *want)
 }
 
 /* Under fl_mu: the answer to a payment as it stands: 201 with the payment once it went
- * through (refunded later or not), 402 card_declined, 409 payment_in_progress. */
+ * through (refunded later or not), 402 card_declined or payment_voided, 409
+ * payment_in_progress. */
 static void answer(const struct payment *p, bool replayed, struct app_reply *r)
 {
-	if (p->state == PROCESSING) {
+	if (p->state == VOIDED) {
+		app_error(
+		    r, 402, "payment_voided",
+		    "payment %lld was refunded by its key before it was taken: it never will be",
+		    (long long)p->id);
+	} else if (p->state == PROCESSING) {
 		app_error(r, 409, "payment_in_progress",
 		          "payment %lld under this Idempotency-Key is still being processed",
 		          (long long)p->id);
 	} else if (p->state == DECLINED) {
 		app_error(r, 402, "card_declined", "payment %lld: the card ending %s was declined",
-		          (long long)p->id, p->card + (strlen(p->card) > 4 ? strlen(p->card) - 4 : 0));
+		          (long long)p->id,
+		          p->card + (strlen(p->card) > 4 ? strlen(p->card) - 4 : 0));
 		json_object_set_new(r->body, "payment", payment_json(p));
 	} else {
 		app_ok(r, 201, payment_json(p));
@@ -110,8 +119,10 @@ static int64_t replay(const char *key, const struct payment *want, struct app_re
 	if (!id)
 		return 0;
 	const struct payment *p = &payments[id - 1];
-	if (strcmp(p->card, want->card) != 0 || p->amount != want->amount ||
-	    p->booking != want->booking)
+	if (p->state == VOIDED)
+		answer(p, true, r);
+	else if (strcmp(p->card, want->card) != 0 || p->amount != want->amount ||
+	         p->booking != want->booking)
 		app_error(r, 422, "idempotency_key_reused",
 		          "Idempotency-Key was used for payment %lld with another card, amount or "
 		          "booking",
@@ -127,7 +138,8 @@ static void pay(struct app_call *k)
 {
 	struct payment p = {0};
 	const char *card, *key;
-	if (!app_need_body(k->in, k->r) || !app_field_str(k->in, "card", CARD_MAX, true, &card, k->r) ||
+	if (!app_need_body(k->in, k->r) ||
+	    !app_field_str(k->in, "card", CARD_MAX, true, &card, k->r) ||
 	    !app_field_int(k->in, "amount", 1, 1000000000, &p.amount, k->r) ||
 	    !app_field_id(k->in, "booking", &p.booking, k->r) || !fl_idem_key(k, &key))
 		return;
@@ -155,8 +167,10 @@ static void pay(struct app_call *k)
 		sleep_ms(hold_ms);
 	pthread_mutex_lock(&fl_mu);
 	struct payment *done = &payments[p.id - 1]; /* the vector may have moved meanwhile */
-	done->state = decline ? DECLINED : SUCCEEDED;
-	done->ended_ms = hf_now_ms();
+	if (done->state == PROCESSING) { /* else voided during the hold: nothing is taken */
+		done->state = decline ? DECLINED : SUCCEEDED;
+		done->ended_ms = hf_now_ms();
+	}
 	answer(done, false, k->r);
 	pthread_mutex_unlock(&fl_mu);
 }
@@ -185,7 +199,8 @@ static void list(struct app_call *k)
 {
 	long long booking = 0;
 	if (k->req->query && (sscanf(k->req->query, "booking=%lld", &booking) != 1 || booking < 1))
-		return (void)app_error(k->r, 400, "invalid_query", "the only parameter is booking=ID");
+		return (void)app_error(k->r, 400, "invalid_query",
+		                       "the only parameter is booking=ID");
 	json_t *list = json_array();
 	pthread_mutex_lock(&fl_mu);
 	for (size_t i = 0; list && i < n_payments; i++)
@@ -208,10 +223,56 @@ static void refund(struct app_call *k)
 	if (p && p->state == REFUNDED)
 		app_ok(k->r, 200, payment_json(p));
 	else if (p)
-		app_error(k->r, 409, p->state == PROCESSING ? "payment_in_progress"
-		                                            : "payment_not_succeeded",
+		app_error(k->r, 409,
+		          p->state == PROCESSING ? "payment_in_progress" : "payment_not_succeeded",
 		          "payment %lld is %s: only a payment that succeeded is refunded",
 		          (long long)p->id, state_names[p->state]);
+	pthread_mutex_unlock(&fl_mu);
+}
+
+/* Under fl_mu: a voided payment under key, so that no payment is ever taken under it; its
+ * id, or 0 when out of memory. */
+static int64_t bar(const char *key)
+{
+	struct payment p = {.id = (int64_t)n_payments + 1, .state = VOIDED, .key = strdup(key)};
+	if (!p.key || !fl_grow((void **)&payments, sizeof(p), n_payments, &cap_payments) ||
+	    !fl_keys_add(&keys, key, p.id)) {
+		free(p.key);
+		return 0;
+	}
+	p.created_ms = p.ended_ms = hf_now_ms();
+	payments[n_payments++] = p;
+	return p.id;
+}
+
+/* POST /refunds {"payment_key"} — the saga's compensation of T6 by the key its payment was
+ * (or would have been) sent with, so it needs no reply of T6: a payment that succeeded is
+ * refunded; one still processing is voided (its customer is never charged); one declined
+ * stays so; and a key with no payment yet is barred, so that a payment arriving after its
+ * compensation (a retry, a slow network) is voided too. 200 {"outcome","payment"}. */
+static void refund_by_key(struct app_call *k)
+{
+	const char *key;
+	if (!app_need_body(k->in, k->r) ||
+	    !app_field_str(k->in, "payment_key", FL_KEY_MAX, true, &key, k->r))
+		return;
+	pthread_mutex_lock(&fl_mu);
+	int64_t id = fl_keys_find(&keys, key);
+	if (!id && !(id = bar(key))) {
+		pthread_mutex_unlock(&fl_mu);
+		return (void)app_error(k->r, 503, "out_of_memory", "out of memory");
+	}
+	struct payment *p = &payments[id - 1];
+	if (p->state == SUCCEEDED || p->state == PROCESSING) {
+		p->state = p->state == SUCCEEDED ? REFUNDED : VOIDED;
+		p->ended_ms = hf_now_ms();
+	}
+	app_ok(k->r, 200,
+	       json_pack("{s:s,s:o}", "outcome",
+	                 p->state == REFUNDED ? "refunded"
+	                 : p->state == VOIDED ? "voided"
+	                                      : "not_taken",
+	                 "payment", payment_json(p)));
 	pthread_mutex_unlock(&fl_mu);
 }
 
@@ -227,7 +288,8 @@ static void put_rule(struct app_call *k)
 	     !app_field_int(k->in, "hold_ms", 0, HOLD_MAX_MS, &want.hold_ms, k->r)))
 		return;
 	if (decline && !json_is_boolean(decline))
-		return (void)app_error(k->r, 422, "invalid_field", "'decline' must be true or false");
+		return (void)app_error(k->r, 422, "invalid_field",
+		                       "'decline' must be true or false");
 	snprintf(want.card, sizeof(want.card), "%s", card);
 	want.decline = json_is_true(decline);
 	pthread_mutex_lock(&fl_mu);
@@ -253,6 +315,7 @@ const struct app_route fl_payment_routes[] = {
     {"GET", "/payments", list},
     {"GET", "/payments/:id", get},
     {"POST", "/payments/:id/refund", refund},
+    {"POST", "/refunds", refund_by_key},
     {"POST", "/payment-rules", put_rule},
     {"GET", "/payment-rules", list_rules},
 };
