@@ -251,9 +251,11 @@ int hf__http_call(const char *method, const char *url, const char *body,
 	if (blen)
 		memcpy(req + hl, body, blen);
 	if ((rc = connect_to(&u, deadline_mono_ms, stop, &fd, err)) == HF_OK &&
-	    (rc = send_all(fd, req, (size_t)hl + blen, deadline_mono_ms, stop, err)) == HF_OK &&
-	    (rc = read_reply(fd, deadline_mono_ms, stop, &raw, &raw_len, err)) == HF_OK)
-		rc = parse_reply(raw, raw_len, res, err);
+	    (rc = send_all(fd, req, (size_t)hl + blen, deadline_mono_ms, stop, err)) == HF_OK) {
+		res->sent = true;
+		if ((rc = read_reply(fd, deadline_mono_ms, stop, &raw, &raw_len, err)) == HF_OK)
+			rc = parse_reply(raw, raw_len, res, err);
+	}
 	if (fd >= 0)
 		close(fd);
 	free(req);

@@ -31,6 +31,7 @@ struct outcome {
 	bool ok;
 	bool final;       /* no retry can help (4xx, unavailable, template error, lease lost) */
 	bool stopped;     /* the orchestrator stops: leave the saga as it is */
+	bool uncertain;   /* sent but not answered: the service may have acted */
 	const char *code; /* the saga's error code when it fails here */
 	char message[HF_MESSAGE_MAX];
 	json_t *result;   /* HTTP: {"status","body"}; owned */
@@ -297,6 +298,7 @@ static void do_http(struct run *r, const json_t *spec, const char *key, int64_t 
 		return;
 	}
 	if (rc != HF_OK) {
+		o->uncertain = res.sent;
 		if (rc == HF_ETIMEDOUT && lease_bound)
 			fail_with(o, true, "lease_expired", "a hold's lease ran out during the call%s%s", "", "");
 		else
@@ -339,8 +341,11 @@ static int64_t lease_deadline(struct run *r)
 static void attempt(struct run *r, size_t k, const struct hf__saga_call *c, const char *phase,
                     struct outcome *o)
 {
-	char key[HF_IDEMPOTENCY_KEY_MAX + 1];
-	snprintf(key, sizeof(key), "saga/%s/%s/%s", r->id, r->t->steps[k].name, phase);
+	/* HTTP: "<saga id>/<step>/<phase>" (SAGA_FORMAT.md); holds: "saga/" before it, the
+	 * owner's prefix, so that a saga's keys never meet a client's. */
+	char key[HF_IDEMPOTENCY_KEY_MAX - 4], hold_key[HF_IDEMPOTENCY_KEY_MAX + 1];
+	snprintf(key, sizeof(key), "%s/%s/%s", r->id, r->t->steps[k].name, phase);
+	snprintf(hold_key, sizeof(hold_key), "saga/%s", key);
 	json_t *ctx = template_ctx(r, key);
 	hf_error err;
 	json_t *spec = ctx ? hf__template_expand(c->spec, ctx, &err) : NULL;
@@ -361,7 +366,7 @@ static void attempt(struct run *r, size_t k, const struct hf__saga_call *c, cons
 		int64_t deadline = hf__mono_ms() + (lease_bound ? until_lease : timeout);
 		do_http(r, spec, key, deadline, lease_bound, o);
 	} else if (c->hold_op == HF__HOLD_ACQUIRE) {
-		do_acquire(r, spec, key, c, o);
+		do_acquire(r, spec, hold_key, c, o);
 	} else {
 		do_hold_op(r, spec, c, o);
 	}
@@ -445,17 +450,23 @@ static int next_action(struct run *r, hf_error *err)
 	}
 	set(s, "state", json_string("failed"));
 	set(s, "error", hf__record_error(o.code, o.message));
+	/* Sent without an answer: it may have acted, so its compensation runs too (first). */
+	if (o.uncertain && r->t->steps[k].has_compensation)
+		set(s, "uncertain", json_true());
 	set(r->rec, "error", hf__record_error(o.code, o.message));
 	set(r->rec, "state", json_string("compensating"));
-	set(r->rec, "cursor", json_integer((json_int_t)k - 1));
+	set(r->rec, "cursor", json_integer((json_int_t)k - (o.uncertain ? 0 : 1)));
 	return save(r, "saga.compensating", name, "action", err);
 }
 
 static bool needs_compensation(struct run *r, size_t k)
 {
-	const char *st = json_string_value(json_object_get(step_json(r, k), "state"));
+	json_t *s = step_json(r, k);
+	const char *st = json_string_value(json_object_get(s, "state"));
+	bool uncertain = json_is_true(json_object_get(s, "uncertain"));
 	return r->t->steps[k].has_compensation && st &&
-	       (strcmp(st, "succeeded") == 0 || strcmp(st, "compensation_failed") == 0);
+	       (strcmp(st, "succeeded") == 0 || strcmp(st, "compensation_failed") == 0 ||
+	        (strcmp(st, "failed") == 0 && uncertain));
 }
 
 static int next_compensation(struct run *r, hf_error *err)

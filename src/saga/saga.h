@@ -89,6 +89,7 @@ json_t *hf__template_expand(const json_t *tree, const json_t *ctx, hf_error *err
 
 struct hf__http_result {
 	int status;     /* 0 when no answer came (connection error, timeout) */
+	bool sent;      /* the whole request went out: without an answer, it may have acted */
 	char *body;     /* the reply body, NUL-terminated; NULL when none (yours to free) */
 	size_t body_len;
 };
