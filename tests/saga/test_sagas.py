@@ -166,7 +166,7 @@ class T:
         return [e["type"] for e in body["events"] if e["resource"] == "saga/" + sid]
 
     def close(self):
-        self.srv.stop()
+        assert self.srv.stop() == 0, self.srv.log_text()[-3000:]  # a sanitizer report fails it
         self.svc.httpd.shutdown()
         shutil.rmtree(self.dir, ignore_errors=True)
 
