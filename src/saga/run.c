@@ -167,9 +167,13 @@ static json_t *hold_json(const hf_hold *h, const char *token)
 static void fail_with(struct outcome *o, bool final, const char *code, const char *fmt,
                       const char *a, const char *b)
 {
+	char msg[2 * HF_MESSAGE_MAX + 128]; /* cut to the message's size below */
 	o->final = final;
 	o->code = code;
-	snprintf(o->message, sizeof(o->message), fmt, a, b);
+	snprintf(msg, sizeof(msg), fmt, a, b);
+	size_t n = strnlen(msg, sizeof(o->message) - 1);
+	memcpy(o->message, msg, n);
+	o->message[n] = 0;
 }
 
 /* Storage and engine trouble is worth retrying; everything else an acquire answers is not. */
