@@ -161,6 +161,14 @@ class T:
         assert st == 200, (st, body)
         return [h for h in body["holds"] if h["state"] in ("tentative", "confirmed")]
 
+    def parked_gauge(self):
+        st, text, _ = self.srv.get("/metrics")
+        assert st == 200, (st, text)
+        for line in text.splitlines():
+            if line.startswith("holdfast_sagas_compensation_failed "):
+                return int(line.split()[1])
+        raise AssertionError("no holdfast_sagas_compensation_failed in /metrics")
+
     def events(self, sid):
         st, body, _ = self.srv.get("/v1/events?limit=1000")
         return [e["type"] for e in body["events"] if e["resource"] == "saga/" + sid]
@@ -243,6 +251,8 @@ def test_compensation_budget_then_resume(t):
     assert t.live_holds(sid) == []
     assert len([c for c in t.svc.log("/undo_a3/" + tag)]) == 2
     assert t.events(sid)[-1] == "saga.compensation_failed"
+    parked = t.parked_gauge()
+    assert parked >= 1, parked
     st, listed, _ = t.srv.get("/v1/sagas?state=compensation_failed&type=stuck")
     assert st == 200 and [s["id"] for s in listed["items"]] == [sid], listed
     # The service recovers; the operator resumes.
@@ -253,6 +263,7 @@ def test_compensation_budget_then_resume(t):
     assert body["state"] == "failed", body
     assert body["steps"][0]["state"] == "compensated"
     assert len([c for c in t.svc.log("/undo_a3/" + tag)]) == 3
+    assert t.parked_gauge() == parked - 1
     st, again, _ = t.srv.post("/v1/sagas/%s/resume" % sid)
     assert st == 409 and again["error"]["code"] == "saga_state", again
 

@@ -234,7 +234,8 @@ static const char *saga_body(const void *row)
 }
 
 /* The rows of `map` after the cursor that `keep` accepts, by key, as
- * {"items":[row, ...],"more":bool} (rows as their journal text). */
+ * {"items":[row, ...],"more":bool,"total":N} (rows as their journal text; total: all the
+ * matches after the cursor). */
 static void reply_list(struct hf__effects *fx, struct hf__call *call, const struct hf__map *map,
                        bool (*keep)(const void *, const json_t *),
                        const char *(*body_of)(const void *))
@@ -262,9 +263,11 @@ static void reply_list(struct hf__effects *fx, struct hf__call *call, const stru
 		hf__jw_raw(&w, body_of(match[i]), strlen(body_of(match[i])));
 	}
 	if (n > take)
-		hf__jw_lit(&w, "],\"more\":true}");
+		hf__jw_lit(&w, "],\"more\":true,\"total\":");
 	else
-		hf__jw_lit(&w, "],\"more\":false}");
+		hf__jw_lit(&w, "],\"more\":false,\"total\":");
+	hf__jw_int(&w, (int64_t)n);
+	hf__jw_lit(&w, "}");
 	free(match);
 	json_decref(filter);
 	size_t len;
