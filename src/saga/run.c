@@ -331,7 +331,12 @@ static int64_t lease_deadline(struct run *r)
 {
 	int64_t d = INT64_MAX;
 	json_t *steps = json_object_get(r->rec, "steps");
-	for (size_t i = 0; i < json_array_size(steps); i++) {
+	/* The acquiring step's copy is the one kept current (extend, confirm and release update
+	 * it); the others show the hold as their own op left it. */
+	for (size_t i = 0; i < json_array_size(steps) && i < r->t->n_steps; i++) {
+		const struct hf__saga_call *a = &r->t->steps[i].action;
+		if (a->kind != HF__SAGA_HOLD || a->hold_op != HF__HOLD_ACQUIRE)
+			continue;
 		json_t *h = json_object_get(json_array_get(steps, i), "hold");
 		const char *st = json_string_value(json_object_get(h, "state"));
 		int64_t e = json_integer_value(json_object_get(h, "expires_at_ms"));
