@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/core.h"
 #include "saga/run.h"
@@ -108,6 +109,25 @@ static struct entry *take(struct hf__orch *o)
 	}
 }
 
+/* One logfmt line on stderr, as holdfastd writes them: the library has no logger. */
+static void log_paused(const char *id, const char *error)
+{
+	char q[HF_MESSAGE_MAX];
+	size_t o = 0;
+	for (const char *c = error; *c && o + 1 < sizeof(q); c++)
+		q[o++] = *c == '"' ? '\'' : (unsigned char)*c < 0x20 ? '?' : *c;
+	q[o] = 0;
+	struct timespec ts;
+	struct tm tm;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	fprintf(stderr,
+	        "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=warn msg=\"saga paused, retried in "
+	        "%d ms\" saga=%s error=\"%s\"\n",
+	        tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+	        ts.tv_nsec / 1000000, RETRY_AFTER_MS, id, q);
+}
+
 static void *worker(void *arg)
 {
 	struct hf__orch *o = arg;
@@ -115,9 +135,8 @@ static void *worker(void *arg)
 	while ((e = take(o))) {
 		hf_error err = {0};
 		int rc = hf__saga_run(o->store, e->id, &o->stop, &err);
-		if (rc != HF_OK && rc != HF_ECANCELED)
-			fprintf(stderr, "level=warn msg=\"saga paused; retrying\" saga=%s error=\"%s\"\n",
-			        e->id, err.message);
+		if (rc != HF_OK && rc != HF_ECANCELED && rc != HF_ENOSAGA)
+			log_paused(e->id, err.message);
 		pthread_mutex_lock(&o->lock);
 		e->running = false;
 		if (rc != HF_OK && rc != HF_ECANCELED && rc != HF_ENOSAGA) {

@@ -122,12 +122,12 @@ class T:
         self.svc = Service()
         self.n = 0
 
-    def restart(self, kill=True):
+    def restart(self, kill=True, env=None):
         if kill:
             self.srv.kill()
         else:
             assert self.srv.stop() == 0
-        self.srv = hfserver.Server(store_dir=self.dir)
+        self.srv = hfserver.Server(store_dir=self.dir, env=env)
 
     def put_type(self, name, steps, defaults=FAST):
         st, body, _ = self.srv.put("/v1/saga-types/" + name, {"defaults": defaults, "steps": steps})
@@ -398,6 +398,28 @@ def test_kill_between_steps(t):
         for c in t.svc.log():
             if tag in c[2]:
                 assert c[3].startswith("%s/" % sid), c
+
+
+def test_checkpoint_fails_then_recovers(t):
+    """The disk is full when a step ends: its checkpoint fails, the saga waits (logged) and
+    goes on once commits work again."""
+    full = os.path.join(t.dir, "disk-full")
+    t.restart(kill=False, env={"HF_TEST_JOURNAL_FAULTS": "fail_while=" + full})
+    t.svc.rules["slow12"] = {"delay": 1, "delay_calls": 1}
+    t.put_type("diskfull", [http_step("slow", "slow12"), seat_step()])
+    t.svc.in_flight.clear()
+    sid, tag = t.start("diskfull")
+    assert t.svc.in_flight.wait(30)
+    open(full, "w").close()
+    deadline = time.time() + 60
+    while "saga paused" not in t.srv.log_text():
+        assert time.time() < deadline, t.srv.log_text()[-2000:]
+        time.sleep(0.05)
+    os.unlink(full)
+    body = t.wait(sid, ["completed", "failed", "compensation_failed"])
+    assert body["state"] == "completed", body
+    assert len(t.live_holds(sid)) == 1
+    t.restart(kill=False)
 
 
 def test_cli(t):
