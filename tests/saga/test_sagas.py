@@ -330,6 +330,25 @@ def test_idempotent_start_and_errors(t):
     assert st == 404 and bad["error"]["code"] == "saga_not_found", (st, bad)
     st, bad, _ = t.srv.get("/v1/sagas?state=sleeping")
     assert st == 400, (st, bad)
+    many = {"steps": [{"name": "s%d" % i, "action": {"http": {"method": "GET",
+                                                              "url": "http://127.0.0.1:9/"}}}
+                      for i in range(65)]}
+    st, bad, _ = t.srv.put("/v1/saga-types/many", many)
+    assert st == 422 and "1..64 steps" in bad["error"]["message"], (st, bad)
+    st, bad, _ = t.srv.put("/v1/saga-types/bad%20name", {"steps": []})
+    assert st == 400 and bad["error"]["code"] == "invalid_argument", (st, bad)
+    st, bad, _ = t.srv.request("PUT", "/v1/saga-types/x", raw="{not json")
+    assert st == 400 and bad["error"]["code"] == "invalid_json", (st, bad)
+    st, bad, _ = t.srv.post("/v1/sagas", {"type": "idem", "input": [1]})
+    assert st == 400 and bad["error"]["code"] == "invalid_argument", (st, bad)
+    st, bad, _ = t.srv.post("/v1/sagas", {"type": "idem", "input": {}, "extra": 1})
+    assert st == 400 and "extra" in bad["error"]["message"], (st, bad)
+    st, bad, _ = t.srv.post("/v1/sagas", {"type": "idem", "input": {"x": "y" * 70000}})
+    assert st == 400 and bad["error"]["code"] == "invalid_argument", (st, bad)
+    st, bad, _ = t.srv.post("/v1/sagas/%s/resume" % ("0" * 32))
+    assert st == 404 and bad["error"]["code"] == "saga_not_found", (st, bad)
+    st, bad, _ = t.srv.get("/v1/sagas/not-an-id")
+    assert st == 404 and bad["error"]["code"] == "saga_not_found", (st, bad)
     st, got, _ = t.srv.get("/v1/saga-types/idem")
     assert st == 200 and got["version"] == 1 and got["type"]["steps"][0]["name"] == "a", got
 
