@@ -193,7 +193,7 @@ int hf_saga_get(hf_store *store, const char *id, char **json, hf_error *err)
 {
 	*json = NULL;
 	hf__err_clear(err);
-	if (!id || strlen(id) != HF_ID_LEN || strspn(id, "0123456789abcdef") != HF_ID_LEN)
+	if (!hf__record_id_ok(id))
 		return hf__err(err, HF_ENOSAGA, "no saga '%.40s'", id ? id : "");
 	if (remote(store)) {
 		char path[80];
@@ -324,9 +324,7 @@ int hf_saga_list(hf_store *store, const char *state, const char *type, const cha
 		         type ? type : "", cursor ? "&cursor=" : "", cursor ? cursor : "");
 		return forward_get(store, path, json, err);
 	}
-	json_t *filter = json_pack("{s:s?, s:s?}", "state", state, "type", type);
-	char *text = filter ? hf__json_dumps(filter, JSON_COMPACT) : NULL;
-	json_decref(filter);
+	char *text = hf__record_list_filter(state, type);
 	if (!text)
 		return hf__err_code(err, HF_ENOMEM);
 	hf_request req;
@@ -339,11 +337,7 @@ int hf_saga_list(hf_store *store, const char *state, const char *type, const cha
 	free(text);
 	if (rc != HF_OK)
 		return rc;
-	json_t *items = json_array(), *in = json_object_get(rows, "items");
-	for (size_t i = 0; items && i < json_array_size(in); i++)
-		json_array_append_new(items, hf__record_summary(json_array_get(in, i)));
-	json_t *out = items ? json_pack("{s:o, s:O}", "items", items, "more", json_object_get(rows, "more"))
-	                    : NULL;
+	json_t *out = hf__record_list_view(rows);
 	json_decref(rows);
 	return answer(out, json, err);
 }

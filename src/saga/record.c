@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/codec.h"
 #include "core/core.h"
 #include "saga/record.h"
 
@@ -73,11 +74,33 @@ json_t *hf__record_view(const json_t *row)
 	return rec;
 }
 
-json_t *hf__record_summary(const json_t *row)
+static json_t *summary(const json_t *row)
 {
 	const json_t *rec = json_object_get(row, "record");
 	return json_pack("{s:O, s:O, s:O, s:O, s:O, s:O}", "id", json_object_get(rec, "id"), "type",
 	                 json_object_get(rec, "type"), "state", json_object_get(rec, "state"),
 	                 "created_at_ms", json_object_get(rec, "created_at_ms"), "updated_at_ms",
 	                 json_object_get(rec, "updated_at_ms"), "error", json_object_get(rec, "error"));
+}
+
+json_t *hf__record_list_view(const json_t *rows)
+{
+	json_t *items = json_array(), *in = json_object_get(rows, "items");
+	for (size_t i = 0; items && i < json_array_size(in); i++)
+		json_array_append_new(items, summary(json_array_get(in, i)));
+	return items ? json_pack("{s:o, s:O}", "items", items, "more", json_object_get(rows, "more"))
+	             : NULL;
+}
+
+char *hf__record_list_filter(const char *state, const char *type)
+{
+	json_t *filter = json_pack("{s:s?, s:s?}", "state", state, "type", type);
+	char *text = filter ? hf__json_dumps(filter, JSON_COMPACT) : NULL;
+	json_decref(filter);
+	return text;
+}
+
+bool hf__record_id_ok(const char *id)
+{
+	return id && strlen(id) == HF_ID_LEN && strspn(id, "0123456789abcdef") == HF_ID_LEN;
 }
