@@ -209,15 +209,18 @@ int hf_saga_get(hf_store *store, const char *id, char **json, hf_error *err)
 	return answer(view, json, err);
 }
 
-/* The first checkpoint of a new saga: {"id","version","replayed"} parsed into *ans. */
-static int save_new(hf_store *store, const char *id, const char *type, json_t *def,
-                    json_t *input, const char *key, json_t **ans, hf_error *err)
+char *hf__saga_start_arg(const char *type, const json_t *type_row, const json_t *input,
+                         const char *key, int64_t now, char id[HF_ID_LEN + 1], hf_error *err)
 {
 	struct hf__saga_type *t;
-	int rc = hf__saga_type_parse(def, &t, err);
-	if (rc != HF_OK)
-		return rc;
-	json_t *rec = hf__record_new(id, type, def, t, input, hf__store_now(store));
+	const json_t *def = json_object_get(type_row, "type");
+	if (hf__random_hex(id, HF_ID_LEN / 2) != HF_OK) {
+		hf__err(err, HF_EINTERNAL, "no randomness for a saga id");
+		return NULL;
+	}
+	if (hf__saga_type_parse((json_t *)def, &t, err) != HF_OK)
+		return NULL;
+	json_t *rec = hf__record_new(id, type, def, t, input, now);
 	hf__saga_type_free(t);
 	json_t *arg = rec ? json_pack("{s:s, s:s, s:s, s:o, s:s, s:s?}", "id", id, "type", type,
 	                              "state", "running", "record", rec, "event", "saga.started",
@@ -226,32 +229,57 @@ static int save_new(hf_store *store, const char *id, const char *type, json_t *d
 	char *text = arg ? hf__json_dumps(arg, JSON_COMPACT) : NULL;
 	json_decref(arg);
 	if (!text)
-		return hf__err_code(err, HF_ENOMEM);
+		hf__err_code(err, HF_ENOMEM);
+	return text;
+}
+
+int hf__saga_replay_check(const json_t *row, const char *type, const json_t *input,
+                          hf_error *err)
+{
+	const json_t *rec = json_object_get(row, "record");
+	const char *was = json_string_value(json_object_get(rec, "type"));
+	if (was && strcmp(was, type) == 0 && json_equal(json_object_get(rec, "input"), (json_t *)input))
+		return HF_OK;
+	return hf__err(err, HF_EIDEMMISMATCH,
+	               "idempotency key was used to start saga %s with another type or input",
+	               json_string_value(json_object_get(rec, "id")));
+}
+
+int hf__saga_input_parse(const char *type, const char *input_json, const char *key,
+                         json_t **input, hf_error *err)
+{
+	*input = NULL;
+	int rc = check_name("saga type name", type, err);
+	if (rc != HF_OK || (key && (rc = hf__check_idempotency_key(key, err))))
+		return rc;
+	if (!input_json || strlen(input_json) > HF__SAGA_INPUT_MAX)
+		return hf__err(err, HF_EINVAL, "input must be a JSON object of at most %d bytes",
+		               HF__SAGA_INPUT_MAX);
+	json_t *j = json_loads(input_json, 0, NULL);
+	if (!json_is_object(j)) {
+		json_decref(j);
+		return hf__err(err, HF_EINVAL, "input must be a JSON object");
+	}
+	*input = j;
+	return HF_OK;
+}
+
+/* The first checkpoint of a new saga: {"id","version","replayed"} parsed into *ans. */
+static int save_new(hf_store *store, const char *type, const json_t *type_row, json_t *input,
+                    const char *key, json_t **ans, hf_error *err)
+{
+	char id[HF_ID_LEN + 1];
+	char *text = hf__saga_start_arg(type, type_row, input, key, hf__store_now(store), id, err);
+	if (!text)
+		return err ? err->code : HF_ENOMEM;
 	hf_request req;
 	hf_request_init(&req, HF_OP_SAGA_SAVE);
 	req.name = id;
 	req.json = text;
 	req.if_version = 0;
-	rc = storage(store, &req, ans, err);
+	int rc = storage(store, &req, ans, err);
 	free(text);
 	return rc;
-}
-
-/* A replayed start must be the same request: the same type and input. */
-static int check_replay(hf_store *store, const char *id, const char *type, const json_t *input,
-                        hf_error *err)
-{
-	json_t *row;
-	int rc = get_row(store, id, &row, err);
-	if (rc != HF_OK)
-		return rc;
-	const json_t *rec = json_object_get(row, "record");
-	bool same = strcmp(json_string_value(json_object_get(rec, "type")), type) == 0 &&
-	            json_equal(json_object_get(rec, "input"), (json_t *)input);
-	json_decref(row);
-	return same ? HF_OK
-	            : hf__err(err, HF_EIDEMMISMATCH,
-	                      "idempotency key was used to start saga %s with another type or input", id);
 }
 
 int hf_saga_start(hf_store *store, const char *type, const char *input_json,
@@ -261,17 +289,10 @@ int hf_saga_start(hf_store *store, const char *type, const char *input_json,
 	hf__err_clear(err);
 	if (replayed)
 		*replayed = false;
-	int rc = check_name("saga type name", type, err);
-	if (rc != HF_OK || (idempotency_key && (rc = hf__check_idempotency_key(idempotency_key, err))))
+	json_t *input;
+	int rc = hf__saga_input_parse(type, input_json, idempotency_key, &input, err);
+	if (rc != HF_OK)
 		return rc;
-	if (!input_json || strlen(input_json) > HF__SAGA_INPUT_MAX)
-		return hf__err(err, HF_EINVAL, "input must be a JSON object of at most %d bytes",
-		               HF__SAGA_INPUT_MAX);
-	json_t *input = json_loads(input_json, 0, NULL);
-	if (!json_is_object(input)) {
-		json_decref(input);
-		return hf__err(err, HF_EINVAL, "input must be a JSON object");
-	}
 	if (remote(store)) {
 		json_t *body = json_pack("{s:s, s:o}", "type", type, "input", input);
 		char *text = body ? hf__json_dumps(body, JSON_COMPACT) : NULL;
@@ -287,17 +308,15 @@ int hf_saga_start(hf_store *store, const char *type, const char *input_json,
 	hf_request req;
 	hf_request_init(&req, HF_OP_SAGA_TYPE_GET);
 	req.name = type;
-	json_t *trow = NULL, *ans = NULL;
-	char id[HF_ID_LEN + 1];
-	if ((rc = storage(store, &req, &trow, err)) == HF_OK &&
-	    (rc = hf__random_hex(id, HF_ID_LEN / 2)) == HF_OK)
-		rc = save_new(store, id, type, json_object_get(trow, "type"), input, idempotency_key,
-		              &ans, err);
+	json_t *trow = NULL, *ans = NULL, *row = NULL;
+	if ((rc = storage(store, &req, &trow, err)) == HF_OK)
+		rc = save_new(store, type, trow, input, idempotency_key, &ans, err);
 	json_decref(trow);
 	const char *saga_id = json_string_value(json_object_get(ans, "id"));
 	bool again = json_is_true(json_object_get(ans, "replayed"));
-	if (rc == HF_OK && again)
-		rc = check_replay(store, saga_id, type, input, err);
+	if (rc == HF_OK && again && (rc = get_row(store, saga_id, &row, err)) == HF_OK)
+		rc = hf__saga_replay_check(row, type, input, err);
+	json_decref(row);
 	json_decref(input);
 	if (rc == HF_OK) {
 		if (replayed)
@@ -342,31 +361,29 @@ int hf_saga_list(hf_store *store, const char *state, const char *type, const cha
 	return answer(out, json, err);
 }
 
-/* Parks no more: the compensations start again with a fresh budget. */
-static int unpark(hf_store *store, const char *id, json_t *row, hf_error *err)
+int hf__saga_resume_arg(json_t *row, int64_t now, char **arg, hf_error *err)
 {
+	*arg = NULL;
 	json_t *rec = json_object_get(row, "record"), *steps = json_object_get(rec, "steps");
+	const char *id = json_string_value(json_object_get(rec, "id"));
+	const char *state = json_string_value(json_object_get(rec, "state"));
+	if (!state || (strcmp(state, "compensation_failed") != 0 && strcmp(state, "running") != 0 &&
+	               strcmp(state, "compensating") != 0))
+		return hf__err(err, HF_ESAGASTATE, "saga %s is %s: there is nothing to resume", id,
+		               state ? state : "unknown");
+	if (strcmp(state, "compensation_failed") != 0)
+		return HF_OK; /* it runs (or will, once woken): nothing to change */
+	/* Parks no more: the compensations start again with a fresh budget. */
 	for (size_t i = 0; i < json_array_size(steps); i++)
 		json_object_set_new(json_array_get(steps, i), "comp_attempts", json_integer(0));
 	json_object_set_new(rec, "state", json_string("compensating"));
-	json_object_set_new(rec, "updated_at_ms", json_integer(hf__store_now(store)));
-	json_t *arg = json_pack("{s:s, s:O, s:s, s:O, s:s}", "id", id, "type",
-	                        json_object_get(rec, "type"), "state", "compensating", "record", rec,
-	                        "event", "saga.compensating");
-	char *text = arg ? hf__json_dumps(arg, JSON_COMPACT) : NULL;
-	json_decref(arg);
-	if (!text)
-		return hf__err_code(err, HF_ENOMEM);
-	hf_request req;
-	hf_request_init(&req, HF_OP_SAGA_SAVE);
-	req.name = id;
-	req.json = text;
-	req.if_version = json_integer_value(json_object_get(row, "version"));
-	json_t *ans;
-	int rc = storage(store, &req, &ans, err);
-	free(text);
-	json_decref(ans);
-	return rc;
+	json_object_set_new(rec, "updated_at_ms", json_integer(now));
+	json_t *a = json_pack("{s:s, s:O, s:s, s:O, s:s}", "id", id, "type",
+	                      json_object_get(rec, "type"), "state", "compensating", "record", rec,
+	                      "event", "saga.compensating");
+	*arg = a ? hf__json_dumps(a, JSON_COMPACT) : NULL;
+	json_decref(a);
+	return *arg ? HF_OK : hf__err_code(err, HF_ENOMEM);
 }
 
 int hf_saga_resume(hf_store *store, const char *id, char **json, hf_error *err)
@@ -384,14 +401,21 @@ int hf_saga_resume(hf_store *store, const char *id, char **json, hf_error *err)
 		snprintf(path, sizeof(path), "/v1/sagas/%s/resume", id);
 		return forward(store, "POST", path, NULL, NULL, &status, json, err);
 	}
-	json_t *row;
+	json_t *row, *ans = NULL;
+	char *arg;
 	if ((rc = get_row(store, id, &row, err)) != HF_OK)
 		return rc;
-	const char *state = json_string_value(json_object_get(json_object_get(row, "record"), "state"));
-	if (strcmp(state, "compensation_failed") == 0)
-		rc = unpark(store, id, row, err);
-	else if (strcmp(state, "running") != 0 && strcmp(state, "compensating") != 0)
-		rc = hf__err(err, HF_ESAGASTATE, "saga %s is %s: there is nothing to resume", id, state);
+	rc = hf__saga_resume_arg(row, hf__store_now(store), &arg, err);
+	if (rc == HF_OK && arg) {
+		hf_request req;
+		hf_request_init(&req, HF_OP_SAGA_SAVE);
+		req.name = id;
+		req.json = arg;
+		req.if_version = json_integer_value(json_object_get(row, "version"));
+		rc = storage(store, &req, &ans, err);
+		json_decref(ans);
+		free(arg);
+	}
 	json_decref(row);
 	if (rc != HF_OK)
 		return rc;

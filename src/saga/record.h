@@ -25,4 +25,25 @@ bool hf__record_id_ok(const char *id);
 /* The JSON argument of HF_OP_SAGA_LIST for these filters (NULL: any); text to free(). */
 char *hf__record_list_filter(const char *state, const char *type);
 
+/* ---- The steps of hf_saga_start and hf_saga_resume (api.c), shared with holdfastd's
+ * asynchronous routes. ---- */
+
+/* Checks a start's type name, key and input (a JSON object of at most 64 KiB): *input is the
+ * parsed object (yours), or NULL with `err` set. */
+int hf__saga_input_parse(const char *type, const char *input_json, const char *key,
+                         json_t **input, hf_error *err);
+/* The HF_OP_SAGA_SAVE argument that starts a saga of the type (its stored row) with a new id
+ * (written to `id`); text to free(), or NULL with `err` set. */
+char *hf__saga_start_arg(const char *type, const json_t *type_row, const json_t *input,
+                         const char *key, int64_t now, char id[HF_ID_LEN + 1], hf_error *err);
+/* A start that replayed its key must name the same type and input: HF_OK or
+ * HF_EIDEMMISMATCH. `row` is the saga's stored row. */
+int hf__saga_replay_check(const json_t *row, const char *type, const json_t *input,
+                          hf_error *err);
+/* What resuming the saga of `row` takes: HF_ESAGASTATE if it is at rest (completed, failed);
+ * else HF_OK and, for a saga parked as compensation_failed, *arg = the HF_OP_SAGA_SAVE
+ * argument (text to free(); the save names the row's version), or NULL when it only needs a
+ * wake (running, compensating). `row` is changed. */
+int hf__saga_resume_arg(json_t *row, int64_t now, char **arg, hf_error *err);
+
 #endif /* HF_SAGA_RECORD_H */
