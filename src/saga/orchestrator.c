@@ -13,7 +13,7 @@
 #include "core/core.h"
 #include "saga/run.h"
 
-#define THREADS 2          /* blocking steps run here; docs/sagas.md */
+#define THREADS 4          /* blocking steps run here: at most 4 in flight; docs/sagas.md */
 #define RETRY_AFTER_MS 1000 /* a saga whose checkpoint failed (storage) is tried again */
 
 struct entry {
