@@ -144,6 +144,7 @@ void hf__reply_clear(hf_reply *reply)
 	for (size_t i = 0; i < reply->n_events; i++)
 		hf__event_clear(&reply->events[i]);
 	free(reply->events);
+	free(reply->json);
 	memset(reply, 0, sizeof(*reply));
 	reply->op = op;
 }
