@@ -74,9 +74,10 @@ book() {
 import json, sys
 s = json.load(open(sys.argv[1]))
 for t in s["timeline"]:
-    print("  %-11s %-16s %-9s %s" % (t["phase"], t["step"], t["what"], t.get("detail") or ""))
+    if t["what"] != "started":
+        print("  %-12s %-16s %-9s %.70s" % (t["phase"], t["step"], t["what"], t.get("detail") or ""))
 if s.get("error"):
-    print("  error:", s["error"])
+    print("  error: %(code)s" % s["error"])
 PY
 }
 
