@@ -167,9 +167,13 @@ static json_t *hold_json(const hf_hold *h, const char *token)
 static void fail_with(struct outcome *o, bool final, const char *code, const char *fmt,
                       const char *a, const char *b)
 {
+	char msg[2 * HF_MESSAGE_MAX + 128]; /* cut to the message's size below */
 	o->final = final;
 	o->code = code;
-	snprintf(o->message, sizeof(o->message), fmt, a, b);
+	snprintf(msg, sizeof(msg), fmt, a, b);
+	size_t n = strnlen(msg, sizeof(o->message) - 1);
+	memcpy(o->message, msg, n);
+	o->message[n] = 0;
 }
 
 /* Storage and engine trouble is worth retrying; everything else an acquire answers is not. */
@@ -327,7 +331,12 @@ static int64_t lease_deadline(struct run *r)
 {
 	int64_t d = INT64_MAX;
 	json_t *steps = json_object_get(r->rec, "steps");
-	for (size_t i = 0; i < json_array_size(steps); i++) {
+	/* The acquiring step's copy is the one kept current (extend, confirm and release update
+	 * it); the others show the hold as their own op left it. */
+	for (size_t i = 0; i < json_array_size(steps) && i < r->t->n_steps; i++) {
+		const struct hf__saga_call *a = &r->t->steps[i].action;
+		if (a->kind != HF__SAGA_HOLD || a->hold_op != HF__HOLD_ACQUIRE)
+			continue;
 		json_t *h = json_object_get(json_array_get(steps, i), "hold");
 		const char *st = json_string_value(json_object_get(h, "state"));
 		int64_t e = json_integer_value(json_object_get(h, "expires_at_ms"));

@@ -19,6 +19,16 @@ struct scope {
 	bool compensation; /* a compensation may also name its own step */
 };
 
+/* out = path + "." + key, cut to size: paths are for messages. */
+static void subpath(char *out, size_t size, const char *path, const char *key)
+{
+	size_t n = strnlen(path, size - 1);
+	memcpy(out, path, n);
+	out[n] = 0;
+	strncat(out, ".", size - n - 1);
+	strncat(out, key, size - strlen(out) - 1);
+}
+
 static int bad(hf_error *err, const char *path, const char *fmt, const char *arg)
 {
 	char msg[HF_MESSAGE_MAX];
@@ -135,7 +145,7 @@ static int int_or_template(const json_t *spec, const char *key, const char *path
                            int64_t lo, int64_t hi, const struct scope *scope, hf_error *err)
 {
 	char p[PATH_MAX_LEN];
-	snprintf(p, sizeof(p), "%s.%s", path, key);
+	subpath(p, sizeof(p), path, key);
 	json_t *v = json_object_get(spec, key);
 	if (!v)
 		return required ? bad(err, p, "is required%s", "") : HF_OK;
@@ -160,11 +170,11 @@ static int parse_http(json_t *spec, const char *path, const struct scope *scope,
 	bool known = false;
 	for (const char *const *k = methods; json_is_string(m) && *k && !known; k++)
 		known = strcmp(*k, json_string_value(m)) == 0;
-	snprintf(p, sizeof(p), "%s.method", path);
+	subpath(p, sizeof(p), path, "method");
 	if (!known)
 		return bad(err, p, "must be one of GET, POST, PUT, PATCH, DELETE%s", "");
 	json_t *url = json_object_get(spec, "url");
-	snprintf(p, sizeof(p), "%s.url", path);
+	subpath(p, sizeof(p), path, "url");
 	if (!json_is_string(url))
 		return bad(err, p, "must be a string%s", "");
 	const char *u = json_string_value(url);
@@ -172,11 +182,11 @@ static int parse_http(json_t *spec, const char *path, const struct scope *scope,
 		return bad(err, p, "must start with http:// (or a template), not \"%.40s\"", u);
 	if ((rc = check_templates(url, scope, p, err)))
 		return rc;
-	snprintf(p, sizeof(p), "%s.body", path);
+	subpath(p, sizeof(p), path, "body");
 	if ((rc = check_templates(json_object_get(spec, "body"), scope, p, err)))
 		return rc;
 	json_t *ok = json_object_get(spec, "ok");
-	snprintf(p, sizeof(p), "%s.ok", path);
+	subpath(p, sizeof(p), path, "ok");
 	if (ok && (!json_is_array(ok) || json_array_size(ok) == 0 || json_array_size(ok) > 16))
 		return bad(err, p, "must be an array of 1..16 HTTP status codes%s", "");
 	for (size_t i = 0; ok && i < json_array_size(ok); i++) {
@@ -191,7 +201,7 @@ static int parse_of(json_t *spec, const char *path, const struct scope *scope,
                     struct hf__saga_call *c, hf_error *err)
 {
 	char p[PATH_MAX_LEN];
-	snprintf(p, sizeof(p), "%s.of", path);
+	subpath(p, sizeof(p), path, "of");
 	json_t *of = json_object_get(spec, "of");
 	if (!json_is_string(of))
 		return bad(err, p, "must name the step that acquired the hold%s", "");
@@ -217,12 +227,12 @@ static int parse_hold(json_t *spec, const char *path, const struct scope *scope,
 	int rc;
 	json_t *op = json_object_get(spec, "op");
 	const char *o = json_is_string(op) ? json_string_value(op) : "";
-	snprintf(p, sizeof(p), "%s.op", path);
+	subpath(p, sizeof(p), path, "op");
 	if (strcmp(o, "acquire") == 0) {
 		c->hold_op = HF__HOLD_ACQUIRE;
 		json_t *res = json_object_get(spec, "resource"), *mode = json_object_get(spec, "mode");
 		hf_mode m;
-		snprintf(p, sizeof(p), "%s.resource", path);
+		subpath(p, sizeof(p), path, "resource");
 		if (!json_is_string(res) || !*json_string_value(res))
 			return bad(err, p, "must be a resource name (a string, templates allowed)%s", "");
 		if ((rc = only_keys(spec, path, acquire_keys, err)) ||
@@ -232,7 +242,7 @@ static int parse_hold(json_t *spec, const char *path, const struct scope *scope,
 		    (rc = int_or_template(spec, "wait_ms", path, false, 0, HF_WAIT_MAX_MS, scope, err)) ||
 		    (rc = int_or_template(spec, "units", path, false, 1, HF_CAPACITY_MAX, scope, err)))
 			return rc;
-		snprintf(p, sizeof(p), "%s.mode", path);
+		subpath(p, sizeof(p), path, "mode");
 		if (mode && (!json_is_string(mode) || hf_mode_parse(json_string_value(mode), &m)))
 			return bad(err, p, "must be units, shared or exclusive%s", "");
 		return HF_OK;
@@ -268,7 +278,7 @@ static int parse_call(json_t *obj, const char *path, const struct scope *scope,
 	c->retry = *retry;
 	c->timeout_ms = timeout_ms;
 	json_t *r = json_object_get(obj, "retry");
-	snprintf(p, sizeof(p), "%s.retry", path);
+	subpath(p, sizeof(p), path, "retry");
 	if (r && (rc = parse_retry(r, p, &c->retry, err)))
 		return rc;
 	json_t *http = json_object_get(obj, "http"), *hold = json_object_get(obj, "hold");
@@ -276,7 +286,7 @@ static int parse_call(json_t *obj, const char *path, const struct scope *scope,
 		return bad(err, path, "must have exactly one of \"http\" and \"hold\"%s", "");
 	c->spec = http ? http : hold;
 	c->kind = http ? HF__SAGA_HTTP : HF__SAGA_HOLD;
-	snprintf(p, sizeof(p), "%s.%s", path, http ? "http" : "hold");
+	subpath(p, sizeof(p), path, http ? "http" : "hold");
 	if (!json_is_object(c->spec))
 		return bad(err, p, "must be an object%s", "");
 	return http ? parse_http(c->spec, p, scope, c, err) : parse_hold(c->spec, p, scope, c, err);

@@ -161,6 +161,14 @@ class T:
         assert st == 200, (st, body)
         return [h for h in body["holds"] if h["state"] in ("tentative", "confirmed")]
 
+    def parked_gauge(self):
+        st, text, _ = self.srv.get("/metrics")
+        assert st == 200, (st, text)
+        for line in text.splitlines():
+            if line.startswith("holdfast_sagas_compensation_failed "):
+                return int(line.split()[1])
+        raise AssertionError("no holdfast_sagas_compensation_failed in /metrics")
+
     def events(self, sid):
         st, body, _ = self.srv.get("/v1/events?limit=1000")
         return [e["type"] for e in body["events"] if e["resource"] == "saga/" + sid]
@@ -176,13 +184,17 @@ def no_token_anywhere(body):
 
 
 def test_happy_path(t):
-    t.put_type("happy", [http_step("book", "book"), seat_step(), http_step("pay", "pay"),
+    t.put_type("happy", [http_step("book", "book"), seat_step(),
+                         {"name": "extend_seat",
+                          "action": {"hold": {"op": "extend", "of": "seat", "ttl_ms": 120000}}},
+                         http_step("pay", "pay"),
                          {"name": "confirm_seat",
                           "action": {"hold": {"op": "confirm", "of": "seat"}}}])
     sid, tag = t.start("happy")
     body = t.wait(sid, ["completed", "failed", "compensation_failed"])
     assert body["state"] == "completed", body
-    assert [s["state"] for s in body["steps"]] == ["succeeded"] * 4
+    assert [s["state"] for s in body["steps"]] == ["succeeded"] * 5
+    assert body["steps"][2]["hold"]["expires_at_ms"] > body["steps"][2]["started_at_ms"] + 60000
     assert body["steps"][0]["result"]["body"]["id"] == "book-0"
     no_token_anywhere(body)
     calls = [c for c in t.svc.log() if c[2].endswith("/" + tag)]
@@ -193,7 +205,7 @@ def test_happy_path(t):
     assert len(holds) == 1 and holds[0]["state"] == "confirmed", holds
     ev = t.events(sid)
     assert ev[0] == "saga.started" and ev[-1] == "saga.completed", ev
-    assert ev.count("saga.step_completed") == 4, ev
+    assert ev.count("saga.step_completed") == 5, ev
 
 
 def test_failure_compensates_in_reverse(t):
@@ -243,6 +255,8 @@ def test_compensation_budget_then_resume(t):
     assert t.live_holds(sid) == []
     assert len([c for c in t.svc.log("/undo_a3/" + tag)]) == 2
     assert t.events(sid)[-1] == "saga.compensation_failed"
+    parked = t.parked_gauge()
+    assert parked >= 1, parked
     st, listed, _ = t.srv.get("/v1/sagas?state=compensation_failed&type=stuck")
     assert st == 200 and [s["id"] for s in listed["items"]] == [sid], listed
     # The service recovers; the operator resumes.
@@ -253,6 +267,7 @@ def test_compensation_budget_then_resume(t):
     assert body["state"] == "failed", body
     assert body["steps"][0]["state"] == "compensated"
     assert len([c for c in t.svc.log("/undo_a3/" + tag)]) == 3
+    assert t.parked_gauge() == parked - 1
     st, again, _ = t.srv.post("/v1/sagas/%s/resume" % sid)
     assert st == 409 and again["error"]["code"] == "saga_state", again
 
@@ -272,6 +287,22 @@ def test_lease_expiry_during_slow_step(t):
     assert body["steps"][0]["state"] == "compensated" and body["steps"][1]["state"] == "compensated"
     assert t.live_holds(sid) == []
     assert [c[0] for c in t.svc.log() if tag in c[2]] == ["a5", "slow5", "undo_slow5", "undo_a5"]
+
+
+def test_confirmed_hold_no_longer_bounds(t):
+    """Once confirmed, a hold is no deadline: a slow step after the confirm outlives the old
+    lease (and the lease an extend gave) and the saga completes."""
+    t.svc.rules["slow11"] = {"delay": 2}
+    t.put_type("confirmed", [seat_step(),
+                             {"name": "extend_seat",
+                              "action": {"hold": {"op": "extend", "of": "seat", "ttl_ms": 700}}},
+                             {"name": "confirm_seat",
+                              "action": {"hold": {"op": "confirm", "of": "seat"}}},
+                             http_step("slow", "slow11")])
+    sid, tag = t.start("confirmed", ttl=700)
+    body = t.wait(sid, ["completed", "failed", "compensation_failed"])
+    assert body["state"] == "completed", body
+    assert [h["state"] for h in t.live_holds(sid)] == ["confirmed"]
 
 
 def test_idempotent_start_and_errors(t):

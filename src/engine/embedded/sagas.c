@@ -189,7 +189,12 @@ static void op_type_put(struct hf__sagas *s, struct hf__call *call, int64_t now,
 	char *body = hf__json_dumps(row, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(row);
 	char *journal_body = hf__strdup(body);
-	if (!body || !journal_body || trow_install(s, call->req.name, version, body) != HF_OK) {
+	if (!body || !journal_body) {
+		free(body), free(journal_body);
+		fail(fx, call, HF_ENOMEM, "out of memory%s", "");
+		return;
+	}
+	if (trow_install(s, call->req.name, version, body) != HF_OK) { /* body is freed */
 		free(journal_body);
 		fail(fx, call, HF_ENOMEM, "out of memory%s", "");
 		return;
@@ -229,7 +234,8 @@ static const char *saga_body(const void *row)
 }
 
 /* The rows of `map` after the cursor that `keep` accepts, by key, as
- * {"items":[row, ...],"more":bool} (rows as their journal text). */
+ * {"items":[row, ...],"more":bool,"total":N} (rows as their journal text; total: all the
+ * matches after the cursor). */
 static void reply_list(struct hf__effects *fx, struct hf__call *call, const struct hf__map *map,
                        bool (*keep)(const void *, const json_t *),
                        const char *(*body_of)(const void *))
@@ -257,9 +263,11 @@ static void reply_list(struct hf__effects *fx, struct hf__call *call, const stru
 		hf__jw_raw(&w, body_of(match[i]), strlen(body_of(match[i])));
 	}
 	if (n > take)
-		hf__jw_lit(&w, "],\"more\":true}");
+		hf__jw_lit(&w, "],\"more\":true,\"total\":");
 	else
-		hf__jw_lit(&w, "],\"more\":false}");
+		hf__jw_lit(&w, "],\"more\":false,\"total\":");
+	hf__jw_int(&w, (int64_t)n);
+	hf__jw_lit(&w, "}");
 	free(match);
 	json_decref(filter);
 	size_t len;
@@ -327,9 +335,10 @@ static void op_save(struct hf__state *st, struct hf__sagas *s, struct hf__call *
 	json_t *arg = json_loads(call->req.json, 0, NULL);
 	const char *id = json_string_value(json_object_get(arg, "id"));
 	const char *key = json_string_value(json_object_get(arg, "idempotency_key"));
-	if (!id || !json_is_object(json_object_get(arg, "record"))) {
+	if (!id || strlen(id) != HF_ID_LEN || strspn(id, "0123456789abcdef") != HF_ID_LEN ||
+	    !json_is_object(json_object_get(arg, "record"))) {
 		json_decref(arg);
-		fail(fx, call, HF_EINVAL, "saga save needs an id and a record%s", "");
+		fail(fx, call, HF_EINVAL, "saga save needs an id (32 lowercase hex) and a record%s", "");
 		return;
 	}
 	struct srow *old = hf__map_get(&s->sagas, id);
