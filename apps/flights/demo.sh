@@ -1,8 +1,9 @@
 #!/bin/sh
 # apps/flights/demo.sh — the seed 002 flight booking end to end: builds holdfastd and
 # holdfast-flights, starts them on free loopback ports (holdfastd over a throw-away file:
-# store), registers the flight_booking saga type, opens a flight, books a seat (happy path)
-# and tries another with a declined card, and shows what became of each. Everything is
+# store), registers the flight_booking saga type, opens a flight, books a seat (happy path),
+# tries another with a declined card and a third with a customer too slow to pay for the
+# seat's lease, and shows what became of each. Everything is
 # stopped and removed on exit; --keep serves on until Ctrl-C.
 # Usage: apps/flights/demo.sh [--keep]
 set -eu
@@ -57,10 +58,10 @@ fi
 echo "== a flight, Kyiv to Barcelona: 30 rows of A-F, 40 bags"
 call POST "$FL/flights" '{"from":"KBP","to":"BCN","rows":30,"fare":12900,"bag_fee":2500,"baggage_units":40}' | show
 
-# book SEAT CARD: starts a booking saga, waits for its end, prints its story.
+# book SEAT CARD [SEAT_TTL_MS]: starts a booking saga, waits for its end, prints its story.
 book() {
-	input=$(printf '{"customer":"olena","flight":1,"seat":"%s","bags":2,"card":"%s","seat_ttl_ms":900000,"booking_url":"%s","flight_url":"%s","pricing_url":"%s","payment_url":"%s"}' \
-		"$1" "$2" "$FL" "$FL" "$FL" "$FL")
+	input=$(printf '{"customer":"olena","flight":1,"seat":"%s","bags":2,"card":"%s","seat_ttl_ms":%s,"booking_url":"%s","flight_url":"%s","pricing_url":"%s","payment_url":"%s"}' \
+		"$1" "$2" "${3:-900000}" "$FL" "$FL" "$FL" "$FL")
 	id=$(call POST "$HF/v1/sagas" "{\"type\":\"flight_booking\",\"input\":$input}" "demo-$1" |
 		python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 	while :; do
@@ -74,9 +75,10 @@ book() {
 import json, sys
 s = json.load(open(sys.argv[1]))
 for t in s["timeline"]:
-    print("  %-11s %-16s %-9s %s" % (t["phase"], t["step"], t["what"], t.get("detail") or ""))
+    if t["what"] != "started":
+        print("  %-12s %-16s %-9s %.70s" % (t["phase"], t["step"], t["what"], t.get("detail") or ""))
 if s.get("error"):
-    print("  error:", s["error"])
+    print("  error: %(code)s" % s["error"])
 PY
 }
 
@@ -84,12 +86,16 @@ echo "== seat 12A, a good card: every step succeeds, the seat and bags are confi
 book 12A 4111111111111111
 echo "== seat 14C, a card the payment service declines: C3, C2, C1 run, in that order"
 book 14C 4000000000000002
+echo "== seat 20F, a customer who takes 5 s to pay a seat leased for 2 s: the lease ends the saga;"
+echo "   the payment still processing is voided (compensated first, by its key), then C3, C2, C1"
+call POST "$FL/payment-rules" '{"card":"4111000000000099","hold_ms":5000}' >/dev/null
+book 20F 4111000000000099 2000
 
 echo "== the bookings"
 call GET "$FL/bookings" | show
 echo "== the payments"
 call GET "$FL/payments" | show
-echo "== holdfast: the live holds on flight 1 (12A and 2 bags, confirmed; 14C free)"
+echo "== holdfast: the live holds on flight 1 (12A and 2 bags, confirmed; 14C and 20F free)"
 call GET "$HF/v1/holds?state=confirmed" | show
 call GET "$HF/v1/holds?state=tentative" | show
 call GET "$FL/baggage/1" | show

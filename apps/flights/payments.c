@@ -40,14 +40,20 @@ static struct fl_keys keys;
 static struct rule *rules;
 static size_t n_rules, cap_rules;
 
+/* The end of a card number, the only part ever shown. */
+static const char *last4(const char *card)
+{
+	size_t len = strlen(card);
+	return card + (len > 4 ? len - 4 : 0);
+}
+
 static json_t *payment_json(const struct payment *p)
 {
-	size_t len = strlen(p->card);
 	return json_pack("{s:I,s:s,s:I,s:I,s:s,s:s?,s:I,s:I}", "id", (json_int_t)p->id,
-	                 "card_last4", p->card + (len > 4 ? len - 4 : 0), "amount",
-	                 (json_int_t)p->amount, "booking", (json_int_t)p->booking, "state",
-	                 state_names[p->state], "idempotency_key", p->key, "created_at_ms",
-	                 (json_int_t)p->created_ms, "ended_at_ms", (json_int_t)p->ended_ms);
+	                 "card_last4", last4(p->card), "amount", (json_int_t)p->amount, "booking",
+	                 (json_int_t)p->booking, "state", state_names[p->state], "idempotency_key",
+	                 p->key, "created_at_ms", (json_int_t)p->created_ms, "ended_at_ms",
+	                 (json_int_t)p->ended_ms);
 }
 
 static json_t *rule_json(const struct rule *r)
@@ -94,8 +100,7 @@ static void answer(const struct payment *p, bool replayed, struct app_reply *r)
 		          (long long)p->id);
 	} else if (p->state == DECLINED) {
 		app_error(r, 402, "card_declined", "payment %lld: the card ending %s was declined",
-		          (long long)p->id,
-		          p->card + (strlen(p->card) > 4 ? strlen(p->card) - 4 : 0));
+		          (long long)p->id, last4(p->card));
 		json_object_set_new(r->body, "payment", payment_json(p));
 	} else {
 		app_ok(r, 201, payment_json(p));
@@ -146,14 +151,16 @@ static void pay(struct app_call *k)
 	snprintf(p.card, sizeof(p.card), "%s", card);
 	p.key = key ? strdup(key) : NULL;
 	pthread_mutex_lock(&fl_mu);
-	if ((key && !p.key) || replay(key, &p, k->r) ||
-	    !fl_grow((void **)&payments, sizeof(p), n_payments, &cap_payments) ||
+	if (replay(key, &p, k->r)) {
+		pthread_mutex_unlock(&fl_mu);
+		free(p.key);
+		return;
+	}
+	if ((key && !p.key) || !fl_grow((void **)&payments, sizeof(p), n_payments, &cap_payments) ||
 	    (key && !fl_keys_add(&keys, key, (int64_t)n_payments + 1))) {
 		pthread_mutex_unlock(&fl_mu);
 		free(p.key);
-		if (!k->r->body)
-			app_error(k->r, 503, "out_of_memory", "out of memory");
-		return;
+		return (void)app_error(k->r, 503, "out_of_memory", "out of memory");
 	}
 	p.id = (int64_t)n_payments + 1;
 	p.created_ms = hf_now_ms();
