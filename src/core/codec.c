@@ -121,6 +121,18 @@ out_free:
 	return NULL;
 }
 
+/* An event's revisions as {"name": revision, ...}, in the event's order. */
+static json_t *revisions_to_json(const hf_event *ev)
+{
+	json_t *j = json_object();
+	for (size_t i = 0; j && i < ev->n_revisions; i++)
+		if (!put(j, ev->revisions[i].resource, json_integer(ev->revisions[i].revision))) {
+			json_decref(j);
+			return NULL;
+		}
+	return j;
+}
+
 json_t *hf__event_to_json(const hf_event *ev)
 {
 	json_t *j = json_object();
@@ -130,6 +142,8 @@ json_t *hf__event_to_json(const hf_event *ev)
 	    !put(j, "at_ms", json_integer(ev->at_ms)) ||
 	    !put(j, "type", json_string(ev->type ? ev->type : "")) ||
 	    !put(j, "resource", str_or_null(ev->resource)) ||
+	    (ev->resource && !put(j, "revision", json_integer(ev->revision))) ||
+	    (ev->n_revisions > 1 && !put(j, "revisions", revisions_to_json(ev))) ||
 	    !put(j, "hold_id", str_or_null(ev->hold_id)) ||
 	    !put(j, "data", ev->data ? object_text(ev->data) : json_object()))
 		goto out_free;
@@ -389,6 +403,47 @@ out_clear:
 	return rc;
 }
 
+/* The event's revisions from "revision" and "revisions" (an object, when the event touches
+ * more than one resource): its resource first, the others in the object's order. */
+static int revisions_from_json(const json_t *j, hf_event *out, hf_error *err)
+{
+	int rc = get_int(j, "revision", false, 0, 1, INT64_MAX, &out->revision, HF_EPROTO, err);
+	if (rc != HF_OK || !out->resource)
+		return rc;
+	if (out->revision == 0)
+		return hf__err(err, HF_EPROTO, "event %llu has a resource but no \"revision\"",
+		               (unsigned long long)out->seq);
+	json_t *list = json_object_get(j, "revisions");
+	size_t n = list ? json_object_size(list) : 1;
+	if (list && (!json_is_object(list) || n < 2 || n > HF_CLAIMS_MAX))
+		return hf__err(err, HF_EPROTO, "event \"revisions\" must be an object of 2 to %d "
+		               "resources", HF_CLAIMS_MAX);
+	if (!(out->revisions = calloc(n, sizeof(*out->revisions))))
+		return hf__err_code(err, HF_ENOMEM);
+	out->n_revisions = 1;
+	out->revisions[0].revision = out->revision;
+	if (!(out->revisions[0].resource = hf__strdup(out->resource)))
+		return hf__err_code(err, HF_ENOMEM);
+	if (list && !json_object_get(list, out->resource))
+		return hf__err(err, HF_EPROTO, "event \"revisions\" does not list its resource");
+	const char *name;
+	json_t *v;
+	json_object_foreach(list, name, v) {
+		bool own = strcmp(name, out->resource) == 0;
+		if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+		    (own && json_integer_value(v) != out->revision))
+			return hf__err(err, HF_EPROTO, "event \"revisions\": bad revision of '%.60s'",
+			               name);
+		if (own)
+			continue;
+		hf_event_revision *r = &out->revisions[out->n_revisions++];
+		r->revision = json_integer_value(v);
+		if (!(r->resource = hf__strdup(name)))
+			return hf__err_code(err, HF_ENOMEM);
+	}
+	return HF_OK;
+}
+
 int hf__event_from_json(const json_t *j, hf_event *out, hf_error *err)
 {
 	memset(out, 0, sizeof(*out));
@@ -404,6 +459,8 @@ int hf__event_from_json(const json_t *j, hf_event *out, hf_error *err)
 	    (rc = dup_object_text(j, "data", &out->data, err)))
 		goto out_clear;
 	out->seq = (uint64_t)seq;
+	if ((rc = revisions_from_json(j, out, err)) != HF_OK)
+		goto out_clear;
 	return HF_OK;
 out_clear:
 	hf__event_clear(out);
