@@ -3,6 +3,7 @@
  * shared by holdfastd (replies out, requests in) and the http:// engine (the reverse).
  * Readers are strict: a wrong type or an out-of-range number is an error naming the field.
  */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -403,27 +404,19 @@ out_clear:
 	return rc;
 }
 
-/* The event's revisions from "revision" and "revisions" (an object, when the event touches
- * more than one resource): its resource first, the others in the object's order. */
-static int revisions_from_json(const json_t *j, hf_event *out, hf_error *err)
+int hf__event_revisions_from_json(json_t *list, hf_event *out, hf_error *err)
 {
-	int rc = get_int(j, "revision", false, 0, 1, INT64_MAX, &out->revision, HF_EPROTO, err);
-	if (rc != HF_OK || !out->resource)
-		return rc;
-	if (out->revision == 0)
-		return hf__err(err, HF_EPROTO, "event %llu has a resource but no \"revision\"",
-		               (unsigned long long)out->seq);
-	json_t *list = json_object_get(j, "revisions");
+	assert(out->resource && out->revision > 0 && !out->revisions);
 	size_t n = list ? json_object_size(list) : 1;
 	if (list && (!json_is_object(list) || n < 2 || n > HF_CLAIMS_MAX))
 		return hf__err(err, HF_EPROTO, "event \"revisions\" must be an object of 2 to %d "
 		               "resources", HF_CLAIMS_MAX);
 	if (!(out->revisions = calloc(n, sizeof(*out->revisions))))
-		return hf__err_code(err, HF_ENOMEM);
+		return hf__err(err, HF_ENOMEM, "out of memory");
 	out->n_revisions = 1;
 	out->revisions[0].revision = out->revision;
 	if (!(out->revisions[0].resource = hf__strdup(out->resource)))
-		return hf__err_code(err, HF_ENOMEM);
+		return hf__err(err, HF_ENOMEM, "out of memory");
 	if (list && !json_object_get(list, out->resource))
 		return hf__err(err, HF_EPROTO, "event \"revisions\" does not list its resource");
 	const char *name;
@@ -439,9 +432,21 @@ static int revisions_from_json(const json_t *j, hf_event *out, hf_error *err)
 		hf_event_revision *r = &out->revisions[out->n_revisions++];
 		r->revision = json_integer_value(v);
 		if (!(r->resource = hf__strdup(name)))
-			return hf__err_code(err, HF_ENOMEM);
+			return hf__err(err, HF_ENOMEM, "out of memory");
 	}
 	return HF_OK;
+}
+
+/* The event's "revision" and "revisions" (present when it touches more than one resource). */
+static int revisions_from_json(const json_t *j, hf_event *out, hf_error *err)
+{
+	int rc = get_int(j, "revision", false, 0, 1, INT64_MAX, &out->revision, HF_EPROTO, err);
+	if (rc != HF_OK || !out->resource)
+		return rc;
+	if (out->revision == 0)
+		return hf__err(err, HF_EPROTO, "event %llu has a resource but no \"revision\"",
+		               (unsigned long long)out->seq);
+	return hf__event_revisions_from_json(json_object_get(j, "revisions"), out, err);
 }
 
 int hf__event_from_json(const json_t *j, hf_event *out, hf_error *err)
