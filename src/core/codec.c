@@ -143,7 +143,7 @@ json_t *hf__event_to_json(const hf_event *ev)
 	    !put(j, "at_ms", json_integer(ev->at_ms)) ||
 	    !put(j, "type", json_string(ev->type ? ev->type : "")) ||
 	    !put(j, "resource", str_or_null(ev->resource)) ||
-	    (ev->resource && !put(j, "revision", json_integer(ev->revision))) ||
+	    (ev->resource && ev->revision > 0 && !put(j, "revision", json_integer(ev->revision))) ||
 	    (ev->n_revisions > 1 && !put(j, "revisions", revisions_to_json(ev))) ||
 	    !put(j, "hold_id", str_or_null(ev->hold_id)) ||
 	    !put(j, "data", ev->data ? object_text(ev->data) : json_object()))
@@ -437,16 +437,33 @@ int hf__event_revisions_from_json(json_t *list, hf_event *out, hf_error *err)
 	return HF_OK;
 }
 
-/* The event's "revision" and "revisions" (present when it touches more than one resource). */
+int hf__event_revisions_from_text(hf_event *ev, int64_t revision, const char *list, hf_error *err)
+{
+	if (!ev->resource)
+		return HF_OK;
+	json_t *j = list ? json_loads(list, 0, NULL) : NULL;
+	int rc;
+	if ((ev->revision = revision) < 1 || (list && !j))
+		rc = hf__err(err, HF_EPROTO, "event %llu has revision %lld and revisions '%.60s'",
+		             (unsigned long long)ev->seq, (long long)revision, list ? list : "(none)");
+	else
+		rc = hf__event_revisions_from_json(j, ev, err);
+	json_decref(j);
+	return rc;
+}
+
+/* The event's "revision" and "revisions" (present when it touches more than one resource).
+ * Without "revision" (an event a redis:// store kept from before revisions) it has none. */
 static int revisions_from_json(const json_t *j, hf_event *out, hf_error *err)
 {
 	int rc = get_int(j, "revision", false, 0, 1, INT64_MAX, &out->revision, HF_EPROTO, err);
-	if (rc != HF_OK || !out->resource)
+	json_t *list = json_object_get(j, "revisions");
+	if (rc != HF_OK || !out->resource || (out->revision == 0 && !list))
 		return rc;
 	if (out->revision == 0)
-		return hf__err(err, HF_EPROTO, "event %llu has a resource but no \"revision\"",
+		return hf__err(err, HF_EPROTO, "event %llu has \"revisions\" but no \"revision\"",
 		               (unsigned long long)out->seq);
-	return hf__event_revisions_from_json(json_object_get(j, "revisions"), out, err);
+	return hf__event_revisions_from_json(list, out, err);
 }
 
 int hf__event_from_json(const json_t *j, hf_event *out, hf_error *err)

@@ -3908,10 +3908,12 @@ static void revisions_implicit_comes_back(void **state)
 }
 
 /* Revisions go on after a reopen, for a resource that exists and one that vanished; old
- * events read back with theirs. */
+ * events read back with theirs. On a shared store (its state outlives a client) the reopen
+ * is a new client of it. */
 static void revisions_across_reopen(void **state)
 {
-	if (!ht_can_reopen(ENV))
+	if (!ht_can_reopen(ENV) && strcmp(ENV->scheme, "postgres") != 0 &&
+	    strcmp(ENV->scheme, "redis") != 0)
 		skip();
 	hf_hold *h = ACQ("rr-gone@1,rr-kept@2", NULL); /* gone 1, kept 1 */
 	RC(ht_release_rc(ST, h), HF_OK);             /* gone 2, kept 2 */

@@ -162,9 +162,18 @@ static void test_event_revisions(void **state)
 	hf__event_clear(&back);
 	free(text);
 
+	/* an event kept from before revisions (a redis:// store's) has none */
+	assert_int_equal(
+	    event_of("{\"seq\":1,\"at_ms\":0,\"type\":\"t\",\"resource\":\"a\",\"data\":{}}", &back, &err),
+	    HF_OK);
+	assert_int_equal(back.revision, 0);
+	assert_int_equal(back.n_revisions, 0);
+	hf__event_clear(&back);
+
 	/* what a server must not send */
 	static const char *const bad[] = {
-	    "{\"seq\":1,\"at_ms\":0,\"type\":\"t\",\"resource\":\"a\",\"data\":{}}",
+	    "{\"seq\":1,\"at_ms\":0,\"type\":\"t\",\"resource\":\"a\",\"revisions\":{\"a\":1,"
+	    "\"b\":1},\"data\":{}}",
 	    "{\"seq\":1,\"at_ms\":0,\"type\":\"t\",\"resource\":\"a\",\"revision\":0,\"data\":{}}",
 	    "{\"seq\":1,\"at_ms\":0,\"type\":\"t\",\"resource\":\"a\",\"revision\":2,"
 	    "\"revisions\":{\"a\":3,\"b\":1},\"data\":{}}",

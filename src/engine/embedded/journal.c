@@ -525,17 +525,13 @@ static int event_of_row(sqlite3_stmt *s, hf_event *out, hf_error *err)
 	               .data = (char *)text(s, 5)};
 	if (hf__event_copy(out, &ev) != HF_OK)
 		return hf__err_code(err, HF_ENOMEM);
-	if (!out->resource)
-		return HF_OK;
-	const char *list = (const char *)sqlite3_column_text(s, 7);
-	json_t *j = list ? json_loads(list, 0, NULL) : NULL;
-	int rc = (out->revision = sqlite3_column_int64(s, 6)) < 1 || (list && !j)
-	             ? HF_EPROTO
-	             : hf__event_revisions_from_json(j, out, err);
-	json_decref(j);
-	if (rc == HF_EPROTO)
-		rc = hf__err(err, HF_ECORRUPT, "store file is damaged: event %llu has revisions '%.60s'",
-		             (unsigned long long)ev.seq, list ? list : "(none)");
+	int rc = hf__event_revisions_from_text(out, sqlite3_column_int64(s, 6),
+	                                       (const char *)sqlite3_column_text(s, 7), err);
+	if (rc == HF_EPROTO) {
+		char why[sizeof(err->message)];
+		snprintf(why, sizeof(why), "%s", err->message);
+		rc = hf__err(err, HF_ECORRUPT, "store file is damaged: %s", why);
+	}
 	if (rc != HF_OK)
 		hf__event_clear(out);
 	return rc;
