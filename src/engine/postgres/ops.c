@@ -382,13 +382,14 @@ static int emit(struct tx *t, const char *type, const hf_hold *h, const char *re
 		insert_event(&w, at, lt, lr, lh, lb, names, n);
 		size_t len;
 		char *sql = hf__jw_finish(&w, &len);
-		char *all = !sql || t->evs_len + len + 1 <= t->evs_cap
-		                ? t->evs
-		                : realloc(t->evs, t->evs_cap = (t->evs_len + len + 1) * 2 + 768);
+		size_t cap = t->evs_len + len + 1 <= t->evs_cap ? t->evs_cap
+		                                                  : (t->evs_len + len + 1) * 2 + 768;
+		char *all = !sql || cap == t->evs_cap ? t->evs : realloc(t->evs, cap);
 		if (!sql || !all) {
 			rc = hf__err(t->err, HF_ENOMEM, "out of memory");
 		} else {
 			t->evs = all;
+			t->evs_cap = cap;
 			memcpy(t->evs + t->evs_len, sql, len + 1);
 			t->evs_len += len;
 			t->events++;
@@ -1402,7 +1403,9 @@ static int read_events(struct tx *t, struct hf__call *call)
 			break;
 		}
 		reply->n_events = i + 1;
-		if (hf__event_revisions_from_text(&reply->events[i], geti(r, k, 6),
+		/* No revision: written by an instance of an older build (a rolling upgrade). */
+		if (!PQgetisnull(r, k, 6) &&
+		    hf__event_revisions_from_text(&reply->events[i], geti(r, k, 6),
 		                                  PQgetisnull(r, k, 7) ? NULL : PQgetvalue(r, k, 7),
 		                                  t->err) != HF_OK) {
 			char why[sizeof(t->err->message)];
