@@ -89,24 +89,23 @@ int hf__event_copy(hf_event *dst, const hf_event *src)
 {
 	*dst = *src;
 	dst->type = dst->resource = dst->hold_id = dst->data = NULL;
-	dst->revisions = NULL;
 	dst->n_revisions = 0;
+	dst->revisions = NULL;
 	if (!dup_opt(&dst->type, src->type) || !dup_opt(&dst->resource, src->resource) ||
 	    !dup_opt(&dst->hold_id, src->hold_id) || !dup_opt(&dst->data, src->data))
-		goto oom;
+		goto nomem;
 	if (src->n_revisions) {
-		dst->revisions = calloc(src->n_revisions, sizeof(*dst->revisions));
-		if (!dst->revisions)
-			goto oom;
-		for (; dst->n_revisions < src->n_revisions; dst->n_revisions++) {
-			hf_event_revision *r = &dst->revisions[dst->n_revisions];
-			r->revision = src->revisions[dst->n_revisions].revision;
-			if (!(r->resource = hf__strdup(src->revisions[dst->n_revisions].resource)))
-				goto oom;
+		if (!(dst->revisions = calloc(src->n_revisions, sizeof(*dst->revisions))))
+			goto nomem;
+		for (size_t i = 0; i < src->n_revisions; i++) {
+			dst->n_revisions = i + 1;
+			dst->revisions[i].revision = src->revisions[i].revision;
+			if (!(dst->revisions[i].resource = hf__strdup(src->revisions[i].resource)))
+				goto nomem;
 		}
 	}
 	return HF_OK;
-oom:
+nomem:
 	hf__event_clear(dst);
 	return HF_ENOMEM;
 }

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -15,9 +16,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/codec.h"
 #include "engine/embedded/embedded.h"
 
-#define SCHEMA_VERSION "1"
+/* Schema 2 added event revisions: events.revision (of events.resource), events.revisions (every
+ * resource the event touches, as {"name":revision,...}, when more than one) and the table
+ * revisions (each resource's last revision: the counter that outlives implicit resources). */
+#define SCHEMA_VERSION "2"
+
+#define REVISIONS_TABLE_SQL                                                                      \
+	"CREATE TABLE revisions(resource TEXT PRIMARY KEY, revision INTEGER NOT NULL);"
 
 static const char schema_sql[] =
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
@@ -25,8 +33,45 @@ static const char schema_sql[] =
     "CREATE TABLE holds(id TEXT PRIMARY KEY, body TEXT NOT NULL);"
     "CREATE TABLE idempotency(key TEXT PRIMARY KEY, body TEXT NOT NULL);"
     "CREATE TABLE events(seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, type TEXT NOT NULL,"
-    "                    resource TEXT, hold_id TEXT, data TEXT NOT NULL);"
+    "                    resource TEXT, hold_id TEXT, data TEXT NOT NULL,"
+    "                    revision INTEGER, revisions TEXT);" REVISIONS_TABLE_SQL
     "INSERT INTO meta(key, value) VALUES('format', 'holdfast'), ('schema', '" SCHEMA_VERSION "');";
+
+/* Schema 1 to 2, in the caller's transaction: every old event gets the revisions it would
+ * have had, numbered in seq order. A hold event touches the parts its data lists; hold.extended
+ * and hold.confirmed do not list them: they touch their hold's granted parts. */
+static const char migrate_1_sql[] =
+    "ALTER TABLE events ADD COLUMN revision INTEGER;"
+    "ALTER TABLE events ADD COLUMN revisions TEXT;" REVISIONS_TABLE_SQL
+    "CREATE TEMP TABLE touch(seq INTEGER NOT NULL, i INTEGER NOT NULL, name TEXT NOT NULL,"
+    "                        revision INTEGER);"
+    "INSERT INTO temp.touch(seq, i, name)"
+    " SELECT e.seq, p.key, json_extract(p.value, '$.name')"
+    " FROM events e, json_each(e.data, '$.resources') p"
+    " WHERE e.hold_id IS NOT NULL AND json_type(e.data, '$.resources') = 'array';"
+    "CREATE INDEX temp.touch_seq ON touch(seq);"
+    "CREATE TEMP TABLE granted(hold_id TEXT PRIMARY KEY, seq INTEGER NOT NULL);"
+    "INSERT OR IGNORE INTO temp.granted SELECT hold_id, seq FROM events"
+    " WHERE type = 'hold.granted' AND hold_id IS NOT NULL;"
+    "INSERT INTO temp.touch(seq, i, name)"
+    " SELECT e.seq, t.i, t.name FROM events e JOIN temp.granted g ON g.hold_id = e.hold_id"
+    " JOIN temp.touch t ON t.seq = g.seq"
+    " WHERE json_type(e.data, '$.resources') IS NOT 'array';"
+    "INSERT INTO temp.touch(seq, i, name) SELECT seq, 0, resource FROM events e"
+    " WHERE resource IS NOT NULL AND NOT EXISTS (SELECT 1 FROM temp.touch t WHERE t.seq = e.seq);"
+    "UPDATE temp.touch SET revision = r.n FROM (SELECT rowid AS id,"
+    " row_number() OVER (PARTITION BY name ORDER BY seq) AS n FROM temp.touch) r"
+    " WHERE r.id = touch.rowid;"
+    "UPDATE events SET revision = t.revision FROM temp.touch t"
+    " WHERE t.seq = events.seq AND t.name = events.resource;"
+    "UPDATE events SET revisions = j.text FROM (SELECT seq,"
+    " json_group_object(name, revision) AS text, count(*) AS n"
+    " FROM (SELECT * FROM temp.touch ORDER BY seq, i) GROUP BY seq) j"
+    " WHERE j.seq = events.seq AND j.n > 1;"
+    "INSERT INTO revisions(resource, revision) SELECT name, max(revision) FROM temp.touch"
+    " GROUP BY name;"
+    "DROP TABLE temp.touch; DROP TABLE temp.granted;"
+    "UPDATE meta SET value = '2' WHERE key = 'schema';";
 
 /* Statements for writing, indexed by table then by put (0) / remove (1). */
 static const char *const write_sql[][2] = {
@@ -36,8 +81,8 @@ static const char *const write_sql[][2] = {
                     "DELETE FROM holds WHERE id = ?1"},
     [HF__J_IDEM] = {"INSERT OR REPLACE INTO idempotency(key, body) VALUES(?1, ?2)",
                     "DELETE FROM idempotency WHERE key = ?1"},
-    [HF__J_EVENT] = {"INSERT INTO events(seq, at, type, resource, hold_id, data)"
-                     " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+    [HF__J_EVENT] = {"INSERT INTO events(seq, at, type, resource, hold_id, data, revision,"
+                     " revisions) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                      NULL},
     [HF__J_META] = {"INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)", NULL},
     [HF__J_SAGA] = {"INSERT OR REPLACE INTO sagas(id, body) VALUES(?1, ?2)", NULL},
@@ -62,6 +107,7 @@ struct hf__journal {
 	int lock_fd; /* PATH.lock, flock()ed for as long as the store is open */
 	sqlite3 *db;     /* the writer's connection; used by one thread at a time */
 	sqlite3_stmt *put[N_TABLES][2];
+	sqlite3_stmt *put_revision; /* advances a resource's counter with each event */
 	sqlite3_stmt *begin, *commit, *rollback;
 	pthread_mutex_t read_lock; /* guards `reader` */
 	sqlite3 *reader;
@@ -103,7 +149,7 @@ static int exec(sqlite3 *db, const char *sql, hf_error *err)
 
 /* Checks that an existing file is ours. New stores are made by create_store only: a file
  * without our tables (an empty one, say, left by a truncation) is refused, never reset. */
-static int check_format(sqlite3 *db, const char *path, hf_error *err)
+static int check_format(sqlite3 *db, const char *path, bool *old_schema, hf_error *err)
 {
 	sqlite3_stmt *st = NULL;
 	int rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master", -1, &st, NULL);
@@ -149,7 +195,8 @@ static int check_format(sqlite3 *db, const char *path, hf_error *err)
 	}
 	if (!format || strcmp(format, "holdfast") != 0)
 		return hf__err(err, HF_ECORRUPT, "'%s' is an SQLite file but not a holdfast store", path);
-	if (!schema || strcmp(schema, SCHEMA_VERSION) != 0)
+	*old_schema = schema && strcmp(schema, "1") == 0;
+	if (!schema || (strcmp(schema, SCHEMA_VERSION) != 0 && !*old_schema))
 		return hf__err(err, HF_ECORRUPT, "'%s' has holdfast schema %s; this build reads %s",
 		               path, schema ? schema : "(none)", SCHEMA_VERSION);
 	/* A damaged page shows up here rather than in the middle of serving.
@@ -282,6 +329,25 @@ static bool faults_before_commit(struct faults *f)
 	return n >= f->fail_after && n < f->fail_after + f->fail;
 }
 
+/* Brings a schema 1 store to this schema, in one durable transaction. */
+static int migrate(sqlite3 *db, const char *path, hf_error *err)
+{
+	int rc = exec(db, "BEGIN IMMEDIATE", err);
+	if (rc != HF_OK)
+		return rc;
+	char *msg = NULL;
+	int src = sqlite3_exec(db, migrate_1_sql, NULL, NULL, &msg);
+	if (src == SQLITE_OK)
+		src = sqlite3_exec(db, "COMMIT", NULL, NULL, &msg);
+	if (src != SQLITE_OK) {
+		rc = hf__err(err, open_code(src), "cannot migrate store '%s' to schema %s: %s", path,
+		             SCHEMA_VERSION, msg ? msg : sqlite3_errstr(src));
+		sqlite3_free(msg);
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	}
+	return rc;
+}
+
 int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err)
 {
 	*out = NULL;
@@ -344,9 +410,11 @@ int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err)
 	umask(old);
 	if (rc != HF_OK)
 		goto fail;
-	if ((rc = check_format(j->db, path, err)) != HF_OK ||
+	bool old_schema = false;
+	if ((rc = check_format(j->db, path, &old_schema, err)) != HF_OK ||
 	    (rc = exec(j->db, "PRAGMA journal_mode=WAL", err)) != HF_OK ||
 	    (rc = exec(j->db, "PRAGMA synchronous=FULL", err)) != HF_OK ||
+	    (old_schema && (rc = migrate(j->db, path, err)) != HF_OK) ||
 	    (rc = exec(j->db, HF__SAGAS_SCHEMA_SQL, err)) != HF_OK)
 		goto fail;
 	for (int t = 0; t < N_TABLES; t++)
@@ -359,6 +427,14 @@ int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err)
 				goto fail;
 			}
 		}
+	int prc = sqlite3_prepare_v2(j->db,
+	                             "INSERT OR REPLACE INTO revisions(resource, revision)"
+	                             " VALUES(?1, ?2)",
+	                             -1, &j->put_revision, NULL);
+	if (prc != SQLITE_OK) {
+		rc = db_err(err, j->db, schema_code(prc), "store schema does not match");
+		goto fail;
+	}
 	if (sqlite3_prepare_v2(j->db, "BEGIN IMMEDIATE", -1, &j->begin, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(j->db, "COMMIT", -1, &j->commit, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(j->db, "ROLLBACK", -1, &j->rollback, NULL) != SQLITE_OK) {
@@ -381,6 +457,7 @@ void hf__journal_close(struct hf__journal *j)
 	for (int t = 0; t < N_TABLES; t++)
 		for (int k = 0; k < 2; k++)
 			sqlite3_finalize(j->put[t][k]);
+	sqlite3_finalize(j->put_revision);
 	sqlite3_finalize(j->begin);
 	sqlite3_finalize(j->commit);
 	sqlite3_finalize(j->rollback);
@@ -448,24 +525,44 @@ static int load_saga(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
 	return hf__state_load_saga(st, text(s, 0), err);
 }
 
-/* Reads the event at the statement's row; strings are the statement's until the next step.
- * Every field the row does not hold is zero (the callers' events live on the stack, and
- * hf__event_copy / hf__event_clear follow the revisions pointer). */
-static void event_of_row(sqlite3_stmt *s, hf_event *ev)
+#define EVENT_COLUMNS "seq, at, type, resource, hold_id, data, revision, revisions"
+
+/* Reads the event at the statement's row into *out (owned: hf__event_clear it). */
+static int event_of_row(sqlite3_stmt *s, hf_event *out, hf_error *err)
 {
-	*ev = (hf_event){.seq = (uint64_t)sqlite3_column_int64(s, 0),
-	                 .at_ms = sqlite3_column_int64(s, 1),
-	                 .type = (char *)text(s, 2),
-	                 .resource = (char *)sqlite3_column_text(s, 3),
-	                 .hold_id = (char *)sqlite3_column_text(s, 4),
-	                 .data = (char *)text(s, 5)};
+	hf_event ev = {.seq = (uint64_t)sqlite3_column_int64(s, 0),
+	               .at_ms = sqlite3_column_int64(s, 1),
+	               .type = (char *)text(s, 2),
+	               .resource = (char *)sqlite3_column_text(s, 3),
+	               .hold_id = (char *)sqlite3_column_text(s, 4),
+	               .data = (char *)text(s, 5)};
+	if (hf__event_copy(out, &ev) != HF_OK)
+		return hf__err_code(err, HF_ENOMEM);
+	int rc = hf__event_revisions_from_text(out, sqlite3_column_int64(s, 6),
+	                                       (const char *)sqlite3_column_text(s, 7), err);
+	if (rc == HF_EPROTO) {
+		char why[sizeof(err->message)];
+		snprintf(why, sizeof(why), "%s", err->message);
+		rc = hf__err(err, HF_ECORRUPT, "store file is damaged: %s", why);
+	}
+	if (rc != HF_OK)
+		hf__event_clear(out);
+	return rc;
 }
 
 static int load_event(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
 {
-	hf_event ev = {0};
-	event_of_row(s, &ev);
-	return hf__state_load_event(st, &ev, err);
+	hf_event ev;
+	int rc = event_of_row(s, &ev, err);
+	if (rc == HF_OK)
+		rc = hf__state_load_event(st, &ev, err);
+	hf__event_clear(&ev);
+	return rc;
+}
+
+static int load_revision(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
+{
+	return hf__state_load_revision(st, text(s, 0), sqlite3_column_int64(s, 1), err);
 }
 
 int hf__journal_load(struct hf__journal *j, struct hf__state *st, hf_error *err)
@@ -479,8 +576,9 @@ int hf__journal_load(struct hf__journal *j, struct hf__state *st, hf_error *err)
 	    (rc = each_row(j,
 	                   "SELECT body FROM idempotency ORDER BY json_extract(body, '$.created_at')",
 	                   load_idem, st, err)) ||
+	    (rc = each_row(j, "SELECT resource, revision FROM revisions", load_revision, st, err)) ||
 	    (rc = each_row(j,
-	                   "SELECT seq, at, type, resource, hold_id, data FROM events"
+	                   "SELECT " EVENT_COLUMNS " FROM events"
 	                   " WHERE seq > (SELECT coalesce(max(seq), 0) FROM events) - 65536"
 	                   " ORDER BY seq",
 	                   load_event, st, err)) ||
@@ -493,6 +591,39 @@ int hf__journal_load(struct hf__journal *j, struct hf__state *st, hf_error *err)
 static int bind_text(sqlite3_stmt *s, int i, const char *v)
 {
 	return v ? sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC) : sqlite3_bind_null(s, i);
+}
+
+/* Binds an event's revisions (?7, ?8) and advances the counter of each. */
+static int write_revisions(struct hf__journal *j, sqlite3_stmt *s, const hf_event *ev)
+{
+	int rc = ev->resource ? sqlite3_bind_int64(s, 7, ev->revision) : sqlite3_bind_null(s, 7);
+	if (rc == SQLITE_OK && ev->n_revisions > 1) {
+		struct hf__jw w;
+		hf__jw_init(&w);
+		for (size_t i = 0; i < ev->n_revisions; i++) {
+			if (i)
+				hf__jw_lit(&w, ",");
+			else
+				hf__jw_lit(&w, "{");
+			hf__jw_str(&w, ev->revisions[i].resource);
+			hf__jw_lit(&w, ":");
+			hf__jw_int(&w, ev->revisions[i].revision);
+		}
+		hf__jw_lit(&w, "}");
+		char *list = hf__jw_finish(&w, NULL);
+		rc = list ? sqlite3_bind_text(s, 8, list, -1, free) : SQLITE_NOMEM;
+	}
+	for (size_t i = 0; rc == SQLITE_OK && i < ev->n_revisions; i++) {
+		sqlite3_stmt *c = j->put_revision;
+		sqlite3_reset(c);
+		rc = bind_text(c, 1, ev->revisions[i].resource);
+		rc = rc ? rc : sqlite3_bind_int64(c, 2, ev->revisions[i].revision);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_step(c) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+		sqlite3_clear_bindings(c);
+		sqlite3_reset(c);
+	}
+	return rc;
 }
 
 static int write_one(struct hf__journal *j, const struct hf__jrec *rec)
@@ -508,6 +639,7 @@ static int write_one(struct hf__journal *j, const struct hf__jrec *rec)
 		rc = rc ? rc : bind_text(s, 4, ev->resource);
 		rc = rc ? rc : bind_text(s, 5, ev->hold_id);
 		rc = rc ? rc : bind_text(s, 6, ev->data);
+		rc = rc ? rc : write_revisions(j, s, ev);
 	} else {
 		rc = bind_text(s, 1, rec->key);
 		if (!rec->remove && rc == SQLITE_OK)
@@ -591,7 +723,7 @@ int hf__journal_read_events(struct hf__journal *j, uint64_t after, uint64_t upto
 	sqlite3_stmt *s = NULL;
 	int code = HF_OK;
 	if (sqlite3_prepare_v2(j->reader,
-	                       "SELECT seq, at, type, resource, hold_id, data FROM events"
+	                       "SELECT " EVENT_COLUMNS " FROM events"
 	                       " WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
 	                       -1, &s, NULL) != SQLITE_OK) {
 		code = db_err(err, j->reader, HF_ESTORAGE, "cannot read events");
@@ -602,12 +734,8 @@ int hf__journal_read_events(struct hf__journal *j, uint64_t after, uint64_t upto
 	sqlite3_bind_int64(s, 3, (sqlite3_int64)limit);
 	int rc;
 	while (*n < limit && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		hf_event ev = {0};
-		event_of_row(s, &ev);
-		if (hf__event_copy(&out[*n], &ev) != HF_OK) {
-			code = hf__err_code(err, HF_ENOMEM);
+		if ((code = event_of_row(s, &out[*n], err)) != HF_OK)
 			goto out;
-		}
 		(*n)++;
 	}
 out:
