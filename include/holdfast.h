@@ -196,7 +196,8 @@ typedef struct hf_event {
 	char *resource;   /* the resource it concerns (a hold's first part); NULL if none */
 	char *hold_id;    /* NULL unless a hold event */
 	char *data;       /* JSON object text describing the change */
-	int64_t revision; /* `resource`'s revision after this event; 0 when resource is NULL */
+	int64_t revision; /* `resource`'s revision after this event; 0 when resource is NULL
+	                     or the event was written before revisions existed (docs/api.md) */
 	size_t n_revisions;            /* every resource the event touches (a multi-resource */
 	hf_event_revision *revisions;  /* hold's parts), by name; includes `resource` */
 } hf_event;
