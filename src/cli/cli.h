@@ -92,5 +92,8 @@ int cli_cmd_resources(int argc, char **argv);
 int cli_cmd_events(int argc, char **argv);
 int cli_cmd_stats(int argc, char **argv);
 int cli_cmd_run(int argc, char **argv);
+/* relay_cmd.c, built with src/relay (HF_CLI_RELAY). */
+int cli_cmd_relay(int argc, char **argv);
+int cli_cmd_consume(int argc, char **argv);
 
 #endif /* HF_CLI_H */
