@@ -89,12 +89,25 @@ int hf__event_copy(hf_event *dst, const hf_event *src)
 {
 	*dst = *src;
 	dst->type = dst->resource = dst->hold_id = dst->data = NULL;
+	dst->n_revisions = 0;
+	dst->revisions = NULL;
 	if (!dup_opt(&dst->type, src->type) || !dup_opt(&dst->resource, src->resource) ||
-	    !dup_opt(&dst->hold_id, src->hold_id) || !dup_opt(&dst->data, src->data)) {
-		hf__event_clear(dst);
-		return HF_ENOMEM;
+	    !dup_opt(&dst->hold_id, src->hold_id) || !dup_opt(&dst->data, src->data))
+		goto nomem;
+	if (src->n_revisions) {
+		if (!(dst->revisions = calloc(src->n_revisions, sizeof(*dst->revisions))))
+			goto nomem;
+		for (size_t i = 0; i < src->n_revisions; i++) {
+			dst->n_revisions = i + 1;
+			dst->revisions[i].revision = src->revisions[i].revision;
+			if (!(dst->revisions[i].resource = hf__strdup(src->revisions[i].resource)))
+				goto nomem;
+		}
 	}
 	return HF_OK;
+nomem:
+	hf__event_clear(dst);
+	return HF_ENOMEM;
 }
 
 hf_hold *hf_hold_dup(const hf_hold *hold)

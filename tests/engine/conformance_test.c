@@ -1702,6 +1702,12 @@ static void snap_equal(const snapshot *a, const snapshot *b)
 		if (!json_same(x->data, y->data))
 			fail_msg("event %llu data differs: %s / %s", (unsigned long long)x->seq, x->data,
 			         y->data);
+		EQ(x->revision, y->revision);
+		EQ(x->n_revisions, y->n_revisions);
+		for (size_t k = 0; k < x->n_revisions; k++) {
+			assert_string_equal(x->revisions[k].resource, y->revisions[k].resource);
+			EQ(x->revisions[k].revision, y->revisions[k].revision);
+		}
 	}
 }
 
@@ -3333,6 +3339,8 @@ static void walk_events(hf_store *st, uint64_t after, size_t limit, uint64_t upt
 				         want);
 			assert_non_null(e->resource);
 			assert_string_equal(e->resource, "ev");
+			/* every event is one of "ev"'s: its revision is its seq */
+			EQ(e->revision, (int64_t)e->seq);
 			if (e->seq > 1) {
 				assert_non_null(e->hold_id);
 				assert_string_equal(e->hold_id, hold_id);
@@ -3365,6 +3373,12 @@ static void same_events(const hf_reply *a, const hf_reply *b, size_t n)
 		if (!json_same(x->data, y->data))
 			fail_msg("event %llu data differs: %s / %s", (unsigned long long)x->seq, x->data,
 			         y->data);
+		EQ(x->revision, y->revision);
+		EQ(x->n_revisions, y->n_revisions);
+		for (size_t k = 0; k < x->n_revisions; k++) {
+			assert_string_equal(x->revisions[k].resource, y->revisions[k].resource);
+			EQ(x->revisions[k].revision, y->revisions[k].revision);
+		}
 	}
 }
 
@@ -3731,6 +3745,235 @@ static void durable_empty_file_refused(void **state)
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup_fake, teardown)
 #define TR(fn) cmocka_unit_test_setup_teardown(fn, setup_real, teardown)
 
+/* ==================== event revisions (issue 10's event model) ==================== */
+/* Every event carries its resource's revision, gap-free per resource from 1, and a
+ * multi-resource hold's event the revision of every part; seq only ever increases. */
+
+#define REV_NAMES 16
+
+/* Per-resource revisions seen so far by a reader. */
+struct rev_seen {
+	size_t n;
+	char names[REV_NAMES][HF_NAME_MAX + 1];
+	int64_t last[REV_NAMES];
+};
+
+static int64_t *rev_slot(struct rev_seen *rs, const char *name)
+{
+	for (size_t i = 0; i < rs->n; i++)
+		if (strcmp(rs->names[i], name) == 0)
+			return &rs->last[i];
+	if (rs->n == REV_NAMES)
+		fail_msg("more than %d resources in a revisions test", REV_NAMES);
+	snprintf(rs->names[rs->n], sizeof(rs->names[0]), "%s", name);
+	rs->last[rs->n] = 0;
+	return &rs->last[rs->n++];
+}
+
+/* The number of parts a hold event's data lists ("resources"), or 0. */
+static size_t event_parts(const hf_event *e)
+{
+	json_error_t je;
+	json_t *j = json_loads(e->data ? e->data : "", 0, &je);
+	size_t n = json_array_size(json_object_get(j, "resources"));
+	json_decref(j);
+	return n;
+}
+
+/* Reads every event after *after up to the newest, checking each against `rs`: seq strictly
+ * increasing, the event's resource in its revisions with its revision, and each resource's
+ * revisions 1, 2, 3... with none skipped. Returns how many events it read. */
+static size_t check_revisions(hf_store *st, uint64_t *after, struct rev_seen *rs)
+{
+	size_t count = 0;
+	uint64_t newest = ht_last_seq(st);
+	while (*after < newest) {
+		hf_reply *r = ht_events(st, *after, HF_LIST_MAX);
+		REPLY_RC(r, HF_OK);
+		if (r->n_events == 0)
+			fail_msg("no events after %llu, though the newest is %llu",
+			         (unsigned long long)*after, (unsigned long long)newest);
+		for (size_t i = 0; i < r->n_events; i++) {
+			const hf_event *e = &r->events[i];
+			if (e->seq <= *after)
+				fail_msg("event %llu after %llu: behind the cursor", (unsigned long long)e->seq,
+				         (unsigned long long)*after);
+			*after = e->seq;
+			count++;
+			assert_non_null(e->resource);
+			GT(e->n_revisions, 0);
+			size_t parts = event_parts(e);
+			if (parts && e->n_revisions != parts)
+				fail_msg("event %llu (%s) touches %zu resources but carries %zu revisions",
+				         (unsigned long long)e->seq, e->type, parts, e->n_revisions);
+			bool has_own = false;
+			for (size_t k = 0; k < e->n_revisions; k++) {
+				const hf_event_revision *v = &e->revisions[k];
+				int64_t *last = rev_slot(rs, v->resource);
+				if (v->revision != *last + 1)
+					fail_msg("event %llu (%s): '%s' at revision %lld after %lld",
+					         (unsigned long long)e->seq, e->type, v->resource,
+					         (long long)v->revision, (long long)*last);
+				*last = v->revision;
+				if (strcmp(v->resource, e->resource) == 0) {
+					has_own = true;
+					EQ(e->revision, v->revision);
+				}
+			}
+			if (!has_own)
+				fail_msg("event %llu: its resource '%s' is not among its revisions",
+				         (unsigned long long)e->seq, e->resource);
+		}
+		hf_reply_free(r);
+	}
+	return count;
+}
+
+/* The revision of `name` after the events checked so far (0: none). */
+static int64_t rev_of(struct rev_seen *rs, const char *name)
+{
+	return *rev_slot(rs, name);
+}
+
+static void revisions_gap_free_per_resource(void **state)
+{
+	struct rev_seen rs = {0};
+	uint64_t after = 0;
+	must_put(ST, "rv-a", 2);                       /* a: 1 */
+	hf_hold *h1 = ACQ("rv-a", NULL);               /* a: 2 */
+	hf_hold *h2 = ACQ("rv-a,rv-b@1", NULL);        /* a: 3, b: 1 */
+	RC(ht_release_rc(ST, h1), HF_OK);              /* a: 4 */
+	RC(ht_confirm_rc(ST, h2), HF_OK);              /* a: 5, b: 2 */
+	RC(ht_release_rc(ST, h2), HF_OK);              /* a: 6, b: 3 */
+	RC(ht_put_rc(ST, "rv-a", 3, NULL, -1), HF_OK); /* a: 7 */
+	EQ(check_revisions(ST, &after, &rs), 7);
+	EQ(rev_of(&rs, "rv-a"), 7);
+	EQ(rev_of(&rs, "rv-b"), 3);
+	/* the resource's version counts updates, not events */
+	ht_res a = ht_res_get(ST, "rv-a");
+	RC(a.rc, HF_OK);
+	EQ(a.version, 2);
+	hf_hold_free(h1);
+	hf_hold_free(h2);
+}
+
+/* A hold over three resources: its events carry each part's revision, its first part's as
+ * the event's own. */
+static void revisions_multi_resource_hold(void **state)
+{
+	struct rev_seen rs = {0};
+	uint64_t after = 0;
+	hf_hold *pre = ACQ("rm-c@2", NULL); /* c: 1 */
+	hf_hold *h = ACQ("rm-a@1,rm-b@1,rm-c@2", NULL);
+	EQ(check_revisions(ST, &after, &rs), 2);
+	hf_reply *r = ht_events(ST, 0, HF_LIST_MAX);
+	REPLY_RC(r, HF_OK);
+	const hf_event *e = &r->events[r->n_events - 1];
+	assert_string_equal(e->type, "hold.granted");
+	assert_string_equal(e->resource, "rm-a");
+	EQ(e->revision, 1);
+	EQ(e->n_revisions, 3);
+	for (size_t k = 0; k < 3; k++)
+		EQ(e->revisions[k].revision, strcmp(e->revisions[k].resource, "rm-c") == 0 ? 2 : 1);
+	hf_reply_free(r);
+	RC(ht_release_rc(ST, h), HF_OK);
+	RC(ht_release_rc(ST, pre), HF_OK);
+	EQ(check_revisions(ST, &after, &rs), 2);
+	EQ(rev_of(&rs, "rm-a"), 2);
+	EQ(rev_of(&rs, "rm-c"), 4);
+	hf_hold_free(pre);
+	hf_hold_free(h);
+}
+
+/* An implicit resource vanishes when idle; when it comes back its revisions continue. */
+static void revisions_implicit_comes_back(void **state)
+{
+	struct rev_seen rs = {0};
+	uint64_t after = 0;
+	for (int round = 0; round < 3; round++) {
+		hf_hold *h = ACQ("ri@1", NULL);
+		RC(ht_release_rc(ST, h), HF_OK);
+		hf_hold_free(h);
+		RC(ht_res_get(ST, "ri").rc, HF_ENORESOURCE);
+	}
+	/* a declared resource deleted and made again goes on too */
+	must_put(ST, "rd", 1);
+	hf_reply *d = ht_delete(ST, "rd", -1);
+	REPLY_RC(d, HF_OK);
+	hf_reply_free(d);
+	must_put(ST, "rd", 1);
+	EQ(check_revisions(ST, &after, &rs), 9);
+	EQ(rev_of(&rs, "ri"), 6);
+	EQ(rev_of(&rs, "rd"), 3);
+}
+
+/* Revisions go on after a reopen, for a resource that exists and one that vanished; old
+ * events read back with theirs. */
+static void revisions_across_reopen(void **state)
+{
+	if (!ht_can_reopen(ENV))
+		skip();
+	hf_hold *h = ACQ("rr-gone@1,rr-kept@2", NULL); /* gone 1, kept 1 */
+	RC(ht_release_rc(ST, h), HF_OK);             /* gone 2, kept 2 */
+	hf_hold_free(h);
+	must_put(ST, "rr-kept", 2);                  /* kept 3 */
+	reopen_with_options(state);
+	h = ACQ("rr-gone@1", NULL);                  /* gone 3 */
+	RC(ht_release_rc(ST, h), HF_OK);             /* gone 4 */
+	hf_hold_free(h);
+	RC(ht_put_rc(ST, "rr-kept", 3, NULL, -1), HF_OK); /* kept 4 */
+	reopen_with_options(state);
+	struct rev_seen rs = {0};
+	uint64_t after = 0;
+	EQ(check_revisions(ST, &after, &rs), 6);
+	EQ(rev_of(&rs, "rr-gone"), 4);
+	EQ(rev_of(&rs, "rr-kept"), 4);
+}
+
+/* A store of schema 1 (before revisions) is migrated when opened: its old events get the
+ * revisions they would have had, hold.extended and hold.confirmed included (their data does not
+ * list the hold's parts), and new events go on from there. */
+static void revisions_migrated_from_schema_1(void **state)
+{
+	NEED_FILE();
+	hf_hold *h = ACQ("rs-a@1,rs-b@1", &(ht_acq){.ttl_ms = 60000});
+	hf_reply *x = ht_hold_op(ST, HF_OP_EXTEND, h->id, h->token, 90000);
+	REPLY_RC(x, HF_OK);
+	hf_reply_free(x);
+	RC(ht_confirm_rc(ST, h), HF_OK);
+	RC(ht_release_rc(ST, h), HF_OK);
+	hf_hold_free(h);
+	must_put(ST, "rs-b", 1);
+	hf_reply *before = ht_events(ST, 0, HF_LIST_MAX);
+	REPLY_RC(before, HF_OK);
+	EQ(before->n_events, 5);
+	ht_env_close(ENV);
+	/* Take the file back to schema 1. */
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(ENV->path, &db), SQLITE_OK);
+	char *msg = NULL;
+	if (sqlite3_exec(db,
+	                 "ALTER TABLE events DROP COLUMN revision;"
+	                 "ALTER TABLE events DROP COLUMN revisions; DROP TABLE revisions;"
+	                 "UPDATE meta SET value = '1' WHERE key = 'schema'",
+	                 NULL, NULL, &msg) != SQLITE_OK)
+		fail_msg("downgrade: %s", msg);
+	sqlite3_close(db);
+	reopen_with_options(state);
+	hf_reply *after = ht_events(ST, 0, HF_LIST_MAX);
+	REPLY_RC(after, HF_OK);
+	same_events(before, after, before->n_events); /* revisions included */
+	hf_reply_free(before);
+	hf_reply_free(after);
+	RC(ht_put_rc(ST, "rs-b", 2, NULL, -1), HF_OK);
+	RC(ht_put_rc(ST, "rs-a", 2, NULL, -1), HF_OK);
+	struct rev_seen rs = {0};
+	uint64_t cursor = 0;
+	EQ(check_revisions(ST, &cursor, &rs), 7);
+	EQ(rev_of(&rs, "rs-a"), 5);
+	EQ(rev_of(&rs, "rs-b"), 6);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -3833,6 +4076,12 @@ int main(void)
 		/* issue 9 (embedded): durability of answers, empty files */
 		T(wait_any_impossible_claim_does_not_block),
 		T(durable_empty_file_refused),
+		/* issue 10: event revisions (every engine) */
+		T(revisions_gap_free_per_resource),
+		T(revisions_multi_resource_hold),
+		T(revisions_implicit_comes_back),
+		T(revisions_across_reopen),
+		T(revisions_migrated_from_schema_1),
 	};
 	ht_apply_filter();
 	const char *u = getenv("HF_TEST_ENGINE_URL");

@@ -58,7 +58,8 @@ struct hf__jrec {
 	bool remove;   /* delete the row with this key instead of writing it */
 	char *key;     /* resource name, hold id, idempotency key or meta key; NULL for events */
 	char *body;    /* JSON document of the row; for events the event's data */
-	hf_event event; /* HF__J_EVENT only: owned strings except data (== body) */
+	hf_event event; /* HF__J_EVENT only: owned strings and revisions except data (== body);
+	                 * writing it also advances the counters of its revisions */
 };
 void hf__jrec_free_list(struct hf__jrec *list);
 
@@ -99,11 +100,14 @@ uint64_t hf__state_durable_seq(const struct hf__state *st);
 /* The oldest event seq still held in memory; events before it must be read from disk. */
 uint64_t hf__state_oldest_cached_seq(const struct hf__state *st);
 
-/* Loading from the journal, in this order: meta, resources, holds, idempotency, events. */
+/* Loading from the journal, in this order: meta, resources, holds, idempotency, revisions
+ * (each resource's last event revision), events. */
 int hf__state_load_meta(struct hf__state *st, const char *key, const char *value, hf_error *err);
 int hf__state_load_resource(struct hf__state *st, const char *body, hf_error *err);
 int hf__state_load_hold(struct hf__state *st, const char *body, hf_error *err);
 int hf__state_load_idem(struct hf__state *st, const char *body, hf_error *err);
+int hf__state_load_revision(struct hf__state *st, const char *resource, int64_t revision,
+                            hf_error *err);
 int hf__state_load_event(struct hf__state *st, const hf_event *ev, hf_error *err);
 
 /* ---- journal.c ---- */

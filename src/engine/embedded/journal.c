@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -15,9 +16,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/codec.h"
 #include "engine/embedded/embedded.h"
 
-#define SCHEMA_VERSION "1"
+/* Schema 2 added event revisions: events.revision (of events.resource), events.revisions (every
+ * resource the event touches, as [["name",revision],...], when more than one) and the table
+ * revisions (each resource's last revision: the counter that outlives implicit resources). */
+#define SCHEMA_VERSION "2"
+
+#define REVISIONS_TABLE_SQL                                                                      \
+	"CREATE TABLE revisions(resource TEXT PRIMARY KEY, revision INTEGER NOT NULL);"
 
 static const char schema_sql[] =
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
@@ -25,8 +33,45 @@ static const char schema_sql[] =
     "CREATE TABLE holds(id TEXT PRIMARY KEY, body TEXT NOT NULL);"
     "CREATE TABLE idempotency(key TEXT PRIMARY KEY, body TEXT NOT NULL);"
     "CREATE TABLE events(seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, type TEXT NOT NULL,"
-    "                    resource TEXT, hold_id TEXT, data TEXT NOT NULL);"
+    "                    resource TEXT, hold_id TEXT, data TEXT NOT NULL,"
+    "                    revision INTEGER, revisions TEXT);" REVISIONS_TABLE_SQL
     "INSERT INTO meta(key, value) VALUES('format', 'holdfast'), ('schema', '" SCHEMA_VERSION "');";
+
+/* Schema 1 to 2, in the caller's transaction: every old event gets the revisions it would
+ * have had, numbered in seq order. A hold event touches the parts its data lists; hold.extended
+ * and hold.confirmed do not list them: they touch their hold's granted parts. */
+static const char migrate_1_sql[] =
+    "ALTER TABLE events ADD COLUMN revision INTEGER;"
+    "ALTER TABLE events ADD COLUMN revisions TEXT;" REVISIONS_TABLE_SQL
+    "CREATE TEMP TABLE touch(seq INTEGER NOT NULL, i INTEGER NOT NULL, name TEXT NOT NULL,"
+    "                        revision INTEGER);"
+    "INSERT INTO temp.touch(seq, i, name)"
+    " SELECT e.seq, p.key, json_extract(p.value, '$.name')"
+    " FROM events e, json_each(e.data, '$.resources') p"
+    " WHERE e.hold_id IS NOT NULL AND json_type(e.data, '$.resources') = 'array';"
+    "CREATE INDEX temp.touch_seq ON touch(seq);"
+    "CREATE TEMP TABLE granted(hold_id TEXT PRIMARY KEY, seq INTEGER NOT NULL);"
+    "INSERT OR IGNORE INTO temp.granted SELECT hold_id, seq FROM events"
+    " WHERE type = 'hold.granted' AND hold_id IS NOT NULL;"
+    "INSERT INTO temp.touch(seq, i, name)"
+    " SELECT e.seq, t.i, t.name FROM events e JOIN temp.granted g ON g.hold_id = e.hold_id"
+    " JOIN temp.touch t ON t.seq = g.seq"
+    " WHERE json_type(e.data, '$.resources') IS NOT 'array';"
+    "INSERT INTO temp.touch(seq, i, name) SELECT seq, 0, resource FROM events e"
+    " WHERE resource IS NOT NULL AND NOT EXISTS (SELECT 1 FROM temp.touch t WHERE t.seq = e.seq);"
+    "UPDATE temp.touch SET revision = r.n FROM (SELECT rowid AS id,"
+    " row_number() OVER (PARTITION BY name ORDER BY seq) AS n FROM temp.touch) r"
+    " WHERE r.id = touch.rowid;"
+    "UPDATE events SET revision = t.revision FROM temp.touch t"
+    " WHERE t.seq = events.seq AND t.name = events.resource;"
+    "UPDATE events SET revisions = j.text FROM (SELECT seq,"
+    " json_group_array(json_array(name, revision)) AS text, count(*) AS n"
+    " FROM (SELECT * FROM temp.touch ORDER BY seq, i) GROUP BY seq) j"
+    " WHERE j.seq = events.seq AND j.n > 1;"
+    "INSERT INTO revisions(resource, revision) SELECT name, max(revision) FROM temp.touch"
+    " GROUP BY name;"
+    "DROP TABLE temp.touch; DROP TABLE temp.granted;"
+    "UPDATE meta SET value = '2' WHERE key = 'schema';";
 
 /* Statements for writing, indexed by table then by put (0) / remove (1). */
 static const char *const write_sql[][2] = {
@@ -36,8 +81,8 @@ static const char *const write_sql[][2] = {
                     "DELETE FROM holds WHERE id = ?1"},
     [HF__J_IDEM] = {"INSERT OR REPLACE INTO idempotency(key, body) VALUES(?1, ?2)",
                     "DELETE FROM idempotency WHERE key = ?1"},
-    [HF__J_EVENT] = {"INSERT INTO events(seq, at, type, resource, hold_id, data)"
-                     " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+    [HF__J_EVENT] = {"INSERT INTO events(seq, at, type, resource, hold_id, data, revision,"
+                     " revisions) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                      NULL},
     [HF__J_META] = {"INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)", NULL},
 };
@@ -60,6 +105,7 @@ struct hf__journal {
 	int lock_fd; /* PATH.lock, flock()ed for as long as the store is open */
 	sqlite3 *db;     /* the writer's connection; used by one thread at a time */
 	sqlite3_stmt *put[N_TABLES][2];
+	sqlite3_stmt *put_revision; /* advances a resource's counter with each event */
 	sqlite3_stmt *begin, *commit, *rollback;
 	pthread_mutex_t read_lock; /* guards `reader` */
 	sqlite3 *reader;
@@ -101,7 +147,7 @@ static int exec(sqlite3 *db, const char *sql, hf_error *err)
 
 /* Checks that an existing file is ours. New stores are made by create_store only: a file
  * without our tables (an empty one, say, left by a truncation) is refused, never reset. */
-static int check_format(sqlite3 *db, const char *path, hf_error *err)
+static int check_format(sqlite3 *db, const char *path, bool *old_schema, hf_error *err)
 {
 	sqlite3_stmt *st = NULL;
 	int rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master", -1, &st, NULL);
@@ -147,7 +193,8 @@ static int check_format(sqlite3 *db, const char *path, hf_error *err)
 	}
 	if (!format || strcmp(format, "holdfast") != 0)
 		return hf__err(err, HF_ECORRUPT, "'%s' is an SQLite file but not a holdfast store", path);
-	if (!schema || strcmp(schema, SCHEMA_VERSION) != 0)
+	*old_schema = schema && strcmp(schema, "1") == 0;
+	if (!schema || (strcmp(schema, SCHEMA_VERSION) != 0 && !*old_schema))
 		return hf__err(err, HF_ECORRUPT, "'%s' has holdfast schema %s; this build reads %s",
 		               path, schema ? schema : "(none)", SCHEMA_VERSION);
 	/* A damaged page shows up here rather than in the middle of serving.
@@ -280,6 +327,25 @@ static bool faults_before_commit(struct faults *f)
 	return n >= f->fail_after && n < f->fail_after + f->fail;
 }
 
+/* Brings a schema 1 store to this schema, in one durable transaction. */
+static int migrate(sqlite3 *db, const char *path, hf_error *err)
+{
+	int rc = exec(db, "BEGIN IMMEDIATE", err);
+	if (rc != HF_OK)
+		return rc;
+	char *msg = NULL;
+	int src = sqlite3_exec(db, migrate_1_sql, NULL, NULL, &msg);
+	if (src == SQLITE_OK)
+		src = sqlite3_exec(db, "COMMIT", NULL, NULL, &msg);
+	if (src != SQLITE_OK) {
+		rc = hf__err(err, open_code(src), "cannot migrate store '%s' to schema %s: %s", path,
+		             SCHEMA_VERSION, msg ? msg : sqlite3_errstr(src));
+		sqlite3_free(msg);
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	}
+	return rc;
+}
+
 int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err)
 {
 	*out = NULL;
@@ -342,9 +408,11 @@ int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err)
 	umask(old);
 	if (rc != HF_OK)
 		goto fail;
-	if ((rc = check_format(j->db, path, err)) != HF_OK ||
+	bool old_schema = false;
+	if ((rc = check_format(j->db, path, &old_schema, err)) != HF_OK ||
 	    (rc = exec(j->db, "PRAGMA journal_mode=WAL", err)) != HF_OK ||
-	    (rc = exec(j->db, "PRAGMA synchronous=FULL", err)) != HF_OK)
+	    (rc = exec(j->db, "PRAGMA synchronous=FULL", err)) != HF_OK ||
+	    (old_schema && (rc = migrate(j->db, path, err)) != HF_OK))
 		goto fail;
 	for (int t = 0; t < N_TABLES; t++)
 		for (int k = 0; k < 2; k++) {
@@ -356,6 +424,14 @@ int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err)
 				goto fail;
 			}
 		}
+	int prc = sqlite3_prepare_v2(j->db,
+	                             "INSERT OR REPLACE INTO revisions(resource, revision)"
+	                             " VALUES(?1, ?2)",
+	                             -1, &j->put_revision, NULL);
+	if (prc != SQLITE_OK) {
+		rc = db_err(err, j->db, schema_code(prc), "store schema does not match");
+		goto fail;
+	}
 	if (sqlite3_prepare_v2(j->db, "BEGIN IMMEDIATE", -1, &j->begin, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(j->db, "COMMIT", -1, &j->commit, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(j->db, "ROLLBACK", -1, &j->rollback, NULL) != SQLITE_OK) {
@@ -378,6 +454,7 @@ void hf__journal_close(struct hf__journal *j)
 	for (int t = 0; t < N_TABLES; t++)
 		for (int k = 0; k < 2; k++)
 			sqlite3_finalize(j->put[t][k]);
+	sqlite3_finalize(j->put_revision);
 	sqlite3_finalize(j->begin);
 	sqlite3_finalize(j->commit);
 	sqlite3_finalize(j->rollback);
@@ -435,22 +512,81 @@ static int load_idem(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
 	return hf__state_load_idem(st, text(s, 0), err);
 }
 
-/* Reads the event at the statement's row; strings are the statement's until the next step. */
-static void event_of_row(sqlite3_stmt *s, hf_event *ev)
+#define EVENT_COLUMNS "seq, at, type, resource, hold_id, data, revision, revisions"
+
+/* The revisions of an event row: [["name",revision],...] when it touched more than one
+ * resource, else its resource's alone. Points ev->revisions into `room` (HF_CLAIMS_MAX) and
+ * its names into the statement or *tree (to json_decref after use). */
+static int revisions_of_row(sqlite3_stmt *s, hf_event *ev, hf_event_revision *room,
+                            json_t **tree, hf_error *err)
 {
+	const char *list = (const char *)sqlite3_column_text(s, 7);
+	ev->revision = ev->resource ? sqlite3_column_int64(s, 6) : 0;
+	ev->revisions = room;
+	ev->n_revisions = 0;
+	if (!list) {
+		if (ev->resource)
+			room[ev->n_revisions++] = (hf_event_revision){ev->resource, ev->revision};
+		return HF_OK;
+	}
+	json_t *j = *tree = json_loads(list, 0, NULL);
+	size_t n = json_array_size(j);
+	if (!ev->resource || n < 2 || n > HF_CLAIMS_MAX)
+		goto bad;
+	/* The event's resource first, the others in the order the row lists them. */
+	room[ev->n_revisions++] = (hf_event_revision){ev->resource, ev->revision};
+	for (size_t i = 0; i < n; i++) {
+		const char *name;
+		json_int_t revision;
+		if (json_unpack(json_array_get(j, i), "[sI!]", &name, &revision) != 0 || revision < 1)
+			goto bad;
+		if (strcmp(name, ev->resource) == 0) {
+			if (revision != ev->revision)
+				goto bad;
+			continue;
+		}
+		if (ev->n_revisions == n)
+			goto bad; /* the event's resource is missing from its list */
+		room[ev->n_revisions++] = (hf_event_revision){(char *)name, revision};
+	}
+	if (ev->n_revisions != n)
+		goto bad;
+	return HF_OK;
+bad:
+	return hf__err(err, HF_ECORRUPT, "store file is damaged: event %llu has revisions '%.60s'",
+	               (unsigned long long)ev->seq, list);
+}
+
+/* Reads the event at the statement's row; strings are the statement's (or *tree's) until the
+ * next step; `room` as for revisions_of_row. */
+static int event_of_row(sqlite3_stmt *s, hf_event *ev, hf_event_revision *room, json_t **tree,
+                        hf_error *err)
+{
+	*tree = NULL;
 	ev->seq = (uint64_t)sqlite3_column_int64(s, 0);
 	ev->at_ms = sqlite3_column_int64(s, 1);
 	ev->type = (char *)text(s, 2);
 	ev->resource = (char *)sqlite3_column_text(s, 3);
 	ev->hold_id = (char *)sqlite3_column_text(s, 4);
 	ev->data = (char *)text(s, 5);
+	return revisions_of_row(s, ev, room, tree, err);
 }
 
 static int load_event(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
 {
 	hf_event ev;
-	event_of_row(s, &ev);
-	return hf__state_load_event(st, &ev, err);
+	hf_event_revision room[HF_CLAIMS_MAX];
+	json_t *tree;
+	int rc = event_of_row(s, &ev, room, &tree, err);
+	if (rc == HF_OK)
+		rc = hf__state_load_event(st, &ev, err);
+	json_decref(tree);
+	return rc;
+}
+
+static int load_revision(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
+{
+	return hf__state_load_revision(st, text(s, 0), sqlite3_column_int64(s, 1), err);
 }
 
 int hf__journal_load(struct hf__journal *j, struct hf__state *st, hf_error *err)
@@ -464,8 +600,9 @@ int hf__journal_load(struct hf__journal *j, struct hf__state *st, hf_error *err)
 	    (rc = each_row(j,
 	                   "SELECT body FROM idempotency ORDER BY json_extract(body, '$.created_at')",
 	                   load_idem, st, err)) ||
+	    (rc = each_row(j, "SELECT resource, revision FROM revisions", load_revision, st, err)) ||
 	    (rc = each_row(j,
-	                   "SELECT seq, at, type, resource, hold_id, data FROM events"
+	                   "SELECT " EVENT_COLUMNS " FROM events"
 	                   " WHERE seq > (SELECT coalesce(max(seq), 0) FROM events) - 65536"
 	                   " ORDER BY seq",
 	                   load_event, st, err)))
@@ -476,6 +613,40 @@ int hf__journal_load(struct hf__journal *j, struct hf__state *st, hf_error *err)
 static int bind_text(sqlite3_stmt *s, int i, const char *v)
 {
 	return v ? sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC) : sqlite3_bind_null(s, i);
+}
+
+/* Binds an event's revisions (?7, ?8) and advances the counter of each. */
+static int write_revisions(struct hf__journal *j, sqlite3_stmt *s, const hf_event *ev)
+{
+	int rc = ev->resource ? sqlite3_bind_int64(s, 7, ev->revision) : sqlite3_bind_null(s, 7);
+	if (rc == SQLITE_OK && ev->n_revisions > 1) {
+		struct hf__jw w;
+		hf__jw_init(&w);
+		hf__jw_lit(&w, "[");
+		for (size_t i = 0; i < ev->n_revisions; i++) {
+			if (i)
+				hf__jw_lit(&w, ",");
+			hf__jw_lit(&w, "[");
+			hf__jw_str(&w, ev->revisions[i].resource);
+			hf__jw_lit(&w, ",");
+			hf__jw_int(&w, ev->revisions[i].revision);
+			hf__jw_lit(&w, "]");
+		}
+		hf__jw_lit(&w, "]");
+		char *list = hf__jw_finish(&w, NULL);
+		rc = list ? sqlite3_bind_text(s, 8, list, -1, free) : SQLITE_NOMEM;
+	}
+	for (size_t i = 0; rc == SQLITE_OK && i < ev->n_revisions; i++) {
+		sqlite3_stmt *c = j->put_revision;
+		sqlite3_reset(c);
+		rc = bind_text(c, 1, ev->revisions[i].resource);
+		rc = rc ? rc : sqlite3_bind_int64(c, 2, ev->revisions[i].revision);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_step(c) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+		sqlite3_clear_bindings(c);
+		sqlite3_reset(c);
+	}
+	return rc;
 }
 
 static int write_one(struct hf__journal *j, const struct hf__jrec *rec)
@@ -491,6 +662,7 @@ static int write_one(struct hf__journal *j, const struct hf__jrec *rec)
 		rc = rc ? rc : bind_text(s, 4, ev->resource);
 		rc = rc ? rc : bind_text(s, 5, ev->hold_id);
 		rc = rc ? rc : bind_text(s, 6, ev->data);
+		rc = rc ? rc : write_revisions(j, s, ev);
 	} else {
 		rc = bind_text(s, 1, rec->key);
 		if (!rec->remove && rc == SQLITE_OK)
@@ -574,7 +746,7 @@ int hf__journal_read_events(struct hf__journal *j, uint64_t after, uint64_t upto
 	sqlite3_stmt *s = NULL;
 	int code = HF_OK;
 	if (sqlite3_prepare_v2(j->reader,
-	                       "SELECT seq, at, type, resource, hold_id, data FROM events"
+	                       "SELECT " EVENT_COLUMNS " FROM events"
 	                       " WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
 	                       -1, &s, NULL) != SQLITE_OK) {
 		code = db_err(err, j->reader, HF_ESTORAGE, "cannot read events");
@@ -586,11 +758,14 @@ int hf__journal_read_events(struct hf__journal *j, uint64_t after, uint64_t upto
 	int rc;
 	while (*n < limit && (rc = sqlite3_step(s)) == SQLITE_ROW) {
 		hf_event ev;
-		event_of_row(s, &ev);
-		if (hf__event_copy(&out[*n], &ev) != HF_OK) {
+		hf_event_revision room[HF_CLAIMS_MAX];
+		json_t *tree;
+		if ((code = event_of_row(s, &ev, room, &tree, err)) == HF_OK &&
+		    hf__event_copy(&out[*n], &ev) != HF_OK)
 			code = hf__err_code(err, HF_ENOMEM);
+		json_decref(tree);
+		if (code != HF_OK)
 			goto out;
-		}
 		(*n)++;
 	}
 out:

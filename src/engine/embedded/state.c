@@ -72,6 +72,14 @@ struct idem {
 	struct idem *next; /* retention FIFO */
 };
 
+/* A resource's event revision counter. It outlives the resource: an implicit resource vanishes
+ * when idle, and when it comes back its revisions continue (consumers deduplicate by resource
+ * and revision). One per resource name ever seen, loaded whole from the journal. */
+struct rev {
+	int64_t revision; /* of the resource's last event */
+	char name[];
+};
+
 struct waiter {
 	struct hf__call *call;
 	char call_key[24]; /* the call id as text, the key in st->waiters */
@@ -90,6 +98,7 @@ struct hf__state {
 	struct hf__map holds;
 	struct hf__map idems;
 	struct hf__map waiters; /* by call id */
+	struct hf__map revs;    /* struct rev by resource name */
 	struct hf__heap expiries;  /* tentative holds by expires_at */
 	struct hf__heap deadlines; /* waiters by deadline */
 	struct hold *ended_head, *ended_tail;
@@ -160,6 +169,9 @@ void hf__jrec_free_list(struct hf__jrec *list)
 		free(list->event.type);
 		free(list->event.resource);
 		free(list->event.hold_id);
+		for (size_t i = 0; i < list->event.n_revisions; i++)
+			free(list->event.revisions[i].resource);
+		free(list->event.revisions);
 		free(list);
 		list = next;
 	}
@@ -417,11 +429,50 @@ static int reply_resource(struct hf__call *call, const struct res *r)
 
 /* ---- events ---- */
 
-/* Appends an event (and its journal record); `body`, its data as JSON text, is consumed (NULL:
+/* The counter of `name`'s revisions, made at 0 when new; NULL when out of memory. */
+static struct rev *rev_get(struct hf__state *st, const char *name)
+{
+	struct rev *r = hf__map_get(&st->revs, name);
+	if (r)
+		return r;
+	size_t len = strlen(name) + 1;
+	if (!(r = malloc(sizeof(*r) + len)))
+		return NULL;
+	r->revision = 0;
+	memcpy(r->name, name, len);
+	if (hf__map_put(&st->revs, r->name, r) != HF_OK) {
+		free(r);
+		return NULL;
+	}
+	return r;
+}
+
+/* Gives the event the next revision of each resource it touches (names[0] is its resource). */
+static int event_revise(struct hf__state *st, hf_event *ev, const char *const *names, size_t n)
+{
+	if (n == 0)
+		return HF_OK;
+	if (!(ev->revisions = calloc(n, sizeof(*ev->revisions))))
+		return HF_ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		struct rev *r = rev_get(st, names[i]);
+		ev->n_revisions = i + 1;
+		if (!r || !(ev->revisions[i].resource = hf__strdup(names[i])))
+			return HF_ENOMEM;
+		ev->revisions[i].revision = ++r->revision;
+	}
+	ev->revision = ev->revisions[0].revision;
+	return HF_OK;
+}
+
+/* Appends an event (and its journal record) touching the resources `names` (the first is its
+ * resource; none for an event without one); `body`, its data as JSON text, is consumed (NULL:
  * out of memory). */
 static void emit_text(struct hf__state *st, struct hf__effects *fx, int64_t now,
-                      const char *type, const char *resource, const char *hold_id, char *body)
+                      const char *type, const char *const *names, size_t n_names,
+                      const char *hold_id, char *body)
 {
+	const char *resource = n_names ? names[0] : NULL;
 	if (!body) {
 		fx->failed = HF_ENOMEM;
 		return;
@@ -435,7 +486,9 @@ static void emit_text(struct hf__state *st, struct hf__effects *fx, int64_t now,
 	rec->event.resource = hf__strdup(resource);
 	rec->event.hold_id = hf__strdup(hold_id);
 	rec->event.data = body;
-	if (!rec->event.type || (resource && !rec->event.resource) || (hold_id && !rec->event.hold_id))
+	if (!rec->event.type || (resource && !rec->event.resource) ||
+	    (hold_id && !rec->event.hold_id) ||
+	    event_revise(st, &rec->event, names, n_names) != HF_OK)
 		fx->failed = HF_ENOMEM;
 	/* Cache a copy for readers; it is served once durable. */
 	hf_event *slot = &st->events[rec->event.seq % EVENT_CACHE];
@@ -451,7 +504,7 @@ static void emit_text(struct hf__state *st, struct hf__effects *fx, int64_t now,
 static void emit(struct hf__state *st, struct hf__effects *fx, int64_t now, const char *type,
                  const char *resource, const char *hold_id, json_t *data)
 {
-	emit_text(st, fx, now, type, resource, hold_id, dump(data));
+	emit_text(st, fx, now, type, &resource, resource ? 1 : 0, hold_id, dump(data));
 }
 
 static void emit_hold(struct hf__state *st, struct hf__effects *fx, int64_t now, const char *type,
@@ -459,8 +512,11 @@ static void emit_hold(struct hf__state *st, struct hf__effects *fx, int64_t now,
 {
 	hf_hold_part parts[HF_CLAIMS_MAX];
 	hf_hold view;
+	const char *names[HF_CLAIMS_MAX];
 	hold_view(h, false, &view, parts);
-	emit_text(st, fx, now, type, h->parts[0].name, h->id, hf__event_hold_data_text(type, &view));
+	for (size_t i = 0; i < h->n_parts; i++)
+		names[i] = h->parts[i].name;
+	emit_text(st, fx, now, type, names, h->n_parts, h->id, hf__event_hold_data_text(type, &view));
 }
 
 /* ---- resources ---- */
@@ -1606,6 +1662,7 @@ struct hf__state *hf__state_new(const hf_options *opt)
 	hf__map_init(&st->holds);
 	hf__map_init(&st->idems);
 	hf__map_init(&st->waiters);
+	hf__map_init(&st->revs);
 	return st;
 }
 
@@ -1624,6 +1681,10 @@ void hf__state_free(struct hf__state *st)
 	pos = 0, cur = NULL;
 	while ((v = hf__map_next(&st->idems, &pos, &cur)))
 		idem_free(v);
+	pos = 0, cur = NULL;
+	while ((v = hf__map_next(&st->revs, &pos, &cur)))
+		free(v);
+	hf__map_release(&st->revs);
 	hf__map_release(&st->holds);
 	hf__map_release(&st->resources);
 	hf__map_release(&st->idems);
@@ -1795,5 +1856,18 @@ int hf__state_load_event(struct hf__state *st, const hf_event *ev, hf_error *err
 	if (st->oldest_cached == 0)
 		st->oldest_cached = ev->seq;
 	st->last_seq = st->durable_seq = ev->seq;
+	return HF_OK;
+}
+
+int hf__state_load_revision(struct hf__state *st, const char *resource, int64_t revision,
+                            hf_error *err)
+{
+	if (revision < 1 || hf__map_get(&st->revs, resource))
+		return hf__err(err, HF_ECORRUPT, "store file is damaged: revision %lld of '%.60s'",
+		               (long long)revision, resource);
+	struct rev *r = rev_get(st, resource);
+	if (!r)
+		return hf__err_code(err, HF_ENOMEM);
+	r->revision = revision;
 	return HF_OK;
 }
