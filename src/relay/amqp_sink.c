@@ -71,10 +71,14 @@ int relay_amqp_open(const char *url, amqp_connection_state_t *out, hf_error *err
 		relay_err(err, HF_EENGINE, "amqp %s:%d: %s", ci.host, ci.port, amqp_error_string2(st));
 		goto out_fail;
 	}
-	if (relay_amqp_check(amqp_login(c, ci.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, ci.user,
-	                                ci.password),
-	                     "login", err) != HF_OK)
+	amqp_rpc_reply_t login = amqp_login(c, ci.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN,
+	                                    ci.user, ci.password);
+	if (relay_amqp_check(login, "login", err) != HF_OK) {
+		/* The broker said no (credentials, vhost): retrying will not change its mind. */
+		if (login.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION)
+			rc = err ? (err->code = HF_EAUTH) : HF_EAUTH;
 		goto out_fail;
+	}
 	amqp_channel_open(c, 1);
 	if (relay_amqp_check(amqp_get_rpc_reply(c), "channel.open", err) != HF_OK)
 		goto out_fail;

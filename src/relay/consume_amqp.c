@@ -199,7 +199,7 @@ int relay_consume_amqp(const struct relay_consume_opts *o, struct relay_ledger *
 		relay_amqp_close(c);
 		if (rc == HF_OK)
 			return HF_OK;
-		if (rc != HF_EENGINE)
+		if (rc != HF_EENGINE || o->declare_only)
 			return rc;
 		relay_log("warn", "msg=reconnect why=\"%s\"", err->message);
 		if (o->idle_exit_ms > 0 && relay_mono_ms() - idle_since >= o->idle_exit_ms)

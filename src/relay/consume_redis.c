@@ -282,7 +282,7 @@ int relay_consume_redis(const struct relay_consume_opts *o, struct relay_ledger 
 	int rc = HF_OK;
 	while (!(o->stop && *o->stop)) {
 		rc = connect_and_consume(&x, &idle_since, err);
-		if (rc != HF_EENGINE)
+		if (rc != HF_EENGINE || o->declare_only)
 			break;
 		relay_log("warn", "msg=reconnect why=\"%s\"", err->message);
 		if (o->idle_exit_ms > 0 && relay_mono_ms() - idle_since >= o->idle_exit_ms)

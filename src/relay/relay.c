@@ -32,6 +32,7 @@ struct relay {
 	int64_t version;     /* the checkpoint resource's version, for if_version */
 	int64_t backoff_ms;
 	uint64_t delivered;  /* messages confirmed by the destination */
+	hf_error fatal;      /* a destination that refuses us (credentials, url): we stop */
 };
 
 void relay_opts_init(struct relay_opts *o)
@@ -269,8 +270,14 @@ static enum step relay_batch(struct relay *r, uint64_t *after)
 	if (n && atomic_load(&r->lost))
 		goto out;
 	if (n && (rc = r->sink->deliver(r->sink, msgs, n, &err)) != HF_OK) {
-		relay_log("warn", "msg=deliver_failed after=%" PRIu64 " why=\"%s\"", *after, err.message);
-		back_off(r);
+		relay_log("warn", "msg=deliver_failed after=%" PRIu64 " error=%s why=\"%s\"", *after,
+		          hf_err_name(rc), err.message);
+		if (rc == HF_EAUTH || rc == HF_EINVAL) {
+			r->fatal = err;
+			step = STEP_DONE;
+		} else {
+			back_off(r);
+		}
 		goto out;
 	}
 	r->backoff_ms = BACKOFF_MIN_MS;
@@ -355,5 +362,7 @@ int relay_run(const struct relay_opts *o, hf_error *err)
 	          r.delivered);
 	hf_close(r.store);
 	r.sink->free(r.sink);
-	return HF_OK;
+	if (r.fatal.code != HF_OK && err)
+		*err = r.fatal;
+	return r.fatal.code;
 }

@@ -1,0 +1,414 @@
+#!/usr/bin/env python3
+"""test_relay.py — `holdfast relay` and `holdfast consume` end to end, on a real holdfastd, a
+real RabbitMQ and a real Redis that the test starts itself (brokers.py), one broker start per
+group. Kills the relay, the broker and an active relay with a standby mid-stream, and checks
+that every event arrives, in order per resource, and is applied exactly once.
+
+Usage: test_relay.py --holdfastd BIN --holdfast BIN (amqp|redis) [SCENARIO...]
+Exits 77 (skip) when rabbitmq-server or redis-server is not installed.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "server"))
+import brokers  # noqa: E402
+import hfserver  # noqa: E402
+
+HOLDFAST = ""
+OWN = "holdfast.relay/"
+
+
+class Scenario:
+    """One holdfastd and a scratch dir; names (exchange, queue, streams) unique to it."""
+
+    def __init__(self, name):
+        self.name = name
+        self.dir = tempfile.mkdtemp(prefix="hf-relay-%s-" % name)
+        self.srv = hfserver.Server()
+        self.procs = []
+
+    def close(self, passed):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        self.srv.stop()
+        if passed:  # a failure keeps its logs
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # ---- the store ------------------------------------------------------------------
+    def make_events(self, prefix, resources=6, rounds=20):
+        """Declares resources and takes/releases single and two-resource holds."""
+        names = ["%s.r%d" % (prefix, i) for i in range(resources)]
+        for n in names:
+            st, _, _ = self.srv.put("/v1/resources/" + urllib.parse.quote(n, safe=""),
+                                    {"capacity": 2})
+            assert st in (200, 201), st
+        for r in range(rounds):
+            a, b = names[r % resources], names[(r * 7 + 1) % resources]
+            claims = [{"name": a, "units": 1}] + ([{"name": b, "units": 1}] if a != b else [])
+            st, hold, _ = self.srv.post("/v1/holds", {"owner": "t", "resources": claims,
+                                                      "ttl_ms": 60000})
+            assert st == 201, (st, hold)
+            st, _, _ = self.srv.post("/v1/holds/%s/release" % hold["id"],
+                                     {"token": hold["token"]})
+            assert st == 200, st
+        return self.last_seq()
+
+    def last_seq(self):
+        _, body, _ = self.srv.get("/v1/events?after=0&limit=1")
+        return body["last_seq"]
+
+    def events(self, upto):
+        """(seq, resource) of every event up to `upto` that a relay publishes."""
+        out, after = [], 0
+        while after < upto:
+            _, body, _ = self.srv.get("/v1/events?after=%d&limit=1000" % after)
+            for e in body["events"]:
+                if e["seq"] <= upto and not (e["resource"] or "").startswith(OWN):
+                    out.append(e)
+            after = body["next_after"]
+            if not body["events"]:
+                break
+        return out
+
+    def checkpoint(self, relay_name):
+        name = urllib.parse.quote(OWN + relay_name + "/checkpoint", safe="")
+        st, body, _ = self.srv.get("/v1/resources/" + name)
+        return json.loads(body["meta"])["seq"] if st == 200 and isinstance(body["meta"], str) \
+            else (body["meta"]["seq"] if st == 200 else 0)
+
+    def wait_checkpoint(self, relay_name, seq, timeout=90):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.checkpoint(relay_name) >= seq:
+                return
+            time.sleep(0.1)
+        raise AssertionError("checkpoint of %s never reached %d (at %d)"
+                             % (relay_name, seq, self.checkpoint(relay_name)))
+
+    # ---- processes --------------------------------------------------------------------
+    def relay(self, dest, relay_name, *extra, tag=None):
+        log = os.path.join(self.dir, "relay-%s.log" % (tag or relay_name))
+        p = subprocess.Popen([HOLDFAST, "--server", self.srv.url, "relay", "--to", dest,
+                              "--name", relay_name, "--owner", tag or relay_name] + list(extra),
+                             stdout=subprocess.DEVNULL, stderr=open(log, "ab"))
+        p.log_path = log
+        self.procs.append(p)
+        return p
+
+    def consume(self, src, *extra, state=None, timeout=120):
+        """Runs a consumer until idle: (exit code, applied lines, stderr)."""
+        state = state or os.path.join(self.dir, "consumer.db")
+        r = subprocess.run([HOLDFAST, "consume", "--from", src, "--state", state,
+                            "--idle-exit", "1500"] + list(extra),
+                           capture_output=True, text=True, timeout=timeout)
+        lines = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+        return r.returncode, lines, r.stderr
+
+
+def wait_log(proc, text, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with open(proc.log_path, "rb") as f:
+            if text.encode() in f.read():
+                return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise AssertionError("relay log never said %r:\n%s" % (text, open(proc.log_path).read()))
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0, open(proc.log_path).read()
+
+
+def check_applied(sc, lines, upto, stderr=""):
+    """Every published event up to `upto` applied exactly once per resource it touches, in
+    order per resource (seq and revision increasing), revisions gap-free when given."""
+    events = sc.events(upto)
+    want = {e["seq"] for e in events}
+    got = {}
+    for ln in lines:
+        got.setdefault(ln["resource"], []).append((ln["seq"], ln["revision"]))
+        assert not ln["resource"].startswith(OWN), ln
+        assert ln["event"]["seq"] == ln["seq"], ln
+    seen = {s for per in got.values() for s, _ in per}
+    assert seen == want, "missing %s, unexpected %s\n%s" % (
+        sorted(want - seen)[:20], sorted(seen - want)[:20], stderr[-3000:])
+    for res, per in got.items():
+        seqs = [s for s, _ in per]
+        assert seqs == sorted(set(seqs)), "%s out of order or twice: %s" % (res, seqs)
+        revs = [r for _, r in per]
+        if any(revs):
+            assert revs == list(range(revs[0], revs[0] + len(revs))) and revs[0] == 1, \
+                "%s revisions %s" % (res, revs)
+    # Each event's first resource has it; the relay may add one copy per other resource.
+    for e in events:
+        if e["resource"]:
+            assert e["seq"] in {s for s, _ in got.get(e["resource"], [])}, e
+
+
+# ---- RabbitMQ ---------------------------------------------------------------------------
+def amqp_declare(rabbit, exchange, queue, *extra):
+    r = subprocess.run([HOLDFAST, "consume", "--from", rabbit.url, "--exchange", exchange,
+                        "--queue", queue, "--declare-only"] + list(extra),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def amqp_basic(rabbit, sc):
+    amqp_declare(rabbit, "ex.basic", "q.basic")
+    last = sc.make_events("basic")
+    rel = sc.relay(rabbit.url, "basic", "--exchange", "ex.basic", "--until-seq", str(last))
+    assert rel.wait(timeout=120) == 0, open(rel.log_path).read()
+    rc, lines, err = sc.consume(rabbit.url, "--exchange", "ex.basic", "--queue", "q.basic")
+    assert rc == 0, err
+    check_applied(sc, lines, last, err)
+
+
+def amqp_relay_killed(rabbit, sc):
+    amqp_declare(rabbit, "ex.kill", "q.kill")
+    last = sc.make_events("kill", rounds=150)
+    rel = sc.relay(rabbit.url, "kill", "--exchange", "ex.kill", "--batch", "3",
+                   "--lease-ms", "1500")
+    sc.wait_checkpoint("kill", last // 3)
+    rel.kill()  # SIGKILL mid-stream: a batch may be published and not checkpointed
+    rel.wait()
+    last = max(last, sc.make_events("kill2", rounds=20))
+    rel = sc.relay(rabbit.url, "kill", "--exchange", "ex.kill", "--until-seq", str(last),
+                   tag="kill-again")
+    assert rel.wait(timeout=120) == 0, open(rel.log_path).read()
+    rc, lines, err = sc.consume(rabbit.url, "--exchange", "ex.kill", "--queue", "q.kill")
+    assert rc == 0, err
+    check_applied(sc, lines, last, err)
+
+
+def amqp_broker_restart(rabbit, sc):
+    amqp_declare(rabbit, "ex.restart", "q.restart")
+    rel = sc.relay(rabbit.url, "restart", "--exchange", "ex.restart", "--batch", "5",
+                   "--backoff-max", "500")
+    wait_log(rel, "msg=resume")
+    done = []
+    writer = threading.Thread(target=lambda: done.append(sc.make_events("rs", rounds=200)))
+    writer.start()
+    time.sleep(0.3)
+    rabbit.restart()  # SIGKILL and start again on the same data
+    writer.join()
+    last = max(done[0], sc.make_events("rs2", rounds=10))
+    sc.wait_checkpoint("restart", last)
+    stop(rel)
+    with open(rel.log_path) as f:
+        assert "msg=deliver_failed" in f.read(), "the restart was never noticed"
+    rc, lines, err = sc.consume(rabbit.url, "--exchange", "ex.restart", "--queue", "q.restart")
+    assert rc == 0, err
+    check_applied(sc, lines, last, err)
+
+
+def amqp_standby(rabbit, sc):
+    amqp_declare(rabbit, "ex.standby", "q.standby")
+    a = sc.relay(rabbit.url, "standby", "--exchange", "ex.standby", "--lease-ms", "1500",
+                 tag="relay-a")
+    wait_log(a, "msg=lease_taken")
+    b = sc.relay(rabbit.url, "standby", "--exchange", "ex.standby", "--lease-ms", "1500",
+                 tag="relay-b")
+    wait_log(b, "msg=standby")
+    last = sc.make_events("sb", rounds=40)
+    sc.wait_checkpoint("standby", last)
+    a.kill()
+    a.wait()
+    last = sc.make_events("sb2", rounds=40)
+    wait_log(b, "msg=lease_taken")
+    sc.wait_checkpoint("standby", last)
+    stop(b)
+    rc, lines, err = sc.consume(rabbit.url, "--exchange", "ex.standby", "--queue", "q.standby")
+    assert rc == 0, err
+    check_applied(sc, lines, last, err)
+
+
+POISON_EXEC = 'case "$HF_RESOURCE" in *poison*) exit 3;; esac; cat >> "$APPLIED"'
+
+
+def amqp_poison(rabbit, sc):
+    amqp_declare(rabbit, "ex.poison", "q.poison")
+    sc.make_events("ok", resources=2, rounds=4)
+    last = sc.make_events("poison", resources=1, rounds=1)
+    rel = sc.relay(rabbit.url, "poison", "--exchange", "ex.poison", "--until-seq", str(last))
+    assert rel.wait(timeout=120) == 0
+    applied = os.path.join(sc.dir, "applied.jsonl")
+    os.environ["APPLIED"] = applied
+    rc, _, err = sc.consume(rabbit.url, "--exchange", "ex.poison", "--queue", "q.poison",
+                            "--exec", POISON_EXEC, "--max-attempts", "3", "--backoff", "10")
+    poison = [e for e in sc.events(last) if "poison" in (e["resource"] or "")]
+    assert rc == 9, (rc, err)
+    assert err.count("msg=dead_lettered") == len(poison), err
+    assert err.count("msg=apply_failed") == 3 * len(poison), err
+    assert rabbit.queue_depths().get("q.poison.dead") == len(poison), rabbit.queue_depths()
+    with open(applied) as f:
+        n = len(f.read().splitlines())
+    assert n == len(sc.events(last)) - len(poison), n
+
+
+# ---- Redis Streams ------------------------------------------------------------------------
+def fnv_partition(name, parts):
+    h = 14695981039346656037
+    for b in name.encode():
+        h = ((h ^ b) * 1099511628211) % (1 << 64)
+    return h % parts
+
+
+def redis_basic(redis, sc):
+    last = sc.make_events("basic")
+    rel = sc.relay(redis.url, "basic", "--stream-prefix", "basic:", "--partitions", "4",
+                   "--until-seq", str(last))
+    assert rel.wait(timeout=120) == 0, open(rel.log_path).read()
+    # Every resource's entries sit in its hash partition, in seq order.
+    for p in range(4):
+        out = redis.cli("--no-raw", "XRANGE", "basic:%d" % p, "-", "+")
+        ids = redis.cli("XRANGE", "basic:%d" % p, "-", "+").splitlines()
+        fields = ids  # field/value lines in order: id, seq, N, revision, N, resource, R, ...
+        per = {}
+        i = 0
+        while i < len(fields):
+            if fields[i] == "seq":
+                seq, res = int(fields[i + 1]), fields[i + 5]
+                assert fnv_partition(res, 4) == p, (res, p)
+                per.setdefault(res, []).append(seq)
+            i += 1
+        for res, seqs in per.items():
+            assert seqs == sorted(seqs), (res, seqs, out[:200])
+    rc, lines, err = sc.consume(redis.url, "--stream-prefix", "basic:", "--partitions", "4")
+    assert rc == 0, err
+    check_applied(sc, lines, last, err)
+
+
+def redis_relay_killed(redis, sc):
+    last = sc.make_events("kill", rounds=150)
+    rel = sc.relay(redis.url, "kill", "--stream-prefix", "kill:", "--batch", "3",
+                   "--lease-ms", "1500")
+    sc.wait_checkpoint("kill", last // 3)
+    rel.kill()
+    rel.wait()
+    rel = sc.relay(redis.url, "kill", "--stream-prefix", "kill:", "--until-seq", str(last),
+                   tag="kill-again")
+    assert rel.wait(timeout=120) == 0, open(rel.log_path).read()
+    rc, lines, err = sc.consume(redis.url, "--stream-prefix", "kill:")
+    assert rc == 0, err
+    check_applied(sc, lines, last, err)
+
+
+def redis_claim(redis, sc):
+    """A consumer killed with entries pending: another takes them over with XAUTOCLAIM."""
+    last = sc.make_events("claim", rounds=30)
+    rel = sc.relay(redis.url, "claim", "--stream-prefix", "claim:", "--until-seq", str(last))
+    assert rel.wait(timeout=120) == 0
+    state = os.path.join(sc.dir, "claim.db")
+    stuck = subprocess.Popen([HOLDFAST, "consume", "--from", redis.url, "--stream-prefix",
+                              "claim:", "--state", state, "--consumer", "dies",
+                              "--prefetch", "3", "--exec", "sleep 600"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sc.procs.append(stuck)
+    deadline = time.time() + 30
+    while time.time() < deadline:  # until it has taken entries and is stuck applying one
+        if redis.cli("XPENDING", "claim:0", "holdfast").split("\n")[0] not in ("", "0"):
+            break
+        time.sleep(0.05)
+    stuck.kill()
+    stuck.wait()
+    rc, lines, err = sc.consume(redis.url, "--stream-prefix", "claim:", "--consumer", "takes",
+                                "--claim-idle", "300", state=state)
+    assert rc == 0, err
+    check_applied(sc, lines, last, err)
+    for p in range(8):
+        assert redis.cli("XPENDING", "claim:%d" % p, "holdfast").split("\n")[0] == "0"
+
+
+def redis_poison(redis, sc):
+    sc.make_events("ok", resources=2, rounds=4)
+    last = sc.make_events("poison", resources=1, rounds=1)
+    rel = sc.relay(redis.url, "poison", "--stream-prefix", "poison:", "--until-seq", str(last))
+    assert rel.wait(timeout=120) == 0
+    os.environ["APPLIED"] = os.path.join(sc.dir, "applied.jsonl")
+    rc, _, err = sc.consume(redis.url, "--stream-prefix", "poison:", "--exec", POISON_EXEC,
+                            "--max-attempts", "2", "--backoff", "10")
+    poison = [e for e in sc.events(last) if "poison" in (e["resource"] or "")]
+    assert rc == 9, (rc, err)
+    assert int(redis.cli("XLEN", "poison:dead")) == len(poison), err
+    dead = redis.cli("XRANGE", "poison:dead", "-", "+")
+    assert "apply failed" in dead and "poison.r0" in dead, dead
+
+
+def redis_gap(redis, sc):
+    """Revisions 1, 2, 4 of one resource: 3 is reported missing, never skipped silently."""
+    for rev, seq in ((1, 10), (2, 11), (4, 13), (4, 13)):
+        ev = json.dumps({"seq": seq, "type": "hold.granted", "resource": "g"})
+        redis.cli("XADD", "gap:0", "*", "seq", str(seq), "revision", str(rev), "resource", "g",
+                  "type", "hold.granted", "event", ev)
+    rc, lines, err = sc.consume(redis.url, "--stream-prefix", "gap:", "--partitions", "1")
+    assert rc == 8, (rc, err)
+    assert 'msg=gap resource="g" missing=3..3' in err, err
+    assert [ln["revision"] for ln in lines] == [1, 2, 4], lines
+    assert "duplicates=1 gaps=1" in err, err
+
+
+GROUPS = {
+    "amqp": (brokers.Rabbit, [amqp_basic, amqp_relay_killed, amqp_broker_restart, amqp_standby,
+                              amqp_poison]),
+    "redis": (brokers.Redis, [redis_basic, redis_relay_killed, redis_claim, redis_poison,
+                              redis_gap]),
+}
+
+
+def main():
+    global HOLDFAST
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--holdfastd", required=True)
+    ap.add_argument("--holdfast", required=True)
+    ap.add_argument("group", choices=sorted(GROUPS))
+    ap.add_argument("only", nargs="*")
+    a = ap.parse_args()
+    HOLDFAST = a.holdfast
+    hfserver.BIN = a.holdfastd
+    why = brokers.available()
+    if why:
+        print("skip: " + why)
+        return 77
+    start, scenarios = GROUPS[a.group]
+    broker = start()
+    failed = 0
+    try:
+        for fn in scenarios:
+            if a.only and fn.__name__ not in a.only:
+                continue
+            sc = Scenario(fn.__name__)
+            t0 = time.time()
+            passed = False
+            try:
+                fn(broker, sc)
+                passed = True
+                print("ok   %s (%.1f s)" % (fn.__name__, time.time() - t0), flush=True)
+            except Exception as e:  # report every scenario, then fail
+                failed += 1
+                print("FAIL %s: %s: %s\n  (logs in %s)" % (fn.__name__, type(e).__name__, e,
+                                                           sc.dir), flush=True)
+            finally:
+                sc.close(passed)
+    finally:
+        broker.close()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
