@@ -238,6 +238,49 @@ def amqp_standby(rabbit, sc):
     check_applied(sc, lines, last, err)
 
 
+def amqp_unroutable(rabbit, sc):
+    """No queue bound: every publish is returned (basic.return, then an ack): the relay must
+    count it a failure and keep the checkpoint; once a queue is bound, all arrives."""
+    last = sc.make_events("unroutable", resources=2, rounds=3)
+    rel = sc.relay(rabbit.url, "unroutable", "--exchange", "ex.unroutable", "--backoff-max",
+                   "300", "--until-seq", str(last))
+    wait_log(rel, "returned unroutable")
+    assert sc.checkpoint("unroutable") < last
+    amqp_declare(rabbit, "ex.unroutable", "q.unroutable")
+    assert rel.wait(timeout=120) == 0, open(rel.log_path).read()
+    rc, lines, err = sc.consume(rabbit.url, "--exchange", "ex.unroutable", "--queue",
+                                "q.unroutable")
+    assert rc == 0, err
+    check_applied(sc, lines, last, err)
+
+
+def amqp_embedded(rabbit, sc):
+    """The embedded engine (file:) gives revisions: messages carry them, message ids and
+    dedupe use them, and a redelivered batch is applied once."""
+    store = "file:" + os.path.join(sc.dir, "embedded.db")
+    hf = [HOLDFAST, "--engine", store]
+    for n in ("e.a", "e.b"):
+        subprocess.run(hf + ["resources", "put", n, "--capacity", "2"], check=True,
+                       capture_output=True)
+    for _ in range(5):
+        out = subprocess.run(hf + ["acquire", "e.a", "e.b", "--quiet"], check=True,
+                             capture_output=True, text=True).stdout.split()
+        subprocess.run(hf + ["release", out[0], out[1]], check=True, capture_output=True)
+    amqp_declare(rabbit, "ex.embedded", "q.embedded")
+    relay = hf + ["relay", "--to", rabbit.url, "--exchange", "ex.embedded", "--idle-exit", "500"]
+    subprocess.run(relay, check=True, capture_output=True, timeout=120)
+    # The same events once more, as a relay that lost its checkpoint would send them.
+    subprocess.run(relay + ["--name", "again"], check=True, capture_output=True, timeout=120)
+    rc, lines, err = sc.consume(rabbit.url, "--exchange", "ex.embedded", "--queue", "q.embedded")
+    assert rc == 0, err
+    per = {}
+    for ln in lines:
+        per.setdefault(ln["resource"], []).append(ln["revision"])
+    # e.a and e.b: created, then 5 grants and 5 releases, each touching both: 11 revisions.
+    assert per == {"e.a": list(range(1, 12)), "e.b": list(range(1, 12))}, per
+    assert "duplicates=22" in err, err
+
+
 POISON_EXEC = 'case "$HF_RESOURCE" in *poison*) exit 3;; esac; cat >> "$APPLIED"'
 
 
@@ -365,7 +408,7 @@ def redis_gap(redis, sc):
 
 GROUPS = {
     "amqp": (brokers.Rabbit, [amqp_basic, amqp_relay_killed, amqp_broker_restart, amqp_standby,
-                              amqp_poison]),
+                              amqp_unroutable, amqp_embedded, amqp_poison]),
     "redis": (brokers.Redis, [redis_basic, redis_relay_killed, redis_claim, redis_poison,
                               redis_gap]),
 }
