@@ -281,6 +281,35 @@ def amqp_embedded(rabbit, sc):
     assert "duplicates=22" in err, err
 
 
+def amqp_npm(rabbit, sc):
+    """The npm amqplib client reads the relayed events: an ordinary topic exchange, binding
+    key `hold.#`, JSON bodies, message ids, headers (amqplib_consumer.cjs checks each)."""
+    npm_dir = os.environ.get("HF_RELAY_NPM_DIR", os.path.join(sc.dir, "npm"))
+    if not shutil.which("node") or not shutil.which("npm"):
+        print("skip amqp_npm: node or npm is not installed")
+        return
+    if not os.path.exists(os.path.join(npm_dir, "node_modules", "amqplib", "package.json")):
+        os.makedirs(npm_dir, exist_ok=True)
+        subprocess.run(["npm", "install", "--prefix", npm_dir, "--no-audit", "--no-fund",
+                        "--loglevel=error", "amqplib@0.10"], check=True, timeout=300)
+    env = dict(os.environ, NODE_PATH=os.path.join(npm_dir, "node_modules"))
+    node = ["node", os.path.join(HERE, "amqplib_consumer.cjs"), rabbit.url, "ex.npm", "q.npm",
+            "hold.#"]
+    subprocess.run(node + ["0"], check=True, env=env, timeout=60)
+    # `hold.#` alone would leave resource.* events unroutable: the relay would retry them.
+    amqp_declare(rabbit, "ex.npm", "q.npm.all")
+    last = sc.make_events("npm.x", resources=3, rounds=10)
+    rel = sc.relay(rabbit.url, "npm", "--exchange", "ex.npm", "--until-seq", str(last))
+    assert rel.wait(timeout=120) == 0, open(rel.log_path).read()
+    r = subprocess.run(node + ["1500"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    got = [json.loads(line) for line in r.stdout.splitlines()]
+    holds = [e for e in sc.events(last) if e["type"].startswith("hold.")]
+    assert {g["seq"] for g in got} == {e["seq"] for e in holds}, (got[:5], holds[:5])
+    assert all(g["routingKey"].startswith("hold.") and "npm%2Ex%2Er" in g["routingKey"]
+               for g in got), got[:5]
+
+
 POISON_EXEC = 'case "$HF_RESOURCE" in *poison*) exit 3;; esac; cat >> "$APPLIED"'
 
 
@@ -408,7 +437,7 @@ def redis_gap(redis, sc):
 
 GROUPS = {
     "amqp": (brokers.Rabbit, [amqp_basic, amqp_relay_killed, amqp_broker_restart, amqp_standby,
-                              amqp_unroutable, amqp_embedded, amqp_poison]),
+                              amqp_unroutable, amqp_embedded, amqp_npm, amqp_poison]),
     "redis": (brokers.Redis, [redis_basic, redis_relay_killed, redis_claim, redis_poison,
                               redis_gap]),
 }
