@@ -339,9 +339,10 @@ int cli_cmd_consume(int argc, char **argv)
 	struct relay_consume_stats st;
 	hf_error err = {0};
 	int rc = relay_consume(&cc.o, &st, &err);
-	relay_log("info", "msg=consumed applied=%" PRIu64 " duplicates=%" PRIu64 " gaps=%" PRIu64
-	          " retries=%" PRIu64 " dead=%" PRIu64, st.applied, st.duplicates, st.gaps,
-	          st.retries, st.dead);
+	if (!cc.o.declare_only)
+		relay_log("info", "msg=consumed applied=%" PRIu64 " duplicates=%" PRIu64
+		          " gaps=%" PRIu64 " retries=%" PRIu64 " dead=%" PRIu64, st.applied,
+		          st.duplicates, st.gaps, st.retries, st.dead);
 	if (rc != HF_OK)
 		return cli_fail("consume", &err);
 	return st.gaps ? CLI_EXIT_GAPS : st.dead ? CLI_EXIT_DEAD : CLI_EXIT_OK;

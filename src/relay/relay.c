@@ -257,7 +257,9 @@ static enum step relay_batch(struct relay *r, uint64_t *after)
 		back_off(r);
 		return STEP_AGAIN;
 	}
-	enum step step = rep->n_events ? STEP_AGAIN : STEP_IDLE;
+	/* Idle unless something is published: the relay's own events (lease extensions,
+	 * checkpoints) come every few seconds and must not keep --idle-exit from ending it. */
+	enum step step = STEP_IDLE;
 	struct relay_msg *msgs = NULL;
 	char **jsons = NULL;
 	size_t n = 0;
@@ -267,6 +269,8 @@ static enum step relay_batch(struct relay *r, uint64_t *after)
 		back_off(r);
 		goto out;
 	}
+	if (n)
+		step = STEP_AGAIN;
 	if (n && atomic_load(&r->lost))
 		goto out;
 	if (n && (rc = r->sink->deliver(r->sink, msgs, n, &err)) != HF_OK) {
