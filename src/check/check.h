@@ -119,6 +119,23 @@ struct hfc_report {
 int hfc_check(struct hfc_history *h, const struct hfc_options *opt, FILE *out,
               struct hfc_report *rep);
 
+/* ---- events.c: holdfast-check --events ---- */
+
+struct hfc_events_report {
+	size_t events, resources, violations;
+};
+
+/*
+ * Reads an event log (JSON lines of events as the API shows them; blank and '#' lines skipped)
+ * and checks seq strictly increasing (seq_order), each resource's revisions consecutive from 1
+ * (revision_gap, revision_order; with `partial`, a log read from the middle, from each
+ * resource's first one seen) and each event carrying its resources' revisions
+ * (revision_missing). Prints the first `max_print` violations to `out` (NULL: none). Returns 0
+ * valid, 1 a violation, -1 bad input or out of memory (message in err).
+ */
+int hfc_events_check(FILE *in, bool partial, size_t max_print, FILE *out,
+                     struct hfc_events_report *rep, char *err, size_t errlen);
+
 /* ---- search.c: the per-resource linearizability search ---- */
 
 /* One event of a hold on one resource: its grant or its end, with the window of positions in

@@ -260,7 +260,10 @@ void cli_print_event(const hf_event *ev)
 	char t[40];
 	printf("%" PRIu64 "  %s  %s", ev->seq, cli_time(ev->at_ms, t, sizeof(t)), ev->type);
 	if (ev->resource)
-		printf("  resource=%s", ev->resource);
+		printf("  resource=%s  revision=%" PRId64, ev->resource, ev->revision);
+	for (size_t i = 0; ev->n_revisions > 1 && i < ev->n_revisions; i++)
+		printf("%s%s:%" PRId64, i ? "," : "  revisions=", ev->revisions[i].resource,
+		       ev->revisions[i].revision);
 	if (ev->hold_id)
 		printf("  hold=%s", ev->hold_id);
 	if (ev->data)

@@ -3,6 +3,7 @@
  * shared by holdfastd (replies out, requests in) and the http:// engine (the reverse).
  * Readers are strict: a wrong type or an out-of-range number is an error naming the field.
  */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,6 +122,18 @@ out_free:
 	return NULL;
 }
 
+/* An event's revisions as {"name": revision, ...}, in the event's order. */
+static json_t *revisions_to_json(const hf_event *ev)
+{
+	json_t *j = json_object();
+	for (size_t i = 0; j && i < ev->n_revisions; i++)
+		if (!put(j, ev->revisions[i].resource, json_integer(ev->revisions[i].revision))) {
+			json_decref(j);
+			return NULL;
+		}
+	return j;
+}
+
 json_t *hf__event_to_json(const hf_event *ev)
 {
 	json_t *j = json_object();
@@ -130,6 +143,8 @@ json_t *hf__event_to_json(const hf_event *ev)
 	    !put(j, "at_ms", json_integer(ev->at_ms)) ||
 	    !put(j, "type", json_string(ev->type ? ev->type : "")) ||
 	    !put(j, "resource", str_or_null(ev->resource)) ||
+	    (ev->resource && ev->revision > 0 && !put(j, "revision", json_integer(ev->revision))) ||
+	    (ev->n_revisions > 1 && !put(j, "revisions", revisions_to_json(ev))) ||
 	    !put(j, "hold_id", str_or_null(ev->hold_id)) ||
 	    !put(j, "data", ev->data ? object_text(ev->data) : json_object()))
 		goto out_free;
@@ -389,6 +404,68 @@ out_clear:
 	return rc;
 }
 
+int hf__event_revisions_from_json(json_t *list, hf_event *out, hf_error *err)
+{
+	assert(out->resource && out->revision > 0 && !out->revisions);
+	size_t n = list ? json_object_size(list) : 1;
+	if (list && (!json_is_object(list) || n < 2 || n > HF_CLAIMS_MAX))
+		return hf__err(err, HF_EPROTO, "event \"revisions\" must be an object of 2 to %d "
+		               "resources", HF_CLAIMS_MAX);
+	if (!(out->revisions = calloc(n, sizeof(*out->revisions))))
+		return hf__err(err, HF_ENOMEM, "out of memory");
+	out->n_revisions = 1;
+	out->revisions[0].revision = out->revision;
+	if (!(out->revisions[0].resource = hf__strdup(out->resource)))
+		return hf__err(err, HF_ENOMEM, "out of memory");
+	if (list && !json_object_get(list, out->resource))
+		return hf__err(err, HF_EPROTO, "event \"revisions\" does not list its resource");
+	const char *name;
+	json_t *v;
+	json_object_foreach(list, name, v) {
+		bool own = strcmp(name, out->resource) == 0;
+		if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+		    (own && json_integer_value(v) != out->revision))
+			return hf__err(err, HF_EPROTO, "event \"revisions\": bad revision of '%.60s'",
+			               name);
+		if (own)
+			continue;
+		hf_event_revision *r = &out->revisions[out->n_revisions++];
+		r->revision = json_integer_value(v);
+		if (!(r->resource = hf__strdup(name)))
+			return hf__err(err, HF_ENOMEM, "out of memory");
+	}
+	return HF_OK;
+}
+
+int hf__event_revisions_from_text(hf_event *ev, int64_t revision, const char *list, hf_error *err)
+{
+	if (!ev->resource)
+		return HF_OK;
+	json_t *j = list ? json_loads(list, 0, NULL) : NULL;
+	int rc;
+	if ((ev->revision = revision) < 1 || (list && !j))
+		rc = hf__err(err, HF_EPROTO, "event %llu has revision %lld and revisions '%.60s'",
+		             (unsigned long long)ev->seq, (long long)revision, list ? list : "(none)");
+	else
+		rc = hf__event_revisions_from_json(j, ev, err);
+	json_decref(j);
+	return rc;
+}
+
+/* The event's "revision" and "revisions" (present when it touches more than one resource).
+ * Without "revision" (an event a redis:// store kept from before revisions) it has none. */
+static int revisions_from_json(const json_t *j, hf_event *out, hf_error *err)
+{
+	int rc = get_int(j, "revision", false, 0, 1, INT64_MAX, &out->revision, HF_EPROTO, err);
+	json_t *list = json_object_get(j, "revisions");
+	if (rc != HF_OK || !out->resource || (out->revision == 0 && !list))
+		return rc;
+	if (out->revision == 0)
+		return hf__err(err, HF_EPROTO, "event %llu has \"revisions\" but no \"revision\"",
+		               (unsigned long long)out->seq);
+	return hf__event_revisions_from_json(list, out, err);
+}
+
 int hf__event_from_json(const json_t *j, hf_event *out, hf_error *err)
 {
 	memset(out, 0, sizeof(*out));
@@ -404,6 +481,8 @@ int hf__event_from_json(const json_t *j, hf_event *out, hf_error *err)
 	    (rc = dup_object_text(j, "data", &out->data, err)))
 		goto out_clear;
 	out->seq = (uint64_t)seq;
+	if ((rc = revisions_from_json(j, out, err)) != HF_OK)
+		goto out_clear;
 	return HF_OK;
 out_clear:
 	hf__event_clear(out);

@@ -26,6 +26,14 @@ int hf__resource_from_json(const json_t *j, hf_resource *out, hf_error *err);
 int hf__hold_from_json(const json_t *j, hf_hold *out, hf_error *err);
 int hf__event_from_json(const json_t *j, hf_event *out, hf_error *err);
 int hf__error_from_json(const json_t *j, hf_error *out); /* HF_OK if j held an error */
+/* Fills an event's revisions (out->resource and out->revision set, out->revisions NULL) from
+ * its "revisions" object ({"name": revision}, listing out->resource; NULL when the event
+ * touches its resource alone): out->resource first, then the others in the object's order.
+ * HF_EPROTO with a message for a list that does not fit; the stores keep the same object. */
+int hf__event_revisions_from_json(json_t *revisions, hf_event *out, hf_error *err);
+/* The same from a store's row: `revision` (of ev->resource) and `list`, the object's text or
+ * NULL. Nothing to do for an event without a resource. */
+int hf__event_revisions_from_text(hf_event *ev, int64_t revision, const char *list, hf_error *err);
 
 /*
  * The body of POST /v1/holds to an acquire request and back. Parsing points the request's

@@ -3,6 +3,8 @@
 # histories; holdfast-check must find each valid, and must reject one with two fences
 # swapped. Without HOLDFASTD the bench runs in-process (file: engine); with it, against a
 # real holdfastd on a free loopback port (over HTTP). Correctness only: small and short.
+# With HOLDFAST_CLI (the holdfast command) set, the event log each run left is read back
+# through it and checked too (holdfast-check --events), and must fail with an event dropped.
 set -euo pipefail
 bench=$1 check=$2 server=${3:-}
 dir=$(mktemp -d /tmp/hf-check-bench.XXXXXX)
@@ -24,6 +26,22 @@ if [ -n "$server" ]; then
 	done
 	[ -n "$port" ] || { echo "holdfastd did not start"; cat "$dir/server.log"; exit 1; }
 fi
+cli=${HOLDFAST_CLI:-}
+# Every event of the store at TARGET..., as JSON lines, read page by page like a consumer.
+dump_events() {
+	python3 - "$cli" "$@" <<'PY'
+import json, subprocess, sys
+cli, target, after = sys.argv[1], sys.argv[2:], 0
+while True:
+    page = json.loads(subprocess.check_output(
+        [cli, *target, "--json", "events", "--after", str(after), "--limit", "1000"]))
+    for e in page["events"]:
+        print(json.dumps(e))
+    if not page["events"]:
+        break
+    after = page["events"][-1]["seq"]
+PY
+}
 for s in 2 3 5; do
 	extra=()
 	[ "$s" = 5 ] && extra=(--lease-ms 100 --abandon-pct 20)
@@ -32,7 +50,22 @@ for s in 2 3 5; do
 	"$bench" "${target[@]}" --scenario "$s" --clients 4 --duration 1 --seed 3 \
 		--history "$dir/h$s.jsonl" "${extra[@]}" >/dev/null
 	"$check" "$dir/h$s.jsonl"
+	if [ -n "$cli" ]; then
+		dump_events "${target[@]}" >"$dir/ev$s.jsonl"
+		"$check" --events "$dir/ev$s.jsonl"
+	fi
 done
+if [ -n "$cli" ]; then
+	# One event lost from the middle of the log must not pass.
+	n=$(wc -l <"$dir/ev2.jsonl")
+	[ "$n" -gt 20 ] || { echo "too few events ($n)"; exit 1; }
+	sed "$((n / 2))d" "$dir/ev2.jsonl" >"$dir/ev-lost.jsonl"
+	set +e
+	"$check" --events --max-print 1 "$dir/ev-lost.jsonl"
+	rc=$?
+	set -e
+	[ "$rc" = 1 ] || { echo "a lost event not caught (status $rc)"; exit 1; }
+fi
 # The same history with the fences of two grants swapped must not pass.
 python3 - "$dir/h2.jsonl" "$dir/bad.jsonl" <<'PY'
 import json, sys

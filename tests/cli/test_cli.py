@@ -266,9 +266,10 @@ def test_events(s):
     r = expect(hf(s, "--json", "events"), OK, "events")
     evs = r.json()["events"]
     check(evs and evs[0]["seq"] == 1 and evs[0]["type"] == "resource.created", r)
+    check(evs[0]["revision"] == 1 and "revisions" not in evs[0], r)
     last = r.json()["last_seq"]
     r = expect(hf(s, "events", "--after", "0"), OK, "events human")
-    check("resource.created" in r.out and "resource=ev-1" in r.out, r)
+    check("resource.created" in r.out and "resource=ev-1  revision=1" in r.out, r)
     r = expect(hf(s, "--json", "events", "--after", last, "--wait", "200"), OK, "empty poll")
     check(r.json()["events"] == [], r)
 
@@ -288,6 +289,7 @@ def test_events(s):
     check(line[0], "follow printed the new event")
     ev = json.loads(line[0])
     check(ev["type"] == "hold.granted" and ev["hold_id"] == h["id"] and ev["seq"] == last + 1, ev)
+    check(ev["revision"] == 2, ev)
     f.send_signal(signal.SIGINT)
     try:
         code = f.wait(5)

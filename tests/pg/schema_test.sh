@@ -44,11 +44,39 @@ psql -c "INSERT INTO hf_test.events (seq, at_ms, type, resource, data) VALUES
 	{ echo "schema_test: the hook did not stop at version 1" >&2; exit 1; }
 "$cli" --engine "$HF_TEST_ENGINE_URL" resources put old --capacity 6 >/dev/null
 v=$(psql -t -A -c "SELECT max(version) FROM hf_test.holdfast_schema")
-[ "$v" = 2 ] || { echo "schema_test: migrated to version '$v', want 2" >&2; exit 1; }
-seqs=$("$cli" --engine "$HF_TEST_ENGINE_URL" --json events --after 0 |
-	python3 -c 'import json,sys; print(",".join(str(e["seq"]) + e["type"] for e in json.load(sys.stdin)["events"]))')
+[ "$v" = 3 ] || { echo "schema_test: migrated to version '$v', want 3" >&2; exit 1; }
+# seq, type, then each resource's revision: "1resource.created/old:1,..."
+show_events() {
+	"$cli" --engine "$HF_TEST_ENGINE_URL" --json events --after 0 | python3 -c '
+import json, sys
+def revs(e):
+    r = e.get("revisions") or {e["resource"]: e["revision"]}
+    return "+".join("%s:%d" % kv for kv in sorted(r.items()))
+print(",".join("%d%s/%s" % (e["seq"], e["type"], revs(e)) for e in json.load(sys.stdin)["events"]))'
+}
+seqs=$(show_events)
 case $seqs in
-"1resource.created,2resource.updated,3resource.updated") ;;
+"1resource.created/old:1,2resource.updated/old:2,3resource.updated/old:3") ;;
 *) echo "schema_test: events after the migration: '$seqs'" >&2; exit 1 ;;
 esac
 echo "schema_test: a version-1 store migrates; its event sequence goes on without a gap"
+
+# A store of version 2 (before revisions) migrates: its old events (numbered or not yet) get
+# the revisions they would have had, a multi-resource hold's extend and confirm (whose data
+# does not list the parts) included, and revisions go on from there.
+eval "$HF_TEST_ENGINE_RESET"
+HF_PG_TEST_SCHEMA_UPTO=2 "$cli" --engine "$HF_TEST_ENGINE_URL" resources >/dev/null
+psql -c "INSERT INTO hf_test.events (at_ms, type, resource, hold_id, data) VALUES
+  (1, 'hold.granted', 'ma', 'h1', '{\"id\":\"h1\",\"resources\":[{\"name\":\"ma\"},{\"name\":\"mb\"}]}'),
+  (2, 'hold.extended', 'ma', 'h1', '{\"id\":\"h1\"}'),
+  (3, 'hold.confirmed', 'ma', 'h1', '{\"id\":\"h1\"}');
+  SELECT hf_test.sequence_events();
+  INSERT INTO hf_test.events (at_ms, type, resource, hold_id, data) VALUES
+  (4, 'hold.released', 'ma', 'h1', '{\"id\":\"h1\",\"resources\":[{\"name\":\"ma\"},{\"name\":\"mb\"}]}'),
+  (5, 'resource.created', 'mb', NULL, '{}')" >/dev/null
+"$cli" --engine "$HF_TEST_ENGINE_URL" resources put ma --capacity 3 >/dev/null
+seqs=$(show_events)
+want="1hold.granted/ma:1+mb:1,2hold.extended/ma:2+mb:2,3hold.confirmed/ma:3+mb:3"
+want="$want,4hold.released/ma:4+mb:4,5resource.created/mb:5,6resource.created/ma:5"
+[ "$seqs" = "$want" ] || { echo "schema_test: revisions after the migration: '$seqs'" >&2; exit 1; }
+echo "schema_test: a version-2 store migrates; old events carry their revisions"

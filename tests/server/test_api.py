@@ -357,6 +357,20 @@ class Api(unittest.TestCase):
         self.err(self.s.get("/v1/events?after=-1"), 400, "invalid_argument")
         self.err(self.s.get("/v1/events?wait_ms=99999999"), 400, "invalid_argument")
 
+    def test_events_revisions(self):
+        """Each event carries its resource's revision; a multi-resource hold's, every part's."""
+        self.s.put("/v1/resources/rv-a", {"capacity": 2})
+        st, h, _ = self.acquire("r", ["rv-a", {"name": "rv-b", "capacity": 1}])
+        self.assertEqual(st, 201, h)
+        st, r, _ = self.s.post("/v1/holds/%s/release" % h["id"], {"token": h["token"]})
+        self.assertEqual(st, 200, r)
+        st, body, _ = self.s.get("/v1/events?after=0&limit=1000")
+        evs = [e for e in body["events"] if e["resource"] in ("rv-a", "rv-b")]
+        self.assertEqual([(e["type"], e["revision"], e.get("revisions")) for e in evs],
+                         [("resource.created", 1, None),
+                          ("hold.granted", 2, {"rv-a": 2, "rv-b": 1}),
+                          ("hold.released", 3, {"rv-a": 3, "rv-b": 2})])
+
     def test_events_sse(self):
         st, body, _ = self.s.get("/v1/events?limit=1")
         last = body["last_seq"]
@@ -372,7 +386,7 @@ class Api(unittest.TestCase):
         text = buf.decode()
         self.assertIn("text/event-stream", text)
         self.assertIn("id: %d\n" % (last + 1), text)
-        self.assertIn('"resource":"sse-2"', text)
+        self.assertIn('"resource":"sse-2","revision":1,', text)
         sock.close()
         # resuming with Last-Event-ID skips what was seen
         sock = raw_request(self.s.port, "GET", "/v1/events",

@@ -1,6 +1,7 @@
 /*
  * codec_test.c — the direct JSON writers of src/core/codec.c (hf__jw_*, hf__hold_text,
- * hf__event_hold_data_text) hold to the bytes jansson writes for the same values.
+ * hf__event_hold_data_text) hold to the bytes jansson writes for the same values; an event's
+ * revisions go to JSON and back.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +13,7 @@
 #include <cmocka.h>
 
 #include "core/codec.h"
+#include "core/core.h"
 
 static char *jansson(json_t *j, size_t flags)
 {
@@ -116,11 +118,84 @@ static void test_ints(void **state)
 	free(empty);
 }
 
+/* Reads `text` as an event: its code, and the event in *out (cleared by the caller). */
+static int event_of(const char *text, hf_event *out, hf_error *err)
+{
+	json_t *j = json_loads(text, 0, NULL);
+	assert_non_null(j);
+	int rc = hf__event_from_json(j, out, err);
+	json_decref(j);
+	return rc;
+}
+
+static void test_event_revisions(void **state)
+{
+	(void)state;
+	hf_event_revision revs[] = {{"b", 3}, {"a", 7}, {"c \"q\"", 1}};
+	hf_event ev = {.seq = 12, .at_ms = 5, .type = "hold.granted", .resource = "b",
+	               .hold_id = "h", .data = "{}", .revision = 3, .n_revisions = 3,
+	               .revisions = revs};
+	char *text = jansson(hf__event_to_json(&ev), JSON_COMPACT | JSON_PRESERVE_ORDER);
+	assert_string_equal(text, "{\"seq\":12,\"at_ms\":5,\"type\":\"hold.granted\",\"resource\":"
+	                          "\"b\",\"revision\":3,\"revisions\":{\"b\":3,\"a\":7,"
+	                          "\"c \\\"q\\\"\":1},\"hold_id\":\"h\",\"data\":{}}");
+	hf_event back;
+	hf_error err;
+	assert_int_equal(event_of(text, &back, &err), HF_OK);
+	assert_int_equal(back.revision, 3);
+	assert_int_equal(back.n_revisions, 3);
+	for (size_t i = 0; i < 3; i++) {
+		assert_string_equal(back.revisions[i].resource, revs[i].resource);
+		assert_int_equal(back.revisions[i].revision, revs[i].revision);
+	}
+	hf__event_clear(&back);
+	free(text);
+
+	/* one resource: "revision" alone, and revisions[] of one */
+	ev.n_revisions = 1;
+	text = jansson(hf__event_to_json(&ev), JSON_COMPACT | JSON_PRESERVE_ORDER);
+	assert_null(strstr(text, "revisions"));
+	assert_int_equal(event_of(text, &back, &err), HF_OK);
+	assert_int_equal(back.n_revisions, 1);
+	assert_string_equal(back.revisions[0].resource, "b");
+	assert_int_equal(back.revisions[0].revision, 3);
+	hf__event_clear(&back);
+	free(text);
+
+	/* an event kept from before revisions (a redis:// store's) has none */
+	assert_int_equal(
+	    event_of("{\"seq\":1,\"at_ms\":0,\"type\":\"t\",\"resource\":\"a\",\"data\":{}}", &back, &err),
+	    HF_OK);
+	assert_int_equal(back.revision, 0);
+	assert_int_equal(back.n_revisions, 0);
+	hf__event_clear(&back);
+
+	/* what a server must not send */
+	static const char *const bad[] = {
+	    "{\"seq\":1,\"at_ms\":0,\"type\":\"t\",\"resource\":\"a\",\"revisions\":{\"a\":1,"
+	    "\"b\":1},\"data\":{}}",
+	    "{\"seq\":1,\"at_ms\":0,\"type\":\"t\",\"resource\":\"a\",\"revision\":0,\"data\":{}}",
+	    "{\"seq\":1,\"at_ms\":0,\"type\":\"t\",\"resource\":\"a\",\"revision\":2,"
+	    "\"revisions\":{\"a\":3,\"b\":1},\"data\":{}}",
+	    "{\"seq\":1,\"at_ms\":0,\"type\":\"t\",\"resource\":\"a\",\"revision\":2,"
+	    "\"revisions\":{\"c\":3,\"b\":1},\"data\":{}}",
+	    "{\"seq\":1,\"at_ms\":0,\"type\":\"t\",\"resource\":\"a\",\"revision\":2,"
+	    "\"revisions\":{\"a\":2},\"data\":{}}",
+	    "{\"seq\":1,\"at_ms\":0,\"type\":\"t\",\"resource\":\"a\",\"revision\":2,"
+	    "\"revisions\":[[\"a\",2],[\"b\",1]],\"data\":{}}",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(event_of(bad[i], &back, &err), HF_EPROTO);
+		assert_null(back.revisions);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_hold_text),
 	    cmocka_unit_test(test_ints),
+	    cmocka_unit_test(test_event_revisions),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

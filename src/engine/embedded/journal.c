@@ -20,7 +20,7 @@
 #include "engine/embedded/embedded.h"
 
 /* Schema 2 added event revisions: events.revision (of events.resource), events.revisions (every
- * resource the event touches, as [["name",revision],...], when more than one) and the table
+ * resource the event touches, as {"name":revision,...}, when more than one) and the table
  * revisions (each resource's last revision: the counter that outlives implicit resources). */
 #define SCHEMA_VERSION "2"
 
@@ -65,7 +65,7 @@ static const char migrate_1_sql[] =
     "UPDATE events SET revision = t.revision FROM temp.touch t"
     " WHERE t.seq = events.seq AND t.name = events.resource;"
     "UPDATE events SET revisions = j.text FROM (SELECT seq,"
-    " json_group_array(json_array(name, revision)) AS text, count(*) AS n"
+    " json_group_object(name, revision) AS text, count(*) AS n"
     " FROM (SELECT * FROM temp.touch ORDER BY seq, i) GROUP BY seq) j"
     " WHERE j.seq = events.seq AND j.n > 1;"
     "INSERT INTO revisions(resource, revision) SELECT name, max(revision) FROM temp.touch"
@@ -514,73 +514,36 @@ static int load_idem(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
 
 #define EVENT_COLUMNS "seq, at, type, resource, hold_id, data, revision, revisions"
 
-/* The revisions of an event row: [["name",revision],...] when it touched more than one
- * resource, else its resource's alone. Points ev->revisions into `room` (HF_CLAIMS_MAX) and
- * its names into the statement or *tree (to json_decref after use). */
-static int revisions_of_row(sqlite3_stmt *s, hf_event *ev, hf_event_revision *room,
-                            json_t **tree, hf_error *err)
+/* Reads the event at the statement's row into *out (owned: hf__event_clear it). */
+static int event_of_row(sqlite3_stmt *s, hf_event *out, hf_error *err)
 {
-	const char *list = (const char *)sqlite3_column_text(s, 7);
-	ev->revision = ev->resource ? sqlite3_column_int64(s, 6) : 0;
-	ev->revisions = room;
-	ev->n_revisions = 0;
-	if (!list) {
-		if (ev->resource)
-			room[ev->n_revisions++] = (hf_event_revision){ev->resource, ev->revision};
-		return HF_OK;
+	hf_event ev = {.seq = (uint64_t)sqlite3_column_int64(s, 0),
+	               .at_ms = sqlite3_column_int64(s, 1),
+	               .type = (char *)text(s, 2),
+	               .resource = (char *)sqlite3_column_text(s, 3),
+	               .hold_id = (char *)sqlite3_column_text(s, 4),
+	               .data = (char *)text(s, 5)};
+	if (hf__event_copy(out, &ev) != HF_OK)
+		return hf__err_code(err, HF_ENOMEM);
+	int rc = hf__event_revisions_from_text(out, sqlite3_column_int64(s, 6),
+	                                       (const char *)sqlite3_column_text(s, 7), err);
+	if (rc == HF_EPROTO) {
+		char why[sizeof(err->message)];
+		snprintf(why, sizeof(why), "%s", err->message);
+		rc = hf__err(err, HF_ECORRUPT, "store file is damaged: %s", why);
 	}
-	json_t *j = *tree = json_loads(list, 0, NULL);
-	size_t n = json_array_size(j);
-	if (!ev->resource || n < 2 || n > HF_CLAIMS_MAX)
-		goto bad;
-	/* The event's resource first, the others in the order the row lists them. */
-	room[ev->n_revisions++] = (hf_event_revision){ev->resource, ev->revision};
-	for (size_t i = 0; i < n; i++) {
-		const char *name;
-		json_int_t revision;
-		if (json_unpack(json_array_get(j, i), "[sI!]", &name, &revision) != 0 || revision < 1)
-			goto bad;
-		if (strcmp(name, ev->resource) == 0) {
-			if (revision != ev->revision)
-				goto bad;
-			continue;
-		}
-		if (ev->n_revisions == n)
-			goto bad; /* the event's resource is missing from its list */
-		room[ev->n_revisions++] = (hf_event_revision){(char *)name, revision};
-	}
-	if (ev->n_revisions != n)
-		goto bad;
-	return HF_OK;
-bad:
-	return hf__err(err, HF_ECORRUPT, "store file is damaged: event %llu has revisions '%.60s'",
-	               (unsigned long long)ev->seq, list);
-}
-
-/* Reads the event at the statement's row; strings are the statement's (or *tree's) until the
- * next step; `room` as for revisions_of_row. */
-static int event_of_row(sqlite3_stmt *s, hf_event *ev, hf_event_revision *room, json_t **tree,
-                        hf_error *err)
-{
-	*tree = NULL;
-	ev->seq = (uint64_t)sqlite3_column_int64(s, 0);
-	ev->at_ms = sqlite3_column_int64(s, 1);
-	ev->type = (char *)text(s, 2);
-	ev->resource = (char *)sqlite3_column_text(s, 3);
-	ev->hold_id = (char *)sqlite3_column_text(s, 4);
-	ev->data = (char *)text(s, 5);
-	return revisions_of_row(s, ev, room, tree, err);
+	if (rc != HF_OK)
+		hf__event_clear(out);
+	return rc;
 }
 
 static int load_event(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
 {
 	hf_event ev;
-	hf_event_revision room[HF_CLAIMS_MAX];
-	json_t *tree;
-	int rc = event_of_row(s, &ev, room, &tree, err);
+	int rc = event_of_row(s, &ev, err);
 	if (rc == HF_OK)
 		rc = hf__state_load_event(st, &ev, err);
-	json_decref(tree);
+	hf__event_clear(&ev);
 	return rc;
 }
 
@@ -622,17 +585,16 @@ static int write_revisions(struct hf__journal *j, sqlite3_stmt *s, const hf_even
 	if (rc == SQLITE_OK && ev->n_revisions > 1) {
 		struct hf__jw w;
 		hf__jw_init(&w);
-		hf__jw_lit(&w, "[");
 		for (size_t i = 0; i < ev->n_revisions; i++) {
 			if (i)
 				hf__jw_lit(&w, ",");
-			hf__jw_lit(&w, "[");
+			else
+				hf__jw_lit(&w, "{");
 			hf__jw_str(&w, ev->revisions[i].resource);
-			hf__jw_lit(&w, ",");
+			hf__jw_lit(&w, ":");
 			hf__jw_int(&w, ev->revisions[i].revision);
-			hf__jw_lit(&w, "]");
 		}
-		hf__jw_lit(&w, "]");
+		hf__jw_lit(&w, "}");
 		char *list = hf__jw_finish(&w, NULL);
 		rc = list ? sqlite3_bind_text(s, 8, list, -1, free) : SQLITE_NOMEM;
 	}
@@ -757,14 +719,7 @@ int hf__journal_read_events(struct hf__journal *j, uint64_t after, uint64_t upto
 	sqlite3_bind_int64(s, 3, (sqlite3_int64)limit);
 	int rc;
 	while (*n < limit && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		hf_event ev;
-		hf_event_revision room[HF_CLAIMS_MAX];
-		json_t *tree;
-		if ((code = event_of_row(s, &ev, room, &tree, err)) == HF_OK &&
-		    hf__event_copy(&out[*n], &ev) != HF_OK)
-			code = hf__err_code(err, HF_ENOMEM);
-		json_decref(tree);
-		if (code != HF_OK)
+		if ((code = event_of_row(s, &out[*n], err)) != HF_OK)
 			goto out;
 		(*n)++;
 	}

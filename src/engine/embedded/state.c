@@ -1849,6 +1849,16 @@ int hf__state_load_event(struct hf__state *st, const hf_event *ev, hf_error *err
 	if (st->last_seq && ev->seq != st->last_seq + 1)
 		return hf__err(err, HF_ECORRUPT, "store file is damaged: event %llu follows %llu",
 		               (unsigned long long)ev->seq, (unsigned long long)st->last_seq);
+	/* A counter behind its events would hand out a revision twice. */
+	for (size_t i = 0; i < ev->n_revisions; i++) {
+		const struct rev *r = hf__map_get(&st->revs, ev->revisions[i].resource);
+		if (!r || r->revision < ev->revisions[i].revision)
+			return hf__err(err, HF_ECORRUPT,
+			               "store file is damaged: event %llu has revision %lld of '%.60s', "
+			               "its counter %lld",
+			               (unsigned long long)ev->seq, (long long)ev->revisions[i].revision,
+			               ev->revisions[i].resource, r ? (long long)r->revision : 0LL);
+	}
 	hf_event *slot = &st->events[ev->seq % EVENT_CACHE];
 	hf__event_clear(slot);
 	if (hf__event_copy(slot, ev) != HF_OK)

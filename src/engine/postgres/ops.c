@@ -309,45 +309,99 @@ static char *literal(struct tx *t, const char *v, bool *fail)
 	return l;
 }
 
-/* Appends an event; `data` is consumed. Its INSERT goes with the COMMIT (tx_commit): one
- * round trip less per change. */
-static int emit(struct tx *t, const char *type, const char *resource, const char *hold_id,
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Appends to t->evs the INSERT of an event touching the resources `sorted` (bytewise order;
+ * `own`, its resource, among them), literals all: each resource's revision counter is advanced
+ * in the same statement, so the event's id (its place in seq) is taken under the counter rows'
+ * locks, which the change keeps to its commit: one resource's revisions follow seq. */
+static void insert_event(struct hf__jw *w, const char *at, const char *type, const char *own,
+                         const char *hold_id, const char *data, char *const *sorted, size_t n)
+{
+	if (n == 0) {
+		hf__jw_lit(w, "INSERT INTO events (at_ms, type, resource, hold_id, data) VALUES (");
+	} else {
+		hf__jw_lit(w, "WITH r AS (INSERT INTO event_revisions AS v VALUES ");
+		for (size_t i = 0; i < n; i++) {
+			if (i)
+				hf__jw_lit(w, ", ");
+			hf__jw_lit(w, "(");
+			hf__jw_raw(w, sorted[i], strlen(sorted[i]));
+			hf__jw_lit(w, ", 1)");
+		}
+		hf__jw_lit(w, " ON CONFLICT (resource) DO UPDATE SET revision = v.revision + 1"
+		              " RETURNING resource, revision)"
+		              " INSERT INTO events (at_ms, type, resource, hold_id, data, revision,"
+		              " revisions) SELECT ");
+	}
+	const char *values[] = {at, type, own ? own : "NULL", hold_id ? hold_id : "NULL", data};
+	for (size_t i = 0; i < 5; i++) {
+		if (i)
+			hf__jw_lit(w, ", ");
+		hf__jw_raw(w, values[i], strlen(values[i]));
+	}
+	if (n == 0) {
+		hf__jw_lit(w, ");");
+		return;
+	}
+	hf__jw_lit(w, ", max(revision) FILTER (WHERE resource = ");
+	hf__jw_raw(w, own, strlen(own));
+	hf__jw_lit(w, "), CASE WHEN count(*) > 1 THEN json_object_agg(resource, revision)::text END"
+	              " FROM r;");
+}
+
+/* Appends an event of hold `h` (its parts are the resources it touches, the first its own) or,
+ * with h NULL, of `resource`; `data` is consumed. Its INSERT goes with the COMMIT (tx_commit):
+ * one round trip less per change. */
+static int emit(struct tx *t, const char *type, const hf_hold *h, const char *resource,
                 json_t *data)
 {
 	char *body = dump(data);
 	if (!body)
 		return hf__err(t->err, HF_ENOMEM, "out of memory");
+	size_t n = h ? h->n_parts : resource ? 1 : 0;
+	if (h)
+		resource = h->parts[0].resource;
 	bool fail = false;
 	char *lt = literal(t, type, &fail), *lr = literal(t, resource, &fail),
-	     *lh = literal(t, hold_id, &fail), *lb = literal(t, body, &fail);
+	     *lh = literal(t, h ? h->id : NULL, &fail), *lb = literal(t, body, &fail);
+	char *names[HF_CLAIMS_MAX] = {0};
+	for (size_t i = 0; i < n; i++)
+		names[i] = literal(t, h ? h->parts[i].resource : resource, &fail);
 	free(body);
 	int rc = fail ? HF_EENGINE : HF_OK;
+	char at[24];
+	snprintf(at, sizeof(at), "%lld", (long long)t->now);
 	if (rc == HF_OK) {
-		size_t need = strlen(lt) + strlen(lb) + (lr ? strlen(lr) : 4) + (lh ? strlen(lh) : 4) +
-		              128;
-		if (t->evs_len + need + 1 > t->evs_cap) {
-			size_t cap = (t->evs_cap ? t->evs_cap * 2 : 1024) + need + 768;
-			char *n = realloc(t->evs, cap);
-			if (!n)
-				rc = hf__err(t->err, HF_ENOMEM, "out of memory");
-			else {
-				t->evs = n;
-				t->evs_cap = cap;
-			}
+		qsort(names, n, sizeof(names[0]), by_name);
+		struct hf__jw w;
+		hf__jw_init(&w);
+		insert_event(&w, at, lt, lr, lh, lb, names, n);
+		size_t len;
+		char *sql = hf__jw_finish(&w, &len);
+		size_t cap = t->evs_len + len + 1 <= t->evs_cap ? t->evs_cap
+		                                                  : (t->evs_len + len + 1) * 2 + 768;
+		char *all = !sql || cap == t->evs_cap ? t->evs : realloc(t->evs, cap);
+		if (!sql || !all) {
+			rc = hf__err(t->err, HF_ENOMEM, "out of memory");
+		} else {
+			t->evs = all;
+			t->evs_cap = cap;
+			memcpy(t->evs + t->evs_len, sql, len + 1);
+			t->evs_len += len;
+			t->events++;
 		}
-	}
-	if (rc == HF_OK) {
-		t->evs_len += (size_t)snprintf(
-		    t->evs + t->evs_len, t->evs_cap - t->evs_len,
-		    "INSERT INTO events (at_ms, type, resource, hold_id, data) VALUES (%lld, %s, %s, %s,"
-		    " %s);",
-		    (long long)t->now, lt, lr ? lr : "NULL", lh ? lh : "NULL", lb);
-		t->events++;
+		free(sql);
 	}
 	PQfreemem(lt);
 	PQfreemem(lr);
 	PQfreemem(lh);
 	PQfreemem(lb);
+	for (size_t i = 0; i < n; i++)
+		PQfreemem(names[i]);
 	return rc;
 }
 
@@ -442,7 +496,7 @@ static int hold_end(struct tx *t, hf_hold *h, hf_hold_state state, int64_t ended
 	h->ended_at_ms = ended_at;
 	t->live_delta--;
 	const char *type = state == HF_HOLD_EXPIRED ? "hold.expired" : "hold.released";
-	return emit(t, type, h->parts[0].resource, h->id, hf__event_hold_data(type, h));
+	return emit(t, type, h, NULL, hf__event_hold_data(type, h));
 }
 
 /* Lazy expiry, in its own transaction before a change (tx_begin): due leases end (at their
@@ -730,7 +784,7 @@ static int op_put_resource(struct tx *t, struct hf__call *call)
 	                       .meta = (char *)rq->meta,
 	                       .version = nversion,
 	                       .declared = true};
-	int rc = emit(t, created ? "resource.created" : "resource.updated", rq->name, NULL,
+	int rc = emit(t, created ? "resource.created" : "resource.updated", NULL, rq->name,
 	              hf__event_resource_data(&now_res));
 	bool found;
 	return rc != HF_OK ? rc : reply_resource(t, call, rq->name, &found);
@@ -775,7 +829,7 @@ static int op_delete_resource(struct tx *t, struct hf__call *call)
 		return HF_EENGINE;
 	t->notify = t->drop_idle = true;
 	if (declared)
-		return emit(t, "resource.deleted", rq->name, NULL,
+		return emit(t, "resource.deleted", NULL, rq->name,
 		            hf__event_resource_deleted_data(rq->name, version));
 	return HF_OK;
 }
@@ -852,8 +906,7 @@ static int grant(struct tx *t, struct hf__call *call, struct claimrow *rows, siz
 		PQclear(r);
 	}
 	t->live_delta++;
-	int rc = emit(t, "hold.granted", parts[0].resource, h.id,
-	              hf__event_hold_data("hold.granted", &h));
+	int rc = emit(t, "hold.granted", &h, NULL, hf__event_hold_data("hold.granted", &h));
 	if (rc != HF_OK)
 		return rc;
 	if (a->idempotency_key) {
@@ -1203,8 +1256,7 @@ static int op_hold_change(struct tx *t, struct hf__call *call)
 		h.expires_at_ms = t->now + call->req.ttl_ms;
 		p[1] = I64(b1, h.expires_at_ms);
 		if ((rc = qx(t, "UPDATE holds SET expires_at = $2 WHERE id = $1", 2, p)) == HF_OK)
-			rc = emit(t, "hold.extended", h.parts[0].resource, h.id,
-			          hf__event_hold_data("hold.extended", &h));
+			rc = emit(t, "hold.extended", &h, NULL, hf__event_hold_data("hold.extended", &h));
 		break;
 	case HF_OP_CONFIRM:
 		if (h.state != HF_HOLD_TENTATIVE)
@@ -1212,8 +1264,7 @@ static int op_hold_change(struct tx *t, struct hf__call *call)
 		h.state = HF_HOLD_CONFIRMED;
 		h.expires_at_ms = 0;
 		if ((rc = qx(t, "UPDATE holds SET state = 1, expires_at = 0 WHERE id = $1", 1, p)) == HF_OK)
-			rc = emit(t, "hold.confirmed", h.parts[0].resource, h.id,
-			          hf__event_hold_data("hold.confirmed", &h));
+			rc = emit(t, "hold.confirmed", &h, NULL, hf__event_hold_data("hold.confirmed", &h));
 		break;
 	default: /* HF_OP_RELEASE */
 		rc = hold_end(t, &h, HF_HOLD_RELEASED, t->now);
@@ -1332,8 +1383,8 @@ static int read_events(struct tx *t, struct hf__call *call)
 	const char *p[3] = {I64(b1, (int64_t)rq->after), I64(b2, (int64_t)rq->limit),
 	                    I64(b3, (int64_t)reply->last_seq)};
 	if (!(r = q(t,
-	            "SELECT seq, at_ms, type, resource, hold_id, data FROM events WHERE seq > $1"
-	            " AND seq <= $3 ORDER BY seq LIMIT $2",
+	            "SELECT seq, at_ms, type, resource, hold_id, data, revision, revisions FROM events"
+	            " WHERE seq > $1 AND seq <= $3 ORDER BY seq LIMIT $2",
 	            3, p)))
 		return HF_EENGINE;
 	size_t n = (size_t)PQntuples(r);
@@ -1347,10 +1398,21 @@ static int read_events(struct tx *t, struct hf__call *call)
 		               .resource = PQgetisnull(r, k, 3) ? NULL : PQgetvalue(r, k, 3),
 		               .hold_id = PQgetisnull(r, k, 4) ? NULL : PQgetvalue(r, k, 4),
 		               .data = PQgetvalue(r, k, 5)};
-		if (hf__event_copy(&reply->events[i], &ev) != HF_OK)
+		if (hf__event_copy(&reply->events[i], &ev) != HF_OK) {
 			rc = hf__err(t->err, HF_ENOMEM, "out of memory");
-		else
-			reply->n_events = i + 1;
+			break;
+		}
+		reply->n_events = i + 1;
+		/* No revision: written by an instance of an older build (a rolling upgrade). */
+		if (!PQgetisnull(r, k, 6) &&
+		    hf__event_revisions_from_text(&reply->events[i], geti(r, k, 6),
+		                                  PQgetisnull(r, k, 7) ? NULL : PQgetvalue(r, k, 7),
+		                                  t->err) != HF_OK) {
+			char why[sizeof(t->err->message)];
+			snprintf(why, sizeof(why), "%s", t->err->message);
+			rc = t->err->code == HF_ENOMEM ? HF_ENOMEM
+			                               : hf__err(t->err, HF_EENGINE, "database: %s", why);
+		}
 	}
 	PQclear(r);
 	return rc;

@@ -92,6 +92,34 @@ static const char *const migrations[] = {
 	"  UPDATE event_head SET last_seq = last + n WHERE id = 1;"
 	"  RETURN last + n;"
 	" END $$;",
+	/* 2 -> 3: per-resource event revisions. event_revisions holds each resource's last
+	 * revision (it outlives implicit resources); a change advances it with the INSERT of its
+	 * event (ops.c, insert_event). Old events get the revisions they would have had, numbered
+	 * in their order (seq, then id for the ones not numbered yet): a hold event touches the
+	 * parts its data lists; hold.extended and hold.confirmed, whose data does not list them,
+	 * the parts of their hold's hold.granted. ALTER TABLE locks events for the transaction:
+	 * no writer adds one meanwhile. */
+	"ALTER TABLE events ADD COLUMN revision bigint, ADD COLUMN revisions text;"
+	"CREATE TABLE event_revisions (resource text COLLATE \"C\" PRIMARY KEY,"
+	"  revision bigint NOT NULL);"
+	"CREATE TEMP TABLE touch ON COMMIT DROP AS SELECT e.id, e.seq, p.i, p.v ->> 'name' AS name"
+	"  FROM events e CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN"
+	"  jsonb_typeof(e.data::jsonb -> 'resources') = 'array' THEN e.data::jsonb -> 'resources'"
+	"  ELSE '[]'::jsonb END) WITH ORDINALITY p(v, i) WHERE e.hold_id IS NOT NULL;"
+	"INSERT INTO touch SELECT e.id, e.seq, t.i, t.name FROM events e"
+	"  JOIN events g ON g.hold_id = e.hold_id AND g.type = 'hold.granted'"
+	"  JOIN touch t ON t.id = g.id"
+	"  WHERE e.hold_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM touch x WHERE x.id = e.id);"
+	"INSERT INTO touch SELECT e.id, e.seq, 1, e.resource FROM events e"
+	"  WHERE e.resource IS NOT NULL AND NOT EXISTS (SELECT 1 FROM touch x WHERE x.id = e.id);"
+	"CREATE TEMP TABLE numbered ON COMMIT DROP AS SELECT id, i, name, row_number() OVER"
+	"  (PARTITION BY name ORDER BY seq NULLS LAST, id) AS revision FROM touch;"
+	"UPDATE events e SET revision = n.revision FROM numbered n"
+	"  WHERE n.id = e.id AND n.name = e.resource;"
+	"UPDATE events e SET revisions = a.list FROM (SELECT id,"
+	"  json_object_agg(name, revision ORDER BY i)::text AS list FROM numbered GROUP BY id"
+	"  HAVING count(*) > 1) a WHERE a.id = e.id;"
+	"INSERT INTO event_revisions SELECT name, max(revision) FROM numbered GROUP BY name;",
 };
 
 void hf__pgc_close(struct hf__pgc *c)

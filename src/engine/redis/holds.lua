@@ -10,7 +10,8 @@
 -- Holds, resources and events in it have the wire form of src/core/codec.c (hf__*_from_json
 -- reads them), except that a resource's meta and an event's data are their JSON text.
 -- Keys: per resource  P{name}:r (hash) P{name}:q (waiter queue, zset by ticket) P{name}:f
--- (fence counter, never deleted); per store  P holds/hids/exp/ended/idem/idemx/res/seq/ev/
+-- (fence counter, never deleted) P{name}:v (its last event revision, never deleted: revisions
+-- go on when an implicit resource comes back); per store  P holds/hids/exp/ended/idem/idemx/res/seq/ev/
 -- w/wl/ticket/live. Channels: P wake (ids of waiters whose outcome is ready), P events (seq).
 -- With plain = '1' (URL ?locks=plain) each resource also has its Redlock-format key: the
 -- resource name itself, holding a token while holdfast holds any of its units (see "plain").
@@ -37,6 +38,7 @@ local CH_WAKE, CH_EVENTS
 local function rk(n) return P .. '{' .. n .. '}:r' end
 local function qk(n) return P .. '{' .. n .. '}:q' end
 local function fk(n) return P .. '{' .. n .. '}:f' end
+local function vk(n) return P .. '{' .. n .. '}:v' end
 
 local NOW          -- Redis TIME in ms, read once per call
 local woken = {}   -- waiter ids whose outcome is ready: published on CH_WAKE at the end
@@ -184,11 +186,26 @@ end
 
 -- ---- events ----
 
-local function emit(etype, res, hold_id, data)
+-- An event touching the resources `names` (the first is its resource): each one's revision
+-- goes up by one. The entry keeps the first's revision (v) and, when there are more, all of
+-- them as the codec's object text (vs).
+local function emit(etype, names, hold_id, data)
 	local seq = redis.call('INCR', K_SEQ)
-	redis.call('XADD', K_EV, I(seq) .. '-1', 'a', I(NOW), 't', etype, 'r', res or '',
+	local revs = {}
+	for i, n in ipairs(names) do
+		revs[i] = S(n) .. ':' .. I(redis.call('INCR', vk(n)))
+	end
+	local v = string.match(revs[1], ':(%d+)$')
+	redis.call('XADD', K_EV, I(seq) .. '-1', 'a', I(NOW), 't', etype, 'r', names[1],
+	           'v', v, 'vs', #revs > 1 and '{' .. table.concat(revs, ',') .. '}' or '',
 	           'h', hold_id or '', 'd', data)
 	emitted = seq
+end
+
+local function part_names(h)
+	local names = {}
+	for i, p in ipairs(h.parts) do names[i] = p.name end
+	return names
 end
 
 local function meta_json(m) if m then return m end return 'null' end
@@ -249,7 +266,7 @@ local function hold_end(h, state, ended_at)
 	redis.call('ZADD', K_ENDED, I(ended_at), h.id)
 	redis.call('DECR', K_LIVE)
 	hold_save(h)
-	emit(state == EXPIRED and 'hold.expired' or 'hold.released', h.parts[1].name, h.id,
+	emit(state == EXPIRED and 'hold.expired' or 'hold.released', part_names(h), h.id,
 	     '{"id":' .. S(h.id) .. ',"owner":' .. S(h.owner) .. ',"resources":' .. parts_json(h, false) .. '}')
 end
 
@@ -273,7 +290,7 @@ local function grant(owner, mode, ttl, id, token, names, units, idem_key)
 	redis.call('ZADD', K_HIDS, '0', id)
 	redis.call('ZADD', K_EXP, I(h.expires), id)
 	redis.call('INCR', K_LIVE)
-	emit('hold.granted', names[1], id,
+	emit('hold.granted', names, id,
 	     '{"expires_at_ms":' .. I(h.expires) .. ',"id":' .. S(id) .. ',"mode":' .. S(MODE_NAME[mode]) ..
 	     ',"owner":' .. S(owner) .. ',"resources":' .. parts_json(h, true) .. '}')
 	if idem_key and idem_key ~= '' then
@@ -694,7 +711,7 @@ function ops.extend(a)
 		end
 		local lost = plain_lost(h)
 		if lost then return lost end
-		emit('hold.extended', h.parts[1].name, h.id,
+		emit('hold.extended', part_names(h), h.id,
 		     '{"expires_at_ms":' .. I(h.expires) .. ',"id":' .. S(h.id) .. '}')
 	end
 	return {hold = hold_view(h, false)}
@@ -712,7 +729,7 @@ function ops.confirm(a)
 		end
 		local lost = plain_lost(h)
 		if lost then return lost end
-		emit('hold.confirmed', h.parts[1].name, h.id, '{"id":' .. S(h.id) .. ',"owner":' .. S(h.owner) .. '}')
+		emit('hold.confirmed', part_names(h), h.id, '{"id":' .. S(h.id) .. ',"owner":' .. S(h.owner) .. '}')
 	end
 	return {hold = hold_view(h, false)}
 end
@@ -794,7 +811,7 @@ function ops.put_resource(a)
 		r.meta = nil
 		redis.call('HDEL', k, 'meta')
 	end
-	emit(created and 'resource.created' or 'resource.updated', name, nil, resource_event_data(r))
+	emit(created and 'resource.created' or 'resource.updated', {name}, nil, resource_event_data(r))
 	local view = res_view(r)
 	if shrank then
 		-- Waits that could never be granted now end and leave every queue they stood in
@@ -842,7 +859,7 @@ function ops.delete_resource(a)
 	redis.call('DEL', rk(name), qk(name))
 	redis.call('ZREM', K_RES, name)
 	if r.decl then
-		emit('resource.deleted', name, nil, '{"name":' .. S(name) .. ',"version":' .. I(r.ver) .. '}')
+		emit('resource.deleted', {name}, nil, '{"name":' .. S(name) .. ',"version":' .. I(r.ver) .. '}')
 	end
 	in_work[name] = nil
 	local rest = {}
@@ -876,9 +893,12 @@ function ops.read_events(a)
 		for i, row in ipairs(rows) do
 			local f = {}
 			for k = 1, #row[2], 2 do f[row[2][k]] = row[2][k + 1] end
-			-- the codec's form of an event (data as its text: the engine parses it)
+			-- the codec's form of an event (data as its text: the engine parses it). An event
+			-- written before revisions has neither v nor vs.
 			out[i] = {seq = tonumber(string.match(row[1], '^(%d+)')), at_ms = tonumber(f.a), type = f.t,
-			          resource = f.r ~= '' and f.r or nil, hold_id = f.h ~= '' and f.h or nil, data = f.d}
+			          resource = f.r ~= '' and f.r or nil, hold_id = f.h ~= '' and f.h or nil, data = f.d,
+			          revision = f.v and tonumber(f.v) or nil,
+			          revisions = f.vs and f.vs ~= '' and cjson.decode(f.vs) or nil}
 		end
 	end
 	return {events = out, last = last}
