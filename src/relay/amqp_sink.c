@@ -25,16 +25,19 @@ int relay_amqp_check(amqp_rpc_reply_t r, const char *what, hf_error *err)
 		relay_err(err, HF_EENGINE, "amqp %s: connection closed", what);
 		break;
 	case AMQP_RESPONSE_LIBRARY_EXCEPTION:
-		relay_err(err, HF_EENGINE, "amqp %s: %s", what, amqp_error_string2(r.library_error));
+		relay_err(err, HF_EENGINE, "amqp %s: %s", what,
+		          amqp_error_string2(r.library_error));
 		break;
 	case AMQP_RESPONSE_SERVER_EXCEPTION:
-		if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD || r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+		if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD ||
+		    r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
 			/* Both close methods start with reply_code, reply_text. */
 			amqp_channel_close_t *m = r.reply.decoded;
 			relay_err(err, HF_EENGINE, "amqp %s: %u %.*s", what, m->reply_code,
 			          (int)m->reply_text.len, (const char *)m->reply_text.bytes);
 		} else {
-			relay_err(err, HF_EENGINE, "amqp %s: unexpected method 0x%08x", what, r.reply.id);
+			relay_err(err, HF_EENGINE, "amqp %s: unexpected method 0x%08x", what,
+			          r.reply.id);
 		}
 		break;
 	}
@@ -52,8 +55,8 @@ int relay_amqp_open(const char *url, amqp_connection_state_t *out, hf_error *err
 	}
 	amqp_default_connection_info(&ci);
 	if (amqp_parse_url(copy, &ci) != AMQP_STATUS_OK || ci.ssl) {
-		relay_err(err, HF_EINVAL, "amqp url must be amqp://user:pass@host:port/vhost, not '%s'",
-		          url);
+		relay_err(err, HF_EINVAL,
+		          "amqp url must be amqp://user:pass@host:port/vhost, not '%s'", url);
 		free(copy);
 		return HF_EINVAL;
 	}
@@ -68,11 +71,12 @@ int relay_amqp_open(const char *url, amqp_connection_state_t *out, hf_error *err
 	}
 	int st = amqp_socket_open_noblock(sock, ci.host, ci.port, &tv);
 	if (st != AMQP_STATUS_OK) {
-		relay_err(err, HF_EENGINE, "amqp %s:%d: %s", ci.host, ci.port, amqp_error_string2(st));
+		relay_err(err, HF_EENGINE, "amqp %s:%d: %s", ci.host, ci.port,
+		          amqp_error_string2(st));
 		goto out_fail;
 	}
-	amqp_rpc_reply_t login = amqp_login(c, ci.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN,
-	                                    ci.user, ci.password);
+	amqp_rpc_reply_t login =
+	    amqp_login(c, ci.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, ci.user, ci.password);
 	if (relay_amqp_check(login, "login", err) != HF_OK) {
 		/* The broker said no (credentials, vhost): retrying will not change its mind. */
 		if (login.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION)
@@ -156,15 +160,15 @@ static int publish(struct amqp_sink *s, const struct relay_msg *m, hf_error *err
 	h[2].value.kind = AMQP_FIELD_KIND_UTF8;
 	h[2].value.value.bytes = amqp_cstring_bytes(m->resource ? m->resource : "");
 	amqp_basic_properties_t p = {
-		._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
-		          AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_TYPE_FLAG |
-		          AMQP_BASIC_TIMESTAMP_FLAG,
-		.content_type = amqp_cstring_bytes("application/json"),
-		.delivery_mode = 2,
-		.message_id = amqp_cstring_bytes(id),
-		.headers = {.num_entries = 3, .entries = h},
-		.type = amqp_cstring_bytes(m->ev->type),
-		.timestamp = (uint64_t)(m->ev->at_ms / 1000),
+	    ._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
+	              AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_TYPE_FLAG |
+	              AMQP_BASIC_TIMESTAMP_FLAG,
+	    .content_type = amqp_cstring_bytes("application/json"),
+	    .delivery_mode = 2,
+	    .message_id = amqp_cstring_bytes(id),
+	    .headers = {.num_entries = 3, .entries = h},
+	    .type = amqp_cstring_bytes(m->ev->type),
+	    .timestamp = (uint64_t)(m->ev->at_ms / 1000),
 	};
 	int st = amqp_basic_publish(s->c, 1, amqp_cstring_bytes(s->opts.exchange),
 	                            amqp_cstring_bytes(key), 1, 0, &p, amqp_cstring_bytes(m->json));
@@ -192,7 +196,8 @@ static int await_confirms(struct amqp_sink *s, uint64_t first, uint64_t last, hf
 		struct timeval tv = {.tv_sec = CONFIRM_TIMEOUT_S};
 		int st = amqp_simple_wait_frame_noblock(s->c, &f, &tv);
 		if (st != AMQP_STATUS_OK) {
-			relay_err(err, HF_EENGINE, "amqp waiting for confirms: %s", amqp_error_string2(st));
+			relay_err(err, HF_EENGINE, "amqp waiting for confirms: %s",
+			          amqp_error_string2(st));
 			rc = HF_EENGINE;
 			break;
 		}
@@ -208,7 +213,8 @@ static int await_confirms(struct amqp_sink *s, uint64_t first, uint64_t last, hf
 			} else {
 				amqp_basic_nack_t *a = f.payload.method.decoded;
 				tag = a->delivery_tag, multiple = a->multiple;
-				relay_err(err, HF_EENGINE, "amqp: the broker nacked delivery %" PRIu64, tag);
+				relay_err(err, HF_EENGINE,
+				          "amqp: the broker nacked delivery %" PRIu64, tag);
 				rc = HF_EENGINE;
 			}
 			for (uint64_t t = multiple ? first : tag; t <= tag && t <= last; t++)
@@ -218,9 +224,11 @@ static int await_confirms(struct amqp_sink *s, uint64_t first, uint64_t last, hf
 				}
 		} else if (id == AMQP_BASIC_RETURN_METHOD) {
 			amqp_basic_return_t *r = f.payload.method.decoded;
-			relay_err(err, HF_EENGINE, "amqp: message returned unroutable (%u %.*s, key '%.*s')",
-			          r->reply_code, (int)r->reply_text.len, (const char *)r->reply_text.bytes,
-			          (int)r->routing_key.len, (const char *)r->routing_key.bytes);
+			relay_err(err, HF_EENGINE,
+			          "amqp: message returned unroutable (%u %.*s, key '%.*s')",
+			          r->reply_code, (int)r->reply_text.len,
+			          (const char *)r->reply_text.bytes, (int)r->routing_key.len,
+			          (const char *)r->routing_key.bytes);
 			rc = HF_EENGINE;
 			amqp_message_t msg;
 			if (amqp_read_message(s->c, 1, &msg, 0).reply_type != AMQP_RESPONSE_NORMAL)

@@ -25,8 +25,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "N, BATCH and SIZE must be positive\n");
 		return 1;
 	}
-	struct relay_dest_opts d = {.url = argv[1], .exchange = argv[2], .partitions = 1,
-	                            .stream_prefix = argv[2]};
+	struct relay_dest_opts d = {
+	    .url = argv[1], .exchange = argv[2], .partitions = 1, .stream_prefix = argv[2]};
 	struct relay_sink *sink;
 	hf_error err = {0};
 	if (relay_sink_new(&d, &sink, &err) != HF_OK) {

@@ -164,20 +164,23 @@ enum relay_verdict relay_consume_one(const struct relay_consume_opts *o, struct 
 		attempts++;
 		if (o->apply(o->apply_arg, resource, revision, seq, json, &why) == HF_OK)
 			break;
-		relay_log("warn", "msg=apply_failed resource=\"%s\" revision=%" PRId64 " attempt=%u why=\"%s\"",
+		relay_log("warn",
+		          "msg=apply_failed resource=\"%s\" revision=%" PRId64
+		          " attempt=%u why=\"%s\"",
 		          resource ? resource : "", revision, attempts, why.message);
 		if (attempts >= o->max_attempts) {
 			v = RELAY_FAILED;
 			break;
 		}
 		st->retries++;
-		relay_sleep_ms(delay, o->stop);
-		delay = delay * 2 > BACKOFF_CAP_MS ? BACKOFF_CAP_MS : delay * 2;
+		relay_back_off(&delay, BACKOFF_CAP_MS, o->stop);
 	}
 	if (v == RELAY_FAILED) {
 		st->dead++;
-		relay_log("error", "msg=dead_lettered resource=\"%s\" revision=%" PRId64 " seq=%" PRIu64
-		          " attempts=%u", resource ? resource : "", revision, seq, attempts);
+		relay_log("error",
+		          "msg=dead_lettered resource=\"%s\" revision=%" PRId64 " seq=%" PRIu64
+		          " attempts=%u",
+		          resource ? resource : "", revision, seq, attempts);
 	} else {
 		st->applied++;
 	}
@@ -188,13 +191,13 @@ enum relay_verdict relay_consume_one(const struct relay_consume_opts *o, struct 
 	return v;
 }
 
-int relay_consume(const struct relay_consume_opts *o, struct relay_consume_stats *st,
-                  hf_error *err)
+int relay_consume(const struct relay_consume_opts *o, struct relay_consume_stats *st, hf_error *err)
 {
 	memset(st, 0, sizeof(*st));
 	bool amqp = strncmp(o->url, "amqp://", 7) == 0;
 	if (!amqp && strncmp(o->url, "redis://", 8) != 0) {
-		relay_err(err, HF_EINVAL, "source must be amqp://... or redis://..., not '%s'", o->url);
+		relay_err(err, HF_EINVAL, "source must be amqp://... or redis://..., not '%s'",
+		          o->url);
 		return HF_EINVAL;
 	}
 	if (o->max_attempts < 1 || o->prefetch < 1 || !o->apply) {

@@ -17,9 +17,10 @@ static int declare_dead_letters(amqp_connection_state_t c, const char *queue, hf
 	char dlx[512], dead[512];
 	snprintf(dlx, sizeof(dlx), "%s.dlx", queue);
 	snprintf(dead, sizeof(dead), "%s.dead", queue);
-	amqp_exchange_declare(c, 1, amqp_cstring_bytes(dlx), amqp_cstring_bytes("fanout"), 0, 1, 0, 0,
-	                      amqp_empty_table);
-	if (relay_amqp_check(amqp_get_rpc_reply(c), "exchange.declare (dead letters)", err) != HF_OK)
+	amqp_exchange_declare(c, 1, amqp_cstring_bytes(dlx), amqp_cstring_bytes("fanout"), 0, 1, 0,
+	                      0, amqp_empty_table);
+	if (relay_amqp_check(amqp_get_rpc_reply(c), "exchange.declare (dead letters)", err) !=
+	    HF_OK)
 		return HF_EENGINE;
 	amqp_queue_declare(c, 1, amqp_cstring_bytes(dead), 0, 1, 0, 0, amqp_empty_table);
 	if (relay_amqp_check(amqp_get_rpc_reply(c), "queue.declare (dead letters)", err) != HF_OK)
@@ -86,13 +87,26 @@ static bool header_i64(const amqp_basic_properties_t *p, const char *name, int64
 	if (!v)
 		return false;
 	switch (v->kind) {
-	case AMQP_FIELD_KIND_I64: *out = v->value.i64; return true;
-	case AMQP_FIELD_KIND_U64: *out = (int64_t)v->value.u64; return true;
-	case AMQP_FIELD_KIND_I32: *out = v->value.i32; return true;
-	case AMQP_FIELD_KIND_U32: *out = v->value.u32; return true;
-	case AMQP_FIELD_KIND_I16: *out = v->value.i16; return true;
-	case AMQP_FIELD_KIND_I8: *out = v->value.i8; return true;
-	default: return false;
+	case AMQP_FIELD_KIND_I64:
+		*out = v->value.i64;
+		return true;
+	case AMQP_FIELD_KIND_U64:
+		*out = (int64_t)v->value.u64;
+		return true;
+	case AMQP_FIELD_KIND_I32:
+		*out = v->value.i32;
+		return true;
+	case AMQP_FIELD_KIND_U32:
+		*out = v->value.u32;
+		return true;
+	case AMQP_FIELD_KIND_I16:
+		*out = v->value.i16;
+		return true;
+	case AMQP_FIELD_KIND_I8:
+		*out = v->value.i8;
+		return true;
+	default:
+		return false;
 	}
 }
 
@@ -109,8 +123,10 @@ static int handle(amqp_connection_state_t c, const struct relay_consume_opts *o,
 	if (!res || res->kind != AMQP_FIELD_KIND_UTF8 || !header_i64(p, "seq", &seq) ||
 	    !header_i64(p, "revision", &rev)) {
 		/* Not a relayed event: nothing to apply it to; straight to the dead letters. */
-		relay_log("error", "msg=malformed delivery_tag=%" PRIu64 " why=\"no seq, revision or "
-		          "resource header\"", env->delivery_tag);
+		relay_log("error",
+		          "msg=malformed delivery_tag=%" PRIu64 " why=\"no seq, revision or "
+		          "resource header\"",
+		          env->delivery_tag);
 		st->dead++;
 		v = RELAY_FAILED;
 	} else {
@@ -204,8 +220,7 @@ int relay_consume_amqp(const struct relay_consume_opts *o, struct relay_ledger *
 		relay_log("warn", "msg=reconnect why=\"%s\"", err->message);
 		if (o->idle_exit_ms > 0 && relay_mono_ms() - idle_since >= o->idle_exit_ms)
 			return rc;
-		relay_sleep_ms(backoff, o->stop);
-		backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+		relay_back_off(&backoff, RELAY_RECONNECT_MAX_MS, o->stop);
 	}
 	return HF_OK;
 }

@@ -27,8 +27,9 @@ struct rc_ctx {
 static int redis_fail(struct rc_ctx *x, const char *what, redisReply *r, hf_error *err)
 {
 	relay_err(err, HF_EENGINE, "redis %s: %s", what,
-	          r && r->type == REDIS_REPLY_ERROR ? r->str : x->c->errstr[0] ? x->c->errstr
-	                                                                        : "unexpected reply");
+	          r && r->type == REDIS_REPLY_ERROR ? r->str
+	          : x->c->errstr[0]                 ? x->c->errstr
+	                                            : "unexpected reply");
 	freeReplyObject(r);
 	return HF_EENGINE;
 }
@@ -36,8 +37,8 @@ static int redis_fail(struct rc_ctx *x, const char *what, redisReply *r, hf_erro
 static int create_groups(struct rc_ctx *x, hf_error *err)
 {
 	for (unsigned p = 0; p < x->o->partitions; p++) {
-		redisReply *r = redisCommand(x->c, "XGROUP CREATE %s %s 0 MKSTREAM", x->keys[p],
-		                             x->o->queue);
+		redisReply *r =
+		    redisCommand(x->c, "XGROUP CREATE %s %s 0 MKSTREAM", x->keys[p], x->o->queue);
 		if (!r || (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0))
 			return redis_fail(x, "XGROUP CREATE", r, err);
 		freeReplyObject(r);
@@ -67,8 +68,8 @@ static unsigned deliveries(struct rc_ctx *x, const char *key, const char *id)
 	return n;
 }
 
-static int dead_letter(struct rc_ctx *x, const char *key, const char *id,
-                       const redisReply *fields, const char *why, hf_error *err)
+static int dead_letter(struct rc_ctx *x, const char *key, const char *id, const redisReply *fields,
+                       const char *why, hf_error *err)
 {
 	const char *argv[32];
 	size_t n = 0;
@@ -112,15 +113,18 @@ static int handle_entry(struct rc_ctx *x, const char *key, const redisReply *ent
 		x->st->dead++;
 		rc = dead_letter(x, key, id, fields, "malformed", err);
 	} else if (delivered > x->o->max_attempts) {
-		relay_log("error", "msg=dead_lettered stream=%s id=%s deliveries=%u", key, id, delivered);
+		relay_log("error", "msg=dead_lettered stream=%s id=%s deliveries=%u", key, id,
+		          delivered);
 		x->st->dead++;
 		rc = dead_letter(x, key, id, fields, "too many deliveries", err);
 	} else {
 		v = relay_consume_one(x->o, x->l, x->st, res, strtoll(rev, NULL, 10),
-		                      strtoull(seq, NULL, 10), json, delivered ? delivered - 1 : 0, err);
+		                      strtoull(seq, NULL, 10), json, delivered ? delivered - 1 : 0,
+		                      err);
 		if (v == RELAY_ERROR)
 			return err->code;
-		rc = v == RELAY_FAILED ? dead_letter(x, key, id, fields, "apply failed", err) : HF_OK;
+		rc = v == RELAY_FAILED ? dead_letter(x, key, id, fields, "apply failed", err)
+		                       : HF_OK;
 	}
 	if (rc != HF_OK)
 		return rc;
@@ -142,7 +146,9 @@ static int handle_read(struct rc_ctx *x, redisReply *r, bool pending, size_t *go
 		redisReply *entries = stream->element[1];
 		for (size_t i = 0; i < entries->elements; i++) {
 			redisReply *e = entries->element[i];
-			unsigned d = pending && e->elements == 2 ? deliveries(x, key, e->element[0]->str) : 1;
+			unsigned d = pending && e->elements == 2
+			                 ? deliveries(x, key, e->element[0]->str)
+			                 : 1;
 			int rc = handle_entry(x, key, e, d, err);
 			if (rc != HF_OK)
 				return rc;
@@ -194,15 +200,16 @@ static int autoclaim(struct rc_ctx *x, size_t *got, hf_error *err)
 {
 	*got = 0;
 	for (unsigned p = 0; p < x->o->partitions; p++) {
-		redisReply *r = redisCommand(x->c, "XAUTOCLAIM %s %s %s %lld 0-0 COUNT %u", x->keys[p],
-		                             x->o->queue, x->o->consumer,
+		redisReply *r = redisCommand(x->c, "XAUTOCLAIM %s %s %s %lld 0-0 COUNT %u",
+		                             x->keys[p], x->o->queue, x->o->consumer,
 		                             (long long)x->o->claim_idle_ms, x->o->prefetch);
 		if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2)
 			return redis_fail(x, "XAUTOCLAIM", r, err);
 		redisReply *entries = r->element[1];
 		for (size_t i = 0; i < entries->elements; i++) {
 			redisReply *e = entries->element[i];
-			unsigned d = e->elements == 2 ? deliveries(x, x->keys[p], e->element[0]->str) : 1;
+			unsigned d =
+			    e->elements == 2 ? deliveries(x, x->keys[p], e->element[0]->str) : 1;
 			int rc = handle_entry(x, x->keys[p], e, d, err);
 			if (rc != HF_OK) {
 				freeReplyObject(r);
@@ -232,7 +239,8 @@ static int consume_connection(struct rc_ctx *x, int64_t *idle_since, hf_error *e
 			return rc;
 		if (got + fresh)
 			*idle_since = relay_mono_ms();
-		else if (x->o->idle_exit_ms > 0 && relay_mono_ms() - *idle_since >= x->o->idle_exit_ms)
+		else if (x->o->idle_exit_ms > 0 &&
+		         relay_mono_ms() - *idle_since >= x->o->idle_exit_ms)
 			return HF_OK;
 	}
 	return HF_OK;
@@ -287,8 +295,7 @@ int relay_consume_redis(const struct relay_consume_opts *o, struct relay_ledger 
 		relay_log("warn", "msg=reconnect why=\"%s\"", err->message);
 		if (o->idle_exit_ms > 0 && relay_mono_ms() - idle_since >= o->idle_exit_ms)
 			break;
-		relay_sleep_ms(backoff, o->stop);
-		backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+		relay_back_off(&backoff, RELAY_RECONNECT_MAX_MS, o->stop);
 	}
 	free(x.keys);
 	return rc;

@@ -105,8 +105,10 @@ void relay_routing_key(const struct relay_msg *m, char *buf, size_t size)
 		bool plain = *p > 0x20 && *p < 0x7f && !strchr(".%*#", *p);
 		size_t need = plain ? 1 : 3;
 		if (len + need + 1 > size || len + need > RELAY_ROUTING_KEY_MAX) {
-			/* Too long for a shortstr: the name's hash instead, still one word per name. */
-			len = (size_t)snprintf(buf, size, "%s.%%%016" PRIx64, m->ev->type, fnv1a(m->resource));
+			/* Too long for a shortstr: the name's hash instead, still one word per
+			 * name. */
+			len = (size_t)snprintf(buf, size, "%s.%%%016" PRIx64, m->ev->type,
+			                       fnv1a(m->resource));
 			return;
 		}
 		if (plain)
@@ -135,6 +137,12 @@ void relay_sleep_ms(int64_t ms, volatile sig_atomic_t *stop)
 		nanosleep(&ts, NULL);
 		ms -= step;
 	}
+}
+
+void relay_back_off(int64_t *ms, int64_t cap, volatile sig_atomic_t *stop)
+{
+	relay_sleep_ms(*ms, stop);
+	*ms = *ms > cap / 2 ? cap : *ms * 2;
 }
 
 void relay_err(hf_error *err, int code, const char *fmt, ...)

@@ -26,13 +26,13 @@ struct relay {
 	char ckpt_name[HF_NAME_MAX + 1];
 	hf_hold *lease;
 	hf_watchdog *wd;
-	atomic_bool lost;    /* set by the watchdog's thread */
-	int64_t fence;       /* the lease's fence: a newer relay's is higher */
-	uint64_t seq;        /* the checkpoint: every event up to it is delivered */
-	int64_t version;     /* the checkpoint resource's version, for if_version */
+	atomic_bool lost; /* set by the watchdog's thread */
+	int64_t fence;    /* the lease's fence: a newer relay's is higher */
+	uint64_t seq;     /* the checkpoint: every event up to it is delivered */
+	int64_t version;  /* the checkpoint resource's version, for if_version */
 	int64_t backoff_ms;
-	uint64_t delivered;  /* messages confirmed by the destination */
-	hf_error fatal;      /* a destination that refuses us (credentials, url): we stop */
+	uint64_t delivered; /* messages confirmed by the destination */
+	hf_error fatal;     /* a destination that refuses us (credentials, url): we stop */
 };
 
 void relay_opts_init(struct relay_opts *o)
@@ -72,13 +72,9 @@ static bool stopping(const struct relay *r)
 	return r->o->stop && *r->o->stop;
 }
 
-/* Sleeps the current backoff and doubles it, up to the cap. */
 static void back_off(struct relay *r)
 {
-	relay_sleep_ms(r->backoff_ms, r->o->stop);
-	r->backoff_ms *= 2;
-	if (r->backoff_ms > r->o->backoff_max_ms)
-		r->backoff_ms = r->o->backoff_max_ms;
+	relay_back_off(&r->backoff_ms, r->o->backoff_max_ms, r->o->stop);
 }
 
 /* ---- The lease. ------------------------------------------------------------------------ */
@@ -94,8 +90,11 @@ static void on_lost(void *arg, const hf_error *why)
 static int take_lease(struct relay *r)
 {
 	hf_claim claim = {.name = r->lease_name, .units = 1, .capacity = 1};
-	hf_acquire_req req = {.owner = r->o->owner, .claims = &claim, .n_claims = 1,
-	                      .ttl_ms = r->o->lease_ms, .wait_ms = LEASE_WAIT_MS,
+	hf_acquire_req req = {.owner = r->o->owner,
+	                      .claims = &claim,
+	                      .n_claims = 1,
+	                      .ttl_ms = r->o->lease_ms,
+	                      .wait_ms = LEASE_WAIT_MS,
 	                      .mode = HF_MODE_EXCLUSIVE};
 	bool said_standby = false;
 	while (!stopping(r)) {
@@ -187,8 +186,8 @@ static int get_checkpoint(struct relay *r, uint64_t *seq, int64_t *fence, hf_err
 		json_t *m = rep->resource->meta ? json_loads(rep->resource->meta, 0, NULL) : NULL;
 		json_int_t s = 0, f = 0;
 		if (!m || json_unpack(m, "{s:I, s:I}", "seq", &s, "fence", &f) != 0 || s < 0) {
-			relay_err(err, HF_ECORRUPT, "checkpoint '%s' has no seq and fence in its meta",
-			          r->ckpt_name);
+			relay_err(err, HF_ECORRUPT,
+			          "checkpoint '%s' has no seq and fence in its meta", r->ckpt_name);
 			rc = HF_ECORRUPT;
 		}
 		json_decref(m);
@@ -212,8 +211,8 @@ static int claim_checkpoint(struct relay *r, hf_error *err)
 		if (rc != HF_OK)
 			return rc;
 		if (fence > r->fence) {
-			relay_err(err, HF_EHELD, "checkpoint fenced by a newer relay (fence %" PRId64 ")",
-			          fence);
+			relay_err(err, HF_EHELD,
+			          "checkpoint fenced by a newer relay (fence %" PRId64 ")", fence);
 			return HF_EHELD;
 		}
 		rc = put_checkpoint(r, seq, r->version, err);
@@ -240,7 +239,7 @@ static int move_checkpoint(struct relay *r, uint64_t seq, hf_error *err)
 
 enum step { STEP_AGAIN, STEP_IDLE, STEP_LOST, STEP_DONE };
 
-/* Reads one batch after r->seq... (after `*after`), delivers it and moves the checkpoint. */
+/* Reads the batch after *after, delivers it and moves the checkpoint (and *after) past it. */
 static enum step relay_batch(struct relay *r, uint64_t *after)
 {
 	hf_request req;
@@ -264,7 +263,8 @@ static enum step relay_batch(struct relay *r, uint64_t *after)
 	char **jsons = NULL;
 	size_t n = 0;
 	hf_error err = {0};
-	if (rep->n_events && relay_msgs_build(rep->events, rep->n_events, &msgs, &n, &jsons) != HF_OK) {
+	if (rep->n_events &&
+	    relay_msgs_build(rep->events, rep->n_events, &msgs, &n, &jsons) != HF_OK) {
 		relay_log("warn", "msg=out_of_memory");
 		back_off(r);
 		goto out;
@@ -274,8 +274,8 @@ static enum step relay_batch(struct relay *r, uint64_t *after)
 	if (n && atomic_load(&r->lost))
 		goto out;
 	if (n && (rc = r->sink->deliver(r->sink, msgs, n, &err)) != HF_OK) {
-		relay_log("warn", "msg=deliver_failed after=%" PRIu64 " error=%s why=\"%s\"", *after,
-		          hf_err_name(rc), err.message);
+		relay_log("warn", "msg=deliver_failed after=%" PRIu64 " error=%s why=\"%s\"",
+		          *after, hf_err_name(rc), err.message);
 		if (rc == HF_EAUTH || rc == HF_EINVAL) {
 			r->fatal = err;
 			step = STEP_DONE;
@@ -290,7 +290,8 @@ static enum step relay_batch(struct relay *r, uint64_t *after)
 		/* A batch of only the relay's own events is not checkpointed: the checkpoint's own
 		 * event would come back as the next batch, for ever. */
 		if (n && (rc = move_checkpoint(r, last, &err)) != HF_OK) {
-			relay_log("warn", "msg=checkpoint_failed seq=%" PRIu64 " error=%s why=\"%s\"", last,
+			relay_log("warn",
+			          "msg=checkpoint_failed seq=%" PRIu64 " error=%s why=\"%s\"", last,
 			          hf_err_name(rc), err.message);
 			step = rc == HF_EHELD ? STEP_LOST : STEP_AGAIN;
 			if (rc != HF_EHELD)
@@ -314,7 +315,8 @@ static enum step serve(struct relay *r)
 	hf_error err = {0};
 	int rc;
 	while ((rc = claim_checkpoint(r, &err)) != HF_OK) {
-		relay_log("warn", "msg=checkpoint_error error=%s why=\"%s\"", hf_err_name(rc), err.message);
+		relay_log("warn", "msg=checkpoint_error error=%s why=\"%s\"", hf_err_name(rc),
+		          err.message);
 		if (rc == HF_EHELD || stopping(r))
 			return STEP_LOST;
 		back_off(r);
@@ -330,7 +332,8 @@ static enum step serve(struct relay *r)
 			return s;
 		if (s == STEP_AGAIN)
 			idle_since = relay_mono_ms();
-		else if (r->o->idle_exit_ms > 0 && relay_mono_ms() - idle_since >= r->o->idle_exit_ms)
+		else if (r->o->idle_exit_ms > 0 &&
+		         relay_mono_ms() - idle_since >= r->o->idle_exit_ms)
 			return STEP_DONE;
 	}
 	return STEP_LOST;
@@ -342,7 +345,8 @@ int relay_run(const struct relay_opts *o, hf_error *err)
 	atomic_init(&r.lost, false);
 	if (o->batch < 1 || o->batch > HF_LIST_MAX || o->lease_ms < 30 || !o->name[0] ||
 	    strlen(RELAY_OWN_PREFIX) + strlen(o->name) + strlen("/checkpoint") > HF_NAME_MAX) {
-		relay_err(err, HF_EINVAL, "bad relay options (batch 1..%d, lease >= 30 ms, a short name)",
+		relay_err(err, HF_EINVAL,
+		          "bad relay options (batch 1..%d, lease >= 30 ms, a short name)",
 		          HF_LIST_MAX);
 		return HF_EINVAL;
 	}

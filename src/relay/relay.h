@@ -20,7 +20,8 @@
 #define RELAY_DEFAULT_EXCHANGE "holdfast.events"
 #define RELAY_DEFAULT_STREAM_PREFIX "holdfast:events:"
 #define RELAY_DEFAULT_PARTITIONS 8
-#define RELAY_ROUTING_KEY_MAX 255 /* AMQP's shortstr */
+#define RELAY_ROUTING_KEY_MAX 255   /* AMQP's shortstr */
+#define RELAY_RECONNECT_MAX_MS 5000 /* consumers' reconnect backoff cap */
 
 /* ---- Messages: one per (event, resource it touches). ------------------------------- */
 
@@ -53,11 +54,11 @@ bool relay_is_own(const char *resource);
 /* ---- Destinations. ---------------------------------------------------------------- */
 
 struct relay_dest_opts {
-	const char *url;          /* amqp://user:pass@host:port/vhost or redis://host:port */
-	const char *exchange;     /* AMQP: the topic exchange */
-	unsigned partitions;      /* Redis: streams */
-	const char *stream_prefix;/* Redis: stream key prefix, then the partition number */
-	int64_t maxlen;           /* Redis: XADD MAXLEN ~ this; 0 keeps every entry */
+	const char *url;           /* amqp://user:pass@host:port/vhost or redis://host:port */
+	const char *exchange;      /* AMQP: the topic exchange */
+	unsigned partitions;       /* Redis: streams */
+	const char *stream_prefix; /* Redis: stream key prefix, then the partition number */
+	int64_t maxlen;            /* Redis: XADD MAXLEN ~ this; 0 keeps every entry */
 };
 
 /* A destination. deliver() sends the messages in order and returns HF_OK only once the
@@ -78,15 +79,15 @@ struct relay_sink *relay_redis_sink_new(const struct relay_dest_opts *opts);
 /* ---- The relay. ------------------------------------------------------------------- */
 
 struct relay_opts {
-	const char *store_url;    /* holdfast store to read */
-	const char *name;         /* destination name: the lease and checkpoint resources */
-	const char *owner;        /* lease owner (who this relay is), for logs and the dashboard */
+	const char *store_url; /* holdfast store to read */
+	const char *name;      /* destination name: the lease and checkpoint resources */
+	const char *owner;     /* lease owner (who this relay is), for logs and the dashboard */
 	struct relay_dest_opts dest;
-	size_t batch;             /* events read and delivered per checkpoint, 1..HF_LIST_MAX */
-	int64_t lease_ms;         /* lease TTL; the watchdog extends it every lease_ms/3 */
-	int64_t backoff_max_ms;   /* cap of the reconnect backoff */
-	uint64_t stop_after_seq;  /* > 0: return once the checkpoint has reached it (tests) */
-	int64_t idle_exit_ms;     /* > 0: return after this long with nothing to deliver */
+	size_t batch;                /* events read and delivered per checkpoint, 1..HF_LIST_MAX */
+	int64_t lease_ms;            /* lease TTL; the watchdog extends it every lease_ms/3 */
+	int64_t backoff_max_ms;      /* cap of the reconnect backoff */
+	uint64_t stop_after_seq;     /* > 0: return once the checkpoint has reached it (tests) */
+	int64_t idle_exit_ms;        /* > 0: return after this long with nothing to deliver */
 	volatile sig_atomic_t *stop; /* set (by a signal handler) to stop at the next step */
 };
 
@@ -104,11 +105,11 @@ typedef int (*relay_apply_fn)(void *arg, const char *resource, int64_t revision,
                               const char *json, hf_error *err);
 
 struct relay_consume_opts {
-	const char *url;           /* amqp://... or redis://... */
-	const char *exchange;      /* AMQP */
-	const char *queue;         /* AMQP queue, or the Redis consumer group */
-	const char *consumer;      /* Redis consumer name */
-	const char *const *binds;  /* AMQP binding keys (default "#") */
+	const char *url;          /* amqp://... or redis://... */
+	const char *exchange;     /* AMQP */
+	const char *queue;        /* AMQP queue, or the Redis consumer group */
+	const char *consumer;     /* Redis consumer name */
+	const char *const *binds; /* AMQP binding keys (default "#") */
 	size_t n_binds;
 	unsigned partitions;       /* Redis */
 	const char *stream_prefix; /* Redis */
@@ -127,11 +128,11 @@ struct relay_consume_opts {
 };
 
 struct relay_consume_stats {
-	uint64_t applied;     /* events applied */
-	uint64_t duplicates;  /* redeliveries skipped: revision already applied */
-	uint64_t gaps;        /* revisions found missing */
-	uint64_t retries;     /* failed applies retried */
-	uint64_t dead;        /* messages dead-lettered */
+	uint64_t applied;    /* events applied */
+	uint64_t duplicates; /* redeliveries skipped: revision already applied */
+	uint64_t gaps;       /* revisions found missing */
+	uint64_t retries;    /* failed applies retried */
+	uint64_t dead;       /* messages dead-lettered */
 };
 
 void relay_consume_opts_init(struct relay_consume_opts *o);
@@ -168,6 +169,8 @@ int relay_consume_redis(const struct relay_consume_opts *o, struct relay_ledger 
 /* ---- Small shared helpers (util in message.c). ------------------------------------ */
 
 void relay_sleep_ms(int64_t ms, volatile sig_atomic_t *stop);
+/* Sleeps *ms (until stop), then doubles *ms up to cap: one step of exponential backoff. */
+void relay_back_off(int64_t *ms, int64_t cap, volatile sig_atomic_t *stop);
 int64_t relay_mono_ms(void);
 void relay_err(hf_error *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void relay_log(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
