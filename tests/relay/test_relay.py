@@ -272,6 +272,21 @@ def amqp_holdfastd_killed(rabbit, sc):
     check_applied(sc, lines, last, err)
 
 
+def amqp_ttl(rabbit, sc):
+    """A queue with x-message-ttl and x-max-priority: messages nobody consumed in time go to
+    its dead letters (<queue>.dead), not nowhere."""
+    amqp_declare(rabbit, "ex.ttl", "q.ttl", "--message-ttl", "50", "--max-priority", "5")
+    last = sc.make_events("ttl", resources=2, rounds=3)
+    rel = sc.relay(rabbit.url, "ttl", "--exchange", "ex.ttl", "--until-seq", str(last))
+    assert rel.wait(timeout=120) == 0, open(rel.log_path).read()
+    msgs = sum(len(touched(e)) for e in sc.events(last))
+    deadline = time.time() + 30
+    while rabbit.queue_depths().get("q.ttl.dead") != msgs and time.time() < deadline:
+        time.sleep(0.2)
+    depths = rabbit.queue_depths()
+    assert depths.get("q.ttl.dead") == msgs and depths.get("q.ttl") == 0, (depths, msgs)
+
+
 def amqp_unroutable(rabbit, sc):
     """No queue bound: every publish is returned (basic.return, then an ack): the relay must
     count it a failure and keep the checkpoint; once a queue is bound, all arrives."""
@@ -472,8 +487,8 @@ def redis_gap(redis, sc):
 
 GROUPS = {
     "amqp": (brokers.Rabbit, [amqp_basic, amqp_relay_killed, amqp_broker_restart, amqp_standby,
-                              amqp_holdfastd_killed, amqp_unroutable, amqp_embedded, amqp_npm,
-                              amqp_poison]),
+                              amqp_holdfastd_killed, amqp_ttl, amqp_unroutable, amqp_embedded,
+                              amqp_npm, amqp_poison]),
     "redis": (brokers.Redis, [redis_basic, redis_relay_killed, redis_claim, redis_poison,
                               redis_gap]),
 }
