@@ -440,14 +440,15 @@ def redis_claim(redis, sc):
     stuck = subprocess.Popen([HOLDFAST, "consume", "--from", redis.url, "--stream-prefix",
                               "claim:", "--state", state, "--consumer", "dies",
                               "--prefetch", "3", "--exec", "sleep 600"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
     sc.procs.append(stuck)
     deadline = time.time() + 30
     while time.time() < deadline:  # until it has taken entries and is stuck applying one
         if redis.cli("XPENDING", "claim:0", "holdfast").split("\n")[0] not in ("", "0"):
             break
         time.sleep(0.05)
-    stuck.kill()
+    os.killpg(stuck.pid, signal.SIGKILL)  # the consumer and the command it was running
     stuck.wait()
     rc, lines, err = sc.consume(redis.url, "--stream-prefix", "claim:", "--consumer", "takes",
                                 "--claim-idle", "300", state=state)
