@@ -208,7 +208,17 @@ def amqp_relay_killed(rabbit, sc):
 
 
 def amqp_broker_restart(rabbit, sc):
+    """The broker killed and restarted mid-stream, under a relay and a live consumer (on a
+    second queue): both reconnect; every event arrives once."""
     amqp_declare(rabbit, "ex.restart", "q.restart")
+    amqp_declare(rabbit, "ex.restart", "q.restart.live")
+    live_out = os.path.join(sc.dir, "live.jsonl")
+    live = subprocess.Popen([HOLDFAST, "consume", "--from", rabbit.url, "--exchange",
+                             "ex.restart", "--queue", "q.restart.live", "--state",
+                             os.path.join(sc.dir, "live.db")],
+                            stdout=open(live_out, "wb"),
+                            stderr=open(os.path.join(sc.dir, "live.err"), "wb"))
+    sc.procs.append(live)
     rel = sc.relay(rabbit.url, "restart", "--exchange", "ex.restart", "--batch", "5",
                    "--backoff-max", "500")
     wait_log(rel, "msg=resume")
@@ -226,6 +236,22 @@ def amqp_broker_restart(rabbit, sc):
     rc, lines, err = sc.consume(rabbit.url, "--exchange", "ex.restart", "--queue", "q.restart")
     assert rc == 0, err
     check_applied(sc, lines, last, err)
+    # The live consumer has them all too, once it has caught up.
+    want = len(lines)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        with open(live_out) as f:
+            if len(f.read().splitlines()) >= want:
+                break
+        time.sleep(0.1)
+    live.send_signal(signal.SIGTERM)
+    assert live.wait(timeout=60) == 0
+    with open(live_out) as f:
+        got = [json.loads(line) for line in f.read().splitlines()]
+    with open(os.path.join(sc.dir, "live.err")) as f:
+        err = f.read()
+    assert "msg=reconnect" in err, err
+    check_applied(sc, got, last, err)
 
 
 def amqp_standby(rabbit, sc):
