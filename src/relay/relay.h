@@ -70,8 +70,8 @@ struct relay_sink {
 	void (*free)(struct relay_sink *s);
 };
 
-/* Creates the sink for opts->url's scheme (amqp:, amqps: is not supported; redis:). Does not
- * connect yet. HF_EINVAL with a message for an unknown scheme. */
+/* Creates the sink for opts->url's scheme (amqp:// or redis://; not amqps://). Does not
+ * connect yet. On HF_OK *out is yours to (*out)->free(); HF_EINVAL for another scheme. */
 int relay_sink_new(const struct relay_dest_opts *opts, struct relay_sink **out, hf_error *err);
 struct relay_sink *relay_amqp_sink_new(const struct relay_dest_opts *opts);
 struct relay_sink *relay_redis_sink_new(const struct relay_dest_opts *opts);
@@ -94,7 +94,8 @@ struct relay_opts {
 void relay_opts_init(struct relay_opts *o);
 
 /* Runs the relay until *stop, stop_after_seq or idle_exit_ms. Logs each step on stderr
- * (logfmt). HF_OK, or the error that ended it (bad options, a store that cannot be opened). */
+ * (logfmt). HF_OK, or the error that ended it (bad options, a store that cannot be opened,
+ * a destination that refuses the login). */
 int relay_run(const struct relay_opts *o, hf_error *err);
 
 /* ---- The consumer. ---------------------------------------------------------------- */
