@@ -55,7 +55,7 @@ static const char relay_usage[] =
     "  --idle-exit MS      exit after MS with nothing to deliver\n"
     "\n"
     "exit codes: 0 stopped (SIGTERM/SIGINT, --until-seq, --idle-exit), 1 bad options,\n"
-    "  5 the store cannot be opened\n";
+    "  5 the store cannot be opened, 6 the broker refused the login\n";
 
 enum {
 	R_TO = 1,
@@ -188,8 +188,9 @@ static const char consume_usage[] =
     "  --declare-only      declare the queue and bindings (or the group) and exit\n"
     "  --idle-exit MS      exit after MS without a message\n"
     "\n"
-    "exit codes: 0 stopped, 1 bad options, 5 broker unreachable, 7 state file failed,\n"
-    "  8 gaps were seen, 9 messages were dead-lettered (8 wins)\n";
+    "exit codes: 0 stopped, 1 bad options, 5 broker unreachable (--declare-only, --idle-exit),\n"
+    "  6 login refused, 7 state file failed, 8 gaps were seen, 9 messages were dead-lettered\n"
+    "  (8 wins)\n";
 
 enum {
 	C_FROM = 1,
