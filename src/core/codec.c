@@ -458,6 +458,9 @@ static int revisions_from_json(const json_t *j, hf_event *out, hf_error *err)
 {
 	int rc = get_int(j, "revision", false, 0, 1, INT64_MAX, &out->revision, HF_EPROTO, err);
 	json_t *list = json_object_get(j, "revisions");
+	if (rc == HF_OK && !out->resource && (out->revision || list))
+		return hf__err(err, HF_EPROTO, "event %llu has revisions but no resource",
+		               (unsigned long long)out->seq);
 	if (rc != HF_OK || !out->resource || (out->revision == 0 && !list))
 		return rc;
 	if (out->revision == 0)

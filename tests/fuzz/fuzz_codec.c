@@ -141,6 +141,13 @@ static void fuzz_event(const json_t *j)
 	               same_str(e.resource, e2.resource) && same_str(e.hold_id, e2.hold_id) &&
 	               same_json_text(e.data ? e.data : "{}", e2.data), /* no data: written {} */
 	           "event round trip changed event %llu", (unsigned long long)e.seq);
+	FUZZ_CHECK(e.revision == e2.revision && e.n_revisions == e2.n_revisions,
+	           "event round trip changed the revisions of event %llu", (unsigned long long)e.seq);
+	for (size_t i = 0; i < e.n_revisions; i++)
+		FUZZ_CHECK(same_str(e.revisions[i].resource, e2.revisions[i].resource) &&
+		               e.revisions[i].revision == e2.revisions[i].revision,
+		           "event round trip changed revision %zu of event %llu", i,
+		           (unsigned long long)e.seq);
 	hf_event copy;
 	FUZZ_CHECK(hf__event_copy(&copy, &e) == HF_OK, "out of memory");
 	hf__event_clear(&copy);

@@ -179,8 +179,7 @@ def find_blocked_backend(timeout=10):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         rows = pgtest.psql("SELECT pid FROM pg_stat_activity WHERE application_name = 'holdfast'"
-                           " AND wait_event_type = 'Lock'"
-                           " AND query LIKE 'WITH r AS (INSERT INTO event_revisions%'")
+                           " AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO events%'")
         if rows:
             return rows[0]
         time.sleep(0.02)

@@ -174,6 +174,7 @@ static void test_event_revisions(void **state)
 	static const char *const bad[] = {
 	    "{\"seq\":1,\"at_ms\":0,\"type\":\"t\",\"resource\":\"a\",\"revisions\":{\"a\":1,"
 	    "\"b\":1},\"data\":{}}",
+	    "{\"seq\":1,\"at_ms\":0,\"type\":\"t\",\"resource\":null,\"revision\":1,\"data\":{}}",
 	    "{\"seq\":1,\"at_ms\":0,\"type\":\"t\",\"resource\":\"a\",\"revision\":0,\"data\":{}}",
 	    "{\"seq\":1,\"at_ms\":0,\"type\":\"t\",\"resource\":\"a\",\"revision\":2,"
 	    "\"revisions\":{\"a\":3,\"b\":1},\"data\":{}}",

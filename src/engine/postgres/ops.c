@@ -27,8 +27,8 @@ struct tx {
 	hf_error *err;       /* the call's reply error */
 	int64_t now;         /* the database's clock, ms */
 	int events;          /* events appended */
-	char *evs;           /* their INSERTs, sent with the COMMIT (malloc'd, or NULL) */
-	size_t evs_len, evs_cap;
+	struct hf__jw evs;   /* their INSERTs, sent with the COMMIT */
+	struct hf__jw locks; /* the resources they touch, as a list of literals (duplicates too) */
 	int64_t live0;       /* the live hold count at the start (committed changes) */
 	char *due;           /* ids of tentative holds whose lease has ended, comma-separated */
 	int64_t live_delta;  /* change of the live hold count */
@@ -218,9 +218,10 @@ static void tx_rollback(struct tx *t)
 {
 	if (t->conn)
 		PQclear(PQexec(t->conn, "ROLLBACK"));
-	free(t->evs);
-	t->evs = NULL;
-	t->evs_len = t->evs_cap = 0;
+	free(t->evs.buf);
+	free(t->locks.buf);
+	hf__jw_init(&t->evs);
+	hf__jw_init(&t->locks);
 }
 
 /* Drops idle implicit resources, counts the live holds, notifies and commits: one round trip.
@@ -243,19 +244,29 @@ static int tx_commit(struct tx *t)
 		                      (long long)t->live_delta);
 	snprintf(sql + o, sizeof(sql) - o, "COMMIT");
 	int rc = HF_OK;
-	if (t->evs) {
-		size_t n = strlen(sql) + 1;
-		char *all = t->evs_len + n <= t->evs_cap ? t->evs : realloc(t->evs, t->evs_len + n);
-		if (!all) {
+	if (t->events > 0) {
+		/* The revision counters of every resource the events touch are locked first, in
+		 * name order: the events' upserts then never wait on each other in two orders
+		 * (a deadlock, resolved only by PostgreSQL's deadlock_timeout and a rerun). */
+		struct hf__jw w;
+		hf__jw_init(&w);
+		hf__jw_lit(&w, "SELECT 1 FROM event_revisions WHERE resource IN (");
+		hf__jw_raw(&w, t->locks.buf ? t->locks.buf : "NULL", t->locks.buf ? t->locks.len : 4);
+		hf__jw_lit(&w, ") ORDER BY resource FOR UPDATE;");
+		hf__jw_raw(&w, t->evs.buf ? t->evs.buf : "", t->evs.len);
+		hf__jw_raw(&w, sql, strlen(sql));
+		char *all = hf__jw_finish(&w, NULL);
+		if (!all || t->evs.oom || t->locks.oom) {
+			free(all);
 			tx_rollback(t);
 			return hf__err(t->err, HF_ENOMEM, "out of memory");
 		}
-		memcpy(all + t->evs_len, sql, n);
-		t->evs = all;
 		rc = multi(t, all, NULL, 0);
-		free(t->evs);
-		t->evs = NULL;
-		t->evs_len = t->evs_cap = 0;
+		free(all);
+		free(t->evs.buf);
+		free(t->locks.buf);
+		hf__jw_init(&t->evs);
+		hf__jw_init(&t->locks);
 	} else {
 		rc = multi(t, sql, NULL, 0);
 	}
@@ -314,7 +325,7 @@ static int by_name(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* Appends to t->evs the INSERT of an event touching the resources `sorted` (bytewise order;
+/* Appends to `w` the INSERT of an event touching the resources `sorted` (bytewise order;
  * `own`, its resource, among them), literals all: each resource's revision counter is advanced
  * in the same statement, so the event's id (its place in seq) is taken under the counter rows'
  * locks, which the change keeps to its commit: one resource's revisions follow seq. */
@@ -377,24 +388,15 @@ static int emit(struct tx *t, const char *type, const hf_hold *h, const char *re
 	snprintf(at, sizeof(at), "%lld", (long long)t->now);
 	if (rc == HF_OK) {
 		qsort(names, n, sizeof(names[0]), by_name);
-		struct hf__jw w;
-		hf__jw_init(&w);
-		insert_event(&w, at, lt, lr, lh, lb, names, n);
-		size_t len;
-		char *sql = hf__jw_finish(&w, &len);
-		size_t cap = t->evs_len + len + 1 <= t->evs_cap ? t->evs_cap
-		                                                  : (t->evs_len + len + 1) * 2 + 768;
-		char *all = !sql || cap == t->evs_cap ? t->evs : realloc(t->evs, cap);
-		if (!sql || !all) {
-			rc = hf__err(t->err, HF_ENOMEM, "out of memory");
-		} else {
-			t->evs = all;
-			t->evs_cap = cap;
-			memcpy(t->evs + t->evs_len, sql, len + 1);
-			t->evs_len += len;
-			t->events++;
+		insert_event(&t->evs, at, lt, lr, lh, lb, names, n);
+		for (size_t i = 0; i < n; i++) {
+			if (t->locks.len)
+				hf__jw_lit(&t->locks, ", ");
+			hf__jw_raw(&t->locks, names[i], strlen(names[i]));
 		}
-		free(sql);
+		if (t->evs.oom || t->locks.oom)
+			rc = hf__err(t->err, HF_ENOMEM, "out of memory");
+		t->events++;
 	}
 	PQfreemem(lt);
 	PQfreemem(lr);

@@ -11,8 +11,8 @@
 -- reads them), except that a resource's meta and an event's data are their JSON text.
 -- Keys: per resource  P{name}:r (hash) P{name}:q (waiter queue, zset by ticket) P{name}:f
 -- (fence counter, never deleted) P{name}:v (its last event revision, never deleted: revisions
--- go on when an implicit resource comes back); per store  P holds/hids/exp/ended/idem/idemx/res/seq/ev/
--- w/wl/ticket/live. Channels: P wake (ids of waiters whose outcome is ready), P events (seq).
+-- go on when an implicit resource comes back); per store  P holds/hids/exp/ended/idem/idemx/
+-- res/seq/ev/w/wl/ticket/live. Channels: P wake (ids of waiters whose outcome is ready), P events (seq).
 -- With plain = '1' (URL ?locks=plain) each resource also has its Redlock-format key: the
 -- resource name itself, holding a token while holdfast holds any of its units (see "plain").
 
