@@ -151,7 +151,11 @@ def touched(e):
 def check_applied(sc, lines, upto, stderr=""):
     """Every published event up to `upto` applied exactly once per resource it touches, in
     order per resource (seq and revision increasing), revisions gap-free when given."""
-    events = sc.events(upto)
+    check_lines(sc.events(upto), lines, stderr)
+
+
+def check_lines(events, lines, stderr=""):
+    """check_applied against a list of the published events."""
     want = {e["seq"] for e in events}
     got = {}
     for ln in lines:
@@ -501,6 +505,30 @@ def redis_poison(redis, sc):
     assert "apply failed" in dead and "poison.r0" in dead, dead
 
 
+def redis_store_engine(redis, sc):
+    """The relay reads a redis:// store directly (no holdfastd), into streams on the same
+    Redis: the event log of another engine, through the same public API."""
+    store = redis.url + "?prefix=hfstore:"
+    hf = [HOLDFAST, "--engine", store]
+    for n in ("s.a", "s.b", "s.c"):
+        subprocess.run(hf + ["resources", "put", n, "--capacity", "2"], check=True,
+                       capture_output=True)
+    for i in range(8):
+        names = ["s.a", "s.b", "s.c"][i % 3:][:2] or ["s.a"]
+        out = subprocess.run(hf + ["acquire"] + names + ["--quiet"], check=True,
+                             capture_output=True, text=True).stdout.split()
+        subprocess.run(hf + ["release", out[0], out[1]], check=True, capture_output=True)
+    log = json.loads(subprocess.run(hf + ["events", "--json", "--limit", "1000"], check=True,
+                                    capture_output=True, text=True).stdout)
+    last = log["last_seq"]
+    subprocess.run(hf + ["relay", "--to", redis.url, "--stream-prefix", "eng:", "--until-seq",
+                         str(last)], check=True, capture_output=True, timeout=120)
+    rc, lines, err = sc.consume(redis.url, "--stream-prefix", "eng:")
+    assert rc == 0, err
+    events = [e for e in log["events"] if not (e["resource"] or "").startswith(OWN)]
+    check_lines(events, lines, err)
+
+
 def redis_gap(redis, sc):
     """Revisions 1, 2, 4 of one resource: 3 is reported missing, never skipped silently."""
     for rev, seq in ((1, 10), (2, 11), (4, 13), (4, 13)):
@@ -519,7 +547,7 @@ GROUPS = {
                               amqp_holdfastd_killed, amqp_ttl, amqp_unroutable, amqp_embedded,
                               amqp_npm, amqp_poison]),
     "redis": (brokers.Redis, [redis_basic, redis_relay_killed, redis_claim, redis_poison,
-                              redis_gap]),
+                              redis_store_engine, redis_gap]),
 }
 
 
