@@ -508,7 +508,15 @@ def redis_poison(redis, sc):
 def redis_store_engine(redis, sc):
     """The relay reads a redis:// store directly (no holdfastd), into streams on the same
     Redis: the event log of another engine, through the same public API."""
-    store = redis.url + "?prefix=hfstore:"
+    relay_store(redis, sc, redis.url + "?prefix=hfstore:", "eng:")
+
+
+def pg_store_engine(redis, sc):
+    """The same from a postgres:// store (with_pg.sh's HF_TEST_ENGINE_URL)."""
+    relay_store(redis, sc, os.environ["HF_TEST_ENGINE_URL"], "pg:")
+
+
+def relay_store(redis, sc, store, prefix):
     hf = [HOLDFAST, "--engine", store]
     for n in ("s.a", "s.b", "s.c"):
         subprocess.run(hf + ["resources", "put", n, "--capacity", "2"], check=True,
@@ -521,9 +529,9 @@ def redis_store_engine(redis, sc):
     log = json.loads(subprocess.run(hf + ["events", "--json", "--limit", "1000"], check=True,
                                     capture_output=True, text=True).stdout)
     last = log["last_seq"]
-    subprocess.run(hf + ["relay", "--to", redis.url, "--stream-prefix", "eng:", "--until-seq",
+    subprocess.run(hf + ["relay", "--to", redis.url, "--stream-prefix", prefix, "--until-seq",
                          str(last)], check=True, capture_output=True, timeout=120)
-    rc, lines, err = sc.consume(redis.url, "--stream-prefix", "eng:")
+    rc, lines, err = sc.consume(redis.url, "--stream-prefix", prefix)
     assert rc == 0, err
     events = [e for e in log["events"] if not (e["resource"] or "").startswith(OWN)]
     check_lines(events, lines, err)
@@ -548,6 +556,8 @@ GROUPS = {
                               amqp_npm, amqp_poison]),
     "redis": (brokers.Redis, [redis_basic, redis_relay_killed, redis_claim, redis_poison,
                               redis_store_engine, redis_gap]),
+    # Under tests/pg/with_pg.sh: a PostgreSQL store.
+    "pg": (brokers.Redis, [pg_store_engine]),
 }
 
 
