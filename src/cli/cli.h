@@ -94,5 +94,8 @@ int cli_cmd_stats(int argc, char **argv);
 int cli_cmd_run(int argc, char **argv);
 int cli_cmd_saga(int argc, char **argv);      /* sagas.c */
 int cli_cmd_saga_type(int argc, char **argv); /* sagas.c */
+/* relay_cmd.c, built with src/relay (HF_CLI_RELAY). */
+int cli_cmd_relay(int argc, char **argv);
+int cli_cmd_consume(int argc, char **argv);
 
 #endif /* HF_CLI_H */

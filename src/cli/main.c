@@ -35,6 +35,8 @@ static const char main_usage[] =
 	"  run --lock KEY -- COMMAND...  run a command under a distributed lock\n"
 	"  saga start|get|list|resume    start and follow sagas (docs/sagas.md)\n"
 	"  saga-type put|get NAME        register or show a saga type\n"
+	"  relay --to URL                deliver the event log to RabbitMQ or Redis Streams\n"
+	"  consume --from URL            apply relayed events once each (print or run a command)\n"
 	"\n"
 	"global options (also accepted after the command):\n"
 	"  --server URL   holdfastd to talk to (default $HOLDFAST_SERVER, else " CLI_DEFAULT_SERVER ")\n"
@@ -285,6 +287,9 @@ static const struct {
 	{"release", cli_cmd_release},     {"get", cli_cmd_get},       {"list", cli_cmd_list},
 	{"resources", cli_cmd_resources}, {"events", cli_cmd_events}, {"stats", cli_cmd_stats},
 	{"run", cli_cmd_run},             {"saga", cli_cmd_saga},     {"saga-type", cli_cmd_saga_type},
+#ifdef HF_CLI_RELAY
+	{"relay", cli_cmd_relay},         {"consume", cli_cmd_consume},
+#endif
 };
 
 int main(int argc, char **argv)

@@ -1,0 +1,181 @@
+/*
+ * relay.h — what the files of src/relay share: the relay (event log → RabbitMQ or Redis
+ * Streams, with a lease and a checkpoint in the store), the message form both destinations
+ * carry, and the consumer that applies each relayed event once. Built only on the public API
+ * of libholdfast, librabbitmq and hiredis; names here are relay_, file-local ones static.
+ */
+#ifndef HF_RELAY_H
+#define HF_RELAY_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "holdfast.h"
+
+/* Resources whose names start with this are the relay's own (lease, checkpoint): their
+ * events are never published. */
+#define RELAY_OWN_PREFIX "holdfast.relay/"
+#define RELAY_DEFAULT_EXCHANGE "holdfast.events"
+#define RELAY_DEFAULT_STREAM_PREFIX "holdfast:events:"
+#define RELAY_DEFAULT_PARTITIONS 8
+#define RELAY_ROUTING_KEY_MAX 255   /* AMQP's shortstr */
+#define RELAY_RECONNECT_MAX_MS 5000 /* consumers' reconnect backoff cap */
+
+/* ---- Messages: one per (event, resource it touches). ------------------------------- */
+
+/* One message: an event as seen by one of its resources. A hold on two resources is two
+ * messages, one per resource, each with that resource's revision, so every resource's
+ * messages form a gap-free sequence on its own route or partition. */
+struct relay_msg {
+	const hf_event *ev;
+	const char *json;     /* hf_event_json(ev), shared by the event's messages */
+	const char *resource; /* the resource of this copy; NULL for an event without one */
+	int64_t revision;     /* that resource's revision after the event; 0 if not known */
+};
+
+/* Expands events into messages, skipping the relay's own resources. On success *msgs (an
+ * array of *n) and *jsons (one text per event, NULL for skipped ones) are yours to free with
+ * relay_msgs_free; HF_ENOMEM otherwise (nothing to free). */
+int relay_msgs_build(const hf_event *evs, size_t n_evs, struct relay_msg **msgs, size_t *n,
+                     char ***jsons);
+void relay_msgs_free(struct relay_msg *msgs, char **jsons, size_t n_evs);
+
+/* "<resource>/<revision>", or "<seq>" when there is no resource or no revision. */
+void relay_message_id(const struct relay_msg *m, char *buf, size_t size);
+/* "<type>.<resource>" with '.', '%', '*', '#' and bytes outside printable ASCII in the name
+ * percent-encoded (so one resource is one topic word); see docs/events.md. */
+void relay_routing_key(const struct relay_msg *m, char *buf, size_t size);
+/* The partition of a resource: FNV-1a 64 of its bytes mod partitions; 0 for NULL. */
+unsigned relay_partition(const char *resource, unsigned partitions);
+bool relay_is_own(const char *resource);
+
+/* ---- Destinations. ---------------------------------------------------------------- */
+
+struct relay_dest_opts {
+	const char *url;           /* amqp://user:pass@host:port/vhost or redis://host:port */
+	const char *exchange;      /* AMQP: the topic exchange */
+	unsigned partitions;       /* Redis: streams */
+	const char *stream_prefix; /* Redis: stream key prefix, then the partition number */
+	int64_t maxlen;            /* Redis: XADD MAXLEN ~ this; 0 keeps every entry */
+};
+
+/* A destination. deliver() sends the messages in order and returns HF_OK only once the
+ * broker has taken every one of them (AMQP: confirmed and none returned; Redis: every XADD
+ * answered); on failure it says why in err, drops its connection and connects again on the
+ * next call. */
+struct relay_sink {
+	int (*deliver)(struct relay_sink *s, const struct relay_msg *msgs, size_t n, hf_error *err);
+	void (*free)(struct relay_sink *s);
+};
+
+/* Creates the sink for opts->url's scheme (amqp:// or redis://; not amqps://). Does not
+ * connect yet. On HF_OK *out is yours to (*out)->free(); HF_EINVAL for another scheme. */
+int relay_sink_new(const struct relay_dest_opts *opts, struct relay_sink **out, hf_error *err);
+struct relay_sink *relay_amqp_sink_new(const struct relay_dest_opts *opts);
+struct relay_sink *relay_redis_sink_new(const struct relay_dest_opts *opts);
+
+/* ---- The relay. ------------------------------------------------------------------- */
+
+struct relay_opts {
+	const char *store_url; /* holdfast store to read */
+	const char *name;      /* destination name: the lease and checkpoint resources */
+	const char *owner;     /* lease owner (who this relay is), for logs and the dashboard */
+	struct relay_dest_opts dest;
+	size_t batch;                /* events read and delivered per checkpoint, 1..HF_LIST_MAX */
+	int64_t lease_ms;            /* lease TTL; the watchdog extends it every lease_ms/3 */
+	int64_t backoff_max_ms;      /* cap of the reconnect backoff */
+	uint64_t stop_after_seq;     /* > 0: return once the checkpoint has reached it (tests) */
+	int64_t idle_exit_ms;        /* > 0: return after this long with nothing to deliver */
+	volatile sig_atomic_t *stop; /* set (by a signal handler) to stop at the next step */
+};
+
+void relay_opts_init(struct relay_opts *o);
+
+/* Runs the relay until *stop, stop_after_seq or idle_exit_ms. Logs each step on stderr
+ * (logfmt). HF_OK, or the error that ended it (bad options, a store that cannot be opened,
+ * a destination that refuses the login). */
+int relay_run(const struct relay_opts *o, hf_error *err);
+
+/* ---- The consumer. ---------------------------------------------------------------- */
+
+/* What the consumer does with an event: HF_OK applied; else the message is retried (with
+ * backoff) and dead-lettered after max_attempts. `json` is the message body (the event). */
+typedef int (*relay_apply_fn)(void *arg, const char *resource, int64_t revision, uint64_t seq,
+                              const char *json, hf_error *err);
+
+struct relay_consume_opts {
+	const char *url;          /* amqp://... or redis://... */
+	const char *exchange;     /* AMQP */
+	const char *queue;        /* AMQP queue, or the Redis consumer group */
+	const char *consumer;     /* Redis consumer name */
+	const char *const *binds; /* AMQP binding keys (default "#") */
+	size_t n_binds;
+	unsigned partitions;       /* Redis */
+	const char *stream_prefix; /* Redis */
+	const char *state_path;    /* SQLite file of the last applied revision per resource */
+	unsigned prefetch;         /* AMQP basic.qos / Redis XREADGROUP COUNT */
+	unsigned max_attempts;     /* deliveries before dead-lettering */
+	int64_t backoff_ms;        /* first retry delay, doubled each attempt */
+	int64_t message_ttl_ms;    /* AMQP x-message-ttl; 0 none */
+	int max_priority;          /* AMQP x-max-priority; 0 none */
+	int64_t claim_idle_ms;     /* Redis: XAUTOCLAIM entries idle this long */
+	int64_t idle_exit_ms;      /* > 0: return after this long without a message */
+	bool declare_only;         /* declare the queue (or group) and return */
+	volatile sig_atomic_t *stop;
+	relay_apply_fn apply;
+	void *apply_arg;
+};
+
+struct relay_consume_stats {
+	uint64_t applied;    /* events applied */
+	uint64_t duplicates; /* redeliveries skipped: revision already applied */
+	uint64_t gaps;       /* revisions found missing */
+	uint64_t retries;    /* failed applies retried */
+	uint64_t dead;       /* messages dead-lettered */
+};
+
+void relay_consume_opts_init(struct relay_consume_opts *o);
+int relay_consume(const struct relay_consume_opts *o, struct relay_consume_stats *st,
+                  hf_error *err);
+
+/* ---- Shared by the consumer's two transports (consume.c). --------------------------- */
+
+struct relay_ledger;
+/* Opens (creating) the SQLite ledger of applied revisions. */
+int relay_ledger_open(const char *path, struct relay_ledger **out, hf_error *err);
+void relay_ledger_close(struct relay_ledger *l);
+
+enum relay_verdict {
+	RELAY_APPLIED,   /* applied now */
+	RELAY_DUPLICATE, /* applied before: acknowledge and skip */
+	RELAY_FAILED,    /* apply failed every attempt: dead-letter */
+	RELAY_ERROR,     /* the ledger failed: stop, do not acknowledge */
+};
+
+/* Applies one message once: dedupes by (resource, revision), reports a gap (stderr,
+ * st->gaps), applies with retries and backoff (attempts already made: `attempts_before`),
+ * records the revision. */
+enum relay_verdict relay_consume_one(const struct relay_consume_opts *o, struct relay_ledger *l,
+                                     struct relay_consume_stats *st, const char *resource,
+                                     int64_t revision, uint64_t seq, const char *json,
+                                     unsigned attempts_before, hf_error *err);
+
+int relay_consume_amqp(const struct relay_consume_opts *o, struct relay_ledger *l,
+                       struct relay_consume_stats *st, hf_error *err);
+int relay_consume_redis(const struct relay_consume_opts *o, struct relay_ledger *l,
+                        struct relay_consume_stats *st, hf_error *err);
+
+/* ---- Small shared helpers (util in message.c). ------------------------------------ */
+
+void relay_sleep_ms(int64_t ms, volatile sig_atomic_t *stop);
+/* Sleeps *ms (until stop), then doubles *ms up to cap: one step of exponential backoff. */
+void relay_back_off(int64_t *ms, int64_t cap, volatile sig_atomic_t *stop);
+int64_t relay_mono_ms(void);
+void relay_err(hf_error *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void relay_log(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Parses redis://host[:port]; host into buf. */
+int relay_parse_redis_url(const char *url, char *host, size_t size, int *port, hf_error *err);
+
+#endif /* HF_RELAY_H */
