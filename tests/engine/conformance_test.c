@@ -3257,12 +3257,15 @@ static void rt_watchdog_keeps_short_lease(void **state)
  * engine allows a second opener): the watchdog reports the loss, as hold_ended. */
 static void rt_watchdog_reports_release_by_other(void **state)
 {
+	/* A lease long enough that a watchdog thread starved for a few hundred ms on a loaded
+	 * machine still extends in time: the release is what this test is about. */
+	enum { TTL = 1000 };
 	must_put(ST, "wd", 1);
-	hf_hold *h = ACQ("wd", &(ht_acq){.ttl_ms = 300});
+	hf_hold *h = ACQ("wd", &(ht_acq){.ttl_ms = TTL});
 	struct lost_rec l = {0};
 	hf_watchdog *wd = NULL;
 	hf_error err;
-	RC(hf_watchdog_start(ST, h->id, h->token, 300, on_lost, &l, &wd, &err), HF_OK);
+	RC(hf_watchdog_start(ST, h->id, h->token, TTL, on_lost, &l, &wd, &err), HF_OK);
 	sleep_past(h->expires_at_ms + 200); /* a few extensions in */
 	assert_false(hf_watchdog_lost(wd));
 	EQ(ht_hold_get(ST, h->id).state, HF_HOLD_TENTATIVE);
