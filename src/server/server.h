@@ -210,6 +210,7 @@ void hf__h_put_resource(struct hf__rq *rq);
 void hf__h_get_resource(struct hf__rq *rq);
 void hf__h_delete_resource(struct hf__rq *rq);
 void hf__h_list_resources(struct hf__rq *rq);
+void hf__h_list_waiters(struct hf__rq *rq); /* GET /v1/resources/{name}/waiters */
 void hf__h_acquire(struct hf__rq *rq);
 void hf__h_lock(struct hf__rq *rq);
 void hf__h_semaphore(struct hf__rq *rq);

@@ -368,6 +368,13 @@ static struct job *call_job(struct redis_engine *eng, struct hf__call *call)
 	const hf_request *q = &call->req;
 	struct args a = {0};
 	struct waiter *w = NULL;
+	/* Not yet in holds.lua: a waiter record keeps neither its arrival nor its deadline, and
+	 * the script checks every release's token (docs/dashboard.md, "Not yet"). */
+	if (q->op == HF_OP_LIST_WAITERS || (q->op == HF_OP_RELEASE && q->operator_release)) {
+		call_fail(call, HF_ENOTSUP, "redis:// does not list waiters or release without the "
+		                            "token yet");
+		return NULL;
+	}
 	switch (q->op) {
 	case HF_OP_ACQUIRE: {
 		const hf_acquire_req *r = &q->acquire;
