@@ -251,5 +251,7 @@ extern const struct hf__ui_asset hf__ui_assets[];
  * (as hf__stats_acquire with resource NULL), one hold event seen in the log. */
 void hf__series_acquire(int code, int64_t latency_us);
 void hf__series_event(const char *type, int64_t at_ms);
+/* A hand-off seen in the event log: a grant `ms` after the end that freed its resource. */
+void hf__series_handoff(int64_t at_ms, int64_t ms);
 
 #endif /* HF_SERVER_H */
