@@ -92,6 +92,11 @@ static const char *const migrations[] = {
 	"  UPDATE event_head SET last_seq = last + n WHERE id = 1;"
 	"  RETURN last + n;"
 	" END $$;",
+	/* 2 -> 3: a waiter row says who waits and since when, for GET .../waiters (the
+	 * dashboard's queue). Rows parked by an older build show an empty owner and 0 times. */
+	"ALTER TABLE waiters ADD COLUMN owner text NOT NULL DEFAULT '',"
+	"  ADD COLUMN mode int NOT NULL DEFAULT 0, ADD COLUMN since_ms bigint NOT NULL DEFAULT 0,"
+	"  ADD COLUMN deadline_ms bigint NOT NULL DEFAULT 0;",
 };
 
 void hf__pgc_close(struct hf__pgc *c)
