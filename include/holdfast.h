@@ -63,8 +63,12 @@ extern "C" {
 	X(EROUTE, -26, 404, "route_not_found", "no such route")                                      \
 	X(EMETHOD, -27, 405, "method_not_allowed", "method not allowed on this route")               \
 	X(EAUTH, -28, 401, "unauthorized", "missing or wrong API key")                               \
-	X(EINTERNAL, -29, 500, "internal_error", "internal error")                                  \
-	X(EOPERATOR, -30, 403, "operator_needs_api_key", "operator actions need holdfastd's --api-key")
+	X(EINTERNAL, -29, 500, "internal_error", "internal error")                                   \
+	X(ESAGATYPE, -30, 422, "invalid_saga_type", "saga type is not valid")                        \
+	X(ENOSAGATYPE, -31, 404, "unknown_saga_type", "no such saga type")                           \
+	X(ENOSAGA, -32, 404, "saga_not_found", "no such saga")                                       \
+	X(ESAGASTATE, -33, 409, "saga_state", "the saga's state does not allow this")                 \
+	X(EOPERATOR, -34, 403, "operator_needs_api_key", "operator actions need holdfastd's --api-key")
 
 enum hf_error_code {
 	HF_OK = 0,
@@ -230,6 +234,14 @@ typedef enum hf_op {
 	HF_OP_GET_HOLD,         /* hold_id */
 	HF_OP_LIST_HOLDS,       /* owner, resource, state (filters), cursor (ids after it), limit */
 	HF_OP_READ_EVENTS,      /* after, limit, wait_ms */
+	/* Saga storage, for the hf_saga_* functions below (use those): arguments and answers are
+	 * JSON text in `json`. Engines without sagas answer HF_ENOTSUP. */
+	HF_OP_SAGA_TYPE_PUT,    /* name, json (the validated type) */
+	HF_OP_SAGA_TYPE_GET,    /* name */
+	HF_OP_SAGA_TYPE_LIST,   /* cursor, limit */
+	HF_OP_SAGA_SAVE,        /* json {"id","type","state","record",...}, if_version (0: new) */
+	HF_OP_SAGA_GET,         /* name = the saga id */
+	HF_OP_SAGA_LIST,        /* json {"state","type"} filters, cursor (ids after it), limit */
 	HF_OP_LIST_WAITERS,     /* name, cursor (a position: the waiters after it), limit */
 } hf_op;
 
@@ -276,6 +288,7 @@ typedef struct hf_request {
 	size_t limit;         /* LIST_* and READ_EVENTS: 1..HF_LIST_MAX; 0 means 100 */
 	uint64_t after;       /* READ_EVENTS: events with seq > after */
 	int64_t wait_ms;      /* READ_EVENTS: wait this long for a first event; 0 answers at once */
+	const char *json;     /* HF_OP_SAGA_*: the argument, JSON text */
 } hf_request;
 
 void hf_request_init(hf_request *req, hf_op op); /* zeroes and sets if_version = -1, state = -1 */
@@ -296,6 +309,7 @@ typedef struct hf_reply {
 	size_t n_waiters;
 	uint64_t last_seq;       /* READ_EVENTS: the newest durable sequence number */
 	bool more;               /* LIST_*: more items after the last one returned */
+	char *json;              /* HF_OP_SAGA_*: the answer, JSON text */
 } hf_reply;
 
 void hf_reply_free(hf_reply *reply); /* frees the reply and all it points to; NULL is fine */
@@ -373,6 +387,42 @@ int hf_watchdog_start(hf_store *store, const char *hold_id, const char *token, i
                       hf_lost_fn lost, void *arg, hf_watchdog **out, hf_error *err);
 bool hf_watchdog_lost(hf_watchdog *wd);  /* true once the hold is known lost */
 void hf_watchdog_stop(hf_watchdog *wd);  /* stops extending (the hold is kept) and frees */
+
+/* ---- Sagas: workflows of hold and HTTP steps with compensations (docs/sagas.md). ------- */
+
+/*
+ * A saga type is data: ordered steps, each an action and, where it changes something, a
+ * compensation. The store runs sagas on a few threads of its own, checkpointing each
+ * transition; after a restart (hf_open) every unfinished saga resumes from its checkpoint.
+ * Only the embedded engine (file:) keeps sagas for now; other engines answer HF_ENOTSUP.
+ *
+ * Every function answers JSON text in *json (yours to free(); NULL on error, with `err` set).
+ * Shapes are those of the HTTP API (docs/api.md, "Sagas"); hold tokens are never shown.
+ */
+#define HF_SAGA_STATES "running, compensating, completed, failed, compensation_failed"
+
+/* Registers (or replaces: version + 1) the type `name` from its JSON text. Invalid:
+ * HF_ESAGATYPE with a message naming the path ("steps[2].action.http.url: ..."). */
+int hf_saga_type_put(hf_store *store, const char *name, const char *type_json, char **json,
+                     hf_error *err);
+int hf_saga_type_get(hf_store *store, const char *name, char **json, hf_error *err);
+/* {"items":[types...],"more":bool}, by name after `cursor` (NULL: from the start). */
+int hf_saga_type_list(hf_store *store, const char *cursor, size_t limit, char **json,
+                      hf_error *err);
+
+/* Starts a saga of `type` with `input_json` (a JSON object). With an idempotency key, a repeat
+ * answers the first saga (*replayed = true; may be NULL); the same key with another type or
+ * input is HF_EIDEMMISMATCH. Answers the saga as hf_saga_get does. */
+int hf_saga_start(hf_store *store, const char *type, const char *input_json,
+                  const char *idempotency_key, char **json, bool *replayed, hf_error *err);
+/* The saga: state, steps, timeline (docs/sagas.md). HF_ENOSAGA if there is none. */
+int hf_saga_get(hf_store *store, const char *id, char **json, hf_error *err);
+/* {"items":[summaries...],"more":bool} by id after `cursor`; state and type filter (NULL: any). */
+int hf_saga_list(hf_store *store, const char *state, const char *type, const char *cursor,
+                 size_t limit, char **json, hf_error *err);
+/* Retries the compensations of a saga parked as compensation_failed (a fresh budget);
+ * HF_ESAGASTATE in any other state. Answers the saga. */
+int hf_saga_resume(hf_store *store, const char *id, char **json, hf_error *err);
 
 #ifdef __cplusplus
 }

@@ -44,7 +44,8 @@ struct app_request {
 	const char *query; /* NULL if none */
 	const char *body;  /* NULL if none */
 	size_t body_len;
-	const char *if_match; /* the If-Match header, or NULL */
+	const char *if_match;        /* the If-Match header, or NULL */
+	const char *idempotency_key; /* the Idempotency-Key header, or NULL */
 };
 
 /* What a matched route hands its handler. */

@@ -31,6 +31,7 @@ struct job {
 	char *body;
 	size_t body_len;
 	char *if_match; /* NULL if none */
+	char *idem_key; /* NULL if none */
 	struct app_reply reply;
 	struct job *next;
 };
@@ -71,6 +72,7 @@ static void job_free(struct job *j)
 	free(j->query);
 	free(j->body);
 	free(j->if_match);
+	free(j->idem_key);
 	json_decref(j->reply.body);
 	free(j);
 }
@@ -84,6 +86,8 @@ static const char *reason(int status)
 		return "Created";
 	case 400:
 		return "Bad Request";
+	case 402:
+		return "Payment Required";
 	case 403:
 		return "Forbidden";
 	case 404:
@@ -180,7 +184,8 @@ static void *worker_main(void *arg)
 		                         .query = j->query,
 		                         .body = j->body,
 		                         .body_len = j->body_len,
-		                         .if_match = j->if_match};
+		                         .if_match = j->if_match,
+		                         .idempotency_key = j->idem_key};
 		srv->route(ctx, &rq, &j->reply);
 		push(&outq, j);
 		uint64_t one = 1;
@@ -227,8 +232,11 @@ static void on_request(struct evhttp_request *req, void *arg)
 	const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
 	j->path = evhttp_uridecode(path && *path ? path : "/", 0, NULL);
 	j->query = query ? strdup(query) : NULL;
-	const char *im = evhttp_find_header(evhttp_request_get_input_headers(req), "If-Match");
+	struct evkeyvalq *hdrs = evhttp_request_get_input_headers(req);
+	const char *im = evhttp_find_header(hdrs, "If-Match");
+	const char *ik = evhttp_find_header(hdrs, "Idempotency-Key");
 	j->if_match = im ? strdup(im) : NULL;
+	j->idem_key = ik ? strdup(ik) : NULL;
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	size_t len = evbuffer_get_length(in);
 	inflight++;
@@ -238,7 +246,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 		inflight--;
 		return;
 	}
-	if (!j->path || (query && !j->query) || (im && !j->if_match)) {
+	if (!j->path || (query && !j->query) || (im && !j->if_match) || (ik && !j->idem_key)) {
 		app_error(&j->reply, 503, "out_of_memory", "out of memory");
 		answer(j);
 		inflight--;

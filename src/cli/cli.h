@@ -92,5 +92,7 @@ int cli_cmd_resources(int argc, char **argv);
 int cli_cmd_events(int argc, char **argv);
 int cli_cmd_stats(int argc, char **argv);
 int cli_cmd_run(int argc, char **argv);
+int cli_cmd_saga(int argc, char **argv);      /* sagas.c */
+int cli_cmd_saga_type(int argc, char **argv); /* sagas.c */
 
 #endif /* HF_CLI_H */

@@ -33,6 +33,8 @@ static const char main_usage[] =
 	"  events [--after SEQ] [-f]     read (or follow) the event log\n"
 	"  stats                         the server's lock statistics\n"
 	"  run --lock KEY -- COMMAND...  run a command under a distributed lock\n"
+	"  saga start|get|list|resume    start and follow sagas (docs/sagas.md)\n"
+	"  saga-type put|get NAME        register or show a saga type\n"
 	"\n"
 	"global options (also accepted after the command):\n"
 	"  --server URL   holdfastd to talk to (default $HOLDFAST_SERVER, else " CLI_DEFAULT_SERVER ")\n"
@@ -96,6 +98,7 @@ int cli_exit_code(int code)
 	case HF_OK:
 		return CLI_EXIT_OK;
 	case HF_EINVAL:
+	case HF_ESAGATYPE:
 	case HF_EJSON:
 	case HF_EBODY:
 	case HF_ENOTSUP:
@@ -111,10 +114,13 @@ int cli_exit_code(int code)
 	case HF_EIDEMMISMATCH:
 	case HF_EIDEMBUSY:
 	case HF_ECANCELED:
+	case HF_ESAGASTATE:
 		return CLI_EXIT_BUSY;
 	case HF_ENORESOURCE:
 	case HF_ENOHOLD:
 	case HF_EROUTE:
+	case HF_ENOSAGA:
+	case HF_ENOSAGATYPE:
 		return CLI_EXIT_NOT_FOUND;
 	case HF_ETOKEN:
 	case HF_EENDED:
@@ -275,7 +281,7 @@ static const struct {
 	{"acquire", cli_cmd_acquire},     {"extend", cli_cmd_extend}, {"confirm", cli_cmd_confirm},
 	{"release", cli_cmd_release},     {"get", cli_cmd_get},       {"list", cli_cmd_list},
 	{"resources", cli_cmd_resources}, {"events", cli_cmd_events}, {"stats", cli_cmd_stats},
-	{"run", cli_cmd_run},
+	{"run", cli_cmd_run},             {"saga", cli_cmd_saga},     {"saga-type", cli_cmd_saga_type},
 };
 
 int main(int argc, char **argv)

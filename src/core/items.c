@@ -158,6 +158,7 @@ void hf__reply_clear(hf_reply *reply)
 	for (size_t i = 0; i < reply->n_waiters; i++)
 		hf__waiter_clear(&reply->waiters[i]);
 	free(reply->waiters);
+	free(reply->json);
 	memset(reply, 0, sizeof(*reply));
 	reply->op = op;
 }

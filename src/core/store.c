@@ -13,6 +13,7 @@
 
 #include "core/core.h"
 #include "engine/engine.h"
+#include "saga/saga.h"
 
 struct hf_store {
 	const struct hf__engine_ops *ops;
@@ -23,6 +24,8 @@ struct hf_store {
 	int wake_fd; /* eventfd: readable while `done_head` is not empty */
 	pthread_mutex_t lock; /* guards the completion queue */
 	struct hf__call *done_head, *done_tail;
+	struct hf__orch *orch; /* the saga runner, on engines that keep sagas */
+	char *url;             /* as opened: the http engine's saga calls go to its routes */
 };
 
 struct hf__waitpoint {
@@ -56,6 +59,10 @@ int hf_open(const char *url, const hf_options *opt, hf_store **out, hf_error *er
 	if (store->opt.fallback_url && *store->opt.fallback_url)
 		ops = &hf__engine_fallback;
 	store->ops = ops;
+	if (!(store->url = hf__strdup(url))) {
+		free(store);
+		return hf__err_code(err, HF_ENOMEM);
+	}
 	atomic_init(&store->next_call_id, 0);
 	atomic_init(&store->closing, false);
 	pthread_mutex_init(&store->lock, NULL);
@@ -63,18 +70,32 @@ int hf_open(const char *url, const hf_options *opt, hf_store **out, hf_error *er
 	if (store->wake_fd < 0) {
 		int rc = hf__err(err, HF_EINTERNAL, "eventfd: %s", strerror(errno));
 		pthread_mutex_destroy(&store->lock);
+		free(store->url);
 		free(store);
 		return rc;
 	}
 	int rc = ops->open(store, url, &store->opt, &store->engine, err);
+	if (rc == HF_OK && ops->sagas && (rc = hf__orch_start(store, &store->orch, err)) != HF_OK)
+		ops->close(store->engine);
 	if (rc != HF_OK) {
 		close(store->wake_fd);
 		pthread_mutex_destroy(&store->lock);
+		free(store->url);
 		free(store);
 		return rc;
 	}
 	*out = store;
 	return HF_OK;
+}
+
+const char *hf__store_url(const hf_store *store)
+{
+	return store->url;
+}
+
+struct hf__orch *hf__store_orch(const hf_store *store)
+{
+	return store->orch;
 }
 
 const char *hf_store_scheme(const hf_store *store)
@@ -92,6 +113,9 @@ void hf_close(hf_store *store)
 {
 	if (!store)
 		return;
+	/* Sagas stop between steps (or abandon a call in flight): they resume at the next open. */
+	hf__orch_stop(store->orch);
+	store->orch = NULL;
 	atomic_store(&store->closing, true);
 	store->ops->close(store->engine);
 	/* The engine completed everything it had; deliver those completions here so that every
@@ -99,6 +123,7 @@ void hf_close(hf_store *store)
 	hf_store_dispatch(store);
 	close(store->wake_fd);
 	pthread_mutex_destroy(&store->lock);
+	free(store->url);
 	free(store);
 }
 
@@ -182,6 +207,10 @@ static int call_new(hf_store *store, const hf_request *req, struct hf__call **ou
 	int rc = hf__check_request(req, err);
 	if (rc != HF_OK)
 		return rc;
+	if (req->op >= HF_OP_SAGA_TYPE_PUT && !store->ops->sagas)
+		return hf__err(err, HF_ENOTSUP,
+		               "the %s engine keeps no sagas yet: sagas run on the embedded engine (file:)",
+		               store->ops->scheme);
 	struct hf__call *call = calloc(1, sizeof(*call));
 	if (!call)
 		return hf__err_code(err, HF_ENOMEM);

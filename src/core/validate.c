@@ -217,6 +217,19 @@ int hf__check_request(const hf_request *req, hf_error *err)
 			return hf__err(err, HF_EINVAL, "cursor of a waiter list must be a position "
 			                               "(a non-negative integer)");
 		return check_limit(req->limit, err);
+	case HF_OP_SAGA_TYPE_PUT:
+	case HF_OP_SAGA_SAVE:
+		if (!req->json)
+			return hf__err(err, HF_EINVAL, "saga storage call without its JSON argument");
+		if (req->op == HF_OP_SAGA_SAVE)
+			return check_range("if_version", req->if_version, 0, INT64_MAX, err);
+		/* fall through */
+	case HF_OP_SAGA_TYPE_GET:
+	case HF_OP_SAGA_GET:
+		return hf__check_name("name", req->name, HF_NAME_MAX, err);
+	case HF_OP_SAGA_TYPE_LIST:
+	case HF_OP_SAGA_LIST:
+		return check_limit(req->limit, err);
 	}
 	return hf__err(err, HF_EINVAL, "unknown operation %d", (int)req->op);
 }
@@ -243,7 +256,7 @@ int hf__request_copy(hf_request *dst, const hf_request *src)
 {
 	*dst = *src;
 	dst->name = dst->meta = dst->hold_id = dst->token = dst->owner = NULL;
-	dst->resource = dst->cursor = NULL;
+	dst->resource = dst->cursor = dst->json = NULL;
 	dst->acquire.owner = dst->acquire.idempotency_key = NULL;
 	dst->acquire.claims = NULL;
 	if (src->limit == 0)
@@ -255,6 +268,7 @@ int hf__request_copy(hf_request *dst, const hf_request *src)
 	COPY_STR(owner);
 	COPY_STR(resource);
 	COPY_STR(cursor);
+	COPY_STR(json);
 	if (src->op == HF_OP_ACQUIRE) {
 		COPY_STR(acquire.owner);
 		COPY_STR(acquire.idempotency_key);
@@ -290,6 +304,7 @@ void hf__request_free(hf_request *req)
 	free((char *)req->owner);
 	free((char *)req->resource);
 	free((char *)req->cursor);
+	free((char *)req->json);
 	free((char *)req->acquire.owner);
 	free((char *)req->acquire.idempotency_key);
 	if (req->acquire.claims) {

@@ -62,6 +62,10 @@ struct hf__engine_ops {
 	/* HF_OK if the engine can take changes now, else the code with `err` set (see
 	 * hf_store_health); must not block. May be NULL: always HF_OK. */
 	int (*health)(void *engine, hf_error *err);
+
+	/* Keeps sagas (answers the HF_OP_SAGA_* ops): hf_open then runs the saga orchestrator
+	 * on the store (src/saga/). Engines without it never see those ops. */
+	bool sagas;
 };
 
 /* The engines linked into this build, and lookup by URL scheme. */
@@ -100,6 +104,11 @@ void hf__timespec_in_ms(struct timespec *ts, clockid_t clock, int64_t ms);
 
 /* Hands a finished call back to the store layer. Thread-safe; never blocks for long. */
 void hf__call_done(struct hf__call *call);
+
+/* The URL the store was opened with. */
+const char *hf__store_url(const hf_store *store);
+/* The store's saga runner; NULL on engines without sagas. */
+struct hf__orch *hf__store_orch(const hf_store *store);
 
 /* The store's clock (the option's or the system's). */
 int64_t hf__store_now(const hf_store *store);

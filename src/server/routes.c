@@ -48,6 +48,13 @@ static const struct hf__route routes[] = {
 	{EVHTTP_REQ_POST, "/v1/locks/{key}", hf__h_lock, RF_BODY},
 	{EVHTTP_REQ_POST, "/v1/semaphores/{key}", hf__h_semaphore, RF_BODY},
 	{EVHTTP_REQ_GET, "/v1/events", hf__h_events, 0},
+	{EVHTTP_REQ_GET, "/v1/saga-types", hf__h_list_saga_types, 0},
+	{EVHTTP_REQ_PUT, "/v1/saga-types/{name}", hf__h_put_saga_type, RF_BODY},
+	{EVHTTP_REQ_GET, "/v1/saga-types/{name}", hf__h_get_saga_type, 0},
+	{EVHTTP_REQ_POST, "/v1/sagas", hf__h_start_saga, RF_BODY},
+	{EVHTTP_REQ_GET, "/v1/sagas", hf__h_list_sagas, 0},
+	{EVHTTP_REQ_GET, "/v1/sagas/{id}", hf__h_get_saga, 0},
+	{EVHTTP_REQ_POST, "/v1/sagas/{id}/resume", hf__h_resume_saga, RF_BODY},
 };
 
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))

@@ -135,6 +135,7 @@ struct hf__rq {
 	size_t acc_i;               /* stats/metrics: next resource to write out */
 	struct evbuffer *acc_out;   /* stats/metrics: the answer, written a slice at a time */
 	void (*yield_fn)(struct hf__rq *rq); /* hf__rq_yield: runs on the next loop turn */
+	int64_t sagas_parked;       /* metrics: sagas in compensation_failed; -1 if not known */
 };
 
 /* http.c: serving. */
@@ -227,6 +228,14 @@ void hf__h_readyz(struct hf__rq *rq);
 void hf__h_ui(struct hf__rq *rq);           /* GET /ui: the dashboard's page */
 void hf__h_ui_asset(struct hf__rq *rq);     /* GET /ui/{asset}: its script and style */
 void hf__h_stats_series(struct hf__rq *rq); /* GET /v1/stats/series: the last minutes */
+/* sagas.c: /v1/saga-types and /v1/sagas */
+void hf__h_put_saga_type(struct hf__rq *rq);
+void hf__h_get_saga_type(struct hf__rq *rq);
+void hf__h_list_saga_types(struct hf__rq *rq);
+void hf__h_start_saga(struct hf__rq *rq);
+void hf__h_get_saga(struct hf__rq *rq);
+void hf__h_list_sagas(struct hf__rq *rq);
+void hf__h_resume_saga(struct hf__rq *rq);
 
 /* stats.c: what the server measures. */
 int hf__stats_start(struct hf__server *srv);

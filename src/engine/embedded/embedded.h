@@ -50,7 +50,8 @@ void hf__heap_release(struct hf__heap *heap);
 
 /* ---- journal records: what a change must write, produced by state.c ---- */
 
-enum hf__jtable { HF__J_RESOURCE, HF__J_HOLD, HF__J_IDEM, HF__J_EVENT, HF__J_META };
+enum hf__jtable { HF__J_RESOURCE, HF__J_HOLD, HF__J_IDEM, HF__J_EVENT, HF__J_META,
+                  HF__J_SAGA, HF__J_SAGA_TYPE };
 
 struct hf__jrec {
 	struct hf__jrec *next;
@@ -105,6 +106,30 @@ int hf__state_load_resource(struct hf__state *st, const char *body, hf_error *er
 int hf__state_load_hold(struct hf__state *st, const char *body, hf_error *err);
 int hf__state_load_idem(struct hf__state *st, const char *body, hf_error *err);
 int hf__state_load_event(struct hf__state *st, const hf_event *ev, hf_error *err);
+
+/* For sagas.c: an effect's completed call, journal record (body consumed) and event (body,
+ * the data's JSON text, consumed; NULL counts as out of memory). */
+void hf__fx_done(struct hf__effects *fx, struct hf__call *call);
+struct hf__jrec *hf__fx_record(struct hf__effects *fx, enum hf__jtable table, const char *key,
+                               char *body, bool remove);
+void hf__state_emit(struct hf__state *st, struct hf__effects *fx, int64_t now, const char *type,
+                    const char *resource, char *body);
+int hf__state_load_saga_type(struct hf__state *st, const char *body, hf_error *err);
+int hf__state_load_saga(struct hf__state *st, const char *body, hf_error *err);
+
+/* ---- sagas.c: saga types and sagas (the HF_OP_SAGA_* ops), owned by the state ---- */
+
+struct hf__sagas;
+struct hf__sagas *hf__sagas_new(void);
+void hf__sagas_free(struct hf__sagas *s);
+void hf__sagas_apply(struct hf__state *st, struct hf__sagas *s, struct hf__call *call,
+                     int64_t now, struct hf__effects *fx);
+int hf__sagas_load_type(struct hf__sagas *s, const char *body, hf_error *err);
+int hf__sagas_load_saga(struct hf__sagas *s, const char *body, hf_error *err);
+/* Tables added to stores made before sagas existed, at open. */
+#define HF__SAGAS_SCHEMA_SQL                                                               \
+	"CREATE TABLE IF NOT EXISTS saga_types(name TEXT PRIMARY KEY, body TEXT NOT NULL);" \
+	"CREATE TABLE IF NOT EXISTS sagas(id TEXT PRIMARY KEY, body TEXT NOT NULL);"
 
 /* ---- journal.c ---- */
 

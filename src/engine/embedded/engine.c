@@ -181,7 +181,8 @@ static void poke_timer_locked(struct engine *e)
 static bool is_change(hf_op op)
 {
 	return op == HF_OP_PUT_RESOURCE || op == HF_OP_DELETE_RESOURCE || op == HF_OP_ACQUIRE ||
-	       op == HF_OP_EXTEND || op == HF_OP_CONFIRM || op == HF_OP_RELEASE;
+	       op == HF_OP_EXTEND || op == HF_OP_CONFIRM || op == HF_OP_RELEASE ||
+	       op == HF_OP_SAGA_TYPE_PUT || op == HF_OP_SAGA_SAVE;
 }
 
 /* Events older than the memory cache are read from disk, outside the lock: they are
@@ -520,4 +521,5 @@ const struct hf__engine_ops hf__engine_embedded = {
     .cancel = engine_cancel,
     .tick = engine_tick,
     .health = engine_health,
+    .sagas = true,
 };

@@ -40,8 +40,10 @@ static const char *const write_sql[][2] = {
                      " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
                      NULL},
     [HF__J_META] = {"INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)", NULL},
+    [HF__J_SAGA] = {"INSERT OR REPLACE INTO sagas(id, body) VALUES(?1, ?2)", NULL},
+    [HF__J_SAGA_TYPE] = {"INSERT OR REPLACE INTO saga_types(name, body) VALUES(?1, ?2)", NULL},
 };
-#define N_TABLES (HF__J_META + 1)
+#define N_TABLES (HF__J_SAGA_TYPE + 1)
 
 /* Fault injection for tests (SQLite's test VFS habit), from HF_TEST_JOURNAL_FAULTS at open:
  * "delay_ms=N" sleeps N ms before every commit (a slow fsync); "fail=N" makes N commits fail
@@ -344,7 +346,8 @@ int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err)
 		goto fail;
 	if ((rc = check_format(j->db, path, err)) != HF_OK ||
 	    (rc = exec(j->db, "PRAGMA journal_mode=WAL", err)) != HF_OK ||
-	    (rc = exec(j->db, "PRAGMA synchronous=FULL", err)) != HF_OK)
+	    (rc = exec(j->db, "PRAGMA synchronous=FULL", err)) != HF_OK ||
+	    (rc = exec(j->db, HF__SAGAS_SCHEMA_SQL, err)) != HF_OK)
 		goto fail;
 	for (int t = 0; t < N_TABLES; t++)
 		for (int k = 0; k < 2; k++) {
@@ -435,6 +438,16 @@ static int load_idem(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
 	return hf__state_load_idem(st, text(s, 0), err);
 }
 
+static int load_saga_type(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
+{
+	return hf__state_load_saga_type(st, text(s, 0), err);
+}
+
+static int load_saga(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
+{
+	return hf__state_load_saga(st, text(s, 0), err);
+}
+
 /* Reads the event at the statement's row; strings are the statement's until the next step.
  * Every field the row does not hold is zero (the callers' events live on the stack, and
  * hf__event_copy / hf__event_clear follow the revisions pointer). */
@@ -470,7 +483,9 @@ int hf__journal_load(struct hf__journal *j, struct hf__state *st, hf_error *err)
 	                   "SELECT seq, at, type, resource, hold_id, data FROM events"
 	                   " WHERE seq > (SELECT coalesce(max(seq), 0) FROM events) - 65536"
 	                   " ORDER BY seq",
-	                   load_event, st, err)))
+	                   load_event, st, err)) ||
+	    (rc = each_row(j, "SELECT body FROM saga_types", load_saga_type, st, err)) ||
+	    (rc = each_row(j, "SELECT body FROM sagas", load_saga, st, err)))
 		return rc;
 	return HF_OK;
 }

@@ -103,6 +103,7 @@ struct hf__state {
 	uint64_t oldest_cached;  /* seq of the oldest cached event (0: none) */
 	struct res *work_head;
 	struct waiter *event_waiters; /* parked event reads */
+	struct hf__sagas *sagas;      /* sagas.c */
 };
 
 /* ---- effects ---- */
@@ -1529,6 +1530,14 @@ static void apply_op(struct hf__state *st, struct hf__call *call, int64_t now,
 	case HF_OP_LIST_WAITERS:
 		op_list_waiters(st, call, fx);
 		return;
+	case HF_OP_SAGA_TYPE_PUT:
+	case HF_OP_SAGA_TYPE_GET:
+	case HF_OP_SAGA_TYPE_LIST:
+	case HF_OP_SAGA_SAVE:
+	case HF_OP_SAGA_GET:
+	case HF_OP_SAGA_LIST:
+		hf__sagas_apply(st, st->sagas, call, now, fx);
+		return;
 	}
 	fx_fail(fx, call, HF_EINVAL, "unknown operation %d", (int)call->req.op);
 }
@@ -1671,7 +1680,8 @@ struct hf__state *hf__state_new(const hf_options *opt)
 		return NULL;
 	st->opt = *opt;
 	st->events = calloc(EVENT_CACHE, sizeof(*st->events));
-	if (!st->events) {
+	if (!st->events || !(st->sagas = hf__sagas_new())) {
+		free(st->events);
 		free(st);
 		return NULL;
 	}
@@ -1706,7 +1716,37 @@ void hf__state_free(struct hf__state *st)
 	for (size_t i = 0; i < EVENT_CACHE; i++)
 		hf__event_clear(&st->events[i]);
 	free(st->events);
+	hf__sagas_free(st->sagas);
 	free(st);
+}
+
+/* ---- hooks for sagas.c ---- */
+
+void hf__fx_done(struct hf__effects *fx, struct hf__call *call)
+{
+	fx_done(fx, call);
+}
+
+struct hf__jrec *hf__fx_record(struct hf__effects *fx, enum hf__jtable table, const char *key,
+                               char *body, bool remove)
+{
+	return fx_record(fx, table, key, body, remove);
+}
+
+void hf__state_emit(struct hf__state *st, struct hf__effects *fx, int64_t now, const char *type,
+                    const char *resource, char *body)
+{
+	emit_text(st, fx, now, type, resource, NULL, body);
+}
+
+int hf__state_load_saga_type(struct hf__state *st, const char *body, hf_error *err)
+{
+	return hf__sagas_load_type(st->sagas, body, err);
+}
+
+int hf__state_load_saga(struct hf__state *st, const char *body, hf_error *err)
+{
+	return hf__sagas_load_saga(st->sagas, body, err);
 }
 
 static int corrupt(hf_error *err, const char *what, const char *body)

@@ -818,6 +818,13 @@ static void handle(struct rl_engine *e, struct hf__call *call)
 	case HF_OP_LIST_WAITERS:
 		return fail(call, HF_ENOTSUP,
 		            "redlock:// has no wait queues: a waiting acquire retries until its wait ends");
+	case HF_OP_SAGA_TYPE_PUT:
+	case HF_OP_SAGA_TYPE_GET:
+	case HF_OP_SAGA_TYPE_LIST:
+	case HF_OP_SAGA_SAVE:
+	case HF_OP_SAGA_GET:
+	case HF_OP_SAGA_LIST:
+		return fail(call, HF_ENOTSUP, "redlock:// keeps no sagas (they run on file: stores)");
 	}
 	fail(call, HF_EINVAL, "unknown operation %d", (int)call->req.op);
 }
