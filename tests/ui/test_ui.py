@@ -91,6 +91,60 @@ def wait_api(cond, what, timeout=20):
     raise AssertionError("timed out waiting for " + what)
 
 
+def test_sagas(srv, b, artifacts):
+    """The sagas panel: one saga failed (compensated), one stuck as compensation_failed (its
+    compensation calls a closed port); its timeline; Resume… from the page."""
+    dead = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused
+    once = {"attempts": 1, "backoff_ms": 10}
+    pay = {"name": "pay", "action": {"http": {"method": "POST", "url": dead + "/pay"},
+                                     "retry": once}}
+
+    def seat(comp):
+        return {"name": "seat", "action": {"hold": {"op": "acquire", "resource":
+                                                    "saga/{{input.tag}}", "capacity": 1,
+                                                    "ttl_ms": 60000}},
+                "compensation": comp}
+    st, _, _ = srv.put("/v1/saga-types/ui_fails", {"steps": [
+        seat({"hold": {"op": "release", "of": "seat"}}), pay]})
+    check(st == 201, "saga type ui_fails: %d" % st)
+    st, _, _ = srv.put("/v1/saga-types/ui_stuck", {"steps": [
+        seat({"http": {"method": "POST", "url": dead + "/undo"}, "retry": once}), pay]})
+    check(st == 201, "saga type ui_stuck: %d" % st)
+    ids = {}
+    for t in ("ui_fails", "ui_stuck"):
+        st, g, _ = srv.post("/v1/sagas", {"type": t, "input": {"tag": t}})
+        check(st == 201, "start %s: %d %r" % (t, st, g))
+        ids[t] = g["id"]
+    want = {"ui_fails": "failed", "ui_stuck": "compensation_failed"}
+    for t, sid in ids.items():
+        wait_api(lambda: srv.get("/v1/sagas/" + sid)[1]["state"] == want[t],
+                 "saga %s to be %s" % (t, want[t]))
+    b.wait("return !document.querySelector('#sagas').hidden && "
+           "document.querySelector('#sagas tr[data-saga=\"' + arguments[0] + '\"]')?.dataset.state"
+           " === 'failed' && document.querySelector('#sagas tr[data-saga=\"' + arguments[1] + "
+           "'\"]')?.dataset.state === 'compensation_failed'", "the sagas panel", 10,
+           ids["ui_fails"], ids["ui_stuck"])
+    stuck = ids["ui_stuck"]
+    b.click('#sagas button[data-key="tl:%s"]' % stuck)
+    b.wait("return [...document.querySelectorAll('#saga-timeline li')].some(l => "
+           "l.textContent.includes('compensation failed'))", "the stuck saga's timeline")
+    b.js("document.querySelector('#sagas button[data-key=\"res:' + arguments[0] + '\"]')"
+         ".scrollIntoView()", stuck)
+    check_png(b.screenshot(os.path.join(artifacts, "dashboard-sagas.png")), "dashboard-sagas.png")
+    _, before, _ = srv.get("/v1/sagas/" + stuck)
+    b.js("document.querySelector('#sagas button[data-key=\"res:' + arguments[0] + '\"]')"
+         ".focus()", stuck)
+    b.keys("\ue007")
+    b.wait("return document.querySelector('#resume-dialog').open && "
+           "document.activeElement.id === 'resume-confirm'", "the resume confirmation")
+    b.keys("\ue007")
+    b.wait("return !document.querySelector('#resume-dialog').open", "the resume dialog closed")
+    # Resumed: its compensation ran again (and, the port still closed, failed again).
+    wait_api(lambda: len(srv.get("/v1/sagas/" + stuck)[1]["timeline"]) > len(before["timeline"])
+             and srv.get("/v1/sagas/" + stuck)[1]["state"] == "compensation_failed",
+             "the resumed saga to run its compensation again")
+
+
 def test_tls(b):
     """The same page over HTTPS (self-signed; the session accepts it): data and live events."""
     if not shutil.which("openssl"):
@@ -231,7 +285,6 @@ def main():
                " document.querySelector('#chart-rates').width > 0", "the charts")
         b.wait("return document.querySelectorAll('#expiring tbody tr[data-hold]').length >= 4",
                "the holds about to expire")
-        check(b.js("return document.querySelector('#sagas').hidden"), "sagas shown without sagas")
 
         # Filter the events by resource.
         b.type("#events-filter", "lounge")
@@ -316,6 +369,7 @@ def main():
             wait_api(lambda: sum(p["handoff_ms"]["n"] for p in
                                  srv.get("/v1/stats/series")[1]["points"]) == 1,
                      "one hand-off in the series")
+        test_sagas(srv, b, artifacts)
         test_tls(b)
         passed = True
         print("ok: page %.1f KB, %.1f s, screenshots in %s" % (weight / 1024, time.time() - t0,

@@ -20,6 +20,7 @@ const state = {
   holders: [],
   waiters: [],
   waitersListed: true,       // false once the engine answers that it cannot list them
+  saga: null,                // the saga whose timeline is shown
   expiring: [],
   skewMs: 0,                 // server clock minus ours, from /v1/stats/series
   lastSeq: null,             // the last event shown; null until the log's end is known
@@ -245,14 +246,6 @@ async function loadSeries() {
     ? 'latest second with hand-offs: ' + lastH.handoff_ms.n + ', p50 ' + lastH.handoff_ms.p50.toFixed(0) +
       ' ms, p99 ' + lastH.handoff_ms.p99.toFixed(0) + ' ms'
     : 'no hand-offs in the window';
-  // Sagas: the place is kept, and shown only when the server reports them.
-  const sg = $('#sagas');
-  if (s.sagas) {
-    sg.hidden = false;
-    $('#sagas-summary').textContent = 'in flight ' + num(s.sagas.in_flight || 0) + ', failed ' + num(s.sagas.failed || 0);
-  } else {
-    sg.hidden = true;
-  }
 }
 
 function drawSeries() {
@@ -496,6 +489,97 @@ function setupRelease() {
   });
 }
 
+// ---- Sagas in flight, failed and stuck (GET /v1/sagas by state); hidden on engines that
+// keep none (not_supported). Each list is bounded; the timeline is read on demand. --------
+
+const SAGA_STATES = ['running', 'compensating', 'compensation_failed', 'failed'];
+const SAGAS_EACH = 20;
+
+async function loadSagas() {
+  let lists;
+  try {
+    lists = await Promise.all(SAGA_STATES.map((st) => api('/v1/sagas?limit=' + SAGAS_EACH + '&state=' + st)));
+  } catch (e) {
+    if (e.code === 'not_supported') { $('#sagas').hidden = true; return; }
+    throw e;
+  }
+  $('#sagas').hidden = false;
+  const count = (l) => num(l.items.length) + (l.more ? '+' : '');
+  $('#sagas-summary').textContent = 'in flight ' + count(lists[0]) + ' running, ' + count(lists[1]) +
+    ' compensating; stuck ' + count(lists[2]) + ' (compensation_failed); failed ' + count(lists[3]);
+  const rows = [].concat(...lists.map((l) => l.items));
+  const tb = $('#sagas-table tbody');
+  redraw(tb, JSON.stringify(rows), () => fillSagas(tb, rows));
+  if (state.saga) loadSagaTimeline(state.saga).catch(fail);
+}
+
+function fillSagas(tb, rows) {
+  tb.textContent = '';
+  for (const g of rows) {
+    const acts = el('td', {}, el('button', { type: 'button', class: 'link', text: 'Timeline', 'data-key': 'tl:' + g.id,
+      'aria-label': 'Timeline of saga ' + g.id, onclick: () => { state.saga = g.id; loadSagaTimeline(g.id).catch(fail); } }));
+    if (g.state === 'compensation_failed') {
+      acts.append(' ', el('button', { type: 'button', class: 'danger resume', text: 'Resume…', 'data-key': 'res:' + g.id,
+        'aria-label': 'Resume saga ' + g.id, onclick: () => askResume(g) }));
+    }
+    tb.append(el('tr', { 'data-saga': g.id, 'data-state': g.state },
+      el('td', {}, el('code', { title: g.id, text: shortId(g.id) })),
+      el('td', { text: g.type }),
+      el('td', { class: 'saga-state ' + g.state, text: g.state }),
+      el('td', { text: new Date(g.updated_at_ms).toISOString().slice(11, 19) }),
+      el('td', { class: 'muted', text: g.error ? g.error.code + ': ' + g.error.message : '' }),
+      acts));
+  }
+  if (!rows.length) tb.append(el('tr', {}, el('td', { colSpan: 6, class: 'muted', text: 'no saga in flight, failed or stuck' })));
+}
+
+async function loadSagaTimeline(id) {
+  const g = await api('/v1/sagas/' + encodeURIComponent(id));
+  if (state.saga !== id) return;
+  $('#saga-detail').hidden = false;
+  $('#saga-detail-id').textContent = id + ' (' + g.state + ')';
+  const ol = $('#saga-timeline');
+  redraw(ol, JSON.stringify([id, g.timeline, g.timeline_dropped]), () => {
+    ol.textContent = '';
+    if (g.timeline_dropped) ol.append(el('li', { class: 'muted', text: g.timeline_dropped + ' earlier entries dropped' }));
+    for (const t of g.timeline) {
+      ol.append(el('li', {}, el('span', { class: 'muted', text: new Date(t.at_ms).toISOString().slice(11, 23) + ' ' }),
+        t.step + ' ' + t.phase + ' ' + t.what + (t.attempt ? ' #' + t.attempt : '') + (t.detail ? ': ' + t.detail : '')));
+    }
+  });
+}
+
+let resuming = null;
+
+function askResume(g) {
+  resuming = g;
+  $('#resume-id').textContent = g.id;
+  $('#resume-type').textContent = g.type;
+  $('#resume-error').hidden = true;
+  $('#resume-dialog').showModal();
+  $('#resume-confirm').focus();
+}
+
+function setupResume() {
+  const d = $('#resume-dialog');
+  $('#resume-cancel').addEventListener('click', () => { resuming = null; d.close(); });
+  $('#resume-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    if (!resuming) return;
+    try {
+      await api('/v1/sagas/' + encodeURIComponent(resuming.id) + '/resume', { method: 'POST', body: {} });
+      state.saga = resuming.id;
+      resuming = null;
+      d.close();
+      refreshAll();
+    } catch (e) {
+      const p = $('#resume-error');
+      p.textContent = e.code + ': ' + e.message;
+      p.hidden = false;
+    }
+  });
+}
+
 // ---- Holds about to expire. -------------------------------------------------------
 
 async function loadExpiring() {
@@ -635,7 +719,7 @@ function scheduleResources() {
 
 async function refreshAll() {
   try {
-    await Promise.all([loadSeries(), loadResources(), loadExpiring(), loadDetail()]);
+    await Promise.all([loadSeries(), loadResources(), loadExpiring(), loadDetail(), loadSagas()]);
     setConn('connected', true);
     showError('');
   } catch (e) { fail(e); }
@@ -657,6 +741,7 @@ function main() {
   setupKey();
   setupResources();
   setupRelease();
+  setupResume();
   setupEvents();
   loadUptime();
   refreshAll();
