@@ -241,7 +241,8 @@ typedef enum hf_op {
 	HF_OP_SAGA_TYPE_LIST,   /* cursor, limit */
 	HF_OP_SAGA_SAVE,        /* json {"id","type","state","record",...}, if_version (0: new) */
 	HF_OP_SAGA_GET,         /* name = the saga id */
-	HF_OP_SAGA_LIST,        /* json {"state","type"} filters, cursor (ids after it), limit */
+	HF_OP_SAGA_LIST,        /* json {"state","type"} filters, cursor (ids after it), limit;
+	                           the last saga op (store.c checks the range) */
 	HF_OP_LIST_WAITERS,     /* name, cursor (a position: the waiters after it), limit */
 } hf_op;
 

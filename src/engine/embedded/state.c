@@ -558,16 +558,8 @@ static void journal_fence(struct hf__state *st, struct hf__effects *fx)
 	fx_record(fx, HF__J_META, "last_fence", body, false);
 }
 
-/* Ends a live hold: frees its units, queues its resources for waiters, keeps it readable. */
-static void hold_end_by(struct hf__state *st, struct hf__effects *fx, struct hold *h,
-                        hf_hold_state state, int64_t ended_at, int64_t now, const char *by);
-
-static void hold_end(struct hf__state *st, struct hf__effects *fx, struct hold *h,
-                     hf_hold_state state, int64_t ended_at, int64_t now)
-{
-	hold_end_by(st, fx, h, state, ended_at, now, NULL);
-}
-
+/* Ends a live hold: frees its units, queues its resources for waiters, keeps it readable.
+ * `by`: who ended it when not its holder or its lease ("operator"), else NULL. */
 static void hold_end_by(struct hf__state *st, struct hf__effects *fx, struct hold *h,
                         hf_hold_state state, int64_t ended_at, int64_t now, const char *by)
 {
@@ -593,6 +585,12 @@ static void hold_end_by(struct hf__state *st, struct hf__effects *fx, struct hol
 	journal_hold(fx, h);
 	emit_hold_by(st, fx, now, state == HF_HOLD_EXPIRED ? "hold.expired" : "hold.released", h,
 	             by);
+}
+
+static void hold_end(struct hf__state *st, struct hf__effects *fx, struct hold *h,
+                     hf_hold_state state, int64_t ended_at, int64_t now)
+{
+	hold_end_by(st, fx, h, state, ended_at, now, NULL);
 }
 
 /* ---- waiting ---- */
