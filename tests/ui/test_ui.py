@@ -82,7 +82,7 @@ def test_assets(srv):
     return total
 
 
-def wait_api(cond, what, timeout=20):
+def wait_api(cond, what, timeout=30):
     end = time.time() + timeout
     while time.time() < end:
         if cond():
@@ -122,7 +122,7 @@ def test_sagas(srv, b, artifacts):
     b.wait("return !document.querySelector('#sagas').hidden && "
            "document.querySelector('#sagas tr[data-saga=\"' + arguments[0] + '\"]')?.dataset.state"
            " === 'failed' && document.querySelector('#sagas tr[data-saga=\"' + arguments[1] + "
-           "'\"]')?.dataset.state === 'compensation_failed'", "the sagas panel", 10,
+           "'\"]')?.dataset.state === 'compensation_failed'", "the sagas panel", 30,
            ids["ui_fails"], ids["ui_stuck"])
     stuck = ids["ui_stuck"]
     b.click('#sagas button[data-key="tl:%s"]' % stuck)
@@ -339,7 +339,7 @@ def main():
         b.wait("return document.querySelector('#release-dialog').open && "
                "document.activeElement.id === 'release-confirm' && "
                "document.querySelector('#release-id').textContent === arguments[0]",
-               "the confirmation", 10, alice["id"])
+               "the confirmation", 30, alice["id"])
         check_png(b.screenshot(os.path.join(artifacts, "dashboard-confirm.png")),
                   "dashboard-confirm.png")
         b.keys("\ue007")
