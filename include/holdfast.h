@@ -67,7 +67,8 @@ extern "C" {
 	X(ESAGATYPE, -30, 422, "invalid_saga_type", "saga type is not valid")                        \
 	X(ENOSAGATYPE, -31, 404, "unknown_saga_type", "no such saga type")                           \
 	X(ENOSAGA, -32, 404, "saga_not_found", "no such saga")                                       \
-	X(ESAGASTATE, -33, 409, "saga_state", "the saga's state does not allow this")
+	X(ESAGASTATE, -33, 409, "saga_state", "the saga's state does not allow this")                 \
+	X(EOPERATOR, -34, 403, "operator_needs_api_key", "operator actions need holdfastd's --api-key")
 
 enum hf_error_code {
 	HF_OK = 0,
@@ -169,6 +170,24 @@ typedef struct hf_hold_part {
 	int64_t fence; /* strictly increasing per resource, across restarts */
 } hf_hold_part;
 
+/* A parked acquire as a resource's queue shows it; never its token or idempotency key. */
+typedef struct hf_waiter_claim {
+	char *resource;
+	int64_t units; /* 0 for shared and exclusive waits: decided by the capacity at grant */
+} hf_waiter_claim;
+
+typedef struct hf_waiter {
+	int64_t position;         /* 1: first in the listed resource's queue */
+	char *owner;
+	hf_mode mode;
+	bool any;                 /* any-of: one of its claims will do */
+	int64_t units;            /* on the listed resource (0 as in hf_waiter_claim) */
+	int64_t waiting_since_ms; /* when the acquire arrived */
+	int64_t wait_deadline_ms; /* when the wait ends unless granted */
+	size_t n_claims;          /* every resource it waits for, by name */
+	hf_waiter_claim *claims;
+} hf_waiter;
+
 typedef struct hf_hold {
 	char id[HF_ID_LEN + 1];
 	char token[HF_TOKEN_LEN + 1]; /* only in the reply to the acquire (and its replays); else "" */
@@ -223,7 +242,9 @@ typedef enum hf_op {
 	HF_OP_SAGA_TYPE_LIST,   /* cursor, limit */
 	HF_OP_SAGA_SAVE,        /* json {"id","type","state","record",...}, if_version (0: new) */
 	HF_OP_SAGA_GET,         /* name = the saga id */
-	HF_OP_SAGA_LIST,        /* json {"state","type"} filters, cursor (ids after it), limit */
+	HF_OP_SAGA_LIST,        /* json {"state","type"} filters, cursor (ids after it), limit;
+	                           the last saga op (store.c checks the range) */
+	HF_OP_LIST_WAITERS,     /* name, cursor (a position: the waiters after it), limit */
 } hf_op;
 
 /* One resource named by an acquire. */
@@ -256,11 +277,16 @@ typedef struct hf_request {
 	hf_acquire_req acquire;
 	const char *hold_id;  /* 32 lowercase hex; anything else names no hold: HF_ENOHOLD */
 	const char *token;
+	/* RELEASE: true ends the hold without its token, an operator's act (recorded in the
+	 * hold.released event as "by":"operator"). The library trusts its caller with it;
+	 * holdfastd allows it only to a request carrying its API key. */
+	bool operator_release;
 	int64_t ttl_ms;       /* EXTEND: the new lease from now */
 	const char *owner;    /* LIST_HOLDS filter, NULL for any */
 	const char *resource; /* LIST_HOLDS filter, NULL for any */
 	int state;            /* LIST_HOLDS filter: an hf_hold_state, or -1 for any */
-	const char *cursor;   /* LIST_*: start after this name or id; NULL from the start */
+	const char *cursor;   /* LIST_*: start after this name or id (LIST_WAITERS: position, as
+	                         decimal text); NULL from the start */
 	size_t limit;         /* LIST_* and READ_EVENTS: 1..HF_LIST_MAX; 0 means 100 */
 	uint64_t after;       /* READ_EVENTS: events with seq > after */
 	int64_t wait_ms;      /* READ_EVENTS: wait this long for a first event; 0 answers at once */
@@ -281,6 +307,8 @@ typedef struct hf_reply {
 	size_t n_holds;
 	hf_event *events;        /* READ_EVENTS */
 	size_t n_events;
+	hf_waiter *waiters;      /* LIST_WAITERS, in queue order */
+	size_t n_waiters;
 	uint64_t last_seq;       /* READ_EVENTS: the newest durable sequence number */
 	bool more;               /* LIST_*: more items after the last one returned */
 	char *json;              /* HF_OP_SAGA_*: the answer, JSON text */

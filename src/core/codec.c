@@ -134,6 +134,24 @@ static json_t *revisions_to_json(const hf_event *ev)
 	return j;
 }
 
+json_t *hf__waiter_to_json(const hf_waiter *w)
+{
+	json_t *claims = json_array();
+	for (size_t i = 0; claims && i < w->n_claims; i++)
+		if (json_array_append_new(claims, json_pack("{s:s, s:I}", "name", w->claims[i].resource,
+		                                            "units", (json_int_t)w->claims[i].units))) {
+			json_decref(claims);
+			return NULL;
+		}
+	if (!claims)
+		return NULL;
+	return json_pack("{s:I, s:s, s:s, s:b, s:I, s:I, s:I, s:o}", "position",
+	                 (json_int_t)w->position, "owner", w->owner ? w->owner : "", "mode",
+	                 hf_mode_name(w->mode), "any", (int)w->any, "units", (json_int_t)w->units,
+	                 "waiting_since_ms", (json_int_t)w->waiting_since_ms, "wait_deadline_ms",
+	                 (json_int_t)w->wait_deadline_ms, "claims", claims);
+}
+
 json_t *hf__event_to_json(const hf_event *ev)
 {
 	json_t *j = json_object();
@@ -469,6 +487,47 @@ static int revisions_from_json(const json_t *j, hf_event *out, hf_error *err)
 	return hf__event_revisions_from_json(list, out, err);
 }
 
+int hf__waiter_from_json(const json_t *j, hf_waiter *out, hf_error *err)
+{
+	memset(out, 0, sizeof(*out));
+	if (!json_is_object(j))
+		return hf__err(err, HF_EPROTO, "waiter must be a JSON object");
+	const char *mode;
+	const json_t *claims = json_object_get(j, "claims");
+	int rc;
+	if ((rc = get_int(j, "position", true, 0, 1, INT64_MAX, &out->position, HF_EPROTO, err)) ||
+	    (rc = dup_str(j, "owner", true, &out->owner, err)) ||
+	    (rc = get_str(j, "mode", true, &mode, HF_EPROTO, err)) ||
+	    (rc = get_bool(j, "any", false, &out->any, HF_EPROTO, err)) ||
+	    (rc = get_int(j, "units", true, 0, 0, HF_CAPACITY_MAX, &out->units, HF_EPROTO, err)) ||
+	    (rc = get_int(j, "waiting_since_ms", true, 0, 0, INT64_MAX, &out->waiting_since_ms,
+	                  HF_EPROTO, err)) ||
+	    (rc = get_int(j, "wait_deadline_ms", true, 0, 0, INT64_MAX, &out->wait_deadline_ms,
+	                  HF_EPROTO, err)))
+		goto out_clear;
+	if (hf_mode_parse(mode, &out->mode) != HF_OK || !json_is_array(claims) ||
+	    json_array_size(claims) > HF_CLAIMS_MAX) {
+		rc = hf__err(err, HF_EPROTO, "waiter has a bad mode or claims");
+		goto out_clear;
+	}
+	if (json_array_size(claims) &&
+	    !(out->claims = calloc(json_array_size(claims), sizeof(*out->claims)))) {
+		rc = hf__err_code(err, HF_ENOMEM);
+		goto out_clear;
+	}
+	for (size_t i = 0; i < json_array_size(claims); i++) {
+		const json_t *cj = json_array_get(claims, i);
+		hf_waiter_claim *c = &out->claims[out->n_claims++];
+		if ((rc = dup_str(cj, "name", true, &c->resource, err)) ||
+		    (rc = get_int(cj, "units", true, 0, 0, HF_CAPACITY_MAX, &c->units, HF_EPROTO, err)))
+			goto out_clear;
+	}
+	return HF_OK;
+out_clear:
+	hf__waiter_clear(out);
+	return rc;
+}
+
 int hf__event_from_json(const json_t *j, hf_event *out, hf_error *err)
 {
 	memset(out, 0, sizeof(*out));
@@ -629,6 +688,16 @@ json_t *hf__hold_parts_json(const hf_hold *h, bool fences)
 		}
 	}
 	return arr;
+}
+
+json_t *hf__event_hold_data_by(const char *type, const hf_hold *h, const char *by)
+{
+	json_t *j = hf__event_hold_data(type, h);
+	if (j && by && json_object_set_new(j, "by", json_string(by)) != 0) {
+		json_decref(j);
+		return NULL;
+	}
+	return j;
 }
 
 json_t *hf__event_hold_data(const char *type, const hf_hold *h)
@@ -890,11 +959,23 @@ void hf__jw_parts_sorted(struct hf__jw *w, const hf_hold *h, bool fences)
 
 char *hf__event_hold_data_text(const char *type, const hf_hold *h)
 {
+	return hf__event_hold_data_text_by(type, h, NULL);
+}
+
+char *hf__event_hold_data_text_by(const char *type, const hf_hold *h, const char *by)
+{
 	struct hf__jw w;
 	hf__jw_init(&w);
+	if (by) { /* "by" sorts before every other key of the data */
+		hf__jw_lit(&w, "{\"by\":");
+		hf__jw_str(&w, by);
+		hf__jw_lit(&w, ",");
+	} else {
+		hf__jw_lit(&w, "{");
+	}
 	bool granted = strcmp(type, "hold.granted") == 0;
 	if (granted || strcmp(type, "hold.extended") == 0) {
-		hf__jw_lit(&w, "{\"expires_at_ms\":");
+		hf__jw_lit(&w, "\"expires_at_ms\":");
 		hf__jw_int(&w, h->expires_at_ms);
 		hf__jw_lit(&w, ",\"id\":");
 		hf__jw_str(&w, h->id);
@@ -906,7 +987,7 @@ char *hf__event_hold_data_text(const char *type, const hf_hold *h)
 		hf__jw_str(&w, hf_mode_name(h->mode));
 		hf__jw_lit(&w, ",\"owner\":");
 	} else {
-		hf__jw_lit(&w, "{\"id\":");
+		hf__jw_lit(&w, "\"id\":");
 		hf__jw_str(&w, h->id);
 		hf__jw_lit(&w, ",\"owner\":");
 	}

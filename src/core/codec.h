@@ -19,12 +19,14 @@ char *hf__json_dumps(const json_t *j, size_t flags);
 
 json_t *hf__hold_to_json(const hf_hold *hold); /* includes "token" only when hold->token[0] */
 json_t *hf__event_to_json(const hf_event *ev);
+json_t *hf__waiter_to_json(const hf_waiter *w); /* never a token: a waiter record has none */
 json_t *hf__error_to_json(const hf_error *err); /* {"error":{"code","message"}} */
 
 /* JSON to items: fill *out (cleared first) or return HF_EPROTO/HF_EINVAL with a message. */
 int hf__resource_from_json(const json_t *j, hf_resource *out, hf_error *err);
 int hf__hold_from_json(const json_t *j, hf_hold *out, hf_error *err);
 int hf__event_from_json(const json_t *j, hf_event *out, hf_error *err);
+int hf__waiter_from_json(const json_t *j, hf_waiter *out, hf_error *err);
 int hf__error_from_json(const json_t *j, hf_error *out); /* HF_OK if j held an error */
 /* Fills an event's revisions (out->resource and out->revision set, out->revisions NULL) from
  * its "revisions" object ({"name": revision}, listing out->resource; NULL when the event
@@ -52,6 +54,8 @@ json_t *hf__acquire_to_json(const hf_acquire_req *req); /* without the idempoten
  * change. Each returns a new reference, or NULL on allocation failure.
  */
 json_t *hf__event_hold_data(const char *type, const hf_hold *hold);
+/* The same with "by": who ended the hold when not its holder ("operator"); NULL: no key. */
+json_t *hf__event_hold_data_by(const char *type, const hf_hold *hold, const char *by);
 json_t *hf__event_resource_data(const hf_resource *res); /* created and updated */
 json_t *hf__event_resource_deleted_data(const char *name, int64_t version);
 /* A hold's parts as [{"name","units"(,"fence")}]. */
@@ -82,6 +86,7 @@ char *hf__jw_finish(struct hf__jw *w, size_t *len);
 char *hf__hold_text(const hf_hold *hold, size_t *len);
 /* json_dumps(hf__event_hold_data(type, hold), JSON_COMPACT | JSON_SORT_KEYS). */
 char *hf__event_hold_data_text(const char *type, const hf_hold *hold);
+char *hf__event_hold_data_text_by(const char *type, const hf_hold *hold, const char *by);
 /* Appends hf__hold_parts_json(hold, fences) with sorted keys: [{"fence","name","units"}]. */
 void hf__jw_parts_sorted(struct hf__jw *w, const hf_hold *hold, bool fences);
 

@@ -35,6 +35,8 @@ int hf__check_name(const char *field, const char *s, size_t max, hf_error *err);
 int hf__check_idempotency_key(const char *key, hf_error *err);
 int hf__check_meta(const char *meta, hf_error *err); /* NULL or a JSON object <= HF_META_MAX */
 int hf__check_request(const hf_request *req, hf_error *err);
+/* The position a LIST_WAITERS cursor names (NULL: 0, from the start); -1 if it is not one. */
+int64_t hf__waiter_cursor(const char *cursor);
 
 /* Deep copy of a request into one call-owned allocation set; free with hf__request_free. */
 int hf__request_copy(hf_request *dst, const hf_request *src);
@@ -48,6 +50,7 @@ void hf__reply_clear(hf_reply *reply);
 extern const hf_reply hf__reply_out_of_memory; /* hf_call()'s reply when none can be allocated */
 void hf__resource_clear(hf_resource *res);
 void hf__event_clear(hf_event *ev);
+void hf__waiter_clear(hf_waiter *w);
 /* Deep copies into dst (which is overwritten). Return HF_OK or HF_ENOMEM. */
 int hf__hold_copy(hf_hold *dst, const hf_hold *src);
 int hf__resource_copy(hf_resource *dst, const hf_resource *src);

@@ -1,5 +1,5 @@
 /*
- * items.c — ownership of the items the library hands out: holds, resources, events and the
+ * items.c — ownership of the items the library hands out: holds, resources, events, waiters and the
  * replies that carry them. Items live in arrays, so "clear" frees what an item points to
  * and "free" also frees a heap item.
  */
@@ -17,6 +17,17 @@ void hf__hold_clear(hf_hold *hold)
 		free(hold->parts[i].resource);
 	free(hold->parts);
 	memset(hold, 0, sizeof(*hold));
+}
+
+void hf__waiter_clear(hf_waiter *w)
+{
+	if (!w)
+		return;
+	free(w->owner);
+	for (size_t i = 0; i < w->n_claims; i++)
+		free(w->claims[i].resource);
+	free(w->claims);
+	memset(w, 0, sizeof(*w));
 }
 
 void hf__resource_clear(hf_resource *res)
@@ -143,6 +154,9 @@ void hf__reply_clear(hf_reply *reply)
 	for (size_t i = 0; i < reply->n_events; i++)
 		hf__event_clear(&reply->events[i]);
 	free(reply->events);
+	for (size_t i = 0; i < reply->n_waiters; i++)
+		hf__waiter_clear(&reply->waiters[i]);
+	free(reply->waiters);
 	free(reply->json);
 	memset(reply, 0, sizeof(*reply));
 	reply->op = op;

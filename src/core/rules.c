@@ -30,7 +30,14 @@ int hf__err_no_hold(hf_error *err, const char *hold_id, const char *detail)
 int hf__check_owner(const char *hold_id, const char *stored_token, hf_hold_state state,
                     const char *given_token, hf_error *err)
 {
-	if (!given_token || !hf__token_equal(stored_token, given_token))
+	return hf__check_owner_or_operator(hold_id, stored_token, state, given_token, false, err);
+}
+
+int hf__check_owner_or_operator(const char *hold_id, const char *stored_token,
+                                hf_hold_state state, const char *given_token, bool by_operator,
+                                hf_error *err)
+{
+	if (!by_operator && (!given_token || !hf__token_equal(stored_token, given_token)))
 		return hf__err(err, HF_ETOKEN, "token does not match hold '%s'", hold_id);
 	if (state == HF_HOLD_RELEASED || state == HF_HOLD_EXPIRED)
 		return hf__err(err, HF_EENDED, "hold '%s' has %s", hold_id,

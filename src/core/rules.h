@@ -25,6 +25,11 @@ int hf__err_no_hold(hf_error *err, const char *hold_id, const char *detail);
  * or HF_EENDED (released or expired), with the message set in err. */
 int hf__check_owner(const char *hold_id, const char *stored_token, hf_hold_state state,
                     const char *given_token, hf_error *err);
+/* The same, with the operator's path: an operator release (hf_request.operator_release, which
+ * holdfastd grants only with its API key) skips the token, never the ended check. */
+int hf__check_owner_or_operator(const char *hold_id, const char *stored_token,
+                                hf_hold_state state, const char *given_token, bool by_operator,
+                                hf_error *err);
 
 /* An acquire with an idempotency key that already has a record: `stored_fp` is the fingerprint
  * (hf__acquire_fingerprint) of the request that made it, `pending` whether that request is still

@@ -207,7 +207,7 @@ static int call_new(hf_store *store, const hf_request *req, struct hf__call **ou
 	int rc = hf__check_request(req, err);
 	if (rc != HF_OK)
 		return rc;
-	if (req->op >= HF_OP_SAGA_TYPE_PUT && !store->ops->sagas)
+	if (req->op >= HF_OP_SAGA_TYPE_PUT && req->op <= HF_OP_SAGA_LIST && !store->ops->sagas)
 		return hf__err(err, HF_ENOTSUP,
 		               "the %s engine keeps no sagas yet: sagas run on the embedded engine (file:)",
 		               store->ops->scheme);

@@ -192,8 +192,9 @@ int hf__check_request(const hf_request *req, hf_error *err)
 			return rc;
 		return check_range("ttl_ms", req->ttl_ms, 1, HF_TTL_MAX_MS, err);
 	case HF_OP_CONFIRM:
-	case HF_OP_RELEASE:
 		return check_hold_ref(req, true, err);
+	case HF_OP_RELEASE:
+		return check_hold_ref(req, !req->operator_release, err);
 	case HF_OP_GET_HOLD:
 		return check_hold_ref(req, false, err);
 	case HF_OP_LIST_HOLDS:
@@ -209,6 +210,13 @@ int hf__check_request(const hf_request *req, hf_error *err)
 		if ((rc = check_limit(req->limit, err)))
 			return rc;
 		return check_range("wait_ms", req->wait_ms, 0, HF_WAIT_MAX_MS, err);
+	case HF_OP_LIST_WAITERS:
+		if ((rc = hf__check_name("resource name", req->name, HF_NAME_MAX, err)))
+			return rc;
+		if (req->cursor && hf__waiter_cursor(req->cursor) < 0)
+			return hf__err(err, HF_EINVAL, "cursor of a waiter list must be a position "
+			                               "(a non-negative integer)");
+		return check_limit(req->limit, err);
 	case HF_OP_SAGA_TYPE_PUT:
 	case HF_OP_SAGA_SAVE:
 		if (!req->json)
@@ -224,6 +232,16 @@ int hf__check_request(const hf_request *req, hf_error *err)
 		return check_limit(req->limit, err);
 	}
 	return hf__err(err, HF_EINVAL, "unknown operation %d", (int)req->op);
+}
+
+int64_t hf__waiter_cursor(const char *cursor)
+{
+	if (!cursor)
+		return 0;
+	size_t n = strspn(cursor, "0123456789");
+	if (n == 0 || n > 9 || cursor[n])
+		return -1;
+	return strtoll(cursor, NULL, 10);
 }
 
 /* ---- Deep copy of a request. ---- */

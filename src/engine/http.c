@@ -342,6 +342,12 @@ static int build_request(const hf_request *r, enum evhttp_cmd_type *method, stru
 			                                 : r->op == HF_OP_CONFIRM ? "confirm"
 			                                                          : "release");
 		*body = json_object();
+		if (r->op == HF_OP_RELEASE && r->operator_release) {
+			/* The server decides: it needs its API key, which this engine sends. */
+			if (!*body || json_object_set_new(*body, "operator", json_true()))
+				return hf__err_code(err, HF_ENOMEM);
+			break;
+		}
 		if (!*body || json_object_set_new(*body, "token", json_string(r->token ? r->token : "")))
 			return hf__err_code(err, HF_ENOMEM);
 		if (r->op == HF_OP_EXTEND && json_object_set_new(*body, "ttl_ms", json_integer(r->ttl_ms)))
@@ -359,6 +365,16 @@ static int build_request(const hf_request *r, enum evhttp_cmd_type *method, stru
 			rc = add_param(path, &first, "resource", r->resource);
 		if (rc == HF_OK && r->state >= 0)
 			rc = add_param(path, &first, "state", hf_hold_state_name((hf_hold_state)r->state));
+		if (rc == HF_OK && r->cursor)
+			rc = add_param(path, &first, "cursor", r->cursor);
+		if (rc == HF_OK)
+			rc = add_param_u64(path, &first, "limit", r->limit ? r->limit : 100);
+		break;
+	case HF_OP_LIST_WAITERS:
+		evbuffer_add_printf(path, "/v1/resources/");
+		rc = add_encoded(path, r->name);
+		if (rc == HF_OK)
+			evbuffer_add_printf(path, "/waiters");
 		if (rc == HF_OK && r->cursor)
 			rc = add_param(path, &first, "cursor", r->cursor);
 		if (rc == HF_OK)
@@ -474,6 +490,11 @@ static int event_from(const json_t *j, void *out, hf_error *err)
 	return hf__event_from_json(j, out, err);
 }
 
+static int waiter_from(const json_t *j, void *out, hf_error *err)
+{
+	return hf__waiter_from_json(j, out, err);
+}
+
 static void resource_clear(void *item)
 {
 	hf__resource_clear(item);
@@ -487,6 +508,11 @@ static void hold_clear(void *item)
 static void event_clear(void *item)
 {
 	hf__event_clear(item);
+}
+
+static void waiter_clear(void *item)
+{
+	hf__waiter_clear(item);
 }
 
 /* Fills the reply of a 2xx answer from its JSON body. */
@@ -521,6 +547,15 @@ static int parse_success(hf_op op, const json_t *body, hf_reply *reply, hf_error
 			return rc;
 		reply->holds = items;
 		reply->n_holds = n;
+		reply->more = json_is_true(json_object_get(body, "more"));
+		return HF_OK;
+	case HF_OP_LIST_WAITERS:
+		rc = parse_array(body, "waiters", sizeof(hf_waiter), waiter_from, waiter_clear, &items,
+		                 &n, err);
+		if (rc != HF_OK)
+			return rc;
+		reply->waiters = items;
+		reply->n_waiters = n;
 		reply->more = json_is_true(json_object_get(body, "more"));
 		return HF_OK;
 	case HF_OP_READ_EVENTS: {

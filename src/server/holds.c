@@ -264,9 +264,35 @@ void hf__h_confirm(struct hf__rq *rq)
 	hold_call(rq, HF_OP_CONFIRM);
 }
 
+/* {"operator":true}: an operator ends the hold without its token. Only a holdfastd with an
+ * API key grants it (the route already checked the key): without one every client would be
+ * an operator, and a token would protect nothing. */
+static void operator_release(struct hf__rq *rq)
+{
+	static const char *const known[] = {"operator", NULL};
+	if (!body_keys(rq, known))
+		return;
+	if (!json_is_true(json_object_get(rq->body, "operator"))) {
+		hf__rq_fail(rq, HF_EINVAL, "operator must be true (or leave it out and give the token)");
+		return;
+	}
+	if (!rq->srv->cfg->n_api_keys) {
+		hf__rq_fail(rq, HF_EOPERATOR, "operator release needs holdfastd started with --api-key");
+		return;
+	}
+	hf_request req;
+	hf_request_init(&req, HF_OP_RELEASE);
+	req.hold_id = rq->param;
+	req.operator_release = true;
+	hf__rq_submit(rq, &req, on_hold);
+}
+
 void hf__h_release(struct hf__rq *rq)
 {
-	hold_call(rq, HF_OP_RELEASE);
+	if (json_object_get(rq->body, "operator"))
+		operator_release(rq);
+	else
+		hold_call(rq, HF_OP_RELEASE);
 }
 
 void hf__h_get_hold(struct hf__rq *rq)

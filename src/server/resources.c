@@ -1,6 +1,6 @@
 /*
  * resources.c — the handlers of /v1/resources: declare or update (PUT, optimistic with
- * If-Match), read, delete, list. Each turns the HTTP request into one store call and the
+ * If-Match), read, delete, list, and a resource's waiters in queue order. Each turns the HTTP request into one store call and the
  * reply into JSON.
  */
 #include <errno.h>
@@ -191,6 +191,51 @@ void hf__h_list_resources(struct hf__rq *rq)
 	if (req.cursor && !*req.cursor)
 		req.cursor = NULL;
 	hf__rq_submit(rq, &req, on_list);
+out:
+	evhttp_clear_headers(&q);
+}
+
+static void on_waiters(struct hf__rq *rq, hf_reply *reply)
+{
+	if (hf__rq_reply_failed(rq, reply))
+		return;
+	json_t *arr = json_array();
+	for (size_t i = 0; arr && i < reply->n_waiters; i++)
+		if (json_array_append_new(arr, hf__waiter_to_json(&reply->waiters[i])) != 0) {
+			json_decref(arr);
+			arr = NULL;
+		}
+	char next[24] = "";
+	if (reply->more && reply->n_waiters)
+		snprintf(next, sizeof(next), "%lld",
+		         (long long)reply->waiters[reply->n_waiters - 1].position);
+	json_t *body = arr ? json_pack("{s:o,s:b,s:s?}", "waiters", arr, "more", (int)reply->more,
+	                               "next_cursor", next[0] ? next : NULL)
+	                   : NULL;
+	if (body)
+		hf__rq_send_json(rq, 200, body);
+	else
+		hf__rq_fail(rq, HF_ENOMEM, "out of memory");
+	hf_reply_free(reply);
+}
+
+void hf__h_list_waiters(struct hf__rq *rq)
+{
+	static const char *const allowed[] = {"cursor", "limit", NULL};
+	struct evkeyvalq q;
+	hf_request req;
+	int64_t limit;
+	if (!hf__query_parse(rq, &q, allowed))
+		return;
+	if (!hf__query_int(rq, &q, "limit", 1, HF_LIST_MAX, 100, &limit))
+		goto out;
+	hf_request_init(&req, HF_OP_LIST_WAITERS);
+	req.name = rq->param;
+	req.limit = (size_t)limit;
+	req.cursor = evhttp_find_header(&q, "cursor");
+	if (req.cursor && !*req.cursor)
+		req.cursor = NULL;
+	hf__rq_submit(rq, &req, on_waiters);
 out:
 	evhttp_clear_headers(&q);
 }

@@ -38,6 +38,7 @@ static const struct hf__route routes[] = {
 	{EVHTTP_REQ_PUT, "/v1/resources/{name}", hf__h_put_resource, RF_BODY},
 	{EVHTTP_REQ_GET, "/v1/resources/{name}", hf__h_get_resource, 0},
 	{EVHTTP_REQ_DELETE, "/v1/resources/{name}", hf__h_delete_resource, 0},
+	{EVHTTP_REQ_GET, "/v1/resources/{name}/waiters", hf__h_list_waiters, 0},
 	{EVHTTP_REQ_POST, "/v1/holds", hf__h_acquire, RF_BODY},
 	{EVHTTP_REQ_GET, "/v1/holds", hf__h_list_holds, 0},
 	{EVHTTP_REQ_GET, "/v1/holds/{id}", hf__h_get_hold, 0},

@@ -211,6 +211,7 @@ void hf__h_put_resource(struct hf__rq *rq);
 void hf__h_get_resource(struct hf__rq *rq);
 void hf__h_delete_resource(struct hf__rq *rq);
 void hf__h_list_resources(struct hf__rq *rq);
+void hf__h_list_waiters(struct hf__rq *rq); /* GET /v1/resources/{name}/waiters */
 void hf__h_acquire(struct hf__rq *rq);
 void hf__h_lock(struct hf__rq *rq);
 void hf__h_semaphore(struct hf__rq *rq);
@@ -259,5 +260,7 @@ extern const struct hf__ui_asset hf__ui_assets[];
  * (as hf__stats_acquire with resource NULL), one hold event seen in the log. */
 void hf__series_acquire(int code, int64_t latency_us);
 void hf__series_event(const char *type, int64_t at_ms);
+/* A hand-off seen in the event log: a grant `ms` after the end that freed its resource. */
+void hf__series_handoff(int64_t at_ms, int64_t ms);
 
 #endif /* HF_SERVER_H */

@@ -1,6 +1,6 @@
 /*
  * stats.c — what holdfastd measures and shows: acquisitions by outcome and their latency
- * (log-bucket histograms, per resource and overall), hold endings from the event log,
+ * (log-bucket histograms, per resource and overall), hold endings and hand-offs from the event log,
  * HTTP answers by class; served as GET /v1/stats (JSON), GET /metrics (Prometheus text),
  * GET /healthz and GET /readyz. Live counts (held, holds, waiters) come from the store.
  */
@@ -34,6 +34,7 @@ struct counters {
 struct entry {
 	char *name;
 	struct counters c;
+	int64_t freed_at_ms; /* the last release or expiry seen on it, not yet handed off; 0 none */
 	struct entry *next;
 };
 
@@ -60,13 +61,13 @@ static size_t name_hash(const char *s, size_t n)
 	return (size_t)(h % n);
 }
 
-/* The counters of a resource, created on first sight; NULL past MAX_TRACKED. */
-static struct counters *find(struct hf__stats *st, const char *name, bool create)
+/* The entry of a resource, created on first sight; NULL past MAX_TRACKED. */
+static struct entry *find_entry(struct hf__stats *st, const char *name, bool create)
 {
 	size_t b = name_hash(name, st->buckets);
 	for (struct entry *e = st->tab[b]; e; e = e->next)
 		if (strcmp(e->name, name) == 0)
-			return &e->c;
+			return e;
 	if (!create || st->n >= MAX_TRACKED)
 		return NULL;
 	struct entry *e = calloc(1, sizeof(*e));
@@ -80,7 +81,14 @@ static struct counters *find(struct hf__stats *st, const char *name, bool create
 	e->next = st->tab[b];
 	st->tab[b] = e;
 	st->n++;
-	return &e->c;
+	return e;
+}
+
+/* The counters of a resource, created on first sight; NULL past MAX_TRACKED. */
+static struct counters *find(struct hf__stats *st, const char *name, bool create)
+{
+	struct entry *e = find_entry(st, name, create);
+	return e ? &e->c : NULL;
 }
 
 static int bucket_of(uint64_t us)
@@ -155,12 +163,52 @@ static double rate(uint64_t n, uint64_t d)
 
 static void follow(struct hf__server *srv);
 
+/*
+ * Hand-off latency from the log alone: a release or expiry frees a resource at its event's
+ * time; the next grant on that resource is its hand-off, charted as the difference. Every
+ * resource a hold names counts (the event's revisions list them). A resource idle past
+ * HANDOFF_MAX_MS after its end was not handed off, and its next grant is not counted: a
+ * waiter woken later than that would have been charted as a wait, not a hand-off. Event times
+ * are in ms: the embedded engine grants a waiter in the step that released (0 ms); shared
+ * engines show the time their waiter took to take the units.
+ */
+#define HANDOFF_MAX_MS 60000
+
+static void note_handoff(struct hf__stats *st, const hf_event *ev, const char *resource,
+                         bool ended)
+{
+	struct entry *e = find_entry(st, resource, ended);
+	if (!e)
+		return;
+	if (ended) {
+		e->freed_at_ms = ev->at_ms;
+		return;
+	}
+	if (e->freed_at_ms && ev->at_ms - e->freed_at_ms <= HANDOFF_MAX_MS)
+		hf__series_handoff(ev->at_ms, ev->at_ms >= e->freed_at_ms ? ev->at_ms - e->freed_at_ms : 0);
+	e->freed_at_ms = 0;
+}
+
+static void count_handoffs(struct hf__stats *st, const hf_event *ev)
+{
+	bool ended = strcmp(ev->type, "hold.released") == 0 || strcmp(ev->type, "hold.expired") == 0;
+	if (!ended && strcmp(ev->type, "hold.granted") != 0)
+		return;
+	if (ev->n_revisions) {
+		for (size_t i = 0; i < ev->n_revisions; i++)
+			note_handoff(st, ev, ev->revisions[i].resource, ended);
+	} else if (ev->resource) {
+		note_handoff(st, ev, ev->resource, ended);
+	}
+}
+
 static void count_event(struct hf__stats *st, const hf_event *ev)
 {
 	uint64_t *all = NULL;
 	size_t off;
 	if (!ev->type)
 		return;
+	count_handoffs(st, ev);
 	if (strcmp(ev->type, "hold.expired") == 0)
 		off = offsetof(struct counters, expired);
 	else if (strcmp(ev->type, "hold.released") == 0)

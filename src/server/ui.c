@@ -1,7 +1,8 @@
 /*
  * ui.c — the dashboard at /ui: serves its page, script and style from the byte arrays that
  * embed_ui.cmake generated at build time (nothing is read from disk or the network), and
- * GET /v1/stats/series, the per-second series of the last minutes that the page charts.
+ * GET /v1/stats/series, the per-second series of the last minutes that the page charts
+ * (outcomes, grant latency, hand-off latency).
  */
 #include <math.h>
 #include <stdio.h>
@@ -50,12 +51,18 @@ void hf__h_ui_asset(struct hf__rq *rq)
 #define SERIES_S 300
 #define LAT_BUCKETS 100 /* bucket b: latency < 2^((b+1)/4) us, as stats.c; the last is open */
 
+/* Latencies of one second, log-bucketed. */
+struct lat {
+	uint32_t n;
+	uint64_t max_us;
+	uint32_t hist[LAT_BUCKETS];
+};
+
 struct slot {
 	int64_t sec; /* Unix second this slot counts; a slot of another second is stale */
 	uint32_t granted, unavailable, timeouts, expired;
-	uint32_t lat_n;
-	uint64_t lat_max_us;
-	uint32_t hist[LAT_BUCKETS];
+	struct lat grant;   /* an acquire's arrival to its grant, waiting included */
+	struct lat handoff; /* the end that freed a resource to the next grant on it */
 };
 
 /* One holdfastd per process: the series is the process's, like its clock. Static storage,
@@ -72,20 +79,24 @@ static struct slot *slot_at(int64_t sec)
 	return s;
 }
 
+static void lat_add(struct lat *l, int64_t latency_us)
+{
+	uint64_t us = latency_us > 0 ? (uint64_t)latency_us : 0;
+	int b = (int)floor(4.0 * log2((double)us + 1.0));
+	l->n++;
+	l->hist[b < 0 ? 0 : b >= LAT_BUCKETS ? LAT_BUCKETS - 1 : b]++;
+	if (us > l->max_us)
+		l->max_us = us;
+}
+
 void hf__series_acquire(int code, int64_t latency_us)
 {
 	struct slot *s = slot_at(hf_now_ms() / 1000);
 	switch (code) {
-	case HF_OK: {
-		uint64_t us = latency_us > 0 ? (uint64_t)latency_us : 0;
-		int b = (int)floor(4.0 * log2((double)us + 1.0));
+	case HF_OK:
 		s->granted++;
-		s->lat_n++;
-		s->hist[b < 0 ? 0 : b >= LAT_BUCKETS ? LAT_BUCKETS - 1 : b]++;
-		if (us > s->lat_max_us)
-			s->lat_max_us = us;
+		lat_add(&s->grant, latency_us);
 		break;
-	}
 	case HF_EUNAVAILABLE:
 		s->unavailable++;
 		break;
@@ -97,33 +108,46 @@ void hf__series_acquire(int code, int64_t latency_us)
 	}
 }
 
-void hf__series_event(const char *type, int64_t at_ms)
+/* The slot of an event's time, or NULL when it is older than the window. */
+static struct slot *event_slot(int64_t at_ms)
 {
 	int64_t now_s = hf_now_ms() / 1000;
 	int64_t sec = at_ms / 1000;
-	if (!type || strcmp(type, "hold.expired") != 0)
-		return;
 	if (sec > now_s)
 		sec = now_s; /* another server's clock ahead of ours */
 	if (sec <= now_s - SERIES_S)
-		return; /* older than the window */
-	slot_at(sec)->expired++;
+		return NULL;
+	return slot_at(sec);
+}
+
+void hf__series_event(const char *type, int64_t at_ms)
+{
+	struct slot *s = type && strcmp(type, "hold.expired") == 0 ? event_slot(at_ms) : NULL;
+	if (s)
+		s->expired++;
+}
+
+void hf__series_handoff(int64_t at_ms, int64_t ms)
+{
+	struct slot *s = event_slot(at_ms);
+	if (s)
+		lat_add(&s->handoff, ms * 1000);
 }
 
 /* Upper bound, in ms, of the latency under which a fraction p of the slot's grants fell. */
-static double slot_percentile_ms(const struct slot *s, double p)
+static double percentile_ms(const struct lat *l, double p)
 {
-	if (!s->lat_n)
+	if (!l->n)
 		return 0;
-	uint64_t want = (uint64_t)ceil(p * (double)s->lat_n), seen = 0;
+	uint64_t want = (uint64_t)ceil(p * (double)l->n), seen = 0;
 	for (int b = 0; b < LAT_BUCKETS; b++) {
-		seen += s->hist[b];
+		seen += l->hist[b];
 		if (seen >= want && seen) {
 			double hi = (pow(2.0, (double)(b + 1) / 4.0) - 1.0) / 1000.0;
-			return fmin(hi, (double)s->lat_max_us / 1000.0);
+			return fmin(hi, (double)l->max_us / 1000.0);
 		}
 	}
-	return (double)s->lat_max_us / 1000.0;
+	return (double)l->max_us / 1000.0;
 }
 
 void hf__h_stats_series(struct hf__rq *rq)
@@ -147,12 +171,13 @@ void hf__h_stats_series(struct hf__rq *rq)
 		static const struct slot empty;
 		if (s->sec != sec)
 			s = &empty;
-		json_t *p = json_pack("{s:I,s:I,s:I,s:I,s:I,s:{s:f,s:f}}", "at_ms",
-		                      (json_int_t)(sec * 1000), "granted", (json_int_t)s->granted,
-		                      "conflicts", (json_int_t)s->unavailable, "timeouts",
-		                      (json_int_t)s->timeouts, "expired", (json_int_t)s->expired,
-		                      "latency_ms", "p50", slot_percentile_ms(s, 0.50), "p99",
-		                      slot_percentile_ms(s, 0.99));
+		json_t *p = json_pack(
+		    "{s:I,s:I,s:I,s:I,s:I,s:{s:f,s:f},s:{s:I,s:f,s:f}}", "at_ms",
+		    (json_int_t)(sec * 1000), "granted", (json_int_t)s->granted, "conflicts",
+		    (json_int_t)s->unavailable, "timeouts", (json_int_t)s->timeouts, "expired",
+		    (json_int_t)s->expired, "latency_ms", "p50", percentile_ms(&s->grant, 0.50), "p99",
+		    percentile_ms(&s->grant, 0.99), "handoff_ms", "n", (json_int_t)s->handoff.n, "p50",
+		    percentile_ms(&s->handoff, 0.50), "p99", percentile_ms(&s->handoff, 0.99));
 		if (!p || json_array_append_new(points, p) != 0) {
 			json_decref(points);
 			points = NULL;

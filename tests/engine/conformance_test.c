@@ -3999,6 +3999,177 @@ static void revisions_counter_behind_refused(void **state)
 	assert_non_null(strstr(err.message, "revision 2 of 'rb'"));
 }
 
+/* ---- issue 16: a resource's waiters in queue order; the operator's release ---- */
+
+static hf_reply *list_waiters(hf_store *st, const char *name, const char *cursor, size_t limit)
+{
+	hf_request q;
+	hf_request_init(&q, HF_OP_LIST_WAITERS);
+	q.name = name;
+	q.cursor = cursor;
+	q.limit = limit;
+	hf_reply *r = NULL;
+	hf_call(st, &q, &r);
+	return r;
+}
+
+/* Every engine lists its queues but redlock://, which has none: it must say so. */
+static bool waiters_listable(void **state)
+{
+	hf_reply *r = list_waiters(ST, "wq", NULL, 0);
+	bool ok = r->error.code != HF_ENOTSUP;
+	if (!ok) {
+		fprintf(stderr, "  (waiters not listed here: %s)\n", r->error.message);
+		if (strcmp(ENV->scheme, "redlock") != 0)
+			fail_msg("%s:// answered not_supported to a waiter list", ENV->scheme);
+	}
+	hf_reply_free(r);
+	return ok;
+}
+
+/* Three parked acquires show in FIFO order with their wait times and no token; a page ends
+ * with `more`; the granted one leaves the list and the others move up. */
+static void waiters_fifo_listed(void **state)
+{
+	must_put(ST, "wq", 1);
+	hf_hold *h = ACQ("wq", &(ht_acq){.owner = "holder"});
+	if (!waiters_listable(state)) {
+		hf_hold_free(h);
+		skip();
+	}
+	static const char *const owners[] = {"w1", "w2", "w3"};
+	ht_pending w[3];
+	for (int i = 0; i < 3; i++) {
+		ht_acq o = {.owner = owners[i], .wait_ms = 600000};
+		RC(ht_submit_acquire(ST, "wq", &o, &w[i]), HF_OK);
+		must_park(ST, "wq", i + 1);
+	}
+	hf_reply *r = list_waiters(ST, "wq", NULL, 0);
+	REPLY_RC(r, HF_OK);
+	EQ(r->n_waiters, 3);
+	EQ(r->more, false);
+	for (size_t i = 0; i < 3; i++) {
+		const hf_waiter *x = &r->waiters[i];
+		EQ(x->position, i + 1);
+		if (strcmp(x->owner, owners[i]) != 0)
+			fail_msg("waiter %zu is %s, expected %s", i + 1, x->owner, owners[i]);
+		EQ(x->units, 1);
+		EQ(x->mode, HF_MODE_UNITS);
+		EQ(x->n_claims, 1);
+		EQ(strcmp(x->claims[0].resource, "wq"), 0);
+		EQ(x->wait_deadline_ms, x->waiting_since_ms + 600000);
+		if (i > 0)
+			GT(x->waiting_since_ms + 1, r->waiters[i - 1].waiting_since_ms); /* >= */
+	}
+	hf_reply_free(r);
+	/* Paging by position. */
+	r = list_waiters(ST, "wq", NULL, 2);
+	REPLY_RC(r, HF_OK);
+	EQ(r->n_waiters, 2);
+	EQ(r->more, true);
+	hf_reply_free(r);
+	r = list_waiters(ST, "wq", "2", 2);
+	REPLY_RC(r, HF_OK);
+	EQ(r->n_waiters, 1);
+	EQ(r->waiters[0].position, 3);
+	EQ(strcmp(r->waiters[0].owner, "w3"), 0);
+	hf_reply_free(r);
+	/* The first is granted and leaves the list. */
+	RC(ht_release_rc(ST, h), HF_OK);
+	must_complete(ST, &w[0]);
+	RC(ht_pending_rc(&w[0]), HF_OK);
+	r = list_waiters(ST, "wq", NULL, 0);
+	REPLY_RC(r, HF_OK);
+	EQ(r->n_waiters, 2);
+	EQ(strcmp(r->waiters[0].owner, "w2"), 0);
+	EQ(r->waiters[0].position, 1);
+	EQ(strcmp(r->waiters[1].owner, "w3"), 0);
+	hf_reply_free(r);
+	/* Bad input. */
+	r = list_waiters(ST, "no-such-resource", NULL, 0);
+	REPLY_RC(r, HF_ENORESOURCE);
+	hf_reply_free(r);
+	r = list_waiters(ST, "wq", "x", 0);
+	REPLY_RC(r, HF_EINVAL);
+	hf_reply_free(r);
+	r = list_waiters(ST, "wq", NULL, HF_LIST_MAX + 1);
+	REPLY_RC(r, HF_EINVAL);
+	hf_reply_free(r);
+	for (int i = 1; i < 3; i++) {
+		hf_cancel(ST, w[i].call_id);
+		must_complete(ST, &w[i]);
+	}
+	for (int i = 0; i < 3; i++)
+		ht_pending_clear(&w[i]);
+	hf_hold_free(h);
+}
+
+static int operator_release(hf_store *st, const char *id, hf_error *err)
+{
+	hf_request q;
+	hf_request_init(&q, HF_OP_RELEASE);
+	q.hold_id = id;
+	q.operator_release = true;
+	hf_reply *r = NULL;
+	int rc = hf_call(st, &q, &r);
+	*err = r->error;
+	hf_reply_free(r);
+	return rc;
+}
+
+/* An operator releases without the token: the event says so, the waiter is granted; an
+ * ended hold is still refused. holdfastd allows it only with an API key, which the http://
+ * suite's server has not: there it must refuse and change nothing. */
+static void operator_release_without_token(void **state)
+{
+	must_put(ST, "op", 1);
+	hf_hold *h = ACQ("op", &(ht_acq){.owner = "stuck"});
+	ht_pending w;
+	ht_acq o = {.owner = "next", .wait_ms = 600000};
+	RC(ht_submit_acquire(ST, "op", &o, &w), HF_OK);
+	must_park(ST, "op", 1);
+	uint64_t seq = ht_last_seq(ST);
+	hf_error err;
+	int rc = operator_release(ST, h->id, &err);
+	if (rc == HF_EOPERATOR || rc == HF_ENOTSUP) {
+		fprintf(stderr, "  (no operator release here: %s)\n", err.message);
+		/* Only the suite's holdfastd (no API key) and redlock:// may refuse. */
+		if (strcmp(ENV->scheme, rc == HF_EOPERATOR ? "http" : "redlock") != 0)
+			fail_msg("%s:// refused an operator release: %s", ENV->scheme, hf_err_name(rc));
+		EQ(ht_hold_get(ST, h->id).state, HF_HOLD_TENTATIVE);
+		RC(ht_release_rc(ST, h), HF_OK);
+		must_complete(ST, &w);
+		ht_pending_clear(&w);
+		hf_hold_free(h);
+		skip();
+	}
+	RC(rc, HF_OK);
+	EQ(ht_hold_get(ST, h->id).state, HF_HOLD_RELEASED);
+	must_complete(ST, &w);
+	RC(ht_pending_rc(&w), HF_OK);
+	EQ(strcmp(w.reply->hold->owner, "next"), 0);
+	hf_reply *ev = events_after_wait(ST, seq, 1);
+	bool seen = false;
+	for (size_t i = 0; i < ev->n_events; i++) {
+		const hf_event *e = &ev->events[i];
+		if (strcmp(e->type, "hold.released") != 0 || strcmp(e->hold_id, h->id) != 0)
+			continue;
+		json_t *d = json_loads(e->data, 0, NULL);
+		seen = d && json_is_string(json_object_get(d, "by")) &&
+		       strcmp(json_string_value(json_object_get(d, "by")), "operator") == 0;
+		json_decref(d);
+	}
+	hf_reply_free(ev);
+	if (!seen)
+		fail_msg("no hold.released event with \"by\":\"operator\"");
+	RC(operator_release(ST, h->id, &err), HF_EENDED);
+	/* A holder's own release still needs its token and says nothing of an operator. */
+	hf_hold *g = w.reply->hold;
+	RC(ht_release_rc(ST, g), HF_OK);
+	ht_pending_clear(&w);
+	hf_hold_free(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -4108,6 +4279,9 @@ int main(void)
 		T(revisions_across_reopen),
 		T(revisions_migrated_from_schema_1),
 		T(revisions_counter_behind_refused),
+		/* issue 16: waiters in queue order, operator release (every engine) */
+		TR(waiters_fifo_listed),
+		TR(operator_release_without_token),
 	};
 	ht_apply_filter();
 	const char *u = getenv("HF_TEST_ENGINE_URL");

@@ -2,9 +2,10 @@
 WebDriver (chromedriver) from the Python standard library.
 
 Starts holdfastd with an API key, loads the page (which asks for the key), makes contention
-through the API (a holder, a parked waiter, refused attempts), and checks that the page shows
-the holder, the waiter and the live events; then releases the hold from the page (its
-confirmation asks for the token) and sees the waiter take over. Screenshots (light and dark)
+through the API (a holder, three parked waiters, refused attempts), and checks that the page
+shows the holder, the waiters in queue order with their wait times and the live events; then
+releases the hold from the page (a confirmation, then an operator release with the page's API
+key) and sees the first waiter take over and the queue move up. Screenshots (light and dark)
 are written to ARTIFACTS and checked: not blank (decoded PNG, colour variety) and the
 expected elements present (DOM queries). Also: the page's weight, the assets are public, the
 data routes are not; and the page over HTTPS. Exit 77 (skipped) when chromium or chromedriver is not installed.
@@ -81,6 +82,69 @@ def test_assets(srv):
     return total
 
 
+def wait_api(cond, what, timeout=30):
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def test_sagas(srv, b, artifacts):
+    """The sagas panel: one saga failed (compensated), one stuck as compensation_failed (its
+    compensation calls a closed port); its timeline; Resume… from the page."""
+    dead = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused
+    once = {"attempts": 1, "backoff_ms": 10}
+    pay = {"name": "pay", "action": {"http": {"method": "POST", "url": dead + "/pay"},
+                                     "retry": once}}
+
+    def seat(comp):
+        return {"name": "seat", "action": {"hold": {"op": "acquire", "resource":
+                                                    "saga/{{input.tag}}", "capacity": 1,
+                                                    "ttl_ms": 60000}},
+                "compensation": comp}
+    st, _, _ = srv.put("/v1/saga-types/ui_fails", {"steps": [
+        seat({"hold": {"op": "release", "of": "seat"}}), pay]})
+    check(st == 201, "saga type ui_fails: %d" % st)
+    st, _, _ = srv.put("/v1/saga-types/ui_stuck", {"steps": [
+        seat({"http": {"method": "POST", "url": dead + "/undo"}, "retry": once}), pay]})
+    check(st == 201, "saga type ui_stuck: %d" % st)
+    ids = {}
+    for t in ("ui_fails", "ui_stuck"):
+        st, g, _ = srv.post("/v1/sagas", {"type": t, "input": {"tag": t}})
+        check(st == 201, "start %s: %d %r" % (t, st, g))
+        ids[t] = g["id"]
+    want = {"ui_fails": "failed", "ui_stuck": "compensation_failed"}
+    for t, sid in ids.items():
+        wait_api(lambda: srv.get("/v1/sagas/" + sid)[1]["state"] == want[t],
+                 "saga %s to be %s" % (t, want[t]))
+    b.wait("return !document.querySelector('#sagas').hidden && "
+           "document.querySelector('#sagas tr[data-saga=\"' + arguments[0] + '\"]')?.dataset.state"
+           " === 'failed' && document.querySelector('#sagas tr[data-saga=\"' + arguments[1] + "
+           "'\"]')?.dataset.state === 'compensation_failed'", "the sagas panel", 30,
+           ids["ui_fails"], ids["ui_stuck"])
+    stuck = ids["ui_stuck"]
+    b.click('#sagas button[data-key="tl:%s"]' % stuck)
+    b.wait("return [...document.querySelectorAll('#saga-timeline li')].some(l => "
+           "l.textContent.includes('compensation failed'))", "the stuck saga's timeline")
+    b.js("document.querySelector('#sagas button[data-key=\"res:' + arguments[0] + '\"]')"
+         ".scrollIntoView()", stuck)
+    check_png(b.screenshot(os.path.join(artifacts, "dashboard-sagas.png")), "dashboard-sagas.png")
+    _, before, _ = srv.get("/v1/sagas/" + stuck)
+    b.js("document.querySelector('#sagas button[data-key=\"res:' + arguments[0] + '\"]')"
+         ".focus()", stuck)
+    b.keys("\ue007")
+    b.wait("return document.querySelector('#resume-dialog').open && "
+           "document.activeElement.id === 'resume-confirm'", "the resume confirmation")
+    b.keys("\ue007")
+    b.wait("return !document.querySelector('#resume-dialog').open", "the resume dialog closed")
+    # Resumed: its compensation ran again (and, the port still closed, failed again).
+    wait_api(lambda: len(srv.get("/v1/sagas/" + stuck)[1]["timeline"]) > len(before["timeline"])
+             and srv.get("/v1/sagas/" + stuck)[1]["state"] == "compensation_failed",
+             "the resumed saga to run its compensation again")
+
+
 def test_tls(b):
     """The same page over HTTPS (self-signed; the session accepts it): data and live events."""
     if not shutil.which("openssl"):
@@ -100,7 +164,11 @@ def test_tls(b):
                "document.querySelector('#events-state').textContent === 'live' && "
                "!!document.querySelector('#resources button[data-name=\"tls-seat\"]')",
                "the page over TLS")
-        s.post("/v1/holds", {"owner": "tls-owner", "resources": ["tls-seat"]})
+        st, h, _ = s.post("/v1/holds", {"owner": "tls-owner", "resources": ["tls-seat"]})
+        # Without an API key holdfastd takes no operator release: every client would be one.
+        st, e, _ = s.post("/v1/holds/%s/release" % h["id"], {"operator": True})
+        check(st == 403 and e["error"]["code"] == "operator_needs_api_key",
+              "operator release without --api-key: %d %r" % (st, e))
         b.wait("return [...document.querySelectorAll('#events li')].some(l => "
                "l.textContent.includes('tls-owner'))", "a live event over TLS")
         ok = True
@@ -173,11 +241,24 @@ def main():
                                               "ttl_ms": 60000})
         check(st == 201, "alice: %d %r" % (st, alice))
 
-        def wait_bob():
-            waiter["reply"] = srv.post("/v1/holds", {"owner": "bob", "resources": ["seat-01"],
-                                                     "wait_ms": 60000, "ttl_ms": 30000})
-        th = threading.Thread(target=wait_bob, daemon=True)
-        th.start()
+        # Three waiters, parked one after the other (each seen in the queue before the next).
+        def park(owner):
+            try:
+                waiter[owner] = srv.post("/v1/holds", {"owner": owner, "resources": ["seat-01"],
+                                                       "wait_ms": 60000, "ttl_ms": 30000})
+            except OSError as e:  # frank and grace still wait when a slow run ends
+                waiter[owner] = (None, str(e), None)
+        threads = []
+        for n, owner in enumerate(("bob", "frank", "grace"), 1):
+            threads.append(threading.Thread(target=park, args=(owner,), daemon=True))
+            threads[-1].start()
+            wait_api(lambda: len(srv.get("/v1/resources/seat-01/waiters")[1]["waiters"]) == n,
+                     "%s parked" % owner)
+        st, q, _ = srv.get("/v1/resources/seat-01/waiters?limit=2")
+        check(st == 200 and [w["owner"] for w in q["waiters"]] == ["bob", "frank"] and q["more"]
+              and q["next_cursor"] == "2" and all("token" not in w for w in q["waiters"]),
+              "the waiters route: %r" % (q,))
+        th = threads[0]
         for _ in range(2):
             st, _, _ = srv.post("/v1/holds", {"owner": "eve", "resources": ["seat-01"]})
             check(st == 409, "eve: %d" % st)
@@ -191,8 +272,12 @@ def main():
         b.click('#resources button[data-name="seat-01"]')
         b.wait("const o = document.querySelector('#holders tbody tr[data-hold] .owner');"
                "return o && o.textContent === 'alice'", "alice as the holder")
-        b.wait("return /^1 waiter /.test(document.querySelector('#waiters').textContent)",
-               "bob as a waiter")
+        b.wait("return /^3 waiters queued$/.test(document.querySelector('#waiters').textContent)",
+               "three waiters")
+        b.wait("const r = [...document.querySelectorAll('#waiters-table tbody tr[data-owner]')];"
+               "return r.map(x => x.dataset.position + x.dataset.owner).join() === "
+               "'1bob,2frank,3grace' && r.every(x => /s$/.test(x.querySelector('.waited')"
+               ".textContent))", "the waiters in queue order, with their wait times")
         fence = b.js("return document.querySelector('#holders .fence').textContent")
         check(fence == str(alice["fence"]["seat-01"]), "fence %r vs %r" % (fence, alice["fence"]))
         check(b.js("return !!document.querySelector('#holders td.lease .bar')"), "lease bar")
@@ -203,7 +288,6 @@ def main():
                " document.querySelector('#chart-rates').width > 0", "the charts")
         b.wait("return document.querySelectorAll('#expiring tbody tr[data-hold]').length >= 4",
                "the holds about to expire")
-        check(b.js("return document.querySelector('#sagas').hidden"), "sagas shown without sagas")
 
         # Filter the events by resource.
         b.type("#events-filter", "lounge")
@@ -246,32 +330,34 @@ def main():
                   "dashboard-dark.png")
         b.cdp("Emulation.setEmulatedMedia", {"features": []})
 
-        # Release alice's hold from the page, by keyboard: Enter on its button, the token
-        # (the confirmation asks for it; the focus is in its field), Enter.
+        # Release alice's hold from the page, by keyboard: Enter on its button, the
+        # confirmation (the focus is on its Release button), Enter: an operator release, sent
+        # with the API key the page uses.
         b.js("document.querySelector('#holders tr[data-hold=\"' + arguments[0] + '\"] "
              "button.release').focus()", alice["id"])
         b.keys("\ue007")
         b.wait("return document.querySelector('#release-dialog').open && "
-               "document.activeElement.id === 'release-token'", "the confirmation")
-        b.keys("0" * 32 + "\ue007")
-        b.wait("return document.querySelector('#release-error').textContent.startsWith('bad_token')",
-               "a wrong token refused")
-        check(b.js("return document.querySelector('#release-dialog').open"), "dialog closed")
-        b.js("const t = document.querySelector('#release-token'); t.value = ''; t.focus()")
-        b.keys(alice["token"] + "\ue007")
+               "document.activeElement.id === 'release-confirm' && "
+               "document.querySelector('#release-id').textContent === arguments[0]",
+               "the confirmation", 30, alice["id"])
+        check_png(b.screenshot(os.path.join(artifacts, "dashboard-confirm.png")),
+                  "dashboard-confirm.png")
+        b.keys("\ue007")
         b.wait("return !document.querySelector('#release-dialog').open", "the dialog closed")
         th.join(10)
-        st, bob = waiter.get("reply", (None, None, None))[:2]
+        st, bob = waiter.get("bob", (None, None, None))[:2]
         check(st == 201 and bob["owner"] == "bob", "bob after the release: %r %r" % (st, bob))
         st, h, _ = srv.get("/v1/holds/" + alice["id"])
         check(h["state"] == "released", "alice's hold is %s" % h["state"])
         b.wait("const o = [...document.querySelectorAll('#holders tbody tr[data-hold] .owner')];"
                "return o.length === 1 && o[0].textContent === 'bob'", "bob as the holder")
-        b.wait("return document.querySelector('#waiters').textContent === 'no waiters'",
-               "no waiters left")
+        b.wait("const r = [...document.querySelectorAll('#waiters-table tbody tr[data-owner]')];"
+               "return r.map(x => x.dataset.position + x.dataset.owner).join() === "
+               "'1frank,2grace' && /^2 waiters /.test("
+               "document.querySelector('#waiters').textContent)", "the queue moved up")
         b.wait("return [...document.querySelectorAll('#events li')].some(l => "
-               "l.classList.contains('hold.released') && l.dataset.resource === 'seat-01')",
-               "the release in the live events")
+               "l.classList.contains('hold.released') && l.dataset.resource === 'seat-01' && "
+               "l.textContent.includes('by=operator'))", "the operator's release in the events")
         check_png(b.screenshot(os.path.join(artifacts, "dashboard-released.png")),
                   "dashboard-released.png")
         # The series the charts draw counted this: 6 grants (carol x3, dave, alice, bob),
@@ -282,6 +368,11 @@ def main():
             total = {k: sum(p[k] for p in pts) for k in ("granted", "conflicts", "timeouts")}
             check(total == {"granted": 6, "conflicts": 2, "timeouts": 0}, "series: %r" % total)
             check(max(p["latency_ms"]["p99"] for p in pts) >= 500, "bob's wait not in the p99")
+            # Bob's grant after alice's release is a hand-off, counted from the event log.
+            wait_api(lambda: sum(p["handoff_ms"]["n"] for p in
+                                 srv.get("/v1/stats/series")[1]["points"]) == 1,
+                     "one hand-off in the series")
+        test_sagas(srv, b, artifacts)
         test_tls(b)
         passed = True
         print("ok: page %.1f KB, %.1f s, screenshots in %s" % (weight / 1024, time.time() - t0,

@@ -133,7 +133,7 @@ class Browser:
         self.s("POST", "/actions", {"actions": [{"type": "key", "id": "kbd", "actions": acts}]})
         self.s("DELETE", "/actions")
 
-    def wait(self, script, what, timeout=10, *args):
+    def wait(self, script, what, timeout=30, *args):
         """Polls a JS expression (the body of a function) until it returns a true value."""
         deadline = time.time() + timeout
         last = None

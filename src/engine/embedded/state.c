@@ -508,8 +508,9 @@ static void emit(struct hf__state *st, struct hf__effects *fx, int64_t now, cons
 	emit_text(st, fx, now, type, &resource, resource ? 1 : 0, hold_id, dump(data));
 }
 
-static void emit_hold(struct hf__state *st, struct hf__effects *fx, int64_t now, const char *type,
-                      const struct hold *h)
+/* `by`: who ended the hold when not its holder ("operator"), else NULL. */
+static void emit_hold_by(struct hf__state *st, struct hf__effects *fx, int64_t now,
+                         const char *type, const struct hold *h, const char *by)
 {
 	hf_hold_part parts[HF_CLAIMS_MAX];
 	hf_hold view;
@@ -517,7 +518,14 @@ static void emit_hold(struct hf__state *st, struct hf__effects *fx, int64_t now,
 	hold_view(h, false, &view, parts);
 	for (size_t i = 0; i < h->n_parts; i++)
 		names[i] = h->parts[i].name;
-	emit_text(st, fx, now, type, names, h->n_parts, h->id, hf__event_hold_data_text(type, &view));
+	emit_text(st, fx, now, type, names, h->n_parts, h->id,
+	          hf__event_hold_data_text_by(type, &view, by));
+}
+
+static void emit_hold(struct hf__state *st, struct hf__effects *fx, int64_t now, const char *type,
+                      const struct hold *h)
+{
+	emit_hold_by(st, fx, now, type, h, NULL);
 }
 
 /* ---- resources ---- */
@@ -606,9 +614,10 @@ static void journal_fence(struct hf__state *st, struct hf__effects *fx)
 	fx_record(fx, HF__J_META, "last_fence", body, false);
 }
 
-/* Ends a live hold: frees its units, queues its resources for waiters, keeps it readable. */
-static void hold_end(struct hf__state *st, struct hf__effects *fx, struct hold *h,
-                     hf_hold_state state, int64_t ended_at, int64_t now)
+/* Ends a live hold: frees its units, queues its resources for waiters, keeps it readable.
+ * `by`: who ended it when not its holder or its lease ("operator"), else NULL. */
+static void hold_end_by(struct hf__state *st, struct hf__effects *fx, struct hold *h,
+                        hf_hold_state state, int64_t ended_at, int64_t now, const char *by)
 {
 	hf__heap_remove(&st->expiries, &h->expiry_slot);
 	h->state = state;
@@ -630,7 +639,14 @@ static void hold_end(struct hf__state *st, struct hf__effects *fx, struct hold *
 		st->ended_head = h;
 	st->ended_tail = h;
 	journal_hold(fx, h);
-	emit_hold(st, fx, now, state == HF_HOLD_EXPIRED ? "hold.expired" : "hold.released", h);
+	emit_hold_by(st, fx, now, state == HF_HOLD_EXPIRED ? "hold.expired" : "hold.released", h,
+	             by);
+}
+
+static void hold_end(struct hf__state *st, struct hf__effects *fx, struct hold *h,
+                     hf_hold_state state, int64_t ended_at, int64_t now)
+{
+	hold_end_by(st, fx, h, state, ended_at, now, NULL);
 }
 
 /* ---- waiting ---- */
@@ -1080,7 +1096,9 @@ fail:
 static struct hold *owned_hold(struct hf__state *st, struct hf__call *call, struct hf__effects *fx)
 {
 	struct hold *h = hf__map_get(&st->holds, call->req.hold_id);
-	int rc = h ? hf__check_owner(h->id, h->token, h->state, call->req.token, &call->reply->error)
+	bool by_operator = call->req.op == HF_OP_RELEASE && call->req.operator_release;
+	int rc = h ? hf__check_owner_or_operator(h->id, h->token, h->state, call->req.token,
+	                                         by_operator, &call->reply->error)
 	           : hf__err_no_hold(&call->reply->error, call->req.hold_id, NULL);
 	if (rc != HF_OK) {
 		fx_done(fx, call);
@@ -1135,7 +1153,8 @@ static void op_release(struct hf__state *st, struct hf__call *call, int64_t now,
 	struct hold *h = owned_hold(st, call, fx);
 	if (!h)
 		return;
-	hold_end(st, fx, h, HF_HOLD_RELEASED, now, now);
+	hold_end_by(st, fx, h, HF_HOLD_RELEASED, now, now,
+	            call->req.operator_release ? "operator" : NULL);
 	pump(st, fx, now);
 	reply_hold_done(fx, call, h);
 }
@@ -1211,6 +1230,55 @@ static void op_list_holds(struct hf__state *st, struct hf__call *call, struct hf
 	return;
 nomem:
 	free(match);
+	fx_fail(fx, call, HF_ENOMEM, "out of memory");
+}
+
+/* A parked acquire as a queue shows it: its request's owner and mode, no token, no key. */
+static int waiter_export(const struct waiter *w, const struct wlink *at, int64_t position,
+                         hf_waiter *out)
+{
+	const hf_acquire_req *a = &w->call->req.acquire;
+	*out = (hf_waiter){.position = position, .mode = a->mode, .any = a->any, .units = at->units,
+	                   .waiting_since_ms = w->call->submitted_at_ms,
+	                   .wait_deadline_ms = w->deadline};
+	if (!(out->owner = hf__strdup(a->owner)) ||
+	    !(out->claims = calloc(w->n_links, sizeof(*out->claims))))
+		return HF_ENOMEM;
+	for (size_t i = 0; i < w->n_links; i++) {
+		hf_waiter_claim *c = &out->claims[out->n_claims++];
+		c->units = w->links[i].units;
+		if (!(c->resource = hf__strdup(w->links[i].res->name)))
+			return HF_ENOMEM;
+	}
+	return HF_OK;
+}
+
+/* One page of a resource's queue, in its order; the cursor is the last position seen. */
+static void op_list_waiters(struct hf__state *st, struct hf__call *call, struct hf__effects *fx)
+{
+	const hf_request *q = &call->req;
+	struct res *r = hf__map_get(&st->resources, q->name);
+	if (!r) {
+		fx_fail(fx, call, HF_ENORESOURCE, "resource '%s' does not exist", q->name);
+		return;
+	}
+	int64_t after = hf__waiter_cursor(q->cursor), pos = 0;
+	hf_reply *reply = call->reply;
+	if (!(reply->waiters = calloc(q->limit + 1, sizeof(*reply->waiters))))
+		goto nomem;
+	for (const struct wlink *l = r->queue_head; l; l = l->next) {
+		if (++pos <= after)
+			continue;
+		if (reply->n_waiters == q->limit) {
+			reply->more = true;
+			break;
+		}
+		if (waiter_export(l->waiter, l, pos, &reply->waiters[reply->n_waiters++]) != HF_OK)
+			goto nomem;
+	}
+	fx_done(fx, call);
+	return;
+nomem:
 	fx_fail(fx, call, HF_ENOMEM, "out of memory");
 }
 
@@ -1512,6 +1580,9 @@ static void apply_op(struct hf__state *st, struct hf__call *call, int64_t now,
 		return;
 	case HF_OP_READ_EVENTS:
 		op_read_events(st, call, fx);
+		return;
+	case HF_OP_LIST_WAITERS:
+		op_list_waiters(st, call, fx);
 		return;
 	case HF_OP_SAGA_TYPE_PUT:
 	case HF_OP_SAGA_TYPE_GET:

@@ -36,6 +36,7 @@ struct tx {
 	bool drop_idle;      /* holds ended or waiters left: drop idle implicit resources */
 	int lose;            /* HF__PG_LOSE_* kind of this transaction, for the test hook */
 	bool lapsed;         /* waiter rows whose lease has ended exist */
+	const char *end_by;  /* who ends holds when not their holder ("operator"), or NULL */
 };
 
 #define I64(buf, v) (snprintf((buf), sizeof(buf), "%lld", (long long)(v)), (buf))
@@ -498,7 +499,7 @@ static int hold_end(struct tx *t, hf_hold *h, hf_hold_state state, int64_t ended
 	h->ended_at_ms = ended_at;
 	t->live_delta--;
 	const char *type = state == HF_HOLD_EXPIRED ? "hold.expired" : "hold.released";
-	return emit(t, type, h, NULL, hf__event_hold_data(type, h));
+	return emit(t, type, h, NULL, hf__event_hold_data_by(type, h, t->end_by));
 }
 
 /* Lazy expiry, in its own transaction before a change (tx_begin): due leases end (at their
@@ -1183,10 +1184,14 @@ static int op_acquire(struct tx *t, struct hf__call *call, int64_t *ticket)
 	}
 	*ticket = geti(r, 0, 0);
 	PQclear(r);
-	const char *pw[4] = {I64(b1, *ticket), t->c->conf->instance, a->any ? "t" : "f",
-	                     I64(b2, t->now + HF__PG_WAITER_LEASE_MS)};
-	if ((rc = qx(t, "INSERT INTO waiters (ticket, instance, any_of, lease_until) VALUES ($1, $2, $3, $4)",
-	             4, pw)) != HF_OK)
+	char b4[24], b5[24], b6[24];
+	const char *pw[8] = {I64(b1, *ticket), t->c->conf->instance, a->any ? "t" : "f",
+	                     I64(b2, t->now + HF__PG_WAITER_LEASE_MS), a->owner, I64(b4, a->mode),
+	                     I64(b5, call->submitted_at_ms),
+	                     I64(b6, call->submitted_at_ms + a->wait_ms)};
+	if ((rc = qx(t, "INSERT INTO waiters (ticket, instance, any_of, lease_until, owner, mode,"
+	                " since_ms, deadline_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+	             8, pw)) != HF_OK)
 		goto out;
 	for (size_t i = 0; i < n; i++) {
 		if (!rows[i].exists) {
@@ -1226,7 +1231,9 @@ static int owned_hold(struct tx *t, struct hf__call *call, hf_hold *h)
 		return hf__err_no_hold(t->err, call->req.hold_id, NULL);
 	if (rc != HF_OK)
 		return rc;
-	rc = hf__check_owner(h->id, h->token, h->state, call->req.token, t->err);
+	rc = hf__check_owner_or_operator(h->id, h->token, h->state, call->req.token,
+	                                 call->req.op == HF_OP_RELEASE && call->req.operator_release,
+	                                 t->err);
 	if (rc != HF_OK)
 		hf__hold_clear(h);
 	return rc;
@@ -1269,7 +1276,9 @@ static int op_hold_change(struct tx *t, struct hf__call *call)
 			rc = emit(t, "hold.confirmed", &h, NULL, hf__event_hold_data("hold.confirmed", &h));
 		break;
 	default: /* HF_OP_RELEASE */
+		t->end_by = call->req.operator_release ? "operator" : NULL;
 		rc = hold_end(t, &h, HF_HOLD_RELEASED, t->now);
+		t->end_by = NULL;
 		break;
 	}
 	if (rc == HF_OK)
@@ -1325,6 +1334,74 @@ static int op_list_holds(struct tx *t, struct hf__call *call)
 			break;
 		h.token[0] = '\0';
 		reply->holds[reply->n_holds++] = h;
+	}
+	reply->more = n > take;
+	PQclear(r);
+	return rc;
+}
+
+/* The claims of the waiter with this ticket, by resource name. */
+static int waiter_claims(struct tx *t, const char *ticket, hf_waiter *w)
+{
+	const char *p[1] = {ticket};
+	PGresult *r = q(t, "SELECT resource, units FROM waiter_claims WHERE ticket = $1"
+	                   " ORDER BY resource", 1, p);
+	if (!r)
+		return HF_EENGINE;
+	int rc = HF_OK;
+	size_t n = (size_t)PQntuples(r);
+	if (n && !(w->claims = calloc(n, sizeof(*w->claims))))
+		rc = hf__err(t->err, HF_ENOMEM, "out of memory");
+	for (size_t i = 0; rc == HF_OK && i < n; i++) {
+		hf_waiter_claim *c = &w->claims[w->n_claims++];
+		c->units = geti(r, (int)i, 1);
+		if (!(c->resource = hf__strdup(PQgetvalue(r, (int)i, 0))))
+			rc = hf__err(t->err, HF_ENOMEM, "out of memory");
+	}
+	PQclear(r);
+	return rc;
+}
+
+/* A resource's queue in ticket order (FIFO across instances); the cursor is a position. */
+static int op_list_waiters(struct tx *t, struct hf__call *call)
+{
+	const hf_request *rq = &call->req;
+	char b1[24], b2[24];
+	int64_t after = hf__waiter_cursor(rq->cursor);
+	const char *p[3] = {rq->name, I64(b1, after), I64(b2, (int64_t)rq->limit + 1)};
+	PGresult *r = q(t,
+	                "SELECT w.ticket, w.owner, w.mode, w.any_of, c.units, w.since_ms,"
+	                " w.deadline_ms, EXISTS (SELECT 1 FROM resources WHERE name = $1)"
+	                " FROM (SELECT 1) one LEFT JOIN (waiter_claims c JOIN waiters w USING (ticket))"
+	                " ON c.resource = $1 ORDER BY w.ticket OFFSET $2 LIMIT $3",
+	                3, p);
+	if (!r)
+		return HF_EENGINE;
+	int rc = HF_OK;
+	size_t n = (size_t)PQntuples(r);
+	if (n == 0 || !getb(r, 0, 7)) {
+		PQclear(r);
+		return hf__err(t->err, HF_ENORESOURCE, "resource '%s' does not exist", rq->name);
+	}
+	if (PQgetisnull(r, 0, 0))
+		n = 0; /* the LEFT JOIN's one row: nobody waits */
+	size_t take = n < rq->limit ? n : rq->limit;
+	hf_reply *reply = call->reply;
+	if (!(reply->waiters = calloc(take + 1, sizeof(*reply->waiters))))
+		rc = hf__err(t->err, HF_ENOMEM, "out of memory");
+	for (size_t i = 0; rc == HF_OK && i < take; i++) {
+		hf_waiter *w = &reply->waiters[reply->n_waiters++];
+		int row = (int)i;
+		w->position = after + (int64_t)i + 1;
+		w->mode = (hf_mode)geti(r, row, 2);
+		w->any = getb(r, row, 3);
+		w->units = geti(r, row, 4);
+		w->waiting_since_ms = geti(r, row, 5);
+		w->wait_deadline_ms = geti(r, row, 6);
+		if (!(w->owner = hf__strdup(PQgetvalue(r, row, 1))))
+			rc = hf__err(t->err, HF_ENOMEM, "out of memory");
+		else
+			rc = waiter_claims(t, PQgetvalue(r, row, 0), w);
 	}
 	reply->more = n > take;
 	PQclear(r);
@@ -1510,6 +1587,7 @@ enum hf__pg_outcome hf__pg_run(struct hf__pgc *c, struct hf__call *call, int64_t
 	int rc;
 	*ticket = *unsure = 0;
 	switch (call->req.op) {
+	case HF_OP_LIST_WAITERS:
 	case HF_OP_GET_RESOURCE:
 	case HF_OP_LIST_RESOURCES:
 	case HF_OP_GET_HOLD:
@@ -1548,6 +1626,9 @@ enum hf__pg_outcome hf__pg_run(struct hf__pgc *c, struct hf__call *call, int64_t
 			break;
 		case HF_OP_GET_HOLD:
 			rc = op_get_hold(&t, call);
+			break;
+		case HF_OP_LIST_WAITERS:
+			rc = op_list_waiters(&t, call);
 			break;
 		default: /* HF_OP_LIST_HOLDS */
 			rc = op_list_holds(&t, call);

@@ -120,6 +120,11 @@ static const char *const migrations[] = {
 	"  json_object_agg(name, revision ORDER BY i)::text AS list FROM numbered GROUP BY id"
 	"  HAVING count(*) > 1) a WHERE a.id = e.id;"
 	"INSERT INTO event_revisions SELECT name, max(revision) FROM numbered GROUP BY name;",
+	/* 3 -> 4: a waiter row says who waits and since when, for GET .../waiters (the
+	 * dashboard's queue). Rows parked by an older build show an empty owner and 0 times. */
+	"ALTER TABLE waiters ADD COLUMN owner text NOT NULL DEFAULT '',"
+	"  ADD COLUMN mode int NOT NULL DEFAULT 0, ADD COLUMN since_ms bigint NOT NULL DEFAULT 0,"
+	"  ADD COLUMN deadline_ms bigint NOT NULL DEFAULT 0;",
 };
 
 void hf__pgc_close(struct hf__pgc *c)

@@ -237,6 +237,14 @@ static int fill_reply(struct hf__call *call, json_t *j)
 		for (size_t i = 0; rc == HF_OK && i < n; i++)
 			if ((rc = hf__hold_from_json(json_array_get(v, i), &r->holds[i], &err)) == HF_OK)
 				r->n_holds = i + 1;
+	} else if ((v = json_object_get(j, "waiters"))) {
+		size_t n = jarr_size(v); /* cjson writes an empty list as {}: size 0 */
+		r->more = json_is_true(json_object_get(j, "more"));
+		if (!(r->waiters = calloc(n + 1, sizeof(*r->waiters))))
+			rc = HF_ENOMEM;
+		for (size_t i = 0; rc == HF_OK && i < n; i++)
+			if ((rc = hf__waiter_from_json(json_array_get(v, i), &r->waiters[i], &err)) == HF_OK)
+				r->n_waiters = i + 1;
 	} else if ((v = json_object_get(j, "events"))) {
 		size_t n = jarr_size(v);
 		r->last_seq = (uint64_t)jint(j, "last");
@@ -404,7 +412,7 @@ static struct job *call_job(struct redis_engine *eng, struct hf__call *call)
 		args_head(eng, &a, "acquire");
 		arg_add(&a, r->owner);
 		arg_int(&a, r->ttl_ms);
-		arg_add(&a, r->wait_ms > 0 ? "1" : "0");
+		arg_int(&a, r->wait_ms); /* > 0: may park; the queue shows its deadline */
 		arg_add(&a, eng->n_waiters < eng->opt.max_waiters ? "1" : "0");
 		arg_int(&a, (int)r->mode);
 		arg_add(&a, r->any ? "1" : "0");
@@ -431,6 +439,13 @@ static struct job *call_job(struct redis_engine *eng, struct hf__call *call)
 		arg_add(&a, q->hold_id);
 		arg_add(&a, q->token);
 		arg_int(&a, q->ttl_ms);
+		arg_add(&a, q->op == HF_OP_RELEASE && q->operator_release ? "1" : "0");
+		break;
+	case HF_OP_LIST_WAITERS:
+		args_head(eng, &a, "list_waiters");
+		arg_add(&a, q->name);
+		arg_int(&a, hf__waiter_cursor(q->cursor));
+		arg_int(&a, (long long)q->limit);
 		break;
 	case HF_OP_GET_HOLD:
 		args_head(eng, &a, "get_hold");

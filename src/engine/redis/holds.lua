@@ -250,7 +250,8 @@ local function hold_view(h, with_token)
 	return v
 end
 
-local function hold_end(h, state, ended_at)
+-- by: who ended it when not its holder ('operator'), or nil.
+local function hold_end(h, state, ended_at, by)
 	local was_confirmed = h.state == CONFIRMED
 	h.state = state
 	h.ended = ended_at
@@ -267,7 +268,8 @@ local function hold_end(h, state, ended_at)
 	redis.call('DECR', K_LIVE)
 	hold_save(h)
 	emit(state == EXPIRED and 'hold.expired' or 'hold.released', part_names(h), h.id,
-	     '{"id":' .. S(h.id) .. ',"owner":' .. S(h.owner) .. ',"resources":' .. parts_json(h, false) .. '}')
+	     '{' .. (by and '"by":' .. S(by) .. ',' or '') .. '"id":' .. S(h.id) .. ',"owner":' ..
+	     S(h.owner) .. ',"resources":' .. parts_json(h, false) .. '}')
 end
 
 -- Takes the units: names/units in grant order (units 0 = exclusive: the whole capacity).
@@ -494,7 +496,8 @@ local ops = {}
 -- args: owner ttl wait can_park mode any idem_key fingerprint id token wid lease n
 --       then n x (name units capacity), sorted by name unless any
 function ops.acquire(a)
-	local owner, ttl, wait, can_park = a[1], tonumber(a[2]), a[3] == '1', a[4] == '1'
+	local owner, ttl, wait_ms, can_park = a[1], tonumber(a[2]), tonumber(a[3]), a[4] == '1'
+	local wait = wait_ms > 0
 	local mode, any, ikey, fp = tonumber(a[5]), a[6] == '1', a[7], a[8]
 	local id, token, wid, lease, n = a[9], a[10], a[11], tonumber(a[12]), tonumber(a[13])
 	if ikey ~= '' then
@@ -595,7 +598,8 @@ function ops.acquire(a)
 	end
 	if not can_park then return {e = E_LIMIT, m = 'max_waiters'} end
 	local w = {st = 'p', owner = owner, mode = mode, ttl = ttl, any = any, idem = ikey,
-	           token = token, hid = id, lease = NOW + lease, ld = lease, claims = {}}
+	           token = token, hid = id, lease = NOW + lease, ld = lease, claims = {},
+	           since = NOW, dl = NOW + wait_ms}
 	local ticket = redis.call('INCR', K_TICKET)
 	for i = 1, n do
 		if not res[i] and not res_get(names[i]) then res_create(names[i], caps[i]) end
@@ -670,12 +674,15 @@ local function token_equal(stored, given)
 	return diff == 0
 end
 
--- hf__check_owner (src/core/rules.h): the token first, so an ended hold tells a stranger
--- nothing; then whether it has ended. Same codes and messages.
-local function owned_hold(id, token)
+-- hf__check_owner_or_operator (src/core/rules.h): the token first (unless an operator
+-- releases), so an ended hold tells a stranger nothing; then whether it has ended. Same codes
+-- and messages.
+local function owned_hold(id, token, by_operator)
 	local h = hold_load(id)
 	if not h then return nil, err(E_NOHOLD, 'hold \'' .. id .. '\' does not exist') end
-	if not token_equal(h.token, token) then return nil, err(E_TOKEN, 'token does not match hold \'' .. id .. '\'') end
+	if not by_operator and not token_equal(h.token, token) then
+		return nil, err(E_TOKEN, 'token does not match hold \'' .. id .. '\'')
+	end
 	if h.state == RELEASED or h.state == EXPIRED then
 		return nil, err(E_ENDED, 'hold \'' .. id .. '\' has ' ..
 		                (h.state == RELEASED and 'been released' or 'expired'))
@@ -734,10 +741,12 @@ function ops.confirm(a)
 	return {hold = hold_view(h, false)}
 end
 
+-- args: id token ttl operator('1': no token, an operator's release)
 function ops.release(a)
-	local h, e = owned_hold(a[1], a[2])
+	local by_operator = a[4] == '1'
+	local h, e = owned_hold(a[1], a[2], by_operator)
 	if not h then return e end
-	hold_end(h, RELEASED, NOW)
+	hold_end(h, RELEASED, NOW, by_operator and 'operator' or nil)
 	pump()
 	return {hold = hold_view(h, false)}
 end
@@ -867,6 +876,30 @@ function ops.delete_resource(a)
 	work = rest
 	pump()
 	return {resource = view}
+end
+
+-- args: name after(a position) limit.  A resource's queue in ticket order, as the engine's
+-- hf_waiter: who, how much, since when, until when; never a token.
+function ops.list_waiters(a)
+	local name, after, limit = a[1], tonumber(a[2]), tonumber(a[3])
+	if not res_get(name) then return err(E_NORESOURCE, 'resource \'' .. name .. '\' does not exist') end
+	local wids = redis.call('ZRANGE', qk(name), I(after), I(after + limit))
+	local out = {}
+	for i = 1, math.min(#wids, limit) do
+		local w = w_load(wids[i])
+		if w then
+			local units, claims = 0, {}
+			for _, c in ipairs(w.claims) do
+				claims[#claims + 1] = {name = c.n, units = c.u}
+				if c.n == name then units = c.u end
+			end
+			table.sort(claims, function(x, y) return x.name < y.name end)
+			out[#out + 1] = {position = after + i, owner = w.owner, mode = MODE_NAME[w.mode],
+			                 any = w.any, units = units, waiting_since_ms = w.since or 0,
+			                 wait_deadline_ms = w.dl or 0, claims = claims}
+		end
+	end
+	return {waiters = out, more = #wids > limit}
 end
 
 -- args: cursor(''=none) limit

@@ -784,9 +784,15 @@ static void handle(struct rl_engine *e, struct hf__call *call)
 	switch (call->req.op) {
 	case HF_OP_ACQUIRE:
 		return op_acquire(e, call);
+	case HF_OP_RELEASE:
+		/* A lock here is a token-valued key on independent servers: without the token a
+		 * delete could not tell this hold from a newer one on the same key. */
+		if (call->req.operator_release)
+			return fail(call, HF_ENOTSUP, "redlock:// releases with the hold's token only: "
+			                              "no operator release");
+		return op_hold(e, call);
 	case HF_OP_EXTEND:
 	case HF_OP_CONFIRM:
-	case HF_OP_RELEASE:
 		return op_hold(e, call);
 	case HF_OP_GET_HOLD: {
 		wave_run(e); /* this process's records, as the calls before it left them */
@@ -809,6 +815,9 @@ static void handle(struct rl_engine *e, struct hf__call *call)
 		return fail(call, HF_ENOTSUP, "redlock:// has plain locks only: no declared resources");
 	case HF_OP_READ_EVENTS:
 		return fail(call, HF_ENOTSUP, "redlock:// keeps no event log");
+	case HF_OP_LIST_WAITERS:
+		return fail(call, HF_ENOTSUP,
+		            "redlock:// has no wait queues: a waiting acquire retries until its wait ends");
 	case HF_OP_SAGA_TYPE_PUT:
 	case HF_OP_SAGA_TYPE_GET:
 	case HF_OP_SAGA_TYPE_LIST:

@@ -18,6 +18,9 @@ const state = {
   rows: [],
   selected: null,            // resource name shown in the detail
   holders: [],
+  waiters: [],
+  waitersListed: true,       // false once the engine answers that it cannot list them
+  saga: null,                // the saga whose timeline is shown
   expiring: [],
   skewMs: 0,                 // server clock minus ours, from /v1/stats/series
   lastSeq: null,             // the last event shown; null until the log's end is known
@@ -224,7 +227,8 @@ async function loadSeries() {
   // The current second is still counting: chart the complete ones, padded to the window.
   const pts = s.points.slice(0, -1);
   const pad = Math.max(0, SERIES_S - 1 - pts.length);
-  const zero = { granted: 0, conflicts: 0, timeouts: 0, expired: 0, latency_ms: { p50: 0, p99: 0 } };
+  const zero = { granted: 0, conflicts: 0, timeouts: 0, expired: 0, latency_ms: { p50: 0, p99: 0 },
+    handoff_ms: { n: 0, p50: 0, p99: 0 } };
   lastSeries = Array(pad).fill(zero).concat(pts);
   drawSeries();
   const sum = (k, n) => pts.slice(-n).reduce((a, p) => a + p[k], 0);
@@ -236,14 +240,12 @@ async function loadSeries() {
   $('#latency-now').textContent = last
     ? 'latest second with grants: p50 ' + last.latency_ms.p50.toFixed(2) + ' ms, p99 ' + last.latency_ms.p99.toFixed(2) + ' ms'
     : 'no grants in the window';
-  // Sagas: the place is kept, and shown only when the server reports them.
-  const sg = $('#sagas');
-  if (s.sagas) {
-    sg.hidden = false;
-    $('#sagas-summary').textContent = 'in flight ' + num(s.sagas.in_flight || 0) + ', failed ' + num(s.sagas.failed || 0);
-  } else {
-    sg.hidden = true;
-  }
+  const withHandoff = pts.filter((p) => p.handoff_ms && p.handoff_ms.n > 0);
+  const lastH = withHandoff[withHandoff.length - 1];
+  $('#handoff-now').textContent = lastH
+    ? 'latest second with hand-offs: ' + lastH.handoff_ms.n + ', p50 ' + lastH.handoff_ms.p50.toFixed(0) +
+      ' ms, p99 ' + lastH.handoff_ms.p99.toFixed(0) + ' ms'
+    : 'no hand-offs in the window';
 }
 
 function drawSeries() {
@@ -258,6 +260,10 @@ function drawSeries() {
   drawChart($('#chart-latency'), [
     { values: pick((p) => p.latency_ms.p50), color: cssVar('--p50') },
     { values: pick((p) => p.latency_ms.p99), color: cssVar('--p99') },
+  ], ' ms');
+  drawChart($('#chart-handoff'), [
+    { values: pick((p) => (p.handoff_ms ? p.handoff_ms.p50 : 0)), color: cssVar('--p50') },
+    { values: pick((p) => (p.handoff_ms ? p.handoff_ms.p99 : 0)), color: cssVar('--p99') },
   ], ' ms');
 }
 
@@ -348,6 +354,7 @@ function setupResources() {
 // ---- One resource: its holders and waiters. ---------------------------------------
 
 function select(name) {
+  if (state.selected !== name) state.waiters = [];
   state.selected = name;
   $('#detail').hidden = false;
   $('#detail-name').textContent = name;
@@ -358,10 +365,11 @@ function select(name) {
 function renderSummary(r) {
   $('#detail-summary').textContent = 'capacity ' + num(r.capacity) + ', ' + num(r.held) + ' held by ' +
     num(r.holds) + (r.holds === 1 ? ' hold' : ' holds') + (r.declared ? '' : ' (implicit resource)');
-  $('#waiters').textContent = r.waiters
-    ? num(r.waiters) + (r.waiters === 1 ? ' waiter' : ' waiters') +
-      ' queued (the API gives the count; their order and wait times are not exposed yet)'
-    : 'no waiters';
+  const shown = state.waiters.length;
+  $('#waiters').textContent = !r.waiters ? 'no waiters'
+    : num(r.waiters) + (r.waiters === 1 ? ' waiter' : ' waiters') +
+      (!state.waitersListed ? ' queued (this engine does not list them: count only)'
+        : shown < r.waiters ? ' queued, the first ' + num(shown) + ' shown' : ' queued');
 }
 
 async function loadDetail() {
@@ -375,13 +383,52 @@ async function loadDetail() {
     if (e.code !== 'resource_not_found') throw e;
     r = { name, capacity: 0, held: 0, holds: 0, waiters: 0, declared: false };
   }
-  const [t, c] = await Promise.all([api(q + 'tentative'), api(q + 'confirmed')]);
+  const [t, c, w] = await Promise.all([api(q + 'tentative'), api(q + 'confirmed'), loadWaiters(name)]);
   if (state.selected !== name) return;
+  state.waiters = w;
   renderSummary(r);
+  const wb = $('#waiters-table tbody');
+  redraw(wb, JSON.stringify([name, w]), () => fillWaiters(wb, w));
   const holds = t.holds.concat(c.holds);
   holds.sort((a, b) => (a.expires_at_ms || Infinity) - (b.expires_at_ms || Infinity));
   const tb = $('#holders tbody');
   redraw(tb, JSON.stringify([name, holds, t.more || c.more]), () => fillHolders(tb, name, holds, t.more || c.more));
+}
+
+// The queue, first 50: GET /v1/resources/{name}/waiters. An engine that cannot list its queue
+// (not_supported) leaves the count only.
+async function loadWaiters(name) {
+  try {
+    const r = await api('/v1/resources/' + encodeURIComponent(name) + '/waiters?limit=50');
+    state.waitersListed = true;
+    return r.waiters;
+  } catch (e) {
+    if (e.code === 'not_supported') { state.waitersListed = false; return []; }
+    if (e.code === 'resource_not_found') return [];
+    throw e;
+  }
+}
+
+function fillWaiters(tb, ws) {
+  tb.textContent = '';
+  for (const w of ws) {
+    tb.append(el('tr', { 'data-position': String(w.position), 'data-owner': w.owner },
+      el('td', { class: 'num', text: String(w.position) }),
+      el('td', { class: 'owner', text: w.owner }),
+      el('td', { class: 'num', text: w.units ? num(w.units) : 'all' }),
+      el('td', { text: w.mode + (w.any ? ' (any of ' + w.claims.length + ')' : w.claims.length > 1 ? ' (' + w.claims.length + ' resources)' : '') }),
+      el('td', { class: 'waited', 'data-since': String(w.waiting_since_ms) }),
+      el('td', { class: 'gives-up', 'data-deadline': String(w.wait_deadline_ms) })));
+  }
+  if (!ws.length) tb.append(el('tr', {}, el('td', { colSpan: 6, class: 'muted', text: 'nobody waiting' })));
+  paintWaits();
+}
+
+// Wait times are redrawn with the lease bars, from the server's clock.
+function paintWaits() {
+  const now = serverNow();
+  for (const td of document.querySelectorAll('td.waited')) td.textContent = fmtLeft(now - Number(td.dataset.since));
+  for (const td of document.querySelectorAll('td.gives-up')) td.textContent = fmtLeft(Number(td.dataset.deadline) - now);
 }
 
 function fillHolders(tb, name, holds, more) {
@@ -402,7 +449,9 @@ function fillHolders(tb, name, holds, more) {
   if (more) tb.append(el('tr', {}, el('td', { colSpan: 7, class: 'muted', text: 'first 100 of each state shown' })));
 }
 
-// ---- Releasing a hold: a confirmation that also asks for the hold's token. --------
+// ---- Releasing a hold: a confirmation, then an operator release (the API key the page
+// already sends). A server without an API key refuses it (operator_needs_api_key): then the
+// dialog asks for the hold's token instead. ------------------------------------------
 
 let releasing = null;
 
@@ -414,7 +463,8 @@ function askRelease(h) {
   $('#release-token').value = '';
   $('#release-error').hidden = true;
   $('#release-dialog').showModal();
-  $('#release-token').focus();
+  const box = $('#release-token-box');
+  (box.hidden ? $('#release-confirm') : $('#release-token')).focus();
 }
 
 function setupRelease() {
@@ -423,16 +473,109 @@ function setupRelease() {
   $('#release-form').addEventListener('submit', async (ev) => {
     ev.preventDefault();
     if (!releasing) return;
-    const token = $('#release-token').value.trim();
+    const box = $('#release-token-box');
+    const body = box.hidden ? { operator: true } : { token: $('#release-token').value.trim() };
     const errp = $('#release-error');
     try {
-      await api('/v1/holds/' + encodeURIComponent(releasing.id) + '/release', { method: 'POST', body: { token } });
+      await api('/v1/holds/' + encodeURIComponent(releasing.id) + '/release', { method: 'POST', body });
       releasing = null;
       d.close();
       refreshAll();
     } catch (e) {
       errp.textContent = e.code + ': ' + e.message;
       errp.hidden = false;
+      if (e.code === 'operator_needs_api_key') { box.hidden = false; $('#release-token').focus(); }
+    }
+  });
+}
+
+// ---- Sagas in flight, failed and stuck (GET /v1/sagas by state); hidden on engines that
+// keep none (not_supported). Each list is bounded; the timeline is read on demand. --------
+
+const SAGA_STATES = ['running', 'compensating', 'compensation_failed', 'failed'];
+const SAGAS_EACH = 20;
+
+async function loadSagas() {
+  let lists;
+  try {
+    lists = await Promise.all(SAGA_STATES.map((st) => api('/v1/sagas?limit=' + SAGAS_EACH + '&state=' + st)));
+  } catch (e) {
+    if (e.code === 'not_supported') { $('#sagas').hidden = true; return; }
+    throw e;
+  }
+  $('#sagas').hidden = false;
+  const count = (l) => num(l.items.length) + (l.more ? '+' : '');
+  $('#sagas-summary').textContent = 'in flight ' + count(lists[0]) + ' running, ' + count(lists[1]) +
+    ' compensating; stuck ' + count(lists[2]) + ' (compensation_failed); failed ' + count(lists[3]);
+  const rows = [].concat(...lists.map((l) => l.items));
+  const tb = $('#sagas-table tbody');
+  redraw(tb, JSON.stringify(rows), () => fillSagas(tb, rows));
+  if (state.saga) loadSagaTimeline(state.saga).catch(fail);
+}
+
+function fillSagas(tb, rows) {
+  tb.textContent = '';
+  for (const g of rows) {
+    const acts = el('td', {}, el('button', { type: 'button', class: 'link', text: 'Timeline', 'data-key': 'tl:' + g.id,
+      'aria-label': 'Timeline of saga ' + g.id, onclick: () => { state.saga = g.id; loadSagaTimeline(g.id).catch(fail); } }));
+    if (g.state === 'compensation_failed') {
+      acts.append(' ', el('button', { type: 'button', class: 'danger resume', text: 'Resume…', 'data-key': 'res:' + g.id,
+        'aria-label': 'Resume saga ' + g.id, onclick: () => askResume(g) }));
+    }
+    tb.append(el('tr', { 'data-saga': g.id, 'data-state': g.state },
+      el('td', {}, el('code', { title: g.id, text: shortId(g.id) })),
+      el('td', { text: g.type }),
+      el('td', { class: 'saga-state ' + g.state, text: g.state }),
+      el('td', { text: new Date(g.updated_at_ms).toISOString().slice(11, 19) }),
+      el('td', { class: 'muted', text: g.error ? g.error.code + ': ' + g.error.message : '' }),
+      acts));
+  }
+  if (!rows.length) tb.append(el('tr', {}, el('td', { colSpan: 6, class: 'muted', text: 'no saga in flight, failed or stuck' })));
+}
+
+async function loadSagaTimeline(id) {
+  const g = await api('/v1/sagas/' + encodeURIComponent(id));
+  if (state.saga !== id) return;
+  $('#saga-detail').hidden = false;
+  $('#saga-detail-id').textContent = id + ' (' + g.state + ')';
+  const ol = $('#saga-timeline');
+  redraw(ol, JSON.stringify([id, g.timeline, g.timeline_dropped]), () => {
+    ol.textContent = '';
+    if (g.timeline_dropped) ol.append(el('li', { class: 'muted', text: g.timeline_dropped + ' earlier entries dropped' }));
+    for (const t of g.timeline) {
+      ol.append(el('li', {}, el('span', { class: 'muted', text: new Date(t.at_ms).toISOString().slice(11, 23) + ' ' }),
+        t.step + ' ' + t.phase + ' ' + t.what + (t.attempt ? ' #' + t.attempt : '') + (t.detail ? ': ' + t.detail : '')));
+    }
+  });
+}
+
+let resuming = null;
+
+function askResume(g) {
+  resuming = g;
+  $('#resume-id').textContent = g.id;
+  $('#resume-type').textContent = g.type;
+  $('#resume-error').hidden = true;
+  $('#resume-dialog').showModal();
+  $('#resume-confirm').focus();
+}
+
+function setupResume() {
+  const d = $('#resume-dialog');
+  $('#resume-cancel').addEventListener('click', () => { resuming = null; d.close(); });
+  $('#resume-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    if (!resuming) return;
+    try {
+      await api('/v1/sagas/' + encodeURIComponent(resuming.id) + '/resume', { method: 'POST', body: {} });
+      state.saga = resuming.id;
+      resuming = null;
+      d.close();
+      refreshAll();
+    } catch (e) {
+      const p = $('#resume-error');
+      p.textContent = e.code + ': ' + e.message;
+      p.hidden = false;
     }
   });
 }
@@ -483,7 +626,8 @@ function addEvent(ev) {
     el('span', { class: 't', text: t + ' ' }),
     el('span', { class: 'ty', text: ev.type }),
     ' ', ev.resource || '', ev.hold_id ? ' ' + shortId(ev.hold_id) : '',
-    ev.data && ev.data.owner ? ' owner=' + ev.data.owner : '');
+    ev.data && ev.data.owner ? ' owner=' + ev.data.owner : '',
+    ev.data && ev.data.by ? ' by=' + ev.data.by : '');
   li.hidden = !eventMatches(ev);
   list.prepend(li);
   while (list.children.length > EVENTS_KEPT) list.lastChild.remove();
@@ -575,7 +719,7 @@ function scheduleResources() {
 
 async function refreshAll() {
   try {
-    await Promise.all([loadSeries(), loadResources(), loadExpiring(), loadDetail()]);
+    await Promise.all([loadSeries(), loadResources(), loadExpiring(), loadDetail(), loadSagas()]);
     setConn('connected', true);
     showError('');
   } catch (e) { fail(e); }
@@ -590,12 +734,14 @@ async function loadUptime() {
 
 function tick() {
   for (const td of document.querySelectorAll('td.lease')) paintLease(td);
+  paintWaits();
 }
 
 function main() {
   setupKey();
   setupResources();
   setupRelease();
+  setupResume();
   setupEvents();
   loadUptime();
   refreshAll();
