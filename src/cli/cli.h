@@ -94,5 +94,6 @@ int cli_cmd_stats(int argc, char **argv);
 int cli_cmd_run(int argc, char **argv);
 int cli_cmd_saga(int argc, char **argv);      /* sagas.c */
 int cli_cmd_saga_type(int argc, char **argv); /* sagas.c */
+int cli_cmd_tx(int argc, char **argv);        /* sagas.c: TCC transactions */
 
 #endif /* HF_CLI_H */
