@@ -466,9 +466,11 @@ static int next_action(struct run *r, hf_error *err)
 	struct outcome o;
 	const struct hf__saga_call *act = &r->t->steps[k].action;
 	run_call(r, k, act, "action", 0, act->retry.attempts, &o);
-	/* An acquire that a crash interrupted before its checkpoint may hold: a lease that ran out
-	 * before the re-run leaves it uncertain, and its release finds it by key (find_by_key). */
-	if (o.not_tried && act->kind == HF__SAGA_HOLD && act->hold_op == HF__HOLD_ACQUIRE)
+	/* A crash may have interrupted the step after it acted and before its checkpoint; a lease
+	 * that ran out before the re-run leaves it uncertain. An acquire's release finds its hold
+	 * by key (find_by_key); a barrier step's compensation is harmless if it never acted. */
+	if (o.not_tried && (r->t->steps[k].barrier ||
+	                    (act->kind == HF__SAGA_HOLD && act->hold_op == HF__HOLD_ACQUIRE)))
 		o.uncertain = true;
 	if (o.stopped) {
 		json_decref(o.result), json_decref(o.hold);

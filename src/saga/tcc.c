@@ -93,8 +93,8 @@ static json_t *try_step(const json_t *p, size_t i)
 	char name[32], tmpl[3][96];
 	STEP(name, "try", i);
 	if (json_object_get(p, "http"))
-		return json_pack("{s:s, s:o, s:o}", "name", name, "action", http_call(p, i, "try"),
-		                 "compensation", http_call(p, i, "cancel"));
+		return json_pack("{s:s, s:o, s:o, s:b}", "name", name, "action", http_call(p, i, "try"),
+		                 "compensation", http_call(p, i, "cancel"), "barrier", 1);
 	static const char *const f[] = {"resource", "units", "capacity"};
 	for (size_t k = 0; k < 3; k++)
 		snprintf(tmpl[k], sizeof(tmpl[k]), "{{input.participants.%zu.hold.%s}}", i, f[k]);

@@ -244,6 +244,30 @@ def test_kill_between_try_and_confirm(t):
     assert not [h for h in body["holds"] if h["state"] == "tentative"], body
 
 
+def test_kill_then_deadline_passes(t):
+    """SIGKILL while a try is at the bank, restart after the deadline: the try's step never
+    checkpointed, yet it may have acted, so its cancel is sent (a barrier step) — the bank,
+    whatever the order in which the late try and the cancel arrive, ends holding nothing."""
+    t.bank.delay["late"] = 2.5
+    tx = t.start([t.http("late"), t.seat("late")], timeout_ms=600)
+    time.sleep(0.3)
+    t.srv.kill()
+    time.sleep(0.6)  # past the deadline
+    t.srv = hfserver.Server(store_dir=t.dir)
+    body = t.wait(tx["id"], ["confirmed", "cancelled", "cancel_failed"])
+    assert body["state"] == "cancelled" and body["error"]["code"] == "lease_expired", body
+    assert body["participants"][0]["state"] == "cancelled", body
+    deadline = time.time() + 20
+    while not [o for o in t.bank.ops(tx["id"]) if o[0] == "try"]:
+        assert time.time() < deadline, t.bank.ops(tx["id"])
+        time.sleep(0.05)
+    ops = t.bank.ops(tx["id"])
+    assert [o for o in ops if o[0] == "cancel"], ops
+    assert t.bank.holding(tx["id"]) == {}, ops
+    assert t.live_holds(tx["id"]) == []
+    del t.bank.delay["late"]
+
+
 def test_validation_and_idempotency(t):
     bad = [({"participants": []}, "participants"),
            ({"participants": [{"hold": {"resource": "x"}}]}, "timeout_ms"),
