@@ -438,7 +438,7 @@ static void report(double elapsed, long bad)
 	if (hfb_cfg.json) {
 		json_t *o = json_pack(
 			"{s:s, s:i, s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:f, s:I, s:I, s:I, s:I, s:I, s:f, s:f,"
-			" s:{s:f, s:f, s:f}, s:b, s:i}",
+			" s:{s:f, s:f, s:f}, s:b, s:{s:b, s:i}}",
 			"tool", "holdfast-bench", "scenario", 6, "scenario_name", "flight bookings",
 			"mode", hfb_cfg.plain ? "plain" : "saga", "target",
 			hfb_cfg.server ? hfb_cfg.server : hfb_cfg.engine, "clients", hfb_cfg.clients,
@@ -446,9 +446,9 @@ static void report(double elapsed, long bad)
 			hfb_cfg.decline_pct, "elapsed_s", elapsed, "bookings", (json_int_t)F.n, "completed",
 			(json_int_t)F.completed, "declined", (json_int_t)F.declined, "seat_taken",
 			(json_int_t)F.taken, "other", (json_int_t)F.other, "bookings_per_s", bps,
-			"sagas_per_s", sps, "latency_us", "p50", hfb_hist_quantile(&F.lat, 0.5), "p99",
-			hfb_hist_quantile(&F.lat, 0.99), "max", (double)F.lat.max, "pass", bad == 0,
-			"violations", (int)bad);
+			"sagas_per_s", sps, "latency_ms", "p50", hfb_hist_quantile(&F.lat, 0.5) / 1000,
+			"p99", hfb_hist_quantile(&F.lat, 0.99) / 1000, "max", (double)F.lat.max / 1000,
+			"pass", bad == 0, "checks", "enabled", hfb_cfg.check, "violations", (int)bad);
 		char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 		if (s)
 			puts(s);
