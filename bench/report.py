@@ -475,7 +475,7 @@ def saga_wait():
 
 def flights():
     """Scenario 6: bookings through sagas next to the same bookings without one."""
-    rows = ["| via | bookings | completed/s | all bookings/s | completed | declined | seat taken "
+    rows = ["| via | booking made as | completed/s | all bookings/s | completed | declined | seat taken "
             "| booking p50 | p99 | **completed/s, saga / plain** | checks |",
             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for via, base in (("HTTP (holdfastd)", "holdfast-http-s6"), ("library (file:)", "holdfast-engine-s6")):

@@ -36,8 +36,9 @@ static int participant(const json_t *p, size_t i, json_t **out, hf_error *err)
 		json_t *units = json_object_get(hold, "units"), *cap = json_object_get(hold, "capacity");
 		const char *mode = json_string_value(json_object_get(hold, "mode"));
 		hf_mode m;
-		if (hf__check_name("resource", res, HF_NAME_MAX, err) != HF_OK)
-			return hf__err(err, HF_EINVAL, "participants[%zu].hold.resource: %s", i, err ? err->message : "");
+		hf_error why;
+		if (hf__check_name("resource", res, HF_NAME_MAX, &why) != HF_OK)
+			return hf__err(err, HF_EINVAL, "participants[%zu].hold.resource: %s", i, why.message);
 		if ((units && (!json_is_integer(units) || json_integer_value(units) < 1 ||
 		               json_integer_value(units) > HF_CAPACITY_MAX)) ||
 		    (cap && (!json_is_integer(cap) || json_integer_value(cap) < 0 ||
