@@ -30,7 +30,7 @@
 
 /* What one booking ended as; the checks read these after the run. */
 struct booking {
-	char owner[64]; /* saga/<id>, or the plain booking's owner */
+	char owner[96]; /* saga/<id>, or the plain booking's owner */
 	int flight, seat;
 	char state[24]; /* completed, failed, or what else the saga said */
 	char code[24];  /* the error code of a failed one */
