@@ -99,7 +99,7 @@ static json_t *try_step(const json_t *p, size_t i)
 	static const char *const f[] = {"resource", "units", "capacity"};
 	for (size_t k = 0; k < 3; k++)
 		snprintf(tmpl[k], sizeof(tmpl[k]), "{{input.participants.%zu.hold.%s}}", i, f[k]);
-	/* The mode is checked when the type is (no template); it is one of three words. */
+	/* A saga type wants a literal mode (no template): one of three words, checked above. */
 	const char *mode = json_string_value(json_object_get(json_object_get(p, "hold"), "mode"));
 	return json_pack("{s:s, s:{s:{s:s, s:s, s:s, s:s, s:s, s:s, s:i}}, s:o}", "name", name,
 	                 "action", "hold", "op", "acquire", "resource", tmpl[0], "units", tmpl[1],
