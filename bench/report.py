@@ -349,6 +349,7 @@ def main():
         "CHECKS": ("every run passed its checks (but the deliberate failure below)" if not fails
                    else "runs that failed: " + ", ".join(sorted(fails))),
         "SAGA_WAIT": saga_wait(),
+        "FLIGHTS": flights(),
         "LIMITS": limits(),
         "INSTRUCTIONS": instructions(),
         "DEMO": demo(),
@@ -469,6 +470,25 @@ def saga_wait():
         rows.append("| {} | {} | {} | {} | {} | {} | {} | {} |".format(
             label, fmt(grants(n)), pct(rt.get("success")), pct(rt.get("conflict")), pct(rt.get("timeout")),
             ms(lat.get("p50")), ms(lat.get("p99")), status(n)))
+    return "\n".join(rows)
+
+
+def flights():
+    """Scenario 6: bookings through sagas next to the same bookings without one."""
+    rows = ["| via | booking made as | completed/s | all bookings/s | completed | declined | seat taken "
+            "| booking p50 | p99 | **completed/s, saga / plain** | checks |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for via, base in (("HTTP (holdfastd)", "holdfast-http-s6"), ("library (file:)", "holdfast-engine-s6")):
+        plain = get(base + "-plain", "bookings_per_s")
+        for mode, n in (("saga", base), ("plain acquire/pay/confirm", base + "-plain")):
+            r = runs.get(n) or {}
+            lat = r.get("latency_ms") or {}
+            rows.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+                via, mode, fmt(r.get("bookings_per_s"), 1), fmt(r.get("sagas_per_s"), 1),
+                fmt(r.get("completed")), fmt(r.get("declined")), fmt(r.get("seat_taken")),
+                ms(lat.get("p50")), ms(lat.get("p99")),
+                rfmt(ratio(r.get("bookings_per_s"), plain)) if mode == "saga" else "1",
+                status(n) if n in runs else "**not run**"))
     return "\n".join(rows)
 
 

@@ -291,6 +291,17 @@ run "demo-redis-lock-rw-ttl5-s2" --peer redis-lock-rw --redis "127.0.0.1:$R_PORT
 # the FIFO head-of-line effect in the saga: waiting in line instead of retrying
 # shellcheck disable=SC2086
 run "holdfast-http-s5-wait" $SERVER --scenario 5 --saga-wait-ms 50
+# flight bookings end to end through real sagas (scenario 6), and the same bookings as plain
+# acquire/pay/confirm calls: what the orchestrator costs. Seats enough not to sell out.
+FLIGHTS="--scenario 6 --flights 3 --seats 5000 --decline-pct 20"
+# shellcheck disable=SC2086
+run "holdfast-http-s6" $SERVER $FLIGHTS
+# shellcheck disable=SC2086
+run "holdfast-http-s6-plain" $SERVER $FLIGHTS --plain
+# shellcheck disable=SC2086
+run "holdfast-engine-s6" --engine "file:$TMP/engine-s6.db" $FLIGHTS
+# shellcheck disable=SC2086
+run "holdfast-engine-s6-plain" --engine "file:$TMP/engine-s6-plain.db" $FLIGHTS --plain
 
 echo "load_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS/machine.txt"
 log "writing docs/benchmarks.md and bench/charts/"

@@ -426,6 +426,19 @@ int hf_saga_list(hf_store *store, const char *state, const char *type, const cha
  * HF_ESAGASTATE in any other state. Answers the saga. */
 int hf_saga_resume(hf_store *store, const char *id, char **json, hf_error *err);
 
+/* ---- TCC / two-phase reservations (docs/sagas.md, "TCC"). ------------------------------ */
+
+/* Starts a transaction from `request_json`: {"timeout_ms": N, "participants": [{"hold":
+ * {"resource","units","capacity","mode"}} | {"http": {"try","confirm","cancel","body"}}]}.
+ * Every try runs within timeout_ms (a tentative hold's lease); when all succeed every
+ * participant is confirmed, else every try is cancelled. Idempotent by key as hf_saga_start.
+ * Answers the transaction as hf_tx_get does. */
+int hf_tx_start(hf_store *store, const char *request_json, const char *idempotency_key,
+                char **json, bool *replayed, hf_error *err);
+/* The transaction: state (trying, confirming, confirmed, cancelling, cancelled,
+ * cancel_failed), its participants' states, steps and timeline. HF_ENOSAGA if there is none. */
+int hf_tx_get(hf_store *store, const char *id, char **json, hf_error *err);
+
 #ifdef __cplusplus
 }
 #endif

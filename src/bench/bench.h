@@ -60,6 +60,9 @@ struct hfb_config {
 	char tag[64];         /* prefix of every name this run uses: runs never share state */
 	size_t max_print;     /* violations printed */
 	const char *history;  /* --history: write the observed history here (holdfast-check) */
+	int flights;          /* scenario 6: flights (seats: per flight; bag_capacity: per flight) */
+	int decline_pct;      /* scenario 6: share of bookings whose card is declined */
+	bool plain;           /* scenario 6: the same bookings as plain acquire/confirm, no saga */
 };
 
 extern struct hfb_config hfb_cfg;
@@ -231,6 +234,10 @@ void hfb_peer_start(struct hfb_client *c);
 /* The peer's own end state, and the checker over the clients' view; returns violations. */
 long hfb_peer_check(FILE *out, struct hfb_report *rep);
 bool hfb_peer_supports(enum hfb_peer p, int scenario);
+
+/* flights.c: scenario 6, flight bookings through sagas (or --plain), run, checked and
+ * reported on its own; the exit code of holdfast-bench. */
+int hfb_flights_main(void);
 
 /* history.c: writes the observations as a holdfast-check history (JSON lines, see
  * docs/reliability.md) to `path`, replacing it; 0, or -1 if it could not be written. */

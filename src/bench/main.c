@@ -33,7 +33,8 @@ static const char usage[] =
     "  --redis HOST:PORT   for the redis peers (default 127.0.0.1:6379)\n"
     "  --pg CONNINFO       for the pg peers (default \"host=127.0.0.1 dbname=postgres\")\n"
     "  --scenario N        1 uncontended lock, 2 hot lock, 3 hot stock, 4 seat race,\n"
-    "                      5 saga booking with abandoned leases (default 1)\n"
+    "                      5 saga booking with abandoned leases, 6 flight bookings through\n"
+    "                      real sagas (default 1)\n"
     "  --clients N         concurrent clients, each on its own connection (default 16)\n"
     "  --threads N         event-loop threads the clients share (default 2)\n"
     "  --duration S        stop starting new cycles after S seconds (default 10)\n"
@@ -43,7 +44,7 @@ static const char usage[] =
     "  --no-check          skip the invariant checks (and the read-back they need)\n"
     "  --cs-us US          scenario 2: critical section length (default 100)\n"
     "  --wait-ms MS        scenario 2: how long a contender waits (default 10000)\n"
-    "  --retry-us US       peers: delay between attempts on a taken lock; scenario 5:\n"
+    "  --retry-us US       peers: delay between attempts on a taken lock; scenarios 5, 6:\n"
     "                      before booking again after a refusal (default 1000)\n"
     "  --lock-ttl-ms MS    redis peers and pg-lock-table: the lock's lease (default 30000)\n"
     "  --stock N           scenario 3: units of the product (default 100)\n"
@@ -54,6 +55,10 @@ static const char usage[] =
     "                      scenario 5: seats (default 4 x clients)\n"
     "  --bags N            scenario 5: baggage units (default 4 x clients)\n"
     "  --lease-ms MS       scenario 5: the booking's lease (default 300)\n"
+    "  --flights N         scenario 6: flights (default 3); --seats: seats per flight\n"
+    "                      (default 200), --bags: baggage units per flight (default 2 x seats)\n"
+    "  --decline-pct P     scenario 6: share of cards the payment service declines (default 20)\n"
+    "  --plain             scenario 6: the same bookings as acquire/pay/confirm calls, no saga\n"
     "  --saga-wait-ms MS   scenario 5: how long a booking waits in line (default 0: it\n"
     "                      fails at once and retries after --retry-us)\n"
     "  --tag NAME          prefix of the names this run uses (default: unique per run)\n"
@@ -61,7 +66,8 @@ static const char usage[] =
     "  --history FILE      write what the clients observed as a holdfast-check history\n";
 
 static const char *const scenario_names[] = {"",          "uncontended lock", "hot lock",
-                                             "hot stock", "seat race",        "saga booking"};
+                                             "hot stock", "seat race",        "saga booking",
+                                             "flight bookings"};
 
 static const struct {
 	const char *name;
@@ -122,6 +128,9 @@ static int parse_args(int argc, char **argv)
 		O_MAXP,
 		O_LTTL,
 		O_HIST,
+		O_FLIGHTS,
+		O_DECLINE,
+		O_PLAIN,
 		O_HELP
 	};
 	static const struct option opts[] = {
@@ -153,6 +162,9 @@ static int parse_args(int argc, char **argv)
 	    {"lock-ttl-ms", 1, 0, O_LTTL},
 	    {"max-print", 1, 0, O_MAXP},
 	    {"history", 1, 0, O_HIST},
+	    {"flights", 1, 0, O_FLIGHTS},
+	    {"decline-pct", 1, 0, O_DECLINE},
+	    {"plain", 0, 0, O_PLAIN},
 	    {"help", 0, 0, O_HELP},
 	    {0, 0, 0, 0},
 	};
@@ -175,6 +187,8 @@ static int parse_args(int argc, char **argv)
 	c->lease_ms = 300;
 	c->saga_wait_ms = 0;
 	c->max_print = 20;
+	c->flights = 3;
+	c->decline_pct = 20;
 	c->redis = "127.0.0.1:6379";
 	c->pg = "host=127.0.0.1 dbname=postgres";
 	int o;
@@ -201,7 +215,7 @@ static int parse_args(int argc, char **argv)
 			c->pg = optarg;
 			break;
 		case O_SCEN:
-			if (!parse_i64(optarg, 1, 5, &v))
+			if (!parse_i64(optarg, 1, 6, &v))
 				return bad_option("--scenario", optarg);
 			c->scenario = (int)v;
 			break;
@@ -304,6 +318,19 @@ static int parse_args(int argc, char **argv)
 				return bad_option("--max-print", optarg);
 			c->max_print = (size_t)v;
 			break;
+		case O_FLIGHTS:
+			if (!parse_i64(optarg, 1, 1000, &v))
+				return bad_option("--flights", optarg);
+			c->flights = (int)v;
+			break;
+		case O_DECLINE:
+			if (!parse_i64(optarg, 0, 100, &v))
+				return bad_option("--decline-pct", optarg);
+			c->decline_pct = (int)v;
+			break;
+		case O_PLAIN:
+			c->plain = true;
+			break;
 		case 'h':
 		case O_HELP:
 			fputs(usage, stdout);
@@ -330,13 +357,15 @@ static int parse_args(int argc, char **argv)
 		c->threads = 1; /* completions are dispatched on one loop */
 	if (c->threads > c->clients)
 		c->threads = c->clients;
-	if (c->scenario == 4)
+	if (c->scenario == 6)
+		c->seats = (int)(seats ? seats : 200);
+	else if (c->scenario == 4)
 		c->seats = (int)(seats ? seats : c->clients / 2 ? c->clients / 2 : 1);
 	else /* enough seats that abandoned bookings (held for a lease) do not fill the plane */
 		c->seats = (int)(seats ? seats : 4 * c->clients);
 	if (c->scenario == 4 && c->seats > HF_CLAIMS_MAX)
 		return bad_option("--seats (at most 64 in the seat race)", "");
-	c->bag_capacity = bags ? bags : 4 * (int64_t)c->clients;
+	c->bag_capacity = bags ? bags : c->scenario == 6 ? 2 * (int64_t)c->seats : 4 * (int64_t)c->clients;
 	if (c->bag_capacity < 3)
 		c->bag_capacity = 3;
 	if (c->max_units > c->stock)
@@ -345,6 +374,8 @@ static int parse_args(int argc, char **argv)
 		return bad_option("--abandon-pct + --confirm-pct (over 100)", "");
 	if (c->history && (!c->check || c->peer))
 		return bad_option("--history (needs the checks, and holdfast rather than a peer)", "");
+	if (c->history && c->scenario == 6)
+		return bad_option("--history (scenario 6 checks bookings, not a history)", "");
 	if (c->peer && !hfb_peer_supports(c->peer, c->scenario)) {
 		fprintf(stderr, "holdfast-bench: peer '%s' has no scenario %d\n", c->peer_name,
 		        c->scenario);
@@ -662,6 +693,8 @@ int main(int argc, char **argv)
 	int rc = parse_args(argc, argv);
 	if (rc != 0)
 		return rc;
+	if (hfb_cfg.scenario == 6)
+		return hfb_flights_main();
 	hfb_history_init(&hfb_run.hist);
 	hf_store *store = NULL, *reader = NULL;
 	struct hfb_worker *ws = NULL;

@@ -35,6 +35,7 @@ static const char main_usage[] =
 	"  run --lock KEY -- COMMAND...  run a command under a distributed lock\n"
 	"  saga start|get|list|resume    start and follow sagas (docs/sagas.md)\n"
 	"  saga-type put|get NAME        register or show a saga type\n"
+	"  tx start|get                  TCC transactions: try, then confirm or cancel all\n"
 	"  relay --to URL                deliver the event log to RabbitMQ or Redis Streams\n"
 	"  consume --from URL            apply relayed events once each (print or run a command)\n"
 	"\n"
@@ -287,6 +288,7 @@ static const struct {
 	{"release", cli_cmd_release},     {"get", cli_cmd_get},       {"list", cli_cmd_list},
 	{"resources", cli_cmd_resources}, {"events", cli_cmd_events}, {"stats", cli_cmd_stats},
 	{"run", cli_cmd_run},             {"saga", cli_cmd_saga},     {"saga-type", cli_cmd_saga_type},
+	{"tx", cli_cmd_tx},
 #ifdef HF_CLI_RELAY
 	{"relay", cli_cmd_relay},         {"consume", cli_cmd_consume},
 #endif

@@ -1,6 +1,7 @@
 /*
- * sagas.c — `holdfast saga start|get|list|resume` and `holdfast saga-type put|get`: the saga
- * calls of the public API (hf_saga_*), their JSON printed as the HTTP API shows it.
+ * sagas.c — `holdfast saga start|get|list|resume`, `holdfast saga-type put|get` and
+ * `holdfast tx start|get` (TCC): the saga calls of the public API (hf_saga_*, hf_tx_*), their
+ * JSON printed as the HTTP API shows it.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,13 @@ static const char saga_usage[] =
 	"Starts a saga of a registered type with an input object (default {}), shows one (state,\n"
 	"steps, timeline), lists them (states: " HF_SAGA_STATES "), or resumes\n"
 	"one parked as compensation_failed. See docs/sagas.md.\n";
+
+static const char tx_usage[] =
+	"usage: holdfast tx start REQUEST_JSON [--idempotency-key K]   (- for stdin)\n"
+	"       holdfast tx get ID\n"
+	"\n"
+	"Starts a TCC transaction ({\"timeout_ms\", \"participants\": [{\"hold\": {...}} |\n"
+	"{\"http\": {\"try\",\"confirm\",\"cancel\",\"body\"}}]}) or shows one. See docs/sagas.md, TCC.\n";
 
 static const char type_usage[] =
 	"usage: holdfast saga-type put NAME FILE   (FILE: the type's JSON, - for stdin)\n"
@@ -192,6 +200,36 @@ int cli_cmd_saga_type(int argc, char **argv)
 	         : hf_saga_type_get(store, args[1], &json, &err);
 	free(text);
 	rc = finish(put ? "saga-type put" : "saga-type get", rc, json, &err);
+	hf_close(store);
+	return rc;
+}
+
+int cli_cmd_tx(int argc, char **argv)
+{
+	struct saga_opts o = {.limit = 100};
+	int rc = parse_opts(argc, argv, tx_usage, &o);
+	if (rc != CLI_EXIT_OK)
+		return rc;
+	int n = argc - optind - 1;
+	const char *verb = optind < argc ? argv[optind] : "";
+	bool start = strcmp(verb, "start") == 0 && n == 1, get = strcmp(verb, "get") == 0 && n == 1;
+	if (!start && !get)
+		return cli_usage_error("tx", "start REQUEST_JSON or get ID?");
+	char *req = NULL;
+	const char *arg = argv[optind + 1];
+	if (start && strcmp(arg, "-") == 0 && !(req = read_all(arg)))
+		return CLI_EXIT_USAGE;
+	hf_store *store;
+	if ((rc = cli_open(&store)) != CLI_EXIT_OK) {
+		free(req);
+		return rc;
+	}
+	hf_error err;
+	char *json = NULL;
+	rc = start ? hf_tx_start(store, req ? req : arg, o.key, &json, NULL, &err)
+	           : hf_tx_get(store, arg, &json, &err);
+	free(req);
+	rc = finish(start ? "tx start" : "tx get", rc, json, &err);
 	hf_close(store);
 	return rc;
 }

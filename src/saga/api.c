@@ -265,7 +265,7 @@ int hf__saga_input_parse(const char *type, const char *input_json, const char *k
 }
 
 /* The first checkpoint of a new saga: {"id","version","replayed"} parsed into *ans. */
-static int save_new(hf_store *store, const char *type, const json_t *type_row, json_t *input,
+static int save_new(hf_store *store, const char *type, const json_t *type_row, const json_t *input,
                     const char *key, json_t **ans, hf_error *err)
 {
 	char id[HF_ID_LEN + 1];
@@ -279,6 +279,29 @@ static int save_new(hf_store *store, const char *type, const json_t *type_row, j
 	req.if_version = 0;
 	int rc = storage(store, &req, ans, err);
 	free(text);
+	return rc;
+}
+
+/* A start on this store: the first checkpoint of a saga of the type of `trow` ({"type": def}),
+ * a replay check, a wake; answers through `get` (hf_saga_get or hf_tx_get). */
+static int start_local(hf_store *store, const char *type, const json_t *trow, const json_t *input,
+                       const char *key, char **json, bool *replayed,
+                       int (*get)(hf_store *, const char *, char **, hf_error *), hf_error *err)
+{
+	json_t *ans = NULL, *row = NULL;
+	int rc = save_new(store, type, trow, (json_t *)input, key, &ans, err);
+	const char *saga_id = json_string_value(json_object_get(ans, "id"));
+	bool again = json_is_true(json_object_get(ans, "replayed"));
+	if (rc == HF_OK && again && (rc = get_row(store, saga_id, &row, err)) == HF_OK)
+		rc = hf__saga_replay_check(row, type, input, err);
+	json_decref(row);
+	if (rc == HF_OK) {
+		if (replayed)
+			*replayed = again;
+		hf__orch_wake(hf__store_orch(store), saga_id);
+		rc = get(store, saga_id, json, err);
+	}
+	json_decref(ans);
 	return rc;
 }
 
@@ -308,23 +331,11 @@ int hf_saga_start(hf_store *store, const char *type, const char *input_json,
 	hf_request req;
 	hf_request_init(&req, HF_OP_SAGA_TYPE_GET);
 	req.name = type;
-	json_t *trow = NULL, *ans = NULL, *row = NULL;
+	json_t *trow = NULL;
 	if ((rc = storage(store, &req, &trow, err)) == HF_OK)
-		rc = save_new(store, type, trow, input, idempotency_key, &ans, err);
+		rc = start_local(store, type, trow, input, idempotency_key, json, replayed, hf_saga_get, err);
 	json_decref(trow);
-	const char *saga_id = json_string_value(json_object_get(ans, "id"));
-	bool again = json_is_true(json_object_get(ans, "replayed"));
-	if (rc == HF_OK && again && (rc = get_row(store, saga_id, &row, err)) == HF_OK)
-		rc = hf__saga_replay_check(row, type, input, err);
-	json_decref(row);
 	json_decref(input);
-	if (rc == HF_OK) {
-		if (replayed)
-			*replayed = again;
-		hf__orch_wake(hf__store_orch(store), saga_id);
-		rc = hf_saga_get(store, saga_id, json, err);
-	}
-	json_decref(ans);
 	return rc;
 }
 
@@ -421,4 +432,64 @@ int hf_saga_resume(hf_store *store, const char *id, char **json, hf_error *err)
 		return rc;
 	hf__orch_wake(hf__store_orch(store), id);
 	return hf_saga_get(store, id, json, err);
+}
+
+/* ---- TCC transactions: a saga of the type generated from the request (tcc.c) ---- */
+
+int hf_tx_get(hf_store *store, const char *id, char **json, hf_error *err)
+{
+	*json = NULL;
+	hf__err_clear(err);
+	if (!hf__record_id_ok(id))
+		return hf__err(err, HF_ENOSAGA, "no transaction '%.40s'", id ? id : "");
+	if (remote(store)) {
+		char path[80];
+		snprintf(path, sizeof(path), "/v1/transactions/%s", id);
+		return forward_get(store, path, json, err);
+	}
+	json_t *row;
+	int rc = get_row(store, id, &row, err);
+	if (rc == HF_OK && !hf__tx_row_is(row))
+		rc = hf__err(err, HF_ENOSAGA, "no transaction '%s' (it is a saga)", id);
+	json_t *view = rc == HF_OK ? hf__tx_view(row) : NULL;
+	json_decref(row);
+	return rc == HF_OK ? answer(view, json, err) : rc;
+}
+
+int hf_tx_start(hf_store *store, const char *request_json, const char *idempotency_key,
+                char **json, bool *replayed, hf_error *err)
+{
+	*json = NULL;
+	hf__err_clear(err);
+	if (replayed)
+		*replayed = false;
+	if (idempotency_key && hf__check_idempotency_key(idempotency_key, err))
+		return HF_EINVAL;
+	json_t *body = request_json && strlen(request_json) <= HF__SAGA_INPUT_MAX
+		? json_loads(request_json, 0, NULL) : NULL;
+	if (!json_is_object(body)) {
+		json_decref(body);
+		return hf__err(err, HF_EINVAL, "a transaction is a JSON object of at most %d bytes",
+		               HF__SAGA_INPUT_MAX);
+	}
+	json_t *input, *trow;
+	int rc = hf__tx_parse(body, &input, &trow, err);
+	json_decref(body);
+	if (rc != HF_OK)
+		return rc;
+	if (remote(store)) {
+		char *text = hf__json_dumps(input, JSON_COMPACT);
+		int status = 0;
+		rc = text ? forward(store, "POST", "/v1/transactions", text, idempotency_key, &status, json, err)
+		          : hf__err_code(err, HF_ENOMEM);
+		free(text);
+		if (replayed)
+			*replayed = status == 200;
+	} else {
+		rc = start_local(store, HF__TX_TYPE, trow, input, idempotency_key, json, replayed,
+		                 hf_tx_get, err);
+	}
+	json_decref(input);
+	json_decref(trow);
+	return rc;
 }

@@ -54,8 +54,12 @@ static void wake_locked(struct hf__orch *o, const char *id, int64_t not_before)
 		return; /* out of memory: the saga runs at the next start */
 	snprintf(e->id, sizeof(e->id), "%s", id);
 	e->not_before = not_before;
-	e->next = o->head;
-	o->head = e;
+	/* At the tail: take() runs the oldest first. At the head, a steady stream of new sagas
+	 * kept the first ones waiting for seconds (holdfast-bench scenario 6, p99). */
+	struct entry **tail = &o->head;
+	while (*tail)
+		tail = &(*tail)->next;
+	*tail = e;
 	pthread_cond_broadcast(&o->wake);
 }
 

@@ -46,4 +46,17 @@ int hf__saga_replay_check(const json_t *row, const char *type, const json_t *inp
  * wake (running, compensating). `row` is changed. */
 int hf__saga_resume_arg(json_t *row, int64_t now, char **arg, hf_error *err);
 
+/* ---- TCC transactions (tcc.c): a saga of a generated type, docs/sagas.md "TCC". ---- */
+
+#define HF__TX_TYPE "transaction" /* the saga type name every transaction runs under */
+#define HF__TX_PARTICIPANTS_MAX 31 /* 2 steps each, plus the deadline's 2: 64 steps */
+
+/* Checks a transaction's request ({"participants","timeout_ms"}); on HF_OK *input is the saga's
+ * input (the request with its defaults) and *type_row {"type": the generated saga type}, both
+ * yours. Else HF_EINVAL with a message naming the field. */
+int hf__tx_parse(const json_t *body, json_t **input, json_t **type_row, hf_error *err);
+bool hf__tx_row_is(const json_t *row); /* the stored saga row is a transaction's */
+/* The transaction's view of its saga's row (GET /v1/transactions/{id}); new, yours. */
+json_t *hf__tx_view(const json_t *row);
+
 #endif /* HF_SAGA_RECORD_H */

@@ -32,6 +32,7 @@ struct outcome {
 	bool final;       /* no retry can help (4xx, unavailable, template error, lease lost) */
 	bool stopped;     /* the orchestrator stops: leave the saga as it is */
 	bool uncertain;   /* sent but not answered: the service may have acted */
+	bool not_tried;   /* failed before its first attempt (a lease had run out) */
 	const char *code; /* the saga's error code when it fails here */
 	char message[HF_MESSAGE_MAX];
 	json_t *result;   /* HTTP: {"status","body"}; owned */
@@ -219,12 +220,39 @@ static void do_acquire(struct run *r, const json_t *spec, const char *key,
 	hf_reply_free(reply);
 }
 
+static void attempt(struct run *r, size_t k, const struct hf__saga_call *c, const char *phase,
+                    struct outcome *o);
+
+/* The release of an acquire that may have happened without its checkpoint (a crash, then a
+ * lease that ran out before the re-run): the acquire is replayed by its idempotency key, which
+ * answers the hold it took, or takes it now — either way the key's record is then the
+ * released hold, so a try after its cancel can never hold anything (the barrier). False when
+ * the store could not say (retry); true with the step's hold set, or none if nothing is held. */
+static bool find_by_key(struct run *r, const struct hf__saga_call *c, struct outcome *o)
+{
+	struct outcome a;
+	memset(&a, 0, sizeof(a));
+	attempt(r, (size_t)c->of, &r->t->steps[c->of].action, "action", &a);
+	json_decref(a.result);
+	if (a.ok)
+		json_object_set_new(step_json(r, (size_t)c->of), "hold", a.hold);
+	else
+		json_decref(a.hold);
+	if (!a.ok && !a.final)
+		fail_with(o, false, "hold_failed", "%s%s", a.message, "");
+	return a.ok || a.final;
+}
+
 /* extend, confirm, release of the hold that step `of` acquired. A re-run that finds the hold
  * already where the op would put it (confirmed; ended, for a release) succeeds. */
 static void do_hold_op(struct run *r, const json_t *spec, const struct hf__saga_call *c,
                        struct outcome *o)
 {
-	json_t *held = json_object_get(step_json(r, (size_t)c->of), "hold");
+	json_t *of_step = step_json(r, (size_t)c->of);
+	if (c->hold_op == HF__HOLD_RELEASE && !json_object_get(of_step, "hold") &&
+	    json_is_true(json_object_get(of_step, "uncertain")) && !find_by_key(r, c, o))
+		return;
+	json_t *held = json_object_get(of_step, "hold");
 	const char *id = json_string_value(json_object_get(held, "id"));
 	const char *token = json_string_value(json_object_get(held, "token"));
 	if (!id || !token) {
@@ -400,6 +428,7 @@ static void run_call(struct run *r, size_t k, const struct hf__saga_call *c, con
 		memset(o, 0, sizeof(*o));
 		if (strcmp(phase, "action") == 0 && lease_deadline(r) <= now_ms(r)) {
 			fail_with(o, true, "lease_expired", "a hold's lease ran out before step %s%s", name, "");
+			o->not_tried = a == base + 1;
 			return;
 		}
 		hf__record_log(r->rec, now_ms(r), name, phase, "started", a, NULL);
@@ -435,7 +464,14 @@ static int next_action(struct run *r, hf_error *err)
 		set(s, "started_at_ms", json_integer(now_ms(r)));
 	set(s, "state", json_string("running"));
 	struct outcome o;
-	run_call(r, k, &r->t->steps[k].action, "action", 0, r->t->steps[k].action.retry.attempts, &o);
+	const struct hf__saga_call *act = &r->t->steps[k].action;
+	run_call(r, k, act, "action", 0, act->retry.attempts, &o);
+	/* A crash may have interrupted the step after it acted and before its checkpoint; a lease
+	 * that ran out before the re-run leaves it uncertain. An acquire's release finds its hold
+	 * by key (find_by_key); a barrier step's compensation is harmless if it never acted. */
+	if (o.not_tried && (r->t->steps[k].barrier ||
+	                    (act->kind == HF__SAGA_HOLD && act->hold_op == HF__HOLD_ACQUIRE)))
+		o.uncertain = true;
 	if (o.stopped) {
 		json_decref(o.result), json_decref(o.hold);
 		return HF_ECANCELED;

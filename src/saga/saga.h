@@ -55,6 +55,10 @@ struct hf__saga_step {
 	struct hf__saga_call action;
 	bool has_compensation;
 	struct hf__saga_call compensation;
+	/* The compensation is harmless when the action never reached the service (a TCC
+	 * participant's barrier): a step that may have started is compensated even when it failed
+	 * before its re-run could be sent. */
+	bool barrier;
 };
 
 struct hf__saga_type {

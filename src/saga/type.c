@@ -341,7 +341,7 @@ static int parse_name(struct hf__saga_type *t, size_t i, json_t *step, hf_error 
 static int parse_steps(struct hf__saga_type *t, const json_t *steps, const struct defaults *d,
                        hf_error *err)
 {
-	static const char *const keys[] = {"name", "action", "compensation", NULL};
+	static const char *const keys[] = {"name", "action", "compensation", "barrier", NULL};
 	char p[PATH_MAX_LEN];
 	if (!json_is_array(steps) || json_array_size(steps) == 0 ||
 	    json_array_size(steps) > HF__SAGA_STEPS_MAX)
@@ -361,6 +361,11 @@ static int parse_steps(struct hf__saga_type *t, const json_t *steps, const struc
 		                     &st->action, err)))
 			return rc;
 		t->n_steps = i + 1; /* the step counts for the references that follow */
+		json_t *barrier = json_object_get(s, "barrier");
+		snprintf(p, sizeof(p), "steps[%zu].barrier", i);
+		if (barrier && !json_is_boolean(barrier))
+			return bad(err, p, "must be true or false%s", "");
+		st->barrier = json_is_true(barrier);
 		json_t *comp = json_object_get(s, "compensation");
 		if (!comp)
 			continue;
@@ -371,6 +376,9 @@ static int parse_steps(struct hf__saga_type *t, const json_t *steps, const struc
 			return rc;
 		st->has_compensation = true;
 	}
+	for (size_t i = 0; i < t->n_steps; i++)
+		if (t->steps[i].barrier && !t->steps[i].has_compensation)
+			return bad(err, "steps", "step \"%s\" has a barrier but no compensation", t->steps[i].name);
 	return HF_OK;
 }
 

@@ -55,6 +55,8 @@ static const struct hf__route routes[] = {
 	{EVHTTP_REQ_GET, "/v1/sagas", hf__h_list_sagas, 0},
 	{EVHTTP_REQ_GET, "/v1/sagas/{id}", hf__h_get_saga, 0},
 	{EVHTTP_REQ_POST, "/v1/sagas/{id}/resume", hf__h_resume_saga, RF_BODY},
+	{EVHTTP_REQ_POST, "/v1/transactions", hf__h_start_tx, RF_BODY},
+	{EVHTTP_REQ_GET, "/v1/transactions/{id}", hf__h_get_tx, 0},
 };
 
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))

@@ -1,6 +1,7 @@
 /*
  * sagas.c — the handlers of /v1/saga-types and /v1/sagas (docs/api.md, "Sagas"): register and
- * read saga types, start, read, list and resume sagas.
+ * read saga types, start, read, list and resume sagas; and /v1/transactions (TCC), which are
+ * sagas of a generated type.
  *
  * Each route is a chain of store calls answered asynchronously, like the hold routes, built
  * from the same steps as hf_saga_* (saga/record.h); registering a type (rare, and validated
@@ -15,6 +16,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "core/codec.h"
+#include "core/core.h"
 #include "engine/engine.h"
 #include "saga/record.h"
 #include "server/server.h"
@@ -151,7 +153,7 @@ static void on_start_row(struct hf__rq *rq, hf_reply *reply)
 		return;
 	}
 	hf__orch_wake(hf__store_orch(rq->srv->store), acc_str(rq, "id"));
-	json_t *view = row ? hf__record_view(row) : NULL;
+	json_t *view = !row ? NULL : hf__tx_row_is(row) ? hf__tx_view(row) : hf__record_view(row);
 	json_decref(row);
 	if (!view)
 		hf__rq_fail(rq, HF_ENOMEM, "out of memory");
@@ -184,19 +186,16 @@ static void on_start_saved(struct hf__rq *rq, hf_reply *reply)
 	get_row_then(rq, acc_str(rq, "id"), on_start_row);
 }
 
-static void on_start_type(struct hf__rq *rq, hf_reply *reply)
+/* The first checkpoint of a saga of the type of `type_row` ({"type": def}; NULL when out of
+ * memory). */
+static void start_with_type(struct hf__rq *rq, const json_t *type_row)
 {
-	if (hf__rq_reply_failed(rq, reply))
-		return;
-	json_t *type_row = json_loads(reply->json, 0, NULL);
-	hf_reply_free(reply);
 	hf_error err = {.code = HF_ENOMEM, .message = "out of memory"};
 	char id[HF_ID_LEN + 1];
 	char *arg = type_row ? hf__saga_start_arg(acc_str(rq, "type"), type_row,
 	                                          json_object_get(rq->acc, "input"), acc_str(rq, "key"),
 	                                          hf__store_now(rq->srv->store), id, &err)
 	                     : NULL;
-	json_decref(type_row);
 	if (!arg) {
 		hf__rq_send_error(rq, &err);
 		return;
@@ -208,6 +207,16 @@ static void on_start_type(struct hf__rq *rq, hf_reply *reply)
 	req.if_version = 0;
 	hf__rq_submit(rq, &req, on_start_saved);
 	free(arg);
+}
+
+static void on_start_type(struct hf__rq *rq, hf_reply *reply)
+{
+	if (hf__rq_reply_failed(rq, reply))
+		return;
+	json_t *type_row = json_loads(reply->json, 0, NULL);
+	hf_reply_free(reply);
+	start_with_type(rq, type_row);
+	json_decref(type_row);
 }
 
 void hf__h_start_saga(struct hf__rq *rq)
@@ -384,4 +393,68 @@ void hf__h_resume_saga(struct hf__rq *rq)
 		return;
 	}
 	get_row_then(rq, rq->param, on_resume_row);
+}
+
+/* ---- TCC transactions: a saga of a generated type (saga/tcc.c), started like any saga ---- */
+
+void hf__h_start_tx(struct hf__rq *rq)
+{
+	hf_error err;
+	const char *key = hf__rq_header(rq, "Idempotency-Key");
+	if (forwarded(rq)) {
+		char *json = NULL, *text = hf__json_dumps(rq->body, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		bool replayed = false;
+		int rc = text ? hf_tx_start(rq->srv->store, text, key, &json, &replayed, &err)
+		              : (hf__err(&err, HF_ENOMEM, "out of memory"), HF_ENOMEM);
+		free(text);
+		answer(rq, rc, replayed ? 200 : 201, json, &err);
+		return;
+	}
+	json_t *input, *type_row;
+	int rc = key ? hf__check_idempotency_key(key, &err) : HF_OK;
+	if (rc == HF_OK)
+		rc = hf__tx_parse(rq->body, &input, &type_row, &err);
+	if (rc != HF_OK) {
+		hf__rq_send_error(rq, &err);
+		return;
+	}
+	json_decref(rq->acc);
+	rq->acc = json_pack("{s:s, s:o, s:s?}", "type", HF__TX_TYPE, "input", input, "key", key);
+	if (!rq->acc)
+		hf__rq_fail(rq, HF_ENOMEM, "out of memory");
+	else
+		start_with_type(rq, type_row);
+	json_decref(type_row);
+}
+
+static void on_tx(struct hf__rq *rq, hf_reply *reply)
+{
+	if (hf__rq_reply_failed(rq, reply))
+		return;
+	json_t *row = json_loads(reply->json, 0, NULL);
+	hf_reply_free(reply);
+	json_t *view = row && hf__tx_row_is(row) ? hf__tx_view(row) : NULL;
+	if (row && !hf__tx_row_is(row))
+		hf__rq_fail(rq, HF_ENOSAGA, "no transaction '%s' (it is a saga)", rq->param);
+	else if (!view)
+		hf__rq_fail(rq, HF_ENOMEM, "out of memory");
+	else
+		hf__rq_send_json(rq, 200, view);
+	json_decref(row);
+}
+
+void hf__h_get_tx(struct hf__rq *rq)
+{
+	if (forwarded(rq)) {
+		hf_error err;
+		char *json = NULL;
+		int rc = hf_tx_get(rq->srv->store, rq->param, &json, &err);
+		answer(rq, rc, 200, json, &err);
+		return;
+	}
+	if (!hf__record_id_ok(rq->param)) {
+		hf__rq_fail(rq, HF_ENOSAGA, "no transaction '%.40s'", rq->param);
+		return;
+	}
+	get_row_then(rq, rq->param, on_tx);
 }

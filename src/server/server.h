@@ -236,6 +236,8 @@ void hf__h_start_saga(struct hf__rq *rq);
 void hf__h_get_saga(struct hf__rq *rq);
 void hf__h_list_sagas(struct hf__rq *rq);
 void hf__h_resume_saga(struct hf__rq *rq);
+void hf__h_start_tx(struct hf__rq *rq); /* /v1/transactions (TCC) */
+void hf__h_get_tx(struct hf__rq *rq);
 
 /* stats.c: what the server measures. */
 int hf__stats_start(struct hf__server *srv);

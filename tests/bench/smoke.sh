@@ -32,6 +32,10 @@ run 2 --cs-us 200
 run 3 --stock 10 --max-units 3
 run 4
 run 5 --lease-ms 100 --abandon-pct 20
+# flight bookings through real sagas (and the same without): few seats, so that seats are
+# contended and sold out, and declined cards compensate
+run 6 --flights 2 --seats 10 --decline-pct 30
+run 6 --flights 2 --seats 10 --decline-pct 30 --plain
 # a count bound and the JSON report
 "$bench" "${target[@]}" --scenario 3 --clients 4 --ops 200 --json >"$dir/out.json"
 grep -q '"pass": true' "$dir/out.json"

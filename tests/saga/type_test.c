@@ -96,6 +96,10 @@ static void test_errors_name_the_path(void **state)
 	expect_error("\"attempts\":1}", "\"attempts\":0}",
 	             "steps[2].action.retry.attempts: must be an integer 1..100");
 	expect_error("\"description\"", "\"descripton\"", "type: unknown field \"descripton\"");
+	expect_error("{\"name\":\"reserve_seat\",", "{\"name\":\"reserve_seat\",\"barrier\":1,",
+	             "steps[1].barrier: must be true or false");
+	expect_error("{\"name\":\"confirm_seat\",", "{\"name\":\"confirm_seat\",\"barrier\":true,",
+	             "steps: step \"confirm_seat\" has a barrier but no compensation");
 	expect_error("{\"hold\":{\"op\":\"release\"", "{\"http\":{},\"hold\":{\"op\":\"release\"",
 	             "steps[1].compensation: must have exactly one of \"http\" and \"hold\"");
 	expect_error("{{input.customer}}", "{{input.customer",
