@@ -62,8 +62,14 @@ static int forward(hf_store *store, const char *method, const char *path, const 
 	struct hf__http_result res;
 	int rc = hf__http_call(method, url, body, key, auth, hf__mono_ms() + FORWARD_TIMEOUT_MS,
 	                       NULL, &res, err);
+	if (rc != HF_OK && rc != HF_EINVAL) {
+		/* The client's message already names the URL; only the code changes. */
+		rc = HF_EENGINE;
+		if (err)
+			err->code = rc;
+	}
 	if (rc != HF_OK)
-		return rc == HF_EINVAL ? rc : hf__err(err, HF_EENGINE, "%s: %s", url, err ? err->message : "");
+		return rc;
 	json_t *j = json_loads(res.body, 0, NULL);
 	if (res.status >= 200 && res.status < 300 && j) {
 		*status = res.status;
