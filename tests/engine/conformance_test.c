@@ -3215,11 +3215,14 @@ static void rt_limit_counts_go_down(void **state)
 	hf_hold_free(b);
 }
 
-/* The watchdog keeps a 300 ms lease alive for well over a second (it extends every
- * 100 ms); stopping it keeps the hold, which then runs out on its own. */
+/* The watchdog keeps a 1.5 s lease alive for three leases (it extends every 500 ms);
+ * stopping it keeps the hold, which then runs out on its own. The lease leaves an extension
+ * 1 s to land: a 300 ms lease (200 ms for an extension's round trip, thread wake-up and
+ * commit) was lost on a loaded machine (load ~5 on 2 cores, PostgreSQL) — as holdfast.h and
+ * docs/semantics.md allow: a lease only holds if its holder gets to extend it in time. */
 static void rt_watchdog_keeps_short_lease(void **state)
 {
-	enum { TTL = 300, RUN = 1200 };
+	enum { TTL = 1500, RUN = 4500 };
 	must_put(ST, "wd", 1);
 	hf_hold *h = ACQ("wd", &(ht_acq){.ttl_ms = TTL});
 	uint64_t seq = ht_last_seq(ST);
@@ -3228,7 +3231,7 @@ static void rt_watchdog_keeps_short_lease(void **state)
 	hf_error err;
 	RC(hf_watchdog_start(ST, h->id, h->token, TTL, on_lost, &l, &wd, &err), HF_OK);
 	while (hf_now_ms() < h->created_at_ms + RUN) {
-		ht_sleep_ms(50);
+		ht_sleep_ms(100);
 		assert_false(hf_watchdog_lost(wd));
 		ht_hold_view v = ht_hold_get(ST, h->id);
 		if (v.state != HF_HOLD_TENTATIVE)
