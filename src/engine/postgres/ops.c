@@ -263,6 +263,15 @@ static void tx_rollback(struct tx *t)
 	hf__jw_init(&t->locks);
 }
 
+void hf__pg_notify_later(const struct hf__pg_conf *cf)
+{
+	if (cf->notify_pending && !atomic_exchange(cf->notify_pending, 1)) {
+		char b = 1;
+		ssize_t w = write(cf->notify_fd, &b, 1);
+		(void)w; /* a full pipe wakes the waiter thread anyway */
+	}
+}
+
 /* Drops idle implicit resources, counts the live holds, notifies and commits: one round trip.
  * NOTIFY is delivered at commit: waiters everywhere re-check; event readers re-read. Idle
  * resources locked by other changes are theirs to drop (SKIP LOCKED: no waiting here). */
@@ -311,13 +320,8 @@ static int tx_commit(struct tx *t)
 	}
 	/* Committed, or perhaps (a failed COMMIT): waiters everywhere re-check and event reads
 	 * re-read after the NOTIFY the waiter thread sends for this and other changes. */
-	const struct hf__pg_conf *cf = t->c->conf;
-	if ((t->notify || t->events > 0) && cf->notify_pending &&
-	    !atomic_exchange(cf->notify_pending, 1)) {
-		char b = 1;
-		ssize_t w = write(cf->notify_fd, &b, 1);
-		(void)w; /* a full pipe wakes the waiter thread anyway */
-	}
+	if (t->notify || t->events > 0)
+		hf__pg_notify_later(t->c->conf);
 	if (rc != HF_OK) {
 		/* Rolled back; or, if COMMIT itself failed, the outcome is unknown to us: report the
 		 * engine error, never a success. */
@@ -1549,6 +1553,14 @@ enum hf__pg_outcome hf__pg_run(struct hf__pgc *c, struct hf__call *call, int64_t
 	int rc;
 	*ticket = *unsure = 0;
 	switch (call->req.op) {
+	case HF_OP_SAGA_TYPE_PUT:
+	case HF_OP_SAGA_TYPE_GET:
+	case HF_OP_SAGA_TYPE_LIST:
+	case HF_OP_SAGA_SAVE:
+	case HF_OP_SAGA_GET:
+	case HF_OP_SAGA_LIST:
+		hf__pg_saga_op(c, call);
+		return HF__PG_DONE;
 	case HF_OP_GET_RESOURCE:
 	case HF_OP_LIST_RESOURCES:
 	case HF_OP_GET_HOLD:
