@@ -425,7 +425,8 @@ static void *waiter_main(void *arg)
 		}
 		/* The owner leases of the sagas this instance runs (sagas.c). */
 		if (mono_ms() >= saga_beat) {
-			hf__pg_saga_renew(&c, false);
+			if (up) /* else they lapse: another instance, if one can reach it, runs them */
+				hf__pg_saga_renew(&c, false);
 			saga_beat = mono_ms() + HF__PG_SAGA_RENEW_MS;
 		}
 		/* Sleep until a notification, a wake-up, the next deadline or the re-check. */

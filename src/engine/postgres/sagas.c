@@ -148,22 +148,32 @@ static int answer_save(struct hf__call *call, const char *id, int64_t version, b
 	return reply_text(call, text);
 }
 
+/* The answer to a repeat of a start idempotency key: the first saga's. 1 when answered, 0 when
+ * there is none, or an error. */
+static int replay(struct hf__pgc *c, struct hf__call *call, const char *key, hf_error *err)
+{
+	if (!key)
+		return 0;
+	const char *p[1] = {key};
+	PGresult *r = sq(c, err, "SELECT id, version FROM sagas WHERE idem_key = $1", 1, p);
+	if (!r)
+		return HF_EENGINE;
+	bool found = PQntuples(r) > 0;
+	int rc = found ? answer_save(call, PQgetvalue(r, 0, 0), col_i64(r, 0, 1), true) : HF_OK;
+	PQclear(r);
+	return rc == HF_OK ? found : rc;
+}
+
 /* A new saga (if_version 0). A repeat of its start idempotency key answers the first saga. */
 static int save_new(struct hf__pgc *c, struct hf__call *call, const json_t *arg, hf_error *err)
 {
 	const char *id = json_string_value(json_object_get(arg, "id"));
 	const char *key = json_string_value(json_object_get(arg, "idempotency_key"));
 	const char *owner = c->conf->instance;
-	const char *pk[1] = {key};
-	PGresult *r = sq(c, err, "SELECT id, version, now_ms() FROM sagas WHERE idem_key = $1", 1, pk);
-	if (!r)
-		return HF_EENGINE;
-	if (PQntuples(r) > 0) {
-		int rc = answer_save(call, PQgetvalue(r, 0, 0), col_i64(r, 0, 1), true);
-		PQclear(r);
-		return rc;
-	}
-	PQclear(r);
+	int rc = replay(c, call, key, err);
+	if (rc != 0)
+		return rc == 1 ? HF_OK : rc;
+	PGresult *r;
 	if (!(r = sq(c, err, "SELECT now_ms()", 0, NULL)))
 		return HF_EENGINE;
 	int64_t now = col_i64(r, 0, 0);
@@ -177,7 +187,7 @@ static int save_new(struct hf__pgc *c, struct hf__call *call, const json_t *arg,
 	const char *p[8] = {id, json_string_value(json_object_get(arg, "type")),
 	                    json_string_value(json_object_get(arg, "state")), key, body, b_now,
 	                    owner, b_lease};
-	/* A concurrent start with the same id or key: nothing inserted (then see which). */
+	/* A concurrent start with the same id or key: nothing inserted. */
 	r = sq(c, err,
 	       "INSERT INTO sagas (id, type, state, version, idem_key, body, created_at, owner,"
 	       " lease_until) VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING"
@@ -188,10 +198,13 @@ static int save_new(struct hf__pgc *c, struct hf__call *call, const json_t *arg,
 		return HF_EENGINE;
 	bool inserted = PQntuples(r) > 0;
 	PQclear(r);
+	/* A concurrent start with the same key committed first: this statement waited for it, and
+	 * the next one sees it (READ COMMITTED). */
+	if (!inserted && (rc = replay(c, call, key, err)) != 0)
+		return rc == 1 ? HF_OK : rc;
 	if (!inserted)
-		return key ? hf__err(err, HF_EVERSION, "saga %s or its idempotency key exists", id)
-		           : hf__err(err, HF_EVERSION, "saga %s exists", id);
-	int rc = save_event(c, arg, b_now, err);
+		return hf__err(err, HF_EVERSION, "saga %s exists", id);
+	rc = save_event(c, arg, b_now, err);
 	return rc == HF_OK ? answer_save(call, id, 1, false) : rc;
 }
 
