@@ -396,7 +396,8 @@ void hf_watchdog_stop(hf_watchdog *wd);  /* stops extending (the hold is kept) a
  * A saga type is data: ordered steps, each an action and, where it changes something, a
  * compensation. The store runs sagas on a few threads of its own, checkpointing each
  * transition; after a restart (hf_open) every unfinished saga resumes from its checkpoint.
- * Only the embedded engine (file:) keeps sagas for now; other engines answer HF_ENOTSUP.
+ * The embedded (file:) and PostgreSQL engines keep sagas (on PostgreSQL several instances
+ * share them, one owner per saga by lease); other engines answer HF_ENOTSUP.
  *
  * Every function answers JSON text in *json (yours to free(); NULL on error, with `err` set).
  * Shapes are those of the HTTP API (docs/api.md, "Sagas"); hold tokens are never shown.

@@ -2,7 +2,9 @@
  * orchestrator.c — the saga runner of one store: a queue of saga ids and a few threads that
  * each take one and run it to rest (run.c). Started by hf_open on engines that keep sagas;
  * at start it queues every unfinished saga (running, compensating), so a restart resumes
- * them from their last checkpoint. One saga is never run by two threads at once.
+ * them from their last checkpoint. One saga is never run by two threads at once. Where
+ * several instances share sagas (PostgreSQL), a rescan every second also queues the sagas
+ * whose owner's lease ran out (a dead instance's): this one takes them over (run.c, claim).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -15,6 +17,7 @@
 
 #define THREADS 4          /* blocking steps run here: at most 4 in flight; docs/sagas.md */
 #define RETRY_AFTER_MS 1000 /* a saga whose checkpoint failed (storage) is tried again */
+#define RESCAN_MS 1000      /* sagas left by a dead instance are looked for; docs/sagas.md */
 
 struct entry {
 	char id[HF_ID_LEN + 1];
@@ -32,6 +35,8 @@ struct hf__orch {
 	_Atomic bool stop;
 	pthread_t threads[THREADS];
 	size_t n_threads;
+	pthread_t rescanner;
+	bool rescanning;
 };
 
 static struct entry *find(struct hf__orch *o, const char *id)
@@ -157,11 +162,13 @@ static void *worker(void *arg)
 	return NULL;
 }
 
-/* Queues every saga in `state`, page by page. */
-static int queue_state(struct hf__orch *o, const char *state, hf_error *err)
+/* Queues every saga in `state` (`unowned`: only those whose owner's lease ran out), page by
+ * page. */
+static int queue_state(struct hf__orch *o, const char *state, bool unowned, hf_error *err)
 {
 	char filter[64], cursor[HF_ID_LEN + 1] = "";
-	snprintf(filter, sizeof(filter), "{\"state\":\"%s\"}", state);
+	snprintf(filter, sizeof(filter), "{\"state\":\"%s\"%s}", state,
+	         unowned ? ",\"unowned\":true" : "");
 	for (;;) {
 		hf_request req;
 		hf_reply *reply;
@@ -193,6 +200,30 @@ static int queue_state(struct hf__orch *o, const char *state, hf_error *err)
 	}
 }
 
+static void *rescanner(void *arg)
+{
+	struct hf__orch *o = arg;
+	pthread_mutex_lock(&o->lock);
+	while (!o->stop) {
+		/* o->wake is broadcast for every saga's change: wait out the whole period. */
+		int64_t at = hf__mono_ms() + RESCAN_MS;
+		for (int64_t left; !o->stop && (left = at - hf__mono_ms()) > 0;) {
+			struct timespec ts;
+			hf__timespec_in_ms(&ts, CLOCK_REALTIME, left);
+			pthread_cond_timedwait(&o->wake, &o->lock, &ts);
+		}
+		if (o->stop)
+			break;
+		pthread_mutex_unlock(&o->lock);
+		hf_error err; /* a failed rescan is tried again at the next */
+		if (queue_state(o, "running", true, &err) == HF_OK)
+			queue_state(o, "compensating", true, &err);
+		pthread_mutex_lock(&o->lock);
+	}
+	pthread_mutex_unlock(&o->lock);
+	return NULL;
+}
+
 int hf__orch_start(hf_store *store, struct hf__orch **out, hf_error *err)
 {
 	*out = NULL;
@@ -203,7 +234,8 @@ int hf__orch_start(hf_store *store, struct hf__orch **out, hf_error *err)
 	pthread_mutex_init(&o->lock, NULL);
 	pthread_cond_init(&o->wake, NULL);
 	int rc;
-	if ((rc = queue_state(o, "running", err)) || (rc = queue_state(o, "compensating", err))) {
+	if ((rc = queue_state(o, "running", false, err)) ||
+	    (rc = queue_state(o, "compensating", false, err))) {
 		hf__orch_stop(o);
 		return rc;
 	}
@@ -212,6 +244,11 @@ int hf__orch_start(hf_store *store, struct hf__orch **out, hf_error *err)
 			hf__orch_stop(o);
 			return hf__err(err, HF_EINTERNAL, "cannot start the saga threads");
 		}
+	if (pthread_create(&o->rescanner, NULL, rescanner, o) != 0) {
+		hf__orch_stop(o);
+		return hf__err(err, HF_EINTERNAL, "cannot start the saga threads");
+	}
+	o->rescanning = true;
 	*out = o;
 	return HF_OK;
 }
@@ -226,6 +263,8 @@ void hf__orch_stop(struct hf__orch *o)
 	pthread_mutex_unlock(&o->lock);
 	for (size_t i = 0; i < o->n_threads; i++)
 		pthread_join(o->threads[i], NULL);
+	if (o->rescanning)
+		pthread_join(o->rescanner, NULL);
 	while (o->head) {
 		struct entry *e = o->head;
 		o->head = e->next;

@@ -75,6 +75,8 @@ static bool nap(struct run *r, int64_t ms)
 
 /* ---- loading and checkpoints ---- */
 
+static int claim(struct run *r, hf_error *err);
+
 static int load(struct run *r, hf_error *err)
 {
 	hf_request req;
@@ -93,24 +95,22 @@ static int load(struct run *r, hf_error *err)
 	r->t = NULL;
 	r->rec = json_incref(json_object_get(row, "record"));
 	r->version = json_integer_value(json_object_get(row, "version"));
+	bool shared = json_object_get(row, "owner") != NULL;
 	json_decref(row);
 	if (!r->rec)
 		return hf__err(err, HF_ECORRUPT, "saga %s has no record", r->id);
-	return hf__saga_type_parse(json_object_get(r->rec, "def"), &r->t, err);
+	if ((rc = hf__saga_type_parse(json_object_get(r->rec, "def"), &r->t, err)) != HF_OK)
+		return rc;
+	const char *st = json_string_value(json_object_get(r->rec, "state"));
+	if (shared && st && (strcmp(st, "running") == 0 || strcmp(st, "compensating") == 0))
+		rc = claim(r, err);
+	return rc;
 }
 
-/* Saves the record with an event; on a version conflict the caller reloads. */
-static int save(struct run *r, const char *event, const char *step, const char *phase,
-                hf_error *err)
+/* Writes `arg` (consumed) as the next version of the saga; on a version conflict the caller
+ * reloads. */
+static int put(struct run *r, json_t *arg, hf_error *err)
 {
-	json_object_set_new(r->rec, "updated_at_ms", json_integer(now_ms(r)));
-	json_t *data = json_pack("{s:s, s:O, s:O, s:s?, s:s?}", "id", r->id, "type",
-	                         json_object_get(r->rec, "type"), "state",
-	                         json_object_get(r->rec, "state"), "step", step, "phase", phase);
-	json_t *arg = json_pack("{s:s, s:O, s:O, s:O, s:s, s:o}", "id", r->id, "type",
-	                        json_object_get(r->rec, "type"), "state",
-	                        json_object_get(r->rec, "state"), "record", r->rec, "event", event,
-	                        "event_data", data);
 	char *text = arg ? hf__json_dumps(arg, JSON_COMPACT) : NULL;
 	json_decref(arg);
 	if (!text)
@@ -132,6 +132,34 @@ static int save(struct run *r, const char *event, const char *step, const char *
 	}
 	hf_reply_free(reply);
 	return rc;
+}
+
+/* On an engine whose instances share sagas (its rows name their "owner": PostgreSQL), takes
+ * the saga for this instance before running it: the record saved as it is, which the engine
+ * refuses with HF_ESAGASTATE while another instance's lease on the saga runs. */
+static int claim(struct run *r, hf_error *err)
+{
+	return put(r,
+	           json_pack("{s:s, s:O, s:O, s:O}", "id", r->id, "type",
+	                     json_object_get(r->rec, "type"), "state",
+	                     json_object_get(r->rec, "state"), "record", r->rec),
+	           err);
+}
+
+/* Saves the record with an event; on a version conflict the caller reloads. */
+static int save(struct run *r, const char *event, const char *step, const char *phase,
+                hf_error *err)
+{
+	json_object_set_new(r->rec, "updated_at_ms", json_integer(now_ms(r)));
+	json_t *data = json_pack("{s:s, s:O, s:O, s:s?, s:s?}", "id", r->id, "type",
+	                         json_object_get(r->rec, "type"), "state",
+	                         json_object_get(r->rec, "state"), "step", step, "phase", phase);
+	return put(r,
+	           json_pack("{s:s, s:O, s:O, s:O, s:s, s:o}", "id", r->id, "type",
+	                     json_object_get(r->rec, "type"), "state",
+	                     json_object_get(r->rec, "state"), "record", r->rec, "event", event,
+	                     "event_data", data),
+	           err);
 }
 
 /* ---- templates ---- */
@@ -573,5 +601,6 @@ int hf__saga_run(hf_store *store, const char *id, const _Atomic bool *stop, hf_e
 	}
 	json_decref(r.rec);
 	hf__saga_type_free(r.t);
-	return rc;
+	/* Another instance runs it (it took the saga over, or has it): nothing to do here. */
+	return rc == HF_ESAGASTATE ? HF_OK : rc;
 }

@@ -731,8 +731,10 @@ static void on_sagas_parked(struct hf__rq *rq, hf_reply *reply)
 void hf__h_metrics(struct hf__rq *rq)
 {
 	rq->sagas_parked = -1;
-	/* Only the embedded engine keeps sagas (docs/sagas.md); elsewhere the gauge is left out. */
-	if (strcmp(hf_store_scheme(rq->srv->store), "file") != 0) {
+	/* The embedded and PostgreSQL engines keep sagas (docs/sagas.md); elsewhere (not_supported)
+	 * the gauge is left out. */
+	const char *scheme = hf_store_scheme(rq->srv->store);
+	if (strcmp(scheme, "file") != 0 && strncmp(scheme, "postgres", 8) != 0) {
 		collect(rq, metrics_done);
 		return;
 	}

@@ -35,7 +35,9 @@ echo "schema_test: concurrent migration and newer-schema refusal work"
 # A store made by the previous version (schema 1: the counter row) migrates, keeping its
 # events' seq and its live hold count, and the event sequence goes on from there without a gap.
 eval "$HF_TEST_ENGINE_RESET"
-HF_PG_TEST_SCHEMA_UPTO=1 "$cli" --engine "$HF_TEST_ENGINE_URL" resources >/dev/null
+# (The open itself then fails: a schema before version 5 has no saga tables for the saga
+# orchestrator's first look. The migration it stopped is what this step is for.)
+HF_PG_TEST_SCHEMA_UPTO=1 "$cli" --engine "$HF_TEST_ENGINE_URL" resources >/dev/null 2>&1 || true
 psql -c "INSERT INTO hf_test.events (seq, at_ms, type, resource, data) VALUES
   (1, 1, 'resource.created', 'old', '{}'), (2, 2, 'resource.updated', 'old', '{}');
   INSERT INTO hf_test.resources (name, capacity, version, declared) VALUES ('old', 5, 2, true);
@@ -44,7 +46,7 @@ psql -c "INSERT INTO hf_test.events (seq, at_ms, type, resource, data) VALUES
 	{ echo "schema_test: the hook did not stop at version 1" >&2; exit 1; }
 "$cli" --engine "$HF_TEST_ENGINE_URL" resources put old --capacity 6 >/dev/null
 v=$(psql -t -A -c "SELECT max(version) FROM hf_test.holdfast_schema")
-[ "$v" = 4 ] || { echo "schema_test: migrated to version '$v', want 4" >&2; exit 1; }
+[ "$v" = 5 ] || { echo "schema_test: migrated to version '$v', want 5" >&2; exit 1; }
 # seq, type, then each resource's revision: "1resource.created/old:1,..."
 show_events() {
 	"$cli" --engine "$HF_TEST_ENGINE_URL" --json events --after 0 | python3 -c '
@@ -65,7 +67,7 @@ echo "schema_test: a version-1 store migrates; its event sequence goes on withou
 # the revisions they would have had, a multi-resource hold's extend and confirm (whose data
 # does not list the parts) included, and revisions go on from there.
 eval "$HF_TEST_ENGINE_RESET"
-HF_PG_TEST_SCHEMA_UPTO=2 "$cli" --engine "$HF_TEST_ENGINE_URL" resources >/dev/null
+HF_PG_TEST_SCHEMA_UPTO=2 "$cli" --engine "$HF_TEST_ENGINE_URL" resources >/dev/null 2>&1 || true
 psql -c "INSERT INTO hf_test.events (at_ms, type, resource, hold_id, data) VALUES
   (1, 'hold.granted', 'ma', 'h1', '{\"id\":\"h1\",\"resources\":[{\"name\":\"ma\"},{\"name\":\"mb\"}]}'),
   (2, 'hold.extended', 'ma', 'h1', '{\"id\":\"h1\"}'),

@@ -225,6 +225,8 @@ static bool saga_keep(const void *row, const json_t *filter)
 	const struct srow *r = row;
 	const char *state = json_string_value(json_object_get(filter, "state"));
 	const char *type = json_string_value(json_object_get(filter, "type"));
+	if (json_is_true(json_object_get(filter, "unowned")))
+		return false; /* one instance runs every saga: none is left without its owner */
 	return (!state || strcmp(state, r->state) == 0) && (!type || strcmp(type, r->type) == 0);
 }
 

@@ -280,7 +280,7 @@ static void *waiter_main(void *arg)
 	struct hf__pgc c = {.conf = &e->conf};
 	struct pwait *list = NULL;
 	struct forgets forgets = {0}; /* rows to remove once the database is back */
-	int64_t last_beat = mono_ms(), next_check = 0;
+	int64_t last_beat = mono_ms(), next_check = 0, saga_beat = 0;
 	bool closing = false;
 	while (!closing) {
 		bool recheck = false;
@@ -423,9 +423,15 @@ static void *waiter_main(void *arg)
 			}
 			last_beat = mono_ms();
 		}
+		/* The owner leases of the sagas this instance runs (sagas.c). */
+		if (mono_ms() >= saga_beat) {
+			if (up) /* else they lapse: another instance, if one can reach it, runs them */
+				hf__pg_saga_renew(&c, false);
+			saga_beat = mono_ms() + HF__PG_SAGA_RENEW_MS;
+		}
 		/* Sleep until a notification, a wake-up, the next deadline or the re-check. */
 		now = mono_ms();
-		int64_t until = next_check;
+		int64_t until = next_check < saga_beat ? next_check : saga_beat;
 		for (struct pwait *w = list; w; w = w->next)
 			if (w->deadline < until)
 				until = w->deadline;
@@ -457,6 +463,9 @@ static void *waiter_main(void *arg)
 	}
 	forgets_run(&c, &forgets);
 	free(forgets.v);
+	/* The orchestrator stopped before the engine closes (hf_close): the sagas it ran go to
+	 * another instance at its next rescan, not at the end of their leases. */
+	hf__pg_saga_renew(&c, true);
 	hf__pgc_close(&c);
 	return NULL;
 }
@@ -727,6 +736,7 @@ const struct hf__engine_ops hf__engine_postgres = {
 	.submit = pg_submit,
 	.cancel = pg_cancel,
 	.tick = NULL, /* time is the database's: hf_options.clock does not apply */
+	.sagas = true,
 };
 
 const struct hf__engine_ops hf__engine_postgresql = {
@@ -736,4 +746,5 @@ const struct hf__engine_ops hf__engine_postgresql = {
 	.submit = pg_submit,
 	.cancel = pg_cancel,
 	.tick = NULL,
+	.sagas = true,
 };

@@ -182,17 +182,58 @@ static int tx_open(struct tx *t, struct hf__pgc *c, hf_error *err)
 	return rc;
 }
 
+/* Waits, locking nothing past its statements, for the changes that have a due lease's hold
+ * row or one of its resources' rows locked: the sweep skips those (SKIP LOCKED), so without
+ * this a read or change could run before such a change (often another instance's or the
+ * waiter thread's sweep ending that very lease) commits, and see the hold live after its
+ * lease.
+ * Share locks are taken in the order every change takes its locks (hold rows, then resource
+ * rows in name order), each statement on its own (autocommit), so no cycle of waits. */
+static int wait_for_due(struct hf__pgc *c, hf_error *err)
+{
+	struct tx t = {.c = c, .conn = c->conn, .err = err};
+	int rc = qx(&t,
+	            "SELECT count(*) FROM (SELECT 1 FROM holds WHERE state = 0"
+	            " AND expires_at <= now_ms() FOR SHARE) x",
+	            0, NULL);
+	if (rc != HF_OK)
+		return rc;
+	return qx(&t,
+	          "SELECT count(*) FROM (SELECT 1 FROM resources WHERE name IN (SELECT p.resource"
+	          " FROM hold_parts p JOIN holds h ON h.id = p.hold_id WHERE h.state = 0 AND"
+	          " h.expires_at <= now_ms()) ORDER BY name FOR SHARE) x",
+	          0, NULL);
+}
+
 /* Begins a change. Leases that have ended and lapsed waiter rows are applied first, in a
  * transaction of their own that never waits for a lock (what another change has locked is
  * left to it): that one commits, then the change's own transaction begins. A change thus
  * takes its locks in the one order every change uses (a hold's row, then its resources' rows
- * in name order), and two changes never wait for each other in a cycle. */
+ * in name order), and two changes never wait for each other in a cycle. Leases the sweep left
+ * (locked by another change: often another sweep ending them) are waited for, holding no
+ * lock, and swept again: the change (or read) then never sees a hold live after its lease,
+ * nor the units and the implicit resource it held (docs/semantics.md, "Holds"). */
 static int tx_begin(struct tx *t, struct hf__pgc *c, hf_error *err)
 {
 	int rc = tx_open(t, c, err);
-	if (rc != HF_OK)
-		return rc;
-	if (t->due || t->lapsed) {
+	for (int round = 0; rc == HF_OK && (t->due || t->lapsed); round++) {
+		if (round > 0 && (!t->due || round == 3)) {
+			free(t->due); /* left to the changes that hold them now */
+			t->due = NULL;
+			t->lapsed = false;
+			break;
+		}
+		if (round > 0) {
+			PQclear(PQexec(t->conn, "ROLLBACK"));
+			free(t->due);
+			t->due = NULL;
+			if (wait_for_due(c, err) != HF_OK)
+				return HF_EENGINE;
+			if ((rc = tx_open(t, c, err)) != HF_OK)
+				return rc;
+			if (!t->due && !t->lapsed)
+				break;
+		}
 		rc = sweep(t);
 		free(t->due);
 		t->due = NULL;
@@ -202,12 +243,10 @@ static int tx_begin(struct tx *t, struct hf__pgc *c, hf_error *err)
 		}
 		if (tx_commit(t) != HF_OK)
 			return HF_EENGINE;
-		if ((rc = tx_open(t, c, err)) != HF_OK)
-			return rc;
-		free(t->due); /* left to the changes that hold them now */
-		t->due = NULL;
-		t->lapsed = false;
+		rc = tx_open(t, c, err);
 	}
+	if (rc != HF_OK)
+		return rc;
 	if ((rc = upkeep(t)) != HF_OK) {
 		PQclear(PQexec(t->conn, "ROLLBACK"));
 		return HF_EENGINE;
@@ -223,6 +262,15 @@ static void tx_rollback(struct tx *t)
 	free(t->locks.buf);
 	hf__jw_init(&t->evs);
 	hf__jw_init(&t->locks);
+}
+
+void hf__pg_notify_later(const struct hf__pg_conf *cf)
+{
+	if (cf->notify_pending && !atomic_exchange(cf->notify_pending, 1)) {
+		char b = 1;
+		ssize_t w = write(cf->notify_fd, &b, 1);
+		(void)w; /* a full pipe wakes the waiter thread anyway */
+	}
 }
 
 /* Drops idle implicit resources, counts the live holds, notifies and commits: one round trip.
@@ -273,13 +321,8 @@ static int tx_commit(struct tx *t)
 	}
 	/* Committed, or perhaps (a failed COMMIT): waiters everywhere re-check and event reads
 	 * re-read after the NOTIFY the waiter thread sends for this and other changes. */
-	const struct hf__pg_conf *cf = t->c->conf;
-	if ((t->notify || t->events > 0) && cf->notify_pending &&
-	    !atomic_exchange(cf->notify_pending, 1)) {
-		char b = 1;
-		ssize_t w = write(cf->notify_fd, &b, 1);
-		(void)w; /* a full pipe wakes the waiter thread anyway */
-	}
+	if (t->notify || t->events > 0)
+		hf__pg_notify_later(t->c->conf);
 	if (rc != HF_OK) {
 		/* Rolled back; or, if COMMIT itself failed, the outcome is unknown to us: report the
 		 * engine error, never a success. */
@@ -1587,6 +1630,14 @@ enum hf__pg_outcome hf__pg_run(struct hf__pgc *c, struct hf__call *call, int64_t
 	int rc;
 	*ticket = *unsure = 0;
 	switch (call->req.op) {
+	case HF_OP_SAGA_TYPE_PUT:
+	case HF_OP_SAGA_TYPE_GET:
+	case HF_OP_SAGA_TYPE_LIST:
+	case HF_OP_SAGA_SAVE:
+	case HF_OP_SAGA_GET:
+	case HF_OP_SAGA_LIST:
+		hf__pg_saga_op(c, call);
+		return HF__PG_DONE;
 	case HF_OP_LIST_WAITERS:
 	case HF_OP_GET_RESOURCE:
 	case HF_OP_LIST_RESOURCES:

@@ -3,6 +3,7 @@
  *   schema.c  connections (session settings) and the versioned schema migrations
  *   ops.c     every operation as SQL transactions: the hold semantics of state.c, in tables
  *   engine.c  worker threads, the waiter thread (LISTEN/NOTIFY, deadlines, heartbeats)
+ *   sagas.c   saga storage (HF_OP_SAGA_*) and the owner leases of sagas being run
  */
 #ifndef HF_PG_H
 #define HF_PG_H
@@ -15,11 +16,16 @@
 #include "core/core.h"
 #include "engine/engine.h"
 
-#define HF__PG_SCHEMA_VERSION 3       /* the newest schema this build knows */
+#define HF__PG_SCHEMA_VERSION 4       /* the newest schema this build knows */
 /* A waiter row nobody renews (its instance crashed, or no longer waits on it) lapses this long
  * after its last renewal; the first change after that (or any instance's waiter thread, within
  * a second) removes it: the bound of docs/operations.md, "Waiter leases". */
 #define HF__PG_WAITER_LEASE_MS 15000
+/* A saga being run is owned by one instance at a time: its lease ends this long after the
+ * owner's last renewal (every HF__PG_SAGA_RENEW_MS, by its waiter thread); then another
+ * instance's orchestrator takes it over (docs/sagas.md, "Sagas on PostgreSQL"). */
+#define HF__PG_SAGA_LEASE_MS 5000
+#define HF__PG_SAGA_RENEW_MS 1000
 #define HF__PG_HEARTBEAT_MS 3000      /* renewal of the leases of the waits still tracked */
 #define HF__PG_UPKEEP_MS 1000        /* purges of old holds and idempotency records, per
                                          connection, at most */
@@ -120,5 +126,16 @@ bool hf__pg_poll_events(struct hf__pgc *c, struct hf__call *call, bool final);
 int hf__pg_heartbeat(struct hf__pgc *c, const int64_t *tickets, size_t n);
 /* Applies due expiries if any; returns ms until the next lease ends (capped), or -1 on error. */
 int64_t hf__pg_sweep(struct hf__pgc *c);
+
+/* Asks the waiter thread for one NOTIFY (waiters re-check, event readers re-read) after a
+ * change that committed events or freed units. */
+void hf__pg_notify_later(const struct hf__pg_conf *cf);
+
+/* sagas.c */
+/* Runs a HF_OP_SAGA_* call on c (one transaction); fills call->reply. */
+void hf__pg_saga_op(struct hf__pgc *c, struct hf__call *call);
+/* Renews this instance's leases on the sagas it runs for HF__PG_SAGA_LEASE_MS; `release`:
+ * ends them now instead (closing: another instance takes them over at once). */
+int hf__pg_saga_renew(struct hf__pgc *c, bool release);
 
 #endif /* HF_PG_H */

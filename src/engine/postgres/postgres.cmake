@@ -6,7 +6,8 @@ if(HF_WITH_POSTGRES)
   target_sources(holdfast_obj PRIVATE
     ${PROJECT_SOURCE_DIR}/src/engine/postgres/schema.c
     ${PROJECT_SOURCE_DIR}/src/engine/postgres/ops.c
-    ${PROJECT_SOURCE_DIR}/src/engine/postgres/engine.c)
+    ${PROJECT_SOURCE_DIR}/src/engine/postgres/engine.c
+    ${PROJECT_SOURCE_DIR}/src/engine/postgres/sagas.c)
   target_compile_definitions(holdfast_obj PRIVATE HF_WITH_POSTGRES)
   list(APPEND HF_PC_ENGINES libpq) # holdfast.pc's Requires.private
   foreach(t holdfast_obj holdfast_static holdfast_shared)

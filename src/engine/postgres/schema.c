@@ -125,6 +125,15 @@ static const char *const migrations[] = {
 	"ALTER TABLE waiters ADD COLUMN owner text NOT NULL DEFAULT '',"
 	"  ADD COLUMN mode int NOT NULL DEFAULT 0, ADD COLUMN since_ms bigint NOT NULL DEFAULT 0,"
 	"  ADD COLUMN deadline_ms bigint NOT NULL DEFAULT 0;",
+	/* 4 -> 5: sagas (sagas.c). A saga's row text (body) is its GET answer; owner and
+	 * lease_until say which instance runs it and until when, unless renewed. */
+	"CREATE TABLE saga_types (name text COLLATE \"C\" PRIMARY KEY, version bigint NOT NULL,"
+	"  body text NOT NULL);"
+	"CREATE TABLE sagas (id text COLLATE \"C\" PRIMARY KEY, type text NOT NULL,"
+	"  state text NOT NULL, version bigint NOT NULL, idem_key text UNIQUE, body text NOT NULL,"
+	"  created_at bigint NOT NULL, owner text NOT NULL, lease_until bigint NOT NULL);"
+	"CREATE INDEX sagas_state ON sagas (state, id);"
+	"CREATE INDEX sagas_owner ON sagas (owner) WHERE state IN ('running', 'compensating');",
 };
 
 void hf__pgc_close(struct hf__pgc *c)
