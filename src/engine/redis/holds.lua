@@ -5,7 +5,8 @@
 -- It mirrors src/engine/embedded/state.c step for step (same checks, order and error codes).
 --
 -- Call: FCALL holdfast_<id> 1 <P>seq  P op hold_ret_ms idem_ret_ms max_holds max_resources
---       plain args...   (or EVALSHA sha 1 <P>seq ..., the same arguments)
+--       kind args...   (or EVALSHA sha 1 <P>seq ..., the same arguments; kind: '1' for
+--       locks=plain, 'c' on a Cluster node, else '0', then the db number)
 -- Reply: one JSON text: {"now":ms,"due":ms|0, ...op result...}; errors as {"e":code,"m":text}.
 -- Holds, resources and events in it have the wire form of src/core/codec.c (hf__*_from_json
 -- reads them), except that a resource's meta and an event's data are their JSON text.
@@ -13,13 +14,14 @@
 -- (fence counter, never deleted) P{name}:v (its last event revision, never deleted: revisions
 -- go on when an implicit resource comes back); per store  P holds/hids/exp/ended/idem/idemx/
 -- res/seq/ev/w/wl/ticket/live. Channels: P wake (ids of waiters whose outcome is ready), P events (seq).
--- With plain = '1' (URL ?locks=plain) each resource also has its Redlock-format key: the
+-- With kind '1…' (URL ?locks=plain) each resource also has its Redlock-format key: the
 -- resource name itself, holding a token while holdfast holds any of its units (see "plain").
 
 -- Per call: set by run() from the arguments before anything else runs. Everything below is
 -- defined once per library load (FUNCTION LOAD) — or once per call when run as a script (EVAL,
 -- Redis < 7): the closures are a large part of a call's cost, so they live at this level.
-local P, OP, HOLD_RET, IDEM_RET, MAX_HOLDS, MAX_RES, PLAIN
+local P, OP, HOLD_RET, IDEM_RET, MAX_HOLDS, MAX_RES, PLAIN, CLUSTER
+local STORE -- this store across Redis dbs: ARGV[7] .. P
 local A = 8 -- first op argument
 
 local E_NORESOURCE, E_NOHOLD, E_VERSION, E_HELD, E_UNAVAILABLE = -2, -3, -4, -5, -6
@@ -50,6 +52,38 @@ local work, in_work = {}, {} -- resources whose queue may move (the pump's workl
 -- instructions Redis spent on a call (callgrind); an integer format is a fraction of that.
 local function I(x) return string.format('%d', x) end
 local function S(s) return cjson.encode(s) end
+
+-- A hold record (Phold's values) is packed with Redis's `struct` library: one pack on save,
+-- one unpack for the head and one per resource on load. It was JSON (cjson), whose encode and
+-- decode cost ~55k instructions in Redis per record, three records per acquire + release —
+-- struct costs about a quarter of that (bench: docs/benchmarks.md). Layout version 2: the
+-- first byte is 2. A version-1 record (JSON text, first byte '{') is still read and is
+-- written as version 2 the next time the hold changes (docs/redis.md, "Layout versions").
+local HOLD_V2 = 2
+local HOLD_HEAD = '>BBBdddI4c0I4c0I4c0I4'
+local HOLD_PART = '>I4c0dd'
+
+local function hold_enc(h)
+	local t = {struct.pack(HOLD_HEAD, HOLD_V2, h.state, h.mode, h.created, h.expires, h.ended,
+	                       #h.id, h.id, #h.token, h.token, #h.owner, h.owner, #h.parts)}
+	for i, p in ipairs(h.parts) do
+		t[i + 1] = struct.pack(HOLD_PART, #p.name, p.name, p.units, p.fence)
+	end
+	return table.concat(t)
+end
+
+local function hold_dec(j)
+	if string.byte(j, 1) ~= HOLD_V2 then return cjson.decode(j) end -- version 1: JSON
+	local _, state, mode, created, expires, ended, id, token, owner, n, pos = struct.unpack(HOLD_HEAD, j)
+	local h = {id = id, token = token, owner = owner, state = state, mode = mode,
+	           created = created, expires = expires, ended = ended, parts = {}}
+	for i = 1, n do
+		local name, units, fence
+		name, units, fence, pos = struct.unpack(HOLD_PART, j, pos)
+		h.parts[i] = {name = name, units = units, fence = fence}
+	end
+	return h
+end
 
 local function err(code, msg) return {e = code, m = msg} end
 
@@ -232,11 +266,11 @@ end
 local function hold_load(id)
 	local j = redis.call('HGET', K_HOLDS, id)
 	if not j then return nil end
-	return cjson.decode(j)
+	return hold_dec(j)
 end
 
 local function hold_save(h)
-	redis.call('HSET', K_HOLDS, h.id, cjson.encode(h))
+	redis.call('HSET', K_HOLDS, h.id, hold_enc(h))
 end
 
 -- The public view of a hold, in the codec's form (hf__hold_from_json): the token only where
@@ -273,7 +307,10 @@ end
 -- Takes the units: names/units in grant order (units 0 = exclusive: the whole capacity).
 -- Returns the hold, or nil and an error code.
 local function grant(owner, mode, ttl, id, token, names, units, idem_key)
-	if tonumber(redis.call('GET', K_LIVE) or '0') >= MAX_HOLDS then return nil, E_LIMIT end
+	if redis.call('INCR', K_LIVE) > MAX_HOLDS then
+		redis.call('DECR', K_LIVE)
+		return nil, E_LIMIT
+	end
 	local h = {id = id, token = token, owner = owner, state = TENTATIVE, mode = mode,
 	           created = NOW, expires = NOW + ttl, ended = 0, parts = {}}
 	for i, n in ipairs(names) do
@@ -289,7 +326,6 @@ local function grant(owner, mode, ttl, id, token, names, units, idem_key)
 	hold_save(h)
 	redis.call('ZADD', K_HIDS, '0', id)
 	redis.call('ZADD', K_EXP, I(h.expires), id)
-	redis.call('INCR', K_LIVE)
 	emit('hold.granted', names, id,
 	     '{"expires_at_ms":' .. I(h.expires) .. ',"id":' .. S(id) .. ',"mode":' .. S(MODE_NAME[mode]) ..
 	     ',"owner":' .. S(owner) .. ',"resources":' .. parts_json(h, true) .. '}')
@@ -449,6 +485,32 @@ local function pump()
 	work, in_work = {}, {}
 end
 
+-- Retention is not a rule anyone waits for: ended holds and idempotency records are kept at
+-- least their retention, and deleting them up to a second later changes no answer. So it runs
+-- at most once a second per store (db and prefix; or again at once while it still finds a full batch),
+-- which takes two of the ~25 redis.call a short operation made off its path. The time lives
+-- in the library's Lua state, which survives between FCALLs; in the script form (EVALSHA)
+-- it is fresh every call, and retention runs every call as before.
+local retain_after = {} -- STORE -> NOW from which the next retention pass runs
+
+local function retain()
+	if NOW < (retain_after[STORE] or 0) then return end
+	local old = redis.call('ZRANGEBYSCORE', K_ENDED, '-inf', I(NOW - HOLD_RET), 'LIMIT', '0', '1000')
+	local full = #old == 1000
+	for _, id in ipairs(old) do
+		redis.call('HDEL', K_HOLDS, id)
+		redis.call('ZREM', K_HIDS, id)
+		redis.call('ZREM', K_ENDED, id)
+	end
+	old = redis.call('ZRANGEBYSCORE', K_IDEMX, '-inf', I(NOW - IDEM_RET), 'LIMIT', '0', '1000')
+	full = full or #old == 1000
+	for _, k in ipairs(old) do
+		redis.call('HDEL', K_IDEM, k)
+		redis.call('ZREM', K_IDEMX, k)
+	end
+	retain_after[STORE] = full and 0 or NOW + 1000
+end
+
 -- ---- lazy expiry and retention: before every operation ----
 
 local function sweep()
@@ -474,17 +536,7 @@ local function sweep()
 		end
 		pump()
 	end
-	local old = redis.call('ZRANGEBYSCORE', K_ENDED, '-inf', I(NOW - HOLD_RET), 'LIMIT', '0', '1000')
-	for _, id in ipairs(old) do
-		redis.call('HDEL', K_HOLDS, id)
-		redis.call('ZREM', K_HIDS, id)
-		redis.call('ZREM', K_ENDED, id)
-	end
-	old = redis.call('ZRANGEBYSCORE', K_IDEMX, '-inf', I(NOW - IDEM_RET), 'LIMIT', '0', '1000')
-	for _, k in ipairs(old) do
-		redis.call('HDEL', K_IDEM, k)
-		redis.call('ZREM', K_IDEMX, k)
-	end
+	retain()
 end
 
 -- ---- operations ----
@@ -570,10 +622,18 @@ function ops.acquire(a)
 		end
 		if all then from, to = 1, n end
 	end
+	-- resources this call created (res[] was read before: no second read of a missing one)
+	local made = {}
+	local function ensure(i)
+		if not res[i] and not made[names[i]] then
+			res_create(names[i], caps[i])
+			made[names[i]] = true
+		end
+	end
 	if to >= from and from > 0 then
 		local gn, gu = {}, {}
 		for i = from, to do
-			if not res[i] and not res_get(names[i]) then res_create(names[i], caps[i]) end
+			ensure(i)
 			gn[#gn + 1], gu[#gu + 1] = names[i], units[i]
 		end
 		if ikey ~= '' then
@@ -598,7 +658,7 @@ function ops.acquire(a)
 	           token = token, hid = id, lease = NOW + lease, ld = lease, claims = {}}
 	local ticket = redis.call('INCR', K_TICKET)
 	for i = 1, n do
-		if not res[i] and not res_get(names[i]) then res_create(names[i], caps[i]) end
+		ensure(i)
 		w.claims[i] = {n = names[i], u = units[i]}
 		redis.call('ZADD', qk(names[i]), I(ticket), wid)
 	end
@@ -916,7 +976,9 @@ local function run(ARGV)
 	P, OP = ARGV[1], ARGV[2]
 	HOLD_RET, IDEM_RET = tonumber(ARGV[3]), tonumber(ARGV[4])
 	MAX_HOLDS, MAX_RES = tonumber(ARGV[5]), tonumber(ARGV[6])
-	PLAIN = ARGV[7] == '1'
+	-- ARGV[7]: the store's kind ('1' locks=plain, 'c' Cluster, '0') then its db number
+	STORE = ARGV[7] .. P
+	PLAIN, CLUSTER = string.byte(ARGV[7], 1) == 49, string.byte(ARGV[7], 1) == 99
 	K_HOLDS, K_HIDS, K_EXP, K_ENDED = P .. 'holds', P .. 'hids', P .. 'exp', P .. 'ended'
 	K_IDEM, K_IDEMX, K_RES, K_SEQ = P .. 'idem', P .. 'idemx', P .. 'res', P .. 'seq'
 	K_EV, K_W, K_TICKET, K_LIVE = P .. 'ev', P .. 'w', P .. 'ticket', P .. 'live'
@@ -927,7 +989,7 @@ local function run(ARGV)
 	-- writes. A key that never exists tells us first, before any write: then nothing is done
 	-- and the engine sends the call again later (TRYAGAIN). Elsewhere (no Cluster, a stable
 	-- slot, or the importing node asked with ASKING) the probe just answers 0.
-	if type(redis.pcall('EXISTS', P .. 'probe')) == 'table' then
+	if CLUSTER and type(redis.pcall('EXISTS', P .. 'probe')) == 'table' then
 		return redis.error_reply('TRYAGAIN the slot of this store is being migrated')
 	end
 	local t = redis.call('TIME')
