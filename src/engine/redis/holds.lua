@@ -105,8 +105,11 @@ local function res_view(r)
 	        held = r.held, holds = r.holds, waiters = redis.call('ZCARD', qk(r.name))}
 end
 
-local function res_create(n, cap)
-	redis.call('HSET', rk(n), 'cap', I(cap), 'decl', '0', 'ver', '0', 'held', '0', 'holds', '0', 'nex', '0')
+-- A new implicit resource; held/nex (optional): the units and exclusive count of the one hold
+-- it is created for, written here rather than by three HINCRBY after.
+local function res_create(n, cap, held, nex)
+	redis.call('HSET', rk(n), 'cap', I(cap), 'decl', '0', 'ver', '0', 'held', I(held or 0),
+	           'holds', held and '1' or '0', 'nex', I(nex or 0))
 	redis.call('ZADD', K_RES, '0', n)
 end
 
@@ -289,12 +292,21 @@ local function hold_end(h, state, ended_at)
 	h.state = state
 	h.ended = ended_at
 	for _, p in ipairs(h.parts) do
-		local k = rk(p.name)
-		redis.call('HINCRBY', k, 'held', I(-p.units))
-		redis.call('HINCRBY', k, 'holds', '-1')
-		if h.mode == EXCLUSIVE then redis.call('HINCRBY', k, 'nex', '-1') end
-		plain_end(p.name, was_confirmed)
-		work_push(p.name)
+		local n = p.name
+		local k = rk(n)
+		if not is_plain(n) and redis.call('HINCRBY', k, 'holds', '-1') == 0 and
+		   redis.call('HGET', k, 'decl') == '0' and redis.call('ZCARD', qk(n)) == 0 then
+			-- the last hold of an implicit resource no one waits for: it vanishes now, as
+			-- res_drop_if_idle would after the pump, which has nothing to do for it
+			redis.call('DEL', k)
+			redis.call('ZREM', K_RES, n)
+		else
+			if is_plain(n) then redis.call('HINCRBY', k, 'holds', '-1') end
+			redis.call('HINCRBY', k, 'held', I(-p.units))
+			if h.mode == EXCLUSIVE then redis.call('HINCRBY', k, 'nex', '-1') end
+			plain_end(n, was_confirmed)
+			work_push(n)
+		end
 	end
 	redis.call('ZREM', K_EXP, h.id)
 	redis.call('ZADD', K_ENDED, I(ended_at), h.id)
@@ -305,8 +317,9 @@ local function hold_end(h, state, ended_at)
 end
 
 -- Takes the units: names/units in grant order (units 0 = exclusive: the whole capacity).
+-- fresh (optional): name -> capacity of the resources to create for this hold.
 -- Returns the hold, or nil and an error code.
-local function grant(owner, mode, ttl, id, token, names, units, idem_key)
+local function grant(owner, mode, ttl, id, token, names, units, idem_key, fresh)
 	if redis.call('INCR', K_LIVE) > MAX_HOLDS then
 		redis.call('DECR', K_LIVE)
 		return nil, E_LIMIT
@@ -316,11 +329,18 @@ local function grant(owner, mode, ttl, id, token, names, units, idem_key)
 	for i, n in ipairs(names) do
 		local k = rk(n)
 		local u = units[i]
-		if u == 0 then u = tonumber(redis.call('HGET', k, 'cap')) end
+		local cap = fresh and fresh[n]
+		if cap then
+			if u == 0 then u = cap end
+			res_create(n, cap, u, mode == EXCLUSIVE and 1 or 0)
+			fresh[n] = nil -- a name twice in one hold: the second adds to the first
+		else
+			if u == 0 then u = tonumber(redis.call('HGET', k, 'cap')) end
+			redis.call('HINCRBY', k, 'held', I(u))
+			redis.call('HINCRBY', k, 'holds', '1')
+			if mode == EXCLUSIVE then redis.call('HINCRBY', k, 'nex', '1') end
+		end
 		h.parts[i] = {name = n, units = u, fence = redis.call('INCR', fk(n))}
-		redis.call('HINCRBY', k, 'held', I(u))
-		redis.call('HINCRBY', k, 'holds', '1')
-		if mode == EXCLUSIVE then redis.call('HINCRBY', k, 'nex', '1') end
 		plain_take(n, h)
 	end
 	hold_save(h)
@@ -622,24 +642,18 @@ function ops.acquire(a)
 		end
 		if all then from, to = 1, n end
 	end
-	-- resources this call created (res[] was read before: no second read of a missing one)
+	-- resources this call creates (res[] was read above: no second read of a missing one)
 	local made = {}
-	local function ensure(i)
-		if not res[i] and not made[names[i]] then
-			res_create(names[i], caps[i])
-			made[names[i]] = true
-		end
-	end
 	if to >= from and from > 0 then
 		local gn, gu = {}, {}
 		for i = from, to do
-			ensure(i)
+			if not res[i] and not made[names[i]] then made[names[i]] = caps[i] end
 			gn[#gn + 1], gu[#gu + 1] = names[i], units[i]
 		end
 		if ikey ~= '' then
 			redis.call('HSET', K_IDEM, ikey, cjson.encode({fp = fp, created = NOW}))
 		end
-		local h, code = grant(owner, mode, ttl, id, token, gn, gu, ikey)
+		local h, code = grant(owner, mode, ttl, id, token, gn, gu, ikey, made)
 		if not h then
 			if ikey ~= '' then redis.call('HDEL', K_IDEM, ikey) end
 			for i = from, to do res_drop_if_idle(names[i]) end
@@ -658,7 +672,10 @@ function ops.acquire(a)
 	           token = token, hid = id, lease = NOW + lease, ld = lease, claims = {}}
 	local ticket = redis.call('INCR', K_TICKET)
 	for i = 1, n do
-		ensure(i)
+		if not res[i] and not made[names[i]] then
+			res_create(names[i], caps[i])
+			made[names[i]] = true
+		end
 		w.claims[i] = {n = names[i], u = units[i]}
 		redis.call('ZADD', qk(names[i]), I(ticket), wid)
 	end
