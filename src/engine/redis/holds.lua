@@ -45,6 +45,15 @@ local function vk(n) return P .. '{' .. n .. '}:v' end
 local NOW          -- Redis TIME in ms, read once per call
 local woken = {}   -- waiter ids whose outcome is ready: published on CH_WAKE at the end
 local emitted = 0  -- newest event seq written by this call
+-- The next moment something falls due without a call (a lease end, the lapse of a wait), or
+-- nil: read by sweep() where it reads the two indexes anyway, lowered by every entry this call
+-- adds (due_at). Entries this call removes may leave it early: the engine then runs one empty
+-- call, which answers the later moment — never late, which would leave a lease unenforced.
+local DUE
+
+local function due_at(t)
+	if not DUE or t < DUE then DUE = t end
+end
 local work, in_work = {}, {} -- resources whose queue may move (the pump's worklist)
 
 -- Integers as text: every number handed to redis.call (or concatenated) is turned into text;
@@ -346,6 +355,7 @@ local function grant(owner, mode, ttl, id, token, names, units, idem_key, fresh)
 	hold_save(h)
 	redis.call('ZADD', K_HIDS, '0', id)
 	redis.call('ZADD', K_EXP, I(h.expires), id)
+	due_at(h.expires)
 	emit('hold.granted', names, id,
 	     '{"expires_at_ms":' .. I(h.expires) .. ',"id":' .. S(id) .. ',"mode":' .. S(MODE_NAME[mode]) ..
 	     ',"owner":' .. S(owner) .. ',"resources":' .. parts_json(h, true) .. '}')
@@ -375,6 +385,7 @@ end
 local function w_save(wid, w)
 	redis.call('HSET', K_W, wid, cjson.encode(w))
 	redis.call('ZADD', K_WL, I(w.lease), wid)
+	due_at(w.lease)
 end
 
 local function w_del(wid)
@@ -533,8 +544,16 @@ end
 
 -- ---- lazy expiry and retention: before every operation ----
 
+-- The first score of a zset, or nil.
+local function first(k)
+	local f = redis.call('ZRANGE', k, '0', '0', 'WITHSCORES')
+	return f[2] and tonumber(f[2])
+end
+
 local function sweep()
-	while true do
+	DUE = nil
+	local wl = first(K_WL)
+	while wl and wl < NOW do
 		local gone = redis.call('ZRANGEBYSCORE', K_WL, '-inf', '(' .. I(NOW), 'LIMIT', '0', '100')
 		if #gone == 0 then break end
 		for _, wid in ipairs(gone) do
@@ -542,10 +561,11 @@ local function sweep()
 			if w and w_lapsed(w) then w_drop_lapsed(wid, w) else redis.call('ZREM', K_WL, wid) end
 		end
 		pump()
+		wl = first(K_WL)
 	end
-	while true do
+	local ex = first(K_EXP)
+	while ex and ex <= NOW do
 		local due = redis.call('ZRANGEBYSCORE', K_EXP, '-inf', I(NOW), 'LIMIT', '0', '100')
-		if #due == 0 then break end
 		for _, id in ipairs(due) do
 			local h = hold_load(id)
 			if h and h.state == TENTATIVE then
@@ -555,7 +575,11 @@ local function sweep()
 			end
 		end
 		pump()
+		ex = first(K_EXP)
 	end
+	-- what the pumps above added is in DUE already
+	if wl then due_at(wl) end
+	if ex then due_at(ex) end
 	retain()
 end
 
@@ -779,6 +803,7 @@ function ops.extend(a)
 	if h.state == TENTATIVE then
 		h.expires = NOW + tonumber(a[3])
 		redis.call('ZADD', K_EXP, I(h.expires), h.id)
+		due_at(h.expires)
 		hold_save(h)
 		for _, p in ipairs(h.parts) do
 			if is_plain(p.name) then
@@ -1024,9 +1049,6 @@ local function run(ARGV)
 	result.now = NOW
 	-- The next moment something falls due without a call: a lease end, or the lapse of a wait
 	-- (then the engine runs an empty script, whose sweep frees the queues it was in).
-	local nd = redis.call('ZRANGE', K_EXP, '0', '0', 'WITHSCORES')
-	local nl = redis.call('ZRANGE', K_WL, '0', '0', 'WITHSCORES')
-	result.due = nd[2] and tonumber(nd[2]) or 0
-	if nl[2] and (result.due == 0 or tonumber(nl[2]) < result.due) then result.due = tonumber(nl[2]) end
+	result.due = DUE or 0
 	return cjson.encode(result)
 end
