@@ -2,7 +2,8 @@
  * layout_test.c — the redis:// store's hold records across layout versions: a record written
  * by version 1 (JSON text) is read, extended and released by this version and rewritten in
  * layout 2 (struct-packed, first byte 2); a layout-2 record round-trips every field, for
- * several resources and for names JSON would escape. Runs under with_redis.sh (first port).
+ * several resources and for names JSON would escape; a store of a later layout is refused.
+ * Runs under with_redis.sh (first port).
  */
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
@@ -108,6 +109,26 @@ static void v2_round_trip(hf_store *st)
 	hf_hold_free(h);
 }
 
+/* A store of a later layout is refused by name, not misread. */
+static void newer_layout_refused(int port)
+{
+	redisReply *r = redisCommand(rc_, "SET lt9:layout 9");
+	if (r)
+		freeReplyObject(r);
+	char url[128];
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%d?prefix=lt9:", port);
+	hf_store *st = NULL;
+	hf_hold *h = NULL;
+	hf_error err;
+	CHECK(hf_open(url, NULL, &st, &err) == HF_OK, "open %s: %s", url, err.message);
+	const char *names[] = {"lt-new"};
+	int rc = take(st, names, 1, &h, &err);
+	hf_close(st);
+	CHECK(rc == HF_EENGINE && strstr(err.message, "layout version 9"),
+	      "a layout-9 store was not refused: %s: %s", hf_err_name(rc), rc ? err.message : "");
+	hf_hold_free(h);
+}
+
 int main(void)
 {
 	int port;
@@ -132,6 +153,8 @@ int main(void)
 	if (!failures)
 		v2_round_trip(st);
 	hf_close(st);
+	if (!failures)
+		newer_layout_refused(port);
 	redisFree(rc_);
 	printf(failures ? "FAILED\n" : "all layout checks passed\n");
 	return failures ? 1 : 0;
