@@ -63,7 +63,7 @@ local work, in_work = {}, {} -- resources whose queue may move (the pump's workl
 local function I(x) return string.format('%d', x) end
 local function S(s) return cjson.encode(s) end
 
--- A hold record (Phold's values) is packed with Redis's `struct` library: one pack on save,
+-- A hold record (the values of Pholds) is packed with Redis's `struct` library: one pack on save,
 -- one unpack for the head and one per resource on load. It was JSON (cjson), whose encode and
 -- decode cost ~55k instructions in Redis per record, three records per acquire + release —
 -- struct costs about a quarter of that (bench: docs/benchmarks.md). Layout version 2: the
@@ -84,7 +84,8 @@ end
 
 local function hold_dec(j)
 	if string.byte(j, 1) ~= HOLD_V2 then return cjson.decode(j) end -- version 1: JSON
-	local _, state, mode, created, expires, ended, id, token, owner, n, pos = struct.unpack(HOLD_HEAD, j)
+	local _, state, mode, created, expires, ended, id, token, owner, n, pos =
+		struct.unpack(HOLD_HEAD, j)
 	local h = {id = id, token = token, owner = owner, state = state, mode = mode,
 	           created = created, expires = expires, ended = ended, parts = {}}
 	for i = 1, n do
@@ -522,10 +523,10 @@ end
 
 -- Retention is not a rule anyone waits for: ended holds and idempotency records are kept at
 -- least their retention, and deleting them up to a second later changes no answer. So it runs
--- at most once a second per store (db and prefix; or again at once while it still finds a full batch),
--- which takes two of the ~25 redis.call a short operation made off its path. The time lives
--- in the library's Lua state, which survives between FCALLs; in the script form (EVALSHA)
--- it is fresh every call, and retention runs every call as before.
+-- at most once a second per store (db and prefix), or again at once while it still finds a
+-- full batch: two of the ~25 redis.call a short operation made are off its path. The time
+-- lives in the library's Lua state, which survives between FCALLs; in the script form
+-- (EVALSHA) it is fresh every call, and retention runs every call as before.
 local retain_after = {} -- STORE -> NOW from which the next retention pass runs
 
 local function retain()
@@ -1055,8 +1056,10 @@ local function run(ARGV)
 		     P .. 'wake', P .. 'events'}
 		key_names[P] = k
 	end
-	K_HOLDS, K_HIDS, K_EXP, K_ENDED, K_IDEM, K_IDEMX, K_RES, K_SEQ = k[1], k[2], k[3], k[4], k[5], k[6], k[7], k[8]
-	K_EV, K_W, K_TICKET, K_LIVE, K_WL, CH_WAKE, CH_EVENTS = k[9], k[10], k[11], k[12], k[13], k[14], k[15]
+	K_HOLDS, K_HIDS, K_EXP, K_ENDED, K_IDEM, K_IDEMX, K_RES, K_SEQ =
+		k[1], k[2], k[3], k[4], k[5], k[6], k[7], k[8]
+	K_EV, K_W, K_TICKET, K_LIVE, K_WL, CH_WAKE, CH_EVENTS =
+		k[9], k[10], k[11], k[12], k[13], k[14], k[15]
 	-- Redis Cluster: while this store's slot is being migrated away from this node, any key
 	-- that is not (or no longer) here would fail the script half-way, after some of its
 	-- writes. A key that never exists tells us first, before any write: then nothing is done
