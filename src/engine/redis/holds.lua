@@ -13,7 +13,8 @@
 -- Keys: per resource  P{name}:r (hash) P{name}:q (waiter queue, zset by ticket) P{name}:f
 -- (fence counter, never deleted) P{name}:v (its last event revision, never deleted: revisions
 -- go on when an implicit resource comes back); per store  P holds/hids/exp/ended/idem/idemx/
--- res/seq/ev/w/wl/ticket/live. Channels: P wake (ids of waiters whose outcome is ready), P events (seq).
+-- res/seq/ev/w/wl/ticket/live/layout (layout: 2, see layout_check). Channels: P wake (ids of
+-- waiters whose outcome is ready), P events (seq).
 -- With kind '1…' (URL ?locks=plain) each resource also has its Redlock-format key: the
 -- resource name itself, holding a token while holdfast holds any of its units (see "plain").
 
