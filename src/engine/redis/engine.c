@@ -326,7 +326,7 @@ static void args_free(int n, char **v, size_t *l)
 	free(l);
 }
 
-/* EVALSHA sha 1 <seq key> prefix op retention... plain — the common head of every call. */
+/* EVALSHA sha 1 <seq key> prefix op retention... kind — the common head of every call. */
 static void args_head(struct redis_engine *eng, struct args *a, const char *op)
 {
 	arg_add(a, eng->fcall ? "FCALL" : "EVALSHA");
@@ -339,7 +339,11 @@ static void args_head(struct redis_engine *eng, struct args *a, const char *op)
 	arg_int(a, eng->opt.idempotency_retention_ms);
 	arg_int(a, (long long)eng->opt.max_holds);
 	arg_int(a, (long long)eng->opt.max_resources);
-	arg_add(a, eng->plain ? "1" : "0");
+	/* the store's kind ('1' locks=plain, 'c' a Cluster node, '0' plain Redis) and its db: the
+	 * script keeps per-store state in the library between calls (holds.lua, retain) */
+	char kind[32];
+	snprintf(kind, sizeof(kind), "%c%d", eng->plain ? '1' : eng->cluster ? 'c' : '0', eng->url.db);
+	arg_add(a, kind);
 }
 
 static struct job *job_new(enum job_kind kind, struct args *a)

@@ -5,21 +5,24 @@
 -- It mirrors src/engine/embedded/state.c step for step (same checks, order and error codes).
 --
 -- Call: FCALL holdfast_<id> 1 <P>seq  P op hold_ret_ms idem_ret_ms max_holds max_resources
---       plain args...   (or EVALSHA sha 1 <P>seq ..., the same arguments)
+--       kind args...   (or EVALSHA sha 1 <P>seq ..., the same arguments; kind: '1' for
+--       locks=plain, 'c' on a Cluster node, else '0', then the db number)
 -- Reply: one JSON text: {"now":ms,"due":ms|0, ...op result...}; errors as {"e":code,"m":text}.
 -- Holds, resources and events in it have the wire form of src/core/codec.c (hf__*_from_json
 -- reads them), except that a resource's meta and an event's data are their JSON text.
 -- Keys: per resource  P{name}:r (hash) P{name}:q (waiter queue, zset by ticket) P{name}:f
 -- (fence counter, never deleted) P{name}:v (its last event revision, never deleted: revisions
 -- go on when an implicit resource comes back); per store  P holds/hids/exp/ended/idem/idemx/
--- res/seq/ev/w/wl/ticket/live. Channels: P wake (ids of waiters whose outcome is ready), P events (seq).
--- With plain = '1' (URL ?locks=plain) each resource also has its Redlock-format key: the
+-- res/seq/ev/w/wl/ticket/live/layout (layout: 2, see layout_check). Channels: P wake (ids of
+-- waiters whose outcome is ready), P events (seq).
+-- With kind '1…' (URL ?locks=plain) each resource also has its Redlock-format key: the
 -- resource name itself, holding a token while holdfast holds any of its units (see "plain").
 
 -- Per call: set by run() from the arguments before anything else runs. Everything below is
 -- defined once per library load (FUNCTION LOAD) — or once per call when run as a script (EVAL,
 -- Redis < 7): the closures are a large part of a call's cost, so they live at this level.
-local P, OP, HOLD_RET, IDEM_RET, MAX_HOLDS, MAX_RES, PLAIN
+local P, OP, HOLD_RET, IDEM_RET, MAX_HOLDS, MAX_RES, PLAIN, CLUSTER
+local STORE -- this store across Redis dbs: ARGV[7] .. P
 local A = 8 -- first op argument
 
 local E_NORESOURCE, E_NOHOLD, E_VERSION, E_HELD, E_UNAVAILABLE = -2, -3, -4, -5, -6
@@ -28,6 +31,7 @@ local E_IDEMMISMATCH, E_IDEMBUSY, E_ENGINE = -14, -15, -19
 local TENTATIVE, CONFIRMED, RELEASED, EXPIRED = 0, 1, 2, 3
 local UNITS, SHARED, EXCLUSIVE = 0, 1, 2
 local MODE_NAME = {[0] = 'units', [1] = 'shared', [2] = 'exclusive'}
+local MODE_JSON = {[0] = '"units"', [1] = '"shared"', [2] = '"exclusive"'}
 local STATE_NAME = {[0] = 'tentative', [1] = 'confirmed', [2] = 'released', [3] = 'expired'}
 
 local K_HOLDS, K_HIDS, K_EXP, K_ENDED, K_IDEM, K_IDEMX, K_RES, K_SEQ
@@ -43,6 +47,15 @@ local function vk(n) return P .. '{' .. n .. '}:v' end
 local NOW          -- Redis TIME in ms, read once per call
 local woken = {}   -- waiter ids whose outcome is ready: published on CH_WAKE at the end
 local emitted = 0  -- newest event seq written by this call
+-- The next moment something falls due without a call (a lease end, the lapse of a wait), or
+-- nil: read by sweep() where it reads the two indexes anyway, lowered by every entry this call
+-- adds (due_at). Entries this call removes may leave it early: the engine then runs one empty
+-- call, which answers the later moment — never late, which would leave a lease unenforced.
+local DUE
+
+local function due_at(t)
+	if not DUE or t < DUE then DUE = t end
+end
 local work, in_work = {}, {} -- resources whose queue may move (the pump's worklist)
 
 -- Integers as text: every number handed to redis.call (or concatenated) is turned into text;
@@ -50,6 +63,39 @@ local work, in_work = {}, {} -- resources whose queue may move (the pump's workl
 -- instructions Redis spent on a call (callgrind); an integer format is a fraction of that.
 local function I(x) return string.format('%d', x) end
 local function S(s) return cjson.encode(s) end
+
+-- A hold record (the values of Pholds) is packed with Redis's `struct` library: one pack on save,
+-- one unpack for the head and one per resource on load. It was JSON (cjson), whose encode and
+-- decode cost ~55k instructions in Redis per record, three records per acquire + release —
+-- struct costs about a quarter of that (bench: docs/benchmarks.md). Layout version 2: the
+-- first byte is 2. A version-1 record (JSON text, first byte '{') is still read and is
+-- written as version 2 the next time the hold changes (docs/redis.md, "Layout versions").
+local HOLD_V2 = 2
+local HOLD_HEAD = '>BBBdddI4c0I4c0I4c0I4'
+local HOLD_PART = '>I4c0dd'
+
+local function hold_enc(h)
+	local t = {struct.pack(HOLD_HEAD, HOLD_V2, h.state, h.mode, h.created, h.expires, h.ended,
+	                       #h.id, h.id, #h.token, h.token, #h.owner, h.owner, #h.parts)}
+	for i, p in ipairs(h.parts) do
+		t[i + 1] = struct.pack(HOLD_PART, #p.name, p.name, p.units, p.fence)
+	end
+	return table.concat(t)
+end
+
+local function hold_dec(j)
+	if string.byte(j, 1) ~= HOLD_V2 then return cjson.decode(j) end -- version 1: JSON
+	local _, state, mode, created, expires, ended, id, token, owner, n, pos =
+		struct.unpack(HOLD_HEAD, j)
+	local h = {id = id, token = token, owner = owner, state = state, mode = mode,
+	           created = created, expires = expires, ended = ended, parts = {}}
+	for i = 1, n do
+		local name, units, fence
+		name, units, fence, pos = struct.unpack(HOLD_PART, j, pos)
+		h.parts[i] = {name = name, units = units, fence = fence}
+	end
+	return h
+end
 
 local function err(code, msg) return {e = code, m = msg} end
 
@@ -71,8 +117,11 @@ local function res_view(r)
 	        held = r.held, holds = r.holds, waiters = redis.call('ZCARD', qk(r.name))}
 end
 
-local function res_create(n, cap)
-	redis.call('HSET', rk(n), 'cap', I(cap), 'decl', '0', 'ver', '0', 'held', '0', 'holds', '0', 'nex', '0')
+-- A new implicit resource; held/nex (optional): the units and exclusive count of the one hold
+-- it is created for, written here rather than by three HINCRBY after.
+local function res_create(n, cap, held, nex)
+	redis.call('HSET', rk(n), 'cap', I(cap), 'decl', '0', 'ver', '0', 'held', I(held or 0),
+	           'holds', held and '1' or '0', 'nex', I(nex or 0))
 	redis.call('ZADD', K_RES, '0', n)
 end
 
@@ -191,14 +240,17 @@ end
 -- them as the codec's object text (vs).
 local function emit(etype, names, hold_id, data)
 	local seq = redis.call('INCR', K_SEQ)
-	local revs = {}
-	for i, n in ipairs(names) do
-		revs[i] = S(n) .. ':' .. I(redis.call('INCR', vk(n)))
+	local v = I(redis.call('INCR', vk(names[1])))
+	local vs = ''
+	if #names > 1 then
+		local revs = {S(names[1]) .. ':' .. v}
+		for i = 2, #names do
+			revs[i] = S(names[i]) .. ':' .. I(redis.call('INCR', vk(names[i])))
+		end
+		vs = '{' .. table.concat(revs, ',') .. '}'
 	end
-	local v = string.match(revs[1], ':(%d+)$')
 	redis.call('XADD', K_EV, I(seq) .. '-1', 'a', I(NOW), 't', etype, 'r', names[1],
-	           'v', v, 'vs', #revs > 1 and '{' .. table.concat(revs, ',') .. '}' or '',
-	           'h', hold_id or '', 'd', data)
+	           'v', v, 'vs', vs, 'h', hold_id or '', 'd', data)
 	emitted = seq
 end
 
@@ -232,11 +284,11 @@ end
 local function hold_load(id)
 	local j = redis.call('HGET', K_HOLDS, id)
 	if not j then return nil end
-	return cjson.decode(j)
+	return hold_dec(j)
 end
 
 local function hold_save(h)
-	redis.call('HSET', K_HOLDS, h.id, cjson.encode(h))
+	redis.call('HSET', K_HOLDS, h.id, hold_enc(h))
 end
 
 -- The public view of a hold, in the codec's form (hf__hold_from_json): the token only where
@@ -256,12 +308,21 @@ local function hold_end(h, state, ended_at, by)
 	h.state = state
 	h.ended = ended_at
 	for _, p in ipairs(h.parts) do
-		local k = rk(p.name)
-		redis.call('HINCRBY', k, 'held', I(-p.units))
-		redis.call('HINCRBY', k, 'holds', '-1')
-		if h.mode == EXCLUSIVE then redis.call('HINCRBY', k, 'nex', '-1') end
-		plain_end(p.name, was_confirmed)
-		work_push(p.name)
+		local n = p.name
+		local k = rk(n)
+		if not is_plain(n) and redis.call('HINCRBY', k, 'holds', '-1') == 0 and
+		   redis.call('HGET', k, 'decl') == '0' and redis.call('ZCARD', qk(n)) == 0 then
+			-- the last hold of an implicit resource no one waits for: it vanishes now, as
+			-- res_drop_if_idle would after the pump, which has nothing to do for it
+			redis.call('DEL', k)
+			redis.call('ZREM', K_RES, n)
+		else
+			if is_plain(n) then redis.call('HINCRBY', k, 'holds', '-1') end
+			redis.call('HINCRBY', k, 'held', I(-p.units))
+			if h.mode == EXCLUSIVE then redis.call('HINCRBY', k, 'nex', '-1') end
+			plain_end(n, was_confirmed)
+			work_push(n)
+		end
 	end
 	redis.call('ZREM', K_EXP, h.id)
 	redis.call('ZADD', K_ENDED, I(ended_at), h.id)
@@ -273,27 +334,38 @@ local function hold_end(h, state, ended_at, by)
 end
 
 -- Takes the units: names/units in grant order (units 0 = exclusive: the whole capacity).
+-- fresh (optional): name -> capacity of the resources to create for this hold.
 -- Returns the hold, or nil and an error code.
-local function grant(owner, mode, ttl, id, token, names, units, idem_key)
-	if tonumber(redis.call('GET', K_LIVE) or '0') >= MAX_HOLDS then return nil, E_LIMIT end
+local function grant(owner, mode, ttl, id, token, names, units, idem_key, fresh)
+	if redis.call('INCR', K_LIVE) > MAX_HOLDS then
+		redis.call('DECR', K_LIVE)
+		return nil, E_LIMIT
+	end
 	local h = {id = id, token = token, owner = owner, state = TENTATIVE, mode = mode,
 	           created = NOW, expires = NOW + ttl, ended = 0, parts = {}}
 	for i, n in ipairs(names) do
 		local k = rk(n)
 		local u = units[i]
-		if u == 0 then u = tonumber(redis.call('HGET', k, 'cap')) end
+		local cap = fresh and fresh[n]
+		if cap then
+			if u == 0 then u = cap end
+			res_create(n, cap, u, mode == EXCLUSIVE and 1 or 0)
+			fresh[n] = nil -- a name twice in one hold: the second adds to the first
+		else
+			if u == 0 then u = tonumber(redis.call('HGET', k, 'cap')) end
+			redis.call('HINCRBY', k, 'held', I(u))
+			redis.call('HINCRBY', k, 'holds', '1')
+			if mode == EXCLUSIVE then redis.call('HINCRBY', k, 'nex', '1') end
+		end
 		h.parts[i] = {name = n, units = u, fence = redis.call('INCR', fk(n))}
-		redis.call('HINCRBY', k, 'held', I(u))
-		redis.call('HINCRBY', k, 'holds', '1')
-		if mode == EXCLUSIVE then redis.call('HINCRBY', k, 'nex', '1') end
 		plain_take(n, h)
 	end
 	hold_save(h)
 	redis.call('ZADD', K_HIDS, '0', id)
 	redis.call('ZADD', K_EXP, I(h.expires), id)
-	redis.call('INCR', K_LIVE)
+	due_at(h.expires)
 	emit('hold.granted', names, id,
-	     '{"expires_at_ms":' .. I(h.expires) .. ',"id":' .. S(id) .. ',"mode":' .. S(MODE_NAME[mode]) ..
+	     '{"expires_at_ms":' .. I(h.expires) .. ',"id":' .. S(id) .. ',"mode":' .. MODE_JSON[mode] ..
 	     ',"owner":' .. S(owner) .. ',"resources":' .. parts_json(h, true) .. '}')
 	if idem_key and idem_key ~= '' then
 		local d = cjson.decode(redis.call('HGET', K_IDEM, idem_key))
@@ -321,6 +393,7 @@ end
 local function w_save(wid, w)
 	redis.call('HSET', K_W, wid, cjson.encode(w))
 	redis.call('ZADD', K_WL, I(w.lease), wid)
+	due_at(w.lease)
 end
 
 local function w_del(wid)
@@ -451,10 +524,44 @@ local function pump()
 	work, in_work = {}, {}
 end
 
+-- Retention is not a rule anyone waits for: ended holds and idempotency records are kept at
+-- least their retention, and deleting them up to a second later changes no answer. So it runs
+-- at most once a second per store (db and prefix), or again at once while it still finds a
+-- full batch: two of the ~25 redis.call a short operation made are off its path. The time
+-- lives in the library's Lua state, which survives between FCALLs; in the script form
+-- (EVALSHA) it is fresh every call, and retention runs every call as before.
+local retain_after = {} -- STORE -> NOW from which the next retention pass runs
+
+local function retain()
+	if NOW < (retain_after[STORE] or 0) then return end
+	local old = redis.call('ZRANGEBYSCORE', K_ENDED, '-inf', I(NOW - HOLD_RET), 'LIMIT', '0', '1000')
+	local full = #old == 1000
+	for _, id in ipairs(old) do
+		redis.call('HDEL', K_HOLDS, id)
+		redis.call('ZREM', K_HIDS, id)
+		redis.call('ZREM', K_ENDED, id)
+	end
+	old = redis.call('ZRANGEBYSCORE', K_IDEMX, '-inf', I(NOW - IDEM_RET), 'LIMIT', '0', '1000')
+	full = full or #old == 1000
+	for _, k in ipairs(old) do
+		redis.call('HDEL', K_IDEM, k)
+		redis.call('ZREM', K_IDEMX, k)
+	end
+	retain_after[STORE] = full and 0 or NOW + 1000
+end
+
 -- ---- lazy expiry and retention: before every operation ----
 
+-- The first score of a zset, or nil.
+local function first(k)
+	local f = redis.call('ZRANGE', k, '0', '0', 'WITHSCORES')
+	return f[2] and tonumber(f[2])
+end
+
 local function sweep()
-	while true do
+	DUE = nil
+	local wl = first(K_WL)
+	while wl and wl < NOW do
 		local gone = redis.call('ZRANGEBYSCORE', K_WL, '-inf', '(' .. I(NOW), 'LIMIT', '0', '100')
 		if #gone == 0 then break end
 		for _, wid in ipairs(gone) do
@@ -462,10 +569,11 @@ local function sweep()
 			if w and w_lapsed(w) then w_drop_lapsed(wid, w) else redis.call('ZREM', K_WL, wid) end
 		end
 		pump()
+		wl = first(K_WL)
 	end
-	while true do
+	local ex = first(K_EXP)
+	while ex and ex <= NOW do
 		local due = redis.call('ZRANGEBYSCORE', K_EXP, '-inf', I(NOW), 'LIMIT', '0', '100')
-		if #due == 0 then break end
 		for _, id in ipairs(due) do
 			local h = hold_load(id)
 			if h and h.state == TENTATIVE then
@@ -475,18 +583,12 @@ local function sweep()
 			end
 		end
 		pump()
+		ex = first(K_EXP)
 	end
-	local old = redis.call('ZRANGEBYSCORE', K_ENDED, '-inf', I(NOW - HOLD_RET), 'LIMIT', '0', '1000')
-	for _, id in ipairs(old) do
-		redis.call('HDEL', K_HOLDS, id)
-		redis.call('ZREM', K_HIDS, id)
-		redis.call('ZREM', K_ENDED, id)
-	end
-	old = redis.call('ZRANGEBYSCORE', K_IDEMX, '-inf', I(NOW - IDEM_RET), 'LIMIT', '0', '1000')
-	for _, k in ipairs(old) do
-		redis.call('HDEL', K_IDEM, k)
-		redis.call('ZREM', K_IDEMX, k)
-	end
+	-- what the pumps above added is in DUE already
+	if wl then due_at(wl) end
+	if ex then due_at(ex) end
+	retain()
 end
 
 -- ---- operations ----
@@ -573,16 +675,18 @@ function ops.acquire(a)
 		end
 		if all then from, to = 1, n end
 	end
+	-- resources this call creates (res[] was read above: no second read of a missing one)
+	local made = {}
 	if to >= from and from > 0 then
 		local gn, gu = {}, {}
 		for i = from, to do
-			if not res[i] and not res_get(names[i]) then res_create(names[i], caps[i]) end
+			if not res[i] and not made[names[i]] then made[names[i]] = caps[i] end
 			gn[#gn + 1], gu[#gu + 1] = names[i], units[i]
 		end
 		if ikey ~= '' then
 			redis.call('HSET', K_IDEM, ikey, cjson.encode({fp = fp, created = NOW}))
 		end
-		local h, code = grant(owner, mode, ttl, id, token, gn, gu, ikey)
+		local h, code = grant(owner, mode, ttl, id, token, gn, gu, ikey, made)
 		if not h then
 			if ikey ~= '' then redis.call('HDEL', K_IDEM, ikey) end
 			for i = from, to do res_drop_if_idle(names[i]) end
@@ -602,7 +706,10 @@ function ops.acquire(a)
 	           since = NOW, dl = NOW + wait_ms}
 	local ticket = redis.call('INCR', K_TICKET)
 	for i = 1, n do
-		if not res[i] and not res_get(names[i]) then res_create(names[i], caps[i]) end
+		if not res[i] and not made[names[i]] then
+			res_create(names[i], caps[i])
+			made[names[i]] = true
+		end
 		w.claims[i] = {n = names[i], u = units[i]}
 		redis.call('ZADD', qk(names[i]), I(ticket), wid)
 	end
@@ -709,6 +816,7 @@ function ops.extend(a)
 	if h.state == TENTATIVE then
 		h.expires = NOW + tonumber(a[3])
 		redis.call('ZADD', K_EXP, I(h.expires), h.id)
+		due_at(h.expires)
 		hold_save(h)
 		for _, p in ipairs(h.parts) do
 			if is_plain(p.name) then
@@ -943,25 +1051,60 @@ end
 
 -- ---- dispatch ----
 
+local key_names = {} -- prefix -> its store-wide key names, made once per library load
+
+-- The store's layout version, P layout: checked once per library load and store (it never
+-- changes under a running library), so a later version's store is refused by name instead
+-- of being misread. Version 1 stores (no key) are taken over: their records are read as
+-- they are and rewritten in layout 2 as they change (hold_dec).
+local LAYOUT = 2
+local layout_checked = {} -- STORE -> true
+
+local function layout_check()
+	local k = P .. 'layout'
+	local v = tonumber(redis.call('GET', k) or '1')
+	if v > LAYOUT then
+		return 'the store under prefix \'' .. P .. '\' has layout version ' .. I(v) ..
+		       ', written by a newer holdfast; this one reads versions 1 to ' .. I(LAYOUT)
+	end
+	if v < LAYOUT then redis.call('SET', k, I(LAYOUT)) end
+	layout_checked[STORE] = true
+	return nil
+end
+
 -- One call: ARGV as in the header. The script form ends with `return run(ARGV)`, the library
 -- form registers a function that calls it (both generated by redis.cmake).
+
 local function run(ARGV)
 	P, OP = ARGV[1], ARGV[2]
 	HOLD_RET, IDEM_RET = tonumber(ARGV[3]), tonumber(ARGV[4])
 	MAX_HOLDS, MAX_RES = tonumber(ARGV[5]), tonumber(ARGV[6])
-	PLAIN = ARGV[7] == '1'
-	K_HOLDS, K_HIDS, K_EXP, K_ENDED = P .. 'holds', P .. 'hids', P .. 'exp', P .. 'ended'
-	K_IDEM, K_IDEMX, K_RES, K_SEQ = P .. 'idem', P .. 'idemx', P .. 'res', P .. 'seq'
-	K_EV, K_W, K_TICKET, K_LIVE = P .. 'ev', P .. 'w', P .. 'ticket', P .. 'live'
-	K_WL = P .. 'wl'
-	CH_WAKE, CH_EVENTS = P .. 'wake', P .. 'events'
+	-- ARGV[7]: the store's kind ('1' locks=plain, 'c' Cluster, '0') then its db number
+	STORE = ARGV[7] .. P
+	local kind = string.byte(ARGV[7], 1)
+	PLAIN, CLUSTER = kind == 49, kind == 99
+	local k = key_names[P]
+	if not k then
+		k = {P .. 'holds', P .. 'hids', P .. 'exp', P .. 'ended', P .. 'idem', P .. 'idemx',
+		     P .. 'res', P .. 'seq', P .. 'ev', P .. 'w', P .. 'ticket', P .. 'live', P .. 'wl',
+		     P .. 'wake', P .. 'events'}
+		key_names[P] = k
+	end
+	K_HOLDS, K_HIDS, K_EXP, K_ENDED, K_IDEM, K_IDEMX, K_RES, K_SEQ =
+		k[1], k[2], k[3], k[4], k[5], k[6], k[7], k[8]
+	K_EV, K_W, K_TICKET, K_LIVE, K_WL, CH_WAKE, CH_EVENTS =
+		k[9], k[10], k[11], k[12], k[13], k[14], k[15]
 	-- Redis Cluster: while this store's slot is being migrated away from this node, any key
 	-- that is not (or no longer) here would fail the script half-way, after some of its
 	-- writes. A key that never exists tells us first, before any write: then nothing is done
 	-- and the engine sends the call again later (TRYAGAIN). Elsewhere (no Cluster, a stable
 	-- slot, or the importing node asked with ASKING) the probe just answers 0.
-	if type(redis.pcall('EXISTS', P .. 'probe')) == 'table' then
+	if CLUSTER and type(redis.pcall('EXISTS', P .. 'probe')) == 'table' then
 		return redis.error_reply('TRYAGAIN the slot of this store is being migrated')
+	end
+	if not layout_checked[STORE] then
+		local bad = layout_check()
+		if bad then return cjson.encode(err(E_ENGINE, bad)) end
 	end
 	local t = redis.call('TIME')
 	NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -978,9 +1121,6 @@ local function run(ARGV)
 	result.now = NOW
 	-- The next moment something falls due without a call: a lease end, or the lapse of a wait
 	-- (then the engine runs an empty script, whose sweep frees the queues it was in).
-	local nd = redis.call('ZRANGE', K_EXP, '0', '0', 'WITHSCORES')
-	local nl = redis.call('ZRANGE', K_WL, '0', '0', 'WITHSCORES')
-	result.due = nd[2] and tonumber(nd[2]) or 0
-	if nl[2] and (result.due == 0 or tonumber(nl[2]) < result.due) then result.due = tonumber(nl[2]) end
+	result.due = DUE or 0
 	return cjson.encode(result)
 end
