@@ -37,6 +37,7 @@ static const char main_usage[] =
 	"  saga-type put|get NAME        register or show a saga type\n"
 	"  relay --to URL                deliver the event log to RabbitMQ or Redis Streams\n"
 	"  consume --from URL            apply relayed events once each (print or run a command)\n"
+	"  replay                        rebuild the state from the events; compare with the live one\n"
 	"\n"
 	"global options (also accepted after the command):\n"
 	"  --server URL   holdfastd to talk to (default $HOLDFAST_SERVER, else " CLI_DEFAULT_SERVER ")\n"
@@ -288,7 +289,7 @@ static const struct {
 	{"resources", cli_cmd_resources}, {"events", cli_cmd_events}, {"stats", cli_cmd_stats},
 	{"run", cli_cmd_run},             {"saga", cli_cmd_saga},     {"saga-type", cli_cmd_saga_type},
 #ifdef HF_CLI_RELAY
-	{"relay", cli_cmd_relay},         {"consume", cli_cmd_consume},
+	{"relay", cli_cmd_relay},         {"consume", cli_cmd_consume}, {"replay", cli_cmd_replay},
 #endif
 };
 

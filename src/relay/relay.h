@@ -11,6 +11,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+
+#include <jansson.h>
 
 #include "holdfast.h"
 
@@ -177,5 +180,43 @@ void relay_err(hf_error *err, int code, const char *fmt, ...) __attribute__((for
 void relay_log(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Parses redis://host[:port]; host into buf. */
 int relay_parse_redis_url(const char *url, char *host, size_t size, int *port, hf_error *err);
+
+/* ---- Event sourcing: the state folded from the events alone (fold.c). ---------------- */
+
+/* The state the events describe, in the JSON form the comparison uses:
+ *   resources: name → {"capacity" (null: implicit, not in any event), "meta", "version",
+ *              "declared", "held", "holds"}
+ *   holds:     live hold id → {"owner", "state", "mode", "expires_at_ms",
+ *              "parts": [{"resource","units","fence"}]}
+ *   revisions: name → the resource's last event revision seen (kept after a delete) */
+struct relay_fold {
+	json_t *resources;
+	json_t *holds;
+	json_t *revisions;
+	uint64_t seq;     /* the last event folded: the fold's position in the log */
+	uint64_t events;  /* events folded */
+	uint64_t unknown; /* events of a type the fold does not know (ignored) */
+	uint64_t orphans; /* hold events for a hold never granted in the events read */
+};
+
+/* An empty fold (HF_ENOMEM if it cannot be made); relay_fold_free releases it. */
+int relay_fold_init(struct relay_fold *f);
+void relay_fold_free(struct relay_fold *f);
+/* Applies one event (events must come in seq order). HF_EPROTO for data that is not JSON. */
+int relay_fold_event(struct relay_fold *f, const hf_event *ev, hf_error *err);
+/* Reads and folds the events after f->seq to the end of the log (or max_events, if > 0). */
+int relay_fold_read(hf_store *st, struct relay_fold *f, size_t max_events, hf_error *err);
+/* The live state through the API (list resources, list live holds), in the fold's form;
+ * both objects are yours to json_decref. */
+int relay_live_state(hf_store *st, json_t **resources, json_t **holds, hf_error *err);
+/* Prints each difference between the fold and the live state as a line on `out` (may be
+ * NULL) and returns how many there are. Implicit resources are compared without their
+ * capacity (no event carries it) and only while they have holds (waiters are not events). */
+size_t relay_fold_diff(const struct relay_fold *f, json_t *live_resources,
+                       const json_t *live_holds, FILE *out);
+/* Folds the whole log into f (fresh from relay_fold_init) and compares it with the live state
+ * at a moment when no event came in while the state was read; *n_diffs differences. */
+int relay_replay_check(hf_store *st, struct relay_fold *f, size_t *n_diffs, FILE *out,
+                       hf_error *err);
 
 #endif /* HF_RELAY_H */
