@@ -97,6 +97,7 @@ int cli_cmd_saga_type(int argc, char **argv); /* sagas.c */
 /* relay_cmd.c, built with src/relay (HF_CLI_RELAY). */
 int cli_cmd_relay(int argc, char **argv);
 int cli_cmd_consume(int argc, char **argv);
-int cli_cmd_replay(int argc, char **argv); /* project_cmd.c */
+int cli_cmd_replay(int argc, char **argv);  /* project_cmd.c */
+int cli_cmd_project(int argc, char **argv); /* project_cmd.c */
 
 #endif /* HF_CLI_H */

@@ -219,4 +219,35 @@ size_t relay_fold_diff(const struct relay_fold *f, json_t *live_resources,
 int relay_replay_check(hf_store *st, struct relay_fold *f, size_t *n_diffs, FILE *out,
                        hf_error *err);
 
+/* ---- CQRS read models (project.c): the fold kept in SQLite with its position. -------- */
+
+/* Cached views are the Redis keys <prefix>availability:<resource> and <prefix>owner:<owner>. */
+#define RELAY_VIEW_CACHE_PREFIX "holdfast:view:"
+
+struct relay_project;
+/* Opens (creating) the projection file; `rebuild` empties it first (a rebuild from zero). On
+ * HF_OK *out is yours to relay_project_close. */
+int relay_project_open(const char *path, bool rebuild, struct relay_project **out, hf_error *err);
+void relay_project_close(struct relay_project *p);
+uint64_t relay_project_seq(const struct relay_project *p); /* the last event it reflects */
+/* Folds the events after its position, one page (up to HF_LIST_MAX) per SQLite transaction
+ * (rows + position together), deleting the cached views each page changed. wait_ms 0: stops
+ * at the end of the log; > 0: follows it (long-polls) until *stop. */
+int relay_project_sync(struct relay_project *p, hf_store *st, int64_t wait_ms,
+                       volatile sig_atomic_t *stop, hf_error *err);
+/* {"owner","holds":[{"id","state","mode","expires_at_ms","parts"}],"position":{"seq"}} */
+int relay_project_owner(struct relay_project *p, const char *owner, json_t **out, hf_error *err);
+/* {"resource","capacity","held","free","holds","declared","position":{"seq","revision"}};
+ * capacity and free are null for an implicit resource (no event carries its capacity).
+ * HF_ENORESOURCE if the projection has no such resource. */
+int relay_project_availability(struct relay_project *p, const char *resource, json_t **out,
+                               hf_error *err);
+/* Connects the Redis cache (redis://host:port): relay_project_sync then deletes the keys of
+ * the views each batch changed, and relay_project_cached reads through it. */
+int relay_project_cache(struct relay_project *p, const char *url, int64_t ttl_ms, hf_error *err);
+/* Cache-aside read of a view ("owner" or "availability"): GET; on a miss, read the
+ * projection and SET it with the TTL. *json is yours to free; *hit tells which path. */
+int relay_project_cached(struct relay_project *p, const char *view, const char *name,
+                         char **json, bool *hit, hf_error *err);
+
 #endif /* HF_RELAY_H */
