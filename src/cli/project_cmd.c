@@ -97,7 +97,9 @@ static const char project_usage[] =
     "  --cache URL       redis://host:port: read views cache-aside (GET; on a miss read the\n"
     "                    projection and SET with --cache-ttl); catching up deletes the keys\n"
     "                    of the views the new events change\n"
-    "  --cache-ttl MS    lifetime of a cached view (default 60000)\n";
+    "  --cache-ttl MS    lifetime of a cached view (default 60000)\n"
+    "  --name NAME       publish the position in the store (holdfast.relay/projection.NAME/\n"
+    "                    checkpoint): event retention will not trim past it\n";
 
 static volatile sig_atomic_t project_stop;
 
@@ -108,14 +110,14 @@ static void on_project_signal(int sig)
 }
 
 struct project_args {
-	const char *db, *cache, *view, *name;
+	const char *db, *cache, *view, *name, *publish;
 	bool rebuild, no_sync, follow;
 	int64_t cache_ttl_ms;
 };
 
 static int project_parse(int argc, char **argv, struct project_args *a)
 {
-	enum { P_DB = 1, P_REBUILD, P_NOSYNC, P_FOLLOW, P_CACHE, P_TTL };
+	enum { P_DB = 1, P_REBUILD, P_NOSYNC, P_FOLLOW, P_CACHE, P_TTL, P_NAME };
 	static const struct option opts[] = {
 	    {"db", required_argument, NULL, P_DB},
 	    {"rebuild", no_argument, NULL, P_REBUILD},
@@ -123,6 +125,7 @@ static int project_parse(int argc, char **argv, struct project_args *a)
 	    {"follow", no_argument, NULL, P_FOLLOW},
 	    {"cache", required_argument, NULL, P_CACHE},
 	    {"cache-ttl", required_argument, NULL, P_TTL},
+	    {"name", required_argument, NULL, P_NAME},
 	    CLI_COMMON_OPTS,
 	};
 	memset(a, 0, sizeof(*a));
@@ -137,6 +140,7 @@ static int project_parse(int argc, char **argv, struct project_args *a)
 		case P_NOSYNC: a->no_sync = true; break;
 		case P_FOLLOW: a->follow = true; break;
 		case P_CACHE: a->cache = optarg; break;
+		case P_NAME: a->publish = optarg; break;
 		case P_TTL:
 			if (!cli_parse_i64("project", "--cache-ttl", optarg, 1, INT32_MAX, &a->cache_ttl_ms))
 				return CLI_EXIT_USAGE;
@@ -191,6 +195,8 @@ int cli_cmd_project(int argc, char **argv)
 	rc = relay_project_open(a.db, a.rebuild, &p, &err);
 	if (rc == HF_OK && a.cache)
 		rc = relay_project_cache(p, a.cache, a.cache_ttl_ms, &err);
+	if (rc == HF_OK && a.publish)
+		rc = relay_project_publish(p, a.publish, &err);
 	if (rc == HF_OK && !a.no_sync)
 		rc = project_sync(p, &a, &err);
 	char *json = NULL;

@@ -19,6 +19,7 @@ struct relay_project {
 	struct relay_fold fold;
 	redisContext *cache; /* NULL: no cache to invalidate */
 	int64_t cache_ttl_ms;
+	char *checkpoint; /* NULL, or the store resource its position is published to */
 };
 
 static int db_fail(struct relay_project *p, const char *what, hf_error *err)
@@ -111,7 +112,43 @@ void relay_project_close(struct relay_project *p)
 	relay_fold_free(&p->fold);
 	if (p->cache)
 		redisFree(p->cache);
+	free(p->checkpoint);
 	free(p);
+}
+
+int relay_project_publish(struct relay_project *p, const char *name, hf_error *err)
+{
+	char buf[HF_NAME_MAX + 2];
+	int n = snprintf(buf, sizeof(buf), RELAY_OWN_PREFIX "projection.%s/checkpoint", name);
+	if (n < 0 || n > HF_NAME_MAX) {
+		relay_err(err, HF_EINVAL, "projection name '%s' is too long", name);
+		return HF_EINVAL;
+	}
+	free(p->checkpoint);
+	if (!(p->checkpoint = strdup(buf))) {
+		relay_err(err, HF_ENOMEM, "out of memory");
+		return HF_ENOMEM;
+	}
+	return HF_OK;
+}
+
+/* Writes the position where retention reads it (as a relay's checkpoint), so the log is not
+ * trimmed past what this projection has folded. */
+static int publish_position(struct relay_project *p, hf_store *st, hf_error *err)
+{
+	char meta[64];
+	snprintf(meta, sizeof(meta), "{\"seq\":%" PRIu64 "}", p->fold.seq);
+	hf_request rq;
+	hf_request_init(&rq, HF_OP_PUT_RESOURCE);
+	rq.name = p->checkpoint;
+	rq.capacity = 1;
+	rq.meta = meta;
+	hf_reply *rp = NULL;
+	int rc = hf_call(st, &rq, &rp);
+	if (rc != HF_OK && err)
+		*err = rp->error;
+	hf_reply_free(rp);
+	return rc;
 }
 
 uint64_t relay_project_seq(const struct relay_project *p)
@@ -246,7 +283,9 @@ static int sync_page(struct relay_project *p, hf_store *st, int64_t wait_ms, siz
 		return rc;
 	}
 	struct touched t = {json_object(), json_object(), json_object()};
+	bool foreign = false; /* an event that is not on the relays' own resources */
 	for (size_t i = 0; rc == HF_OK && i < *n; i++) {
+		foreign = foreign || !relay_is_own(rp->events[i].resource);
 		touch(p, &t, &rp->events[i], false);
 		rc = relay_fold_event(&p->fold, &rp->events[i], err);
 		touch(p, &t, &rp->events[i], true);
@@ -265,6 +304,9 @@ static int sync_page(struct relay_project *p, hf_store *st, int64_t wait_ms, siz
 	/* After the commit: a reader that misses the cache now reads the new rows. */
 	if (rc == HF_OK)
 		invalidate(p, &t);
+	/* Only after other events: publishing is an event itself, which must not feed itself. */
+	if (rc == HF_OK && foreign && p->checkpoint)
+		rc = publish_position(p, st, err);
 	json_decref(t.resources);
 	json_decref(t.holds);
 	json_decref(t.owners);

@@ -230,6 +230,10 @@ struct relay_project;
 int relay_project_open(const char *path, bool rebuild, struct relay_project **out, hf_error *err);
 void relay_project_close(struct relay_project *p);
 uint64_t relay_project_seq(const struct relay_project *p); /* the last event it reflects */
+/* Publishes the projection's position in the store, as the declared resource
+ * holdfast.relay/projection.NAME/checkpoint with meta {"seq": N} (written after each page
+ * with events other than the relays' own), so retention keeps what it has not folded. */
+int relay_project_publish(struct relay_project *p, const char *name, hf_error *err);
 /* Folds the events after its position, one page (up to HF_LIST_MAX) per SQLite transaction
  * (rows + position together), deleting the cached views each page changed. wait_ms 0: stops
  * at the end of the log; > 0: follows it (long-polls) until *stop. */

@@ -221,7 +221,16 @@ static void test_projection(void **state)
 	assert_int_equal(relay_project_sync(p, env->st, 0, NULL, &err), HF_OK);
 	random_workload(env->st, ht_seed() + 3, 120);
 	let_short_leases_expire();
+	assert_int_equal(relay_project_publish(p, "t", &err), HF_OK);
 	assert_int_equal(relay_project_sync(p, env->st, 0, NULL, &err), HF_OK);
+	/* Its position is published where retention reads checkpoints. */
+	hf_reply *cp = ht_get(env->st, "holdfast.relay/projection.t/checkpoint");
+	assert_int_equal(cp->error.code, HF_OK);
+	json_t *cpm = json_loads(cp->resource->meta, 0, NULL);
+	assert_true(json_integer_value(json_object_get(cpm, "seq")) > 0);
+	assert_true((uint64_t)json_integer_value(json_object_get(cpm, "seq")) <= relay_project_seq(p));
+	json_decref(cpm);
+	hf_reply_free(cp);
 	relay_project_close(p);
 
 	/* Reopened from its file, then compared with the live state at a quiet moment. */
