@@ -39,6 +39,7 @@ static const char main_usage[] =
 	"  consume --from URL            apply relayed events once each (print or run a command)\n"
 	"  replay                        rebuild the state from the events; compare with the live one\n"
 	"  project --db FILE [VIEW NAME] read models: bookings per owner, availability per resource\n"
+	"  request --to amqp://... BODY  request/reply over RabbitMQ (reply queue, correlation id)\n"
 	"\n"
 	"global options (also accepted after the command):\n"
 	"  --server URL   holdfastd to talk to (default $HOLDFAST_SERVER, else " CLI_DEFAULT_SERVER ")\n"
@@ -291,7 +292,7 @@ static const struct {
 	{"run", cli_cmd_run},             {"saga", cli_cmd_saga},     {"saga-type", cli_cmd_saga_type},
 #ifdef HF_CLI_RELAY
 	{"relay", cli_cmd_relay},         {"consume", cli_cmd_consume}, {"replay", cli_cmd_replay},
-	{"project", cli_cmd_project},
+	{"project", cli_cmd_project}, {"request", cli_cmd_request},
 #endif
 };
 

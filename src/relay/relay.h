@@ -254,4 +254,20 @@ int relay_project_cache(struct relay_project *p, const char *url, int64_t ttl_ms
 int relay_project_cached(struct relay_project *p, const char *view, const char *name,
                          char **json, bool *hit, hf_error *err);
 
+/* ---- Request/reply over RabbitMQ (request.c). -------------------------------------- */
+
+struct relay_request {
+	const char *url;         /* amqp://user:pass@host:port/vhost */
+	const char *exchange;    /* "" = the default exchange (routing key = queue name) */
+	const char *routing_key; /* where the service listens */
+	const char *body;        /* the request (JSON by convention) */
+	int64_t timeout_ms;      /* how long to wait for the reply; also the request's TTL */
+};
+
+/* Publishes body with reply_to = a new exclusive reply queue and a random correlation id,
+ * `mandatory`, then waits for the reply with that correlation id. On HF_OK *reply (the
+ * reply's body) is yours to free. HF_ETIMEDOUT: no reply in time; HF_EUNAVAILABLE: no queue
+ * is bound to the key (returned unroutable); HF_EENGINE: the broker or connection failed. */
+int relay_amqp_request(const struct relay_request *rq, char **reply, hf_error *err);
+
 #endif /* HF_RELAY_H */
