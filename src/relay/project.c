@@ -20,6 +20,7 @@ struct relay_project {
 	redisContext *cache; /* NULL: no cache to invalidate */
 	int64_t cache_ttl_ms;
 	char *checkpoint; /* NULL, or the store resource its position is published to */
+	bool broken;      /* a page folded in memory was not committed: reopen to go on */
 };
 
 static int db_fail(struct relay_project *p, const char *what, hf_error *err)
@@ -90,7 +91,8 @@ int relay_project_open(const char *path, bool rebuild, struct relay_project **ou
 	int rc = HF_OK;
 	if (sqlite3_open(path, &p->db) != SQLITE_OK)
 		rc = db_fail(p, "open", err);
-	else if (sqlite3_busy_timeout(p->db, 5000), sqlite3_exec(p->db, schema, NULL, NULL, NULL) != SQLITE_OK)
+	else if (sqlite3_busy_timeout(p->db, 5000) != SQLITE_OK ||
+	         sqlite3_exec(p->db, schema, NULL, NULL, NULL) != SQLITE_OK)
 		rc = db_fail(p, "schema", err);
 	else if (rebuild && sqlite3_exec(p->db, wipe, NULL, NULL, NULL) != SQLITE_OK)
 		rc = db_fail(p, "rebuild", err);
@@ -268,6 +270,11 @@ static void invalidate(struct relay_project *p, const struct touched *t)
 static int sync_page(struct relay_project *p, hf_store *st, int64_t wait_ms, size_t *n,
                      hf_error *err)
 {
+	if (p->broken) {
+		relay_err(err, HF_ESTORAGE, "projection is behind its memory after a failed write: "
+		                            "reopen it");
+		return HF_ESTORAGE;
+	}
 	hf_request rq;
 	hf_request_init(&rq, HF_OP_READ_EVENTS);
 	rq.after = p->fold.seq;
@@ -301,6 +308,7 @@ static int sync_page(struct relay_project *p, hf_store *st, int64_t wait_ms, siz
 			sqlite3_exec(p->db, "ROLLBACK", NULL, NULL, NULL);
 		}
 	}
+	p->broken = rc != HF_OK;
 	/* After the commit: a reader that misses the cache now reads the new rows. */
 	if (rc == HF_OK)
 		invalidate(p, &t);

@@ -205,6 +205,8 @@ static uint64_t old_events_upto(struct engine *e, const struct hf__call *call)
 	return upto > call->req.after ? upto : 0;
 }
 
+static void refuse_trimmed(struct hf__call *call, uint64_t upto, struct hf__effects *fx);
+
 static void read_old_events(struct engine *e, struct hf__call *call, uint64_t upto,
                             uint64_t durable)
 {
@@ -212,11 +214,22 @@ static void read_old_events(struct engine *e, struct hf__call *call, uint64_t up
 	hf__journal_read_events(e->journal, call->req.after, upto, call->req.limit, &r->events,
 	                        &r->n_events, &r->error);
 	r->last_seq = durable;
+	/* Retention may have trimmed past `after` since the check under the lock: the log is
+	 * gap-free here, so a first event other than after + 1 means just that. */
+	if (r->error.code == HF_OK && (r->n_events == 0 || r->events[0].seq != call->req.after + 1)) {
+		uint64_t gone = r->n_events ? r->events[0].seq - 1 : upto;
+		for (size_t i = 0; i < r->n_events; i++)
+			hf__event_clear(&r->events[i]);
+		free(r->events);
+		r->events = NULL;
+		r->n_events = 0;
+		refuse_trimmed(call, gone, NULL);
+	}
 	hf__call_done(call);
 }
 
 /* A read of events that retention has removed: an error naming the oldest one kept,
- * never a silent jump over the missing ones. */
+ * never a silent jump over the missing ones. With fx, the call is queued there to complete. */
 static void refuse_trimmed(struct hf__call *call, uint64_t upto, struct hf__effects *fx)
 {
 	call->reply->error.code = HF_ETRIMMED;
@@ -224,6 +237,8 @@ static void refuse_trimmed(struct hf__call *call, uint64_t upto, struct hf__effe
 	         "events up to seq %llu were trimmed: the oldest kept is %llu (read after=%llu or "
 	         "later)",
 	         (unsigned long long)upto, (unsigned long long)upto + 1, (unsigned long long)upto);
+	if (!fx)
+		return; /* the caller completes it */
 	call->next = fx->done_head;
 	fx->done_head = call;
 	if (!fx->done_tail)
