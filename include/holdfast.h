@@ -68,7 +68,8 @@ extern "C" {
 	X(ENOSAGATYPE, -31, 404, "unknown_saga_type", "no such saga type")                           \
 	X(ENOSAGA, -32, 404, "saga_not_found", "no such saga")                                       \
 	X(ESAGASTATE, -33, 409, "saga_state", "the saga's state does not allow this")                 \
-	X(EOPERATOR, -34, 403, "operator_needs_api_key", "operator actions need holdfastd's --api-key")
+	X(EOPERATOR, -34, 403, "operator_needs_api_key", "operator actions need holdfastd's --api-key") \
+	X(ETRIMMED, -35, 410, "events_trimmed", "the events asked for were trimmed")
 
 enum hf_error_code {
 	HF_OK = 0,
@@ -114,6 +115,14 @@ typedef struct hf_options {
 	 * 2^48 up. Split-brain risk: a primary that is only unreachable may still grant the same
 	 * lock. See docs/api.md (--fallback-engine). */
 	const char *fallback_url;
+	/* Event retention (embedded engine; docs/events.md "Retention"): keep the newest
+	 * events_keep_count events and those younger than events_keep_ms; 0 (default) keeps
+	 * them all. Never trims past the lowest checkpoint (resources holdfast.relay/NAME/
+	 * checkpoint, meta {"seq":N}) unless events_trim_force. Reading after a trimmed seq
+	 * answers HF_ETRIMMED. Per-resource revisions keep counting. */
+	int64_t events_keep_count;
+	int64_t events_keep_ms;
+	bool events_trim_force;
 } hf_options;
 
 void hf_options_init(hf_options *opt); /* fills the defaults above */

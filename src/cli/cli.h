@@ -98,5 +98,8 @@ int cli_cmd_saga_type(int argc, char **argv); /* sagas.c */
 int cli_cmd_relay(int argc, char **argv);
 int cli_cmd_consume(int argc, char **argv);
 int cli_cmd_tx(int argc, char **argv);        /* sagas.c: TCC transactions */
+int cli_cmd_replay(int argc, char **argv);  /* project_cmd.c */
+int cli_cmd_project(int argc, char **argv); /* project_cmd.c */
+int cli_cmd_request(int argc, char **argv); /* request_cmd.c */
 
 #endif /* HF_CLI_H */

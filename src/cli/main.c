@@ -38,6 +38,9 @@ static const char main_usage[] =
 	"  tx start|get                  TCC transactions: try, then confirm or cancel all\n"
 	"  relay --to URL                deliver the event log to RabbitMQ or Redis Streams\n"
 	"  consume --from URL            apply relayed events once each (print or run a command)\n"
+	"  replay                        rebuild the state from the events; compare with the live one\n"
+	"  project --db FILE [VIEW NAME] read models: bookings per owner, availability per resource\n"
+	"  request --to amqp://... BODY  request/reply over RabbitMQ (reply queue, correlation id)\n"
 	"\n"
 	"global options (also accepted after the command):\n"
 	"  --server URL   holdfastd to talk to (default $HOLDFAST_SERVER, else " CLI_DEFAULT_SERVER ")\n"
@@ -290,7 +293,8 @@ static const struct {
 	{"run", cli_cmd_run},             {"saga", cli_cmd_saga},     {"saga-type", cli_cmd_saga_type},
 	{"tx", cli_cmd_tx},
 #ifdef HF_CLI_RELAY
-	{"relay", cli_cmd_relay},         {"consume", cli_cmd_consume},
+	{"relay", cli_cmd_relay},         {"consume", cli_cmd_consume}, {"replay", cli_cmd_replay},
+	{"project", cli_cmd_project}, {"request", cli_cmd_request},
 #endif
 };
 

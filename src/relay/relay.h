@@ -11,6 +11,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+
+#include <jansson.h>
 
 #include "holdfast.h"
 
@@ -177,5 +180,94 @@ void relay_err(hf_error *err, int code, const char *fmt, ...) __attribute__((for
 void relay_log(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Parses redis://host[:port]; host into buf. */
 int relay_parse_redis_url(const char *url, char *host, size_t size, int *port, hf_error *err);
+
+/* ---- Event sourcing: the state folded from the events alone (fold.c). ---------------- */
+
+/* The state the events describe, in the JSON form the comparison uses:
+ *   resources: name → {"capacity" (null: implicit, not in any event), "meta", "version",
+ *              "declared", "held", "holds"}
+ *   holds:     live hold id → {"owner", "state", "mode", "expires_at_ms",
+ *              "parts": [{"resource","units","fence"}]}
+ *   revisions: name → the resource's last event revision seen (kept after a delete) */
+struct relay_fold {
+	json_t *resources;
+	json_t *holds;
+	json_t *revisions;
+	uint64_t seq;     /* the last event folded: the fold's position in the log */
+	uint64_t events;  /* events folded */
+	uint64_t unknown; /* events of a type the fold does not know (ignored) */
+	uint64_t orphans; /* hold events for a hold never granted in the events read */
+};
+
+/* An empty fold (HF_ENOMEM if it cannot be made); relay_fold_free releases it. */
+int relay_fold_init(struct relay_fold *f);
+void relay_fold_free(struct relay_fold *f);
+/* Applies one event (events must come in seq order). HF_EPROTO for data that is not JSON. */
+int relay_fold_event(struct relay_fold *f, const hf_event *ev, hf_error *err);
+/* Reads and folds the events after f->seq to the end of the log (or max_events, if > 0). */
+int relay_fold_read(hf_store *st, struct relay_fold *f, size_t max_events, hf_error *err);
+/* The live state through the API (list resources, list live holds), in the fold's form;
+ * both objects are yours to json_decref. */
+int relay_live_state(hf_store *st, json_t **resources, json_t **holds, hf_error *err);
+/* Prints each difference between the fold and the live state as a line on `out` (may be
+ * NULL) and returns how many there are. Implicit resources are compared without their
+ * capacity (no event carries it) and only while they have holds (waiters are not events). */
+size_t relay_fold_diff(const struct relay_fold *f, json_t *live_resources,
+                       const json_t *live_holds, FILE *out);
+/* Folds the whole log into f (fresh from relay_fold_init) and compares it with the live state
+ * at a moment when no event came in while the state was read; *n_diffs differences. */
+int relay_replay_check(hf_store *st, struct relay_fold *f, size_t *n_diffs, FILE *out,
+                       hf_error *err);
+
+/* ---- CQRS read models (project.c): the fold kept in SQLite with its position. -------- */
+
+/* Cached views are the Redis keys <prefix>availability:<resource> and <prefix>owner:<owner>. */
+#define RELAY_VIEW_CACHE_PREFIX "holdfast:view:"
+
+struct relay_project;
+/* Opens (creating) the projection file; `rebuild` empties it first (a rebuild from zero). On
+ * HF_OK *out is yours to relay_project_close. */
+int relay_project_open(const char *path, bool rebuild, struct relay_project **out, hf_error *err);
+void relay_project_close(struct relay_project *p);
+uint64_t relay_project_seq(const struct relay_project *p); /* the last event it reflects */
+/* Publishes the projection's position in the store, as the declared resource
+ * holdfast.relay/projection.NAME/checkpoint with meta {"seq": N} (written after each page
+ * with events other than the relays' own), so retention keeps what it has not folded. */
+int relay_project_publish(struct relay_project *p, const char *name, hf_error *err);
+/* Folds the events after its position, one page (up to HF_LIST_MAX) per SQLite transaction
+ * (rows + position together), deleting the cached views each page changed. wait_ms 0: stops
+ * at the end of the log; > 0: follows it (long-polls) until *stop. */
+int relay_project_sync(struct relay_project *p, hf_store *st, int64_t wait_ms,
+                       volatile sig_atomic_t *stop, hf_error *err);
+/* {"owner","holds":[{"id","state","mode","expires_at_ms","parts"}],"position":{"seq"}} */
+int relay_project_owner(struct relay_project *p, const char *owner, json_t **out, hf_error *err);
+/* {"resource","capacity","held","free","holds","declared","position":{"seq","revision"}};
+ * capacity and free are null for an implicit resource (no event carries its capacity).
+ * HF_ENORESOURCE if the projection has no such resource. */
+int relay_project_availability(struct relay_project *p, const char *resource, json_t **out,
+                               hf_error *err);
+/* Connects the Redis cache (redis://host:port): relay_project_sync then deletes the keys of
+ * the views each batch changed, and relay_project_cached reads through it. */
+int relay_project_cache(struct relay_project *p, const char *url, int64_t ttl_ms, hf_error *err);
+/* Cache-aside read of a view ("owner" or "availability"): GET; on a miss, read the
+ * projection and SET it with the TTL. *json is yours to free; *hit tells which path. */
+int relay_project_cached(struct relay_project *p, const char *view, const char *name,
+                         char **json, bool *hit, hf_error *err);
+
+/* ---- Request/reply over RabbitMQ (request.c). -------------------------------------- */
+
+struct relay_request {
+	const char *url;         /* amqp://user:pass@host:port/vhost */
+	const char *exchange;    /* "" = the default exchange (routing key = queue name) */
+	const char *routing_key; /* where the service listens */
+	const char *body;        /* the request (JSON by convention) */
+	int64_t timeout_ms;      /* how long to wait for the reply; also the request's TTL */
+};
+
+/* Publishes body with reply_to = a new exclusive reply queue and a random correlation id,
+ * `mandatory`, then waits for the reply with that correlation id. On HF_OK *reply (the
+ * reply's body) is yours to free. HF_ETIMEDOUT: no reply in time; HF_EUNAVAILABLE: no queue
+ * is bound to the key (returned unroutable); HF_EENGINE: the broker or connection failed. */
+int relay_amqp_request(const struct relay_request *rq, char **reply, hf_error *err);
 
 #endif /* HF_RELAY_H */

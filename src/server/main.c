@@ -174,6 +174,21 @@ static int o_drain(struct hf__config *c, const char *v, char *w, size_t n)
 	return set_int(&c->drain_s, v, 0, 3600, w, n);
 }
 
+static int o_events_keep_count(struct hf__config *c, const char *v, char *w, size_t n)
+{
+	return set_int(&c->events_keep_count, v, 1, INT64_MAX, w, n);
+}
+
+static int o_events_keep_ms(struct hf__config *c, const char *v, char *w, size_t n)
+{
+	return set_int(&c->events_keep_ms, v, 1, INT64_MAX, w, n);
+}
+
+static int o_events_trim_force(struct hf__config *c, const char *v, char *w, size_t n)
+{
+	return set_int(&c->events_trim_force, v, 0, 1, w, n);
+}
+
 static int o_log_level(struct hf__config *c, const char *v, char *w, size_t n)
 {
 	int l = hf__log_level_parse(v);
@@ -211,6 +226,12 @@ static const struct option_row options[] = {
 	 "parked acquires at once, and apart from them event long-polls/streams (default 100000)"},
 	{"drain-timeout", "SECONDS", o_drain,
 	 "on SIGTERM, how long to finish what is in flight (default 10)"},
+	{"events-keep-count", "N", o_events_keep_count,
+	 "file: engine: keep about the newest N events (trimmed when 25% over; default all)"},
+	{"events-keep-ms", "MS", o_events_keep_ms,
+	 "file: engine: trim events older than MS (default: never)"},
+	{"events-trim-force", "0|1", o_events_trim_force,
+	 "1: let retention trim past relay/projection checkpoints (logged); default 0"},
 	{"log-level", "LEVEL", o_log_level, "debug, info (default), warn or error"},
 	{"help", NULL, NULL, "show this help and exit"},
 	{"version", NULL, NULL, "show the version and exit"},
@@ -457,6 +478,9 @@ int main(int argc, char **argv)
 	hf_options_init(&opt);
 	opt.max_waiters = (size_t)cfg.max_waiters;
 	opt.fallback_url = cfg.fallback_engine;
+	opt.events_keep_count = cfg.events_keep_count;
+	opt.events_keep_ms = cfg.events_keep_ms;
+	opt.events_trim_force = cfg.events_trim_force == 1;
 	if (hf_open(cfg.engine, &opt, &srv.store, &err) != HF_OK) {
 		char m[300], e[300];
 		hf__log(HF__LOG_ERROR, "open_failed", " engine=%s code=%s message=%s",

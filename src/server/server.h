@@ -33,6 +33,9 @@ struct hf__config {
 	int64_t max_waiters;  /* the store's parked acquires; apart, event long-polls/streams */
 	int64_t drain_s;      /* SIGTERM: how long to answer what is in flight */
 	int log_level;        /* HF__LOG_* */
+	int64_t events_keep_count; /* event retention (hf_options), 0: keep all */
+	int64_t events_keep_ms;
+	int64_t events_trim_force; /* 1: trim past relay/projection checkpoints */
 };
 
 /* ---- Logs (log.c): one logfmt line per event on stderr. ---------------------------- */

@@ -416,6 +416,43 @@ def amqp_poison(rabbit, sc):
 
 
 # ---- Redis Streams ------------------------------------------------------------------------
+def request(rabbit, key, body, timeout_ms=20000):
+    return subprocess.run([HOLDFAST, "request", "--to", rabbit.url, "--routing-key", key,
+                           "--timeout", str(timeout_ms), body],
+                          capture_output=True, text=True, timeout=120)
+
+
+def responder(rabbit, sc, queue, count, *mode):
+    """relay_responder on `queue`, answering `count` requests; returns once it consumes."""
+    proc = subprocess.Popen([os.environ["HF_RELAY_RESPONDER"], rabbit.url, queue, str(count)]
+                            + list(mode), stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def amqp_request(rabbit, sc):
+    """Request/reply (seed 004): a private reply queue, correlation ids, a timeout; several
+    requests at once each get their own reply; nobody listening is said so at once."""
+    srv = responder(rabbit, sc, "svc.echo", 6)
+    r = request(rabbit, "svc.echo", '{"n":0}')
+    assert r.returncode == 0 and r.stdout.strip() == 'echo:{"n":0}', (r.returncode, r.stdout,
+                                                                      r.stderr)
+    procs = [subprocess.Popen([HOLDFAST, "request", "--to", rabbit.url, "--routing-key",
+                               "svc.echo", "--timeout", "20000", '{"n":%d}' % i],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(1, 6)]
+    for i, p in enumerate(procs, 1):
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0 and out.strip() == 'echo:{"n":%d}' % i, (i, out, err)
+    assert srv.wait(timeout=60) == 0
+    r = request(rabbit, "svc.nobody", "{}")
+    assert r.returncode == 2 and "nobody listens" in r.stderr, (r.returncode, r.stderr)
+    silent = responder(rabbit, sc, "svc.silent", 1, "silent")
+    r = request(rabbit, "svc.silent", "{}", timeout_ms=500)
+    assert r.returncode == 2 and "no reply" in r.stderr, (r.returncode, r.stderr)
+    assert silent.wait(timeout=60) == 0
+
+
 def fnv_partition(name, parts):
     h = 14695981039346656037
     for b in name.encode():
@@ -553,7 +590,7 @@ def redis_gap(redis, sc):
 GROUPS = {
     "amqp": (brokers.Rabbit, [amqp_basic, amqp_relay_killed, amqp_broker_restart, amqp_standby,
                               amqp_holdfastd_killed, amqp_ttl, amqp_unroutable, amqp_embedded,
-                              amqp_npm, amqp_poison]),
+                              amqp_npm, amqp_poison, amqp_request]),
     "redis": (brokers.Redis, [redis_basic, redis_relay_killed, redis_claim, redis_poison,
                               redis_store_engine, redis_gap]),
     # Under tests/pg/with_pg.sh: a PostgreSQL store.

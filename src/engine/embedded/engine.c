@@ -52,7 +52,14 @@ struct engine {
 	pthread_cond_t timer_wake;
 	int64_t timer_due; /* what the timer thread sleeps until */
 	pthread_t timer;
+	/* Event retention (written by the writer thread, read under the lock). */
+	struct hf__trim_policy trim;
+	uint64_t trimmed_upto;      /* reads after a seq below this fail: HF_ETRIMMED */
+	int64_t trim_checked_ms;    /* monotonic ms of the last trim attempt */
+	uint64_t trim_logged_floor; /* the checkpoint last reported as holding trimming back */
 };
+
+#define TRIM_EVERY_MS 200 /* at most this often: each trim is a commit of its own */
 
 static int64_t mono_ms(void)
 {
@@ -198,6 +205,8 @@ static uint64_t old_events_upto(struct engine *e, const struct hf__call *call)
 	return upto > call->req.after ? upto : 0;
 }
 
+static void refuse_trimmed(struct hf__call *call, uint64_t upto, struct hf__effects *fx);
+
 static void read_old_events(struct engine *e, struct hf__call *call, uint64_t upto,
                             uint64_t durable)
 {
@@ -205,7 +214,35 @@ static void read_old_events(struct engine *e, struct hf__call *call, uint64_t up
 	hf__journal_read_events(e->journal, call->req.after, upto, call->req.limit, &r->events,
 	                        &r->n_events, &r->error);
 	r->last_seq = durable;
+	/* Retention may have trimmed past `after` since the check under the lock: the log is
+	 * gap-free here, so a first event other than after + 1 means just that. */
+	if (r->error.code == HF_OK && (r->n_events == 0 || r->events[0].seq != call->req.after + 1)) {
+		uint64_t gone = r->n_events ? r->events[0].seq - 1 : upto;
+		for (size_t i = 0; i < r->n_events; i++)
+			hf__event_clear(&r->events[i]);
+		free(r->events);
+		r->events = NULL;
+		r->n_events = 0;
+		refuse_trimmed(call, gone, NULL);
+	}
 	hf__call_done(call);
+}
+
+/* A read of events that retention has removed: an error naming the oldest one kept,
+ * never a silent jump over the missing ones. With fx, the call is queued there to complete. */
+static void refuse_trimmed(struct hf__call *call, uint64_t upto, struct hf__effects *fx)
+{
+	call->reply->error.code = HF_ETRIMMED;
+	snprintf(call->reply->error.message, sizeof(call->reply->error.message),
+	         "events up to seq %llu were trimmed: the oldest kept is %llu (read after=%llu or "
+	         "later)",
+	         (unsigned long long)upto, (unsigned long long)upto + 1, (unsigned long long)upto);
+	if (!fx)
+		return; /* the caller completes it */
+	call->next = fx->done_head;
+	fx->done_head = call;
+	if (!fx->done_tail)
+		fx->done_tail = call;
 }
 
 /* One step under the lock: what is due, then the call (if any). */
@@ -219,7 +256,10 @@ static void step(struct engine *e, struct hf__call *call)
 	if (!e->failed && !e->degraded)
 		hf__state_sweep(e->st, now, &fx);
 	uint64_t disk_upto = 0, durable = 0;
-	if (call && call->req.op == HF_OP_READ_EVENTS && (disk_upto = old_events_upto(e, call))) {
+	if (call && call->req.op == HF_OP_READ_EVENTS && call->req.after < e->trimmed_upto) {
+		refuse_trimmed(call, e->trimmed_upto, &fx);
+	} else if (call && call->req.op == HF_OP_READ_EVENTS &&
+	           (disk_upto = old_events_upto(e, call))) {
 		durable = hf__state_durable_seq(e->st);
 	} else if (call) {
 		/* Failed: the memory may hold a change the journal lacks, so reads are refused
@@ -333,6 +373,55 @@ static void probe_locked(struct engine *e)
 	e->retry_at = mono_ms() + e->backoff_ms;
 }
 
+/* Retention is tried after a commit, at most every TRIM_EVERY_MS, once the count policy is
+ * a quarter over its limit (so trimming costs one commit per keep_count/4 events) or when
+ * an age is set. */
+static bool trim_due_locked(struct engine *e, uint64_t last_seq)
+{
+	const struct hf__trim_policy *p = &e->trim;
+	if (p->keep_count <= 0 && p->keep_ms <= 0)
+		return false;
+	int64_t now = mono_ms();
+	if (now - e->trim_checked_ms < TRIM_EVERY_MS)
+		return false;
+	bool over = p->keep_count > 0 &&
+	            (int64_t)(last_seq - e->trimmed_upto) > p->keep_count + p->keep_count / 4;
+	if (!over && p->keep_ms <= 0)
+		return false;
+	e->trim_checked_ms = now;
+	return true;
+}
+
+/* In the writer thread (it owns the journal's connection), outside the lock. */
+static void trim_events(struct engine *e, uint64_t last_seq)
+{
+	struct hf__trim_result r;
+	hf_error err = {0};
+	char msg[256];
+	if (hf__journal_trim_events(e->journal, &e->trim, hf__store_now(e->store), last_seq, &r,
+	                            &err) != HF_OK) {
+		log_line("warn", "event retention failed", e->path, err.message);
+		return;
+	}
+	if (r.past_checkpoint && r.checkpoint_seq != e->trim_logged_floor) {
+		e->trim_logged_floor = r.checkpoint_seq;
+		snprintf(msg, sizeof(msg),
+		         e->trim.force ? "events trimmed past the lowest checkpoint (seq %llu): forced"
+		                       : "event retention held back at the lowest checkpoint (seq %llu)",
+		         (unsigned long long)r.checkpoint_seq);
+		log_line("warn", msg, e->path, NULL);
+	}
+	if (r.trimmed) {
+		snprintf(msg, sizeof(msg), "events trimmed: %llu, up to seq %llu",
+		         (unsigned long long)r.trimmed, (unsigned long long)r.upto);
+		log_line("info", msg, e->path, NULL);
+	}
+	pthread_mutex_lock(&e->lock);
+	if (r.upto > e->trimmed_upto)
+		e->trimmed_upto = r.upto;
+	pthread_mutex_unlock(&e->lock);
+}
+
 static void *writer_main(void *arg)
 {
 	struct engine *e = arg;
@@ -385,8 +474,11 @@ static void *writer_main(void *arg)
 				e->awaiting_tail = NULL;
 			*tail = fx.done_head;
 		}
+		bool trim = rc == HF_OK && trim_due_locked(e, seq);
 		pthread_mutex_unlock(&e->lock);
 		deliver(done);
+		if (trim)
+			trim_events(e, seq);
 		pthread_mutex_lock(&e->lock);
 	}
 	pthread_mutex_unlock(&e->lock);
@@ -461,6 +553,9 @@ static int engine_open(hf_store *store, const char *url, const hf_options *opt, 
 	if ((rc = hf__journal_open(path, &e->journal, err)) != HF_OK ||
 	    (rc = hf__journal_load(e->journal, e->st, err)) != HF_OK)
 		goto fail;
+	e->trim = (struct hf__trim_policy){opt->events_keep_count, opt->events_keep_ms,
+	                                   opt->events_trim_force};
+	e->trimmed_upto = hf__journal_trimmed_upto(e->journal);
 	if ((errno = pthread_create(&e->writer, NULL, writer_main, e)) != 0) {
 		rc = hf__err(err, HF_EINTERNAL, "cannot start the journal writer: %s", strerror(errno));
 		goto fail;

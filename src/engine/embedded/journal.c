@@ -751,3 +751,75 @@ out:
 	*events = out;
 	return HF_OK;
 }
+
+/* ---- Event retention (docs/events.md, "Retention"). -------------------------------- */
+
+/* One integer from a query with up to two integer parameters; 0 for NULL or no row. */
+static int64_t query_int(sqlite3 *db, const char *sql, int64_t a, int64_t b, int *rc)
+{
+	sqlite3_stmt *s = NULL;
+	int64_t v = 0;
+	if (*rc != SQLITE_OK || (*rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL)) != SQLITE_OK)
+		return 0;
+	if (sqlite3_bind_parameter_count(s) >= 1)
+		sqlite3_bind_int64(s, 1, a);
+	if (sqlite3_bind_parameter_count(s) >= 2)
+		sqlite3_bind_int64(s, 2, b);
+	int step = sqlite3_step(s);
+	if (step == SQLITE_ROW)
+		v = sqlite3_column_int64(s, 0);
+	else if (step != SQLITE_DONE)
+		*rc = step;
+	sqlite3_finalize(s);
+	return v;
+}
+
+uint64_t hf__journal_trimmed_upto(struct hf__journal *j)
+{
+	int rc = SQLITE_OK;
+	int64_t oldest = query_int(j->db, "SELECT coalesce(min(seq), 0) FROM events", 0, 0, &rc);
+	return rc == SQLITE_OK && oldest > 1 ? (uint64_t)oldest - 1 : 0;
+}
+
+/* The lowest checkpoint of the relays and projections in the store: the resources
+ * holdfast.relay/<name>/checkpoint, meta {"seq": N}. 0 when there is none. */
+#define CHECKPOINTS_WHERE                                                                        \
+	" FROM resources WHERE name >= 'holdfast.relay/' AND name < 'holdfast.relay0'"               \
+	" AND name GLOB '*/checkpoint' AND json_type(body, '$.meta.seq') = 'integer'"
+
+int hf__journal_trim_events(struct hf__journal *j, const struct hf__trim_policy *pol,
+                            int64_t now, uint64_t last_seq, struct hf__trim_result *out,
+                            hf_error *err)
+{
+	memset(out, 0, sizeof(*out));
+	int rc = SQLITE_OK;
+	int64_t cut = pol->keep_count > 0 && (int64_t)last_seq > pol->keep_count
+	                  ? (int64_t)last_seq - pol->keep_count
+	                  : 0;
+	if (pol->keep_ms > 0) {
+		int64_t by_age = query_int(j->db, "SELECT coalesce(max(seq), 0) FROM events WHERE at < ?1",
+		                           now - pol->keep_ms, 0, &rc);
+		if (by_age > cut)
+			cut = by_age;
+	}
+	/* The newest event is always kept: the sequence goes on from it after a restart. */
+	if (cut >= (int64_t)last_seq)
+		cut = (int64_t)last_seq - 1;
+	int64_t floor = query_int(j->db, "SELECT coalesce(min(json_extract(body, '$.meta.seq')), -1)"
+	                                 CHECKPOINTS_WHERE, 0, 0, &rc);
+	if (floor >= 0 && cut > floor) {
+		out->past_checkpoint = true;
+		out->checkpoint_seq = (uint64_t)floor;
+		if (!pol->force)
+			cut = floor;
+	}
+	int64_t oldest = query_int(j->db, "SELECT coalesce(min(seq), 0) FROM events", 0, 0, &rc);
+	if (rc == SQLITE_OK && cut >= oldest && oldest > 0) {
+		query_int(j->db, "DELETE FROM events WHERE seq <= ?1", cut, 0, &rc);
+		out->trimmed = (uint64_t)sqlite3_changes(j->db);
+	}
+	if (rc != SQLITE_OK)
+		return db_err(err, j->db, HF_ESTORAGE, "cannot trim events");
+	out->upto = cut > 0 ? (uint64_t)cut : 0;
+	return HF_OK;
+}

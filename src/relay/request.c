@@ -1,0 +1,150 @@
+/*
+ * request.c — request/reply over RabbitMQ (seed 004): publish a request with a private,
+ * exclusive reply queue and a correlation id, wait for the matching reply up to a timeout.
+ * What a saga step will call to reach a service that listens on a queue.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "amqp_conn.h"
+
+/* 128 random bits as hex: a correlation id no other request shares. */
+static void correlation_id(char out[33])
+{
+	unsigned char b[16];
+	FILE *f = fopen("/dev/urandom", "rb");
+	size_t got = f ? fread(b, 1, sizeof(b), f) : 0;
+	if (f)
+		fclose(f);
+	for (size_t i = got; i < sizeof(b); i++) /* no /dev/urandom: time and address bits */
+		b[i] = (unsigned char)((uintptr_t)out >> (i % 8) ^ (unsigned)relay_mono_ms() >> i);
+	for (size_t i = 0; i < sizeof(b); i++)
+		snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+/* An exclusive, auto-deleted, server-named queue, consumed without acks: the replies. */
+static int open_reply_queue(amqp_connection_state_t c, char *name, size_t size, hf_error *err)
+{
+	amqp_queue_declare_ok_t *q =
+	    amqp_queue_declare(c, 1, amqp_empty_bytes, 0, 0, 1, 1, amqp_empty_table);
+	int rc = relay_amqp_check(amqp_get_rpc_reply(c), "declare the reply queue", err);
+	if (rc != HF_OK)
+		return rc;
+	snprintf(name, size, "%.*s", (int)q->queue.len, (const char *)q->queue.bytes);
+	amqp_basic_consume(c, 1, q->queue, amqp_empty_bytes, 0, 1, 1, amqp_empty_table);
+	return relay_amqp_check(amqp_get_rpc_reply(c), "consume the reply queue", err);
+}
+
+/* After amqp_consume_message saw a frame other than a delivery: a basic.return means no
+ * queue took the request (nobody listens on its key). */
+static int other_frame(amqp_connection_state_t c, const struct relay_request *rq, hf_error *err)
+{
+	amqp_frame_t f;
+	if (amqp_simple_wait_frame(c, &f) != AMQP_STATUS_OK) {
+		relay_err(err, HF_EENGINE, "amqp: connection lost while waiting for the reply");
+		return HF_EENGINE;
+	}
+	if (f.frame_type == AMQP_FRAME_METHOD && f.payload.method.id == AMQP_BASIC_RETURN_METHOD) {
+		amqp_message_t m;
+		if (amqp_read_message(c, f.channel, &m, 0).reply_type == AMQP_RESPONSE_NORMAL)
+			amqp_destroy_message(&m);
+		relay_err(err, HF_EUNAVAILABLE,
+		          "no queue is bound to routing key '%s' on exchange '%s': nobody listens",
+		          rq->routing_key, rq->exchange);
+		return HF_EUNAVAILABLE;
+	}
+	return HF_OK; /* something harmless (a basic.ack): go on waiting */
+}
+
+/* Waits for the delivery whose correlation id is `id`; others (a late reply to an earlier
+ * request on a reused queue cannot happen here, but a broker may redeliver) are dropped. */
+static int await_reply(amqp_connection_state_t c, const struct relay_request *rq,
+                       const char *id, char **reply, hf_error *err)
+{
+	int64_t deadline = relay_mono_ms() + rq->timeout_ms;
+	for (;;) {
+		int64_t left = deadline - relay_mono_ms();
+		if (left <= 0) {
+			relay_err(err, HF_ETIMEDOUT, "no reply to '%s' within %lld ms", rq->routing_key,
+			          (long long)rq->timeout_ms);
+			return HF_ETIMEDOUT;
+		}
+		struct timeval tv = {.tv_sec = left / 1000, .tv_usec = (left % 1000) * 1000};
+		amqp_envelope_t env;
+		amqp_maybe_release_buffers(c);
+		amqp_rpc_reply_t r = amqp_consume_message(c, &env, &tv, 0);
+		if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+		    r.library_error == AMQP_STATUS_TIMEOUT)
+			continue;
+		if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+		    r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+			int rc = other_frame(c, rq, err);
+			if (rc != HF_OK)
+				return rc;
+			continue;
+		}
+		int rc = relay_amqp_check(r, "wait for the reply", err);
+		if (rc != HF_OK)
+			return rc;
+		const amqp_basic_properties_t *p = &env.message.properties;
+		bool match = (p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG) &&
+		             p->correlation_id.len == strlen(id) &&
+		             memcmp(p->correlation_id.bytes, id, p->correlation_id.len) == 0;
+		if (match) {
+			*reply = malloc(env.message.body.len + 1);
+			if (*reply) {
+				memcpy(*reply, env.message.body.bytes, env.message.body.len);
+				(*reply)[env.message.body.len] = '\0';
+			}
+		}
+		amqp_destroy_envelope(&env);
+		if (match && !*reply) {
+			relay_err(err, HF_ENOMEM, "out of memory");
+			return HF_ENOMEM;
+		}
+		if (match)
+			return HF_OK;
+	}
+}
+
+int relay_amqp_request(const struct relay_request *rq, char **reply, hf_error *err)
+{
+	*reply = NULL;
+	if (!rq->routing_key || !rq->body || rq->timeout_ms <= 0) {
+		relay_err(err, HF_EINVAL, "a request needs a routing key, a body and a timeout > 0");
+		return HF_EINVAL;
+	}
+	amqp_connection_state_t c;
+	int rc = relay_amqp_open(rq->url, &c, err);
+	if (rc != HF_OK)
+		return rc;
+	char queue[256], id[33];
+	correlation_id(id);
+	rc = open_reply_queue(c, queue, sizeof(queue), err);
+	if (rc == HF_OK) {
+		amqp_basic_properties_t p = {
+		    ._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_REPLY_TO_FLAG |
+		              AMQP_BASIC_CORRELATION_ID_FLAG | AMQP_BASIC_EXPIRATION_FLAG,
+		    .content_type = amqp_cstring_bytes("application/json"),
+		    .reply_to = amqp_cstring_bytes(queue),
+		    .correlation_id = amqp_cstring_bytes(id),
+		};
+		/* A request nobody took in time is worthless: let the broker drop it then. */
+		char expiration[32];
+		snprintf(expiration, sizeof(expiration), "%lld", (long long)rq->timeout_ms);
+		p.expiration = amqp_cstring_bytes(expiration);
+		int st = amqp_basic_publish(c, 1, amqp_cstring_bytes(rq->exchange),
+		                            amqp_cstring_bytes(rq->routing_key), 1, 0, &p,
+		                            amqp_cstring_bytes(rq->body));
+		if (st != AMQP_STATUS_OK) {
+			relay_err(err, HF_EENGINE, "amqp publish: %s", amqp_error_string2(st));
+			rc = HF_EENGINE;
+		}
+	}
+	if (rc == HF_OK)
+		rc = await_reply(c, rq, id, reply, err);
+	relay_amqp_close(c);
+	return rc;
+}
