@@ -24,6 +24,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "saga"))
+sys.path.insert(0, os.path.join(HERE, "..", "server"))
+import hfserver  # noqa: E402
 import pgtest  # noqa: E402
 from test_sagas import Service, http_step, seat_step, FAST  # noqa: E402
 
@@ -175,22 +177,7 @@ def test_one_owner_while_alive(p):
 def main():
     pgtest.raise_fd_limit(1024)
     p = Pair(sys.argv[1])
-    ok = False
-    try:
-        for name, fn in list(globals().items()):
-            if name.startswith("test_") and callable(fn):
-                t0 = time.time()
-                fn(p)
-                print("ok %s (%.1fs)" % (name, time.time() - t0), flush=True)
-        ok = True
-    finally:
-        if ok:
-            p.close()
-        else:
-            print("holdfastd logs: %s %s" % (p.a.log_path, p.b.log_path), file=sys.stderr)
-            p.a.kill()
-            p.b.kill()
-    return 0
+    return hfserver.run_tests(globals(), p, [p.a, p.b])
 
 
 if __name__ == "__main__":

@@ -490,21 +490,7 @@ def test_cli(t):
 
 def main():
     t = T(sys.argv[1])
-    ok = False
-    try:
-        for name, fn in list(globals().items()):
-            if name.startswith("test_") and callable(fn):
-                t0 = time.time()
-                fn(t)
-                print("ok %s (%.1fs)" % (name, time.time() - t0), flush=True)
-        ok = True
-    finally:
-        if ok:
-            t.close()
-        else:
-            print("holdfastd log: %s" % t.srv.log_path, file=sys.stderr)
-            t.srv.kill()
-    return 0
+    return hfserver.run_tests(globals(), t, [t.srv])
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -134,3 +135,25 @@ def raw_request(port, method, path, body=None, headers=None):
         head += "%s: %s\r\n" % (k, v)
     s.sendall(head.encode() + b"\r\n" + data)
     return s
+
+
+def run_tests(tests, fixture, servers):
+    """Runs every test_* function of a test module (pass its globals()) on fixture, in order,
+    printing each one's time. On success the fixture is closed; on a failure the servers'
+    logs are named and the servers killed, so that the logs stay for reading."""
+    ok = False
+    try:
+        for name, fn in list(tests.items()):
+            if name.startswith("test_") and callable(fn):
+                t0 = time.time()
+                fn(fixture)
+                print("ok %s (%.1fs)" % (name, time.time() - t0), flush=True)
+        ok = True
+    finally:
+        if ok:
+            fixture.close()
+        else:
+            print("holdfastd log(s): %s" % " ".join(s.log_path for s in servers), file=sys.stderr)
+            for s in servers:
+                s.kill()
+    return 0
