@@ -158,21 +158,10 @@ class T:
         return body["id"], tag
 
     def wait(self, sid, states, timeout=60):
-        deadline = time.time() + timeout
-        while True:
-            st, body, _ = self.srv.get("/v1/sagas/" + sid)
-            assert st == 200, (st, body)
-            if body["state"] in states:
-                return body
-            if time.time() > deadline:
-                raise AssertionError("saga %s stays %s: %s" % (sid, body["state"],
-                                                              json.dumps(body, indent=1)))
-            time.sleep(0.02)
+        return self.srv.wait_state("/v1/sagas/" + sid, states, timeout)
 
     def live_holds(self, sid):
-        st, body, _ = self.srv.get("/v1/holds?owner=saga/%s" % sid)
-        assert st == 200, (st, body)
-        return [h for h in body["holds"] if h["state"] in ("tentative", "confirmed")]
+        return self.srv.live_holds("saga/" + sid)
 
     def parked_gauge(self):
         st, text, _ = self.srv.get("/metrics")

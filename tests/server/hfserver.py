@@ -100,6 +100,25 @@ class Server:
     def delete(self, path, **kw):
         return self.request("DELETE", path, **kw)
 
+    def wait_state(self, path, states, timeout=60):
+        """Polls GET path until its "state" is one of states; returns that body."""
+        deadline = time.time() + timeout
+        while True:
+            st, body, _ = self.get(path)
+            assert st == 200, (st, body)
+            if body["state"] in states:
+                return body
+            if time.time() > deadline:
+                raise AssertionError("%s stays %s: %s" % (path, body["state"],
+                                                         json.dumps(body, indent=1)))
+            time.sleep(0.02)
+
+    def live_holds(self, owner):
+        """The owner's holds that are tentative or confirmed."""
+        st, body, _ = self.get("/v1/holds?owner=" + owner)
+        assert st == 200, (st, body)
+        return [h for h in body["holds"] if h["state"] in ("tentative", "confirmed")]
+
     def log_text(self):
         with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")

@@ -134,21 +134,10 @@ class T:
         return body
 
     def wait(self, tid, states, timeout=60):
-        deadline = time.time() + timeout
-        while True:
-            st, body, _ = self.srv.get("/v1/transactions/" + tid)
-            assert st == 200, (st, body)
-            if body["state"] in states:
-                return body
-            if time.time() > deadline:
-                raise AssertionError("transaction %s stays %s: %s" % (tid, body["state"],
-                                                                     json.dumps(body, indent=1)))
-            time.sleep(0.02)
+        return self.srv.wait_state("/v1/transactions/" + tid, states, timeout)
 
     def live_holds(self, tid):
-        st, body, _ = self.srv.get("/v1/holds?owner=saga/%s" % tid)
-        assert st == 200, (st, body)
-        return [h for h in body["holds"] if h["state"] in ("tentative", "confirmed")]
+        return self.srv.live_holds("saga/" + tid)
 
     def seat(self, tag):
         self.n += 1
