@@ -13,6 +13,7 @@
 
 #include "holdfast.h"
 #include "check.h"
+#include "direct.h"
 
 static redisContext *rc_;
 
@@ -112,9 +113,7 @@ static void v2_round_trip(hf_store *st)
 /* A store of a later layout is refused by name, not misread. */
 static void newer_layout_refused(int port)
 {
-	redisReply *r = redisCommand(rc_, "SET lt9:layout 9");
-	if (r)
-		freeReplyObject(r);
+	DIRECT(rc_, "SET lt9:layout 9");
 	char url[128];
 	snprintf(url, sizeof(url), "redis://127.0.0.1:%d?prefix=lt9:", port);
 	hf_store *st = NULL;
@@ -132,23 +131,10 @@ static void newer_layout_refused(int port)
 int main(void)
 {
 	int port;
-	const char *p = getenv("HF_REDIS_PORTS");
-	if (!p || sscanf(p, "%d", &port) != 1) {
-		fprintf(stderr, "run me under with_redis.sh\n");
-		return 2;
-	}
-	struct timeval tv = {2, 0};
-	rc_ = redisConnectWithTimeout("127.0.0.1", port, tv);
-	if (!rc_ || rc_->err)
-		return 2;
-	char url[128];
-	snprintf(url, sizeof(url), "redis://127.0.0.1:%d?prefix=lt:", port);
 	hf_store *st = NULL;
-	hf_error err;
-	if (hf_open(url, NULL, &st, &err) != HF_OK) {
-		fprintf(stderr, "open %s: %s\n", url, err.message);
-		return 1;
-	}
+	int rc = open_direct("prefix=lt:", &port, &rc_, &st);
+	if (rc)
+		return rc;
 	v1_record_migrates(st);
 	if (!failures)
 		v2_round_trip(st);

@@ -14,6 +14,7 @@
 
 #include "holdfast.h"
 #include "check.h"
+#include "direct.h"
 
 static int port;
 static redisContext *rc_; /* the "foreign client" */
@@ -213,9 +214,7 @@ static void key_taken(hf_store *st)
 	hf_error err;
 	CHECK(take(st, "K", 1, HF_MODE_EXCLUSIVE, 30000, 0, &h, &err) == HF_OK, "%s", err.message);
 	/* Someone deletes our key regardless of its value (or Redis evicts it) and locks. */
-	redisReply *r = redisCommand(rc_, "DEL K");
-	if (r)
-		freeReplyObject(r);
+	DIRECT(rc_, "DEL K");
 	CHECK(foreign_lock("K", "beefbeefbeefbeefbeefbeefbeefbeef", 30000), "foreign lock K");
 	int rc = hf_extend(st, h->id, h->token, 30000, &x, &err);
 	CHECK(rc == HF_EENDED, "extend of a hold whose key was taken: %s %s", hf_err_name(rc),
@@ -226,9 +225,7 @@ static void key_taken(hf_store *st)
 	CHECK(strcmp(v, "beefbeefbeefbeefbeefbeefbeefbeef") == 0, "the foreign value was touched");
 	hf_hold_free(h);
 	/* A key of another type under the name is someone else's, not a script error. */
-	r = redisCommand(rc_, "HSET H f v");
-	if (r)
-		freeReplyObject(r);
+	DIRECT(rc_, "HSET H f v");
 	rc = take(st, "H", 1, HF_MODE_EXCLUSIVE, 30000, 0, NULL, &err);
 	CHECK(rc == HF_EUNAVAILABLE, "a hash named H: %s %s", hf_err_name(rc), err.message);
 	printf("ok: a key of another type under the name counts as another client's lock\n");
@@ -236,23 +233,10 @@ static void key_taken(hf_store *st)
 
 int main(void)
 {
-	const char *p = getenv("HF_REDIS_PORTS");
-	if (!p || sscanf(p, "%d", &port) != 1) {
-		fprintf(stderr, "run me under with_redis.sh\n");
-		return 2;
-	}
-	struct timeval tv = {2, 0};
-	rc_ = redisConnectWithTimeout("127.0.0.1", port, tv);
-	if (!rc_ || rc_->err)
-		return 2;
-	char url[128];
-	snprintf(url, sizeof(url), "redis://127.0.0.1:%d?prefix=pt:&locks=plain", port);
 	hf_store *st = NULL;
-	hf_error err;
-	if (hf_open(url, NULL, &st, &err) != HF_OK) {
-		fprintf(stderr, "open %s: %s\n", url, err.message);
-		return 1;
-	}
+	int rc = open_direct("prefix=pt:&locks=plain", &port, &rc_, &st);
+	if (rc)
+		return rc;
 	wire_format(st);
 	if (!failures)
 		foreign_blocks(st);
