@@ -32,11 +32,8 @@ static void on_poll(struct hf__rq *rq, hf_reply *reply)
 		return;
 	json_t *arr = json_array();
 	uint64_t next = rq->ev_after;
-	for (size_t i = 0; arr && i < reply->n_events; i++) {
-		if (json_array_append_new(arr, hf__event_to_json(&reply->events[i])) != 0) {
-			json_decref(arr);
-			arr = NULL;
-		}
+	for (size_t i = 0; i < reply->n_events; i++) {
+		arr = hf__json_push(arr, hf__event_to_json(&reply->events[i]));
 		next = reply->events[i].seq;
 	}
 	json_t *body = arr ? json_pack("{s:o,s:I,s:I}", "events", arr, "last_seq",

@@ -308,22 +308,12 @@ static void on_list(struct hf__rq *rq, hf_reply *reply)
 	if (hf__rq_reply_failed(rq, reply))
 		return;
 	json_t *arr = json_array();
-	for (size_t i = 0; arr && i < reply->n_holds; i++) {
+	for (size_t i = 0; i < reply->n_holds; i++) {
 		reply->holds[i].token[0] = '\0';
-		if (json_array_append_new(arr, hf__hold_to_json(&reply->holds[i])) != 0) {
-			json_decref(arr);
-			arr = NULL;
-		}
+		arr = hf__json_push(arr, hf__hold_to_json(&reply->holds[i]));
 	}
 	const char *next = reply->more && reply->n_holds ? reply->holds[reply->n_holds - 1].id : NULL;
-	json_t *body = arr ? json_pack("{s:o,s:b,s:s?}", "holds", arr, "more", (int)reply->more,
-	                               "next_cursor", next)
-	                   : NULL;
-	if (body)
-		hf__rq_send_json(rq, 200, body);
-	else
-		hf__rq_fail(rq, HF_ENOMEM, "out of memory");
-	hf_reply_free(reply);
+	hf__rq_send_page(rq, reply, "holds", arr, next);
 }
 
 void hf__h_list_holds(struct hf__rq *rq)
@@ -331,18 +321,13 @@ void hf__h_list_holds(struct hf__rq *rq)
 	static const char *const allowed[] = {"owner", "resource", "state", "cursor", "limit", NULL};
 	struct evkeyvalq q;
 	hf_request req;
-	int64_t limit;
 	if (!hf__query_parse(rq, &q, allowed))
 		return;
 	hf_request_init(&req, HF_OP_LIST_HOLDS);
-	if (!hf__query_int(rq, &q, "limit", 1, HF_LIST_MAX, 100, &limit))
+	if (!hf__query_page(rq, &q, &req))
 		goto out;
-	req.limit = (size_t)limit;
 	req.owner = evhttp_find_header(&q, "owner");
 	req.resource = evhttp_find_header(&q, "resource");
-	req.cursor = evhttp_find_header(&q, "cursor");
-	if (req.cursor && !*req.cursor)
-		req.cursor = NULL;
 	const char *state = evhttp_find_header(&q, "state");
 	if (state) {
 		hf_hold_state st;

@@ -399,6 +399,31 @@ void hf__rq_send_text(struct hf__rq *rq, int status, const char *ctype, const ch
 	rq_send(rq, status, ctype, text, len);
 }
 
+json_t *hf__json_push(json_t *arr, json_t *item)
+{
+	if (!arr || !item) {
+		json_decref(arr);
+		json_decref(item);
+		return NULL;
+	}
+	if (json_array_append_new(arr, item) != 0) { /* which has freed item */
+		json_decref(arr);
+		return NULL;
+	}
+	return arr;
+}
+
+void hf__rq_send_page(struct hf__rq *rq, hf_reply *reply, const char *key, json_t *items,
+                      const char *next)
+{
+	/* "o" takes items even when the pack fails; a NULL body answers out_of_memory. */
+	json_t *body = items ? json_pack("{s:o,s:b,s:s?}", key, items, "more", (int)reply->more,
+	                                 "next_cursor", next)
+	                     : NULL;
+	hf__rq_send_json(rq, 200, body);
+	hf_reply_free(reply);
+}
+
 void hf__rq_send_json(struct hf__rq *rq, int status, json_t *body)
 {
 	char *text = body ? hf__json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;

@@ -154,25 +154,12 @@ static void on_list(struct hf__rq *rq, hf_reply *reply)
 	if (hf__rq_reply_failed(rq, reply))
 		return;
 	json_t *arr = json_array();
-	json_t *body = NULL;
-	for (size_t i = 0; arr && i < reply->n_resources; i++)
-		if (json_array_append_new(arr, hf__resource_to_json(&reply->resources[i])) != 0)
-			goto out_oom;
+	for (size_t i = 0; i < reply->n_resources; i++)
+		arr = hf__json_push(arr, hf__resource_to_json(&reply->resources[i]));
 	const char *next = reply->more && reply->n_resources
 	                           ? reply->resources[reply->n_resources - 1].name
 	                           : NULL;
-	body = json_pack("{s:o,s:b,s:s?}", "resources", arr, "more", (int)reply->more,
-	                 "next_cursor", next);
-	arr = NULL; /* json_pack took it */
-	if (!body)
-		goto out_oom;
-	hf__rq_send_json(rq, 200, body);
-	hf_reply_free(reply);
-	return;
-out_oom:
-	json_decref(arr);
-	hf__rq_fail(rq, HF_ENOMEM, "out of memory");
-	hf_reply_free(reply);
+	hf__rq_send_page(rq, reply, "resources", arr, next);
 }
 
 void hf__h_list_resources(struct hf__rq *rq)
@@ -180,18 +167,11 @@ void hf__h_list_resources(struct hf__rq *rq)
 	static const char *const allowed[] = {"cursor", "limit", NULL};
 	struct evkeyvalq q;
 	hf_request req;
-	int64_t limit;
 	if (!hf__query_parse(rq, &q, allowed))
 		return;
-	if (!hf__query_int(rq, &q, "limit", 1, HF_LIST_MAX, 100, &limit))
-		goto out;
 	hf_request_init(&req, HF_OP_LIST_RESOURCES);
-	req.limit = (size_t)limit;
-	req.cursor = evhttp_find_header(&q, "cursor");
-	if (req.cursor && !*req.cursor)
-		req.cursor = NULL;
-	hf__rq_submit(rq, &req, on_list);
-out:
+	if (hf__query_page(rq, &q, &req))
+		hf__rq_submit(rq, &req, on_list);
 	evhttp_clear_headers(&q);
 }
 
@@ -200,23 +180,13 @@ static void on_waiters(struct hf__rq *rq, hf_reply *reply)
 	if (hf__rq_reply_failed(rq, reply))
 		return;
 	json_t *arr = json_array();
-	for (size_t i = 0; arr && i < reply->n_waiters; i++)
-		if (json_array_append_new(arr, hf__waiter_to_json(&reply->waiters[i])) != 0) {
-			json_decref(arr);
-			arr = NULL;
-		}
+	for (size_t i = 0; i < reply->n_waiters; i++)
+		arr = hf__json_push(arr, hf__waiter_to_json(&reply->waiters[i]));
 	char next[24] = "";
 	if (reply->more && reply->n_waiters)
 		snprintf(next, sizeof(next), "%lld",
 		         (long long)reply->waiters[reply->n_waiters - 1].position);
-	json_t *body = arr ? json_pack("{s:o,s:b,s:s?}", "waiters", arr, "more", (int)reply->more,
-	                               "next_cursor", next[0] ? next : NULL)
-	                   : NULL;
-	if (body)
-		hf__rq_send_json(rq, 200, body);
-	else
-		hf__rq_fail(rq, HF_ENOMEM, "out of memory");
-	hf_reply_free(reply);
+	hf__rq_send_page(rq, reply, "waiters", arr, next[0] ? next : NULL);
 }
 
 void hf__h_list_waiters(struct hf__rq *rq)
@@ -224,18 +194,11 @@ void hf__h_list_waiters(struct hf__rq *rq)
 	static const char *const allowed[] = {"cursor", "limit", NULL};
 	struct evkeyvalq q;
 	hf_request req;
-	int64_t limit;
 	if (!hf__query_parse(rq, &q, allowed))
 		return;
-	if (!hf__query_int(rq, &q, "limit", 1, HF_LIST_MAX, 100, &limit))
-		goto out;
 	hf_request_init(&req, HF_OP_LIST_WAITERS);
 	req.name = rq->param;
-	req.limit = (size_t)limit;
-	req.cursor = evhttp_find_header(&q, "cursor");
-	if (req.cursor && !*req.cursor)
-		req.cursor = NULL;
-	hf__rq_submit(rq, &req, on_waiters);
-out:
+	if (hf__query_page(rq, &q, &req))
+		hf__rq_submit(rq, &req, on_waiters);
 	evhttp_clear_headers(&q);
 }

@@ -243,3 +243,15 @@ bool hf__query_int(struct hf__rq *rq, struct evkeyvalq *q, const char *key, int6
 	*out = n;
 	return true;
 }
+
+bool hf__query_page(struct hf__rq *rq, struct evkeyvalq *q, hf_request *req)
+{
+	int64_t limit;
+	if (!hf__query_int(rq, q, "limit", 1, HF_LIST_MAX, 100, &limit))
+		return false;
+	req->limit = (size_t)limit;
+	req->cursor = evhttp_find_header(q, "cursor");
+	if (req->cursor && !*req->cursor)
+		req->cursor = NULL;
+	return true;
+}

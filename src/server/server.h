@@ -156,6 +156,13 @@ int hf__rq_submit(struct hf__rq *rq, const hf_request *req, hf__reply_fn on_repl
 void hf__rq_yield(struct hf__rq *rq, void (*fn)(struct hf__rq *rq));
 /* Answers with status and a JSON body (the reference is taken) and frees rq. */
 void hf__rq_send_json(struct hf__rq *rq, int status, json_t *body);
+/* Appends item to arr (both references taken); returns arr, or NULL with both freed when
+ * either is NULL or the append fails — so a list is built in a loop without a branch each. */
+json_t *hf__json_push(json_t *arr, json_t *item);
+/* Answers 200 with one page of a list, {"<key>": items, "more": b, "next_cursor": next?}
+ * (items taken; NULL means out of memory), and frees reply and rq. */
+void hf__rq_send_page(struct hf__rq *rq, hf_reply *reply, const char *key, json_t *items,
+                      const char *next);
 /* Answers with the hold as JSON (hf__hold_to_json's bytes, written without a json_t: codec.h)
  * and frees rq. */
 void hf__rq_send_hold(struct hf__rq *rq, int status, const hf_hold *hold);
@@ -208,6 +215,9 @@ struct evkeyvalq;
 bool hf__query_parse(struct hf__rq *rq, struct evkeyvalq *q, const char *const *allowed);
 bool hf__query_int(struct hf__rq *rq, struct evkeyvalq *q, const char *key, int64_t lo,
                    int64_t hi, int64_t dflt, int64_t *out);
+/* A list's page: "limit" (1..HF_LIST_MAX, 100 when absent) and "cursor" (empty = none) into
+ * req->limit and req->cursor (which points into q). */
+bool hf__query_page(struct hf__rq *rq, struct evkeyvalq *q, hf_request *req);
 
 /* Handlers, by file. */
 void hf__h_put_resource(struct hf__rq *rq);
