@@ -28,11 +28,19 @@ enum hfb_peer {
 	HFB_PEER_PG_LOCK_TABLE,  /* seed 004's lock table: INSERT ... ON CONFLICT DO NOTHING, DELETE */
 };
 
+#define HFB_MAX_SERVERS 8
+
 struct hfb_config {
 	int scenario;       /* 1..5 */
-	const char *server; /* http://host:port, or NULL */
-	char host[256];
-	int port;
+	const char *server; /* http://host:port[,http://host:port...], or NULL */
+	/* The servers of --server, over one shared store: client i talks to servers[i % n];
+	 * the first also reads back for the checks. */
+	struct hfb_server {
+		char host[256];
+		int port;
+	} servers[HFB_MAX_SERVERS];
+	int n_servers;
+	char reader_url[300]; /* http://host:port of servers[0] */
 	const char *engine; /* an hf_open URL driven in-process, or NULL */
 	enum hfb_peer peer;
 	const char *peer_name;

@@ -490,7 +490,7 @@ int hfb_flights_main(void)
 {
 	hf_error err;
 	struct pay_server ps = {0};
-	const char *url = hfb_cfg.engine ? hfb_cfg.engine : hfb_cfg.server;
+	const char *url = hfb_cfg.engine ? hfb_cfg.engine : hfb_cfg.reader_url;
 	if (hf_open(url, NULL, &F.store, &err) != HF_OK) {
 		fprintf(stderr, "holdfast-bench: cannot open '%s': %s\n", url, err.message);
 		return 3;

@@ -26,7 +26,8 @@ static const char usage[] =
     "the library) or a peer pattern on Redis/PostgreSQL with many concurrent clients, reports\n"
     "throughput and latency, and checks the guarantees from what the clients observed.\n"
     "\n"
-    "  --server URL        http://HOST:PORT of a holdfastd\n"
+    "  --server URL[,URL]  http://HOST:PORT of a holdfastd; several (up to 8) over one shared\n"
+    "                      store split the clients between them\n"
     "  --engine URL        an hf_open URL driven in-process (file:PATH); one thread\n"
     "  --peer NAME         redis-setnx, redis-lock-rw, redis-decrby, pg-for-update,\n"
     "                      pg-conditional-update, pg-lock-table\n"
@@ -85,6 +86,32 @@ static int bad_option(const char *what, const char *value)
 {
 	fprintf(stderr, "holdfast-bench: bad %s '%s'\n%s", what, value ? value : "", usage);
 	return 2;
+}
+
+/* --server: one http://HOST:PORT, or several separated by commas (holdfastd instances over
+ * one shared store). */
+static int parse_servers(struct hfb_config *c)
+{
+	c->n_servers = 0;
+	for (const char *p = c->server; *p;) {
+		if (c->n_servers == HFB_MAX_SERVERS)
+			return -1;
+		struct hfb_server *s = &c->servers[c->n_servers];
+		unsigned port;
+		int used = 0;
+		if (sscanf(p, "http://%255[^:/,]:%u%n", s->host, &port, &used) != 2 || port == 0 ||
+		    port > 65535 || (p[used] != ',' && p[used] != '\0') ||
+		    (p[used] == ',' && p[used + 1] == '\0'))
+			return -1;
+		s->port = (int)port;
+		c->n_servers++;
+		p += used + (p[used] == ',');
+	}
+	if (c->n_servers == 0)
+		return -1;
+	snprintf(c->reader_url, sizeof(c->reader_url), "http://%s:%d", c->servers[0].host,
+	         c->servers[0].port);
+	return 0;
 }
 
 static bool parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out)
@@ -346,13 +373,9 @@ static int parse_args(int argc, char **argv)
 		        usage);
 		return 2;
 	}
-	if (c->server) {
-		unsigned port;
-		if (sscanf(c->server, "http://%255[^:/]:%u", c->host, &port) != 2 || port == 0 ||
-		    port > 65535)
-			return bad_option("--server (want http://HOST:PORT)", c->server);
-		c->port = (int)port;
-	}
+	if (c->server && parse_servers(c) != 0)
+		return bad_option("--server (want http://HOST:PORT, or up to 8 of them separated by commas)",
+		                  c->server);
 	if (c->engine)
 		c->threads = 1; /* completions are dispatched on one loop */
 	if (c->threads > c->clients)
@@ -713,7 +736,7 @@ int main(int argc, char **argv)
 			goto out;
 	} else {
 		hf_error err;
-		const char *url = hfb_cfg.engine ? hfb_cfg.engine : hfb_cfg.server;
+		const char *url = hfb_cfg.engine ? hfb_cfg.engine : hfb_cfg.reader_url;
 		if (hf_open(url, NULL, &store, &err) != HF_OK) {
 			fprintf(stderr, "holdfast-bench: cannot open '%s': %s\n", url, err.message);
 			goto out;

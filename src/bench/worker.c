@@ -206,8 +206,8 @@ static void complete(struct hfb_client *c, const struct full_answer *fa)
 
 int hfb_http_open(struct hfb_client *c)
 {
-	c->http = evhttp_connection_base_new(c->w->base, NULL, hfb_cfg.host,
-	                                     (unsigned short)hfb_cfg.port);
+	const struct hfb_server *s = &hfb_cfg.servers[c->id % hfb_cfg.n_servers];
+	c->http = evhttp_connection_base_new(c->w->base, NULL, s->host, (unsigned short)s->port);
 	if (!c->http)
 		return -1;
 	evhttp_connection_set_timeout(c->http, HFB_HTTP_TIMEOUT_S);
@@ -317,7 +317,7 @@ static void http_submit(struct hfb_client *c, const struct hfb_call *call)
 	json_decref(body);
 	struct evhttp_request *req = evhttp_request_new(http_done, c);
 	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-	evhttp_add_header(h, "Host", hfb_cfg.host);
+	evhttp_add_header(h, "Host", hfb_cfg.servers[c->id % hfb_cfg.n_servers].host);
 	evhttp_add_header(h, "Content-Type", "application/json");
 	evbuffer_add(evhttp_request_get_output_buffer(req), text, strlen(text));
 	free(text);
