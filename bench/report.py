@@ -184,6 +184,34 @@ def peers_table():
     return "\n".join(rows)
 
 
+# The shared engines (issue 10): (scenario, engine label, run, peer label, peer run, target
+# ratio or the run it must at least match)
+SHARED = [
+    (1, "`file:` (embedded), holdfastd over HTTP", "holdfast-http-s1", "Redis `SET NX PX` + Lua release", "redis-setnx-s1", None),
+    (1, "`postgres://`, 1 holdfastd", "holdfast-pg1-s1", "PostgreSQL lock table (seed 004)", "pg-lock-table-s1", 0.5),
+    (1, "`postgres://`, 3 holdfastd", "holdfast-pg3-s1", "`postgres://`, 1 holdfastd", "holdfast-pg1-s1", 1.0),
+    (1, "`redis://`, in-process", "holdfast-redis-s1", "Redis `SET NX PX` + Lua release", "redis-setnx-s1", 0.5),
+    (1, "`redlock://` over 3 masters, in-process", "holdfast-redlock-s1", "Redis `SET NX PX` + Lua release", "redis-setnx-s1", 0.3),
+    (3, "`file:` (embedded), holdfastd over HTTP", "holdfast-http-s3", "Redis `DECRBY` / `INCRBY`", "redis-decrby-s3", None),
+    (3, "`postgres://`, 1 holdfastd", "holdfast-pg1-s3", "PostgreSQL `UPDATE … WHERE available >= n`", "pg-conditional-update-s3", 1.0),
+    (3, "`postgres://`, 3 holdfastd", "holdfast-pg3-s3", "`postgres://`, 1 holdfastd", "holdfast-pg1-s3", 1.0),
+    (3, "`redis://`, in-process", "holdfast-redis-s3", "Redis `DECRBY` / `INCRBY`", "redis-decrby-s3", None),
+]
+
+
+def shared_table():
+    rows = ["| scenario | engine | grants/s | compared with | its grants/s | **ratio** | target | met | CPU server / bench / others | checks |",
+            "| --- | --- | ---: | --- | ---: | ---: | ---: | --- | ---: | --- |"]
+    for s, label, name, peer_label, peer, target in SHARED:
+        r = ratio(grants(name), grants(peer))
+        met = "—" if target is None or r is None else ("yes" if r >= target else "**no**")
+        rows.append("| {} | {} | {} | {} | {} | **{}** | {} | {} | {} | {} |".format(
+            SCEN[s], label, fmt(grants(name)), peer_label, fmt(grants(peer)), rfmt(r),
+            "—" if target is None else "≥ {:.1f}×".format(target), met, cpu_cell(name),
+            status(name)))
+    return "\n".join(rows)
+
+
 def baselines():
     rows = ["| baseline | what | per second | p50 / p99 latency (ms) |", "| --- | --- | ---: | ---: |"]
     for name in ("redis", "redis-aof"):
@@ -345,6 +373,7 @@ def main():
         "TABLE_HANDOFF": handoff_table(),
         "TABLE_PEERS": peers_table(),
         "TABLE_BASELINES": baselines(),
+        "TABLE_SHARED": shared_table(),
         "COMMANDS": command_list(),
         "CHECKS": ("every run passed its checks (but the deliberate failure below)" if not fails
                    else "runs that failed: " + ", ".join(sorted(fails))),

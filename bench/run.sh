@@ -168,6 +168,11 @@ server_pids() { # run name
 	holdfast-http-tmpfs*) echo "$HFS_PID" ;;
 	holdfast-http*) echo "$HF_PID" ;;
 	redis-aof*) echo "$RA_PID" ;;
+	# the instances and the database they share
+	holdfast-pg*) echo "${PG_HF_PIDS[*]} $PG_PID $(pgrep -P "$PG_PID" | tr '\n' ' ')" ;;
+	# in-process engines on Redis: the server is redis-server (redlock's two other masters,
+	# alike, are not counted)
+	holdfast-redis* | holdfast-redlock*) echo "$R_PID" ;;
 	redis* | demo-redis*) echo "$R_PID" ;;
 	# the postmaster and its helpers (WAL writer, checkpointer...); the backends' CPU counts in
 	# the postmaster's children time once they exit
@@ -199,7 +204,7 @@ attempt() { # name, args...
 	c0=$(cpu_ticks $pids)
 	m0=$(machine_ticks)
 	local first=${pids%% *}
-	case $name in pg*) first= ;; esac # a process per connection: no one thread to watch
+	case $name in pg* | holdfast-pg*) first= ;; esac # a process per connection: no one thread to watch
 	if [ -n "$first" ]; then thread_ticks "$first" >"$TMP/threads0"; else : >"$TMP/threads0"; fi
 	t0=$(date +%s.%N)
 	local ok=1
@@ -207,7 +212,7 @@ attempt() { # name, args...
 		"$BENCH" --clients "$CLIENTS" --duration "$DUR" --seed 42 --json "$@" \
 		>"$RESULTS/$name.json" 2>"$RESULTS/$name.err" || ok=0
 	t1=$(date +%s.%N)
-	case $name in pg*) sleep 0.5 ;; esac # let the backends exit and be reaped
+	case $name in pg* | holdfast-pg*) sleep 0.5 ;; esac # let the backends exit and be reaped
 	# shellcheck disable=SC2086
 	c1=$(cpu_ticks $pids)
 	m1=$(machine_ticks)
@@ -291,6 +296,42 @@ run "demo-redis-lock-rw-ttl5-s2" --peer redis-lock-rw --redis "127.0.0.1:$R_PORT
 # the FIFO head-of-line effect in the saga: waiting in line instead of retrying
 # shellcheck disable=SC2086
 run "holdfast-http-s5-wait" $SERVER --scenario 5 --saga-wait-ms 50
+# ---- the shared engines beside their stores' own patterns (issue 10) ----
+# postgres:// through holdfastd, one instance and three over the same schema (the clients
+# split between them), on the PostgreSQL above (fsync on); redis:// and redlock:// in-process,
+# on the Redis without persistence (redlock over it and two more masters like it).
+PG_URL="postgres:///postgres?host=127.0.0.1&port=$PG_PORT&user=postgres&schema=hf_bench"
+PG_HF_URLS=()
+PG_HF_PIDS=()
+for i in 1 2 3; do
+	p=$(free_port)
+	"$HOLDFASTD" --listen "127.0.0.1:$p" --engine "$PG_URL" --log-level warn \
+		>"$TMP/holdfastd-pg$i.log" 2>&1 &
+	PIDS+=("$!")
+	PG_HF_PIDS+=("$!")
+	PG_HF_URLS+=("http://127.0.0.1:$p")
+	# one at a time: the first creates the schema, the others find it
+	for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$p/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+done
+RL_URL="redlock://127.0.0.1:$R_PORT"
+for i in 2 3; do
+	p=$(free_port)
+	redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no --dir "$TMP" \
+		--logfile "$TMP/redis-rl$i.log" &
+	PIDS+=("$!")
+	RL_URL+=",127.0.0.1:$p"
+	for _ in $(seq 1 100); do redis-cli -p "$p" ping >/dev/null 2>&1 && break; sleep 0.1; done
+done
+PG3=$(IFS=,; echo "${PG_HF_URLS[*]}")
+run "pg-lock-table-s1" --peer pg-lock-table --pg "$PG" --scenario 1
+for s in 1 3; do
+	run "holdfast-pg1-s$s" --server "${PG_HF_URLS[0]}" --scenario $s
+	run "holdfast-pg3-s$s" --server "$PG3" --scenario $s
+	run "holdfast-redis-s$s" --engine "redis://127.0.0.1:$R_PORT/0?prefix=hfb$s:" --scenario $s
+done
+# redlock:// keeps plain locks only: no stock (capacity > 1), so scenario 1 alone
+run "holdfast-redlock-s1" --engine "$RL_URL" --scenario 1
+
 # flight bookings end to end through real sagas (scenario 6), and the same bookings as plain
 # acquire/pay/confirm calls: what the orchestrator costs. Seats enough not to sell out.
 FLIGHTS="--scenario 6 --flights 3 --seats 5000 --decline-pct 20"
