@@ -6,7 +6,7 @@
 # (over HTTP and in-process) and on the peers' patterns, then bench/report.py writes the doc
 # and its charts. Everything it started is stopped on exit.
 #
-#   bench/run.sh                     full run (~8 minutes on 2 cores)
+#   bench/run.sh                     full run (~10 minutes on 2 cores)
 #   HF_BENCH_DURATION=3 bench/run.sh a quicker pass (figures less stable)
 #   HF_BENCH_SOURCE=head bench/run.sh  build the last commit (+ src/bench) from a snapshot
 # Environment: HF_BENCH_DURATION (s per run, default 8), HF_BENCH_CLIENTS (default 32),
