@@ -169,6 +169,16 @@ static int o_max_waiters(struct hf__config *c, const char *v, char *w, size_t n)
 	return set_int(&c->max_waiters, v, 1, 10000000, w, n);
 }
 
+static int o_max_holds(struct hf__config *c, const char *v, char *w, size_t n)
+{
+	return set_int(&c->max_holds, v, 1, 100000000, w, n);
+}
+
+static int o_max_resources(struct hf__config *c, const char *v, char *w, size_t n)
+{
+	return set_int(&c->max_resources, v, 1, 100000000, w, n);
+}
+
 static int o_drain(struct hf__config *c, const char *v, char *w, size_t n)
 {
 	return set_int(&c->drain_s, v, 0, 3600, w, n);
@@ -224,6 +234,10 @@ static const struct option_row options[] = {
 	 "or request yet get at most half"},
 	{"max-waiters", "N", o_max_waiters,
 	 "parked acquires at once, and apart from them event long-polls/streams (default 100000)"},
+	{"max-holds", "N", o_max_holds,
+	 "live holds in the store at once (default 1000000): 429 limit_exceeded above"},
+	{"max-resources", "N", o_max_resources,
+	 "resources in the store at once, implicit ones included (default 1000000)"},
 	{"drain-timeout", "SECONDS", o_drain,
 	 "on SIGTERM, how long to finish what is in flight (default 10)"},
 	{"events-keep-count", "N", o_events_keep_count,
@@ -349,6 +363,8 @@ static int configure(struct hf__config *cfg, int argc, char **argv)
 	cfg->timeout_s = 30;
 	cfg->max_conns = 16384;
 	cfg->max_waiters = 100000;
+	cfg->max_holds = 1000000; /* hf_options_init's */
+	cfg->max_resources = 1000000;
 	cfg->drain_s = 10;
 	cfg->log_level = HF__LOG_INFO;
 	if (set_str(&cfg->listen, DEFAULT_LISTEN) || set_str(&cfg->engine, DEFAULT_ENGINE))
@@ -477,6 +493,8 @@ int main(int argc, char **argv)
 	hf_options opt;
 	hf_options_init(&opt);
 	opt.max_waiters = (size_t)cfg.max_waiters;
+	opt.max_holds = (size_t)cfg.max_holds;
+	opt.max_resources = (size_t)cfg.max_resources;
 	opt.fallback_url = cfg.fallback_engine;
 	opt.events_keep_count = cfg.events_keep_count;
 	opt.events_keep_ms = cfg.events_keep_ms;

@@ -31,6 +31,8 @@ struct hf__config {
 	int64_t timeout_s;    /* a whole request, idle keep-alive, read/write, stalled streams */
 	int64_t max_conns;    /* open connections (from accept); half for unauthenticated ones */
 	int64_t max_waiters;  /* the store's parked acquires; apart, event long-polls/streams */
+	int64_t max_holds;     /* the store's live holds (hf_options) */
+	int64_t max_resources; /* the store's resources (hf_options) */
 	int64_t drain_s;      /* SIGTERM: how long to answer what is in flight */
 	int log_level;        /* HF__LOG_* */
 	int64_t events_keep_count; /* event retention (hf_options), 0: keep all */
