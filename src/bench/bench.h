@@ -71,6 +71,7 @@ struct hfb_config {
 	int flights;          /* scenario 6: flights (seats: per flight; bag_capacity: per flight) */
 	int decline_pct;      /* scenario 6: share of bookings whose card is declined */
 	bool plain;           /* scenario 6: the same bookings as plain acquire/confirm, no saga */
+	long fill;            /* --fill: live holds to put into the store instead of a run */
 };
 
 extern struct hfb_config hfb_cfg;
@@ -246,6 +247,9 @@ bool hfb_peer_supports(enum hfb_peer p, int scenario);
 /* flights.c: scenario 6, flight bookings through sagas (or --plain), run, checked and
  * reported on its own; the exit code of holdfast-bench. */
 int hfb_flights_main(void);
+
+/* fill.c: --fill, the store made large (live holds on distinct resources); the exit code. */
+int hfb_fill_main(void);
 
 /* history.c: writes the observations as a holdfast-check history (JSON lines, see
  * docs/reliability.md) to `path`, replacing it; 0, or -1 if it could not be written. */

@@ -64,7 +64,10 @@ static const char usage[] =
     "                      fails at once and retries after --retry-us)\n"
     "  --tag NAME          prefix of the names this run uses (default: unique per run)\n"
     "  --max-print N       violations printed in full (default 20)\n"
-    "  --history FILE      write what the clients observed as a holdfast-check history\n";
+    "  --history FILE      write what the clients observed as a holdfast-check history\n"
+    "  --fill N            instead of a scenario: put N live holds (one per resource, a\n"
+    "                      lease of a day) into the --engine store, --clients threads at\n"
+    "                      once, and exit; for measuring a large store (bench/scale.sh)\n";
 
 static const char *const scenario_names[] = {"",          "uncontended lock", "hot lock",
                                              "hot stock", "seat race",        "saga booking",
@@ -158,6 +161,7 @@ static int parse_args(int argc, char **argv)
 		O_FLIGHTS,
 		O_DECLINE,
 		O_PLAIN,
+		O_FILL,
 		O_HELP
 	};
 	static const struct option opts[] = {
@@ -192,6 +196,7 @@ static int parse_args(int argc, char **argv)
 	    {"flights", 1, 0, O_FLIGHTS},
 	    {"decline-pct", 1, 0, O_DECLINE},
 	    {"plain", 0, 0, O_PLAIN},
+	    {"fill", 1, 0, O_FILL},
 	    {"help", 0, 0, O_HELP},
 	    {0, 0, 0, 0},
 	};
@@ -357,6 +362,11 @@ static int parse_args(int argc, char **argv)
 			break;
 		case O_PLAIN:
 			c->plain = true;
+			break;
+		case O_FILL:
+			if (!parse_i64(optarg, 1, 100000000, &v))
+				return bad_option("--fill", optarg);
+			c->fill = (long)v;
 			break;
 		case 'h':
 		case O_HELP:
@@ -716,6 +726,8 @@ int main(int argc, char **argv)
 	int rc = parse_args(argc, argv);
 	if (rc != 0)
 		return rc;
+	if (hfb_cfg.fill)
+		return hfb_fill_main();
 	if (hfb_cfg.scenario == 6)
 		return hfb_flights_main();
 	hfb_history_init(&hfb_run.hist);
