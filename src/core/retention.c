@@ -76,11 +76,11 @@ void hf__trim_plan(const struct hf__trim_policy *p, uint64_t last_seq, uint64_t 
 
 int hf__err_trimmed(hf_error *err, uint64_t upto)
 {
-	return hf__err(err, HF_ETRIMMED,
-	               "events up to seq %llu were trimmed: the oldest kept is %llu (read after=%llu "
-	               "or later)",
-	               (unsigned long long)upto, (unsigned long long)upto + 1,
-	               (unsigned long long)upto);
+	return hf__err(
+	    err, HF_ETRIMMED,
+	    "events up to seq %llu were trimmed: the oldest kept is %llu (read after=%llu "
+	    "or later)",
+	    (unsigned long long)upto, (unsigned long long)upto + 1, (unsigned long long)upto);
 }
 
 void hf__trim_log(const char *engine, const char *store, const struct hf__trim_policy *p,

@@ -208,6 +208,7 @@ static void test_checkpoint_holds_then_force(void **state)
 	env->opt.events_trim_force = true;
 	hf_error err = {0};
 	assert_int_equal(ht_env_reopen(env, &err), HF_OK);
+	assert_int_equal(read_rc(env->st, c - 1, NULL, NULL, 0), HF_ETRIMMED); /* remembered */
 	wait_trimmed(env->st, c, &upto);
 	assert_true(upto > c);
 	ht_env_free(env);

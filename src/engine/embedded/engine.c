@@ -353,7 +353,8 @@ static bool trim_due_locked(struct engine *e, uint64_t last_seq)
 	if (!hf__trim_enabled(&e->trim))
 		return false;
 	int64_t now = mono_ms();
-	if (now - e->trim_checked_ms < TRIM_EVERY_MS || !hf__trim_due(&e->trim, last_seq, e->trimmed_upto))
+	if (now - e->trim_checked_ms < TRIM_EVERY_MS ||
+	    !hf__trim_due(&e->trim, last_seq, e->trimmed_upto))
 		return false;
 	e->trim_checked_ms = now;
 	return true;

@@ -40,7 +40,8 @@ static PGresult *run(struct hf__pgc *c, const char *sql, int n, const char *cons
 static bool read_checkpoints(struct hf__pgc *c, struct hf__checkpoints *cp)
 {
 	const char *p[2] = {HF__CHECKPOINT_FROM, HF__CHECKPOINT_TO};
-	PGresult *r = run(c, "SELECT name, meta FROM resources WHERE name >= $1 AND name < $2", 2, p);
+	PGresult *r =
+	    run(c, "SELECT name, meta FROM resources WHERE name >= $1 AND name < $2", 2, p);
 	if (!r)
 		return false;
 	for (int i = 0; i < PQntuples(r); i++)
@@ -77,8 +78,9 @@ static bool pass(struct hf__pgc *c, const struct hf__trim_policy *pol, struct hf
 		snprintf(b2, sizeof(b2), "%d", TRIM_BATCH);
 		/* Among the oldest batch only (the seq index): the pass deletes no more anyway. */
 		if (!(r = run(c,
-		              "SELECT max(seq) FROM (SELECT seq, at_ms FROM events WHERE seq IS NOT NULL"
-		              " ORDER BY seq LIMIT $2) x WHERE at_ms < now_ms() - $1",
+		              "SELECT max(seq) FROM (SELECT seq, at_ms FROM events"
+		              " WHERE seq IS NOT NULL ORDER BY seq LIMIT $2) x"
+		              " WHERE at_ms < now_ms() - $1",
 		              2, (const char *[]){b1, b2})))
 			return false;
 		aged = (uint64_t)col_i64(r, 0, 0);

@@ -21,7 +21,8 @@ int64_t hf__redis_trim_batch(void)
 static uint64_t u64(const json_t *o, const char *k)
 {
 	json_t *v = json_object_get(o, k);
-	return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
+	return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v)
+	                                                       : 0;
 }
 
 bool hf__redis_trim_plan(const struct hf__trim_policy *pol, const json_t *info,
