@@ -188,7 +188,8 @@ static int project_sync(struct relay_project *p, const struct project_args *a, h
 	while (rc == HF_ETRIMMED && relay_trimmed_upto(err, &upto) && upto > relay_project_seq(p)) {
 		if (!a->from_floor) {
 			relay_err(err, HF_ETRIMMED,
-			          "the projection is at seq %" PRIu64 " but events up to seq %" PRIu64
+			          "the projection is at seq %" PRIu64
+			          " but events up to seq %" PRIu64
 			          " were trimmed by retention; --from-floor skips them and goes on",
 			          relay_project_seq(p), upto);
 			break;

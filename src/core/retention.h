@@ -61,16 +61,10 @@ void hf__trim_plan(const struct hf__trim_policy *p, uint64_t last_seq, uint64_t 
  * (upto + 1). Returns HF_ETRIMMED. */
 int hf__err_trimmed(hf_error *err, uint64_t upto);
 
-/* Logs a pass (hf__log_line): a warning when a checkpoint held it back or was passed by
+/* Logs a pass (hf__log_line, core.h): a warning when a checkpoint held it back or was passed by
  * force, once per checkpoint value (*logged_checkpoint remembers it), and the count
  * trimmed. `engine` and `store` name the store in the lines. */
 void hf__trim_log(const char *engine, const char *store, const struct hf__trim_policy *p,
                   const struct hf__trim_plan *plan, uint64_t trimmed, uint64_t *logged_checkpoint);
-
-/* One logfmt line on stderr, as holdfastd writes them ("ts=... level=... msg=..."), for an
- * engine that must say something with no caller to tell (the library has no logger).
- * store and error (may be NULL) are quoted. */
-void hf__log_line(const char *level, const char *engine, const char *msg, const char *store,
-                  const char *error);
 
 #endif /* HF_RETENTION_H */

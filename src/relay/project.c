@@ -277,8 +277,8 @@ int relay_project_skip_to(struct relay_project *p, uint64_t upto, hf_error *err)
 	                  NULL, (int64_t)upto, err);
 	if (rc != HF_OK)
 		return rc;
-	relay_log("warn", "msg=skipped_trimmed from=%" PRIu64 " to=%" PRIu64 " count=%" PRIu64, from,
-	          upto, upto - from + 1);
+	relay_log("warn", "msg=skipped_trimmed from=%" PRIu64 " to=%" PRIu64 " count=%" PRIu64,
+	          from, upto, upto - from + 1);
 	return HF_OK;
 }
 

@@ -255,7 +255,8 @@ static enum step relay_trimmed(struct relay *r, uint64_t *after, const hf_error 
 		          "msg=checkpoint_trimmed name=%s checkpoint=%" PRIu64 " floor=%" PRIu64,
 		          r->o->name, *after, upto);
 		relay_err(&r->fatal, HF_ETRIMMED,
-		          "relay '%s': its checkpoint is at seq %" PRIu64 " but events up to seq %" PRIu64
+		          "relay '%s': its checkpoint is at seq %" PRIu64
+		          " but events up to seq %" PRIu64
 		          " were trimmed by retention; --from-floor skips the %" PRIu64
 		          " events %" PRIu64 "..%" PRIu64 " and goes on from there",
 		          r->o->name, *after, upto, upto - *after, *after + 1, upto);

@@ -42,13 +42,18 @@ static void cycles(hf_store *st, const char *name, int n)
 		cycle(st, name);
 }
 
-/* Reads after `after`: its code, and with HF_ETRIMMED the floor named (*upto). */
+/* Reads after `after`: its code, and with HF_ETRIMMED the floor named (*upto, if not NULL;
+ * left alone otherwise). */
 static int read_rc(hf_store *st, uint64_t after, uint64_t *upto, char *msg, size_t size)
 {
 	hf_reply *rp = ht_events(st, after, 10);
 	int rc = rp->error.code;
-	if (rc == HF_ETRIMMED)
-		assert_true(relay_trimmed_upto(&rp->error, upto));
+	uint64_t floor = 0;
+	if (rc == HF_ETRIMMED) {
+		assert_true(relay_trimmed_upto(&rp->error, &floor));
+		if (upto)
+			*upto = floor;
+	}
 	if (msg)
 		snprintf(msg, size, "%s", rp->error.message);
 	hf_reply_free(rp);

@@ -68,7 +68,7 @@ static int64_t mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The store's lines on stderr (core/retention.h, hf__log_line): a store that cannot write
+/* The store's lines on stderr (hf__log_line, core.h): a store that cannot write
  * must say so. */
 static void log_line(const char *level, const char *msg, const char *path, const char *error)
 {

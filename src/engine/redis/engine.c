@@ -53,7 +53,15 @@ struct evwaiter {
 	struct evwaiter *next;
 };
 
-enum job_kind { JOB_CALL, JOB_COLLECT, JOB_UNPARK, JOB_EVREAD, JOB_SWEEP, JOB_TRIM_INFO, JOB_TRIM };
+enum job_kind {
+	JOB_CALL,
+	JOB_COLLECT,
+	JOB_UNPARK,
+	JOB_EVREAD,
+	JOB_SWEEP,
+	JOB_TRIM_INFO, /* retention: what the plan needs (holds.lua trim_info) */
+	JOB_TRIM,      /* retention: XTRIM up to the plan's seq */
+};
 
 struct job {
 	enum job_kind kind;
@@ -592,7 +600,8 @@ static struct job *trim_job(struct redis_engine *eng, bool info)
 static void trim_answered(struct redis_engine *eng, enum job_kind kind, const json_t *j)
 {
 	char store[400];
-	snprintf(store, sizeof(store), "%.250s/%d prefix %.100s", eng->where, eng->url.db, eng->prefix);
+	snprintf(store, sizeof(store), "%.250s/%d prefix %.100s", eng->where, eng->url.db,
+	         eng->prefix);
 	eng->trim_busy = false;
 	if (kind == JOB_TRIM_INFO && hf__redis_trim_plan(&eng->trim, j, &eng->trim_plan)) {
 		eng->trim_go = true;
@@ -1195,7 +1204,8 @@ static void *worker_main(void *arg)
 		pthread_mutex_lock(&eng->lock);
 		for (;;) {
 			if (eng->closing || !hf__mailbox_empty(&eng->mailbox) || eng->n_wakes ||
-			    eng->events_pending || eng->recheck_all || (eng->trim_go && !eng->trim_busy))
+			    eng->events_pending || eng->recheck_all ||
+			    (eng->trim_go && !eng->trim_busy))
 				break;
 			int64_t next = eng->due_at;
 			if (hf__trim_enabled(&eng->trim) && !eng->trim_busy && eng->trim_at < next)

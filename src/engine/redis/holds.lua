@@ -1032,11 +1032,13 @@ function ops.read_events(a)
 	local out = {}
 	if after < last then
 		local rows = redis.call('XRANGE', K_EV, I(after + 1) .. '-0', '+', 'COUNT', I(limit))
-		-- seq is gap-free and only retention (ops.trim) deletes entries: a first entry other
-		-- than after + 1 means the ones asked for were trimmed (the engine words the answer:
-		-- hf__err_trimmed).
+		-- seq is gap-free and only retention (ops.trim) deletes entries: a first entry
+		-- other than after + 1 means the ones asked for were trimmed (the engine words the
+		-- answer: hf__err_trimmed).
 		local first = rows[1] and tonumber(string.match(rows[1][1], '^(%d+)'))
-		if first ~= after + 1 then return {e = E_TRIMMED, upto = first and first - 1 or last} end
+		if first ~= after + 1 then
+			return {e = E_TRIMMED, upto = first and first - 1 or last}
+		end
 		for i, row in ipairs(rows) do
 			local f = {}
 			for k = 1, #row[2], 2 do f[row[2][k]] = row[2][k + 1] end
@@ -1091,7 +1093,8 @@ function ops.trim_info(a)
 		end
 	end
 	local cps = {}
-	for _, n in ipairs(redis.call('ZRANGEBYLEX', K_RES, '[holdfast.relay/', '(holdfast.relay0')) do
+	local names = redis.call('ZRANGEBYLEX', K_RES, '[holdfast.relay/', '(holdfast.relay0')
+	for _, n in ipairs(names) do
 		local m = redis.call('HGET', rk(n), 'meta')
 		if m then cps[#cps + 1] = {n, m} end
 	end
