@@ -226,10 +226,6 @@ int cli_cmd_project(int argc, char **argv)
 			relay_log("info", "msg=view cache=%s", hit ? "hit" : "miss");
 	}
 	relay_project_close(p);
-	if (rc == HF_ETRIMMED) {
-		cli_fail("project", &err);
-		return CLI_EXIT_TRIMMED;
-	}
 	if (rc != HF_OK)
 		return cli_fail("project", &err);
 	if (json) {

@@ -164,10 +164,6 @@ int cli_cmd_relay(int argc, char **argv)
 	catch_stop_signals();
 	hf_error err = {0};
 	int rc = relay_run(&o, &err);
-	if (rc == HF_ETRIMMED) {
-		cli_fail("relay", &err);
-		return CLI_EXIT_TRIMMED;
-	}
 	return rc == HF_OK ? CLI_EXIT_OK : cli_fail("relay", &err);
 }
 
