@@ -239,7 +239,7 @@ static int move_checkpoint(struct relay *r, uint64_t seq, hf_error *err)
 
 enum step { STEP_AGAIN, STEP_IDLE, STEP_LOST, STEP_DONE };
 
-/* The events after the checkpoint were trimmed (retention, HF_ETRIMMED in *rep): never a
+/* The events after the checkpoint were trimmed (retention: HF_ETRIMMED, `why`): never a
  * silent jump. Without from_floor the relay stops, naming the checkpoint and the floor; with
  * it the checkpoint moves to the floor and the gap is logged (its consumers see it too, as
  * missing revisions). */
