@@ -115,9 +115,9 @@ typedef struct hf_options {
 	 * 2^48 up. Split-brain risk: a primary that is only unreachable may still grant the same
 	 * lock. See docs/api.md (--fallback-engine). */
 	const char *fallback_url;
-	/* Event retention (embedded engine; docs/events.md "Retention"): keep the newest
-	 * events_keep_count events and those younger than events_keep_ms; 0 (default) keeps
-	 * them all. Never trims past the lowest checkpoint (resources holdfast.relay/NAME/
+	/* Event retention (file:, postgres://, redis://; docs/events.md "Retention"): keep the
+	 * newest events_keep_count events and those younger than events_keep_ms; 0 (default)
+	 * keeps them all. Never trims past the lowest checkpoint (resources holdfast.relay/NAME/
 	 * checkpoint, meta {"seq":N}) unless events_trim_force. Reading after a trimmed seq
 	 * answers HF_ETRIMMED. Per-resource revisions keep counting. */
 	int64_t events_keep_count;

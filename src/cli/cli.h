@@ -25,6 +25,7 @@ enum {
 	CLI_EXIT_UNREACHABLE = 5, /* server or engine unreachable, closing, or garbled reply */
 	CLI_EXIT_AUTH = 6,        /* missing or wrong API key */
 	CLI_EXIT_SERVER = 7,      /* the server or engine failed (storage, internal, ...) */
+	CLI_EXIT_TRIMMED = 10,    /* events_trimmed: relay, project, replay, events below the floor */
 	CLI_EXIT_LOCK_LOST = 75,  /* run: the lock was lost; the command was stopped */
 	CLI_EXIT_CANNOT_EXEC = 126,
 	CLI_EXIT_NOT_FOUND_EXEC = 127,

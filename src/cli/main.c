@@ -137,6 +137,8 @@ int cli_exit_code(int code)
 		return CLI_EXIT_UNREACHABLE;
 	case HF_EAUTH:
 		return CLI_EXIT_AUTH;
+	case HF_ETRIMMED:
+		return CLI_EXIT_TRIMMED;
 	default:
 		return CLI_EXIT_SERVER;
 	}

@@ -99,7 +99,10 @@ static const char project_usage[] =
     "                    of the views the new events change\n"
     "  --cache-ttl MS    lifetime of a cached view (default 60000)\n"
     "  --name NAME       publish the position in the store (holdfast.relay/projection.NAME/\n"
-    "                    checkpoint): event retention will not trim past it\n";
+    "                    checkpoint): event retention will not trim past it\n"
+    "  --from-floor      if retention trimmed events past the position, go on from the\n"
+    "                    oldest kept (the range skipped is logged; the views miss what\n"
+    "                    those events changed) instead of stopping with exit code 10\n";
 
 static volatile sig_atomic_t project_stop;
 
@@ -111,13 +114,13 @@ static void on_project_signal(int sig)
 
 struct project_args {
 	const char *db, *cache, *view, *name, *publish;
-	bool rebuild, no_sync, follow;
+	bool rebuild, no_sync, follow, from_floor;
 	int64_t cache_ttl_ms;
 };
 
 static int project_parse(int argc, char **argv, struct project_args *a)
 {
-	enum { P_DB = 1, P_REBUILD, P_NOSYNC, P_FOLLOW, P_CACHE, P_TTL, P_NAME };
+	enum { P_DB = 1, P_REBUILD, P_NOSYNC, P_FOLLOW, P_CACHE, P_TTL, P_NAME, P_FROM_FLOOR };
 	static const struct option opts[] = {
 	    {"db", required_argument, NULL, P_DB},
 	    {"rebuild", no_argument, NULL, P_REBUILD},
@@ -126,6 +129,7 @@ static int project_parse(int argc, char **argv, struct project_args *a)
 	    {"cache", required_argument, NULL, P_CACHE},
 	    {"cache-ttl", required_argument, NULL, P_TTL},
 	    {"name", required_argument, NULL, P_NAME},
+	    {"from-floor", no_argument, NULL, P_FROM_FLOOR},
 	    CLI_COMMON_OPTS,
 	};
 	memset(a, 0, sizeof(*a));
@@ -141,6 +145,7 @@ static int project_parse(int argc, char **argv, struct project_args *a)
 		case P_FOLLOW: a->follow = true; break;
 		case P_CACHE: a->cache = optarg; break;
 		case P_NAME: a->publish = optarg; break;
+		case P_FROM_FLOOR: a->from_floor = true; break;
 		case P_TTL:
 			if (!cli_parse_i64("project", "--cache-ttl", optarg, 1, INT32_MAX, &a->cache_ttl_ms))
 				return CLI_EXIT_USAGE;
@@ -178,6 +183,20 @@ static int project_sync(struct relay_project *p, const struct project_args *a, h
 		sigaction(SIGTERM, &sa, NULL);
 	}
 	rc = relay_project_sync(p, st, a->follow ? 1000 : 0, &project_stop, err);
+	/* Its next events were trimmed by retention: never a silent jump. */
+	uint64_t upto;
+	while (rc == HF_ETRIMMED && relay_trimmed_upto(err, &upto) && upto > relay_project_seq(p)) {
+		if (!a->from_floor) {
+			relay_err(err, HF_ETRIMMED,
+			          "the projection is at seq %" PRIu64
+			          " but events up to seq %" PRIu64
+			          " were trimmed by retention; --from-floor skips them and goes on",
+			          relay_project_seq(p), upto);
+			break;
+		}
+		if ((rc = relay_project_skip_to(p, upto, err)) == HF_OK)
+			rc = relay_project_sync(p, st, a->follow ? 1000 : 0, &project_stop, err);
+	}
 	hf_close(st);
 	if (rc == HF_OK)
 		relay_log("info", "msg=projected seq=%" PRIu64, relay_project_seq(p));

@@ -53,9 +53,12 @@ static const char relay_usage[] =
     "  --owner NAME        who this relay is, in the lease (default $HOLDFAST_OWNER or user@host)\n"
     "  --until-seq SEQ     exit once every event up to SEQ is delivered\n"
     "  --idle-exit MS      exit after MS with nothing to deliver\n"
+    "  --from-floor        if retention trimmed events past the checkpoint, go on from the\n"
+    "                      oldest kept (the range skipped is logged) instead of stopping\n"
     "\n"
     "exit codes: 0 stopped (SIGTERM/SIGINT, --until-seq, --idle-exit), 1 bad options,\n"
-    "  5 the store cannot be opened, 6 the broker refused the login\n";
+    "  5 the store cannot be opened, 6 the broker refused the login, 10 the checkpoint is\n"
+    "  below the oldest event kept (events_trimmed) and --from-floor was not given\n";
 
 enum {
 	R_TO = 1,
@@ -69,7 +72,8 @@ enum {
 	R_BACKOFF,
 	R_OWNER,
 	R_UNTIL,
-	R_IDLE
+	R_IDLE,
+	R_FROM_FLOOR
 };
 
 static bool relay_opt(int c, const char *arg, struct relay_opts *o)
@@ -114,6 +118,9 @@ static bool relay_opt(int c, const char *arg, struct relay_opts *o)
 		return true;
 	case R_IDLE:
 		return cli_parse_i64("relay", "--idle-exit", arg, 1, INT64_MAX, &o->idle_exit_ms);
+	case R_FROM_FLOOR:
+		o->from_floor = true;
+		return true;
 	}
 	return false;
 }
@@ -133,6 +140,7 @@ int cli_cmd_relay(int argc, char **argv)
 	    {"owner", required_argument, NULL, R_OWNER},
 	    {"until-seq", required_argument, NULL, R_UNTIL},
 	    {"idle-exit", required_argument, NULL, R_IDLE},
+	    {"from-floor", no_argument, NULL, R_FROM_FLOOR},
 	    CLI_COMMON_OPTS,
 	};
 	struct relay_opts o;

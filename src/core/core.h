@@ -59,4 +59,10 @@ int hf__event_copy(hf_event *dst, const hf_event *src);
 /* Canonical text of an acquire, for idempotency: two requests are "the same" iff equal. */
 char *hf__acquire_fingerprint(const hf_acquire_req *req);
 
+/* One logfmt line on stderr, as holdfastd writes them ("ts=... level=... msg=..."), for an
+ * engine that must say something with no caller to tell (the library has no logger).
+ * store and error (may be NULL) are quoted. */
+void hf__log_line(const char *level, const char *engine, const char *msg, const char *store,
+                  const char *error);
+
 #endif /* HF_CORE_H */

@@ -1,8 +1,9 @@
 /*
  * util.c — small shared pieces: the system clock, random hex from the OS CSPRNG, string
- * copies, and the names of modes and hold states.
+ * copies, the names of modes and hold states, and the engines' log lines.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -101,4 +102,39 @@ void hf_options_init(hf_options *opt)
 	opt->max_waiters = 100000;
 	opt->max_holds = 1000000;
 	opt->max_resources = 1000000;
+}
+
+/* Copies s into dst (size n) between double quotes, with '"' as '\'' and control bytes as
+ * '?': a value that cannot break the line's logfmt. */
+static void quote(char *dst, size_t n, const char *s)
+{
+	size_t o = 0;
+	dst[o++] = '"';
+	for (const char *c = s; *c && o + 3 < n; c++)
+		dst[o++] = *c == '"' ? '\'' : (unsigned char)*c < 0x20 ? '?' : *c;
+	dst[o++] = '"';
+	dst[o] = '\0';
+}
+
+void hf__log_line(const char *level, const char *engine, const char *msg, const char *store,
+                  const char *error)
+{
+	char qs[512], qe[512];
+	quote(qs, sizeof(qs), store ? store : "");
+	quote(qe, sizeof(qe), error ? error : "");
+	struct timespec ts;
+	struct tm tm;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	char line[1400];
+	int n = snprintf(line, sizeof(line),
+	                 "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s msg=\"%s\" engine=%s "
+	                 "store=%s%s%s\n",
+	                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+	                 tm.tm_sec, ts.tv_nsec / 1000000, level, msg, engine, qs,
+	                 error ? " error=" : "", error ? qe : "");
+	/* One write per line keeps lines whole when stderr is shared. */
+	if (n > 0)
+		fwrite(line, 1, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1, stderr);
+	fflush(stderr);
 }

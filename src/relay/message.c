@@ -145,6 +145,15 @@ void relay_back_off(int64_t *ms, int64_t cap, volatile sig_atomic_t *stop)
 	*ms = *ms > cap / 2 ? cap : *ms * 2;
 }
 
+bool relay_trimmed_upto(const hf_error *err, uint64_t *upto)
+{
+	unsigned long long n;
+	if (err->code != HF_ETRIMMED || sscanf(err->message, "events up to seq %llu ", &n) != 1)
+		return false;
+	*upto = (uint64_t)n;
+	return true;
+}
+
 void relay_err(hf_error *err, int code, const char *fmt, ...)
 {
 	if (!err)

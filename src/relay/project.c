@@ -267,6 +267,21 @@ static void invalidate(struct relay_project *p, const struct touched *t)
 	}
 }
 
+int relay_project_skip_to(struct relay_project *p, uint64_t upto, hf_error *err)
+{
+	if (upto <= p->fold.seq)
+		return HF_OK;
+	uint64_t from = p->fold.seq + 1;
+	p->fold.seq = upto;
+	int rc = exec_row(p, "INSERT OR REPLACE INTO position (seq, k) VALUES (?2, ?1)", "0", NULL,
+	                  NULL, (int64_t)upto, err);
+	if (rc != HF_OK)
+		return rc;
+	relay_log("warn", "msg=skipped_trimmed from=%" PRIu64 " to=%" PRIu64 " count=%" PRIu64,
+	          from, upto, upto - from + 1);
+	return HF_OK;
+}
+
 static int sync_page(struct relay_project *p, hf_store *st, int64_t wait_ms, size_t *n,
                      hf_error *err)
 {

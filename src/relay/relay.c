@@ -239,6 +239,46 @@ static int move_checkpoint(struct relay *r, uint64_t seq, hf_error *err)
 
 enum step { STEP_AGAIN, STEP_IDLE, STEP_LOST, STEP_DONE };
 
+/* The events after the checkpoint were trimmed (retention: HF_ETRIMMED, `why`): never a
+ * silent jump. Without from_floor the relay stops, naming the checkpoint and the floor; with
+ * it the checkpoint moves to the floor and the gap is logged (its consumers see it too, as
+ * missing revisions). */
+static enum step relay_trimmed(struct relay *r, uint64_t *after, const hf_error *why)
+{
+	uint64_t upto = 0;
+	if (!relay_trimmed_upto(why, &upto) || upto <= *after) {
+		relay_err(&r->fatal, HF_ETRIMMED, "relay '%s': %s", r->o->name, why->message);
+		return STEP_DONE;
+	}
+	if (!r->o->from_floor) {
+		relay_log("error",
+		          "msg=checkpoint_trimmed name=%s checkpoint=%" PRIu64 " floor=%" PRIu64,
+		          r->o->name, *after, upto);
+		relay_err(&r->fatal, HF_ETRIMMED,
+		          "relay '%s': its checkpoint is at seq %" PRIu64
+		          " but events up to seq %" PRIu64
+		          " were trimmed by retention; --from-floor skips the %" PRIu64
+		          " events %" PRIu64 "..%" PRIu64 " and goes on from there",
+		          r->o->name, *after, upto, upto - *after, *after + 1, upto);
+		return STEP_DONE;
+	}
+	hf_error err = {0};
+	int rc = move_checkpoint(r, upto, &err);
+	if (rc != HF_OK) {
+		relay_log("warn", "msg=checkpoint_failed seq=%" PRIu64 " error=%s why=\"%s\"", upto,
+		          hf_err_name(rc), err.message);
+		if (rc == HF_EHELD)
+			return STEP_LOST;
+		back_off(r);
+		return STEP_AGAIN;
+	}
+	relay_log("warn",
+	          "msg=skipped_trimmed name=%s from=%" PRIu64 " to=%" PRIu64 " count=%" PRIu64,
+	          r->o->name, *after + 1, upto, upto - *after);
+	*after = upto;
+	return STEP_AGAIN;
+}
+
 /* Reads the batch after *after, delivers it and moves the checkpoint (and *after) past it. */
 static enum step relay_batch(struct relay *r, uint64_t *after)
 {
@@ -249,6 +289,11 @@ static enum step relay_batch(struct relay *r, uint64_t *after)
 	req.wait_ms = READ_WAIT_MS;
 	hf_reply *rep = NULL;
 	int rc = hf_call(r->store, &req, &rep);
+	if (rc == HF_ETRIMMED) {
+		enum step s = relay_trimmed(r, after, &rep->error);
+		hf_reply_free(rep);
+		return s;
+	}
 	if (rc != HF_OK) {
 		relay_log("warn", "msg=read_error error=%s why=\"%s\"", hf_err_name(rc),
 		          rep ? rep->error.message : "out of memory");

@@ -91,6 +91,10 @@ struct relay_opts {
 	int64_t backoff_max_ms;      /* cap of the reconnect backoff */
 	uint64_t stop_after_seq;     /* > 0: return once the checkpoint has reached it (tests) */
 	int64_t idle_exit_ms;        /* > 0: return after this long with nothing to deliver */
+	/* The checkpoint is below the oldest event retention kept (events_trimmed): false stops
+	 * the relay with HF_ETRIMMED naming both; true moves the checkpoint to the oldest kept
+	 * and goes on, logging the seq range skipped (msg=skipped_trimmed). */
+	bool from_floor;
 	volatile sig_atomic_t *stop; /* set (by a signal handler) to stop at the next step */
 };
 
@@ -98,7 +102,8 @@ void relay_opts_init(struct relay_opts *o);
 
 /* Runs the relay until *stop, stop_after_seq or idle_exit_ms. Logs each step on stderr
  * (logfmt). HF_OK, or the error that ended it (bad options, a store that cannot be opened,
- * a destination that refuses the login). */
+ * a destination that refuses the login, HF_ETRIMMED: its checkpoint was trimmed past and
+ * from_floor is not set). */
 int relay_run(const struct relay_opts *o, hf_error *err);
 
 /* ---- The consumer. ---------------------------------------------------------------- */
@@ -178,6 +183,10 @@ void relay_back_off(int64_t *ms, int64_t cap, volatile sig_atomic_t *stop);
 int64_t relay_mono_ms(void);
 void relay_err(hf_error *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void relay_log(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The seq up to which events were trimmed, from an HF_ETRIMMED answer ("events up to seq N
+ * were trimmed: ...", the one wording of every engine and of holdfastd's 410, which carries
+ * only code and message). False for another error. */
+bool relay_trimmed_upto(const hf_error *err, uint64_t *upto);
 /* Parses redis://host[:port]; host into buf. */
 int relay_parse_redis_url(const char *url, char *host, size_t size, int *port, hf_error *err);
 
@@ -234,6 +243,10 @@ uint64_t relay_project_seq(const struct relay_project *p); /* the last event it 
  * holdfast.relay/projection.NAME/checkpoint with meta {"seq": N} (written after each page
  * with events other than the relays' own), so retention keeps what it has not folded. */
 int relay_project_publish(struct relay_project *p, const char *name, hf_error *err);
+/* Moves the position of a projection whose next events were trimmed (HF_ETRIMMED from
+ * relay_project_sync) to `upto`, the last trimmed seq, logging the range skipped
+ * (msg=skipped_trimmed): what those events changed is missing from the views. */
+int relay_project_skip_to(struct relay_project *p, uint64_t upto, hf_error *err);
 /* Folds the events after its position, one page (up to HF_LIST_MAX) per SQLite transaction
  * (rows + position together), deleting the cached views each page changed. wait_ms 0: stops
  * at the end of the log; > 0: follows it (long-polls) until *stop. */

@@ -353,100 +353,7 @@ static void test_cache_aside(void **state)
 	ht_env_free(env);
 }
 
-/* ---- Retention (embedded engine). ---- */
-
-static int read_rc(hf_store *st, uint64_t after, char *msg, size_t size)
-{
-	hf_reply *rp = ht_events(st, after, 10);
-	int rc = rp->error.code;
-	if (msg)
-		snprintf(msg, size, "%s", rp->error.message);
-	hf_reply_free(rp);
-	return rc;
-}
-
-/* Acquire + release cycles on `name` (two events each) until reading after `after` fails
- * with HF_ETRIMMED; false if it never does within `max` cycles. */
-static bool cycle_until_trimmed(hf_store *st, const char *name, uint64_t after, int max)
-{
-	for (int i = 0; i < max; i++) {
-		hf_hold *h = NULL;
-		assert_int_equal(ht_acquire(st, name, NULL, &h), HF_OK);
-		assert_int_equal(ht_release_rc(st, h), HF_OK);
-		hf_hold_free(h);
-		if (read_rc(st, after, NULL, 0) == HF_ETRIMMED)
-			return true;
-	}
-	return false;
-}
-
-/* The newest seq (ht_last_seq reads after=0, which retention refuses). */
-static uint64_t newest_seq(hf_store *st)
-{
-	hf_reply *rp = ht_events(st, UINT64_MAX / 2, 1);
-	assert_int_equal(rp->error.code, HF_OK);
-	uint64_t s = rp->last_seq;
-	hf_reply_free(rp);
-	return s;
-}
-
-static int64_t last_revision(hf_store *st)
-{
-	hf_reply *rp = ht_events(st, newest_seq(st) - 1, 1);
-	assert_int_equal(rp->n_events, 1);
-	int64_t r = rp->events[0].revision;
-	hf_reply_free(rp);
-	return r;
-}
-
-static void test_retention(void **state)
-{
-	(void)state;
-	ht_env *env = ht_env_new(false);
-	assert_non_null(env);
-	if (!env->is_file) {
-		ht_env_free(env);
-		skip(); /* retention is the embedded engine's only */
-	}
-	env->opt.events_keep_count = 20;
-	hf_error err = {0};
-	assert_int_equal(ht_env_open(env, &err), HF_OK);
-	assert_int_equal(ht_put_rc(env->st, "r", 1, NULL, -1), HF_OK);
-	assert_true(cycle_until_trimmed(env->st, "r", 0, 5000));
-	char msg[HF_MESSAGE_MAX];
-	assert_int_equal(read_rc(env->st, 0, msg, sizeof(msg)), HF_ETRIMMED);
-	assert_non_null(strstr(msg, "the oldest kept is"));
-	assert_string_equal(hf_err_name(HF_ETRIMMED), "events_trimmed");
-	assert_int_equal(hf_err_http_status(HF_ETRIMMED), 410);
-	uint64_t last = newest_seq(env->st);
-	assert_int_equal(read_rc(env->st, last - 10, NULL, 0), HF_OK);
-	/* The per-resource revisions keep counting across the trim. */
-	int64_t rev = last_revision(env->st);
-	assert_true(rev > 20);
-	hf_hold *h = NULL;
-	assert_int_equal(ht_acquire(env->st, "r", NULL, &h), HF_OK);
-	assert_int_equal(last_revision(env->st), rev + 1);
-	assert_int_equal(ht_release_rc(env->st, h), HF_OK);
-	hf_hold_free(h);
-
-	/* A relay's checkpoint holds trimming back. */
-	last = newest_seq(env->st);
-	char meta[64];
-	snprintf(meta, sizeof(meta), "{\"seq\":%llu,\"fence\":1}", (unsigned long long)last);
-	assert_int_equal(ht_put_rc(env->st, "holdfast.relay/t/checkpoint", 1, meta, -1), HF_OK);
-	assert_true(cycle_until_trimmed(env->st, "r", last - 1, 5000));
-	for (int i = 0; i < 100; i++)
-		assert_false(cycle_until_trimmed(env->st, "r", last, 1));
-	assert_int_equal(read_rc(env->st, last, NULL, 0), HF_OK);
-
-	/* After a restart the trimmed point is known; forced, retention passes the checkpoint. */
-	env->opt.events_trim_force = true;
-	assert_int_equal(ht_env_reopen(env, &err), HF_OK);
-	assert_int_equal(read_rc(env->st, 0, NULL, 0), HF_ETRIMMED);
-	assert_int_equal(read_rc(env->st, last, NULL, 0), HF_OK);
-	assert_true(cycle_until_trimmed(env->st, "r", last, 5000));
-	ht_env_free(env);
-}
+/* Retention on every engine: retention_test.c. */
 
 int main(void)
 {
@@ -456,7 +363,6 @@ int main(void)
 	    cmocka_unit_test(test_fold_resumes),
 	    cmocka_unit_test(test_projection),
 	    cmocka_unit_test(test_cache_aside),
-	    cmocka_unit_test(test_retention),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "core/core.h"
+#include "core/retention.h"
 #include "engine/engine.h"
 
 /* ---- map.c ---- */
@@ -148,22 +149,12 @@ int hf__journal_load(struct hf__journal *j, struct hf__state *st, hf_error *err)
 int hf__journal_write(struct hf__journal *j, const struct hf__jrec *list, hf_error *err);
 /* A small durable write (meta row "probe" = now) that tells whether commits work again. */
 int hf__journal_probe(struct hf__journal *j, int64_t now, hf_error *err);
-/* Event retention: keep the newest keep_count events and those younger than keep_ms (0:
- * no limit of that kind), never past the lowest relay or projection checkpoint unless force. */
-struct hf__trim_policy {
-	int64_t keep_count, keep_ms;
-	bool force;
-};
-struct hf__trim_result {
-	uint64_t upto;           /* events with seq <= upto are gone (0: none trimmed ever) */
-	uint64_t trimmed;        /* deleted now */
-	bool past_checkpoint;    /* the policy reached past a checkpoint (held back unless force) */
-	uint64_t checkpoint_seq; /* that checkpoint */
-};
-/* On the writer's connection, in autocommit (call it from the writer thread only). */
+/* Event retention: one pass of the plan of core/retention.h (the newest kept, checkpoints,
+ * force) over the journal, on the writer's connection, in autocommit (call it from the writer
+ * thread only). *plan is what the rule allowed, *trimmed what was deleted now. */
 int hf__journal_trim_events(struct hf__journal *j, const struct hf__trim_policy *pol,
-                            int64_t now, uint64_t last_seq, struct hf__trim_result *out,
-                            hf_error *err);
+                            int64_t now, uint64_t last_seq, struct hf__trim_plan *plan,
+                            uint64_t *trimmed, hf_error *err);
 /* The seq below the oldest kept event: reads after it fail with HF_ETRIMMED (0: none). */
 uint64_t hf__journal_trimmed_upto(struct hf__journal *j);
 /* Reads up to `limit` events with seq > after and seq <= upto, into a new array. */

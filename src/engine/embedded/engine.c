@@ -68,34 +68,11 @@ static int64_t mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* One logfmt line on stderr, as holdfastd writes them ("ts=... level=... msg=..."): the
- * library has no logger of its own, and a store that cannot write must say so. */
+/* The store's lines on stderr (hf__log_line, core.h): a store that cannot write
+ * must say so. */
 static void log_line(const char *level, const char *msg, const char *path, const char *error)
 {
-	char q[2][512];
-	const char *in[2] = {path, error ? error : ""};
-	for (int k = 0; k < 2; k++) {
-		size_t o = 0;
-		q[k][o++] = '"';
-		for (const char *c = in[k]; *c && o + 3 < sizeof(q[k]); c++)
-			q[k][o++] = *c == '"' ? '\'' : (unsigned char)*c < 0x20 ? '?' : *c;
-		q[k][o++] = '"';
-		q[k][o] = '\0';
-	}
-	struct timespec ts;
-	struct tm tm;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	char line[1400];
-	int n = snprintf(line, sizeof(line),
-	                 "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s msg=\"%s\" engine=file "
-	                 "store=%s%s%s\n",
-	                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-	                 tm.tm_sec, ts.tv_nsec / 1000000, level, msg, q[0], error ? " error=" : "",
-	                 error ? q[1] : "");
-	if (n > 0)
-		fwrite(line, 1, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1, stderr);
-	fflush(stderr);
+	hf__log_line(level, "file", msg, path, error);
 }
 
 /* Replaces a call's reply with an error; without allocating (the store may be out of memory:
@@ -232,11 +209,7 @@ static void read_old_events(struct engine *e, struct hf__call *call, uint64_t up
  * never a silent jump over the missing ones. With fx, the call is queued there to complete. */
 static void refuse_trimmed(struct hf__call *call, uint64_t upto, struct hf__effects *fx)
 {
-	call->reply->error.code = HF_ETRIMMED;
-	snprintf(call->reply->error.message, sizeof(call->reply->error.message),
-	         "events up to seq %llu were trimmed: the oldest kept is %llu (read after=%llu or "
-	         "later)",
-	         (unsigned long long)upto, (unsigned long long)upto + 1, (unsigned long long)upto);
+	hf__err_trimmed(&call->reply->error, upto);
 	if (!fx)
 		return; /* the caller completes it */
 	call->next = fx->done_head;
@@ -373,20 +346,15 @@ static void probe_locked(struct engine *e)
 	e->retry_at = mono_ms() + e->backoff_ms;
 }
 
-/* Retention is tried after a commit, at most every TRIM_EVERY_MS, once the count policy is
- * a quarter over its limit (so trimming costs one commit per keep_count/4 events) or when
- * an age is set. */
+/* Retention is tried after a commit, at most every TRIM_EVERY_MS, when the core's rule says
+ * a pass is worth it (hf__trim_due: a quarter over keep_count, or an age set). */
 static bool trim_due_locked(struct engine *e, uint64_t last_seq)
 {
-	const struct hf__trim_policy *p = &e->trim;
-	if (p->keep_count <= 0 && p->keep_ms <= 0)
+	if (!hf__trim_enabled(&e->trim))
 		return false;
 	int64_t now = mono_ms();
-	if (now - e->trim_checked_ms < TRIM_EVERY_MS)
-		return false;
-	bool over = p->keep_count > 0 &&
-	            (int64_t)(last_seq - e->trimmed_upto) > p->keep_count + p->keep_count / 4;
-	if (!over && p->keep_ms <= 0)
+	if (now - e->trim_checked_ms < TRIM_EVERY_MS ||
+	    !hf__trim_due(&e->trim, last_seq, e->trimmed_upto))
 		return false;
 	e->trim_checked_ms = now;
 	return true;
@@ -395,30 +363,18 @@ static bool trim_due_locked(struct engine *e, uint64_t last_seq)
 /* In the writer thread (it owns the journal's connection), outside the lock. */
 static void trim_events(struct engine *e, uint64_t last_seq)
 {
-	struct hf__trim_result r;
+	struct hf__trim_plan plan;
+	uint64_t trimmed = 0;
 	hf_error err = {0};
-	char msg[256];
-	if (hf__journal_trim_events(e->journal, &e->trim, hf__store_now(e->store), last_seq, &r,
-	                            &err) != HF_OK) {
+	if (hf__journal_trim_events(e->journal, &e->trim, hf__store_now(e->store), last_seq, &plan,
+	                            &trimmed, &err) != HF_OK) {
 		log_line("warn", "event retention failed", e->path, err.message);
 		return;
 	}
-	if (r.past_checkpoint && r.checkpoint_seq != e->trim_logged_floor) {
-		e->trim_logged_floor = r.checkpoint_seq;
-		snprintf(msg, sizeof(msg),
-		         e->trim.force ? "events trimmed past the lowest checkpoint (seq %llu): forced"
-		                       : "event retention held back at the lowest checkpoint (seq %llu)",
-		         (unsigned long long)r.checkpoint_seq);
-		log_line("warn", msg, e->path, NULL);
-	}
-	if (r.trimmed) {
-		snprintf(msg, sizeof(msg), "events trimmed: %llu, up to seq %llu",
-		         (unsigned long long)r.trimmed, (unsigned long long)r.upto);
-		log_line("info", msg, e->path, NULL);
-	}
+	hf__trim_log("file", e->path, &e->trim, &plan, trimmed, &e->trim_logged_floor);
 	pthread_mutex_lock(&e->lock);
-	if (r.upto > e->trimmed_upto)
-		e->trimmed_upto = r.upto;
+	if (plan.upto > e->trimmed_upto)
+		e->trimmed_upto = plan.upto;
 	pthread_mutex_unlock(&e->lock);
 }
 
@@ -553,8 +509,7 @@ static int engine_open(hf_store *store, const char *url, const hf_options *opt, 
 	if ((rc = hf__journal_open(path, &e->journal, err)) != HF_OK ||
 	    (rc = hf__journal_load(e->journal, e->st, err)) != HF_OK)
 		goto fail;
-	e->trim = (struct hf__trim_policy){opt->events_keep_count, opt->events_keep_ms,
-	                                   opt->events_trim_force};
+	hf__trim_policy_from(&e->trim, opt);
 	e->trimmed_upto = hf__journal_trimmed_upto(e->journal);
 	if ((errno = pthread_create(&e->writer, NULL, writer_main, e)) != 0) {
 		rc = hf__err(err, HF_EINTERNAL, "cannot start the journal writer: %s", strerror(errno));

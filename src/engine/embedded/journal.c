@@ -781,45 +781,45 @@ uint64_t hf__journal_trimmed_upto(struct hf__journal *j)
 	return rc == SQLITE_OK && oldest > 1 ? (uint64_t)oldest - 1 : 0;
 }
 
-/* The lowest checkpoint of the relays and projections in the store: the resources
- * holdfast.relay/<name>/checkpoint, meta {"seq": N}. 0 when there is none. */
-#define CHECKPOINTS_WHERE                                                                        \
-	" FROM resources WHERE name >= 'holdfast.relay/' AND name < 'holdfast.relay0'"               \
-	" AND name GLOB '*/checkpoint' AND json_type(body, '$.meta.seq') = 'integer'"
+/* The relays' and projections' checkpoints (core/retention.h): every resource in their
+ * name range, judged by hf__checkpoint_note. */
+static int note_checkpoints(sqlite3 *db, struct hf__checkpoints *cp)
+{
+	sqlite3_stmt *s = NULL;
+	int rc = sqlite3_prepare_v2(db,
+	                            "SELECT name, json_extract(body, '$.meta') FROM resources"
+	                            " WHERE name >= '" HF__CHECKPOINT_FROM "' AND name < '"
+	                            HF__CHECKPOINT_TO "'",
+	                            -1, &s, NULL);
+	while (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		hf__checkpoint_note(cp, (const char *)sqlite3_column_text(s, 0),
+		                    (const char *)sqlite3_column_text(s, 1));
+		rc = SQLITE_OK;
+	}
+	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
 
 int hf__journal_trim_events(struct hf__journal *j, const struct hf__trim_policy *pol,
-                            int64_t now, uint64_t last_seq, struct hf__trim_result *out,
-                            hf_error *err)
+                            int64_t now, uint64_t last_seq, struct hf__trim_plan *plan,
+                            uint64_t *trimmed, hf_error *err)
 {
-	memset(out, 0, sizeof(*out));
+	*trimmed = 0;
 	int rc = SQLITE_OK;
-	int64_t cut = pol->keep_count > 0 && (int64_t)last_seq > pol->keep_count
-	                  ? (int64_t)last_seq - pol->keep_count
-	                  : 0;
-	if (pol->keep_ms > 0) {
-		int64_t by_age = query_int(j->db, "SELECT coalesce(max(seq), 0) FROM events WHERE at < ?1",
-		                           now - pol->keep_ms, 0, &rc);
-		if (by_age > cut)
-			cut = by_age;
-	}
-	/* The newest event is always kept: the sequence goes on from it after a restart. */
-	if (cut >= (int64_t)last_seq)
-		cut = (int64_t)last_seq - 1;
-	int64_t floor = query_int(j->db, "SELECT coalesce(min(json_extract(body, '$.meta.seq')), -1)"
-	                                 CHECKPOINTS_WHERE, 0, 0, &rc);
-	if (floor >= 0 && cut > floor) {
-		out->past_checkpoint = true;
-		out->checkpoint_seq = (uint64_t)floor;
-		if (!pol->force)
-			cut = floor;
-	}
+	int64_t aged = 0;
+	if (pol->keep_ms > 0)
+		aged = query_int(j->db, "SELECT coalesce(max(seq), 0) FROM events WHERE at < ?1",
+		                 now - pol->keep_ms, 0, &rc);
+	struct hf__checkpoints cp = {0};
+	if (rc == SQLITE_OK)
+		rc = note_checkpoints(j->db, &cp);
+	hf__trim_plan(pol, last_seq, aged > 0 ? (uint64_t)aged : 0, &cp, plan);
 	int64_t oldest = query_int(j->db, "SELECT coalesce(min(seq), 0) FROM events", 0, 0, &rc);
-	if (rc == SQLITE_OK && cut >= oldest && oldest > 0) {
-		query_int(j->db, "DELETE FROM events WHERE seq <= ?1", cut, 0, &rc);
-		out->trimmed = (uint64_t)sqlite3_changes(j->db);
+	if (rc == SQLITE_OK && oldest > 0 && plan->upto >= (uint64_t)oldest) {
+		query_int(j->db, "DELETE FROM events WHERE seq <= ?1", (int64_t)plan->upto, 0, &rc);
+		*trimmed = (uint64_t)sqlite3_changes(j->db);
 	}
 	if (rc != SQLITE_OK)
 		return db_err(err, j->db, HF_ESTORAGE, "cannot trim events");
-	out->upto = cut > 0 ? (uint64_t)cut : 0;
 	return HF_OK;
 }

@@ -281,6 +281,7 @@ static void *waiter_main(void *arg)
 	struct pwait *list = NULL;
 	struct forgets forgets = {0}; /* rows to remove once the database is back */
 	int64_t last_beat = mono_ms(), next_check = 0, saga_beat = 0;
+	struct hf__pg_retention retention = {0};
 	bool closing = false;
 	while (!closing) {
 		bool recheck = false;
@@ -429,6 +430,8 @@ static void *waiter_main(void *arg)
 				hf__pg_saga_renew(&c, false);
 			saga_beat = mono_ms() + HF__PG_SAGA_RENEW_MS;
 		}
+		if (up) /* event retention: at most once a second, one instance at a time */
+			hf__pg_retention_run(&c, &retention);
 		/* Sleep until a notification, a wake-up, the next deadline or the re-check. */
 		now = mono_ms();
 		int64_t until = next_check < saga_beat ? next_check : saga_beat;

@@ -1509,6 +1509,10 @@ static int read_events(struct tx *t, struct hf__call *call)
 	            " WHERE seq > $1 AND seq <= $3 ORDER BY seq LIMIT $2",
 	            3, p)))
 		return HF_EENGINE;
+	if (hf__pg_events_trimmed(r, rq->after, reply->last_seq, t->err)) {
+		PQclear(r);
+		return HF_ETRIMMED;
+	}
 	size_t n = (size_t)PQntuples(r);
 	reply->events = calloc(n + 1, sizeof(*reply->events));
 	int rc = reply->events ? 1 : hf__err(t->err, HF_ENOMEM, "out of memory");
@@ -2044,7 +2048,7 @@ bool hf__pg_poll_events(struct hf__pgc *c, struct hf__call *call, bool final)
 	t.conn = c->conn;
 	reply_reset(reply);
 	int rc = read_events(&t, call);
-	if (rc == 1 || (rc == 0 && final))
+	if (rc == 1 || rc == HF_ETRIMMED || (rc == 0 && final))
 		return true;
 	if (rc != 0) {
 		if (final) {

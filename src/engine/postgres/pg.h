@@ -4,6 +4,7 @@
  *   ops.c     every operation as SQL transactions: the hold semantics of state.c, in tables
  *   engine.c  worker threads, the waiter thread (LISTEN/NOTIFY, deadlines, heartbeats)
  *   sagas.c   saga storage (HF_OP_SAGA_*) and the owner leases of sagas being run
+ *   retention.c  event retention (the core rule over the events table)
  */
 #ifndef HF_PG_H
 #define HF_PG_H
@@ -137,5 +138,20 @@ void hf__pg_saga_op(struct hf__pgc *c, struct hf__call *call);
 /* Renews this instance's leases on the sagas it runs for HF__PG_SAGA_LEASE_MS; `release`:
  * ends them now instead (closing: another instance takes them over at once). */
 int hf__pg_saga_renew(struct hf__pgc *c, bool release);
+
+/* retention.c */
+struct hf__pg_retention {
+	int64_t next_at;            /* monotonic ms: no pass before */
+	uint64_t logged_checkpoint; /* the checkpoint last reported as holding the floor */
+};
+/* A trim pass of hf_options' events_keep_* (core/retention.h) if one is due: at most once a
+ * second per instance, skipped while another instance's pass runs (an advisory lock). On the
+ * waiter thread's connection, in a short transaction of its own; failures are logged and
+ * tried again at the next pass. */
+void hf__pg_retention_run(struct hf__pgc *c, struct hf__pg_retention *st);
+/* Whether a read of events after `after` (rows r: seq first, by seq; last_seq: the newest
+ * numbered) found the events it asked for trimmed: then err is HF_ETRIMMED naming the
+ * oldest kept. */
+bool hf__pg_events_trimmed(PGresult *r, uint64_t after, uint64_t last_seq, hf_error *err);
 
 #endif /* HF_PG_H */

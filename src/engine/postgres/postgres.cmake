@@ -7,7 +7,8 @@ if(HF_WITH_POSTGRES)
     ${PROJECT_SOURCE_DIR}/src/engine/postgres/schema.c
     ${PROJECT_SOURCE_DIR}/src/engine/postgres/ops.c
     ${PROJECT_SOURCE_DIR}/src/engine/postgres/engine.c
-    ${PROJECT_SOURCE_DIR}/src/engine/postgres/sagas.c)
+    ${PROJECT_SOURCE_DIR}/src/engine/postgres/sagas.c
+    ${PROJECT_SOURCE_DIR}/src/engine/postgres/retention.c)
   target_compile_definitions(holdfast_obj PRIVATE HF_WITH_POSTGRES)
   list(APPEND HF_PC_ENGINES libpq) # holdfast.pc's Requires.private
   foreach(t holdfast_obj holdfast_static holdfast_shared)

@@ -3,7 +3,8 @@
  * function library on Redis 7; EVALSHA of its script form before that; EVAL of the script text
  * when the server has lost either); this file owns the worker thread that pipelines those calls over one blocking
  * hiredis connection, the parked waits (woken by pub/sub on a second connection, with a slow
- * safety re-check that also renews their leases), the expiry timer, reconnects and close.
+ * safety re-check that also renews their leases), the expiry timer, event retention passes
+ * (retention.c), reconnects and close.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -17,6 +18,7 @@
 
 #include "core/codec.h"
 #include "core/core.h"
+#include "core/retention.h"
 #include "engine/engine.h"
 #include "engine/redis/redis.h"
 
@@ -51,7 +53,15 @@ struct evwaiter {
 	struct evwaiter *next;
 };
 
-enum job_kind { JOB_CALL, JOB_COLLECT, JOB_UNPARK, JOB_EVREAD, JOB_SWEEP };
+enum job_kind {
+	JOB_CALL,
+	JOB_COLLECT,
+	JOB_UNPARK,
+	JOB_EVREAD,
+	JOB_SWEEP,
+	JOB_TRIM_INFO, /* retention: what the plan needs (holds.lua trim_info) */
+	JOB_TRIM,      /* retention: XTRIM up to the plan's seq */
+};
 
 struct job {
 	enum job_kind kind;
@@ -111,6 +121,13 @@ struct redis_engine {
 	size_t n_waiters;
 	struct evwaiter *evwaiters;
 	int64_t due_at, next_recheck;
+	/* Event retention: a pass is trim_info, then (if the plan says so) trim. */
+	struct hf__trim_policy trim;
+	int64_t trim_at;      /* monotonic ms: the next pass */
+	bool trim_busy;       /* a retention job is in flight */
+	bool trim_go;         /* the plan says trim: send it now */
+	struct hf__trim_plan trim_plan;
+	uint64_t trim_logged; /* the checkpoint last reported as holding the floor */
 };
 
 /* call->engine_data of a call cancelled before the worker took it: if it would park, it ends
@@ -201,6 +218,8 @@ static int fill_reply(struct hf__call *call, json_t *j)
 	json_t *e = json_object_get(j, "e");
 	if (e) {
 		r->error.code = (int)json_integer_value(e);
+		if (r->error.code == HF_ETRIMMED) /* worded in one place for every engine */
+			return hf__err_trimmed(&r->error, (uint64_t)jint(j, "upto"));
 		snprintf(r->error.message, sizeof(r->error.message), "%s",
 		         jstr(j, "m") ? jstr(j, "m") : hf_strerror(r->error.code));
 		return r->error.code;
@@ -563,6 +582,35 @@ static struct job *evread_job(struct redis_engine *eng, struct evwaiter *e)
 	return j;
 }
 
+/* A retention job: trim_info (what the plan needs), or trim up to the plan's seq. */
+static struct job *trim_job(struct redis_engine *eng, bool info)
+{
+	struct args a = {0};
+	args_head(eng, &a, info ? "trim_info" : "trim");
+	if (info) {
+		arg_int(&a, eng->trim.keep_ms);
+		arg_int(&a, hf__redis_trim_batch());
+	} else {
+		arg_int(&a, (long long)eng->trim_plan.upto);
+	}
+	return job_new(info ? JOB_TRIM_INFO : JOB_TRIM, &a);
+}
+
+/* The answer of a retention job: the plan (then trim at once), or what was trimmed. */
+static void trim_answered(struct redis_engine *eng, enum job_kind kind, const json_t *j)
+{
+	char store[400];
+	snprintf(store, sizeof(store), "%.250s/%d prefix %.100s", eng->where, eng->url.db,
+	         eng->prefix);
+	eng->trim_busy = false;
+	if (kind == JOB_TRIM_INFO && hf__redis_trim_plan(&eng->trim, j, &eng->trim_plan)) {
+		eng->trim_go = true;
+		return;
+	}
+	hf__trim_log("redis", store, &eng->trim, &eng->trim_plan,
+	             kind == JOB_TRIM ? (uint64_t)jint(j, "deleted") : 0, &eng->trim_logged);
+}
+
 /* ---- the connection ---- */
 
 static void disconnect(struct redis_engine *eng, const char *why)
@@ -780,6 +828,10 @@ static void job_failed(struct redis_engine *eng, struct job *jb, int code, const
 		break;
 	case JOB_SWEEP:
 		break;
+	case JOB_TRIM_INFO:
+	case JOB_TRIM:
+		eng->trim_busy = false; /* the next pass, a second later, tries again */
+		break;
 	}
 }
 
@@ -832,6 +884,10 @@ static void handle_reply(struct redis_engine *eng, struct job *jb, redisReply *r
 		handle_evread(eng, jb->ev, j);
 		break;
 	case JOB_SWEEP:
+		break;
+	case JOB_TRIM_INFO:
+	case JOB_TRIM:
+		trim_answered(eng, jb->kind, j);
 		break;
 	}
 	json_decref(j);
@@ -1148,9 +1204,12 @@ static void *worker_main(void *arg)
 		pthread_mutex_lock(&eng->lock);
 		for (;;) {
 			if (eng->closing || !hf__mailbox_empty(&eng->mailbox) || eng->n_wakes ||
-			    eng->events_pending || eng->recheck_all)
+			    eng->events_pending || eng->recheck_all ||
+			    (eng->trim_go && !eng->trim_busy))
 				break;
 			int64_t next = eng->due_at;
+			if (hf__trim_enabled(&eng->trim) && !eng->trim_busy && eng->trim_at < next)
+				next = eng->trim_at;
 			if ((eng->waiters || eng->evwaiters) && eng->next_recheck < next)
 				next = eng->next_recheck;
 			for (struct waiter *w = eng->waiters; w; w = w->next) {
@@ -1231,6 +1290,18 @@ static void *worker_main(void *arg)
 			args_head(eng, &a, "sweep");
 			eng->due_at = INT64_MAX;
 			jobs_add(eng, &js, job_new(JOB_SWEEP, &a));
+		}
+		/* Event retention: a pass at most every RECHECK_MS (the trim itself follows its
+		 * plan at once). */
+		if (!eng->trim_busy &&
+		    (eng->trim_go || (hf__trim_enabled(&eng->trim) && now >= eng->trim_at))) {
+			bool info = !eng->trim_go;
+			if (info)
+				eng->trim_at = now + RECHECK_MS;
+			eng->trim_go = false;
+			struct job *tj = trim_job(eng, info);
+			eng->trim_busy = tj != NULL;
+			jobs_add(eng, &js, tj);
 		}
 		size_t taken = 0;
 		while (inbox && taken < BATCH_MAX) {
@@ -1424,6 +1495,7 @@ static int redis_open(hf_store *store, const char *url, const hf_options *opt, v
 		return hf__err_code(err, HF_ENOMEM);
 	eng->store = store;
 	eng->opt = *opt; /* opt->clock is not used: time is Redis's TIME */
+	hf__trim_policy_from(&eng->trim, opt);
 	eng->sub_fd = -1;
 	eng->due_at = INT64_MAX;
 	pthread_mutex_init(&eng->lock, NULL);

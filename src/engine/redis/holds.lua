@@ -28,6 +28,7 @@ local A = 8 -- first op argument
 local E_NORESOURCE, E_NOHOLD, E_VERSION, E_HELD, E_UNAVAILABLE = -2, -3, -4, -5, -6
 local E_CAPACITY, E_CAPMISMATCH, E_CAPINUSE, E_TOKEN, E_ENDED, E_LIMIT = -8, -9, -10, -11, -12, -13
 local E_IDEMMISMATCH, E_IDEMBUSY, E_ENGINE = -14, -15, -19
+local E_TRIMMED = -35
 local TENTATIVE, CONFIRMED, RELEASED, EXPIRED = 0, 1, 2, 3
 local UNITS, SHARED, EXCLUSIVE = 0, 1, 2
 local MODE_NAME = {[0] = 'units', [1] = 'shared', [2] = 'exclusive'}
@@ -1031,6 +1032,13 @@ function ops.read_events(a)
 	local out = {}
 	if after < last then
 		local rows = redis.call('XRANGE', K_EV, I(after + 1) .. '-0', '+', 'COUNT', I(limit))
+		-- seq is gap-free and only retention (ops.trim) deletes entries: a first entry
+		-- other than after + 1 means the ones asked for were trimmed (the engine words the
+		-- answer: hf__err_trimmed).
+		local first = rows[1] and tonumber(string.match(rows[1][1], '^(%d+)'))
+		if first ~= after + 1 then
+			return {e = E_TRIMMED, upto = first and first - 1 or last}
+		end
 		for i, row in ipairs(rows) do
 			local f = {}
 			for k = 1, #row[2], 2 do f[row[2][k]] = row[2][k + 1] end
@@ -1047,6 +1055,56 @@ end
 
 function ops.sweep(a)
 	return {}
+end
+
+-- ---- event retention: the rule is core/retention.h's, run by engine.c ----
+
+-- The seq of a stream entry and its field 'a' (its time, ms).
+local function entry_at(row)
+	local f = row[2]
+	for k = 1, #f, 2 do
+		if f[k] == 'a' then return tonumber(f[k + 1]) end
+	end
+	return nil
+end
+
+-- args: keep_ms batch.  What a retention pass decides by: the newest seq, the oldest kept,
+-- the newest seq older than keep_ms among the oldest `batch` (a binary search by seq: entries
+-- are written in seq order by scripts that read one clock, TIME, so their times only grow),
+-- and every resource in the checkpoints' name range with its meta.
+function ops.trim_info(a)
+	local keep_ms, batch = tonumber(a[1]), tonumber(a[2])
+	local last = tonumber(redis.call('GET', K_SEQ) or '0')
+	local head = redis.call('XRANGE', K_EV, '-', '+', 'COUNT', '1')
+	local oldest = head[1] and tonumber(string.match(head[1][1], '^(%d+)')) or 0
+	local aged = 0
+	if keep_ms > 0 and oldest > 0 then
+		local cutoff, lo, hi = NOW - keep_ms, oldest, math.min(last, oldest + batch - 1)
+		while lo <= hi do
+			local mid = math.floor((lo + hi) / 2)
+			local row = redis.call('XRANGE', K_EV, I(mid) .. '-0', '+', 'COUNT', '1')[1]
+			local at = row and entry_at(row)
+			if at and at < cutoff then
+				aged = tonumber(string.match(row[1], '^(%d+)'))
+				lo = aged + 1
+			else
+				hi = mid - 1
+			end
+		end
+	end
+	local cps = {}
+	local names = redis.call('ZRANGEBYLEX', K_RES, '[holdfast.relay/', '(holdfast.relay0')
+	for _, n in ipairs(names) do
+		local m = redis.call('HGET', rk(n), 'meta')
+		if m then cps[#cps + 1] = {n, m} end
+	end
+	return {last = last, oldest = oldest, aged = aged, checkpoints = cps}
+end
+
+-- args: upto.  Deletes the events with seq <= upto, as the engine's plan says (exact MINID:
+-- the oldest kept is then upto + 1).
+function ops.trim(a)
+	return {deleted = redis.call('XTRIM', K_EV, 'MINID', I(tonumber(a[1]) + 1) .. '-1')}
 end
 
 -- ---- dispatch ----

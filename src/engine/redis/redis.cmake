@@ -41,6 +41,7 @@ if(HF_WITH_REDIS)
   target_sources(holdfast_obj PRIVATE
     ${HF_REDIS_DIR}/common.c
     ${HF_REDIS_DIR}/engine.c
+    ${HF_REDIS_DIR}/retention.c
     ${HF_REDIS_DIR}/redlock.c
     ${HF_REDIS_SCRIPT_C})
   target_compile_definitions(holdfast_obj PRIVATE HF_WITH_REDIS)

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include <hiredis/hiredis.h>
+#include <jansson.h>
 
 #include "holdfast.h"
 
@@ -69,5 +70,14 @@ int hf__redis_redirect(const char *err, const struct hf__redis_node *from,
 bool hf__redis_has_hash_tag(const char *s);
 /* INFO cluster: 1 when cluster_enabled:1, 0 when not, -1 on error (reason in `why`). */
 int hf__redis_cluster_enabled(redisContext *c, char *why, size_t n);
+
+/* retention.c: the plan of a trim pass (core/retention.h) from holds.lua's trim_info answer
+ * `info`, always filled (a checkpoint in the way is for the log). True when events are to
+ * go: those up to plan->upto, at most hf__redis_trim_batch() of them. */
+struct hf__trim_policy;
+struct hf__trim_plan;
+bool hf__redis_trim_plan(const struct hf__trim_policy *pol, const json_t *info,
+                         struct hf__trim_plan *plan);
+int64_t hf__redis_trim_batch(void); /* trim_info's search window, and the most per pass */
 
 #endif /* HF_ENGINE_REDIS_H */
