@@ -3,6 +3,7 @@
  * stream; its own pending entries first (after a restart), then entries idle with a dead
  * consumer (XAUTOCLAIM), then new ones; XACK after apply; an entry delivered more than
  * max_attempts times, or failing every attempt, goes to the dead-letter stream <prefix>dead.
+ * A partition with entries pending at another consumer gives no new ones: order per resource.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -13,7 +14,7 @@
 
 #include "relay.h"
 
-#define BLOCK_MS "200"
+#define BLOCK_MS "200" /* XREADGROUP BLOCK, and the wait when every partition waits */
 
 struct rc_ctx {
 	const struct relay_consume_opts *o;
@@ -21,6 +22,8 @@ struct rc_ctx {
 	struct relay_consume_stats *st;
 	redisContext *c;
 	char (*keys)[300];
+	/* Per partition: entries are pending at another consumer, so new ones must wait. */
+	bool *held_elsewhere;
 	char dead[300];
 };
 
@@ -181,13 +184,21 @@ static int read_group(struct rc_ctx *x, bool pending, size_t *got, hf_error *err
 		argv[argc++] = BLOCK_MS;
 	}
 	argv[argc++] = "STREAMS";
+	size_t first_key = argc;
 	for (unsigned p = 0; p < P; p++)
-		argv[argc++] = x->keys[p];
-	for (unsigned p = 0; p < P; p++)
+		if (pending || !x->held_elsewhere[p])
+			argv[argc++] = x->keys[p];
+	size_t n_keys = argc - first_key;
+	for (size_t k = 0; k < n_keys; k++)
 		argv[argc++] = pending ? "0" : ">";
+	*got = 0;
+	if (n_keys == 0) { /* every partition waits for another consumer: let it go on */
+		free(argv);
+		relay_sleep_ms(atoi(BLOCK_MS), x->o->stop);
+		return HF_OK;
+	}
 	redisReply *r = redisCommandArgv(x->c, (int)argc, argv, NULL);
 	free(argv);
-	*got = 0;
 	if (!r || r->type == REDIS_REPLY_ERROR)
 		return redis_fail(x, "XREADGROUP", r, err);
 	int rc = handle_read(x, r, pending, got, err);
@@ -195,7 +206,30 @@ static int read_group(struct rc_ctx *x, bool pending, size_t *got, hf_error *err
 	return rc;
 }
 
-/* Takes over entries idle longer than claim_idle_ms (their consumer died) and applies them. */
+/* Whether entries of the partition are still pending at a consumer other than this one (alive
+ * and applying them, or dead and not idle long enough to be claimed): new entries of that
+ * partition must wait for them, or one resource's events would be applied out of order (a
+ * consumer taking over from a dead one read revision 4 before it could claim 1..3). */
+static int pending_elsewhere(struct rc_ctx *x, unsigned p, bool *out, hf_error *err)
+{
+	redisReply *r = redisCommand(x->c, "XPENDING %s %s", x->keys[p], x->o->queue);
+	if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 4)
+		return redis_fail(x, "XPENDING", r, err);
+	*out = false;
+	redisReply *owners = r->element[3]; /* [[consumer, count], ...], nil when none */
+	for (size_t i = 0; owners->type == REDIS_REPLY_ARRAY && i < owners->elements; i++) {
+		redisReply *o = owners->element[i];
+		if (o->type == REDIS_REPLY_ARRAY && o->elements == 2 &&
+		    o->element[0]->type == REDIS_REPLY_STRING &&
+		    strcmp(o->element[0]->str, x->o->consumer) != 0)
+			*out = true;
+	}
+	freeReplyObject(r);
+	return HF_OK;
+}
+
+/* Takes over entries idle longer than claim_idle_ms (their consumer died) and applies them;
+ * then notes which partitions still have entries pending elsewhere. */
 static int autoclaim(struct rc_ctx *x, size_t *got, hf_error *err)
 {
 	*got = 0;
@@ -218,6 +252,9 @@ static int autoclaim(struct rc_ctx *x, size_t *got, hf_error *err)
 			(*got)++;
 		}
 		freeReplyObject(r);
+		int rc = pending_elsewhere(x, p, &x->held_elsewhere[p], err);
+		if (rc != HF_OK)
+			return rc;
 	}
 	return HF_OK;
 }
@@ -237,7 +274,11 @@ static int consume_connection(struct rc_ctx *x, int64_t *idle_since, hf_error *e
 		size_t fresh;
 		if ((rc = read_group(x, false, &fresh, err)) != HF_OK)
 			return rc;
-		if (got + fresh)
+		/* Entries pending elsewhere are work to come (claimed once idle), not idleness. */
+		bool waiting = false;
+		for (unsigned p = 0; p < x->o->partitions; p++)
+			waiting = waiting || x->held_elsewhere[p];
+		if (got + fresh || waiting)
 			*idle_since = relay_mono_ms();
 		else if (x->o->idle_exit_ms > 0 &&
 		         relay_mono_ms() - *idle_since >= x->o->idle_exit_ms)
@@ -279,7 +320,10 @@ int relay_consume_redis(const struct relay_consume_opts *o, struct relay_ledger 
 		return HF_EINVAL;
 	}
 	x.keys = calloc(o->partitions, sizeof(*x.keys));
-	if (!x.keys) {
+	x.held_elsewhere = calloc(o->partitions, sizeof(*x.held_elsewhere));
+	if (!x.keys || !x.held_elsewhere) {
+		free(x.keys);
+		free(x.held_elsewhere);
 		relay_err(err, HF_ENOMEM, "out of memory");
 		return HF_ENOMEM;
 	}
@@ -298,5 +342,6 @@ int relay_consume_redis(const struct relay_consume_opts *o, struct relay_ledger 
 		relay_back_off(&backoff, RELAY_RECONNECT_MAX_MS, o->stop);
 	}
 	free(x.keys);
+	free(x.held_elsewhere);
 	return rc;
 }
