@@ -112,7 +112,10 @@ int64_t hf__mono_ms(void);
 /* ---- The orchestrator (orchestrator.c), one per store whose engine keeps sagas. ---- */
 
 struct hf__orch;
-int hf__orch_start(hf_store *store, struct hf__orch **out, hf_error *err);
+/* Queues the store's unfinished sagas; the workers start with the first queued saga (now, or
+ * at a later wake). `shared`: instances share the sagas (PostgreSQL), so a rescan thread
+ * watches for a dead owner's sagas from now on (docs/sagas.md, "The orchestrator"). */
+int hf__orch_start(hf_store *store, bool shared, struct hf__orch **out, hf_error *err);
 void hf__orch_stop(struct hf__orch *o); /* stops between steps; unfinished sagas stay as they are */
 void hf__orch_wake(struct hf__orch *o, const char *saga_id); /* run (or re-run) this saga */
 
