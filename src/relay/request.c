@@ -1,14 +1,19 @@
 /*
  * request.c — request/reply over RabbitMQ (seed 004): publish a request with a private,
  * exclusive reply queue and a correlation id, wait for the matching reply up to a timeout.
- * What a saga step will call to reach a service that listens on a queue.
+ * Part of libholdfast: saga steps call services that listen on queues with it (src/saga/run.c,
+ * docs/sagas.md), and so does `holdfast request`.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 
-#include "amqp_conn.h"
+#include "core/core.h"
+#include "relay/amqp_conn.h"
+#include "saga/saga.h"
+
+#define SLICE_MS 100 /* how often a wait looks at the stop flag */
 
 /* 128 random bits as hex: a correlation id no other request shares. */
 static void correlation_id(char out[33])
@@ -19,7 +24,7 @@ static void correlation_id(char out[33])
 	if (f)
 		fclose(f);
 	for (size_t i = got; i < sizeof(b); i++) /* no /dev/urandom: time and address bits */
-		b[i] = (unsigned char)((uintptr_t)out >> (i % 8) ^ (unsigned)relay_mono_ms() >> i);
+		b[i] = (unsigned char)((uintptr_t)out >> (i % 8) ^ (unsigned)hf__mono_ms() >> i);
 	for (size_t i = 0; i < sizeof(b); i++)
 		snprintf(out + 2 * i, 3, "%02x", b[i]);
 }
@@ -43,16 +48,16 @@ static int other_frame(amqp_connection_state_t c, const struct relay_request *rq
 {
 	amqp_frame_t f;
 	if (amqp_simple_wait_frame(c, &f) != AMQP_STATUS_OK) {
-		relay_err(err, HF_EENGINE, "amqp: connection lost while waiting for the reply");
+		hf__err(err, HF_EENGINE, "amqp: connection lost while waiting for the reply");
 		return HF_EENGINE;
 	}
 	if (f.frame_type == AMQP_FRAME_METHOD && f.payload.method.id == AMQP_BASIC_RETURN_METHOD) {
 		amqp_message_t m;
 		if (amqp_read_message(c, f.channel, &m, 0).reply_type == AMQP_RESPONSE_NORMAL)
 			amqp_destroy_message(&m);
-		relay_err(err, HF_EUNAVAILABLE,
-		          "no queue is bound to routing key '%s' on exchange '%s': nobody listens",
-		          rq->routing_key, rq->exchange);
+		hf__err(err, HF_EUNAVAILABLE,
+		        "no queue is bound to routing key '%s' on exchange '%s': nobody listens",
+		        rq->routing_key, rq->exchange);
 		return HF_EUNAVAILABLE;
 	}
 	return HF_OK; /* something harmless (a basic.ack): go on waiting */
@@ -60,17 +65,21 @@ static int other_frame(amqp_connection_state_t c, const struct relay_request *rq
 
 /* Waits for the delivery whose correlation id is `id`; others (a late reply to an earlier
  * request on a reused queue cannot happen here, but a broker may redeliver) are dropped. */
-static int await_reply(amqp_connection_state_t c, const struct relay_request *rq,
-                       const char *id, char **reply, hf_error *err)
+static int await_reply(amqp_connection_state_t c, const struct relay_request *rq, const char *id,
+                       char **reply, hf_error *err)
 {
-	int64_t deadline = relay_mono_ms() + rq->timeout_ms;
+	int64_t deadline = hf__mono_ms() + rq->timeout_ms;
 	for (;;) {
-		int64_t left = deadline - relay_mono_ms();
+		if (rq->stop && *rq->stop)
+			return hf__err(err, HF_ECANCELED, "the store is closing");
+		int64_t left = deadline - hf__mono_ms();
 		if (left <= 0) {
-			relay_err(err, HF_ETIMEDOUT, "no reply to '%s' within %lld ms", rq->routing_key,
-			          (long long)rq->timeout_ms);
+			hf__err(err, HF_ETIMEDOUT, "no reply to '%s' within %lld ms",
+			        rq->routing_key, (long long)rq->timeout_ms);
 			return HF_ETIMEDOUT;
 		}
+		if (rq->stop && left > SLICE_MS)
+			left = SLICE_MS;
 		struct timeval tv = {.tv_sec = left / 1000, .tv_usec = (left % 1000) * 1000};
 		amqp_envelope_t env;
 		amqp_maybe_release_buffers(c);
@@ -101,7 +110,7 @@ static int await_reply(amqp_connection_state_t c, const struct relay_request *rq
 		}
 		amqp_destroy_envelope(&env);
 		if (match && !*reply) {
-			relay_err(err, HF_ENOMEM, "out of memory");
+			hf__err(err, HF_ENOMEM, "out of memory");
 			return HF_ENOMEM;
 		}
 		if (match)
@@ -112,8 +121,10 @@ static int await_reply(amqp_connection_state_t c, const struct relay_request *rq
 int relay_amqp_request(const struct relay_request *rq, char **reply, hf_error *err)
 {
 	*reply = NULL;
+	if (rq->sent)
+		*rq->sent = false;
 	if (!rq->routing_key || !rq->body || rq->timeout_ms <= 0) {
-		relay_err(err, HF_EINVAL, "a request needs a routing key, a body and a timeout > 0");
+		hf__err(err, HF_EINVAL, "a request needs a routing key, a body and a timeout > 0");
 		return HF_EINVAL;
 	}
 	amqp_connection_state_t c;
@@ -131,6 +142,10 @@ int relay_amqp_request(const struct relay_request *rq, char **reply, hf_error *e
 		    .reply_to = amqp_cstring_bytes(queue),
 		    .correlation_id = amqp_cstring_bytes(id),
 		};
+		if (rq->message_id) {
+			p._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
+			p.message_id = amqp_cstring_bytes(rq->message_id);
+		}
 		/* A request nobody took in time is worthless: let the broker drop it then. */
 		char expiration[32];
 		snprintf(expiration, sizeof(expiration), "%lld", (long long)rq->timeout_ms);
@@ -139,8 +154,10 @@ int relay_amqp_request(const struct relay_request *rq, char **reply, hf_error *e
 		                            amqp_cstring_bytes(rq->routing_key), 1, 0, &p,
 		                            amqp_cstring_bytes(rq->body));
 		if (st != AMQP_STATUS_OK) {
-			relay_err(err, HF_EENGINE, "amqp publish: %s", amqp_error_string2(st));
+			hf__err(err, HF_EENGINE, "amqp publish: %s", amqp_error_string2(st));
 			rc = HF_EENGINE;
+		} else if (rq->sent) {
+			*rq->sent = true;
 		}
 	}
 	if (rc == HF_OK)
