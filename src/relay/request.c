@@ -66,9 +66,8 @@ static int other_frame(amqp_connection_state_t c, const struct relay_request *rq
 /* Waits for the delivery whose correlation id is `id`; others (a late reply to an earlier
  * request on a reused queue cannot happen here, but a broker may redeliver) are dropped. */
 static int await_reply(amqp_connection_state_t c, const struct relay_request *rq, const char *id,
-                       char **reply, hf_error *err)
+                       int64_t deadline, char **reply, hf_error *err)
 {
-	int64_t deadline = hf__mono_ms() + rq->timeout_ms;
 	for (;;) {
 		if (rq->stop && *rq->stop)
 			return hf__err(err, HF_ECANCELED, "the store is closing");
@@ -127,10 +126,17 @@ int relay_amqp_request(const struct relay_request *rq, char **reply, hf_error *e
 		hf__err(err, HF_EINVAL, "a request needs a routing key, a body and a timeout > 0");
 		return HF_EINVAL;
 	}
+	/* The timeout counts from here: the reply queue's set-up is part of the call. */
+	int64_t deadline = hf__mono_ms() + rq->timeout_ms;
 	amqp_connection_state_t c;
 	int rc = relay_amqp_open(rq->url, &c, err);
 	if (rc != HF_OK)
 		return rc;
+	/* The declare and consume of the reply queue wait no longer than the call may last
+	 * (connecting and logging in have librabbitmq's own bounds: 5 s and 12 s). */
+	struct timeval rpc = {.tv_sec = rq->timeout_ms / 1000,
+	                      .tv_usec = (rq->timeout_ms % 1000) * 1000};
+	amqp_set_rpc_timeout(c, &rpc);
 	char queue[256], id[33];
 	correlation_id(id);
 	rc = open_reply_queue(c, queue, sizeof(queue), err);
@@ -161,7 +167,7 @@ int relay_amqp_request(const struct relay_request *rq, char **reply, hf_error *e
 		}
 	}
 	if (rc == HF_OK)
-		rc = await_reply(c, rq, id, reply, err);
+		rc = await_reply(c, rq, id, deadline, reply, err);
 	relay_amqp_close(c);
 	return rc;
 }
