@@ -7,7 +7,9 @@ starts and stops it), and saga_amqp_service (tests/saga/amqp_service.c) on the q
 Checks: the happy path (the payment's reply feeds a later step's template); the service
 answers 402 → no retry, the holds compensated in reverse order, no refund; the service never
 answers → the step times out, is uncertain, and its refund runs first, then the holds in
-reverse order; validation errors name their path. Skips (77) without rabbitmq-server.
+reverse order; validation errors name their path; SIGTERM while a request waits for its reply
+stops holdfastd promptly, and the next one resumes the saga (its threads start at open) and
+sends the request again with the same message id. Skips (77) without rabbitmq-server.
 
 usage: test_saga_amqp.py PATH/TO/holdfastd PATH/TO/saga_amqp_service   (Python 3 stdlib only)
 """
@@ -77,10 +79,10 @@ class T:
         with self.lock:
             return [(q, mid) for q, mid, body in self.lines if sid in mid or sid in body]
 
-    def start(self, card):
+    def start(self, card, type_name="booking"):
         self.n += 1
         inp = {"amqp": self.rabbit.url, "card": card, "tag": "t%d" % self.n}
-        st, body, _ = self.srv.post("/v1/sagas", {"type": "booking", "input": inp})
+        st, body, _ = self.srv.post("/v1/sagas", {"type": type_name, "input": inp})
         assert st == 201, (st, body)
         return body["id"]
 
@@ -167,6 +169,30 @@ def test_validation(t):
     bad["steps"][2]["action"]["amqp"]["reply_to"] = "x"
     st, body, _ = t.srv.put("/v1/saga-types/bad", bad)
     assert st == 422 and "unknown field \"reply_to\"" in body["error"]["message"], body
+
+
+def until(what, fn, timeout=20):
+    deadline = time.time() + timeout
+    while not fn():
+        assert time.time() < deadline, what
+        time.sleep(0.02)
+
+
+def test_stop_mid_call(t):
+    """SIGTERM while a request waits 60 s for its reply: holdfastd stops before hfserver's 30 s
+    (the wait looks at the stop flag); the next holdfastd finds the unfinished saga at open,
+    starts its threads and sends the step again with the same message id."""
+    slow = booking_type()
+    slow["steps"][2]["action"]["amqp"]["timeout_ms"] = 60000
+    st, body, _ = t.srv.put("/v1/saga-types/slow", slow)
+    assert st in (200, 201), (st, body)
+    sid = t.start("silent", "slow")
+    sent = ("payments", sid + "/pay/action")
+    until("the payment is sent", lambda: sent in t.calls(sid))
+    assert t.srv.stop() == 0, t.srv.log_text()[-3000:]
+    t.srv = hfserver.Server(store_dir=t.dir)
+    until("the payment is sent again", lambda: t.calls(sid).count(sent) == 2)
+    assert t.wait(sid, ("running", "completed", "failed"))["state"] == "running"
 
 
 def main():
