@@ -1,9 +1,11 @@
 /*
  * request.c — request/reply over RabbitMQ (seed 004): publish a request with a private,
- * exclusive reply queue and a correlation id, wait for the matching reply up to a timeout.
- * Part of libholdfast: saga steps call services that listen on queues with it (src/saga/run.c,
- * docs/sagas.md), and so does `holdfast request`.
+ * exclusive reply queue and a correlation id, wait for the matching reply up to a timeout;
+ * a client keeps its connection and reply queue between requests. Part of libholdfast: saga steps
+ * call services that listen on queues with it (src/saga/run.c, docs/sagas.md), and so does
+ * `holdfast request`.
  */
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,8 +65,8 @@ static int other_frame(amqp_connection_state_t c, const struct relay_request *rq
 	return HF_OK; /* something harmless (a basic.ack): go on waiting */
 }
 
-/* Waits for the delivery whose correlation id is `id`; others (a late reply to an earlier
- * request on a reused queue cannot happen here, but a broker may redeliver) are dropped. */
+/* Waits for the delivery whose correlation id is `id`; others (a broker may redeliver) are
+ * dropped. */
 static int await_reply(amqp_connection_state_t c, const struct relay_request *rq, const char *id,
                        int64_t deadline, char **reply, hf_error *err)
 {
@@ -117,57 +119,125 @@ static int await_reply(amqp_connection_state_t c, const struct relay_request *rq
 	}
 }
 
-int relay_amqp_request(const struct relay_request *rq, char **reply, hf_error *err)
+struct relay_amqp_client {
+	amqp_connection_state_t c; /* NULL until the first request, and after a failure */
+	char *url;                 /* what c is connected to */
+	char queue[256];           /* c's exclusive reply queue */
+};
+
+struct relay_amqp_client *relay_amqp_client_new(void)
+{
+	return calloc(1, sizeof(struct relay_amqp_client));
+}
+
+static void client_drop(struct relay_amqp_client *cl)
+{
+	relay_amqp_close(cl->c);
+	cl->c = NULL;
+	free(cl->url);
+	cl->url = NULL;
+	cl->queue[0] = '\0'; /* it went with the connection */
+}
+
+void relay_amqp_client_free(struct relay_amqp_client *cl)
+{
+	if (!cl)
+		return;
+	client_drop(cl);
+	free(cl);
+}
+
+/* A kept connection is idle between requests: nothing may be waiting on it. Anything there
+ * (the broker's or a proxy's close, an EOF) means it cannot be trusted with a request. */
+static bool client_idle(struct relay_amqp_client *cl)
+{
+	struct pollfd p = {.fd = amqp_get_sockfd(cl->c), .events = POLLIN};
+	return !amqp_frames_enqueued(cl->c) && !amqp_data_in_buffer(cl->c) && p.fd >= 0 &&
+	       poll(&p, 1, 0) == 0;
+}
+
+/* Connects (again) unless a kept connection to the same URL is idle. */
+static int client_ready(struct relay_amqp_client *cl, const struct relay_request *rq, hf_error *err)
+{
+	if (cl->c && (strcmp(cl->url, rq->url) != 0 || !client_idle(cl)))
+		client_drop(cl);
+	if (!cl->c) {
+		int rc = relay_amqp_open(rq->url, &cl->c, err);
+		if (rc != HF_OK)
+			return rc;
+		if (!(cl->url = strdup(rq->url))) {
+			client_drop(cl);
+			return hf__err(err, HF_ENOMEM, "out of memory");
+		}
+	}
+	/* The reply queue's declare and consume wait no longer than the call may last
+	 * (connecting and logging in have librabbitmq's own bounds: 5 s and 12 s). */
+	struct timeval rpc = {.tv_sec = rq->timeout_ms / 1000,
+	                      .tv_usec = (rq->timeout_ms % 1000) * 1000};
+	amqp_set_rpc_timeout(cl->c, &rpc);
+	if (cl->queue[0])
+		return HF_OK;
+	int rc = open_reply_queue(cl->c, cl->queue, sizeof(cl->queue), err);
+	if (rc != HF_OK)
+		client_drop(cl);
+	return rc;
+}
+
+static int publish(struct relay_amqp_client *cl, const struct relay_request *rq, const char *id,
+                   hf_error *err)
+{
+	amqp_basic_properties_t p = {
+	    ._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_REPLY_TO_FLAG |
+	              AMQP_BASIC_CORRELATION_ID_FLAG | AMQP_BASIC_EXPIRATION_FLAG,
+	    .content_type = amqp_cstring_bytes("application/json"),
+	    .reply_to = amqp_cstring_bytes(cl->queue),
+	    .correlation_id = amqp_cstring_bytes(id),
+	};
+	if (rq->message_id) {
+		p._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
+		p.message_id = amqp_cstring_bytes(rq->message_id);
+	}
+	/* A request nobody took in time is worthless: let the broker drop it then. */
+	char expiration[32];
+	snprintf(expiration, sizeof(expiration), "%lld", (long long)rq->timeout_ms);
+	p.expiration = amqp_cstring_bytes(expiration);
+	int st = amqp_basic_publish(cl->c, 1, amqp_cstring_bytes(rq->exchange),
+	                            amqp_cstring_bytes(rq->routing_key), 1, 0, &p,
+	                            amqp_cstring_bytes(rq->body));
+	if (st != AMQP_STATUS_OK)
+		return hf__err(err, HF_EENGINE, "amqp publish: %s", amqp_error_string2(st));
+	if (rq->sent)
+		*rq->sent = true;
+	return HF_OK;
+}
+
+int relay_amqp_request_on(struct relay_amqp_client *cl, const struct relay_request *rq,
+                          char **reply, hf_error *err)
 {
 	*reply = NULL;
 	if (rq->sent)
 		*rq->sent = false;
-	if (!rq->routing_key || !rq->body || rq->timeout_ms <= 0) {
-		hf__err(err, HF_EINVAL, "a request needs a routing key, a body and a timeout > 0");
-		return HF_EINVAL;
-	}
-	/* The timeout counts from here: the reply queue's set-up is part of the call. */
+	if (!rq->url || !rq->routing_key || !rq->body || rq->timeout_ms <= 0)
+		return hf__err(err, HF_EINVAL,
+		               "a request needs a url, a routing key, a body and a timeout > 0");
+	/* The timeout counts from here: a new connection's set-up is part of the call. */
 	int64_t deadline = hf__mono_ms() + rq->timeout_ms;
-	amqp_connection_state_t c;
-	int rc = relay_amqp_open(rq->url, &c, err);
-	if (rc != HF_OK)
-		return rc;
-	/* The declare and consume of the reply queue wait no longer than the call may last
-	 * (connecting and logging in have librabbitmq's own bounds: 5 s and 12 s). */
-	struct timeval rpc = {.tv_sec = rq->timeout_ms / 1000,
-	                      .tv_usec = (rq->timeout_ms % 1000) * 1000};
-	amqp_set_rpc_timeout(c, &rpc);
-	char queue[256], id[33];
+	char id[33];
 	correlation_id(id);
-	rc = open_reply_queue(c, queue, sizeof(queue), err);
-	if (rc == HF_OK) {
-		amqp_basic_properties_t p = {
-		    ._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_REPLY_TO_FLAG |
-		              AMQP_BASIC_CORRELATION_ID_FLAG | AMQP_BASIC_EXPIRATION_FLAG,
-		    .content_type = amqp_cstring_bytes("application/json"),
-		    .reply_to = amqp_cstring_bytes(queue),
-		    .correlation_id = amqp_cstring_bytes(id),
-		};
-		if (rq->message_id) {
-			p._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
-			p.message_id = amqp_cstring_bytes(rq->message_id);
-		}
-		/* A request nobody took in time is worthless: let the broker drop it then. */
-		char expiration[32];
-		snprintf(expiration, sizeof(expiration), "%lld", (long long)rq->timeout_ms);
-		p.expiration = amqp_cstring_bytes(expiration);
-		int st = amqp_basic_publish(c, 1, amqp_cstring_bytes(rq->exchange),
-		                            amqp_cstring_bytes(rq->routing_key), 1, 0, &p,
-		                            amqp_cstring_bytes(rq->body));
-		if (st != AMQP_STATUS_OK) {
-			hf__err(err, HF_EENGINE, "amqp publish: %s", amqp_error_string2(st));
-			rc = HF_EENGINE;
-		} else if (rq->sent) {
-			*rq->sent = true;
-		}
-	}
-	if (rc == HF_OK)
-		rc = await_reply(c, rq, id, deadline, reply, err);
-	relay_amqp_close(c);
+	int rc = client_ready(cl, rq, err);
+	if (rc == HF_OK && (rc = publish(cl, rq, id, err)) == HF_OK)
+		rc = await_reply(cl->c, rq, id, deadline, reply, err);
+	/* Kept only when nothing can arrive later: answered, or returned unroutable. A timeout
+	 * may leave a late reply (or half a frame) behind; a failure leaves the state unknown. */
+	if (rc != HF_OK && rc != HF_EUNAVAILABLE)
+		client_drop(cl);
+	return rc;
+}
+
+int relay_amqp_request(const struct relay_request *rq, char **reply, hf_error *err)
+{
+	struct relay_amqp_client cl = {0};
+	int rc = relay_amqp_request_on(&cl, rq, reply, err);
+	client_drop(&cl);
 	return rc;
 }

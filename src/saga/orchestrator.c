@@ -177,6 +177,7 @@ static void *worker(void *arg)
 		pthread_cond_broadcast(&o->wake);
 		pthread_mutex_unlock(&o->lock);
 	}
+	hf__saga_run_thread_end();
 	return NULL;
 }
 

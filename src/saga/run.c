@@ -412,9 +412,23 @@ static void amqp_reply(const json_t *spec, const char *text, struct outcome *o)
 	step_status(spec, "AMQP reply status", st, text, o);
 }
 
+/* Each orchestrator thread keeps its own connection to the broker (request.c), closed by
+ * hf__saga_run_thread_end when the thread ends. */
+static _Thread_local struct relay_amqp_client *amqp_client;
+
+void hf__saga_run_thread_end(void)
+{
+	relay_amqp_client_free(amqp_client);
+	amqp_client = NULL;
+}
+
 static void do_amqp(struct run *r, const json_t *spec, const char *key, int64_t timeout,
                     bool lease_bound, struct outcome *o)
 {
+	if (!amqp_client && !(amqp_client = relay_amqp_client_new())) {
+		fail_with(o, false, "step_failed", "out of memory%s%s", "", "");
+		return;
+	}
 	json_t *body = json_object_get(spec, "body");
 	char *text = hf__json_dumps(body ? body : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
 	const char *exchange = json_string_value(json_object_get(spec, "exchange"));
@@ -429,7 +443,7 @@ static void do_amqp(struct run *r, const json_t *spec, const char *key, int64_t 
 	int rc = !text ? hf__err_code(&err, HF_ENOMEM)
 	         : !rq.url || !rq.routing_key
 	             ? hf__err(&err, HF_EINVAL, "amqp url and routing_key must be strings")
-	             : relay_amqp_request(&rq, &reply, &err);
+	             : relay_amqp_request_on(amqp_client, &rq, &reply, &err);
 	free(text);
 	if (rc == HF_ECANCELED) {
 		o->stopped = true;
