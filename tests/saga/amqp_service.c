@@ -45,7 +45,8 @@ static char *answer(const char *queue, const char *body, long n)
 	else if (card && strcmp(card, "silent") == 0)
 		reply = NULL;
 	else
-		reply = json_pack("{s:i, s:{s:s}}", "status", 402, "body", "error", "card declined");
+		reply =
+		    json_pack("{s:i, s:{s:s}}", "status", 402, "body", "error", "card declined");
 	char *text = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
 	json_decref(reply);
 	json_decref(req);
@@ -76,14 +77,15 @@ int main(int argc, char **argv)
 		char *reply = body ? answer(queue, body, n) : NULL;
 		printf("%s %.*s %s\n", queue,
 		       (p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) ? (int)p->message_id.len : 1,
-		       (p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) ? (const char *)p->message_id.bytes : "-",
+		       (p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) ? (const char *)p->message_id.bytes
+		                                                : "-",
 		       body ? body : "");
 		fflush(stdout);
 		if (reply && (p->_flags & AMQP_BASIC_REPLY_TO_FLAG)) {
-			amqp_basic_properties_t r = {._flags = AMQP_BASIC_CORRELATION_ID_FLAG |
-			                                       AMQP_BASIC_CONTENT_TYPE_FLAG,
-			                             .correlation_id = p->correlation_id,
-			                             .content_type = amqp_cstring_bytes("application/json")};
+			amqp_basic_properties_t r = {
+			    ._flags = AMQP_BASIC_CORRELATION_ID_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG,
+			    .correlation_id = p->correlation_id,
+			    .content_type = amqp_cstring_bytes("application/json")};
 			amqp_basic_publish(c, 1, amqp_empty_bytes, p->reply_to, 0, 0, &r,
 			                   amqp_cstring_bytes(reply));
 		}
