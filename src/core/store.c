@@ -75,7 +75,7 @@ int hf_open(const char *url, const hf_options *opt, hf_store **out, hf_error *er
 		return rc;
 	}
 	int rc = ops->open(store, url, &store->opt, &store->engine, err);
-	if (rc == HF_OK && ops->sagas && (rc = hf__orch_start(store, &store->orch, err)) != HF_OK)
+	if (rc == HF_OK && ops->sagas && (rc = hf__orch_start(store, ops->shared_sagas, &store->orch, err)) != HF_OK)
 		ops->close(store->engine);
 	if (rc != HF_OK) {
 		close(store->wake_fd);

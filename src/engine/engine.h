@@ -66,6 +66,9 @@ struct hf__engine_ops {
 	/* Keeps sagas (answers the HF_OP_SAGA_* ops): hf_open then runs the saga orchestrator
 	 * on the store (src/saga/). Engines without it never see those ops. */
 	bool sagas;
+	/* Several instances share its sagas, one owner each by lease (PostgreSQL): the
+	 * orchestrator watches for the sagas of a dead owner. */
+	bool shared_sagas;
 };
 
 /* The engines linked into this build, and lookup by URL scheme. */

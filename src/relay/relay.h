@@ -275,12 +275,26 @@ struct relay_request {
 	const char *routing_key; /* where the service listens */
 	const char *body;        /* the request (JSON by convention) */
 	int64_t timeout_ms;      /* how long to wait for the reply; also the request's TTL */
+	const char *message_id;  /* NULL, or the message_id property (a saga step's key) */
+	const _Atomic bool *stop; /* NULL, or looked at every 100 ms: true ends with HF_ECANCELED */
+	bool *sent;              /* NULL, or set once the request is published (it may then act) */
 };
 
-/* Publishes body with reply_to = a new exclusive reply queue and a random correlation id,
+/* Publishes body with reply_to = an exclusive reply queue and a random correlation id,
  * `mandatory`, then waits for the reply with that correlation id. On HF_OK *reply (the
  * reply's body) is yours to free. HF_ETIMEDOUT: no reply in time; HF_EUNAVAILABLE: no queue
- * is bound to the key (returned unroutable); HF_EENGINE: the broker or connection failed. */
+ * is bound to the key (returned unroutable); HF_EENGINE: the broker or connection failed;
+ * HF_ECANCELED: *stop became true. A connection of its own, closed after. Part of libholdfast
+ * (saga steps call it), with amqp_conn.c. */
 int relay_amqp_request(const struct relay_request *rq, char **reply, hf_error *err);
+
+/* The same on a client that keeps its connection and reply queue between requests (connected
+ * at the first, again after a failure or a timeout, or when the URL changes). One thread at a
+ * time; relay_amqp_client_new answers NULL when out of memory; _free(NULL) does nothing. */
+struct relay_amqp_client;
+struct relay_amqp_client *relay_amqp_client_new(void);
+void relay_amqp_client_free(struct relay_amqp_client *cl);
+int relay_amqp_request_on(struct relay_amqp_client *cl, const struct relay_request *rq,
+                          char **reply, hf_error *err);
 
 #endif /* HF_RELAY_H */

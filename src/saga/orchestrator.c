@@ -1,10 +1,12 @@
 /*
  * orchestrator.c — the saga runner of one store: a queue of saga ids and a few threads that
- * each take one and run it to rest (run.c). Started by hf_open on engines that keep sagas;
- * at start it queues every unfinished saga (running, compensating), so a restart resumes
- * them from their last checkpoint. One saga is never run by two threads at once. Where
- * several instances share sagas (PostgreSQL), a rescan every second also queues the sagas
- * whose owner's lease ran out (a dead instance's): this one takes them over (run.c, claim).
+ * each take one and run it to rest (run.c). Created by hf_open on engines that keep sagas;
+ * it queues every unfinished saga (running, compensating), so a restart resumes them from
+ * their last checkpoint. Its worker threads start with the first queued saga (at open, or at
+ * the first start, resume or transaction), so a store without sagas runs none. One saga is
+ * never run by two threads at once. Where several instances share sagas (PostgreSQL), a
+ * rescan thread, from open, queues every second the sagas whose owner's lease ran out (a
+ * dead instance's): this one takes them over (run.c, claim).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -34,10 +36,13 @@ struct hf__orch {
 	struct entry *head; /* queued and running sagas */
 	_Atomic bool stop;
 	pthread_t threads[THREADS];
-	size_t n_threads;
-	pthread_t rescanner;
+	size_t n_threads;    /* started workers: 0 until a saga is queued */
+	bool start_failed;   /* pthread_create failed: tried again at the next queued saga */
+	pthread_t rescanner; /* only where instances share sagas (takeover) */
 	bool rescanning;
 };
+
+static void *worker(void *arg);
 
 static struct entry *find(struct hf__orch *o, const char *id)
 {
@@ -47,8 +52,21 @@ static struct entry *find(struct hf__orch *o, const char *id)
 	return NULL;
 }
 
+/* Starts the workers once there is a saga to run. Under o->lock, so that hf__orch_stop
+ * (which sets stop under it) joins every thread started. */
+static void start_workers_locked(struct hf__orch *o)
+{
+	if (o->n_threads == THREADS || o->stop)
+		return;
+	for (; o->n_threads < THREADS; o->n_threads++)
+		if (pthread_create(&o->threads[o->n_threads], NULL, worker, o) != 0)
+			break;
+	o->start_failed = o->n_threads < THREADS;
+}
+
 static void wake_locked(struct hf__orch *o, const char *id, int64_t not_before)
 {
+	start_workers_locked(o);
 	struct entry *e = find(o, id);
 	if (e) {
 		if (e->running)
@@ -159,6 +177,7 @@ static void *worker(void *arg)
 		pthread_cond_broadcast(&o->wake);
 		pthread_mutex_unlock(&o->lock);
 	}
+	hf__saga_run_thread_end();
 	return NULL;
 }
 
@@ -200,6 +219,7 @@ static int queue_state(struct hf__orch *o, const char *state, bool unowned, hf_e
 	}
 }
 
+/* Only on engines whose instances share sagas: the takeover watch of docs/sagas.md. */
 static void *rescanner(void *arg)
 {
 	struct hf__orch *o = arg;
@@ -224,7 +244,7 @@ static void *rescanner(void *arg)
 	return NULL;
 }
 
-int hf__orch_start(hf_store *store, struct hf__orch **out, hf_error *err)
+int hf__orch_start(hf_store *store, bool shared, struct hf__orch **out, hf_error *err)
 {
 	*out = NULL;
 	struct hf__orch *o = calloc(1, sizeof(*o));
@@ -234,21 +254,24 @@ int hf__orch_start(hf_store *store, struct hf__orch **out, hf_error *err)
 	pthread_mutex_init(&o->lock, NULL);
 	pthread_cond_init(&o->wake, NULL);
 	int rc;
+	/* The check at open: an unfinished saga (a restart's, or another instance's) starts the
+	 * workers; none leaves the store without saga threads until one is started. */
 	if ((rc = queue_state(o, "running", false, err)) ||
 	    (rc = queue_state(o, "compensating", false, err))) {
 		hf__orch_stop(o);
 		return rc;
 	}
-	for (; o->n_threads < THREADS; o->n_threads++)
-		if (pthread_create(&o->threads[o->n_threads], NULL, worker, o) != 0) {
-			hf__orch_stop(o);
-			return hf__err(err, HF_EINTERNAL, "cannot start the saga threads");
-		}
-	if (pthread_create(&o->rescanner, NULL, rescanner, o) != 0) {
+	pthread_mutex_lock(&o->lock);
+	bool failed = o->start_failed;
+	pthread_mutex_unlock(&o->lock);
+	if (!failed && shared) {
+		o->rescanning = pthread_create(&o->rescanner, NULL, rescanner, o) == 0;
+		failed = !o->rescanning;
+	}
+	if (failed) {
 		hf__orch_stop(o);
 		return hf__err(err, HF_EINTERNAL, "cannot start the saga threads");
 	}
-	o->rescanning = true;
 	*out = o;
 	return HF_OK;
 }
@@ -258,10 +281,11 @@ void hf__orch_stop(struct hf__orch *o)
 	if (!o)
 		return;
 	pthread_mutex_lock(&o->lock);
-	o->stop = true;
+	o->stop = true; /* no worker starts after this */
+	size_t n = o->n_threads;
 	pthread_cond_broadcast(&o->wake);
 	pthread_mutex_unlock(&o->lock);
-	for (size_t i = 0; i < o->n_threads; i++)
+	for (size_t i = 0; i < n; i++)
 		pthread_join(o->threads[i], NULL);
 	if (o->rescanning)
 		pthread_join(o->rescanner, NULL);

@@ -12,6 +12,7 @@
 
 #include "core/codec.h"
 #include "core/core.h"
+#include "relay/amqp_conn.h"
 #include "saga/record.h"
 #include "saga/run.h"
 
@@ -35,7 +36,7 @@ struct outcome {
 	bool not_tried;   /* failed before its first attempt (a lease had run out) */
 	const char *code; /* the saga's error code when it fails here */
 	char message[HF_MESSAGE_MAX];
-	json_t *result;   /* HTTP: {"status","body"}; owned */
+	json_t *result;   /* HTTP and AMQP: {"status","body"}; owned */
 	json_t *hold;     /* acquire, extend, confirm, release: the step's hold afterwards; owned */
 };
 
@@ -342,6 +343,20 @@ static bool status_ok(const json_t *spec, int status)
 	return false;
 }
 
+/* Success, a retry (5xx, 408, 429) or a final failure, by the step's "ok" statuses. */
+static void step_status(const json_t *spec, const char *what, int status, const char *body,
+                        struct outcome *o)
+{
+	if (status_ok(spec, status)) {
+		o->ok = true;
+		return;
+	}
+	bool transient = status >= 500 || status == 408 || status == 429;
+	char head[32];
+	snprintf(head, sizeof(head), "%s %d", what, status);
+	fail_with(o, !transient, "step_failed", "%s: %.160s", head, body ? body : "");
+}
+
 static void do_http(struct run *r, const json_t *spec, const char *key, int64_t deadline,
                     bool lease_bound, struct outcome *o)
 {
@@ -369,15 +384,80 @@ static void do_http(struct run *r, const json_t *spec, const char *key, int64_t 
 	if (!parsed && res.body_len <= HF__SAGA_RESULT_MAX)
 		parsed = json_stringn(res.body, res.body_len);
 	o->result = json_pack("{s:i, s:o}", "status", res.status, "body", parsed ? parsed : json_null());
-	if (status_ok(spec, res.status)) {
-		o->ok = true;
-	} else {
-		char st[16];
-		snprintf(st, sizeof(st), "%d", res.status);
-		bool transient = res.status >= 500 || res.status == 408 || res.status == 429;
-		fail_with(o, !transient, "step_failed", "HTTP %s: %.160s", st, res.body ? res.body : "");
-	}
+	step_status(spec, "HTTP", res.status, res.body, o);
 	hf__http_result_clear(&res);
+}
+
+/* ---- one attempt of an AMQP step ---- */
+
+/* The reply of a service on a queue: {"status": 100..599, "body": any} (docs/sagas.md). */
+static void amqp_reply(const json_t *spec, const char *text, struct outcome *o)
+{
+	size_t len = strlen(text);
+	json_t *reply = len <= HF__SAGA_REPLY_MAX ? json_loads(text, 0, NULL) : NULL;
+	json_t *status = json_object_get(reply, "status");
+	if (!json_is_integer(status) || json_integer_value(status) < 100 ||
+	    json_integer_value(status) > 599) {
+		/* Answered, so it may have acted: like an unreadable HTTP reply. */
+		o->uncertain = true;
+		fail_with(o, false, "step_failed", "the reply is not {\"status\",\"body\"}: %.160s%s", text, "");
+		json_decref(reply);
+		return;
+	}
+	int st = (int)json_integer_value(status);
+	json_t *body = json_object_get(reply, "body");
+	o->result = json_pack("{s:i, s:O}", "status", st,
+	                      "body", body && len <= HF__SAGA_RESULT_MAX ? body : json_null());
+	json_decref(reply);
+	step_status(spec, "AMQP reply status", st, text, o);
+}
+
+/* Each orchestrator thread keeps its own connection to the broker (request.c), closed by
+ * hf__saga_run_thread_end when the thread ends. */
+static _Thread_local struct relay_amqp_client *amqp_client;
+
+void hf__saga_run_thread_end(void)
+{
+	relay_amqp_client_free(amqp_client);
+	amqp_client = NULL;
+}
+
+static void do_amqp(struct run *r, const json_t *spec, const char *key, int64_t timeout,
+                    bool lease_bound, struct outcome *o)
+{
+	if (!amqp_client && !(amqp_client = relay_amqp_client_new())) {
+		fail_with(o, false, "step_failed", "out of memory%s%s", "", "");
+		return;
+	}
+	json_t *body = json_object_get(spec, "body");
+	char *text = hf__json_dumps(body ? body : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
+	const char *exchange = json_string_value(json_object_get(spec, "exchange"));
+	bool sent = false;
+	struct relay_request rq = {.url = json_string_value(json_object_get(spec, "url")),
+	                           .exchange = exchange ? exchange : "",
+	                           .routing_key = json_string_value(json_object_get(spec, "routing_key")),
+	                           .body = text, .timeout_ms = timeout, .message_id = key,
+	                           .stop = r->stop, .sent = &sent};
+	char *reply = NULL;
+	hf_error err;
+	int rc = !text ? hf__err_code(&err, HF_ENOMEM)
+	         : !rq.url || !rq.routing_key
+	             ? hf__err(&err, HF_EINVAL, "amqp url and routing_key must be strings")
+	             : relay_amqp_request_on(amqp_client, &rq, &reply, &err);
+	free(text);
+	if (rc == HF_ECANCELED) {
+		o->stopped = true;
+	} else if (rc != HF_OK) {
+		/* Returned unroutable (HF_EUNAVAILABLE): published, but no queue took it. */
+		o->uncertain = sent && rc != HF_EUNAVAILABLE;
+		if (rc == HF_ETIMEDOUT && lease_bound)
+			fail_with(o, true, "lease_expired", "a hold's lease ran out during the call%s%s", "", "");
+		else
+			fail_with(o, rc == HF_EINVAL || rc == HF_EAUTH, "step_failed", "%s%s", err.message, "");
+	} else {
+		amqp_reply(spec, reply, o);
+	}
+	free(reply);
 }
 
 /* ---- leases ---- */
@@ -419,7 +499,7 @@ static void attempt(struct run *r, size_t k, const struct hf__saga_call *c, cons
 		fail_with(o, true, "template_error", "%s%s", ctx ? err.message : "out of memory", "");
 		return;
 	}
-	if (c->kind == HF__SAGA_HTTP) {
+	if (c->kind == HF__SAGA_HTTP || c->kind == HF__SAGA_AMQP) {
 		int64_t timeout = c->timeout_ms;
 		json_t *t = json_object_get(spec, "timeout_ms");
 		if (json_is_integer(t))
@@ -428,8 +508,12 @@ static void attempt(struct run *r, size_t k, const struct hf__saga_call *c, cons
 		int64_t lease = strcmp(phase, "action") == 0 ? lease_deadline(r) : INT64_MAX;
 		int64_t until_lease = lease == INT64_MAX ? INT64_MAX : lease - now_ms(r);
 		bool lease_bound = until_lease < timeout;
-		int64_t deadline = hf__mono_ms() + (lease_bound ? until_lease : timeout);
-		do_http(r, spec, key, deadline, lease_bound, o);
+		if (lease_bound)
+			timeout = until_lease > 0 ? until_lease : 1;
+		if (c->kind == HF__SAGA_HTTP)
+			do_http(r, spec, key, hf__mono_ms() + timeout, lease_bound, o);
+		else
+			do_amqp(r, spec, key, timeout, lease_bound, o);
 	} else if (c->hold_op == HF__HOLD_ACQUIRE) {
 		do_acquire(r, spec, hold_key, c, o);
 	} else {

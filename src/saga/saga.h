@@ -1,7 +1,8 @@
 /*
  * saga.h — the saga subsystem of libholdfast (src/saga/): saga types parsed from JSON
  * (type.c), templates (template.c), the saga record (record.c), HTTP step calls
- * (http_call.c) and the orchestrator threads that run sagas on a store (orchestrator.c).
+ * (http_call.c; AMQP ones are src/relay/request.c) and the orchestrator threads that run
+ * sagas on a store (orchestrator.c).
  * Internal: the public face is hf_saga_* in holdfast.h. Format: docs/sagas.md.
  */
 #ifndef HF_SAGA_H
@@ -20,6 +21,7 @@
 #define HF__SAGA_STEP_NAME_MAX 64
 #define HF__SAGA_TIMELINE_MAX 1000       /* entries kept; older ones are dropped, counted */
 #define HF__SAGA_RESULT_MAX (64 * 1024)  /* an HTTP step's reply body kept in the record */
+#define HF__SAGA_REPLY_MAX (1024 * 1024) /* an AMQP reply longer than this fails the attempt */
 #define HF__SAGA_ATTEMPTS_MAX 100
 #define HF__SAGA_BACKOFF_MAX_MS (10LL * 60 * 1000)
 #define HF__SAGA_TIMEOUT_MAX_MS (10LL * 60 * 1000)
@@ -36,10 +38,11 @@ struct hf__saga_retry {
 	int64_t max_backoff_ms; /* the cap of the doubling */
 };
 
-enum hf__saga_kind { HF__SAGA_HTTP, HF__SAGA_HOLD };
+enum hf__saga_kind { HF__SAGA_HTTP, HF__SAGA_HOLD, HF__SAGA_AMQP };
 enum hf__saga_hold_op { HF__HOLD_ACQUIRE, HF__HOLD_EXTEND, HF__HOLD_CONFIRM, HF__HOLD_RELEASE };
 
-/* An action or compensation. `spec` is the inner object ({"method",...} or {"op",...}),
+/* An action or compensation. `spec` is the inner object ({"method",...}, {"routing_key",...}
+ * or {"op",...}),
  * still holding its templates; it is borrowed from the type's JSON. */
 struct hf__saga_call {
 	enum hf__saga_kind kind;
@@ -47,7 +50,7 @@ struct hf__saga_call {
 	int of;                        /* hold ops other than acquire: the acquiring step's index */
 	json_t *spec;
 	struct hf__saga_retry retry;
-	int64_t timeout_ms; /* one attempt, HTTP */
+	int64_t timeout_ms; /* one attempt, HTTP and AMQP */
 };
 
 struct hf__saga_step {
@@ -112,7 +115,10 @@ int64_t hf__mono_ms(void);
 /* ---- The orchestrator (orchestrator.c), one per store whose engine keeps sagas. ---- */
 
 struct hf__orch;
-int hf__orch_start(hf_store *store, struct hf__orch **out, hf_error *err);
+/* Queues the store's unfinished sagas; the workers start with the first queued saga (now, or
+ * at a later wake). `shared`: instances share the sagas (PostgreSQL), so a rescan thread
+ * watches for a dead owner's sagas from now on (docs/sagas.md, "The orchestrator"). */
+int hf__orch_start(hf_store *store, bool shared, struct hf__orch **out, hf_error *err);
 void hf__orch_stop(struct hf__orch *o); /* stops between steps; unfinished sagas stay as they are */
 void hf__orch_wake(struct hf__orch *o, const char *saga_id); /* run (or re-run) this saga */
 

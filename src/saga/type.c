@@ -128,8 +128,8 @@ static int check_ref(void *arg, const char *ref, hf_error *err)
 	memcpy(field, f, fl), field[fl] = 0;
 	if (strcmp(field, "body") != 0 && !(strcmp(field, "status") == 0 && !f[fl]))
 		return bad(err, rc->path, "template \"%s\" must end in .body[.field...] or .status", ref);
-	if (rc->scope->t->steps[i].action.kind != HF__SAGA_HTTP)
-		return bad(err, rc->path, "template refers to step \"%s\", which is not an HTTP step", name);
+	if (rc->scope->t->steps[i].action.kind == HF__SAGA_HOLD)
+		return bad(err, rc->path, "template refers to step \"%s\", which is not an HTTP or AMQP step", name);
 	return HF_OK;
 }
 
@@ -156,6 +156,22 @@ static int int_or_template(const json_t *spec, const char *key, const char *path
 }
 
 /* ---- calls ---- */
+
+/* "ok": the statuses that count as success (HTTP, and an AMQP reply's "status"). */
+static int check_ok(const json_t *spec, const char *path, hf_error *err)
+{
+	char p[PATH_MAX_LEN];
+	json_t *ok = json_object_get(spec, "ok");
+	subpath(p, sizeof(p), path, "ok");
+	if (ok && (!json_is_array(ok) || json_array_size(ok) == 0 || json_array_size(ok) > 16))
+		return bad(err, p, "must be an array of 1..16 HTTP status codes%s", "");
+	for (size_t i = 0; ok && i < json_array_size(ok); i++) {
+		json_t *s = json_array_get(ok, i);
+		if (!json_is_integer(s) || json_integer_value(s) < 100 || json_integer_value(s) > 599)
+			return bad(err, p, "must be an array of 1..16 HTTP status codes%s", "");
+	}
+	return HF_OK;
+}
 
 static int parse_http(json_t *spec, const char *path, const struct scope *scope,
                       struct hf__saga_call *c, hf_error *err)
@@ -185,15 +201,46 @@ static int parse_http(json_t *spec, const char *path, const struct scope *scope,
 	subpath(p, sizeof(p), path, "body");
 	if ((rc = check_templates(json_object_get(spec, "body"), scope, p, err)))
 		return rc;
-	json_t *ok = json_object_get(spec, "ok");
-	subpath(p, sizeof(p), path, "ok");
-	if (ok && (!json_is_array(ok) || json_array_size(ok) == 0 || json_array_size(ok) > 16))
-		return bad(err, p, "must be an array of 1..16 HTTP status codes%s", "");
-	for (size_t i = 0; ok && i < json_array_size(ok); i++) {
-		json_t *s = json_array_get(ok, i);
-		if (!json_is_integer(s) || json_integer_value(s) < 100 || json_integer_value(s) > 599)
-			return bad(err, p, "must be an array of 1..16 HTTP status codes%s", "");
-	}
+	if ((rc = check_ok(spec, path, err)))
+		return rc;
+	return get_int(spec, "timeout_ms", path, 1, HF__SAGA_TIMEOUT_MAX_MS, &c->timeout_ms, err);
+}
+
+/* {"url","exchange","routing_key","body","ok","timeout_ms"}: a request to a service that
+ * listens on a RabbitMQ queue; its reply is {"status","body"} (docs/sagas.md, "AMQP"). */
+static int parse_amqp(json_t *spec, const char *path, const struct scope *scope,
+                      struct hf__saga_call *c, hf_error *err)
+{
+	static const char *const keys[] = {"url", "exchange", "routing_key", "body", "ok",
+	                                   "timeout_ms", NULL};
+	char p[PATH_MAX_LEN];
+	int rc;
+	if ((rc = only_keys(spec, path, keys, err)))
+		return rc;
+	json_t *url = json_object_get(spec, "url");
+	subpath(p, sizeof(p), path, "url");
+	if (!json_is_string(url))
+		return bad(err, p, "must be a string%s", "");
+	const char *u = json_string_value(url);
+	if (strncmp(u, "{{", 2) != 0 && strncmp(u, "amqp://", 7) != 0)
+		return bad(err, p, "must start with amqp:// (or a template), not \"%.40s\"", u);
+	if ((rc = check_templates(url, scope, p, err)))
+		return rc;
+	json_t *key = json_object_get(spec, "routing_key"), *ex = json_object_get(spec, "exchange");
+	subpath(p, sizeof(p), path, "routing_key");
+	if (!json_is_string(key) || json_string_length(key) == 0 || json_string_length(key) > 255)
+		return bad(err, p, "must be a string of 1..255 bytes (templates allowed)%s", "");
+	if ((rc = check_templates(key, scope, p, err)))
+		return rc;
+	subpath(p, sizeof(p), path, "exchange");
+	if (ex && (!json_is_string(ex) || json_string_length(ex) > 255))
+		return bad(err, p, "must be a string of 0..255 bytes (\"\" = the default exchange)%s", "");
+	if ((rc = check_templates(ex, scope, p, err)))
+		return rc;
+	subpath(p, sizeof(p), path, "body");
+	if ((rc = check_templates(json_object_get(spec, "body"), scope, p, err)) ||
+	    (rc = check_ok(spec, path, err)))
+		return rc;
 	return get_int(spec, "timeout_ms", path, 1, HF__SAGA_TIMEOUT_MAX_MS, &c->timeout_ms, err);
 }
 
@@ -263,16 +310,17 @@ static int parse_hold(json_t *spec, const char *path, const struct scope *scope,
 	return bad(err, p, "must be acquire, extend, confirm or release%s", "");
 }
 
-/* An action or compensation: {"http": {...}} or {"hold": {...}}, with an optional "retry". */
+/* An action or compensation: {"http": {...}}, {"amqp": {...}} or {"hold": {...}}, with an
+ * optional "retry". */
 static int parse_call(json_t *obj, const char *path, const struct scope *scope,
                       const struct hf__saga_retry *retry, int64_t timeout_ms,
                       struct hf__saga_call *c, hf_error *err)
 {
-	static const char *const keys[] = {"http", "hold", "retry", NULL};
+	static const char *const keys[] = {"http", "amqp", "hold", "retry", NULL};
 	char p[PATH_MAX_LEN];
 	int rc;
 	if (!json_is_object(obj))
-		return bad(err, path, "must be an object with \"http\" or \"hold\"%s", "");
+		return bad(err, path, "must be an object with \"http\", \"amqp\" or \"hold\"%s", "");
 	if ((rc = only_keys(obj, path, keys, err)))
 		return rc;
 	c->retry = *retry;
@@ -281,15 +329,21 @@ static int parse_call(json_t *obj, const char *path, const struct scope *scope,
 	subpath(p, sizeof(p), path, "retry");
 	if (r && (rc = parse_retry(r, p, &c->retry, err)))
 		return rc;
-	json_t *http = json_object_get(obj, "http"), *hold = json_object_get(obj, "hold");
-	if (!http == !hold)
-		return bad(err, path, "must have exactly one of \"http\" and \"hold\"%s", "");
-	c->spec = http ? http : hold;
-	c->kind = http ? HF__SAGA_HTTP : HF__SAGA_HOLD;
-	subpath(p, sizeof(p), path, http ? "http" : "hold");
+	static const char *const kinds[] = {[HF__SAGA_HTTP] = "http", [HF__SAGA_HOLD] = "hold",
+	                                    [HF__SAGA_AMQP] = "amqp"};
+	int found = 0;
+	for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++)
+		if ((c->spec = json_object_get(obj, kinds[k])) != NULL)
+			found++, c->kind = (enum hf__saga_kind)k;
+	if (found != 1)
+		return bad(err, path, "must have exactly one of \"http\", \"amqp\" and \"hold\"%s", "");
+	c->spec = json_object_get(obj, kinds[c->kind]);
+	subpath(p, sizeof(p), path, kinds[c->kind]);
 	if (!json_is_object(c->spec))
 		return bad(err, p, "must be an object%s", "");
-	return http ? parse_http(c->spec, p, scope, c, err) : parse_hold(c->spec, p, scope, c, err);
+	return c->kind == HF__SAGA_HTTP ? parse_http(c->spec, p, scope, c, err)
+	       : c->kind == HF__SAGA_AMQP ? parse_amqp(c->spec, p, scope, c, err)
+	                                  : parse_hold(c->spec, p, scope, c, err);
 }
 
 /* ---- the type ---- */

@@ -1,6 +1,6 @@
 /*
  * api_test.c — the saga API in process (hf_saga_* on a file: store): validation errors, a
- * saga of hold steps to completion, and hf_close in the middle of an HTTP step that hangs
+ * saga of hold steps to completion (the orchestrator's threads start with it, not before), and hf_close in the middle of an HTTP step that hangs
  * (a socket that never answers): the close returns promptly, the next hf_open resumes the
  * saga, and once the service is gone for good the saga compensates and leaves no hold.
  */
@@ -101,10 +101,25 @@ static size_t live_holds(hf_store *s, const char *id)
 	return n;
 }
 
+/* The threads of this process (/proc/self/task). */
+static size_t threads(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[128];
+	size_t n = 0;
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "Threads: %zu", &n) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return n;
+}
+
 static void test_validation_and_holds(void **state)
 {
 	(void)state;
 	hf_store *s = open_store();
+	size_t opened = threads(); /* no saga thread: the store has no saga yet */
 	char *json = NULL;
 	hf_error err;
 	assert_int_equal(hf_saga_type_put(s, "t", "{\"steps\":[{\"name\":\"a\",\"action\":{\"hold\":"
@@ -122,8 +137,10 @@ static void test_validation_and_holds(void **state)
 	                                  &json, &err),
 	                 HF_OK);
 	free(json);
+	assert_int_equal(threads(), opened); /* types alone start nothing */
 	char *id = start(s, "holds", "{\"n\":1}");
 	json_decref(wait_state(s, id, "completed"));
+	assert_true(threads() >= opened + 4); /* the first saga started the workers */
 	assert_int_equal(live_holds(s, id), 1);
 	assert_int_equal(hf_saga_resume(s, id, &json, &err), HF_ESAGASTATE);
 	assert_int_equal(hf_saga_list(s, "completed", "holds", NULL, 10, &json, &err), HF_OK);

@@ -264,7 +264,9 @@ def test_compensation_budget_then_resume(t):
     # The service recovers; the operator resumes.
     t.svc.rules["undo_a3"] = {"status": 200}
     st, body, _ = t.srv.post("/v1/sagas/%s/resume" % sid)
-    assert st == 200 and body["state"] == "compensating", (st, body)
+    # The answer is the saga as it is after the wake: an idle worker may already have finished
+    # the one compensation left (seen on PostgreSQL under load).
+    assert st == 200 and body["state"] in ("compensating", "failed"), (st, body)
     body = t.wait(sid, ["failed", "compensation_failed"])
     assert body["state"] == "failed", body
     assert body["steps"][0]["state"] == "compensated"

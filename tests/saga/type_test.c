@@ -1,6 +1,6 @@
 /*
  * type_test.c — cmocka tests of saga types (src/saga/type.c): the flight booking type of
- * SAGA_FORMAT.md parses; each kind of mistake is refused with a message naming its path;
+ * SAGA_FORMAT.md parses (and with its payment as an AMQP step); each kind of mistake is refused with a message naming its path;
  * and templates (src/saga/template.c) expand with their types kept.
  */
 #include <setjmp.h>
@@ -74,6 +74,29 @@ static void expect_error(const char *from, const char *to, const char *message)
 		fail_msg("got \"%s\", expected \"%s\"", err.message, message);
 }
 
+#define PAY_HTTP "{\"http\":{\"method\":\"POST\",\"url\":\"{{input.payment_url}}/p\","
+
+/* The payment as a request to a queue: its reply's body feeds the compensation's template. */
+static void test_amqp_step_parses(void **state)
+{
+	(void)state;
+	char text[sizeof(flight) + 256];
+	const char *at = strstr(flight, PAY_HTTP);
+	assert_non_null(at);
+	snprintf(text, sizeof(text), "%.*s%s%s", (int)(at - flight), flight,
+	         "{\"amqp\":{\"url\":\"{{input.amqp}}\",\"routing_key\":\"payments\","
+	         "\"body\":{\"card\":\"{{input.card}}\"},",
+	         at + strlen(PAY_HTTP));
+	struct hf__saga_type *t;
+	hf_error err = {0};
+	if (parse_text(text, &t, &err) != HF_OK)
+		fail_msg("%s", err.message);
+	assert_int_equal(t->steps[2].action.kind, HF__SAGA_AMQP);
+	assert_int_equal(t->steps[2].action.timeout_ms, 60000);
+	assert_int_equal(t->steps[2].compensation.kind, HF__SAGA_HTTP);
+	hf__saga_type_free(t);
+}
+
 static void test_errors_name_the_path(void **state)
 {
 	(void)state;
@@ -101,7 +124,15 @@ static void test_errors_name_the_path(void **state)
 	expect_error("{\"name\":\"confirm_seat\",", "{\"name\":\"confirm_seat\",\"barrier\":true,",
 	             "steps: step \"confirm_seat\" has a barrier but no compensation");
 	expect_error("{\"hold\":{\"op\":\"release\"", "{\"http\":{},\"hold\":{\"op\":\"release\"",
-	             "steps[1].compensation: must have exactly one of \"http\" and \"hold\"");
+	             "steps[1].compensation: must have exactly one of \"http\", \"amqp\" and \"hold\"");
+	expect_error(PAY_HTTP, "{\"amqp\":{\"url\":\"amqp://h\",\"routing_key\":\"\",",
+	             "steps[2].action.amqp.routing_key: must be a string of 1..255 bytes (templates allowed)");
+	expect_error(PAY_HTTP, "{\"amqp\":{\"url\":\"http://h\",\"routing_key\":\"pay\",",
+	             "steps[2].action.amqp.url: must start with amqp:// (or a template), not \"http://h\"");
+	expect_error(PAY_HTTP, "{\"amqp\":{\"url\":\"amqp://h\",\"routing_key\":\"{{steps.x.body}}\",",
+	             "steps[2].action.amqp.routing_key: template refers to unknown step \"x\"");
+	expect_error(PAY_HTTP, "{\"amqp\":{\"url\":\"amqp://h\",\"routing_key\":\"p\",\"method\":\"POST\",",
+	             "steps[2].action.amqp: unknown field \"method\"");
 	expect_error("{{input.customer}}", "{{input.customer",
 	             "steps[0].action.http.body: a template \"{{\" is not closed by \"}}\" (or is empty or too long)");
 	expect_error("\"op\":\"acquire\"", "\"op\":\"grab\"",
@@ -151,6 +182,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_flight_type_parses),
 	    cmocka_unit_test(test_errors_name_the_path),
+	    cmocka_unit_test(test_amqp_step_parses),
 	    cmocka_unit_test(test_templates_expand),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -740,6 +740,7 @@ const struct hf__engine_ops hf__engine_postgres = {
 	.cancel = pg_cancel,
 	.tick = NULL, /* time is the database's: hf_options.clock does not apply */
 	.sagas = true,
+	.shared_sagas = true,
 };
 
 const struct hf__engine_ops hf__engine_postgresql = {
@@ -750,4 +751,5 @@ const struct hf__engine_ops hf__engine_postgresql = {
 	.cancel = pg_cancel,
 	.tick = NULL,
 	.sagas = true,
+	.shared_sagas = true,
 };
