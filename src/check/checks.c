@@ -44,6 +44,7 @@ struct hinfo {
 	size_t grant;        /* its acquire (ok, not a replay) */
 	size_t first_op, n;  /* its operations in `by_hold` */
 	bool confirmed;      /* a confirm was acknowledged */
+	bool extend_info;    /* an extend of unknown outcome (it may have shortened the lease) */
 	size_t release;      /* the first acknowledged release, or NEVER */
 	size_t release_info; /* the first release of unknown outcome, or NEVER */
 	size_t live_after;   /* it was live at this position (the latest proof) */
@@ -137,6 +138,33 @@ static size_t max_sz(size_t a, size_t b)
 	return a > b ? a : b;
 }
 
+/* Seen ended before its lease (less the slack) could have run out, and neither confirmed nor
+ * released by its holder before: the engine ended the lease early — or its clock ran ahead
+ * of the clients' by more than the slack (a forward clock step). Holds with an extend of
+ * unknown outcome are left alone (it may have set a shorter lease). */
+static void check_lease_cut_short(struct ctx *c, const struct hinfo *hi, size_t s, size_t e,
+                                  int64_t lease)
+{
+	const struct hfc_history *h = c->h;
+	if (hi->ended_by == NEVER || hi->confirmed || hi->extend_info || lease == INT64_MIN ||
+	    lease_pos(c, lease - c->opt->lease_slack_us) <= hi->ended_by)
+		return;
+	for (size_t k = s; k < e; k++) {
+		const struct hfc_op *o = &h->ops[c->by_hold[k]];
+		if (o->f == HFC_RELEASE && (o->type == HFC_OK || o->type == HFC_INFO) &&
+		    POS(o->inv_line) < hi->ended_by)
+			return;
+	}
+	if (violation(c, HFC_CHECK_LEASE_CUT_SHORT)) {
+		fprintf(c->out,
+		        "hold %s: seen ended before its lease could have run out (lease end "
+		        "%" PRId64 " us less the slack %" PRId64 " us), not released\n",
+		        h->ops[hi->grant].hold, lease, c->opt->lease_slack_us);
+		print_op(c, hi->grant);
+		print_op(c, hi->ended_op);
+	}
+}
+
 /* Builds what is known of each hold and checks the per-hold promises: one grant per id, a
  * confirmed hold ends only by its holder, a released hold stays released. */
 static int build_holds(struct ctx *c)
@@ -215,11 +243,12 @@ static int build_holds(struct ctx *c)
 			}
 			if (o->type == HFC_OK && o->f == HFC_CONFIRM)
 				hi->confirmed = true;
-			if (o->type == HFC_OK && o->f == HFC_EXTEND && o->ttl_ms && o->inv_us) {
-				int64_t l = o->inv_us + o->ttl_ms * 1000;
-				if (lease == INT64_MIN || l > lease)
-					lease = l;
-			}
+			/* An extend sets a new lease from when it is applied (semantics.md), which
+			 * may be shorter than the one before: the last acknowledged one counts. */
+			if (o->type == HFC_OK && o->f == HFC_EXTEND && o->ttl_ms && o->inv_us)
+				lease = o->inv_us + o->ttl_ms * 1000;
+			if (o->type == HFC_INFO && o->f == HFC_EXTEND)
+				hi->extend_info = true;
 			if (o->f == HFC_RELEASE && o->type == HFC_OK)
 				hi->release = i;
 			if (o->f == HFC_RELEASE && o->type == HFC_INFO && hi->release_info == NEVER)
@@ -279,6 +308,7 @@ static int build_holds(struct ctx *c)
 				print_op(c, hi->ended_op);
 			}
 		}
+		check_lease_cut_short(c, hi, s, e, lease);
 		/* The earliest it could have ended: after its last proof of life, and by its
 		 * lease (not once confirmed) or a release of unknown outcome. */
 		size_t by_lease = hi->confirmed ? NEVER
