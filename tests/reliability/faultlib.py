@@ -154,12 +154,22 @@ class Proc:
 
 def background(hist, pid, server, rng, stop, names=("bg-0", "bg-1", "bg-2"), confirm=0.0,
                timeout=60):
-    """Takes and releases locks until told to stop; some holds are extended, some confirmed
-    (with probability `confirm`: a confirmed hold must never be lost), some left to expire.
+    """Takes and releases locks until told to stop; some holds are extended, some left to
+    expire. With probability `confirm` a step instead takes a lock of its own and confirms it,
+    and keeps it: a confirmed hold must never be lost (read_back reads it at the end).
     After an answer that leaves the outcome unknown the client pauses a little (a killed
     server refuses at once)."""
     p = Proc(hist, pid, server, timeout=timeout)
+    kept = 0
     while not stop.is_set():
+        if rng.random() < confirm:
+            kept += 1
+            h = p.acquire("keep-%d-%d" % (pid, kept), ttl_ms=2000)
+            if h:
+                p.hold_op("confirm", h)
+            if p.unknown:
+                time.sleep(0.05)
+            continue
         res = rng.choice(names)
         h = p.acquire(res, ttl_ms=rng.choice([300, 600, 1200]), wait_ms=rng.choice([0, 500]))
         if p.unknown:
@@ -168,8 +178,6 @@ def background(hist, pid, server, rng, stop, names=("bg-0", "bg-1", "bg-2"), con
         if h and rng.random() < 0.85:
             if rng.random() < 0.3:
                 p.hold_op("extend", h, ttl_ms=rng.choice([300, 900]))
-            if rng.random() < confirm:
-                p.hold_op("confirm", h)
             p.hold_op("release", h)
             if p.unknown:
                 time.sleep(0.05)
