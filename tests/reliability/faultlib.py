@@ -105,10 +105,11 @@ class Proc:
             return None, None
         if st == ok_status:
             return st, js
-        code = (js or {}).get("error", {}).get("code", "http_%d" % st)
+        err = (js or {}).get("error", {})
+        code = err.get("code", "http_%d" % st)
         self.unknown = code in UNKNOWN
         self.hist.add(process=self.pid, type="info" if self.unknown else "fail", f=f,
-                      error=code, **fields)
+                      error=code, message=err.get("message", ""), **fields)
         return st, js
 
     def acquire(self, res, ttl_ms, wait_ms=0):

@@ -195,7 +195,8 @@ class RedisServer:
     def start(self):
         cmd = ["redis-server", "--port", str(self.port), "--bind", " ".join(self.bind),
                "--dir", self.dir, "--save", "", "--logfile", os.path.join(self.dir, "log"),
-               "--appendonly", "yes" if self.aof else "no", "--appendfsync", "always"]
+               "--appendonly", "yes" if self.aof else "no", "--appendfsync", "always",
+               "--protected-mode", "no"]  # the namespace reaches it on a veth address
         deadline = time.monotonic() + 20
         while True:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
@@ -480,7 +481,9 @@ def pg_listen_on(addr):
 
 def scenario_partition_pg(binary, checker, rng):
     """A (in a namespace, TCP to PostgreSQL over link 1; its clients over link 0) is cut from
-    the database for longer than the workload's leases, then healed; B, outside, goes on."""
+    the database, then healed; B, outside, goes on. Each round A's client holds a lock and
+    sends an extend into the cut; B's client waits for the lock and must be granted it while
+    A is cut off (the lease is the database's); healed, A's extend must answer hold_ended."""
     net = netns_or_skip(2)
     try:
         pgtest.reset_schema()
@@ -491,18 +494,36 @@ def scenario_partition_pg(binary, checker, rng):
         b = Holdfastd(binary, pgtest.URL)
         run = Run("partition-pg", checker, rng)
         run.load([a, b])
+        pa, pb = Proc(run.hist, 1, a), Proc(run.hist, 2, b)
         try:
             for rnd in range(rounds(2, 6)):
-                pause(rng, 0.5, 1.0)
+                pause(rng, 0.3, 0.8)
+                res, lease = "part-lock-%d" % rnd, rng.randrange(800, 1500)
+                h = pa.acquire(res, ttl_ms=lease)
                 net.cut(1)
                 run.faults += 1
-                # Longer than the workload's leases (≤ 1.2 s): B grants what A's clients held;
-                # the long form also outlasts tcp_user_timeout (20 s): A's connections die.
-                pause(rng, 1.5, 3.0) if not LONG else pause(rng, 2.0, 25.0)
+                ext = {}
+                t = threading.Thread(target=lambda: ext.update(
+                    code=pa.hold_op("extend", h, ttl_ms=60000) if h else None))
+                t.start()
+                h2 = pb.acquire(res, ttl_ms=2000, wait_ms=lease + 30000)
+                check(h2, "partition-pg: B did not grant the lock of A's cut-off client")
+                # The long form also outlasts tcp_user_timeout (20 s): A's connections die.
+                pause(rng, 0.0, 1.0) if not LONG else pause(rng, 2.0, 25.0)
                 net.heal(1)
-            pause(rng, 1.0, 2.0)
+                t.join(90)
+                # hold_ended; in the long form A's connection may have died (503).
+                check(not h or ext.get("code") == "hold_ended" or
+                      (LONG and ext.get("code") == "engine_unavailable"),
+                      "partition-pg: A's extend sent into the cut answered %s" %
+                      ext.get("code"))
+                if h2:
+                    pb.hold_op("release", h2)
+            pause(rng, 0.5, 1.0)
         finally:
             net.heal(1)
+            pa.close()
+            pb.close()
             run.end_load()
         read_back(run.hist, b)
         check(a.stop() == 0 and b.stop() == 0, "partition-pg: holdfastd did not stop cleanly")
@@ -527,6 +548,7 @@ def scenario_partition_redlock(binary, checker, rng):
             "127.0.0.1:%d" % m.port for m in masters))
         run = Run("partition-redlock", checker, rng)
         run.load([a, b], confirm=0.0)
+        pa = Proc(run.hist, 1, a)
         try:
             for rnd in range(rounds(2, 8)):
                 cut = rng.sample(range(3), 1 + rnd % 2)
@@ -534,6 +556,12 @@ def scenario_partition_redlock(binary, checker, rng):
                 for k in cut:
                     net.cut(k + 1)
                 run.faults += 1
+                # The cut is seen: with one master gone A still has a majority, with two not.
+                h = pa.acquire("probe-%d" % rnd, ttl_ms=1000)
+                check((h is not None) == (len(cut) == 1), "partition-redlock: A cut from %d "
+                      "of 3 masters %s a lock" % (len(cut), "took" if h else "did not take"))
+                if h:
+                    pa.hold_op("release", h)
                 pause(rng, 1.5, 3.0)
                 for k in cut:
                     net.heal(k + 1)
@@ -541,6 +569,7 @@ def scenario_partition_redlock(binary, checker, rng):
         finally:
             for k in range(3):
                 net.heal(k + 1)
+            pa.close()
             run.end_load()
         check(a.stop() == 0 and b.stop() == 0,
               "partition-redlock: holdfastd did not stop cleanly")
