@@ -44,7 +44,6 @@ struct hinfo {
 	size_t grant;        /* its acquire (ok, not a replay) */
 	size_t first_op, n;  /* its operations in `by_hold` */
 	bool confirmed;      /* a confirm was acknowledged */
-	bool extend_info;    /* an extend of unknown outcome (it may have shortened the lease) */
 	size_t release;      /* the first acknowledged release, or NEVER */
 	size_t release_info; /* the first release of unknown outcome, or NEVER */
 	size_t live_after;   /* it was live at this position (the latest proof) */
@@ -138,15 +137,19 @@ static size_t max_sz(size_t a, size_t b)
 	return a > b ? a : b;
 }
 
+static int64_t min_i64(int64_t a, int64_t b)
+{
+	return a < b ? a : b;
+}
+
 /* Seen ended before its lease (less the slack) could have run out, and neither confirmed nor
  * released by its holder before: the engine ended the lease early — or its clock ran ahead
- * of the clients' by more than the slack (a forward clock step). Holds with an extend of
- * unknown outcome are left alone (it may have set a shorter lease). */
+ * of the clients' by more than the slack (a forward clock step). */
 static void check_lease_cut_short(struct ctx *c, const struct hinfo *hi, size_t s, size_t e,
                                   int64_t lease)
 {
 	const struct hfc_history *h = c->h;
-	if (hi->ended_by == NEVER || hi->confirmed || hi->extend_info || lease == INT64_MIN ||
+	if (hi->ended_by == NEVER || hi->confirmed || lease == INT64_MIN ||
 	    lease_pos(c, lease - c->opt->lease_slack_us) <= hi->ended_by)
 		return;
 	for (size_t k = s; k < e; k++) {
@@ -212,6 +215,7 @@ static int build_holds(struct ctx *c)
 		                     .ended_op = NEVER};
 		const struct hfc_op *g = &h->ops[grant];
 		int64_t lease = g->ttl_ms && g->inv_us ? g->inv_us + g->ttl_ms * 1000 : INT64_MIN;
+		int64_t info_lease = INT64_MAX; /* INT64_MIN: an unknown extend without a ttl */
 		/* The grant's answer shows the hold live when it arrived, unless the lease may have
 		 * run out before that (an answer held up past the lease: a stopped server, a slow
 		 * link); then it was live only at some moment of the acquire's window. */
@@ -244,11 +248,15 @@ static int build_holds(struct ctx *c)
 			if (o->type == HFC_OK && o->f == HFC_CONFIRM)
 				hi->confirmed = true;
 			/* An extend sets a new lease from when it is applied (semantics.md), which
-			 * may be shorter than the one before: the last acknowledged one counts. */
+			 * may be shorter than the one before: the last acknowledged one counts, and
+			 * one of unknown outcome may have been applied at any time after it was
+			 * sent (even after a later acknowledged one: held up in a stopped server). */
 			if (o->type == HFC_OK && o->f == HFC_EXTEND && o->ttl_ms && o->inv_us)
 				lease = o->inv_us + o->ttl_ms * 1000;
 			if (o->type == HFC_INFO && o->f == HFC_EXTEND)
-				hi->extend_info = true;
+				info_lease = o->ttl_ms && o->inv_us && info_lease != INT64_MIN
+				                 ? min_i64(info_lease, o->inv_us + o->ttl_ms * 1000)
+				                 : INT64_MIN;
 			if (o->f == HFC_RELEASE && o->type == HFC_OK)
 				hi->release = i;
 			if (o->f == HFC_RELEASE && o->type == HFC_INFO && hi->release_info == NEVER)
@@ -308,6 +316,8 @@ static int build_holds(struct ctx *c)
 				print_op(c, hi->ended_op);
 			}
 		}
+		if (lease != INT64_MIN)
+			lease = min_i64(lease, info_lease);
 		check_lease_cut_short(c, hi, s, e, lease);
 		/* The earliest it could have ended: after its last proof of life, and by its
 		 * lease (not once confirmed) or a release of unknown outcome. */
