@@ -21,6 +21,8 @@ the choices — kill moments, pauses, leases; the interleaving is the machine's)
                      down) and healed, while another one outside keeps serving
   partition-redlock  a holdfastd in a namespace on redlock:// over 3 redis-servers, cut from
                      one master, then from two, and healed; another one outside
+  stall-pg           the minimal reproduction of a known defect (fails today; not in CTest):
+                     one stalled transaction on a resource with a due lease stalls every change
 The pg and partition-pg scenarios run under tests/pg/with_pg.sh. Partitions need root (or
 CAP_NET_ADMIN) and `ip netns`: without them the run exits 77 (CTest's skip) with the reason.
 HF_FAULT_LONG=1: the long form (more rounds, longer faults).
@@ -580,7 +582,41 @@ def scenario_partition_redlock(binary, checker, rng):
         net.close()
 
 
+def scenario_stall_pg(binary, checker, rng):
+    """Known defect, not run by CTest (docs/reliability.md, section 9): a transaction that
+    stalls holding a resource's row (an instance paused or cut off mid-change) while a lease
+    on that resource is due makes every change of every instance wait for it — each one
+    answers 503 after lock_timeout (5 s) — until the stalled transaction ends
+    (idle_in_transaction_session_timeout, 30 s). The stall is a superuser session here."""
+    pgtest.reset_schema()
+    b = Holdfastd(binary, pgtest.URL)
+    run = Run("stall-pg", checker, rng)
+    p = Proc(run.hist, 1, b)
+    s = None
+    try:
+        p.acquire("x", ttl_ms=200)
+        s = pgtest.Psql()
+        s.send("SET search_path TO hf_test; BEGIN;"
+               " SELECT name FROM resources WHERE name = 'x' FOR UPDATE;")
+        run.faults += 1
+        time.sleep(0.5)  # x's lease is due now; its row stays locked
+        for name in ("y", "z"):
+            t0 = time.monotonic()
+            h = p.acquire(name, ttl_ms=1000)
+            check(h, "stall-pg: an acquire of '%s' (untouched by the stalled transaction) "
+                  "answered %s after %.1f s" % (name, run.hist.lines[-1].get("message"),
+                                                time.monotonic() - t0))
+    finally:
+        if s:
+            s.send("ROLLBACK;")
+            s.close()
+        p.close()
+        b.stop()
+    run.finish([b.log_path])
+
+
 SCENARIOS = {
+    "stall-pg": scenario_stall_pg,
     "kill-pg": scenario_kill_pg, "kill-file": scenario_kill_file,
     "pg-restart": scenario_pg_restart, "redis-kill": scenario_redis_kill,
     "clock-pg": scenario_clock_pg, "clock-file": scenario_clock_file,
@@ -592,7 +628,8 @@ def main():
     if len(sys.argv) < 4 or any(s not in SCENARIOS for s in sys.argv[3:]):
         raise SystemExit(__doc__)
     binary, checker = (os.path.abspath(p) for p in sys.argv[1:3])
-    if any(s in ("kill-pg", "pg-restart", "clock-pg", "partition-pg") for s in sys.argv[3:]):
+    if any(s in ("kill-pg", "pg-restart", "clock-pg", "partition-pg", "stall-pg")
+           for s in sys.argv[3:]):
         pgtest.need_pg()
     seed = seed_from_env()
     for name in sys.argv[3:]:
