@@ -28,7 +28,6 @@ CAP_NET_ADMIN) and `ip netns`: without them the run exits 77 (CTest's skip) with
 HF_FAULT_LONG=1: the long form (more rounds, longer faults).
 
 Usage: faults_test.py HOLDFASTD HOLDFAST_CHECK SCENARIO..."""
-import json
 import os
 import random
 import shutil
@@ -80,9 +79,9 @@ class Run:
             t.join(120)
             check(not t.is_alive(), "%s: a client did not finish" % self.name)
 
-    def finish(self, logs=(), slack_us=None, expect=0, last=True):
+    def finish(self, servers=(), slack_us=None, expect=0, last=True):
         """Writes the history, runs holdfast-check (expect: its exit status), prints the
-        figures; the history and the logs are kept on a failure."""
+        figures; the history and the servers' logs are kept on a failure."""
         self.hist.write(self.path)
         args = ["--lease-slack-us", str(slack_us)] if slack_us else []
         rc, out = run_check(self.checker, self.path, "--max-print", "2", *args)
@@ -97,10 +96,11 @@ class Run:
         totals["faults"] += self.faults
         totals["scenarios"] += 1
         if not ok:
-            for log in logs:
-                print("log: %s" % log, flush=True)
+            for server in servers:
+                print("log: %s" % server.log_path, flush=True)
         elif last and not failures:
-            shutil.rmtree(self.keep, ignore_errors=True)
+            for d in [self.keep] + [server.dir for server in servers]:
+                shutil.rmtree(d, ignore_errors=True)
         return rc, out
 
 
@@ -136,7 +136,7 @@ def scenario_kill_pg(binary, checker, rng):
         run.end_load()
     read_back(run.hist, a)
     check(a.stop() == 0 and b.stop() == 0, "kill-pg: holdfastd did not stop cleanly")
-    run.finish([a.log_path, b.log_path])
+    run.finish([a, b])
 
 
 def scenario_kill_file(binary, checker, rng):
@@ -150,7 +150,7 @@ def scenario_kill_file(binary, checker, rng):
         run.end_load()
     read_back(run.hist, a)
     check(a.stop() == 0, "kill-file: holdfastd did not stop cleanly")
-    run.finish([a.log_path])
+    run.finish([a])
     shutil.rmtree(d, ignore_errors=True)
 
 
@@ -173,7 +173,7 @@ def scenario_pg_restart(binary, checker, rng):
         run.end_load()
     read_back(run.hist, a)
     check(a.stop() == 0 and b.stop() == 0, "pg-restart: holdfastd did not stop cleanly")
-    run.finish([a.log_path, b.log_path])
+    run.finish([a, b])
 
 
 def free_port():
@@ -253,8 +253,7 @@ def redis_no_persistence(binary, checker, rng):
         q.close()
         a.stop()
         r.close()
-    rc, out = run.finish([a.log_path], expect=1)
-    return out
+    run.finish([a], expect=1)
 
 
 def scenario_redis_kill(binary, checker, rng):
@@ -276,7 +275,7 @@ def scenario_redis_kill(binary, checker, rng):
     read_back(run.hist, a)
     check(a.stop() == 0 and b.stop() == 0, "redis-kill: holdfastd did not stop cleanly")
     r.close()
-    run.finish([a.log_path, b.log_path])
+    run.finish([a, b])
     redis_no_persistence(binary, checker, rng)
 
 
@@ -348,7 +347,7 @@ def scenario_clock_pg(binary, checker, rng):
     read_back(run.hist, b)
     check(a.stop() == 0 and b.stop() == 0, "clock-pg: holdfastd did not stop cleanly")
     clock.close()
-    run.finish([a.log_path, b.log_path])
+    run.finish([a, b])
 
 
 def scenario_clock_file(binary, checker, rng):
@@ -401,10 +400,10 @@ def scenario_clock_file(binary, checker, rng):
     clock.close()
     # Judged by the clients' clock the forward step is a double grant; with the step as the
     # lease slack (the drift between the engine's clock and the clients') it is valid.
-    run.finish([a.log_path], expect=1, last=False)
+    run.finish([a], expect=1, last=False)
     run.name = "clock-file (slack = the step)"
     totals["scenarios"] -= 1
-    run.finish([a.log_path], slack_us=(step + 1) * 1000000)
+    run.finish([a], slack_us=(step + 1) * 1000000)
     shutil.rmtree(d, ignore_errors=True)
 
 
@@ -529,7 +528,7 @@ def scenario_partition_pg(binary, checker, rng):
             run.end_load()
         read_back(run.hist, b)
         check(a.stop() == 0 and b.stop() == 0, "partition-pg: holdfastd did not stop cleanly")
-        run.finish([a.log_path, b.log_path])
+        run.finish([a, b])
     finally:
         net.close()
 
@@ -575,7 +574,7 @@ def scenario_partition_redlock(binary, checker, rng):
             run.end_load()
         check(a.stop() == 0 and b.stop() == 0,
               "partition-redlock: holdfastd did not stop cleanly")
-        run.finish([a.log_path, b.log_path])
+        run.finish([a, b])
     finally:
         for m in masters:
             m.close()
@@ -612,7 +611,7 @@ def scenario_stall_pg(binary, checker, rng):
             s.close()
         p.close()
         b.stop()
-    run.finish([b.log_path])
+    run.finish([b])
 
 
 SCENARIOS = {
