@@ -79,14 +79,17 @@ class Run:
             t.join(120)
             check(not t.is_alive(), "%s: a client did not finish" % self.name)
 
-    def finish(self, servers=(), slack_us=None, expect=0, last=True):
-        """Writes the history, runs holdfast-check (expect: its exit status), prints the
-        figures; the history and the servers' logs are kept on a failure."""
+    def finish(self, servers=(), slack_us=None, expect=0, last=True, violation=None):
+        """Writes the history, runs holdfast-check (expect: its exit status; violation: a
+        check it must name), prints the figures; the history and the servers' logs are kept
+        on a failure."""
         self.hist.write(self.path)
         args = ["--lease-slack-us", str(slack_us)] if slack_us else []
         rc, out = run_check(self.checker, self.path, "--max-print", "2", *args)
-        ok = check(rc == expect, "%s: holdfast-check status %d, expected %d, on %s:\n%s" %
-                   (self.name, rc, expect, self.path, out))
+        ok = check(rc == expect and (violation is None or "VIOLATION %s:" % violation in out),
+                   "%s: holdfast-check status %d, expected %d%s, on %s:\n%s" %
+                   (self.name, rc, expect, " (%s)" % violation if violation else "",
+                    self.path, out))
         ops, unknown = count(self.path)
         print("%s: %d operations (%d unknown), %d faults; holdfast-check%s: %s" %
               (self.name, ops, unknown, self.faults, " " + " ".join(args) if args else "",
@@ -101,7 +104,6 @@ class Run:
         elif last and not failures:
             for d in [self.keep] + [server.dir for server in servers]:
                 shutil.rmtree(d, ignore_errors=True)
-        return rc, out
 
 
 def pause(rng, lo, hi):
@@ -253,7 +255,7 @@ def redis_no_persistence(binary, checker, rng):
         q.close()
         a.stop()
         r.close()
-    run.finish([a], expect=1)
+    run.finish([a], expect=1, violation="lost_confirm")
 
 
 def scenario_redis_kill(binary, checker, rng):
@@ -354,7 +356,7 @@ def scenario_clock_file(binary, checker, rng):
     """The embedded engine judges leases by the wall clock (CLOCK_REALTIME; hf_now_ms). A
     forward step ends leases early by the step: another client is granted a lock whose
     holder's lease had most of its time left — the checker, judging by the clients' clock,
-    must call that a double grant unless told the drift (--lease-slack-us). A backward step
+    must call that a lease cut short unless told the drift (--lease-slack-us). A backward step
     stretches leases by the step: nothing is granted early (safe), expiry comes late."""
     clock = FakeClock()
     d = tempfile.mkdtemp(prefix="hf-faults-file-")
@@ -398,9 +400,9 @@ def scenario_clock_file(binary, checker, rng):
     read_back(run.hist, a)
     check(a.stop() == 0, "clock-file: holdfastd did not stop cleanly")
     clock.close()
-    # Judged by the clients' clock the forward step is a double grant; with the step as the
+    # Judged by the clients' clock the forward step cut leases short; with the step as the
     # lease slack (the drift between the engine's clock and the clients') it is valid.
-    run.finish([a], expect=1, last=False)
+    run.finish([a], expect=1, last=False, violation="lease_cut_short")
     run.name = "clock-file (slack = the step)"
     totals["scenarios"] -= 1
     run.finish([a], slack_us=(step + 1) * 1000000)
