@@ -133,7 +133,7 @@ def scenario_kill_pg(binary, checker, rng):
     run = Run("kill-pg", checker, rng)
     run.load([a, b])
     try:
-        kill_rounds(run, [a, b], rng, rounds(4, 30))
+        kill_rounds(run, [a, b], rng, rounds(3, 30))
     finally:
         run.end_load()
     read_back(run.hist, a)
@@ -147,7 +147,7 @@ def scenario_kill_file(binary, checker, rng):
     run = Run("kill-file", checker, rng)
     run.load([a], per_server=4)
     try:
-        kill_rounds(run, [a], rng, rounds(4, 30))
+        kill_rounds(run, [a], rng, rounds(3, 30))
     finally:
         run.end_load()
     read_back(run.hist, a)
@@ -164,7 +164,7 @@ def scenario_pg_restart(binary, checker, rng):
     run = Run("pg-restart", checker, rng)
     run.load([a, b])
     try:
-        for rnd in range(rounds(3, 20)):
+        for rnd in range(rounds(2, 20)):
             pause(rng, 0.5, 1.2)
             pgtest.pg_stop(rng.choice(["immediate", "immediate", "fast"]))
             run.faults += 1
@@ -265,7 +265,7 @@ def scenario_redis_kill(binary, checker, rng):
     run = Run("redis-kill", checker, rng)
     run.load([a, b])
     try:
-        for rnd in range(rounds(3, 20)):
+        for rnd in range(rounds(2, 20)):
             pause(rng, 0.5, 1.2)
             r.kill()
             run.faults += 1
@@ -322,7 +322,7 @@ def scenario_clock_pg(binary, checker, rng):
     run.load([a, b])
     pa, pb = Proc(run.hist, 1, a), Proc(run.hist, 2, b)
     try:
-        for rnd in range(rounds(2, 10)):
+        for rnd in range(rounds(1, 10)):
             res = "clock-lock-%d" % rnd
             lease = rng.randrange(2000, 4000)
             h = pa.acquire(res, ttl_ms=lease)
