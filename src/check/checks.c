@@ -146,8 +146,8 @@ static int64_t min_i64(int64_t a, int64_t b)
 
 /* Seen ended before its lease (less the slack) could have run out, and neither confirmed nor
  * released (nor extended with an unknown outcome) by its holder before: the engine ended
- * the lease early — or its clock ran ahead
- * of the clients' by more than the slack (a forward clock step). */
+ * the lease early — or its clock ran ahead of the clients' by more than the slack (a forward
+ * clock step). */
 static void check_lease_cut_short(struct ctx *c, const struct hinfo *hi, int64_t lease)
 {
 	const struct hfc_history *h = c->h;
@@ -248,7 +248,8 @@ static int build_holds(struct ctx *c)
 			/* An extend sets a new lease from when it is applied (semantics.md), which
 			 * may be shorter than the one before: the last acknowledged one counts, and
 			 * one of unknown outcome may have been applied at any time after it was
-			 * sent (even after a later acknowledged one: held up in a stopped server). */
+			 * sent (even after a later acknowledged one: held up in a stopped server).
+			 */
 			if (o->type == HFC_OK && o->f == HFC_EXTEND && o->ttl_ms && o->inv_us)
 				lease = o->inv_us + o->ttl_ms * 1000;
 			if (o->type == HFC_INFO && o->f == HFC_EXTEND)
