@@ -94,7 +94,8 @@ void hfc_options_init(struct hfc_options *o);
 	X(LOST_CONFIRM, "lost_confirm")     /* an acknowledged confirm did not keep the hold */    \
 	X(LOST_RELEASE, "lost_release")     /* an acknowledged release undone or contradicted */   \
 	X(REAPPEARED, "reappeared")         /* a hold live again after it was seen ended */        \
-	X(NOT_LINEARIZABLE, "not_linearizable") /* no order of grants and ends fits the model */
+	X(NOT_LINEARIZABLE, "not_linearizable") /* no order of grants and ends fits the model */   \
+	X(LEASE_CUT_SHORT, "lease_cut_short")   /* seen ended before its lease could run out */
 
 enum hfc_check_id {
 #define HFC__CHECK_ENUM(id, name) HFC_CHECK_##id,

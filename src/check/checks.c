@@ -45,7 +45,9 @@ struct hinfo {
 	size_t first_op, n;  /* its operations in `by_hold` */
 	bool confirmed;      /* a confirm was acknowledged */
 	size_t release;      /* the first acknowledged release, or NEVER */
-	size_t release_info; /* the first release of unknown outcome, or NEVER */
+	size_t release_info; /* the first release or extend of unknown outcome, or NEVER: it
+	                      * may have ended the hold (an extend too: redlock:// gives up a
+	                      * hold whose extension missed a majority, docs/redis.md) */
 	size_t live_after;   /* it was live at this position (the latest proof) */
 	size_t proof;        /* the op proving it, or NEVER */
 	size_t ended_by;     /* it had ended by this position (the earliest evidence), or NEVER */
@@ -137,6 +139,33 @@ static size_t max_sz(size_t a, size_t b)
 	return a > b ? a : b;
 }
 
+static int64_t min_i64(int64_t a, int64_t b)
+{
+	return a < b ? a : b;
+}
+
+/* Seen ended before its lease (less the slack) could have run out, and neither confirmed nor
+ * released (nor extended with an unknown outcome) by its holder before: the engine ended
+ * the lease early — or its clock ran ahead of the clients' by more than the slack (a forward
+ * clock step). */
+static void check_lease_cut_short(struct ctx *c, const struct hinfo *hi, int64_t lease)
+{
+	const struct hfc_history *h = c->h;
+	if (hi->ended_by == NEVER || hi->confirmed || lease == INT64_MIN ||
+	    lease_pos(c, lease - c->opt->lease_slack_us) <= hi->ended_by ||
+	    (hi->release != NEVER && POS(h->ops[hi->release].inv_line) < hi->ended_by) ||
+	    (hi->release_info != NEVER && POS(h->ops[hi->release_info].inv_line) < hi->ended_by))
+		return;
+	if (violation(c, HFC_CHECK_LEASE_CUT_SHORT)) {
+		fprintf(c->out,
+		        "hold %s: seen ended before its lease could have run out (lease end "
+		        "%" PRId64 " us less the slack %" PRId64 " us), not released\n",
+		        h->ops[hi->grant].hold, lease, c->opt->lease_slack_us);
+		print_op(c, hi->grant);
+		print_op(c, hi->ended_op);
+	}
+}
+
 /* Builds what is known of each hold and checks the per-hold promises: one grant per id, a
  * confirmed hold ends only by its holder, a released hold stays released. */
 static int build_holds(struct ctx *c)
@@ -184,6 +213,7 @@ static int build_holds(struct ctx *c)
 		                     .ended_op = NEVER};
 		const struct hfc_op *g = &h->ops[grant];
 		int64_t lease = g->ttl_ms && g->inv_us ? g->inv_us + g->ttl_ms * 1000 : INT64_MIN;
+		int64_t info_lease = INT64_MAX; /* INT64_MIN: an unknown extend without a ttl */
 		/* The grant's answer shows the hold live when it arrived, unless the lease may have
 		 * run out before that (an answer held up past the lease: a stopped server, a slow
 		 * link); then it was live only at some moment of the acquire's window. */
@@ -215,14 +245,21 @@ static int build_holds(struct ctx *c)
 			}
 			if (o->type == HFC_OK && o->f == HFC_CONFIRM)
 				hi->confirmed = true;
-			if (o->type == HFC_OK && o->f == HFC_EXTEND && o->ttl_ms && o->inv_us) {
-				int64_t l = o->inv_us + o->ttl_ms * 1000;
-				if (lease == INT64_MIN || l > lease)
-					lease = l;
-			}
+			/* An extend sets a new lease from when it is applied (semantics.md), which
+			 * may be shorter than the one before: the last acknowledged one counts, and
+			 * one of unknown outcome may have been applied at any time after it was
+			 * sent (even after a later acknowledged one: held up in a stopped server).
+			 */
+			if (o->type == HFC_OK && o->f == HFC_EXTEND && o->ttl_ms && o->inv_us)
+				lease = o->inv_us + o->ttl_ms * 1000;
+			if (o->type == HFC_INFO && o->f == HFC_EXTEND)
+				info_lease = o->ttl_ms && o->inv_us && info_lease != INT64_MIN
+				                 ? min_i64(info_lease, o->inv_us + o->ttl_ms * 1000)
+				                 : INT64_MIN;
 			if (o->f == HFC_RELEASE && o->type == HFC_OK)
 				hi->release = i;
-			if (o->f == HFC_RELEASE && o->type == HFC_INFO && hi->release_info == NEVER)
+			if ((o->f == HFC_RELEASE || o->f == HFC_EXTEND) && o->type == HFC_INFO &&
+			    hi->release_info == NEVER)
 				hi->release_info = i;
 			if (ended && POS(o->ret_line) < hi->ended_by) {
 				hi->ended_by = POS(o->ret_line);
@@ -279,6 +316,9 @@ static int build_holds(struct ctx *c)
 				print_op(c, hi->ended_op);
 			}
 		}
+		if (lease != INT64_MIN)
+			lease = min_i64(lease, info_lease);
+		check_lease_cut_short(c, hi, lease);
 		/* The earliest it could have ended: after its last proof of life, and by its
 		 * lease (not once confirmed) or a release of unknown outcome. */
 		size_t by_lease = hi->confirmed ? NEVER

@@ -86,10 +86,10 @@ def pg_stop(mode="fast"):
                    check=True, stdout=subprocess.DEVNULL, timeout=60)
 
 
-def pg_start():
-    # The same options as with_pg.sh: Unix socket in PG_DIR only.
-    opts = "-c listen_addresses='' -k %s -c fsync=%s -c max_connections=200" % (
-        PG_DIR, os.environ.get("HF_PG_FSYNC", "off"))
+def pg_start(listen=""):
+    # The same options as with_pg.sh: Unix socket in PG_DIR (and TCP on `listen` if given).
+    opts = "-c listen_addresses='%s' -k %s -c fsync=%s -c max_connections=200" % (
+        listen, PG_DIR, os.environ.get("HF_PG_FSYNC", "off"))
     subprocess.run(_as_pg() + [os.path.join(PGBIN, "pg_ctl"), "-D", os.path.join(PG_DIR, "data"),
                                "-l", os.path.join(PG_DIR, "server.log"), "-w", "-o", opts,
                                "start"], check=True, stdout=subprocess.DEVNULL, timeout=60)

@@ -24,118 +24,12 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pg"))
 import pgtest  # noqa: E402
+from faultlib import History, Holdfastd, Proc, background, check, failures, run_check, \
+    seed_from_env  # noqa: E402
 
 ROUNDS = 2
 WAIT_BOUND_S = 30  # B must grant within this after the lease ends (not a timing assertion:
                    # a liveness bound far above the expiry sweep's delay)
-# Answers that leave the outcome unknown (as holdfast-bench writes them: "info").
-UNKNOWN = {"engine_unavailable", "protocol_error", "shutting_down", "storage_error",
-           "internal_error", "out_of_memory"}
-
-failures = []
-
-
-def check(cond, msg):
-    if not cond:
-        failures.append(msg)
-        print("FAIL:", msg, file=sys.stderr, flush=True)
-    return cond
-
-
-class History:
-    """The history in real-time order: a line's time is taken, and the line appended, under
-    one lock — invocations before the request is sent, completions after the answer came."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.lines = []
-        self.t0 = time.monotonic()
-
-    def add(self, **line):
-        with self.lock:
-            line["time_us"] = int((time.monotonic() - self.t0) * 1e6)
-            self.lines.append(line)
-            return line
-
-    def write(self, path):
-        with open(path, "w") as f:
-            for line in self.lines:
-                f.write(json.dumps(line) + "\n")
-
-
-class Proc:
-    """One client (a history `process`) of one instance: at most one operation open."""
-
-    def __init__(self, hist, pid, server):
-        self.hist, self.pid, self.c = hist, pid, server.client(timeout=60)
-
-    def _call(self, f, method, path, body, fields, ok_status):
-        self.hist.add(process=self.pid, type="invoke", f=f, **fields)
-        try:
-            st, js = self.c.request(method, path, body)
-        except Exception as e:  # noqa: BLE001 — the outcome is unknown
-            self.hist.add(process=self.pid, type="info", f=f, error="connection: %s" % e,
-                          **fields)
-            return None, None
-        if st == ok_status:
-            return st, js
-        code = (js or {}).get("error", {}).get("code", "http_%d" % st)
-        self.hist.add(process=self.pid, type="info" if code in UNKNOWN else "fail", f=f,
-                      error=code, **fields)
-        return st, js
-
-    def acquire(self, res, ttl_ms, wait_ms=0):
-        fields = {"resource": res, "capacity": 1, "units": 1, "ttl_ms": ttl_ms,
-                  "wait_ms": wait_ms}
-        body = {"owner": "p%d" % self.pid, "ttl_ms": ttl_ms, "wait_ms": wait_ms,
-                "resources": [{"name": res, "units": 1, "capacity": 1}]}
-        st, js = self._call("acquire", "POST", "/v1/holds", body, fields, 201)
-        if st != 201:
-            return None
-        self.hist.add(process=self.pid, type="ok", f="acquire", hold=js["id"],
-                      resource=res, capacity=1, units=1, fence=js["fence"][res])
-        return js
-
-    def hold_op(self, f, hold, ttl_ms=None):
-        """extend or release; returns the error code, or None when it succeeded."""
-        body = {"token": hold["token"]}
-        fields = {"hold": hold["id"]}
-        if ttl_ms is not None:
-            body["ttl_ms"] = fields["ttl_ms"] = ttl_ms
-        st, js = self._call(f, "POST", "/v1/holds/%s/%s" % (hold["id"], f), body, fields, 200)
-        if st == 200:
-            self.hist.add(process=self.pid, type="ok", f=f, hold=hold["id"])
-            return None
-        return (js or {}).get("error", {}).get("code", "no answer")
-
-    def read(self, hold_id):
-        self.hist.add(process=self.pid, type="invoke", f="read", hold=hold_id)
-        try:
-            st, js = self.c.request("GET", "/v1/holds/%s" % hold_id)
-        except Exception as e:  # noqa: BLE001
-            self.hist.add(process=self.pid, type="info", f="read", hold=hold_id, error=str(e))
-            return None
-        state = js["state"] if st == 200 else "not_found" if st == 404 else None
-        if state is None:
-            self.hist.add(process=self.pid, type="info", f="read", hold=hold_id,
-                          error="http_%d" % st)
-        else:
-            self.hist.add(process=self.pid, type="ok", f="read", hold=hold_id, state=state)
-        return state
-
-
-def background(hist, pid, server, rng, stop):
-    """Takes and releases locks bg-0..bg-2 until told to stop; some holds are left to expire."""
-    p = Proc(hist, pid, server)
-    while not stop.is_set():
-        res = "bg-%d" % rng.randrange(3)
-        h = p.acquire(res, ttl_ms=rng.choice([300, 600, 1200]), wait_ms=rng.choice([0, 500]))
-        time.sleep(rng.uniform(0.0, 0.2))
-        if h and rng.random() < 0.85:
-            if rng.random() < 0.3:
-                p.hold_op("extend", h, ttl_ms=rng.choice([300, 900]))
-            p.hold_op("release", h)
-    p.c.close()
 
 
 def one_round(hist, a, b, rng, rnd, first_pid):
@@ -188,12 +82,7 @@ def one_round(hist, a, b, rng, rnd, first_pid):
           (rnd, lease, stopped_for * 1000, h1["fence"][res], h2 and h2["fence"][res]),
           flush=True)
     for p in (p1, p2, p3):
-        p.c.close()
-
-
-def run_check(checker, path, *args):
-    out = subprocess.run([checker, *args, path], capture_output=True, text=True, timeout=120)
-    return out.returncode, out.stdout + out.stderr
+        p.close()
 
 
 def main():
@@ -201,12 +90,11 @@ def main():
         raise SystemExit(__doc__)
     binary, checker = (os.path.abspath(p) for p in sys.argv[1:3])
     pgtest.need_pg()
-    seed = int(os.environ.get("HF_TEST_SEED") or random.SystemRandom().randrange(1, 10**9))
-    print("seed %d (HF_TEST_SEED=%d repeats it)" % (seed, seed), flush=True)
+    seed = seed_from_env()
     rng = random.Random(seed)
     pgtest.reset_schema()
-    a = pgtest.Holdfastd(binary)
-    b = pgtest.Holdfastd(binary)
+    a = Holdfastd(binary, pgtest.URL)
+    b = Holdfastd(binary, pgtest.URL)
     hist = History()
     for name in ("bg-0", "bg-1", "bg-2"):
         hist.add(type="resource", name=name, capacity=1)

@@ -472,10 +472,24 @@ static bool first_cmd(const struct rl_engine *e, struct rl_item *it)
 	return true;
 }
 
+/* Redlock's allowance for the masters' clock drift: 1 % of the lease, plus 2 ms. */
+static int64_t drift_of(int64_t ttl_ms)
+{
+	return ttl_ms / 100 + 2;
+}
+
 /* Redlock's validity: the lease less the time the rounds took and the clock drift. */
 static int64_t validity_of(int64_t ttl_ms, int64_t start)
 {
-	return ttl_ms - (mono() - start) - (ttl_ms / 100 + 2);
+	return ttl_ms - (mono() - start) - drift_of(ttl_ms);
+}
+
+/* When the lock stops being ours: the validity counted from the end of the rounds, that is
+ * the wave's start (no key was set before it) plus the lease, less the drift. Not the start
+ * plus the validity, which counts the rounds' time twice and ended holds early. */
+static int64_t valid_until(int64_t wall_start, int64_t ttl_ms)
+{
+	return wall_start + ttl_ms - drift_of(ttl_ms);
 }
 
 static void acquire_done(struct rl_engine *e, struct rl_item *it, int64_t wall)
@@ -498,7 +512,7 @@ static void acquire_done(struct rl_engine *e, struct rl_item *it, int64_t wall)
 		h->units = a->mode == HF_MODE_EXCLUSIVE ? a->claims[0].capacity : 1;
 		h->state = HF_HOLD_TENTATIVE;
 		h->created = wall;
-		h->expires = wall + it->validity; /* what Redlock promises, not the full ttl */
+		h->expires = valid_until(wall, a->ttl_ms); /* what Redlock promises, not the full ttl */
 		h->fence = it->max + 1;
 		h->next = e->holds;
 		e->holds = h;
@@ -542,7 +556,7 @@ static void item_done(struct rl_engine *e, struct rl_item *it, int64_t wall)
 		return;
 	case RL_EXTEND:
 		if (!it->release_after) {
-			h->expires = wall + it->validity;
+			h->expires = valid_until(wall, call->req.ttl_ms);
 			hold_reply(call, h, false);
 			return;
 		}
