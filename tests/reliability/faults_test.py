@@ -21,8 +21,8 @@ the choices — kill moments, pauses, leases; the interleaving is the machine's)
                      down) and healed, while another one outside keeps serving
   partition-redlock  a holdfastd in a namespace on redlock:// over 3 redis-servers, cut from
                      one master, then from two, and healed; another one outside
-  stall-pg           the minimal reproduction of a known defect (fails today; not in CTest):
-                     one stalled transaction on a resource with a due lease stalls every change
+  stall-pg           one stalled transaction on a resource with a due lease: changes of other
+                     resources go on (the reproduction of a defect the harness found, fixed)
 The pg and partition-pg scenarios run under tests/pg/with_pg.sh. Partitions need root (or
 CAP_NET_ADMIN) and `ip netns`: without them the run exits 77 (CTest's skip) with the reason.
 HF_FAULT_LONG=1: the long form (more rounds, longer faults).
@@ -590,10 +590,10 @@ def scenario_partition_redlock(binary, checker, rng):
 
 
 def scenario_stall_pg(binary, checker, rng):
-    """Known defect, not run by CTest (docs/reliability.md, section 9): a transaction that
-    stalls holding a resource's row (an instance paused or cut off mid-change) while a lease
-    on that resource is due makes every change of every instance wait for it — each one
-    answers 503 after lock_timeout (5 s) — until the stalled transaction ends
+    """A transaction that stalls holding a resource's row (an instance paused or cut off
+    mid-change) while a lease on that resource is due: changes of other resources must go on.
+    Before the fix (docs/reliability.md, section 9) every change of every instance waited
+    for it and answered 503 after lock_timeout (5 s), until the stalled transaction ended
     (idle_in_transaction_session_timeout, 30 s). The stall is a superuser session here."""
     pgtest.reset_schema()
     b = Holdfastd(binary, pgtest.URL)

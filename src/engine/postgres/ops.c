@@ -188,21 +188,34 @@ static int tx_open(struct tx *t, struct hf__pgc *c, hf_error *err)
  * waiter thread's sweep ending that very lease) commits, and see the hold live after its
  * lease.
  * Share locks are taken in the order every change takes its locks (hold rows, then resource
- * rows in name order), each statement on its own (autocommit), so no cycle of waits. */
-static int wait_for_due(struct hf__pgc *c, hf_error *err)
+ * rows in name order), so no cycle of waits.
+ * The wait is bounded (DUE_WAIT_MS; *gave_up then): a transaction that stays open on such a
+ * row — an instance stopped or cut off in the middle of a change, a session left open — must
+ * not stall every change of every instance until PostgreSQL ends it (the fault harness's
+ * stall-pg: each answered 503 after lock_timeout, parked waits lost with the heartbeats).
+ * The change then goes on; only those that touch that hold or its resources wait for it,
+ * on their rows, as any change waits for another. */
+#define DUE_WAIT_MS "250"
+static int wait_for_due(struct hf__pgc *c, bool *gave_up, hf_error *err)
 {
-	struct tx t = {.c = c, .conn = c->conn, .err = err};
-	int rc = qx(&t,
-	            "SELECT count(*) FROM (SELECT 1 FROM holds WHERE state = 0"
-	            " AND expires_at <= now_ms() FOR SHARE) x",
-	            0, NULL);
-	if (rc != HF_OK)
-		return rc;
-	return qx(&t,
-	          "SELECT count(*) FROM (SELECT 1 FROM resources WHERE name IN (SELECT p.resource"
-	          " FROM hold_parts p JOIN holds h ON h.id = p.hold_id WHERE h.state = 0 AND"
-	          " h.expires_at <= now_ms()) ORDER BY name FOR SHARE) x",
-	          0, NULL);
+	PGresult *r = PQexec(
+	    c->conn,
+	    "BEGIN; SET LOCAL lock_timeout = '" DUE_WAIT_MS "ms';"
+	    " SELECT count(*) FROM (SELECT 1 FROM holds WHERE state = 0"
+	    "  AND expires_at <= now_ms() FOR SHARE) x;"
+	    " SELECT count(*) FROM (SELECT 1 FROM resources WHERE name IN (SELECT p.resource"
+	    "  FROM hold_parts p JOIN holds h ON h.id = p.hold_id WHERE h.state = 0 AND"
+	    "  h.expires_at <= now_ms()) ORDER BY name FOR SHARE) x;"
+	    " COMMIT");
+	ExecStatusType s = PQresultStatus(r);
+	const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+	bool ok = s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
+	*gave_up = !ok && state && strcmp(state, "55P03") == 0; /* lock_not_available */
+	int rc = ok || *gave_up ? HF_OK : hf__pg_fail(err, c->conn, "database");
+	PQclear(r);
+	if (!ok)
+		PQclear(PQexec(c->conn, "ROLLBACK"));
+	return rc;
 }
 
 /* Begins a change. Leases that have ended and lapsed waiter rows are applied first, in a
@@ -216,8 +229,9 @@ static int wait_for_due(struct hf__pgc *c, hf_error *err)
 static int tx_begin(struct tx *t, struct hf__pgc *c, hf_error *err)
 {
 	int rc = tx_open(t, c, err);
+	bool gave_up = false;
 	for (int round = 0; rc == HF_OK && (t->due || t->lapsed); round++) {
-		if (round > 0 && (!t->due || round == 3)) {
+		if (round > 0 && (!t->due || round == 3 || gave_up)) {
 			free(t->due); /* left to the changes that hold them now */
 			t->due = NULL;
 			t->lapsed = false;
@@ -227,7 +241,7 @@ static int tx_begin(struct tx *t, struct hf__pgc *c, hf_error *err)
 			PQclear(PQexec(t->conn, "ROLLBACK"));
 			free(t->due);
 			t->due = NULL;
-			if (wait_for_due(c, err) != HF_OK)
+			if (wait_for_due(c, &gave_up, err) != HF_OK)
 				return HF_EENGINE;
 			if ((rc = tx_open(t, c, err)) != HF_OK)
 				return rc;
