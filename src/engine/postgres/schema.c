@@ -148,7 +148,9 @@ static const char *const migrations[] = {
 	" DECLARE s text[];"
 	" BEGIN"
 	"  SELECT array_agg(n ORDER BY n COLLATE \"C\") INTO s FROM unnest(p_names) n;"
-	"  PERFORM 1 FROM event_revisions WHERE resource = ANY(s) ORDER BY resource FOR UPDATE;"
+	"  IF cardinality(s) > 1 THEN" /* the upsert below locks one row by itself */
+	"   PERFORM 1 FROM event_revisions WHERE resource = ANY(s) ORDER BY resource FOR UPDATE;"
+	"  END IF;"
 	"  WITH r AS (INSERT INTO event_revisions AS v SELECT n, 1 FROM unnest(s) WITH ORDINALITY"
 	"   u(n, i) ORDER BY i ON CONFLICT (resource) DO UPDATE SET revision = v.revision + 1"
 	"   RETURNING resource, revision)"
@@ -174,10 +176,12 @@ static const char *const migrations[] = {
 	" DECLARE t bigint := now_ms(); k int := cardinality(p_names); cur refcursor; r record;"
 	"  ex boolean[]; cap bigint[]; held bigint[]; nex bigint[]; q boolean[]; u bigint[];"
 	"  fit boolean[]; i int; a int := 0; b int := -1; cnt bigint; mk int := 0; uu bigint;"
-	"  parts text := ''; fen bigint;"
+	"  parts text := ''; fen bigint; live bigint;"
 	" BEGIN"
 	"  IF hf_due(t) THEN RETURN QUERY SELECT 'slow', t, NULL::text, 0::bigint, 0::bigint,"
 	"   0::bigint; RETURN; END IF;"
+	/* Read before any lock (as ops.c reads it): less done while a hot row is locked. */
+	"  SELECT coalesce(sum(n), 0) INTO live FROM live_holds;"
 	"  ex := array_fill(false, ARRAY[k]); cap := array_fill(0::bigint, ARRAY[k]);"
 	"  held := cap; nex := cap; u := cap; q := ex; fit := ex;"
 	/* An any-of that may not wait skips rows other changes have locked: taken, for now. */
@@ -234,7 +238,7 @@ static const char *const migrations[] = {
 	"   RETURN QUERY SELECT 'unavailable', t, NULL::text, 0::bigint, 0::bigint, k::bigint;"
 	"   RETURN;"
 	"  END IF;"
-	"  IF (SELECT coalesce(sum(n), 0) FROM live_holds) >= p_max_holds THEN RETURN QUERY"
+	"  IF live >= p_max_holds THEN RETURN QUERY"
 	"   SELECT 'limit_holds', t, NULL::text, 0::bigint, 0::bigint, 0::bigint; RETURN; END IF;"
 	"  INSERT INTO holds (id, token, owner, state, mode, created_at, expires_at, ended_at)"
 	"   VALUES (p_id, p_token, p_owner, 0, p_mode, t, t + p_ttl, 0);"
