@@ -159,11 +159,14 @@ static const char *const migrations[] = {
 	"   max(revision) FILTER (WHERE resource = p_names[1]),"
 	"   CASE WHEN count(*) > 1 THEN json_object_agg(resource, revision)::text END FROM r;"
 	" END $f$;"
-	/* Lazy expiry is ops.c's: anything due sends the change there. */
-	"CREATE FUNCTION hf_due(p_now bigint) RETURNS boolean LANGUAGE sql STABLE"
+	/* Lazy expiry is ops.c's: anything due sends the change there. PL/pgSQL, not SQL: its
+	 * plan is kept per session (an SQL function with a SET clause is planned at every call).
+	 * min() reads one entry of each index whatever the plan: a generic plan of
+	 * "expires_at <= $1" may scan every hold. */
+	"CREATE FUNCTION hf_due(p_now bigint) RETURNS boolean LANGUAGE plpgsql STABLE"
 	"  SET search_path FROM CURRENT AS"
-	"  $f$ SELECT EXISTS (SELECT 1 FROM holds WHERE state = 0 AND expires_at <= p_now)"
-	"   OR EXISTS (SELECT 1 FROM waiters WHERE lease_until < p_now) $f$;"
+	"  $f$ BEGIN RETURN coalesce((SELECT min(expires_at) FROM holds WHERE state = 0) <= p_now,"
+	"   false) OR coalesce((SELECT min(lease_until) FROM waiters) < p_now, false); END $f$;"
 	/* An acquire: p_names etc. in weighing order (names for all-of, the caller's for any-of).
 	 * o_verdict: granted (a row per part), slow, no_resource / cap_mismatch / capacity (o_name,
 	 * o_n: the capacity), limit_resources (o_n: the count), limit_holds, unavailable. */
