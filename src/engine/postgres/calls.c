@@ -50,7 +50,7 @@ char *hf__pg_text_array(const char *const *names, size_t n)
 	return arr;
 }
 
-/* Appends "v," for each of v[0..n) into buf as a bigint[] literal. */
+/* v[0..n) as a bigint[] literal into buf (room for 21 bytes a value, plus 3). */
 static void i64_list(char *buf, const int64_t *v, size_t n)
 {
 	char *o = buf;
@@ -81,32 +81,22 @@ static bool prepare(struct hf__pgc *c)
 	return c->prepared;
 }
 
-/* Runs a prepared statement. NULL when the caller's transactions must run the call instead:
- * the server reported an error and the connection is gone with it (a restart: nothing of the
- * call committed; ops.c reconnects). Otherwise the result, or NULL with `*done` set and the
- * reply's error filled (a lost race marked on c). */
+/* Runs a prepared statement: its rows, or NULL with the reply's error filled (and a lost race
+ * marked on c: the call rolled back whole and may run again). A connection lost during the
+ * call leaves its outcome unknown: an engine error, as a failed COMMIT of ops.c, never a
+ * second run that could grant twice. */
 static PGresult *run(struct hf__pgc *c, struct hf__call *call, const char *stmt, int n,
-                     const char *const *p, bool *done)
+                     const char *const *p)
 {
-	*done = false;
 	PGresult *r = PQexecPrepared(c->conn, stmt, n, p, NULL, NULL, 0);
 	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0)
 		return r;
-	bool reported = r && PQresultErrorField(r, PG_DIAG_SQLSTATE);
-	if (reported && PQstatus(c->conn) != CONNECTION_OK) {
-		PQclear(r);
-		hf__pgc_close(c);
-		return NULL;
-	}
-	/* Without a server's error the outcome is unknown (the connection died mid-call): an
-	 * engine error, never a second try that could grant twice. */
 	c->lost_race = hf__pg_lost_race(r);
 	if (PQresultStatus(r) == PGRES_TUPLES_OK)
 		hf__err(&call->reply->error, HF_EENGINE, "database: %s answered no row", stmt);
 	else
 		hf__pg_fail(&call->reply->error, c->conn, "database");
 	PQclear(r);
-	*done = true;
 	return NULL;
 }
 
@@ -177,11 +167,10 @@ static bool acquire(struct hf__pgc *c, struct hf__call *call)
 	const char *p[14] = {arr, lu, lc, a->any ? "t" : "f",
 	                     a->any && a->wait_ms == 0 ? "t" : "f", a->wait_ms > 0 ? "t" : "f",
 	                     mode, hf_mode_name(a->mode), a->owner, ttl, h.id, h.token, mh, mr};
-	bool done;
-	PGresult *r = run(c, call, "hf_acquire", 14, p, &done);
+	PGresult *r = run(c, call, "hf_acquire", 14, p);
 	free(arr);
 	if (!r)
-		return done;
+		return true;
 	const char *v = PQgetvalue(r, 0, 0), *name = PQgetvalue(r, 0, 2);
 	int64_t at = geti(r, 0, 1), u = geti(r, 0, 3), x = geti(r, 0, 5);
 	if (!strcmp(v, "granted")) {
@@ -225,10 +214,9 @@ static bool hold_change(struct hf__pgc *c, struct hf__call *call)
 	                    : rq->op == HF_OP_EXTEND ? "extend"
 	                                             : "confirm",
 	                    rq->hold_id, rq->token, by_operator ? "operator" : NULL, ttl, keep};
-	bool done;
-	PGresult *r = run(c, call, "hf_hold_change", 6, p, &done);
+	PGresult *r = run(c, call, "hf_hold_change", 6, p);
 	if (!r)
-		return done;
+		return true;
 	const char *v = PQgetvalue(r, 0, 0);
 	if (!strcmp(v, "slow")) {
 		PQclear(r);
@@ -265,9 +253,17 @@ bool hf__pg_call(struct hf__pgc *c, struct hf__call *call)
 	bool change = op == HF_OP_RELEASE || op == HF_OP_EXTEND || op == HF_OP_CONFIRM;
 	if (!change && (op != HF_OP_ACQUIRE || call->req.acquire.idempotency_key))
 		return false;
+	/* A connection the server closed while it sat idle (a restart) is replaced before anything
+	 * is sent on it, as ops.c's first statement does: once sent, a call's fate is unknown. */
+	if (c->conn && (!PQconsumeInput(c->conn) || PQstatus(c->conn) != CONNECTION_OK))
+		hf__pgc_close(c);
 	hf_error scratch;
 	if (hf__pgc_ensure(c, &scratch) != HF_OK || !prepare(c) ||
-	    hf__pg_upkeep(c, &scratch) != HF_OK)
-		return false; /* ops.c reports it, or reconnects */
+	    hf__pg_upkeep(c, &scratch) != HF_OK) {
+		/* ops.c reports it, or reconnects. A purge that lost a race says nothing of the call:
+		 * only the call's own failure may make it run again. */
+		c->lost_race = false;
+		return false;
+	}
 	return change ? hold_change(c, call) : acquire(c, call);
 }
