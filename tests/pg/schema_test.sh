@@ -46,7 +46,7 @@ psql -c "INSERT INTO hf_test.events (seq, at_ms, type, resource, data) VALUES
 	{ echo "schema_test: the hook did not stop at version 1" >&2; exit 1; }
 "$cli" --engine "$HF_TEST_ENGINE_URL" resources put old --capacity 6 >/dev/null
 v=$(psql -t -A -c "SELECT max(version) FROM hf_test.holdfast_schema")
-[ "$v" = 5 ] || { echo "schema_test: migrated to version '$v', want 5" >&2; exit 1; }
+[ "$v" = 6 ] || { echo "schema_test: migrated to version '$v', want 6" >&2; exit 1; }
 # seq, type, then each resource's revision: "1resource.created/old:1,..."
 show_events() {
 	"$cli" --engine "$HF_TEST_ENGINE_URL" --json events --after 0 | python3 -c '

@@ -11,7 +11,8 @@ With --before OLD_HOLDFASTD, another build's holdfastd (one instance, its own sc
 same two scenarios in the same run, for a before/after.
 
 Usage: speed.py HOLDFASTD HOLDFAST_BENCH [--seconds S] [--clients N] [--before OLD_HOLDFASTD]
-                [--workers N]"""
+                [--workers N]
+--workers N is the URL parameter workers= of every instance, the --before one's too."""
 import argparse
 import json
 import os
@@ -53,7 +54,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--before")
-    ap.add_argument("--workers", type=int, help="the new build's workers= URL parameter")
+    ap.add_argument("--workers", type=int, help="the workers= URL parameter of both builds")
     a = ap.parse_args()
     pgtest.need_pg()
     pgtest.raise_fd_limit(4096)
@@ -63,8 +64,7 @@ def main():
     servers = [pgtest.Holdfastd(a.holdfastd, url=url) for _ in range(3)]
     old = None
     if a.before:
-        old = pgtest.Holdfastd(a.before, url=os.environ["HF_TEST_ENGINE_URL"].replace(
-            "schema=hf_test", "schema=hf_before"))
+        old = pgtest.Holdfastd(a.before, url=url.replace("schema=hf_test", "schema=hf_before"))
     res = {}
     load0 = os.getloadavg()
     try:

@@ -46,12 +46,11 @@ static int db_fail(struct tx *t)
 	return hf__pg_fail(t->err, t->conn, "database");
 }
 
-/* Notes whether a failed statement lost to a concurrent change (deadlock, serialization
- * failure, a unique key another transaction took first): the whole call may run again. */
+/* Notes whether a failed statement lost to a concurrent change: the whole call may run
+ * again. */
 static void note_state(struct tx *t, const PGresult *r)
 {
-	const char *st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-	if (st && (!strcmp(st, "40P01") || !strcmp(st, "40001") || !strcmp(st, "23505")))
+	if (hf__pg_lost_race(r))
 		t->c->lost_race = true;
 }
 
@@ -639,17 +638,23 @@ static int upkeep(struct tx *t)
 	if (mono < t->c->upkeep_at)
 		return HF_OK;
 	t->c->upkeep_at = mono + HF__PG_UPKEEP_MS;
-	const char *pr[1] = {I64(b2, t->now - t->c->conf->opt.hold_retention_ms)};
+	const char *pr[1] = {I64(b2, t->c->conf->opt.hold_retention_ms)};
 	if (qx(t,
 	       "DELETE FROM holds WHERE id IN (SELECT id FROM holds WHERE state >= 2 AND"
-	       " ended_at <= $1 FOR UPDATE SKIP LOCKED)",
+	       " ended_at <= now_ms() - $1 FOR UPDATE SKIP LOCKED)",
 	       1, pr) != HF_OK)
 		return HF_EENGINE;
-	pr[0] = I64(b2, t->now - t->c->conf->opt.idempotency_retention_ms);
+	pr[0] = I64(b2, t->c->conf->opt.idempotency_retention_ms);
 	return qx(t,
 	          "DELETE FROM idems WHERE key IN (SELECT key FROM idems WHERE ticket IS NULL AND"
-	          " created_at <= $1 FOR UPDATE SKIP LOCKED)",
+	          " created_at <= now_ms() - $1 FOR UPDATE SKIP LOCKED)",
 	          1, pr);
+}
+
+int hf__pg_upkeep(struct hf__pgc *c, hf_error *err)
+{
+	struct tx t = {.c = c, .conn = c->conn, .err = err};
+	return upkeep(&t);
 }
 
 static int reply_hold(struct tx *t, struct hf__call *call, hf_hold *h, bool with_token)
@@ -1026,26 +1031,12 @@ static int resolve(struct tx *t, const hf_acquire_req *a, struct claimrow *rows,
 	}
 	/* The rows that exist, locked in one statement (one round trip, however many claims);
 	 * then each missing one under its name's advisory lock (lock_resource). */
-	size_t len = 3;
-	for (size_t i = 0; i < n; i++)
-		len += 2 * strlen(claim[i]->name) + 3;
-	char *arr = malloc(len), *o = arr;
+	const char *sorted[HF_CLAIMS_MAX];
+	for (size_t j = 0; j < n; j++)
+		sorted[j] = claim[order[j]]->name;
+	char *arr = hf__pg_text_array(sorted, n);
 	if (!arr)
 		return hf__err(t->err, HF_ENOMEM, "out of memory");
-	*o++ = '{';
-	for (size_t j = 0; j < n; j++) {
-		if (j)
-			*o++ = ',';
-		*o++ = '"';
-		for (const char *ch = claim[order[j]]->name; *ch; ch++) {
-			if (*ch == '"' || *ch == '\\')
-				*o++ = '\\';
-			*o++ = *ch;
-		}
-		*o++ = '"';
-	}
-	*o++ = '}';
-	*o = '\0';
 	const char *pa[1] = {arr};
 	/* An any-of that may not wait is FOR UPDATE SKIP LOCKED: a resource another change has
 	 * locked right now counts as taken (the last column false), and its row is not waited
@@ -1741,6 +1732,8 @@ static enum hf__pg_outcome run_change(struct hf__pgc *c, struct hf__call *call, 
 	struct tx t;
 	int rc;
 	c->lost_race = false;
+	if (hf__pg_call(c, call))
+		return HF__PG_DONE; /* one round trip (calls.c) */
 	if ((rc = tx_begin(&t, c, err)) != HF_OK) {
 		fail_engine(reply, rc);
 		return HF__PG_DONE;

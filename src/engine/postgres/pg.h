@@ -2,6 +2,7 @@
  * pg.h — the parts of the PostgreSQL engine (postgres://) and how they meet:
  *   schema.c  connections (session settings) and the versioned schema migrations
  *   ops.c     every operation as SQL transactions: the hold semantics of state.c, in tables
+ *   calls.c   the common changes as one prepared call of a server-side function each
  *   engine.c  worker threads, the waiter thread (LISTEN/NOTIFY, deadlines, heartbeats)
  *   sagas.c   saga storage (HF_OP_SAGA_*) and the owner leases of sagas being run
  *   retention.c  event retention (the core rule over the events table)
@@ -17,7 +18,7 @@
 #include "core/core.h"
 #include "engine/engine.h"
 
-#define HF__PG_SCHEMA_VERSION 4       /* the newest schema this build knows */
+#define HF__PG_SCHEMA_VERSION 6       /* the newest schema this build knows */
 /* A waiter row nobody renews (its instance crashed, or no longer waits on it) lapses this long
  * after its last renewal; the first change after that (or any instance's waiter thread, within
  * a second) removes it: the bound of docs/operations.md, "Waiter leases". */
@@ -69,6 +70,7 @@ struct hf__pgc {
 	bool lost_race;     /* the last failed statement lost to a concurrent change (deadlock,
 	                       a unique key taken first): the change may run again */
 	bool last_try;      /* the change's last attempt: no more running again */
+	bool prepared;      /* calls.c's statements are prepared on conn */
 };
 
 /* schema.c */
@@ -125,12 +127,29 @@ int hf__pg_forget(struct hf__pgc *c, int64_t ticket, const char *unsure, struct 
 bool hf__pg_poll_events(struct hf__pgc *c, struct hf__call *call, bool final);
 /* Renews the leases of the waiter rows of `tickets`: the waits this instance still tracks. */
 int hf__pg_heartbeat(struct hf__pgc *c, const int64_t *tickets, size_t n);
+/* Purges ended holds and idempotency records past their retention, rows other changes have
+ * locked excepted: at most once every HF__PG_UPKEEP_MS per connection, else nothing. Outside
+ * a transaction (each DELETE its own) or inside one. */
+int hf__pg_upkeep(struct hf__pgc *c, hf_error *err);
 /* Applies due expiries if any; returns ms until the next lease ends (capped), or -1 on error. */
 int64_t hf__pg_sweep(struct hf__pgc *c);
 
 /* Asks the waiter thread for one NOTIFY (waiters re-check, event readers re-read) after a
  * change that committed events or freed units. */
 void hf__pg_notify_later(const struct hf__pg_conf *cf);
+
+/* calls.c */
+/* Runs an acquire (without an idempotency key), release, extend or confirm as one call of its
+ * server-side function: true when the reply is filled (c->lost_race set when it lost to a
+ * concurrent change and may run again), false when ops.c's transactions must run it: nothing
+ * was written. */
+bool hf__pg_call(struct hf__pgc *c, struct hf__call *call);
+/* Did a failed statement lose to a concurrent change (deadlock, serialization failure, a
+ * unique key another transaction took first)? Then the whole call may run again. */
+bool hf__pg_lost_race(const PGresult *r);
+/* names[0..n) as a PostgreSQL text[] literal for `$1::text[]`; NULL when out of memory (free
+ * it). */
+char *hf__pg_text_array(const char *const *names, size_t n);
 
 /* sagas.c */
 /* Runs a HF_OP_SAGA_* call on c (one transaction); fills call->reply. */

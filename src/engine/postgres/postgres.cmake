@@ -6,6 +6,7 @@ if(HF_WITH_POSTGRES)
   target_sources(holdfast_obj PRIVATE
     ${PROJECT_SOURCE_DIR}/src/engine/postgres/schema.c
     ${PROJECT_SOURCE_DIR}/src/engine/postgres/ops.c
+    ${PROJECT_SOURCE_DIR}/src/engine/postgres/calls.c
     ${PROJECT_SOURCE_DIR}/src/engine/postgres/engine.c
     ${PROJECT_SOURCE_DIR}/src/engine/postgres/sagas.c
     ${PROJECT_SOURCE_DIR}/src/engine/postgres/retention.c)
