@@ -517,6 +517,7 @@ out_loop:
 	hf__log(HF__LOG_LIFE, "stopping", " requests=%zu", srv.n_rqs);
 	/* Closing the store first makes every acknowledged change durable and drops the
 	 * completions nobody will read; then the leftover requests are freed. */
+	hf__srv_batch_end(&srv);
 	hf_close(srv.store);
 	srv.store = NULL;
 	hf__http_stop(&srv);
