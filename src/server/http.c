@@ -328,6 +328,27 @@ void hf__rq_add_header(struct hf__rq *rq, const char *name, const char *value)
 
 static void rq_send_buf(struct hf__rq *rq, int status, const char *ctype, struct evbuffer *body);
 
+/* The Date header's value, formatted once a second: left to libevent, every answer pays a
+ * gmtime and a printf for it. The loop thread only. */
+static const char *http_date(void)
+{
+	static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+	static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+	                                   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+	static time_t cached_sec = -1;
+	static char cached[40];
+	time_t now = time(NULL);
+	if (now != cached_sec) {
+		struct tm tm;
+		gmtime_r(&now, &tm);
+		snprintf(cached, sizeof(cached), "%s, %02d %s %04d %02d:%02d:%02d GMT",
+		         days[tm.tm_wday % 7], tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900,
+		         tm.tm_hour, tm.tm_min, tm.tm_sec);
+		cached_sec = now;
+	}
+	return cached;
+}
+
 /* Sends the answer, if anyone is there to read it, and frees rq. */
 static void rq_send(struct hf__rq *rq, int status, const char *ctype, const char *data,
                     size_t len)
@@ -362,6 +383,7 @@ static void rq_send_buf(struct hf__rq *rq, int status, const char *ctype, struct
 		struct evkeyvalq *h = evhttp_request_get_output_headers(rq->req);
 		struct evbuffer *buf = body;
 		evhttp_add_header(h, "Content-Type", ctype);
+		evhttp_add_header(h, "Date", http_date());
 		/* With keys, a connection that showed none serves one request: its next request
 		 * would be read (body and all) before we could tell. */
 		if (rq->srv->draining ||
