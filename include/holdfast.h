@@ -366,7 +366,8 @@ void hf_store_tick(hf_store *store);
 /* For event loops: the changes submitted between begin and end share journal commits (file:
  * stores; other engines ignore it). Answers still wait for the commit of their change. Open a
  * batch with a loop turn's first submit and end it when the turn ends: the journal's writer
- * waits for the end, so every begin needs its end soon. */
+ * waits for the end, so every begin needs its end soon, and a blocking call (hf_call) inside
+ * a batch would wait for itself. */
 void hf_store_batch_begin(hf_store *store);
 void hf_store_batch_end(hf_store *store);
 
