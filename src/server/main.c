@@ -417,6 +417,9 @@ static void on_store(evutil_socket_t fd, short what, void *arg)
 	struct hf__server *srv = arg;
 	(void)fd;
 	(void)what;
+	/* The batch ends before the answers go out: the writer commits it while they are sent,
+	 * instead of waiting for them. */
+	hf__srv_batch_end(srv);
 	hf_store_dispatch(srv->store);
 }
 
