@@ -363,6 +363,14 @@ int hf_store_dispatch(hf_store *store);
 /* With a custom clock: applies the expiries and wait timeouts due at the clock's time now. */
 void hf_store_tick(hf_store *store);
 
+/* For event loops: the changes submitted between begin and end share journal commits (file:
+ * stores; other engines ignore it). Answers still wait for the commit of their change. Open a
+ * batch with a loop turn's first submit and end it when the turn ends: the journal's writer
+ * waits for the end, so every begin needs its end soon, and a blocking call (hf_call) inside
+ * a batch would wait for itself. */
+void hf_store_batch_begin(hf_store *store);
+void hf_store_batch_end(hf_store *store);
+
 /* Can the store take changes now? HF_OK, or the code and, in `err` (may be NULL), why not:
  * e.g. HF_ESTORAGE while the embedded engine cannot commit to its journal (disk full); it
  * retries by itself and answers HF_OK again once a commit succeeds. Does not block. Engines

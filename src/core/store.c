@@ -190,6 +190,18 @@ void hf_store_tick(hf_store *store)
 		store->ops->tick(store->engine);
 }
 
+void hf_store_batch_begin(hf_store *store)
+{
+	if (store->ops->batch)
+		store->ops->batch(store->engine, true);
+}
+
+void hf_store_batch_end(hf_store *store)
+{
+	if (store->ops->batch)
+		store->ops->batch(store->engine, false);
+}
+
 int hf_store_health(hf_store *store, hf_error *err)
 {
 	hf__err_clear(err);

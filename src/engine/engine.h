@@ -59,6 +59,10 @@ struct hf__engine_ops {
 	/* Applies expiries and timeouts due now (custom clocks); may be NULL. */
 	void (*tick)(void *engine);
 
+	/* Opens (true) or ends (false) a batch: while one is open, changes wait to be committed
+	 * together at its end (hf_store_batch_begin). May be NULL. */
+	void (*batch)(void *engine, bool open);
+
 	/* HF_OK if the engine can take changes now, else the code with `err` set (see
 	 * hf_store_health); must not block. May be NULL: always HF_OK. */
 	int (*health)(void *engine, hf_error *err);

@@ -328,6 +328,27 @@ void hf__rq_add_header(struct hf__rq *rq, const char *name, const char *value)
 
 static void rq_send_buf(struct hf__rq *rq, int status, const char *ctype, struct evbuffer *body);
 
+/* The Date header's value, formatted once a second: left to libevent, every answer pays a
+ * gmtime and a printf for it. The loop thread only. */
+static const char *http_date(void)
+{
+	static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+	static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+	                                   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+	static time_t cached_sec = -1;
+	static char cached[40];
+	time_t now = time(NULL);
+	if (now != cached_sec) {
+		struct tm tm;
+		gmtime_r(&now, &tm);
+		snprintf(cached, sizeof(cached), "%s, %02d %s %04d %02d:%02d:%02d GMT",
+		         days[tm.tm_wday % 7], tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900,
+		         tm.tm_hour, tm.tm_min, tm.tm_sec);
+		cached_sec = now;
+	}
+	return cached;
+}
+
 /* Sends the answer, if anyone is there to read it, and frees rq. */
 static void rq_send(struct hf__rq *rq, int status, const char *ctype, const char *data,
                     size_t len)
@@ -362,6 +383,7 @@ static void rq_send_buf(struct hf__rq *rq, int status, const char *ctype, struct
 		struct evkeyvalq *h = evhttp_request_get_output_headers(rq->req);
 		struct evbuffer *buf = body;
 		evhttp_add_header(h, "Content-Type", ctype);
+		evhttp_add_header(h, "Date", http_date());
 		/* With keys, a connection that showed none serves one request: its next request
 		 * would be read (body and all) before we could tell. */
 		if (rq->srv->draining ||
@@ -637,7 +659,7 @@ static void release_orphan(struct hf__server *srv, const hf_hold *hold)
 	req.hold_id = hold->id;
 	req.token = hold->token;
 	hf__log(HF__LOG_INFO, "orphan_released", " hold=%s", hold->id);
-	if (hf_submit(srv->store, &req, on_orphan_released, NULL, &id, &err) != HF_OK)
+	if (hf__srv_submit(srv, &req, on_orphan_released, NULL, &id, &err) != HF_OK)
 		hf__log(HF__LOG_WARN, "orphan_release_failed", " code=%s", hf_err_name(err.code));
 }
 
@@ -691,6 +713,34 @@ static void on_yield(evutil_socket_t fd, short what, void *arg)
 	fn(rq);
 }
 
+void hf__srv_batch_end(struct hf__server *srv)
+{
+	if (!srv->batch_open)
+		return;
+	srv->batch_open = false;
+	hf_store_batch_end(srv->store);
+}
+
+static void on_batch_end(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	hf__srv_batch_end(arg);
+}
+
+/* The batch opens with the turn's first submit; batch_ev, made active then, runs after the
+ * callbacks already active in this turn (the other connections' requests). */
+int hf__srv_submit(struct hf__server *srv, const hf_request *req, hf_done_fn done, void *arg,
+                   uint64_t *call_id, hf_error *err)
+{
+	if (!srv->batch_open && srv->batch_ev) {
+		hf_store_batch_begin(srv->store);
+		srv->batch_open = true;
+		event_active(srv->batch_ev, EV_TIMEOUT, 0);
+	}
+	return hf_submit(srv->store, req, done, arg, call_id, err);
+}
+
 void hf__rq_yield(struct hf__rq *rq, void (*fn)(struct hf__rq *rq))
 {
 	assert(!rq->yield_fn && !rq->call_pending);
@@ -708,7 +758,7 @@ int hf__rq_submit(struct hf__rq *rq, const hf_request *req, hf__reply_fn on_repl
 	/* Waits may last an hour: the drain cancels them rather than waiting them out. */
 	rq->parked = (req->op == HF_OP_ACQUIRE && req->acquire.wait_ms > 0) ||
 	             (req->op == HF_OP_READ_EVENTS && req->wait_ms > 0);
-	int rc = hf_submit(rq->srv->store, req, on_store_done, rq, &rq->call_id, &err);
+	int rc = hf__srv_submit(rq->srv, req, on_store_done, rq, &rq->call_id, &err);
 	if (rc != HF_OK) {
 		rq->parked = false;
 		hf__rq_send_error(rq, &err);
@@ -1186,7 +1236,8 @@ int hf__http_start(struct hf__server *srv, hf_error *err)
 	srv->conn_buckets = 1024;
 	srv->conn_tab = calloc(srv->conn_buckets, sizeof(*srv->conn_tab));
 	srv->http = evhttp_new(srv->base);
-	if (!srv->conn_tab || !srv->http)
+	srv->batch_ev = event_new(srv->base, -1, 0, on_batch_end, srv);
+	if (!srv->conn_tab || !srv->http || !srv->batch_ev)
 		goto out_nomem;
 	/* Bodies between the limit and this hard cap are read and refused with a JSON 413;
 	 * above it libevent refuses them itself (413, plain) without reading them. */
@@ -1300,6 +1351,9 @@ void hf__http_stop(struct hf__server *srv)
 	}
 	if (srv->drain_ev)
 		event_free(srv->drain_ev);
+	if (srv->batch_ev)
+		event_free(srv->batch_ev);
+	srv->batch_ev = NULL;
 	if (srv->accept_ev)
 		event_free(srv->accept_ev);
 	srv->accept_ev = NULL;

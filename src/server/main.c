@@ -433,6 +433,9 @@ static void on_store(evutil_socket_t fd, short what, void *arg)
 	struct hf__server *srv = arg;
 	(void)fd;
 	(void)what;
+	/* The batch ends before the answers go out: the writer commits it while they are sent,
+	 * instead of waiting for them. */
+	hf__srv_batch_end(srv);
 	hf_store_dispatch(srv->store);
 }
 
@@ -535,6 +538,7 @@ out_loop:
 	hf__log(HF__LOG_LIFE, "stopping", " requests=%zu", srv.n_rqs);
 	/* Closing the store first makes every acknowledged change durable and drops the
 	 * completions nobody will read; then the leftover requests are freed. */
+	hf__srv_batch_end(&srv);
 	hf_close(srv.store);
 	srv.store = NULL;
 	hf__http_stop(&srv);

@@ -74,6 +74,8 @@ struct hf__server {
 	hf_store *store;
 	struct event *store_ev;    /* readable store fd: dispatch completions */
 	struct event *drain_ev;    /* periodic while draining */
+	struct event *batch_ev;    /* ends the loop turn's store batch (hf__srv_submit) */
+	bool batch_open;
 	void *tls;                 /* SSL_CTX when serving TLS */
 	bool draining;             /* SIGTERM seen: no new work */
 	int64_t drain_deadline_ms; /* monotonic */
@@ -97,6 +99,13 @@ struct hf__server {
 	struct hf__stats *stats;
 	int64_t started_ms;
 };
+
+/* hf_submit inside the loop turn's store batch: the changes submitted in one turn share a
+ * journal commit. */
+int hf__srv_submit(struct hf__server *srv, const hf_request *req, hf_done_fn done, void *arg,
+                   uint64_t *call_id, hf_error *err);
+/* Ends an open batch now (before the store closes). */
+void hf__srv_batch_end(struct hf__server *srv);
 
 /* Called with the store's reply to a request's call; the reply is the handler's to free.
  * It must finish the request (send) or submit again. */

@@ -10,6 +10,9 @@
  *   early_*      a child process answers a call whose answer depends on a change whose
  *                commit is slow; the parent SIGKILLs it the moment the answer arrives,
  *                reopens the store and checks the facts the client was told.
+ *   batch_*      changes submitted in a batch (hf_store_batch_begin/end) share a commit:
+ *                nothing is answered while the batch is open, every answer after it ends
+ *                survives a SIGKILL.
  *   commit_*     a failed commit: the calls that depended on it fail, memory equals the
  *                journal, the failure is logged and shown by hf_store_health(), changes are
  *                refused, and writes work again once the disk does, without a restart.
@@ -207,6 +210,40 @@ static void early_read_waits_for_commit(void **state)
 	ht_env *env = *state;
 	early_ack a;
 	run_early(env, child_read, &a);
+	reopen_and_check(env, &a);
+}
+
+/* Three acquires in one batch: while it is open the writer waits, so none is answered (a
+ * negative check: an answer cannot come however long we look); after its end each is, and
+ * the last one answered survives the parent's SIGKILL. */
+static void child_batch(hf_store *st, early_ack *a)
+{
+	ht_pending g[3];
+	ht_acq o = {.ttl_ms = 3600000};
+	hf_store_batch_begin(st);
+	for (int i = 0; i < 3; i++)
+		if (ht_submit_acquire(st, "r", &o, &g[i]) != HF_OK)
+			_exit(4);
+	ht_sleep_ms(600); /* longer than SLOW_COMMIT: without the batch they would be answered */
+	ht_pump(st);
+	int early = atomic_load(&g[0].calls) + atomic_load(&g[1].calls) + atomic_load(&g[2].calls);
+	hf_store_batch_end(st);
+	a->rc = early ? HF_EINTERNAL : HF_OK;
+	for (int i = 0; i < 3; i++) {
+		if (!ht_pump_until(st, &g[i], PROMPT_MS) || ht_pending_rc(&g[i]) != HF_OK)
+			a->rc = HF_EINTERNAL;
+		else if (i == 2) {
+			memcpy(a->id, g[i].reply->hold->id, sizeof a->id);
+			a->fence = g[i].reply->hold->parts[0].fence;
+		}
+	}
+}
+
+static void batch_answers_after_its_commit(void **state)
+{
+	ht_env *env = *state;
+	early_ack a;
+	run_early(env, child_batch, &a);
 	reopen_and_check(env, &a);
 }
 
@@ -498,6 +535,7 @@ int main(void)
 		T(early_confirm_waits_for_commit),
 		T(early_read_waits_for_commit),
 		T(early_refusal_after_grant),
+		T(batch_answers_after_its_commit),
 		T(commit_failure_rolls_back_and_recovers),
 		T(commit_failure_keeps_events_gap_free),
 		T(commit_real_disk_full),

@@ -8,6 +8,7 @@
 #ifndef HF_EMBEDDED_H
 #define HF_EMBEDDED_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "core/core.h"
@@ -49,6 +50,18 @@ void hf__heap_remove(struct hf__heap *heap, size_t *slot);
 void *hf__heap_top(const struct hf__heap *heap, int64_t *key); /* NULL if empty */
 void hf__heap_release(struct hf__heap *heap);
 
+/* ---- shared events (state.c) ---- */
+
+/* An event in one allocation, immutable once made, shared by its journal record and the
+ * memory cache instead of a copy for each. The writer thread drops the record's reference
+ * after the commit while the cache may still hold the event: hence the atomic count. */
+struct hf__sev {
+	atomic_int refs;
+	hf_event ev; /* its strings and revisions point into this block: never hf__event_clear */
+};
+struct hf__sev *hf__sev_new(const hf_event *src); /* refs 1; NULL when out of memory */
+void hf__sev_unref(struct hf__sev *sev);          /* NULL is fine */
+
 /* ---- journal records: what a change must write, produced by state.c ---- */
 
 enum hf__jtable { HF__J_RESOURCE, HF__J_HOLD, HF__J_IDEM, HF__J_EVENT, HF__J_META,
@@ -59,9 +72,9 @@ struct hf__jrec {
 	enum hf__jtable table;
 	bool remove;   /* delete the row with this key instead of writing it */
 	char *key;     /* resource name, hold id, idempotency key or meta key; NULL for events */
-	char *body;    /* JSON document of the row; for events the event's data */
-	hf_event event; /* HF__J_EVENT only: owned strings and revisions except data (== body);
-	                 * writing it also advances the counters of its revisions */
+	char *body;    /* JSON document of the row; NULL for events */
+	struct hf__sev *event; /* HF__J_EVENT only: a reference of its own; writing it also
+	                        * advances the counters of its revisions */
 };
 void hf__jrec_free_list(struct hf__jrec *list);
 

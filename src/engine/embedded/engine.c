@@ -1,8 +1,9 @@
 /*
  * engine.c — the embedded engine (file:PATH) as an hf__engine_ops table: one lock around
  * the in-memory state, a writer thread that commits batches of journal records (group
- * commit: every change made while one commit runs shares the next), and a timer thread
- * that applies lease expiries and wait deadlines when they fall due.
+ * commit: every change made while one commit runs shares the next, and an event loop's
+ * open batch is committed whole), and a timer thread that applies lease expiries and wait
+ * deadlines when they fall due.
  *
  * No answer reveals anything that is not durable: every answer, whether its step wrote
  * records or not, is released only once everything applied before it is on disk (it takes
@@ -36,6 +37,11 @@ struct engine {
 	struct hf__jrec *pending_head, *pending_tail;
 	uint64_t appended;   /* batches handed to the writer: a change's ticket */
 	uint64_t durable;    /* tickets on disk */
+	int open_batches;    /* hf_store_batch_begin without its end yet */
+	/* What was pending when the open batch began: the writer may take that much (the
+	 * prefix up to ready_tail, with its ticket and last event seq) but not the open batch. */
+	struct hf__jrec *ready_tail;
+	uint64_t ready_ticket, ready_seq;
 	struct hf__call *awaiting_head, *awaiting_tail; /* ticket order; ticket in engine_data */
 	int failed;          /* the state could not be kept (out of memory): no more changes */
 	char failed_message[HF_MESSAGE_MAX];
@@ -151,7 +157,8 @@ static struct hf__call *finish_locked(struct engine *e, struct hf__effects *fx)
 		e->pending_head = fx->rec_head;
 	e->pending_tail = fx->rec_tail;
 	await_locked(e, fx->done_head, ++e->appended);
-	pthread_cond_signal(&e->writer_wake);
+	if (!e->open_batches)
+		pthread_cond_signal(&e->writer_wake);
 	return NULL;
 }
 
@@ -278,6 +285,24 @@ static void engine_tick(void *engine)
 	step(engine, NULL);
 }
 
+/* An event loop's turn: its changes go to the writer together when the turn ends, so that
+ * they share one commit instead of each taking the writer's next; what was pending before
+ * the turn is not held up by it. Nothing is answered earlier for it: the calls still wait
+ * for their tickets. */
+static void engine_batch(void *engine, bool open)
+{
+	struct engine *e = engine;
+	pthread_mutex_lock(&e->lock);
+	if (open && e->open_batches++ == 0) {
+		e->ready_tail = e->pending_tail;
+		e->ready_ticket = e->appended;
+		e->ready_seq = hf__state_last_seq(e->st);
+	} else if (!open && --e->open_batches == 0 && e->pending_head) {
+		pthread_cond_signal(&e->writer_wake);
+	}
+	pthread_mutex_unlock(&e->lock);
+}
+
 /* After a failed commit, with the lock held: every call that waited for the disk fails, the
  * memory is rebuilt from the journal (which the failed transaction left as it was), parked
  * waits end (their queues were built on the lost changes), and changes are refused until a
@@ -293,7 +318,7 @@ static struct hf__call *rollback_locked(struct engine *e, const hf_error *cause)
 		fail_call(c, HF_ESTORAGE, e->degraded_message);
 	e->awaiting_head = e->awaiting_tail = NULL;
 	hf__jrec_free_list(e->pending_head);
-	e->pending_head = e->pending_tail = NULL;
+	e->pending_head = e->pending_tail = e->ready_tail = NULL;
 	e->durable = e->appended; /* nothing is on its way to disk any more */
 
 	struct hf__effects fx = {0};
@@ -383,7 +408,10 @@ static void *writer_main(void *arg)
 	struct engine *e = arg;
 	pthread_mutex_lock(&e->lock);
 	for (;;) {
-		if (!e->pending_head) {
+		/* An open batch is still growing: only what came before it is taken. At close
+		 * nothing waits for it. */
+		bool held = e->open_batches && !e->stopping;
+		if (!e->pending_head || (held && !e->ready_tail)) {
 			if (e->stopping)
 				break;
 			if (e->degraded && !e->failed) {
@@ -400,10 +428,19 @@ static void *writer_main(void *arg)
 			}
 			continue;
 		}
-		struct hf__jrec *batch = e->pending_head;
-		e->pending_head = e->pending_tail = NULL;
+		struct hf__jrec *batch = e->pending_head, *last = e->pending_tail;
 		uint64_t ticket = e->appended;
 		uint64_t seq = hf__state_last_seq(e->st);
+		if (held) {
+			last = e->ready_tail;
+			ticket = e->ready_ticket;
+			seq = e->ready_seq;
+		}
+		e->pending_head = last->next;
+		last->next = NULL;
+		if (!e->pending_head)
+			e->pending_tail = NULL;
+		e->ready_tail = NULL;
 		pthread_mutex_unlock(&e->lock);
 
 		hf_error err = {0};
@@ -570,6 +607,7 @@ const struct hf__engine_ops hf__engine_embedded = {
     .submit = engine_submit,
     .cancel = engine_cancel,
     .tick = engine_tick,
+    .batch = engine_batch,
     .health = engine_health,
     .sagas = true,
 };

@@ -632,7 +632,7 @@ static int write_one(struct hf__journal *j, const struct hf__jrec *rec)
 	int rc;
 	sqlite3_reset(s);
 	if (rec->table == HF__J_EVENT) {
-		const hf_event *ev = &rec->event;
+		const hf_event *ev = &rec->event->ev;
 		rc = sqlite3_bind_int64(s, 1, (sqlite3_int64)ev->seq);
 		rc = rc ? rc : sqlite3_bind_int64(s, 2, ev->at_ms);
 		rc = rc ? rc : bind_text(s, 3, ev->type);

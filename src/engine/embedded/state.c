@@ -108,7 +108,7 @@ struct hf__state {
 	int64_t last_fence;
 	uint64_t last_seq;
 	uint64_t durable_seq;
-	hf_event *events; /* ring of the newest EVENT_CACHE events */
+	struct hf__sev **events; /* ring of the newest EVENT_CACHE events (a reference each) */
 	uint64_t oldest_cached;  /* seq of the oldest cached event (0: none) */
 	struct res *work_head;
 	struct waiter *event_waiters; /* parked event reads */
@@ -142,8 +142,10 @@ static void fx_fail(struct hf__effects *fx, struct hf__call *call, int code, con
 static struct hf__jrec *fx_record(struct hf__effects *fx, enum hf__jtable table, const char *key,
                                   char *body, bool remove)
 {
-	/* A put without a body is a body that could not be made (out of memory). */
-	struct hf__jrec *rec = !remove && !body ? NULL : calloc(1, sizeof(*rec));
+	/* A put without a body is a body that could not be made (out of memory); an event's
+	 * record carries its event instead (emit_text). */
+	struct hf__jrec *rec = !remove && !body && table != HF__J_EVENT ? NULL
+	                                                                 : calloc(1, sizeof(*rec));
 	if (!rec || (key && !(rec->key = hf__strdup(key)))) {
 		free(rec);
 		free(body);
@@ -167,12 +169,7 @@ void hf__jrec_free_list(struct hf__jrec *list)
 		struct hf__jrec *next = list->next;
 		free(list->key);
 		free(list->body);
-		free(list->event.type);
-		free(list->event.resource);
-		free(list->event.hold_id);
-		for (size_t i = 0; i < list->event.n_revisions; i++)
-			free(list->event.revisions[i].resource);
-		free(list->event.revisions);
+		hf__sev_unref(list->event);
 		free(list);
 		list = next;
 	}
@@ -448,22 +445,69 @@ static struct rev *rev_get(struct hf__state *st, const char *name)
 	return r;
 }
 
-/* Gives the event the next revision of each resource it touches (names[0] is its resource). */
+/* Gives the event the next revision of each resource it touches (names[0] is its resource),
+ * in ev->revisions (room for n; the names are borrowed). */
 static int event_revise(struct hf__state *st, hf_event *ev, const char *const *names, size_t n)
 {
-	if (n == 0)
-		return HF_OK;
-	if (!(ev->revisions = calloc(n, sizeof(*ev->revisions))))
-		return HF_ENOMEM;
 	for (size_t i = 0; i < n; i++) {
 		struct rev *r = rev_get(st, names[i]);
-		ev->n_revisions = i + 1;
-		if (!r || !(ev->revisions[i].resource = hf__strdup(names[i])))
+		if (!r)
 			return HF_ENOMEM;
-		ev->revisions[i].revision = ++r->revision;
+		ev->revisions[i] = (hf_event_revision){(char *)names[i], ++r->revision};
+		ev->n_revisions = i + 1;
 	}
-	ev->revision = ev->revisions[0].revision;
+	if (n)
+		ev->revision = ev->revisions[0].revision;
 	return HF_OK;
+}
+
+struct hf__sev *hf__sev_new(const hf_event *src)
+{
+	const char *strs[4] = {src->type, src->resource, src->hold_id, src->data};
+	size_t len[4], text = 0;
+	for (int k = 0; k < 4; k++)
+		text += len[k] = strs[k] ? strlen(strs[k]) + 1 : 0;
+	for (size_t i = 0; i < src->n_revisions; i++)
+		text += strlen(src->revisions[i].resource) + 1;
+	size_t revs = src->n_revisions * sizeof(hf_event_revision);
+	struct hf__sev *sev = malloc(sizeof(*sev) + revs + text);
+	if (!sev)
+		return NULL;
+	atomic_init(&sev->refs, 1);
+	sev->ev = *src;
+	sev->ev.revisions = src->n_revisions ? (hf_event_revision *)(sev + 1) : NULL;
+	char *p = (char *)(sev + 1) + revs;
+	char **dst[4] = {&sev->ev.type, &sev->ev.resource, &sev->ev.hold_id, &sev->ev.data};
+	for (int k = 0; k < 4; k++) {
+		*dst[k] = strs[k] ? memcpy(p, strs[k], len[k]) : NULL;
+		p += len[k];
+	}
+	for (size_t i = 0; i < src->n_revisions; i++) {
+		size_t n = strlen(src->revisions[i].resource) + 1;
+		sev->ev.revisions[i].resource = memcpy(p, src->revisions[i].resource, n);
+		sev->ev.revisions[i].revision = src->revisions[i].revision;
+		p += n;
+	}
+	return sev;
+}
+
+void hf__sev_unref(struct hf__sev *sev)
+{
+	if (sev && atomic_fetch_sub_explicit(&sev->refs, 1, memory_order_acq_rel) == 1)
+		free(sev);
+}
+
+/* Puts the event in the memory cache, taking a reference. */
+static void cache_event(struct hf__state *st, struct hf__sev *sev)
+{
+	struct hf__sev **slot = &st->events[sev->ev.seq % EVENT_CACHE];
+	hf__sev_unref(*slot);
+	atomic_fetch_add_explicit(&sev->refs, 1, memory_order_relaxed);
+	*slot = sev;
+	if (st->oldest_cached == 0)
+		st->oldest_cached = sev->ev.seq;
+	else if (sev->ev.seq - st->oldest_cached >= EVENT_CACHE)
+		st->oldest_cached = sev->ev.seq - EVENT_CACHE + 1;
 }
 
 /* Appends an event (and its journal record) touching the resources `names` (the first is its
@@ -478,28 +522,21 @@ static void emit_text(struct hf__state *st, struct hf__effects *fx, int64_t now,
 		fx->failed = HF_ENOMEM;
 		return;
 	}
-	struct hf__jrec *rec = fx_record(fx, HF__J_EVENT, NULL, body, false);
-	if (!rec)
+	hf_event_revision revs[HF_CLAIMS_MAX];
+	hf_event ev = {.seq = ++st->last_seq, .at_ms = now, .type = (char *)type,
+	               .resource = (char *)resource, .hold_id = (char *)hold_id, .data = body,
+	               .revisions = revs};
+	struct hf__jrec *rec = NULL;
+	if (n_names > HF_CLAIMS_MAX || event_revise(st, &ev, names, n_names) != HF_OK ||
+	    !(rec = fx_record(fx, HF__J_EVENT, NULL, NULL, false)) ||
+	    !(rec->event = hf__sev_new(&ev))) {
+		free(body);
+		fx->failed = HF_ENOMEM;
 		return;
-	rec->event.seq = ++st->last_seq;
-	rec->event.at_ms = now;
-	rec->event.type = hf__strdup(type);
-	rec->event.resource = hf__strdup(resource);
-	rec->event.hold_id = hf__strdup(hold_id);
-	rec->event.data = body;
-	if (!rec->event.type || (resource && !rec->event.resource) ||
-	    (hold_id && !rec->event.hold_id) ||
-	    event_revise(st, &rec->event, names, n_names) != HF_OK)
-		fx->failed = HF_ENOMEM;
-	/* Cache a copy for readers; it is served once durable. */
-	hf_event *slot = &st->events[rec->event.seq % EVENT_CACHE];
-	hf__event_clear(slot);
-	if (hf__event_copy(slot, &rec->event) != HF_OK)
-		fx->failed = HF_ENOMEM;
-	if (st->oldest_cached == 0)
-		st->oldest_cached = rec->event.seq;
-	else if (rec->event.seq - st->oldest_cached >= EVENT_CACHE)
-		st->oldest_cached = rec->event.seq - EVENT_CACHE + 1;
+	}
+	free(body);
+	/* The cache shares it with the record; it is served once durable. */
+	cache_event(st, rec->event);
 }
 
 static void emit(struct hf__state *st, struct hf__effects *fx, int64_t now, const char *type,
@@ -1466,7 +1503,8 @@ static bool reply_events(struct hf__state *st, struct hf__call *call)
 		return true;
 	}
 	for (uint64_t i = 0; i < n; i++) {
-		if (hf__event_copy(&reply->events[i], &st->events[(first + i) % EVENT_CACHE]) != HF_OK) {
+		if (hf__event_copy(&reply->events[i], &st->events[(first + i) % EVENT_CACHE]->ev) !=
+		    HF_OK) {
 			reply->error = (hf_error){.code = HF_ENOMEM, .message = "out of memory"};
 			return true;
 		}
@@ -1773,7 +1811,7 @@ void hf__state_free(struct hf__state *st)
 	hf__heap_release(&st->expiries);
 	hf__heap_release(&st->deadlines);
 	for (size_t i = 0; i < EVENT_CACHE; i++)
-		hf__event_clear(&st->events[i]);
+		hf__sev_unref(st->events[i]);
 	free(st->events);
 	hf__sagas_free(st->sagas);
 	free(st);
@@ -1970,12 +2008,11 @@ int hf__state_load_event(struct hf__state *st, const hf_event *ev, hf_error *err
 			               (unsigned long long)ev->seq, (long long)ev->revisions[i].revision,
 			               ev->revisions[i].resource, r ? (long long)r->revision : 0LL);
 	}
-	hf_event *slot = &st->events[ev->seq % EVENT_CACHE];
-	hf__event_clear(slot);
-	if (hf__event_copy(slot, ev) != HF_OK)
+	struct hf__sev *sev = hf__sev_new(ev);
+	if (!sev)
 		return hf__err_code(err, HF_ENOMEM);
-	if (st->oldest_cached == 0)
-		st->oldest_cached = ev->seq;
+	cache_event(st, sev);
+	hf__sev_unref(sev);
 	st->last_seq = st->durable_seq = ev->seq;
 	return HF_OK;
 }
