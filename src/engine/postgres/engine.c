@@ -68,6 +68,7 @@ struct pg {
 	struct forgets forgets; /* from workers (parks in doubt), taken by the waiter thread */
 	atomic_int lose_commit; /* the test hook's armed HF__PG_LOSE_* bits (conf.lose_commit) */
 	atomic_int notify_pending; /* changes committed that a NOTIFY must announce (conf) */
+	_Atomic int64_t connected_ms; /* the last successful connect of any connection (conf) */
 };
 
 static int64_t mono_ms(void)
@@ -624,6 +625,8 @@ static int pg_open(hf_store *store, const char *url, const hf_options *opt, void
 	}
 	atomic_init(&e->notify_pending, 0);
 	e->conf.notify_pending = &e->notify_pending;
+	atomic_init(&e->connected_ms, 0);
+	e->conf.connected_ms = &e->connected_ms;
 	e->conf.notify_fd = e->wake[1];
 	pthread_mutex_init(&e->mu, NULL);
 	pthread_cond_init(&e->cv, NULL);

@@ -53,6 +53,9 @@ struct hf__pg_conf {
 	 * its COMMIT, one commit at a time. */
 	atomic_int *notify_pending;
 	int notify_fd;
+	/* Monotonic ms of the instance's last successful connect (any of its connections): the
+	 * database is back, so the others' fail-fast windows end with it. */
+	_Atomic int64_t *connected_ms;
 };
 
 #define HF__PG_LOSE_PARK 1  /* the commit of a park (an acquire's waiter row) */
@@ -65,6 +68,7 @@ struct hf__pgc {
 	const struct hf__pg_conf *conf;
 	bool listening;
 	int64_t retry_at;   /* monotonic ms: no connect attempt before (after a failed one) */
+	int64_t failed_at;  /* monotonic ms of that failed attempt */
 	int64_t upkeep_at;  /* monotonic ms: the next purge of old rows by this connection */
 	char last_err[256]; /* why the last connect failed */
 	bool lost_race;     /* the last failed statement lost to a concurrent change (deadlock,
@@ -75,7 +79,8 @@ struct hf__pgc {
 
 /* schema.c */
 /* Connects (or reconnects) and applies the session settings; HF_OK or HF_EENGINE. Within
- * HF__PG_RECONNECT_MS of a failed attempt it fails at once with that attempt's message. */
+ * HF__PG_RECONNECT_MS of a failed attempt it fails at once with that attempt's message,
+ * unless another connection of the instance has connected since. */
 int hf__pgc_ensure(struct hf__pgc *c, hf_error *err);
 int64_t hf__pg_mono_ms(void);
 /* Runs BEGIN (`sql`); if that finds the connection dead (the server restarted since its last

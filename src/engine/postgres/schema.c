@@ -386,18 +386,24 @@ int hf__pgc_ensure(struct hf__pgc *c, hf_error *err)
 	 * connect_timeout, and every queued call waiting for its own would add up. */
 	hf__pgc_close(c);
 	int64_t now = hf__pg_mono_ms();
-	if (c->retry_at && now < c->retry_at)
+	/* Another connection got through since this one failed: the database is back, try now
+	 * (else a call could be refused with a stale "cannot reach" after /readyz said ready). */
+	bool back = c->conf->connected_ms && atomic_load(c->conf->connected_ms) > c->failed_at;
+	if (c->retry_at && now < c->retry_at && !back)
 		return hf__err(err, HF_EENGINE, "%s", c->last_err);
 	c->conn = PQconnectdb(c->conf->conninfo);
 	if (!c->conn || PQstatus(c->conn) != CONNECTION_OK) {
 		hf_error e;
 		hf__pg_fail(&e, c->conn, "cannot reach the database");
 		snprintf(c->last_err, sizeof(c->last_err), "%s", e.message);
-		c->retry_at = hf__pg_mono_ms() + HF__PG_RECONNECT_MS;
+		c->failed_at = hf__pg_mono_ms();
+		c->retry_at = c->failed_at + HF__PG_RECONNECT_MS;
 		hf__pgc_close(c);
 		return hf__err(err, HF_EENGINE, "%s", c->last_err);
 	}
 	c->retry_at = 0;
+	if (c->conf->connected_ms)
+		atomic_store(c->conf->connected_ms, hf__pg_mono_ms());
 	char *ident = PQescapeIdentifier(c->conn, c->conf->schema, strlen(c->conf->schema));
 	if (!ident) {
 		hf__pgc_close(c);
