@@ -352,6 +352,7 @@ static int tx_commit(struct tx *t)
 		t->conn = NULL;
 		if (t->lose == HF__PG_LOSE_GRANT) {
 			t->c->retry_at = hf__pg_mono_ms() + HF__PG_LOSE_OUTAGE_MS;
+			t->c->failed_at = t->c->retry_at; /* other connections' connects don't end it */
 			snprintf(t->c->last_err, sizeof(t->c->last_err),
 			         "cannot reach the database: a lost COMMIT reply (test hook)");
 		}
