@@ -24,6 +24,7 @@ struct rc_ctx {
 	char (*keys)[300];
 	/* Per partition: entries are pending at another consumer, so new ones must wait. */
 	bool *held_elsewhere;
+	redisReply **replies; /* autoclaim's pipeline: two replies per partition */
 	char dead[300];
 };
 
@@ -209,54 +210,76 @@ static int read_group(struct rc_ctx *x, bool pending, size_t *got, hf_error *err
 /* Whether entries of the partition are still pending at a consumer other than this one (alive
  * and applying them, or dead and not idle long enough to be claimed): new entries of that
  * partition must wait for them, or one resource's events would be applied out of order (a
- * consumer taking over from a dead one read revision 4 before it could claim 1..3). */
-static int pending_elsewhere(struct rc_ctx *x, unsigned p, bool *out, hf_error *err)
+ * consumer taking over from a dead one read revision 4 before it could claim 1..3). From an
+ * XPENDING summary reply: [count, first, last, [[consumer, count], ...] or nil]. */
+static bool pending_elsewhere(const struct rc_ctx *x, const redisReply *r)
 {
-	redisReply *r = redisCommand(x->c, "XPENDING %s %s", x->keys[p], x->o->queue);
-	if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 4)
-		return redis_fail(x, "XPENDING", r, err);
-	*out = false;
-	redisReply *owners = r->element[3]; /* [[consumer, count], ...], nil when none */
+	const redisReply *owners = r->element[3];
 	for (size_t i = 0; owners->type == REDIS_REPLY_ARRAY && i < owners->elements; i++) {
-		redisReply *o = owners->element[i];
+		const redisReply *o = owners->element[i];
 		if (o->type == REDIS_REPLY_ARRAY && o->elements == 2 &&
 		    o->element[0]->type == REDIS_REPLY_STRING &&
 		    strcmp(o->element[0]->str, x->o->consumer) != 0)
-			*out = true;
+			return true;
 	}
-	freeReplyObject(r);
+	return false;
+}
+
+/* Applies the entries of one XAUTOCLAIM reply (taken over from a dead consumer). */
+static int handle_claimed(struct rc_ctx *x, unsigned p, const redisReply *r, size_t *got,
+                          hf_error *err)
+{
+	const redisReply *entries = r->element[1];
+	for (size_t i = 0; i < entries->elements; i++) {
+		const redisReply *e = entries->element[i];
+		unsigned d = e->elements == 2 ? deliveries(x, x->keys[p], e->element[0]->str) : 1;
+		int rc = handle_entry(x, x->keys[p], e, d, err);
+		if (rc != HF_OK)
+			return rc;
+		(*got)++;
+	}
 	return HF_OK;
 }
 
-/* Takes over entries idle longer than claim_idle_ms (their consumer died) and applies them;
- * then notes which partitions still have entries pending elsewhere. */
+/* Every round, before new entries are read: takes over entries idle longer than
+ * claim_idle_ms (their consumer died) and applies them, and notes which partitions still have
+ * entries pending elsewhere. XAUTOCLAIM and XPENDING of every partition go in one pipeline:
+ * one round trip a round, not two per partition. (A claimed entry is this consumer's in the
+ * XPENDING that follows its claim, so it holds nothing back.) */
 static int autoclaim(struct rc_ctx *x, size_t *got, hf_error *err)
 {
+	unsigned P = x->o->partitions;
+	redisReply **rs = x->replies;
 	*got = 0;
-	for (unsigned p = 0; p < x->o->partitions; p++) {
-		redisReply *r = redisCommand(x->c, "XAUTOCLAIM %s %s %s %lld 0-0 COUNT %u",
-		                             x->keys[p], x->o->queue, x->o->consumer,
-		                             (long long)x->o->claim_idle_ms, x->o->prefetch);
-		if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2)
-			return redis_fail(x, "XAUTOCLAIM", r, err);
-		redisReply *entries = r->element[1];
-		for (size_t i = 0; i < entries->elements; i++) {
-			redisReply *e = entries->element[i];
-			unsigned d =
-			    e->elements == 2 ? deliveries(x, x->keys[p], e->element[0]->str) : 1;
-			int rc = handle_entry(x, x->keys[p], e, d, err);
-			if (rc != HF_OK) {
-				freeReplyObject(r);
-				return rc;
-			}
-			(*got)++;
-		}
-		freeReplyObject(r);
-		int rc = pending_elsewhere(x, p, &x->held_elsewhere[p], err);
-		if (rc != HF_OK)
-			return rc;
+	for (unsigned p = 0; p < P; p++) {
+		redisAppendCommand(x->c, "XAUTOCLAIM %s %s %s %lld 0-0 COUNT %u", x->keys[p],
+		                   x->o->queue, x->o->consumer, (long long)x->o->claim_idle_ms,
+		                   x->o->prefetch);
+		redisAppendCommand(x->c, "XPENDING %s %s", x->keys[p], x->o->queue);
 	}
-	return HF_OK;
+	int rc = HF_OK;
+	for (size_t i = 0; rc == HF_OK && i < 2 * (size_t)P; i++)
+		if (redisGetReply(x->c, (void **)&rs[i]) != REDIS_OK) {
+			rs[i] = NULL; /* the connection is broken: the rest will not come */
+			rc = redis_fail(x, "XAUTOCLAIM", NULL, err);
+		}
+	for (unsigned p = 0; rc == HF_OK && p < P; p++) {
+		redisReply *claim = rs[2 * p], *pend = rs[2 * p + 1];
+		if (!claim || claim->type != REDIS_REPLY_ARRAY || claim->elements < 2) {
+			rs[2 * p] = NULL; /* redis_fail frees it */
+			rc = redis_fail(x, "XAUTOCLAIM", claim, err);
+		} else if (!pend || pend->type != REDIS_REPLY_ARRAY || pend->elements < 4) {
+			rs[2 * p + 1] = NULL;
+			rc = redis_fail(x, "XPENDING", pend, err);
+		} else if ((rc = handle_claimed(x, p, claim, got, err)) == HF_OK) {
+			x->held_elsewhere[p] = pending_elsewhere(x, pend);
+		}
+	}
+	for (size_t i = 0; i < 2 * (size_t)P; i++) {
+		freeReplyObject(rs[i]);
+		rs[i] = NULL;
+	}
+	return rc;
 }
 
 static int consume_connection(struct rc_ctx *x, int64_t *idle_since, hf_error *err)
@@ -321,9 +344,11 @@ int relay_consume_redis(const struct relay_consume_opts *o, struct relay_ledger 
 	}
 	x.keys = calloc(o->partitions, sizeof(*x.keys));
 	x.held_elsewhere = calloc(o->partitions, sizeof(*x.held_elsewhere));
-	if (!x.keys || !x.held_elsewhere) {
+	x.replies = calloc(2 * (size_t)o->partitions, sizeof(*x.replies));
+	if (!x.keys || !x.held_elsewhere || !x.replies) {
 		free(x.keys);
 		free(x.held_elsewhere);
+		free(x.replies);
 		relay_err(err, HF_ENOMEM, "out of memory");
 		return HF_ENOMEM;
 	}
@@ -343,5 +368,6 @@ int relay_consume_redis(const struct relay_consume_opts *o, struct relay_ledger 
 	}
 	free(x.keys);
 	free(x.held_elsewhere);
+	free(x.replies);
 	return rc;
 }
