@@ -304,7 +304,8 @@ typedef struct hf_request {
 
 void hf_request_init(hf_request *req, hf_op op); /* zeroes and sets if_version = -1, state = -1 */
 
-/* A reply. Which fields are set depends on the op; on error only `error` is. */
+/* A reply. Which fields are set depends on the op; on error only `error` is (and, for
+ * HF_ETRIMMED, `trimmed_upto`). */
 typedef struct hf_reply {
 	hf_op op;
 	hf_error error;
@@ -319,6 +320,8 @@ typedef struct hf_reply {
 	hf_waiter *waiters;      /* LIST_WAITERS, in queue order */
 	size_t n_waiters;
 	uint64_t last_seq;       /* READ_EVENTS: the newest durable sequence number */
+	uint64_t trimmed_upto;   /* READ_EVENTS failed with HF_ETRIMMED: the events up to this
+	                          * seq are gone (retention); a read after it goes on */
 	bool more;               /* LIST_*: more items after the last one returned */
 	char *json;              /* HF_OP_SAGA_*: the answer, JSON text */
 } hf_reply;

@@ -82,6 +82,12 @@ int hf__err_trimmed(hf_error *err, uint64_t upto)
 	    (unsigned long long)upto, (unsigned long long)upto + 1, (unsigned long long)upto);
 }
 
+int hf__reply_trimmed(hf_reply *reply, uint64_t upto)
+{
+	reply->trimmed_upto = upto;
+	return hf__err_trimmed(&reply->error, upto);
+}
+
 void hf__trim_log(const char *engine, const char *store, const struct hf__trim_policy *p,
                   const struct hf__trim_plan *plan, uint64_t trimmed, uint64_t *logged_checkpoint)
 {

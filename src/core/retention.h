@@ -58,8 +58,10 @@ void hf__trim_plan(const struct hf__trim_policy *p, uint64_t last_seq, uint64_t 
                    const struct hf__checkpoints *cp, struct hf__trim_plan *out);
 
 /* The answer to a read after a seq below the floor: HF_ETRIMMED naming the oldest kept
- * (upto + 1). Returns HF_ETRIMMED. */
+ * (upto + 1). Returns HF_ETRIMMED. hf__reply_trimmed also sets reply->trimmed_upto, the
+ * floor as a number, so that nobody has to read it back from the message. */
 int hf__err_trimmed(hf_error *err, uint64_t upto);
+int hf__reply_trimmed(hf_reply *reply, uint64_t upto);
 
 /* Logs a pass (hf__log_line, core.h): a warning when a checkpoint held it back or was passed by
  * force, once per checkpoint value (*logged_checkpoint remembers it), and the count

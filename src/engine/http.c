@@ -607,6 +607,9 @@ static void handle_answer(struct http_call *hc, struct evhttp_request *req)
 		             strcmp(json_string_value(jcode), hf_err_name(HF_EINTERNAL)) == 0;
 		if (err.code == HF_EINTERNAL && !known)
 			err.code = status_to_code(status);
+		const json_t *jupto = json_object_get(json_object_get(body, "error"), "trimmed_upto");
+		if (err.code == HF_ETRIMMED && json_is_integer(jupto) && json_integer_value(jupto) > 0)
+			reply->trimmed_upto = (uint64_t)json_integer_value(jupto);
 	} else {
 		hf__err(&err, status_to_code(status), "%s answered http status %d without an error body",
 		        hc->eng->where, status);

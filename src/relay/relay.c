@@ -243,11 +243,11 @@ enum step { STEP_AGAIN, STEP_IDLE, STEP_LOST, STEP_DONE };
  * silent jump. Without from_floor the relay stops, naming the checkpoint and the floor; with
  * it the checkpoint moves to the floor and the gap is logged (its consumers see it too, as
  * missing revisions). */
-static enum step relay_trimmed(struct relay *r, uint64_t *after, const hf_error *why)
+static enum step relay_trimmed(struct relay *r, uint64_t *after, const hf_reply *why)
 {
-	uint64_t upto = 0;
-	if (!relay_trimmed_upto(why, &upto) || upto <= *after) {
-		relay_err(&r->fatal, HF_ETRIMMED, "relay '%s': %s", r->o->name, why->message);
+	uint64_t upto = why->trimmed_upto;
+	if (upto <= *after) {
+		relay_err(&r->fatal, HF_ETRIMMED, "relay '%s': %s", r->o->name, why->error.message);
 		return STEP_DONE;
 	}
 	if (!r->o->from_floor) {
@@ -290,7 +290,7 @@ static enum step relay_batch(struct relay *r, uint64_t *after)
 	hf_reply *rep = NULL;
 	int rc = hf_call(r->store, &req, &rep);
 	if (rc == HF_ETRIMMED) {
-		enum step s = relay_trimmed(r, after, &rep->error);
+		enum step s = relay_trimmed(r, after, rep);
 		hf_reply_free(rep);
 		return s;
 	}

@@ -54,7 +54,7 @@ static void on_sse(struct hf__rq *rq, hf_reply *reply)
 	if (reply->error.code) {
 		/* The drain (or a closing store) ends the stream quietly; anything else is told. */
 		if (reply->error.code != HF_ECANCELED && reply->error.code != HF_ECLOSED) {
-			json_t *e = hf__error_json(&reply->error);
+			json_t *e = hf__reply_error_json(reply);
 			char *text = e ? hf__json_dumps(e, JSON_COMPACT) : NULL;
 			char head[] = "event: error\ndata: ";
 			hf__rq_stream_chunk(rq, head, sizeof(head) - 1);

@@ -554,14 +554,35 @@ void hf__utf8_clean(const char *in, char *out, size_t size)
 	out[o] = '\0';
 }
 
-json_t *hf__error_json(const hf_error *err)
+/* trimmed_upto: events_trimmed's floor as a number (0: none), for clients that go on after it. */
+static json_t *error_json(const hf_error *err, uint64_t trimmed_upto)
 {
 	char msg[3 * HF_MESSAGE_MAX];
 	hf__utf8_clean(err->message[0] ? err->message : hf_strerror(err->code), msg, sizeof(msg));
-	return json_pack("{s:{s:s,s:s}}", "error", "code", hf_err_name(err->code), "message", msg);
+	json_t *j =
+	    json_pack("{s:{s:s,s:s}}", "error", "code", hf_err_name(err->code), "message", msg);
+	if (j && trimmed_upto)
+		json_object_set_new(json_object_get(j, "error"), "trimmed_upto",
+		                    json_integer((json_int_t)trimmed_upto));
+	return j;
 }
 
-void hf__rq_send_error(struct hf__rq *rq, const hf_error *err)
+json_t *hf__error_json(const hf_error *err)
+{
+	return error_json(err, 0);
+}
+
+static uint64_t reply_trimmed_upto(const hf_reply *reply)
+{
+	return reply->error.code == HF_ETRIMMED ? reply->trimmed_upto : 0;
+}
+
+json_t *hf__reply_error_json(const hf_reply *reply)
+{
+	return error_json(&reply->error, reply_trimmed_upto(reply));
+}
+
+static void send_error(struct hf__rq *rq, const hf_error *err, uint64_t trimmed_upto)
 {
 	hf_error e = *err;
 	/* A wait cut short by the drain is the server shutting down, not the client cancelling. */
@@ -574,14 +595,19 @@ void hf__rq_send_error(struct hf__rq *rq, const hf_error *err)
 		hf__log(HF__LOG_DEBUG, "error_reply", " code=%s message=%s", hf_err_name(e.code),
 		        hf__log_quote(m, sizeof(m), e.message));
 	}
-	hf__rq_send_json(rq, hf_err_http_status(e.code), hf__error_json(&e));
+	hf__rq_send_json(rq, hf_err_http_status(e.code), error_json(&e, trimmed_upto));
+}
+
+void hf__rq_send_error(struct hf__rq *rq, const hf_error *err)
+{
+	send_error(rq, err, 0);
 }
 
 bool hf__rq_reply_failed(struct hf__rq *rq, hf_reply *reply)
 {
 	if (!reply->error.code)
 		return false;
-	hf__rq_send_error(rq, &reply->error);
+	send_error(rq, &reply->error, reply_trimmed_upto(reply));
 	hf_reply_free(reply);
 	return true;
 }

@@ -187,6 +187,9 @@ void hf__utf8_clean(const char *in, char *out, size_t size);
 /* {"error":{"code","message"}} for err, the message cleaned to valid UTF-8; NULL only when
  * out of memory. The caller owns the reference. */
 json_t *hf__error_json(const hf_error *err);
+/* The same for a reply's error, with what the reply adds to it ("trimmed_upto" of an
+ * events_trimmed). */
+json_t *hf__reply_error_json(const hf_reply *reply);
 /* Answers with the body in an evbuffer, moved out without a copy (the buffer is emptied,
  * not freed) and frees rq. Not for streams. */
 struct evbuffer;

@@ -504,6 +504,37 @@ class Api(unittest.TestCase):
             self.assertEqual(s2.stop(), 0)
 
 
+class Retention(unittest.TestCase):
+    def test_events_trimmed_names_the_floor(self):
+        """A read below the oldest kept event is 410 events_trimmed with the floor as a
+        number (trimmed_upto), and reading after that floor goes on."""
+        s = Server("--events-keep-count", "10")
+        try:
+            for i in range(60):
+                self.assertEqual(s.put("/v1/resources/trim-%d" % i, {"capacity": 1})[0], 201)
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                st, body, _ = s.get("/v1/events?after=0")
+                if st == 410:
+                    break
+                time.sleep(0.1)
+            self.assertEqual(st, 410, body)
+            err = body["error"]
+            self.assertEqual(err["code"], "events_trimmed")
+            floor = err["trimmed_upto"]
+            self.assertIsInstance(floor, int)
+            self.assertIn("events up to seq %d were trimmed" % floor, err["message"])
+            st, body, _ = s.get("/v1/events?after=%d" % floor)
+            self.assertEqual(st, 200, body)
+            self.assertEqual(body["events"][0]["seq"], floor + 1)
+            # other errors carry no floor
+            st, body, _ = s.get("/v1/events?after=-1")
+            self.assertEqual(st, 400)
+            self.assertNotIn("trimmed_upto", body["error"])
+        finally:
+            self.assertEqual(s.stop(), 0)
+
+
 class Options(unittest.TestCase):
     def test_help_documents_every_option(self):
         out = subprocess.run([hfserver.BIN, "--help"], capture_output=True, text=True)

@@ -216,7 +216,7 @@ static void read_old_events(struct engine *e, struct hf__call *call, uint64_t up
  * never a silent jump over the missing ones. With fx, the call is queued there to complete. */
 static void refuse_trimmed(struct hf__call *call, uint64_t upto, struct hf__effects *fx)
 {
-	hf__err_trimmed(&call->reply->error, upto);
+	hf__reply_trimmed(call->reply, upto);
 	if (!fx)
 		return; /* the caller completes it */
 	call->next = fx->done_head;

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/codec.h"
+#include "core/retention.h"
 #include "core/rules.h"
 #include "engine/postgres/pg.h"
 
@@ -1515,9 +1516,11 @@ static int read_events(struct tx *t, struct hf__call *call)
 	            " WHERE seq > $1 AND seq <= $3 ORDER BY seq LIMIT $2",
 	            3, p)))
 		return HF_EENGINE;
-	if (hf__pg_events_trimmed(r, rq->after, reply->last_seq, t->err)) {
+	uint64_t upto;
+	if (hf__pg_events_trimmed(r, rq->after, reply->last_seq, &upto)) {
 		PQclear(r);
-		return HF_ETRIMMED;
+		reply->trimmed_upto = upto;
+		return hf__err_trimmed(t->err, upto);
 	}
 	size_t n = (size_t)PQntuples(r);
 	reply->events = calloc(n + 1, sizeof(*reply->events));

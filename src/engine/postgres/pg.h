@@ -174,8 +174,7 @@ struct hf__pg_retention {
  * tried again at the next pass. */
 void hf__pg_retention_run(struct hf__pgc *c, struct hf__pg_retention *st);
 /* Whether a read of events after `after` (rows r: seq first, by seq; last_seq: the newest
- * numbered) found the events it asked for trimmed: then err is HF_ETRIMMED naming the
- * oldest kept. */
-bool hf__pg_events_trimmed(PGresult *r, uint64_t after, uint64_t last_seq, hf_error *err);
+ * numbered) found the events it asked for trimmed: then *upto is the last seq trimmed. */
+bool hf__pg_events_trimmed(PGresult *r, uint64_t after, uint64_t last_seq, uint64_t *upto);
 
 #endif /* HF_PG_H */

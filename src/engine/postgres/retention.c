@@ -122,19 +122,17 @@ void hf__pg_retention_run(struct hf__pgc *c, struct hf__pg_retention *st)
 	PQclear(PQexec(c->conn, ok ? "COMMIT" : "ROLLBACK"));
 }
 
-bool hf__pg_events_trimmed(PGresult *r, uint64_t after, uint64_t last_seq, hf_error *err)
+bool hf__pg_events_trimmed(PGresult *r, uint64_t after, uint64_t last_seq, uint64_t *upto)
 {
 	/* Every seq up to last_seq was given (sequence_events numbers without gaps) and only
 	 * retention deletes events: a first row other than after + 1 means it trimmed them. */
 	if (after >= last_seq)
 		return false;
 	if (PQntuples(r) == 0) {
-		hf__err_trimmed(err, last_seq);
+		*upto = last_seq;
 		return true;
 	}
 	uint64_t first = (uint64_t)col_i64(r, 0, 0);
-	if (first == after + 1)
-		return false;
-	hf__err_trimmed(err, first - 1);
-	return true;
+	*upto = first - 1;
+	return first != after + 1;
 }

@@ -219,7 +219,7 @@ static int fill_reply(struct hf__call *call, json_t *j)
 	if (e) {
 		r->error.code = (int)json_integer_value(e);
 		if (r->error.code == HF_ETRIMMED) /* worded in one place for every engine */
-			return hf__err_trimmed(&r->error, (uint64_t)jint(j, "upto"));
+			return hf__reply_trimmed(r, (uint64_t)jint(j, "upto"));
 		snprintf(r->error.message, sizeof(r->error.message), "%s",
 		         jstr(j, "m") ? jstr(j, "m") : hf_strerror(r->error.code));
 		return r->error.code;
