@@ -11,14 +11,7 @@ import pgtest  # noqa: E402
 
 BOUND_S = 3.0  # an answer while the database is down (the Unix socket refuses at once)
 
-failures = []
-
-
-def check(cond, msg):
-    if not cond:
-        failures.append(msg)
-        print("FAIL:", msg, file=sys.stderr, flush=True)
-    return cond
+check = pgtest.check
 
 
 class Async:
@@ -300,17 +293,8 @@ def main():
         killed_mid_waiter_grant(a, b)
         locked_counter(a)
     finally:
-        for s in (a, b):
-            alive = s.proc.poll() is None
-            check(alive, "instance on port %d died: %s" % (s.port, s.log_text()[-2000:]))
-            if alive:
-                rc = s.stop()
-                check(rc == 0, "instance exited %s" % rc)
-    if failures:
-        print("fault_test: %d failure(s)" % len(failures), file=sys.stderr)
-        return 1
-    print("fault_test: ok")
-    return 0
+        rc = pgtest.finish("fault_test", (a, b))
+    return rc
 
 
 if __name__ == "__main__":

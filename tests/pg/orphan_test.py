@@ -17,14 +17,7 @@ import pgtest  # noqa: E402
 LEASE_S = 15.0               # HF__PG_WAITER_LEASE_MS
 BOUND_S = LEASE_S + 4.0      # lease + the purge (at most 1 s) + slack for a loaded machine
 
-failures = []
-
-
-def check(cond, msg):
-    if not cond:
-        failures.append(msg)
-        print("FAIL:", msg, file=sys.stderr, flush=True)
-    return cond
+check = pgtest.check
 
 
 class Async:
@@ -291,17 +284,8 @@ def main():
         wait_ends_in_outage(a, b, "fast")
         untracked_row_lapses(a, b)
     finally:
-        for s in (a, b, c, d):
-            alive = s.proc.poll() is None
-            check(alive, "instance on port %d died: %s" % (s.port, s.log_text()[-2000:]))
-            if alive:
-                rc = s.stop()
-                check(rc == 0, "instance exited %s" % rc)
-    if failures:
-        print("orphan_test: %d failure(s)" % len(failures), file=sys.stderr)
-        return 1
-    print("orphan_test: ok")
-    return 0
+        rc = pgtest.finish("orphan_test", (a, b, c, d))
+    return rc
 
 
 if __name__ == "__main__":

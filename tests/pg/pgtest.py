@@ -6,6 +6,7 @@ import os
 import re
 import resource
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -151,14 +152,14 @@ class Holdfastd:
 class Client:
     """A keep-alive JSON client; reconnects after a dropped connection."""
 
-    def __init__(self, port, timeout=30):
-        self.port, self.timeout, self.c = port, timeout, None
+    def __init__(self, port, timeout=30, host="127.0.0.1"):
+        self.host, self.port, self.timeout, self.c = host, port, timeout, None
 
     def request(self, method, path, body=None, headers=None):
         """Returns (status, parsed JSON). Raises OSError/HTTPException when the server is
         unreachable or the connection drops (the outcome is then unknown)."""
         if self.c is None:
-            self.c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+            self.c = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
             self.c.request(method, path, body=json.dumps(body) if body is not None else None,
                            headers=headers or {})
@@ -188,3 +189,31 @@ def all_events(client):
         if not body["events"]:
             return out, body["last_seq"]
         after = body["next_after"]
+
+
+# ---- Failures, counted rather than raised: a test goes on and reports them all. ----
+
+failures = []
+
+
+def check(cond, msg):
+    if not cond:
+        failures.append(msg)
+        print("FAIL:", msg, file=sys.stderr, flush=True)
+    return cond
+
+
+def finish(name, instances):
+    """Stops the instances (each must still be alive and exit 0) and reports: the exit
+    status of the test."""
+    for s in instances:
+        alive = s.proc.poll() is None
+        check(alive, "instance on port %d died: %s" % (s.port, s.log_text()[-2000:]))
+        if alive:
+            rc = s.stop()
+            check(rc == 0, "instance exited %s" % rc)
+    if failures:
+        print("%s: %d failure(s)" % (name, len(failures)), file=sys.stderr)
+        return 1
+    print("%s: ok" % name)
+    return 0

@@ -3,7 +3,6 @@ the Jepsen-style history its clients write (docs/reliability.md, section 1), one
 history `process`, holdfastd processes that can be killed and restarted on their port (also
 inside a network namespace or under libfaketime), the background workload, and running
 holdfast-check."""
-import http.client
 import json
 import os
 import random
@@ -15,18 +14,12 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pg"))
+from pgtest import Client, check, failures  # noqa: E402,F401 (check and failures: for the tests)
+
 # Answers that leave the outcome unknown (as holdfast-bench writes them: "info").
 UNKNOWN = {"engine_unavailable", "protocol_error", "shutting_down", "storage_error",
            "internal_error", "out_of_memory"}
-
-failures = []
-
-
-def check(cond, msg):
-    if not cond:
-        failures.append(msg)
-        print("FAIL:", msg, file=sys.stderr, flush=True)
-    return cond
 
 
 def seed_from_env():
@@ -80,18 +73,12 @@ class Proc:
     def request(self, method, path, body=None):
         """(status, JSON); raises OSError/HTTPException when the outcome is unknown."""
         if self.c is None:
-            self.c = http.client.HTTPConnection(self.server.host, self.server.port,
-                                                timeout=self.timeout)
+            self.c = Client(self.server.port, self.timeout, host=self.server.host)
         try:
-            self.c.request(method, path, body=json.dumps(body) if body is not None else None)
-            r = self.c.getresponse()
-            text = r.read().decode()
-        except (OSError, http.client.HTTPException):
-            self.close()
+            return self.c.request(method, path, body)
+        except Exception:
+            self.close()  # the next request connects to the server's address of that moment
             raise
-        if r.getheader("Connection", "").lower() == "close":
-            self.close()
-        return r.status, (json.loads(text) if text else None)
 
     def _call(self, f, method, path, body, fields, ok_status):
         self.hist.add(process=self.pid, type="invoke", f=f, **fields)
