@@ -582,6 +582,16 @@ static void fb_tick(void *engine)
 			eng->ops[s]->tick(eng->inner[s]);
 }
 
+/* A batch (hf_store_batch_begin/end) spans both sides: changes on either are committed
+ * together at its end, as on the engine alone. */
+static void fb_batch(void *engine, bool open)
+{
+	struct fb_engine *eng = engine;
+	for (int s = PRIMARY; s <= FALLBACK; s++)
+		if (eng->ops[s]->batch)
+			eng->ops[s]->batch(eng->inner[s], open);
+}
+
 static void fb_close(void *engine)
 {
 	struct fb_engine *eng = engine;
@@ -682,4 +692,5 @@ const struct hf__engine_ops hf__engine_fallback = {
 	.submit = fb_submit,
 	.cancel = fb_cancel,
 	.tick = fb_tick,
+	.batch = fb_batch,
 };

@@ -206,6 +206,32 @@ static void run(void)
 	CHECK(got == HF_ECANCELED, "cancelled wait on the fallback: %s", hf_err_name(got));
 	printf("a wait parked on the fallback was cancelled in %lld ms\n", (long long)(hf_now_ms() - tc));
 
+	/* A batch reaches the fallback: what is submitted while it is open is committed, and
+	 * answered, only after its end (the embedded engine's batch rule). */
+	hf_claim ce = {.name = "E", .units = 1, .capacity = 1};
+	hf_request eq;
+	hf_request_init(&eq, HF_OP_ACQUIRE);
+	eq.acquire = (hf_acquire_req){.owner = "e", .claims = &ce, .n_claims = 1, .ttl_ms = 1000,
+	                              .mode = HF_MODE_EXCLUSIVE};
+	int egot = 1;
+	hf_store_batch_begin(st);
+	CHECK(hf_submit(st, &eq, on_done, &egot, NULL, &err) == HF_OK, "%s", err.message);
+	for (int i = 0; i < 3; i++) {
+		struct pollfd pfd = {.fd = hf_store_fd(st), .events = POLLIN};
+		poll(&pfd, 1, 100);
+		hf_store_dispatch(st);
+	}
+	CHECK(egot == 1, "answered while its batch was open: %s", hf_err_name(egot));
+	hf_store_batch_end(st);
+	int64_t te = hf_now_ms();
+	while (egot == 1 && hf_now_ms() - te < 5000) {
+		struct pollfd pfd = {.fd = hf_store_fd(st), .events = POLLIN};
+		poll(&pfd, 1, 100);
+		hf_store_dispatch(st);
+	}
+	CHECK(egot == HF_OK, "acquire in a batch on the fallback: %s", hf_err_name(egot));
+	printf("a batch on the fallback: answered only after its end\n");
+
 	start_server(); /* empty: no persistence in these tests, so A is gone with it */
 	int64_t t0 = hf_now_ms();
 	int tries = 0;
