@@ -1128,16 +1128,53 @@ static void op_get_hold(struct hf__state *st, struct hf__call *call, struct hf__
 		reply_hold_done(fx, call, h);
 }
 
+/* qsort comparisons of arrays of void * that point to holds, resources. */
 static int cmp_hold_id(const void *a, const void *b)
 {
-	const struct hold *const *x = a, *const *y = b;
-	return strcmp((*x)->id, (*y)->id);
+	const struct hold *x = *(void *const *)a, *y = *(void *const *)b;
+	return strcmp(x->id, y->id);
 }
 
 static int cmp_res_name(const void *a, const void *b)
 {
-	const struct res *const *x = a, *const *y = b;
-	return strcmp((*x)->name, (*y)->name);
+	const struct res *x = *(void *const *)a, *y = *(void *const *)b;
+	return strcmp(x->name, y->name);
+}
+
+/* Puts the k smallest of items[0..n) by `cmp` (qsort's) first, in order: a bounded max-heap
+ * in items[0..k) over the rest, then a sort of those k. O(n log k): a page of a list, or the
+ * readiness probe's list of one, costs a scan of the map rather than a sort of all of it. */
+static void first_sorted(void **items, size_t n, size_t k, int (*cmp)(const void *, const void *))
+{
+	if (k >= n) {
+		qsort(items, n, sizeof(*items), cmp);
+		return;
+	}
+	for (size_t i = 1; i < k; i++) /* heapify by sifting each item up */
+		for (size_t c = i; c > 0 && cmp(&items[(c - 1) / 2], &items[c]) < 0; c = (c - 1) / 2) {
+			void *t = items[c];
+			items[c] = items[(c - 1) / 2];
+			items[(c - 1) / 2] = t;
+		}
+	for (size_t i = k; i < n; i++) {
+		if (k == 0 || cmp(&items[i], &items[0]) >= 0)
+			continue;
+		items[0] = items[i];
+		for (size_t p = 0;;) { /* sift the new top down */
+			size_t c = 2 * p + 1;
+			if (c >= k)
+				break;
+			if (c + 1 < k && cmp(&items[c + 1], &items[c]) > 0)
+				c++;
+			if (cmp(&items[c], &items[p]) <= 0)
+				break;
+			void *t = items[c];
+			items[c] = items[p];
+			items[p] = t;
+			p = c;
+		}
+	}
+	qsort(items, k, sizeof(*items), cmp);
 }
 
 static bool hold_matches(const struct hold *h, const hf_request *q)
@@ -1157,12 +1194,13 @@ static bool hold_matches(const struct hold *h, const hf_request *q)
 	return true;
 }
 
-/* Lists scan the whole map and sort what matches: O(n log n) per page, fine for the
- * sizes one process holds; a sorted index is the upgrade path if pages get hot. */
+/* Lists scan the whole map and keep the first page of what matches (first_sorted): O(n) per
+ * page, fine for the sizes one process holds; a sorted index is the upgrade path if pages get
+ * hot. */
 static void op_list_holds(struct hf__state *st, struct hf__call *call, struct hf__effects *fx)
 {
 	const hf_request *q = &call->req;
-	struct hold **match = malloc((st->holds.count + 1) * sizeof(*match));
+	void **match = malloc((st->holds.count + 1) * sizeof(*match)); /* struct hold * */
 	if (!match) {
 		fx_fail(fx, call, HF_ENOMEM, "out of memory");
 		return;
@@ -1173,8 +1211,8 @@ static void op_list_holds(struct hf__state *st, struct hf__call *call, struct hf
 	while ((h = hf__map_next(&st->holds, &pos, &cur)))
 		if (hold_matches(h, q))
 			match[n++] = h;
-	qsort(match, n, sizeof(*match), cmp_hold_id);
 	size_t take = n < q->limit ? n : q->limit;
+	first_sorted(match, n, take, cmp_hold_id);
 	hf_reply *reply = call->reply;
 	reply->holds = calloc(take + 1, sizeof(*reply->holds));
 	if (!reply->holds)
@@ -1373,7 +1411,7 @@ static void op_delete_resource(struct hf__state *st, struct hf__call *call, int6
 static void op_list_resources(struct hf__state *st, struct hf__call *call, struct hf__effects *fx)
 {
 	const hf_request *q = &call->req;
-	struct res **match = malloc((st->resources.count + 1) * sizeof(*match));
+	void **match = malloc((st->resources.count + 1) * sizeof(*match)); /* struct res * */
 	if (!match) {
 		fx_fail(fx, call, HF_ENOMEM, "out of memory");
 		return;
@@ -1384,8 +1422,8 @@ static void op_list_resources(struct hf__state *st, struct hf__call *call, struc
 	while ((r = hf__map_next(&st->resources, &pos, &cur)))
 		if (!q->cursor || strcmp(r->name, q->cursor) > 0)
 			match[n++] = r;
-	qsort(match, n, sizeof(*match), cmp_res_name);
 	size_t take = n < q->limit ? n : q->limit;
+	first_sorted(match, n, take, cmp_res_name);
 	hf_reply *reply = call->reply;
 	reply->resources = calloc(take + 1, sizeof(*reply->resources));
 	if (!reply->resources)
