@@ -29,6 +29,9 @@ void hf__map_init(struct hf__map *map);
 void hf__map_release(struct hf__map *map); /* frees the table, not the values */
 void *hf__map_get(const struct hf__map *map, const char *key);
 int hf__map_put(struct hf__map *map, const char *key, void *value); /* HF_OK or HF_ENOMEM */
+/* Adds an entry unless the key is there: then nothing changes and *present is the value
+ * there (else NULL). One lookup where a get and a put take two. HF_OK or HF_ENOMEM. */
+int hf__map_add(struct hf__map *map, const char *key, void *value, void **present);
 void *hf__map_remove(struct hf__map *map, const char *key);         /* the value or NULL */
 /* Iteration: start with *pos = 0; returns the next value or NULL at the end. The map must
  * not change during an iteration. */

@@ -78,12 +78,17 @@ static int grow(struct hf__map *map)
 	return HF_OK;
 }
 
-int hf__map_put(struct hf__map *map, const char *key, void *value)
+/* Puts (replace) or adds (!replace: an existing entry stays, *present is its value). */
+static int put(struct hf__map *map, const char *key, void *value, bool replace, void **present)
 {
 	if (map->count >= map->n_buckets && grow(map) != HF_OK)
 		return HF_ENOMEM;
 	uint64_t h = hash_key(key);
 	struct hf__map_entry **slot = find_slot(map, key, h);
+	if (*slot && !replace) {
+		*present = (*slot)->value;
+		return HF_OK;
+	}
 	if (*slot) {
 		(*slot)->key = key;
 		(*slot)->value = value;
@@ -96,6 +101,17 @@ int hf__map_put(struct hf__map *map, const char *key, void *value)
 	*slot = e;
 	map->count++;
 	return HF_OK;
+}
+
+int hf__map_put(struct hf__map *map, const char *key, void *value)
+{
+	return put(map, key, value, true, NULL);
+}
+
+int hf__map_add(struct hf__map *map, const char *key, void *value, void **present)
+{
+	*present = NULL;
+	return put(map, key, value, false, present);
 }
 
 void *hf__map_remove(struct hf__map *map, const char *key)

@@ -481,20 +481,31 @@ static void emit_hold(struct hf__state *st, struct hf__effects *fx, int64_t now,
 
 /* ---- resources ---- */
 
-static struct res *res_new(struct hf__state *st, const char *name, int64_t capacity)
+/* A new resource in st->resources, where `name` is not (*present: the one there, else NULL;
+ * NULL is returned then, and when out of memory). */
+static struct res *res_add(struct hf__state *st, const char *name, int64_t capacity,
+                           void **present)
 {
+	*present = NULL;
 	struct res *r = calloc(1, sizeof(*r));
 	if (!r || !(r->name = hf__strdup(name)))
-		goto nomem;
+		goto fail;
 	r->capacity = capacity;
-	if (hf__map_put(&st->resources, r->name, r) != HF_OK)
-		goto nomem;
+	if (hf__map_add(&st->resources, r->name, r, present) != HF_OK || *present)
+		goto fail;
 	return r;
-nomem:
+fail:
 	if (r)
 		free(r->name);
 	free(r);
 	return NULL;
+}
+
+/* A new resource where its caller knows there is none; NULL when out of memory. */
+static struct res *res_new(struct hf__state *st, const char *name, int64_t capacity)
+{
+	void *present;
+	return res_add(st, name, capacity, &present);
 }
 
 static void res_free(struct res *r)
@@ -1833,10 +1844,11 @@ int hf__state_load_resource(struct hf__state *st, const void *row, size_t len, h
 	int rc = hf__row_resource_decode(row, len, &d, err);
 	if (rc != HF_OK)
 		return rc;
-	struct res *r = NULL;
-	if (hf__map_get(&st->resources, d.name))
+	void *present;
+	struct res *r = res_add(st, d.name, d.capacity, &present);
+	if (present)
 		rc = hf__err(err, HF_ECORRUPT, "store file is damaged: resource '%.60s' twice", d.name);
-	else if (!(r = res_new(st, d.name, d.capacity)))
+	else if (!r)
 		rc = hf__err_code(err, HF_ENOMEM);
 	if (r) {
 		r->version = d.version;
@@ -1890,17 +1902,16 @@ int hf__state_load_hold(struct hf__state *st, const void *bytes, size_t len, hf_
 	int rc = hf__row_hold_decode(bytes, len, &row, err);
 	if (rc != HF_OK)
 		return rc;
-	if (hf__map_get(&st->holds, row.id)) {
-		rc = hf__err(err, HF_ECORRUPT, "store file is damaged: hold '%s' twice", row.id);
-		hf__hold_clear(&row);
-		return rc;
-	}
+	int64_t last_fence = st->last_fence;
 	struct hold *h = hold_of_row(st, &row);
-	if (!h)
-		return hf__err_code(err, HF_ENOMEM);
-	if (hf__map_put(&st->holds, h->id, h) != HF_OK) {
-		hold_free(h);
-		return hf__err_code(err, HF_ENOMEM);
+	void *present = NULL;
+	if (!h || hf__map_add(&st->holds, h->id, h, &present) != HF_OK || present) {
+		rc = present ? hf__err(err, HF_ECORRUPT, "store file is damaged: hold '%s' twice", h->id)
+		             : hf__err_code(err, HF_ENOMEM);
+		if (h)
+			hold_free(h);
+		st->last_fence = last_fence;
+		return rc;
 	}
 	bool live = h->state == HF_HOLD_TENTATIVE || h->state == HF_HOLD_CONFIRMED;
 	if (!live) { /* in time order once hf__state_load_done has sorted them */
@@ -2053,12 +2064,18 @@ int hf__state_load_event(struct hf__state *st, const hf_event *ev, hf_error *err
 int hf__state_load_revision(struct hf__state *st, const char *resource, int64_t revision,
                             hf_error *err)
 {
-	if (revision < 1 || hf__map_get(&st->revs, resource))
-		return hf__err(err, HF_ECORRUPT, "store file is damaged: revision %lld of '%.60s'",
-		               (long long)revision, resource);
-	struct rev *r = rev_get(st, resource);
-	if (!r)
+	size_t len = strlen(resource) + 1;
+	struct rev *r = revision < 1 ? NULL : malloc(sizeof(*r) + len);
+	void *present = NULL;
+	if (r) {
+		r->revision = revision;
+		memcpy(r->name, resource, len);
+	}
+	if (r && hf__map_add(&st->revs, r->name, r, &present) == HF_OK && !present)
+		return HF_OK;
+	free(r);
+	if (revision >= 1 && !present)
 		return hf__err_code(err, HF_ENOMEM);
-	r->revision = revision;
-	return HF_OK;
+	return hf__err(err, HF_ECORRUPT, "store file is damaged: revision %lld of '%.60s'",
+	               (long long)revision, resource);
 }
