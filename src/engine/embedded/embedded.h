@@ -32,6 +32,9 @@ int hf__map_put(struct hf__map *map, const char *key, void *value); /* HF_OK or 
 /* Adds an entry unless the key is there: then nothing changes and *present is the value
  * there (else NULL). One lookup where a get and a put take two. HF_OK or HF_ENOMEM. */
 int hf__map_add(struct hf__map *map, const char *key, void *value, void **present);
+/* Room for `count` entries without growing (a load that knows its size skips the rehashes
+ * of growing by doubling). HF_OK or HF_ENOMEM. */
+int hf__map_reserve(struct hf__map *map, size_t count);
 void *hf__map_remove(struct hf__map *map, const char *key);         /* the value or NULL */
 /* Iteration: start with *pos = 0; returns the next value or NULL at the end. The map must
  * not change during an iteration. */
@@ -164,6 +167,9 @@ int hf__state_load_idem(struct hf__state *st, const void *row, size_t len, hf_er
 int hf__state_load_revision(struct hf__state *st, const char *resource, int64_t revision,
                             hf_error *err);
 int hf__state_load_event(struct hf__state *st, const hf_event *ev, hf_error *err);
+/* Before the rows, when the journal knows them: room for that many of each. */
+int hf__state_load_reserve(struct hf__state *st, size_t resources, size_t holds, size_t idems,
+                           size_t revisions, hf_error *err);
 /* After the last row: puts the ended holds and the idempotency records (loaded in any order)
  * in time order, as their retention expects. */
 void hf__state_load_done(struct hf__state *st);

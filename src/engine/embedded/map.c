@@ -57,9 +57,9 @@ void *hf__map_get(const struct hf__map *map, const char *key)
 	return e ? e->value : NULL;
 }
 
-static int grow(struct hf__map *map)
+/* Rehashes into n buckets (a power of two). */
+static int resize(struct hf__map *map, size_t n)
 {
-	size_t n = map->n_buckets ? map->n_buckets * 2 : 64;
 	struct hf__map_entry **buckets = calloc(n, sizeof(*buckets));
 	if (!buckets)
 		return HF_ENOMEM;
@@ -76,6 +76,19 @@ static int grow(struct hf__map *map)
 	map->buckets = buckets;
 	map->n_buckets = n;
 	return HF_OK;
+}
+
+static int grow(struct hf__map *map)
+{
+	return resize(map, map->n_buckets ? map->n_buckets * 2 : 64);
+}
+
+int hf__map_reserve(struct hf__map *map, size_t count)
+{
+	size_t n = map->n_buckets ? map->n_buckets : 64;
+	while (n < count && n <= SIZE_MAX / 4)
+		n *= 2;
+	return n > map->n_buckets ? resize(map, n) : HF_OK;
 }
 
 /* Puts (replace) or adds (!replace: an existing entry stays, *present is its value). */

@@ -2022,6 +2022,17 @@ static int64_t created_at_of(const void *d)
 	return ((const struct idem *)d)->created_at;
 }
 
+int hf__state_load_reserve(struct hf__state *st, size_t resources, size_t holds, size_t idems,
+                           size_t revisions, hf_error *err)
+{
+	if (hf__map_reserve(&st->resources, resources) != HF_OK ||
+	    hf__map_reserve(&st->holds, holds) != HF_OK ||
+	    hf__map_reserve(&st->idems, idems) != HF_OK ||
+	    hf__map_reserve(&st->revs, revisions) != HF_OK)
+		return hf__err_code(err, HF_ENOMEM);
+	return HF_OK;
+}
+
 void hf__state_load_done(struct hf__state *st)
 {
 	void *tail = NULL;
