@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "core/core.h"
 #include "engine/embedded/embedded.h"
@@ -251,6 +252,62 @@ static void test_hostile_rows(void **state)
 	assert_int_equal(hf__row_resource_decode(NULL, 0, &r, &err), HF_ECORRUPT);
 }
 
+/* A resource row's meta is checked as JSON without a parser (no allocation to fail): it
+ * admits what jansson parses as an object, and nothing else. */
+static void test_meta_check(void **state)
+{
+	(void)state;
+	static const char *const texts[] = {
+	    "{}", " { } ", "{\"a\":1}", "{\"a\":[1,-2.5e+3,0,true,false,null,\"x\"]}",
+	    "{\"\xc3\xa9\":\"\xf0\x9f\x94\x92 \\u00e9 \\ud83d\\udd12 \\n\\\" \\/\"}",
+	    "{\"a\":{\"b\":{\"c\":[[[]]]}}}", "[]", "1", "\"s\"", "null", "", "{", "}",
+	    "{\"a\"}", "{\"a\":}", "{\"a\":1,}", "{,}", "{\"a\":01}", "{\"a\":1.}",
+	    "{\"a\":.5}", "{\"a\":-}", "{\"a\":1e}", "{\"a\":tru}", "{\"a\":\"\\u0000\"}",
+	    "{\"a\":\"\\ud800\"}", "{\"a\":\"\\udc00\"}", "{\"a\":\"\\x\"}",
+	    "{\"a\":\"\x01\"}", "{\"a\":\"\xc3\"}", "{\"a\":\"\xed\xa0\x80\"}",
+	    "{\"a\":\"\xc0\xaf\"}", "{\"a\":1} {}", "{\"a\":1}x", "{'a':1}", "{\"a\":[1 2]}",
+	    "{\"a\":\"unterminated}",
+	};
+	for (size_t i = 0; i < sizeof(texts) / sizeof(*texts); i++) {
+		json_t *j = json_loads(texts[i], 0, NULL);
+		bool want = json_is_object(j);
+		json_decref(j);
+		hf_resource r = {.name = "m", .capacity = 1, .meta = (char *)texts[i]}, got;
+		size_t len;
+		unsigned char *row = hf__row_resource(&r, &len);
+		int rc = hf__row_resource_decode(row, len, &got, NULL);
+		if ((rc == HF_OK) != want)
+			fail_msg("meta '%s': decoded %s, jansson says %s", texts[i], hf_err_name(rc),
+			         want ? "an object" : "not one");
+		if (rc == HF_OK)
+			hf__resource_clear(&got);
+		free(row);
+	}
+	/* nesting: jansson's limit, 2048 */
+	char deep[2 * 2100 + 8];
+	for (size_t depth = 2047; depth <= 2049; depth++) {
+		size_t n = 0;
+		deep[n++] = '{';
+		deep[n++] = '"', deep[n++] = 'a', deep[n++] = '"', deep[n++] = ':';
+		for (size_t k = 1; k < depth; k++)
+			deep[n++] = '[';
+		for (size_t k = 1; k < depth; k++)
+			deep[n++] = ']';
+		deep[n++] = '}';
+		deep[n] = '\0';
+		json_t *j = json_loads(deep, 0, NULL);
+		hf_resource r = {.name = "m", .capacity = 1, .meta = deep}, got;
+		size_t len;
+		unsigned char *row = hf__row_resource(&r, &len);
+		int rc = hf__row_resource_decode(row, len, &got, NULL);
+		assert_int_equal(rc == HF_OK, j != NULL);
+		if (rc == HF_OK)
+			hf__resource_clear(&got);
+		json_decref(j);
+		free(row);
+	}
+}
+
 /* Schema 2's JSON rows, as that schema's writers made them, decode to the same items. */
 static void test_json_rows(void **state)
 {
@@ -309,7 +366,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_hold_round_trip),  cmocka_unit_test(test_resource_round_trip),
 	    cmocka_unit_test(test_idem_round_trip),  cmocka_unit_test(test_damaged_rows),
-	    cmocka_unit_test(test_hostile_rows),     cmocka_unit_test(test_json_rows),
+	    cmocka_unit_test(test_hostile_rows),     cmocka_unit_test(test_meta_check),
+	    cmocka_unit_test(test_json_rows),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
