@@ -81,12 +81,17 @@ static void test_hold_round_trip(void **state)
 				h.state = (hf_hold_state)st;
 				h.mode = (hf_mode)(st % 3);
 				h.ended_at_ms = st * 1000;
+				/* each part's capacity: 0 (its resource has a row) or an implicit one's */
+				int64_t caps[HF_CLAIMS_MAX], got_caps[HF_CLAIMS_MAX];
+				for (size_t i = 0; i < counts[c]; i++)
+					caps[i] = (int64_t)(i % 3 == 0 ? 0 : i % 3 == 1 ? HF_CAPACITY_MAX : i);
 				size_t len = 0;
-				unsigned char *row = hf__row_hold(&h, &len);
+				unsigned char *row = hf__row_hold(&h, caps, &len);
 				assert_non_null(row);
 				hf_error err;
-				assert_int_equal(hf__row_hold_decode(row, len, &got, &err), HF_OK);
+				assert_int_equal(hf__row_hold_decode(row, len, &got, got_caps, &err), HF_OK);
 				assert_holds_equal(&got, &h);
+				assert_memory_equal(got_caps, caps, counts[c] * sizeof(*caps));
 				hf__hold_clear(&got);
 				free(row);
 			}
@@ -156,7 +161,7 @@ static int decode(char table, const unsigned char *row, size_t len)
 	hf_hold h;
 	struct hf__row_idem d;
 	int rc = table == 'r'   ? hf__row_resource_decode(row, len, &r, &err)
-	         : table == 'h' ? hf__row_hold_decode(row, len, &h, &err)
+	         : table == 'h' ? hf__row_hold_decode(row, len, &h, NULL, &err)
 	                        : hf__row_idem_decode(row, len, &d, &err);
 	if (rc == HF_OK && table == 'r')
 		hf__resource_clear(&r);
@@ -205,8 +210,9 @@ static void test_damaged_rows(void **state)
 	char bufs[HF_CLAIMS_MAX][32];
 	hf_hold h;
 	fill_hold(&h, parts, bufs, 3, "carol");
+	const int64_t caps[3] = {0, 1, 70000};
 	size_t len;
-	unsigned char *row = hf__row_hold(&h, &len);
+	unsigned char *row = hf__row_hold(&h, caps, &len);
 	damage('h', row, len);
 	/* a hold row is no resource or idempotency row */
 	assert_int_equal(decode('r', row, len), HF_ECORRUPT);
@@ -318,7 +324,7 @@ static void test_json_rows(void **state)
 	    "[{\"fence\":3,\"name\":\"a\",\"units\":1},{\"fence\":4,\"name\":\"b\",\"units\":2}],"
 	    "\"state\":2,\"token\":\"fedcba9876543210fedcba9876543210\"}";
 	hf_hold h;
-	assert_int_equal(hf__row_hold_decode(hold, strlen(hold), &h, NULL), HF_OK);
+	assert_int_equal(hf__row_hold_decode(hold, strlen(hold), &h, NULL, NULL), HF_OK);
 	assert_string_equal(h.owner, "\xc3\xa9");
 	assert_int_equal(h.n_parts, 2);
 	assert_string_equal(h.parts[1].resource, "b");
@@ -329,9 +335,9 @@ static void test_json_rows(void **state)
 	assert_int_equal(h.ended_at_ms, 7);
 	/* and once written in the binary form, it reads back the same */
 	size_t len;
-	unsigned char *row = hf__row_hold(&h, &len);
+	unsigned char *row = hf__row_hold(&h, NULL, &len);
 	hf_hold again;
-	assert_int_equal(hf__row_hold_decode(row, len, &again, NULL), HF_OK);
+	assert_int_equal(hf__row_hold_decode(row, len, &again, NULL, NULL), HF_OK);
 	assert_holds_equal(&again, &h);
 	assert_true(len < strlen(hold) / 2);
 	hf__hold_clear(&again);

@@ -107,17 +107,22 @@ struct hf__row_idem {
 void hf__row_idem_clear(struct hf__row_idem *d); /* frees what it points to */
 
 /* Encoders of the binary rows (schema 3): a new buffer (free it) of *len bytes, or NULL when
- * out of memory. A hold's id and token must be lowercase hex, as hf__random_hex makes them. */
+ * out of memory. A hold's id and token must be lowercase hex, as hf__random_hex makes them.
+ * A hold row carries, for each part whose resource has no row (an implicit resource is not
+ * journaled: the live holds that keep it in existence carry it), that resource's capacity in
+ * `capacities` (NULL, or 0 for a part: the resource has a row). */
 unsigned char *hf__row_resource(const hf_resource *r, size_t *len); /* name, capacity, meta,
                                                                      * version, declared */
-unsigned char *hf__row_hold(const hf_hold *h, size_t *len);
+unsigned char *hf__row_hold(const hf_hold *h, const int64_t *capacities, size_t *len);
 unsigned char *hf__row_idem(const struct hf__row_idem *d, size_t *len);
 /* Decoders of a row in either form: binary, or the JSON text of schema 2 (it starts with '{').
  * Fill *out (owned: hf__resource_clear, hf__hold_clear, hf__row_idem_clear) or return
  * HF_ECORRUPT with a message saying what is wrong and where, or HF_ENOMEM; every length is
  * checked against `len`, and *out holds nothing after a failure. */
 int hf__row_resource_decode(const void *row, size_t len, hf_resource *out, hf_error *err);
-int hf__row_hold_decode(const void *row, size_t len, hf_hold *out, hf_error *err);
+/* `capacities` (NULL, or room for HF_CLAIMS_MAX): each part's capacity, 0 when none. */
+int hf__row_hold_decode(const void *row, size_t len, hf_hold *out, int64_t *capacities,
+                        hf_error *err);
 int hf__row_idem_decode(const void *row, size_t len, struct hf__row_idem *out, hf_error *err);
 
 /* ---- state.c ---- */

@@ -120,8 +120,9 @@ static unsigned char *w_finish(struct wbuf *w, size_t *len)
 	return w->p;
 }
 
-/* A hold's fields, after the leading byte of a hold or idempotency row. */
-static void w_hold(struct wbuf *w, const hf_hold *h)
+/* A hold's fields, after the leading byte of a hold or idempotency row; `capacities` (NULL:
+ * all 0) each part's resource capacity, written where its resource has no row of its own. */
+static void w_hold(struct wbuf *w, const hf_hold *h, const int64_t *capacities)
 {
 	w_byte(w, (unsigned char)((unsigned)h->state | (unsigned)h->mode << 4));
 	w_var(w, h->created_at_ms);
@@ -135,6 +136,7 @@ static void w_hold(struct wbuf *w, const hf_hold *h)
 		w_str(w, h->parts[i].resource);
 		w_var(w, h->parts[i].units);
 		w_var(w, h->parts[i].fence);
+		w_var(w, capacities ? capacities[i] : 0);
 	}
 }
 
@@ -151,11 +153,11 @@ unsigned char *hf__row_resource(const hf_resource *r, size_t *len)
 	return w_finish(&w, len);
 }
 
-unsigned char *hf__row_hold(const hf_hold *h, size_t *len)
+unsigned char *hf__row_hold(const hf_hold *h, const int64_t *capacities, size_t *len)
 {
 	struct wbuf w = {0};
 	w_byte(&w, ROW_HOLD);
-	w_hold(&w, h);
+	w_hold(&w, h, capacities);
 	return w_finish(&w, len);
 }
 
@@ -166,7 +168,7 @@ unsigned char *hf__row_idem(const struct hf__row_idem *d, size_t *len)
 	w_var(&w, d->created_at);
 	w_str(&w, d->key);
 	w_str(&w, d->fingerprint);
-	w_hold(&w, &d->hold);
+	w_hold(&w, &d->hold, NULL);
 	return w_finish(&w, len);
 }
 
@@ -292,7 +294,8 @@ static void r_hex(struct rbuf *r, const char *what, char *out)
 	out[HF_ID_LEN] = '\0';
 }
 
-static void r_hold(struct rbuf *r, hf_hold *h)
+/* A hold's fields; each part's capacity into capacities[i] (NULL: read and dropped). */
+static void r_hold(struct rbuf *r, hf_hold *h, int64_t *capacities)
 {
 	unsigned char sm = r_byte(r, "state");
 	if (!r->why && ((sm & 15) > HF_HOLD_EXPIRED || (sm >> 4) > HF_MODE_EXCLUSIVE)) {
@@ -320,6 +323,9 @@ static void r_hold(struct rbuf *r, hf_hold *h)
 		h->parts[i].resource = r_name(r, "part name");
 		h->parts[i].units = r_range(r, "part units", 1, HF_CAPACITY_MAX);
 		h->parts[i].fence = r_range(r, "part fence", 1, HF__JOURNAL_FENCE_MAX);
+		int64_t capacity = r_range(r, "part capacity", 0, HF_CAPACITY_MAX);
+		if (capacities)
+			capacities[i] = capacity;
 	}
 }
 
@@ -709,9 +715,12 @@ int hf__row_resource_decode(const void *row, size_t len, hf_resource *out, hf_er
 	return rc;
 }
 
-int hf__row_hold_decode(const void *row, size_t len, hf_hold *out, hf_error *err)
+int hf__row_hold_decode(const void *row, size_t len, hf_hold *out, int64_t *capacities,
+                        hf_error *err)
 {
 	memset(out, 0, sizeof(*out));
+	if (capacities)
+		memset(capacities, 0, HF_CLAIMS_MAX * sizeof(*capacities));
 	int kind = row_kind(row, len), rc;
 	if (kind == ROW_JSON)
 		rc = hold_from_json_row(row, len, out, err);
@@ -719,7 +728,7 @@ int hf__row_hold_decode(const void *row, size_t len, hf_hold *out, hf_error *err
 		rc = wrong_kind(err, "hold", kind);
 	else {
 		struct rbuf r = {.p = row, .len = len, .pos = 1};
-		r_hold(&r, out);
+		r_hold(&r, out, capacities);
 		rc = r_end(&r, "hold", err);
 	}
 	if (rc != HF_OK)
@@ -753,7 +762,7 @@ int hf__row_idem_decode(const void *row, size_t len, struct hf__row_idem *out, h
 			r_fail(&r, "key");
 		}
 		out->fingerprint = r_str(&r, "fingerprint", SIZE_MAX);
-		r_hold(&r, &out->hold);
+		r_hold(&r, &out->hold, NULL);
 		rc = r_end(&r, "idempotency", err);
 	}
 	if (rc != HF_OK)

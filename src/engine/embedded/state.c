@@ -213,12 +213,15 @@ static bool holds_equal(const hf_hold *a, const hf_hold *b)
 	return true;
 }
 
-static bool hold_row_ok(const unsigned char *row, size_t len, const hf_hold *want)
+static bool hold_row_ok(const unsigned char *row, size_t len, const hf_hold *want,
+                        const int64_t *capacities)
 {
 	hf_hold got;
-	if (!row || hf__row_hold_decode(row, len, &got, NULL) == HF_ENOMEM)
+	int64_t caps[HF_CLAIMS_MAX];
+	if (!row || hf__row_hold_decode(row, len, &got, caps, NULL) == HF_ENOMEM)
 		return true; /* out of memory is no verdict on the row */
-	bool ok = holds_equal(&got, want);
+	bool ok = holds_equal(&got, want) &&
+	          memcmp(caps, capacities, want->n_parts * sizeof(*caps)) == 0;
 	hf__hold_clear(&got);
 	return ok;
 }
@@ -555,9 +558,15 @@ static void journal_hold(struct hf__effects *fx, const struct hold *h)
 	hf_hold_part parts[HF_CLAIMS_MAX];
 	hf_hold view;
 	hold_view(h, true, &view, parts);
+	/* An implicit resource has no row while it lives: its live holds carry its capacity. */
+	int64_t capacities[HF_CLAIMS_MAX];
+	for (size_t i = 0; i < h->n_parts; i++) {
+		const struct res *r = h->parts[i].res;
+		capacities[i] = r && !r->journaled ? r->capacity : 0;
+	}
 	size_t len = 0;
-	unsigned char *row = hf__row_hold(&view, &len);
-	assert(hold_row_ok(row, len, &view));
+	unsigned char *row = hf__row_hold(&view, capacities, &len);
+	assert(hold_row_ok(row, len, &view, capacities));
 	if (!row)
 		fx->failed = HF_ENOMEM;
 	else
@@ -834,8 +843,6 @@ static int grant(struct hf__state *st, struct hf__effects *fx, struct hf__call *
 		r->n_holds++;
 		if (h->mode == HF_MODE_EXCLUSIVE)
 			r->n_exclusive++;
-		if (!r->journaled)
-			journal_resource(fx, r);
 	}
 	st->live_holds++;
 	journal_fence(st, fx);
@@ -1896,10 +1903,39 @@ static struct hold *hold_of_row(struct hf__state *st, hf_hold *row)
 	return h;
 }
 
+/* The resource of a live hold's part i: the one loaded from its row, else the implicit
+ * resource the part's `capacity` describes (made by the first of its holds; the others must
+ * agree with it). */
+static int load_part_resource(struct hf__state *st, struct hold *h, size_t i, int64_t capacity,
+                              struct res **out, hf_error *err)
+{
+	const char *name = h->parts[i].name;
+	struct res *r = hf__map_get(&st->resources, name);
+	if (!r && capacity > 0 && !(r = res_new(st, name, capacity)))
+		return hf__err_code(err, HF_ENOMEM);
+	if (!r)
+		return hf__err(err, HF_ECORRUPT,
+		               "store file is damaged: hold '%s' takes '%.60s', a resource with no row",
+		               h->id, name);
+	if (!r->journaled && capacity != r->capacity)
+		return hf__err(err, HF_ECORRUPT,
+		               "store file is damaged: hold '%s' says '%.60s' has capacity %lld, another "
+		               "hold %lld",
+		               h->id, name, (long long)capacity, (long long)r->capacity);
+	if (r->held + h->parts[i].units > r->capacity)
+		return hf__err(err, HF_ECORRUPT,
+		               "store file is damaged: hold '%s' takes %lld of '%.60s', beyond its "
+		               "capacity",
+		               h->id, (long long)h->parts[i].units, name);
+	*out = r;
+	return HF_OK;
+}
+
 int hf__state_load_hold(struct hf__state *st, const void *bytes, size_t len, hf_error *err)
 {
 	hf_hold row;
-	int rc = hf__row_hold_decode(bytes, len, &row, err);
+	int64_t capacities[HF_CLAIMS_MAX];
+	int rc = hf__row_hold_decode(bytes, len, &row, capacities, err);
 	if (rc != HF_OK)
 		return rc;
 	int64_t last_fence = st->last_fence;
@@ -1924,12 +1960,9 @@ int hf__state_load_hold(struct hf__state *st, const void *bytes, size_t len, hf_
 		return HF_OK;
 	}
 	for (size_t i = 0; i < h->n_parts; i++) {
-		struct res *r = hf__map_get(&st->resources, h->parts[i].name);
-		if (!r || r->held + h->parts[i].units > r->capacity)
-			return hf__err(err, HF_ECORRUPT,
-			               "store file is damaged: hold '%s' takes %lld of '%.60s', %s", h->id,
-			               (long long)h->parts[i].units, h->parts[i].name,
-			               r ? "beyond its capacity" : "a resource that has no row");
+		struct res *r = NULL;
+		if ((rc = load_part_resource(st, h, i, capacities[i], &r, err)) != HF_OK)
+			return rc;
 		h->parts[i].res = r;
 		r->held += h->parts[i].units;
 		r->n_holds++;
