@@ -126,7 +126,7 @@ static void use(struct hf__state *st, const struct line *lines, size_t n, int64_
 			acquire(st, idem.hold.parts[0].resource, 0, idem.key, now);
 			hf__row_idem_clear(&idem);
 		}
-		if (l->table != 'h' || hf__row_hold_decode(l->row, l->len, &h, NULL) != HF_OK)
+		if (l->table != 'h' || hf__row_hold_decode(l->row, l->len, &h, NULL, NULL) != HF_OK)
 			continue;
 		static const hf_op ops[] = {HF_OP_EXTEND, HF_OP_CONFIRM, HF_OP_RELEASE,
 		                            HF_OP_GET_HOLD};
