@@ -2,7 +2,8 @@
  * store_schema_test.c — the embedded store's file across schemas: a store of schema 2 (the
  * rows of resources, holds and idempotency records in JSON) opens in this build and reads
  * back as it was written; its rows turn binary as they change, and it reopens the same again.
- * A store of a newer schema than this build's is refused, untouched. The schema 2 store is
+ * A store of a newer schema than this build's is refused, untouched. Fences go on across a
+ * purge of the hold rows that held the greatest and a reopen. The schema 2 store is
  * made here: a store of this build, its rows rewritten by SQL as schema 2's writers wrote
  * them (row.c's decoders read the binary rows, jansson writes the old JSON).
  */
@@ -348,6 +349,50 @@ static void test_newer_schema_refused(void **state)
 	assert_string_equal(v, "4");
 }
 
+static int64_t fake_now = 1700000000000LL;
+
+static int64_t fake_clock(void *ctx)
+{
+	(void)ctx;
+	return fake_now;
+}
+
+/* A grant's fence lives in its hold's row, not in a meta row of its own: when that row is
+ * purged the meta row "last_fence" takes over, in the same commit. */
+static void test_fence_after_purge(void **state)
+{
+	(void)state;
+	hf_options opt;
+	hf_options_init(&opt);
+	opt.clock = fake_clock;
+	opt.hold_retention_ms = 1000;
+	hf_store *st = NULL;
+	assert_int_equal(hf_open(url, &opt, &st, NULL), HF_OK);
+	const hf_claim lock = {.name = "f", .units = 1, .capacity = 1};
+	hf_hold *h = acquire(st, "a", &lock, 1, HF_MODE_UNITS, NULL), *gone = NULL;
+	int64_t fence = h->parts[0].fence;
+	assert_int_equal(hf_release(st, h->id, h->token, &gone, NULL), HF_OK);
+	hf_hold_free(gone);
+	hf_hold_free(h);
+	char v[64];
+	hf_close(st);
+	query("SELECT count(*) FROM meta WHERE key = 'last_fence'", v, sizeof(v));
+	assert_string_equal(v, "0"); /* the hold row has it */
+	assert_int_equal(hf_open(url, &opt, &st, NULL), HF_OK);
+	fake_now += 5000;
+	hf_store_tick(st); /* the ended hold is purged */
+	hf_close(st);
+	query("SELECT count(*) FROM holds", v, sizeof(v));
+	assert_string_equal(v, "0");
+	query("SELECT value FROM meta WHERE key = 'last_fence'", v, sizeof(v));
+	assert_int_equal(strtoll(v, NULL, 10), fence);
+	assert_int_equal(hf_open(url, &opt, &st, NULL), HF_OK);
+	h = acquire(st, "a", &lock, 1, HF_MODE_UNITS, NULL);
+	assert_true(h->parts[0].fence > fence);
+	hf_hold_free(h);
+	hf_close(st);
+}
+
 static void remove_store(void)
 {
 	char p[300];
@@ -374,6 +419,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup(test_schema_2_store, setup),
 	    cmocka_unit_test_setup(test_newer_schema_refused, setup),
+	    cmocka_unit_test_setup(test_fence_after_purge, setup),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	remove_store();

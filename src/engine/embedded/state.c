@@ -573,6 +573,10 @@ static void journal_hold(struct hf__effects *fx, const struct hold *h)
 		fx_record_row(fx, HF__J_HOLD, h->id, row, len);
 }
 
+/* Fences never go back, across restarts: the journal's last fence is the greatest of the
+ * meta row "last_fence" and every fence in its hold rows (the load takes both). A grant's
+ * fences are in its hold's row; the meta row is written only when hold rows go (purge), so
+ * that a grant does not write it each time. */
 static void journal_fence(struct hf__state *st, struct hf__effects *fx)
 {
 	char buf[32];
@@ -845,7 +849,6 @@ static int grant(struct hf__state *st, struct hf__effects *fx, struct hf__call *
 			r->n_exclusive++;
 	}
 	st->live_holds++;
-	journal_fence(st, fx);
 	journal_hold(fx, h);
 	emit_hold(st, fx, now, "hold.granted", h);
 	if (idem) {
@@ -1631,6 +1634,8 @@ void hf__state_apply(struct hf__state *st, struct hf__call *call, int64_t now,
 
 static void purge(struct hf__state *st, int64_t now, struct hf__effects *fx)
 {
+	if (st->ended_head && st->ended_head->ended_at + st->opt.hold_retention_ms <= now)
+		journal_fence(st, fx); /* the purged rows' fences live on in it */
 	while (st->ended_head && st->ended_head->ended_at + st->opt.hold_retention_ms <= now) {
 		struct hold *h = st->ended_head;
 		st->ended_head = h->ended_next;
