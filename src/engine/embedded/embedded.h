@@ -162,8 +162,9 @@ uint64_t hf__state_durable_seq(const struct hf__state *st);
 /* The oldest event seq still held in memory; events before it must be read from disk. */
 uint64_t hf__state_oldest_cached_seq(const struct hf__state *st);
 
-/* Loading from the journal, in this order: meta, resources, holds, idempotency, revisions
- * (each resource's last event revision), events. */
+/* Loading from the journal, in this order: reserve, meta, resources, holds (which make the
+ * implicit resources their rows carry), idempotency, revisions (each resource's last event
+ * revision), events, then done. */
 int hf__state_load_meta(struct hf__state *st, const char *key, const char *value, hf_error *err);
 /* Rows (hf__row_*_decode) of `len` bytes. */
 int hf__state_load_resource(struct hf__state *st, const void *row, size_t len, hf_error *err);
