@@ -4,7 +4,9 @@
  * damaged file must be refused with store_corrupt, never crash or corrupt memory.
  *
  * Input: lines "T BODY", T one of m (meta "key value"), r (resource row), h (hold row),
- * i (idempotency row), e (event: {"seq","at","type","resource","hold_id","data"}). They are
+ * i (idempotency row), e (event: {"seq","at","type","resource","hold_id","data"}); R, H and I
+ * are rows of those tables in hex (the binary rows of schema 3; r, h, i carry JSON rows of
+ * schema 2 or anything else: both go through src/engine/embedded/row.c). They are
  * loaded in the journal's order (meta, resources, holds, idempotency, events; stable within
  * a table) until the first refusal, exactly as hf__journal_load does. A state that loaded is
  * then used as a store would use it: read (list resources, list holds, read events); an
@@ -22,6 +24,28 @@
 #include "fuzz.h"
 
 static const char tables[] = "mrhie";
+
+/* One input line: its table (lowercase) and its row. */
+struct line {
+	char table;
+	char *row;
+	size_t len;
+};
+
+static int hex_digit(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+	                                      : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* Decodes hex in place (stops at the first pair that is not hex); returns the bytes' count. */
+static size_t unhex(char *s)
+{
+	size_t n = 0;
+	for (; hex_digit(s[2 * n]) >= 0 && hex_digit(s[2 * n + 1]) >= 0; n++)
+		s[n] = (char)(hex_digit(s[2 * n]) << 4 | hex_digit(s[2 * n + 1]));
+	return n;
+}
 
 static void free_effects(struct hf__effects *fx)
 {
@@ -87,35 +111,36 @@ static void acquire(struct hf__state *st, const char *name, int64_t capacity, co
 }
 
 /* Uses the loaded state: acquires on its resources, calls on its holds, its keys again. */
-static void use(struct hf__state *st, char **lines, size_t n, int64_t now)
+static void use(struct hf__state *st, const struct line *lines, size_t n, int64_t now)
 {
 	for (size_t i = 0; i < n; i++) {
-		json_t *j = json_loads(lines[i][1] ? lines[i] + 2 : "", 0, NULL);
-		const char *name = json_string_value(json_object_get(j, "name"));
-		const char *id = json_string_value(json_object_get(j, "id"));
-		const char *token = json_string_value(json_object_get(j, "token"));
-		const char *key = json_string_value(json_object_get(j, "key"));
-		if (lines[i][0] == 'r' && name)
-			acquire(st, name, 0, NULL, now);
-		if (lines[i][0] == 'i' && key) {
-			json_t *h = json_object_get(j, "hold"), *p0;
-			p0 = json_array_get(json_object_get(h, "parts"), 0);
-			const char *res = json_string_value(json_object_get(p0, "name"));
-			acquire(st, res ? res : "fuzz-new", 0, key, now);
+		const struct line *l = &lines[i];
+		hf_resource res;
+		struct hf__row_idem idem;
+		hf_hold h;
+		if (l->table == 'r' && hf__row_resource_decode(l->row, l->len, &res, NULL) == HF_OK) {
+			acquire(st, res.name, 0, NULL, now);
+			hf__resource_clear(&res);
 		}
+		if (l->table == 'i' && hf__row_idem_decode(l->row, l->len, &idem, NULL) == HF_OK) {
+			acquire(st, idem.hold.parts[0].resource, 0, idem.key, now);
+			hf__row_idem_clear(&idem);
+		}
+		if (l->table != 'h' || hf__row_hold_decode(l->row, l->len, &h, NULL, NULL) != HF_OK)
+			continue;
 		static const hf_op ops[] = {HF_OP_EXTEND, HF_OP_CONFIRM, HF_OP_RELEASE,
 		                            HF_OP_GET_HOLD};
-		for (size_t k = 0; lines[i][0] == 'h' && id && token && k < 4; k++) {
+		for (size_t k = 0; k < 4; k++) {
 			hf_request req;
 			hf_request_init(&req, ops[k]);
-			req.hold_id = id;
-			req.token = token;
+			req.hold_id = h.id;
+			req.token = h.token;
 			req.ttl_ms = 1000;
 			if (hf__check_request(&req, NULL) ==
 			    HF_OK) /* what hf_submit lets through */
 				apply(st, &req, now);
 		}
-		json_decref(j);
+		hf__hold_clear(&h);
 	}
 	acquire(st, "fuzz-new", 1, NULL, now);
 }
@@ -144,9 +169,10 @@ static int load_event(struct hf__state *st, const char *body, hf_error *err)
 	return rc;
 }
 
-static int load_line(struct hf__state *st, char t, char *body, hf_error *err)
+static int load_line(struct hf__state *st, const struct line *l, hf_error *err)
 {
-	switch (t) {
+	char *body = l->row;
+	switch (l->table) {
 	case 'm': {
 		char *sp = strchr(body, ' ');
 		if (!sp)
@@ -155,11 +181,11 @@ static int load_line(struct hf__state *st, char t, char *body, hf_error *err)
 		return hf__state_load_meta(st, body, sp + 1, err);
 	}
 	case 'r':
-		return hf__state_load_resource(st, body, err);
+		return hf__state_load_resource(st, l->row, l->len, err);
 	case 'h':
-		return hf__state_load_hold(st, body, err);
+		return hf__state_load_hold(st, l->row, l->len, err);
 	case 'i':
-		return hf__state_load_idem(st, body, err);
+		return hf__state_load_idem(st, l->row, l->len, err);
 	default:
 		return load_event(st, body, err);
 	}
@@ -175,14 +201,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(text, data, size);
 	text[size] = '\0';
 	/* Split into lines (a NUL ends the input: SQLite text has none). */
-	char *lines[512];
+	struct line lines[512];
 	size_t n = 0;
 	for (char *p = text; *p && n < 512;) {
 		char *nl = strchr(p, '\n');
 		if (nl)
 			*nl = '\0';
-		if (p[0] && strchr(tables, p[0]) && (p[1] == ' ' || p[1] == '\0'))
-			lines[n++] = p;
+		char t = p[0] >= 'A' && p[0] <= 'Z' ? (char)(p[0] - 'A' + 'a') : p[0];
+		if (t && strchr(tables, t) && (p[1] == ' ' || p[1] == '\0')) {
+			char *row = p[1] ? p + 2 : p + 1;
+			bool hex = t != p[0] && strchr("rhi", t);
+			lines[n++] = (struct line){t, row, hex ? unhex(row) : strlen(row)};
+		}
 		if (!nl)
 			break;
 		p = nl + 1;
@@ -195,12 +225,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int rc = HF_OK;
 	for (const char *t = tables; *t && rc == HF_OK; t++)
 		for (size_t i = 0; i < n && rc == HF_OK; i++)
-			if (lines[i][0] == *t) {
-				rc = load_line(st, *t, lines[i][1] ? lines[i] + 2 : lines[i] + 1,
-				               &err);
+			if (lines[i].table == *t) {
+				rc = load_line(st, &lines[i], &err);
 				FUZZ_CHECK(rc == HF_OK || rc == HF_ECORRUPT || rc == HF_ENOMEM,
 				           "a load answered %s", hf_err_name(rc));
 			}
+	if (rc == HF_OK)
+		hf__state_load_done(st);
 	if (rc == HF_OK) {
 		const int64_t now = 1700000000000LL;
 		read_all(st, now);

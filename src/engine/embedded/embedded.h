@@ -3,6 +3,7 @@
  *   map.c      string-keyed hash map and a binary min-heap with back-pointers
  *   state.c    the hold semantics in memory; produces journal records and completions
  *   journal.c  the SQLite journal: schema, loading, writing one batch per transaction
+ *   row.c      the journal rows of resources, holds and idempotency records (binary; JSON read)
  *   engine.c   threads, locking, group commit, timers: the hf__engine_ops table
  */
 #ifndef HF_EMBEDDED_H
@@ -28,6 +29,12 @@ void hf__map_init(struct hf__map *map);
 void hf__map_release(struct hf__map *map); /* frees the table, not the values */
 void *hf__map_get(const struct hf__map *map, const char *key);
 int hf__map_put(struct hf__map *map, const char *key, void *value); /* HF_OK or HF_ENOMEM */
+/* Adds an entry unless the key is there: then nothing changes and *present is the value
+ * there (else NULL). One lookup where a get and a put take two. HF_OK or HF_ENOMEM. */
+int hf__map_add(struct hf__map *map, const char *key, void *value, void **present);
+/* Room for `count` entries without growing (a load that knows its size skips the rehashes
+ * of growing by doubling). HF_OK or HF_ENOMEM. */
+int hf__map_reserve(struct hf__map *map, size_t count);
 void *hf__map_remove(struct hf__map *map, const char *key);         /* the value or NULL */
 /* Iteration: start with *pos = 0; returns the next value or NULL at the end. The map must
  * not change during an iteration. */
@@ -72,11 +79,51 @@ struct hf__jrec {
 	enum hf__jtable table;
 	bool remove;   /* delete the row with this key instead of writing it */
 	char *key;     /* resource name, hold id, idempotency key or meta key; NULL for events */
-	char *body;    /* JSON document of the row; NULL for events */
+	char *body;    /* the row: JSON text, or a binary row (row.c) when body_len > 0; NULL for
+	                * events */
+	size_t body_len; /* 0: body is NUL-terminated text; else the bytes of a binary row */
 	struct hf__sev *event; /* HF__J_EVENT only: a reference of its own; writing it also
 	                        * advances the counters of its revisions */
 };
 void hf__jrec_free_list(struct hf__jrec *list);
+
+/* ---- row.c: the journal rows of resources, holds and idempotency records ---- */
+
+/* What a journal row may hold. Anything beyond is damage (or a hostile file), refused as
+ * store_corrupt rather than loaded: the sums the engine makes with these values (a time plus a
+ * retention, the last fence plus one) must never overflow. Times are milliseconds since the
+ * epoch (2^53 ms is 285,000 years); fences start at 1 and a fallback engine adds 2^48, so
+ * 2^62 leaves room for every grant a store can ever make. */
+#define HF__JOURNAL_TIME_MAX (INT64_C(1) << 53)
+#define HF__JOURNAL_FENCE_MAX (INT64_C(1) << 62)
+
+/* An idempotency record: its key, the fingerprint of its request and its first outcome. */
+struct hf__row_idem {
+	char *key;
+	char *fingerprint;
+	int64_t created_at;
+	hf_hold hold; /* token included */
+};
+void hf__row_idem_clear(struct hf__row_idem *d); /* frees what it points to */
+
+/* Encoders of the binary rows (schema 3): a new buffer (free it) of *len bytes, or NULL when
+ * out of memory. A hold's id and token must be lowercase hex, as hf__random_hex makes them.
+ * A hold row carries, for each part whose resource has no row (an implicit resource is not
+ * journaled: the live holds that keep it in existence carry it), that resource's capacity in
+ * `capacities` (NULL, or 0 for a part: the resource has a row). */
+unsigned char *hf__row_resource(const hf_resource *r, size_t *len); /* name, capacity, meta,
+                                                                     * version, declared */
+unsigned char *hf__row_hold(const hf_hold *h, const int64_t *capacities, size_t *len);
+unsigned char *hf__row_idem(const struct hf__row_idem *d, size_t *len);
+/* Decoders of a row in either form: binary, or the JSON text of schema 2 (it starts with '{').
+ * Fill *out (owned: hf__resource_clear, hf__hold_clear, hf__row_idem_clear) or return
+ * HF_ECORRUPT with a message saying what is wrong and where, or HF_ENOMEM; every length is
+ * checked against `len`, and *out holds nothing after a failure. */
+int hf__row_resource_decode(const void *row, size_t len, hf_resource *out, hf_error *err);
+/* `capacities` (NULL, or room for HF_CLAIMS_MAX): each part's capacity, 0 when none. */
+int hf__row_hold_decode(const void *row, size_t len, hf_hold *out, int64_t *capacities,
+                        hf_error *err);
+int hf__row_idem_decode(const void *row, size_t len, struct hf__row_idem *out, hf_error *err);
 
 /* ---- state.c ---- */
 
@@ -115,15 +162,23 @@ uint64_t hf__state_durable_seq(const struct hf__state *st);
 /* The oldest event seq still held in memory; events before it must be read from disk. */
 uint64_t hf__state_oldest_cached_seq(const struct hf__state *st);
 
-/* Loading from the journal, in this order: meta, resources, holds, idempotency, revisions
- * (each resource's last event revision), events. */
+/* Loading from the journal, in this order: reserve, meta, resources, holds (which make the
+ * implicit resources their rows carry), idempotency, revisions (each resource's last event
+ * revision), events, then done. */
 int hf__state_load_meta(struct hf__state *st, const char *key, const char *value, hf_error *err);
-int hf__state_load_resource(struct hf__state *st, const char *body, hf_error *err);
-int hf__state_load_hold(struct hf__state *st, const char *body, hf_error *err);
-int hf__state_load_idem(struct hf__state *st, const char *body, hf_error *err);
+/* Rows (hf__row_*_decode) of `len` bytes. */
+int hf__state_load_resource(struct hf__state *st, const void *row, size_t len, hf_error *err);
+int hf__state_load_hold(struct hf__state *st, const void *row, size_t len, hf_error *err);
+int hf__state_load_idem(struct hf__state *st, const void *row, size_t len, hf_error *err);
 int hf__state_load_revision(struct hf__state *st, const char *resource, int64_t revision,
                             hf_error *err);
 int hf__state_load_event(struct hf__state *st, const hf_event *ev, hf_error *err);
+/* Before the rows, when the journal knows them: room for that many of each. */
+int hf__state_load_reserve(struct hf__state *st, size_t resources, size_t holds, size_t idems,
+                           size_t revisions, hf_error *err);
+/* After the last row: puts the ended holds and the idempotency records (loaded in any order)
+ * in time order, as their retention expects. */
+void hf__state_load_done(struct hf__state *st);
 
 /* For sagas.c: an effect's completed call, journal record (body consumed) and event (body,
  * the data's JSON text, consumed; NULL counts as out of memory). */

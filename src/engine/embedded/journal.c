@@ -21,17 +21,22 @@
 
 /* Schema 2 added event revisions: events.revision (of events.resource), events.revisions (every
  * resource the event touches, as {"name":revision,...}, when more than one) and the table
- * revisions (each resource's last revision: the counter that outlives implicit resources). */
-#define SCHEMA_VERSION "2"
+ * revisions (each resource's last revision: the counter that outlives implicit resources).
+ * Schema 3 writes the rows of resources, holds and idempotency records in row.c's binary form;
+ * their JSON rows of schema 2 still read (row.c tells them apart by their first byte), so a
+ * schema 2 store becomes a schema 3 one by its meta row alone, and each JSON row is rewritten
+ * in the binary form the next time it changes. */
+#define SCHEMA_VERSION "3"
+#define SCHEMA_NUMBER 3
 
 #define REVISIONS_TABLE_SQL                                                                      \
 	"CREATE TABLE revisions(resource TEXT PRIMARY KEY, revision INTEGER NOT NULL);"
 
 static const char schema_sql[] =
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-    "CREATE TABLE resources(name TEXT PRIMARY KEY, body TEXT NOT NULL);"
-    "CREATE TABLE holds(id TEXT PRIMARY KEY, body TEXT NOT NULL);"
-    "CREATE TABLE idempotency(key TEXT PRIMARY KEY, body TEXT NOT NULL);"
+    "CREATE TABLE resources(name TEXT PRIMARY KEY, body BLOB NOT NULL);"
+    "CREATE TABLE holds(id TEXT PRIMARY KEY, body BLOB NOT NULL);"
+    "CREATE TABLE idempotency(key TEXT PRIMARY KEY, body BLOB NOT NULL);"
     "CREATE TABLE events(seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, type TEXT NOT NULL,"
     "                    resource TEXT, hold_id TEXT, data TEXT NOT NULL,"
     "                    revision INTEGER, revisions TEXT);" REVISIONS_TABLE_SQL
@@ -149,7 +154,7 @@ static int exec(sqlite3 *db, const char *sql, hf_error *err)
 
 /* Checks that an existing file is ours. New stores are made by create_store only: a file
  * without our tables (an empty one, say, left by a truncation) is refused, never reset. */
-static int check_format(sqlite3 *db, const char *path, bool *old_schema, hf_error *err)
+static int check_format(sqlite3 *db, const char *path, int *schema_number, hf_error *err)
 {
 	sqlite3_stmt *st = NULL;
 	int rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master", -1, &st, NULL);
@@ -195,10 +200,19 @@ static int check_format(sqlite3 *db, const char *path, bool *old_schema, hf_erro
 	}
 	if (!format || strcmp(format, "holdfast") != 0)
 		return hf__err(err, HF_ECORRUPT, "'%s' is an SQLite file but not a holdfast store", path);
-	*old_schema = schema && strcmp(schema, "1") == 0;
-	if (!schema || (strcmp(schema, SCHEMA_VERSION) != 0 && !*old_schema))
+	/* Older schemas are brought up to this one; a newer one was written by a newer build,
+	 * whose rows this one could misread: refused, with the way out. */
+	char *end = NULL;
+	long number = schema ? strtol(schema, &end, 10) : 0;
+	if (!schema || !*schema || *end || number < 1)
 		return hf__err(err, HF_ECORRUPT, "'%s' has holdfast schema %s; this build reads %s",
 		               path, schema ? schema : "(none)", SCHEMA_VERSION);
+	if (number > SCHEMA_NUMBER)
+		return hf__err(err, HF_ECORRUPT,
+		               "'%s' has holdfast schema %s, newer than this build's %s: open it with "
+		               "the newer holdfast that wrote it",
+		               path, schema, SCHEMA_VERSION);
+	*schema_number = (int)number;
 	/* A damaged page shows up here rather than in the middle of serving.
 	 * A check that cannot run (out of memory, an I/O error) is not a verdict on the file. */
 	if ((rc = sqlite3_prepare_v2(db, "PRAGMA quick_check(1)", -1, &st, NULL)) != SQLITE_OK)
@@ -329,14 +343,18 @@ static bool faults_before_commit(struct faults *f)
 	return n >= f->fail_after && n < f->fail_after + f->fail;
 }
 
-/* Brings a schema 1 store to this schema, in one durable transaction. */
-static int migrate(sqlite3 *db, const char *path, hf_error *err)
+/* Brings a store of schema `from` to this schema, in one durable transaction. From schema 2
+ * that is the meta row alone: its JSON rows read as they are (see SCHEMA_VERSION). */
+static int migrate(sqlite3 *db, const char *path, int from, hf_error *err)
 {
 	int rc = exec(db, "BEGIN IMMEDIATE", err);
 	if (rc != HF_OK)
 		return rc;
 	char *msg = NULL;
-	int src = sqlite3_exec(db, migrate_1_sql, NULL, NULL, &msg);
+	int src = from < 2 ? sqlite3_exec(db, migrate_1_sql, NULL, NULL, &msg) : SQLITE_OK;
+	if (src == SQLITE_OK)
+		src = sqlite3_exec(db, "UPDATE meta SET value = '" SCHEMA_VERSION "' WHERE key = 'schema'",
+		                   NULL, NULL, &msg);
 	if (src == SQLITE_OK)
 		src = sqlite3_exec(db, "COMMIT", NULL, NULL, &msg);
 	if (src != SQLITE_OK) {
@@ -410,11 +428,11 @@ int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err)
 	umask(old);
 	if (rc != HF_OK)
 		goto fail;
-	bool old_schema = false;
-	if ((rc = check_format(j->db, path, &old_schema, err)) != HF_OK ||
+	int schema = 0;
+	if ((rc = check_format(j->db, path, &schema, err)) != HF_OK ||
 	    (rc = exec(j->db, "PRAGMA journal_mode=WAL", err)) != HF_OK ||
 	    (rc = exec(j->db, "PRAGMA synchronous=FULL", err)) != HF_OK ||
-	    (old_schema && (rc = migrate(j->db, path, err)) != HF_OK) ||
+	    (schema < SCHEMA_NUMBER && (rc = migrate(j->db, path, schema, err)) != HF_OK) ||
 	    (rc = exec(j->db, HF__SAGAS_SCHEMA_SQL, err)) != HF_OK)
 		goto fail;
 	for (int t = 0; t < N_TABLES; t++)
@@ -500,19 +518,38 @@ static int load_meta(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
 	return hf__state_load_meta(st, text(s, 0), text(s, 1), err);
 }
 
+/* A row of resources, holds or idempotency (key, body) through `load`; a damaged row is
+ * named by its key and table. */
+static int load_row(struct hf__state *st, sqlite3_stmt *s, const char *table,
+                    int (*load)(struct hf__state *, const void *, size_t, hf_error *),
+                    hf_error *err)
+{
+	const void *row = sqlite3_column_blob(s, 1); /* a schema 2 row's text as it is */
+	size_t len = (size_t)sqlite3_column_bytes(s, 1);
+	if (!row && len == 0 && sqlite3_errcode(sqlite3_db_handle(s)) == SQLITE_NOMEM)
+		return hf__err_code(err, HF_ENOMEM);
+	int rc = load(st, row ? row : "", len, err);
+	if (rc == HF_ECORRUPT && err) {
+		char why[sizeof(err->message)];
+		snprintf(why, sizeof(why), "%s", err->message);
+		hf__err(err, rc, "%s (row '%.60s' of table %s)", why, text(s, 0), table);
+	}
+	return rc;
+}
+
 static int load_resource(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
 {
-	return hf__state_load_resource(st, text(s, 0), err);
+	return load_row(st, s, "resources", hf__state_load_resource, err);
 }
 
 static int load_hold(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
 {
-	return hf__state_load_hold(st, text(s, 0), err);
+	return load_row(st, s, "holds", hf__state_load_hold, err);
 }
 
 static int load_idem(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
 {
-	return hf__state_load_idem(st, text(s, 0), err);
+	return load_row(st, s, "idempotency", hf__state_load_idem, err);
 }
 
 static int load_saga_type(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
@@ -565,17 +602,28 @@ static int load_revision(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
 	return hf__state_load_revision(st, text(s, 0), sqlite3_column_int64(s, 1), err);
 }
 
+/* Sizes the state's maps for the rows to come: counting is a walk of each table's smallest
+ * B-tree, cheaper than the rehashes of maps that grow by doubling to a million entries. */
+static int load_sizes(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
+{
+	return hf__state_load_reserve(st, (size_t)sqlite3_column_int64(s, 0),
+	                              (size_t)sqlite3_column_int64(s, 1),
+	                              (size_t)sqlite3_column_int64(s, 2),
+	                              (size_t)sqlite3_column_int64(s, 3), err);
+}
+
 int hf__journal_load(struct hf__journal *j, struct hf__state *st, hf_error *err)
 {
 	int rc;
-	if ((rc = each_row(j, "SELECT key, value FROM meta", load_meta, st, err)) ||
-	    (rc = each_row(j, "SELECT body FROM resources", load_resource, st, err)) ||
-	    /* Time order, so that the retention lists come out sorted. */
-	    (rc = each_row(j, "SELECT body FROM holds ORDER BY json_extract(body, '$.ended_at')",
-	                   load_hold, st, err)) ||
-	    (rc = each_row(j,
-	                   "SELECT body FROM idempotency ORDER BY json_extract(body, '$.created_at')",
-	                   load_idem, st, err)) ||
+	if ((rc = each_row(j,
+	                   "SELECT (SELECT count(*) FROM resources), (SELECT count(*) FROM holds),"
+	                   " (SELECT count(*) FROM idempotency), (SELECT count(*) FROM revisions)",
+	                   load_sizes, st, err)) ||
+	    (rc = each_row(j, "SELECT key, value FROM meta", load_meta, st, err)) ||
+	    (rc = each_row(j, "SELECT name, body FROM resources", load_resource, st, err)) ||
+	    /* In the file's order: the state sorts its retention lists at the end. */
+	    (rc = each_row(j, "SELECT id, body FROM holds", load_hold, st, err)) ||
+	    (rc = each_row(j, "SELECT key, body FROM idempotency", load_idem, st, err)) ||
 	    (rc = each_row(j, "SELECT resource, revision FROM revisions", load_revision, st, err)) ||
 	    (rc = each_row(j,
 	                   "SELECT " EVENT_COLUMNS " FROM events"
@@ -585,6 +633,7 @@ int hf__journal_load(struct hf__journal *j, struct hf__state *st, hf_error *err)
 	    (rc = each_row(j, "SELECT body FROM saga_types", load_saga_type, st, err)) ||
 	    (rc = each_row(j, "SELECT body FROM sagas", load_saga, st, err)))
 		return rc;
+	hf__state_load_done(st);
 	return HF_OK;
 }
 
@@ -643,7 +692,9 @@ static int write_one(struct hf__journal *j, const struct hf__jrec *rec)
 	} else {
 		rc = bind_text(s, 1, rec->key);
 		if (!rec->remove && rc == SQLITE_OK)
-			rc = bind_text(s, 2, rec->body);
+			rc = rec->body_len ? sqlite3_bind_blob(s, 2, rec->body, (int)rec->body_len,
+			                                       SQLITE_STATIC)
+			                   : bind_text(s, 2, rec->body);
 	}
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(s) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
@@ -782,22 +833,29 @@ uint64_t hf__journal_trimmed_upto(struct hf__journal *j)
 }
 
 /* The relays' and projections' checkpoints (core/retention.h): every resource in their
- * name range, judged by hf__checkpoint_note. */
-static int note_checkpoints(sqlite3 *db, struct hf__checkpoints *cp)
+ * name range, judged by hf__checkpoint_note. HF_OK or an error in *err. */
+static int note_checkpoints(sqlite3 *db, struct hf__checkpoints *cp, hf_error *err)
 {
 	sqlite3_stmt *s = NULL;
 	int rc = sqlite3_prepare_v2(db,
-	                            "SELECT name, json_extract(body, '$.meta') FROM resources"
-	                            " WHERE name >= '" HF__CHECKPOINT_FROM "' AND name < '"
-	                            HF__CHECKPOINT_TO "'",
+	                            "SELECT body FROM resources WHERE name >= '" HF__CHECKPOINT_FROM
+	                            "' AND name < '" HF__CHECKPOINT_TO "'",
 	                            -1, &s, NULL);
+	int code = HF_OK;
 	while (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		hf__checkpoint_note(cp, (const char *)sqlite3_column_text(s, 0),
-		                    (const char *)sqlite3_column_text(s, 1));
+		hf_resource res;
+		code = hf__row_resource_decode(sqlite3_column_blob(s, 0),
+		                               (size_t)sqlite3_column_bytes(s, 0), &res, err);
+		if (code != HF_OK)
+			break;
+		hf__checkpoint_note(cp, res.name, res.meta);
+		hf__resource_clear(&res);
 		rc = SQLITE_OK;
 	}
 	sqlite3_finalize(s);
-	return rc == SQLITE_DONE ? SQLITE_OK : rc;
+	if (code == HF_OK && rc != SQLITE_DONE)
+		code = db_err(err, db, HF_ESTORAGE, "cannot trim events");
+	return code;
 }
 
 int hf__journal_trim_events(struct hf__journal *j, const struct hf__trim_policy *pol,
@@ -811,8 +869,11 @@ int hf__journal_trim_events(struct hf__journal *j, const struct hf__trim_policy 
 		aged = query_int(j->db, "SELECT coalesce(max(seq), 0) FROM events WHERE at < ?1",
 		                 now - pol->keep_ms, 0, &rc);
 	struct hf__checkpoints cp = {0};
-	if (rc == SQLITE_OK)
-		rc = note_checkpoints(j->db, &cp);
+	if (rc != SQLITE_OK)
+		return db_err(err, j->db, HF_ESTORAGE, "cannot trim events");
+	int code = note_checkpoints(j->db, &cp, err);
+	if (code != HF_OK)
+		return code;
 	hf__trim_plan(pol, last_seq, aged > 0 ? (uint64_t)aged : 0, &cp, plan);
 	int64_t oldest = query_int(j->db, "SELECT coalesce(min(seq), 0) FROM events", 0, 0, &rc);
 	if (rc == SQLITE_OK && oldest > 0 && plan->upto >= (uint64_t)oldest) {

@@ -57,9 +57,9 @@ void *hf__map_get(const struct hf__map *map, const char *key)
 	return e ? e->value : NULL;
 }
 
-static int grow(struct hf__map *map)
+/* Rehashes into n buckets (a power of two). */
+static int resize(struct hf__map *map, size_t n)
 {
-	size_t n = map->n_buckets ? map->n_buckets * 2 : 64;
 	struct hf__map_entry **buckets = calloc(n, sizeof(*buckets));
 	if (!buckets)
 		return HF_ENOMEM;
@@ -78,12 +78,30 @@ static int grow(struct hf__map *map)
 	return HF_OK;
 }
 
-int hf__map_put(struct hf__map *map, const char *key, void *value)
+static int grow(struct hf__map *map)
+{
+	return resize(map, map->n_buckets ? map->n_buckets * 2 : 64);
+}
+
+int hf__map_reserve(struct hf__map *map, size_t count)
+{
+	size_t n = map->n_buckets ? map->n_buckets : 64;
+	while (n < count && n <= SIZE_MAX / 4)
+		n *= 2;
+	return n > map->n_buckets ? resize(map, n) : HF_OK;
+}
+
+/* Puts (replace) or adds (!replace: an existing entry stays, *present is its value). */
+static int put(struct hf__map *map, const char *key, void *value, bool replace, void **present)
 {
 	if (map->count >= map->n_buckets && grow(map) != HF_OK)
 		return HF_ENOMEM;
 	uint64_t h = hash_key(key);
 	struct hf__map_entry **slot = find_slot(map, key, h);
+	if (*slot && !replace) {
+		*present = (*slot)->value;
+		return HF_OK;
+	}
 	if (*slot) {
 		(*slot)->key = key;
 		(*slot)->value = value;
@@ -96,6 +114,17 @@ int hf__map_put(struct hf__map *map, const char *key, void *value)
 	*slot = e;
 	map->count++;
 	return HF_OK;
+}
+
+int hf__map_put(struct hf__map *map, const char *key, void *value)
+{
+	return put(map, key, value, true, NULL);
+}
+
+int hf__map_add(struct hf__map *map, const char *key, void *value, void **present)
+{
+	*present = NULL;
+	return put(map, key, value, false, present);
 }
 
 void *hf__map_remove(struct hf__map *map, const char *key)

@@ -7,6 +7,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <jansson.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,68 +184,86 @@ static char *dump(json_t *j)
 	return s;
 }
 
-#ifndef NDEBUG
-/* Debug builds (the sanitizer runs) hold the direct rows to jansson's bytes; consumes j. */
-static bool row_matches(const char *text, json_t *j)
+/* ---- journal rows (row.c) ---- */
+
+/* A binary row as a journal record; `row` NULL (out of memory) fails the step. */
+static struct hf__jrec *fx_record_row(struct hf__effects *fx, enum hf__jtable table,
+                                      const char *key, unsigned char *row, size_t len)
 {
-	char *want = dump(j);
-	bool ok = !want || strcmp(want, text) == 0;
-	free(want);
+	struct hf__jrec *rec = fx_record(fx, table, key, (char *)row, false);
+	if (rec)
+		rec->body_len = len;
+	return rec;
+}
+
+#ifndef NDEBUG
+/* Debug builds (the sanitizer runs) decode every row written and compare it with what it
+ * was made from: a row that would not read back as written fails here, not at the next open. */
+static bool holds_equal(const hf_hold *a, const hf_hold *b)
+{
+	if (strcmp(a->id, b->id) || strcmp(a->token, b->token) || strcmp(a->owner, b->owner) ||
+	    a->state != b->state || a->mode != b->mode || a->created_at_ms != b->created_at_ms ||
+	    a->expires_at_ms != b->expires_at_ms || a->ended_at_ms != b->ended_at_ms ||
+	    a->n_parts != b->n_parts)
+		return false;
+	for (size_t i = 0; i < a->n_parts; i++)
+		if (strcmp(a->parts[i].resource, b->parts[i].resource) ||
+		    a->parts[i].units != b->parts[i].units || a->parts[i].fence != b->parts[i].fence)
+			return false;
+	return true;
+}
+
+static bool hold_row_ok(const unsigned char *row, size_t len, const hf_hold *want,
+                        const int64_t *capacities)
+{
+	hf_hold got;
+	int64_t caps[HF_CLAIMS_MAX];
+	if (!row || hf__row_hold_decode(row, len, &got, caps, NULL) == HF_ENOMEM)
+		return true; /* out of memory is no verdict on the row */
+	bool ok = holds_equal(&got, want) &&
+	          memcmp(caps, capacities, want->n_parts * sizeof(*caps)) == 0;
+	hf__hold_clear(&got);
+	return ok;
+}
+
+static bool resource_row_ok(const unsigned char *row, size_t len, const hf_resource *want)
+{
+	hf_resource got;
+	if (!row || hf__row_resource_decode(row, len, &got, NULL) == HF_ENOMEM)
+		return true;
+	bool ok = got.name && strcmp(got.name, want->name) == 0 &&
+	          got.capacity == want->capacity && got.version == want->version &&
+	          got.declared == want->declared && !got.meta == !want->meta &&
+	          (!got.meta || strcmp(got.meta, want->meta) == 0);
+	hf__resource_clear(&got);
+	return ok;
+}
+
+static bool idem_row_ok(const unsigned char *row, size_t len, const struct hf__row_idem *want)
+{
+	struct hf__row_idem got;
+	if (!row || hf__row_idem_decode(row, len, &got, NULL) == HF_ENOMEM)
+		return true;
+	bool ok = got.key && strcmp(got.key, want->key) == 0 &&
+	          strcmp(got.fingerprint, want->fingerprint) == 0 &&
+	          got.created_at == want->created_at && holds_equal(&got.hold, &want->hold);
+	hf__row_idem_clear(&got);
 	return ok;
 }
 #endif
 
-/* ---- journal rows: the internal, versioned row format of each table ---- */
-
-static json_t *meta_value(const char *meta)
-{
-	return meta ? json_loads(meta, 0, NULL) : json_null();
-}
-
-/* The resource row of one without meta (every implicit resource), written directly: the
- * bytes of dump() below. */
-static char *resource_row_text(const struct res *r)
-{
-	struct hf__jw w;
-	hf__jw_init(&w);
-	hf__jw_lit(&w, "{\"capacity\":");
-	hf__jw_int(&w, r->capacity);
-	if (r->declared)
-		hf__jw_lit(&w, ",\"declared\":true,\"meta\":null,\"name\":");
-	else
-		hf__jw_lit(&w, ",\"declared\":false,\"meta\":null,\"name\":");
-	hf__jw_str(&w, r->name);
-	hf__jw_lit(&w, ",\"version\":");
-	hf__jw_int(&w, r->version);
-	hf__jw_lit(&w, "}");
-	return hf__jw_finish(&w, NULL);
-}
+static void resource_view(const struct res *r, hf_resource *out);
 
 static void journal_resource(struct hf__effects *fx, struct res *r)
 {
-	if (!r->meta) {
-		char *text = resource_row_text(r);
-		if (!text) {
-			fx->failed = HF_ENOMEM;
-			return;
-		}
-		assert(row_matches(text, json_pack("{s:s, s:I, s:n, s:I, s:b}", "name", r->name,
-		                                   "capacity", (json_int_t)r->capacity, "meta",
-		                                   "version", (json_int_t)r->version, "declared",
-		                                   r->declared)));
-		if (fx_record(fx, HF__J_RESOURCE, r->name, text, false))
-			r->journaled = true;
-		return;
-	}
-	json_t *j = json_pack("{s:s, s:I, s:o, s:I, s:b}", "name", r->name, "capacity",
-	                      (json_int_t)r->capacity, "meta", meta_value(r->meta), "version",
-	                      (json_int_t)r->version, "declared", r->declared);
-	char *body = dump(j);
-	if (!body) {
+	hf_resource view;
+	resource_view(r, &view);
+	size_t len = 0;
+	unsigned char *row = hf__row_resource(&view, &len);
+	assert(resource_row_ok(row, len, &view));
+	if (!row)
 		fx->failed = HF_ENOMEM;
-		return;
-	}
-	if (fx_record(fx, HF__J_RESOURCE, r->name, body, false))
+	else if (fx_record_row(fx, HF__J_RESOURCE, r->name, row, len))
 		r->journaled = true;
 }
 
@@ -253,108 +272,6 @@ static void journal_resource_removed(struct hf__effects *fx, struct res *r)
 	if (r->journaled)
 		fx_record(fx, HF__J_RESOURCE, r->name, NULL, true);
 	r->journaled = false;
-}
-
-/* The journal form of a hold, token included. */
-static json_t *hold_row(const hf_hold *h)
-{
-	return json_pack("{s:s, s:s, s:s, s:i, s:i, s:I, s:I, s:I, s:o}", "id", h->id, "token",
-	                 h->token, "owner", h->owner, "state", (int)h->state, "mode", (int)h->mode,
-	                 "created_at", (json_int_t)h->created_at_ms, "expires_at",
-	                 (json_int_t)h->expires_at_ms, "ended_at", (json_int_t)h->ended_at_ms,
-	                 "parts", hf__hold_parts_json(h, true));
-}
-
-/* What a journal row may hold. Anything beyond is damage (or a hostile file), refused as
- * store_corrupt rather than loaded: the sums the engine makes with these values (a time plus a
- * retention, the last fence plus one) must never overflow. Times are milliseconds since the
- * epoch (2^53 ms is 285,000 years); fences start at 1 and a fallback engine adds 2^48, so
- * 2^62 leaves room for every grant a store can ever make. */
-#define JOURNAL_TIME_MAX (INT64_C(1) << 53)
-#define JOURNAL_FENCE_MAX (INT64_C(1) << 62)
-
-/* hold_row's row as dump() writes it (sorted keys), without the tree. */
-static char *hold_row_text(const hf_hold *h)
-{
-	struct hf__jw w;
-	hf__jw_init(&w);
-	hf__jw_lit(&w, "{\"created_at\":");
-	hf__jw_int(&w, h->created_at_ms);
-	hf__jw_lit(&w, ",\"ended_at\":");
-	hf__jw_int(&w, h->ended_at_ms);
-	hf__jw_lit(&w, ",\"expires_at\":");
-	hf__jw_int(&w, h->expires_at_ms);
-	hf__jw_lit(&w, ",\"id\":");
-	hf__jw_str(&w, h->id);
-	hf__jw_lit(&w, ",\"mode\":");
-	hf__jw_int(&w, (int)h->mode);
-	hf__jw_lit(&w, ",\"owner\":");
-	hf__jw_str(&w, h->owner);
-	hf__jw_lit(&w, ",\"parts\":");
-	hf__jw_parts_sorted(&w, h, true);
-	hf__jw_lit(&w, ",\"state\":");
-	hf__jw_int(&w, (int)h->state);
-	hf__jw_lit(&w, ",\"token\":");
-	hf__jw_str(&w, h->token);
-	hf__jw_lit(&w, "}");
-	return hf__jw_finish(&w, NULL);
-}
-
-
-static bool journal_time_ok(json_int_t t)
-{
-	return t >= 0 && t <= JOURNAL_TIME_MAX;
-}
-
-static int hold_from_row(json_t *j, hf_hold *out)
-{
-	memset(out, 0, sizeof(*out));
-	const char *id, *token, *owner;
-	int state, mode;
-	json_int_t created, expires, ended;
-	json_t *parts;
-	if (json_unpack(j, "{s:s, s:s, s:s, s:i, s:i, s:I, s:I, s:I, s:o}", "id", &id, "token",
-	                &token, "owner", &owner, "state", &state, "mode", &mode, "created_at",
-	                &created, "expires_at", &expires, "ended_at", &ended, "parts", &parts) != 0)
-		return HF_ECORRUPT;
-	if (strlen(id) != HF_ID_LEN || strlen(token) != HF_TOKEN_LEN || state < 0 ||
-	    state > HF_HOLD_EXPIRED || mode < 0 || mode > HF_MODE_EXCLUSIVE ||
-	    !journal_time_ok(created) || !journal_time_ok(expires) || !journal_time_ok(ended) ||
-	    !json_is_array(parts) || json_array_size(parts) == 0 ||
-	    json_array_size(parts) > HF_CLAIMS_MAX)
-		return HF_ECORRUPT;
-	memcpy(out->id, id, HF_ID_LEN + 1);
-	memcpy(out->token, token, HF_TOKEN_LEN + 1);
-	out->state = (hf_hold_state)state;
-	out->mode = (hf_mode)mode;
-	out->created_at_ms = created;
-	out->expires_at_ms = expires;
-	out->ended_at_ms = ended;
-	if (!(out->owner = hf__strdup(owner)))
-		return HF_ENOMEM;
-	size_t n = json_array_size(parts);
-	out->parts = calloc(n, sizeof(*out->parts));
-	if (!out->parts)
-		goto nomem;
-	for (size_t i = 0; i < n; i++) {
-		const char *name;
-		json_int_t units, fence;
-		if (json_unpack(json_array_get(parts, i), "{s:s, s:I, s:I}", "name", &name, "units",
-		                &units, "fence", &fence) != 0 ||
-		    units < 1 || units > HF_CAPACITY_MAX || fence < 1 || fence > JOURNAL_FENCE_MAX) {
-			hf__hold_clear(out);
-			return HF_ECORRUPT;
-		}
-		out->parts[i].units = units;
-		out->parts[i].fence = fence;
-		out->n_parts = i + 1;
-		if (!(out->parts[i].resource = hf__strdup(name)))
-			goto nomem;
-	}
-	return HF_OK;
-nomem:
-	hf__hold_clear(out);
-	return HF_ENOMEM;
 }
 
 /* ---- views: the public items built from the state ---- */
@@ -567,20 +484,31 @@ static void emit_hold(struct hf__state *st, struct hf__effects *fx, int64_t now,
 
 /* ---- resources ---- */
 
-static struct res *res_new(struct hf__state *st, const char *name, int64_t capacity)
+/* A new resource in st->resources, where `name` is not (*present: the one there, else NULL;
+ * NULL is returned then, and when out of memory). */
+static struct res *res_add(struct hf__state *st, const char *name, int64_t capacity,
+                           void **present)
 {
+	*present = NULL;
 	struct res *r = calloc(1, sizeof(*r));
 	if (!r || !(r->name = hf__strdup(name)))
-		goto nomem;
+		goto fail;
 	r->capacity = capacity;
-	if (hf__map_put(&st->resources, r->name, r) != HF_OK)
-		goto nomem;
+	if (hf__map_add(&st->resources, r->name, r, present) != HF_OK || *present)
+		goto fail;
 	return r;
-nomem:
+fail:
 	if (r)
 		free(r->name);
 	free(r);
 	return NULL;
+}
+
+/* A new resource where its caller knows there is none; NULL when out of memory. */
+static struct res *res_new(struct hf__state *st, const char *name, int64_t capacity)
+{
+	void *present;
+	return res_add(st, name, capacity, &present);
 }
 
 static void res_free(struct res *r)
@@ -630,15 +558,25 @@ static void journal_hold(struct hf__effects *fx, const struct hold *h)
 	hf_hold_part parts[HF_CLAIMS_MAX];
 	hf_hold view;
 	hold_view(h, true, &view, parts);
-	char *body = hold_row_text(&view);
-	if (!body) {
-		fx->failed = HF_ENOMEM;
-		return;
+	/* An implicit resource has no row while it lives: its live holds carry its capacity. */
+	int64_t capacities[HF_CLAIMS_MAX];
+	for (size_t i = 0; i < h->n_parts; i++) {
+		const struct res *r = h->parts[i].res;
+		capacities[i] = r && !r->journaled ? r->capacity : 0;
 	}
-	assert(row_matches(body, hold_row(&view)));
-	fx_record(fx, HF__J_HOLD, h->id, body, false);
+	size_t len = 0;
+	unsigned char *row = hf__row_hold(&view, capacities, &len);
+	assert(hold_row_ok(row, len, &view, capacities));
+	if (!row)
+		fx->failed = HF_ENOMEM;
+	else
+		fx_record_row(fx, HF__J_HOLD, h->id, row, len);
 }
 
+/* Fences never go back, across restarts: the journal's last fence is the greatest of the
+ * meta row "last_fence" and every fence in its hold rows (the load takes both). A grant's
+ * fences are in its hold's row; the meta row is written only when hold rows go (purge), so
+ * that a grant does not write it each time. */
 static void journal_fence(struct hf__state *st, struct hf__effects *fx)
 {
 	char buf[32];
@@ -842,10 +780,19 @@ static void idem_forget(struct hf__state *st, struct idem *d)
 	idem_free(d);
 }
 
-static json_t *idem_row(const struct idem *d)
+static void journal_idem(struct hf__effects *fx, const struct idem *d)
 {
-	return json_pack("{s:s, s:s, s:I, s:o}", "key", d->key, "fingerprint", d->fingerprint,
-	                 "created_at", (json_int_t)d->created_at, "hold", hold_row(&d->first));
+	struct hf__row_idem row = {.key = d->key,
+	                           .fingerprint = d->fingerprint,
+	                           .created_at = d->created_at,
+	                           .hold = d->first};
+	size_t len = 0;
+	unsigned char *bytes = hf__row_idem(&row, &len);
+	assert(idem_row_ok(bytes, len, &row));
+	if (!bytes)
+		fx->failed = HF_ENOMEM;
+	else
+		fx_record_row(fx, HF__J_IDEM, d->key, bytes, len);
 }
 
 static void idem_append(struct hf__state *st, struct idem *d)
@@ -900,11 +847,8 @@ static int grant(struct hf__state *st, struct hf__effects *fx, struct hf__call *
 		r->n_holds++;
 		if (h->mode == HF_MODE_EXCLUSIVE)
 			r->n_exclusive++;
-		if (!r->journaled)
-			journal_resource(fx, r);
 	}
 	st->live_holds++;
-	journal_fence(st, fx);
 	journal_hold(fx, h);
 	emit_hold(st, fx, now, "hold.granted", h);
 	if (idem) {
@@ -913,7 +857,7 @@ static int grant(struct hf__state *st, struct hf__effects *fx, struct hf__call *
 		if (hold_export(h, true, &idem->first) != HF_OK) {
 			fx->failed = HF_ENOMEM;
 		} else {
-			fx_record(fx, HF__J_IDEM, idem->key, dump(idem_row(idem)), false);
+			journal_idem(fx, idem);
 			idem_append(st, idem);
 		}
 	}
@@ -1205,16 +1149,53 @@ static void op_get_hold(struct hf__state *st, struct hf__call *call, struct hf__
 		reply_hold_done(fx, call, h);
 }
 
+/* qsort comparisons of arrays of void * that point to holds, resources. */
 static int cmp_hold_id(const void *a, const void *b)
 {
-	const struct hold *const *x = a, *const *y = b;
-	return strcmp((*x)->id, (*y)->id);
+	const struct hold *x = *(void *const *)a, *y = *(void *const *)b;
+	return strcmp(x->id, y->id);
 }
 
 static int cmp_res_name(const void *a, const void *b)
 {
-	const struct res *const *x = a, *const *y = b;
-	return strcmp((*x)->name, (*y)->name);
+	const struct res *x = *(void *const *)a, *y = *(void *const *)b;
+	return strcmp(x->name, y->name);
+}
+
+/* Puts the k smallest of items[0..n) by `cmp` (qsort's) first, in order: a bounded max-heap
+ * in items[0..k) over the rest, then a sort of those k. O(n log k): a page of a list, or the
+ * readiness probe's list of one, costs a scan of the map rather than a sort of all of it. */
+static void first_sorted(void **items, size_t n, size_t k, int (*cmp)(const void *, const void *))
+{
+	if (k >= n) {
+		qsort(items, n, sizeof(*items), cmp);
+		return;
+	}
+	for (size_t i = 1; i < k; i++) /* heapify by sifting each item up */
+		for (size_t c = i; c > 0 && cmp(&items[(c - 1) / 2], &items[c]) < 0; c = (c - 1) / 2) {
+			void *t = items[c];
+			items[c] = items[(c - 1) / 2];
+			items[(c - 1) / 2] = t;
+		}
+	for (size_t i = k; i < n; i++) {
+		if (k == 0 || cmp(&items[i], &items[0]) >= 0)
+			continue;
+		items[0] = items[i];
+		for (size_t p = 0;;) { /* sift the new top down */
+			size_t c = 2 * p + 1;
+			if (c >= k)
+				break;
+			if (c + 1 < k && cmp(&items[c + 1], &items[c]) > 0)
+				c++;
+			if (cmp(&items[c], &items[p]) <= 0)
+				break;
+			void *t = items[c];
+			items[c] = items[p];
+			items[p] = t;
+			p = c;
+		}
+	}
+	qsort(items, k, sizeof(*items), cmp);
 }
 
 static bool hold_matches(const struct hold *h, const hf_request *q)
@@ -1234,12 +1215,13 @@ static bool hold_matches(const struct hold *h, const hf_request *q)
 	return true;
 }
 
-/* Lists scan the whole map and sort what matches: O(n log n) per page, fine for the
- * sizes one process holds; a sorted index is the upgrade path if pages get hot. */
+/* Lists scan the whole map and keep the first page of what matches (first_sorted): O(n) per
+ * page, fine for the sizes one process holds; a sorted index is the upgrade path if pages get
+ * hot. */
 static void op_list_holds(struct hf__state *st, struct hf__call *call, struct hf__effects *fx)
 {
 	const hf_request *q = &call->req;
-	struct hold **match = malloc((st->holds.count + 1) * sizeof(*match));
+	void **match = malloc((st->holds.count + 1) * sizeof(*match)); /* struct hold * */
 	if (!match) {
 		fx_fail(fx, call, HF_ENOMEM, "out of memory");
 		return;
@@ -1250,8 +1232,8 @@ static void op_list_holds(struct hf__state *st, struct hf__call *call, struct hf
 	while ((h = hf__map_next(&st->holds, &pos, &cur)))
 		if (hold_matches(h, q))
 			match[n++] = h;
-	qsort(match, n, sizeof(*match), cmp_hold_id);
 	size_t take = n < q->limit ? n : q->limit;
+	first_sorted(match, n, take, cmp_hold_id);
 	hf_reply *reply = call->reply;
 	reply->holds = calloc(take + 1, sizeof(*reply->holds));
 	if (!reply->holds)
@@ -1450,7 +1432,7 @@ static void op_delete_resource(struct hf__state *st, struct hf__call *call, int6
 static void op_list_resources(struct hf__state *st, struct hf__call *call, struct hf__effects *fx)
 {
 	const hf_request *q = &call->req;
-	struct res **match = malloc((st->resources.count + 1) * sizeof(*match));
+	void **match = malloc((st->resources.count + 1) * sizeof(*match)); /* struct res * */
 	if (!match) {
 		fx_fail(fx, call, HF_ENOMEM, "out of memory");
 		return;
@@ -1461,8 +1443,8 @@ static void op_list_resources(struct hf__state *st, struct hf__call *call, struc
 	while ((r = hf__map_next(&st->resources, &pos, &cur)))
 		if (!q->cursor || strcmp(r->name, q->cursor) > 0)
 			match[n++] = r;
-	qsort(match, n, sizeof(*match), cmp_res_name);
 	size_t take = n < q->limit ? n : q->limit;
+	first_sorted(match, n, take, cmp_res_name);
 	hf_reply *reply = call->reply;
 	reply->resources = calloc(take + 1, sizeof(*reply->resources));
 	if (!reply->resources)
@@ -1652,6 +1634,8 @@ void hf__state_apply(struct hf__state *st, struct hf__call *call, int64_t now,
 
 static void purge(struct hf__state *st, int64_t now, struct hf__effects *fx)
 {
+	if (st->ended_head && st->ended_head->ended_at + st->opt.hold_retention_ms <= now)
+		journal_fence(st, fx); /* the purged rows' fences live on in it */
 	while (st->ended_head && st->ended_head->ended_at + st->opt.hold_retention_ms <= now) {
 		struct hold *h = st->ended_head;
 		st->ended_head = h->ended_next;
@@ -1858,7 +1842,7 @@ int hf__state_load_meta(struct hf__state *st, const char *key, const char *value
 		char *end;
 		errno = 0;
 		long long v = strtoll(value, &end, 10);
-		if (*end || errno || v < 0 || v > JOURNAL_FENCE_MAX)
+		if (*end || errno || v < 0 || v > HF__JOURNAL_FENCE_MAX)
 			return corrupt(err, "meta", value);
 		if (v > st->last_fence)
 			st->last_fence = v;
@@ -1866,80 +1850,112 @@ int hf__state_load_meta(struct hf__state *st, const char *key, const char *value
 	return HF_OK;
 }
 
-int hf__state_load_resource(struct hf__state *st, const char *body, hf_error *err)
+int hf__state_load_resource(struct hf__state *st, const void *row, size_t len, hf_error *err)
 {
-	json_t *j = json_loads(body, 0, NULL), *meta = NULL;
-	const char *name;
-	json_int_t capacity, version;
-	int declared;
-	if (!j || json_unpack(j, "{s:s, s:I, s:o, s:I, s:b}", "name", &name, "capacity", &capacity,
-	                      "meta", &meta, "version", &version, "declared", &declared) != 0 ||
-	    capacity < 1 || capacity > HF_CAPACITY_MAX || hf__map_get(&st->resources, name)) {
-		json_decref(j);
-		return corrupt(err, "resource", body);
+	hf_resource d;
+	int rc = hf__row_resource_decode(row, len, &d, err);
+	if (rc != HF_OK)
+		return rc;
+	void *present;
+	struct res *r = res_add(st, d.name, d.capacity, &present);
+	if (present)
+		rc = hf__err(err, HF_ECORRUPT, "store file is damaged: resource '%.60s' twice", d.name);
+	else if (!r)
+		rc = hf__err_code(err, HF_ENOMEM);
+	if (r) {
+		r->version = d.version;
+		r->declared = d.declared;
+		r->journaled = true;
+		r->meta = d.meta;
+		d.meta = NULL;
 	}
-	struct res *r = res_new(st, name, capacity);
-	if (!r) {
-		json_decref(j);
-		return hf__err_code(err, HF_ENOMEM);
-	}
-	r->version = version;
-	r->declared = declared;
-	r->journaled = true;
-	if (json_is_object(meta) && !(r->meta = hf__json_dumps(meta, JSON_COMPACT))) {
-		json_decref(j);
-		return hf__err_code(err, HF_ENOMEM);
-	}
-	json_decref(j);
-	return HF_OK;
+	hf__resource_clear(&d);
+	return rc;
 }
 
-int hf__state_load_hold(struct hf__state *st, const char *body, hf_error *err)
+/* A hold loaded from its row, owning the row's strings; NULL when out of memory (the row is
+ * cleared either way). */
+static struct hold *hold_of_row(struct hf__state *st, hf_hold *row)
 {
-	json_t *j = json_loads(body, 0, NULL);
-	hf_hold row;
-	int rc = j ? hold_from_row(j, &row) : HF_ECORRUPT;
-	json_decref(j);
-	if (rc == HF_ENOMEM)
-		return hf__err_code(err, rc);
-	if (rc != HF_OK || hf__map_get(&st->holds, row.id)) {
-		if (rc == HF_OK)
-			hf__hold_clear(&row);
-		return corrupt(err, "hold", body);
-	}
 	struct hold *h = calloc(1, sizeof(*h));
-	struct part *parts = calloc(row.n_parts, sizeof(*parts));
+	struct part *parts = calloc(row->n_parts, sizeof(*parts));
 	if (!h || !parts) {
 		free(h);
 		free(parts);
-		hf__hold_clear(&row);
-		return hf__err_code(err, HF_ENOMEM);
+		hf__hold_clear(row);
+		return NULL;
 	}
-	memcpy(h->id, row.id, sizeof(h->id));
-	memcpy(h->token, row.token, sizeof(h->token));
-	h->owner = row.owner;
-	h->state = row.state;
-	h->mode = row.mode;
-	h->created_at = row.created_at_ms;
-	h->expires_at = row.expires_at_ms;
-	h->ended_at = row.ended_at_ms;
+	memcpy(h->id, row->id, sizeof(h->id));
+	memcpy(h->token, row->token, sizeof(h->token));
+	h->owner = row->owner;
+	h->state = row->state;
+	h->mode = row->mode;
+	h->created_at = row->created_at_ms;
+	h->expires_at = row->expires_at_ms;
+	h->ended_at = row->ended_at_ms;
 	h->expiry_slot = HF__HEAP_NONE;
-	h->n_parts = row.n_parts;
+	h->n_parts = row->n_parts;
 	h->parts = parts;
-	for (size_t i = 0; i < row.n_parts; i++) {
-		parts[i] = (struct part){.name = row.parts[i].resource,
-		                         .units = row.parts[i].units,
-		                         .fence = row.parts[i].fence};
+	for (size_t i = 0; i < row->n_parts; i++) {
+		parts[i] = (struct part){.name = row->parts[i].resource,
+		                         .units = row->parts[i].units,
+		                         .fence = row->parts[i].fence};
 		if (parts[i].fence > st->last_fence)
 			st->last_fence = parts[i].fence;
 	}
-	free(row.parts);
-	if (hf__map_put(&st->holds, h->id, h) != HF_OK) {
-		hold_free(h);
+	free(row->parts);
+	memset(row, 0, sizeof(*row));
+	return h;
+}
+
+/* The resource of a live hold's part i: the one loaded from its row, else the implicit
+ * resource the part's `capacity` describes (made by the first of its holds; the others must
+ * agree with it). */
+static int load_part_resource(struct hf__state *st, struct hold *h, size_t i, int64_t capacity,
+                              struct res **out, hf_error *err)
+{
+	const char *name = h->parts[i].name;
+	struct res *r = hf__map_get(&st->resources, name);
+	if (!r && capacity > 0 && !(r = res_new(st, name, capacity)))
 		return hf__err_code(err, HF_ENOMEM);
+	if (!r)
+		return hf__err(err, HF_ECORRUPT,
+		               "store file is damaged: hold '%s' takes '%.60s', a resource with no row",
+		               h->id, name);
+	if (!r->journaled && capacity != r->capacity)
+		return hf__err(err, HF_ECORRUPT,
+		               "store file is damaged: hold '%s' says '%.60s' has capacity %lld, another "
+		               "hold %lld",
+		               h->id, name, (long long)capacity, (long long)r->capacity);
+	if (r->held + h->parts[i].units > r->capacity)
+		return hf__err(err, HF_ECORRUPT,
+		               "store file is damaged: hold '%s' takes %lld of '%.60s', beyond its "
+		               "capacity",
+		               h->id, (long long)h->parts[i].units, name);
+	*out = r;
+	return HF_OK;
+}
+
+int hf__state_load_hold(struct hf__state *st, const void *bytes, size_t len, hf_error *err)
+{
+	hf_hold row;
+	int64_t capacities[HF_CLAIMS_MAX];
+	int rc = hf__row_hold_decode(bytes, len, &row, capacities, err);
+	if (rc != HF_OK)
+		return rc;
+	int64_t last_fence = st->last_fence;
+	struct hold *h = hold_of_row(st, &row);
+	void *present = NULL;
+	if (!h || hf__map_add(&st->holds, h->id, h, &present) != HF_OK || present) {
+		rc = present ? hf__err(err, HF_ECORRUPT, "store file is damaged: hold '%s' twice", h->id)
+		             : hf__err_code(err, HF_ENOMEM);
+		if (h)
+			hold_free(h);
+		st->last_fence = last_fence;
+		return rc;
 	}
 	bool live = h->state == HF_HOLD_TENTATIVE || h->state == HF_HOLD_CONFIRMED;
-	if (!live) {
+	if (!live) { /* in time order once hf__state_load_done has sorted them */
 		h->ended_next = NULL;
 		if (st->ended_tail)
 			st->ended_tail->ended_next = h;
@@ -1949,9 +1965,9 @@ int hf__state_load_hold(struct hf__state *st, const char *body, hf_error *err)
 		return HF_OK;
 	}
 	for (size_t i = 0; i < h->n_parts; i++) {
-		struct res *r = hf__map_get(&st->resources, h->parts[i].name);
-		if (!r || r->held + h->parts[i].units > r->capacity)
-			return corrupt(err, "hold", body);
+		struct res *r = NULL;
+		if ((rc = load_part_resource(st, h, i, capacities[i], &r, err)) != HF_OK)
+			return rc;
 		h->parts[i].res = r;
 		r->held += h->parts[i].units;
 		r->n_holds++;
@@ -1965,32 +1981,109 @@ int hf__state_load_hold(struct hf__state *st, const char *body, hf_error *err)
 	return HF_OK;
 }
 
-int hf__state_load_idem(struct hf__state *st, const char *body, hf_error *err)
+int hf__state_load_idem(struct hf__state *st, const void *bytes, size_t len, hf_error *err)
 {
-	json_t *j = json_loads(body, 0, NULL), *hold = NULL;
-	const char *key, *fp;
-	json_int_t created;
-	if (!j || json_unpack(j, "{s:s, s:s, s:I, s:o}", "key", &key, "fingerprint", &fp,
-	                      "created_at", &created, "hold", &hold) != 0 ||
-	    !journal_time_ok(created) || hf__map_get(&st->idems, key)) {
-		json_decref(j);
-		return corrupt(err, "idempotency", body);
-	}
-	struct idem *d = calloc(1, sizeof(*d));
-	int rc = d ? hold_from_row(hold, &d->first) : HF_ENOMEM;
-	if (rc == HF_OK && (!(d->key = hf__strdup(key)) || !(d->fingerprint = hf__strdup(fp))))
-		rc = HF_ENOMEM;
-	json_decref(j);
-	if (rc == HF_OK && hf__map_put(&st->idems, d->key, d) != HF_OK)
-		rc = HF_ENOMEM;
+	struct hf__row_idem row;
+	int rc = hf__row_idem_decode(bytes, len, &row, err);
+	if (rc != HF_OK)
+		return rc;
+	struct idem *d = NULL;
+	if (hf__map_get(&st->idems, row.key))
+		rc = hf__err(err, HF_ECORRUPT, "store file is damaged: idempotency key '%.60s' twice",
+		             row.key);
+	else if (!(d = calloc(1, sizeof(*d))))
+		rc = hf__err_code(err, HF_ENOMEM);
 	if (rc != HF_OK) {
-		if (d)
-			idem_free(d);
-		return rc == HF_ENOMEM ? hf__err_code(err, rc) : corrupt(err, "idempotency", body);
+		hf__row_idem_clear(&row);
+		return rc;
 	}
-	d->created_at = created;
-	idem_append(st, d);
+	d->key = row.key;
+	d->fingerprint = row.fingerprint;
+	d->created_at = row.created_at;
+	d->first = row.hold;
+	if (hf__map_put(&st->idems, d->key, d) != HF_OK) {
+		idem_free(d);
+		return hf__err_code(err, HF_ENOMEM);
+	}
+	idem_append(st, d); /* in time order once hf__state_load_done has sorted them */
 	return HF_OK;
+}
+
+/* A stable merge sort of a singly linked list by an int64 key: `next_off` is the offset of
+ * the link in an item, `key` reads an item's key. Returns the new head; *tail its last item. */
+static void *sort_list(void *head, size_t next_off, int64_t (*key)(const void *), void **tail)
+{
+#define NEXT(item) (*(void **)((char *)(item) + next_off))
+	for (size_t width = 1;; width *= 2) {
+		void *in = head, *out = NULL, **link = &out, *last = NULL;
+		size_t merges = 0;
+		while (in) {
+			merges++;
+			void *a = in, *b = in;
+			size_t na = 0, nb = width;
+			while (b && na < width) {
+				b = NEXT(b);
+				na++;
+			}
+			while (na || (nb && b)) {
+				void *take;
+				if (!na || (nb && b && key(b) < key(a))) {
+					take = b;
+					b = NEXT(b);
+					nb--;
+				} else {
+					take = a;
+					a = NEXT(a);
+					na--;
+				}
+				*link = last = take;
+				link = &NEXT(take);
+			}
+			in = b;
+		}
+		*link = NULL;
+		head = out;
+		*tail = last;
+		if (merges <= 1)
+			return head;
+	}
+#undef NEXT
+}
+
+static int64_t ended_at_of(const void *h)
+{
+	return ((const struct hold *)h)->ended_at;
+}
+
+static int64_t created_at_of(const void *d)
+{
+	return ((const struct idem *)d)->created_at;
+}
+
+int hf__state_load_reserve(struct hf__state *st, size_t resources, size_t holds, size_t idems,
+                           size_t revisions, hf_error *err)
+{
+	if (hf__map_reserve(&st->resources, resources) != HF_OK ||
+	    hf__map_reserve(&st->holds, holds) != HF_OK ||
+	    hf__map_reserve(&st->idems, idems) != HF_OK ||
+	    hf__map_reserve(&st->revs, revisions) != HF_OK)
+		return hf__err_code(err, HF_ENOMEM);
+	return HF_OK;
+}
+
+void hf__state_load_done(struct hf__state *st)
+{
+	void *tail = NULL;
+	if (st->ended_head) {
+		st->ended_head = sort_list(st->ended_head, offsetof(struct hold, ended_next),
+		                           ended_at_of, &tail);
+		st->ended_tail = tail;
+	}
+	if (st->idem_head) {
+		st->idem_head = sort_list(st->idem_head, offsetof(struct idem, next), created_at_of,
+		                          &tail);
+		st->idem_tail = tail;
+	}
 }
 
 int hf__state_load_event(struct hf__state *st, const hf_event *ev, hf_error *err)
@@ -2020,12 +2113,18 @@ int hf__state_load_event(struct hf__state *st, const hf_event *ev, hf_error *err
 int hf__state_load_revision(struct hf__state *st, const char *resource, int64_t revision,
                             hf_error *err)
 {
-	if (revision < 1 || hf__map_get(&st->revs, resource))
-		return hf__err(err, HF_ECORRUPT, "store file is damaged: revision %lld of '%.60s'",
-		               (long long)revision, resource);
-	struct rev *r = rev_get(st, resource);
-	if (!r)
+	size_t len = strlen(resource) + 1;
+	struct rev *r = revision < 1 ? NULL : malloc(sizeof(*r) + len);
+	void *present = NULL;
+	if (r) {
+		r->revision = revision;
+		memcpy(r->name, resource, len);
+	}
+	if (r && hf__map_add(&st->revs, r->name, r, &present) == HF_OK && !present)
+		return HF_OK;
+	free(r);
+	if (revision >= 1 && !present)
 		return hf__err_code(err, HF_ENOMEM);
-	r->revision = revision;
-	return HF_OK;
+	return hf__err(err, HF_ECORRUPT, "store file is damaged: revision %lld of '%.60s'",
+	               (long long)revision, resource);
 }
