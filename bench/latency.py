@@ -250,7 +250,8 @@ def run(args, servers, directory):
     rounds = []
     for r in range(args.rounds):
         rt = rtt_ms()
-        rnd = {"load": load(), "rtt_p50": p50(rt), "servers": {}}
+        rnd = {"load": load(), "rtt_p50": p50(rt), "servers": {},
+               "date": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())}
         # alternate which server goes first, so that neither always meets the disk first
         order = servers if r % 2 == 0 else servers[::-1]
         for label, binary in order:
@@ -291,9 +292,9 @@ def markdown(args, servers, rounds, s):
     L = []
     L.append("Run of %s, %d rounds, 1-minute load average %s at the start; medians over the "
              "rounds of each run's p50, in milliseconds. *fsync* is the journal's own fdatasync "
-             "during that run (%s); *above fsync* is the figure minus it, which the target "
-             "bounds." % (
-                 time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()), len(rounds), rounds[0]["load"],
+             "during that run (%s); *above fsync* is the median of each run's figure minus its "
+             "fsync: what the target bounds." % (
+                 rounds[0]["date"], len(rounds), rounds[0]["load"],
                  "traced with perf" if sj["traced"] else
                  "perf could not trace: a one-page append + fdatasync just before the run"))
     L.append("")
@@ -336,7 +337,7 @@ def markdown(args, servers, rounds, s):
         "--server %s=HOLDFASTD" % lb for lb, _ in servers) + " --rounds %d --duration %d "
         "--clients %d" % (args.rounds, args.duration, args.clients))
     L.append("holdfastd --listen 127.0.0.1:PORT --engine file:DIR/STORE.db --log-level warn")
-    L.append("perf record -e syscalls:sys_enter_fdatasync,syscalls:sys_exit_fdatasync -p PID")
+    L.append("perf record -e syscalls:sys_{enter,exit}_{fdatasync,fsync} -p PID   # during each run")
     L.append("holdfast-bench --clients 1 --duration %d --seed 42 --json --server URL --scenario 1"
              % args.duration)
     L.append("holdfast-bench --clients %d --duration %d --seed 42 --json --server URL --scenario 2"
