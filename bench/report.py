@@ -381,6 +381,7 @@ def main():
         "FLIGHTS": flights(),
         "LIMITS": limits(),
         "INSTRUCTIONS": instructions(),
+        "LATENCY": fragment("latency.md", "bench/latency.py --doc"),
         "DEMO": demo(),
         "FSYNCVERDICT": fsync_verdict(),
     }
@@ -483,10 +484,15 @@ def limits():
     return open(p).read().strip() if os.path.exists(p) else "(bench/limits.md missing)"
 
 
+def fragment(name, how):
+    """A section another script writes (bench/NAME), as it last wrote it."""
+    p = os.path.join(HERE, name)
+    return open(p).read().strip() if os.path.exists(p) else "(bench/%s missing: run %s)" % (name, how)
+
+
 def instructions():
     """The tables of bench/instructions.sh live in bench/instructions.md (it writes them)."""
-    p = os.path.join(HERE, "instructions.md")
-    return open(p).read().strip() if os.path.exists(p) else "(bench/instructions.md missing: run bench/instructions.sh)"
+    return fragment("instructions.md", "bench/instructions.sh")
 
 
 def saga_wait():

@@ -344,6 +344,15 @@ run "holdfast-engine-s6" --engine "file:$TMP/engine-s6.db" $FLIGHTS
 # shellcheck disable=SC2086
 run "holdfast-engine-s6-plain" --engine "file:$TMP/engine-s6-plain.db" $FLIGHTS --plain
 
+# ---- issue 14's latency targets (bench/latency.py): hand-off and one client's acquire, each
+# beside the journal's own fdatasync in the same run and the loopback round trip; writes
+# bench/latency.md, which report.py puts in the doc. Exit 1 says a target is not met.
+log "latency targets (bench/latency.py)"
+mkdir -p "$TMP/latency"
+python3 "$ROOT/bench/latency.py" --bench "$BENCH" --server "holdfastd=$HOLDFASTD" --dir "$TMP/latency" \
+	--rounds 3 --duration 4 --clients "$CLIENTS" --json "$RESULTS/latency.json" --doc \
+	>"$RESULTS/latency.txt" 2>&1 || log "  a latency target is not met, or the run failed: $RESULTS/latency.txt"
+
 echo "load_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS/machine.txt"
 log "writing docs/benchmarks.md and bench/charts/"
 python3 "$ROOT/bench/report.py" "$RESULTS" "$ROOT/docs/benchmarks.md" "$ROOT/bench/charts"

@@ -52,6 +52,10 @@ struct engine {
 	int64_t retry_at;    /* monotonic ms of the next probe */
 	int64_t backoff_ms;
 	bool stopping;
+	/* Set under the lock when the writer has work; the signal goes after the unlock
+	 * (unlock_and_wake), so that the writer wakes to a free lock instead of going back to
+	 * sleep on it (a second wake-up, each one a trip through a loaded machine's scheduler). */
+	bool writer_due;
 	pthread_cond_t writer_wake;
 	pthread_t writer;
 	/* Timer (system clock only). */
@@ -118,7 +122,18 @@ static void await_locked(struct engine *e, struct hf__call *list, uint64_t ticke
 	}
 }
 
-/* Hands a step's effects on, with the lock held; returns the calls to deliver now. */
+/* Releases the lock, then wakes the writer if something under it gave it work. */
+static void unlock_and_wake(struct engine *e)
+{
+	bool wake = e->writer_due;
+	e->writer_due = false;
+	pthread_mutex_unlock(&e->lock);
+	if (wake)
+		pthread_cond_signal(&e->writer_wake);
+}
+
+/* Hands a step's effects on, with the lock held (release it with unlock_and_wake); returns
+ * the calls to deliver now. */
 static struct hf__call *finish_locked(struct engine *e, struct hf__effects *fx)
 {
 	if (fx->failed && !e->failed) {
@@ -158,7 +173,7 @@ static struct hf__call *finish_locked(struct engine *e, struct hf__effects *fx)
 	e->pending_tail = fx->rec_tail;
 	await_locked(e, fx->done_head, ++e->appended);
 	if (!e->open_batches)
-		pthread_cond_signal(&e->writer_wake);
+		e->writer_due = true;
 	return NULL;
 }
 
@@ -258,7 +273,7 @@ static void step(struct engine *e, struct hf__call *call)
 	}
 	struct hf__call *now_done = finish_locked(e, &fx);
 	poke_timer_locked(e);
-	pthread_mutex_unlock(&e->lock);
+	unlock_and_wake(e);
 	deliver(now_done);
 	if (disk_upto)
 		read_old_events(e, call, disk_upto, durable);
@@ -276,7 +291,7 @@ static void engine_cancel(void *engine, uint64_t call_id)
 	pthread_mutex_lock(&e->lock);
 	hf__state_cancel(e->st, call_id, hf__store_now(e->store), &fx);
 	struct hf__call *now_done = finish_locked(e, &fx);
-	pthread_mutex_unlock(&e->lock);
+	unlock_and_wake(e);
 	deliver(now_done);
 }
 
@@ -298,9 +313,9 @@ static void engine_batch(void *engine, bool open)
 		e->ready_ticket = e->appended;
 		e->ready_seq = hf__state_last_seq(e->st);
 	} else if (!open && --e->open_batches == 0 && e->pending_head) {
-		pthread_cond_signal(&e->writer_wake);
+		e->writer_due = true;
 	}
-	pthread_mutex_unlock(&e->lock);
+	unlock_and_wake(e);
 }
 
 /* After a failed commit, with the lock held: every call that waited for the disk fails, the
