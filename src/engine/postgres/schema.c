@@ -322,7 +322,7 @@ static const char *const migrations[] = {
 	"   WHERE x.hold_id = p_id ORDER BY x.idx;"
 	" END $f$;",
 	/* 6 -> 7: the same two functions, doing less per call (measured: backend CPU per acquire +
-	 * release 2.07 -> 1.58 ms, docs/operations.md "Schema version 7"). No SET search_path
+	 * release 2.15 -> 1.36 ms, docs/operations.md "Schema version 7"). No SET search_path
 	 * clause: the engine's connections set it (schema.c, connect), and a SET clause makes
 	 * every call save and restore it and re-check every nested plan against it. The due check
 	 * and, for a single resource, the event (its revision counter and row) are statements of
