@@ -46,7 +46,7 @@ psql -c "INSERT INTO hf_test.events (seq, at_ms, type, resource, data) VALUES
 	{ echo "schema_test: the hook did not stop at version 1" >&2; exit 1; }
 "$cli" --engine "$HF_TEST_ENGINE_URL" resources put old --capacity 6 >/dev/null
 v=$(psql -t -A -c "SELECT max(version) FROM hf_test.holdfast_schema")
-[ "$v" = 6 ] || { echo "schema_test: migrated to version '$v', want 6" >&2; exit 1; }
+[ "$v" = 7 ] || { echo "schema_test: migrated to version '$v', want 7" >&2; exit 1; }
 # seq, type, then each resource's revision: "1resource.created/old:1,..."
 show_events() {
 	"$cli" --engine "$HF_TEST_ENGINE_URL" --json events --after 0 | python3 -c '
@@ -82,3 +82,22 @@ want="1hold.granted/ma:1+mb:1,2hold.extended/ma:2+mb:2,3hold.confirmed/ma:3+mb:3
 want="$want,4hold.released/ma:4+mb:4,5resource.created/mb:5,6resource.created/ma:5"
 [ "$seqs" = "$want" ] || { echo "schema_test: revisions after the migration: '$seqs'" >&2; exit 1; }
 echo "schema_test: a version-2 store migrates; old events carry their revisions"
+
+# A store of version 6 (the functions before they were trimmed) migrates with a hold taken by
+# version 6's function: that hold is released, and a new one granted, by version 7's.
+eval "$HF_TEST_ENGINE_RESET"
+HF_PG_TEST_SCHEMA_UPTO=6 "$cli" --engine "$HF_TEST_ENGINE_URL" resources >/dev/null
+psql -c "SET search_path = hf_test;
+  SELECT o_verdict FROM hf_acquire('{k6}', '{1}', '{1}', false, false, false, 2, 'exclusive',
+  'o', 60000, '0123456789abcdef0123456789abcdef', 'fedcba9876543210fedcba9876543210', 100, 100)" >/dev/null
+"$cli" --engine "$HF_TEST_ENGINE_URL" --json release 0123456789abcdef0123456789abcdef fedcba9876543210fedcba9876543210 >/dev/null
+[ "$(psql -t -A -c 'SELECT max(version) FROM hf_test.holdfast_schema')" = 7 ] ||
+	{ echo "schema_test: the version-6 store was not migrated" >&2; exit 1; }
+v=$(psql -t -A -c "SET search_path = hf_test;
+  SELECT o_verdict FROM hf_acquire('{k6}', '{1}', '{1}', false, false, false, 2, 'exclusive',
+  'o', 60000, '00000000000000000000000000000007', '00000000000000000000000000000007', 100, 100)")
+[ "$v" = granted ] || { echo "schema_test: version 7's acquire answered '$v'" >&2; exit 1; }
+seqs=$(show_events)
+want="1hold.granted/k6:1,2hold.released/k6:2,3hold.granted/k6:3"
+[ "$seqs" = "$want" ] || { echo "schema_test: events across version 6 -> 7: '$seqs'" >&2; exit 1; }
+echo "schema_test: a version-6 store migrates; its holds go on under version 7's functions"

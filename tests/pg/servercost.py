@@ -4,16 +4,23 @@ with pg_stat_statements, then runs holdfast-bench for S seconds against one hold
 (postgres://, workers=W) and against the peer (scenario 1: pg-lock-table, 3:
 pg-conditional-update), and prints for each the statements per grant, the server's execution
 time per grant, and the commits per grant: what a change costs inside the database, apart
-from the round trips and the HTTP in front of it. Not a test: a measurement for
-docs/operations.md.
+from the round trips and the HTTP in front of it; and the WAL written and flushed per grant
+(pg_stat_wal: bytes, records, flushes and their time). --nested also counts the statements
+inside holdfast's functions (pg_stat_statements.track = all: which one takes the time);
+--waits samples pg_stat_activity every 20 ms during the run and prints what the busy backends
+were doing (CPU, or waiting: on a row, on the WAL flush, ...), as backends on average.
+Not a test: a measurement for docs/operations.md.
 
 Usage: servercost.py HOLDFASTD HOLDFAST_BENCH [--scenario 1|3] [--seconds S] [--clients N]
-                     [--workers W]"""
+                     [--workers W] [--nested] [--waits] [--top N]"""
 import argparse
+import collections
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pgtest  # noqa: E402
@@ -33,22 +40,64 @@ def grants(bench, args, seconds, clients):
 def snapshot():
     pgtest.psql("SELECT pg_stat_statements_reset()")
     pgtest.psql("SELECT pg_stat_reset()")
+    pgtest.psql("SELECT pg_stat_reset_shared('wal')")
 
 
-def report(label, n_grants):
+class Waits:
+    """Samples what the busy client backends do (wait_event, or CPU) while a run lasts."""
+
+    def __init__(self, on):
+        self.seen = collections.Counter()
+        self.n = 0
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self.loop) if on else None
+
+    def loop(self):
+        while not self.stop.is_set():
+            for r in pgtest.psql(
+                    "SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') || '  '"
+                    " || left(regexp_replace(query, '\\s+', ' ', 'g'), 40)"
+                    " FROM pg_stat_activity WHERE backend_type = 'client backend'"
+                    " AND state = 'active' AND pid <> pg_backend_pid()"):
+                self.seen[r] += 1
+            self.n += 1
+            time.sleep(0.02)
+
+    def __enter__(self):
+        if self.t:
+            self.t.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.t:
+            self.stop.set()
+            self.t.join()
+            print("   busy backends, on average over %d samples:" % self.n)
+            for k, v in self.seen.most_common(10):
+                print("   %8.2f  %s" % (v / max(self.n, 1), k))
+
+
+def report(label, n_grants, top):
     rows = pgtest.psql(
-        "SELECT calls, total_exec_time, left(regexp_replace(query, '\\s+', ' ', 'g'), 70)"
+        "SELECT calls, total_exec_time, wal_bytes, toplevel,"
+        " left(regexp_replace(query, '\\s+', ' ', 'g'), 70)"
         " FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat%' ORDER BY total_exec_time DESC")
     commits = int(pgtest.psql("SELECT xact_commit FROM pg_stat_database"
                               " WHERE datname = 'postgres'")[0])
-    calls = sum(int(r.split("|")[0]) for r in rows)
-    ms = sum(float(r.split("|")[1]) for r in rows)
+    wal = pgtest.psql("SELECT wal_bytes, wal_records, wal_sync, wal_sync_time FROM pg_stat_wal")
+    wal_b, wal_r, syncs, sync_ms = (float(x) for x in wal[0].split("|"))
+    tops = [r.split("|", 4) for r in rows if r.split("|")[3] == "t"]
+    calls = sum(int(r[0]) for r in tops)
+    ms = sum(float(r[1]) for r in tops)
     print("%s: %.0f grants; per grant %.2f statements, %.3f ms executing, %.2f commits" %
           (label, n_grants, calls / n_grants, ms / n_grants, commits / n_grants))
-    for r in rows[:8]:
-        c, t, q = r.split("|", 2)
-        print("   %8.2f calls/grant %7.3f ms/call  %s" % (int(c) / n_grants,
-                                                          float(t) / max(int(c), 1), q))
+    print("   WAL per grant %.0f bytes, %.1f records; %.2f flushes per grant, %.2f ms each" %
+          (wal_b / n_grants, wal_r / n_grants, syncs / n_grants, sync_ms / max(syncs, 1)))
+    for r in (r.split("|", 4) for r in rows[:top]):
+        c, t, wb, lvl, q = r
+        print("   %8.2f calls/grant %7.3f ms/call %6.0f WAL B/call %s %s" % (
+            int(c) / n_grants, float(t) / max(int(c), 1), float(wb) / max(int(c), 1),
+            " " if lvl == "t" else ">", q))
 
 
 def main():
@@ -59,12 +108,20 @@ def main():
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--workers", type=int, default=16)
+    ap.add_argument("--nested", action="store_true",
+                    help="also the statements inside functions (marked >)")
+    ap.add_argument("--waits", action="store_true", help="sample pg_stat_activity")
+    ap.add_argument("--top", type=int, default=8, help="statements shown")
     a = ap.parse_args()
     pgtest.need_pg()
     pgtest.raise_fd_limit(4096)
     pgtest.psql("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+    pgtest.psql("ALTER SYSTEM SET track_wal_io_timing = on")
     pgtest.pg_stop()
     pgtest.pg_start()
+    if a.nested:  # a setting of the library: known once it is loaded
+        pgtest.psql("ALTER SYSTEM SET pg_stat_statements.track = 'all'")
+        pgtest.psql("SELECT pg_reload_conf()")
     pgtest.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     pgtest.reset_schema()
     pg = "host=%s user=%s dbname=postgres" % (os.environ["HF_PG_DIR"], os.environ["HF_PG_USER"])
@@ -74,14 +131,17 @@ def main():
         scen = ["--scenario", str(a.scenario)]
         grants(a.bench, ["--server", "http://127.0.0.1:%d" % srv.port] + scen, 1, a.clients)
         snapshot()
-        n = grants(a.bench, ["--server", "http://127.0.0.1:%d" % srv.port] + scen, a.seconds,
-                   a.clients)
-        report("holdfast x1 (workers=%d), scenario %d" % (a.workers, a.scenario), n)
+        with Waits(a.waits):
+            n = grants(a.bench, ["--server", "http://127.0.0.1:%d" % srv.port] + scen,
+                       a.seconds, a.clients)
+        report("holdfast x1 (workers=%d), scenario %d" % (a.workers, a.scenario), n, a.top)
     finally:
         srv.stop()
     snapshot()
-    n = grants(a.bench, ["--peer", PEER[a.scenario], "--pg", pg] + scen, a.seconds, a.clients)
-    report("%s, scenario %d" % (PEER[a.scenario], a.scenario), n)
+    with Waits(a.waits):
+        n = grants(a.bench, ["--peer", PEER[a.scenario], "--pg", pg] + scen, a.seconds,
+                   a.clients)
+    report("%s, scenario %d" % (PEER[a.scenario], a.scenario), n, a.top)
 
 
 if __name__ == "__main__":

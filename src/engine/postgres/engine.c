@@ -16,9 +16,12 @@
 #include "engine/postgres/pg.h"
 
 /* Connections running calls (URL parameter workers=N): changes on different resources run
- * side by side, and their COMMITs share WAL flushes (group commit). More is not always faster:
- * changes of the same resources then queue on their rows (see docs/operations.md). */
-#define DEFAULT_WORKERS 2
+ * side by side, and their COMMITs share WAL flushes (group commit): with 2, at most 2 commits
+ * shared a flush and uncontended locks waited on the WAL (docs/operations.md, "Schema version
+ * 7"). More is not always faster: changes of the same resources queue on their rows, and with
+ * 16 a lease's end under 3 x 16 connections (pg_scaleout) convoyed the multi-statement sweeps
+ * on the hot rows past their lock waits. */
+#define DEFAULT_WORKERS 8
 #define MAX_WORKERS 64
 #define RECHECK_MS 1000 /* the safety re-check when no notification came */
 #define CANCEL_KEEP_MS 10000
