@@ -52,7 +52,16 @@ struct rl_hold {
 	int64_t units; /* what the hold shows it took: the whole capacity when exclusive */
 	hf_hold_state state;
 	int64_t created, expires, ended, fence;
-	struct rl_hold *next;
+	struct rl_hold *hnext;      /* the next in its bucket of the index by id */
+	struct rl_hold *prev, *next; /* in the live list or, once ended, the retention queue */
+};
+
+/* This process's holds: found by id through a chained hash index (ids are random hex), and
+ * kept on two lists so that no pass walks the ended ones — kept 24 h by default, they are
+ * most of them under load: the live (tentative, confirmed) and the ended in the order they
+ * ended, dropped from the front once their retention is over. */
+struct rl_list {
+	struct rl_hold *head, *tail;
 };
 
 struct rl_pending { /* an acquire waiting for its next try */
@@ -80,7 +89,10 @@ struct rl_engine {
 	struct hf__mailbox mailbox; /* guarded by lock */
 	bool closing;
 
-	struct rl_hold *holds; /* worker only */
+	/* worker only */
+	struct rl_hold **index; /* n_buckets chains */
+	size_t n_buckets, n_holds;
+	struct rl_list live, ended;
 	struct rl_item *wave;  /* WAVE_MAX: the calls of the wave being gathered */
 	size_t n_wave;
 	struct rl_pending *pending;
@@ -251,24 +263,109 @@ static void hold_free(struct rl_hold *h)
 	free(h);
 }
 
-/* Lazy expiry and retention of the local records. */
+static void list_push(struct rl_list *l, struct rl_hold *h)
+{
+	h->next = NULL;
+	h->prev = l->tail;
+	if (l->tail)
+		l->tail->next = h;
+	else
+		l->head = h;
+	l->tail = h;
+}
+
+static void list_unlink(struct rl_list *l, struct rl_hold *h)
+{
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		l->head = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	else
+		l->tail = h->prev;
+	h->prev = h->next = NULL;
+}
+
+static size_t bucket_of(const struct rl_engine *e, const char *id)
+{
+	uint64_t x = 1469598103934665603ULL; /* FNV-1a: ids are hex, any bits would do */
+	for (const char *c = id; *c; c++)
+		x = (x ^ (unsigned char)*c) * 1099511628211ULL;
+	return (size_t)(x & (e->n_buckets - 1));
+}
+
+/* Doubles the index when it holds more than two holds a bucket. False on no memory (the
+ * index stays as it was: longer chains, still correct). */
+static bool index_grow(struct rl_engine *e)
+{
+	size_t n = e->n_buckets ? e->n_buckets * 2 : 256;
+	struct rl_hold **b = calloc(n, sizeof(*b));
+	if (!b)
+		return false;
+	struct rl_hold **old = e->index;
+	size_t n_old = e->n_buckets;
+	e->index = b;
+	e->n_buckets = n;
+	for (size_t i = 0; i < n_old; i++)
+		for (struct rl_hold *h = old[i], *nx; h; h = nx) {
+			nx = h->hnext;
+			size_t k = bucket_of(e, h->id);
+			h->hnext = b[k];
+			b[k] = h;
+		}
+	free(old);
+	return true;
+}
+
+static bool hold_add(struct rl_engine *e, struct rl_hold *h)
+{
+	if (e->n_holds >= 2 * e->n_buckets && !index_grow(e) && !e->n_buckets)
+		return false;
+	size_t k = bucket_of(e, h->id);
+	h->hnext = e->index[k];
+	e->index[k] = h;
+	e->n_holds++;
+	list_push(&e->live, h);
+	return true;
+}
+
+static void hold_drop(struct rl_engine *e, struct rl_hold *h)
+{
+	for (struct rl_hold **p = &e->index[bucket_of(e, h->id)]; *p; p = &(*p)->hnext)
+		if (*p == h) {
+			*p = h->hnext;
+			break;
+		}
+	e->n_holds--;
+	list_unlink(&e->ended, h);
+	hold_free(h);
+}
+
+/* A live hold that was released or lapsed: to the retention queue. */
+static void hold_ended(struct rl_engine *e, struct rl_hold *h, hf_hold_state state, int64_t at)
+{
+	if (h->state == HF_HOLD_RELEASED || h->state == HF_HOLD_EXPIRED)
+		return; /* queued already */
+	h->state = state;
+	h->ended = at;
+	list_unlink(&e->live, h);
+	list_push(&e->ended, h);
+}
+
+/* Lazy expiry of the live records and retention of the ended ones. A hold that lapsed is
+ * queued when seen, so the queue is in ended order but for lapses seen late: those stay
+ * past their retention until the ones before them go, which only keeps them longer. */
 static void holds_sweep(struct rl_engine *e)
 {
 	int64_t now = hf_now_ms();
-	for (struct rl_hold **p = &e->holds; *p;) {
-		struct rl_hold *h = *p;
-		if (h->state == HF_HOLD_TENTATIVE && h->expires <= now) {
-			h->state = HF_HOLD_EXPIRED;
-			h->ended = h->expires;
-		}
-		if ((h->state == HF_HOLD_RELEASED || h->state == HF_HOLD_EXPIRED) &&
-		    h->ended + e->opt.hold_retention_ms <= now) {
-			*p = h->next;
-			hold_free(h);
-			continue;
-		}
-		p = &h->next;
+	for (struct rl_hold *h = e->live.head, *nx; h; h = nx) {
+		nx = h->next;
+		if (h->state == HF_HOLD_TENTATIVE && h->expires <= now)
+			hold_ended(e, h, HF_HOLD_EXPIRED, h->expires);
 	}
+	while (e->ended.head && e->ended.head->ended + e->opt.hold_retention_ms <= now)
+		hold_drop(e, e->ended.head);
 }
 
 static int hold_reply(struct hf__call *call, const struct rl_hold *h, bool with_token)
@@ -298,7 +395,9 @@ static int hold_reply(struct hf__call *call, const struct rl_hold *h, bool with_
 
 static struct rl_hold *find_hold(struct rl_engine *e, const char *id)
 {
-	for (struct rl_hold *h = e->holds; h; h = h->next)
+	if (!e->n_buckets)
+		return NULL;
+	for (struct rl_hold *h = e->index[bucket_of(e, id)]; h; h = h->hnext)
 		if (strcmp(h->id, id) == 0)
 			return h;
 	return NULL;
@@ -500,7 +599,7 @@ static void acquire_done(struct rl_engine *e, struct rl_item *it, int64_t wall)
 	if (!it->release_after) {
 		struct rl_hold *h = calloc(1, sizeof(*h));
 		if (!h || !(h->name = hf__strdup(it->key)) || !(h->owner = hf__strdup(a->owner)) ||
-		    hf__random_hex(h->id, HF_ID_LEN / 2) != HF_OK) {
+		    hf__random_hex(h->id, HF_ID_LEN / 2) != HF_OK || !hold_add(e, h)) {
 			if (h)
 				hold_free(h);
 			release_everywhere(e, it->key, it->token);
@@ -514,8 +613,6 @@ static void acquire_done(struct rl_engine *e, struct rl_item *it, int64_t wall)
 		h->created = wall;
 		h->expires = valid_until(wall, a->ttl_ms); /* what Redlock promises, not the full ttl */
 		h->fence = it->max + 1;
-		h->next = e->holds;
-		e->holds = h;
 		hold_reply(call, h, true);
 		return;
 	}
@@ -550,8 +647,7 @@ static void item_done(struct rl_engine *e, struct rl_item *it, int64_t wall)
 		return;
 	case RL_RELEASE:
 		/* Deleted where the value is still ours; a master that is down lets it lapse by PX. */
-		h->state = HF_HOLD_RELEASED;
-		h->ended = hf_now_ms();
+		hold_ended(e, h, HF_HOLD_RELEASED, hf_now_ms());
 		hold_reply(call, h, false);
 		return;
 	case RL_EXTEND:
@@ -561,8 +657,7 @@ static void item_done(struct rl_engine *e, struct rl_item *it, int64_t wall)
 			return;
 		}
 		/* Lost: a majority no longer has our value (or is unreachable). Say so at once. */
-		h->state = HF_HOLD_EXPIRED;
-		h->ended = wall;
+		hold_ended(e, h, HF_HOLD_EXPIRED, wall);
 		if (it->reached < e->quorum)
 			fail(call, HF_EENGINE,
 			     "redlock: only %zu of %zu masters answered the extension; hold '%s' is lost",
@@ -750,21 +845,12 @@ static void op_hold(struct rl_engine *e, struct hf__call *call)
 	}
 }
 
-static void op_list_holds(struct rl_engine *e, struct hf__call *call)
+/* The hold with the least id after `after` that the filters of `q` select, or NULL. */
+static struct rl_hold *next_listed(struct rl_engine *e, const hf_request *q, const char *after)
 {
-	const hf_request *q = &call->req;
-	size_t n = 0;
-	for (struct rl_hold *h = e->holds; h; h = h->next)
-		n++;
-	hf_reply *r = call->reply;
-	r->holds = calloc(n + 1, sizeof(*r->holds));
-	if (!r->holds)
-		return fail(call, HF_ENOMEM, "out of memory");
-	/* Ids ascending after the cursor: a selection sort is fine for a process's own holds. */
-	const char *after = q->cursor;
-	while (r->n_holds <= q->limit) {
-		struct rl_hold *best = NULL;
-		for (struct rl_hold *h = e->holds; h; h = h->next) {
+	struct rl_hold *best = NULL;
+	for (int l = 0; l < 2; l++)
+		for (struct rl_hold *h = l ? e->ended.head : e->live.head; h; h = h->next) {
 			if (after && strcmp(h->id, after) <= 0)
 				continue;
 			if ((q->owner && strcmp(h->owner, q->owner) != 0) ||
@@ -774,6 +860,20 @@ static void op_list_holds(struct rl_engine *e, struct hf__call *call)
 			if (!best || strcmp(h->id, best->id) < 0)
 				best = h;
 		}
+	return best;
+}
+
+static void op_list_holds(struct rl_engine *e, struct hf__call *call)
+{
+	const hf_request *q = &call->req;
+	hf_reply *r = call->reply;
+	r->holds = calloc((q->limit < e->n_holds ? q->limit : e->n_holds) + 1, sizeof(*r->holds));
+	if (!r->holds)
+		return fail(call, HF_ENOMEM, "out of memory");
+	/* Ids ascending after the cursor: a selection sort is fine for a process's own holds. */
+	const char *after = q->cursor;
+	while (r->n_holds <= q->limit) {
+		struct rl_hold *best = next_listed(e, q, after);
 		if (!best)
 			break;
 		if (r->n_holds == q->limit) {
@@ -932,11 +1032,12 @@ static void engine_free(struct rl_engine *e)
 	for (size_t i = 0; i < HF__REDIS_MAX_NODES; i++)
 		if (e->c[i])
 			redisFree(e->c[i]);
-	while (e->holds) {
-		struct rl_hold *h = e->holds;
-		e->holds = h->next;
-		hold_free(h);
-	}
+	for (int l = 0; l < 2; l++)
+		for (struct rl_hold *h = l ? e->ended.head : e->live.head, *nx; h; h = nx) {
+			nx = h->next;
+			hold_free(h);
+		}
+	free(e->index);
 	hf__mailbox_release(&e->mailbox);
 	free(e->wave);
 	pthread_mutex_destroy(&e->lock);
