@@ -1,7 +1,8 @@
 /*
  * fault_test.c — redlock:// over five redis-server masters started by with_redis.sh -n 5:
  * the wire format on every master, majority and validity, fences, mutual exclusion under
- * threads, and faults (two masters killed: locks work; three: acquire fails closed); then
+ * threads, fence counters apart and scripts flushed, and faults (two masters killed: locks
+ * work; three: acquire fails closed); then
  * redis:// surviving a restart of its server and the loss of its code (FUNCTION FLUSH,
  * SCRIPT FLUSH), and running as a script where FUNCTION is refused. Exits non-zero on the first failed check.
  */
@@ -20,6 +21,8 @@
 
 static int ports[5];
 static const char *dir;
+
+static void flush_code(int port);
 
 static redisContext *conn(int port)
 {
@@ -301,6 +304,57 @@ static void redlock_exclusion(void)
 	printf("60 exclusive holds over 5 masters from 4 stores: no overlap, fences increasing\n");
 }
 
+/* ---- redlock: counters apart, scripts flushed ---- */
+
+static void set_plain(int port, const char *key, const char *value)
+{
+	redisContext *c = conn(port);
+	if (!c)
+		return;
+	redisReply *r = redisCommand(c, "SET %s %s", key, value);
+	if (r)
+		freeReplyObject(r);
+	redisFree(c);
+}
+
+/* The fence counters of one lock disagree (two masters far ahead): the acquire takes the
+ * highest and writes it to the others (the second round); with them equal again the next
+ * acquire needs only one. Then every master's scripts are flushed: the calls answered
+ * NOSCRIPT go again as EVAL. */
+static void redlock_counters(hf_store *st)
+{
+	hf_error err;
+	hf_hold *h = NULL, *h2 = NULL, *r = NULL;
+	set_plain(ports[0], "hf:fence:D", "100");
+	set_plain(ports[1], "hf:fence:D", "100");
+	CHECK(lock(st, "D", 10000, 0, &h, &err) == HF_OK, "%s", err.message);
+	CHECK(h->parts[0].fence > 100, "fence %lld below a master's counter 100",
+	      (long long)h->parts[0].fence);
+	for (int i = 0; i < 5; i++) {
+		char v[64];
+		get_on(ports[i], "hf:fence:D", v, sizeof(v));
+		CHECK(atoll(v) == h->parts[0].fence, "master %d's counter %s, fence %lld", i, v,
+		      (long long)h->parts[0].fence);
+	}
+	CHECK(hf_release(st, h->id, h->token, &r, &err) == HF_OK, "%s", err.message);
+	hf_hold_free(r);
+	for (int i = 0; i < 5; i++)
+		flush_code(ports[i]);
+	CHECK(lock(st, "D", 10000, 0, &h2, &err) == HF_OK, "after SCRIPT FLUSH: %s", err.message);
+	CHECK(h2->parts[0].fence > h->parts[0].fence, "fence %lld after %lld",
+	      (long long)h2->parts[0].fence, (long long)h->parts[0].fence);
+	CHECK(hf_release(st, h2->id, h2->token, &r, &err) == HF_OK, "%s", err.message);
+	hf_hold_free(r);
+	for (int i = 0; i < 5; i++) {
+		char v[64];
+		get_on(ports[i], "D", v, sizeof(v));
+		CHECK(v[0] == '\0', "master %d still has '%s' after release", i, v);
+	}
+	printf("counters apart: the highest was written back; scripts flushed: EVAL again\n");
+	hf_hold_free(h);
+	hf_hold_free(h2);
+}
+
 /* ---- redlock: faults ---- */
 
 static void redlock_faults(hf_store *st)
@@ -518,6 +572,8 @@ int main(void)
 	redlock_basics(st);
 	if (!failures)
 		redlock_lock_route(st);
+	if (!failures)
+		redlock_counters(st);
 	if (!failures)
 		redlock_exclusion();
 	if (!failures)
