@@ -1001,6 +1001,153 @@ static void run_ask(struct redis_engine *eng, struct job *jb)
 	redisFree(c);
 }
 
+/* ---- batches: several calls in one script ----
+ * Consecutive calls of one send that go by FCALL (or EVALSHA) are sent as one call of the
+ * script's op "batch" (holds.lua, run): one clock reading, one sweep, one PUBLISH and one
+ * FCALL for all of them. Not on a Cluster node (a redirect is then one call's, as before) and
+ * not for a call sent as EVAL (after NOSCRIPT). GROUP_MAX bounds the time one script keeps
+ * Redis from its other clients. */
+#define GROUP_MAX 64
+#define HEAD_ARGS 11 /* FCALL name 1 seq_key prefix op ... kind (args_head) */
+
+struct send {
+	size_t first, n; /* a range of the pass's job order */
+	bool grouped;    /* sent as one "batch" call */
+};
+
+static bool groupable(const struct redis_engine *eng, const struct job *jb)
+{
+	return !eng->cluster && jb->argc >= HEAD_ARGS && strcmp(jb->argv[0], "EVAL") != 0;
+}
+
+/* Appends the calls jobs[order[first..first+n)] as one "batch" call. False on no memory. */
+static bool append_group(struct redis_engine *eng, struct job **jobs, const size_t *order,
+                         const struct send *sd)
+{
+	size_t total = HEAD_ARGS + 1;
+	for (size_t k = 0; k < sd->n; k++)
+		total += 2 + (size_t)(jobs[order[sd->first + k]]->argc - HEAD_ARGS);
+	const char **argv = malloc(total * sizeof(*argv));
+	size_t *argl = malloc(total * sizeof(*argl));
+	char(*num)[24] = malloc((sd->n + 1) * sizeof(*num));
+	if (!argv || !argl || !num) {
+		free(argv);
+		free(argl);
+		free(num);
+		return false;
+	}
+	const struct job *j0 = jobs[order[sd->first]];
+	size_t a = 0;
+	for (int i = 0; i < HEAD_ARGS; i++, a++) {
+		argv[a] = i == 5 ? "batch" : j0->argv[i];
+		argl[a] = i == 5 ? 5 : j0->argl[i];
+	}
+	argl[a] = (size_t)snprintf(num[0], sizeof(num[0]), "%zu", sd->n);
+	argv[a++] = num[0];
+	for (size_t k = 0; k < sd->n; k++) {
+		const struct job *jb = jobs[order[sd->first + k]];
+		argv[a] = jb->argv[5];
+		argl[a++] = jb->argl[5];
+		argl[a] = (size_t)snprintf(num[k + 1], sizeof(num[k + 1]), "%d", jb->argc - HEAD_ARGS);
+		argv[a++] = num[k + 1];
+		for (int i = HEAD_ARGS; i < jb->argc; i++, a++) {
+			argv[a] = jb->argv[i];
+			argl[a] = jb->argl[i];
+		}
+	}
+	redisAppendCommandArgv(eng->c, (int)total, argv, argl);
+	free(argv);
+	free(argl);
+	free(num);
+	return true;
+}
+
+/* The answer of one send: a batch's array, one answer per call, or one answer for all of
+ * them (an error before any ran: NOSCRIPT, a missing function, a refusal). */
+static void send_answered(struct redis_engine *eng, struct job **jobs, const size_t *order,
+                           const struct send *sd, redisReply *r)
+{
+	bool each = sd->grouped && r->type == REDIS_REPLY_ARRAY && r->elements == sd->n;
+	for (size_t k = 0; k < sd->n; k++) {
+		struct job *jb = jobs[order[sd->first + k]];
+		jb->inflight = false;
+		handle_reply(eng, jb, each ? r->element[k] : r);
+	}
+}
+
+/* Whether run_jobs sends jobs[i] in this pass: all in the first, then those to send again;
+ * one to ASK goes after this pass's replies (run_ask uses the connection). */
+static bool to_send(const struct job *jb, int pass)
+{
+	return (pass == 0 || jb->retry || jb->again) && !jb->ask_now;
+}
+
+/* One pass of run_jobs: sends the jobs that are to go, pipelined and grouped, and handles the
+ * answers. False, with `why`, when the connection was lost or memory ran out (the caller then
+ * fails the jobs still in flight). */
+static bool send_pass(struct redis_engine *eng, struct job **jobs, size_t n, int pass, char *why,
+                      size_t why_n)
+{
+	size_t *order = malloc((n ? n : 1) * sizeof(*order));
+	struct send *sends = malloc((n ? n : 1) * sizeof(*sends));
+	if (!order || !sends) {
+		free(order);
+		free(sends);
+		for (size_t i = 0; i < n; i++)
+			jobs[i]->inflight |= to_send(jobs[i], pass);
+		snprintf(why, why_n, "out of memory");
+		return false;
+	}
+	size_t n_order = 0, n_sends = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct job *jb = jobs[i];
+		if (!to_send(jb, pass))
+			continue;
+		if (jb->retry && !job_to_eval(eng, jb))
+			continue; /* NOSCRIPT: the same call as EVAL with the text, which caches it */
+		if (!jb->retry && !job_target(eng, jb))
+			continue;
+		jb->retry = false;
+		jb->again = HF__REDIR_NONE;
+		jb->inflight = true;
+		struct send *last = n_sends ? &sends[n_sends - 1] : NULL;
+		if (last && last->n < GROUP_MAX && groupable(eng, jb) &&
+		    groupable(eng, jobs[order[last->first]]))
+			last->n++;
+		else
+			sends[n_sends++] = (struct send){n_order, 1, false};
+		order[n_order++] = i;
+	}
+	for (size_t s = 0; s < n_sends; s++) {
+		struct send *sd = &sends[s];
+		sd->grouped = sd->n > 1 && append_group(eng, jobs, order, sd);
+		for (size_t k = 0; !sd->grouped && k < sd->n; k++) {
+			struct job *jb = jobs[order[sd->first + k]];
+			redisAppendCommandArgv(eng->c, jb->argc, (const char **)jb->argv, jb->argl);
+		}
+	}
+	bool ok = true;
+	for (size_t s = 0; ok && s < n_sends; s++) {
+		struct send *sd = &sends[s];
+		for (size_t k = 0; ok && k < (sd->grouped ? 1 : sd->n); k++) {
+			void *rv = NULL;
+			if (redisGetReply(eng->c, &rv) != REDIS_OK || !rv) {
+				snprintf(why, why_n, "connection to redis at %.80s lost: %.150s; the outcome is unknown",
+				         eng->where, eng->c->errstr[0] ? eng->c->errstr : "no reply");
+				disconnect(eng, eng->c->errstr[0] ? eng->c->errstr : "connection lost");
+				ok = false;
+				break;
+			}
+			struct send one = {sd->first + k, 1, false};
+			send_answered(eng, jobs, order, sd->grouped ? sd : &one, rv);
+			freeReplyObject(rv);
+		}
+	}
+	free(order);
+	free(sends);
+	return ok;
+}
+
 /* Sends the jobs pipelined and handles every answer; jobs are freed. A job answered NOSCRIPT
  * is sent again as EVAL; on a Cluster, the redirects are followed here and only here: MOVED
  * moves both connections to the node named (the script is loaded there on connect) and sends
@@ -1046,37 +1193,8 @@ static void run_jobs(struct redis_engine *eng, struct job **jobs, size_t n)
 			fail_all = pass == 0;
 			goto fail_rest;
 		}
-		for (size_t i = 0; i < n; i++) {
-			struct job *jb = jobs[i];
-			if (pass > 0 && !jb->retry && !jb->again)
-				continue;
-			if (jb->ask_now)
-				continue; /* after this pass's replies: run_ask uses the connection */
-			if (jb->retry && !job_to_eval(eng, jb))
-				continue; /* NOSCRIPT: the same call as EVAL with the text, which caches it */
-			if (!jb->retry && !job_target(eng, jb))
-				continue;
-			jb->retry = false;
-			jb->again = HF__REDIR_NONE;
-			jb->inflight = true;
-			redisAppendCommandArgv(eng->c, jb->argc, (const char **)jb->argv, jb->argl);
-		}
-		for (size_t i = 0; i < n; i++) {
-			struct job *jb = jobs[i];
-			if (!jb->inflight)
-				continue;
-			void *rv = NULL;
-			if (redisGetReply(eng->c, &rv) != REDIS_OK || !rv) {
-				snprintf(why, sizeof(why),
-				         "connection to redis at %.80s lost: %.150s; the outcome is unknown", eng->where,
-				         eng->c->errstr[0] ? eng->c->errstr : "no reply");
-				disconnect(eng, eng->c->errstr[0] ? eng->c->errstr : "connection lost");
-				goto fail_rest;
-			}
-			jb->inflight = false;
-			handle_reply(eng, jb, rv);
-			freeReplyObject(rv);
-		}
+		if (!send_pass(eng, jobs, n, pass, why, sizeof(why)))
+			goto fail_rest;
 		for (size_t i = 0; i < n && eng->c; i++)
 			if (jobs[i]->ask_now)
 				run_ask(eng, jobs[i]);
