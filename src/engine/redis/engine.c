@@ -705,12 +705,17 @@ static bool ensure_connected(struct redis_engine *eng)
 
 /* ---- handling answers ---- */
 
-static void set_due(struct redis_engine *eng, const json_t *j)
+/* The script's clock and next due moment (0: none) as of its answer; now 0: not said. */
+static void set_due_at(struct redis_engine *eng, int64_t now, int64_t due)
 {
-	int64_t now = jint(j, "now"), due = jint(j, "due");
 	if (now <= 0)
 		return;
 	eng->due_at = due > 0 ? mono() + (due > now ? due - now : 0) + 1 : INT64_MAX;
+}
+
+static void set_due(struct redis_engine *eng, const json_t *j)
+{
+	set_due_at(eng, jint(j, "now"), jint(j, "due"));
 }
 
 /* A waiting acquire's outcome `j` (a hold or an error) completes it. */
@@ -720,6 +725,8 @@ static void waiter_complete(struct redis_engine *eng, struct waiter *w, json_t *
 	hf__call_done(w->call);
 	waiter_remove(eng, w);
 }
+
+static void call_finished(struct redis_engine *eng, struct job *jb, int rc);
 
 static void handle_call(struct redis_engine *eng, struct job *jb, json_t *j)
 {
@@ -753,8 +760,15 @@ static void handle_call(struct redis_engine *eng, struct job *jb, json_t *j)
 		snprintf(call->reply->error.message, sizeof(call->reply->error.message),
 		         "%zu requests are waiting, the limit is %zu", eng->n_waiters - 1,
 		         eng->opt.max_waiters);
-	if (w)
-		waiter_remove(eng, w);
+	call_finished(eng, jb, rc);
+}
+
+/* A call whose reply is filled in (rc: its outcome) is complete. */
+static void call_finished(struct redis_engine *eng, struct job *jb, int rc)
+{
+	struct hf__call *call = jb->call;
+	if (jb->waiter)
+		waiter_remove(eng, jb->waiter);
 	hf_op op = call->req.op;
 	hf__call_done(call); /* the call is gone after this */
 	/* A change: parked event reads may have something now. */
@@ -835,6 +849,74 @@ static void job_failed(struct redis_engine *eng, struct job *jb, int code, const
 	}
 }
 
+/* An element of a flat answer: its integer, or -1 if it is not one. */
+static long long flat_int(const redisReply *r, size_t i)
+{
+	return i < r->elements && r->element[i]->type == REDIS_REPLY_INTEGER ? r->element[i]->integer
+	                                                                     : -1;
+}
+
+static const char *flat_str(const redisReply *r, size_t i)
+{
+	return i < r->elements && r->element[i]->type == REDIS_REPLY_STRING ? r->element[i]->str : NULL;
+}
+
+/* The hold answer of the hot calls as holds.lua's hold_flat writes it (no JSON): the hold into
+ * the call's reply. HF_OK, or HF_EPROTO / HF_ENOMEM with the reply's error set. */
+static int flat_hold(struct hf__call *call, const redisReply *r)
+{
+	long long state = flat_int(r, 5), mode = flat_int(r, 6), n = flat_int(r, 11);
+	const char *id = flat_str(r, 3), *owner = flat_str(r, 4), *token = flat_str(r, 10);
+	hf_hold_part parts[8], *pv = parts;
+	bool ok = id && strlen(id) == HF_ID_LEN && owner && token &&
+	          (!token[0] || strlen(token) == HF_TOKEN_LEN) && state >= HF_HOLD_TENTATIVE &&
+	          state <= HF_HOLD_EXPIRED && mode >= HF_MODE_UNITS && mode <= HF_MODE_EXCLUSIVE &&
+	          flat_int(r, 7) >= 0 && flat_int(r, 8) >= 0 && flat_int(r, 9) >= 0 && n >= 1 &&
+	          r->elements == 12 + 3 * (size_t)n;
+	if (ok && n > 8 && !(pv = calloc((size_t)n, sizeof(*pv))))
+		return hf__err_code(&call->reply->error, HF_ENOMEM);
+	for (long long i = 0; ok && i < n; i++) {
+		size_t b = 12 + 3 * (size_t)i;
+		pv[i] = (hf_hold_part){.resource = (char *)flat_str(r, b), .units = flat_int(r, b + 1),
+		                       .fence = flat_int(r, b + 2)};
+		ok = pv[i].resource && pv[i].units >= 0 && pv[i].fence >= 0;
+	}
+	hf_hold view = {.owner = (char *)owner,
+	                .state = (hf_hold_state)state,
+	                .mode = (hf_mode)mode,
+	                .created_at_ms = flat_int(r, 7),
+	                .expires_at_ms = flat_int(r, 8),
+	                .ended_at_ms = flat_int(r, 9),
+	                .n_parts = (size_t)n,
+	                .parts = pv};
+	int rc = ok ? HF_OK : HF_EPROTO;
+	if (ok) {
+		memcpy(view.id, id, HF_ID_LEN + 1);
+		memcpy(view.token, token, strlen(token) + 1);
+		call->reply->hold = malloc(sizeof(*call->reply->hold));
+		if (!call->reply->hold || hf__hold_copy(call->reply->hold, &view) != HF_OK) {
+			free(call->reply->hold);
+			call->reply->hold = NULL;
+			rc = HF_ENOMEM;
+		}
+	}
+	if (pv != parts)
+		free(pv);
+	if (rc == HF_EPROTO)
+		return hf__err(&call->reply->error, HF_EPROTO,
+		               "unexpected reply from the redis script: a hold that is not one");
+	if (rc == HF_ENOMEM)
+		return hf__err_code(&call->reply->error, HF_ENOMEM);
+	return HF_OK;
+}
+
+/* A flat hold answer (an array whose first element is "hold"), for a call. */
+static void handle_flat(struct redis_engine *eng, struct job *jb, const redisReply *r)
+{
+	set_due_at(eng, flat_int(r, 1), flat_int(r, 2));
+	call_finished(eng, jb, flat_hold(jb->call, r));
+}
+
 static void handle_reply(struct redis_engine *eng, struct job *jb, redisReply *r)
 {
 	if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
@@ -854,6 +936,11 @@ static void handle_reply(struct redis_engine *eng, struct job *jb, redisReply *r
 		if (jb->again == HF__REDIR_ASK)
 			jb->ask_slot = atoi(r->str + 4);
 		return; /* not run: run_jobs sends it again */
+	}
+	if (r->type == REDIS_REPLY_ARRAY && jb->kind == JOB_CALL && r->elements > 0 &&
+	    r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "hold") == 0) {
+		handle_flat(eng, jb, r);
+		return;
 	}
 	if (r->type != REDIS_REPLY_STRING) {
 		char why[300];

@@ -305,6 +305,23 @@ local function hold_view(h, with_token)
 	return v
 end
 
+-- The answer of the hot calls (acquire granted, extend, confirm, release, get_hold): the hold
+-- as a flat array that Redis answers as-is and the engine reads without JSON (engine.c,
+-- flat_hold) — 'hold', now, due (0, 0 but in a batch's last answer), id, owner, state, mode,
+-- created, expires, ended (0: none), token ('' unless the caller may see it), the number of
+-- parts, then name, units, fence per part. cjson's encode here and jansson's parse in the
+-- engine were a tenth of Redis's and a third of the engine's CPU per call.
+local function hold_flat(h, with_token, last)
+	local t = {'hold', last and NOW or 0, last and (DUE or 0) or 0, h.id, h.owner, h.state,
+	           h.mode, h.created, h.expires, h.ended, with_token and h.token or '', #h.parts}
+	for i, p in ipairs(h.parts) do
+		t[10 + 3 * i] = p.name
+		t[11 + 3 * i] = p.units
+		t[12 + 3 * i] = p.fence
+	end
+	return t
+end
+
 -- by: who ended it when not its holder ('operator'), or nil.
 local function hold_end(h, state, ended_at, by)
 	local was_confirmed = h.state == CONFIRMED
@@ -696,7 +713,7 @@ function ops.acquire(a)
 			for i = from, to do res_drop_if_idle(names[i]) end
 			return err(code, 'the store\'s limit of live holds is reached')
 		end
-		return {hold = hold_view(h, true)}
+		return {flat = h, token = true}
 	end
 	if not wait then
 		if blocked then
@@ -833,7 +850,7 @@ function ops.extend(a)
 		emit('hold.extended', part_names(h), h.id,
 		     '{"expires_at_ms":' .. I(h.expires) .. ',"id":' .. S(h.id) .. '}')
 	end
-	return {hold = hold_view(h, false)}
+	return {flat = h}
 end
 
 function ops.confirm(a)
@@ -850,7 +867,7 @@ function ops.confirm(a)
 		if lost then return lost end
 		emit('hold.confirmed', part_names(h), h.id, '{"id":' .. S(h.id) .. ',"owner":' .. S(h.owner) .. '}')
 	end
-	return {hold = hold_view(h, false)}
+	return {flat = h}
 end
 
 -- args: id token ttl operator('1': no token, an operator's release)
@@ -860,13 +877,13 @@ function ops.release(a)
 	if not h then return e end
 	hold_end(h, RELEASED, NOW, by_operator and 'operator' or nil)
 	pump()
-	return {hold = hold_view(h, false)}
+	return {flat = h}
 end
 
 function ops.get_hold(a)
 	local h = hold_load(a[1])
 	if not h then return err(E_NOHOLD, 'hold \'' .. a[1] .. '\' does not exist') end
-	return {hold = hold_view(h, false)}
+	return {flat = h}
 end
 
 -- args: cursor(''=none) limit owner(''=any) resource(''=any) state(-1=any)
@@ -1151,6 +1168,7 @@ local function one(op, ARGV, from, to, last)
 		return cjson.encode(err(E_ENGINE, 'the redis script failed: ' .. tostring(result)))
 	end
 	if #work > 0 then pump() end
+	if result.flat then return hold_flat(result.flat, result.token, last) end
 	if last then
 		result.now = NOW
 		-- The next moment something falls due without a call: a lease end, or the lapse of a
