@@ -330,11 +330,30 @@ static void arg_add(struct args *a, const char *s)
 	arg_addn(a, s ? s : "", s ? strlen(s) : 0);
 }
 
+/* v in decimal into buf (24 bytes at least), NUL-terminated; its length. Every call sends a
+ * dozen integers: snprintf's were a tenth of the engine's CPU (perf). */
+static size_t fmt_ll(char *buf, long long v)
+{
+	char tmp[24];
+	unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+	size_t n = 0, o = 0;
+	do {
+		tmp[n++] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (v < 0)
+		buf[o++] = '-';
+	while (n)
+		buf[o++] = tmp[--n];
+	buf[o] = '\0';
+	return o;
+}
+
 static void arg_int(struct args *a, long long v)
 {
-	char buf[32];
-	snprintf(buf, sizeof(buf), "%lld", v);
-	arg_add(a, buf);
+	char buf[24];
+	size_t n = fmt_ll(buf, v);
+	arg_addn(a, buf, n);
 }
 
 static void args_free(int n, char **v, size_t *l)
@@ -361,8 +380,8 @@ static void args_head(struct redis_engine *eng, struct args *a, const char *op)
 	/* the store's kind ('1' locks=plain, 'c' a Cluster node, '0' plain Redis) and its db: the
 	 * script keeps per-store state in the library between calls (holds.lua, retain) */
 	char kind[32];
-	snprintf(kind, sizeof(kind), "%c%d", eng->plain ? '1' : eng->cluster ? 'c' : '0', eng->url.db);
-	arg_add(a, kind);
+	kind[0] = eng->plain ? '1' : eng->cluster ? 'c' : '0';
+	arg_addn(a, kind, 1 + fmt_ll(kind + 1, eng->url.db));
 }
 
 static struct job *job_new(enum job_kind kind, struct args *a)
@@ -1129,13 +1148,13 @@ static bool append_group(struct redis_engine *eng, struct job **jobs, const size
 		argv[a] = i == 5 ? "batch" : j0->argv[i];
 		argl[a] = i == 5 ? 5 : j0->argl[i];
 	}
-	argl[a] = (size_t)snprintf(num[0], sizeof(num[0]), "%zu", sd->n);
+	argl[a] = fmt_ll(num[0], (long long)sd->n);
 	argv[a++] = num[0];
 	for (size_t k = 0; k < sd->n; k++) {
 		const struct job *jb = jobs[order[sd->first + k]];
 		argv[a] = jb->argv[5];
 		argl[a++] = jb->argl[5];
-		argl[a] = (size_t)snprintf(num[k + 1], sizeof(num[k + 1]), "%d", jb->argc - HEAD_ARGS);
+		argl[a] = fmt_ll(num[k + 1], jb->argc - HEAD_ARGS);
 		argv[a++] = num[k + 1];
 		for (int i = HEAD_ARGS; i < jb->argc; i++, a++) {
 			argv[a] = jb->argv[i];
