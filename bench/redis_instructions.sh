@@ -4,14 +4,16 @@
 # beside Redis's own SET NX PX + Lua release peer on the same server build.
 #
 #   bench/redis_instructions.sh [HOLDFAST_BENCH]   # default: build-bench's, built here (-j2)
+#   HF_INSTR_PAIRS=500 HF_INSTR_CLIENTS=8              # the defaults
 #
 # Each side: a fresh redis-server under callgrind, a warm-up of 100 pairs, callgrind_control
-# -z, PAIRS pairs (holdfast-bench --scenario 1 --clients 8 --no-check; --engine redis://...
+# -z, PAIRS pairs (holdfast-bench --scenario 1 --clients CLIENTS --no-check; --engine redis://...
 # drives the engine in-process, so the count is Redis's alone), a dump, then
 # bench/callgrind_split.py per pair. Prints one line per side and the costliest functions.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PAIRS=${HF_INSTR_PAIRS:-500}
+CLIENTS=${HF_INSTR_CLIENTS:-8} # more clients, larger batches of calls per script (redis://)
 BENCH=${1:-}
 if [ -z "$BENCH" ]; then
 	cmake -S "$ROOT" -B "$ROOT/build-bench" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
@@ -43,9 +45,9 @@ measure() { # name, then holdfast-bench's target arguments (PORT replaced)
 		sleep 0.1
 	done
 	local args=("${@//PORT/$port}")
-	"$BENCH" --clients 8 --ops 100 --seed 42 --no-check "${args[@]}" --scenario 1 >/dev/null
+	"$BENCH" --clients "$CLIENTS" --ops 100 --seed 42 --no-check "${args[@]}" --scenario 1 >/dev/null
 	callgrind_control -z "$VPID" >/dev/null 2>&1
-	"$BENCH" --clients 8 --ops "$PAIRS" --seed 42 --no-check "${args[@]}" --scenario 1 >/dev/null
+	"$BENCH" --clients "$CLIENTS" --ops "$PAIRS" --seed 42 --no-check "${args[@]}" --scenario 1 >/dev/null
 	sleep 1
 	callgrind_control -d "$VPID" >/dev/null 2>&1
 	kill "$VPID"

@@ -1,9 +1,11 @@
 /*
  * fault_test.c — redlock:// over five redis-server masters started by with_redis.sh -n 5:
  * the wire format on every master, majority and validity, fences, mutual exclusion under
- * threads, and faults (two masters killed: locks work; three: acquire fails closed); then
+ * threads, fence counters apart and scripts flushed, and faults (two masters killed: locks
+ * work; three: acquire fails closed); then
  * redis:// surviving a restart of its server and the loss of its code (FUNCTION FLUSH,
- * SCRIPT FLUSH), and running as a script where FUNCTION is refused. Exits non-zero on the first failed check.
+ * SCRIPT FLUSH), running as a script where FUNCTION is refused, and many callers' calls run
+ * together (each its own answer, a failing one alone). Exits non-zero on the first failed check.
  */
 #include <hiredis/hiredis.h>
 #include <pthread.h>
@@ -20,6 +22,9 @@
 
 static int ports[5];
 static const char *dir;
+
+static void flush_code(int port);
+static void set_plain(int port, const char *key, const char *value);
 
 static redisContext *conn(int port)
 {
@@ -301,6 +306,57 @@ static void redlock_exclusion(void)
 	printf("60 exclusive holds over 5 masters from 4 stores: no overlap, fences increasing\n");
 }
 
+/* ---- redlock: counters apart, scripts flushed ---- */
+
+static void set_plain(int port, const char *key, const char *value)
+{
+	redisContext *c = conn(port);
+	if (!c)
+		return;
+	redisReply *r = redisCommand(c, "SET %s %s", key, value);
+	if (r)
+		freeReplyObject(r);
+	redisFree(c);
+}
+
+/* The fence counters of one lock disagree (two masters far ahead): the acquire takes the
+ * highest and writes it to the others (the second round); with them equal again the next
+ * acquire needs only one. Then every master's scripts are flushed: the calls answered
+ * NOSCRIPT go again as EVAL. */
+static void redlock_counters(hf_store *st)
+{
+	hf_error err;
+	hf_hold *h = NULL, *h2 = NULL, *r = NULL;
+	set_plain(ports[0], "hf:fence:D", "100");
+	set_plain(ports[1], "hf:fence:D", "100");
+	CHECK(lock(st, "D", 10000, 0, &h, &err) == HF_OK, "%s", err.message);
+	CHECK(h->parts[0].fence > 100, "fence %lld below a master's counter 100",
+	      (long long)h->parts[0].fence);
+	for (int i = 0; i < 5; i++) {
+		char v[64];
+		get_on(ports[i], "hf:fence:D", v, sizeof(v));
+		CHECK(atoll(v) == h->parts[0].fence, "master %d's counter %s, fence %lld", i, v,
+		      (long long)h->parts[0].fence);
+	}
+	CHECK(hf_release(st, h->id, h->token, &r, &err) == HF_OK, "%s", err.message);
+	hf_hold_free(r);
+	for (int i = 0; i < 5; i++)
+		flush_code(ports[i]);
+	CHECK(lock(st, "D", 10000, 0, &h2, &err) == HF_OK, "after SCRIPT FLUSH: %s", err.message);
+	CHECK(h2->parts[0].fence > h->parts[0].fence, "fence %lld after %lld",
+	      (long long)h2->parts[0].fence, (long long)h->parts[0].fence);
+	CHECK(hf_release(st, h2->id, h2->token, &r, &err) == HF_OK, "%s", err.message);
+	hf_hold_free(r);
+	for (int i = 0; i < 5; i++) {
+		char v[64];
+		get_on(ports[i], "D", v, sizeof(v));
+		CHECK(v[0] == '\0', "master %d still has '%s' after release", i, v);
+	}
+	printf("counters apart: the highest was written back; scripts flushed: EVAL again\n");
+	hf_hold_free(h);
+	hf_hold_free(h2);
+}
+
 /* ---- redlock: faults ---- */
 
 static void redlock_faults(hf_store *st)
@@ -461,6 +517,72 @@ static void redis_code_lost(void)
 	hf_close(st);
 }
 
+/* ---- redis://: calls run together in one script ---- */
+
+struct batch_arg {
+	hf_store *st;
+	int n;
+	atomic_int *errors;
+};
+
+static void *batch_thread(void *arg)
+{
+	struct batch_arg *a = arg;
+	char name[32];
+	snprintf(name, sizeof(name), "B%d", a->n);
+	for (int i = 0; i < 40; i++) {
+		hf_hold *h = NULL, *r = NULL;
+		hf_error err;
+		if (lock(a->st, name, 60000, 0, &h, &err) != HF_OK) {
+			fprintf(stderr, "%s: %s\n", name, err.message);
+			atomic_fetch_add(a->errors, 1);
+			continue;
+		}
+		if (strcmp(h->parts[0].resource, name) != 0 ||
+		    hf_release(a->st, h->id, h->token, &r, &err) != HF_OK) {
+			fprintf(stderr, "%s: another's answer, or %s\n", name, err.message);
+			atomic_fetch_add(a->errors, 1);
+		}
+		hf_hold_free(r);
+		hf_hold_free(h);
+	}
+	return NULL;
+}
+
+/* Sixteen callers on one store: their calls go to Redis together (several in one script call
+ * when they meet in one send). Each gets its own answer; a call whose Redis command fails (a
+ * resource key of the wrong type) fails alone, with the reason, and the others go on. */
+static void redis_batches(void)
+{
+	char url[128];
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%d?prefix=batch:", ports[4]);
+	hf_store *st = NULL;
+	hf_error err;
+	CHECK(hf_open(url, NULL, &st, &err) == HF_OK, "%s", err.message);
+	set_plain(ports[4], "batch:{bad}:r", "not a hash");
+	static atomic_int errors;
+	struct batch_arg args[16];
+	pthread_t t[16];
+	for (int i = 0; i < 16; i++) {
+		args[i] = (struct batch_arg){.st = st, .n = i, .errors = &errors};
+		pthread_create(&t[i], NULL, batch_thread, &args[i]);
+	}
+	int bad = 0;
+	for (int i = 0; i < 20; i++) {
+		int rc = lock(st, "bad", 60000, 0, NULL, &err);
+		bad += rc == HF_EENGINE && strstr(err.message, "WRONGTYPE") != NULL;
+		if (i == 0)
+			printf("a call whose command fails: %s %s\n", hf_err_name(rc), err.message);
+	}
+	for (int i = 0; i < 16; i++)
+		pthread_join(t[i], NULL);
+	hf_close(st);
+	CHECK(atomic_load(&errors) == 0, "%d calls beside the failing one went wrong",
+	      atomic_load(&errors));
+	CHECK(bad == 20, "%d of 20 calls on a key of the wrong type failed with its reason", bad);
+	printf("16 callers at once: each its own answer; a failing call fails alone\n");
+}
+
 static void acl(int port, const char *rule)
 {
 	redisContext *c = conn(port);
@@ -519,6 +641,8 @@ int main(void)
 	if (!failures)
 		redlock_lock_route(st);
 	if (!failures)
+		redlock_counters(st);
+	if (!failures)
 		redlock_exclusion();
 	if (!failures)
 		redlock_faults(st);
@@ -529,6 +653,8 @@ int main(void)
 		redis_code_lost();
 	if (!failures)
 		redis_script_form();
+	if (!failures)
+		redis_batches();
 	printf(failures ? "FAILED\n" : "all fault checks passed\n");
 	return failures ? 1 : 0;
 }

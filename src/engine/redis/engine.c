@@ -330,11 +330,30 @@ static void arg_add(struct args *a, const char *s)
 	arg_addn(a, s ? s : "", s ? strlen(s) : 0);
 }
 
+/* v in decimal into buf (24 bytes at least), NUL-terminated; its length. Every call sends a
+ * dozen integers: snprintf's were a tenth of the engine's CPU (perf). */
+static size_t fmt_ll(char *buf, long long v)
+{
+	char tmp[24];
+	unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+	size_t n = 0, o = 0;
+	do {
+		tmp[n++] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (v < 0)
+		buf[o++] = '-';
+	while (n)
+		buf[o++] = tmp[--n];
+	buf[o] = '\0';
+	return o;
+}
+
 static void arg_int(struct args *a, long long v)
 {
-	char buf[32];
-	snprintf(buf, sizeof(buf), "%lld", v);
-	arg_add(a, buf);
+	char buf[24];
+	size_t n = fmt_ll(buf, v);
+	arg_addn(a, buf, n);
 }
 
 static void args_free(int n, char **v, size_t *l)
@@ -361,8 +380,8 @@ static void args_head(struct redis_engine *eng, struct args *a, const char *op)
 	/* the store's kind ('1' locks=plain, 'c' a Cluster node, '0' plain Redis) and its db: the
 	 * script keeps per-store state in the library between calls (holds.lua, retain) */
 	char kind[32];
-	snprintf(kind, sizeof(kind), "%c%d", eng->plain ? '1' : eng->cluster ? 'c' : '0', eng->url.db);
-	arg_add(a, kind);
+	kind[0] = eng->plain ? '1' : eng->cluster ? 'c' : '0';
+	arg_addn(a, kind, 1 + fmt_ll(kind + 1, eng->url.db));
 }
 
 static struct job *job_new(enum job_kind kind, struct args *a)
@@ -705,12 +724,17 @@ static bool ensure_connected(struct redis_engine *eng)
 
 /* ---- handling answers ---- */
 
-static void set_due(struct redis_engine *eng, const json_t *j)
+/* The script's clock and next due moment (0: none) as of its answer; now 0: not said. */
+static void set_due_at(struct redis_engine *eng, int64_t now, int64_t due)
 {
-	int64_t now = jint(j, "now"), due = jint(j, "due");
 	if (now <= 0)
 		return;
 	eng->due_at = due > 0 ? mono() + (due > now ? due - now : 0) + 1 : INT64_MAX;
+}
+
+static void set_due(struct redis_engine *eng, const json_t *j)
+{
+	set_due_at(eng, jint(j, "now"), jint(j, "due"));
 }
 
 /* A waiting acquire's outcome `j` (a hold or an error) completes it. */
@@ -720,6 +744,8 @@ static void waiter_complete(struct redis_engine *eng, struct waiter *w, json_t *
 	hf__call_done(w->call);
 	waiter_remove(eng, w);
 }
+
+static void call_finished(struct redis_engine *eng, struct job *jb, int rc);
 
 static void handle_call(struct redis_engine *eng, struct job *jb, json_t *j)
 {
@@ -753,8 +779,15 @@ static void handle_call(struct redis_engine *eng, struct job *jb, json_t *j)
 		snprintf(call->reply->error.message, sizeof(call->reply->error.message),
 		         "%zu requests are waiting, the limit is %zu", eng->n_waiters - 1,
 		         eng->opt.max_waiters);
-	if (w)
-		waiter_remove(eng, w);
+	call_finished(eng, jb, rc);
+}
+
+/* A call whose reply is filled in (rc: its outcome) is complete. */
+static void call_finished(struct redis_engine *eng, struct job *jb, int rc)
+{
+	struct hf__call *call = jb->call;
+	if (jb->waiter)
+		waiter_remove(eng, jb->waiter);
 	hf_op op = call->req.op;
 	hf__call_done(call); /* the call is gone after this */
 	/* A change: parked event reads may have something now. */
@@ -835,6 +868,74 @@ static void job_failed(struct redis_engine *eng, struct job *jb, int code, const
 	}
 }
 
+/* An element of a flat answer: its integer, or -1 if it is not one. */
+static long long flat_int(const redisReply *r, size_t i)
+{
+	return i < r->elements && r->element[i]->type == REDIS_REPLY_INTEGER ? r->element[i]->integer
+	                                                                     : -1;
+}
+
+static const char *flat_str(const redisReply *r, size_t i)
+{
+	return i < r->elements && r->element[i]->type == REDIS_REPLY_STRING ? r->element[i]->str : NULL;
+}
+
+/* The hold answer of the hot calls as holds.lua's hold_flat writes it (no JSON): the hold into
+ * the call's reply. HF_OK, or HF_EPROTO / HF_ENOMEM with the reply's error set. */
+static int flat_hold(struct hf__call *call, const redisReply *r)
+{
+	long long state = flat_int(r, 5), mode = flat_int(r, 6), n = flat_int(r, 11);
+	const char *id = flat_str(r, 3), *owner = flat_str(r, 4), *token = flat_str(r, 10);
+	hf_hold_part parts[8], *pv = parts;
+	bool ok = id && strlen(id) == HF_ID_LEN && owner && token &&
+	          (!token[0] || strlen(token) == HF_TOKEN_LEN) && state >= HF_HOLD_TENTATIVE &&
+	          state <= HF_HOLD_EXPIRED && mode >= HF_MODE_UNITS && mode <= HF_MODE_EXCLUSIVE &&
+	          flat_int(r, 7) >= 0 && flat_int(r, 8) >= 0 && flat_int(r, 9) >= 0 && n >= 1 &&
+	          r->elements == 12 + 3 * (size_t)n;
+	if (ok && n > 8 && !(pv = calloc((size_t)n, sizeof(*pv))))
+		return hf__err_code(&call->reply->error, HF_ENOMEM);
+	for (long long i = 0; ok && i < n; i++) {
+		size_t b = 12 + 3 * (size_t)i;
+		pv[i] = (hf_hold_part){.resource = (char *)flat_str(r, b), .units = flat_int(r, b + 1),
+		                       .fence = flat_int(r, b + 2)};
+		ok = pv[i].resource && pv[i].units >= 0 && pv[i].fence >= 0;
+	}
+	hf_hold view = {.owner = (char *)owner,
+	                .state = (hf_hold_state)state,
+	                .mode = (hf_mode)mode,
+	                .created_at_ms = flat_int(r, 7),
+	                .expires_at_ms = flat_int(r, 8),
+	                .ended_at_ms = flat_int(r, 9),
+	                .n_parts = (size_t)n,
+	                .parts = pv};
+	int rc = ok ? HF_OK : HF_EPROTO;
+	if (ok) {
+		memcpy(view.id, id, HF_ID_LEN + 1);
+		memcpy(view.token, token, strlen(token) + 1);
+		call->reply->hold = malloc(sizeof(*call->reply->hold));
+		if (!call->reply->hold || hf__hold_copy(call->reply->hold, &view) != HF_OK) {
+			free(call->reply->hold);
+			call->reply->hold = NULL;
+			rc = HF_ENOMEM;
+		}
+	}
+	if (pv != parts)
+		free(pv);
+	if (rc == HF_EPROTO)
+		return hf__err(&call->reply->error, HF_EPROTO,
+		               "unexpected reply from the redis script: a hold that is not one");
+	if (rc == HF_ENOMEM)
+		return hf__err_code(&call->reply->error, HF_ENOMEM);
+	return HF_OK;
+}
+
+/* A flat hold answer (an array whose first element is "hold"), for a call. */
+static void handle_flat(struct redis_engine *eng, struct job *jb, const redisReply *r)
+{
+	set_due_at(eng, flat_int(r, 1), flat_int(r, 2));
+	call_finished(eng, jb, flat_hold(jb->call, r));
+}
+
 static void handle_reply(struct redis_engine *eng, struct job *jb, redisReply *r)
 {
 	if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
@@ -854,6 +955,11 @@ static void handle_reply(struct redis_engine *eng, struct job *jb, redisReply *r
 		if (jb->again == HF__REDIR_ASK)
 			jb->ask_slot = atoi(r->str + 4);
 		return; /* not run: run_jobs sends it again */
+	}
+	if (r->type == REDIS_REPLY_ARRAY && jb->kind == JOB_CALL && r->elements > 0 &&
+	    r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "hold") == 0) {
+		handle_flat(eng, jb, r);
+		return;
 	}
 	if (r->type != REDIS_REPLY_STRING) {
 		char why[300];
@@ -1001,6 +1107,153 @@ static void run_ask(struct redis_engine *eng, struct job *jb)
 	redisFree(c);
 }
 
+/* ---- batches: several calls in one script ----
+ * Consecutive calls of one send that go by FCALL (or EVALSHA) are sent as one call of the
+ * script's op "batch" (holds.lua, run): one clock reading, one sweep, one PUBLISH and one
+ * FCALL for all of them. Not on a Cluster node (a redirect is then one call's, as before) and
+ * not for a call sent as EVAL (after NOSCRIPT). GROUP_MAX bounds the time one script keeps
+ * Redis from its other clients. */
+#define GROUP_MAX 64
+#define HEAD_ARGS 11 /* FCALL name 1 seq_key prefix op ... kind (args_head) */
+
+struct send {
+	size_t first, n; /* a range of the pass's job order */
+	bool grouped;    /* sent as one "batch" call */
+};
+
+static bool groupable(const struct redis_engine *eng, const struct job *jb)
+{
+	return !eng->cluster && jb->argc >= HEAD_ARGS && strcmp(jb->argv[0], "EVAL") != 0;
+}
+
+/* Appends the calls jobs[order[first..first+n)] as one "batch" call. False on no memory. */
+static bool append_group(struct redis_engine *eng, struct job **jobs, const size_t *order,
+                         const struct send *sd)
+{
+	size_t total = HEAD_ARGS + 1;
+	for (size_t k = 0; k < sd->n; k++)
+		total += 2 + (size_t)(jobs[order[sd->first + k]]->argc - HEAD_ARGS);
+	const char **argv = malloc(total * sizeof(*argv));
+	size_t *argl = malloc(total * sizeof(*argl));
+	char(*num)[24] = malloc((sd->n + 1) * sizeof(*num));
+	if (!argv || !argl || !num) {
+		free(argv);
+		free(argl);
+		free(num);
+		return false;
+	}
+	const struct job *j0 = jobs[order[sd->first]];
+	size_t a = 0;
+	for (int i = 0; i < HEAD_ARGS; i++, a++) {
+		argv[a] = i == 5 ? "batch" : j0->argv[i];
+		argl[a] = i == 5 ? 5 : j0->argl[i];
+	}
+	argl[a] = fmt_ll(num[0], (long long)sd->n);
+	argv[a++] = num[0];
+	for (size_t k = 0; k < sd->n; k++) {
+		const struct job *jb = jobs[order[sd->first + k]];
+		argv[a] = jb->argv[5];
+		argl[a++] = jb->argl[5];
+		argl[a] = fmt_ll(num[k + 1], jb->argc - HEAD_ARGS);
+		argv[a++] = num[k + 1];
+		for (int i = HEAD_ARGS; i < jb->argc; i++, a++) {
+			argv[a] = jb->argv[i];
+			argl[a] = jb->argl[i];
+		}
+	}
+	redisAppendCommandArgv(eng->c, (int)total, argv, argl);
+	free(argv);
+	free(argl);
+	free(num);
+	return true;
+}
+
+/* The answer of one send: a batch's array, one answer per call, or one answer for all of
+ * them (an error before any ran: NOSCRIPT, a missing function, a refusal). */
+static void send_answered(struct redis_engine *eng, struct job **jobs, const size_t *order,
+                           const struct send *sd, redisReply *r)
+{
+	bool each = sd->grouped && r->type == REDIS_REPLY_ARRAY && r->elements == sd->n;
+	for (size_t k = 0; k < sd->n; k++) {
+		struct job *jb = jobs[order[sd->first + k]];
+		jb->inflight = false;
+		handle_reply(eng, jb, each ? r->element[k] : r);
+	}
+}
+
+/* Whether run_jobs sends jobs[i] in this pass: all in the first, then those to send again;
+ * one to ASK goes after this pass's replies (run_ask uses the connection). */
+static bool to_send(const struct job *jb, int pass)
+{
+	return (pass == 0 || jb->retry || jb->again) && !jb->ask_now;
+}
+
+/* One pass of run_jobs: sends the jobs that are to go, pipelined and grouped, and handles the
+ * answers. False, with `why`, when the connection was lost or memory ran out (the caller then
+ * fails the jobs still in flight). */
+static bool send_pass(struct redis_engine *eng, struct job **jobs, size_t n, int pass, char *why,
+                      size_t why_n)
+{
+	size_t *order = malloc((n ? n : 1) * sizeof(*order));
+	struct send *sends = malloc((n ? n : 1) * sizeof(*sends));
+	if (!order || !sends) {
+		free(order);
+		free(sends);
+		for (size_t i = 0; i < n; i++)
+			jobs[i]->inflight |= to_send(jobs[i], pass);
+		snprintf(why, why_n, "out of memory");
+		return false;
+	}
+	size_t n_order = 0, n_sends = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct job *jb = jobs[i];
+		if (!to_send(jb, pass))
+			continue;
+		if (jb->retry && !job_to_eval(eng, jb))
+			continue; /* NOSCRIPT: the same call as EVAL with the text, which caches it */
+		if (!jb->retry && !job_target(eng, jb))
+			continue;
+		jb->retry = false;
+		jb->again = HF__REDIR_NONE;
+		jb->inflight = true;
+		struct send *last = n_sends ? &sends[n_sends - 1] : NULL;
+		if (last && last->n < GROUP_MAX && groupable(eng, jb) &&
+		    groupable(eng, jobs[order[last->first]]))
+			last->n++;
+		else
+			sends[n_sends++] = (struct send){n_order, 1, false};
+		order[n_order++] = i;
+	}
+	for (size_t s = 0; s < n_sends; s++) {
+		struct send *sd = &sends[s];
+		sd->grouped = sd->n > 1 && append_group(eng, jobs, order, sd);
+		for (size_t k = 0; !sd->grouped && k < sd->n; k++) {
+			struct job *jb = jobs[order[sd->first + k]];
+			redisAppendCommandArgv(eng->c, jb->argc, (const char **)jb->argv, jb->argl);
+		}
+	}
+	bool ok = true;
+	for (size_t s = 0; ok && s < n_sends; s++) {
+		struct send *sd = &sends[s];
+		for (size_t k = 0; ok && k < (sd->grouped ? 1 : sd->n); k++) {
+			void *rv = NULL;
+			if (redisGetReply(eng->c, &rv) != REDIS_OK || !rv) {
+				snprintf(why, why_n, "connection to redis at %.80s lost: %.150s; the outcome is unknown",
+				         eng->where, eng->c->errstr[0] ? eng->c->errstr : "no reply");
+				disconnect(eng, eng->c->errstr[0] ? eng->c->errstr : "connection lost");
+				ok = false;
+				break;
+			}
+			struct send one = {sd->first + k, 1, false};
+			send_answered(eng, jobs, order, sd->grouped ? sd : &one, rv);
+			freeReplyObject(rv);
+		}
+	}
+	free(order);
+	free(sends);
+	return ok;
+}
+
 /* Sends the jobs pipelined and handles every answer; jobs are freed. A job answered NOSCRIPT
  * is sent again as EVAL; on a Cluster, the redirects are followed here and only here: MOVED
  * moves both connections to the node named (the script is loaded there on connect) and sends
@@ -1046,37 +1299,8 @@ static void run_jobs(struct redis_engine *eng, struct job **jobs, size_t n)
 			fail_all = pass == 0;
 			goto fail_rest;
 		}
-		for (size_t i = 0; i < n; i++) {
-			struct job *jb = jobs[i];
-			if (pass > 0 && !jb->retry && !jb->again)
-				continue;
-			if (jb->ask_now)
-				continue; /* after this pass's replies: run_ask uses the connection */
-			if (jb->retry && !job_to_eval(eng, jb))
-				continue; /* NOSCRIPT: the same call as EVAL with the text, which caches it */
-			if (!jb->retry && !job_target(eng, jb))
-				continue;
-			jb->retry = false;
-			jb->again = HF__REDIR_NONE;
-			jb->inflight = true;
-			redisAppendCommandArgv(eng->c, jb->argc, (const char **)jb->argv, jb->argl);
-		}
-		for (size_t i = 0; i < n; i++) {
-			struct job *jb = jobs[i];
-			if (!jb->inflight)
-				continue;
-			void *rv = NULL;
-			if (redisGetReply(eng->c, &rv) != REDIS_OK || !rv) {
-				snprintf(why, sizeof(why),
-				         "connection to redis at %.80s lost: %.150s; the outcome is unknown", eng->where,
-				         eng->c->errstr[0] ? eng->c->errstr : "no reply");
-				disconnect(eng, eng->c->errstr[0] ? eng->c->errstr : "connection lost");
-				goto fail_rest;
-			}
-			jb->inflight = false;
-			handle_reply(eng, jb, rv);
-			freeReplyObject(rv);
-		}
+		if (!send_pass(eng, jobs, n, pass, why, sizeof(why)))
+			goto fail_rest;
 		for (size_t i = 0; i < n && eng->c; i++)
 			if (jobs[i]->ask_now)
 				run_ask(eng, jobs[i]);

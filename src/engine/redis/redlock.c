@@ -32,16 +32,23 @@ static const char PERSIST_LUA[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PERSIST', KEYS[1]) return 1 end "
     "return 0";
 /* The acquire on one master: SET NX PX, as every Redlock client does, and where it was set the
- * fence counter read inside the same lock — one round trip instead of two. -1: not set. */
+ * fence counter raised by one inside the same lock, its new value the answer — one round trip.
+ * -1: not set. Where a majority answers the same highest value no further round is needed. */
 static const char ACQUIRE_LUA[] =
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then "
-    "return tonumber(redis.call('GET', KEYS[2]) or '0') end return -1";
+    "return redis.call('INCR', KEYS[2]) end return -1";
 /* Fences: raise the counter to max(counter, v) — only where we still hold the key, so it
  * happens inside our lock on that master. */
 static const char FENCE_RAISE_LUA[] =
     "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
     "local c = tonumber(redis.call('GET', KEYS[2]) or '0') "
     "if c < tonumber(ARGV[2]) then redis.call('SET', KEYS[2], ARGV[2]) end return 1";
+
+/* Sent by EVALSHA once a master has them (SCRIPT LOAD on connect); as EVAL with the text when
+ * one answers NOSCRIPT (its scripts were flushed), which caches them there again. */
+enum rl_script { RL_S_RELEASE, RL_S_EXTEND, RL_S_PERSIST, RL_S_ACQUIRE, RL_S_FENCE, RL_N_SCRIPTS };
+static const char *const SCRIPTS[RL_N_SCRIPTS] = {RELEASE_LUA, EXTEND_LUA, PERSIST_LUA,
+                                                  ACQUIRE_LUA, FENCE_RAISE_LUA};
 
 struct rl_hold {
 	char id[HF_ID_LEN + 1];
@@ -52,7 +59,16 @@ struct rl_hold {
 	int64_t units; /* what the hold shows it took: the whole capacity when exclusive */
 	hf_hold_state state;
 	int64_t created, expires, ended, fence;
-	struct rl_hold *next;
+	struct rl_hold *hnext;      /* the next in its bucket of the index by id */
+	struct rl_hold *prev, *next; /* in the live list or, once ended, the retention queue */
+};
+
+/* This process's holds: found by id through a chained hash index (ids are random hex), and
+ * kept on two lists so that no pass walks the ended ones — kept 24 h by default, they are
+ * most of them under load: the live (tentative, confirmed) and the ended in the order they
+ * ended, dropped from the front once their retention is over. */
+struct rl_list {
+	struct rl_hold *head, *tail;
 };
 
 struct rl_pending { /* an acquire waiting for its next try */
@@ -72,6 +88,7 @@ struct rl_engine {
 	redisContext *c[HF__REDIS_MAX_NODES];
 	int64_t next_connect[HF__REDIS_MAX_NODES];
 	char node_error[HF__REDIS_MAX_NODES][120];
+	char sha[RL_N_SCRIPTS][41]; /* the scripts' SHA-1s, "" until a master has told them */
 
 	pthread_t thread;
 	bool started;
@@ -80,7 +97,10 @@ struct rl_engine {
 	struct hf__mailbox mailbox; /* guarded by lock */
 	bool closing;
 
-	struct rl_hold *holds; /* worker only */
+	/* worker only */
+	struct rl_hold **index; /* n_buckets chains */
+	size_t n_buckets, n_holds;
+	struct rl_list live, ended;
 	struct rl_item *wave;  /* WAVE_MAX: the calls of the wave being gathered */
 	size_t n_wave;
 	struct rl_pending *pending;
@@ -105,6 +125,23 @@ static void fail(struct hf__call *call, int code, const char *fmt, ...)
 
 /* ---- talking to one master ---- */
 
+/* SCRIPT LOAD of every script on a new connection, so that calls can go as EVALSHA. A
+ * failure here costs nothing but the text: the calls then go as EVAL (NOSCRIPT fallback). */
+static void load_scripts(struct rl_engine *e, redisContext *c)
+{
+	for (int s = 0; s < RL_N_SCRIPTS; s++)
+		redisAppendCommand(c, "SCRIPT LOAD %s", SCRIPTS[s]);
+	for (int s = 0; s < RL_N_SCRIPTS; s++) {
+		void *rv = NULL;
+		if (redisGetReply(c, &rv) != REDIS_OK)
+			return; /* the next command on it fails and drops it */
+		redisReply *r = rv;
+		if (r->type == REDIS_REPLY_STRING && r->len == 40)
+			memcpy(e->sha[s], r->str, 41);
+		freeReplyObject(r);
+	}
+}
+
 static redisContext *node(struct rl_engine *e, size_t i)
 {
 	if (e->c[i])
@@ -118,7 +155,8 @@ static redisContext *node(struct rl_engine *e, size_t i)
 	if (!e->c[i]) {
 		snprintf(e->node_error[i], sizeof(e->node_error[i]), "%.110s", why);
 		e->next_connect[i] = now + 200; /* a dead master costs one try per 200 ms */
-	}
+	} else
+		load_scripts(e, e->c[i]);
 	return e->c[i];
 }
 
@@ -139,13 +177,16 @@ struct rl_item {
 	char arg[24];             /* ttl (SET PX, PEXPIRE) or the fence raised to */
 	char fkey[HF_NAME_MAX + 160];
 	int argc; /* this round's command: 0 = none */
+	int script;    /* which of SCRIPTS it runs, or -1 */
+	bool noscript; /* the master being read answered NOSCRIPT: send it again as EVAL */
 	const char *argv[7];
 	size_t argl[7];
 	/* what the masters answered */
 	size_t got, reached, raised;
-	int64_t max;
+	int64_t max;                            /* RL_ACQUIRE: the fence, once a majority has it */
+	int64_t counter[HF__REDIS_MAX_NODES];  /* RL_ACQUIRE: the fence counter where we set the key */
 	bool answered[HF__REDIS_MAX_NODES];
-	bool fence_next;    /* RL_ACQUIRE: a majority granted in time: raise the fence */
+	bool fence_next;    /* RL_ACQUIRE: a majority granted in time and has its counter at max */
 	bool release_after; /* undo on every master in the last round, then complete */
 	int64_t validity;
 };
@@ -158,6 +199,31 @@ static void drop_node(struct rl_engine *e, size_t i, const char *why)
 	redisFree(e->c[i]);
 	e->c[i] = NULL;
 	e->next_connect[i] = mono();
+}
+
+/* The items that master `m` answered NOSCRIPT, sent again as EVAL with the text, one at a time
+ * (rare: after a SCRIPT FLUSH; a wave's calls are on distinct keys, so their order is free). */
+static void round_again(struct rl_engine *e, size_t m, struct rl_item *items, size_t n,
+                        rl_reply_fn *on)
+{
+	for (size_t k = 0; k < n; k++) {
+		struct rl_item *it = &items[k];
+		if (!it->noscript)
+			continue;
+		it->noscript = false;
+		const char *argv[8] = {"EVAL", SCRIPTS[it->script]};
+		size_t argl[8] = {4, strlen(SCRIPTS[it->script])};
+		for (int a = 2; a < it->argc; a++) {
+			argv[a] = it->argv[a];
+			argl[a] = it->argl[a];
+		}
+		redisReply *r = e->c[m] ? redisCommandArgv(e->c[m], it->argc, argv, argl) : NULL;
+		if (!r && e->c[m])
+			drop_node(e, m, e->c[m]->errstr[0] ? e->c[m]->errstr : "no reply");
+		on(e, it, m, r);
+		if (r)
+			freeReplyObject(r);
+	}
 }
 
 /* Sends every item's command (argc > 0) to every master and hands each answer to `on` (NULL
@@ -181,6 +247,7 @@ static void round_run(struct rl_engine *e, struct rl_item *items, size_t n, rl_r
 		sent[m] = done;
 	}
 	for (size_t m = 0; m < e->n; m++) {
+		bool again = false;
 		for (size_t k = 0; k < n; k++) {
 			if (!items[k].argc)
 				continue;
@@ -189,10 +256,17 @@ static void round_run(struct rl_engine *e, struct rl_item *items, size_t n, rl_r
 				drop_node(e, m, e->c[m]->errstr[0] ? e->c[m]->errstr : "no reply");
 				rv = NULL;
 			}
-			on(e, &items[k], m, rv);
+			redisReply *r = rv;
+			items[k].noscript = r && r->type == REDIS_REPLY_ERROR && items[k].script >= 0 &&
+			                    strncmp(r->str, "NOSCRIPT", 8) == 0;
+			again |= items[k].noscript;
+			if (!items[k].noscript)
+				on(e, &items[k], m, rv);
 			if (rv)
 				freeReplyObject(rv);
 		}
+		if (again)
+			round_again(e, m, items, n, on);
 	}
 }
 
@@ -201,6 +275,7 @@ static void cmd_set(struct rl_item *it, int argc, ...)
 	va_list ap;
 	va_start(ap, argc);
 	it->argc = argc;
+	it->script = -1;
 	for (int i = 0; i < argc; i++) {
 		it->argv[i] = va_arg(ap, const char *);
 		it->argl[i] = strlen(it->argv[i]);
@@ -208,23 +283,22 @@ static void cmd_set(struct rl_item *it, int argc, ...)
 	va_end(ap);
 }
 
-/* EVAL of one of the small scripts above with one or two keys. */
-static void cmd_eval(struct rl_item *it, const char *lua, const char *k1, const char *k2,
-                     const char *a1, const char *a2)
+/* EVALSHA (EVAL until a master gave the SHA-1) of one of SCRIPTS with one or two keys. */
+static void cmd_eval(const struct rl_engine *e, struct rl_item *it, enum rl_script sc,
+                     const char *k1, const char *k2, const char *a1, const char *a2)
 {
+	const char *op = e->sha[sc][0] ? "EVALSHA" : "EVAL";
+	const char *body = e->sha[sc][0] ? e->sha[sc] : SCRIPTS[sc];
 	if (k2 && a2)
-		cmd_set(it, 7, "EVAL", lua, "2", k1, k2, a1, a2);
+		cmd_set(it, 7, op, body, "2", k1, k2, a1, a2);
 	else if (k2)
-		cmd_set(it, 6, "EVAL", lua, "2", k1, k2, a1);
+		cmd_set(it, 6, op, body, "2", k1, k2, a1);
 	else if (a2)
-		cmd_set(it, 6, "EVAL", lua, "1", k1, a1, a2);
+		cmd_set(it, 6, op, body, "1", k1, a1, a2);
 	else
-		cmd_set(it, 5, "EVAL", lua, "1", k1, a1);
+		cmd_set(it, 5, op, body, "1", k1, a1);
+	it->script = (int)sc;
 }
-
-/* Runs one script on every master for one hold (the rare paths); how many answered > 0. */
-static size_t on_all(struct rl_engine *e, const char *lua, const char *key, const char *token,
-                     const char *arg, size_t *reached);
 
 /* The first master errors, for messages: "127.0.0.1:7001: Connection refused; ...". */
 static void describe_errors(struct rl_engine *e, const bool *answered, char *buf, size_t n)
@@ -251,24 +325,109 @@ static void hold_free(struct rl_hold *h)
 	free(h);
 }
 
-/* Lazy expiry and retention of the local records. */
+static void list_push(struct rl_list *l, struct rl_hold *h)
+{
+	h->next = NULL;
+	h->prev = l->tail;
+	if (l->tail)
+		l->tail->next = h;
+	else
+		l->head = h;
+	l->tail = h;
+}
+
+static void list_unlink(struct rl_list *l, struct rl_hold *h)
+{
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		l->head = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	else
+		l->tail = h->prev;
+	h->prev = h->next = NULL;
+}
+
+static size_t bucket_of(const struct rl_engine *e, const char *id)
+{
+	uint64_t x = 1469598103934665603ULL; /* FNV-1a: ids are hex, any bits would do */
+	for (const char *c = id; *c; c++)
+		x = (x ^ (unsigned char)*c) * 1099511628211ULL;
+	return (size_t)(x & (e->n_buckets - 1));
+}
+
+/* Doubles the index when it holds more than two holds a bucket. False on no memory (the
+ * index stays as it was: longer chains, still correct). */
+static bool index_grow(struct rl_engine *e)
+{
+	size_t n = e->n_buckets ? e->n_buckets * 2 : 256;
+	struct rl_hold **b = calloc(n, sizeof(*b));
+	if (!b)
+		return false;
+	struct rl_hold **old = e->index;
+	size_t n_old = e->n_buckets;
+	e->index = b;
+	e->n_buckets = n;
+	for (size_t i = 0; i < n_old; i++)
+		for (struct rl_hold *h = old[i], *nx; h; h = nx) {
+			nx = h->hnext;
+			size_t k = bucket_of(e, h->id);
+			h->hnext = b[k];
+			b[k] = h;
+		}
+	free(old);
+	return true;
+}
+
+static bool hold_add(struct rl_engine *e, struct rl_hold *h)
+{
+	if (e->n_holds >= 2 * e->n_buckets && !index_grow(e) && !e->n_buckets)
+		return false;
+	size_t k = bucket_of(e, h->id);
+	h->hnext = e->index[k];
+	e->index[k] = h;
+	e->n_holds++;
+	list_push(&e->live, h);
+	return true;
+}
+
+static void hold_drop(struct rl_engine *e, struct rl_hold *h)
+{
+	for (struct rl_hold **p = &e->index[bucket_of(e, h->id)]; *p; p = &(*p)->hnext)
+		if (*p == h) {
+			*p = h->hnext;
+			break;
+		}
+	e->n_holds--;
+	list_unlink(&e->ended, h);
+	hold_free(h);
+}
+
+/* A live hold that was released or lapsed: to the retention queue. */
+static void hold_ended(struct rl_engine *e, struct rl_hold *h, hf_hold_state state, int64_t at)
+{
+	if (h->state == HF_HOLD_RELEASED || h->state == HF_HOLD_EXPIRED)
+		return; /* queued already */
+	h->state = state;
+	h->ended = at;
+	list_unlink(&e->live, h);
+	list_push(&e->ended, h);
+}
+
+/* Lazy expiry of the live records and retention of the ended ones. A hold that lapsed is
+ * queued when seen, so the queue is in ended order but for lapses seen late: those stay
+ * past their retention until the ones before them go, which only keeps them longer. */
 static void holds_sweep(struct rl_engine *e)
 {
 	int64_t now = hf_now_ms();
-	for (struct rl_hold **p = &e->holds; *p;) {
-		struct rl_hold *h = *p;
-		if (h->state == HF_HOLD_TENTATIVE && h->expires <= now) {
-			h->state = HF_HOLD_EXPIRED;
-			h->ended = h->expires;
-		}
-		if ((h->state == HF_HOLD_RELEASED || h->state == HF_HOLD_EXPIRED) &&
-		    h->ended + e->opt.hold_retention_ms <= now) {
-			*p = h->next;
-			hold_free(h);
-			continue;
-		}
-		p = &h->next;
+	for (struct rl_hold *h = e->live.head, *nx; h; h = nx) {
+		nx = h->next;
+		if (h->state == HF_HOLD_TENTATIVE && h->expires <= now)
+			hold_ended(e, h, HF_HOLD_EXPIRED, h->expires);
 	}
+	while (e->ended.head && e->ended.head->ended + e->opt.hold_retention_ms <= now)
+		hold_drop(e, e->ended.head);
 }
 
 static int hold_reply(struct hf__call *call, const struct rl_hold *h, bool with_token)
@@ -298,7 +457,9 @@ static int hold_reply(struct hf__call *call, const struct rl_hold *h, bool with_
 
 static struct rl_hold *find_hold(struct rl_engine *e, const char *id)
 {
-	for (struct rl_hold *h = e->holds; h; h = h->next)
+	if (!e->n_buckets)
+		return NULL;
+	for (struct rl_hold *h = e->index[bucket_of(e, id)]; h; h = h->hnext)
 		if (strcmp(h->id, id) == 0)
 			return h;
 	return NULL;
@@ -321,6 +482,7 @@ static void on_first(struct rl_engine *e, struct rl_item *it, size_t m, redisRep
 	if (it->kind == RL_ACQUIRE) {
 		if (r->type == REDIS_REPLY_INTEGER && r->integer >= 0) {
 			it->got++;
+			it->counter[m] = r->integer;
 			if (r->integer > it->max)
 				it->max = r->integer;
 		}
@@ -344,22 +506,14 @@ static void on_ignore(struct rl_engine *e, struct rl_item *it, size_t m, redisRe
 	(void)r;
 }
 
-static size_t on_all(struct rl_engine *e, const char *lua, const char *key, const char *token,
-                     const char *arg, size_t *reached)
+/* The owner-checked delete on every master, for one hold (the rare paths). */
+static void release_everywhere(struct rl_engine *e, const char *key, const char *token)
 {
 	struct rl_item it;
 	memset(&it, 0, sizeof(it));
 	it.kind = RL_RELEASE;
-	cmd_eval(&it, lua, key, NULL, token, arg);
-	round_run(e, &it, 1, on_first);
-	*reached = it.reached;
-	return it.got;
-}
-
-static void release_everywhere(struct rl_engine *e, const char *key, const char *token)
-{
-	size_t reached;
-	on_all(e, RELEASE_LUA, key, token, NULL, &reached);
+	cmd_eval(e, &it, RL_S_RELEASE, key, NULL, token, NULL);
+	round_run(e, &it, 1, on_ignore);
 }
 
 static int64_t jitter(struct rl_engine *e)
@@ -453,17 +607,17 @@ static bool first_cmd(const struct rl_engine *e, struct rl_item *it)
 		}
 		snprintf(it->arg, sizeof(it->arg), "%lld", (long long)it->call->req.acquire.ttl_ms);
 		snprintf(it->fkey, sizeof(it->fkey), "%s%s", e->fence_prefix, it->key);
-		cmd_eval(it, ACQUIRE_LUA, it->key, it->fkey, it->token, it->arg);
+		cmd_eval(e, it, RL_S_ACQUIRE, it->key, it->fkey, it->token, it->arg);
 		break;
 	case RL_RELEASE:
-		cmd_eval(it, RELEASE_LUA, it->key, NULL, it->token, NULL);
+		cmd_eval(e, it, RL_S_RELEASE, it->key, NULL, it->token, NULL);
 		break;
 	case RL_EXTEND:
 		snprintf(it->arg, sizeof(it->arg), "%lld", (long long)it->call->req.ttl_ms);
-		cmd_eval(it, EXTEND_LUA, it->key, NULL, it->token, it->arg);
+		cmd_eval(e, it, RL_S_EXTEND, it->key, NULL, it->token, it->arg);
 		break;
 	case RL_CONFIRM:
-		cmd_eval(it, PERSIST_LUA, it->key, NULL, it->token, NULL);
+		cmd_eval(e, it, RL_S_PERSIST, it->key, NULL, it->token, NULL);
 		break;
 	case RL_EXISTS:
 		cmd_set(it, 2, "EXISTS", it->key);
@@ -500,7 +654,7 @@ static void acquire_done(struct rl_engine *e, struct rl_item *it, int64_t wall)
 	if (!it->release_after) {
 		struct rl_hold *h = calloc(1, sizeof(*h));
 		if (!h || !(h->name = hf__strdup(it->key)) || !(h->owner = hf__strdup(a->owner)) ||
-		    hf__random_hex(h->id, HF_ID_LEN / 2) != HF_OK) {
+		    hf__random_hex(h->id, HF_ID_LEN / 2) != HF_OK || !hold_add(e, h)) {
 			if (h)
 				hold_free(h);
 			release_everywhere(e, it->key, it->token);
@@ -513,9 +667,7 @@ static void acquire_done(struct rl_engine *e, struct rl_item *it, int64_t wall)
 		h->state = HF_HOLD_TENTATIVE;
 		h->created = wall;
 		h->expires = valid_until(wall, a->ttl_ms); /* what Redlock promises, not the full ttl */
-		h->fence = it->max + 1;
-		h->next = e->holds;
-		e->holds = h;
+		h->fence = it->max;
 		hold_reply(call, h, true);
 		return;
 	}
@@ -550,8 +702,7 @@ static void item_done(struct rl_engine *e, struct rl_item *it, int64_t wall)
 		return;
 	case RL_RELEASE:
 		/* Deleted where the value is still ours; a master that is down lets it lapse by PX. */
-		h->state = HF_HOLD_RELEASED;
-		h->ended = hf_now_ms();
+		hold_ended(e, h, HF_HOLD_RELEASED, hf_now_ms());
 		hold_reply(call, h, false);
 		return;
 	case RL_EXTEND:
@@ -561,8 +712,7 @@ static void item_done(struct rl_engine *e, struct rl_item *it, int64_t wall)
 			return;
 		}
 		/* Lost: a majority no longer has our value (or is unreachable). Say so at once. */
-		h->state = HF_HOLD_EXPIRED;
-		h->ended = wall;
+		hold_ended(e, h, HF_HOLD_EXPIRED, wall);
 		if (it->reached < e->quorum)
 			fail(call, HF_EENGINE,
 			     "redlock: only %zu of %zu masters answered the extension; hold '%s' is lost",
@@ -613,25 +763,33 @@ static void wave_run(struct rl_engine *e)
 	if (n == 0)
 		return;
 	int64_t start = mono(), wall = hf_now_ms();
-	/* 1: SET NX PX and the fence counter read for acquires, the one script of the others */
+	/* 1: SET NX PX and the fence counter raised by one for acquires, the one script of the others */
 	for (size_t i = 0; i < n; i++)
 		if (!first_cmd(e, &its[i])) {
 			its[i].argc = 0;
 			its[i].release_after = true; /* reported as no master answering */
 		}
 	round_run(e, its, n, on_first);
-	/* 2: where a majority granted in time, the highest counter they showed, plus one, written
-	 * back to them — all while we hold the key there (docs/redis.md says what it guarantees
-	 * and what not) */
+	/* 2: where a majority granted in time but fewer than a majority show the highest counter
+	 * (the counters went apart: a master was down or another acquire took a minority), that
+	 * highest written to every master where we still hold the key — all while we hold it
+	 * (docs/redis.md says what it guarantees and what not). Counters that agree, the usual
+	 * case, need no second round. */
 	bool any = false;
 	for (size_t i = 0; i < n; i++) {
 		struct rl_item *it = &its[i];
 		it->argc = 0;
 		if (it->kind == RL_ACQUIRE && !it->release_after) {
 			if (it->got >= e->quorum && validity_of(it->call->req.acquire.ttl_ms, start) > 0) {
-				snprintf(it->arg, sizeof(it->arg), "%lld", (long long)(it->max + 1));
-				cmd_eval(it, FENCE_RAISE_LUA, it->key, it->fkey, it->token, it->arg);
-				it->fence_next = any = true;
+				it->fence_next = true;
+				for (size_t m = 0; m < e->n; m++)
+					it->raised += it->counter[m] == it->max;
+				if (it->raised >= e->quorum)
+					continue;
+				it->raised = 0;
+				snprintf(it->arg, sizeof(it->arg), "%lld", (long long)it->max);
+				cmd_eval(e, it, RL_S_FENCE, it->key, it->fkey, it->token, it->arg);
+				any = true;
 			}
 		} else if (it->kind == RL_EXTEND) {
 			it->validity = validity_of(it->call->req.ttl_ms, start);
@@ -650,7 +808,7 @@ static void wave_run(struct rl_engine *e)
 			it->release_after = !(it->fence_next && it->raised >= e->quorum && it->validity > 0);
 		}
 		if (it->release_after && it->token[0]) {
-			cmd_eval(it, RELEASE_LUA, it->key, NULL, it->token, NULL);
+			cmd_eval(e, it, RL_S_RELEASE, it->key, NULL, it->token, NULL);
 			any = true;
 		}
 	}
@@ -750,21 +908,12 @@ static void op_hold(struct rl_engine *e, struct hf__call *call)
 	}
 }
 
-static void op_list_holds(struct rl_engine *e, struct hf__call *call)
+/* The hold with the least id after `after` that the filters of `q` select, or NULL. */
+static struct rl_hold *next_listed(struct rl_engine *e, const hf_request *q, const char *after)
 {
-	const hf_request *q = &call->req;
-	size_t n = 0;
-	for (struct rl_hold *h = e->holds; h; h = h->next)
-		n++;
-	hf_reply *r = call->reply;
-	r->holds = calloc(n + 1, sizeof(*r->holds));
-	if (!r->holds)
-		return fail(call, HF_ENOMEM, "out of memory");
-	/* Ids ascending after the cursor: a selection sort is fine for a process's own holds. */
-	const char *after = q->cursor;
-	while (r->n_holds <= q->limit) {
-		struct rl_hold *best = NULL;
-		for (struct rl_hold *h = e->holds; h; h = h->next) {
+	struct rl_hold *best = NULL;
+	for (int l = 0; l < 2; l++)
+		for (struct rl_hold *h = l ? e->ended.head : e->live.head; h; h = h->next) {
 			if (after && strcmp(h->id, after) <= 0)
 				continue;
 			if ((q->owner && strcmp(h->owner, q->owner) != 0) ||
@@ -774,6 +923,20 @@ static void op_list_holds(struct rl_engine *e, struct hf__call *call)
 			if (!best || strcmp(h->id, best->id) < 0)
 				best = h;
 		}
+	return best;
+}
+
+static void op_list_holds(struct rl_engine *e, struct hf__call *call)
+{
+	const hf_request *q = &call->req;
+	hf_reply *r = call->reply;
+	r->holds = calloc((q->limit < e->n_holds ? q->limit : e->n_holds) + 1, sizeof(*r->holds));
+	if (!r->holds)
+		return fail(call, HF_ENOMEM, "out of memory");
+	/* Ids ascending after the cursor: a selection sort is fine for a process's own holds. */
+	const char *after = q->cursor;
+	while (r->n_holds <= q->limit) {
+		struct rl_hold *best = next_listed(e, q, after);
 		if (!best)
 			break;
 		if (r->n_holds == q->limit) {
@@ -932,11 +1095,12 @@ static void engine_free(struct rl_engine *e)
 	for (size_t i = 0; i < HF__REDIS_MAX_NODES; i++)
 		if (e->c[i])
 			redisFree(e->c[i]);
-	while (e->holds) {
-		struct rl_hold *h = e->holds;
-		e->holds = h->next;
-		hold_free(h);
-	}
+	for (int l = 0; l < 2; l++)
+		for (struct rl_hold *h = l ? e->ended.head : e->live.head, *nx; h; h = nx) {
+			nx = h->next;
+			hold_free(h);
+		}
+	free(e->index);
 	hf__mailbox_release(&e->mailbox);
 	free(e->wave);
 	pthread_mutex_destroy(&e->lock);
