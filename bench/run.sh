@@ -300,7 +300,7 @@ run "holdfast-http-s5-wait" $SERVER --scenario 5 --saga-wait-ms 50
 # postgres:// through holdfastd, one instance and three over the same schema (the clients
 # split between them), on the PostgreSQL above (fsync on); redis:// and redlock:// in-process,
 # on the Redis without persistence (redlock over it and two more masters like it).
-PG_URL="postgres:///postgres?host=127.0.0.1&port=$PG_PORT&user=postgres&schema=hf_bench"
+PG_URL="postgres:///postgres?host=127.0.0.1&port=$PG_PORT&user=postgres&schema=hf_bench&workers=8"
 PG_HF_URLS=()
 PG_HF_PIDS=()
 for i in 1 2 3; do

@@ -41,7 +41,7 @@ struct hf__pg_conf {
 	char schema[64];    /* [a-z_][a-z0-9_]*, default "holdfast" */
 	char channel[80];   /* NOTIFY channel: "hf_" + schema */
 	char instance[33];  /* random id of this engine instance: owner of its waiter rows */
-	int workers;        /* connections running calls: URL parameter workers=, default 8 */
+	int workers;        /* connections running calls: URL parameter workers=, default 2 */
 	hf_options opt;
 	/* Test hook, armed at open by HF_PG_TEST_LOSE_COMMIT (engine.c): HF__PG_LOSE_* bits, each
 	 * fired once: that transaction commits, then its connection is dropped and it fails as if

@@ -330,7 +330,12 @@ static const char *const migrations[] = {
 	 * once; a granted part that exists is an UPDATE (its row is locked), a missing one an
 	 * INSERT (under its name's advisory lock). One resource is locked by "name = $1", not
 	 * "= ANY($1)": the plan cache kept planning the latter at every call (a generic plan's
-	 * estimate of ten names never beat a custom plan's one). Same lock order, same answers. */
+	 * estimate of ten names never beat a custom plan's one). Same lock order, same answers.
+	 * An acquire that may not wait (p_skip: any-of, NOWAIT) never blocks on a name another
+	 * change is creating: its advisory lock is tried, the row locked SKIP LOCKED, and a busy
+	 * name is passed over like a locked row. Blocking there deadlocked against a change that
+	 * held a row this one had locked SKIP LOCKED before (its snapshot saw the name missing):
+	 * apps_rides_concurrent_postgres, 16 any-of assigns at once over 8 workers. */
 	"ALTER FUNCTION hf_event(bigint, text, text, text[], text) RESET ALL; "
 	"DROP FUNCTION hf_due(bigint); "
 	"CREATE OR REPLACE FUNCTION hf_acquire(p_names text[], p_units bigint[], p_caps bigint[], "
@@ -342,7 +347,7 @@ static const char *const migrations[] = {
 	" DECLARE t bigint := now_ms(); k int := cardinality(p_names); r record; "
 	"  ex boolean[]; cap bigint[]; held bigint[]; nex bigint[]; q boolean[]; u bigint[]; "
 	"  fit boolean[]; i int; a int := 0; b int := -1; cnt bigint; mk int := 0; uu bigint; "
-	"  parts text := ''; fen bigint; live bigint; rev bigint; "
+	"  parts text := ''; fen bigint; live bigint; rev bigint; busy boolean[]; got boolean; "
 	" BEGIN "
 	"  IF coalesce((SELECT min(expires_at) FROM holds WHERE state = 0) <= t, false) "
 	"   OR coalesce((SELECT min(lease_until) FROM waiters) < t, false) THEN "
@@ -350,7 +355,7 @@ static const char *const migrations[] = {
 	"  END IF; "
 	"  SELECT coalesce(sum(n), 0) INTO live FROM live_holds; "
 	"  ex := array_fill(false, ARRAY[k]); cap := array_fill(0::bigint, ARRAY[k]); "
-	"  held := cap; nex := cap; u := cap; q := ex; fit := ex; "
+	"  held := cap; nex := cap; u := cap; q := ex; fit := ex; busy := ex; "
 	"  IF p_skip THEN "
 	"   FOR r IN SELECT x.name, coalesce(l.capacity, x.capacity) AS c, "
 	"    l.held AS h, l.n_exclusive AS e, EXISTS (SELECT 1 FROM waiter_claims w WHERE "
@@ -378,15 +383,27 @@ static const char *const migrations[] = {
 	"  IF false = ANY(ex) THEN "
 	"   FOR i IN SELECT o FROM unnest(p_names) WITH ORDINALITY z(n, o) ORDER BY n COLLATE \"C\" "
 	"   LOOP CONTINUE WHEN ex[i]; "
-	"    PERFORM pg_advisory_xact_lock(729, hashtext(p_names[i])); "
-	"    SELECT x.capacity AS c, x.held AS h, x.n_exclusive AS e, EXISTS (SELECT 1 FROM "
-	"     waiter_claims w WHERE w.resource = x.name) AS w INTO r FROM resources x "
-	"     WHERE x.name = p_names[i] FOR UPDATE; "
-	"    IF FOUND THEN ex[i] := true; cap[i] := r.c; held[i] := r.h; nex[i] := r.e; "
+	"    IF p_skip THEN "
+	"     IF NOT pg_try_advisory_xact_lock(729, hashtext(p_names[i])) THEN busy[i] := true; "
+	"      CONTINUE; END IF; "
+	"     SELECT x.capacity AS c, x.held AS h, x.n_exclusive AS e, EXISTS (SELECT 1 FROM "
+	"      waiter_claims w WHERE w.resource = x.name) AS w INTO r FROM resources x "
+	"      WHERE x.name = p_names[i] FOR UPDATE SKIP LOCKED; "
+	"     got := FOUND; "
+	"     IF NOT got AND EXISTS (SELECT 1 FROM resources y WHERE y.name = p_names[i]) THEN "
+	"      busy[i] := true; CONTINUE; END IF; "
+	"    ELSE "
+	"     PERFORM pg_advisory_xact_lock(729, hashtext(p_names[i])); "
+	"     SELECT x.capacity AS c, x.held AS h, x.n_exclusive AS e, EXISTS (SELECT 1 FROM "
+	"      waiter_claims w WHERE w.resource = x.name) AS w INTO r FROM resources x "
+	"      WHERE x.name = p_names[i] FOR UPDATE; "
+	"     got := FOUND; "
+	"    END IF; "
+	"    IF got THEN ex[i] := true; cap[i] := r.c; held[i] := r.h; nex[i] := r.e; "
 	"     q[i] := r.w; END IF; "
 	"   END LOOP; "
 	"  END IF; "
-	"  FOR i IN 1..k LOOP "
+	"  FOR i IN 1..k LOOP CONTINUE WHEN busy[i]; "
 	"   IF NOT ex[i] AND p_caps[i] = 0 THEN RETURN QUERY SELECT 'no_resource', t, p_names[i], "
 	"    0::bigint, 0::bigint, 0::bigint; RETURN; END IF; "
 	"   IF ex[i] AND p_caps[i] > 0 AND p_caps[i] <> cap[i] THEN RETURN QUERY SELECT "
@@ -401,8 +418,8 @@ static const char *const migrations[] = {
 	"    NULL::text, 0::bigint, 0::bigint, cnt; RETURN; END IF; "
 	"  END IF; "
 	"  FOR i IN 1..k LOOP "
-	"   fit[i] := NOT ex[i] OR (NOT q[i] AND CASE WHEN u[i] = 0 THEN held[i] = 0 "
-	"    ELSE nex[i] = 0 AND cap[i] - held[i] >= u[i] END); "
+	"   fit[i] := NOT busy[i] AND (NOT ex[i] OR (NOT q[i] AND CASE WHEN u[i] = 0 THEN held[i] = 0 "
+	"    ELSE nex[i] = 0 AND cap[i] - held[i] >= u[i] END)); "
 	"   IF p_any AND fit[i] AND b < 0 THEN a := i; b := i; END IF; "
 	"  END LOOP; "
 	"  IF NOT p_any AND k > 0 AND NOT (false = ANY(fit)) THEN a := 1; b := k; END IF; "
