@@ -2429,8 +2429,8 @@ static void list_holds_filters_agree_with_whole_list(void **state)
 }
 
 /* The holds of `owner` naming `resource` (NULL: any), listed one a page: their ids into ids. */
-static size_t list_ids(hf_store *st, const char *owner, const char *resource, char ids[][HF_ID_LEN + 1],
-                       size_t cap)
+static size_t list_ids(hf_store *st, const char *owner, const char *resource,
+                       char ids[][HF_ID_LEN + 1], size_t cap)
 {
 	struct listed got[8];
 	hf_request q;

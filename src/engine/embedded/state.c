@@ -54,8 +54,8 @@ struct part {
 	struct res *res; /* while the hold is live */
 	int64_t units;
 	int64_t fence;
-	struct hold *hold;     /* the hold whose part this is */
-	struct ilink by_name;  /* in st->by_name's chain of `name` */
+	struct hold *hold;    /* the hold whose part this is */
+	struct ilink by_name; /* in st->by_name's chain of `name` */
 };
 
 struct hold {
@@ -67,9 +67,9 @@ struct hold {
 	int64_t created_at, expires_at, ended_at;
 	size_t n_parts;
 	struct part *parts;
-	size_t expiry_slot;       /* in st->expiries while tentative */
-	struct hold *ended_next;  /* retention FIFO of ended holds */
-	struct ilink by_owner;    /* in st->by_owner's chain of `owner` */
+	size_t expiry_slot;      /* in st->expiries while tentative */
+	struct hold *ended_next; /* retention FIFO of ended holds */
+	struct ilink by_owner;   /* in st->by_owner's chain of `owner` */
 };
 
 /* A parked acquire is linked into the queue of every resource it names. */
@@ -1322,8 +1322,8 @@ static bool first_of_name(const struct part *p)
 /* The holds a list must look at: the shorter chain of its owner's and its resource's when it
  * names them (*parts: a chain of parts by name), else NULL: every hold. *none: a named owner
  * or resource has no hold at all. */
-static const struct chain *list_chain(const struct hf__state *st, const hf_request *q,
-                                      bool *parts, bool *none)
+static const struct chain *list_chain(const struct hf__state *st, const hf_request *q, bool *parts,
+                                      bool *none)
 {
 	const struct chain *owner = q->owner ? hf__map_get(&st->by_owner, q->owner) : NULL;
 	const struct chain *name = q->resource ? hf__map_get(&st->by_name, q->resource) : NULL;
@@ -1346,7 +1346,8 @@ static int list_matches(struct hf__state *st, const hf_request *q, void ***match
 	struct hold *h;
 	if (c) {
 		for (struct ilink *l = c->head; l; l = l->next) {
-			struct part *p = parts ? (void *)((char *)l - offsetof(struct part, by_name)) : NULL;
+			struct part *p =
+			    parts ? (void *)((char *)l - offsetof(struct part, by_name)) : NULL;
 			h = p ? p->hold : (void *)((char *)l - offsetof(struct hold, by_owner));
 			if ((!p || first_of_name(p)) && hold_matches(h, q))
 				m[k++] = h;
