@@ -2322,6 +2322,165 @@ static void list_holds_filters_and_paging(void **state)
 		hf_hold_free(h[i]);
 }
 
+/* A hold as a list shows it, enough to filter it again here. */
+struct listed {
+	char id[HF_ID_LEN + 1];
+	char owner[8];
+	hf_hold_state state;
+	unsigned names; /* bit i: it names list_names[i] */
+};
+static const char *const list_names[] = {"r0", "r1", "r2", "r3", "imp"};
+
+static unsigned name_bit(const char *name) /* 0: not one of list_names */
+{
+	for (size_t k = 0; k < sizeof(list_names) / sizeof(*list_names); k++)
+		if (strcmp(name, list_names[k]) == 0)
+			return 1u << k;
+	return 0;
+}
+
+/* Pages through a list with `q`'s filters, `limit` at a time; returns how many it listed. */
+static size_t list_all(hf_store *st, hf_request q, size_t limit, struct listed *out, size_t cap)
+{
+	char cursor[HF_ID_LEN + 1] = "";
+	size_t n = 0;
+	for (;;) {
+		hf_reply *r = NULL;
+		q.limit = limit;
+		q.cursor = cursor[0] ? cursor : NULL;
+		RC(hf_call(st, &q, &r), HF_OK);
+		assert_true(r->n_holds <= limit);
+		for (size_t i = 0; i < r->n_holds; i++) {
+			const hf_hold *h = &r->holds[i];
+			assert_true(n < cap);
+			struct listed *l = &out[n++];
+			memcpy(l->id, h->id, sizeof(l->id));
+			snprintf(l->owner, sizeof(l->owner), "%s", h->owner);
+			l->state = h->state;
+			l->names = 0;
+			for (size_t j = 0; j < h->n_parts; j++)
+				l->names |= name_bit(h->parts[j].resource);
+		}
+		bool more = r->more, empty = r->n_holds == 0;
+		if (!empty)
+			memcpy(cursor, r->holds[r->n_holds - 1].id, sizeof(cursor));
+		hf_reply_free(r);
+		if (!more)
+			return n;
+		assert_false(empty);
+	}
+}
+
+/* Lists by owner, by resource, by both, with a state, a page at a time, answer what filtering
+ * the whole list answers, in the same order: live and ended holds, holds of two resources, an
+ * ended hold of an implicit resource that is gone. Leases of 60 s: every engine runs it. */
+static void list_holds_filters_agree_with_whole_list(void **state)
+{
+	enum { N = 36 };
+	for (int i = 0; i < 4; i++)
+		must_put(ST, list_names[i], 100);
+	hf_hold *h[N];
+	for (int i = 0; i < N; i++) {
+		char owner[8], spec[32];
+		snprintf(owner, sizeof(owner), "o%d", i % 4);
+		if (i % 7 == 0)
+			snprintf(spec, sizeof(spec), "imp:1@50");
+		else if (i % 3 == 0)
+			snprintf(spec, sizeof(spec), "r%d,r%d", i % 4, (i + 1) % 4);
+		else
+			snprintf(spec, sizeof(spec), "r%d", (i / 2) % 4);
+		h[i] = ACQ(spec, &(ht_acq){.owner = owner});
+	}
+	for (int i = 0; i < N; i++) {
+		if (i % 7 == 0 || i % 3 == 1)
+			RC(ht_release_rc(ST, h[i]), HF_OK); /* every imp hold: the resource goes */
+		else if (i % 5 == 0)
+			RC(ht_confirm_rc(ST, h[i]), HF_OK);
+	}
+	struct listed whole[N], got[N];
+	hf_request q;
+	hf_request_init(&q, HF_OP_LIST_HOLDS);
+	EQ(list_all(ST, q, 1000, whole, N), N);
+	const char *owners[] = {NULL, "o0", "o3", "nobody"};
+	const char *resources[] = {NULL, "r1", "imp", "none"};
+	const int states[] = {-1, HF_HOLD_CONFIRMED, HF_HOLD_RELEASED};
+	for (size_t o = 0; o < 4; o++)
+		for (size_t r = 0; r < 4; r++)
+			for (size_t s = 0; s < 3; s++) {
+				hf_request_init(&q, HF_OP_LIST_HOLDS);
+				q.owner = owners[o];
+				q.resource = resources[r];
+				q.state = states[s];
+				size_t n = list_all(ST, q, 4, got, N), want = 0;
+				for (size_t i = 0; i < N; i++) {
+					const struct listed *w = &whole[i];
+					if ((q.owner && strcmp(w->owner, q.owner) != 0) ||
+					    (q.resource && !(w->names & name_bit(q.resource))) ||
+					    (q.state >= 0 && (int)w->state != q.state))
+						continue;
+					assert_true(want < n);
+					assert_string_equal(got[want].id, w->id);
+					want++;
+				}
+				EQ(n, want);
+			}
+	for (int i = 0; i < N; i++)
+		hf_hold_free(h[i]);
+}
+
+/* The holds of `owner` naming `resource` (NULL: any), listed one a page: their ids into ids. */
+static size_t list_ids(hf_store *st, const char *owner, const char *resource,
+                       char ids[][HF_ID_LEN + 1], size_t cap)
+{
+	struct listed got[8];
+	hf_request q;
+	hf_request_init(&q, HF_OP_LIST_HOLDS);
+	q.owner = owner;
+	q.resource = resource;
+	size_t n = list_all(st, q, 1, got, 8);
+	assert_true(n <= cap);
+	for (size_t i = 0; i < n; i++)
+		memcpy(ids[i], got[i].id, HF_ID_LEN + 1);
+	return n;
+}
+
+/* Filtered lists forget ended holds once retention drops them, and find the rest after a
+ * reopen. */
+static void list_holds_filtered_after_purge_and_reopen(void **state)
+{
+	NEED_CLOCK();
+	ht_env_close(ENV);
+	ENV->opt.hold_retention_ms = 10000;
+	reopen_with_options(state);
+	must_put(ST, "r", 5);
+	hf_hold *gone = ACQ("r,imp:1@3", &(ht_acq){.owner = "ann"});
+	hf_hold *kept = ACQ("r", &(ht_acq){.owner = "ann"});
+	hf_hold *other = ACQ("imp:1@3", &(ht_acq){.owner = "bob"});
+	RC(ht_release_rc(ST, gone), HF_OK);
+	RC(ht_release_rc(ST, other), HF_OK);
+	char ids[4][HF_ID_LEN + 1];
+	EQ(list_ids(ST, "ann", NULL, ids, 4), 2);
+	EQ(list_ids(ST, NULL, "imp", ids, 4), 2);
+	ht_advance(ENV, 10001);
+	ht_tick(ENV);
+	for (int round = 0; round < 2; round++) {
+		EQ(list_ids(ST, "ann", NULL, ids, 4), 1);
+		assert_string_equal(ids[0], kept->id);
+		EQ(list_ids(ST, NULL, "r", ids, 4), 1);
+		assert_string_equal(ids[0], kept->id);
+		EQ(list_ids(ST, "ann", "r", ids, 4), 1);
+		EQ(list_ids(ST, "bob", NULL, ids, 4), 0);
+		EQ(list_ids(ST, NULL, "imp", ids, 4), 0);
+		if (!ht_can_reopen(ENV))
+			break;
+		ht_env_close(ENV);
+		reopen_with_options(state);
+	}
+	hf_hold_free(gone);
+	hf_hold_free(kept);
+	hf_hold_free(other);
+}
+
 /* A wait that ended without a grant (cancelled, timed out) frees its idempotency key. */
 static void idem_key_freed_by_failed_wait(void **state)
 {
@@ -4266,6 +4425,8 @@ int main(void)
 		T(res_implicit_across_reopen),
 		T(res_put_on_implicit),
 		TR(list_holds_filters_and_paging),
+		TR(list_holds_filters_agree_with_whole_list),
+		T(list_holds_filtered_after_purge_and_reopen),
 		T(idem_key_freed_by_failed_wait),
 		TR(rt_idem_key_freed_by_timeout),
 		T(close_completes_every_call_once),

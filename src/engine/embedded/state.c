@@ -36,11 +36,26 @@ struct res {
 	bool in_work;
 };
 
+/* A link of an intrusive doubly linked list whose head is a struct chain. */
+struct ilink {
+	struct ilink *prev, *next;
+};
+
+/* The head of one list of st->by_owner or st->by_name, keyed by its own copy of the owner or
+ * name; freed when its list empties. */
+struct chain {
+	struct ilink *head;
+	size_t n;
+	char key[];
+};
+
 struct part {
 	char *name;
 	struct res *res; /* while the hold is live */
 	int64_t units;
 	int64_t fence;
+	struct hold *hold;    /* the hold whose part this is */
+	struct ilink by_name; /* in st->by_name's chain of `name` */
 };
 
 struct hold {
@@ -52,8 +67,9 @@ struct hold {
 	int64_t created_at, expires_at, ended_at;
 	size_t n_parts;
 	struct part *parts;
-	size_t expiry_slot;       /* in st->expiries while tentative */
-	struct hold *ended_next;  /* retention FIFO of ended holds */
+	size_t expiry_slot;      /* in st->expiries while tentative */
+	struct hold *ended_next; /* retention FIFO of ended holds */
+	struct ilink by_owner;   /* in st->by_owner's chain of `owner` */
 };
 
 /* A parked acquire is linked into the queue of every resource it names. */
@@ -97,6 +113,11 @@ struct hf__state {
 	hf_options opt;
 	struct hf__map resources;
 	struct hf__map holds;
+	/* Secondary indexes of st->holds, live and ended, for lists filtered by owner or resource:
+	 * each costs the matching holds, not the store. Per hold 16 bytes (by_owner) and per part
+	 * 24 (by_name, hold), plus a struct chain and a map entry per distinct owner and name. */
+	struct hf__map by_owner; /* struct chain of holds by owner */
+	struct hf__map by_name;  /* struct chain of parts by resource name (kept by ended holds) */
 	struct hf__map idems;
 	struct hf__map waiters; /* by call id */
 	struct hf__map revs;    /* struct rev by resource name */
@@ -544,6 +565,75 @@ static void work_push(struct hf__state *st, struct res *r)
 
 /* ---- holds ---- */
 
+/* Links `l` first in the chain of `key` in `index`, making the chain if it is the first. */
+static int chain_link(struct hf__map *index, const char *key, struct ilink *l)
+{
+	struct chain *c = hf__map_get(index, key);
+	if (!c) {
+		size_t len = strlen(key) + 1;
+		if (!(c = malloc(sizeof(*c) + len)))
+			return HF_ENOMEM;
+		memcpy(c->key, key, len);
+		c->head = NULL;
+		c->n = 0;
+		if (hf__map_put(index, c->key, c) != HF_OK) {
+			free(c);
+			return HF_ENOMEM;
+		}
+	}
+	l->prev = NULL;
+	l->next = c->head;
+	if (c->head)
+		c->head->prev = l;
+	c->head = l;
+	c->n++;
+	return HF_OK;
+}
+
+static void chain_unlink(struct hf__map *index, const char *key, struct ilink *l)
+{
+	struct chain *c = hf__map_get(index, key);
+	if (l->next)
+		l->next->prev = l->prev;
+	if (l->prev)
+		l->prev->next = l->next;
+	else
+		c->head = l->next;
+	if (--c->n == 0) {
+		hf__map_remove(index, c->key);
+		free(c);
+	}
+}
+
+static void index_remove_parts(struct hf__state *st, struct hold *h, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		chain_unlink(&st->by_name, h->parts[i].name, &h->parts[i].by_name);
+}
+
+/* Enters a hold in the secondary indexes: all or nothing. Every hold in st->holds is in them,
+ * from its insertion until it leaves the map. */
+static int index_add(struct hf__state *st, struct hold *h)
+{
+	if (chain_link(&st->by_owner, h->owner, &h->by_owner) != HF_OK)
+		return HF_ENOMEM;
+	for (size_t i = 0; i < h->n_parts; i++) {
+		h->parts[i].hold = h;
+		if (chain_link(&st->by_name, h->parts[i].name, &h->parts[i].by_name) != HF_OK) {
+			index_remove_parts(st, h, i);
+			chain_unlink(&st->by_owner, h->owner, &h->by_owner);
+			return HF_ENOMEM;
+		}
+	}
+	return HF_OK;
+}
+
+static void index_remove(struct hf__state *st, struct hold *h)
+{
+	index_remove_parts(st, h, h->n_parts);
+	chain_unlink(&st->by_owner, h->owner, &h->by_owner);
+}
+
 static void hold_free(struct hold *h)
 {
 	free(h->owner);
@@ -831,11 +921,13 @@ static int grant(struct hf__state *st, struct hf__effects *fx, struct hf__call *
 	h->mode = a->mode;
 	h->created_at = now;
 	h->expires_at = now + a->ttl_ms;
-	if (hf__map_put(&st->holds, h->id, h) != HF_OK)
+	if (index_add(st, h) != HF_OK)
 		goto fail;
+	if (hf__map_put(&st->holds, h->id, h) != HF_OK)
+		goto unindex;
 	if (hf__heap_push(&st->expiries, h->expires_at, h, &h->expiry_slot) != HF_OK) {
 		hf__map_remove(&st->holds, h->id);
-		goto fail;
+		goto unindex;
 	}
 	for (size_t i = 0; i < n; i++) {
 		struct res *r = res[i];
@@ -865,6 +957,8 @@ static int grant(struct hf__state *st, struct hf__effects *fx, struct hf__call *
 		fx->failed = HF_ENOMEM;
 	fx_done(fx, call);
 	return HF_OK;
+unindex:
+	index_remove(st, h);
 fail:
 	hold_free(h);
 	return HF_ENOMEM;
@@ -1215,23 +1309,72 @@ static bool hold_matches(const struct hold *h, const hf_request *q)
 	return true;
 }
 
-/* Lists scan the whole map and keep the first page of what matches (first_sorted): O(n) per
- * page, fine for the sizes one process holds; a sorted index is the upgrade path if pages get
- * hot. */
+/* Is `p` its hold's first part of its name? A hold naming a resource twice is in that name's
+ * chain twice, and listed once. */
+static bool first_of_name(const struct part *p)
+{
+	for (const struct part *q = p->hold->parts; q < p; q++)
+		if (strcmp(q->name, p->name) == 0)
+			return false;
+	return true;
+}
+
+/* The holds a list must look at: the shorter chain of its owner's and its resource's when it
+ * names them (*parts: a chain of parts by name), else NULL: every hold. *none: a named owner
+ * or resource has no hold at all. */
+static const struct chain *list_chain(const struct hf__state *st, const hf_request *q, bool *parts,
+                                      bool *none)
+{
+	const struct chain *owner = q->owner ? hf__map_get(&st->by_owner, q->owner) : NULL;
+	const struct chain *name = q->resource ? hf__map_get(&st->by_name, q->resource) : NULL;
+	*none = (q->owner && !owner) || (q->resource && !name);
+	*parts = name && (!owner || name->n < owner->n);
+	return *parts ? name : owner;
+}
+
+/* The holds that match a list, in no order: *match (the caller frees it), *n of them. The
+ * owner's or resource's chain costs its own holds; a list naming neither scans the map. */
+static int list_matches(struct hf__state *st, const hf_request *q, void ***match, size_t *n)
+{
+	bool parts, none;
+	const struct chain *c = list_chain(st, q, &parts, &none);
+	size_t cap = none ? 0 : c ? c->n : st->holds.count;
+	void **m = malloc((cap + 1) * sizeof(*m)); /* struct hold * */
+	if (!m)
+		return HF_ENOMEM;
+	size_t k = 0;
+	struct hold *h;
+	if (c) {
+		for (struct ilink *l = c->head; l; l = l->next) {
+			struct part *p =
+			    parts ? (void *)((char *)l - offsetof(struct part, by_name)) : NULL;
+			h = p ? p->hold : (void *)((char *)l - offsetof(struct hold, by_owner));
+			if ((!p || first_of_name(p)) && hold_matches(h, q))
+				m[k++] = h;
+		}
+	} else if (!none) {
+		size_t pos = 0;
+		void *cur = NULL;
+		while ((h = hf__map_next(&st->holds, &pos, &cur)))
+			if (hold_matches(h, q))
+				m[k++] = h;
+	}
+	*match = m;
+	*n = k;
+	return HF_OK;
+}
+
+/* A page is the first `limit` matches by id (first_sorted): O(m log limit) for the m holds of
+ * the owner or resource named, O(all holds) for a list that names neither. */
 static void op_list_holds(struct hf__state *st, struct hf__call *call, struct hf__effects *fx)
 {
 	const hf_request *q = &call->req;
-	void **match = malloc((st->holds.count + 1) * sizeof(*match)); /* struct hold * */
-	if (!match) {
+	void **match = NULL;
+	size_t n = 0;
+	if (list_matches(st, q, &match, &n) != HF_OK) {
 		fx_fail(fx, call, HF_ENOMEM, "out of memory");
 		return;
 	}
-	size_t n = 0, pos = 0;
-	void *cur = NULL;
-	struct hold *h;
-	while ((h = hf__map_next(&st->holds, &pos, &cur)))
-		if (hold_matches(h, q))
-			match[n++] = h;
 	size_t take = n < q->limit ? n : q->limit;
 	first_sorted(match, n, take, cmp_hold_id);
 	hf_reply *reply = call->reply;
@@ -1642,6 +1785,7 @@ static void purge(struct hf__state *st, int64_t now, struct hf__effects *fx)
 		if (!st->ended_head)
 			st->ended_tail = NULL;
 		hf__map_remove(&st->holds, h->id);
+		index_remove(st, h);
 		fx_record(fx, HF__J_HOLD, h->id, NULL, true);
 		hold_free(h);
 	}
@@ -1763,6 +1907,8 @@ struct hf__state *hf__state_new(const hf_options *opt)
 	}
 	hf__map_init(&st->resources);
 	hf__map_init(&st->holds);
+	hf__map_init(&st->by_owner);
+	hf__map_init(&st->by_name);
 	hf__map_init(&st->idems);
 	hf__map_init(&st->waiters);
 	hf__map_init(&st->revs);
@@ -1787,8 +1933,16 @@ void hf__state_free(struct hf__state *st)
 	pos = 0, cur = NULL;
 	while ((v = hf__map_next(&st->revs, &pos, &cur)))
 		free(v);
+	pos = 0, cur = NULL;
+	while ((v = hf__map_next(&st->by_owner, &pos, &cur)))
+		free(v);
+	pos = 0, cur = NULL;
+	while ((v = hf__map_next(&st->by_name, &pos, &cur)))
+		free(v);
 	hf__map_release(&st->revs);
 	hf__map_release(&st->holds);
+	hf__map_release(&st->by_owner);
+	hf__map_release(&st->by_name);
 	hf__map_release(&st->resources);
 	hf__map_release(&st->idems);
 	hf__map_release(&st->waiters);
@@ -1953,6 +2107,12 @@ int hf__state_load_hold(struct hf__state *st, const void *bytes, size_t len, hf_
 			hold_free(h);
 		st->last_fence = last_fence;
 		return rc;
+	}
+	if (index_add(st, h) != HF_OK) {
+		hf__map_remove(&st->holds, h->id);
+		hold_free(h);
+		st->last_fence = last_fence;
+		return hf__err_code(err, HF_ENOMEM);
 	}
 	bool live = h->state == HF_HOLD_TENTATIVE || h->state == HF_HOLD_CONFIRMED;
 	if (!live) { /* in time order once hf__state_load_done has sorted them */
