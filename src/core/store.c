@@ -190,15 +190,18 @@ void hf_store_tick(hf_store *store)
 		store->ops->tick(store->engine);
 }
 
+/* Not once closing: the completions hf_close delivers may submit again (holdfastd releases a
+ * grant nobody reads), and such a submit is refused, but its batch would reach an engine that
+ * is already freed (fuzz_http found it). */
 void hf_store_batch_begin(hf_store *store)
 {
-	if (store->ops->batch)
+	if (store->ops->batch && !atomic_load(&store->closing))
 		store->ops->batch(store->engine, true);
 }
 
 void hf_store_batch_end(hf_store *store)
 {
-	if (store->ops->batch)
+	if (store->ops->batch && !atomic_load(&store->closing))
 		store->ops->batch(store->engine, false);
 }
 

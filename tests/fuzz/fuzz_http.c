@@ -14,6 +14,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -140,6 +141,31 @@ static void on_client(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* A connect interrupted by a signal (libFuzzer's SIGALRM timer) goes on in the kernel: wait
+ * for it and take its outcome, instead of taking EINTR for a failure. */
+static int connect_server(int fd)
+{
+	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0)
+		return 0;
+	if (errno != EINTR)
+		return -1;
+	struct pollfd p = {.fd = fd, .events = POLLOUT};
+	int rc;
+	while ((rc = poll(&p, 1, 5000)) < 0 && errno == EINTR)
+		;
+	if (rc <= 0) {
+		if (rc == 0)
+			errno = ETIMEDOUT;
+		return -1;
+	}
+	int soerr = 0;
+	socklen_t len = sizeof(soerr);
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0)
+		return -1;
+	errno = soerr;
+	return soerr ? -1 : 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (!srv.base)
@@ -149,8 +175,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct client c = {.data = data, .size = size};
 	c.fd = socket(AF_INET, SOCK_STREAM, 0);
 	FUZZ_CHECK(c.fd >= 0, "socket: %s", strerror(errno));
-	FUZZ_CHECK(connect(c.fd, (struct sockaddr *)&addr, sizeof(addr)) == 0, "connect: %s",
-	           strerror(errno));
+	FUZZ_CHECK(connect_server(c.fd) == 0, "connect: %s", strerror(errno));
 	evutil_make_socket_nonblocking(c.fd);
 	c.ev = event_new(srv.base, c.fd, EV_READ | EV_WRITE | EV_PERSIST, on_client, &c);
 	c.timer = evtimer_new(srv.base, on_client, &c);
