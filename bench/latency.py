@@ -37,6 +37,8 @@ import time
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "server"))
+from hfserver import free_port  # noqa: E402
 DOC = os.path.join(HERE, "..", "docs", "benchmarks.md")
 FRAGMENT = os.path.join(HERE, "latency.md")
 PAGE = 4096            # SQLite's page: one WAL frame's page (its 24-byte header aside)
@@ -110,14 +112,6 @@ def rtt_ms(samples=RTT_SAMPLES):
         s.close()
         os.waitpid(pid, 0)
     return out
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Holdfastd:

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,17 +19,14 @@ import time
 import traceback
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "server"))
+from hfserver import free_port  # noqa: E402
+
 # Exit codes of docs/cli.md.
 OK, USAGE, BUSY, NOT_FOUND, HOLD_GONE, UNREACHABLE, AUTH, SERVER = 0, 1, 2, 3, 4, 5, 6, 7
 LOCK_LOST, NOT_FOUND_EXEC = 75, 127
 
 HOLDFASTD = HOLDFAST = None
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

@@ -32,7 +32,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pg"))
 import pgtest  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "server"))
+from hfserver import free_port  # noqa: E402
 from faultlib import History, Holdfastd, Proc, background, check, count, failures, \
     read_back, run_check, seed_from_env  # noqa: E402
 
@@ -176,14 +177,6 @@ def scenario_pg_restart(binary, checker, rng):
     read_back(run.hist, a)
     check(a.stop() == 0 and b.stop() == 0, "pg-restart: holdfastd did not stop cleanly")
     run.finish([a, b])
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class RedisServer:

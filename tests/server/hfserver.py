@@ -20,6 +20,25 @@ import time
 BIN = os.environ.get("HOLDFASTD", "")
 
 
+def free_ports(n):
+    """n distinct free loopback TCP ports. All n are bound at once, so none repeats; another
+    process may still take one before the caller binds it, which the tests accept."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_port():
+    return free_ports(1)[0]
+
+
 def raise_fd_limit(want):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = min(hard, max(soft, want)) if hard != resource.RLIM_INFINITY else max(soft, want)

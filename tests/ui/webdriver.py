@@ -5,24 +5,21 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "server"))
+from hfserver import free_port  # noqa: E402
 
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C web element identifier
 
 
 class WebDriverError(Exception):
     pass
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def find_browser():
