@@ -143,7 +143,7 @@ struct hfb_client {
 	int64_t t_send;
 	int64_t t_cycle; /* when the current acquire (with its retries) started */
 	/* transports: one of these */
-	struct evhttp_connection *http;
+	struct hfb_http *http; /* http_client.c */
 	void *redis; /* redisAsyncContext */
 	void *pg;    /* PGconn */
 	struct event *pg_ev;

@@ -1,8 +1,8 @@
 /*
  * worker.c — the machinery under the scenarios: worker threads each running one libevent
  * loop for their share of the clients, the clients' timers and stop rules, and the hold
- * calls over HTTP/1.1 keep-alive (evhttp, one connection per client) or through the library
- * (--engine), recording every observation for the checker.
+ * calls over HTTP/1.1 keep-alive (http_client.c, one connection per client) or through the
+ * library (--engine), recording every observation for the checker.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -10,12 +10,10 @@
 #include <string.h>
 #include <time.h>
 
-#include <event2/buffer.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <jansson.h>
 
 #include "bench.h"
+#include "http_client.h"
 
 /* Every client call answers within wait_ms plus this, or the connection is given up. */
 #define HFB_HTTP_TIMEOUT_S 120
@@ -207,18 +205,13 @@ static void complete(struct hfb_client *c, const struct full_answer *fa)
 int hfb_http_open(struct hfb_client *c)
 {
 	const struct hfb_server *s = &hfb_cfg.servers[c->id % hfb_cfg.n_servers];
-	c->http = evhttp_connection_base_new(c->w->base, NULL, s->host, (unsigned short)s->port);
-	if (!c->http)
-		return -1;
-	evhttp_connection_set_timeout(c->http, HFB_HTTP_TIMEOUT_S);
-	evhttp_connection_set_retries(c->http, 0);
-	return 0;
+	c->http = hfb_http_new(c->w->base, s->host, s->port, HFB_HTTP_TIMEOUT_S);
+	return c->http ? 0 : -1;
 }
 
 void hfb_http_close(struct hfb_client *c)
 {
-	if (c->http)
-		evhttp_connection_free(c->http);
+	hfb_http_free(c->http);
 	c->http = NULL;
 }
 
@@ -254,20 +247,17 @@ static void parse_hold(json_t *j, struct full_answer *fa)
 	}
 }
 
-static void http_done(struct evhttp_request *req, void *arg)
+static void http_done(void *arg, int status, char *body, size_t len)
 {
 	struct hfb_client *c = arg;
 	struct full_answer fa;
 	memset(&fa, 0, sizeof(fa));
-	int status = req ? evhttp_request_get_response_code(req) : 0;
 	if (status == 0) {
 		fa.a.code = HF_EENGINE;
 		complete(c, &fa);
 		return;
 	}
-	struct evbuffer *in = evhttp_request_get_input_buffer(req);
-	size_t len = evbuffer_get_length(in);
-	json_t *j = json_loadb((const char *)evbuffer_pullup(in, -1), len, 0, NULL);
+	json_t *j = json_loadb(body, len, 0, NULL);
 	if (status >= 200 && status < 300) {
 		fa.a.code = j ? HF_OK : HF_EPROTO;
 		if (j)
@@ -281,48 +271,116 @@ static void http_done(struct evhttp_request *req, void *arg)
 	complete(c, &fa);
 }
 
-static void http_submit(struct hfb_client *c, const struct hfb_call *call)
+/* A JSON body written in place: literal parts copied, strings escaped, numbers converted;
+ * `p` goes NULL when it would not fit. */
+struct body {
+	char *p, *end;
+};
+
+static void put(struct body *b, const char *s, size_t n)
 {
-	char path[HF_NAME_MAX * 3 + 64];
-	json_t *body = json_object();
+	if (b->p && (size_t)(b->end - b->p) >= n) {
+		memcpy(b->p, s, n);
+		b->p += n;
+	} else {
+		b->p = NULL;
+	}
+}
+
+#define PUT_LIT(b, lit) put((b), (lit), sizeof(lit) - 1)
+
+static void put_str(struct body *b, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	PUT_LIT(b, "\"");
+	for (const char *run = s;; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch >= 0x20 && ch != '"' && ch != '\\')
+			continue;
+		put(b, run, (size_t)(s - run));
+		if (!ch)
+			break;
+		char esc[6] = {'\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15]};
+		if (ch == '"' || ch == '\\')
+			put(b, (char[]){'\\', (char)ch}, 2);
+		else
+			put(b, esc, 6);
+		run = s + 1;
+	}
+	PUT_LIT(b, "\"");
+}
+
+static void put_int(struct body *b, int64_t v)
+{
+	char tmp[24];
+	size_t k = sizeof(tmp);
+	uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+	do
+		tmp[--k] = (char)('0' + u % 10);
+	while ((u /= 10));
+	if (v < 0)
+		tmp[--k] = '-';
+	put(b, tmp + k, sizeof(tmp) - k);
+}
+
+/* The call's path and JSON body, as holdfastd's /v1 API takes them. */
+static void http_request(struct hfb_client *c, const struct hfb_call *call, struct body *path,
+                         struct body *b)
+{
 	switch (call->kind) {
 	case HFB_CALL_ACQUIRE:
-		json_object_set_new(body, "owner", json_string(c->owner));
-		json_object_set_new(body, "ttl_ms", json_integer(call->ttl_ms));
-		json_object_set_new(body, "wait_ms", json_integer(call->wait_ms));
+		PUT_LIT(b, "{\"owner\":");
+		put_str(b, c->owner);
+		PUT_LIT(b, ",\"ttl_ms\":");
+		put_int(b, call->ttl_ms);
+		PUT_LIT(b, ",\"wait_ms\":");
+		put_int(b, call->wait_ms);
 		if (call->lock_key) {
-			snprintf(path, sizeof(path), "/v1/locks/%s",
-			         call->lock_key); /* names are [a-z0-9-] */
+			PUT_LIT(path, "/v1/locks/");
+			put(path, call->lock_key, strlen(call->lock_key)); /* names are [a-z0-9-] */
 			break;
 		}
-		snprintf(path, sizeof(path), "/v1/holds");
-		json_t *res = json_array();
-		for (size_t i = 0; i < call->n; i++)
-			json_array_append_new(res,
-			                      json_pack("{s:s, s:I, s:I}", "name", call->names[i],
-			                                "units", (json_int_t)call->units[i],
-			                                "capacity", (json_int_t)call->caps[i]));
-		json_object_set_new(body, "resources", res);
+		PUT_LIT(path, "/v1/holds");
+		PUT_LIT(b, ",\"resources\":[");
+		for (size_t i = 0; i < call->n; i++) {
+			if (i)
+				PUT_LIT(b, ",");
+			PUT_LIT(b, "{\"name\":");
+			put_str(b, call->names[i]);
+			PUT_LIT(b, ",\"units\":");
+			put_int(b, call->units[i]);
+			PUT_LIT(b, ",\"capacity\":");
+			put_int(b, call->caps[i]);
+			PUT_LIT(b, "}");
+		}
+		PUT_LIT(b, "]");
 		if (call->any)
-			json_object_set_new(body, "any", json_true());
+			PUT_LIT(b, ",\"any\":true");
 		break;
 	case HFB_CALL_CONFIRM:
 	case HFB_CALL_RELEASE:
-		snprintf(path, sizeof(path), "/v1/holds/%s/%s", call->hold,
-		         call->kind == HFB_CALL_CONFIRM ? "confirm" : "release");
-		json_object_set_new(body, "token", json_string(call->token));
+		PUT_LIT(path, "/v1/holds/");
+		put(path, call->hold, strlen(call->hold));
+		if (call->kind == HFB_CALL_CONFIRM)
+			PUT_LIT(path, "/confirm");
+		else
+			PUT_LIT(path, "/release");
+		PUT_LIT(b, "{\"token\":");
+		put_str(b, call->token);
 		break;
 	}
-	char *text = json_dumps(body, JSON_COMPACT);
-	json_decref(body);
-	struct evhttp_request *req = evhttp_request_new(http_done, c);
-	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-	evhttp_add_header(h, "Host", hfb_cfg.servers[c->id % hfb_cfg.n_servers].host);
-	evhttp_add_header(h, "Content-Type", "application/json");
-	evbuffer_add(evhttp_request_get_output_buffer(req), text, strlen(text));
-	free(text);
-	if (evhttp_make_request(c->http, req, EVHTTP_REQ_POST, path) != 0) {
-		/* evhttp frees the request on failure */
+	PUT_LIT(b, "}");
+}
+
+static void http_submit(struct hfb_client *c, const struct hfb_call *call)
+{
+	/* room for every claim's name escaped (a name has no control characters) */
+	char pbuf[HF_NAME_MAX + 64], bbuf[HF_CLAIMS_MAX * (2 * HF_NAME_MAX + 80) + 256];
+	struct body path = {pbuf, pbuf + sizeof(pbuf)}, b = {bbuf, bbuf + sizeof(bbuf)};
+	http_request(c, call, &path, &b);
+	if (!path.p || !b.p ||
+	    hfb_http_post(c->http, pbuf, (size_t)(path.p - pbuf), bbuf, (size_t)(b.p - bbuf),
+	                  http_done, c) != 0) {
 		struct full_answer fa;
 		memset(&fa, 0, sizeof(fa));
 		fa.a.code = HF_EENGINE;
