@@ -10,8 +10,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <jansson.h>
-
 #include "bench.h"
 #include "http_client.h"
 
@@ -126,17 +124,7 @@ void hfb_verify_later(struct hfb_client *c, const char *hold, bool abandoned)
 
 /* ---- completing a call: counters, observations, then the scenario ---- */
 
-struct full_answer {
-	struct hfb_answer a;
-	bool exclusive;
-	size_t n_parts;
-	struct {
-		char name[HF_NAME_MAX + 1];
-		int64_t units, fence;
-	} parts[HFB_PARTS_MAX];
-};
-
-static void record(struct hfb_client *c, int64_t t_ack, const struct full_answer *fa)
+static void record(struct hfb_client *c, int64_t t_ack, const struct hfb_full_answer *fa)
 {
 	struct hfb_stats *st = &c->w->stats;
 	const struct hfb_answer *a = &fa->a;
@@ -184,7 +172,7 @@ static void record(struct hfb_client *c, int64_t t_ack, const struct full_answer
 	}
 }
 
-static void complete(struct hfb_client *c, const struct full_answer *fa)
+static void complete(struct hfb_client *c, const struct hfb_full_answer *fa)
 {
 	record(c, hfb_now_us(), fa);
 	hfb_answer_fn fn = c->on_answer;
@@ -215,59 +203,17 @@ void hfb_http_close(struct hfb_client *c)
 	c->http = NULL;
 }
 
-/* Reads a hold's JSON (the answer to acquire, confirm, release) into `fa`. */
-static void parse_hold(json_t *j, struct full_answer *fa)
-{
-	const char *s;
-	if ((s = json_string_value(json_object_get(j, "id"))))
-		snprintf(fa->a.hold, sizeof(fa->a.hold), "%s", s);
-	if ((s = json_string_value(json_object_get(j, "token"))))
-		snprintf(fa->a.token, sizeof(fa->a.token), "%s", s);
-	s = json_string_value(json_object_get(j, "mode"));
-	fa->exclusive = s && strcmp(s, "exclusive") == 0;
-	json_t *parts = json_object_get(j, "resources");
-	size_t i;
-	json_t *p;
-	json_array_foreach(parts, i, p)
-	{
-		if (i >= HFB_PARTS_MAX)
-			break;
-		snprintf(fa->parts[i].name, sizeof(fa->parts[i].name), "%s",
-		         json_string_value(json_object_get(p, "name"))
-		             ? json_string_value(json_object_get(p, "name"))
-		             : "");
-		fa->parts[i].units = json_integer_value(json_object_get(p, "units"));
-		fa->parts[i].fence = json_integer_value(json_object_get(p, "fence"));
-		fa->n_parts = i + 1;
-	}
-	if (fa->n_parts) {
-		fa->a.units = fa->parts[0].units;
-		fa->a.fence = fa->parts[0].fence;
-		snprintf(fa->a.first, sizeof(fa->a.first), "%s", fa->parts[0].name);
-	}
-}
-
 static void http_done(void *arg, int status, char *body, size_t len)
 {
 	struct hfb_client *c = arg;
-	struct full_answer fa;
+	struct hfb_full_answer fa;
 	memset(&fa, 0, sizeof(fa));
 	if (status == 0) {
 		fa.a.code = HF_EENGINE;
 		complete(c, &fa);
 		return;
 	}
-	json_t *j = json_loadb(body, len, 0, NULL);
-	if (status >= 200 && status < 300) {
-		fa.a.code = j ? HF_OK : HF_EPROTO;
-		if (j)
-			parse_hold(j, &fa);
-	} else {
-		const char *code =
-		    json_string_value(json_object_get(json_object_get(j, "error"), "code"));
-		fa.a.code = code ? hf_err_from_name(code) : HF_EPROTO;
-	}
-	json_decref(j);
+	hfb_answer_read(status, body, len, &fa);
 	complete(c, &fa);
 }
 
@@ -381,7 +327,7 @@ static void http_submit(struct hfb_client *c, const struct hfb_call *call)
 	if (!path.p || !b.p ||
 	    hfb_http_post(c->http, pbuf, (size_t)(path.p - pbuf), bbuf, (size_t)(b.p - bbuf),
 	                  http_done, c) != 0) {
-		struct full_answer fa;
+		struct hfb_full_answer fa;
 		memset(&fa, 0, sizeof(fa));
 		fa.a.code = HF_EENGINE;
 		complete(c, &fa);
@@ -393,7 +339,7 @@ static void http_submit(struct hfb_client *c, const struct hfb_call *call)
 static void engine_done(void *arg, hf_reply *reply)
 {
 	struct hfb_client *c = arg;
-	struct full_answer fa;
+	struct hfb_full_answer fa;
 	memset(&fa, 0, sizeof(fa));
 	fa.a.code = reply->error.code;
 	if (reply->error.code == HF_OK && reply->hold) {
@@ -457,7 +403,7 @@ static void engine_submit(struct hfb_client *c, const struct hfb_call *call)
 	}
 	hf_error err;
 	if (hf_submit(c->w->store, &req, engine_done, c, NULL, &err) != HF_OK) {
-		struct full_answer fa;
+		struct hfb_full_answer fa;
 		memset(&fa, 0, sizeof(fa));
 		fa.a.code = err.code;
 		complete(c, &fa);
