@@ -327,7 +327,13 @@ void hfb_answer_read(int status, const char *body, size_t len, struct hfb_full_a
 	} else {
 		fa->a.code = s.has_code ? hf_err_from_name(s.code) : HF_EPROTO;
 	}
-	if (fa->a.code == HF_OK && fa->n_parts) {
+	if (fa->a.code == HF_OK)
+		hfb_answer_first(fa);
+}
+
+void hfb_answer_first(struct hfb_full_answer *fa)
+{
+	if (fa->n_parts) {
 		fa->a.units = fa->parts[0].units;
 		fa->a.fence = fa->parts[0].fence;
 		snprintf(fa->a.first, sizeof(fa->a.first), "%s", fa->parts[0].name);

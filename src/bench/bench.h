@@ -139,6 +139,8 @@ struct hfb_full_answer {
 /* answer.c: reads holdfastd's answer to a hold call (its HTTP status and JSON body) into *fa,
  * zeroed by the caller. */
 void hfb_answer_read(int status, const char *body, size_t len, struct hfb_full_answer *fa);
+/* Fills a.units, a.fence and a.first from the first part, if any. */
+void hfb_answer_first(struct hfb_full_answer *fa);
 
 struct hfb_client;
 typedef void (*hfb_answer_fn)(struct hfb_client *c, const struct hfb_answer *a);

@@ -354,11 +354,7 @@ static void engine_done(void *arg, hf_reply *reply)
 			fa.parts[i].fence = h->parts[i].fence;
 			fa.n_parts = i + 1;
 		}
-		if (fa.n_parts) {
-			fa.a.units = fa.parts[0].units;
-			fa.a.fence = fa.parts[0].fence;
-			snprintf(fa.a.first, sizeof(fa.a.first), "%s", fa.parts[0].name);
-		}
+		hfb_answer_first(&fa);
 	}
 	hf_reply_free(reply);
 	complete(c, &fa);
