@@ -35,7 +35,7 @@ struct hfb_http {
 	hfb_http_fn fn;
 	void *arg;
 	/* the request: " HTTP/1.1\r\nHost: ...\r\n...Content-Length: " after the path, built once */
-	char tail[320];
+	char tail[400]; /* a host of up to 255 characters fits */
 	size_t tail_len;
 	char *out;
 	size_t out_len, out_off, out_cap;
@@ -344,9 +344,9 @@ static void closed(struct hfb_http *h)
 static void on_read(evutil_socket_t fd, short what, void *arg)
 {
 	struct hfb_http *h = arg;
-	if (what & EV_TIMEOUT) {
+	if (what & EV_TIMEOUT) { /* the call's timeout; between calls a connection may idle */
 		if (h->busy)
-			give_up(h); /* an idle connection may idle */
+			give_up(h);
 		return;
 	}
 	if (h->in_cap - h->in_len < 4096) {
