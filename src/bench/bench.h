@@ -125,6 +125,23 @@ struct hfb_answer {
 	char first[HF_NAME_MAX + 1]; /* the first part's resource (the seat taken by `any`) */
 };
 
+/* The answer with what the checker records of the hold. */
+struct hfb_full_answer {
+	struct hfb_answer a;
+	bool exclusive;
+	size_t n_parts;
+	struct {
+		char name[HF_NAME_MAX + 1];
+		int64_t units, fence;
+	} parts[HFB_PARTS_MAX];
+};
+
+/* answer.c: reads holdfastd's answer to a hold call (its HTTP status and JSON body) into *fa,
+ * zeroed by the caller. */
+void hfb_answer_read(int status, const char *body, size_t len, struct hfb_full_answer *fa);
+/* Fills a.units, a.fence and a.first from the first part, if any. */
+void hfb_answer_first(struct hfb_full_answer *fa);
+
 struct hfb_client;
 typedef void (*hfb_answer_fn)(struct hfb_client *c, const struct hfb_answer *a);
 
@@ -143,7 +160,7 @@ struct hfb_client {
 	int64_t t_send;
 	int64_t t_cycle; /* when the current acquire (with its retries) started */
 	/* transports: one of these */
-	struct evhttp_connection *http;
+	struct hfb_http *http; /* http_client.c */
 	void *redis; /* redisAsyncContext */
 	void *pg;    /* PGconn */
 	struct event *pg_ev;

@@ -1,8 +1,8 @@
 /*
  * worker.c — the machinery under the scenarios: worker threads each running one libevent
  * loop for their share of the clients, the clients' timers and stop rules, and the hold
- * calls over HTTP/1.1 keep-alive (evhttp, one connection per client) or through the library
- * (--engine), recording every observation for the checker.
+ * calls over HTTP/1.1 keep-alive (http_client.c, one connection per client) or through the
+ * library (--engine), recording every observation for the checker.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -10,12 +10,8 @@
 #include <string.h>
 #include <time.h>
 
-#include <event2/buffer.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
-#include <jansson.h>
-
 #include "bench.h"
+#include "http_client.h"
 
 /* Every client call answers within wait_ms plus this, or the connection is given up. */
 #define HFB_HTTP_TIMEOUT_S 120
@@ -128,17 +124,7 @@ void hfb_verify_later(struct hfb_client *c, const char *hold, bool abandoned)
 
 /* ---- completing a call: counters, observations, then the scenario ---- */
 
-struct full_answer {
-	struct hfb_answer a;
-	bool exclusive;
-	size_t n_parts;
-	struct {
-		char name[HF_NAME_MAX + 1];
-		int64_t units, fence;
-	} parts[HFB_PARTS_MAX];
-};
-
-static void record(struct hfb_client *c, int64_t t_ack, const struct full_answer *fa)
+static void record(struct hfb_client *c, int64_t t_ack, const struct hfb_full_answer *fa)
 {
 	struct hfb_stats *st = &c->w->stats;
 	const struct hfb_answer *a = &fa->a;
@@ -186,7 +172,7 @@ static void record(struct hfb_client *c, int64_t t_ack, const struct full_answer
 	}
 }
 
-static void complete(struct hfb_client *c, const struct full_answer *fa)
+static void complete(struct hfb_client *c, const struct hfb_full_answer *fa)
 {
 	record(c, hfb_now_us(), fa);
 	hfb_answer_fn fn = c->on_answer;
@@ -207,123 +193,141 @@ static void complete(struct hfb_client *c, const struct full_answer *fa)
 int hfb_http_open(struct hfb_client *c)
 {
 	const struct hfb_server *s = &hfb_cfg.servers[c->id % hfb_cfg.n_servers];
-	c->http = evhttp_connection_base_new(c->w->base, NULL, s->host, (unsigned short)s->port);
-	if (!c->http)
-		return -1;
-	evhttp_connection_set_timeout(c->http, HFB_HTTP_TIMEOUT_S);
-	evhttp_connection_set_retries(c->http, 0);
-	return 0;
+	c->http = hfb_http_new(c->w->base, s->host, s->port, HFB_HTTP_TIMEOUT_S);
+	return c->http ? 0 : -1;
 }
 
 void hfb_http_close(struct hfb_client *c)
 {
-	if (c->http)
-		evhttp_connection_free(c->http);
+	hfb_http_free(c->http);
 	c->http = NULL;
 }
 
-/* Reads a hold's JSON (the answer to acquire, confirm, release) into `fa`. */
-static void parse_hold(json_t *j, struct full_answer *fa)
-{
-	const char *s;
-	if ((s = json_string_value(json_object_get(j, "id"))))
-		snprintf(fa->a.hold, sizeof(fa->a.hold), "%s", s);
-	if ((s = json_string_value(json_object_get(j, "token"))))
-		snprintf(fa->a.token, sizeof(fa->a.token), "%s", s);
-	s = json_string_value(json_object_get(j, "mode"));
-	fa->exclusive = s && strcmp(s, "exclusive") == 0;
-	json_t *parts = json_object_get(j, "resources");
-	size_t i;
-	json_t *p;
-	json_array_foreach(parts, i, p)
-	{
-		if (i >= HFB_PARTS_MAX)
-			break;
-		snprintf(fa->parts[i].name, sizeof(fa->parts[i].name), "%s",
-		         json_string_value(json_object_get(p, "name"))
-		             ? json_string_value(json_object_get(p, "name"))
-		             : "");
-		fa->parts[i].units = json_integer_value(json_object_get(p, "units"));
-		fa->parts[i].fence = json_integer_value(json_object_get(p, "fence"));
-		fa->n_parts = i + 1;
-	}
-	if (fa->n_parts) {
-		fa->a.units = fa->parts[0].units;
-		fa->a.fence = fa->parts[0].fence;
-		snprintf(fa->a.first, sizeof(fa->a.first), "%s", fa->parts[0].name);
-	}
-}
-
-static void http_done(struct evhttp_request *req, void *arg)
+static void http_done(void *arg, int status, char *body, size_t len)
 {
 	struct hfb_client *c = arg;
-	struct full_answer fa;
+	struct hfb_full_answer fa;
 	memset(&fa, 0, sizeof(fa));
-	int status = req ? evhttp_request_get_response_code(req) : 0;
 	if (status == 0) {
 		fa.a.code = HF_EENGINE;
 		complete(c, &fa);
 		return;
 	}
-	struct evbuffer *in = evhttp_request_get_input_buffer(req);
-	size_t len = evbuffer_get_length(in);
-	json_t *j = json_loadb((const char *)evbuffer_pullup(in, -1), len, 0, NULL);
-	if (status >= 200 && status < 300) {
-		fa.a.code = j ? HF_OK : HF_EPROTO;
-		if (j)
-			parse_hold(j, &fa);
-	} else {
-		const char *code =
-		    json_string_value(json_object_get(json_object_get(j, "error"), "code"));
-		fa.a.code = code ? hf_err_from_name(code) : HF_EPROTO;
-	}
-	json_decref(j);
+	hfb_answer_read(status, body, len, &fa);
 	complete(c, &fa);
+}
+
+/* A JSON body written in place: literal parts copied, strings escaped, numbers converted;
+ * `p` goes NULL when it would not fit. */
+struct body {
+	char *p, *end;
+};
+
+static void put(struct body *b, const char *s, size_t n)
+{
+	if (b->p && (size_t)(b->end - b->p) >= n) {
+		memcpy(b->p, s, n);
+		b->p += n;
+	} else {
+		b->p = NULL;
+	}
+}
+
+#define PUT_LIT(b, lit) put((b), (lit), sizeof(lit) - 1)
+
+static void put_str(struct body *b, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	PUT_LIT(b, "\"");
+	for (const char *run = s;; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch >= 0x20 && ch != '"' && ch != '\\')
+			continue;
+		put(b, run, (size_t)(s - run));
+		if (!ch)
+			break;
+		char esc[6] = {'\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15]};
+		if (ch == '"' || ch == '\\')
+			put(b, (char[]){'\\', (char)ch}, 2);
+		else
+			put(b, esc, 6);
+		run = s + 1;
+	}
+	PUT_LIT(b, "\"");
+}
+
+static void put_int(struct body *b, int64_t v)
+{
+	char tmp[24];
+	size_t k = sizeof(tmp);
+	uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+	do
+		tmp[--k] = (char)('0' + u % 10);
+	while ((u /= 10));
+	if (v < 0)
+		tmp[--k] = '-';
+	put(b, tmp + k, sizeof(tmp) - k);
+}
+
+/* The call's path and JSON body, as holdfastd's /v1 API takes them. */
+static void http_request(struct hfb_client *c, const struct hfb_call *call, struct body *path,
+                         struct body *b)
+{
+	switch (call->kind) {
+	case HFB_CALL_ACQUIRE:
+		PUT_LIT(b, "{\"owner\":");
+		put_str(b, c->owner);
+		PUT_LIT(b, ",\"ttl_ms\":");
+		put_int(b, call->ttl_ms);
+		PUT_LIT(b, ",\"wait_ms\":");
+		put_int(b, call->wait_ms);
+		if (call->lock_key) {
+			PUT_LIT(path, "/v1/locks/");
+			put(path, call->lock_key, strlen(call->lock_key)); /* names are [a-z0-9-] */
+			break;
+		}
+		PUT_LIT(path, "/v1/holds");
+		PUT_LIT(b, ",\"resources\":[");
+		for (size_t i = 0; i < call->n; i++) {
+			if (i)
+				PUT_LIT(b, ",");
+			PUT_LIT(b, "{\"name\":");
+			put_str(b, call->names[i]);
+			PUT_LIT(b, ",\"units\":");
+			put_int(b, call->units[i]);
+			PUT_LIT(b, ",\"capacity\":");
+			put_int(b, call->caps[i]);
+			PUT_LIT(b, "}");
+		}
+		PUT_LIT(b, "]");
+		if (call->any)
+			PUT_LIT(b, ",\"any\":true");
+		break;
+	case HFB_CALL_CONFIRM:
+	case HFB_CALL_RELEASE:
+		PUT_LIT(path, "/v1/holds/");
+		put(path, call->hold, strlen(call->hold));
+		if (call->kind == HFB_CALL_CONFIRM)
+			PUT_LIT(path, "/confirm");
+		else
+			PUT_LIT(path, "/release");
+		PUT_LIT(b, "{\"token\":");
+		put_str(b, call->token);
+		break;
+	}
+	PUT_LIT(b, "}");
 }
 
 static void http_submit(struct hfb_client *c, const struct hfb_call *call)
 {
-	char path[HF_NAME_MAX * 3 + 64];
-	json_t *body = json_object();
-	switch (call->kind) {
-	case HFB_CALL_ACQUIRE:
-		json_object_set_new(body, "owner", json_string(c->owner));
-		json_object_set_new(body, "ttl_ms", json_integer(call->ttl_ms));
-		json_object_set_new(body, "wait_ms", json_integer(call->wait_ms));
-		if (call->lock_key) {
-			snprintf(path, sizeof(path), "/v1/locks/%s",
-			         call->lock_key); /* names are [a-z0-9-] */
-			break;
-		}
-		snprintf(path, sizeof(path), "/v1/holds");
-		json_t *res = json_array();
-		for (size_t i = 0; i < call->n; i++)
-			json_array_append_new(res,
-			                      json_pack("{s:s, s:I, s:I}", "name", call->names[i],
-			                                "units", (json_int_t)call->units[i],
-			                                "capacity", (json_int_t)call->caps[i]));
-		json_object_set_new(body, "resources", res);
-		if (call->any)
-			json_object_set_new(body, "any", json_true());
-		break;
-	case HFB_CALL_CONFIRM:
-	case HFB_CALL_RELEASE:
-		snprintf(path, sizeof(path), "/v1/holds/%s/%s", call->hold,
-		         call->kind == HFB_CALL_CONFIRM ? "confirm" : "release");
-		json_object_set_new(body, "token", json_string(call->token));
-		break;
-	}
-	char *text = json_dumps(body, JSON_COMPACT);
-	json_decref(body);
-	struct evhttp_request *req = evhttp_request_new(http_done, c);
-	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-	evhttp_add_header(h, "Host", hfb_cfg.servers[c->id % hfb_cfg.n_servers].host);
-	evhttp_add_header(h, "Content-Type", "application/json");
-	evbuffer_add(evhttp_request_get_output_buffer(req), text, strlen(text));
-	free(text);
-	if (evhttp_make_request(c->http, req, EVHTTP_REQ_POST, path) != 0) {
-		/* evhttp frees the request on failure */
-		struct full_answer fa;
+	/* room for every claim's name escaped (a name has no control characters) */
+	char pbuf[HF_NAME_MAX + 64], bbuf[HF_CLAIMS_MAX * (2 * HF_NAME_MAX + 80) + 256];
+	struct body path = {pbuf, pbuf + sizeof(pbuf)}, b = {bbuf, bbuf + sizeof(bbuf)};
+	http_request(c, call, &path, &b);
+	if (!path.p || !b.p ||
+	    hfb_http_post(c->http, pbuf, (size_t)(path.p - pbuf), bbuf, (size_t)(b.p - bbuf),
+	                  http_done, c) != 0) {
+		struct hfb_full_answer fa;
 		memset(&fa, 0, sizeof(fa));
 		fa.a.code = HF_EENGINE;
 		complete(c, &fa);
@@ -335,7 +339,7 @@ static void http_submit(struct hfb_client *c, const struct hfb_call *call)
 static void engine_done(void *arg, hf_reply *reply)
 {
 	struct hfb_client *c = arg;
-	struct full_answer fa;
+	struct hfb_full_answer fa;
 	memset(&fa, 0, sizeof(fa));
 	fa.a.code = reply->error.code;
 	if (reply->error.code == HF_OK && reply->hold) {
@@ -350,11 +354,7 @@ static void engine_done(void *arg, hf_reply *reply)
 			fa.parts[i].fence = h->parts[i].fence;
 			fa.n_parts = i + 1;
 		}
-		if (fa.n_parts) {
-			fa.a.units = fa.parts[0].units;
-			fa.a.fence = fa.parts[0].fence;
-			snprintf(fa.a.first, sizeof(fa.a.first), "%s", fa.parts[0].name);
-		}
+		hfb_answer_first(&fa);
 	}
 	hf_reply_free(reply);
 	complete(c, &fa);
@@ -399,7 +399,7 @@ static void engine_submit(struct hfb_client *c, const struct hfb_call *call)
 	}
 	hf_error err;
 	if (hf_submit(c->w->store, &req, engine_done, c, NULL, &err) != HF_OK) {
-		struct full_answer fa;
+		struct hfb_full_answer fa;
 		memset(&fa, 0, sizeof(fa));
 		fa.a.code = err.code;
 		complete(c, &fa);
