@@ -18,7 +18,7 @@
 #include "core/core.h"
 #include "engine/engine.h"
 
-#define HF__PG_SCHEMA_VERSION 6       /* the newest schema this build knows */
+#define HF__PG_SCHEMA_VERSION 8       /* the newest schema this build knows */
 /* A waiter row nobody renews (its instance crashed, or no longer waits on it) lapses this long
  * after its last renewal; the first change after that (or any instance's waiter thread, within
  * a second) removes it: the bound of docs/operations.md, "Waiter leases". */
