@@ -76,6 +76,7 @@ struct pg {
 	atomic_int lose_commit; /* the test hook's armed HF__PG_LOSE_* bits (conf.lose_commit) */
 	atomic_int notify_pending; /* changes committed that a NOTIFY must announce (conf) */
 	_Atomic int64_t connected_ms; /* the last successful connect of any connection (conf) */
+	struct hf__pg_sweeper sweeper; /* one sweep at a time (conf) */
 };
 
 static int64_t mono_ms(void)
@@ -637,6 +638,9 @@ static int pg_open(hf_store *store, const char *url, const hf_options *opt, void
 	e->conf.notify_fd = e->wake[1];
 	pthread_mutex_init(&e->mu, NULL);
 	pthread_cond_init(&e->cv, NULL);
+	pthread_mutex_init(&e->sweeper.mu, NULL);
+	pthread_cond_init(&e->sweeper.cv, NULL);
+	e->conf.sweeper = &e->sweeper;
 	int started = 0;
 	for (; started < e->conf.workers; started++)
 		if (pthread_create(&e->workers[started], NULL, worker_main, e) != 0)
@@ -652,6 +656,8 @@ static int pg_open(hf_store *store, const char *url, const hf_options *opt, void
 		close(e->wake[1]);
 		pthread_mutex_destroy(&e->mu);
 		pthread_cond_destroy(&e->cv);
+		pthread_mutex_destroy(&e->sweeper.mu);
+		pthread_cond_destroy(&e->sweeper.cv);
 		free(e->conf.conninfo);
 		free(e);
 		return hf__err(err, HF_EINTERNAL, "cannot start the engine's threads");
@@ -694,6 +700,8 @@ static void pg_close(void *engine)
 	close(e->wake[1]);
 	pthread_mutex_destroy(&e->mu);
 	pthread_cond_destroy(&e->cv);
+	pthread_mutex_destroy(&e->sweeper.mu);
+	pthread_cond_destroy(&e->sweeper.cv);
 	free(e->cancels);
 	free(e->conf.conninfo);
 	free(e);

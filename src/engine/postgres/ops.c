@@ -218,17 +218,45 @@ static int wait_for_due(struct hf__pgc *c, bool *gave_up, hf_error *err)
 	return rc;
 }
 
-/* Begins a change. Leases that have ended and lapsed waiter rows are applied first, in a
- * transaction of their own that never waits for a lock (what another change has locked is
- * left to it): that one commits, then the change's own transaction begins. A change thus
- * takes its locks in the one order every change uses (a hold's row, then its resources' rows
- * in name order), and two changes never wait for each other in a cycle. Leases the sweep left
- * (locked by another change: often another sweep ending them) are waited for, holding no
- * lock, and swept again: the change (or read) then never sees a hold live after its lease,
- * nor the units and the implicit resource it held (docs/semantics.md, "Holds"). */
-static int tx_begin(struct tx *t, struct hf__pgc *c, hf_error *err)
+/* The sweep gate of an instance (c->conf->sweeper; NULL: none): one sweep at a time. */
+static bool gate_try(struct hf__pg_sweeper *g)
 {
-	int rc = tx_open(t, c, err);
+	if (!g)
+		return true;
+	pthread_mutex_lock(&g->mu);
+	bool got = !g->running;
+	g->running = true;
+	pthread_mutex_unlock(&g->mu);
+	return got;
+}
+
+static void gate_wait(struct hf__pg_sweeper *g)
+{
+	if (!g)
+		return;
+	pthread_mutex_lock(&g->mu);
+	while (g->running)
+		pthread_cond_wait(&g->cv, &g->mu);
+	g->running = true;
+	pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_leave(struct hf__pg_sweeper *g)
+{
+	if (!g)
+		return;
+	pthread_mutex_lock(&g->mu);
+	g->running = false;
+	pthread_cond_signal(&g->cv);
+	pthread_mutex_unlock(&g->mu);
+}
+
+/* The sweeps of tx_begin, the gate held: t is open and has found something due. Leases the
+ * sweep left (locked by another change: often another instance's sweep ending them) are
+ * waited for, holding no lock, and swept again, at most 3 rounds. HF_OK with t open. */
+static int sweep_rounds(struct tx *t, struct hf__pgc *c, hf_error *err)
+{
+	int rc = HF_OK;
 	bool gave_up = false;
 	for (int round = 0; rc == HF_OK && (t->due || t->lapsed); round++) {
 		if (round > 0 && (!t->due || round == 3 || gave_up)) {
@@ -258,6 +286,37 @@ static int tx_begin(struct tx *t, struct hf__pgc *c, hf_error *err)
 		if (tx_commit(t) != HF_OK)
 			return HF_EENGINE;
 		rc = tx_open(t, c, err);
+	}
+	return rc;
+}
+
+/* Begins a change. Leases that have ended and lapsed waiter rows are applied first, in a
+ * transaction of their own that never waits for a lock (what another change has locked is
+ * left to it): that one commits, then the change's own transaction begins. A change thus
+ * takes its locks in the one order every change uses (a hold's row, then its resources' rows
+ * in name order), and two changes never wait for each other in a cycle. The change (or read)
+ * then never sees a hold live after its lease, nor the units and the implicit resource it
+ * held (docs/semantics.md, "Holds").
+ * One sweep per instance at a time: the others wait for it here, in the process, holding
+ * nothing in the database, and then look again (it has applied what they found due, or what
+ * is left is theirs). Sweeps side by side had every change of a churn of lapsing leases
+ * sweep the same hot rows, and queue on them past lock_timeout (docs/operations.md, "Schema
+ * version 8"). A lease ends once whoever sweeps it: its hold row is locked and re-checked. */
+static int tx_begin(struct tx *t, struct hf__pgc *c, hf_error *err)
+{
+	int rc = tx_open(t, c, err);
+	if (rc == HF_OK && (t->due || t->lapsed)) {
+		struct hf__pg_sweeper *gate = c->conf->sweeper;
+		if (!gate_try(gate)) {
+			PQclear(PQexec(t->conn, "ROLLBACK"));
+			free(t->due);
+			t->due = NULL;
+			gate_wait(gate);
+			rc = tx_open(t, c, err);
+		}
+		if (rc == HF_OK)
+			rc = sweep_rounds(t, c, err);
+		gate_leave(gate);
 	}
 	if (rc != HF_OK)
 		return rc;

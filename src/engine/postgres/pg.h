@@ -35,6 +35,14 @@
                                          fast for this long instead of queueing behind new
                                          connect attempts (each up to connect_timeout) */
 
+/* One sweep of due leases and lapsed waiter rows at a time per instance (ops.c, tx_begin):
+ * the engine's workers and waiter thread take turns. */
+struct hf__pg_sweeper {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool running; /* a sweep holds the gate */
+};
+
 /* The engine's shared configuration (read-only after open). */
 struct hf__pg_conf {
 	char *conninfo;     /* the URL as libpq takes it: schema= removed */
@@ -56,6 +64,7 @@ struct hf__pg_conf {
 	/* Monotonic ms of the instance's last successful connect (any of its connections): the
 	 * database is back, so the others' fail-fast windows end with it. */
 	_Atomic int64_t *connected_ms;
+	struct hf__pg_sweeper *sweeper; /* the instance's sweep gate; NULL: none */
 };
 
 #define HF__PG_LOSE_PARK 1  /* the commit of a park (an acquire's waiter row) */
