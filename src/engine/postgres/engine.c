@@ -17,15 +17,14 @@
 
 /* Connections running calls (URL parameter workers=N): changes on different resources run
  * side by side, and their COMMITs share WAL flushes (group commit): with 2, at most 2 commits
- * shared a flush and uncontended locks waited on the WAL (docs/operations.md, "Schema version
- * 7"). More is not always faster: changes of the same resources queue on their rows, and with
- * 16 a lease's end under 3 x 16 connections (pg_scaleout) convoyed the multi-statement sweeps
- * on the hot rows past their lock waits. 8 measured 2.3x the throughput of 2 (docs/operations.md,
- * "Schema version 7"), but under churn of lapsing leases (apps_rides_concurrent_postgres's 1 ms
- * booking locks, 16 callers) a change then sometimes waited past lock_timeout (5 s) behind
- * the sweeps and failed with 503: until the sweeps stop convoying, the default stays 2 and
- * workers=8 is a documented choice. */
-#define DEFAULT_WORKERS 2
+ * shared a flush and uncontended locks waited on the WAL; 8 measured 2.3x the throughput of
+ * 2 (docs/operations.md, "Schema version 7"). More is not always faster: changes of the same
+ * resources queue on their rows, and with 16 a lease's end under 3 x 16 connections
+ * (pg_scaleout) convoyed the sweeps on the hot rows. 8 became the default once one sweep per
+ * instance runs at a time (ops.c, tx_begin): before, a churn of lapsing leases
+ * (apps_rides_concurrent_postgres) had a change wait past lock_timeout behind the sweeps
+ * ("Schema version 8"). */
+#define DEFAULT_WORKERS 8
 #define MAX_WORKERS 64
 #define RECHECK_MS 1000 /* the safety re-check when no notification came */
 #define CANCEL_KEEP_MS 10000

@@ -5,7 +5,8 @@
  * records, events in the same transaction (numbered gap-free by their readers: see
  * sequence_events in schema.c), a fence per grant. No lock is shared by every change: a
  * change locks the rows it touches (a hold's row before its resources' rows, resources in
- * name order), so changes on different resources run side by side (docs/operations.md). A
+ * name order; an acquire of several names takes all their advisory locks before any row), so
+ * changes on different resources run side by side (docs/operations.md). A
  * change that loses a deadlock or a creation race to another is run again from its start.
  */
 #include <jansson.h>
