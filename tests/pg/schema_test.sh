@@ -46,7 +46,7 @@ psql -c "INSERT INTO hf_test.events (seq, at_ms, type, resource, data) VALUES
 	{ echo "schema_test: the hook did not stop at version 1" >&2; exit 1; }
 "$cli" --engine "$HF_TEST_ENGINE_URL" resources put old --capacity 6 >/dev/null
 v=$(psql -t -A -c "SELECT max(version) FROM hf_test.holdfast_schema")
-[ "$v" = 7 ] || { echo "schema_test: migrated to version '$v', want 7" >&2; exit 1; }
+[ "$v" = 8 ] || { echo "schema_test: migrated to version '$v', want 8" >&2; exit 1; }
 # seq, type, then each resource's revision: "1resource.created/old:1,..."
 show_events() {
 	"$cli" --engine "$HF_TEST_ENGINE_URL" --json events --after 0 | python3 -c '
@@ -91,13 +91,34 @@ psql -c "SET search_path = hf_test;
   SELECT o_verdict FROM hf_acquire('{k6}', '{1}', '{1}', false, false, false, 2, 'exclusive',
   'o', 60000, '0123456789abcdef0123456789abcdef', 'fedcba9876543210fedcba9876543210', 100, 100)" >/dev/null
 "$cli" --engine "$HF_TEST_ENGINE_URL" --json release 0123456789abcdef0123456789abcdef fedcba9876543210fedcba9876543210 >/dev/null
-[ "$(psql -t -A -c 'SELECT max(version) FROM hf_test.holdfast_schema')" = 7 ] ||
+[ "$(psql -t -A -c 'SELECT max(version) FROM hf_test.holdfast_schema')" = 8 ] ||
 	{ echo "schema_test: the version-6 store was not migrated" >&2; exit 1; }
 v=$(psql -t -A -c "SET search_path = hf_test;
   SELECT o_verdict FROM hf_acquire('{k6}', '{1}', '{1}', false, false, false, 2, 'exclusive',
   'o', 60000, '00000000000000000000000000000007', '00000000000000000000000000000007', 100, 100)")
-[ "$v" = granted ] || { echo "schema_test: version 7's acquire answered '$v'" >&2; exit 1; }
+[ "$v" = granted ] || { echo "schema_test: version 8's acquire answered '$v'" >&2; exit 1; }
 seqs=$(show_events)
 want="1hold.granted/k6:1,2hold.released/k6:2,3hold.granted/k6:3"
 [ "$seqs" = "$want" ] || { echo "schema_test: events across version 6 -> 7: '$seqs'" >&2; exit 1; }
-echo "schema_test: a version-6 store migrates; its holds go on under version 7's functions"
+echo "schema_test: a version-6 store migrates; its holds go on under version 8's functions"
+
+# A store of version 7 (before one lock order over all names) migrates with a live hold of
+# two names, one declared and one implicit, taken by version 7's function: version 8's
+# releases it (the implicit name goes, idle) and grants the same names again.
+eval "$HF_TEST_ENGINE_RESET"
+HF_PG_TEST_SCHEMA_UPTO=7 "$cli" --engine "$HF_TEST_ENGINE_URL" resources put d7 --capacity 2 >/dev/null
+acquire7() {
+	psql -t -A -c "SET search_path = hf_test;
+  SELECT string_agg(o_verdict || ':' || o_name, ',' ORDER BY o_name) FROM hf_acquire('{d7,i7}',
+  '{1,1}', '{2,2}', false, false, false, 0, 'units', 'o', 60000, '$1', '$1', 100, 100)"
+}
+h7=00000000000000000000000000000070
+[ "$(acquire7 $h7)" = "granted:d7,granted:i7" ] || { echo "schema_test: version 7's acquire failed" >&2; exit 1; }
+"$cli" --engine "$HF_TEST_ENGINE_URL" --json release $h7 $h7 >/dev/null
+[ "$(psql -t -A -c 'SELECT max(version) FROM hf_test.holdfast_schema')" = 8 ] ||
+	{ echo "schema_test: the version-7 store was not migrated" >&2; exit 1; }
+[ "$(psql -t -A -c "SELECT count(*) FROM hf_test.resources WHERE name = 'i7'")" = 0 ] ||
+	{ echo "schema_test: the idle implicit resource stayed" >&2; exit 1; }
+v=$(acquire7 00000000000000000000000000000080)
+[ "$v" = "granted:d7,granted:i7" ] || { echo "schema_test: version 8's acquire answered '$v'" >&2; exit 1; }
+echo "schema_test: a version-7 store migrates; its holds go on under version 8's functions"

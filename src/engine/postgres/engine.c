@@ -17,15 +17,14 @@
 
 /* Connections running calls (URL parameter workers=N): changes on different resources run
  * side by side, and their COMMITs share WAL flushes (group commit): with 2, at most 2 commits
- * shared a flush and uncontended locks waited on the WAL (docs/operations.md, "Schema version
- * 7"). More is not always faster: changes of the same resources queue on their rows, and with
- * 16 a lease's end under 3 x 16 connections (pg_scaleout) convoyed the multi-statement sweeps
- * on the hot rows past their lock waits. 8 measured 2.3x the throughput of 2 (docs/operations.md,
- * "Schema version 7"), but under churn of lapsing leases (apps_rides_concurrent_postgres's 1 ms
- * booking locks, 16 callers) a change then sometimes waited past lock_timeout (5 s) behind
- * the sweeps and failed with 503: until the sweeps stop convoying, the default stays 2 and
- * workers=8 is a documented choice. */
-#define DEFAULT_WORKERS 2
+ * shared a flush and uncontended locks waited on the WAL; 8 measured 2.3x the throughput of
+ * 2 (docs/operations.md, "Schema version 7"). More is not always faster: changes of the same
+ * resources queue on their rows, and with 16 a lease's end under 3 x 16 connections
+ * (pg_scaleout) convoyed the sweeps on the hot rows. 8 became the default once one sweep per
+ * instance runs at a time (ops.c, tx_begin): before, a churn of lapsing leases
+ * (apps_rides_concurrent_postgres) had a change wait past lock_timeout behind the sweeps
+ * ("Schema version 8"). */
+#define DEFAULT_WORKERS 8
 #define MAX_WORKERS 64
 #define RECHECK_MS 1000 /* the safety re-check when no notification came */
 #define CANCEL_KEEP_MS 10000
@@ -76,6 +75,7 @@ struct pg {
 	atomic_int lose_commit; /* the test hook's armed HF__PG_LOSE_* bits (conf.lose_commit) */
 	atomic_int notify_pending; /* changes committed that a NOTIFY must announce (conf) */
 	_Atomic int64_t connected_ms; /* the last successful connect of any connection (conf) */
+	struct hf__pg_sweeper sweeper; /* one sweep at a time (conf) */
 };
 
 static int64_t mono_ms(void)
@@ -637,6 +637,9 @@ static int pg_open(hf_store *store, const char *url, const hf_options *opt, void
 	e->conf.notify_fd = e->wake[1];
 	pthread_mutex_init(&e->mu, NULL);
 	pthread_cond_init(&e->cv, NULL);
+	pthread_mutex_init(&e->sweeper.mu, NULL);
+	pthread_cond_init(&e->sweeper.cv, NULL);
+	e->conf.sweeper = &e->sweeper;
 	int started = 0;
 	for (; started < e->conf.workers; started++)
 		if (pthread_create(&e->workers[started], NULL, worker_main, e) != 0)
@@ -652,6 +655,8 @@ static int pg_open(hf_store *store, const char *url, const hf_options *opt, void
 		close(e->wake[1]);
 		pthread_mutex_destroy(&e->mu);
 		pthread_cond_destroy(&e->cv);
+		pthread_mutex_destroy(&e->sweeper.mu);
+		pthread_cond_destroy(&e->sweeper.cv);
 		free(e->conf.conninfo);
 		free(e);
 		return hf__err(err, HF_EINTERNAL, "cannot start the engine's threads");
@@ -694,6 +699,8 @@ static void pg_close(void *engine)
 	close(e->wake[1]);
 	pthread_mutex_destroy(&e->mu);
 	pthread_cond_destroy(&e->cv);
+	pthread_mutex_destroy(&e->sweeper.mu);
+	pthread_cond_destroy(&e->sweeper.cv);
 	free(e->cancels);
 	free(e->conf.conninfo);
 	free(e);

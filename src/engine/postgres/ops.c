@@ -5,7 +5,8 @@
  * records, events in the same transaction (numbered gap-free by their readers: see
  * sequence_events in schema.c), a fence per grant. No lock is shared by every change: a
  * change locks the rows it touches (a hold's row before its resources' rows, resources in
- * name order), so changes on different resources run side by side (docs/operations.md). A
+ * name order; an acquire of several names takes all their advisory locks before any row), so
+ * changes on different resources run side by side (docs/operations.md). A
  * change that loses a deadlock or a creation race to another is run again from its start.
  */
 #include <jansson.h>
@@ -218,17 +219,45 @@ static int wait_for_due(struct hf__pgc *c, bool *gave_up, hf_error *err)
 	return rc;
 }
 
-/* Begins a change. Leases that have ended and lapsed waiter rows are applied first, in a
- * transaction of their own that never waits for a lock (what another change has locked is
- * left to it): that one commits, then the change's own transaction begins. A change thus
- * takes its locks in the one order every change uses (a hold's row, then its resources' rows
- * in name order), and two changes never wait for each other in a cycle. Leases the sweep left
- * (locked by another change: often another sweep ending them) are waited for, holding no
- * lock, and swept again: the change (or read) then never sees a hold live after its lease,
- * nor the units and the implicit resource it held (docs/semantics.md, "Holds"). */
-static int tx_begin(struct tx *t, struct hf__pgc *c, hf_error *err)
+/* The sweep gate of an instance (c->conf->sweeper; NULL: none): one sweep at a time. */
+static bool gate_try(struct hf__pg_sweeper *g)
 {
-	int rc = tx_open(t, c, err);
+	if (!g)
+		return true;
+	pthread_mutex_lock(&g->mu);
+	bool got = !g->running;
+	g->running = true;
+	pthread_mutex_unlock(&g->mu);
+	return got;
+}
+
+static void gate_wait(struct hf__pg_sweeper *g)
+{
+	if (!g)
+		return;
+	pthread_mutex_lock(&g->mu);
+	while (g->running)
+		pthread_cond_wait(&g->cv, &g->mu);
+	g->running = true;
+	pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_leave(struct hf__pg_sweeper *g)
+{
+	if (!g)
+		return;
+	pthread_mutex_lock(&g->mu);
+	g->running = false;
+	pthread_cond_signal(&g->cv);
+	pthread_mutex_unlock(&g->mu);
+}
+
+/* The sweeps of tx_begin, the gate held: t is open and has found something due. Leases the
+ * sweep left (locked by another change: often another instance's sweep ending them) are
+ * waited for, holding no lock, and swept again, at most 3 rounds. HF_OK with t open. */
+static int sweep_rounds(struct tx *t, struct hf__pgc *c, hf_error *err)
+{
+	int rc = HF_OK;
 	bool gave_up = false;
 	for (int round = 0; rc == HF_OK && (t->due || t->lapsed); round++) {
 		if (round > 0 && (!t->due || round == 3 || gave_up)) {
@@ -258,6 +287,37 @@ static int tx_begin(struct tx *t, struct hf__pgc *c, hf_error *err)
 		if (tx_commit(t) != HF_OK)
 			return HF_EENGINE;
 		rc = tx_open(t, c, err);
+	}
+	return rc;
+}
+
+/* Begins a change. Leases that have ended and lapsed waiter rows are applied first, in a
+ * transaction of their own that never waits for a lock (what another change has locked is
+ * left to it): that one commits, then the change's own transaction begins. A change thus
+ * takes its locks in the one order every change uses (a hold's row, then its resources' rows
+ * in name order), and two changes never wait for each other in a cycle. The change (or read)
+ * then never sees a hold live after its lease, nor the units and the implicit resource it
+ * held (docs/semantics.md, "Holds").
+ * One sweep per instance at a time: the others wait for it here, in the process, holding
+ * nothing in the database, and then look again (it has applied what they found due, or what
+ * is left is theirs). Sweeps side by side had every change of a churn of lapsing leases
+ * sweep the same hot rows, and queue on them past lock_timeout (docs/operations.md, "Schema
+ * version 8"). A lease ends once whoever sweeps it: its hold row is locked and re-checked. */
+static int tx_begin(struct tx *t, struct hf__pgc *c, hf_error *err)
+{
+	int rc = tx_open(t, c, err);
+	if (rc == HF_OK && (t->due || t->lapsed)) {
+		struct hf__pg_sweeper *gate = c->conf->sweeper;
+		if (!gate_try(gate)) {
+			PQclear(PQexec(t->conn, "ROLLBACK"));
+			free(t->due);
+			t->due = NULL;
+			gate_wait(gate);
+			rc = tx_open(t, c, err);
+		}
+		if (rc == HF_OK)
+			rc = sweep_rounds(t, c, err);
+		gate_leave(gate);
 	}
 	if (rc != HF_OK)
 		return rc;
@@ -908,6 +968,8 @@ struct claimrow {
 	bool exists;
 	int64_t capacity, held, n_exclusive;
 	bool queued;   /* someone (earlier) waits on it */
+	bool busy;     /* a NOWAIT any-of's name whose advisory lock another change holds: taken,
+	                  for now, nothing known of it */
 	int64_t units; /* 0: exclusive */
 };
 
@@ -1013,6 +1075,35 @@ static PGresult *lock_resource(struct tx *t, const char *name)
 	return q(t, sql, 1, p);
 }
 
+/* Takes the advisory locks of all the names (sorted[0..n)) before any of their rows: one
+ * order over every name, whether its row exists or not (schema.c, migration 7 -> 8), so that
+ * no change waits for an advisory lock while it holds a resource row. In key order (names
+ * may share a key). `skip` (a NOWAIT any-of, which never blocks): each lock is only tried, and
+ * busy[j] is set for the names whose lock another change holds. */
+static int lock_names(struct tx *t, const char *const *sorted, size_t n, bool skip, bool *busy)
+{
+	char *arr = hf__pg_text_array(sorted, n);
+	if (!arr)
+		return hf__err(t->err, HF_ENOMEM, "out of memory");
+	const char *pa[1] = {arr};
+	PGresult *r = q(t,
+	                skip ? "SELECT n FROM unnest($1::text[]) n WHERE hashtext(n) IN (SELECT h"
+	                       " FROM (SELECT DISTINCT hashtext(m) AS h FROM unnest($1::text[]) m) s"
+	                       " WHERE NOT pg_try_advisory_xact_lock(729, h))"
+	                     : "SELECT pg_advisory_xact_lock(729, h) FROM (SELECT DISTINCT"
+	                       " hashtext(m) AS h FROM unnest($1::text[]) m ORDER BY 1) s",
+	                1, pa);
+	free(arr);
+	if (!r)
+		return HF_EENGINE;
+	for (int k = 0; skip && k < PQntuples(r); k++)
+		for (size_t j = 0; j < n; j++)
+			if (strcmp(PQgetvalue(r, k, 0), sorted[j]) == 0)
+				busy[j] = true;
+	PQclear(r);
+	return HF_OK;
+}
+
 /* Reads (and row-locks, in name order) the resources of the claims: rows[] in the order
  * claims are weighed (names for all-of, the caller's for any-of). */
 static int resolve(struct tx *t, const hf_acquire_req *a, struct claimrow *rows, size_t *n_out)
@@ -1031,19 +1122,27 @@ static int resolve(struct tx *t, const hf_acquire_req *a, struct claimrow *rows,
 			order[k] = order[k - 1];
 		order[k] = i;
 	}
-	/* The rows that exist, locked in one statement (one round trip, however many claims);
-	 * then each missing one under its name's advisory lock (lock_resource). */
 	const char *sorted[HF_CLAIMS_MAX];
+	bool busy[HF_CLAIMS_MAX] = {false};
 	for (size_t j = 0; j < n; j++)
 		sorted[j] = claim[order[j]]->name;
-	char *arr = hf__pg_text_array(sorted, n);
+	/* An any-of that may not wait never blocks: advisory locks tried, rows FOR UPDATE SKIP
+	 * LOCKED; a name another change is creating or weighing, or a row it has locked, counts
+	 * as taken for now, and many such requests racing over the same list do not queue on each
+	 * other. One name that is not skipped: its row locked, and its advisory lock only when
+	 * the row is missing (lock_resource); more names: every advisory lock first. */
+	bool skip = a->any && a->wait_ms == 0, one = n == 1 && !skip;
+	if (!one && lock_names(t, sorted, n, skip, busy) != HF_OK)
+		return HF_EENGINE;
+	const char *free_names[HF_CLAIMS_MAX];
+	size_t n_free = 0;
+	for (size_t j = 0; j < n; j++)
+		if (!busy[j])
+			free_names[n_free++] = sorted[j];
+	char *arr = hf__pg_text_array(free_names, n_free);
 	if (!arr)
 		return hf__err(t->err, HF_ENOMEM, "out of memory");
 	const char *pa[1] = {arr};
-	/* An any-of that may not wait is FOR UPDATE SKIP LOCKED: a resource another change has
-	 * locked right now counts as taken (the last column false), and its row is not waited
-	 * for: many such requests racing over the same list do not queue on each other's rows. */
-	bool skip = a->any && a->wait_ms == 0;
 	PGresult *all = q(t,
 	                  skip ? "SELECT r.name, coalesce(l.capacity, r.capacity), l.held,"
 	                         " l.n_exclusive, EXISTS (SELECT 1 FROM waiter_claims w WHERE"
@@ -1061,11 +1160,16 @@ static int resolve(struct tx *t, const hf_acquire_req *a, struct claimrow *rows,
 	for (size_t j = 0; j < n; j++) {
 		size_t i = order[j];
 		const hf_claim *c = claim[i];
+		struct claimrow *row = &rows[i];
+		memset(row, 0, sizeof(*row));
+		row->name = c->name;
+		if ((row->busy = busy[j]))
+			continue;
 		PGresult *r = all;
 		int k = 0;
 		for (; k < PQntuples(all) && strcmp(PQgetvalue(all, k, 0), c->name) != 0; k++) {
 		}
-		if (k == PQntuples(all)) {
+		if (k == PQntuples(all) && one) {
 			r = lock_resource(t, c->name);
 			if (!r) {
 				PQclear(all);
@@ -1073,9 +1177,6 @@ static int resolve(struct tx *t, const hf_acquire_req *a, struct claimrow *rows,
 			}
 			k = 0;
 		}
-		struct claimrow *row = &rows[i];
-		memset(row, 0, sizeof(*row));
-		row->name = c->name;
 		row->exists = PQntuples(r) > k;
 		if (row->exists) {
 			int f = r == all ? 1 : 0;
@@ -1095,6 +1196,8 @@ static int resolve(struct tx *t, const hf_acquire_req *a, struct claimrow *rows,
 	for (size_t i = 0; i < n; i++) {
 		const hf_claim *c = claim[i];
 		struct claimrow *row = &rows[i];
+		if (row->busy)
+			continue;
 		if (!row->exists && c->capacity == 0)
 			return hf__err(t->err, HF_ENORESOURCE, "resource '%s' does not exist", c->name);
 		if (row->exists && c->capacity > 0 && c->capacity != row->capacity)
@@ -1127,6 +1230,8 @@ static int resolve(struct tx *t, const hf_acquire_req *a, struct claimrow *rows,
 static bool fits(void *ctx, size_t i)
 {
 	const struct claimrow *c = (const struct claimrow *)ctx + i;
+	if (c->busy)
+		return false;
 	if (!c->exists)
 		return true;
 	if (c->queued)
@@ -1144,7 +1249,7 @@ static int due_in_the_way(struct tx *t, const struct claimrow *rows, size_t n)
 {
 	char b1[24];
 	for (size_t i = 0; i < n; i++) {
-		if (!rows[i].exists || fits((void *)rows, i))
+		if (!rows[i].exists || rows[i].busy || fits((void *)rows, i))
 			continue;
 		const char *p[2] = {rows[i].name, I64(b1, t->now)};
 		PGresult *r = q(t,

@@ -18,7 +18,7 @@
 #include "core/core.h"
 #include "engine/engine.h"
 
-#define HF__PG_SCHEMA_VERSION 6       /* the newest schema this build knows */
+#define HF__PG_SCHEMA_VERSION 8       /* the newest schema this build knows */
 /* A waiter row nobody renews (its instance crashed, or no longer waits on it) lapses this long
  * after its last renewal; the first change after that (or any instance's waiter thread, within
  * a second) removes it: the bound of docs/operations.md, "Waiter leases". */
@@ -34,6 +34,14 @@
 #define HF__PG_RECONNECT_MS 250       /* after a failed connect, calls on that connection fail
                                          fast for this long instead of queueing behind new
                                          connect attempts (each up to connect_timeout) */
+
+/* One sweep of due leases and lapsed waiter rows at a time per instance (ops.c, tx_begin):
+ * the engine's workers and waiter thread take turns. */
+struct hf__pg_sweeper {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool running; /* a sweep holds the gate */
+};
 
 /* The engine's shared configuration (read-only after open). */
 struct hf__pg_conf {
@@ -56,6 +64,7 @@ struct hf__pg_conf {
 	/* Monotonic ms of the instance's last successful connect (any of its connections): the
 	 * database is back, so the others' fail-fast windows end with it. */
 	_Atomic int64_t *connected_ms;
+	struct hf__pg_sweeper *sweeper; /* the instance's sweep gate; NULL: none */
 };
 
 #define HF__PG_LOSE_PARK 1  /* the commit of a park (an acquire's waiter row) */
