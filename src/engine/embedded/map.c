@@ -7,13 +7,6 @@
 
 #include "engine/embedded/embedded.h"
 
-struct hf__map_entry {
-	struct hf__map_entry *next;
-	const char *key;
-	uint64_t hash;
-	void *value;
-};
-
 static uint64_t hash_key(const char *key)
 {
 	uint64_t h = 1469598103934665603ULL;
@@ -91,28 +84,43 @@ int hf__map_reserve(struct hf__map *map, size_t count)
 	return n > map->n_buckets ? resize(map, n) : HF_OK;
 }
 
+/* The entry of `key`, or a new one (*added; value NULL, key the caller's) linked in. */
+static struct hf__map_entry *entry_of(struct hf__map *map, const char *key, bool *added)
+{
+	if (map->count >= map->n_buckets && grow(map) != HF_OK)
+		return NULL;
+	uint64_t h = hash_key(key);
+	struct hf__map_entry **slot = find_slot(map, key, h);
+	*added = !*slot;
+	if (*slot)
+		return *slot;
+	struct hf__map_entry *e = malloc(sizeof(*e));
+	if (!e)
+		return NULL;
+	*e = (struct hf__map_entry){.next = NULL, .key = key, .hash = h, .value = NULL};
+	*slot = e;
+	map->count++;
+	return e;
+}
+
+struct hf__map_entry *hf__map_find_or_add(struct hf__map *map, const char *key, bool *added)
+{
+	return entry_of(map, key, added);
+}
+
 /* Puts (replace) or adds (!replace: an existing entry stays, *present is its value). */
 static int put(struct hf__map *map, const char *key, void *value, bool replace, void **present)
 {
-	if (map->count >= map->n_buckets && grow(map) != HF_OK)
-		return HF_ENOMEM;
-	uint64_t h = hash_key(key);
-	struct hf__map_entry **slot = find_slot(map, key, h);
-	if (*slot && !replace) {
-		*present = (*slot)->value;
-		return HF_OK;
-	}
-	if (*slot) {
-		(*slot)->key = key;
-		(*slot)->value = value;
-		return HF_OK;
-	}
-	struct hf__map_entry *e = malloc(sizeof(*e));
+	bool added;
+	struct hf__map_entry *e = entry_of(map, key, &added);
 	if (!e)
 		return HF_ENOMEM;
-	*e = (struct hf__map_entry){.next = NULL, .key = key, .hash = h, .value = value};
-	*slot = e;
-	map->count++;
+	if (!added && !replace) {
+		*present = e->value;
+		return HF_OK;
+	}
+	e->key = key;
+	e->value = value;
 	return HF_OK;
 }
 
