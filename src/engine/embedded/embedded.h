@@ -175,7 +175,7 @@ uint64_t hf__state_oldest_cached_seq(const struct hf__state *st);
 
 /* Loading from the journal, in this order: reserve, meta, resources, holds (which make the
  * implicit resources their rows carry), idempotency, revisions (each resource's last event
- * revision), events, then done. */
+ * revision, in any number of rows a name: the greatest counts), events, then done. */
 int hf__state_load_meta(struct hf__state *st, const char *key, const char *value, hf_error *err);
 /* Rows (hf__row_*_decode) of `len` bytes. */
 int hf__state_load_resource(struct hf__state *st, const void *row, size_t len, hf_error *err);
@@ -234,6 +234,12 @@ int hf__journal_probe(struct hf__journal *j, int64_t now, hf_error *err);
 int hf__journal_trim_events(struct hf__journal *j, const struct hf__trim_policy *pol,
                             int64_t now, uint64_t last_seq, struct hf__trim_plan *plan,
                             uint64_t *trimmed, hf_error *err);
+/* Folds the revisions of the events written since the last fold into the table of each
+ * resource's last revision (schema 4, journal.c), in a transaction of its own; the writer's
+ * connection, like a trim. Not needed for correctness (the load folds the rest in memory):
+ * it keeps the load's work and the events it scans small. */
+int hf__journal_fold(struct hf__journal *j, hf_error *err);
+uint64_t hf__journal_folded(const struct hf__journal *j); /* the newest event folded */
 /* The seq below the oldest kept event: reads after it fail with HF_ETRIMMED (0: none). */
 uint64_t hf__journal_trimmed_upto(struct hf__journal *j);
 /* Reads up to `limit` events with seq > after and seq <= upto, into a new array. */

@@ -2298,14 +2298,15 @@ int hf__state_load_event(struct hf__state *st, const hf_event *ev, hf_error *err
 int hf__state_load_revision(struct hf__state *st, const char *resource, int64_t revision,
                             hf_error *err)
 {
-	/* The holds loaded before may have made the counter (at 0) for their parts' index. */
-	struct rev *r = revision >= 1 ? rev_get(st, resource) : NULL;
-	if (r && r->revision == 0) {
-		r->revision = revision;
-		return HF_OK;
-	}
-	if (revision >= 1 && !r)
+	if (revision < 1)
+		return hf__err(err, HF_ECORRUPT, "store file is damaged: revision %lld of '%.60s'",
+		               (long long)revision, resource);
+	/* A name comes from the table and again from the events after its last fold (and the
+	 * holds loaded before made counters at 0 for their parts' index): the greatest counts. */
+	struct rev *r = rev_get(st, resource);
+	if (!r)
 		return hf__err_code(err, HF_ENOMEM);
-	return hf__err(err, HF_ECORRUPT, "store file is damaged: revision %lld of '%.60s'",
-	               (long long)revision, resource);
+	if (revision > r->revision)
+		r->revision = revision;
+	return HF_OK;
 }
