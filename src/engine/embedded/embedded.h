@@ -240,6 +240,10 @@ int hf__journal_trim_events(struct hf__journal *j, const struct hf__trim_policy 
  * it keeps the load's work and the events it scans small. */
 int hf__journal_fold(struct hf__journal *j, hf_error *err);
 uint64_t hf__journal_folded(const struct hf__journal *j); /* the newest event folded */
+/* The WAL's checkpoint, which SQLite would run inside a commit (journal.c): the writer calls
+ * this after each commit, once the commit's answers are out; it checkpoints when the WAL has
+ * grown past its mark. A checkpoint held back by readers is no error. */
+int hf__journal_checkpoint(struct hf__journal *j, hf_error *err);
 /* The seq below the oldest kept event: reads after it fail with HF_ETRIMMED (0: none). */
 uint64_t hf__journal_trimmed_upto(struct hf__journal *j);
 /* Reads up to `limit` events with seq > after and seq <= upto, into a new array. */

@@ -504,6 +504,11 @@ static void *writer_main(void *arg)
 			trim_events(e, seq); /* folds too */
 		else if (rc == HF_OK)
 			fold_revisions(e, seq);
+		/* The WAL's checkpoint, which SQLite would have run inside the commit, before its
+		 * answers: now that they are out. */
+		hf_error cerr = {0};
+		if (rc == HF_OK && hf__journal_checkpoint(e->journal, &cerr) != HF_OK)
+			log_line("warn", "WAL checkpoint failed", e->path, cerr.message);
 		pthread_mutex_lock(&e->lock);
 	}
 	pthread_mutex_unlock(&e->lock);

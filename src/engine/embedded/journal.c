@@ -151,6 +151,9 @@ struct hf__journal {
 	struct hf__map unfolded;
 	bool unfolded_whole;
 	sqlite3_stmt *put_fold; /* raises a resource's counter to ?2 */
+	/* The WAL's frames after the last commit (wal_hook) and the count from which a
+	 * checkpoint is due (hf__journal_checkpoint). Writer thread only. */
+	int wal_frames, checkpoint_mark;
 	pthread_mutex_t read_lock; /* guards `reader` */
 	sqlite3 *reader;
 };
@@ -476,6 +479,48 @@ static void note_revisions(struct hf__journal *j, const hf_event *ev)
 	}
 }
 
+/* Checkpoints of the WAL, out of the commits. SQLite's auto-checkpoint runs inside the COMMIT
+ * that takes the WAL past 1,000 pages, before that commit's answers go out: every ~110th lock
+ * pair waited for it (copying the pages back into the database, and two fsyncs). This WAL hook
+ * takes the place of the auto-checkpoint (sqlite3_wal_hook replaces it) and only counts; the
+ * writer runs the checkpoint after the commit, once its answers are out
+ * (hf__journal_checkpoint): PASSIVE from CHECKPOINT_PAGES (it waits for no reader), and from
+ * CHECKPOINT_TRUNCATE (the readers held back every passive one) in full, waiting for readers
+ * up to the busy timeout, and truncating the WAL: it stays under about 64 MiB (4 KiB pages).
+ * A checkpoint on a
+ * connection of its own, beside the commits, was measured and dropped: its fsyncs slowed the
+ * commits' down, and the WAL, never caught up with, grew to the bound (docs/operations.md). */
+#define CHECKPOINT_PAGES 1000
+#define CHECKPOINT_TRUNCATE 16384
+
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+	(void)db;
+	(void)name;
+	struct hf__journal *j = arg;
+	if (frames < j->wal_frames) /* a checkpoint caught up and the WAL started over */
+		j->checkpoint_mark = CHECKPOINT_PAGES;
+	j->wal_frames = frames;
+	return SQLITE_OK;
+}
+
+int hf__journal_checkpoint(struct hf__journal *j, hf_error *err)
+{
+	if (j->wal_frames < j->checkpoint_mark && j->wal_frames < CHECKPOINT_TRUNCATE)
+		return HF_OK;
+	bool full = j->wal_frames >= CHECKPOINT_TRUNCATE;
+	int rc = sqlite3_wal_checkpoint_v2(
+	    j->db, NULL, full ? SQLITE_CHECKPOINT_TRUNCATE : SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	if (rc == SQLITE_OK && full)
+		j->wal_frames = 0;
+	/* The next one after as many pages more, unless the WAL starts over first (wal_hook):
+	 * one that readers held back is not tried again with every commit. */
+	j->checkpoint_mark = j->wal_frames + CHECKPOINT_PAGES;
+	if (rc != SQLITE_OK && rc != SQLITE_BUSY) /* busy: readers held it back */
+		return db_err(err, j->db, HF_ESTORAGE, "checkpoint failed");
+	return HF_OK;
+}
+
 /* Reads meta "revisions_upto" into j->folded: none is 0 (everything is folded at load). */
 static int read_folded(struct hf__journal *j, hf_error *err)
 {
@@ -581,6 +626,9 @@ int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err)
 	    (schema < SCHEMA_NUMBER && (rc = migrate(j->db, path, schema, err)) != HF_OK) ||
 	    (rc = exec(j->db, HF__SAGAS_SCHEMA_SQL, err)) != HF_OK)
 		goto fail;
+	/* Checkpoints off the commit path: this hook replaces SQLite's auto-checkpoint. */
+	sqlite3_wal_hook(j->db, wal_hook, j);
+	j->checkpoint_mark = CHECKPOINT_PAGES;
 	for (int t = 0; t < N_TABLES; t++)
 		for (int k = 0; k < 2; k++) {
 			int prc = write_sql[t][k] ? sqlite3_prepare_v2(j->db, write_sql[t][k], -1,
