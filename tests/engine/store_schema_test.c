@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -558,6 +559,25 @@ static void test_revisions_after_trim_and_crash(void **state)
 	}
 }
 
+/* SQLite's auto-checkpoint is off (the writer checkpoints after its answers instead): the WAL
+ * must still be checkpointed and start over, not grow with every commit. */
+static void test_wal_checkpointed(void **state)
+{
+	(void)state;
+	hf_store *st = open_store();
+	char wal[300];
+	snprintf(wal, sizeof(wal), "%s-wal", path);
+	struct stat sb;
+	/* A pair writes about 7 pages: 500 pairs are past the 1,000 pages between checkpoints
+	 * several times over (a WAL never checkpointed grows to 15 MB). */
+	for (int i = 0; i < 500; i++)
+		lock_unlock(st, i % 2 ? "w1" : "w2");
+	assert_int_equal(stat(wal, &sb), 0);
+	if (sb.st_size > 8 * 1024 * 1024)
+		fail_msg("the WAL grew to %lld bytes: never checkpointed", (long long)sb.st_size);
+	hf_close(st);
+}
+
 static void remove_store(void)
 {
 	char p[300];
@@ -587,6 +607,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_fence_after_purge, setup),
 	    cmocka_unit_test_setup(test_schema_3_store, setup),
 	    cmocka_unit_test_setup(test_revisions_after_trim_and_crash, setup),
+	    cmocka_unit_test_setup(test_wal_checkpointed, setup),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	remove_store();
