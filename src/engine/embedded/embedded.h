@@ -20,12 +20,6 @@
 
 /* A hash map from NUL-terminated keys to values. Keys are not copied: each key must live in
  * its value and stay unchanged while the entry exists. */
-struct hf__map_entry {
-	struct hf__map_entry *next;
-	const char *key;
-	uint64_t hash;
-	void *value;
-};
 struct hf__map {
 	struct hf__map_entry **buckets;
 	size_t n_buckets;
@@ -38,11 +32,11 @@ int hf__map_put(struct hf__map *map, const char *key, void *value); /* HF_OK or 
 /* Adds an entry unless the key is there: then nothing changes and *present is the value
  * there (else NULL). One lookup where a get and a put take two. HF_OK or HF_ENOMEM. */
 int hf__map_add(struct hf__map *map, const char *key, void *value, void **present);
-/* The entry of `key`, or a new one (*added) whose value is NULL and whose key is the caller's:
- * the caller sets its value and points its key into that value before anything else uses the
- * map (or removes it again by `key`). For values made on a key's first use: one lookup, no
- * allocation made in vain. NULL when out of memory. */
-struct hf__map_entry *hf__map_find_or_add(struct hf__map *map, const char *key, bool *added);
+/* The value of `key`, or, on the key's first use, a new one entered (one lookup either way,
+ * no allocation made in vain): zeroed up to `key_off`, where a copy of the key follows (a
+ * struct ending in a flexible char array, key_off its offsetof). Free it with free(). NULL
+ * when out of memory. */
+void *hf__map_intern(struct hf__map *map, const char *key, size_t key_off);
 /* Room for `count` entries without growing (a load that knows its size skips the rehashes
  * of growing by doubling). HF_OK or HF_ENOMEM. */
 int hf__map_reserve(struct hf__map *map, size_t count);

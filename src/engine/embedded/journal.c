@@ -8,6 +8,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -455,21 +456,8 @@ struct unfolded {
 static void note_revisions(struct hf__journal *j, const hf_event *ev)
 {
 	for (size_t i = 0; j->unfolded_whole && i < ev->n_revisions; i++) {
-		const char *name = ev->revisions[i].resource;
-		bool added;
-		struct hf__map_entry *e = hf__map_find_or_add(&j->unfolded, name, &added);
-		struct unfolded *u = e ? e->value : NULL;
-		if (e && added) {
-			size_t len = strlen(name) + 1;
-			if ((u = malloc(sizeof(*u) + len))) {
-				u->revision = 0;
-				memcpy(u->name, name, len);
-				e->key = u->name;
-				e->value = u;
-			} else {
-				hf__map_remove(&j->unfolded, name);
-			}
-		}
+		struct unfolded *u = hf__map_intern(&j->unfolded, ev->revisions[i].resource,
+		                                    offsetof(struct unfolded, name));
 		if (!u) {
 			drop_unfolded(j);
 			return;

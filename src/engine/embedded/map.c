@@ -7,6 +7,13 @@
 
 #include "engine/embedded/embedded.h"
 
+struct hf__map_entry {
+	struct hf__map_entry *next;
+	const char *key;
+	uint64_t hash;
+	void *value;
+};
+
 static uint64_t hash_key(const char *key)
 {
 	uint64_t h = 1469598103934665603ULL;
@@ -103,9 +110,22 @@ static struct hf__map_entry *entry_of(struct hf__map *map, const char *key, bool
 	return e;
 }
 
-struct hf__map_entry *hf__map_find_or_add(struct hf__map *map, const char *key, bool *added)
+void *hf__map_intern(struct hf__map *map, const char *key, size_t key_off)
 {
-	return entry_of(map, key, added);
+	bool added;
+	struct hf__map_entry *e = entry_of(map, key, &added);
+	if (!e || !added)
+		return e ? e->value : NULL;
+	size_t len = strlen(key) + 1;
+	char *v = malloc(key_off + len);
+	if (!v) {
+		hf__map_remove(map, key);
+		return NULL;
+	}
+	memset(v, 0, key_off);
+	e->key = memcpy(v + key_off, key, len);
+	e->value = v;
+	return v;
 }
 
 /* Puts (replace) or adds (!replace: an existing entry stays, *present is its value). */

@@ -376,21 +376,7 @@ static int reply_resource(struct hf__call *call, const struct res *r)
 /* The counter of `name`'s revisions, made at 0 when new; NULL when out of memory. */
 static struct rev *rev_get(struct hf__state *st, const char *name)
 {
-	bool added;
-	struct hf__map_entry *e = hf__map_find_or_add(&st->revs, name, &added);
-	if (!e || !added)
-		return e ? e->value : NULL;
-	size_t len = strlen(name) + 1;
-	struct rev *r = malloc(sizeof(*r) + len);
-	if (!r) {
-		hf__map_remove(&st->revs, name);
-		return NULL;
-	}
-	*r = (struct rev){.revision = 0};
-	memcpy(r->name, name, len);
-	e->key = r->name;
-	e->value = r;
-	return r;
+	return hf__map_intern(&st->revs, name, offsetof(struct rev, name));
 }
 
 /* Gives the event the next revision of each resource it touches (names[0] is its resource),
@@ -599,21 +585,7 @@ static void chain_unlink(struct chain *c, struct ilink *l)
 /* The holds of `owner`, made empty on its first hold; NULL when out of memory. */
 static struct owner *owner_get(struct hf__state *st, const char *owner)
 {
-	bool added;
-	struct hf__map_entry *e = hf__map_find_or_add(&st->by_owner, owner, &added);
-	if (!e || !added)
-		return e ? e->value : NULL;
-	size_t len = strlen(owner) + 1;
-	struct owner *o = malloc(sizeof(*o) + len);
-	if (!o) {
-		hf__map_remove(&st->by_owner, owner);
-		return NULL;
-	}
-	o->holds = (struct chain){0};
-	memcpy(o->key, owner, len);
-	e->key = o->key;
-	e->value = o;
-	return o;
+	return hf__map_intern(&st->by_owner, owner, offsetof(struct owner, key));
 }
 
 /* Takes a hold out of its owner's list; the last one out frees the list. */
