@@ -475,9 +475,9 @@ static void note_revisions(struct hf__journal *j, const hf_event *ev)
  * (hf__journal_checkpoint): PASSIVE from CHECKPOINT_PAGES (it waits for no reader), and from
  * CHECKPOINT_TRUNCATE (the readers held back every passive one) in full, waiting for readers
  * up to the busy timeout, and truncating the WAL: it stays under about 64 MiB (4 KiB pages).
- * A checkpoint on a
- * connection of its own, beside the commits, was measured and dropped: its fsyncs slowed the
- * commits' down, and the WAL, never caught up with, grew to the bound (docs/operations.md). */
+ * A checkpoint on a connection of its own, beside the commits, was measured and dropped: its
+ * fsyncs slowed the commits' down, and the WAL, never caught up with, grew to the bound
+ * (docs/operations.md, "Checkpoints"). */
 #define CHECKPOINT_PAGES 1000
 #define CHECKPOINT_TRUNCATE 16384
 
@@ -629,12 +629,13 @@ int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err)
 		}
 	if ((rc = read_folded(j, err)) != HF_OK)
 		goto fail;
-	if (sqlite3_prepare_v2(j->db,
-	                       "INSERT INTO revisions(resource, revision) VALUES(?1, ?2)"
-	                       " ON CONFLICT(resource) DO UPDATE"
-	                       " SET revision = max(revision, excluded.revision)",
-	                       -1, &j->put_fold, NULL) != SQLITE_OK) {
-		rc = db_err(err, j->db, HF_ECORRUPT, "store schema does not match");
+	int prc = sqlite3_prepare_v2(j->db,
+	                             "INSERT INTO revisions(resource, revision) VALUES(?1, ?2)"
+	                             " ON CONFLICT(resource) DO UPDATE"
+	                             " SET revision = max(revision, excluded.revision)",
+	                             -1, &j->put_fold, NULL);
+	if (prc != SQLITE_OK) {
+		rc = db_err(err, j->db, schema_code(prc), "store schema does not match");
 		goto fail;
 	}
 	if (sqlite3_prepare_v2(j->db, "BEGIN IMMEDIATE", -1, &j->begin, NULL) != SQLITE_OK ||
