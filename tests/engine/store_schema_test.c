@@ -416,14 +416,21 @@ static int64_t revision_in(const hf_event *ev, const char *name)
 	return 0;
 }
 
-/* An acquire and a release of `name` (implicit, capacity 1): two events. */
-static void lock_unlock(hf_store *st, const char *name)
+/* An acquire and a release of `name` and, unless NULL, `also` (implicit, capacity 1): two
+ * events. */
+static void lock_unlock_both(hf_store *st, const char *name, const char *also)
 {
-	const hf_claim c = {.name = name, .units = 1, .capacity = 1};
-	hf_hold *h = acquire(st, "rev", &c, 1, HF_MODE_UNITS, NULL), *gone = NULL;
+	const hf_claim c[] = {{.name = name, .units = 1, .capacity = 1},
+	                      {.name = also, .units = 1, .capacity = 1}};
+	hf_hold *h = acquire(st, "rev", c, also ? 2 : 1, HF_MODE_UNITS, NULL), *gone = NULL;
 	assert_int_equal(hf_release(st, h->id, h->token, &gone, NULL), HF_OK);
 	hf_hold_free(gone);
 	hf_hold_free(h);
+}
+
+static void lock_unlock(hf_store *st, const char *name)
+{
+	lock_unlock_both(st, name, NULL);
 }
 
 /* The next two events (an acquire and a release of `name`) are seq after+1 and after+2 and
@@ -498,7 +505,8 @@ static void crash_image(const char *to)
 
 /* Retention trims every event of a resource; after a crash (no close to fold the rest) its
  * revisions and the seqs go on from where they were: the trim folded them in first, and the
- * load folds the events after the last fold. */
+ * load folds the events after the last fold (a second resource's revisions in those events
+ * are in their lists of revisions only). */
 static void test_revisions_after_trim_and_crash(void **state)
 {
 	(void)state;
@@ -525,6 +533,8 @@ static void test_revisions_after_trim_and_crash(void **state)
 	hf_reply *r = events_after(st, seq - 1);
 	int64_t kept = revision_in(&r->events[0], "kept");
 	hf_reply_free(r);
+	lock_unlock_both(st, "m1", "m2"); /* m1 2, m2 2 */
+	seq += 2;
 	char image[240];
 	snprintf(image, sizeof(image), "%s/crash.db", dir);
 	crash_image(image);
@@ -535,19 +545,20 @@ static void test_revisions_after_trim_and_crash(void **state)
 	st = open_store();
 	expect_next(st, "gone", seq, 4);
 	expect_next(st, "kept", seq + 2, kept);
+	expect_next(st, "m2", seq + 4, 2);
 	hf_close(st); /* folds from the events: the crash left the writer's note behind */
 	char sql[200];
 	snprintf(sql, sizeof(sql),
 	         "SELECT group_concat(resource || revision, ',') || ' ' || (SELECT value FROM meta"
 	         " WHERE key = 'revisions_upto') FROM (SELECT * FROM revisions ORDER BY resource)");
 	char want[64];
-	snprintf(want, sizeof(want), "gone6,kept%lld %llu", (long long)kept + 2,
-	         (unsigned long long)seq + 4);
+	snprintf(want, sizeof(want), "gone6,kept%lld,m12,m24 %llu", (long long)kept + 2,
+	         (unsigned long long)seq + 6);
 	snprintf(path, sizeof(path), "%s", image);
 	query(sql, v, sizeof(v));
 	assert_string_equal(v, want);
 	st = open_store();
-	expect_next(st, "gone", seq + 4, 6);
+	expect_next(st, "gone", seq + 6, 6);
 	hf_close(st);
 	snprintf(path, sizeof(path), "%s/s.db", dir);
 	snprintf(url, sizeof(url), "%s", saved);
