@@ -3,7 +3,10 @@
  * rows of resources, holds and idempotency records in JSON) opens in this build and reads
  * back as it was written; its rows turn binary as they change, and it reopens the same again.
  * A store of a newer schema than this build's is refused, untouched. Fences go on across a
- * purge of the hold rows that held the greatest and a reopen. The schema 2 store is
+ * purge of the hold rows that held the greatest and a reopen. Event revisions and seqs go on
+ * without a gap or a repeat across a schema 3 store's upgrade (its counter table whole, its
+ * events trimmed) and across a trim followed by a crash (schema 4 folds the revisions of the
+ * events it trims into their counters). The schema 2 store is
  * made here: a store of this build, its rows rewritten by SQL as schema 2's writers wrote
  * them (row.c's decoders read the binary rows, jansson writes the old JSON).
  */
@@ -14,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -25,7 +29,7 @@
 #include "holdfast.h"
 
 static char dir[] = "/tmp/hf-schema.XXXXXX";
-static char path[256], url[300];
+static char path[256], url[320];
 
 static hf_reply *call(hf_store *st, const hf_request *req, int want)
 {
@@ -288,7 +292,7 @@ static void test_schema_2_store(void **state)
 	query("SELECT count(*) FROM holds WHERE typeof(body) = 'text'", v, sizeof(v));
 	assert_string_equal(v, "4");
 
-	st = open_store(); /* schema 2: reads, and becomes schema 3 by its meta row alone */
+	st = open_store(); /* schema 2: reads, and becomes schema 4 by its meta rows alone */
 	char *after = snapshot(st);
 	assert_same(after, before);
 	free(after);
@@ -301,7 +305,7 @@ static void test_schema_2_store(void **state)
 	hf_hold_free(again);
 	hf_close(st);
 	query("SELECT value FROM meta WHERE key = 'schema'", v, sizeof(v));
-	assert_string_equal(v, "3");
+	assert_string_equal(v, "4");
 	query("SELECT count(*) FROM holds WHERE typeof(body) = 'text'", v, sizeof(v));
 	assert_string_equal(v, "4");
 
@@ -337,16 +341,16 @@ static void test_newer_schema_refused(void **state)
 	hf_close(open_store());
 	sqlite3 *db;
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	exec(db, "UPDATE meta SET value = '4' WHERE key = 'schema'");
+	exec(db, "UPDATE meta SET value = '5' WHERE key = 'schema'");
 	sqlite3_close(db);
 	hf_store *st = NULL;
 	hf_error err;
 	assert_int_equal(hf_open(url, NULL, &st, &err), HF_ECORRUPT);
 	assert_null(st);
-	assert_non_null(strstr(err.message, "schema 4, newer than this build's 3"));
+	assert_non_null(strstr(err.message, "schema 5, newer than this build's 4"));
 	char v[64];
 	query("SELECT value FROM meta WHERE key = 'schema'", v, sizeof(v));
-	assert_string_equal(v, "4");
+	assert_string_equal(v, "5");
 }
 
 static int64_t fake_now = 1700000000000LL;
@@ -393,6 +397,198 @@ static void test_fence_after_purge(void **state)
 	hf_close(st);
 }
 
+/* ---- event revisions across an upgrade, a trim and a crash ---- */
+
+static hf_reply *events_after(hf_store *st, uint64_t after)
+{
+	hf_request req;
+	hf_request_init(&req, HF_OP_READ_EVENTS);
+	req.after = after;
+	req.limit = HF_LIST_MAX;
+	return call(st, &req, HF_OK);
+}
+
+static int64_t revision_in(const hf_event *ev, const char *name)
+{
+	for (size_t i = 0; i < ev->n_revisions; i++)
+		if (strcmp(ev->revisions[i].resource, name) == 0)
+			return ev->revisions[i].revision;
+	return 0;
+}
+
+/* An acquire and a release of `name` and, unless NULL, `also` (implicit, capacity 1): two
+ * events. */
+static void lock_unlock_both(hf_store *st, const char *name, const char *also)
+{
+	const hf_claim c[] = {{.name = name, .units = 1, .capacity = 1},
+	                      {.name = also, .units = 1, .capacity = 1}};
+	hf_hold *h = acquire(st, "rev", c, also ? 2 : 1, HF_MODE_UNITS, NULL), *gone = NULL;
+	assert_int_equal(hf_release(st, h->id, h->token, &gone, NULL), HF_OK);
+	hf_hold_free(gone);
+	hf_hold_free(h);
+}
+
+static void lock_unlock(hf_store *st, const char *name)
+{
+	lock_unlock_both(st, name, NULL);
+}
+
+/* The next two events (an acquire and a release of `name`) are seq after+1 and after+2 and
+ * revisions rev+1 and rev+2 of `name`. */
+static void expect_next(hf_store *st, const char *name, uint64_t after, int64_t rev)
+{
+	lock_unlock(st, name);
+	hf_reply *r = events_after(st, after);
+	assert_int_equal(r->n_events, 2);
+	for (size_t i = 0; i < 2; i++) {
+		assert_int_equal(r->events[i].seq, after + 1 + i);
+		assert_int_equal(revision_in(&r->events[i], name), rev + 1 + (int64_t)i);
+	}
+	hf_reply_free(r);
+}
+
+/* A store of schema 3 wrote each resource's counter with every event, and its trims deleted
+ * events without a thought for them: the upgrade takes its table as whole, and the revisions
+ * of resources whose events are all gone go on from it. */
+static void test_schema_3_store(void **state)
+{
+	(void)state;
+	hf_store *st = open_store();
+	const hf_claim two[] = {{.name = "a", .units = 1, .capacity = 2},
+	                        {.name = "b", .units = 1, .capacity = 2}};
+	hf_hold *h = acquire(st, "o", two, 2, HF_MODE_UNITS, NULL), *gone = NULL;
+	assert_int_equal(hf_release(st, h->id, h->token, &gone, NULL), HF_OK); /* a 2, b 2 */
+	hf_hold_free(gone);
+	hf_hold_free(h);
+	lock_unlock(st, "a"); /* a 4 */
+	lock_unlock(st, "c"); /* c 2: seqs 5, 6 */
+	hf_close(st);
+	/* schema 3's file: no fold mark, the older events trimmed, the counters whole */
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	exec(db, "UPDATE meta SET value = '3' WHERE key = 'schema';"
+	         "DELETE FROM meta WHERE key = 'revisions_upto';"
+	         "DELETE FROM events WHERE seq < 6");
+	sqlite3_close(db);
+	char v[64];
+	query("SELECT group_concat(resource || revision, ',') FROM"
+	      " (SELECT * FROM revisions ORDER BY resource)",
+	      v, sizeof(v));
+	assert_string_equal(v, "a4,b2,c2");
+
+	st = open_store();
+	expect_next(st, "a", 6, 4);
+	expect_next(st, "b", 8, 2);
+	expect_next(st, "c", 10, 2);
+	hf_close(st);
+	query("SELECT value FROM meta WHERE key = 'schema'", v, sizeof(v));
+	assert_string_equal(v, "4");
+	st = open_store();
+	expect_next(st, "a", 12, 6);
+	hf_close(st);
+}
+
+/* The store at `path` as a crash would leave it now: its committed state (WAL included) in
+ * a file of its own at `to`, with nothing a clean close adds. */
+static void crash_image(const char *to)
+{
+	sqlite3 *src, *dst;
+	assert_int_equal(sqlite3_open_v2(path, &src, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_open(to, &dst), SQLITE_OK);
+	sqlite3_backup *b = sqlite3_backup_init(dst, "main", src, "main");
+	assert_non_null(b);
+	assert_int_equal(sqlite3_backup_step(b, -1), SQLITE_DONE);
+	assert_int_equal(sqlite3_backup_finish(b), SQLITE_OK);
+	sqlite3_close(dst);
+	sqlite3_close(src);
+}
+
+/* Retention trims every event of a resource; after a crash (no close to fold the rest) its
+ * revisions and the seqs go on from where they were: the trim folded them in first, and the
+ * load folds the events after the last fold (a second resource's revisions in those events
+ * are in their lists of revisions only). */
+static void test_revisions_after_trim_and_crash(void **state)
+{
+	(void)state;
+	hf_options opt;
+	hf_options_init(&opt);
+	opt.events_keep_count = 1;
+	hf_store *st = NULL;
+	assert_int_equal(hf_open(url, &opt, &st, NULL), HF_OK);
+	lock_unlock(st, "gone"); /* gone 2 */
+	lock_unlock(st, "gone"); /* gone 4 */
+	/* Trims run after commits, at most every 200 ms: commit until gone's events are. */
+	char v[64];
+	uint64_t seq = 4; /* two events a lock_unlock */
+	for (int i = 0;; i++) {
+		lock_unlock(st, "kept");
+		seq += 2;
+		query("SELECT count(*) FROM events WHERE resource = 'gone'", v, sizeof(v));
+		if (strcmp(v, "0") == 0)
+			break;
+		if (i == 200)
+			fail_msg("retention never trimmed the events of 'gone'");
+		usleep(20000);
+	}
+	hf_reply *r = events_after(st, seq - 1);
+	int64_t kept = revision_in(&r->events[0], "kept");
+	hf_reply_free(r);
+	lock_unlock_both(st, "m1", "m2"); /* m1 2, m2 2 */
+	seq += 2;
+	char image[240];
+	snprintf(image, sizeof(image), "%s/crash.db", dir);
+	crash_image(image);
+	hf_close(st);
+	char saved[sizeof(url)];
+	snprintf(saved, sizeof(saved), "%s", url);
+	snprintf(url, sizeof(url), "file:%s", image);
+	st = open_store();
+	expect_next(st, "gone", seq, 4);
+	expect_next(st, "kept", seq + 2, kept);
+	expect_next(st, "m2", seq + 4, 2);
+	hf_close(st); /* folds from the events: the crash left the writer's note behind */
+	char sql[200];
+	snprintf(sql, sizeof(sql),
+	         "SELECT group_concat(resource || revision, ',') || ' ' || (SELECT value FROM meta"
+	         " WHERE key = 'revisions_upto') FROM (SELECT * FROM revisions ORDER BY resource)");
+	char want[64];
+	snprintf(want, sizeof(want), "gone6,kept%lld,m12,m24 %llu", (long long)kept + 2,
+	         (unsigned long long)seq + 6);
+	snprintf(path, sizeof(path), "%s", image);
+	query(sql, v, sizeof(v));
+	assert_string_equal(v, want);
+	st = open_store();
+	expect_next(st, "gone", seq + 6, 6);
+	hf_close(st);
+	snprintf(path, sizeof(path), "%s/s.db", dir);
+	snprintf(url, sizeof(url), "%s", saved);
+	static const char *const suffixes[] = {"", "-wal", "-shm", ".lock"};
+	for (size_t i = 0; i < 4; i++) {
+		char p[320];
+		snprintf(p, sizeof(p), "%s%s", image, suffixes[i]);
+		unlink(p);
+	}
+}
+
+/* SQLite's auto-checkpoint is off (the writer checkpoints after its answers instead): the WAL
+ * must still be checkpointed and start over, not grow with every commit. */
+static void test_wal_checkpointed(void **state)
+{
+	(void)state;
+	hf_store *st = open_store();
+	char wal[300];
+	snprintf(wal, sizeof(wal), "%s-wal", path);
+	struct stat sb;
+	/* A pair writes about 7 pages: 500 pairs are past the 1,000 pages between checkpoints
+	 * several times over (a WAL never checkpointed grows to 15 MB). */
+	for (int i = 0; i < 500; i++)
+		lock_unlock(st, i % 2 ? "w1" : "w2");
+	assert_int_equal(stat(wal, &sb), 0);
+	if (sb.st_size > 8 * 1024 * 1024)
+		fail_msg("the WAL grew to %lld bytes: never checkpointed", (long long)sb.st_size);
+	hf_close(st);
+}
+
 static void remove_store(void)
 {
 	char p[300];
@@ -420,6 +616,9 @@ int main(void)
 	    cmocka_unit_test_setup(test_schema_2_store, setup),
 	    cmocka_unit_test_setup(test_newer_schema_refused, setup),
 	    cmocka_unit_test_setup(test_fence_after_purge, setup),
+	    cmocka_unit_test_setup(test_schema_3_store, setup),
+	    cmocka_unit_test_setup(test_revisions_after_trim_and_crash, setup),
+	    cmocka_unit_test_setup(test_wal_checkpointed, setup),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	remove_store();

@@ -32,6 +32,11 @@ int hf__map_put(struct hf__map *map, const char *key, void *value); /* HF_OK or 
 /* Adds an entry unless the key is there: then nothing changes and *present is the value
  * there (else NULL). One lookup where a get and a put take two. HF_OK or HF_ENOMEM. */
 int hf__map_add(struct hf__map *map, const char *key, void *value, void **present);
+/* The value of `key`, or, on the key's first use, a new one entered (one lookup either way,
+ * no allocation made in vain): zeroed up to `key_off`, where a copy of the key follows (a
+ * struct ending in a flexible char array, key_off its offsetof). Free it with free(). NULL
+ * when out of memory. */
+void *hf__map_intern(struct hf__map *map, const char *key, size_t key_off);
 /* Room for `count` entries without growing (a load that knows its size skips the rehashes
  * of growing by doubling). HF_OK or HF_ENOMEM. */
 int hf__map_reserve(struct hf__map *map, size_t count);
@@ -164,7 +169,7 @@ uint64_t hf__state_oldest_cached_seq(const struct hf__state *st);
 
 /* Loading from the journal, in this order: reserve, meta, resources, holds (which make the
  * implicit resources their rows carry), idempotency, revisions (each resource's last event
- * revision), events, then done. */
+ * revision, in any number of rows a name: the greatest counts), events, then done. */
 int hf__state_load_meta(struct hf__state *st, const char *key, const char *value, hf_error *err);
 /* Rows (hf__row_*_decode) of `len` bytes. */
 int hf__state_load_resource(struct hf__state *st, const void *row, size_t len, hf_error *err);
@@ -223,6 +228,16 @@ int hf__journal_probe(struct hf__journal *j, int64_t now, hf_error *err);
 int hf__journal_trim_events(struct hf__journal *j, const struct hf__trim_policy *pol,
                             int64_t now, uint64_t last_seq, struct hf__trim_plan *plan,
                             uint64_t *trimmed, hf_error *err);
+/* Folds the revisions of the events written since the last fold into the table of each
+ * resource's last revision (schema 4, journal.c), in a transaction of its own; the writer's
+ * connection, like a trim. Not needed for correctness (the load folds the rest in memory):
+ * it keeps the load's work and the events it scans small. */
+int hf__journal_fold(struct hf__journal *j, hf_error *err);
+uint64_t hf__journal_folded(const struct hf__journal *j); /* the newest event folded */
+/* The WAL's checkpoint, which SQLite would run inside a commit (journal.c): the writer calls
+ * this after each commit, once the commit's answers are out; it checkpoints when the WAL has
+ * grown past its mark. A checkpoint held back by readers is no error. */
+int hf__journal_checkpoint(struct hf__journal *j, hf_error *err);
 /* The seq below the oldest kept event: reads after it fail with HF_ETRIMMED (0: none). */
 uint64_t hf__journal_trimmed_upto(struct hf__journal *j);
 /* Reads up to `limit` events with seq > after and seq <= upto, into a new array. */

@@ -70,6 +70,10 @@ struct engine {
 };
 
 #define TRIM_EVERY_MS 200 /* at most this often: each trim is a commit of its own */
+/* The event revisions are folded into their counters (hf__journal_fold) once this many events
+ * were written since the last fold: a fold is a commit of its own, off the answer path, and
+ * bounds the events a load folds in memory. */
+#define FOLD_EVERY 4096
 
 static int64_t mono_ms(void)
 {
@@ -418,6 +422,17 @@ static void trim_events(struct engine *e, uint64_t last_seq)
 	pthread_mutex_unlock(&e->lock);
 }
 
+/* In the writer thread, outside the lock, after a commit's answers are out. */
+static void fold_revisions(struct engine *e, uint64_t last_seq)
+{
+	if (last_seq - hf__journal_folded(e->journal) < FOLD_EVERY)
+		return;
+	hf_error err = {0};
+	if (hf__journal_fold(e->journal, &err) != HF_OK)
+		log_line("warn", "folding event revisions failed (the next load folds them)", e->path,
+		         err.message);
+}
+
 static void *writer_main(void *arg)
 {
 	struct engine *e = arg;
@@ -486,7 +501,14 @@ static void *writer_main(void *arg)
 		pthread_mutex_unlock(&e->lock);
 		deliver(done);
 		if (trim)
-			trim_events(e, seq);
+			trim_events(e, seq); /* folds too */
+		else if (rc == HF_OK)
+			fold_revisions(e, seq);
+		/* The WAL's checkpoint, which SQLite would have run inside the commit, before its
+		 * answers: now that they are out. */
+		hf_error cerr = {0};
+		if (rc == HF_OK && hf__journal_checkpoint(e->journal, &cerr) != HF_OK)
+			log_line("warn", "WAL checkpoint failed", e->path, cerr.message);
 		pthread_mutex_lock(&e->lock);
 	}
 	pthread_mutex_unlock(&e->lock);
@@ -599,6 +621,12 @@ static void engine_close(void *engine)
 		pthread_join(e->timer, NULL);
 	/* The writer drains what is pending before it stops: every change is durable. */
 	pthread_join(e->writer, NULL);
+	/* A clean close leaves nothing for the next load to fold (the writer is gone: the
+	 * journal is ours). */
+	hf_error err = {0};
+	if (!e->failed && !e->degraded && hf__journal_fold(e->journal, &err) != HF_OK)
+		log_line("warn", "folding event revisions at close failed (the next load folds them)",
+		         e->path, err.message);
 	engine_free(e);
 }
 

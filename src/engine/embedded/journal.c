@@ -8,6 +8,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,9 +26,35 @@
  * Schema 3 writes the rows of resources, holds and idempotency records in row.c's binary form;
  * their JSON rows of schema 2 still read (row.c tells them apart by their first byte), so a
  * schema 2 store becomes a schema 3 one by its meta row alone, and each JSON row is rewritten
- * in the binary form the next time it changes. */
-#define SCHEMA_VERSION "3"
-#define SCHEMA_NUMBER 3
+ * in the binary form the next time it changes.
+ * Schema 4 stops writing the table revisions with every event: it holds each resource's last
+ * revision among the events up to seq = meta row "revisions_upto", and the events after that
+ * carry the rest (the load folds them in, in memory: FOLD_SELECT_SQL). A fold brings the
+ * table up to the newest event: from the writer's own note of the revisions it wrote since the
+ * last fold (struct hf__journal's `unfolded`: a lookup per revision instead of a statement),
+ * or by FOLD_SQL from the events when that note is not whole (after a failed commit, at the
+ * first fold after a crash). Folds run off the answer path (the writer after its answers are
+ * out, every trim before its delete, a clean close), so that a trim never takes a revision
+ * with it. A schema 3 store's table is whole up to its newest event: the migration sets
+ * "revisions_upto" to that event, and nothing else. */
+#define SCHEMA_VERSION "4"
+#define SCHEMA_NUMBER 4
+
+/* Each resource's greatest revision among the events after seq ?1, as (name, revision) rows:
+ * the resource's own (events.revision) and, for an event of several, each of events.revisions
+ * (a damaged list is left to the check of the events load). */
+#define FOLD_SELECT_SQL                                                                          \
+	"SELECT name, max(rev) FROM ("                                                           \
+	" SELECT resource AS name, revision AS rev FROM events"                                  \
+	"  WHERE seq > ?1 AND resource IS NOT NULL AND revision IS NOT NULL"                     \
+	" UNION ALL SELECT t.key, t.value FROM events e, json_each(e.revisions) t"               \
+	"  WHERE e.seq > ?1 AND e.revisions IS NOT NULL AND json_valid(e.revisions)"             \
+	"  AND t.type = 'integer')"                                                              \
+	" WHERE true GROUP BY name" /* "WHERE true": SQLite's rule for an upsert of a select */
+/* Folds the events after ?1 into the table: a counter only ever goes up. */
+#define FOLD_SQL                                                                                 \
+	"INSERT INTO revisions(resource, revision) " FOLD_SELECT_SQL                             \
+	" ON CONFLICT(resource) DO UPDATE SET revision = max(revision, excluded.revision)"
 
 #define REVISIONS_TABLE_SQL                                                                      \
 	"CREATE TABLE revisions(resource TEXT PRIMARY KEY, revision INTEGER NOT NULL);"
@@ -78,6 +105,12 @@ static const char migrate_1_sql[] =
     "DROP TABLE temp.touch; DROP TABLE temp.granted;"
     "UPDATE meta SET value = '2' WHERE key = 'schema';";
 
+/* Schema 2 or 3 to 4, in the caller's transaction: their table revisions is whole up to the
+ * newest event (every event advanced it in its own commit). */
+static const char migrate_3_sql[] =
+    "INSERT OR REPLACE INTO meta(key, value)"
+    " SELECT 'revisions_upto', coalesce(max(seq), 0) FROM events;";
+
 /* Statements for writing, indexed by table then by put (0) / remove (1). */
 static const char *const write_sql[][2] = {
     [HF__J_RESOURCE] = {"INSERT OR REPLACE INTO resources(name, body) VALUES(?1, ?2)",
@@ -112,11 +145,25 @@ struct hf__journal {
 	int lock_fd; /* PATH.lock, flock()ed for as long as the store is open */
 	sqlite3 *db;     /* the writer's connection; used by one thread at a time */
 	sqlite3_stmt *put[N_TABLES][2];
-	sqlite3_stmt *put_revision; /* advances a resource's counter with each event */
 	sqlite3_stmt *begin, *commit, *rollback;
+	uint64_t folded; /* meta "revisions_upto": the table revisions accounts for events up to it */
+	/* Each resource's last revision among the committed events after `folded` (struct
+	 * unfolded by name), when unfolded_whole: the writer's note of what it wrote. */
+	struct hf__map unfolded;
+	bool unfolded_whole;
+	sqlite3_stmt *put_fold; /* raises a resource's counter to ?2 */
+	/* The WAL's frames after the last commit (wal_hook) and the count from which a
+	 * checkpoint is due (hf__journal_checkpoint). Writer thread only. */
+	int wal_frames, checkpoint_mark;
 	pthread_mutex_t read_lock; /* guards `reader` */
 	sqlite3 *reader;
 };
+
+static const char *text(sqlite3_stmt *stmt, int col)
+{
+	const char *s = (const char *)sqlite3_column_text(stmt, col);
+	return s ? s : "";
+}
 
 static int db_err(hf_error *err, sqlite3 *db, int code, const char *what)
 {
@@ -344,7 +391,7 @@ static bool faults_before_commit(struct faults *f)
 }
 
 /* Brings a store of schema `from` to this schema, in one durable transaction. From schema 2
- * that is the meta row alone: its JSON rows read as they are (see SCHEMA_VERSION). */
+ * that is meta rows alone: its JSON rows read as they are (see SCHEMA_VERSION). */
 static int migrate(sqlite3 *db, const char *path, int from, hf_error *err)
 {
 	int rc = exec(db, "BEGIN IMMEDIATE", err);
@@ -352,6 +399,8 @@ static int migrate(sqlite3 *db, const char *path, int from, hf_error *err)
 		return rc;
 	char *msg = NULL;
 	int src = from < 2 ? sqlite3_exec(db, migrate_1_sql, NULL, NULL, &msg) : SQLITE_OK;
+	if (src == SQLITE_OK)
+		src = sqlite3_exec(db, migrate_3_sql, NULL, NULL, &msg);
 	if (src == SQLITE_OK)
 		src = sqlite3_exec(db, "UPDATE meta SET value = '" SCHEMA_VERSION "' WHERE key = 'schema'",
 		                   NULL, NULL, &msg);
@@ -364,6 +413,136 @@ static int migrate(sqlite3 *db, const char *path, int from, hf_error *err)
 		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
 	}
 	return rc;
+}
+
+/* One integer from a query with up to two integer parameters; 0 for NULL or no row. */
+static int64_t query_int(sqlite3 *db, const char *sql, int64_t a, int64_t b, int *rc)
+{
+	sqlite3_stmt *s = NULL;
+	int64_t v = 0;
+	if (*rc != SQLITE_OK || (*rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL)) != SQLITE_OK)
+		return 0;
+	if (sqlite3_bind_parameter_count(s) >= 1)
+		sqlite3_bind_int64(s, 1, a);
+	if (sqlite3_bind_parameter_count(s) >= 2)
+		sqlite3_bind_int64(s, 2, b);
+	int step = sqlite3_step(s);
+	if (step == SQLITE_ROW)
+		v = sqlite3_column_int64(s, 0);
+	else if (step != SQLITE_DONE)
+		*rc = step;
+	sqlite3_finalize(s);
+	return v;
+}
+
+/* Forgets the note of unfolded revisions (it is no longer whole). */
+static void drop_unfolded(struct hf__journal *j)
+{
+	size_t pos = 0;
+	void *cur = NULL, *v;
+	while ((v = hf__map_next(&j->unfolded, &pos, &cur)))
+		free(v);
+	hf__map_release(&j->unfolded);
+	j->unfolded_whole = false;
+}
+
+struct unfolded {
+	int64_t revision;
+	char name[];
+};
+
+/* Notes an event's revisions for the next fold. Out of memory, the note is dropped: the fold
+ * then reads the events. */
+static void note_revisions(struct hf__journal *j, const hf_event *ev)
+{
+	for (size_t i = 0; j->unfolded_whole && i < ev->n_revisions; i++) {
+		struct unfolded *u = hf__map_intern(&j->unfolded, ev->revisions[i].resource,
+		                                    offsetof(struct unfolded, name));
+		if (!u) {
+			drop_unfolded(j);
+			return;
+		}
+		if (ev->revisions[i].revision > u->revision)
+			u->revision = ev->revisions[i].revision;
+	}
+}
+
+/* Checkpoints of the WAL, out of the commits. SQLite's auto-checkpoint runs inside the COMMIT
+ * that takes the WAL past 1,000 pages, before that commit's answers go out: every ~110th lock
+ * pair waited for it (copying the pages back into the database, and two fsyncs). This WAL hook
+ * takes the place of the auto-checkpoint (sqlite3_wal_hook replaces it) and only counts; the
+ * writer runs the checkpoint after the commit, once its answers are out
+ * (hf__journal_checkpoint): PASSIVE from CHECKPOINT_PAGES (it waits for no reader), and from
+ * CHECKPOINT_TRUNCATE (the readers held back every passive one) in full, waiting for readers
+ * up to the busy timeout, and truncating the WAL: it stays under about 64 MiB (4 KiB pages).
+ * A checkpoint on a connection of its own, beside the commits, was measured and dropped: its
+ * fsyncs slowed the commits' down, and the WAL, never caught up with, grew to the bound
+ * (docs/operations.md, "Checkpoints"). */
+#define CHECKPOINT_PAGES 1000
+#define CHECKPOINT_TRUNCATE 16384
+
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+	(void)db;
+	(void)name;
+	struct hf__journal *j = arg;
+	if (frames < j->wal_frames) /* a checkpoint caught up and the WAL started over */
+		j->checkpoint_mark = CHECKPOINT_PAGES;
+	j->wal_frames = frames;
+	return SQLITE_OK;
+}
+
+int hf__journal_checkpoint(struct hf__journal *j, hf_error *err)
+{
+	if (j->wal_frames < j->checkpoint_mark && j->wal_frames < CHECKPOINT_TRUNCATE)
+		return HF_OK;
+	bool full = j->wal_frames >= CHECKPOINT_TRUNCATE;
+	int rc = sqlite3_wal_checkpoint_v2(
+	    j->db, NULL, full ? SQLITE_CHECKPOINT_TRUNCATE : SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	if (rc == SQLITE_OK && full)
+		j->wal_frames = 0;
+	/* The next one after as many pages more, unless the WAL starts over first (wal_hook):
+	 * one that readers held back is not tried again with every commit. */
+	j->checkpoint_mark = j->wal_frames + CHECKPOINT_PAGES;
+	if (rc != SQLITE_OK && rc != SQLITE_BUSY) /* busy: readers held it back */
+		return db_err(err, j->db, HF_ESTORAGE, "checkpoint failed");
+	return HF_OK;
+}
+
+/* Reads meta "revisions_upto" into j->folded: none is 0 (everything is folded at load). */
+static int read_folded(struct hf__journal *j, hf_error *err)
+{
+	sqlite3_stmt *s = NULL;
+	int rc = sqlite3_prepare_v2(j->db, "SELECT value FROM meta WHERE key = 'revisions_upto'",
+	                            -1, &s, NULL);
+	if (rc != SQLITE_OK)
+		return db_err(err, j->db, schema_code(rc), "store schema does not match");
+	int code = HF_OK;
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		const char *v = text(s, 0);
+		char *end;
+		errno = 0;
+		long long n = strtoll(v, &end, 10);
+		if (!*v || *end || errno || n < 0)
+			code = hf__err(err, HF_ECORRUPT,
+			               "store file is damaged: bad meta row revisions_upto '%.40s'", v);
+		else
+			j->folded = (uint64_t)n;
+	} else if (rc != SQLITE_DONE) {
+		code = db_err(err, j->db, open_code(rc), "cannot read store");
+	}
+	sqlite3_finalize(s);
+	if (code != HF_OK)
+		return code;
+	/* The note starts whole when there is nothing after the fold (a clean close, a store
+	 * migrated now); else the first fold reads the events. */
+	rc = SQLITE_OK;
+	int64_t newest = query_int(j->db, "SELECT coalesce(max(seq), 0) FROM events", 0, 0, &rc);
+	if (rc != SQLITE_OK)
+		return db_err(err, j->db, open_code(rc), "cannot read store");
+	j->unfolded_whole = (uint64_t)newest <= j->folded;
+	return HF_OK;
 }
 
 int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err)
@@ -435,6 +614,9 @@ int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err)
 	    (schema < SCHEMA_NUMBER && (rc = migrate(j->db, path, schema, err)) != HF_OK) ||
 	    (rc = exec(j->db, HF__SAGAS_SCHEMA_SQL, err)) != HF_OK)
 		goto fail;
+	/* Checkpoints off the commit path: this hook replaces SQLite's auto-checkpoint. */
+	sqlite3_wal_hook(j->db, wal_hook, j);
+	j->checkpoint_mark = CHECKPOINT_PAGES;
 	for (int t = 0; t < N_TABLES; t++)
 		for (int k = 0; k < 2; k++) {
 			int prc = write_sql[t][k] ? sqlite3_prepare_v2(j->db, write_sql[t][k], -1,
@@ -445,10 +627,13 @@ int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err)
 				goto fail;
 			}
 		}
+	if ((rc = read_folded(j, err)) != HF_OK)
+		goto fail;
 	int prc = sqlite3_prepare_v2(j->db,
-	                             "INSERT OR REPLACE INTO revisions(resource, revision)"
-	                             " VALUES(?1, ?2)",
-	                             -1, &j->put_revision, NULL);
+	                             "INSERT INTO revisions(resource, revision) VALUES(?1, ?2)"
+	                             " ON CONFLICT(resource) DO UPDATE"
+	                             " SET revision = max(revision, excluded.revision)",
+	                             -1, &j->put_fold, NULL);
 	if (prc != SQLITE_OK) {
 		rc = db_err(err, j->db, schema_code(prc), "store schema does not match");
 		goto fail;
@@ -475,7 +660,8 @@ void hf__journal_close(struct hf__journal *j)
 	for (int t = 0; t < N_TABLES; t++)
 		for (int k = 0; k < 2; k++)
 			sqlite3_finalize(j->put[t][k]);
-	sqlite3_finalize(j->put_revision);
+	drop_unfolded(j);
+	sqlite3_finalize(j->put_fold);
 	sqlite3_finalize(j->begin);
 	sqlite3_finalize(j->commit);
 	sqlite3_finalize(j->rollback);
@@ -488,7 +674,7 @@ void hf__journal_close(struct hf__journal *j)
 	free(j);
 }
 
-/* Runs `sql` and hands each row's text columns to `row`. */
+/* Runs `sql` (its parameter ?1, if any, is j->folded) and hands each row to `row`. */
 static int each_row(struct hf__journal *j, const char *sql,
                     int (*row)(struct hf__state *, sqlite3_stmt *, hf_error *),
                     struct hf__state *st, hf_error *err)
@@ -497,6 +683,8 @@ static int each_row(struct hf__journal *j, const char *sql,
 	int rc = sqlite3_prepare_v2(j->db, sql, -1, &stmt, NULL);
 	if (rc != SQLITE_OK)
 		return db_err(err, j->db, schema_code(rc), "store schema does not match");
+	if (sqlite3_bind_parameter_count(stmt) > 0)
+		sqlite3_bind_int64(stmt, 1, (sqlite3_int64)j->folded);
 	int code = HF_OK;
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
 		if ((code = row(st, stmt, err)) != HF_OK)
@@ -505,12 +693,6 @@ static int each_row(struct hf__journal *j, const char *sql,
 		code = db_err(err, j->db, open_code(rc), "cannot read store");
 	sqlite3_finalize(stmt);
 	return code;
-}
-
-static const char *text(sqlite3_stmt *stmt, int col)
-{
-	const char *s = (const char *)sqlite3_column_text(stmt, col);
-	return s ? s : "";
 }
 
 static int load_meta(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
@@ -625,6 +807,8 @@ int hf__journal_load(struct hf__journal *j, struct hf__state *st, hf_error *err)
 	    (rc = each_row(j, "SELECT id, body FROM holds", load_hold, st, err)) ||
 	    (rc = each_row(j, "SELECT key, body FROM idempotency", load_idem, st, err)) ||
 	    (rc = each_row(j, "SELECT resource, revision FROM revisions", load_revision, st, err)) ||
+	    /* the events after the last fold carry the rest (the greater of both is taken) */
+	    (rc = each_row(j, FOLD_SELECT_SQL, load_revision, st, err)) ||
 	    (rc = each_row(j,
 	                   "SELECT " EVENT_COLUMNS " FROM events"
 	                   " WHERE seq > (SELECT coalesce(max(seq), 0) FROM events) - 65536"
@@ -642,8 +826,8 @@ static int bind_text(sqlite3_stmt *s, int i, const char *v)
 	return v ? sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC) : sqlite3_bind_null(s, i);
 }
 
-/* Binds an event's revisions (?7, ?8) and advances the counter of each. */
-static int write_revisions(struct hf__journal *j, sqlite3_stmt *s, const hf_event *ev)
+/* Binds an event's revisions (?7, ?8): the counters are folded from them later. */
+static int write_revisions(sqlite3_stmt *s, const hf_event *ev)
 {
 	int rc = ev->resource ? sqlite3_bind_int64(s, 7, ev->revision) : sqlite3_bind_null(s, 7);
 	if (rc == SQLITE_OK && ev->n_revisions > 1) {
@@ -662,16 +846,6 @@ static int write_revisions(struct hf__journal *j, sqlite3_stmt *s, const hf_even
 		char *list = hf__jw_finish(&w, NULL);
 		rc = list ? sqlite3_bind_text(s, 8, list, -1, free) : SQLITE_NOMEM;
 	}
-	for (size_t i = 0; rc == SQLITE_OK && i < ev->n_revisions; i++) {
-		sqlite3_stmt *c = j->put_revision;
-		sqlite3_reset(c);
-		rc = bind_text(c, 1, ev->revisions[i].resource);
-		rc = rc ? rc : sqlite3_bind_int64(c, 2, ev->revisions[i].revision);
-		if (rc == SQLITE_OK)
-			rc = sqlite3_step(c) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
-		sqlite3_clear_bindings(c);
-		sqlite3_reset(c);
-	}
 	return rc;
 }
 
@@ -688,7 +862,9 @@ static int write_one(struct hf__journal *j, const struct hf__jrec *rec)
 		rc = rc ? rc : bind_text(s, 4, ev->resource);
 		rc = rc ? rc : bind_text(s, 5, ev->hold_id);
 		rc = rc ? rc : bind_text(s, 6, ev->data);
-		rc = rc ? rc : write_revisions(j, s, ev);
+		rc = rc ? rc : write_revisions(s, ev);
+		if (rc == SQLITE_OK)
+			note_revisions(j, ev);
 	} else {
 		rc = bind_text(s, 1, rec->key);
 		if (!rec->remove && rc == SQLITE_OK)
@@ -703,9 +879,11 @@ static int write_one(struct hf__journal *j, const struct hf__jrec *rec)
 	return rc;
 }
 
-/* Ends a failed transaction: the file keeps what was durable before it. */
+/* Ends a failed transaction: the file keeps what was durable before it (and the note of
+ * unfolded revisions, which has this transaction's, is dropped). */
 static void rollback(struct hf__journal *j)
 {
+	drop_unfolded(j);
 	sqlite3_reset(j->commit);
 	if (!sqlite3_get_autocommit(j->db)) {
 		sqlite3_reset(j->rollback);
@@ -805,24 +983,75 @@ out:
 
 /* ---- Event retention (docs/events.md, "Retention"). -------------------------------- */
 
-/* One integer from a query with up to two integer parameters; 0 for NULL or no row. */
-static int64_t query_int(sqlite3 *db, const char *sql, int64_t a, int64_t b, int *rc)
+/* Folds the events after j->folded into the table revisions, in the caller's transaction;
+ * *upto: the newest event folded (the caller sets j->folded to it once committed). */
+static int fold_in(struct hf__journal *j, uint64_t *upto)
 {
-	sqlite3_stmt *s = NULL;
-	int64_t v = 0;
-	if (*rc != SQLITE_OK || (*rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL)) != SQLITE_OK)
-		return 0;
-	if (sqlite3_bind_parameter_count(s) >= 1)
-		sqlite3_bind_int64(s, 1, a);
-	if (sqlite3_bind_parameter_count(s) >= 2)
-		sqlite3_bind_int64(s, 2, b);
-	int step = sqlite3_step(s);
-	if (step == SQLITE_ROW)
-		v = sqlite3_column_int64(s, 0);
-	else if (step != SQLITE_DONE)
-		*rc = step;
-	sqlite3_finalize(s);
-	return v;
+	int rc = SQLITE_OK;
+	int64_t newest = query_int(j->db, "SELECT coalesce(max(seq), 0) FROM events", 0, 0, &rc);
+	*upto = j->folded;
+	if (rc != SQLITE_OK || newest <= (int64_t)j->folded)
+		return rc;
+	if (!j->unfolded_whole) {
+		query_int(j->db, FOLD_SQL, (int64_t)j->folded, 0, &rc);
+	} else {
+		size_t pos = 0;
+		void *cur = NULL;
+		const struct unfolded *u;
+		sqlite3_stmt *s = j->put_fold;
+		while (rc == SQLITE_OK && (u = hf__map_next(&j->unfolded, &pos, &cur))) {
+			sqlite3_reset(s);
+			rc = sqlite3_bind_text(s, 1, u->name, -1, SQLITE_STATIC);
+			rc = rc ? rc : sqlite3_bind_int64(s, 2, u->revision);
+			if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_DONE)
+				rc = SQLITE_OK;
+			sqlite3_clear_bindings(s);
+			sqlite3_reset(s);
+		}
+	}
+	query_int(j->db, "INSERT OR REPLACE INTO meta(key, value) VALUES('revisions_upto', ?1)",
+	          newest, 0, &rc);
+	if (rc == SQLITE_OK)
+		*upto = (uint64_t)newest;
+	return rc;
+}
+
+/* Ends a transaction of maintenance: commits it after `rc` (SQLite's) went well, else (or when
+ * the commit fails) rolls it back. HF_OK, or an error in *err saying `what` failed. */
+static int end_maintenance(struct hf__journal *j, int rc, const char *what, hf_error *err)
+{
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(j->db, "COMMIT", NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		return HF_OK;
+	int code = db_err(err, j->db, HF_ESTORAGE, what);
+	if (!sqlite3_get_autocommit(j->db))
+		sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+	return code;
+}
+
+/* After a fold's commit: the table is whole up to `upto`, and the note starts again. */
+static void folded_to(struct hf__journal *j, uint64_t upto)
+{
+	drop_unfolded(j);
+	j->unfolded_whole = true;
+	j->folded = upto;
+}
+
+int hf__journal_fold(struct hf__journal *j, hf_error *err)
+{
+	uint64_t upto = j->folded;
+	int rc = sqlite3_exec(j->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = fold_in(j, &upto);
+	if ((rc = end_maintenance(j, rc, "cannot fold event revisions", err)) == HF_OK)
+		folded_to(j, upto);
+	return rc;
+}
+
+uint64_t hf__journal_folded(const struct hf__journal *j)
+{
+	return j->folded;
 }
 
 uint64_t hf__journal_trimmed_upto(struct hf__journal *j)
@@ -876,11 +1105,22 @@ int hf__journal_trim_events(struct hf__journal *j, const struct hf__trim_policy 
 		return code;
 	hf__trim_plan(pol, last_seq, aged > 0 ? (uint64_t)aged : 0, &cp, plan);
 	int64_t oldest = query_int(j->db, "SELECT coalesce(min(seq), 0) FROM events", 0, 0, &rc);
-	if (rc == SQLITE_OK && oldest > 0 && plan->upto >= (uint64_t)oldest) {
-		query_int(j->db, "DELETE FROM events WHERE seq <= ?1", (int64_t)plan->upto, 0, &rc);
-		*trimmed = (uint64_t)sqlite3_changes(j->db);
-	}
 	if (rc != SQLITE_OK)
 		return db_err(err, j->db, HF_ESTORAGE, "cannot trim events");
+	if (oldest == 0 || plan->upto < (uint64_t)oldest)
+		return HF_OK;
+	/* The revisions of the events to go are folded into their counters first, in the same
+	 * transaction: a resource's revisions go on after its events are trimmed. */
+	uint64_t folded = j->folded, deleted = 0;
+	rc = sqlite3_exec(j->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = fold_in(j, &folded);
+	query_int(j->db, "DELETE FROM events WHERE seq <= ?1", (int64_t)plan->upto, 0, &rc);
+	if (rc == SQLITE_OK)
+		deleted = (uint64_t)sqlite3_changes(j->db);
+	if ((code = end_maintenance(j, rc, "cannot trim events", err)) != HF_OK)
+		return code;
+	folded_to(j, folded);
+	*trimmed = deleted;
 	return HF_OK;
 }

@@ -91,28 +91,56 @@ int hf__map_reserve(struct hf__map *map, size_t count)
 	return n > map->n_buckets ? resize(map, n) : HF_OK;
 }
 
+/* The entry of `key`, or a new one (*added; value NULL, key the caller's) linked in. */
+static struct hf__map_entry *entry_of(struct hf__map *map, const char *key, bool *added)
+{
+	if (map->count >= map->n_buckets && grow(map) != HF_OK)
+		return NULL;
+	uint64_t h = hash_key(key);
+	struct hf__map_entry **slot = find_slot(map, key, h);
+	*added = !*slot;
+	if (*slot)
+		return *slot;
+	struct hf__map_entry *e = malloc(sizeof(*e));
+	if (!e)
+		return NULL;
+	*e = (struct hf__map_entry){.next = NULL, .key = key, .hash = h, .value = NULL};
+	*slot = e;
+	map->count++;
+	return e;
+}
+
+void *hf__map_intern(struct hf__map *map, const char *key, size_t key_off)
+{
+	bool added;
+	struct hf__map_entry *e = entry_of(map, key, &added);
+	if (!e || !added)
+		return e ? e->value : NULL;
+	size_t len = strlen(key) + 1;
+	char *v = malloc(key_off + len);
+	if (!v) {
+		hf__map_remove(map, key);
+		return NULL;
+	}
+	memset(v, 0, key_off);
+	e->key = memcpy(v + key_off, key, len);
+	e->value = v;
+	return v;
+}
+
 /* Puts (replace) or adds (!replace: an existing entry stays, *present is its value). */
 static int put(struct hf__map *map, const char *key, void *value, bool replace, void **present)
 {
-	if (map->count >= map->n_buckets && grow(map) != HF_OK)
-		return HF_ENOMEM;
-	uint64_t h = hash_key(key);
-	struct hf__map_entry **slot = find_slot(map, key, h);
-	if (*slot && !replace) {
-		*present = (*slot)->value;
-		return HF_OK;
-	}
-	if (*slot) {
-		(*slot)->key = key;
-		(*slot)->value = value;
-		return HF_OK;
-	}
-	struct hf__map_entry *e = malloc(sizeof(*e));
+	bool added;
+	struct hf__map_entry *e = entry_of(map, key, &added);
 	if (!e)
 		return HF_ENOMEM;
-	*e = (struct hf__map_entry){.next = NULL, .key = key, .hash = h, .value = value};
-	*slot = e;
-	map->count++;
+	if (!added && !replace) {
+		*present = e->value;
+		return HF_OK;
+	}
+	e->key = key;
+	e->value = value;
 	return HF_OK;
 }
 

@@ -41,11 +41,16 @@ struct ilink {
 	struct ilink *prev, *next;
 };
 
-/* The head of one list of st->by_owner or st->by_name, keyed by its own copy of the owner or
- * name; freed when its list empties. */
+/* The head of an intrusive list and its length. */
 struct chain {
 	struct ilink *head;
 	size_t n;
+};
+
+/* The holds of one owner (st->by_owner), keyed by its own copy of the owner; freed when its
+ * list empties. */
+struct owner {
+	struct chain holds;
 	char key[];
 };
 
@@ -55,7 +60,7 @@ struct part {
 	int64_t units;
 	int64_t fence;
 	struct hold *hold;    /* the hold whose part this is */
-	struct ilink by_name; /* in st->by_name's chain of `name` */
+	struct ilink by_name; /* in the parts chain of `name`'s struct rev */
 };
 
 struct hold {
@@ -91,9 +96,12 @@ struct idem {
 
 /* A resource's event revision counter. It outlives the resource: an implicit resource vanishes
  * when idle, and when it comes back its revisions continue (consumers deduplicate by resource
- * and revision). One per resource name ever seen, loaded whole from the journal. */
+ * and revision). One per resource name ever seen, loaded whole from the journal. It also heads
+ * the index of the parts (of live and ended holds) naming it: a grant finds both in one
+ * lookup, and a name's index costs no allocation of its own. */
 struct rev {
-	int64_t revision; /* of the resource's last event */
+	int64_t revision;   /* of the resource's last event */
+	struct chain parts; /* struct part by_name links */
 	char name[];
 };
 
@@ -115,12 +123,12 @@ struct hf__state {
 	struct hf__map holds;
 	/* Secondary indexes of st->holds, live and ended, for lists filtered by owner or resource:
 	 * each costs the matching holds, not the store. Per hold 16 bytes (by_owner) and per part
-	 * 24 (by_name, hold), plus a struct chain and a map entry per distinct owner and name. */
-	struct hf__map by_owner; /* struct chain of holds by owner */
-	struct hf__map by_name;  /* struct chain of parts by resource name (kept by ended holds) */
+	 * 24 (by_name, hold), plus a struct owner and a map entry per distinct owner and 16 bytes
+	 * in each name's struct rev. */
+	struct hf__map by_owner; /* struct owner by owner */
 	struct hf__map idems;
 	struct hf__map waiters; /* by call id */
-	struct hf__map revs;    /* struct rev by resource name */
+	struct hf__map revs;    /* struct rev by resource name: revisions, parts by name */
 	struct hf__heap expiries;  /* tentative holds by expires_at */
 	struct hf__heap deadlines; /* waiters by deadline */
 	struct hold *ended_head, *ended_tail;
@@ -368,19 +376,7 @@ static int reply_resource(struct hf__call *call, const struct res *r)
 /* The counter of `name`'s revisions, made at 0 when new; NULL when out of memory. */
 static struct rev *rev_get(struct hf__state *st, const char *name)
 {
-	struct rev *r = hf__map_get(&st->revs, name);
-	if (r)
-		return r;
-	size_t len = strlen(name) + 1;
-	if (!(r = malloc(sizeof(*r) + len)))
-		return NULL;
-	r->revision = 0;
-	memcpy(r->name, name, len);
-	if (hf__map_put(&st->revs, r->name, r) != HF_OK) {
-		free(r);
-		return NULL;
-	}
-	return r;
+	return hf__map_intern(&st->revs, name, offsetof(struct rev, name));
 }
 
 /* Gives the event the next revision of each resource it touches (names[0] is its resource),
@@ -565,65 +561,70 @@ static void work_push(struct hf__state *st, struct res *r)
 
 /* ---- holds ---- */
 
-/* Links `l` first in the chain of `key` in `index`, making the chain if it is the first. */
-static int chain_link(struct hf__map *index, const char *key, struct ilink *l)
+static void chain_link(struct chain *c, struct ilink *l)
 {
-	struct chain *c = hf__map_get(index, key);
-	if (!c) {
-		size_t len = strlen(key) + 1;
-		if (!(c = malloc(sizeof(*c) + len)))
-			return HF_ENOMEM;
-		memcpy(c->key, key, len);
-		c->head = NULL;
-		c->n = 0;
-		if (hf__map_put(index, c->key, c) != HF_OK) {
-			free(c);
-			return HF_ENOMEM;
-		}
-	}
 	l->prev = NULL;
 	l->next = c->head;
 	if (c->head)
 		c->head->prev = l;
 	c->head = l;
 	c->n++;
-	return HF_OK;
 }
 
-static void chain_unlink(struct hf__map *index, const char *key, struct ilink *l)
+static void chain_unlink(struct chain *c, struct ilink *l)
 {
-	struct chain *c = hf__map_get(index, key);
 	if (l->next)
 		l->next->prev = l->prev;
 	if (l->prev)
 		l->prev->next = l->next;
 	else
 		c->head = l->next;
-	if (--c->n == 0) {
-		hf__map_remove(index, c->key);
-		free(c);
+	c->n--;
+}
+
+/* The holds of `owner`, made empty on its first hold; NULL when out of memory. */
+static struct owner *owner_get(struct hf__state *st, const char *owner)
+{
+	return hf__map_intern(&st->by_owner, owner, offsetof(struct owner, key));
+}
+
+/* Takes a hold out of its owner's list; the last one out frees the list. */
+static void owner_unlink(struct hf__state *st, struct hold *h)
+{
+	struct owner *o = hf__map_get(&st->by_owner, h->owner);
+	chain_unlink(&o->holds, &h->by_owner);
+	if (o->holds.n == 0) {
+		hf__map_remove(&st->by_owner, o->key);
+		free(o);
 	}
 }
 
+/* The parts' lists stay with their names' counters, empty or not. */
 static void index_remove_parts(struct hf__state *st, struct hold *h, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
-		chain_unlink(&st->by_name, h->parts[i].name, &h->parts[i].by_name);
+	for (size_t i = 0; i < n; i++) {
+		struct rev *r = hf__map_get(&st->revs, h->parts[i].name);
+		chain_unlink(&r->parts, &h->parts[i].by_name);
+	}
 }
 
 /* Enters a hold in the secondary indexes: all or nothing. Every hold in st->holds is in them,
  * from its insertion until it leaves the map. */
 static int index_add(struct hf__state *st, struct hold *h)
 {
-	if (chain_link(&st->by_owner, h->owner, &h->by_owner) != HF_OK)
+	struct owner *o = owner_get(st, h->owner);
+	if (!o)
 		return HF_ENOMEM;
+	chain_link(&o->holds, &h->by_owner);
 	for (size_t i = 0; i < h->n_parts; i++) {
 		h->parts[i].hold = h;
-		if (chain_link(&st->by_name, h->parts[i].name, &h->parts[i].by_name) != HF_OK) {
+		struct rev *r = rev_get(st, h->parts[i].name);
+		if (!r) {
 			index_remove_parts(st, h, i);
-			chain_unlink(&st->by_owner, h->owner, &h->by_owner);
+			owner_unlink(st, h);
 			return HF_ENOMEM;
 		}
+		chain_link(&r->parts, &h->parts[i].by_name);
 	}
 	return HF_OK;
 }
@@ -631,7 +632,7 @@ static int index_add(struct hf__state *st, struct hold *h)
 static void index_remove(struct hf__state *st, struct hold *h)
 {
 	index_remove_parts(st, h, h->n_parts);
-	chain_unlink(&st->by_owner, h->owner, &h->by_owner);
+	owner_unlink(st, h);
 }
 
 static void hold_free(struct hold *h)
@@ -1325,8 +1326,9 @@ static bool first_of_name(const struct part *p)
 static const struct chain *list_chain(const struct hf__state *st, const hf_request *q, bool *parts,
                                       bool *none)
 {
-	const struct chain *owner = q->owner ? hf__map_get(&st->by_owner, q->owner) : NULL;
-	const struct chain *name = q->resource ? hf__map_get(&st->by_name, q->resource) : NULL;
+	const struct owner *o = q->owner ? hf__map_get(&st->by_owner, q->owner) : NULL;
+	const struct rev *r = q->resource ? hf__map_get(&st->revs, q->resource) : NULL;
+	const struct chain *owner = o ? &o->holds : NULL, *name = r ? &r->parts : NULL;
 	*none = (q->owner && !owner) || (q->resource && !name);
 	*parts = name && (!owner || name->n < owner->n);
 	return *parts ? name : owner;
@@ -1908,7 +1910,6 @@ struct hf__state *hf__state_new(const hf_options *opt)
 	hf__map_init(&st->resources);
 	hf__map_init(&st->holds);
 	hf__map_init(&st->by_owner);
-	hf__map_init(&st->by_name);
 	hf__map_init(&st->idems);
 	hf__map_init(&st->waiters);
 	hf__map_init(&st->revs);
@@ -1936,13 +1937,9 @@ void hf__state_free(struct hf__state *st)
 	pos = 0, cur = NULL;
 	while ((v = hf__map_next(&st->by_owner, &pos, &cur)))
 		free(v);
-	pos = 0, cur = NULL;
-	while ((v = hf__map_next(&st->by_name, &pos, &cur)))
-		free(v);
 	hf__map_release(&st->revs);
 	hf__map_release(&st->holds);
 	hf__map_release(&st->by_owner);
-	hf__map_release(&st->by_name);
 	hf__map_release(&st->resources);
 	hf__map_release(&st->idems);
 	hf__map_release(&st->waiters);
@@ -2273,18 +2270,15 @@ int hf__state_load_event(struct hf__state *st, const hf_event *ev, hf_error *err
 int hf__state_load_revision(struct hf__state *st, const char *resource, int64_t revision,
                             hf_error *err)
 {
-	size_t len = strlen(resource) + 1;
-	struct rev *r = revision < 1 ? NULL : malloc(sizeof(*r) + len);
-	void *present = NULL;
-	if (r) {
-		r->revision = revision;
-		memcpy(r->name, resource, len);
-	}
-	if (r && hf__map_add(&st->revs, r->name, r, &present) == HF_OK && !present)
-		return HF_OK;
-	free(r);
-	if (revision >= 1 && !present)
+	if (revision < 1)
+		return hf__err(err, HF_ECORRUPT, "store file is damaged: revision %lld of '%.60s'",
+		               (long long)revision, resource);
+	/* A name comes from the table and again from the events after its last fold (and the
+	 * holds loaded before made counters at 0 for their parts' index): the greatest counts. */
+	struct rev *r = rev_get(st, resource);
+	if (!r)
 		return hf__err_code(err, HF_ENOMEM);
-	return hf__err(err, HF_ECORRUPT, "store file is damaged: revision %lld of '%.60s'",
-	               (long long)revision, resource);
+	if (revision > r->revision)
+		r->revision = revision;
+	return HF_OK;
 }
