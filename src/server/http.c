@@ -141,6 +141,12 @@ static void conn_close(struct hf__server *srv, struct hf__conn *conn)
 		free(conn);
 }
 
+/* Whether a request of the connection is being served (not merely read). */
+static bool conn_busy(const struct hf__conn *conn)
+{
+	return conn->rq && conn->rq->dispatched;
+}
+
 static void deadline_arm(struct hf__server *srv, struct hf__conn *conn)
 {
 	event_add(conn->timer, &(struct timeval){.tv_sec = srv->cfg->timeout_s});
@@ -556,7 +562,11 @@ void hf__rq_stream_chunk(struct hf__rq *rq, const char *data, size_t len)
 {
 	if (!rq->conn || rq->gone || rq->head_only || !len)
 		return;
-	struct evbuffer *out = bufferevent_get_output(rq->conn->bev);
+	struct bufferevent *bev = rq->conn->bev;
+	struct evbuffer *out = bufferevent_get_output(bev);
+	/* Each piece restarts the write timeout (as evhttp's did): a stream's stall is judged
+	 * by events.c, paused streams against --timeout, all on one clock. */
+	bufferevent_enable(bev, EV_WRITE);
 	if (rq->http10) {
 		evbuffer_add(out, data, len);
 		return;
@@ -1096,9 +1106,12 @@ static void conn_read(struct hf__server *srv, struct hf__conn *conn)
 		free(conn);
 		return;
 	}
-	/* The client has shut its side and no whole request is left: nothing more to answer. */
-	if (conn->eof && !conn->rq && !conn->closing)
-		conn_close(srv, conn);
+	/* The client has shut its side and no whole request is left: nothing more to answer.
+	 * What is written still goes out (an answer that crossed the shutdown). */
+	if (conn->eof && (!conn->rq || !conn->rq->dispatched) && !conn->closing) {
+		conn->closing = true;
+		conn_idle(srv, conn);
+	}
 }
 
 static struct hf__server *the_server; /* one server per process, for libevent callbacks */
@@ -1114,7 +1127,7 @@ static void on_write(struct bufferevent *bev, void *arg)
 {
 	struct hf__conn *conn = arg;
 	(void)bev;
-	if (conn->closing && !conn->rq)
+	if (conn->closing && !conn_busy(conn))
 		conn_close(the_server, conn);
 }
 
@@ -1129,12 +1142,12 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 		 * what it gave up on (its wait is cancelled); anything else is answered first. */
 		conn->eof = true;
 		struct hf__rq *rq = conn->rq;
-		if (rq && rq->dispatched && (rq->parked || rq->streaming)) {
+		if (conn_busy(conn) && (rq->parked || rq->streaming)) {
 			conn_close(the_server, conn);
 			return;
 		}
-		if (!rq || !rq->dispatched)
-			conn_read(the_server, conn); /* frees conn if nothing is left to answer */
+		if (!conn_busy(conn))
+			conn_read(the_server, conn); /* closes once nothing is left to answer */
 		return;
 	}
 	conn_close(the_server, conn); /* an error, or no progress writing within the timeout */
@@ -1147,7 +1160,7 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	if (conn->closing) {
-		if (!conn->rq && evbuffer_get_length(bufferevent_get_output(conn->bev)) == 0)
+		if (!conn_busy(conn) && evbuffer_get_length(bufferevent_get_output(conn->bev)) == 0)
 			conn_close(the_server, conn);
 		return;
 	}
@@ -1161,7 +1174,7 @@ static void on_conn_timer(evutil_socket_t fd, short what, void *arg)
 	struct hf__server *srv = the_server;
 	(void)fd;
 	(void)what;
-	if (conn->rq && conn->rq->dispatched)
+	if (conn_busy(conn))
 		return; /* being served: the deadline starts again after the answer */
 	if (!conn->rq && evbuffer_get_length(bufferevent_get_output(conn->bev))) {
 		deadline_arm(srv, conn); /* still writing: the write timeout watches that */
@@ -1420,7 +1433,7 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	for (struct hf__conn *c = srv->conns, *next; c; c = next) {
 		next = c->next;
-		if (!c->rq && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		if (!conn_busy(c) && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
 			conn_close(srv, c);
 	}
 	int64_t now = hf__mono_us() / 1000;
