@@ -43,6 +43,7 @@ struct hf__conn {
 	struct hf__conn *prev, *next;           /* srv->conns */
 	struct hf__conn *pend_prev, *pend_next; /* the pending list, oldest first */
 	int64_t accepted_ms;   /* monotonic */
+	int64_t deadline_us;   /* monotonic end of the request being read; 0: one is served */
 	size_t head_len;       /* the head in the input is complete, this long (0: not yet) */
 	size_t scanned;        /* input bytes already searched for the head's end */
 	struct hf__h1_chunked chunk; /* a chunked body being decoded into chunks */
@@ -55,6 +56,10 @@ struct hf__conn {
 	bool in_read;          /* conn_read is on the stack: conn_close leaves the free to it */
 	bool doomed;           /* closed while in_read */
 };
+
+/* The kernel's send buffer of an event stream's socket (it doubles it): see
+ * hf__rq_stream_start. */
+#define STREAM_SNDBUF (128 * 1024)
 
 /* With API keys: body bytes a connection that has not shown a valid key may send. */
 #define PREAUTH_BODY_MAX 8192
@@ -147,9 +152,14 @@ static bool conn_busy(const struct hf__conn *conn)
 	return conn->rq && conn->rq->dispatched;
 }
 
+/* Starts the deadline of the next request. The timer is not moved per request (an
+ * event_add and an event_del each): it stays pending, and on_conn_timer checks
+ * deadline_us when it fires, re-arming itself for what is left. */
 static void deadline_arm(struct hf__server *srv, struct hf__conn *conn)
 {
-	event_add(conn->timer, &(struct timeval){.tv_sec = srv->cfg->timeout_s});
+	conn->deadline_us = hf__mono_us() + srv->cfg->timeout_s * 1000000;
+	if (!event_pending(conn->timer, EV_TIMEOUT, NULL))
+		event_add(conn->timer, &(struct timeval){.tv_sec = srv->cfg->timeout_s});
 }
 
 /* A connection whose request is done: close it once written, or wait for the next request
@@ -554,6 +564,15 @@ void hf__rq_fail(struct hf__rq *rq, int code, const char *fmt, ...)
 void hf__rq_stream_start(struct hf__rq *rq, const char *ctype)
 {
 	rq->streaming = true;
+	/* A fixed socket send buffer for a stream: left to autotuning, the kernel holds up to
+	 * 4 MiB for a client that does not read, and takes it in bursts whenever memory frees up
+	 * elsewhere, which restarts the stall clocks (events.c's pause, the write timeout). */
+	if (rq->conn && !rq->gone) {
+		int size = STREAM_SNDBUF;
+		evutil_socket_t fd = bufferevent_getfd(rq->conn->bev);
+		if (fd >= 0)
+			(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+	}
 	hf__rq_add_header(rq, "Cache-Control", "no-cache");
 	answer_head(rq, 200, ctype, -1);
 }
@@ -876,7 +895,7 @@ static void dispatch(struct hf__server *srv, struct hf__conn *conn, struct hf__r
 	srv->rqs = rq;
 	srv->n_rqs++;
 	conn->rq = rq;
-	event_del(conn->timer); /* read whole: no deadline while it is served */
+	conn->deadline_us = 0; /* read whole: no deadline while it is served */
 	if (rq->close) { /* refused by the parser: rq->status and the message are set */
 		hf__rq_fail(rq, rq->status, "%s", (const char *)rq->body_data);
 		return;
@@ -1176,8 +1195,12 @@ static void on_conn_timer(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (conn_busy(conn))
 		return; /* being served: the deadline starts again after the answer */
-	if (!conn->rq && evbuffer_get_length(bufferevent_get_output(conn->bev))) {
-		deadline_arm(srv, conn); /* still writing: the write timeout watches that */
+	int64_t left = conn->deadline_us - hf__mono_us();
+	if (left > 0 || (!conn->rq && evbuffer_get_length(bufferevent_get_output(conn->bev)))) {
+		/* Not yet (or still writing: the write timeout watches that). */
+		left = left > 0 ? left : srv->cfg->timeout_s * 1000000;
+		event_add(conn->timer, &(struct timeval){.tv_sec = left / 1000000,
+		                                         .tv_usec = left % 1000000});
 		return;
 	}
 	srv->conns_timed_out++;

@@ -129,19 +129,18 @@ void hf__route_request(struct hf__rq *rq)
 	const char *path = *rq->path ? rq->path : "/";
 	enum hf__method method = rq->method;
 	const struct hf__route *found = NULL;
-	bool path_known = false;
 	const char *pa = NULL;
 	size_t pl = 0;
-	for (size_t i = 0; i < N_ROUTES && !found; i++) {
-		if (!match(routes[i].pattern, path, &pa, &pl))
-			continue;
-		path_known = true;
-		/* HEAD is GET without a body: http.c sends a HEAD answer's head only. */
-		if (routes[i].method == method ||
-		    (method == HF__M_HEAD && routes[i].method == HF__M_GET))
+	/* HEAD is GET without a body: http.c sends a HEAD answer's head only. */
+	enum hf__method want = method == HF__M_HEAD ? HF__M_GET : method;
+	for (size_t i = 0; i < N_ROUTES && !found; i++)
+		if (routes[i].method == want && match(routes[i].pattern, path, &pa, &pl))
 			found = &routes[i];
-	}
 	if (!found) {
+		/* The path under another method is a 405, naming the methods it has. */
+		bool path_known = false;
+		for (size_t i = 0; i < N_ROUTES && !path_known; i++)
+			path_known = match(routes[i].pattern, path, &pa, &pl);
 		if (path_known) {
 			allow_header(rq, path);
 			hf__rq_fail(rq, HF_EMETHOD, "%s is not allowed on this route",

@@ -261,8 +261,9 @@ static void check_head(const char *p, size_t n, const struct hf__h1_head *h, siz
 			           (unsigned)(unsigned char)c);
 		}
 		for (uint32_t k = 0; k < f->value_len; k++) {
-			char c = p[f->value + k];
-			FUZZ_CHECK(c != '\r' && c != '\n' && c != '\0', "field %u value has a line end", i);
+			unsigned char c = (unsigned char)p[f->value + k];
+			FUZZ_CHECK((c >= 0x20 || c == '\t') && c != 0x7f,
+			           "field %u's value has a control byte %#x", i, (unsigned)c);
 		}
 	}
 	for (int id = 0; id < HF__H_KNOWN; id++) {
