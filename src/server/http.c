@@ -380,6 +380,22 @@ void hf__rq_send_page(struct hf__rq *rq, hf_reply *reply, const char *key, json_
 	hf_reply_free(reply);
 }
 
+/* Answers with JSON text (not taken) and a final newline, friendlier in a terminal; frees
+ * rq. */
+static void send_json_text(struct hf__rq *rq, int status, const char *text, size_t len)
+{
+	if (rq->streaming) {
+		rq_send(rq, status, "application/json", text, len);
+		return;
+	}
+	struct evbuffer *out = answer_head(rq, status, "application/json", (int64_t)len + 1);
+	if (out) {
+		evbuffer_add(out, text, len);
+		evbuffer_add(out, "\n", 1);
+	}
+	rq_free(rq);
+}
+
 void hf__rq_send_json(struct hf__rq *rq, int status, json_t *body)
 {
 	char *text = body ? hf__json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
@@ -390,18 +406,7 @@ void hf__rq_send_json(struct hf__rq *rq, int status, json_t *body)
 		rq_send(rq, hf_err_http_status(HF_ENOMEM), "application/json", oom, sizeof(oom) - 1);
 		return;
 	}
-	size_t len = strlen(text);
-	if (rq->streaming) {
-		rq_send(rq, status, "application/json", text, len);
-	} else {
-		/* A final newline: friendlier in a terminal. */
-		struct evbuffer *out = answer_head(rq, status, "application/json", (int64_t)len + 1);
-		if (out) {
-			evbuffer_add(out, text, len);
-			evbuffer_add(out, "\n", 1);
-		}
-		rq_free(rq);
-	}
+	send_json_text(rq, status, text, strlen(text));
 	free(text);
 }
 
@@ -413,16 +418,7 @@ void hf__rq_send_hold(struct hf__rq *rq, int status, const hf_hold *hold)
 		hf__rq_send_json(rq, status, NULL); /* answers out of memory */
 		return;
 	}
-	if (rq->streaming) {
-		rq_send(rq, status, "application/json", text, len);
-	} else {
-		struct evbuffer *out = answer_head(rq, status, "application/json", (int64_t)len + 1);
-		if (out) {
-			evbuffer_add(out, text, len);
-			evbuffer_add(out, "\n", 1);
-		}
-		rq_free(rq);
-	}
+	send_json_text(rq, status, text, len);
 	free(text);
 }
 
@@ -1054,7 +1050,7 @@ static bool read_request(struct hf__server *srv, struct hf__conn *conn, struct e
 	size_t hl = find_head(srv, conn, in, &p);
 	struct hf__h1_head h;
 	if (!hl) {
-		if (evbuffer_get_length(in) < (size_t)srv->cfg->max_headers)
+		if (!p || evbuffer_get_length(in) < (size_t)srv->cfg->max_headers)
 			return false;
 		hf__h1_parse_head(p, (size_t)srv->cfg->max_headers, (size_t)srv->cfg->max_headers, &h);
 		refuse(srv, conn, NULL, NULL, h.err_code ? h.err_code : HF_EINVAL,
@@ -1216,12 +1212,11 @@ static struct bufferevent *conn_bev(struct hf__server *srv, evutil_socket_t fd)
 	SSL *ssl = SSL_new(srv->tls);
 	if (!ssl)
 		return NULL;
+	/* On failure libevent may have freed ssl already (BEV_OPT_CLOSE_ON_FREE): leave it. */
 	struct bufferevent *bev = bufferevent_openssl_socket_new(
 		srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-	if (!bev) {
-		SSL_free(ssl);
+	if (!bev)
 		return NULL;
-	}
 	/* A client that closes without close_notify has still ended the connection. */
 	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
 	return bev;
