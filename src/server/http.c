@@ -892,8 +892,8 @@ static void dispatch(struct hf__server *srv, struct hf__conn *conn, struct hf__r
 	srv->n_rqs++;
 	conn->rq = rq;
 	conn->deadline_us = 0; /* read whole: no deadline while it is served */
-	if (rq->close) { /* refused by the parser: rq->status and the message are set */
-		hf__rq_fail(rq, rq->status, "%s", (const char *)rq->body_data);
+	if (rq->refused) {
+		hf__rq_fail(rq, rq->refused, "%s", rq->body_data);
 		return;
 	}
 	/* Over the limit: an authenticated request (any request, without keys) takes the
@@ -932,7 +932,7 @@ static void refuse(struct hf__server *srv, struct hf__conn *conn, const char *p,
 	memcpy((char *)rq->body_data, msg, ml); /* the message rides in the body space */
 	rq->body_len = 0;
 	rq->close = true;
-	rq->status = code;
+	rq->refused = code;
 	dispatch(srv, conn, rq);
 }
 

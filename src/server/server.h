@@ -136,6 +136,7 @@ struct hf__rq {
 	bool http10;                /* an HTTP/1.0 client */
 	bool keep_alive;            /* the client keeps the connection after the answer */
 	bool close;                 /* close the connection after the answer (framing refused) */
+	int refused;                /* HF_E* the HTTP layer refuses it with (message: body_data) */
 	const struct hf__route *route;
 	char *param;                /* the {name}/{id}/{key} of the path, percent-decoded */
 	json_t *body;               /* parsed body for routes that take one, else NULL */
