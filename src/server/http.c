@@ -1,11 +1,13 @@
 /*
- * http.c — holdfastd's HTTP plumbing: the listener (plain or TLS), limits and timeouts,
- * connection tracking (so a client that leaves cancels its waits), API keys, request bodies,
- * the life of a request from arrival to answer, store calls, and the SIGTERM drain.
+ * http.c — holdfastd's HTTP serving on libevent bufferevents: the listener (plain or TLS),
+ * connections (reading requests with http1.c's parser, limits, timeouts, the close that
+ * cancels waits), API keys, request bodies, the life of a request from arrival to answer,
+ * store calls, and the SIGTERM drain.
  */
 #include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,8 +20,6 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -28,34 +28,40 @@
 #include "server/server.h"
 
 /*
- * An open connection, from accept (conn_bevcb) to close (on_conn_close). Until it has
- * presented a valid API key (or, without keys, sent a request) it is "pending": pending
- * connections may hold at most half of --max-connections, the oldest idle one makes room
- * for a newcomer, and with keys configured at most PREAUTH_BODY_MAX bytes of a body are
- * read from them.
+ * An open connection, from accept (on_accept) to close (conn_close). It serves one request
+ * at a time: a pipelined request waits in the input until the answer before it is written
+ * out, which keeps answers in order without a queue. Until it has presented a valid API key
+ * (or, without keys, sent a request) it is "pending": pending connections may hold at most
+ * half of --max-connections, the oldest idle one makes room for a newcomer, and with keys
+ * configured a body over PREAUTH_BODY_MAX is refused before it is read.
  */
 struct hf__conn {
-	struct evhttp_connection *evcon; /* NULL until attached (just after accept) */
 	struct bufferevent *bev;
-	struct hf__rq *rqs;    /* its requests in flight */
-	int unflushed;         /* replies handed to libevent, not yet written out */
-	struct event *watch;   /* while a request waits: notices the client leaving */
-	struct event *timer;   /* attach (at once), then the deadline of the request being read */
-	bool close_after_reply; /* close once the reply is written (libevent would not) */
-	bool authed;           /* no longer pending */
-	int64_t accepted_ms;   /* monotonic */
-	bool over_limit;       /* came with every slot taken: its request gets 429 */
-	bool preauth_closing;  /* sent too much before authenticating: closed on the timer */
-	struct hf__conn *next; /* hash chain */
+	struct hf__rq *rq;     /* the request being read (chunked body) or served; NULL: idle */
+	struct event *timer;   /* the deadline of the request being read (or of an idle one) */
+	struct event *resume;  /* reads the next pipelined request, or closes, on a later turn */
+	struct hf__conn *prev, *next;           /* srv->conns */
 	struct hf__conn *pend_prev, *pend_next; /* the pending list, oldest first */
-	/* What the first request's header block says, scanned as it arrives (keys only). */
-	bool scan_headers_done, scan_key_ok;
-	unsigned scan_lines;
-	size_t scan_len, preauth_body;
-	char scan_line[1024];
+	int64_t accepted_ms;   /* monotonic */
+	int64_t deadline_us;   /* monotonic end of the request being read; 0: one is served */
+	size_t head_len;       /* the head in the input is complete, this long (0: not yet) */
+	size_t scanned;        /* input bytes already searched for the head's end */
+	struct hf__h1_chunked chunk; /* a chunked body being decoded into chunks */
+	struct evbuffer *chunks;
+	bool authed;           /* no longer pending */
+	bool over_limit;       /* came with every slot taken: its request gets 429 */
+	bool closing;          /* close once the output is written; read nothing more */
+	bool eof;              /* the client shut its side: answer what came, then close */
+	bool continued;        /* "100 Continue" sent for the request being read */
+	bool in_read;          /* conn_read is on the stack: conn_close leaves the free to it */
+	bool doomed;           /* closed while in_read */
 };
 
-/* With API keys: body bytes read from a connection that has not shown a valid key. */
+/* The kernel's send buffer of an event stream's socket (it doubles it): see
+ * hf__rq_stream_start. */
+#define STREAM_SNDBUF (128 * 1024)
+
+/* With API keys: body bytes a connection that has not shown a valid key may send. */
 #define PREAUTH_BODY_MAX 8192
 
 int64_t hf__mono_us(void)
@@ -65,43 +71,15 @@ int64_t hf__mono_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* ---- Connections by evhttp_connection pointer. ----------------------------------- */
-
-static size_t conn_hash(const struct hf__server *srv, const struct evhttp_connection *evcon)
+/* Bodies up to --max-body are served; up to this cap they are read and refused with a JSON
+ * 413 (a client writing its whole body before reading would otherwise see a reset instead
+ * of the answer); above it they are refused from the head, and the connection closed. */
+static uint64_t body_cap(const struct hf__config *cfg)
 {
-	uint64_t h = (uint64_t)(uintptr_t)evcon * 0x9E3779B97F4A7C15ull;
-	return (size_t)(h >> 32) % srv->conn_buckets;
+	return (uint64_t)cfg->max_body * 4 + 65536;
 }
 
-static struct hf__conn *conn_find(struct hf__server *srv, struct evhttp_connection *evcon)
-{
-	for (struct hf__conn *c = srv->conn_tab[conn_hash(srv, evcon)]; c; c = c->next)
-		if (c->evcon == evcon)
-			return c;
-	return NULL;
-}
-
-/* Doubles the table when chains grow long; on allocation failure keeps the old one. */
-static void conn_grow(struct hf__server *srv)
-{
-	size_t old_n = srv->conn_buckets;
-	struct hf__conn **old = srv->conn_tab;
-	struct hf__conn **tab = calloc(old_n * 2, sizeof(*tab));
-	if (!tab)
-		return;
-	srv->conn_tab = tab;
-	srv->conn_buckets = old_n * 2;
-	for (size_t i = 0; i < old_n; i++) {
-		struct hf__conn *c = old[i], *next;
-		for (; c; c = next) {
-			next = c->next;
-			size_t b = conn_hash(srv, c->evcon);
-			c->next = tab[b];
-			tab[b] = c;
-		}
-	}
-	free(old);
-}
+/* ---- Connections. ------------------------------------------------------------------- */
 
 static void pending_remove(struct hf__server *srv, struct hf__conn *conn)
 {
@@ -120,55 +98,33 @@ static void pending_remove(struct hf__server *srv, struct hf__conn *conn)
 	srv->n_pending--;
 }
 
-static void conn_unlink(struct hf__server *srv, struct hf__conn *conn)
-{
-	pending_remove(srv, conn);
-	struct hf__conn **p = &srv->conn_tab[conn_hash(srv, conn->evcon)];
-	for (; *p; p = &(*p)->next)
-		if (*p == conn) {
-			*p = conn->next;
-			srv->n_conns--;
-			return;
-		}
-}
-
-static void rq_unlink_conn(struct hf__rq *rq)
-{
-	if (!rq->conn)
-		return;
-	if (rq->conn_prev)
-		rq->conn_prev->conn_next = rq->conn_next;
-	else
-		rq->conn->rqs = rq->conn_next;
-	if (rq->conn_next)
-		rq->conn_next->conn_prev = rq->conn_prev;
-	rq->conn = NULL;
-	rq->conn_prev = rq->conn_next = NULL;
-}
-
 static void rq_free(struct hf__rq *rq);
+static void rq_discard(struct hf__rq *rq);
 
 /*
- * libevent calls this as it frees a connection: the client closed it, it timed out, or we
- * closed it. A request still waiting for its answer is then either detached from the
- * connection (client EOF or timeout: libevent leaves the evhttp_request to us, to free) or
- * about to be freed with it (anything else). Either way nobody will read the answer: cancel
- * the store call, and free the request's context when its completion arrives.
+ * Closes a connection: the client closed it, it timed out, or we close it. A request still
+ * waiting for its answer is detached: nobody will read the answer, so its store call is
+ * cancelled and the request freed when the completion arrives (the `gone` flag).
  */
-static struct hf__server *the_server; /* one server per process, for libevent callbacks */
-
-static void on_conn_close(struct evhttp_connection *evcon, void *arg)
+static void conn_close(struct hf__server *srv, struct hf__conn *conn)
 {
-	struct hf__conn *conn = arg;
-	struct hf__server *srv = the_server;
-	(void)evcon;
-	conn_unlink(srv, conn);
-	while (conn->rqs) {
-		struct hf__rq *rq = conn->rqs;
-		rq_unlink_conn(rq);
+	if (!conn->bev)
+		return; /* closed already, freed by conn_read */
+	pending_remove(srv, conn);
+	if (conn->prev)
+		conn->prev->next = conn->next;
+	else
+		srv->conns = conn->next;
+	if (conn->next)
+		conn->next->prev = conn->prev;
+	srv->n_conns--;
+	struct hf__rq *rq = conn->rq;
+	conn->rq = NULL;
+	if (rq && !rq->dispatched) {
+		rq_discard(rq);
+	} else if (rq) {
+		rq->conn = NULL;
 		rq->gone = true;
-		if (rq->req && evhttp_request_get_connection(rq->req) != NULL)
-			rq->req = NULL; /* freed by libevent with the connection */
 		if (rq->yield_fn) {
 			/* on_yield frees it */
 		} else if (rq->call_pending) {
@@ -178,56 +134,47 @@ static void on_conn_close(struct evhttp_connection *evcon, void *arg)
 			rq_free(rq);
 		}
 	}
-	if (conn->watch)
-		event_free(conn->watch);
-	if (conn->timer)
-		event_free(conn->timer);
-	free(conn);
+	bufferevent_free(conn->bev); /* closes the socket (and frees the SSL) */
+	conn->bev = NULL;
+	event_free(conn->timer);
+	event_free(conn->resume);
+	if (conn->chunks)
+		evbuffer_free(conn->chunks);
+	if (conn->in_read)
+		conn->doomed = true;
+	else
+		free(conn);
 }
 
-/*
- * libevent 2.1 does not read from a connection while its request is being answered, so it
- * would not see the client leave during a long wait. The watch looks instead: readable with
- * EOF or an error means the client is gone, and freeing the connection cancels its wait
- * (through on_conn_close). Readable with data means a pipelined request: the client is
- * still there, and we stop watching rather than spin on a readable socket.
- */
-static void on_watch(evutil_socket_t fd, short what, void *arg)
+/* Whether a request of the connection is being served (not merely read). */
+static bool conn_busy(const struct hf__conn *conn)
 {
-	struct hf__conn *conn = arg;
-	char c;
-	(void)what;
-	ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-	if (n > 0)
-		return;
-	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-		event_add(conn->watch, NULL);
+	return conn->rq && conn->rq->dispatched;
+}
+
+/* Starts the deadline of the next request. The timer is not moved per request (an
+ * event_add and an event_del each): it stays pending, and on_conn_timer checks
+ * deadline_us when it fires, re-arming itself for what is left. */
+static void deadline_arm(struct hf__server *srv, struct hf__conn *conn)
+{
+	conn->deadline_us = hf__mono_us() + srv->cfg->timeout_s * 1000000;
+	if (!event_pending(conn->timer, EV_TIMEOUT, NULL))
+		event_add(conn->timer, &(struct timeval){.tv_sec = srv->cfg->timeout_s});
+}
+
+/* A connection whose request is done: close it once written, or wait for the next request
+ * (already in the input: read on a later turn, not from inside the answer's call chain). */
+static void conn_idle(struct hf__server *srv, struct hf__conn *conn)
+{
+	if (conn->closing) {
+		bufferevent_disable(conn->bev, EV_READ);
+		if (evbuffer_get_length(bufferevent_get_output(conn->bev)) == 0)
+			event_active(conn->resume, EV_TIMEOUT, 0);
 		return;
 	}
-	evhttp_connection_free(conn->evcon); /* runs on_conn_close, which frees conn */
-}
-
-static void watch_start(struct hf__rq *rq)
-{
-	struct hf__conn *conn = rq->conn;
-	if (!conn || rq->gone)
-		return;
-	if (!conn->watch) {
-		struct bufferevent *bev = evhttp_connection_get_bufferevent(conn->evcon);
-		evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
-		if (fd < 0)
-			return;
-		conn->watch = event_new(rq->srv->base, fd, EV_READ, on_watch, conn);
-		if (!conn->watch)
-			return;
-	}
-	event_add(conn->watch, NULL);
-}
-
-static void watch_stop(struct hf__rq *rq)
-{
-	if (rq->conn && rq->conn->watch)
-		event_del(rq->conn->watch);
+	deadline_arm(srv, conn); /* the next request must come whole within the timeout */
+	if (!conn->in_read && evbuffer_get_length(bufferevent_get_input(conn->bev)))
+		event_active(conn->resume, EV_TIMEOUT, 0);
 }
 
 /* ---- Requests. -------------------------------------------------------------------- */
@@ -244,20 +191,12 @@ static void srv_unlink_rq(struct hf__server *srv, struct hf__rq *rq)
 	srv->n_rqs--;
 }
 
-static const char *method_name(enum evhttp_cmd_type m)
+/* Frees a request that was never routed (its body was still being read). */
+static void rq_discard(struct hf__rq *rq)
 {
-	switch (m) {
-	case EVHTTP_REQ_GET: return "GET";
-	case EVHTTP_REQ_POST: return "POST";
-	case EVHTTP_REQ_HEAD: return "HEAD";
-	case EVHTTP_REQ_PUT: return "PUT";
-	case EVHTTP_REQ_DELETE: return "DELETE";
-	case EVHTTP_REQ_OPTIONS: return "OPTIONS";
-	case EVHTTP_REQ_TRACE: return "TRACE";
-	case EVHTTP_REQ_CONNECT: return "CONNECT";
-	case EVHTTP_REQ_PATCH: return "PATCH";
-	}
-	return "?";
+	free(rq->body_owned);
+	free(rq->extra);
+	free(rq);
 }
 
 /* Frees a request's context; answers nothing. The access log line is written here. */
@@ -270,12 +209,12 @@ static void rq_free(struct hf__rq *rq)
 	hf__stats_request(srv, rq->status);
 	if (rq->ev_waiter)
 		srv->n_ev_waiters--;
-	watch_stop(rq);
-	rq_unlink_conn(rq);
 	srv_unlink_rq(srv, rq);
-	/* A request detached from its closed connection is ours to free. */
-	if (rq->gone && rq->req)
-		evhttp_request_free(rq->req);
+	struct hf__conn *conn = rq->conn;
+	if (conn) {
+		conn->rq = NULL;
+		conn_idle(srv, conn);
+	}
 	json_decref(rq->body);
 	json_decref(rq->acc);
 	if (rq->ev_timer)
@@ -284,52 +223,39 @@ static void rq_free(struct hf__rq *rq)
 		evbuffer_free(rq->acc_out);
 	free(rq->param);
 	free(rq->stat_name);
-	free(rq);
-}
-
-/* After a reply libevent would not close on (CONNECT): closes the connection, if it is
- * still the one that asked (looked up again: it may be gone by now). */
-static void on_close_later(evutil_socket_t fd, short what, void *arg)
-{
-	struct evhttp_connection *evcon = arg;
-	struct hf__conn *conn = conn_find(the_server, evcon);
-	(void)fd;
-	(void)what;
-	if (conn && conn->close_after_reply && !conn->rqs)
-		evhttp_connection_free(evcon); /* runs on_conn_close, which frees conn */
-}
-
-static void deadline_arm(struct hf__conn *conn);
-
-static void on_reply_written(struct evhttp_request *req, void *arg)
-{
-	struct hf__conn *conn = arg;
-	(void)req;
-	conn->unflushed--;
-	if (!conn->rqs && conn->unflushed <= 0)
-		deadline_arm(conn); /* the next request must come whole within the timeout */
-	if (conn->close_after_reply)
-		event_base_once(the_server->base, -1, EV_TIMEOUT, on_close_later, conn->evcon,
-		                &(struct timeval){0});
+	rq_discard(rq);
 }
 
 const char *hf__rq_header(struct hf__rq *rq, const char *name)
 {
-	if (!rq->req)
+	if (!rq->head)
 		return NULL;
-	return evhttp_find_header(evhttp_request_get_input_headers(rq->req), name);
+	int id = hf__h1_known(name, strlen(name));
+	if (id >= 0)
+		return rq->known[id] < 0 ? NULL : rq->head + rq->fields[rq->known[id]].value;
+	for (unsigned i = 0; i < rq->n_fields; i++)
+		if (strcasecmp(rq->head + rq->fields[i].name, name) == 0)
+			return rq->head + rq->fields[i].value;
+	return NULL;
 }
 
 void hf__rq_add_header(struct hf__rq *rq, const char *name, const char *value)
 {
-	if (rq->req && !rq->gone)
-		evhttp_add_header(evhttp_request_get_output_headers(rq->req), name, value);
+	size_t nl = strlen(name), vl = strlen(value);
+	char *e = realloc(rq->extra, rq->extra_len + nl + vl + 4);
+	if (!e)
+		return; /* out of memory: the answer goes without it */
+	rq->extra = e;
+	e += rq->extra_len;
+	memcpy(e, name, nl);
+	memcpy(e + nl, ": ", 2);
+	memcpy(e + nl + 2, value, vl);
+	memcpy(e + nl + 2 + vl, "\r\n", 2);
+	rq->extra_len += nl + vl + 4;
 }
 
-static void rq_send_buf(struct hf__rq *rq, int status, const char *ctype, struct evbuffer *body);
-
-/* The Date header's value, formatted once a second: left to libevent, every answer pays a
- * gmtime and a printf for it. The loop thread only. */
+/* The Date header's value, formatted once a second rather than per answer. The loop
+ * thread only. */
 static const char *http_date(void)
 {
 	static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
@@ -349,18 +275,53 @@ static const char *http_date(void)
 	return cached;
 }
 
+/*
+ * Writes the head of rq's answer (status line and headers, in one evbuffer_add) and
+ * returns the output buffer to add the body to; NULL when nobody reads it (the client is
+ * gone) or when the body must not be sent (HEAD). len < 0: a stream (chunked, or up to
+ * the close for an HTTP/1.0 client).
+ */
+static struct evbuffer *answer_head(struct hf__rq *rq, int status, const char *ctype,
+                                    int64_t len)
+{
+	struct hf__conn *conn = rq->conn;
+	rq->status = status;
+	if (!conn || rq->gone)
+		return NULL;
+	const struct hf__server *srv = rq->srv;
+	/* With keys, a connection that showed none serves one request: its next request
+	 * would be read (body and all) before we could tell. */
+	bool close = rq->close || !rq->keep_alive || srv->draining || conn->eof ||
+	             conn->over_limit || (!conn->authed && srv->cfg->n_api_keys) ||
+	             (len < 0 && rq->http10);
+	struct hf__h1_answer a = {
+		.status = status,
+		.ctype = ctype,
+		.date = http_date(),
+		.content_length = len,
+		.chunked = len < 0 && !rq->http10 && !rq->head_only,
+		.close = close,
+		.keep_alive = !close && rq->http10,
+		.extra = rq->extra,
+		.extra_len = rq->extra_len,
+	};
+	char stack[512];
+	size_t need = hf__h1_head_size(&a);
+	char *head = need <= sizeof(stack) ? stack : malloc(need);
+	struct evbuffer *out = bufferevent_get_output(conn->bev);
+	if (head)
+		evbuffer_add(out, head, hf__h1_write_head(head, &a));
+	if (head != stack)
+		free(head);
+	if (close)
+		conn->closing = true;
+	return head && !rq->head_only ? out : NULL;
+}
+
 /* Sends the answer, if anyone is there to read it, and frees rq. */
 static void rq_send(struct hf__rq *rq, int status, const char *ctype, const char *data,
                     size_t len)
 {
-	if (!rq->streaming) {
-		struct evbuffer *buf = evbuffer_new();
-		if (buf)
-			evbuffer_add(buf, data, len);
-		rq_send_buf(rq, status, ctype, buf);
-		evbuffer_free(buf);
-		return;
-	}
 	if (rq->streaming) {
 		/* The status line is gone already: an error becomes the stream's last event. */
 		while (len && data[len - 1] == '\n')
@@ -371,48 +332,21 @@ static void rq_send(struct hf__rq *rq, int status, const char *ctype, const char
 		hf__rq_stream_end(rq);
 		return;
 	}
-	rq_free(rq);
-}
-
-/* rq_send for a body in an evbuffer (emptied, not freed; NULL: out of memory): no copy. */
-static void rq_send_buf(struct hf__rq *rq, int status, const char *ctype, struct evbuffer *body)
-{
-	size_t len = body ? evbuffer_get_length(body) : 0;
-	rq->status = status;
-	if (rq->req && !rq->gone) {
-		struct evkeyvalq *h = evhttp_request_get_output_headers(rq->req);
-		struct evbuffer *buf = body;
-		evhttp_add_header(h, "Content-Type", ctype);
-		evhttp_add_header(h, "Date", http_date());
-		/* With keys, a connection that showed none serves one request: its next request
-		 * would be read (body and all) before we could tell. */
-		if (rq->srv->draining ||
-		    (rq->conn && ((!rq->conn->authed && rq->srv->cfg->n_api_keys) ||
-		                  rq->conn->over_limit)))
-			evhttp_add_header(h, "Connection", "close");
-		if (rq->conn) {
-			rq->conn->unflushed++;
-			evhttp_request_set_on_complete_cb(rq->req, on_reply_written, rq->conn);
-		}
-		/* libevent 2.1 writes a HEAD answer's body and leaves a CONNECT answer without a
-		 * length (the client would wait for a tunnel): say the length ourselves, and send
-		 * HEAD the headers only. */
-		enum evhttp_cmd_type m = evhttp_request_get_command(rq->req);
-		char clen[32];
-		snprintf(clen, sizeof(clen), "%zu", len);
-		evhttp_remove_header(h, "Content-Length");
-		evhttp_add_header(h, "Content-Length", clen);
-		if (buf && m == EVHTTP_REQ_HEAD)
-			evbuffer_drain(buf, len);
-		evhttp_send_reply(rq->req, status, NULL, buf);
-		rq->req = NULL; /* libevent frees it once written */
-	}
+	struct evbuffer *out = answer_head(rq, status, ctype, (int64_t)len);
+	if (out)
+		evbuffer_add(out, data, len);
 	rq_free(rq);
 }
 
 void hf__rq_send_buffer(struct hf__rq *rq, int status, const char *ctype, struct evbuffer *body)
 {
-	rq_send_buf(rq, status, ctype, body);
+	size_t len = body ? evbuffer_get_length(body) : 0;
+	struct evbuffer *out = answer_head(rq, status, ctype, (int64_t)len);
+	if (out && body)
+		evbuffer_add_buffer(out, body); /* moves the chains: no copy */
+	else if (body)
+		evbuffer_drain(body, len);
+	rq_free(rq);
 }
 
 void hf__rq_send_text(struct hf__rq *rq, int status, const char *ctype, const char *text,
@@ -446,6 +380,22 @@ void hf__rq_send_page(struct hf__rq *rq, hf_reply *reply, const char *key, json_
 	hf_reply_free(reply);
 }
 
+/* Answers with JSON text (not taken) and a final newline, friendlier in a terminal; frees
+ * rq. */
+static void send_json_text(struct hf__rq *rq, int status, const char *text, size_t len)
+{
+	if (rq->streaming) {
+		rq_send(rq, status, "application/json", text, len);
+		return;
+	}
+	struct evbuffer *out = answer_head(rq, status, "application/json", (int64_t)len + 1);
+	if (out) {
+		evbuffer_add(out, text, len);
+		evbuffer_add(out, "\n", 1);
+	}
+	rq_free(rq);
+}
+
 void hf__rq_send_json(struct hf__rq *rq, int status, json_t *body)
 {
 	char *text = body ? hf__json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
@@ -456,14 +406,7 @@ void hf__rq_send_json(struct hf__rq *rq, int status, json_t *body)
 		rq_send(rq, hf_err_http_status(HF_ENOMEM), "application/json", oom, sizeof(oom) - 1);
 		return;
 	}
-	size_t len = strlen(text);
-	char *line = realloc(text, len + 2); /* a final newline: friendlier in a terminal */
-	if (line) {
-		text = line;
-		text[len++] = '\n';
-		text[len] = '\0';
-	}
-	rq_send(rq, status, "application/json", text, len);
+	send_json_text(rq, status, text, strlen(text));
 	free(text);
 }
 
@@ -475,18 +418,7 @@ void hf__rq_send_hold(struct hf__rq *rq, int status, const hf_hold *hold)
 		hf__rq_send_json(rq, status, NULL); /* answers out of memory */
 		return;
 	}
-	if (rq->streaming) {
-		rq_send(rq, status, "application/json", text, len);
-	} else {
-		struct evbuffer *buf = evbuffer_new();
-		if (buf && (evbuffer_add(buf, text, len) != 0 || evbuffer_add(buf, "\n", 1) != 0)) {
-			evbuffer_free(buf);
-			buf = NULL;
-		}
-		rq_send_buf(rq, status, "application/json", buf);
-		if (buf)
-			evbuffer_free(buf);
-	}
+	send_json_text(rq, status, text, len);
 	free(text);
 }
 
@@ -622,40 +554,50 @@ void hf__rq_fail(struct hf__rq *rq, int code, const char *fmt, ...)
 	hf__rq_send_error(rq, &e);
 }
 
+
+/* A stream's answer (SSE): the head now, then chunks, then the end. HTTP/1.1 clients get
+ * chunked framing; HTTP/1.0 ones the bytes as they are, ended by the close. */
 void hf__rq_stream_start(struct hf__rq *rq, const char *ctype)
 {
 	rq->streaming = true;
-	rq->status = 200;
-	if (!rq->req || rq->gone)
-		return;
-	struct evkeyvalq *h = evhttp_request_get_output_headers(rq->req);
-	evhttp_add_header(h, "Content-Type", ctype);
-	evhttp_add_header(h, "Cache-Control", "no-cache");
-	evhttp_send_reply_start(rq->req, 200, NULL);
+	/* A fixed socket send buffer for a stream: left to autotuning, the kernel holds up to
+	 * 4 MiB for a client that does not read, and takes it in bursts whenever memory frees up
+	 * elsewhere, which restarts the stall clocks (events.c's pause, the write timeout). */
+	if (rq->conn && !rq->gone) {
+		int size = STREAM_SNDBUF;
+		evutil_socket_t fd = bufferevent_getfd(rq->conn->bev);
+		if (fd >= 0)
+			(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+	}
+	hf__rq_add_header(rq, "Cache-Control", "no-cache");
+	answer_head(rq, 200, ctype, -1);
 }
 
 void hf__rq_stream_chunk(struct hf__rq *rq, const char *data, size_t len)
 {
-	if (!rq->req || rq->gone || !len)
+	if (!rq->conn || rq->gone || rq->head_only || !len)
 		return;
-	struct evbuffer *buf = evbuffer_new();
-	if (!buf)
+	struct bufferevent *bev = rq->conn->bev;
+	struct evbuffer *out = bufferevent_get_output(bev);
+	/* Each piece restarts the write timeout (as evhttp's did): a stream's stall is judged
+	 * by events.c, paused streams against --timeout, all on one clock. */
+	bufferevent_enable(bev, EV_WRITE);
+	if (rq->http10) {
+		evbuffer_add(out, data, len);
 		return;
-	evbuffer_add(buf, data, len);
-	evhttp_send_reply_chunk(rq->req, buf);
-	evbuffer_free(buf);
+	}
+	char size[24];
+	size_t n = hf__h1_hex(size, len);
+	memcpy(size + n, "\r\n", 2);
+	evbuffer_add(out, size, n + 2);
+	evbuffer_add(out, data, len);
+	evbuffer_add(out, "\r\n", 2);
 }
 
 void hf__rq_stream_end(struct hf__rq *rq)
 {
-	if (rq->req && !rq->gone) {
-		if (rq->conn) {
-			rq->conn->unflushed++;
-			evhttp_request_set_on_complete_cb(rq->req, on_reply_written, rq->conn);
-		}
-		evhttp_send_reply_end(rq->req);
-		rq->req = NULL;
-	}
+	if (rq->conn && !rq->gone && !rq->head_only && !rq->http10)
+		evbuffer_add(bufferevent_get_output(rq->conn->bev), "0\r\n\r\n", 5);
 	rq_free(rq);
 }
 
@@ -689,12 +631,12 @@ static void release_orphan(struct hf__server *srv, const hf_hold *hold)
 		hf__log(HF__LOG_WARN, "orphan_release_failed", " code=%s", hf_err_name(err.code));
 }
 
+
 size_t hf__rq_queued(struct hf__rq *rq)
 {
-	struct bufferevent *bev = rq->conn && !rq->gone
-	                                  ? evhttp_connection_get_bufferevent(rq->conn->evcon)
-	                                  : NULL;
-	return bev ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
+	if (!rq->conn || rq->gone)
+		return 0;
+	return evbuffer_get_length(bufferevent_get_output(rq->conn->bev));
 }
 
 void hf__rq_drop(struct hf__rq *rq, const char *why)
@@ -702,7 +644,7 @@ void hf__rq_drop(struct hf__rq *rq, const char *why)
 	hf__log(HF__LOG_WARN, "client_dropped", " route=%s reason=%s",
 	        hf__route_pattern(rq->route), why);
 	if (rq->conn && !rq->gone) {
-		evhttp_connection_free(rq->conn->evcon); /* on_conn_close frees rq (nothing pending) */
+		conn_close(rq->srv, rq->conn); /* frees rq: nothing is pending */
 		return;
 	}
 	rq_free(rq);
@@ -791,8 +733,6 @@ int hf__rq_submit(struct hf__rq *rq, const hf_request *req, hf__reply_fn on_repl
 		return rc;
 	}
 	rq->call_pending = true;
-	if (rq->parked || rq->streaming)
-		watch_start(rq);
 	return HF_OK;
 }
 
@@ -828,10 +768,10 @@ bool hf__rq_authorized(struct hf__rq *rq)
 	return cfg->n_api_keys == 0 || bearer_ok(cfg, hf__rq_header(rq, "Authorization"));
 }
 
+
 bool hf__rq_read_body(struct hf__rq *rq)
 {
-	struct evbuffer *in = evhttp_request_get_input_buffer(rq->req);
-	size_t len = evbuffer_get_length(in);
+	size_t len = rq->body_len;
 	if ((int64_t)len > rq->srv->cfg->max_body) {
 		hf__rq_fail(rq, HF_EBODY, "request body is %zu bytes, the limit is %lld", len,
 		            (long long)rq->srv->cfg->max_body);
@@ -845,9 +785,8 @@ bool hf__rq_read_body(struct hf__rq *rq)
 		}
 		return true;
 	}
-	const char *data = (const char *)evbuffer_pullup(in, -1);
 	json_error_t jerr;
-	rq->body = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+	rq->body = json_loadb(rq->body_data, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!rq->body) {
 		hf__rq_fail(rq, HF_EJSON, "request body is not valid JSON: %s (line %d, column %d)",
 		            jerr.text, jerr.line, jerr.column);
@@ -862,108 +801,7 @@ bool hf__rq_read_body(struct hf__rq *rq)
 
 const char *hf__rq_method(struct hf__rq *rq)
 {
-	return rq->req ? method_name(evhttp_request_get_command(rq->req)) : "?";
-}
-
-/*
- * Refuses what libevent 2.1 would accept but a proxy in front of us may read differently
- * (request smuggling): more than one Content-Length, one that is not plain digits ("+2",
- * "0x2"), or Content-Length together with Transfer-Encoding; and CONNECT, which is no route
- * of ours. The connection is closed after the answer, so bytes past the body libevent read
- * are never taken for another request. Returns false when it answered.
- */
-static bool framing_ok(struct hf__rq *rq)
-{
-	struct evkeyvalq *in = evhttp_request_get_input_headers(rq->req);
-	int n_len = 0;
-	bool te = false;
-	const char *bad = NULL;
-	for (struct evkeyval *kv = in->tqh_first; kv; kv = kv->next.tqe_next) {
-		if (strcasecmp(kv->key, "Transfer-Encoding") == 0)
-			te = true;
-		if (strcasecmp(kv->key, "Content-Length") != 0)
-			continue;
-		n_len++;
-		const char *v = kv->value;
-		if (!*v || strspn(v, "0123456789") != strlen(v) || strlen(v) > 18)
-			bad = v;
-	}
-	if (evhttp_request_get_command(rq->req) == EVHTTP_REQ_CONNECT) {
-		/* libevent never closes after a CONNECT answer (it expects a tunnel): we do. */
-		if (rq->conn)
-			rq->conn->close_after_reply = true;
-		hf__rq_add_header(rq, "Connection", "close");
-		hf__rq_fail(rq, HF_EMETHOD, "CONNECT is not allowed: this is no proxy");
-		return false;
-	}
-	if (!bad && n_len <= 1 && !(te && n_len))
-		return true;
-	hf__rq_add_header(rq, "Connection", "close");
-	if (bad)
-		hf__rq_fail(rq, HF_EINVAL, "Content-Length '%.32s' is not a decimal number", bad);
-	else if (n_len > 1)
-		hf__rq_fail(rq, HF_EINVAL, "more than one Content-Length header");
-	else
-		hf__rq_fail(rq, HF_EINVAL, "both Content-Length and Transfer-Encoding");
-	return false;
-}
-
-static bool evict_pending(struct hf__server *srv, struct hf__conn *except, bool grace);
-
-static void on_request(struct evhttp_request *req, void *arg)
-{
-	struct hf__server *srv = arg;
-	struct hf__rq *rq = calloc(1, sizeof(*rq));
-	if (!rq) {
-		evhttp_send_error(req, 503, "out of memory");
-		return;
-	}
-	rq->srv = srv;
-	rq->req = req;
-	rq->t0_us = hf__mono_us();
-	rq->srv_next = srv->rqs;
-	if (srv->rqs)
-		srv->rqs->srv_prev = rq;
-	srv->rqs = rq;
-	srv->n_rqs++;
-
-	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-	struct hf__conn *conn = evcon ? conn_find(srv, evcon) : NULL;
-	if (conn) {
-		rq->conn = conn;
-		rq->conn_next = conn->rqs;
-		if (conn->rqs)
-			conn->rqs->conn_prev = rq;
-		conn->rqs = rq;
-		event_del(conn->timer); /* read whole: no deadline while it is served */
-		/* Over the limit: an authenticated request (any request, without keys) takes the
-		 * place of a pending idle connection, however young; else 429. */
-		if (conn->over_limit && hf__rq_authorized(rq) && evict_pending(srv, conn, false))
-			conn->over_limit = false;
-		if (conn->over_limit) {
-			srv->conns_refused++;
-			hf__rq_fail(rq, HF_ELIMIT, "too many connections: the limit is %lld",
-			            (long long)srv->cfg->max_conns);
-			return;
-		}
-		if (!conn->authed && hf__rq_authorized(rq))
-			pending_remove(srv, conn);
-	}
-	if (srv->draining) {
-		hf__rq_fail(rq, HF_ECLOSED, "server is shutting down");
-		return;
-	}
-	if (!framing_ok(rq))
-		return;
-	hf__route_request(rq);
-}
-
-/* ---- Connections from accept to first request. -------------------------------------- */
-
-static void deadline_arm(struct hf__conn *conn)
-{
-	if (conn->timer && conn->evcon)
-		event_add(conn->timer, &(struct timeval){.tv_sec = the_server->cfg->timeout_s});
+	return rq->method_name ? rq->method_name : "?";
 }
 
 /* A pending connection this old has had its chance to send a request with a key. */
@@ -977,131 +815,372 @@ static bool evict_pending(struct hf__server *srv, struct hf__conn *except, bool 
 	for (struct hf__conn *c = srv->pend_head; c; c = c->pend_next) {
 		if (grace && now - c->accepted_ms < PENDING_GRACE_MS)
 			return false; /* oldest first: the rest are younger */
-		if (c != except && !c->rqs && c->unflushed <= 0 && c->evcon) {
+		if (c != except && !c->rq && !c->in_read &&
+		    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
 			srv->conns_evicted++;
 			hf__log(HF__LOG_DEBUG, "conn_evicted", " pending=%zu", srv->n_pending);
-			evhttp_connection_free(c->evcon); /* on_conn_close frees c */
+			conn_close(srv, c);
 			return true;
 		}
 	}
 	return false;
 }
 
-/* Plain sockets only: a last word before closing a connection libevent is still reading. */
-static void send_raw_error(struct hf__conn *conn, int code, const char *msg)
+/*
+ * Makes the request of a parsed head: one allocation for the request, its fields, the
+ * head's bytes (copied from p, its strings NUL-terminated in place) and body_len bytes of
+ * body space after them. h NULL: a request refused before its head could be read.
+ */
+static struct hf__rq *rq_make(struct hf__server *srv, struct hf__conn *conn, const char *p,
+                              const struct hf__h1_head *h, size_t body_len)
 {
-	if (the_server->tls)
-		return;
-	evutil_socket_t fd = bufferevent_getfd(conn->bev);
-	char body[256], head[512];
-	hf_error e = {.code = code};
-	snprintf(e.message, sizeof(e.message), "%s", msg);
-	json_t *j = hf__error_json(&e);
-	char *text = j ? hf__json_dumps(j, JSON_COMPACT) : NULL;
-	json_decref(j);
-	snprintf(body, sizeof(body), "%s\n", text ? text : "");
-	free(text);
-	int n = snprintf(head, sizeof(head),
-	                 "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-	                 "Connection: close\r\n\r\n%s",
-	                 hf_err_http_status(code), code == HF_EAUTH ? "Unauthorized" : "Error",
-	                 strlen(body), body);
-	if (fd >= 0 && n > 0 && (size_t)n < sizeof(head))
-		(void)send(fd, head, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+	size_t nf = h ? h->n_fields : 0, hl = h ? h->len : 0;
+	size_t fsize = nf * sizeof(struct hf__h1_field);
+	struct hf__rq *rq = malloc(sizeof(*rq) + fsize + hl + 1 + body_len + 1);
+	if (!rq)
+		return NULL;
+	memset(rq, 0, sizeof(*rq));
+	rq->srv = srv;
+	rq->conn = conn;
+	rq->t0_us = hf__mono_us();
+	rq->path = "/";
+	memset(rq->known, -1, sizeof(rq->known));
+	struct hf__h1_field *fields = (struct hf__h1_field *)(rq + 1);
+	char *head = (char *)(rq + 1) + fsize;
+	char *body = head + hl + 1;
+	body[0] = body[body_len] = '\0';
+	rq->body_data = body;
+	rq->body_len = body_len;
+	if (!h)
+		return rq;
+	memcpy(fields, h->fields, fsize);
+	memcpy(head, p, hl);
+	head[hl] = '\0';
+	/* Each string ends at a delimiter of the head (SP, ':', '?', CR, LF): a NUL there. */
+	for (size_t i = 0; i < nf; i++) {
+		head[fields[i].name + fields[i].name_len] = '\0';
+		head[fields[i].value + fields[i].value_len] = '\0';
+	}
+	head[h->method_len] = '\0';
+	head[h->path_off + h->path_len] = '\0';
+	if (h->has_query) {
+		head[h->query_off + h->query_len] = '\0';
+		rq->query = head + h->query_off;
+	}
+	rq->head = head;
+	rq->fields = fields;
+	rq->n_fields = h->n_fields;
+	memcpy(rq->known, h->known, sizeof(rq->known));
+	rq->method = h->method;
+	rq->method_name = head + h->method_off;
+	if (h->path_len)
+		rq->path = head + h->path_off;
+	rq->head_only = h->method == HF__M_HEAD;
+	rq->http10 = h->minor == 0;
+	rq->keep_alive = rq->http10 ? h->conn_keep_alive : !h->conn_close;
+	return rq;
 }
 
-/* The scan of a pending connection's first header block, byte by byte as it arrives. */
-static void scan_byte(struct hf__conn *conn, char c)
+/* A request read whole: counted, checked against the limits, routed. */
+static void dispatch(struct hf__server *srv, struct hf__conn *conn, struct hf__rq *rq)
 {
-	if (conn->scan_headers_done) {
-		if (++conn->preauth_body > PREAUTH_BODY_MAX && !conn->preauth_closing) {
-			conn->preauth_closing = true;
-			event_active(conn->timer, EV_TIMEOUT, 0); /* not from inside libevent's read */
+	rq->dispatched = true;
+	rq->srv_next = srv->rqs;
+	if (srv->rqs)
+		srv->rqs->srv_prev = rq;
+	srv->rqs = rq;
+	srv->n_rqs++;
+	conn->rq = rq;
+	conn->deadline_us = 0; /* read whole: no deadline while it is served */
+	if (rq->refused) {
+		hf__rq_fail(rq, rq->refused, "%s", rq->body_data);
+		return;
+	}
+	/* Over the limit: an authenticated request (any request, without keys) takes the
+	 * place of a pending idle connection, however young; else 429. */
+	if (conn->over_limit && hf__rq_authorized(rq) && evict_pending(srv, conn, false))
+		conn->over_limit = false;
+	if (conn->over_limit) {
+		srv->conns_refused++;
+		hf__rq_fail(rq, HF_ELIMIT, "too many connections: the limit is %lld",
+		            (long long)srv->cfg->max_conns);
+		return;
+	}
+	if (!conn->authed && hf__rq_authorized(rq))
+		pending_remove(srv, conn);
+	if (srv->draining) {
+		hf__rq_fail(rq, HF_ECLOSED, "server is shutting down");
+		return;
+	}
+	hf__route_request(rq);
+}
+
+/* Answers a request the connection layer refuses (its framing, its size, no key for a
+ * body) with the JSON error and closes the connection after it: what follows in the input
+ * cannot be told apart from the body. code: HF_E*. */
+static void refuse(struct hf__server *srv, struct hf__conn *conn, const char *p,
+                   const struct hf__h1_head *h, int code, const char *msg)
+{
+	size_t ml = strlen(msg);
+	struct hf__rq *rq = rq_make(srv, conn, p, h, ml);
+	conn->closing = true;
+	bufferevent_disable(conn->bev, EV_READ);
+	if (!rq) {
+		event_active(conn->resume, EV_TIMEOUT, 0); /* closes it */
+		return;
+	}
+	memcpy((char *)rq->body_data, msg, ml); /* the message rides in the body space */
+	rq->body_len = 0;
+	rq->close = true;
+	rq->refused = code;
+	dispatch(srv, conn, rq);
+}
+
+/* chunked decoding's data callback: into the connection's chunks buffer. */
+static void chunk_data(void *arg, const char *p, size_t n)
+{
+	evbuffer_add(arg, p, n);
+}
+
+/* Decodes what has come of a chunked body; dispatches the request once it is whole.
+ * Returns true when the connection may read on (a request was dispatched or refused). */
+static bool read_chunked(struct hf__server *srv, struct hf__conn *conn, struct evbuffer *in)
+{
+	struct hf__rq *rq = conn->rq;
+	uint64_t cap = body_cap(srv->cfg);
+	for (;;) {
+		struct evbuffer_iovec v;
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
+			return false;
+		size_t used = 0;
+		int code = 0;
+		const char *msg = NULL;
+		int rc = hf__h1_chunked_feed(&conn->chunk, v.iov_base, v.iov_len, &used, cap,
+		                             chunk_data, conn->chunks, &code, &msg);
+		evbuffer_drain(in, used);
+		if (rc == HF__H1_ERROR) {
+			conn->rq = NULL;
+			rq_discard(rq);
+			refuse(srv, conn, NULL, NULL, code, msg);
+			return true;
 		}
-		return;
+		if (rc == HF__H1_DONE)
+			break;
 	}
-	if (c != '\n') {
-		if (conn->scan_len < sizeof(conn->scan_line) - 1)
-			conn->scan_line[conn->scan_len++] = c;
-		return;
+	/* The decoded body: its own allocation (the request's was made before its size was
+	 * known). */
+	size_t len = evbuffer_get_length(conn->chunks);
+	rq->body_owned = malloc(len + 1);
+	conn->rq = NULL;
+	if (!rq->body_owned) {
+		rq_discard(rq);
+		refuse(srv, conn, NULL, NULL, HF_ENOMEM, "out of memory");
+		return true;
 	}
-	size_t len = conn->scan_len;
-	if (len && conn->scan_line[len - 1] == '\r')
-		len--;
-	conn->scan_line[len] = '\0';
-	conn->scan_len = 0;
-	if (len == 0) {
-		if (conn->scan_lines > 0)
-			conn->scan_headers_done = true;
-		return;
-	}
-	conn->scan_lines++;
-	if (strncasecmp(conn->scan_line, "Authorization:", 14) == 0) {
-		const char *v = conn->scan_line + 14;
-		while (*v == ' ' || *v == '\t')
-			v++;
-		conn->scan_key_ok |= bearer_ok(the_server->cfg, v);
-	}
+	evbuffer_remove(conn->chunks, rq->body_owned, len);
+	rq->body_owned[len] = '\0';
+	rq->body_data = rq->body_owned;
+	rq->body_len = len;
+	dispatch(srv, conn, rq);
+	return true;
 }
 
-static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+/* Whether a connection that has shown no valid key may send this body: with keys, a body
+ * larger than PREAUTH_BODY_MAX (or of unknown size) waits for nobody. */
+static bool preauth_ok(struct hf__server *srv, struct hf__conn *conn, const char *p,
+                       const struct hf__h1_head *h)
 {
-	struct hf__conn *conn = arg;
-	if (!info->n_added || conn->authed || conn->scan_key_ok || conn->preauth_closing)
-		return;
-	size_t len = evbuffer_get_length(buf);
-	if (info->n_added > len)
-		return;
-	struct evbuffer_ptr pos;
-	if (evbuffer_ptr_set(buf, &pos, len - info->n_added, EVBUFFER_PTR_SET) != 0)
-		return;
-	struct evbuffer_iovec v[16];
-	int n = evbuffer_peek(buf, (ev_ssize_t)info->n_added, &pos, v, 16);
-	for (int i = 0; i < n && i < 16; i++)
-		for (size_t k = 0; k < v[i].iov_len; k++) {
-			if (conn->scan_key_ok || conn->preauth_closing)
-				return;
-			scan_byte(conn, ((const char *)v[i].iov_base)[k]);
+	if (conn->authed || !srv->cfg->n_api_keys)
+		return true;
+	if (!h->chunked && h->content_length <= PREAUTH_BODY_MAX)
+		return true;
+	int a = h->known[HF__H_AUTHORIZATION];
+	if (a >= 0) {
+		char v[512];
+		const struct hf__h1_field *f = &h->fields[a];
+		if (f->value_len < sizeof(v)) {
+			memcpy(v, p + f->value, f->value_len);
+			v[f->value_len] = '\0';
+			if (bearer_ok(srv->cfg, v))
+				return true;
 		}
+	}
+	srv->conns_preauth_closed++;
+	hf__log(HF__LOG_DEBUG, "conn_closed", " reason=body_before_auth");
+	return false;
 }
 
-/* Right after accept: tracks the connection, makes room under the limits, starts its
- * deadline. evhttp has made its evhttp_connection by now: it is the bufferevent's cbarg. */
-static void conn_attach(struct hf__conn *conn)
+/* Finds the end of the head in the input (searching only what is new). Returns its
+ * length, 0 if it has not all come; refuses a head over --max-headers. */
+static size_t find_head(struct hf__server *srv, struct hf__conn *conn, struct evbuffer *in,
+                        const char **p)
 {
-	struct hf__server *srv = the_server;
-	void *arg = NULL;
-	bufferevent_getcb(conn->bev, NULL, NULL, NULL, &arg);
-	if (!arg) {
-		event_free(conn->timer);
+	size_t max = (size_t)srv->cfg->max_headers;
+	size_t len = evbuffer_get_length(in);
+	size_t lim = len < max ? len : max;
+	*p = (const char *)evbuffer_pullup(in, (ev_ssize_t)lim);
+	if (!*p)
+		return 0;
+	if (!conn->head_len) {
+		/* An end straddling what was searched and what is new starts at most 3 back. */
+		size_t from = conn->scanned > 3 ? conn->scanned - 3 : 0;
+		size_t end = hf__h1_head_end(*p + from, lim - from);
+		if (!end) {
+			conn->scanned = lim;
+			return 0;
+		}
+		conn->head_len = from + end;
+	}
+	return conn->head_len;
+}
+
+/* Reads one request from the input: its head, then its body. Returns true when the
+ * connection may go on reading (a request was dispatched or refused), false when it needs
+ * more bytes. */
+static bool read_request(struct hf__server *srv, struct hf__conn *conn, struct evbuffer *in)
+{
+	if (conn->rq) /* a chunked body */
+		return read_chunked(srv, conn, in);
+	/* Empty lines before a request line are ignored (RFC 9112 2.2). */
+	struct evbuffer_iovec v;
+	while (!conn->head_len && evbuffer_peek(in, 1, NULL, &v, 1) >= 1 && v.iov_len &&
+	       (((char *)v.iov_base)[0] == '\r' || ((char *)v.iov_base)[0] == '\n'))
+		evbuffer_drain(in, 1);
+	const char *p;
+	size_t hl = find_head(srv, conn, in, &p);
+	struct hf__h1_head h;
+	if (!hl) {
+		if (!p || evbuffer_get_length(in) < (size_t)srv->cfg->max_headers)
+			return false;
+		hf__h1_parse_head(p, (size_t)srv->cfg->max_headers, (size_t)srv->cfg->max_headers, &h);
+		refuse(srv, conn, NULL, NULL, h.err_code ? h.err_code : HF_EINVAL,
+		       h.err_msg[0] ? h.err_msg : "malformed request");
+		return true;
+	}
+	if (hf__h1_parse_head(p, hl, hl + 1, &h) != HF__H1_DONE) {
+		refuse(srv, conn, NULL, NULL, h.err_code, h.err_msg);
+		return true;
+	}
+	if (!preauth_ok(srv, conn, p, &h)) {
+		refuse(srv, conn, p, &h, HF_EAUTH,
+		       "missing or wrong API key (Authorization: Bearer KEY)");
+		return true;
+	}
+	uint64_t clen = h.content_length > 0 ? (uint64_t)h.content_length : 0;
+	if (clen > body_cap(srv->cfg)) {
+		char msg[128];
+		snprintf(msg, sizeof(msg), "request body is %llu bytes, the limit is %lld",
+		         (unsigned long long)clen, (long long)srv->cfg->max_body);
+		refuse(srv, conn, p, &h, HF_EBODY, msg);
+		return true;
+	}
+	if (h.chunked || evbuffer_get_length(in) < hl + clen) {
+		if (h.expect_continue && !conn->continued && h.minor == 1) {
+			conn->continued = true;
+			evbuffer_add(bufferevent_get_output(conn->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+		}
+		if (!h.chunked)
+			return false; /* the rest of the body is on its way */
+	}
+	struct hf__rq *rq = rq_make(srv, conn, p, &h, h.chunked ? 0 : clen);
+	conn->head_len = conn->scanned = 0;
+	conn->continued = false;
+	if (!rq) {
+		refuse(srv, conn, NULL, NULL, HF_ENOMEM, "out of memory");
+		return true;
+	}
+	evbuffer_drain(in, hl);
+	if (h.chunked) {
+		if (!conn->chunks)
+			conn->chunks = evbuffer_new();
+		if (!conn->chunks) {
+			rq_discard(rq);
+			refuse(srv, conn, NULL, NULL, HF_ENOMEM, "out of memory");
+			return true;
+		}
+		memset(&conn->chunk, 0, sizeof(conn->chunk));
+		conn->rq = rq; /* not dispatched: read_chunked goes on with it */
+		return read_chunked(srv, conn, in);
+	}
+	if (clen)
+		evbuffer_remove(in, (char *)rq->body_data, clen);
+	dispatch(srv, conn, rq);
+	return true;
+}
+
+/* Reads and dispatches requests while the connection is free to serve one. */
+static void conn_read(struct hf__server *srv, struct hf__conn *conn)
+{
+	struct evbuffer *in = bufferevent_get_input(conn->bev);
+	conn->in_read = true;
+	while (!conn->doomed && !conn->closing && (!conn->rq || !conn->rq->dispatched))
+		if (!read_request(srv, conn, in))
+			break;
+	conn->in_read = false;
+	if (conn->doomed) {
 		free(conn);
 		return;
 	}
-	conn->evcon = arg;
-	size_t max = (size_t)srv->cfg->max_conns;
-	size_t pending_max = max / 2 ? max / 2 : 1;
-	while (srv->n_pending >= pending_max || srv->n_conns >= max)
-		if (!evict_pending(srv, NULL, true))
-			break;
-	if (srv->n_conns >= max)
-		conn->over_limit = true; /* unless its request proves better than a pending one */
-	if (srv->n_conns >= srv->conn_buckets * 2)
-		conn_grow(srv);
-	size_t b = conn_hash(srv, conn->evcon);
-	conn->next = srv->conn_tab[b];
-	srv->conn_tab[b] = conn;
-	srv->n_conns++;
-	conn->pend_prev = srv->pend_tail;
-	if (srv->pend_tail)
-		srv->pend_tail->pend_next = conn;
-	else
-		srv->pend_head = conn;
-	srv->pend_tail = conn;
-	srv->n_pending++;
-	evhttp_connection_set_closecb(conn->evcon, on_conn_close, conn);
-	if (srv->cfg->n_api_keys)
-		evbuffer_add_cb(bufferevent_get_input(conn->bev), on_input, conn);
-	deadline_arm(conn);
+	/* The client has shut its side and no whole request is left: nothing more to answer.
+	 * What is written still goes out (an answer that crossed the shutdown). */
+	if (conn->eof && (!conn->rq || !conn->rq->dispatched) && !conn->closing) {
+		conn->closing = true;
+		conn_idle(srv, conn);
+	}
+}
+
+static struct hf__server *the_server; /* one server per process, for libevent callbacks */
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	conn_read(the_server, arg);
+}
+
+/* The output is written out: a connection to close goes now. */
+static void on_write(struct bufferevent *bev, void *arg)
+{
+	struct hf__conn *conn = arg;
+	(void)bev;
+	if (conn->closing && !conn_busy(conn))
+		conn_close(the_server, conn);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct hf__conn *conn = arg;
+	(void)bev;
+	if (what & BEV_EVENT_CONNECTED)
+		return; /* the TLS handshake is done */
+	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && !(what & BEV_EVENT_TIMEOUT)) {
+		/* A half-close: the client may still read. A request parked or streaming is
+		 * what it gave up on (its wait is cancelled); anything else is answered first. */
+		conn->eof = true;
+		struct hf__rq *rq = conn->rq;
+		if (conn_busy(conn) && (rq->parked || rq->streaming)) {
+			conn_close(the_server, conn);
+			return;
+		}
+		if (!conn_busy(conn))
+			conn_read(the_server, conn); /* closes once nothing is left to answer */
+		return;
+	}
+	conn_close(the_server, conn); /* an error, or no progress writing within the timeout */
+}
+
+/* The connection's later turn (conn_idle): close it once written, or read on. */
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct hf__conn *conn = arg;
+	(void)fd;
+	(void)what;
+	if (conn->closing) {
+		if (!conn_busy(conn) && evbuffer_get_length(bufferevent_get_output(conn->bev)) == 0)
+			conn_close(the_server, conn);
+		return;
+	}
+	if (!conn->rq)
+		conn_read(the_server, conn);
 }
 
 static void on_conn_timer(evutil_socket_t fd, short what, void *arg)
@@ -1110,54 +1189,94 @@ static void on_conn_timer(evutil_socket_t fd, short what, void *arg)
 	struct hf__server *srv = the_server;
 	(void)fd;
 	(void)what;
-	if (!conn->evcon) {
-		conn_attach(conn);
-		return;
-	}
-	if (conn->preauth_closing) {
-		if (conn->rqs) /* libevent read it all meanwhile: it is being answered (401) */
-			return;
-		srv->conns_preauth_closed++;
-		hf__log(HF__LOG_DEBUG, "conn_closed", " reason=body_before_auth");
-		send_raw_error(conn, HF_EAUTH, "missing or wrong API key (Authorization: Bearer KEY)");
-		evhttp_connection_free(conn->evcon);
-		return;
-	}
-	if (conn->rqs || conn->unflushed > 0)
+	if (conn_busy(conn))
 		return; /* being served: the deadline starts again after the answer */
+	int64_t left = conn->deadline_us - hf__mono_us();
+	if (left > 0 || (!conn->rq && evbuffer_get_length(bufferevent_get_output(conn->bev)))) {
+		/* Not yet (or still writing: the write timeout watches that). */
+		left = left > 0 ? left : srv->cfg->timeout_s * 1000000;
+		event_add(conn->timer, &(struct timeval){.tv_sec = left / 1000000,
+		                                         .tv_usec = left % 1000000});
+		return;
+	}
 	srv->conns_timed_out++;
 	hf__log(HF__LOG_DEBUG, "conn_closed", " reason=request_timeout");
-	evhttp_connection_free(conn->evcon); /* on_conn_close frees conn */
+	conn_close(srv, conn);
 }
 
-/* evhttp's bufferevent factory: called for every accepted connection, before evhttp makes
- * its connection object. Ours makes the TLS or plain bufferevent and starts tracking. */
-static struct bufferevent *conn_bevcb(struct event_base *base, void *arg)
+/* Makes the connection's bufferevent: TLS (the handshake runs as it is read) or plain. */
+static struct bufferevent *conn_bev(struct hf__server *srv, evutil_socket_t fd)
+{
+	if (!srv->tls)
+		return bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	SSL *ssl = SSL_new(srv->tls);
+	if (!ssl)
+		return NULL;
+	/* On failure libevent may have freed ssl already (BEV_OPT_CLOSE_ON_FREE): leave it. */
+	struct bufferevent *bev = bufferevent_openssl_socket_new(
+		srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	if (!bev)
+		return NULL;
+	/* A client that closes without close_notify has still ended the connection. */
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	return bev;
+}
+
+/* A new connection: tracked, room made under the limits, its deadline started. */
+static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+                      int socklen, void *arg)
 {
 	struct hf__server *srv = arg;
-	struct bufferevent *bev;
-	if (srv->tls) {
-		SSL *ssl = SSL_new(srv->tls);
-		if (!ssl)
-			return NULL;
-		bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-		                                     BEV_OPT_CLOSE_ON_FREE);
-	} else {
-		bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-	}
+	(void)lev;
+	(void)sa;
+	(void)socklen;
+	struct bufferevent *bev = conn_bev(srv, fd);
 	struct hf__conn *conn = bev ? calloc(1, sizeof(*conn)) : NULL;
-	if (conn)
-		conn->timer = evtimer_new(base, on_conn_timer, conn);
-	if (!conn || !conn->timer) {
+	if (conn) {
+		conn->timer = evtimer_new(srv->base, on_conn_timer, conn);
+		conn->resume = event_new(srv->base, -1, 0, on_resume, conn);
+	}
+	if (!conn || !conn->timer || !conn->resume) {
+		if (conn && conn->timer)
+			event_free(conn->timer);
+		if (conn && conn->resume)
+			event_free(conn->resume);
 		free(conn);
-		return bev; /* served untracked: better than not at all */
+		if (bev)
+			bufferevent_free(bev);
+		else
+			evutil_closesocket(fd);
+		return;
 	}
 	conn->bev = bev;
 	conn->accepted_ms = hf__mono_us() / 1000;
-	/* Attach once evhttp has set the connection up: the active event runs right after
-	 * this accept callback, before any read from the new socket. */
-	event_active(conn->timer, EV_TIMEOUT, 0);
-	return bev;
+	size_t max = (size_t)srv->cfg->max_conns;
+	size_t pending_max = max / 2 ? max / 2 : 1;
+	while (srv->n_pending >= pending_max || srv->n_conns >= max)
+		if (!evict_pending(srv, NULL, true))
+			break;
+	if (srv->n_conns >= max)
+		conn->over_limit = true; /* unless its request proves better than a pending one */
+	conn->next = srv->conns;
+	if (srv->conns)
+		srv->conns->prev = conn;
+	srv->conns = conn;
+	srv->n_conns++;
+	conn->pend_prev = srv->pend_tail;
+	if (srv->pend_tail)
+		srv->pend_tail->pend_next = conn;
+	else
+		srv->pend_head = conn;
+	srv->pend_tail = conn;
+	srv->n_pending++;
+	bufferevent_setcb(bev, on_read, on_write, on_event, conn);
+	/* The input holds at most a head and a body up to the cap (and what a pipelining
+	 * client sent on meanwhile): past that, reading pauses until it is consumed. */
+	bufferevent_setwatermark(bev, EV_READ, 0,
+	                         (size_t)srv->cfg->max_headers + body_cap(srv->cfg) + 4096);
+	bufferevent_set_timeouts(bev, NULL, &(struct timeval){.tv_sec = srv->cfg->timeout_s});
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
+	deadline_arm(srv, conn);
 }
 
 /* accept() failing (out of descriptors, mostly): libevent would retry at once, forever.
@@ -1167,14 +1286,13 @@ static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
 	struct hf__server *srv = arg;
 	(void)fd;
 	(void)what;
-	if (srv->bound && !srv->draining)
-		evconnlistener_enable(evhttp_bound_socket_get_listener(srv->bound));
+	if (srv->listener && !srv->draining)
+		evconnlistener_enable(srv->listener);
 }
 
 static void on_accept_error(struct evconnlistener *lev, void *arg)
 {
-	struct hf__server *srv = the_server; /* arg is evhttp's (the listener's user data) */
-	(void)arg;
+	struct hf__server *srv = arg;
 	int err = EVUTIL_SOCKET_ERROR();
 	int64_t now = hf__mono_us() / 1000;
 	srv->accept_errors++;
@@ -1247,6 +1365,30 @@ static int parse_listen(const char *s, char *host, size_t hsize, unsigned *port)
 	return 0;
 }
 
+
+/* Binds and listens on host:port (names resolved; the first address that binds wins). */
+static struct evconnlistener *listen_on(struct hf__server *srv, const char *host,
+                                        unsigned port)
+{
+	struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC,
+	                                .ai_socktype = SOCK_STREAM,
+	                                .ai_protocol = IPPROTO_TCP,
+	                                .ai_flags = EVUTIL_AI_PASSIVE | EVUTIL_AI_ADDRCONFIG};
+	struct evutil_addrinfo *ai = NULL;
+	char ports[8];
+	snprintf(ports, sizeof(ports), "%u", port);
+	if (evutil_getaddrinfo(host, ports, &hints, &ai) != 0 || !ai)
+		return NULL;
+	struct evconnlistener *lev = NULL;
+	for (struct evutil_addrinfo *a = ai; a && !lev; a = a->ai_next)
+		lev = evconnlistener_new_bind(srv->base, on_accept, srv,
+		                              LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+		                                  LEV_OPT_CLOSE_ON_EXEC,
+		                              -1, a->ai_addr, (int)a->ai_addrlen);
+	evutil_freeaddrinfo(ai);
+	return lev;
+}
+
 int hf__http_start(struct hf__server *srv, hf_error *err)
 {
 	const struct hf__config *cfg = srv->cfg;
@@ -1259,42 +1401,30 @@ int hf__http_start(struct hf__server *srv, hf_error *err)
 		         "listen address '%.100s' is not host:port", cfg->listen);
 		return HF_EINVAL;
 	}
-	srv->conn_buckets = 1024;
-	srv->conn_tab = calloc(srv->conn_buckets, sizeof(*srv->conn_tab));
-	srv->http = evhttp_new(srv->base);
 	srv->batch_ev = event_new(srv->base, -1, 0, on_batch_end, srv);
-	if (!srv->conn_tab || !srv->http || !srv->batch_ev)
-		goto out_nomem;
-	/* Bodies between the limit and this hard cap are read and refused with a JSON 413;
-	 * above it libevent refuses them itself (413, plain) without reading them. */
-	evhttp_set_max_body_size(srv->http, cfg->max_body * 4 + 65536);
-	evhttp_set_max_headers_size(srv->http, cfg->max_headers);
-	evhttp_set_timeout_tv(srv->http, &(struct timeval){.tv_sec = cfg->timeout_s});
-	/* Every method reaches the router, so that a wrong one gets a JSON 405. */
-	evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-	                                          EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-	                                          EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
-	                                          EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
-	evhttp_set_gencb(srv->http, on_request, srv);
-	evhttp_set_bevcb(srv->http, conn_bevcb, srv);
+	if (!srv->batch_ev) {
+		err->code = HF_ENOMEM;
+		snprintf(err->message, sizeof(err->message), "out of memory");
+		return HF_ENOMEM;
+	}
 	if (cfg->tls_cert && cfg->tls_key) {
 		int rc = tls_setup(srv, err);
 		if (rc)
 			return rc;
 	}
-	srv->bound = evhttp_bind_socket_with_handle(srv->http, host, (ev_uint16_t)port);
-	if (!srv->bound) {
+	srv->listener = listen_on(srv, host, port);
+	if (!srv->listener) {
 		err->code = HF_EINVAL;
 		snprintf(err->message, sizeof(err->message), "cannot listen on %.100s: %s",
 		         cfg->listen, strerror(errno));
 		return HF_EINVAL;
 	}
-	evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(srv->bound), on_accept_error);
+	evconnlistener_set_error_cb(srv->listener, on_accept_error);
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 	char addr[INET6_ADDRSTRLEN] = "?";
 	unsigned actual = port;
-	if (getsockname(evhttp_bound_socket_get_fd(srv->bound), (struct sockaddr *)&ss, &sl) == 0) {
+	if (getsockname(evconnlistener_get_fd(srv->listener), (struct sockaddr *)&ss, &sl) == 0) {
 		if (ss.ss_family == AF_INET) {
 			struct sockaddr_in *in = (struct sockaddr_in *)&ss;
 			inet_ntop(AF_INET, &in->sin_addr, addr, sizeof(addr));
@@ -1308,10 +1438,6 @@ int hf__http_start(struct hf__server *srv, hf_error *err)
 	hf__log(HF__LOG_LIFE, "listening", " addr=%s port=%u tls=%s auth=%s", addr, actual,
 	        srv->tls ? "on" : "off", cfg->n_api_keys ? "on" : "off");
 	return HF_OK;
-out_nomem:
-	err->code = HF_ENOMEM;
-	snprintf(err->message, sizeof(err->message), "out of memory");
-	return HF_ENOMEM;
 }
 
 /* ---- Drain and stop. -------------------------------------------------------------- */
@@ -1323,13 +1449,10 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
 	struct hf__server *srv = arg;
 	(void)fd;
 	(void)what;
-	for (size_t b = 0; b < srv->conn_buckets; b++) {
-		struct hf__conn *c = srv->conn_tab[b], *next;
-		for (; c; c = next) {
-			next = c->next;
-			if (!c->rqs && c->unflushed <= 0)
-				evhttp_connection_free(c->evcon); /* runs on_conn_close */
-		}
+	for (struct hf__conn *c = srv->conns, *next; c; c = next) {
+		next = c->next;
+		if (!conn_busy(c) && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+			conn_close(srv, c);
 	}
 	int64_t now = hf__mono_us() / 1000;
 	if ((srv->n_rqs == 0 && srv->n_conns == 0) || now >= srv->drain_deadline_ms) {
@@ -1347,9 +1470,9 @@ void hf__http_drain(struct hf__server *srv)
 	srv->draining = true;
 	srv->drain_deadline_ms = hf__mono_us() / 1000 + srv->cfg->drain_s * 1000;
 	hf__log(HF__LOG_LIFE, "draining", " requests=%zu connections=%zu", srv->n_rqs, srv->n_conns);
-	if (srv->bound) {
-		evhttp_del_accept_socket(srv->http, srv->bound);
-		srv->bound = NULL;
+	if (srv->listener) {
+		evconnlistener_free(srv->listener);
+		srv->listener = NULL;
 	}
 	for (struct hf__rq *rq = srv->rqs; rq; rq = rq->srv_next)
 		if (rq->parked && rq->call_pending)
@@ -1370,11 +1493,12 @@ void hf__http_stop(struct hf__server *srv)
 	while (srv->rqs) {
 		struct hf__rq *rq = srv->rqs;
 		rq->call_pending = false;
-		if (!rq->gone)
-			rq->req = NULL; /* attached: freed with its connection by evhttp_free */
+		rq->yield_fn = NULL;
 		rq->status = rq->status ? rq->status : 503;
 		rq_free(rq);
 	}
+	while (srv->conns)
+		conn_close(srv, srv->conns);
 	if (srv->drain_ev)
 		event_free(srv->drain_ev);
 	if (srv->batch_ev)
@@ -1383,13 +1507,11 @@ void hf__http_stop(struct hf__server *srv)
 	if (srv->accept_ev)
 		event_free(srv->accept_ev);
 	srv->accept_ev = NULL;
-	if (srv->http)
-		evhttp_free(srv->http); /* closes the connections: on_conn_close frees them */
-	free(srv->conn_tab);
+	if (srv->listener)
+		evconnlistener_free(srv->listener);
 	if (srv->tls)
 		SSL_CTX_free(srv->tls);
-	srv->http = NULL;
-	srv->conn_tab = NULL;
+	srv->listener = NULL;
 	srv->drain_ev = NULL;
 	srv->tls = NULL;
 }

@@ -19,44 +19,44 @@ enum {
 };
 
 struct hf__route {
-	enum evhttp_cmd_type method;
+	enum hf__method method;
 	const char *pattern; /* "/v1/holds/{id}/extend": one {param} segment at most */
 	void (*handler)(struct hf__rq *rq);
 	unsigned flags;
 };
 
 static const struct hf__route routes[] = {
-	{EVHTTP_REQ_GET, "/healthz", hf__h_healthz, RF_PUBLIC},
-	{EVHTTP_REQ_GET, "/readyz", hf__h_readyz, RF_PUBLIC},
+	{HF__M_GET, "/healthz", hf__h_healthz, RF_PUBLIC},
+	{HF__M_GET, "/readyz", hf__h_readyz, RF_PUBLIC},
 	/* The dashboard's files are public; the data it shows comes from the routes below. */
-	{EVHTTP_REQ_GET, "/ui", hf__h_ui, RF_PUBLIC},
-	{EVHTTP_REQ_GET, "/ui/{asset}", hf__h_ui_asset, RF_PUBLIC},
-	{EVHTTP_REQ_GET, "/metrics", hf__h_metrics, 0},
-	{EVHTTP_REQ_GET, "/v1/stats", hf__h_stats, 0},
-	{EVHTTP_REQ_GET, "/v1/stats/series", hf__h_stats_series, 0},
-	{EVHTTP_REQ_GET, "/v1/resources", hf__h_list_resources, 0},
-	{EVHTTP_REQ_PUT, "/v1/resources/{name}", hf__h_put_resource, RF_BODY},
-	{EVHTTP_REQ_GET, "/v1/resources/{name}", hf__h_get_resource, 0},
-	{EVHTTP_REQ_DELETE, "/v1/resources/{name}", hf__h_delete_resource, 0},
-	{EVHTTP_REQ_GET, "/v1/resources/{name}/waiters", hf__h_list_waiters, 0},
-	{EVHTTP_REQ_POST, "/v1/holds", hf__h_acquire, RF_BODY},
-	{EVHTTP_REQ_GET, "/v1/holds", hf__h_list_holds, 0},
-	{EVHTTP_REQ_GET, "/v1/holds/{id}", hf__h_get_hold, 0},
-	{EVHTTP_REQ_POST, "/v1/holds/{id}/extend", hf__h_extend, RF_BODY},
-	{EVHTTP_REQ_POST, "/v1/holds/{id}/confirm", hf__h_confirm, RF_BODY},
-	{EVHTTP_REQ_POST, "/v1/holds/{id}/release", hf__h_release, RF_BODY},
-	{EVHTTP_REQ_POST, "/v1/locks/{key}", hf__h_lock, RF_BODY},
-	{EVHTTP_REQ_POST, "/v1/semaphores/{key}", hf__h_semaphore, RF_BODY},
-	{EVHTTP_REQ_GET, "/v1/events", hf__h_events, 0},
-	{EVHTTP_REQ_GET, "/v1/saga-types", hf__h_list_saga_types, 0},
-	{EVHTTP_REQ_PUT, "/v1/saga-types/{name}", hf__h_put_saga_type, RF_BODY},
-	{EVHTTP_REQ_GET, "/v1/saga-types/{name}", hf__h_get_saga_type, 0},
-	{EVHTTP_REQ_POST, "/v1/sagas", hf__h_start_saga, RF_BODY},
-	{EVHTTP_REQ_GET, "/v1/sagas", hf__h_list_sagas, 0},
-	{EVHTTP_REQ_GET, "/v1/sagas/{id}", hf__h_get_saga, 0},
-	{EVHTTP_REQ_POST, "/v1/sagas/{id}/resume", hf__h_resume_saga, RF_BODY},
-	{EVHTTP_REQ_POST, "/v1/transactions", hf__h_start_tx, RF_BODY},
-	{EVHTTP_REQ_GET, "/v1/transactions/{id}", hf__h_get_tx, 0},
+	{HF__M_GET, "/ui", hf__h_ui, RF_PUBLIC},
+	{HF__M_GET, "/ui/{asset}", hf__h_ui_asset, RF_PUBLIC},
+	{HF__M_GET, "/metrics", hf__h_metrics, 0},
+	{HF__M_GET, "/v1/stats", hf__h_stats, 0},
+	{HF__M_GET, "/v1/stats/series", hf__h_stats_series, 0},
+	{HF__M_GET, "/v1/resources", hf__h_list_resources, 0},
+	{HF__M_PUT, "/v1/resources/{name}", hf__h_put_resource, RF_BODY},
+	{HF__M_GET, "/v1/resources/{name}", hf__h_get_resource, 0},
+	{HF__M_DELETE, "/v1/resources/{name}", hf__h_delete_resource, 0},
+	{HF__M_GET, "/v1/resources/{name}/waiters", hf__h_list_waiters, 0},
+	{HF__M_POST, "/v1/holds", hf__h_acquire, RF_BODY},
+	{HF__M_GET, "/v1/holds", hf__h_list_holds, 0},
+	{HF__M_GET, "/v1/holds/{id}", hf__h_get_hold, 0},
+	{HF__M_POST, "/v1/holds/{id}/extend", hf__h_extend, RF_BODY},
+	{HF__M_POST, "/v1/holds/{id}/confirm", hf__h_confirm, RF_BODY},
+	{HF__M_POST, "/v1/holds/{id}/release", hf__h_release, RF_BODY},
+	{HF__M_POST, "/v1/locks/{key}", hf__h_lock, RF_BODY},
+	{HF__M_POST, "/v1/semaphores/{key}", hf__h_semaphore, RF_BODY},
+	{HF__M_GET, "/v1/events", hf__h_events, 0},
+	{HF__M_GET, "/v1/saga-types", hf__h_list_saga_types, 0},
+	{HF__M_PUT, "/v1/saga-types/{name}", hf__h_put_saga_type, RF_BODY},
+	{HF__M_GET, "/v1/saga-types/{name}", hf__h_get_saga_type, 0},
+	{HF__M_POST, "/v1/sagas", hf__h_start_saga, RF_BODY},
+	{HF__M_GET, "/v1/sagas", hf__h_list_sagas, 0},
+	{HF__M_GET, "/v1/sagas/{id}", hf__h_get_saga, 0},
+	{HF__M_POST, "/v1/sagas/{id}/resume", hf__h_resume_saga, RF_BODY},
+	{HF__M_POST, "/v1/transactions", hf__h_start_tx, RF_BODY},
+	{HF__M_GET, "/v1/transactions/{id}", hf__h_get_tx, 0},
 };
 
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -113,10 +113,10 @@ static void allow_header(struct hf__rq *rq, const char *path)
 	for (size_t i = 0; i < N_ROUTES; i++) {
 		if (!match(routes[i].pattern, path, &pa, &pl))
 			continue;
-		const char *m = routes[i].method == EVHTTP_REQ_GET    ? "GET"
-		                : routes[i].method == EVHTTP_REQ_PUT  ? "PUT"
-		                : routes[i].method == EVHTTP_REQ_POST ? "POST"
-		                                                      : "DELETE";
+		const char *m = routes[i].method == HF__M_GET    ? "GET"
+		                : routes[i].method == HF__M_PUT  ? "PUT"
+		                : routes[i].method == HF__M_POST ? "POST"
+		                                                 : "DELETE";
 		if (allow[0])
 			strncat(allow, ", ", sizeof(allow) - strlen(allow) - 1);
 		strncat(allow, m, sizeof(allow) - strlen(allow) - 1);
@@ -126,25 +126,21 @@ static void allow_header(struct hf__rq *rq, const char *path)
 
 void hf__route_request(struct hf__rq *rq)
 {
-	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(rq->req);
-	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
-	enum evhttp_cmd_type method = evhttp_request_get_command(rq->req);
-	if (!path || !*path)
-		path = "/";
+	const char *path = *rq->path ? rq->path : "/";
+	enum hf__method method = rq->method;
 	const struct hf__route *found = NULL;
-	bool path_known = false;
 	const char *pa = NULL;
 	size_t pl = 0;
-	for (size_t i = 0; i < N_ROUTES && !found; i++) {
-		if (!match(routes[i].pattern, path, &pa, &pl))
-			continue;
-		path_known = true;
-		/* HEAD is GET without a body: libevent drops the body of a HEAD answer. */
-		if (routes[i].method == method ||
-		    (method == EVHTTP_REQ_HEAD && routes[i].method == EVHTTP_REQ_GET))
+	/* HEAD is GET without a body: http.c sends a HEAD answer's head only. */
+	enum hf__method want = method == HF__M_HEAD ? HF__M_GET : method;
+	for (size_t i = 0; i < N_ROUTES && !found; i++)
+		if (routes[i].method == want && match(routes[i].pattern, path, &pa, &pl))
 			found = &routes[i];
-	}
 	if (!found) {
+		/* The path under another method is a 405, naming the methods it has. */
+		bool path_known = false;
+		for (size_t i = 0; i < N_ROUTES && !path_known; i++)
+			path_known = match(routes[i].pattern, path, &pa, &pl);
 		if (path_known) {
 			allow_header(rq, path);
 			hf__rq_fail(rq, HF_EMETHOD, "%s is not allowed on this route",
@@ -193,8 +189,7 @@ void hf__route_request(struct hf__rq *rq)
 
 bool hf__query_parse(struct hf__rq *rq, struct evkeyvalq *q, const char *const *allowed)
 {
-	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(rq->req);
-	const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
+	const char *query = rq->query;
 	q->tqh_first = NULL; /* TAILQ_INIT, which event2 does not export */
 	q->tqh_last = &q->tqh_first;
 	if (!query || !*query)

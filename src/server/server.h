@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "holdfast.h"
+#include "server/http1.h"
 
 /* ---- Configuration (main.c fills it from defaults, config file, env, arguments). ---- */
 
@@ -69,8 +70,7 @@ struct hf__route;
 struct hf__server {
 	struct hf__config *cfg;
 	struct event_base *base;
-	struct evhttp *http;
-	struct evhttp_bound_socket *bound;
+	struct evconnlistener *listener; /* NULL once draining */
 	hf_store *store;
 	struct event *store_ev;    /* readable store fd: dispatch completions */
 	struct event *drain_ev;    /* periodic while draining */
@@ -79,8 +79,7 @@ struct hf__server {
 	void *tls;                 /* SSL_CTX when serving TLS */
 	bool draining;             /* SIGTERM seen: no new work */
 	int64_t drain_deadline_ms; /* monotonic */
-	struct hf__conn **conn_tab;/* open connections by evconnection pointer */
-	size_t conn_buckets;
+	struct hf__conn *conns;    /* open connections */
 	size_t n_conns;            /* open connections, counted from accept */
 	struct hf__conn *pend_head, *pend_tail; /* not yet authenticated, oldest first */
 	size_t n_pending;
@@ -111,14 +110,33 @@ void hf__srv_batch_end(struct hf__server *srv);
  * It must finish the request (send) or submit again. */
 typedef void (*hf__reply_fn)(struct hf__rq *rq, hf_reply *reply);
 
-/* One HTTP request from arrival to answer. Owned by http.c; freed when answered (or, if
- * the client left, when the store's completion for it arrives). */
+/* One HTTP request from arrival to answer. Owned by http.c: one allocation holds it, its
+ * header fields and its head's bytes (and a Content-Length body); freed when answered (or,
+ * if the client left, when the store's completion for it arrives). */
 struct hf__rq {
 	struct hf__server *srv;
-	struct evhttp_request *req; /* NULL once libevent has freed it (connection torn down) */
-	struct hf__conn *conn;      /* NULL once the connection is gone, or never registered */
-	struct hf__rq *conn_prev, *conn_next; /* the connection's requests */
+	struct hf__conn *conn;      /* NULL once the connection is gone */
 	struct hf__rq *srv_prev, *srv_next;   /* the server's requests */
+	/* The request as parsed (http1.h): strings point into the head's bytes, NUL-ended. */
+	enum hf__method method;
+	const char *method_name;
+	const char *path;           /* raw (percent-encoded) path, never NULL */
+	const char *query;          /* raw query string (after '?'), NULL if none */
+	const char *head;           /* the head's bytes, fields NUL-terminated in place */
+	const struct hf__h1_field *fields;
+	unsigned n_fields;
+	int8_t known[HF__H_KNOWN];  /* index in fields of the headers http1.h recognises */
+	const char *body_data;      /* the body, decoded; body_len bytes (+ a NUL) */
+	size_t body_len;
+	char *body_owned;           /* a chunked body's bytes: freed with rq */
+	char *extra;                /* header lines a handler added, "Name: value\r\n"... */
+	size_t extra_len;
+	bool dispatched;            /* routed (counted, logged); before: its body is being read */
+	bool head_only;             /* HEAD: the answer's head only */
+	bool http10;                /* an HTTP/1.0 client */
+	bool keep_alive;            /* the client keeps the connection after the answer */
+	bool close;                 /* close the connection after the answer (framing refused) */
+	int refused;                /* HF_E* the HTTP layer refuses it with (message: body_data) */
 	const struct hf__route *route;
 	char *param;                /* the {name}/{id}/{key} of the path, percent-decoded */
 	json_t *body;               /* parsed body for routes that take one, else NULL */

@@ -3,7 +3,7 @@
  * (every file of src/server but main.c) are linked in and started the way main.c starts
  * them: a store (file: in /dev/shm or $TMPDIR), an event base, the store's fd, statistics, then
  * hf__http_start on 127.0.0.1 port 0. Each input is written raw to a fresh TCP connection
- * (so it is parsed by libevent's HTTP parser, routed by routes.c and handled by the real
+ * (so it is parsed by http1.c as holdfastd reads it, routed by routes.c and handled by the real
  * handlers, body decoding included), the write side is shut, and the loop runs until the
  * server closes the connection or 300 ms pass. Properties: no crash, leak or UB; every
  * connection is answered or closed. HF_FUZZ_HTTP_ECHO=1 prints the replies (for seeds).
@@ -25,6 +25,7 @@
 
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 
 #include "fuzz.h"
 #include "server/server.h"
@@ -96,7 +97,7 @@ static void start(void)
 	FUZZ_CHECK(hf__http_start(&srv, &err) == HF_OK, "listen: %s", err.message);
 	socklen_t sl = sizeof(addr);
 	FUZZ_CHECK(
-	    getsockname(evhttp_bound_socket_get_fd(srv.bound), (struct sockaddr *)&addr, &sl) == 0,
+	    getsockname(evconnlistener_get_fd(srv.listener), (struct sockaddr *)&addr, &sl) == 0,
 	    "getsockname: %s", strerror(errno));
 	atexit(stop);
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # run.sh TARGET SECONDS [BINARY] [WORKDIR] — fuzzes one target with libFuzzer for SECONDS.
-#   TARGET   codec, journal, engine, http or history (tests/fuzz/fuzz_TARGET.c)
+#   TARGET   codec, journal, engine, http, http1 or history (tests/fuzz/fuzz_TARGET.c)
 #   BINARY   the libFuzzer build of it (default: build-fuzz/tests/fuzz/fuzz_TARGET)
 #   WORKDIR  scratch space (default: build-fuzz/tests/fuzz/work); new corpus entries land in
 #            WORKDIR/corpus-TARGET, crashes in WORKDIR/crashes-TARGET — never in the source
