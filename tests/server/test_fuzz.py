@@ -140,9 +140,8 @@ class Fuzz(unittest.TestCase):
             what = "#%d %s %s %r %r" % (i, method, path, raw and raw[:200],
                                         {k: v[:100] for k, v in headers.items()})
             recent = (recent + [what])[-4:]
-            # A header block over --max-headers (16 KiB) is refused by libevent's parser
-            # before holdfast sees the request, with libevent's own bare 400 (documented in
-            # docs/api.md): the one case of a non-JSON error.
+            # A header block over --max-headers (16 KiB) is refused before any route sees
+            # the request: a JSON 400 like every other refusal, and the connection closed.
             huge_headers = sum(len(k) + len(v) + 4 for k, v in headers.items()) > 16384
             try:
                 status, body = self.request(method, path, raw, headers)
@@ -155,6 +154,7 @@ class Fuzz(unittest.TestCase):
                 continue
             if huge_headers:
                 self.assertEqual(status, 400, what[:300])
+                self.check_answer(what[:300], status, body)
                 continue
             self.check_answer(what, status, body)
             if len(raw or "") > 65536:  # too large, unless the route or path was refused first
