@@ -883,15 +883,18 @@ static int write_revisions(sqlite3_stmt *s, const hf_event *ev)
 		hf__jw_lit(&w, "}");
 		char *list = hf__jw_finish(&w, NULL);
 		rc = list ? sqlite3_bind_text(s, 8, list, -1, free) : SQLITE_NOMEM;
+	} else if (rc == SQLITE_OK) {
+		rc = sqlite3_bind_null(s, 8);
 	}
 	return rc;
 }
 
 static int write_one(struct hf__journal *j, const struct hf__jrec *rec)
 {
+	/* Reset after each step, and each of its parameters bound again every time (an event's ?8
+	 * too): neither a reset before nor a clearing of the bindings after is needed. */
 	sqlite3_stmt *s = j->put[rec->table][rec->remove ? 1 : 0];
 	int rc;
-	sqlite3_reset(s);
 	if (rec->table == HF__J_EVENT) {
 		const hf_event *ev = &rec->event->ev;
 		rc = sqlite3_bind_int64(s, 1, (sqlite3_int64)ev->seq);
@@ -914,7 +917,6 @@ static int write_one(struct hf__journal *j, const struct hf__jrec *rec)
 	}
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(s) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
-	sqlite3_clear_bindings(s);
 	sqlite3_reset(s);
 	return rc;
 }
