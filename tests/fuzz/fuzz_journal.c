@@ -169,7 +169,8 @@ static int load_event(struct hf__state *st, const char *body, hf_error *err)
 	return rc;
 }
 
-static int load_line(struct hf__state *st, const struct line *l, hf_error *err)
+/* Line `no` (from 1) of the input; a hold's row number is its line's. */
+static int load_line(struct hf__state *st, const struct line *l, int64_t no, hf_error *err)
 {
 	char *body = l->row;
 	switch (l->table) {
@@ -183,7 +184,7 @@ static int load_line(struct hf__state *st, const struct line *l, hf_error *err)
 	case 'r':
 		return hf__state_load_resource(st, l->row, l->len, err);
 	case 'h':
-		return hf__state_load_hold(st, l->row, l->len, err);
+		return hf__state_load_hold(st, no, l->row, l->len, err);
 	case 'i':
 		return hf__state_load_idem(st, l->row, l->len, err);
 	default:
@@ -226,7 +227,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (const char *t = tables; *t && rc == HF_OK; t++)
 		for (size_t i = 0; i < n && rc == HF_OK; i++)
 			if (lines[i].table == *t) {
-				rc = load_line(st, &lines[i], &err);
+				rc = load_line(st, &lines[i], (int64_t)i + 1, &err);
 				FUZZ_CHECK(rc == HF_OK || rc == HF_ECORRUPT || rc == HF_ENOMEM,
 				           "a load answered %s", hf_err_name(rc));
 			}

@@ -89,6 +89,7 @@ struct hf__jrec {
 	size_t body_len; /* 0: body is NUL-terminated text; else the bytes of a binary row */
 	struct hf__sev *event; /* HF__J_EVENT only: a reference of its own; writing it also
 	                        * advances the counters of its revisions */
+	int64_t row; /* HF__J_HOLD only: the hold's row number (holds.rid, journal schema 5) */
 };
 void hf__jrec_free_list(struct hf__jrec *list);
 
@@ -171,9 +172,11 @@ uint64_t hf__state_oldest_cached_seq(const struct hf__state *st);
  * implicit resources their rows carry), idempotency, revisions (each resource's last event
  * revision, in any number of rows a name: the greatest counts), events, then done. */
 int hf__state_load_meta(struct hf__state *st, const char *key, const char *value, hf_error *err);
-/* Rows (hf__row_*_decode) of `len` bytes. */
+/* Rows (hf__row_*_decode) of `len` bytes; a hold's with its row number `rid` (1 up to
+ * HF__JOURNAL_FENCE_MAX: new holds are numbered after the greatest loaded). */
 int hf__state_load_resource(struct hf__state *st, const void *row, size_t len, hf_error *err);
-int hf__state_load_hold(struct hf__state *st, const void *row, size_t len, hf_error *err);
+int hf__state_load_hold(struct hf__state *st, int64_t rid, const void *row, size_t len,
+                        hf_error *err);
 int hf__state_load_idem(struct hf__state *st, const void *row, size_t len, hf_error *err);
 int hf__state_load_revision(struct hf__state *st, const char *resource, int64_t revision,
                             hf_error *err);

@@ -36,9 +36,17 @@
  * first fold after a crash). Folds run off the answer path (the writer after its answers are
  * out, every trim before its delete, a clean close), so that a trim never takes a revision
  * with it. A schema 3 store's table is whole up to its newest event: the migration sets
- * "revisions_upto" to that event, and nothing else. */
-#define SCHEMA_VERSION "4"
-#define SCHEMA_NUMBER 4
+ * "revisions_upto" to that event, and nothing else.
+ * Schema 5 keys the table holds by a number the state gives each hold when it is granted
+ * (holds.rid, INTEGER PRIMARY KEY: the row's place in the table's only B-tree) instead of by
+ * its random id: a grant appends its row at the table's right edge, beside the rows of the
+ * holds granted just before it, where the release finds it again; keyed by id, every row and
+ * the id's index entry went to a page of their own, and each commit wrote as many pages (the
+ * WAL checksums, copies and checkpoints each written byte). holds.id stays, unindexed, for
+ * whoever reads the file with sqlite3. The migration copies each row with its old rowid as
+ * its rid. */
+#define SCHEMA_VERSION "5"
+#define SCHEMA_NUMBER 5
 
 /* Each resource's greatest revision among the events after seq ?1, as (name, revision) rows:
  * the resource's own (events.revision) and, for an event of several, each of events.revisions
@@ -62,7 +70,7 @@
 static const char schema_sql[] =
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
     "CREATE TABLE resources(name TEXT PRIMARY KEY, body BLOB NOT NULL);"
-    "CREATE TABLE holds(id TEXT PRIMARY KEY, body BLOB NOT NULL);"
+    "CREATE TABLE holds(rid INTEGER PRIMARY KEY, id TEXT NOT NULL, body BLOB NOT NULL);"
     "CREATE TABLE idempotency(key TEXT PRIMARY KEY, body BLOB NOT NULL);"
     "CREATE TABLE events(seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, type TEXT NOT NULL,"
     "                    resource TEXT, hold_id TEXT, data TEXT NOT NULL,"
@@ -111,12 +119,21 @@ static const char migrate_3_sql[] =
     "INSERT OR REPLACE INTO meta(key, value)"
     " SELECT 'revisions_upto', coalesce(max(seq), 0) FROM events;";
 
-/* Statements for writing, indexed by table then by put (0) / remove (1). */
+/* Schema 4 to 5, in the caller's transaction: the holds keep their rows, numbered as the
+ * rowids SQLite gave them (the state numbers new holds after the greatest). */
+static const char migrate_4_sql[] =
+    "CREATE TABLE holds_5(rid INTEGER PRIMARY KEY, id TEXT NOT NULL, body BLOB NOT NULL);"
+    "INSERT INTO holds_5(rid, id, body) SELECT rowid, id, body FROM holds ORDER BY rowid;"
+    "DROP TABLE holds;"
+    "ALTER TABLE holds_5 RENAME TO holds;";
+
+/* Statements for writing, indexed by table then by put (0) / remove (1). ?1 is the key, ?2
+ * the body; a hold's row number is ?3. */
 static const char *const write_sql[][2] = {
     [HF__J_RESOURCE] = {"INSERT OR REPLACE INTO resources(name, body) VALUES(?1, ?2)",
                         "DELETE FROM resources WHERE name = ?1"},
-    [HF__J_HOLD] = {"INSERT OR REPLACE INTO holds(id, body) VALUES(?1, ?2)",
-                    "DELETE FROM holds WHERE id = ?1"},
+    [HF__J_HOLD] = {"INSERT OR REPLACE INTO holds(rid, id, body) VALUES(?3, ?1, ?2)",
+                    "DELETE FROM holds WHERE rid = ?3"},
     [HF__J_IDEM] = {"INSERT OR REPLACE INTO idempotency(key, body) VALUES(?1, ?2)",
                     "DELETE FROM idempotency WHERE key = ?1"},
     [HF__J_EVENT] = {"INSERT INTO events(seq, at, type, resource, hold_id, data, revision,"
@@ -391,7 +408,8 @@ static bool faults_before_commit(struct faults *f)
 }
 
 /* Brings a store of schema `from` to this schema, in one durable transaction. From schema 2
- * that is meta rows alone: its JSON rows read as they are (see SCHEMA_VERSION). */
+ * to 4 that is meta rows alone: its JSON rows read as they are (see SCHEMA_VERSION); 5 copies
+ * the table holds. */
 static int migrate(sqlite3 *db, const char *path, int from, hf_error *err)
 {
 	int rc = exec(db, "BEGIN IMMEDIATE", err);
@@ -399,8 +417,10 @@ static int migrate(sqlite3 *db, const char *path, int from, hf_error *err)
 		return rc;
 	char *msg = NULL;
 	int src = from < 2 ? sqlite3_exec(db, migrate_1_sql, NULL, NULL, &msg) : SQLITE_OK;
-	if (src == SQLITE_OK)
+	if (src == SQLITE_OK && from < 4)
 		src = sqlite3_exec(db, migrate_3_sql, NULL, NULL, &msg);
+	if (src == SQLITE_OK && from < 5)
+		src = sqlite3_exec(db, migrate_4_sql, NULL, NULL, &msg);
 	if (src == SQLITE_OK)
 		src = sqlite3_exec(db, "UPDATE meta SET value = '" SCHEMA_VERSION "' WHERE key = 'schema'",
 		                   NULL, NULL, &msg);
@@ -700,17 +720,23 @@ static int load_meta(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
 	return hf__state_load_meta(st, text(s, 0), text(s, 1), err);
 }
 
-/* A row of resources, holds or idempotency (key, body) through `load`; a damaged row is
- * named by its key and table. */
-static int load_row(struct hf__state *st, sqlite3_stmt *s, const char *table,
-                    int (*load)(struct hf__state *, const void *, size_t, hf_error *),
-                    hf_error *err)
+/* The body (column 1) of a row of resources, holds or idempotency: a schema 2 row's text as
+ * it is. HF_OK, or HF_ENOMEM. */
+static int row_body(sqlite3_stmt *s, const void **row, size_t *len, hf_error *err)
 {
-	const void *row = sqlite3_column_blob(s, 1); /* a schema 2 row's text as it is */
-	size_t len = (size_t)sqlite3_column_bytes(s, 1);
-	if (!row && len == 0 && sqlite3_errcode(sqlite3_db_handle(s)) == SQLITE_NOMEM)
+	*row = sqlite3_column_blob(s, 1);
+	*len = (size_t)sqlite3_column_bytes(s, 1);
+	if (!*row && *len == 0 && sqlite3_errcode(sqlite3_db_handle(s)) == SQLITE_NOMEM)
 		return hf__err_code(err, HF_ENOMEM);
-	int rc = load(st, row ? row : "", len, err);
+	if (!*row)
+		*row = "";
+	return HF_OK;
+}
+
+/* `rc`, the load of the row at the statement; a damaged row is named by its key (column 0)
+ * and table. */
+static int named(int rc, sqlite3_stmt *s, const char *table, hf_error *err)
+{
 	if (rc == HF_ECORRUPT && err) {
 		char why[sizeof(err->message)];
 		snprintf(why, sizeof(why), "%s", err->message);
@@ -721,17 +747,29 @@ static int load_row(struct hf__state *st, sqlite3_stmt *s, const char *table,
 
 static int load_resource(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
 {
-	return load_row(st, s, "resources", hf__state_load_resource, err);
+	const void *row;
+	size_t len;
+	int rc = row_body(s, &row, &len, err);
+	return rc ? rc : named(hf__state_load_resource(st, row, len, err), s, "resources", err);
 }
 
+/* SELECT id, body, rid: the hold's row number goes with it. */
 static int load_hold(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
 {
-	return load_row(st, s, "holds", hf__state_load_hold, err);
+	const void *row;
+	size_t len;
+	int rc = row_body(s, &row, &len, err);
+	return rc ? rc
+	          : named(hf__state_load_hold(st, sqlite3_column_int64(s, 2), row, len, err), s,
+	                  "holds", err);
 }
 
 static int load_idem(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
 {
-	return load_row(st, s, "idempotency", hf__state_load_idem, err);
+	const void *row;
+	size_t len;
+	int rc = row_body(s, &row, &len, err);
+	return rc ? rc : named(hf__state_load_idem(st, row, len, err), s, "idempotency", err);
 }
 
 static int load_saga_type(struct hf__state *st, sqlite3_stmt *s, hf_error *err)
@@ -804,7 +842,7 @@ int hf__journal_load(struct hf__journal *j, struct hf__state *st, hf_error *err)
 	    (rc = each_row(j, "SELECT key, value FROM meta", load_meta, st, err)) ||
 	    (rc = each_row(j, "SELECT name, body FROM resources", load_resource, st, err)) ||
 	    /* In the file's order: the state sorts its retention lists at the end. */
-	    (rc = each_row(j, "SELECT id, body FROM holds", load_hold, st, err)) ||
+	    (rc = each_row(j, "SELECT id, body, rid FROM holds", load_hold, st, err)) ||
 	    (rc = each_row(j, "SELECT key, body FROM idempotency", load_idem, st, err)) ||
 	    (rc = each_row(j, "SELECT resource, revision FROM revisions", load_revision, st, err)) ||
 	    /* the events after the last fold carry the rest (the greater of both is taken) */
@@ -821,9 +859,12 @@ int hf__journal_load(struct hf__journal *j, struct hf__state *st, hf_error *err)
 	return HF_OK;
 }
 
+/* With its length: given -1, SQLite measures the text a byte at a time (three instructions a
+ * byte, an event's data of ~150 bytes among them); libc's strlen takes a word at a time. */
 static int bind_text(sqlite3_stmt *s, int i, const char *v)
 {
-	return v ? sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC) : sqlite3_bind_null(s, i);
+	return v ? sqlite3_bind_text(s, i, v, (int)strlen(v), SQLITE_STATIC)
+	         : sqlite3_bind_null(s, i);
 }
 
 /* Binds an event's revisions (?7, ?8): the counters are folded from them later. */
@@ -845,15 +886,18 @@ static int write_revisions(sqlite3_stmt *s, const hf_event *ev)
 		hf__jw_lit(&w, "}");
 		char *list = hf__jw_finish(&w, NULL);
 		rc = list ? sqlite3_bind_text(s, 8, list, -1, free) : SQLITE_NOMEM;
+	} else if (rc == SQLITE_OK) {
+		rc = sqlite3_bind_null(s, 8);
 	}
 	return rc;
 }
 
 static int write_one(struct hf__journal *j, const struct hf__jrec *rec)
 {
+	/* Reset after each step, and each of its parameters bound again every time (an event's ?8
+	 * too): neither a reset before nor a clearing of the bindings after is needed. */
 	sqlite3_stmt *s = j->put[rec->table][rec->remove ? 1 : 0];
 	int rc;
-	sqlite3_reset(s);
 	if (rec->table == HF__J_EVENT) {
 		const hf_event *ev = &rec->event->ev;
 		rc = sqlite3_bind_int64(s, 1, (sqlite3_int64)ev->seq);
@@ -871,10 +915,11 @@ static int write_one(struct hf__journal *j, const struct hf__jrec *rec)
 			rc = rec->body_len ? sqlite3_bind_blob(s, 2, rec->body, (int)rec->body_len,
 			                                       SQLITE_STATIC)
 			                   : bind_text(s, 2, rec->body);
+		if (rec->table == HF__J_HOLD && rc == SQLITE_OK)
+			rc = sqlite3_bind_int64(s, 3, rec->row);
 	}
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(s) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
-	sqlite3_clear_bindings(s);
 	sqlite3_reset(s);
 	return rc;
 }

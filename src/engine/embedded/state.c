@@ -75,6 +75,7 @@ struct hold {
 	size_t expiry_slot;      /* in st->expiries while tentative */
 	struct hold *ended_next; /* retention FIFO of ended holds */
 	struct ilink by_owner;   /* in st->by_owner's chain of `owner` */
+	int64_t row;             /* its row in the journal (holds.rid), given at its grant */
 };
 
 /* A parked acquire is linked into the queue of every resource it names. */
@@ -136,6 +137,7 @@ struct hf__state {
 	int64_t live_holds;
 	int64_t n_waiters;
 	int64_t last_fence;
+	int64_t last_hold_row; /* the greatest hold row number given or loaded */
 	uint64_t last_seq;
 	uint64_t durable_seq;
 	struct hf__sev **events; /* ring of the newest EVENT_CACHE events (a reference each) */
@@ -658,10 +660,11 @@ static void journal_hold(struct hf__effects *fx, const struct hold *h)
 	size_t len = 0;
 	unsigned char *row = hf__row_hold(&view, capacities, &len);
 	assert(hold_row_ok(row, len, &view, capacities));
-	if (!row)
-		fx->failed = HF_ENOMEM;
+	struct hf__jrec *rec = row ? fx_record_row(fx, HF__J_HOLD, h->id, row, len) : NULL;
+	if (rec)
+		rec->row = h->row;
 	else
-		fx_record_row(fx, HF__J_HOLD, h->id, row, len);
+		fx->failed = HF_ENOMEM;
 }
 
 /* Fences never go back, across restarts: the journal's last fence is the greatest of the
@@ -922,6 +925,7 @@ static int grant(struct hf__state *st, struct hf__effects *fx, struct hf__call *
 	h->mode = a->mode;
 	h->created_at = now;
 	h->expires_at = now + a->ttl_ms;
+	h->row = ++st->last_hold_row; /* appended where the last grants' rows are */
 	if (index_add(st, h) != HF_OK)
 		goto fail;
 	if (hf__map_put(&st->holds, h->id, h) != HF_OK)
@@ -1788,7 +1792,9 @@ static void purge(struct hf__state *st, int64_t now, struct hf__effects *fx)
 			st->ended_tail = NULL;
 		hf__map_remove(&st->holds, h->id);
 		index_remove(st, h);
-		fx_record(fx, HF__J_HOLD, h->id, NULL, true);
+		struct hf__jrec *rec = fx_record(fx, HF__J_HOLD, h->id, NULL, true);
+		if (rec)
+			rec->row = h->row;
 		hold_free(h);
 	}
 	while (st->idem_head && st->idem_head->created_at + st->opt.idempotency_retention_ms <= now) {
@@ -2087,8 +2093,12 @@ static int load_part_resource(struct hf__state *st, struct hold *h, size_t i, in
 	return HF_OK;
 }
 
-int hf__state_load_hold(struct hf__state *st, const void *bytes, size_t len, hf_error *err)
+int hf__state_load_hold(struct hf__state *st, int64_t rid, const void *bytes, size_t len,
+                        hf_error *err)
 {
+	if (rid < 1 || rid > HF__JOURNAL_FENCE_MAX)
+		return hf__err(err, HF_ECORRUPT, "store file is damaged: hold row number %lld",
+		               (long long)rid);
 	hf_hold row;
 	int64_t capacities[HF_CLAIMS_MAX];
 	int rc = hf__row_hold_decode(bytes, len, &row, capacities, err);
@@ -2096,6 +2106,8 @@ int hf__state_load_hold(struct hf__state *st, const void *bytes, size_t len, hf_
 		return rc;
 	int64_t last_fence = st->last_fence;
 	struct hold *h = hold_of_row(st, &row);
+	if (h)
+		h->row = rid;
 	void *present = NULL;
 	if (!h || hf__map_add(&st->holds, h->id, h, &present) != HF_OK || present) {
 		rc = present ? hf__err(err, HF_ECORRUPT, "store file is damaged: hold '%s' twice", h->id)
@@ -2111,6 +2123,8 @@ int hf__state_load_hold(struct hf__state *st, const void *bytes, size_t len, hf_
 		st->last_fence = last_fence;
 		return hf__err_code(err, HF_ENOMEM);
 	}
+	if (rid > st->last_hold_row)
+		st->last_hold_row = rid;
 	bool live = h->state == HF_HOLD_TENTATIVE || h->state == HF_HOLD_CONFIRMED;
 	if (!live) { /* in time order once hf__state_load_done has sorted them */
 		h->ended_next = NULL;
