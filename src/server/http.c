@@ -221,8 +221,8 @@ static void rq_free(struct hf__rq *rq)
 		event_free(rq->ev_timer);
 	if (rq->acc_out)
 		evbuffer_free(rq->acc_out);
-	free(rq->param);
-	free(rq->stat_name);
+	if (rq->stat_owned)
+		free(rq->stat_name);
 	rq_discard(rq);
 }
 
@@ -828,15 +828,17 @@ static bool evict_pending(struct hf__server *srv, struct hf__conn *except, bool 
 
 /*
  * Makes the request of a parsed head: one allocation for the request, its fields, the
- * head's bytes (copied from p, its strings NUL-terminated in place) and body_len bytes of
- * body space after them. h NULL: a request refused before its head could be read.
+ * head's bytes (copied from p, its strings NUL-terminated in place), body_len bytes of
+ * body space and the space of a decoded path parameter after them. h NULL: a request
+ * refused before its head could be read.
  */
 static struct hf__rq *rq_make(struct hf__server *srv, struct hf__conn *conn, const char *p,
                               const struct hf__h1_head *h, size_t body_len)
 {
 	size_t nf = h ? h->n_fields : 0, hl = h ? h->len : 0;
 	size_t fsize = nf * sizeof(struct hf__h1_field);
-	struct hf__rq *rq = malloc(sizeof(*rq) + fsize + hl + 1 + body_len + 1);
+	size_t psize = HF__PARAM_HEADROOM + (h ? h->path_len : 0) + 1;
+	struct hf__rq *rq = malloc(sizeof(*rq) + fsize + hl + 1 + body_len + 1 + psize);
 	if (!rq)
 		return NULL;
 	memset(rq, 0, sizeof(*rq));
@@ -851,6 +853,7 @@ static struct hf__rq *rq_make(struct hf__server *srv, struct hf__conn *conn, con
 	body[0] = body[body_len] = '\0';
 	rq->body_data = body;
 	rq->body_len = body_len;
+	rq->param_space = body + body_len + 1;
 	if (!h)
 		return rq;
 	memcpy(fields, h->fields, fsize);

@@ -124,6 +124,34 @@ static void allow_header(struct hf__rq *rq, const char *path)
 	hf__rq_add_header(rq, "Allow", allow);
 }
 
+static int hex_value(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0'
+	       : c >= 'a' && c <= 'f' ? c - 'a' + 10
+	       : c >= 'A' && c <= 'F' ? c - 'A' + 10
+	                              : -1;
+}
+
+/* Percent-decodes n bytes of a path segment into out (n + 1 bytes, NUL-ended) as
+ * evhttp_uridecode does without '+' decoding: "%XX" with two hex digits is that byte, any
+ * other '%' itself. Returns the decoded length (a decoded NUL included). */
+static size_t uri_decode(const char *in, size_t n, char *out)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		int hi, lo;
+		if (in[i] == '%' && i + 2 < n && (hi = hex_value(in[i + 1])) >= 0 &&
+		    (lo = hex_value(in[i + 2])) >= 0) {
+			out[o++] = (char)(hi << 4 | lo);
+			i += 2;
+		} else {
+			out[o++] = in[i];
+		}
+	}
+	out[o] = '\0';
+	return o;
+}
+
 void hf__route_request(struct hf__rq *rq)
 {
 	const char *path = *rq->path ? rq->path : "/";
@@ -157,19 +185,13 @@ void hf__route_request(struct hf__rq *rq)
 		return;
 	}
 	if (pa) {
-		char raw[3 * HF_NAME_MAX + 64];
-		size_t dlen = 0;
-		if (pl >= sizeof(raw)) {
+		if (pl >= 3 * HF_NAME_MAX + 64) {
 			hf__rq_fail(rq, HF_EINVAL, "path parameter is longer than %d bytes", HF_NAME_MAX);
 			return;
 		}
-		memcpy(raw, pa, pl);
-		raw[pl] = '\0';
-		rq->param = evhttp_uridecode(raw, 0, &dlen);
-		if (!rq->param) {
-			hf__rq_fail(rq, HF_ENOMEM, "out of memory");
-			return;
-		}
+		/* The raw segment is part of the path: it fits the room made for it. */
+		rq->param = rq->param_space + HF__PARAM_HEADROOM;
+		size_t dlen = uri_decode(pa, pl, rq->param);
 		if (strlen(rq->param) != dlen) {
 			hf__rq_fail(rq, HF_EINVAL, "path parameter contains a NUL byte");
 			return;

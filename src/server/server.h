@@ -110,9 +110,13 @@ void hf__srv_batch_end(struct hf__server *srv);
  * It must finish the request (send) or submit again. */
 typedef void (*hf__reply_fn)(struct hf__rq *rq, hf_reply *reply);
 
+/* Bytes before a request's decoded path parameter that a handler may prefix it with. */
+#define HF__PARAM_HEADROOM 8
+
 /* One HTTP request from arrival to answer. Owned by http.c: one allocation holds it, its
- * header fields and its head's bytes (and a Content-Length body); freed when answered (or,
- * if the client left, when the store's completion for it arrives). */
+ * header fields and its head's bytes (and a Content-Length body, and its path parameter);
+ * freed when answered (or, if the client left, when the store's completion for it
+ * arrives). */
 struct hf__rq {
 	struct hf__server *srv;
 	struct hf__conn *conn;      /* NULL once the connection is gone */
@@ -138,7 +142,11 @@ struct hf__rq {
 	bool close;                 /* close the connection after the answer (framing refused) */
 	int refused;                /* HF_E* the HTTP layer refuses it with (message: body_data) */
 	const struct hf__route *route;
-	char *param;                /* the {name}/{id}/{key} of the path, percent-decoded */
+	/* The {name}/{id}/{key} of the path, percent-decoded into param_space (in rq's own
+	 * allocation, HF__PARAM_HEADROOM bytes before it free for a prefix: holds.c's
+	 * "lock:KEY"). */
+	char *param;
+	char *param_space;          /* HF__PARAM_HEADROOM + the raw path's length + 1 bytes */
 	json_t *body;               /* parsed body for routes that take one, else NULL */
 	bool gone;                  /* the client disconnected: answer nobody */
 	bool call_pending;          /* a store call is out: its completion will arrive */
@@ -152,7 +160,10 @@ struct hf__rq {
 	int64_t t0_us;              /* monotonic arrival time */
 	int status;                 /* sent status, for the access log */
 	/* Handler state. */
-	char *stat_name;            /* acquire: resource whose statistics it counts */
+	char *stat_name;            /* acquire: the names of the resources whose statistics it
+	                             * counts, '\0'-separated; borrowed (alive with rq) unless
+	                             * stat_owned */
+	bool stat_owned;
 	int64_t stat_claims;        /* acquire: resources named */
 	uint64_t ev_after;          /* events: last seq sent */
 	size_t ev_limit;
