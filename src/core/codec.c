@@ -760,9 +760,34 @@ void hf__jw_init(struct hf__jw *w)
 	w->buf = NULL;
 	w->len = w->cap = 0;
 	w->oom = false;
+	w->borrowed = false;
 }
 
-static bool jw_room(struct hf__jw *w, size_t n)
+void hf__jw_init_buf(struct hf__jw *w, char *buf, size_t cap)
+{
+	assert(cap > 0);
+	hf__jw_init(w);
+	w->buf = buf;
+	w->cap = cap;
+	w->borrowed = true;
+	buf[0] = '\0';
+}
+
+void hf__jw_release(struct hf__jw *w)
+{
+	if (!w->borrowed)
+		free(w->buf);
+	hf__jw_init(w);
+}
+
+/* An allocation failed: the writer drops its text and writes nothing more. */
+static void jw_fail(struct hf__jw *w)
+{
+	hf__jw_release(w);
+	w->oom = true;
+}
+
+bool hf__jw_grow(struct hf__jw *w, size_t n)
 {
 	if (w->oom)
 		return false;
@@ -771,37 +796,53 @@ static bool jw_room(struct hf__jw *w, size_t n)
 	size_t cap = w->cap ? w->cap : 256;
 	while (cap < w->len + n + 1)
 		cap *= 2;
-	char *b = realloc(w->buf, cap);
+	/* The caller's buffer is left as it is: its text moves to the heap. */
+	char *b = w->borrowed ? malloc(cap) : realloc(w->buf, cap);
 	if (!b) {
-		free(w->buf);
-		w->buf = NULL;
-		w->oom = true;
+		jw_fail(w);
 		return false;
 	}
+	if (w->borrowed && w->buf)
+		memcpy(b, w->buf, w->len + 1);
+	w->borrowed = false;
 	w->buf = b;
 	w->cap = cap;
 	return true;
 }
 
-void hf__jw_raw(struct hf__jw *w, const char *s, size_t n)
+/* The bytes of s (n of them) that need no escape before the first one that does, eight at
+ * a time: a byte under 0x20, '"' or '\\' anywhere in a word sends it to the byte loop. */
+static size_t jw_plain_prefix(const char *s, size_t n)
 {
-	if (!jw_room(w, n))
-		return;
-	memcpy(w->buf + w->len, s, n);
-	w->len += n;
-	w->buf[w->len] = '\0';
+	const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		uint64_t v;
+		memcpy(&v, s + i, 8);
+		uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\');
+		/* (x - ones) & ~x & high: some byte of x is 0; with 0x20 for 1: some byte < 0x20. */
+		if (((v - ones * 0x20) & ~v & high) | ((q - ones) & ~q & high) |
+		    ((b - ones) & ~b & high))
+			break;
+	}
+	while (i < n && (unsigned char)s[i] >= 0x20 && s[i] != '"' && s[i] != '\\')
+		i++;
+	return i;
 }
 
 void hf__jw_str(struct hf__jw *w, const char *s)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	size_t n = strlen(s);
-	/* Worst case: every byte a \u00XX escape. */
-	if (!jw_room(w, 6 * n + 2))
+	size_t plain = jw_plain_prefix(s, n);
+	/* Worst case: every byte after the plain ones a \u00XX escape. */
+	if (!hf__jw_grow(w, plain + 6 * (n - plain) + 2))
 		return;
 	char *o = w->buf + w->len;
 	*o++ = '"';
-	for (size_t i = 0; i < n; i++) {
+	memcpy(o, s, plain);
+	o += plain;
+	for (size_t i = plain; i < n; i++) {
 		unsigned char c = (unsigned char)s[i];
 		if (c >= 0x20 && c != '"' && c != '\\') {
 			*o++ = (char)c;
@@ -832,13 +873,25 @@ void hf__jw_str(struct hf__jw *w, const char *s)
 
 void hf__jw_int(struct hf__jw *w, int64_t v)
 {
+	static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930"
+	                            "31323334353637383940414243444546474849505152535455565758596061"
+	                            "62636465666768697071727374757677787980818283848586878889909192"
+	                            "93949596979899";
 	char tmp[24], *e = tmp + sizeof(tmp), *p = e;
-	/* In unsigned arithmetic, so that INT64_MIN has a magnitude too. */
+	/* In unsigned arithmetic, so that INT64_MIN has a magnitude too. Two digits a division:
+	 * a timestamp has thirteen. */
 	uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
-	do {
-		*--p = (char)('0' + u % 10);
-		u /= 10;
-	} while (u);
+	while (u >= 100) {
+		p -= 2;
+		memcpy(p, pairs + 2 * (u % 100), 2);
+		u /= 100;
+	}
+	if (u >= 10) {
+		p -= 2;
+		memcpy(p, pairs + 2 * u, 2);
+	} else {
+		*--p = (char)('0' + u);
+	}
 	if (v < 0)
 		*--p = '-';
 	hf__jw_raw(w, p, (size_t)(e - p));
@@ -846,8 +899,19 @@ void hf__jw_int(struct hf__jw *w, int64_t v)
 
 char *hf__jw_finish(struct hf__jw *w, size_t *len)
 {
-	if (!w->oom && !w->buf)
-		hf__jw_raw(w, "", 0);
+	/* The text is the caller's to free: a writer on its caller's buffer, or on none yet,
+	 * moves to the heap. */
+	if (!w->oom && (!w->buf || w->borrowed)) {
+		char *b = malloc(w->len + 1);
+		if (!b) {
+			jw_fail(w);
+			return NULL;
+		}
+		if (w->buf)
+			memcpy(b, w->buf, w->len);
+		b[w->len] = '\0';
+		w->buf = b;
+	}
 	if (w->oom)
 		return NULL;
 	if (len)
@@ -878,60 +942,69 @@ static bool parts_distinct(const hf_hold *h)
 	return true;
 }
 
-char *hf__hold_text(const hf_hold *h, size_t *len)
+void hf__jw_hold(struct hf__jw *w, const hf_hold *h)
 {
 	if (!parts_distinct(h)) {
 		char *text = dump_compact(hf__hold_to_json(h));
-		if (text && len)
-			*len = strlen(text);
-		return text;
+		if (text) {
+			hf__jw_raw(w, text, strlen(text));
+			free(text);
+		} else {
+			jw_fail(w);
+		}
+		return;
 	}
+	hf__jw_lit(w, "{\"id\":");
+	hf__jw_str(w, h->id);
+	hf__jw_lit(w, ",\"owner\":");
+	hf__jw_str(w, h->owner ? h->owner : "");
+	hf__jw_lit(w, ",\"state\":");
+	hf__jw_str(w, hf_hold_state_name(h->state));
+	hf__jw_lit(w, ",\"mode\":");
+	hf__jw_str(w, hf_mode_name(h->mode));
+	hf__jw_lit(w, ",\"created_at_ms\":");
+	hf__jw_int(w, h->created_at_ms);
+	hf__jw_lit(w, ",\"expires_at_ms\":");
+	jw_ms(w, h->expires_at_ms);
+	hf__jw_lit(w, ",\"ended_at_ms\":");
+	jw_ms(w, h->ended_at_ms);
+	if (h->replayed)
+		hf__jw_lit(w, ",\"replayed\":true");
+	hf__jw_lit(w, ",\"resources\":[");
+	for (size_t i = 0; i < h->n_parts; i++) {
+		const hf_hold_part *p = &h->parts[i];
+		if (i)
+			hf__jw_lit(w, ",");
+		hf__jw_lit(w, "{\"name\":");
+		hf__jw_str(w, p->resource ? p->resource : "");
+		hf__jw_lit(w, ",\"units\":");
+		hf__jw_int(w, p->units);
+		hf__jw_lit(w, ",\"fence\":");
+		hf__jw_int(w, p->fence);
+		hf__jw_lit(w, "}");
+	}
+	hf__jw_lit(w, "],\"fence\":{");
+	for (size_t i = 0; i < h->n_parts; i++) {
+		const hf_hold_part *p = &h->parts[i];
+		if (i)
+			hf__jw_lit(w, ",");
+		hf__jw_str(w, p->resource ? p->resource : "");
+		hf__jw_lit(w, ":");
+		hf__jw_int(w, p->fence);
+	}
+	hf__jw_lit(w, "}");
+	if (h->token[0]) {
+		hf__jw_lit(w, ",\"token\":");
+		hf__jw_str(w, h->token);
+	}
+	hf__jw_lit(w, "}");
+}
+
+char *hf__hold_text(const hf_hold *h, size_t *len)
+{
 	struct hf__jw w;
 	hf__jw_init(&w);
-	hf__jw_lit(&w, "{\"id\":");
-	hf__jw_str(&w, h->id);
-	hf__jw_lit(&w, ",\"owner\":");
-	hf__jw_str(&w, h->owner ? h->owner : "");
-	hf__jw_lit(&w, ",\"state\":");
-	hf__jw_str(&w, hf_hold_state_name(h->state));
-	hf__jw_lit(&w, ",\"mode\":");
-	hf__jw_str(&w, hf_mode_name(h->mode));
-	hf__jw_lit(&w, ",\"created_at_ms\":");
-	hf__jw_int(&w, h->created_at_ms);
-	hf__jw_lit(&w, ",\"expires_at_ms\":");
-	jw_ms(&w, h->expires_at_ms);
-	hf__jw_lit(&w, ",\"ended_at_ms\":");
-	jw_ms(&w, h->ended_at_ms);
-	if (h->replayed)
-		hf__jw_lit(&w, ",\"replayed\":true");
-	hf__jw_lit(&w, ",\"resources\":[");
-	for (size_t i = 0; i < h->n_parts; i++) {
-		const hf_hold_part *p = &h->parts[i];
-		if (i)
-			hf__jw_lit(&w, ",");
-		hf__jw_lit(&w, "{\"name\":");
-		hf__jw_str(&w, p->resource ? p->resource : "");
-		hf__jw_lit(&w, ",\"units\":");
-		hf__jw_int(&w, p->units);
-		hf__jw_lit(&w, ",\"fence\":");
-		hf__jw_int(&w, p->fence);
-		hf__jw_lit(&w, "}");
-	}
-	hf__jw_lit(&w, "],\"fence\":{");
-	for (size_t i = 0; i < h->n_parts; i++) {
-		const hf_hold_part *p = &h->parts[i];
-		if (i)
-			hf__jw_lit(&w, ",");
-		hf__jw_str(&w, p->resource ? p->resource : "");
-		hf__jw_lit(&w, ":");
-		hf__jw_int(&w, p->fence);
-	}
-	hf__jw_lit(&w, "}");
-	if (h->token[0]) {
-		hf__jw_lit(&w, ",\"token\":");
-		hf__jw_str(&w, h->token);
-	}
-	hf__jw_lit(&w, "}");
+	hf__jw_hold(&w, h);
 	return hf__jw_finish(&w, len);
 }
 

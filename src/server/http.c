@@ -412,14 +412,17 @@ void hf__rq_send_json(struct hf__rq *rq, int status, json_t *body)
 
 void hf__rq_send_hold(struct hf__rq *rq, int status, const hf_hold *hold)
 {
-	size_t len;
-	char *text = hf__hold_text(hold, &len);
-	if (!text) {
+	char stack[1024]; /* a hold of a few resources: no allocation */
+	struct hf__jw w;
+	hf__jw_init_buf(&w, stack, sizeof(stack));
+	hf__jw_hold(&w, hold);
+	hf__jw_lit(&w, "\n");
+	if (w.oom) {
 		hf__rq_send_json(rq, status, NULL); /* answers out of memory */
 		return;
 	}
-	send_json_text(rq, status, text, len);
-	free(text);
+	rq_send(rq, status, "application/json", w.buf, w.len);
+	hf__jw_release(&w);
 }
 
 /* Length of the well-formed UTF-8 sequence at s (at most n bytes), 0 if it is not one:
