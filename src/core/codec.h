@@ -19,6 +19,11 @@ json_t *hf__resource_to_json(const hf_resource *res);
  * return the text. */
 char *hf__json_dumps(const json_t *j, size_t flags);
 
+/* json_loadb(buf, len, JSON_REJECT_DUPLICATES, err): the same tree, or the same error, with
+ * what requests mostly send (small objects of plain ASCII strings and integers) read without
+ * jansson's byte-at-a-time lexer (codec.c says how). */
+json_t *hf__json_loadb(const char *buf, size_t len, json_error_t *err);
+
 json_t *hf__hold_to_json(const hf_hold *hold); /* includes "token" only when hold->token[0] */
 json_t *hf__event_to_json(const hf_event *ev);
 json_t *hf__waiter_to_json(const hf_waiter *w); /* never a token: a waiter record has none */

@@ -789,7 +789,7 @@ bool hf__rq_read_body(struct hf__rq *rq)
 		return true;
 	}
 	json_error_t jerr;
-	rq->body = json_loadb(rq->body_data, len, JSON_REJECT_DUPLICATES, &jerr);
+	rq->body = hf__json_loadb(rq->body_data, len, &jerr);
 	if (!rq->body) {
 		hf__rq_fail(rq, HF_EJSON, "request body is not valid JSON: %s (line %d, column %d)",
 		            jerr.text, jerr.line, jerr.column);

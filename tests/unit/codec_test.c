@@ -1,7 +1,8 @@
 /*
  * codec_test.c — the direct JSON writers of src/core/codec.c (hf__jw_*, hf__hold_text,
  * hf__event_hold_data_text) hold to the bytes jansson writes for the same values, whether
- * they write into the caller's buffer or their own; an event's revisions go to JSON and back.
+ * they write into the caller's buffer or their own; the request body reader reads what
+ * jansson reads; an event's revisions go to JSON and back.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -179,6 +180,49 @@ static void test_borrowed_buffer(void **state)
 	free(text);
 }
 
+/* The body reader reads what jansson reads, to the same tree (keys in order) or error: the
+ * subset it takes itself, and the edges where it hands over. */
+static void test_body_reader(void **state)
+{
+	(void)state;
+	static const char *const bodies[] = {
+	    "{\"owner\":\"a\",\"ttl_ms\":30000,\"wait_ms\":0}",
+	    " {\n\t\"a\" : [1, -2, {\"b\": null}], \"c\": true, \"d\": false ,\"e\":[]}\r\n",
+	    "{}", " { } ", "{\"\":0}", "{\"a\":-0}", "{\"a\":{\"b\":{\"c\":{}}}}",
+	    "{\"a\":123456789012345678}", "{\"a\":-123456789012345678}",
+	    "{\"a\":1234567890123456789}", "{\"a\":99999999999999999999}",
+	    "{\"a\":1,\"a\":2}", "{\"a\":01}", "{\"a\":-}", "{\"a\":-a}", "{\"a\":1.5}",
+	    "{\"a\":1e3}", "{\"a\":1E3}", "{\"a\":\"\\u00e9\"}", "{\"a\":\"\xc3\xa9\"}",
+	    "{\"a\":\"\xc3\"}", "{\"a\":\"x\ty\"}", "{\"a\":\"b\\\"c\"}", "{\"a\":\"\x7f\"}",
+	    "{\"a\":1,}", "{,}", "{} x", "{}}", "[1,2]", "[]", "1", "\"a\"", "", " ",
+	    "{\"a\":tru}", "{\"a\":truex}", "{\"a\":nul}", "{\"a\":falsey}", "{\"a\" 1}",
+	    "{\"a\":\"b\"", "{\"a\":[1,]}", "{\"a\":[1 2]}", "{\"a\"}", "{a:1}", "{\"a\":+1}",
+	    "{\"a\":[[[[[[[[[[1]]]]]]]]]]}", "\xef\xbb\xbf{}", "{\"a\":1}\n\n",
+	};
+	for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]) + 1; i++) {
+		/* the last: a NUL byte inside a string */
+		const char *b = i < sizeof(bodies) / sizeof(bodies[0]) ? bodies[i] : "{\"a\":\"x\0y\"}";
+		size_t n = i < sizeof(bodies) / sizeof(bodies[0]) ? strlen(b) : 11;
+		json_error_t e1, e2;
+		json_t *got = hf__json_loadb(b, n, &e1);
+		json_t *want = json_loadb(b, n, JSON_REJECT_DUPLICATES, &e2);
+		if (!want) {
+			assert_null(got);
+			assert_string_equal(e1.text, e2.text);
+			continue;
+		}
+		assert_non_null(got);
+		char *tg = json_dumps(got, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		char *tw = json_dumps(want, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		assert_string_equal(tg, tw);
+		assert_true(json_equal(got, want));
+		free(tg);
+		free(tw);
+		json_decref(got);
+		json_decref(want);
+	}
+}
+
 /* Reads `text` as an event: its code, and the event in *out (cleared by the caller). */
 static int event_of(const char *text, hf_event *out, hf_error *err)
 {
@@ -259,6 +303,7 @@ int main(void)
 	    cmocka_unit_test(test_ints),
 	    cmocka_unit_test(test_strings),
 	    cmocka_unit_test(test_borrowed_buffer),
+	    cmocka_unit_test(test_body_reader),
 	    cmocka_unit_test(test_event_revisions),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
