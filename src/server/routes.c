@@ -16,6 +16,9 @@
 enum {
 	RF_PUBLIC = 1 << 0, /* served without an API key: probes, the dashboard's files */
 	RF_BODY = 1 << 1,   /* takes a JSON body */
+	/* The handler only borrows the body's JSON tree, never keeps a reference past the
+	 * request: the tree is built in the request's arena (http.c). */
+	RF_ARENA = 1 << 2,
 };
 
 struct hf__route {
@@ -39,14 +42,14 @@ static const struct hf__route routes[] = {
 	{HF__M_GET, "/v1/resources/{name}", hf__h_get_resource, 0},
 	{HF__M_DELETE, "/v1/resources/{name}", hf__h_delete_resource, 0},
 	{HF__M_GET, "/v1/resources/{name}/waiters", hf__h_list_waiters, 0},
-	{HF__M_POST, "/v1/holds", hf__h_acquire, RF_BODY},
+	{HF__M_POST, "/v1/holds", hf__h_acquire, RF_BODY | RF_ARENA},
 	{HF__M_GET, "/v1/holds", hf__h_list_holds, 0},
 	{HF__M_GET, "/v1/holds/{id}", hf__h_get_hold, 0},
-	{HF__M_POST, "/v1/holds/{id}/extend", hf__h_extend, RF_BODY},
-	{HF__M_POST, "/v1/holds/{id}/confirm", hf__h_confirm, RF_BODY},
-	{HF__M_POST, "/v1/holds/{id}/release", hf__h_release, RF_BODY},
-	{HF__M_POST, "/v1/locks/{key}", hf__h_lock, RF_BODY},
-	{HF__M_POST, "/v1/semaphores/{key}", hf__h_semaphore, RF_BODY},
+	{HF__M_POST, "/v1/holds/{id}/extend", hf__h_extend, RF_BODY | RF_ARENA},
+	{HF__M_POST, "/v1/holds/{id}/confirm", hf__h_confirm, RF_BODY | RF_ARENA},
+	{HF__M_POST, "/v1/holds/{id}/release", hf__h_release, RF_BODY | RF_ARENA},
+	{HF__M_POST, "/v1/locks/{key}", hf__h_lock, RF_BODY | RF_ARENA},
+	{HF__M_POST, "/v1/semaphores/{key}", hf__h_semaphore, RF_BODY | RF_ARENA},
 	{HF__M_GET, "/v1/events", hf__h_events, 0},
 	{HF__M_GET, "/v1/saga-types", hf__h_list_saga_types, 0},
 	{HF__M_PUT, "/v1/saga-types/{name}", hf__h_put_saga_type, RF_BODY},
@@ -202,7 +205,7 @@ void hf__route_request(struct hf__rq *rq)
 			return;
 		}
 	}
-	if ((found->flags & RF_BODY) && !hf__rq_read_body(rq))
+	if ((found->flags & RF_BODY) && !hf__rq_read_body(rq, found->flags & RF_ARENA))
 		return;
 	found->handler(rq);
 }

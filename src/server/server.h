@@ -94,6 +94,8 @@ struct hf__server {
 	struct event *accept_ev;   /* re-enables the listener after a pause */
 	struct hf__rq *rqs;        /* every request in flight (for drain) */
 	size_t n_rqs;
+	void *rq_pool;             /* request blocks kept for the next requests (http.c) */
+	size_t rq_pool_n;
 	size_t n_ev_waiters;       /* event long-polls and SSE streams: at most max_waiters */
 	struct hf__stats *stats;
 	int64_t started_ms;
@@ -148,6 +150,11 @@ struct hf__rq {
 	char *param;
 	char *param_space;          /* HF__PARAM_HEADROOM + the raw path's length + 1 bytes */
 	json_t *body;               /* parsed body for routes that take one, else NULL */
+	/* A request of usual size is a block of the server's pool; its tail is the arena its
+	 * body's JSON tree is built in, when the route only borrows that tree (http.c). */
+	bool pooled;
+	char *arena;
+	size_t arena_used, arena_cap;
 	bool gone;                  /* the client disconnected: answer nobody */
 	bool call_pending;          /* a store call is out: its completion will arrive */
 	bool parked;                /* the call may wait long: cancel it on drain */
@@ -233,8 +240,9 @@ void hf__rq_fail(struct hf__rq *rq, int code, const char *fmt, ...)
 const char *hf__rq_header(struct hf__rq *rq, const char *name); /* request header or NULL */
 const char *hf__rq_method(struct hf__rq *rq);
 bool hf__rq_authorized(struct hf__rq *rq); /* no keys configured, or a right Bearer key */
-/* Parses the body into rq->body (empty: {}); on failure answers 400/413 and returns false. */
-bool hf__rq_read_body(struct hf__rq *rq);
+/* Parses the body into rq->body (empty: {}); on failure answers 400/413 and returns false.
+ * in_arena: the handler only borrows the tree, which may then be built in rq's arena. */
+bool hf__rq_read_body(struct hf__rq *rq, bool in_arena);
 void hf__rq_add_header(struct hf__rq *rq, const char *name, const char *value);
 /* Bytes of answer libevent still holds for rq's connection (not yet written). */
 size_t hf__rq_queued(struct hf__rq *rq);
