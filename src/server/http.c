@@ -215,6 +215,7 @@ static void srv_unlink_rq(struct hf__server *srv, struct hf__rq *rq)
 #ifndef RQ_POOL_MAX
 #define RQ_POOL_MAX 64
 #endif
+static const size_t rq_pool_max = RQ_POOL_MAX; /* a variable: "n < 0" is no warning then */
 
 static _Thread_local struct hf__rq *arena_rq;
 
@@ -264,7 +265,7 @@ static void rq_discard(struct hf__rq *rq)
 	struct hf__server *srv = rq->srv;
 	free(rq->body_owned);
 	free(rq->extra);
-	if (rq->pooled && srv->rq_pool_n < RQ_POOL_MAX) {
+	if (rq->pooled && srv->rq_pool_n < rq_pool_max) {
 		*(void **)rq = srv->rq_pool;
 		srv->rq_pool = rq;
 		srv->rq_pool_n++;
