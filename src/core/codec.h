@@ -7,6 +7,8 @@
 #define HF_CODEC_H
 
 #include <jansson.h>
+#include <stdbool.h>
+#include <string.h>
 
 #include "holdfast.h"
 
@@ -16,6 +18,11 @@ json_t *hf__resource_to_json(const hf_resource *res);
  * free(). jansson's own json_dumps can lose an object key on a failed allocation and still
  * return the text. */
 char *hf__json_dumps(const json_t *j, size_t flags);
+
+/* json_loadb(buf, len, JSON_REJECT_DUPLICATES, err): the same tree, or the same error, with
+ * what requests mostly send (small objects of plain ASCII strings and integers) read without
+ * jansson's byte-at-a-time lexer (codec.c says how). */
+json_t *hf__json_loadb(const char *buf, size_t len, json_error_t *err);
 
 json_t *hf__hold_to_json(const hf_hold *hold); /* includes "token" only when hold->token[0] */
 json_t *hf__event_to_json(const hf_event *ev);
@@ -68,12 +75,28 @@ json_t *hf__hold_parts_json(const hf_hold *hold, bool fences);
  * tests/unit/codec_test.c holds each to the bytes of its jansson twin.
  */
 struct hf__jw {
-	char *buf;  /* malloc'd, NUL-terminated while !oom */
+	char *buf;  /* NUL-terminated while !oom; malloc'd unless still the caller's (borrowed) */
 	size_t len, cap;
 	bool oom;   /* an allocation failed: every later write is a no-op */
+	bool borrowed; /* buf is the caller's (hf__jw_init_buf): never freed here */
 };
 void hf__jw_init(struct hf__jw *w);
-void hf__jw_raw(struct hf__jw *w, const char *s, size_t n);
+/* Writes into the caller's buf (cap bytes) until more is needed, then into malloc'd memory:
+ * read w->buf and w->len (w->oom false), then hf__jw_release. */
+void hf__jw_init_buf(struct hf__jw *w, char *buf, size_t cap);
+void hf__jw_release(struct hf__jw *w); /* frees what the writer allocated */
+/* Room for n more bytes and the NUL; false (oom set, all freed) if it cannot be had. */
+bool hf__jw_grow(struct hf__jw *w, size_t n);
+/* Inline: a request's answer is written in some sixty pieces, most of them literals whose
+ * copy the compiler turns into a few moves. */
+static inline void hf__jw_raw(struct hf__jw *w, const char *s, size_t n)
+{
+	if (w->len + n + 1 > w->cap && !hf__jw_grow(w, n))
+		return;
+	memcpy(w->buf + w->len, s, n);
+	w->len += n;
+	w->buf[w->len] = '\0';
+}
 /* A string literal only (its length is sizeof - 1). */
 #define hf__jw_lit(w, lit) hf__jw_raw((w), "" lit "", sizeof(lit) - 1)
 /* s as a JSON string (quoted; escapes as jansson's without flags: '"', '\\', controls). */
@@ -82,6 +105,8 @@ void hf__jw_int(struct hf__jw *w, int64_t v);
 /* The text (the caller frees it) and its length; NULL (all freed) if an allocation failed. */
 char *hf__jw_finish(struct hf__jw *w, size_t *len);
 
+/* Appends json_dumps(hf__hold_to_json(hold), JSON_COMPACT | JSON_PRESERVE_ORDER). */
+void hf__jw_hold(struct hf__jw *w, const hf_hold *hold);
 /* json_dumps(hf__hold_to_json(hold), JSON_COMPACT | JSON_PRESERVE_ORDER). */
 char *hf__hold_text(const hf_hold *hold, size_t *len);
 /* json_dumps(hf__event_hold_data(type, hold), JSON_COMPACT | JSON_SORT_KEYS). */

@@ -38,9 +38,11 @@ int hf__check_request(const hf_request *req, hf_error *err);
 /* The position a LIST_WAITERS cursor names (NULL: 0, from the start); -1 if it is not one. */
 int64_t hf__waiter_cursor(const char *cursor);
 
-/* Deep copy of a request into one call-owned allocation set; free with hf__request_free. */
-int hf__request_copy(hf_request *dst, const hf_request *src);
-void hf__request_free(hf_request *req);
+/* Deep copy of a request whose strings and claims go into `space`, hf__request_extra(src)
+ * bytes aligned for a pointer (store.c puts them in the call's own allocation): the copy
+ * lives as long as the space, and there is nothing else to free. */
+size_t hf__request_extra(const hf_request *src);
+void hf__request_pack(hf_request *dst, const hf_request *src, void *space);
 
 /* Frees what an item points to, not the item itself (items live in arrays). */
 void hf__hold_clear(hf_hold *hold);

@@ -103,11 +103,18 @@ const char *hf_store_scheme(const hf_store *store)
 	return store->ops->scheme;
 }
 
-static void call_free(struct hf__call *call)
-{
-	hf__request_free(&call->req);
-	free(call);
-}
+/*
+ * A call, its reply and its request's strings are one allocation, the reply first: the reply
+ * outlives the call (the caller frees it with hf_reply_free, which frees the block), and
+ * nothing of the call is used once its reply is handed over. A caller that keeps a reply
+ * keeps its call's few hundred bytes with it.
+ */
+struct call_block {
+	hf_reply reply;
+	struct hf__call call;
+};
+/* The request's claims follow the block (hf__request_pack). */
+_Static_assert(sizeof(struct call_block) % _Alignof(hf_claim) == 0, "claims after a call");
 
 void hf_close(hf_store *store)
 {
@@ -177,8 +184,7 @@ int hf_store_dispatch(hf_store *store)
 	while (list) {
 		struct hf__call *call = list;
 		list = call->next;
-		call->done(call->arg, call->reply);
-		call_free(call);
+		call->done(call->arg, call->reply); /* which may free the call with its reply */
 		ran++;
 	}
 	return ran;
@@ -226,21 +232,14 @@ static int call_new(hf_store *store, const hf_request *req, struct hf__call **ou
 		return hf__err(err, HF_ENOTSUP,
 		               "the %s engine keeps no sagas yet: sagas run on the embedded engine (file:)",
 		               store->ops->scheme);
-	struct hf__call *call = calloc(1, sizeof(*call));
-	if (!call)
+	struct call_block *b = malloc(sizeof(*b) + hf__request_extra(req));
+	if (!b)
 		return hf__err_code(err, HF_ENOMEM);
-	if (hf__request_copy(&call->req, req) != HF_OK) {
-		free(call);
-		return hf__err_code(err, HF_ENOMEM);
-	}
-	/* The reply outlives the call: the caller frees it. */
-	hf_reply *reply = calloc(1, sizeof(*reply));
-	if (!reply) {
-		call_free(call);
-		return hf__err_code(err, HF_ENOMEM);
-	}
-	reply->op = req->op;
-	call->reply = reply;
+	memset(b, 0, sizeof(*b));
+	struct hf__call *call = &b->call;
+	hf__request_pack(&call->req, req, b + 1);
+	b->reply.op = req->op;
+	call->reply = &b->reply;
 	call->store = store;
 	call->id = atomic_fetch_add(&store->next_call_id, 1) + 1;
 	call->submitted_at_ms = hf__store_now(store);
@@ -300,10 +299,8 @@ int hf_call(hf_store *store, const hf_request *req, hf_reply **reply_out)
 	pthread_mutex_unlock(&wp.lock);
 	pthread_cond_destroy(&wp.cond);
 	pthread_mutex_destroy(&wp.lock);
-	*reply_out = call->reply;
-	rc = call->reply->error.code;
-	call_free(call);
-	return rc;
+	*reply_out = call->reply; /* and the call with it */
+	return call->reply->error.code;
 }
 
 /* Runs a blocking call and hands over its hold; the rest of the reply is freed. */

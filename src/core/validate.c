@@ -246,73 +246,80 @@ int64_t hf__waiter_cursor(const char *cursor)
 
 /* ---- Deep copy of a request. ---- */
 
-#define COPY_STR(field)                                          \
-	do {                                                         \
-		if (src->field && !(dst->field = hf__strdup(src->field))) \
-			goto nomem;                                          \
-	} while (0)
+/* The strings of a request a copy keeps (the acquire's only for an acquire), in the order
+ * they are packed: each one's address in a request. */
+static size_t request_strings(hf_request *r, const char ***out)
+{
+	size_t n = 0;
+	out[n++] = &r->name;
+	out[n++] = &r->meta;
+	out[n++] = &r->hold_id;
+	out[n++] = &r->token;
+	out[n++] = &r->owner;
+	out[n++] = &r->resource;
+	out[n++] = &r->cursor;
+	out[n++] = &r->json;
+	if (r->op == HF_OP_ACQUIRE) {
+		out[n++] = &r->acquire.owner;
+		out[n++] = &r->acquire.idempotency_key;
+	}
+	return n;
+}
 
-int hf__request_copy(hf_request *dst, const hf_request *src)
+#define REQUEST_STRINGS 10
+
+size_t hf__request_extra(const hf_request *req)
+{
+	const char **strs[REQUEST_STRINGS];
+	size_t n = request_strings((hf_request *)req, strs), size = 0;
+	for (size_t i = 0; i < n; i++)
+		size += *strs[i] ? strlen(*strs[i]) + 1 : 0;
+	if (req->op == HF_OP_ACQUIRE) {
+		size += req->acquire.n_claims * sizeof(hf_claim);
+		for (size_t i = 0; i < req->acquire.n_claims; i++)
+			size += strlen(req->acquire.claims[i].name) + 1;
+	}
+	return size;
+}
+
+/* Copies s to *p and moves *p past it. */
+static const char *pack_str(char **p, const char *s)
+{
+	if (!s)
+		return NULL;
+	size_t n = strlen(s) + 1;
+	char *d = memcpy(*p, s, n);
+	*p += n;
+	return d;
+}
+
+void hf__request_pack(hf_request *dst, const hf_request *src, void *space)
 {
 	*dst = *src;
-	dst->name = dst->meta = dst->hold_id = dst->token = dst->owner = NULL;
-	dst->resource = dst->cursor = dst->json = NULL;
-	dst->acquire.owner = dst->acquire.idempotency_key = NULL;
-	dst->acquire.claims = NULL;
 	if (src->limit == 0)
 		dst->limit = 100;
-	COPY_STR(name);
-	COPY_STR(meta);
-	COPY_STR(hold_id);
-	COPY_STR(token);
-	COPY_STR(owner);
-	COPY_STR(resource);
-	COPY_STR(cursor);
-	COPY_STR(json);
+	/* The claims first: the space is aligned for them, the strings need no alignment. */
+	hf_claim *claims = space;
+	char *p = space;
 	if (src->op == HF_OP_ACQUIRE) {
-		COPY_STR(acquire.owner);
-		COPY_STR(acquire.idempotency_key);
 		size_t n = src->acquire.n_claims;
-		hf_claim *claims = calloc(n, sizeof(*claims));
-		if (!claims)
-			goto nomem;
-		dst->acquire.claims = claims;
+		dst->acquire.claims = n ? claims : NULL;
+		p += n * sizeof(*claims);
 		for (size_t i = 0; i < n; i++) {
 			claims[i] = src->acquire.claims[i];
-			if (!(claims[i].name = hf__strdup(src->acquire.claims[i].name))) {
-				dst->acquire.n_claims = i;
-				goto nomem;
-			}
+			claims[i].name = pack_str(&p, src->acquire.claims[i].name);
 			if (src->acquire.mode != HF_MODE_UNITS)
 				claims[i].units = 0; /* decided by the engine from the capacity */
 		}
 	} else {
+		dst->acquire.owner = dst->acquire.idempotency_key = NULL;
+		dst->acquire.claims = NULL;
 		dst->acquire.n_claims = 0;
 	}
-	return HF_OK;
-nomem:
-	hf__request_free(dst);
-	return HF_ENOMEM;
-}
-
-void hf__request_free(hf_request *req)
-{
-	free((char *)req->name);
-	free((char *)req->meta);
-	free((char *)req->hold_id);
-	free((char *)req->token);
-	free((char *)req->owner);
-	free((char *)req->resource);
-	free((char *)req->cursor);
-	free((char *)req->json);
-	free((char *)req->acquire.owner);
-	free((char *)req->acquire.idempotency_key);
-	if (req->acquire.claims) {
-		for (size_t i = 0; i < req->acquire.n_claims; i++)
-			free((char *)req->acquire.claims[i].name);
-		free((hf_claim *)req->acquire.claims);
-	}
-	memset(req, 0, sizeof(*req));
+	const char **to[REQUEST_STRINGS];
+	size_t n = request_strings(dst, to);
+	for (size_t i = 0; i < n; i++)
+		*to[i] = pack_str(&p, *to[i]); /* still src's string: *dst = *src */
 }
 
 char *hf__acquire_fingerprint(const hf_acquire_req *a)

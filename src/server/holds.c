@@ -82,22 +82,28 @@ static bool body_str(struct hf__rq *rq, const char *key, bool required, const ch
 
 /* ---- Acquire and its sugar. ------------------------------------------------------- */
 
-/* Remembers the names an acquire claims, '\0'-separated, for its statistics. */
+/* Remembers the names an acquire claims, '\0'-separated, for its statistics. One name is
+ * borrowed: the handlers' names live as long as rq (in its body or its own memory). */
 static bool remember_claims(struct hf__rq *rq, const hf_acquire_req *a)
 {
+	rq->stat_claims = (int64_t)a->n_claims;
+	if (a->n_claims == 1) {
+		rq->stat_name = (char *)a->claims[0].name;
+		return true;
+	}
 	size_t len = 0;
 	for (size_t i = 0; i < a->n_claims; i++)
 		len += strlen(a->claims[i].name) + 1;
 	rq->stat_name = malloc(len ? len : 1);
 	if (!rq->stat_name)
 		return false;
+	rq->stat_owned = true;
 	char *p = rq->stat_name;
 	for (size_t i = 0; i < a->n_claims; i++) {
 		size_t n = strlen(a->claims[i].name) + 1;
 		memcpy(p, a->claims[i].name, n);
 		p += n;
 	}
-	rq->stat_claims = (int64_t)a->n_claims;
 	return true;
 }
 
@@ -151,22 +157,21 @@ void hf__h_acquire(struct hf__rq *rq)
 	start_acquire(rq, &a); /* a's strings point into rq->body, alive until rq is freed */
 }
 
-/* Builds "PREFIXkey" for the sugar routes; answers 400 when it would be too long. */
-static char *prefixed(struct hf__rq *rq, const char *prefix, const char *what)
+/* Builds "PREFIXkey" for the sugar routes in the room before rq->param (so it lives as long
+ * as rq); answers 400 when it would be too long. */
+static const char *prefixed(struct hf__rq *rq, const char *prefix, const char *what)
 {
 	size_t pl = strlen(prefix), kl = strlen(rq->param);
+	_Static_assert(sizeof(LOCK_PREFIX) - 1 <= HF__PARAM_HEADROOM &&
+	                   sizeof(SEM_PREFIX) - 1 <= HF__PARAM_HEADROOM,
+	               "a prefix fits the room before the parameter");
 	if (pl + kl > HF_NAME_MAX) {
 		hf__rq_fail(rq, HF_EINVAL, "%s is %zu bytes long, the limit is %zu", what, kl,
 		            (size_t)HF_NAME_MAX - pl);
 		return NULL;
 	}
-	char *name = malloc(pl + kl + 1);
-	if (!name) {
-		hf__rq_fail(rq, HF_ENOMEM, "out of memory");
-		return NULL;
-	}
+	char *name = rq->param - pl;
 	memcpy(name, prefix, pl);
-	memcpy(name + pl, rq->param, kl + 1);
 	return name;
 }
 
@@ -191,7 +196,7 @@ void hf__h_lock(struct hf__rq *rq)
 		hf__rq_fail(rq, HF_EINVAL, "mode '%.64s' is not exclusive or shared", mode);
 		return;
 	}
-	char *name = prefixed(rq, LOCK_PREFIX, "lock key");
+	const char *name = prefixed(rq, LOCK_PREFIX, "lock key");
 	if (!name)
 		return;
 	claim.name = name;
@@ -199,8 +204,7 @@ void hf__h_lock(struct hf__rq *rq)
 	claim.capacity = LOCK_CAPACITY;
 	a.claims = &claim;
 	a.n_claims = 1;
-	start_acquire(rq, &a); /* the library copies the request: name may go */
-	free(name);
+	start_acquire(rq, &a);
 }
 
 void hf__h_semaphore(struct hf__rq *rq)
@@ -212,7 +216,7 @@ void hf__h_semaphore(struct hf__rq *rq)
 	    !body_int(rq, "permits", true, 0, 1, HF_CAPACITY_MAX, &claim.capacity) ||
 	    !body_int(rq, "units", false, 1, 1, HF_CAPACITY_MAX, &claim.units))
 		return;
-	char *name = prefixed(rq, SEM_PREFIX, "semaphore key");
+	const char *name = prefixed(rq, SEM_PREFIX, "semaphore key");
 	if (!name)
 		return;
 	claim.name = name;
@@ -220,7 +224,6 @@ void hf__h_semaphore(struct hf__rq *rq)
 	a.claims = &claim;
 	a.n_claims = 1;
 	start_acquire(rq, &a);
-	free(name);
 }
 
 /* ---- Extend, confirm, release, read. ---------------------------------------------- */

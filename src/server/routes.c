@@ -16,6 +16,9 @@
 enum {
 	RF_PUBLIC = 1 << 0, /* served without an API key: probes, the dashboard's files */
 	RF_BODY = 1 << 1,   /* takes a JSON body */
+	/* The handler only borrows the body's JSON tree, never keeps a reference past the
+	 * request: the tree is built in the request's arena (http.c). */
+	RF_ARENA = 1 << 2,
 };
 
 struct hf__route {
@@ -39,14 +42,14 @@ static const struct hf__route routes[] = {
 	{HF__M_GET, "/v1/resources/{name}", hf__h_get_resource, 0},
 	{HF__M_DELETE, "/v1/resources/{name}", hf__h_delete_resource, 0},
 	{HF__M_GET, "/v1/resources/{name}/waiters", hf__h_list_waiters, 0},
-	{HF__M_POST, "/v1/holds", hf__h_acquire, RF_BODY},
+	{HF__M_POST, "/v1/holds", hf__h_acquire, RF_BODY | RF_ARENA},
 	{HF__M_GET, "/v1/holds", hf__h_list_holds, 0},
 	{HF__M_GET, "/v1/holds/{id}", hf__h_get_hold, 0},
-	{HF__M_POST, "/v1/holds/{id}/extend", hf__h_extend, RF_BODY},
-	{HF__M_POST, "/v1/holds/{id}/confirm", hf__h_confirm, RF_BODY},
-	{HF__M_POST, "/v1/holds/{id}/release", hf__h_release, RF_BODY},
-	{HF__M_POST, "/v1/locks/{key}", hf__h_lock, RF_BODY},
-	{HF__M_POST, "/v1/semaphores/{key}", hf__h_semaphore, RF_BODY},
+	{HF__M_POST, "/v1/holds/{id}/extend", hf__h_extend, RF_BODY | RF_ARENA},
+	{HF__M_POST, "/v1/holds/{id}/confirm", hf__h_confirm, RF_BODY | RF_ARENA},
+	{HF__M_POST, "/v1/holds/{id}/release", hf__h_release, RF_BODY | RF_ARENA},
+	{HF__M_POST, "/v1/locks/{key}", hf__h_lock, RF_BODY | RF_ARENA},
+	{HF__M_POST, "/v1/semaphores/{key}", hf__h_semaphore, RF_BODY | RF_ARENA},
 	{HF__M_GET, "/v1/events", hf__h_events, 0},
 	{HF__M_GET, "/v1/saga-types", hf__h_list_saga_types, 0},
 	{HF__M_PUT, "/v1/saga-types/{name}", hf__h_put_saga_type, RF_BODY},
@@ -124,6 +127,34 @@ static void allow_header(struct hf__rq *rq, const char *path)
 	hf__rq_add_header(rq, "Allow", allow);
 }
 
+static int hex_value(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0'
+	       : c >= 'a' && c <= 'f' ? c - 'a' + 10
+	       : c >= 'A' && c <= 'F' ? c - 'A' + 10
+	                              : -1;
+}
+
+/* Percent-decodes n bytes of a path segment into out (n + 1 bytes, NUL-ended) as
+ * evhttp_uridecode does without '+' decoding: "%XX" with two hex digits is that byte, any
+ * other '%' itself. Returns the decoded length (a decoded NUL included). */
+static size_t uri_decode(const char *in, size_t n, char *out)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		int hi, lo;
+		if (in[i] == '%' && i + 2 < n && (hi = hex_value(in[i + 1])) >= 0 &&
+		    (lo = hex_value(in[i + 2])) >= 0) {
+			out[o++] = (char)(hi << 4 | lo);
+			i += 2;
+		} else {
+			out[o++] = in[i];
+		}
+	}
+	out[o] = '\0';
+	return o;
+}
+
 void hf__route_request(struct hf__rq *rq)
 {
 	const char *path = *rq->path ? rq->path : "/";
@@ -157,19 +188,13 @@ void hf__route_request(struct hf__rq *rq)
 		return;
 	}
 	if (pa) {
-		char raw[3 * HF_NAME_MAX + 64];
-		size_t dlen = 0;
-		if (pl >= sizeof(raw)) {
+		if (pl >= 3 * HF_NAME_MAX + 64) {
 			hf__rq_fail(rq, HF_EINVAL, "path parameter is longer than %d bytes", HF_NAME_MAX);
 			return;
 		}
-		memcpy(raw, pa, pl);
-		raw[pl] = '\0';
-		rq->param = evhttp_uridecode(raw, 0, &dlen);
-		if (!rq->param) {
-			hf__rq_fail(rq, HF_ENOMEM, "out of memory");
-			return;
-		}
+		/* The raw segment is part of the path: it fits the room made for it. */
+		rq->param = rq->param_space + HF__PARAM_HEADROOM;
+		size_t dlen = uri_decode(pa, pl, rq->param);
 		if (strlen(rq->param) != dlen) {
 			hf__rq_fail(rq, HF_EINVAL, "path parameter contains a NUL byte");
 			return;
@@ -180,7 +205,7 @@ void hf__route_request(struct hf__rq *rq)
 			return;
 		}
 	}
-	if ((found->flags & RF_BODY) && !hf__rq_read_body(rq))
+	if ((found->flags & RF_BODY) && !hf__rq_read_body(rq, found->flags & RF_ARENA))
 		return;
 	found->handler(rq);
 }

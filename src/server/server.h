@@ -94,6 +94,8 @@ struct hf__server {
 	struct event *accept_ev;   /* re-enables the listener after a pause */
 	struct hf__rq *rqs;        /* every request in flight (for drain) */
 	size_t n_rqs;
+	void *rq_pool;             /* request blocks kept for the next requests (http.c) */
+	size_t rq_pool_n;
 	size_t n_ev_waiters;       /* event long-polls and SSE streams: at most max_waiters */
 	struct hf__stats *stats;
 	int64_t started_ms;
@@ -110,9 +112,13 @@ void hf__srv_batch_end(struct hf__server *srv);
  * It must finish the request (send) or submit again. */
 typedef void (*hf__reply_fn)(struct hf__rq *rq, hf_reply *reply);
 
+/* Bytes before a request's decoded path parameter that a handler may prefix it with. */
+#define HF__PARAM_HEADROOM 8
+
 /* One HTTP request from arrival to answer. Owned by http.c: one allocation holds it, its
- * header fields and its head's bytes (and a Content-Length body); freed when answered (or,
- * if the client left, when the store's completion for it arrives). */
+ * header fields and its head's bytes (and a Content-Length body, and its path parameter);
+ * freed when answered (or, if the client left, when the store's completion for it
+ * arrives). */
 struct hf__rq {
 	struct hf__server *srv;
 	struct hf__conn *conn;      /* NULL once the connection is gone */
@@ -138,8 +144,17 @@ struct hf__rq {
 	bool close;                 /* close the connection after the answer (framing refused) */
 	int refused;                /* HF_E* the HTTP layer refuses it with (message: body_data) */
 	const struct hf__route *route;
-	char *param;                /* the {name}/{id}/{key} of the path, percent-decoded */
+	/* The {name}/{id}/{key} of the path, percent-decoded into param_space (in rq's own
+	 * allocation, HF__PARAM_HEADROOM bytes before it free for a prefix: holds.c's
+	 * "lock:KEY"). */
+	char *param;
+	char *param_space;          /* HF__PARAM_HEADROOM + the raw path's length + 1 bytes */
 	json_t *body;               /* parsed body for routes that take one, else NULL */
+	/* A request of usual size is a block of the server's pool; its tail is the arena its
+	 * body's JSON tree is built in, when the route only borrows that tree (http.c). */
+	bool pooled;
+	char *arena;
+	size_t arena_used, arena_cap;
 	bool gone;                  /* the client disconnected: answer nobody */
 	bool call_pending;          /* a store call is out: its completion will arrive */
 	bool parked;                /* the call may wait long: cancel it on drain */
@@ -152,7 +167,10 @@ struct hf__rq {
 	int64_t t0_us;              /* monotonic arrival time */
 	int status;                 /* sent status, for the access log */
 	/* Handler state. */
-	char *stat_name;            /* acquire: resource whose statistics it counts */
+	char *stat_name;            /* acquire: the names of the resources whose statistics it
+	                             * counts, '\0'-separated; borrowed (alive with rq) unless
+	                             * stat_owned */
+	bool stat_owned;
 	int64_t stat_claims;        /* acquire: resources named */
 	uint64_t ev_after;          /* events: last seq sent */
 	size_t ev_limit;
@@ -222,8 +240,9 @@ void hf__rq_fail(struct hf__rq *rq, int code, const char *fmt, ...)
 const char *hf__rq_header(struct hf__rq *rq, const char *name); /* request header or NULL */
 const char *hf__rq_method(struct hf__rq *rq);
 bool hf__rq_authorized(struct hf__rq *rq); /* no keys configured, or a right Bearer key */
-/* Parses the body into rq->body (empty: {}); on failure answers 400/413 and returns false. */
-bool hf__rq_read_body(struct hf__rq *rq);
+/* Parses the body into rq->body (empty: {}); on failure answers 400/413 and returns false.
+ * in_arena: the handler only borrows the tree, which may then be built in rq's arena. */
+bool hf__rq_read_body(struct hf__rq *rq, bool in_arena);
 void hf__rq_add_header(struct hf__rq *rq, const char *name, const char *value);
 /* Bytes of answer libevent still holds for rq's connection (not yet written). */
 size_t hf__rq_queued(struct hf__rq *rq);

@@ -5,7 +5,7 @@
  * acquire decoder accepts passes request validation (or fails only on units > capacity) and
  * survives encode + decode unchanged (same fingerprint); decoded resources, holds and events
  * survive encode + decode unchanged. The raw input also goes through the name and metadata
- * validators.
+ * validators, and holdfastd's body reader (hf__json_loadb) must agree with json_loadb.
  */
 #include <string.h>
 
@@ -43,9 +43,14 @@ static void fuzz_acquire(const json_t *j)
 	           fp2 ? fp2 : "(null)");
 	/* A copy for the engine: what hf_submit does with a caller's request. */
 	hf_request copy;
-	rc = hf__request_copy(&copy, &req);
-	FUZZ_CHECK(rc == HF_OK, "request copy failed");
-	hf__request_free(&copy);
+	void *space = malloc(hf__request_extra(&req) + 1);
+	FUZZ_CHECK(space, "out of memory");
+	hf__request_pack(&copy, &req, space);
+	char *fp3 = hf__acquire_fingerprint(&copy.acquire);
+	FUZZ_CHECK(fp3 && strcmp(fp, fp3) == 0, "request copy changed it: %s vs %s", fp,
+	           fp3 ? fp3 : "(null)");
+	free(fp3);
+	free(space);
 	free(fp);
 	free(fp2);
 	json_decref(back);
@@ -156,6 +161,30 @@ static void fuzz_event(const json_t *j)
 	json_decref(back);
 }
 
+/* holdfastd's body reader (hf__json_loadb) and jansson's json_loadb agree: the same tree,
+ * keys in the same order, or the same error. */
+static void fuzz_body_parser(const char *data, size_t size)
+{
+	json_error_t e1, e2;
+	json_t *a = hf__json_loadb(data, size, &e1);
+	json_t *b = json_loadb(data, size, JSON_REJECT_DUPLICATES, &e2);
+	FUZZ_CHECK(!a == !b, "body reader %s where jansson %s", a ? "accepts" : "refuses",
+	           b ? "accepts" : "refuses");
+	if (a) {
+		char *ta = json_dumps(a, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+		char *tb = json_dumps(b, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+		FUZZ_CHECK(ta && tb && strcmp(ta, tb) == 0 && json_equal(a, b),
+		           "body reader read %s, jansson %s", ta ? ta : "?", tb ? tb : "?");
+		free(ta);
+		free(tb);
+	} else {
+		FUZZ_CHECK(strcmp(e1.text, e2.text) == 0, "body reader error '%s', jansson '%s'", e1.text,
+		           e2.text);
+	}
+	json_decref(a);
+	json_decref(b);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char *text = malloc(size + 1);
@@ -169,6 +198,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		(void)hf__check_meta(text, &err);
 		(void)hf__check_idempotency_key(text, &err);
 	}
+	fuzz_body_parser((const char *)data, size);
 	json_t *j = json_loadb((const char *)data, size, JSON_DECODE_ANY, NULL);
 	if (j) {
 		fuzz_acquire(j);

@@ -1,7 +1,8 @@
 /*
  * codec_test.c — the direct JSON writers of src/core/codec.c (hf__jw_*, hf__hold_text,
- * hf__event_hold_data_text) hold to the bytes jansson writes for the same values; an event's
- * revisions go to JSON and back.
+ * hf__event_hold_data_text) hold to the bytes jansson writes for the same values, whether
+ * they write into the caller's buffer or their own; the request body reader reads what
+ * jansson reads; an event's revisions go to JSON and back.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -118,6 +119,110 @@ static void test_ints(void **state)
 	free(empty);
 }
 
+/* hf__jw_str scans eight bytes at a time: each byte that needs an escape, at every place in
+ * and around a word, among plain ASCII and multibyte UTF-8. */
+static void test_strings(void **state)
+{
+	(void)state;
+	static const char *const special[] = {"\"", "\\", "\n", "\x01", "\x1f", "\x7f", "\xc3\xa9"};
+	for (size_t k = 0; k < sizeof(special) / sizeof(special[0]); k++) {
+		for (size_t len = 0; len <= 40; len++) {
+			for (size_t at = 0; at <= len; at++) {
+				char s[64];
+				memset(s, 'a' + (int)(len % 26), len);
+				s[len] = '\0';
+				size_t sl = strlen(special[k]);
+				memmove(s + at + sl, s + at, len - at + 1);
+				memcpy(s + at, special[k], sl);
+				struct hf__jw w;
+				char small[8]; /* grows out of the caller's buffer on the way */
+				hf__jw_init_buf(&w, small, sizeof(small));
+				hf__jw_lit(&w, "[");
+				hf__jw_str(&w, s);
+				hf__jw_lit(&w, "]");
+				char *got = hf__jw_finish(&w, NULL);
+				assert_non_null(got);
+				json_t *arr = json_array();
+				json_array_append_new(arr, json_string(s));
+				char *want = jansson(arr, JSON_COMPACT);
+				assert_string_equal(got, want);
+				free(got);
+				free(want);
+			}
+		}
+	}
+}
+
+/* A writer on the caller's buffer stays there while the text fits, moves to the heap when
+ * it does not, and hf__jw_release frees only what it allocated. */
+static void test_borrowed_buffer(void **state)
+{
+	(void)state;
+	char buf[16];
+	struct hf__jw w;
+	hf__jw_init_buf(&w, buf, sizeof(buf));
+	hf__jw_lit(&w, "0123456789abcd"); /* 14 bytes and the NUL: still the caller's */
+	assert_ptr_equal(w.buf, buf);
+	assert_string_equal(w.buf, "0123456789abcd");
+	hf__jw_lit(&w, "ef");
+	assert_ptr_not_equal(w.buf, buf);
+	assert_string_equal(w.buf, "0123456789abcdef");
+	assert_int_equal(w.len, 16);
+	hf__jw_release(&w);
+	hf__jw_init_buf(&w, buf, sizeof(buf));
+	hf__jw_int(&w, -42);
+	assert_ptr_equal(w.buf, buf);
+	size_t len = 0;
+	char *text = hf__jw_finish(&w, &len); /* the caller's to free: copied out */
+	assert_ptr_not_equal(text, buf);
+	assert_string_equal(text, "-42");
+	assert_int_equal(len, 3);
+	free(text);
+}
+
+/* The body reader reads what jansson reads, to the same tree (keys in order) or error: the
+ * subset it takes itself, and the edges where it hands over. */
+static void test_body_reader(void **state)
+{
+	(void)state;
+	static const char *const bodies[] = {
+	    "{\"owner\":\"a\",\"ttl_ms\":30000,\"wait_ms\":0}",
+	    " {\n\t\"a\" : [1, -2, {\"b\": null}], \"c\": true, \"d\": false ,\"e\":[]}\r\n",
+	    "{}", " { } ", "{\"\":0}", "{\"a\":-0}", "{\"a\":{\"b\":{\"c\":{}}}}",
+	    "{\"a\":123456789012345678}", "{\"a\":-123456789012345678}",
+	    "{\"a\":1234567890123456789}", "{\"a\":99999999999999999999}",
+	    "{\"a\":1,\"a\":2}", "{\"a\":01}", "{\"a\":-}", "{\"a\":-a}", "{\"a\":1.5}",
+	    "{\"a\":1e3}", "{\"a\":1E3}", "{\"a\":\"\\u00e9\"}", "{\"a\":\"\xc3\xa9\"}",
+	    "{\"a\":\"\xc3\"}", "{\"a\":\"x\ty\"}", "{\"a\":\"b\\\"c\"}", "{\"a\":\"\x7f\"}",
+	    "{\"a\":1,}", "{,}", "{} x", "{}}", "[1,2]", "[]", "1", "\"a\"", "", " ",
+	    "{\"a\":tru}", "{\"a\":truex}", "{\"a\":nul}", "{\"a\":falsey}", "{\"a\" 1}",
+	    "{\"a\":\"b\"", "{\"a\":[1,]}", "{\"a\":[1 2]}", "{\"a\"}", "{a:1}", "{\"a\":+1}",
+	    "{\"a\":[[[[[[[[[[1]]]]]]]]]]}", "\xef\xbb\xbf{}", "{\"a\":1}\n\n",
+	};
+	for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]) + 1; i++) {
+		/* the last: a NUL byte inside a string */
+		const char *b = i < sizeof(bodies) / sizeof(bodies[0]) ? bodies[i] : "{\"a\":\"x\0y\"}";
+		size_t n = i < sizeof(bodies) / sizeof(bodies[0]) ? strlen(b) : 11;
+		json_error_t e1, e2;
+		json_t *got = hf__json_loadb(b, n, &e1);
+		json_t *want = json_loadb(b, n, JSON_REJECT_DUPLICATES, &e2);
+		if (!want) {
+			assert_null(got);
+			assert_string_equal(e1.text, e2.text);
+			continue;
+		}
+		assert_non_null(got);
+		char *tg = json_dumps(got, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		char *tw = json_dumps(want, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		assert_string_equal(tg, tw);
+		assert_true(json_equal(got, want));
+		free(tg);
+		free(tw);
+		json_decref(got);
+		json_decref(want);
+	}
+}
+
 /* Reads `text` as an event: its code, and the event in *out (cleared by the caller). */
 static int event_of(const char *text, hf_event *out, hf_error *err)
 {
@@ -196,6 +301,9 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_hold_text),
 	    cmocka_unit_test(test_ints),
+	    cmocka_unit_test(test_strings),
+	    cmocka_unit_test(test_borrowed_buffer),
+	    cmocka_unit_test(test_body_reader),
 	    cmocka_unit_test(test_event_revisions),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
