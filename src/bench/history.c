@@ -12,7 +12,11 @@
 
 struct line {
 	int64_t t;
-	int cls; /* at one time: invocations (0), completions (1), then a client's next call (2) */
+	/* At one time: invocations (0), completions (1), then a client's next call (2 and up: a
+	 * call made and answered in the same microsecond as the one before it ranks each of its
+	 * lines above that one's, so a client's own lines stay in its program order). */
+	int cls;
+	bool completion;
 	size_t obs;
 };
 
@@ -34,7 +38,12 @@ static int cmp_client_send(const void *a, const void *b)
 	                     *y = &sort_hist->obs[*(const size_t *)b];
 	if (x->client != y->client)
 		return x->client < y->client ? -1 : 1;
-	return x->t_send < y->t_send ? -1 : x->t_send > y->t_send;
+	if (x->t_send != y->t_send)
+		return x->t_send < y->t_send ? -1 : 1;
+	/* Calls of one client in one microsecond: in the order they were recorded (qsort is not
+	 * stable), which is the client's program order. */
+	size_t i = *(const size_t *)a, j = *(const size_t *)b;
+	return i < j ? -1 : i > j;
 }
 
 static const char *f_name(enum hfb_kind k)
@@ -117,19 +126,24 @@ int hfb_history_write(struct hfb_history *h, const char *path)
 	if (!lines || !by_client)
 		goto out;
 	/* A client's next call may start in the microsecond its last one was answered: then
-	 * it sorts after every completion of that microsecond, its own included. */
+	 * it sorts after every completion of that microsecond, its last one's included, and if
+	 * it is answered in that microsecond too, its completion after its invocation. */
 	for (size_t i = 0; i < n; i++)
 		by_client[i] = i;
 	sort_hist = h;
 	qsort(by_client, n, sizeof(*by_client), cmp_client_send);
 	sort_hist = NULL;
+	int last_ack_cls = 1;
 	for (size_t k = 0; k < n; k++) {
 		size_t i = by_client[k];
 		const struct hfb_obs *o = &h->obs[i];
 		bool follows = k > 0 && h->obs[by_client[k - 1]].client == o->client &&
 		               h->obs[by_client[k - 1]].t_ack == o->t_send;
-		lines[2 * i] = (struct line){o->t_send, follows ? 2 : 0, i};
-		lines[2 * i + 1] = (struct line){o->t_ack, 1, i};
+		int send_cls = follows ? (last_ack_cls > 1 ? last_ack_cls + 1 : 2) : 0;
+		int ack_cls = o->t_ack == o->t_send && send_cls >= 1 ? send_cls + 1 : 1;
+		lines[2 * i] = (struct line){o->t_send, send_cls, false, i};
+		lines[2 * i + 1] = (struct line){o->t_ack, ack_cls, true, i};
+		last_ack_cls = ack_cls;
 	}
 	qsort(lines, 2 * n, sizeof(*lines), cmp_line);
 	for (size_t r = 0; r < h->n_res; r++) {
@@ -144,8 +158,7 @@ int hfb_history_write(struct hfb_history *h, const char *path)
 	}
 	for (size_t k = 0; k < 2 * n; k++) {
 		const struct hfb_obs *o = &h->obs[lines[k].obs];
-		bool completion = lines[k].cls == 1;
-		if (write_line(f, h, o, completion) != 0)
+		if (write_line(f, h, o, lines[k].completion) != 0)
 			goto out;
 	}
 	rc = 0;

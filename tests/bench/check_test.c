@@ -1,12 +1,15 @@
 /*
  * check_test.c — the invariant checker of holdfast-bench, fed hand-written histories: a clean
  * one (with a lease that ran out before the next grant) must pass; a double grant, units over
- * capacity, a fence regression, a lost confirm and their event-log forms must each fail.
+ * capacity, a fence regression, a lost confirm and their event-log forms must each fail; and
+ * the history file keeps a client's order when its calls fall in one microsecond.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "bench.h" /* hfb_history_write */
 #include "check.h"
 
 static int failures;
@@ -271,6 +274,50 @@ static void test_log_fence_and_mismatch(void)
 	hfb_history_release(&h);
 }
 
+/* The history file keeps each client's program order when calls fall in one microsecond: the
+ * read-back (one process) made four calls, the last three made and answered in the microsecond
+ * the first was answered in. Each invocation must come before its completion, and the calls in
+ * the order they were made. */
+static void test_history_same_microsecond(void)
+{
+	struct hfb_history h;
+	memset(&h, 0, sizeof(h));
+	for (int k = 0; k < 4; k++) {
+		struct hfb_obs o = {.kind = HFB_FINAL,
+		                    .client = -1,
+		                    .t_send = k ? 50 : 40,
+		                    .t_ack = 50,
+		                    .code = HF_ENOHOLD,
+		                    .state = -1};
+		id_of(o.hold, k + 1);
+		EXPECT(hfb_history_add(&h, &o) == HF_OK);
+	}
+	char path[] = "/tmp/hf-check-test.XXXXXX";
+	int fd = mkstemp(path);
+	EXPECT(fd >= 0);
+	if (fd >= 0)
+		close(fd);
+	EXPECT(hfb_history_write(&h, path) == 0);
+	FILE *f = fopen(path, "r");
+	EXPECT(f != NULL);
+	char line[1024];
+	int step = 0; /* 2k: call k+1's invocation is next; 2k+1: its completion */
+	while (f && fgets(line, sizeof(line), f)) {
+		if (!strstr(line, "\"process\""))
+			continue; /* a resource line */
+		char id[HF_ID_LEN + 1];
+		id_of(id, step / 2 + 1);
+		EXPECT(strstr(line, id) != NULL);
+		EXPECT((strstr(line, "\"invoke\"") != NULL) == (step % 2 == 0));
+		step++;
+	}
+	EXPECT(step == 8);
+	if (f)
+		fclose(f);
+	if (getenv("HF_KEEP")) printf("kept %s\n", path); else unlink(path);
+	hfb_history_release(&h);
+}
+
 int main(void)
 {
 	test_clean();
@@ -282,6 +329,7 @@ int main(void)
 	test_lost_confirm();
 	test_log_double_grant();
 	test_log_fence_and_mismatch();
+	test_history_same_microsecond();
 	if (failures) {
 		fprintf(stderr, "check_test: %d expectations failed\n", failures);
 		return 1;
