@@ -11,7 +11,8 @@
  * Directory syncs come from two places: the unix VFS syncs the directory the first time it
  * syncs a journal or WAL file it created (and on xDelete with dirSync), and the engine itself
  * (journal.c: rename + fsync of the directory when it creates a store). The engine's
- * rename(2), unlink(2) and fsync(2) reach us by the linker's --wrap of the test binary.
+ * rename(2), unlink(2), fsync(2) and fdatasync(2) (its own sync of the WAL) reach us by the
+ * linker's --wrap of the test binary.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -257,6 +258,20 @@ static int c_truncate(sqlite3_file *f, sqlite3_int64 size)
 	return rc;
 }
 
+/* The file was synced: every write to it so far is durable. */
+static void file_synced_locked(struct dfile *d)
+{
+	if (!d || g_forget_syncs)
+		return;
+	for (struct op *o = d->ops; o; o = o->next)
+		apply(&d->img, &d->len, o, o->len);
+	free_ops(d);
+	if (d->dirsync) {
+		d->dirsync = false;
+		dir_synced_locked();
+	}
+}
+
 static int c_sync(sqlite3_file *f, int flags)
 {
 	struct cfile *c = (struct cfile *)f;
@@ -267,16 +282,8 @@ static int c_sync(sqlite3_file *f, int flags)
 		return SQLITE_IOERR_FSYNC;
 	}
 	int rc = c->real->pMethods->xSync(c->real, flags);
-	struct dfile *d = c->df;
-	if (rc == SQLITE_OK && d && !g_forget_syncs) {
-		for (struct op *o = d->ops; o; o = o->next)
-			apply(&d->img, &d->len, o, o->len);
-		free_ops(d);
-		if (d->dirsync) {
-			d->dirsync = false;
-			dir_synced_locked();
-		}
-	}
+	if (rc == SQLITE_OK)
+		file_synced_locked(c->df);
 	pthread_mutex_unlock(&g_lock);
 	return rc;
 }
@@ -591,9 +598,11 @@ long cv_failed(void)
 int __real_rename(const char *from, const char *to);
 int __real_unlink(const char *path);
 int __real_fsync(int fd);
+int __real_fdatasync(int fd);
 int __wrap_rename(const char *from, const char *to);
 int __wrap_unlink(const char *path);
 int __wrap_fsync(int fd);
+int __wrap_fdatasync(int fd);
 
 int __wrap_rename(const char *from, const char *to)
 {
@@ -640,5 +649,28 @@ int __wrap_fsync(int fd)
 		dir_synced_locked();
 		pthread_mutex_unlock(&g_lock);
 	}
+	return rc;
+}
+
+/* The engine's own fdatasync of the WAL (journal.c, hf__journal_sync, on a descriptor of its
+ * own): a sync of that file like the VFS's, found by the descriptor's path. */
+int __wrap_fdatasync(int fd)
+{
+	char link[64], path[PATH_MAX];
+	snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(link, path, sizeof path - 1);
+	pthread_mutex_lock(&g_lock);
+	count_locked();
+	if (fail_now_locked()) {
+		pthread_mutex_unlock(&g_lock);
+		errno = EIO;
+		return -1;
+	}
+	int rc = __real_fdatasync(fd);
+	if (rc == 0 && n > 0) {
+		path[n] = '\0';
+		file_synced_locked(find_live(path));
+	}
+	pthread_mutex_unlock(&g_lock);
 	return rc;
 }
