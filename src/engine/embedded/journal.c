@@ -1032,7 +1032,7 @@ int hf__journal_probe(struct hf__journal *j, int64_t now, hf_error *err)
 		return db_err(err, j->db, HF_ESTORAGE, "checkpoint of the journal failed");
 	j->wal_frames = 0;
 	j->checkpoint_mark = CHECKPOINT_PAGES;
-	return HF_OK;
+	return hf__journal_sync(j, err); /* and the engine's own sync works again */
 }
 
 int hf__journal_read_events(struct hf__journal *j, uint64_t after, uint64_t upto, size_t limit,
