@@ -1304,10 +1304,16 @@ static struct bufferevent *conn_bev(struct hf__server *srv, evutil_socket_t fd)
 {
 	if (!srv->tls)
 		return bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	/* On NULL the caller closes fd: no failure below closes it. Our own socket BIO (it never
+	 * closes fd) so that its allocation failing is seen here: libevent would go on without
+	 * one, and its bufferevent_free would then find no fd to close. */
 	SSL *ssl = SSL_new(srv->tls);
-	if (!ssl)
+	if (!ssl || !SSL_set_fd(ssl, (int)fd)) {
+		SSL_free(ssl);
 		return NULL;
-	/* On failure libevent may have freed ssl already (BEV_OPT_CLOSE_ON_FREE): leave it. */
+	}
+	/* ssl is libevent's from here, failure included: with BEV_OPT_CLOSE_ON_FREE every failure
+	 * path of libevent >= 2.1.9 (required in CMakeLists.txt) frees it, none closes fd. */
 	struct bufferevent *bev = bufferevent_openssl_socket_new(
 		srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
 	if (!bev)
