@@ -18,38 +18,9 @@ import unittest
 import urllib.parse
 
 import hfserver
-from hfserver import Server
+from hfserver import RawConn, Server, read_reply, send_raw
 
 KEY = "hostile-key-0123456789abcdef"
-
-
-def read_reply(s, timeout=10):
-    """Reads one HTTP reply (headers and a Content-Length body) from a socket: (status,
-    headers dict with lowercase names, body bytes). Status 0: the server closed first."""
-    s.settimeout(timeout)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        try:
-            chunk = s.recv(65536)
-        except ConnectionResetError:
-            chunk = b""
-        if not chunk:
-            return 0, {}, data
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for ln in lines[1:]:
-        k, _, v = ln.partition(":")
-        headers[k.strip().lower()] = v.strip()
-    n = int(headers.get("content-length", "0"))
-    while len(body) < n:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    return status, headers, body[:n] if "content-length" in headers else body
 
 
 def cpu_s(pid):
@@ -64,12 +35,6 @@ def metric(s, name):
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise AssertionError("no metric " + name)
-
-
-def send_raw(port, data, timeout=10):
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    s.sendall(data)
-    return s
 
 
 class Startup(unittest.TestCase):
@@ -237,9 +202,9 @@ class HalfClose(unittest.TestCase):
                 st, a, _ = s.post("/v1/holds", {"owner": "a", "resources": [name],
                                                 "ttl_ms": 60000})
                 self.assertEqual(st, 201, a)
-                w = hfserver.raw_request(s.port, "POST", "/v1/holds",
-                                         {"owner": "b", "resources": [name], "wait_ms": 20000,
-                                          "ttl_ms": 60000})
+                w = RawConn(hfserver.raw_request(s.port, "POST", "/v1/holds",
+                                                 {"owner": "b", "resources": [name],
+                                                  "wait_ms": 20000, "ttl_ms": 60000}))
                 deadline = time.time() + 10
                 while s.get("/v1/resources/" + name)[1]["waiters"] < 1:
                     self.assertLess(time.time(), deadline)
@@ -465,8 +430,8 @@ class Connections(unittest.TestCase):
             deadline = time.time() + 10
             while True:
                 try:
-                    c = socket.create_connection(("127.0.0.1", port), timeout=2)
-                    c.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    c = send_raw(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+                                 b"Connection: close\r\n\r\n", timeout=2)
                     st, _, body = read_reply(c, timeout=3)
                     c.close()
                     if st == 200:
@@ -522,7 +487,7 @@ class Connections(unittest.TestCase):
             results = []
 
             def flood():
-                so = socket.create_connection(("127.0.0.1", s.port))
+                so = RawConn(socket.create_connection(("127.0.0.1", s.port)))
                 socks.append(so)
                 try:
                     so.sendall(b"POST /v1/holds HTTP/1.1\r\nHost: x\r\nContent-Length: 4000000"
