@@ -296,6 +296,8 @@ static void rq_free(struct hf__rq *rq)
 	json_decref(rq->acc);
 	if (rq->ev_timer)
 		event_free(rq->ev_timer);
+	if (rq->yield_ev)
+		event_free(rq->yield_ev);
 	if (rq->acc_out)
 		evbuffer_free(rq->acc_out);
 	if (rq->stat_owned)
@@ -789,14 +791,20 @@ int hf__srv_submit(struct hf__server *srv, const hf_request *req, hf_done_fn don
 	return hf_submit(srv->store, req, done, arg, call_id, err);
 }
 
+/* A timer due now, not event_base_once: libevent (2.1) makes a once-event with no timeout
+ * active at once, and runs the active queue to empty, newcomers included, before it polls
+ * again, so a chain of such "yields" let no other connection in. A due timer is activated
+ * only after the next poll, behind the I/O that poll found. */
 void hf__rq_yield(struct hf__rq *rq, void (*fn)(struct hf__rq *rq))
 {
 	assert(!rq->yield_fn && !rq->call_pending);
-	rq->yield_fn = fn;
-	if (event_base_once(rq->srv->base, -1, EV_TIMEOUT, on_yield, rq, &(struct timeval){0}) != 0) {
-		rq->yield_fn = NULL;
+	if (!rq->yield_ev)
+		rq->yield_ev = evtimer_new(rq->srv->base, on_yield, rq);
+	if (!rq->yield_ev || evtimer_add(rq->yield_ev, &(struct timeval){0}) != 0) {
 		hf__rq_fail(rq, HF_ENOMEM, "out of memory");
+		return;
 	}
+	rq->yield_fn = fn;
 }
 
 int hf__rq_submit(struct hf__rq *rq, const hf_request *req, hf__reply_fn on_reply)
