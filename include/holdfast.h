@@ -327,6 +327,10 @@ typedef struct hf_reply {
 } hf_reply;
 
 void hf_reply_free(hf_reply *reply); /* frees the reply and all it points to; NULL is fine */
+/* A reply shares one allocation with its call and a copy of its request: a kept reply keeps
+ * that whole block alive, about 650 bytes (64-bit) plus the request's strings (names, meta,
+ * JSON argument) and claims. To keep one item for long, copy it (hf_hold_dup) and free the
+ * reply. */
 
 /* An item as JSON text, exactly as the HTTP API shows it (docs/api.md): for logs, scripts
  * and programs that pass items on. The string is yours to free(); NULL when out of memory. */

@@ -296,6 +296,8 @@ static void rq_free(struct hf__rq *rq)
 	json_decref(rq->acc);
 	if (rq->ev_timer)
 		event_free(rq->ev_timer);
+	if (rq->yield_ev)
+		event_free(rq->yield_ev);
 	if (rq->acc_out)
 		evbuffer_free(rq->acc_out);
 	if (rq->stat_owned)
@@ -789,14 +791,20 @@ int hf__srv_submit(struct hf__server *srv, const hf_request *req, hf_done_fn don
 	return hf_submit(srv->store, req, done, arg, call_id, err);
 }
 
+/* A timer due now, not event_base_once: libevent (2.1) makes a once-event with no timeout
+ * active at once, and runs the active queue to empty, newcomers included, before it polls
+ * again, so a chain of such "yields" let no other connection in. A due timer is activated
+ * only after the next poll, behind the I/O that poll found. */
 void hf__rq_yield(struct hf__rq *rq, void (*fn)(struct hf__rq *rq))
 {
 	assert(!rq->yield_fn && !rq->call_pending);
-	rq->yield_fn = fn;
-	if (event_base_once(rq->srv->base, -1, EV_TIMEOUT, on_yield, rq, &(struct timeval){0}) != 0) {
-		rq->yield_fn = NULL;
+	if (!rq->yield_ev)
+		rq->yield_ev = evtimer_new(rq->srv->base, on_yield, rq);
+	if (!rq->yield_ev || evtimer_add(rq->yield_ev, &(struct timeval){0}) != 0) {
 		hf__rq_fail(rq, HF_ENOMEM, "out of memory");
+		return;
 	}
+	rq->yield_fn = fn;
 }
 
 int hf__rq_submit(struct hf__rq *rq, const hf_request *req, hf__reply_fn on_reply)
@@ -1304,10 +1312,16 @@ static struct bufferevent *conn_bev(struct hf__server *srv, evutil_socket_t fd)
 {
 	if (!srv->tls)
 		return bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	/* On NULL the caller closes fd: no failure below closes it. Our own socket BIO (it never
+	 * closes fd) so that its allocation failing is seen here: libevent would go on without
+	 * one, and its bufferevent_free would then find no fd to close. */
 	SSL *ssl = SSL_new(srv->tls);
-	if (!ssl)
+	if (!ssl || !SSL_set_fd(ssl, (int)fd)) {
+		SSL_free(ssl);
 		return NULL;
-	/* On failure libevent may have freed ssl already (BEV_OPT_CLOSE_ON_FREE): leave it. */
+	}
+	/* ssl is libevent's from here, failure included: with BEV_OPT_CLOSE_ON_FREE every failure
+	 * path of libevent >= 2.1.9 (required in CMakeLists.txt) frees it, none closes fd. */
 	struct bufferevent *bev = bufferevent_openssl_socket_new(
 		srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
 	if (!bev)

@@ -185,6 +185,7 @@ struct hf__rq {
 	size_t acc_i;               /* stats/metrics: next resource to write out */
 	struct evbuffer *acc_out;   /* stats/metrics: the answer, written a slice at a time */
 	void (*yield_fn)(struct hf__rq *rq); /* hf__rq_yield: runs on the next loop turn */
+	struct event *yield_ev;     /* hf__rq_yield's timer, made at the first yield */
 	int64_t sagas_parked;       /* metrics: sagas in compensation_failed; -1 if not known */
 };
 

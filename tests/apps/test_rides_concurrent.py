@@ -8,7 +8,7 @@ never timing.
 usage (under with_pg.sh and with_redis.sh):
   test_rides_concurrent.py RIDES HOLDFASTD HOLDFAST_CLI [http | postgres | redis | ENGINE_URL]
 (http, the default: a holdfastd started here over a file: store; postgres and redis: the
-engines on the test's own PostgreSQL and Redis)
+engines at HF_TEST_ENGINE_URL, which the innermost of with_pg.sh and with_redis.sh sets)
 """
 import json
 import os
@@ -50,11 +50,12 @@ class Concurrent(unittest.TestCase):
             cls.hf_dir = tempfile.mkdtemp(prefix="hf-rides-server-")  # kept over a restart
             cls.hf = hfserver.Server("--log-level", "warn", store_dir=cls.hf_dir)
             url = cls.hf.url
-        elif ENGINE == "postgres":
-            url = "postgres:///postgres?host=%s&user=%s&schema=hf_rides" % (rides.PG_DIR,
-                                                                             rides.PG_USER)
-        elif ENGINE == "redis":
-            url = "redis://127.0.0.1:%d?prefix=hf_rides:" % rides.REDIS_PORT
+        elif ENGINE in ("postgres", "redis"):
+            # the innermost fixture's (with_pg.sh and with_redis.sh both export it)
+            url = os.environ.get("HF_TEST_ENGINE_URL", "")
+            if not url.startswith(ENGINE + "://"):
+                raise RuntimeError("%s: HF_TEST_ENGINE_URL is %r: run under the %s fixture, "
+                                   "innermost" % (ENGINE, url, ENGINE))
         else:
             url = ENGINE
         cls.engine = url

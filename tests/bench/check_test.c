@@ -11,16 +11,7 @@
 
 #include "bench.h" /* hfb_history_write */
 #include "check.h"
-
-static int failures;
-
-#define EXPECT(cond)                                                                               \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: expected %s\n", __FILE__, __LINE__, #cond);        \
-			failures++;                                                                \
-		}                                                                                  \
-	} while (0)
+#include "expect.h"
 
 /* Hold ids are 32 hex characters; tests name them by a small number. */
 static void id_of(char *out, int n)

@@ -16,16 +16,7 @@
 
 #include "bench.h"
 #include "http_client.h"
-
-static int failures;
-
-#define EXPECT(cond)                                                                               \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: expected %s\n", __FILE__, __LINE__, #cond);        \
-			failures++;                                                                \
-		}                                                                                  \
-	} while (0)
+#include "expect.h"
 
 /* ---- the scripted server: one step per request ---- */
 

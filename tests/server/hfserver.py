@@ -2,7 +2,8 @@
 
 A Server runs holdfastd on a free loopback port (--listen 127.0.0.1:0, the port read from the
 "listening" log line) with a temporary file: store, and offers small JSON helpers over
-http.client. Python 3 standard library only.
+http.client; send_raw and read_reply talk HTTP over a raw socket for the tests of framing.
+Python 3 standard library only.
 """
 import http.client
 import json
@@ -173,6 +174,81 @@ def raw_request(port, method, path, body=None, headers=None):
         head += "%s: %s\r\n" % (k, v)
     s.sendall(head.encode() + b"\r\n" + data)
     return s
+
+
+class RawConn:
+    """A raw socket to the server (the socket's methods pass through) and what was read past
+    the last reply, which the next read_reply starts from."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.rest = b""
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+def send_raw(port, data, timeout=10):
+    """Connects to the server on port, sends data as it is, and returns the RawConn."""
+    c = RawConn(socket.create_connection(("127.0.0.1", port), timeout=timeout))
+    c.sendall(data)
+    return c
+
+
+def read_reply(c, timeout=10, no_body=False):
+    """One HTTP reply off a RawConn: (status, headers with lowercase names, body). Status 0:
+    the server closed first (body: what came before the close). Reads a Content-Length body, a
+    chunked one (decoded), or up to the close; none for a 100 Continue or when no_body (the
+    answer to a HEAD). What follows the reply stays in c.rest for the next call."""
+    c.settimeout(timeout)
+    buf = c.rest
+
+    def more():
+        nonlocal buf
+        try:
+            chunk = c.recv(65536)
+        except ConnectionResetError:
+            chunk = b""
+        buf += chunk
+        return bool(chunk)
+
+    while b"\r\n\r\n" not in buf:
+        if not more():
+            c.rest = b""
+            return 0, {}, buf
+    head, _, buf = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for ln in lines[1:]:
+        k, _, v = ln.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    body = b""
+    if status == 100 or no_body:
+        pass
+    elif "content-length" in headers:
+        n = int(headers["content-length"])
+        while len(buf) < n and more():
+            pass
+        body, buf = buf[:n], buf[n:]
+    elif headers.get("transfer-encoding") == "chunked":
+        while True:  # a close mid-body ends it: the body is then short
+            while b"\r\n" not in buf and more():
+                pass
+            size_line, crlf, buf = buf.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16) if crlf else 0
+            while len(buf) < size + 2 and more():
+                pass
+            body += buf[:size]
+            buf = buf[size + 2:]
+            if size == 0:
+                break
+    else:
+        while more():
+            pass
+        body, buf = buf, b""
+    c.rest = buf
+    return status, headers, body
 
 
 def run_tests(tests, fixture, servers):

@@ -4,94 +4,18 @@ and the refusals the parser answers with a JSON error (and a close): an oversize
 block, a malformed chunked body, an unsupported Transfer-Encoding, a body over the cap.
 One server for the whole file (a few seconds)."""
 import json
-import socket
 import sys
 import unittest
 
 import hfserver
-from hfserver import Server
-
-
-class Conn:
-    """A socket and what was read past the last reply."""
-
-    def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self._rest = b""
-
-    def settimeout(self, t):
-        self.sock.settimeout(t)
-
-    def recv(self, n):
-        return self.sock.recv(n)
-
-    def sendall(self, data):
-        self.sock.sendall(data)
-
-    def close(self):
-        self.sock.close()
-
-
-def read_reply(s, timeout=10, no_body=False):
-    """One HTTP reply: (status, headers with lowercase names, body). Status 0: closed first.
-    Reads a Content-Length body, a chunked one (decoded), or up to the close; none for a
-    HEAD (no_body=True)."""
-    s.settimeout(timeout)
-    buf = s._rest
-
-    def more():
-        nonlocal buf
-        try:
-            chunk = s.recv(65536)
-        except ConnectionResetError:
-            chunk = b""
-        buf += chunk
-        return bool(chunk)
-
-    while b"\r\n\r\n" not in buf:
-        if not more():
-            return 0, {}, buf
-    head, _, buf = buf.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for ln in lines[1:]:
-        k, _, v = ln.partition(":")
-        headers[k.strip().lower()] = v.strip()
-    if status == 100 or no_body:
-        s._rest = buf
-        return status, headers, b""
-    if "content-length" in headers:
-        n = int(headers["content-length"])
-        while len(buf) < n and more():
-            pass
-        body, buf = buf[:n], buf[n:]
-    elif headers.get("transfer-encoding") == "chunked":
-        body = b""
-        while True:
-            while b"\r\n" not in buf:
-                more()
-            size_line, _, buf = buf.partition(b"\r\n")
-            size = int(size_line, 16)
-            while len(buf) < size + 2:
-                more()
-            body += buf[:size]
-            buf = buf[size + 2:]
-            if size == 0:
-                break
-    else:
-        while more():
-            pass
-        body, buf = buf, b""
-    s._rest = buf
-    return status, headers, body
+from hfserver import Server, read_reply, send_raw
 
 
 def closed(s, timeout=5):
     """Whether the server closed the connection (nothing more comes)."""
     s.settimeout(timeout)
     try:
-        return s._rest == b"" and s.recv(1) == b""
+        return s.rest == b"" and s.recv(1) == b""
     except ConnectionResetError:
         return True
 
@@ -106,9 +30,8 @@ class Http1(unittest.TestCase):
         assert cls.s.stop() == 0, cls.s.log_text()
 
     def raw(self, data):
-        s = Conn(self.s.port)
+        s = send_raw(self.s.port, data)
         self.addCleanup(s.close)
-        s.sendall(data)
         return s
 
     def assert_error(self, reply, status, code):
