@@ -306,6 +306,8 @@ static int check_format(sqlite3 *db, const char *path, int *schema_number, hf_er
 	return HF_OK;
 }
 
+#define BUSY_TIMEOUT_MS 5000 /* how long a connection waits for another's lock */
+
 static int open_db(const char *path, int flags, sqlite3 **db, hf_error *err)
 {
 	int rc = sqlite3_open_v2(path, db, flags | SQLITE_OPEN_NOMUTEX, NULL);
@@ -316,7 +318,7 @@ static int open_db(const char *path, int flags, sqlite3 **db, hf_error *err)
 		*db = NULL;
 		return code;
 	}
-	sqlite3_busy_timeout(*db, 5000);
+	sqlite3_busy_timeout(*db, BUSY_TIMEOUT_MS);
 	return HF_OK;
 }
 
@@ -502,15 +504,17 @@ static void note_revisions(struct hf__journal *j, const hf_event *ev)
  * that takes the WAL past 1,000 pages, before that commit's answers go out: every ~110th lock
  * pair waited for it (copying the pages back into the database, and two fsyncs). This WAL hook
  * takes the place of the auto-checkpoint (sqlite3_wal_hook replaces it) and only counts; the
- * writer runs the checkpoint after the commit, once its answers are out
- * (hf__journal_checkpoint): PASSIVE from CHECKPOINT_PAGES (it waits for no reader), and from
+ * writer runs the checkpoint after the commit, while the syncer makes that commit durable and
+ * its answers go out (hf__journal_checkpoint): PASSIVE from CHECKPOINT_PAGES (it waits for no reader), and from
  * CHECKPOINT_TRUNCATE (the readers held back every passive one) in full, waiting for readers
- * up to the busy timeout, and truncating the WAL: it stays under about 64 MiB (4 KiB pages).
+ * up to TRUNCATE_WAIT_MS, and truncating the WAL: it stays under about 64 MiB (4 KiB pages)
+ * unless a reader holds it longer.
  * A checkpoint on a connection of its own, beside the commits, was measured and dropped: its
  * fsyncs slowed the commits' down, and the WAL, never caught up with, grew to the bound
  * (docs/operations.md, "Checkpoints"). */
 #define CHECKPOINT_PAGES 1000
 #define CHECKPOINT_TRUNCATE 16384
+#define TRUNCATE_WAIT_MS 200
 
 static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
 {
@@ -525,11 +529,19 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
 
 int hf__journal_checkpoint(struct hf__journal *j, hf_error *err)
 {
-	if (j->wal_frames < j->checkpoint_mark && j->wal_frames < CHECKPOINT_TRUNCATE)
+	/* Past the bound too, only every CHECKPOINT_PAGES: a reader holding the log would
+	 * otherwise make every commit's truncating checkpoint wait for it. */
+	if (j->wal_frames < j->checkpoint_mark)
 		return HF_OK;
 	bool full = j->wal_frames >= CHECKPOINT_TRUNCATE;
+	/* The truncating one waits for readers (the busy handler), but not for long: the
+	 * commits behind it wait too. Held back, it is tried again CHECKPOINT_PAGES later. */
+	if (full)
+		sqlite3_busy_timeout(j->db, TRUNCATE_WAIT_MS);
 	int rc = sqlite3_wal_checkpoint_v2(
 	    j->db, NULL, full ? SQLITE_CHECKPOINT_TRUNCATE : SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	if (full)
+		sqlite3_busy_timeout(j->db, BUSY_TIMEOUT_MS);
 	if (rc == SQLITE_OK && full)
 		j->wal_frames = 0;
 	/* The next one after as many pages more, unless the WAL starts over first (wal_hook):
