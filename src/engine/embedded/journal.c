@@ -152,9 +152,11 @@ static const char *const write_sql[][2] = {
  * as if the disk were full, after "fail_after=K" commits that succeed (commits and probes
  * count alike); "fail_while=PATH" fails every commit while PATH exists (a disk-full switch);
  * "sync_fail_while=PATH" fails every fsync of the WAL while PATH exists (an I/O error the
- * disk reports only at the flush). Unset (always, outside tests): no effect. */
+ * disk reports only at the flush); "sync_delay_us=N" makes every fsync of the WAL N µs slower
+ * (a slow disk under a store on tmpfs, for benchmarks of the commit pipeline). Unset (always,
+ * outside tests): no effect. */
 struct faults {
-	long delay_ms, fail_after, fail;
+	long delay_ms, fail_after, fail, sync_delay_us;
 	long commits;
 	char fail_while[512];
 	char sync_fail_while[512];
@@ -397,6 +399,8 @@ static void faults_parse(struct faults *f, const char *spec)
 		else if (strncmp(p, "fail_while=", 11) == 0)
 			snprintf(f->fail_while, sizeof(f->fail_while), "%.*s",
 			         (int)strcspn(p + 11, ","), p + 11);
+		else if (strncmp(p, "sync_delay_us=", 14) == 0)
+			f->sync_delay_us = v;
 		else if (strncmp(p, "sync_fail_while=", 16) == 0)
 			snprintf(f->sync_fail_while, sizeof(f->sync_fail_while), "%.*s",
 			         (int)strcspn(p + 16, ","), p + 16);
@@ -1018,6 +1022,12 @@ int hf__journal_sync(struct hf__journal *j, hf_error *err)
 	if (injected[0] && access(injected, F_OK) == 0)
 		return hf__err(err, HF_ESTORAGE,
 		               "fsync of the journal's log failed: Input/output error (injected fault)");
+	if (j->faults.sync_delay_us > 0) {
+		struct timespec ts = {.tv_sec = j->faults.sync_delay_us / 1000000,
+		                      .tv_nsec = (j->faults.sync_delay_us % 1000000) * 1000L};
+		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+			;
+	}
 	while (fdatasync(j->wal_fd) != 0)
 		if (errno != EINTR)
 			return hf__err(err, HF_ESTORAGE, "fsync of the journal's log failed: %s",
