@@ -685,13 +685,18 @@ static void *writer_main(void *arg)
 			*tail = done;
 			done = failed;
 		} else if (ticket > e->written) {
-			/* The syncer flushes this while the writer goes on to the next batch. A
-			 * lone caller pays one thread hand-off for it; the writer syncing itself
-			 * when nothing was pending was measured: the next batch's calls, arriving
-			 * during that fsync, then waited for it, and 3 fsyncs in 4 were the writer's
-			 * under 32 clients (docs/operations.md, "Durability"). */
 			e->written = ticket;
 			e->written_seq = seq;
+			/* The syncer flushes this while the writer goes on to the next batch. A lone
+			 * caller (one call waiting, the last fsync's only one, nothing else coming)
+			 * gains nothing from that and would pay a thread hand-off: the writer syncs
+			 * for it. Syncing here whenever nothing was pending was measured and dropped:
+			 * the next batch's calls, arriving during that fsync, waited for it, and 3
+			 * fsyncs in 4 were the writer's under 32 clients. */
+			bool alone = e->awaiting_head == e->awaiting_tail && e->sync_callers <= 1 &&
+			             !e->pending_head && !e->open_batches;
+			if (alone && sync_due_locked(e))
+				done = sync_written_locked(e);
 			wake_syncer = sync_due_locked(e);
 			e->syncer_due |= wake_syncer;
 		}
