@@ -436,14 +436,16 @@ static void *client_main(void *arg)
 }
 
 /* The child: `threads` clients (1: the fixed, deterministic run) of `steps` calls each on one
- * store, with the power cut at operation `cut`. A run that ends before its cut (0: never)
- * sends A_OPS with the operations it made, then cuts the power. */
+ * store, with the power cut at operation `cut`, the engine's fsyncs taking `sync_delay_us`
+ * (cv_set_sync_delay_us). A run that ends before its cut (0: never) sends A_OPS with the
+ * operations it made, then cuts the power. */
 static void child_main(const char *store, const char *copy, long cut, uint64_t seed, int fd,
-                       int steps, int threads)
+                       int steps, int threads, long sync_delay_us)
 {
 	if (cv_register() != 0)
 		_exit(2);
 	cv_set_cut(cut, seed, copy);
+	cv_set_sync_delay_us(sync_delay_us);
 	g_now = HT_T0;
 	int rc;
 	hf_error err;
@@ -474,7 +476,7 @@ static void child_main(const char *store, const char *copy, long cut, uint64_t s
 /* Runs the child (see child_main). Returns the acknowledgements; *ops is the operations the
  * run made when it ended before its cut, else -1. */
 static int run_child(const char *store, const char *copy, long cut, uint64_t seed, ack *acks,
-                     int steps, int threads, long *ops)
+                     int steps, int threads, long sync_delay_us, long *ops)
 {
 	int pfd[2];
 	if (pipe(pfd) != 0)
@@ -485,7 +487,7 @@ static int run_child(const char *store, const char *copy, long cut, uint64_t see
 		fail("fork: %s", strerror(errno));
 	if (pid == 0) {
 		close(pfd[0]);
-		child_main(store, copy, cut, seed, pfd[1], steps, threads);
+		child_main(store, copy, cut, seed, pfd[1], steps, threads, sync_delay_us);
 	}
 	close(pfd[1]);
 	int n = 0;
@@ -533,7 +535,7 @@ static int powerloss(uint64_t seed0, int cuts, int steps, int threads)
 	g_seed = seed0;
 	snprintf(g_replay, sizeof g_replay, "HF_TEST_SEED=%llu", (unsigned long long)seed0);
 	long total;
-	run_child(store, copy, 0, seed0, acks, steps, threads, &total);
+	run_child(store, copy, 0, seed0, acks, steps, threads, 0, &total);
 	if (total <= 0)
 		fail("calibration run sent no count");
 	list_copy(copy);
@@ -554,8 +556,11 @@ static int powerloss(uint64_t seed0, int cuts, int steps, int threads)
 		rm_tree(copy);
 		mkdir(dir, 0700);
 		mkdir(copy, 0700);
-		long ops;
-		int n = run_child(store, copy, cut, seed, acks, steps, threads, &ops);
+		/* Several clients: two cuts in three with fsyncs that take 0.5 or 1 ms, during which
+		 * the writer commits the next batch (on tmpfs most commits would fall between two
+		 * fsyncs); the third with instant ones. */
+		long delay = threads > 1 ? (long)(seed % 3) * 500 : 0, ops;
+		int n = run_child(store, copy, cut, seed, acks, steps, threads, delay, &ops);
 		bool had_store = access(copied, F_OK) == 0;
 		list_copy(copy);
 		int rc;
@@ -572,9 +577,10 @@ static int powerloss(uint64_t seed0, int cuts, int steps, int threads)
 		opened_new += !had_store;
 		ended += ops >= 0;
 		acked += n;
-		printf("powerloss: seed %llu: cut at operation %ld of %ld: %d acknowledged changes "
+		printf("powerloss: seed %llu: cut at operation %ld of %ld%s: %d acknowledged changes "
 		       "kept%s%s\n",
-		       (unsigned long long)seed, cut, total, n, had_store ? "" : " (no store yet)",
+		       (unsigned long long)seed, cut, total, delay ? ", slow fsyncs" : "", n,
+		       had_store ? "" : " (no store yet)",
 		       ops >= 0 ? " (the run ended first: cut at its end)" : "");
 	}
 	printf("powerloss: %d cuts checked (%d before the store existed, %d at a run's end), %ld "
