@@ -419,9 +419,14 @@ static void child_failed(sink *s, int rc, const char *what)
 	_exit(20);
 }
 
-/* What one client of the child runs. */
+/* What one client of the child runs. Clients are detached threads counted down in `running`:
+ * a cut by one client must not find another finished and not joined (ThreadSanitizer's
+ * _exit would report it as leaked). */
+static pthread_mutex_t g_clients_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_clients_done = PTHREAD_COND_INITIALIZER;
+static int g_clients_running;
+
 struct client {
-	pthread_t thread;
 	hf_store *st;
 	uint64_t wseed;
 	int steps;
@@ -432,6 +437,10 @@ static void *client_main(void *arg)
 {
 	struct client *c = arg;
 	workload(c->st, c->wseed, c->steps, true, c->s);
+	pthread_mutex_lock(&g_clients_lock);
+	if (--g_clients_running == 0)
+		pthread_cond_signal(&g_clients_done);
+	pthread_mutex_unlock(&g_clients_lock);
 	return NULL;
 }
 
@@ -458,16 +467,24 @@ static void child_main(const char *store, const char *copy, long cut, uint64_t s
 	struct client clients[64];
 	if (threads > (int)(sizeof clients / sizeof clients[0]))
 		threads = (int)(sizeof clients / sizeof clients[0]);
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	g_clients_running = threads;
 	for (int t = 0; t < threads; t++) {
 		clients[t] = (struct client){.st = st, .wseed = 20261129 + (uint64_t)t,
 		                             .steps = steps, .s = &cs.base};
+		pthread_t thread;
 		if (threads == 1)
 			client_main(&clients[t]);
-		else if ((errno = pthread_create(&clients[t].thread, NULL, client_main, &clients[t])))
+		else if ((errno = pthread_create(&thread, &attr, client_main, &clients[t])))
 			fail("pthread_create: %s", strerror(errno));
 	}
-	for (int t = 0; threads > 1 && t < threads; t++)
-		pthread_join(clients[t].thread, NULL);
+	pthread_attr_destroy(&attr);
+	pthread_mutex_lock(&g_clients_lock);
+	while (g_clients_running > 0)
+		pthread_cond_wait(&g_clients_done, &g_clients_lock);
+	pthread_mutex_unlock(&g_clients_lock);
 	ack a = {.kind = A_OPS, .value = cv_ops()};
 	child_acked(&cs.base, &a);
 	cv_cut_now();
@@ -750,7 +767,10 @@ int main(int argc, char **argv)
 		int threads = concurrent ? 8 : 1;
 		if (concurrent && getenv("HF_RELIABILITY_THREADS"))
 			threads = atoi(getenv("HF_RELIABILITY_THREADS"));
-		return powerloss(g_seed, cuts, concurrent ? 40 : 250, threads < 1 ? 1 : threads);
+		int calls = concurrent ? 40 : 250;
+		if (concurrent && getenv("HF_RELIABILITY_CALLS"))
+			calls = atoi(getenv("HF_RELIABILITY_CALLS"));
+		return powerloss(g_seed, cuts, calls, threads < 1 ? 1 : threads);
 	}
 	if (strcmp(mode, "ioerr") == 0)
 		return ioerr(40, longer);
