@@ -1,6 +1,6 @@
 /*
  * journal_test.c — the embedded engine's journal under power loss and I/O errors, through the
- * crash VFS (crashvfs.h). Two modes, chosen by the first argument:
+ * crash VFS (crashvfs.h). Three modes, chosen by the first argument:
  *
  *   powerloss  A child process runs a fixed workload (one client, blocking calls, injected
  *              clock: the same writes in the same order every run) on a new file: store with
@@ -12,6 +12,16 @@
  *              acknowledged confirm, release, extend and resource update is there; new
  *              grants get fences above every answered fence; events are gap-free and hold
  *              every acknowledged grant.
+ *   powerloss_concurrent  The same with 8 clients (threads; HF_RELIABILITY_THREADS) of 40
+ *              calls each (HF_RELIABILITY_CALLS) on the one store: their own holds and
+ *              idempotency keys, shared resources (fences interleave). Commits are then written
+ *              while the syncer thread fsyncs the previous ones and answers are released by it
+ *              (engine.c's pipeline), which one blocking client never reaches; two cuts in
+ *              three make the engine's fsync slow (0.5 or 1 ms, cv_set_sync_delay_us) so that
+ *              most commits fall during one. Each ack is written to the pipe the moment its call
+ *              is answered. Runs differ (the interleaving): the calibration run only sizes the
+ *              range of N, and a cut beyond a run's end cuts at that end. Checked as powerloss,
+ *              plus: no fence is answered twice on a resource.
  *   ioerr      In one process, the VFS fails the N-th write or sync (then `burst` in a row)
  *              for N = 1, 2, ... until the workload runs without reaching N. Each call must
  *              succeed or answer storage_error; the store must take changes again by itself;
@@ -22,7 +32,8 @@
  * seed, seed+1, ...; HF_RELIABILITY_CUTS (default 60) cuts; HF_RELIABILITY_LONG=1: 1000 cuts
  * and, for ioerr, every N with bursts of 1 and 4 (CI form: every third N from 1 + seed % 3,
  * bursts of 1; HF_RELIABILITY_STEP changes the step; HF_RELIABILITY_N=N runs one N). A failure prints the variables that replay it
- * alone (a failing cut: "HF_TEST_SEED=S HF_RELIABILITY_CUTS=1"). HF_RELIABILITY_LS=1 lists
+ * alone (a failing cut: "HF_TEST_SEED=S HF_RELIABILITY_CUTS=1"; with threads the same N and
+ * tears, not the same interleaving: run it a few times). HF_RELIABILITY_LS=1 lists
  * the files of each copy (what survived the cut).
  */
 #include <dirent.h>
@@ -42,7 +53,7 @@
 #include "harness.h"
 
 enum { A_GRANT = 1, A_CONFIRM, A_RELEASE, A_EXTEND, A_PUT, A_OPS };
-enum { NRES = 6, MAXACK = 4096, MAXHOLD = 64 };
+enum { NRES = 6, MAXACK = 4096, MAXHOLD = 64, META_MAX = 64 * 1024 };
 static const char *const names[NRES] = {"r0", "r1", "r2", "r3", "k0", "k1"};
 #define T_END (HT_T0 + 30LL * 60 * 1000) /* the parent's clock: before any lease ends */
 
@@ -158,7 +169,7 @@ static void workload(hf_store *st, uint64_t wseed, int steps, bool big, sink *s)
 	uint64_t rng = wseed;
 	mine held[MAXHOLD];
 	int nheld = 0, keys = 0;
-	char *meta = malloc(64 * 1024);
+	char *meta = malloc(META_MAX);
 	if (!meta)
 		fail("out of memory");
 	for (int i = 0; i < 4; i++) {
@@ -243,9 +254,9 @@ static void workload(hf_store *st, uint64_t wseed, int steps, bool big, sink *s)
 		} else if (k < 90) {
 			int ri = (int)(ht_rand(&rng) % 4);
 			size_t len = big ? 1024 + (size_t)(ht_rand(&rng) % (60 * 1024)) : 64;
-			int o = snprintf(meta, 64 * 1024, "{\"pad\":\"");
+			int o = snprintf(meta, META_MAX, "{\"pad\":\"");
 			memset(meta + o, 'a' + (int)(ht_rand(&rng) % 26), len);
-			snprintf(meta + o + len, 64 * 1024 - (size_t)o - len, "\"}");
+			snprintf(meta + o + len, META_MAX - (size_t)o - len, "\"}");
 			hf_reply *r = ht_put(st, names[ri], 1000, meta, -1);
 			if (outcome(s, r, "put")) {
 				ack a = {.kind = A_PUT, .res = {(int8_t)ri}, .value = r->resource->version};
@@ -419,9 +430,9 @@ static void child_failed(sink *s, int rc, const char *what)
 	_exit(20);
 }
 
-/* What one client of the child runs. Clients are detached threads counted down in `running`:
- * a cut by one client must not find another finished and not joined (ThreadSanitizer's
- * _exit would report it as leaked). */
+/* What one client of the child runs. Clients are detached threads counted down in
+ * g_clients_running: a cut by one client must not find another finished and not joined
+ * (ThreadSanitizer's _exit would report it as leaked). */
 static pthread_mutex_t g_clients_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_clients_done = PTHREAD_COND_INITIALIZER;
 static int g_clients_running;
