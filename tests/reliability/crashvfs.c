@@ -20,6 +20,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,6 +67,8 @@ static char g_copy_dir[PATH_MAX];
 /* HF_CRASHVFS_FORGET_SYNCS=1: the model ignores syncs (a disk that lies): the tests must
  * then find acknowledged changes lost. Checks that the checks can fail. */
 static bool g_forget_syncs;
+/* cv_set_sync_delay_us: how long the engine's fdatasync sleeps before it syncs. */
+static _Atomic long g_sync_delay_us;
 
 static uint64_t rnd(void)
 {
@@ -577,6 +580,11 @@ void cv_set_fail(long n, long burst)
 	pthread_mutex_unlock(&g_lock);
 }
 
+void cv_set_sync_delay_us(long us)
+{
+	g_sync_delay_us = us;
+}
+
 long cv_ops(void)
 {
 	pthread_mutex_lock(&g_lock);
@@ -656,6 +664,9 @@ int __wrap_fsync(int fd)
  * own): a sync of that file like the VFS's, found by the descriptor's path. */
 int __wrap_fdatasync(int fd)
 {
+	long delay = g_sync_delay_us;
+	if (delay > 0)
+		usleep((useconds_t)delay); /* outside the lock: the writer goes on meanwhile */
 	char link[64], path[PATH_MAX];
 	snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
 	ssize_t n = readlink(link, path, sizeof path - 1);

@@ -1,6 +1,6 @@
 /*
  * journal_test.c — the embedded engine's journal under power loss and I/O errors, through the
- * crash VFS (crashvfs.h). Two modes, chosen by the first argument:
+ * crash VFS (crashvfs.h). Three modes, chosen by the first argument:
  *
  *   powerloss  A child process runs a fixed workload (one client, blocking calls, injected
  *              clock: the same writes in the same order every run) on a new file: store with
@@ -12,6 +12,16 @@
  *              acknowledged confirm, release, extend and resource update is there; new
  *              grants get fences above every answered fence; events are gap-free and hold
  *              every acknowledged grant.
+ *   powerloss_concurrent  The same with 8 clients (threads; HF_RELIABILITY_THREADS) of 40
+ *              calls each (HF_RELIABILITY_CALLS) on the one store: their own holds and
+ *              idempotency keys, shared resources (fences interleave). Commits are then written
+ *              while the syncer thread fsyncs the previous ones and answers are released by it
+ *              (engine.c's pipeline), which one blocking client never reaches; two cuts in
+ *              three make the engine's fsync slow (0.5 or 1 ms, cv_set_sync_delay_us) so that
+ *              most commits fall during one. Each ack is written to the pipe the moment its call
+ *              is answered. Runs differ (the interleaving): the calibration run only sizes the
+ *              range of N, and a cut beyond a run's end cuts at that end. Checked as powerloss,
+ *              plus: no fence is answered twice on a resource.
  *   ioerr      In one process, the VFS fails the N-th write or sync (then `burst` in a row)
  *              for N = 1, 2, ... until the workload runs without reaching N. Each call must
  *              succeed or answer storage_error; the store must take changes again by itself;
@@ -22,11 +32,14 @@
  * seed, seed+1, ...; HF_RELIABILITY_CUTS (default 60) cuts; HF_RELIABILITY_LONG=1: 1000 cuts
  * and, for ioerr, every N with bursts of 1 and 4 (CI form: every third N from 1 + seed % 3,
  * bursts of 1; HF_RELIABILITY_STEP changes the step; HF_RELIABILITY_N=N runs one N). A failure prints the variables that replay it
- * alone (a failing cut: "HF_TEST_SEED=S HF_RELIABILITY_CUTS=1"). HF_RELIABILITY_LS=1 lists
+ * alone (a failing cut: "HF_TEST_SEED=S HF_RELIABILITY_CUTS=1"; with threads the same N and
+ * tears, not the same interleaving: run it a few times). HF_RELIABILITY_LS=1 lists
  * the files of each copy (what survived the cut).
  */
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -40,7 +53,7 @@
 #include "harness.h"
 
 enum { A_GRANT = 1, A_CONFIRM, A_RELEASE, A_EXTEND, A_PUT, A_OPS };
-enum { NRES = 6, MAXACK = 4096, MAXHOLD = 64 };
+enum { NRES = 6, MAXACK = 4096, MAXHOLD = 64, META_MAX = 64 * 1024 };
 static const char *const names[NRES] = {"r0", "r1", "r2", "r3", "k0", "k1"};
 #define T_END (HT_T0 + 30LL * 60 * 1000) /* the parent's clock: before any lease ends */
 
@@ -52,6 +65,9 @@ typedef struct ack {
 	int64_t fence[2];
 	int64_t value; /* PUT: version; EXTEND: expires_at; A_OPS: operations counted */
 } ack;
+/* The child's threads write acks to one pipe: a write of at most PIPE_BUF bytes is atomic,
+ * so records never interleave, and a power cut loses whole records only. */
+_Static_assert(sizeof(ack) <= PIPE_BUF, "an ack must be written to the pipe atomically");
 
 static uint64_t g_seed;
 static char g_replay[96]; /* how to replay the failing case, for fail() */
@@ -145,13 +161,17 @@ static bool outcome(sink *s, hf_reply *r, const char *what)
 }
 
 /* The fixed workload: `steps` calls after declaring r0..r3; `big`: updates carry up to
- * 60 KiB of metadata (so that the WAL fills and checkpoints). Every call blocks. */
+ * 60 KiB of metadata (so that the WAL fills and checkpoints). Every call blocks. Several may
+ * run at once on one store (one per thread, distinct `wseed`s): each keeps its own holds and
+ * idempotency keys, the resources are shared. */
 static void workload(hf_store *st, uint64_t wseed, int steps, bool big, sink *s)
 {
 	uint64_t rng = wseed;
 	mine held[MAXHOLD];
 	int nheld = 0, keys = 0;
-	static char meta[64 * 1024];
+	char *meta = malloc(META_MAX);
+	if (!meta)
+		fail("out of memory");
 	for (int i = 0; i < 4; i++) {
 		/* Declared until it works (a client retries after storage_error): later calls need
 		 * them. */
@@ -182,7 +202,7 @@ static void workload(hf_store *st, uint64_t wseed, int steps, bool big, sink *s)
 			ht_acq o = {.ttl_ms = 3600000, .owner = "reliab"};
 			bool keyed = ht_rand(&rng) % 3 == 0;
 			if (keyed) {
-				snprintf(key, sizeof key, "key-%d", keys++);
+				snprintf(key, sizeof key, "key-%llx-%d", (unsigned long long)wseed, keys++);
 				o.key = key;
 			}
 			hf_hold *h = NULL;
@@ -234,9 +254,9 @@ static void workload(hf_store *st, uint64_t wseed, int steps, bool big, sink *s)
 		} else if (k < 90) {
 			int ri = (int)(ht_rand(&rng) % 4);
 			size_t len = big ? 1024 + (size_t)(ht_rand(&rng) % (60 * 1024)) : 64;
-			int o = snprintf(meta, sizeof meta, "{\"pad\":\"");
+			int o = snprintf(meta, META_MAX, "{\"pad\":\"");
 			memset(meta + o, 'a' + (int)(ht_rand(&rng) % 26), len);
-			snprintf(meta + o + len, sizeof meta - (size_t)o - len, "\"}");
+			snprintf(meta + o + len, META_MAX - (size_t)o - len, "\"}");
 			hf_reply *r = ht_put(st, names[ri], 1000, meta, -1);
 			if (outcome(s, r, "put")) {
 				ack a = {.kind = A_PUT, .res = {(int8_t)ri}, .value = r->resource->version};
@@ -249,6 +269,7 @@ static void workload(hf_store *st, uint64_t wseed, int steps, bool big, sink *s)
 			hf_reply_free(r);
 		}
 	}
+	free(meta);
 }
 
 /* ---- checking a store against what was acknowledged ---- */
@@ -262,7 +283,9 @@ typedef struct expect {
 	int64_t expires;
 } expect;
 
-/* Checks the open store `st` against the acknowledgements. */
+/* Checks the open store `st` against the acknowledgements. Their order is the order of the
+ * answers of one client; across concurrent clients only a hold's own changes (one client's)
+ * keep their order, hence the maxima. */
 static void verify(hf_store *st, const ack *acks, int nacks, const char *where)
 {
 	static expect ex[MAXACK];
@@ -271,7 +294,8 @@ static void verify(hf_store *st, const ack *acks, int nacks, const char *where)
 	for (int i = 0; i < nacks; i++) {
 		const ack *a = &acks[i];
 		if (a->kind == A_PUT) {
-			version[a->res[0]] = a->value;
+			if (a->value > version[a->res[0]])
+				version[a->res[0]] = a->value;
 			continue;
 		}
 		if (a->kind == A_GRANT) {
@@ -284,6 +308,12 @@ static void verify(hf_store *st, const ack *acks, int nacks, const char *where)
 				e->fence[p] = a->fence[p];
 				if (a->fence[p] > max_fence[a->res[p]])
 					max_fence[a->res[p]] = a->fence[p];
+				/* A fence is answered once per resource (concurrent grants too). */
+				for (int j = 0; j < nex - 1; j++)
+					for (int q = 0; q < ex[j].n && q < 2; q++)
+						if (ex[j].res[q] == a->res[p] && ex[j].fence[q] == a->fence[p])
+							fail("%s: holds %s and %s both answered fence %lld on %s", where,
+							     ex[j].id, a->id, (long long)a->fence[p], names[a->res[p]]);
 			}
 			continue;
 		}
@@ -385,6 +415,7 @@ struct child_sink {
 	int fd;
 };
 
+/* Sent the moment the call is answered (from any of the child's threads: one atomic write). */
 static void child_acked(sink *s, const ack *a)
 {
 	struct child_sink *c = (struct child_sink *)s;
@@ -399,10 +430,81 @@ static void child_failed(sink *s, int rc, const char *what)
 	_exit(20);
 }
 
-/* Runs the workload in a child with the power cut at operation `cut` (0: at its end).
- * Returns the acknowledgements; the last is A_OPS with the count when cut is 0. */
+/* What one client of the child runs. Clients are detached threads counted down in
+ * g_clients_running: a cut by one client must not find another finished and not joined
+ * (ThreadSanitizer's _exit would report it as leaked). */
+static pthread_mutex_t g_clients_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_clients_done = PTHREAD_COND_INITIALIZER;
+static int g_clients_running;
+
+struct client {
+	hf_store *st;
+	uint64_t wseed;
+	int steps;
+	sink *s;
+};
+
+static void *client_main(void *arg)
+{
+	struct client *c = arg;
+	workload(c->st, c->wseed, c->steps, true, c->s);
+	pthread_mutex_lock(&g_clients_lock);
+	if (--g_clients_running == 0)
+		pthread_cond_signal(&g_clients_done);
+	pthread_mutex_unlock(&g_clients_lock);
+	return NULL;
+}
+
+/* The child: `threads` clients (1: the fixed, deterministic run) of `steps` calls each on one
+ * store, with the power cut at operation `cut`, the engine's fsyncs taking `sync_delay_us`
+ * (cv_set_sync_delay_us). A run that ends before its cut (0: never) sends A_OPS with the
+ * operations it made, then cuts the power. */
+static void child_main(const char *store, const char *copy, long cut, uint64_t seed, int fd,
+                       int steps, int threads, long sync_delay_us)
+{
+	if (cv_register() != 0)
+		_exit(2);
+	cv_set_cut(cut, seed, copy);
+	cv_set_sync_delay_us(sync_delay_us);
+	g_now = HT_T0;
+	int rc;
+	hf_error err;
+	hf_store *st = open_store(store, &rc, &err);
+	if (rc != HF_OK) {
+		fprintf(stderr, "powerloss child: open: %s\n", err.message);
+		_exit(21);
+	}
+	struct child_sink cs = {{child_acked, child_failed}, fd};
+	struct client clients[64];
+	if (threads > (int)(sizeof clients / sizeof clients[0]))
+		threads = (int)(sizeof clients / sizeof clients[0]);
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	g_clients_running = threads;
+	for (int t = 0; t < threads; t++) {
+		clients[t] = (struct client){.st = st, .wseed = 20261129 + (uint64_t)t,
+		                             .steps = steps, .s = &cs.base};
+		pthread_t thread;
+		if (threads == 1)
+			client_main(&clients[t]);
+		else if ((errno = pthread_create(&thread, &attr, client_main, &clients[t])))
+			fail("pthread_create: %s", strerror(errno));
+	}
+	pthread_attr_destroy(&attr);
+	pthread_mutex_lock(&g_clients_lock);
+	while (g_clients_running > 0)
+		pthread_cond_wait(&g_clients_done, &g_clients_lock);
+	pthread_mutex_unlock(&g_clients_lock);
+	ack a = {.kind = A_OPS, .value = cv_ops()};
+	child_acked(&cs.base, &a);
+	cv_cut_now();
+}
+
+/* Runs the child (see child_main). Returns the acknowledgements; *ops is the operations the
+ * run made when it ended before its cut, else -1. */
 static int run_child(const char *store, const char *copy, long cut, uint64_t seed, ack *acks,
-                     int steps)
+                     int steps, int threads, long sync_delay_us, long *ops)
 {
 	int pfd[2];
 	if (pipe(pfd) != 0)
@@ -413,32 +515,21 @@ static int run_child(const char *store, const char *copy, long cut, uint64_t see
 		fail("fork: %s", strerror(errno));
 	if (pid == 0) {
 		close(pfd[0]);
-		if (cv_register() != 0)
-			_exit(2);
-		cv_set_cut(cut, seed, copy);
-		g_now = HT_T0;
-		int rc;
-		hf_error err;
-		hf_store *st = open_store(store, &rc, &err);
-		if (rc != HF_OK) {
-			fprintf(stderr, "powerloss child: open: %s\n", err.message);
-			_exit(21);
-		}
-		struct child_sink cs = {{child_acked, child_failed}, pfd[1]};
-		workload(st, 20261129, steps, true, &cs.base);
-		if (cut == 0) {
-			ack a = {.kind = A_OPS, .value = cv_ops()};
-			child_acked(&cs.base, &a);
-		}
-		cv_cut_now();
+		child_main(store, copy, cut, seed, pfd[1], steps, threads, sync_delay_us);
 	}
 	close(pfd[1]);
 	int n = 0;
 	ack a;
 	ssize_t r;
-	while ((r = read(pfd[0], &a, sizeof a)) == (ssize_t)sizeof a)
-		if (n < MAXACK)
+	*ops = -1;
+	while ((r = read(pfd[0], &a, sizeof a)) == (ssize_t)sizeof a) {
+		if (a.kind == A_OPS)
+			*ops = a.value;
+		else if (n < MAXACK)
 			acks[n++] = a;
+		else
+			fail("more than %d acknowledged changes", MAXACK);
+	}
 	close(pfd[0]);
 	int status;
 	waitpid(pid, &status, 0);
@@ -447,7 +538,20 @@ static int run_child(const char *store, const char *copy, long cut, uint64_t see
 	return n;
 }
 
-static int powerloss(uint64_t seed0, int cuts, int steps)
+static void list_copy(const char *copy)
+{
+	if (!getenv("HF_RELIABILITY_LS"))
+		return;
+	char cmd[700];
+	snprintf(cmd, sizeof cmd, "ls -l %s", copy);
+	if (system(cmd) != 0)
+		fail("ls");
+}
+
+/* With threads > 1 the runs differ (the threads' interleaving): the calibration run only
+ * tells roughly how many operations a run makes, and a cut beyond a run's end is that run's
+ * end. */
+static int powerloss(uint64_t seed0, int cuts, int steps, int threads)
 {
 	static ack acks[MAXACK];
 	char dir[512], copy[512], store[600], copied[600];
@@ -458,24 +562,20 @@ static int powerloss(uint64_t seed0, int cuts, int steps)
 	/* Calibration: how many operations the whole workload makes. */
 	g_seed = seed0;
 	snprintf(g_replay, sizeof g_replay, "HF_TEST_SEED=%llu", (unsigned long long)seed0);
-	int n = run_child(store, copy, 0, seed0, acks, steps);
-	if (n == 0 || acks[n - 1].kind != A_OPS)
+	long total;
+	run_child(store, copy, 0, seed0, acks, steps, threads, 0, &total);
+	if (total <= 0)
 		fail("calibration run sent no count");
-	long total = acks[n - 1].value;
-	if (getenv("HF_RELIABILITY_LS")) {
-		char cmd[700];
-		snprintf(cmd, sizeof cmd, "ls -l %s", copy);
-		if (system(cmd) != 0)
-			fail("ls");
-	}
-	printf("powerloss: workload of %d calls makes %ld writes/syncs/renames\n", steps, total);
-	int opened_new = 0;
+	list_copy(copy);
+	printf("powerloss: workload of %d clients x %d calls makes %ld writes/syncs/renames\n",
+	       threads, steps, total);
+	int opened_new = 0, ended = 0;
 	long acked = 0;
 	for (int i = 0; i < cuts; i++) {
 		uint64_t seed = seed0 + (uint64_t)i;
 		g_seed = seed;
-		snprintf(g_replay, sizeof g_replay, "HF_TEST_SEED=%llu HF_RELIABILITY_CUTS=1",
-		         (unsigned long long)seed);
+		snprintf(g_replay, sizeof g_replay, "HF_TEST_SEED=%llu HF_RELIABILITY_CUTS=1%s",
+		         (unsigned long long)seed, threads > 1 ? " (not exactly: threads)" : "");
 		uint64_t r = seed;
 		r = ht_rand(&r);
 		/* One cut in five falls among the first 60 operations: creating the store. */
@@ -484,14 +584,13 @@ static int powerloss(uint64_t seed0, int cuts, int steps)
 		rm_tree(copy);
 		mkdir(dir, 0700);
 		mkdir(copy, 0700);
-		n = run_child(store, copy, cut, seed, acks, steps);
+		/* Several clients: two cuts in three with fsyncs that take 0.5 or 1 ms, during which
+		 * the writer commits the next batch (on tmpfs most commits would fall between two
+		 * fsyncs); the third with instant ones. */
+		long delay = threads > 1 ? (long)(seed % 3) * 500 : 0, ops;
+		int n = run_child(store, copy, cut, seed, acks, steps, threads, delay, &ops);
 		bool had_store = access(copied, F_OK) == 0;
-		if (getenv("HF_RELIABILITY_LS")) {
-			char cmd[700];
-			snprintf(cmd, sizeof cmd, "ls -l %s", copy);
-			if (system(cmd) != 0)
-				fail("ls");
-		}
+		list_copy(copy);
 		int rc;
 		hf_error err;
 		g_now = T_END;
@@ -504,14 +603,17 @@ static int powerloss(uint64_t seed0, int cuts, int steps)
 		verify(st, acks, n, where);
 		hf_close(st);
 		opened_new += !had_store;
+		ended += ops >= 0;
 		acked += n;
-		printf("powerloss: seed %llu: cut at operation %ld of %ld: %d acknowledged changes "
-		       "kept%s\n",
-		       (unsigned long long)seed, cut, total, n, had_store ? "" : " (no store yet)");
+		printf("powerloss: seed %llu: cut at operation %ld of %ld%s: %d acknowledged changes "
+		       "kept%s%s\n",
+		       (unsigned long long)seed, cut, total, delay ? ", slow fsyncs" : "", n,
+		       had_store ? "" : " (no store yet)",
+		       ops >= 0 ? " (the run ended first: cut at its end)" : "");
 	}
-	printf("powerloss: %d cuts checked (%d before the store existed), %ld acknowledged "
-	       "changes verified\n",
-	       cuts, opened_new, acked);
+	printf("powerloss: %d cuts checked (%d before the store existed, %d at a run's end), %ld "
+	       "acknowledged changes verified\n",
+	       cuts, opened_new, ended, acked);
 	rm_tree(dir);
 	rm_tree(copy);
 	return 0;
@@ -668,14 +770,21 @@ int main(int argc, char **argv)
 	g_seed = ht_seed();
 	printf("%s: HF_TEST_SEED=%llu%s\n", mode, (unsigned long long)g_seed,
 	       longer ? " (long form)" : "");
-	if (strcmp(mode, "powerloss") == 0) {
+	bool concurrent = strcmp(mode, "powerloss_concurrent") == 0;
+	if (concurrent || strcmp(mode, "powerloss") == 0) {
 		int cuts = longer ? 1000 : 60;
 		if (getenv("HF_RELIABILITY_CUTS"))
 			cuts = atoi(getenv("HF_RELIABILITY_CUTS"));
-		return powerloss(g_seed, cuts, 250);
+		int threads = concurrent ? 8 : 1;
+		if (concurrent && getenv("HF_RELIABILITY_THREADS"))
+			threads = atoi(getenv("HF_RELIABILITY_THREADS"));
+		int calls = concurrent ? 40 : 250;
+		if (concurrent && getenv("HF_RELIABILITY_CALLS"))
+			calls = atoi(getenv("HF_RELIABILITY_CALLS"));
+		return powerloss(g_seed, cuts, calls, threads < 1 ? 1 : threads);
 	}
 	if (strcmp(mode, "ioerr") == 0)
 		return ioerr(40, longer);
-	fprintf(stderr, "usage: %s powerloss|ioerr\n", argv[0]);
+	fprintf(stderr, "usage: %s powerloss|powerloss_concurrent|ioerr\n", argv[0]);
 	return 2;
 }
