@@ -621,8 +621,6 @@ static void *writer_main(void *arg)
 	struct engine *e = arg;
 	pthread_mutex_lock(&e->lock);
 	for (;;) {
-		/* An open batch is still growing: only what came before it is taken. At close
-		 * nothing waits for it. */
 		if (e->sync_failed) {
 			/* Wait for a running fsync: its success must not be taken for its commits'. */
 			while (e->syncing)
@@ -634,6 +632,8 @@ static void *writer_main(void *arg)
 			pthread_mutex_lock(&e->lock);
 			continue;
 		}
+		/* An open batch is still growing: only what came before it is taken. At close
+		 * nothing waits for it. */
 		bool held = e->open_batches && !e->stopping;
 		if (!e->pending_head || (held && !e->ready_tail)) {
 			if (e->stopping)
