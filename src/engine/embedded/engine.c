@@ -687,14 +687,16 @@ static void *writer_main(void *arg)
 		} else if (ticket > e->written) {
 			e->written = ticket;
 			e->written_seq = seq;
-			/* The syncer flushes this while the writer goes on to the next batch. A lone
-			 * caller (one call waiting, the last fsync's only one, nothing else coming)
-			 * gains nothing from that and would pay a thread hand-off: the writer syncs
-			 * for it. Syncing here whenever nothing was pending was measured and dropped:
-			 * the next batch's calls, arriving during that fsync, waited for it, and 3
-			 * fsyncs in 4 were the writer's under 32 clients. */
-			bool alone = e->awaiting_head == e->awaiting_tail && e->sync_callers <= 1 &&
-			             !e->pending_head && !e->open_batches;
+			/* The syncer flushes this while the writer goes on to the next batch. When
+			 * nobody else is coming (nothing pending, and this commit carries as many calls
+			 * as the last fsync answered: a lone caller, or a hand-off's release and grant)
+			 * there is nothing to overlap or gather, and the hand-off to the syncer would
+			 * only add a thread wake-up: the writer syncs. Syncing here whenever nothing
+			 * was pending was measured and dropped: the next batch's calls, arriving during
+			 * that fsync, waited for it, and 3 fsyncs in 4 were the writer's under 32
+			 * clients. */
+			bool alone = !e->pending_head && !e->open_batches &&
+			             awaiting_upto_locked(e, e->written) >= e->sync_callers;
 			if (alone && sync_due_locked(e))
 				done = sync_written_locked(e);
 			wake_syncer = sync_due_locked(e);
