@@ -29,6 +29,8 @@ char *hf__strdup(const char *s);
 /* Fills buf with 2*n lowercase hex characters of n bytes from the OS CSPRNG (getrandom)
  * plus a NUL. Returns HF_OK or HF_EINTERNAL if the OS has no randomness to give. */
 int hf__random_hex(char *buf, size_t n);
+/* A new hold's id and token, from one getrandom call (one syscall per grant, not two). */
+int hf__random_id_token(char id[HF_ID_LEN + 1], char token[HF_TOKEN_LEN + 1]);
 
 /* Validation of user input: HF_OK, or HF_EINVAL with a message naming the field. */
 int hf__check_name(const char *field, const char *s, size_t max, hf_error *err);

@@ -29,12 +29,9 @@ char *hf__strdup(const char *s)
 	return copy;
 }
 
-int hf__random_hex(char *buf, size_t n)
+/* n bytes from the kernel's CSPRNG. */
+static int random_bytes(unsigned char *bytes, size_t n)
 {
-	static const char digits[] = "0123456789abcdef";
-	unsigned char bytes[64];
-	if (n > sizeof(bytes))
-		return HF_EINTERNAL;
 	size_t got = 0;
 	while (got < n) {
 		ssize_t r = getrandom(bytes + got, n - got, 0);
@@ -45,11 +42,35 @@ int hf__random_hex(char *buf, size_t n)
 		}
 		got += (size_t)r;
 	}
+	return HF_OK;
+}
+
+static void hex(char *buf, const unsigned char *bytes, size_t n)
+{
+	static const char digits[] = "0123456789abcdef";
 	for (size_t i = 0; i < n; i++) {
 		buf[2 * i] = digits[bytes[i] >> 4];
 		buf[2 * i + 1] = digits[bytes[i] & 15];
 	}
 	buf[2 * n] = '\0';
+}
+
+int hf__random_hex(char *buf, size_t n)
+{
+	unsigned char bytes[64];
+	if (n > sizeof(bytes) || random_bytes(bytes, n) != HF_OK)
+		return HF_EINTERNAL;
+	hex(buf, bytes, n);
+	return HF_OK;
+}
+
+int hf__random_id_token(char id[HF_ID_LEN + 1], char token[HF_TOKEN_LEN + 1])
+{
+	unsigned char bytes[HF_ID_LEN / 2 + HF_TOKEN_LEN / 2];
+	if (random_bytes(bytes, sizeof(bytes)) != HF_OK)
+		return HF_EINTERNAL;
+	hex(id, bytes, HF_ID_LEN / 2);
+	hex(token, bytes + HF_ID_LEN / 2, HF_TOKEN_LEN / 2);
 	return HF_OK;
 }
 

@@ -913,8 +913,7 @@ static int grant(struct hf__state *st, struct hf__effects *fx, struct hf__call *
 	h->expiry_slot = HF__HEAP_NONE;
 	h->parts = calloc(n, sizeof(*h->parts));
 	h->owner = hf__strdup(a->owner);
-	if (!h->parts || !h->owner || hf__random_hex(h->id, HF_ID_LEN / 2) != HF_OK ||
-	    hf__random_hex(h->token, HF_TOKEN_LEN / 2) != HF_OK)
+	if (!h->parts || !h->owner || hf__random_id_token(h->id, h->token) != HF_OK)
 		goto fail;
 	for (size_t i = 0; i < n; i++) {
 		h->n_parts = i + 1;

@@ -422,8 +422,7 @@ static struct job *call_job(struct redis_engine *eng, struct hf__call *call)
 	case HF_OP_ACQUIRE: {
 		const hf_acquire_req *r = &q->acquire;
 		char id[HF_ID_LEN + 1], token[HF_TOKEN_LEN + 1];
-		if (hf__random_hex(id, HF_ID_LEN / 2) != HF_OK ||
-		    hf__random_hex(token, HF_TOKEN_LEN / 2) != HF_OK) {
+		if (hf__random_id_token(id, token) != HF_OK) {
 			call_fail(call, HF_EINTERNAL, "the OS has no randomness to give");
 			return NULL;
 		}
