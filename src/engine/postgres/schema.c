@@ -664,16 +664,15 @@ static const char *const migrations[] = {
 	"  END IF; "
 	" END $f$; ",
 	/* 8 -> 9: less WAL per grant (docs/operations.md, "Schema version 9"). An event row is
-	 * written once by its change and once by the reader that numbers it: events and holds
-	 * leave room on each page (fillfactor), so that update stays on the row's page and its WAL
-	 * record carries the changed bytes only, not the whole row. The unique seq index holds
+	 * written once by its change and once by the reader that numbers it: events leave room on
+	 * each page (fillfactor 50), so that update stays on the row's page and its WAL record
+	 * carries the changed bytes only, not the whole row. The unique seq index holds
 	 * numbered events only (a NULL entry per insert bought nothing), and events lose their id
 	 * key: ids come from a sequence, and the numbering finds the rows to number, and each of
 	 * them, through events_unsequenced. hold_parts loses its foreign key (a check
 	 * per part, locking the hold's row): parts are written only beside their hold, and the
 	 * purge of ended holds deletes their parts in the same statement. */
 	"ALTER TABLE events SET (fillfactor = 50); "
-	"ALTER TABLE holds SET (fillfactor = 60); "
 	"DROP INDEX events_seq; "
 	"CREATE UNIQUE INDEX events_seq ON events (seq) WHERE seq IS NOT NULL; "
 	"ALTER TABLE events DROP CONSTRAINT events_pkey; "
@@ -697,7 +696,9 @@ static const char *const migrations[] = {
 	 * and the live count in one; a grant of one part writes its hold, part, resource, live
 	 * count, revision counter and event in one statement; a release that is allowed ends its
 	 * hold in the statement that locks the row (no separate row lock), and writes its live
-	 * count, revision counter and event in one. Same lock order (the hold's row, its
+	 * count, revision counter and event in one. The revision counter is advanced by a plain
+	 * UPDATE (an upsert's conflict path first locks the row: a WAL record more); only a
+	 * name's first event creates it (hf_event). Same lock order (the hold's row, its
 	 * resources' rows, then the live slot and the revision counter, which no change takes
 	 * without its resource's row), same answers. */
 	"CREATE OR REPLACE FUNCTION hf_acquire(p_names text[], p_units bigint[], p_caps bigint[], "
@@ -793,6 +794,10 @@ static const char *const migrations[] = {
 	"   SELECT 'limit_holds', t, NULL::text, 0::bigint, 0::bigint, 0::bigint; RETURN; END IF; "
 	"  IF a = b THEN "
 	"   uu := CASE WHEN u[a] = 0 THEN cap[a] ELSE u[a] END; fen := nextval('fences'); "
+	"   parts := '{\"expires_at_ms\":' || (t + p_ttl) || ',\"id\":' || to_json(p_id)::text "
+	"    || ',\"mode\":' || to_json(p_mode_name)::text || ',\"owner\":' "
+	"    || to_json(p_owner)::text || ',\"resources\":[{\"fence\":' || fen || ',\"name\":' "
+	"    || to_json(p_names[a])::text || ',\"units\":' || uu || '}]}'; "
 	"   WITH hh AS (INSERT INTO holds (id, token, owner, state, mode, created_at, expires_at, "
 	"    ended_at) VALUES (p_id, p_token, p_owner, 0, p_mode, t, t + p_ttl, 0)), "
 	"   rx AS (UPDATE resources x SET held = x.held + uu, holds = x.holds + 1, "
@@ -803,14 +808,12 @@ static const char *const migrations[] = {
 	"   hp AS (INSERT INTO hold_parts (hold_id, idx, resource, units, fence) "
 	"    VALUES (p_id, 0, p_names[a], uu, fen)), "
 	"   lv AS (UPDATE live_holds SET n = n + 1 WHERE slot = pg_backend_pid() % 64), "
-	"   rv AS (INSERT INTO event_revisions AS v VALUES (p_names[a], 1) ON CONFLICT (resource) "
-	"    DO UPDATE SET revision = v.revision + 1 RETURNING revision) "
+	"   rv AS (UPDATE event_revisions SET revision = revision + 1 WHERE resource = p_names[a] "
+	"    RETURNING revision) "
 	"   INSERT INTO events (at_ms, type, resource, hold_id, data, revision) "
-	"    SELECT t, 'hold.granted', p_names[a], p_id, '{\"expires_at_ms\":' || (t + p_ttl) "
-	"    || ',\"id\":' || to_json(p_id)::text || ',\"mode\":' || to_json(p_mode_name)::text "
-	"    || ',\"owner\":' || to_json(p_owner)::text || ',\"resources\":[{\"fence\":' || fen "
-	"    || ',\"name\":' || to_json(p_names[a])::text || ',\"units\":' || uu || '}]}', "
-	"    revision FROM rv; "
+	"    SELECT t, 'hold.granted', p_names[a], p_id, parts, revision FROM rv; "
+	"   GET DIAGNOSTICS cnt = ROW_COUNT; "
+	"   IF cnt = 0 THEN PERFORM hf_event(t, 'hold.granted', p_id, p_names[a:a], parts); END IF; "
 	"   RETURN QUERY SELECT 'granted', t, p_names[a], uu, fen, 0::bigint; RETURN; "
 	"  END IF; "
 	"  INSERT INTO holds (id, token, owner, state, mode, created_at, expires_at, ended_at) "
@@ -902,11 +905,15 @@ static const char *const migrations[] = {
 	"  IF data <> '' AND cardinality(names) = 1 THEN "
 	"   WITH lv AS (UPDATE live_holds SET n = n - 1 WHERE slot = pg_backend_pid() % 64 "
 	"    AND p_op = 'release'), "
-	"   rv AS (INSERT INTO event_revisions AS v VALUES (names[1], 1) ON CONFLICT (resource) "
-	"    DO UPDATE SET revision = v.revision + 1 RETURNING revision) "
+	"   rv AS (UPDATE event_revisions SET revision = revision + 1 WHERE resource = names[1] "
+	"    RETURNING revision) "
 	"   INSERT INTO events (at_ms, type, resource, hold_id, data, revision) "
 	"    SELECT t, CASE p_op WHEN 'release' THEN 'hold.released' WHEN 'extend' THEN "
 	"    'hold.extended' ELSE 'hold.confirmed' END, names[1], p_id, data, revision FROM rv; "
+	"   GET DIAGNOSTICS i = ROW_COUNT; "
+	"   IF i = 0 THEN PERFORM hf_event(t, CASE p_op WHEN 'release' THEN 'hold.released' "
+	"    WHEN 'extend' THEN 'hold.extended' ELSE 'hold.confirmed' END, p_id, names, data); "
+	"   END IF; "
 	"  ELSIF data <> '' THEN "
 	"   IF p_op = 'release' THEN "
 	"    UPDATE live_holds SET n = n - 1 WHERE slot = pg_backend_pid() % 64; END IF; "
