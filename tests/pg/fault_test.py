@@ -179,20 +179,20 @@ def find_blocked_backend(timeout=10):
     return None
 
 
-def block_event_seq(offset):
-    """A superuser transaction that takes the offset-th next event id, uncommitted: the
-    engine's INSERT of that id then waits on it, in the middle of its transaction."""
+def block_revision(name):
+    """A superuser transaction that writes NAME's event revision counter, uncommitted: the
+    engine's next event on NAME (its change's last statement) then waits on it, in the middle
+    of its transaction."""
     s = pgtest.Psql()
-    s.send("BEGIN; INSERT INTO hf_test.events (id, at_ms, type, data)"
-           " SELECT last_value - (NOT is_called)::int + %d, 0, 'blocker', '{}'"
-           " FROM hf_test.event_ids;" % offset)
+    s.send("BEGIN; INSERT INTO hf_test.event_revisions AS v VALUES ('%s', 0)"
+           " ON CONFLICT (resource) DO UPDATE SET revision = v.revision;" % name)
     return s
 
 
 def killed_mid_acquire(a):
     c = a.client()
     names = ["mid-%d" % i for i in range(6)]
-    blocker = block_event_seq(1)
+    blocker = block_revision(names[-1])
     req = Async(a, "POST", "/v1/holds", {"owner": "mid", "resources": [
         {"name": n, "units": 1, "capacity": 1} for n in names]},
         {"Idempotency-Key": "mid-1"})
@@ -237,7 +237,7 @@ def killed_mid_waiter_grant(a, b):
     w = Async(b, "POST", "/v1/holds", {"owner": "wg", "wait_ms": 30000, "resources": [
         {"name": n, "units": 1, "capacity": 1} for n in names]})
     check(wait_parked(ca, names[0], 1), "the multi-resource waiter did not park")
-    blocker = block_event_seq(2)  # +1: the release's event; +2: the waiter's grant
+    blocker = block_revision(names[-1])  # not the release's: the waiter's grant
     st, js = ca.request("POST", "/v1/holds/%s/release" % held["id"], {"token": held["token"]})
     check(st == 200, "release: %s %s" % (st, js))
     pid = find_blocked_backend()

@@ -702,8 +702,9 @@ static int upkeep(struct tx *t)
 	t->c->upkeep_at = mono + HF__PG_UPKEEP_MS;
 	const char *pr[1] = {I64(b2, t->c->conf->opt.hold_retention_ms)};
 	if (qx(t,
-	       "DELETE FROM holds WHERE id IN (SELECT id FROM holds WHERE state >= 2 AND"
-	       " ended_at <= now_ms() - $1 FOR UPDATE SKIP LOCKED)",
+	       "WITH h AS (DELETE FROM holds WHERE id IN (SELECT id FROM holds WHERE state >= 2 AND"
+	       " ended_at <= now_ms() - $1 FOR UPDATE SKIP LOCKED) RETURNING id)"
+	       " DELETE FROM hold_parts WHERE hold_id IN (SELECT id FROM h)",
 	       1, pr) != HF_OK)
 		return HF_EENGINE;
 	pr[0] = I64(b2, t->c->conf->opt.idempotency_retention_ms);
