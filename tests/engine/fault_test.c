@@ -16,8 +16,6 @@
  *   commit_*     a failed commit: the calls that depended on it fail, memory equals the
  *                journal, the failure is logged and shown by hf_store_health(), changes are
  *                refused, and writes work again once the disk does, without a restart.
- *   sync_*       a failed fsync of the log ("sync_fail_while=PATH"): the same, except that the
- *                commit it covered stays (its call's outcome was unknown, not undone).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -405,58 +403,6 @@ static void commit_failure_rolls_back_and_recovers(void **state)
 	hf_hold_free(h2);
 }
 
-/* A failed fsync: the call waiting for it fails, but its commit is in the journal: memory (rebuilt
- * from it) and a reopen show the change; the store refuses changes until its retry (a commit,
- * a truncating checkpoint and an fsync) succeeds, then takes them again without a restart. */
-static void sync_failure_keeps_the_commit_and_recovers(void **state)
-{
-	ht_env *env = *state;
-	snprintf(g_switch, sizeof g_switch, "%s/io-error", env->dir);
-	char spec[900];
-	snprintf(spec, sizeof spec, "sync_fail_while=%s", g_switch);
-	setenv("HF_TEST_JOURNAL_FAULTS", spec, 1);
-	hf_error err;
-	int rc = ht_env_open(env, &err);
-	unsetenv("HF_TEST_JOURNAL_FAULTS");
-	RC(rc, HF_OK);
-	hf_store *st = env->st;
-	RC(ht_put_rc(st, "r", 3, NULL, -1), HF_OK);
-	hf_hold *h1 = NULL;
-	RC(ht_acquire(st, "r", NULL, &h1), HF_OK);
-
-	disk_full(true);
-	capture cap;
-	capture_start(&cap, env);
-	hf_hold *h2 = NULL;
-	rc = ht_acquire(st, "r", NULL, &h2);
-	char *log = capture_stop(&cap);
-	RC(rc, HF_ESTORAGE);
-	assert_null(h2);
-	assert_non_null(strstr(log, "level=error"));
-	assert_non_null(strstr(log, "fsync of the journal's log failed"));
-	RC(hf_store_health(st, &err), HF_ESTORAGE);
-	/* the unanswered grant was committed: memory, rebuilt from the journal, has it */
-	ht_res v = ht_res_get(st, "r");
-	RC(v.rc, HF_OK);
-	EQ(v.held, 2);
-	RC(ht_put_rc(st, "r", 4, NULL, -1), HF_ESTORAGE);
-
-	capture_start(&cap, env);
-	disk_full(false);
-	bool healthy = wait_healthy(st);
-	log = capture_stop(&cap);
-	assert_true(healthy);
-	hf_hold *h3 = NULL;
-	RC(ht_acquire(st, "r", NULL, &h3), HF_OK);
-	GT(h3->parts[0].fence, h1->parts[0].fence + 1); /* above the kept grant's too */
-	RC(ht_env_reopen(env, &err), HF_OK);
-	v = ht_res_get(env->st, "r");
-	EQ(v.held, 3);
-	EQ(ht_hold_get(env->st, h3->id).state, HF_HOLD_TENTATIVE);
-	hf_hold_free(h1);
-	hf_hold_free(h3);
-}
-
 /* A change that fails leaves no event behind either, and the sequence goes on gap-free. */
 static void commit_failure_keeps_events_gap_free(void **state)
 {
@@ -593,7 +539,6 @@ int main(void)
 		T(commit_failure_rolls_back_and_recovers),
 		T(commit_failure_keeps_events_gap_free),
 		T(commit_real_disk_full),
-		T(sync_failure_keeps_the_commit_and_recovers),
 	};
 	ht_apply_filter();
 	return cmocka_run_group_tests_name("fault", tests, NULL, NULL);

@@ -11,8 +11,7 @@
  * Directory syncs come from two places: the unix VFS syncs the directory the first time it
  * syncs a journal or WAL file it created (and on xDelete with dirSync), and the engine itself
  * (journal.c: rename + fsync of the directory when it creates a store). The engine's
- * rename(2), unlink(2), fsync(2) and fdatasync(2) (its own sync of the WAL) reach us by the
- * linker's --wrap of the test binary.
+ * rename(2), unlink(2) and fsync(2) reach us by the linker's --wrap of the test binary.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -67,7 +66,7 @@ static char g_copy_dir[PATH_MAX];
 /* HF_CRASHVFS_FORGET_SYNCS=1: the model ignores syncs (a disk that lies): the tests must
  * then find acknowledged changes lost. Checks that the checks can fail. */
 static bool g_forget_syncs;
-/* cv_set_sync_delay_us: how long the engine's fdatasync sleeps before it syncs. */
+/* cv_set_sync_delay_us: how long a sync sleeps before it syncs. */
 static _Atomic long g_sync_delay_us;
 
 static uint64_t rnd(void)
@@ -278,6 +277,9 @@ static void file_synced_locked(struct dfile *d)
 static int c_sync(sqlite3_file *f, int flags)
 {
 	struct cfile *c = (struct cfile *)f;
+	long delay = g_sync_delay_us;
+	if (delay > 0)
+		usleep((useconds_t)delay); /* outside the lock: other callers' calls go on meanwhile */
 	pthread_mutex_lock(&g_lock);
 	count_locked();
 	if (fail_now_locked()) {
@@ -606,11 +608,9 @@ long cv_failed(void)
 int __real_rename(const char *from, const char *to);
 int __real_unlink(const char *path);
 int __real_fsync(int fd);
-int __real_fdatasync(int fd);
 int __wrap_rename(const char *from, const char *to);
 int __wrap_unlink(const char *path);
 int __wrap_fsync(int fd);
-int __wrap_fdatasync(int fd);
 
 int __wrap_rename(const char *from, const char *to)
 {
@@ -657,31 +657,5 @@ int __wrap_fsync(int fd)
 		dir_synced_locked();
 		pthread_mutex_unlock(&g_lock);
 	}
-	return rc;
-}
-
-/* The engine's own fdatasync of the WAL (journal.c, hf__journal_sync, on a descriptor of its
- * own): a sync of that file like the VFS's, found by the descriptor's path. */
-int __wrap_fdatasync(int fd)
-{
-	long delay = g_sync_delay_us;
-	if (delay > 0)
-		usleep((useconds_t)delay); /* outside the lock: the writer goes on meanwhile */
-	char link[64], path[PATH_MAX];
-	snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-	ssize_t n = readlink(link, path, sizeof path - 1);
-	pthread_mutex_lock(&g_lock);
-	count_locked();
-	if (fail_now_locked()) {
-		pthread_mutex_unlock(&g_lock);
-		errno = EIO;
-		return -1;
-	}
-	int rc = __real_fdatasync(fd);
-	if (rc == 0 && n > 0) {
-		path[n] = '\0';
-		file_synced_locked(find_live(path));
-	}
-	pthread_mutex_unlock(&g_lock);
 	return rc;
 }

@@ -26,10 +26,9 @@ void cv_cut_now(void);
  * n = 0: none. */
 void cv_set_fail(long n, long burst);
 
-/* The engine's own fdatasync of the WAL (the syncer's) sleeps `us` microseconds before it
- * syncs, as a real disk's flush takes time: commits of the writer then fall during the
- * syncer's fsync (the pipeline of engine.c) instead of between two on tmpfs. Writes made
- * during the sleep are synced by it, as a real fsync may sync them. 0 (default): none. */
+/* Every sync sleeps `us` microseconds before it syncs, as a real disk's flush takes time:
+ * concurrent callers' calls then gather behind a commit's fsync (the engine's group commit)
+ * instead of each finding the writer idle, as on tmpfs. 0 (default): none. */
 void cv_set_sync_delay_us(long us);
 
 /* Writes, syncs and renames counted since the last cv_set_cut / cv_set_fail. */

@@ -14,11 +14,11 @@
  *              every acknowledged grant.
  *   powerloss_concurrent  The same with 8 clients (threads; HF_RELIABILITY_THREADS) of 40
  *              calls each (HF_RELIABILITY_CALLS) on the one store: their own holds and
- *              idempotency keys, shared resources (fences interleave). Commits are then written
- *              while the syncer thread fsyncs the previous ones and answers are released by it
- *              (engine.c's pipeline), which one blocking client never reaches; two cuts in
- *              three make the engine's fsync slow (0.5 or 1 ms, cv_set_sync_delay_us) so that
- *              most commits fall during one. Each ack is written to the pipe the moment its call
+ *              idempotency keys, shared resources (fences interleave). Calls of several
+ *              clients then share commits (the engine's group commit, and answers released
+ *              for a whole batch), which one blocking client never reaches; two cuts in three
+ *              make every sync slow (0.5 or 1 ms, cv_set_sync_delay_us) so that calls gather
+ *              behind it. Each ack is written to the pipe the moment its call
  *              is answered. Runs differ (the interleaving): the calibration run only sizes the
  *              range of N, and a cut beyond a run's end cuts at that end. Checked as powerloss,
  *              plus: no fence is answered twice on a resource.

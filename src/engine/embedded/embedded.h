@@ -220,17 +220,10 @@ int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err);
 void hf__journal_close(struct hf__journal *j);
 /* Loads everything into the state (see hf__state_load_*). */
 int hf__journal_load(struct hf__journal *j, struct hf__state *st, hf_error *err);
-/* Writes the records in one transaction. It is committed (the next load reads it) but
- * durable only once an hf__journal_sync that began after this returned succeeds. On failure
- * the transaction is rolled back: the file holds what it held before. Writer thread only. */
+/* Writes the records in one transaction and returns once it is durable. On failure the
+ * transaction is rolled back: the file holds what was durable before. */
 int hf__journal_write(struct hf__journal *j, const struct hf__jrec *list, hf_error *err);
-/* Makes every transaction written before the call durable (one fdatasync of the WAL). Any
- * thread, also while the writer writes the next transaction. A failure leaves unknown which
- * of those transactions the disk has (the kernel may have dropped the pages it could not
- * write): the caller must stop trusting its memory (see engine.c). */
-int hf__journal_sync(struct hf__journal *j, hf_error *err);
-/* A small write (meta row "probe" = now) and a truncating checkpoint, which tell whether
- * commits and fsyncs work again; on success everything the journal holds is durable. */
+/* A small durable write (meta row "probe" = now) that tells whether commits work again. */
 int hf__journal_probe(struct hf__journal *j, int64_t now, hf_error *err);
 /* Event retention: one pass of the plan of core/retention.h (the newest kept, checkpoints,
  * force) over the journal, on the writer's connection, in autocommit (call it from the writer

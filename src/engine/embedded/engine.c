@@ -2,18 +2,14 @@
  * engine.c — the embedded engine (file:PATH) as an hf__engine_ops table: one lock around
  * the in-memory state, a writer thread that commits batches of journal records (group
  * commit: every change made while one commit runs shares the next, and an event loop's
- * open batch is committed whole), a syncer thread that makes the written commits durable
- * while the writer writes the next ones, and a timer thread that applies lease expiries and
- * wait deadlines when they fall due.
+ * open batch is committed whole), and a timer thread that applies lease expiries and wait
+ * deadlines when they fall due.
  *
  * No answer reveals anything that is not durable: every answer, whether its step wrote
  * records or not, is released only once everything applied before it is on disk (it takes
- * the ticket of the newest batch handed to the writer, and a ticket is durable once an fsync
- * that began after its commit succeeded). A failed commit rolls the memory back to the
- * journal, fails the calls that depended on it, and leaves the store refusing changes until
- * a probe (retried with backoff) succeeds. A failed fsync does the same, with one difference:
- * the commits it covered are in the journal, so they stay, though their calls were failed
- * (the disk may or may not have them until the probe's checkpoint makes the journal durable).
+ * the ticket of the newest batch handed to the writer). A failed commit rolls the memory
+ * back to the journal, fails the calls that depended on it, and leaves the store refusing
+ * changes until a probe commit (retried with backoff) succeeds.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -40,8 +36,6 @@ struct engine {
 	/* Group commit: records waiting for the writer, and calls waiting for their records. */
 	struct hf__jrec *pending_head, *pending_tail;
 	uint64_t appended;   /* batches handed to the writer: a change's ticket */
-	uint64_t written;    /* tickets committed to the journal, durable or not */
-	uint64_t written_seq; /* the last event seq among them */
 	uint64_t durable;    /* tickets on disk */
 	int open_batches;    /* hf_store_batch_begin without its end yet */
 	/* What was pending when the open batch began: the writer may take that much (the
@@ -64,22 +58,6 @@ struct engine {
 	bool writer_due;
 	pthread_cond_t writer_wake;
 	pthread_t writer;
-	/* The syncer: an fsync runs while the writer writes the next batch, instead of between
-	 * batches. */
-	bool syncing;        /* an fsync is running (by either thread) */
-	/* An fsync (or a checkpoint's) failed: nothing more is made durable or answered until the
-	 * writer has rolled back and a probe has made the journal durable again. */
-	bool sync_failed;
-	hf_error sync_error;
-	bool syncer_due, syncer_stop;
-	pthread_cond_t syncer_wake; /* the syncer has work, or must stop */
-	pthread_cond_t synced;      /* an fsync ended */
-	pthread_t syncer;
-	bool syncer_started;
-	/* Gathering (gather_locked): how many callers take part in the pipeline (the calls the
-	 * last fsync answered, and those committed while it ran), and that fsync's duration. */
-	size_t sync_callers;
-	int64_t last_sync_us;
 	/* Timer (system clock only). */
 	pthread_cond_t timer_wake;
 	int64_t timer_due; /* what the timer thread sleeps until */
@@ -97,16 +75,11 @@ struct engine {
  * bounds the events a load folds in memory. */
 #define FOLD_EVERY 4096
 
-static int64_t mono_us(void)
+static int64_t mono_ms(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static int64_t mono_ms(void)
-{
-	return mono_us() / 1000;
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* The store's lines on stderr (hf__log_line, core.h): a store that cannot write
@@ -365,7 +338,7 @@ static struct hf__call *rollback_locked(struct engine *e, const hf_error *cause)
 	e->awaiting_head = e->awaiting_tail = NULL;
 	hf__jrec_free_list(e->pending_head);
 	e->pending_head = e->pending_tail = e->ready_tail = NULL;
-	e->written = e->durable = e->appended; /* nothing is on its way to disk any more */
+	e->durable = e->appended; /* nothing is on its way to disk any more */
 
 	struct hf__effects fx = {0};
 	hf__state_drop_waits(e->st, HF_ESTORAGE, e->degraded_message, &fx);
@@ -460,178 +433,11 @@ static void fold_revisions(struct engine *e, uint64_t last_seq)
 		         err.message);
 }
 
-/* The calls waiting for tickets up to `ticket`, with the lock held. */
-static size_t awaiting_upto_locked(const struct engine *e, uint64_t ticket)
-{
-	size_t n = 0;
-	for (const struct hf__call *c = e->awaiting_head;
-	     c && (uint64_t)(uintptr_t)c->engine_data <= ticket; c = c->next)
-		n++;
-	return n;
-}
-
-/* Tickets up to `ticket` (events up to `seq`) are on disk: returns their calls (*n of them), with
- * the lock held. */
-static struct hf__call *durable_locked(struct engine *e, uint64_t ticket, uint64_t seq, size_t *n)
-{
-	*n = 0;
-	if (ticket <= e->durable)
-		return NULL;
-	struct hf__effects fx = {0};
-	struct hf__call *done = NULL, **tail = &done;
-	e->durable = ticket;
-	hf__state_durable(e->st, seq, &fx);
-	while (e->awaiting_head && (uint64_t)(uintptr_t)e->awaiting_head->engine_data <= ticket) {
-		struct hf__call *c = e->awaiting_head;
-		e->awaiting_head = c->next;
-		c->next = NULL;
-		*tail = c;
-		tail = &c->next;
-		++*n;
-	}
-	if (!e->awaiting_head)
-		e->awaiting_tail = NULL;
-	*tail = fx.done_head;
-	return done;
-}
-
-/* After a failed fsync, with the lock held: the writer rolls back (writer_main), since the
- * journal's connection is its own. Until then nothing is answered as durable. */
-static void sync_failed_locked(struct engine *e, const hf_error *cause)
-{
-	if (e->sync_failed)
-		return;
-	e->sync_failed = true;
-	e->sync_error = *cause;
-	e->writer_due = true;
-}
-
-/* One fsync for everything written so far, with the lock held (released around it); returns
- * the calls to deliver. */
-static struct hf__call *sync_written_locked(struct engine *e)
-{
-	uint64_t ticket = e->written, seq = e->written_seq;
-	e->syncing = true;
-	pthread_mutex_unlock(&e->lock);
-	int64_t began = mono_us();
-	hf_error err = {0};
-	int rc = hf__journal_sync(e->journal, &err);
-	int64_t took = mono_us() - began;
-	pthread_mutex_lock(&e->lock);
-	e->syncing = false;
-	pthread_cond_broadcast(&e->synced);
-	if (rc == HF_OK && !e->sync_failed) {
-		size_t answered;
-		struct hf__call *done = durable_locked(e, ticket, seq, &answered);
-		e->last_sync_us = took;
-		e->sync_callers = answered + awaiting_upto_locked(e, e->written);
-		return done;
-	}
-	sync_failed_locked(e, &err);
-	return NULL;
-}
-
-/* Before an fsync, with the lock held: waits a little for the callers the last fsync answered to
- * come back, so that one fsync carries them all (group commit's "commit delay", as
- * PostgreSQL's commit_delay and MySQL's binlog_group_commit_sync_delay). Without it the callers
- * split into two waves, each fsync carrying one: the callers answered by an fsync send their
- * next calls while the next fsync already runs for the others. It waits only while fewer calls
- * are committed than took part last time, at most GATHER_MAX_US and half the last fsync's
- * duration (on a fast disk waiting would cost more than the fsync saved): a lone caller never
- * waits, and a caller that leaves costs one wait. */
-#define GATHER_MAX_US 200
-static void gather_locked(struct engine *e)
-{
-	int64_t wait_us = e->last_sync_us / 2 < GATHER_MAX_US ? e->last_sync_us / 2 : GATHER_MAX_US;
-	if (e->sync_callers <= 1 || wait_us <= 0)
-		return;
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_nsec += (long)wait_us * 1000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
-	while (awaiting_upto_locked(e, e->written) < e->sync_callers && !e->syncer_stop &&
-	       !e->sync_failed)
-		if (pthread_cond_timedwait(&e->syncer_wake, &e->lock, &until) == ETIMEDOUT)
-			break;
-}
-
-/* Whether the syncer or the writer has an fsync to run. */
-static bool sync_due_locked(const struct engine *e)
-{
-	return e->written > e->durable && !e->syncing && !e->sync_failed;
-}
-
-/* Before a failed commit's rollback: what was written before it is made durable and
- * answered (a rollback must not fail calls whose changes the disk keeps). */
-static struct hf__call *settle_written_locked(struct engine *e)
-{
-	while (e->syncing)
-		pthread_cond_wait(&e->synced, &e->lock);
-	return sync_due_locked(e) ? sync_written_locked(e) : NULL;
-}
-
-static void *syncer_main(void *arg)
-{
-	struct engine *e = arg;
-	pthread_mutex_lock(&e->lock);
-	for (;;) {
-		if (sync_due_locked(e)) {
-			gather_locked(e);
-			if (!sync_due_locked(e))
-				continue;
-			struct hf__call *done = sync_written_locked(e);
-			unlock_and_wake(e);
-			deliver(done);
-			pthread_mutex_lock(&e->lock);
-			continue;
-		}
-		if (e->syncer_stop)
-			break;
-		e->syncer_due = false;
-		while (!e->syncer_due && !e->syncer_stop)
-			pthread_cond_wait(&e->syncer_wake, &e->lock);
-	}
-	pthread_mutex_unlock(&e->lock);
-	return NULL;
-}
-
-/* After a commit, outside the lock: retention, the fold and the WAL's checkpoint, which
- * SQLite would have run inside the commit. A checkpoint syncs the WAL first: its failure is
- * a failed fsync. */
-static void after_commit(struct engine *e, bool trim, uint64_t seq)
-{
-	if (trim)
-		trim_events(e, seq); /* folds too */
-	else
-		fold_revisions(e, seq);
-	hf_error cerr = {0};
-	if (hf__journal_checkpoint(e->journal, &cerr) != HF_OK) {
-		log_line("warn", "WAL checkpoint failed", e->path, cerr.message);
-		pthread_mutex_lock(&e->lock);
-		sync_failed_locked(e, &cerr);
-		pthread_mutex_unlock(&e->lock); /* the writer itself goes on to the rollback */
-	}
-}
-
 static void *writer_main(void *arg)
 {
 	struct engine *e = arg;
 	pthread_mutex_lock(&e->lock);
 	for (;;) {
-		if (e->sync_failed) {
-			/* Wait for a running fsync: its success must not be taken for its commits'. */
-			while (e->syncing)
-				pthread_cond_wait(&e->synced, &e->lock);
-			struct hf__call *done = rollback_locked(e, &e->sync_error);
-			e->sync_failed = false;
-			pthread_mutex_unlock(&e->lock);
-			deliver(done);
-			pthread_mutex_lock(&e->lock);
-			continue;
-		}
 		/* An open batch is still growing: only what came before it is taken. At close
 		 * nothing waits for it. */
 		bool held = e->open_batches && !e->stopping;
@@ -671,44 +477,38 @@ static void *writer_main(void *arg)
 		int rc = hf__journal_write(e->journal, batch, &err);
 		hf__jrec_free_list(batch);
 
+		struct hf__effects fx = {0};
 		pthread_mutex_lock(&e->lock);
-		struct hf__call *done = NULL;
-		bool wake_syncer = false;
+		struct hf__call *done = NULL, **tail = &done;
 		if (rc != HF_OK) {
-			/* What was written before answers first; a failed fsync there is rolled back
-			 * with this. */
-			done = settle_written_locked(e);
-			struct hf__call *failed = rollback_locked(e, &err), **tail = &failed;
-			e->sync_failed = false;
-			while (*tail)
-				tail = &(*tail)->next;
-			*tail = done;
-			done = failed;
-		} else if (ticket > e->written) {
-			e->written = ticket;
-			e->written_seq = seq;
-			/* The syncer flushes this while the writer goes on to the next batch. When
-			 * nobody else is coming (nothing pending, and this commit carries as many calls
-			 * as the last fsync answered: a lone caller, or a hand-off's release and grant)
-			 * there is nothing to overlap or gather, and the hand-off to the syncer would
-			 * only add a thread wake-up: the writer syncs. Syncing here whenever nothing
-			 * was pending was measured and dropped: the next batch's calls, arriving during
-			 * that fsync, waited for it, and 3 fsyncs in 4 were the writer's under 32
-			 * clients. */
-			bool alone = !e->pending_head && !e->open_batches &&
-			             awaiting_upto_locked(e, e->written) >= e->sync_callers;
-			if (alone && sync_due_locked(e))
-				done = sync_written_locked(e);
-			wake_syncer = sync_due_locked(e);
-			e->syncer_due |= wake_syncer;
+			done = rollback_locked(e, &err);
+		} else {
+			e->durable = ticket;
+			hf__state_durable(e->st, seq, &fx);
+			while (e->awaiting_head &&
+			       (uint64_t)(uintptr_t)e->awaiting_head->engine_data <= ticket) {
+				struct hf__call *c = e->awaiting_head;
+				e->awaiting_head = c->next;
+				c->next = NULL;
+				*tail = c;
+				tail = &c->next;
+			}
+			if (!e->awaiting_head)
+				e->awaiting_tail = NULL;
+			*tail = fx.done_head;
 		}
 		bool trim = rc == HF_OK && trim_due_locked(e, seq);
 		pthread_mutex_unlock(&e->lock);
-		if (wake_syncer)
-			pthread_cond_signal(&e->syncer_wake);
 		deliver(done);
-		if (rc == HF_OK)
-			after_commit(e, trim, seq);
+		if (trim)
+			trim_events(e, seq); /* folds too */
+		else if (rc == HF_OK)
+			fold_revisions(e, seq);
+		/* The WAL's checkpoint, which SQLite would have run inside the commit, before its
+		 * answers: now that they are out. */
+		hf_error cerr = {0};
+		if (rc == HF_OK && hf__journal_checkpoint(e->journal, &cerr) != HF_OK)
+			log_line("warn", "WAL checkpoint failed", e->path, cerr.message);
 		pthread_mutex_lock(&e->lock);
 	}
 	pthread_mutex_unlock(&e->lock);
@@ -745,29 +545,13 @@ static void *timer_main(void *arg)
 	return NULL;
 }
 
-/* Stops the syncer once it has made everything written durable (the writer is gone). */
-static void stop_syncer(struct engine *e)
-{
-	if (!e->syncer_started)
-		return;
-	pthread_mutex_lock(&e->lock);
-	e->syncer_stop = true;
-	pthread_cond_signal(&e->syncer_wake);
-	pthread_mutex_unlock(&e->lock);
-	pthread_join(e->syncer, NULL);
-	e->syncer_started = false;
-}
-
 static void engine_free(struct engine *e)
 {
-	stop_syncer(e);
 	hf__state_free(e->st);
 	hf__journal_close(e->journal);
 	free(e->path);
 	pthread_cond_destroy(&e->timer_wake);
 	pthread_cond_destroy(&e->writer_wake);
-	pthread_cond_destroy(&e->syncer_wake);
-	pthread_cond_destroy(&e->synced);
 	pthread_mutex_destroy(&e->lock);
 	free(e);
 }
@@ -790,8 +574,6 @@ static int engine_open(hf_store *store, const char *url, const hf_options *opt, 
 	e->timer_due = INT64_MAX;
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_cond_init(&e->writer_wake, NULL);
-	pthread_cond_init(&e->syncer_wake, NULL);
-	pthread_cond_init(&e->synced, NULL);
 	pthread_cond_init(&e->timer_wake, NULL);
 	int rc;
 	if (!(e->path = hf__strdup(path)) || !(e->st = hf__state_new(opt))) {
@@ -803,11 +585,6 @@ static int engine_open(hf_store *store, const char *url, const hf_options *opt, 
 		goto fail;
 	hf__trim_policy_from(&e->trim, opt);
 	e->trimmed_upto = hf__journal_trimmed_upto(e->journal);
-	if ((errno = pthread_create(&e->syncer, NULL, syncer_main, e)) != 0) {
-		rc = hf__err(err, HF_EINTERNAL, "cannot start the journal syncer: %s", strerror(errno));
-		goto fail;
-	}
-	e->syncer_started = true;
 	if ((errno = pthread_create(&e->writer, NULL, writer_main, e)) != 0) {
 		rc = hf__err(err, HF_EINTERNAL, "cannot start the journal writer: %s", strerror(errno));
 		goto fail;
@@ -842,9 +619,8 @@ static void engine_close(void *engine)
 	deliver(now_done);
 	if (e->own_timer)
 		pthread_join(e->timer, NULL);
-	/* The writer drains what is pending before it stops, and the syncer makes it durable. */
+	/* The writer drains what is pending before it stops: every change is durable. */
 	pthread_join(e->writer, NULL);
-	stop_syncer(e);
 	/* A clean close leaves nothing for the next load to fold (the writer is gone: the
 	 * journal is ours). */
 	hf_error err = {0};

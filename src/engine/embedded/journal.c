@@ -1,9 +1,7 @@
 /*
  * journal.c — the embedded engine's SQLite file: its schema and format check, loading it
- * into the state, writing one batch of records per transaction (WAL, synchronous=NORMAL),
- * making the written transactions durable with one fsync of the WAL (hf__journal_sync, which
- * another thread may run while the next transaction is written), and reading old events on a
- * separate connection.
+ * into the state, writing one batch of records per durable transaction (WAL,
+ * synchronous=FULL), and reading old events on a separate connection.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -150,26 +148,18 @@ static const char *const write_sql[][2] = {
 /* Fault injection for tests (SQLite's test VFS habit), from HF_TEST_JOURNAL_FAULTS at open:
  * "delay_ms=N" sleeps N ms before every commit (a slow fsync); "fail=N" makes N commits fail
  * as if the disk were full, after "fail_after=K" commits that succeed (commits and probes
- * count alike); "fail_while=PATH" fails every commit while PATH exists (a disk-full switch);
- * "sync_fail_while=PATH" fails every fsync of the WAL while PATH exists (an I/O error the
- * disk reports only at the flush); "sync_delay_us=N" makes every fsync of the WAL N µs slower
- * (a slow disk under a store on tmpfs, for benchmarks of the commit pipeline). Unset (always,
- * outside tests): no effect. */
+ * count alike); "fail_while=PATH" fails every commit while PATH exists (a disk-full switch).
+ * Unset (always, outside tests): no effect. */
 struct faults {
-	long delay_ms, fail_after, fail, sync_delay_us;
+	long delay_ms, fail_after, fail;
 	long commits;
 	char fail_while[512];
-	char sync_fail_while[512];
 };
 
 struct hf__journal {
 	struct faults faults;
 	char *path;
 	int lock_fd; /* PATH.lock, flock()ed for as long as the store is open */
-	/* PATH-wal, our own descriptor of the WAL's file for hf__journal_sync. It stays the file
-	 * SQLite writes: SQLite removes or replaces the WAL only when the last connection closes
-	 * (or the journal mode changes, which this file never does), and ours close with it. */
-	int wal_fd;
 	sqlite3 *db;     /* the writer's connection; used by one thread at a time */
 	sqlite3_stmt *put[N_TABLES][2];
 	sqlite3_stmt *begin, *commit, *rollback;
@@ -399,11 +389,6 @@ static void faults_parse(struct faults *f, const char *spec)
 		else if (strncmp(p, "fail_while=", 11) == 0)
 			snprintf(f->fail_while, sizeof(f->fail_while), "%.*s",
 			         (int)strcspn(p + 11, ","), p + 11);
-		else if (strncmp(p, "sync_delay_us=", 14) == 0)
-			f->sync_delay_us = v;
-		else if (strncmp(p, "sync_fail_while=", 16) == 0)
-			snprintf(f->sync_fail_while, sizeof(f->sync_fail_while), "%.*s",
-			         (int)strcspn(p + 16, ","), p + 16);
 		p = strchr(p, ',');
 		p = p ? p + 1 : NULL;
 	}
@@ -508,8 +493,8 @@ static void note_revisions(struct hf__journal *j, const hf_event *ev)
  * that takes the WAL past 1,000 pages, before that commit's answers go out: every ~110th lock
  * pair waited for it (copying the pages back into the database, and two fsyncs). This WAL hook
  * takes the place of the auto-checkpoint (sqlite3_wal_hook replaces it) and only counts; the
- * writer runs the checkpoint after the commit, while the syncer makes that commit durable and
- * its answers go out (hf__journal_checkpoint): PASSIVE from CHECKPOINT_PAGES (it waits for no reader), and from
+ * writer runs the checkpoint after the commit, once its answers are out
+ * (hf__journal_checkpoint): PASSIVE from CHECKPOINT_PAGES (it waits for no reader), and from
  * CHECKPOINT_TRUNCATE (the readers held back every passive one) in full, waiting for readers
  * up to TRUNCATE_WAIT_MS, and truncating the WAL: it stays under about 64 MiB (4 KiB pages)
  * unless a reader holds it longer.
@@ -603,7 +588,6 @@ int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err)
 	faults_parse(&j->faults, getenv("HF_TEST_JOURNAL_FAULTS"));
 	pthread_mutex_init(&j->read_lock, NULL);
 	j->lock_fd = -1;
-	j->wal_fd = -1;
 	int rc;
 	/* Two stores over one file would each trust their own memory: refuse the second.
 	 * flock, not fcntl: fcntl locks do not conflict within a process, and SQLite uses them
@@ -662,20 +646,6 @@ int hf__journal_open(const char *path, struct hf__journal **out, hf_error *err)
 	    (schema < SCHEMA_NUMBER && (rc = migrate(j->db, path, schema, err)) != HF_OK) ||
 	    (rc = exec(j->db, HF__SAGAS_SCHEMA_SQL, err)) != HF_OK)
 		goto fail;
-	/* From here a commit does not wait for the disk: the engine makes commits durable with
-	 * hf__journal_sync, on a thread of its own, while the next batch is written (group
-	 * commit in a pipeline; docs/operations.md, "Durability"). NORMAL keeps every fsync that
-	 * guards the file's integrity: the WAL's before a checkpoint copies it into the database,
-	 * the database's after, and the WAL header's when the log starts over. */
-	if ((rc = exec(j->db, "PRAGMA synchronous=NORMAL", err)) != HF_OK)
-		goto fail;
-	char wal[4200];
-	snprintf(wal, sizeof(wal), "%s-wal", path);
-	if ((j->wal_fd = open(wal, O_RDWR | O_CLOEXEC)) < 0) {
-		rc = hf__err(err, HF_ESTORAGE, "cannot open the store's log '%s': %s", wal,
-		             strerror(errno));
-		goto fail;
-	}
 	/* Checkpoints off the commit path: this hook replaces SQLite's auto-checkpoint. */
 	sqlite3_wal_hook(j->db, wal_hook, j);
 	j->checkpoint_mark = CHECKPOINT_PAGES;
@@ -730,8 +700,6 @@ void hf__journal_close(struct hf__journal *j)
 	sqlite3_close(j->reader);
 	sqlite3_close(j->db);
 	pthread_mutex_destroy(&j->read_lock);
-	if (j->wal_fd >= 0)
-		close(j->wal_fd);
 	if (j->lock_fd >= 0)
 		close(j->lock_fd); /* releases the flock */
 	free(j->path);
@@ -1016,45 +984,13 @@ int hf__journal_write(struct hf__journal *j, const struct hf__jrec *list, hf_err
 	return commit(j, err);
 }
 
-int hf__journal_sync(struct hf__journal *j, hf_error *err)
-{
-	const char *injected = j->faults.sync_fail_while;
-	if (injected[0] && access(injected, F_OK) == 0)
-		return hf__err(err, HF_ESTORAGE,
-		               "fsync of the journal's log failed: Input/output error (injected fault)");
-	if (j->faults.sync_delay_us > 0) {
-		struct timespec ts = {.tv_sec = j->faults.sync_delay_us / 1000000,
-		                      .tv_nsec = (j->faults.sync_delay_us % 1000000) * 1000L};
-		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-			;
-	}
-	while (fdatasync(j->wal_fd) != 0)
-		if (errno != EINTR)
-			return hf__err(err, HF_ESTORAGE, "fsync of the journal's log failed: %s",
-			               strerror(errno));
-	return HF_OK;
-}
-
 int hf__journal_probe(struct hf__journal *j, int64_t now, hf_error *err)
 {
 	struct hf__jrec rec = {.table = HF__J_META, .key = "probe"};
 	char body[32];
 	snprintf(body, sizeof(body), "%lld", (long long)now);
 	rec.body = body;
-	int rc = hf__journal_write(j, &rec, err);
-	if (rc != HF_OK)
-		return rc;
-	/* After a failed fsync the kernel may have dropped pages of the WAL it could not write,
-	 * and a later fsync does not write them again: the log on disk may have a hole, behind
-	 * which a crash's recovery would drop every later commit. A truncating checkpoint copies
-	 * the whole log (from memory) into the database, syncs both and starts the log over. */
-	int log = -1, done = -1;
-	int src = sqlite3_wal_checkpoint_v2(j->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, &log, &done);
-	if (src != SQLITE_OK)
-		return db_err(err, j->db, HF_ESTORAGE, "checkpoint of the journal failed");
-	j->wal_frames = 0;
-	j->checkpoint_mark = CHECKPOINT_PAGES;
-	return hf__journal_sync(j, err); /* and the engine's own sync works again */
+	return hf__journal_write(j, &rec, err);
 }
 
 int hf__journal_read_events(struct hf__journal *j, uint64_t after, uint64_t upto, size_t limit,
