@@ -22,14 +22,14 @@ import sys
 import tempfile
 import time
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "server"))
+from hfserver import free_port  # noqa: E402
+from latency import Holdfastd  # noqa: E402  (a holdfastd on a fresh file: store, ready)
 
 
 def wait_port(port, seconds=10):
+    """Waits for redis-server to listen."""
     deadline = time.time() + seconds
     while time.time() < deadline:
         try:
@@ -62,24 +62,18 @@ def main():
     args = ap.parse_args()
     builds = [b.split("=", 1) for b in args.builds]
     tmp = tempfile.mkdtemp(prefix="hf-ab.", dir=args.dir)
-    procs = []
+    servers, redis = {}, None
     try:
-        ports = {}
         for name, path in builds:
             os.makedirs(f"{tmp}/{name}")
-            ports[name] = free_port()
-            procs.append(subprocess.Popen(
-                [path, "--listen", f"127.0.0.1:{ports[name]}", "--engine",
-                 f"file:{tmp}/{name}/store.db", "--log-level", "warn"],
-                stderr=subprocess.DEVNULL))
+            servers[name] = Holdfastd(path, f"{tmp}/{name}/store.db", f"{tmp}/{name}/log")
         rport = free_port()
         os.makedirs(f"{tmp}/aof")
-        procs.append(subprocess.Popen(
+        redis = subprocess.Popen(
             ["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "yes", "--appendfsync", "always", "--dir", f"{tmp}/aof"],
-            stdout=subprocess.DEVNULL))
-        for p in list(ports.values()) + [rport]:
-            wait_port(p)
+            stdout=subprocess.DEVNULL)
+        wait_port(rport)
         peer = ["--peer", "redis-setnx" if args.scenario == 1 else "redis-decrby",
                 "--redis", f"127.0.0.1:{rport}"]
         rows = []
@@ -88,7 +82,7 @@ def main():
         for r in range(args.rounds):
             row = {"load": os.getloadavg()[0]}
             for name, _ in builds:
-                row[name] = run_bench(args, ["--server", f"http://127.0.0.1:{ports[name]}"])
+                row[name] = run_bench(args, ["--server", servers[name].url])
             row["redis-aof"] = run_bench(args, peer)
             rows.append(row)
             print(f"round {r + 1} (load {row['load']:.2f}): " + " | ".join(
@@ -102,10 +96,11 @@ def main():
                   f"always {to_peer:.2f}; acquire p50 {p50:.3f} ms")
         print(f"redis-aof: acquire p50 {statistics.median(r['redis-aof'][1] for r in rows):.3f} ms")
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait()
+        for srv in servers.values():
+            srv.stop()
+        if redis:
+            redis.terminate()
+            redis.wait()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -456,7 +456,7 @@ static void *client_main(void *arg)
 }
 
 /* The child: `threads` clients (1: the fixed, deterministic run) of `steps` calls each on one
- * store, with the power cut at operation `cut`, the engine's fsyncs taking `sync_delay_us`
+ * store, with the power cut at operation `cut`, every sync taking `sync_delay_us` more
  * (cv_set_sync_delay_us). A run that ends before its cut (0: never) sends A_OPS with the
  * operations it made, then cuts the power. */
 static void child_main(const char *store, const char *copy, long cut, uint64_t seed, int fd,
@@ -584,9 +584,9 @@ static int powerloss(uint64_t seed0, int cuts, int steps, int threads)
 		rm_tree(copy);
 		mkdir(dir, 0700);
 		mkdir(copy, 0700);
-		/* Several clients: two cuts in three with fsyncs that take 0.5 or 1 ms, during which
-		 * the writer commits the next batch (on tmpfs most commits would fall between two
-		 * fsyncs); the third with instant ones. */
+		/* Several clients: two cuts in three with syncs that take 0.5 or 1 ms, during which
+		 * the other clients' calls gather for the next commit (on tmpfs each call would
+		 * mostly find the writer idle); the third with instant ones. */
 		long delay = threads > 1 ? (long)(seed % 3) * 500 : 0, ops;
 		int n = run_child(store, copy, cut, seed, acks, steps, threads, delay, &ops);
 		bool had_store = access(copied, F_OK) == 0;
