@@ -32,6 +32,10 @@ int hf__random_hex(char *buf, size_t n);
 /* A new hold's id and token, from one getrandom call (one syscall per grant, not two). */
 int hf__random_id_token(char id[HF_ID_LEN + 1], char token[HF_TOKEN_LEN + 1]);
 
+/* Names the calling thread (at most 15 bytes are kept), as `top -H`, `ps -L` and perf show
+ * it. */
+void hf__thread_name(const char *name);
+
 /* Validation of user input: HF_OK, or HF_EINVAL with a message naming the field. */
 int hf__check_name(const char *field, const char *s, size_t max, hf_error *err);
 int hf__check_idempotency_key(const char *key, hf_error *err);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -158,4 +159,9 @@ void hf__log_line(const char *level, const char *engine, const char *msg, const 
 	if (n > 0)
 		fwrite(line, 1, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1, stderr);
 	fflush(stderr);
+}
+
+void hf__thread_name(const char *name)
+{
+	(void)prctl(PR_SET_NAME, name, 0, 0, 0); /* a label only: a failure changes nothing */
 }

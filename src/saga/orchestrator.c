@@ -158,6 +158,7 @@ static void log_paused(const char *id, const char *error)
 static void *worker(void *arg)
 {
 	struct hf__orch *o = arg;
+	hf__thread_name("hf-saga");
 	struct entry *e;
 	while ((e = take(o))) {
 		hf_error err = {0};
@@ -223,6 +224,7 @@ static int queue_state(struct hf__orch *o, const char *state, bool unowned, hf_e
 static void *rescanner(void *arg)
 {
 	struct hf__orch *o = arg;
+	hf__thread_name("hf-saga-scan");
 	pthread_mutex_lock(&o->lock);
 	while (!o->stop) {
 		/* o->wake is broadcast for every saga's change: wait out the whole period. */

@@ -436,6 +436,7 @@ static void fold_revisions(struct engine *e, uint64_t last_seq)
 static void *writer_main(void *arg)
 {
 	struct engine *e = arg;
+	hf__thread_name("hf-writer");
 	pthread_mutex_lock(&e->lock);
 	for (;;) {
 		/* An open batch is still growing: only what came before it is taken. At close
@@ -518,6 +519,7 @@ static void *writer_main(void *arg)
 static void *timer_main(void *arg)
 {
 	struct engine *e = arg;
+	hf__thread_name("hf-timer");
 	pthread_mutex_lock(&e->lock);
 	while (!e->stopping) {
 		if (e->failed || e->degraded) {

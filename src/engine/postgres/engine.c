@@ -149,6 +149,7 @@ static void forget_later(struct pg *e, int64_t ticket)
 static void *worker_main(void *arg)
 {
 	struct pg *e = arg;
+	hf__thread_name("hf-pg-worker");
 	struct hf__pgc c = {.conf = &e->conf};
 	pthread_mutex_lock(&e->mu);
 	for (;;) {
@@ -285,6 +286,7 @@ static int cmp_i64(const void *a, const void *b)
 static void *waiter_main(void *arg)
 {
 	struct pg *e = arg;
+	hf__thread_name("hf-pg-waiter");
 	struct hf__pgc c = {.conf = &e->conf};
 	struct pwait *list = NULL;
 	struct forgets forgets = {0}; /* rows to remove once the database is back */

@@ -1423,6 +1423,7 @@ static void close_all(struct redis_engine *eng)
 static void *worker_main(void *arg)
 {
 	struct redis_engine *eng = arg;
+	hf__thread_name("hf-redis");
 	for (;;) {
 		pthread_mutex_lock(&eng->lock);
 		for (;;) {
@@ -1604,6 +1605,7 @@ static bool sub_closing(struct redis_engine *eng)
 static void *sub_main(void *arg)
 {
 	struct redis_engine *eng = arg;
+	hf__thread_name("hf-redis-sub");
 	struct hf__redis_node moved = {{0}, 0}; /* a MOVED answered to SUBSCRIBE: go there next */
 	while (!sub_closing(eng)) {
 		char why[200];

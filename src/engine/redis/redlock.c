@@ -1011,6 +1011,7 @@ static void handle(struct rl_engine *e, struct hf__call *call)
 static void *worker_main(void *arg)
 {
 	struct rl_engine *e = arg;
+	hf__thread_name("hf-redlock");
 	for (;;) {
 		pthread_mutex_lock(&e->lock);
 		while (!e->closing && hf__mailbox_empty(&e->mailbox)) {
