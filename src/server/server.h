@@ -76,6 +76,7 @@ struct hf__server {
 	struct event *drain_ev;    /* periodic while draining */
 	struct event *batch_ev;    /* ends the loop turn's store batch (hf__srv_submit) */
 	bool batch_open;
+	struct evbuffer *answer;   /* an answer being written, before it goes out (http.c) */
 	void *tls;                 /* SSL_CTX when serving TLS */
 	bool draining;             /* SIGTERM seen: no new work */
 	int64_t drain_deadline_ms; /* monotonic */
