@@ -998,6 +998,24 @@ static void handle_reply(struct redis_engine *eng, struct job *jb, redisReply *r
 	json_decref(j);
 }
 
+/* Makes argv[0] and argv[1] of a job cmd and arg (the job fails when out of memory). */
+static bool job_set_call(struct redis_engine *eng, struct job *jb, const char *cmd,
+                         const char *arg, size_t arg_len)
+{
+	free(jb->argv[0]);
+	free(jb->argv[1]);
+	jb->argv[0] = hf__strdup(cmd);
+	jb->argv[1] = hf__strdup(arg);
+	jb->argl[0] = strlen(cmd);
+	jb->argl[1] = arg_len;
+	if (jb->argv[0] && jb->argv[1])
+		return true;
+	jb->retry = false;
+	jb->again = HF__REDIR_NONE;
+	job_failed(eng, jb, HF_ENOMEM, "out of memory");
+	return false;
+}
+
 /* Points a job at the code the connection has: FCALL of the library or EVALSHA of the script
  * (one built before a reconnect may name the other); an EVAL stays one. */
 static bool job_target(struct redis_engine *eng, struct job *jb)
@@ -1007,18 +1025,7 @@ static bool job_target(struct redis_engine *eng, struct job *jb)
 	if (strcmp(jb->argv[0], "EVAL") == 0 ||
 	    (strcmp(jb->argv[0], cmd) == 0 && strcmp(jb->argv[1], name) == 0))
 		return true;
-	free(jb->argv[0]);
-	free(jb->argv[1]);
-	jb->argv[0] = hf__strdup(cmd);
-	jb->argv[1] = hf__strdup(name);
-	jb->argl[0] = strlen(cmd);
-	jb->argl[1] = strlen(name);
-	if (jb->argv[0] && jb->argv[1])
-		return true;
-	jb->retry = false;
-	jb->again = HF__REDIR_NONE;
-	job_failed(eng, jb, HF_ENOMEM, "out of memory");
-	return false;
+	return job_set_call(eng, jb, cmd, name, strlen(name));
 }
 
 /* Makes a job an EVAL with the script's text (after NOSCRIPT, or for an ASK). */
@@ -1026,18 +1033,7 @@ static bool job_to_eval(struct redis_engine *eng, struct job *jb)
 {
 	if (strcmp(jb->argv[0], "EVAL") == 0)
 		return true;
-	free(jb->argv[0]);
-	free(jb->argv[1]);
-	jb->argv[0] = hf__strdup("EVAL");
-	jb->argv[1] = hf__strdup(hf__redis_script);
-	jb->argl[0] = 4;
-	jb->argl[1] = hf__redis_script_len;
-	if (jb->argv[0] && jb->argv[1])
-		return true;
-	jb->retry = false;
-	jb->again = HF__REDIR_NONE;
-	job_failed(eng, jb, HF_ENOMEM, "out of memory");
-	return false;
+	return job_set_call(eng, jb, "EVAL", hf__redis_script, hf__redis_script_len);
 }
 
 /* ASK: ASKING and then the call, once, on the node named, over a connection of its own —
