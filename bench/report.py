@@ -90,6 +90,15 @@ def grants(name):
     return get(name, "throughput", "grants_per_s")
 
 
+def requests(name):
+    return get(name, "throughput", "requests_per_s")
+
+
+def per_grant(name):
+    """Requests (commands, calls) a grant took: what the scenario's flow asks of each side."""
+    return ratio(requests(name), grants(name))
+
+
 def status(name):
     r = runs.get(name)
     if r is None:
@@ -171,14 +180,16 @@ def rfmt(x):
 
 def peers_table():
     rows = ["| scenario | peer pattern | peer grants/s | holdfast HTTP grants/s | **ratio HTTP/peer** "
+            "| requests per grant, peer / HTTP | ratio of requests/s, HTTP/peer "
             "| holdfast library grants/s | ratio library/peer | peer acquire p50 / p99 | holdfast HTTP p50 / p99 | CPU peer server / bench / others | peer checks |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for s, label, name in PAIRS:
         http, eng = "holdfast-http-s%d" % s, "holdfast-engine-s%d" % s
         pl = get(name, "latency_ms", "acquire") or {}
         hl = get(http, "latency_ms", "acquire") or {}
-        rows.append("| {} | {} | {} | {} | **{}** | {} | {} | {} / {} | {} / {} | {} | {} |".format(
+        rows.append("| {} | {} | {} | {} | **{}** | {} / {} | {} | {} | {} | {} / {} | {} / {} | {} | {} |".format(
             SCEN[s], label, fmt(grants(name)), fmt(grants(http)), rfmt(ratio(grants(http), grants(name))),
+            fmt(per_grant(name), 2), fmt(per_grant(http), 2), rfmt(ratio(requests(http), requests(name))),
             fmt(grants(eng)), rfmt(ratio(grants(eng), grants(name))), ms(pl.get("p50")), ms(pl.get("p99")),
             ms(hl.get("p50")), ms(hl.get("p99")), cpu_cell(name), status(name)))
     return "\n".join(rows)
