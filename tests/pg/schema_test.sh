@@ -195,4 +195,16 @@ want_slots 40 "after version 10's acquire"
 	{ echo "schema_test: version 10's acquire over the limit was not refused" >&2; exit 1; }
 psql -c "TRUNCATE hf_test.resources" >/dev/null
 want_slots 0 "after a TRUNCATE"
+# The slots take a transaction's net count at its commit: many rows by one statement, rows
+# dropped, a savepoint rolled back; a TRUNCATE then inserts.
+psql -c "BEGIN; INSERT INTO hf_test.resources (name, capacity, version, declared)
+  SELECT 'm' || i, 1, 1, true FROM generate_series(1, 500) i;
+  DELETE FROM hf_test.resources WHERE name LIKE 'm1%'; SAVEPOINT s;
+  INSERT INTO hf_test.resources (name, capacity, version, declared) VALUES ('x', 1, 1, true);
+  ROLLBACK TO s; COMMIT" >/dev/null
+want_slots 389 "after a transaction of 500 inserts and 111 deletes"
+# (PostgreSQL refuses a TRUNCATE after rows changed in its transaction: pending trigger events.)
+psql -c "BEGIN; TRUNCATE hf_test.resources;
+  INSERT INTO hf_test.resources (name, capacity, version, declared) VALUES ('z', 1, 1, true); COMMIT" >/dev/null
+want_slots 1 "after a TRUNCATE and an insert in one transaction"
 echo "schema_test: a version-9 store migrates to 10; live_resources counts the resources"
