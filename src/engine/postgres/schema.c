@@ -944,6 +944,7 @@ static const char *const migrations[] = {
 	 * row updated n times in one transaction costs O(n) per update: 100,000 took 150 s).
 	 * Until then the count is carried in a setting local to the transaction, by a row
 	 * trigger (a statement trigger would run for every grant's INSERT that adds nothing).
+	 * (Settings by assignments, not PERFORM: an expression, not a statement of its own.)
 	 * A TRUNCATE empties the slots (PostgreSQL refuses one after rows changed in its
 	 * transaction). The table lock first: no writer is half-way while the rows are counted. */
 	"LOCK TABLE resources IN SHARE ROW EXCLUSIVE MODE; "
@@ -953,7 +954,7 @@ static const char *const migrations[] = {
 	"CREATE FUNCTION live_resources_delta() RETURNS trigger LANGUAGE plpgsql AS $$ "
 	" DECLARE k text := 'holdfast.resources_' || TG_RELID; "
 	" BEGIN "
-	"  PERFORM set_config(k, (coalesce(nullif(current_setting(k, true), ''), '0')::bigint "
+	"  k := set_config(k, (coalesce(nullif(current_setting(k, true), ''), '0')::bigint "
 	"   + CASE TG_OP WHEN 'INSERT' THEN 1 ELSE -1 END)::text, true); "
 	"  RETURN NULL; "
 	" END $$; "
@@ -966,7 +967,7 @@ static const char *const migrations[] = {
 	"  ELSIF d <> 0 THEN UPDATE live_resources SET n = n + d WHERE slot = pg_backend_pid() % 64; "
 	"  ELSE RETURN NULL; "
 	"  END IF; "
-	"  PERFORM set_config(k, '0', true); "
+	"  k := set_config(k, '0', true); "
 	"  RETURN NULL; "
 	" END $$; "
 	"CREATE TRIGGER live_resources_delta AFTER INSERT OR DELETE ON resources "
