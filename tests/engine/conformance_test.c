@@ -2022,6 +2022,53 @@ static void limit_max_resources(void **state)
 	RC(ht_put_rc(ST, "c", 1, NULL, -1), HF_OK);
 }
 
+/* Fills the store to max_resources (3) with implicit names, a multi-resource acquire: one
+ * more name is refused, by every path that would create it; the hold's release frees all
+ * three places. */
+static void fill_to_max_resources(void **state, const char *key)
+{
+	hf_hold *h = ACQ("f1@1,f2@1,f3@1", &(ht_acq){.key = key});
+	RC(ht_acquire(ST, "f4@1", NULL, NULL), HF_ELIMIT);
+	RC(ht_acquire(ST, "f4@1,f1@1", &(ht_acq){.any = true}, NULL), HF_ELIMIT);
+	RC(ht_acquire(ST, "f4@1", &(ht_acq){.key = "fill-over"}, NULL), HF_ELIMIT);
+	RC(ht_put_rc(ST, "f4", 1, NULL, -1), HF_ELIMIT);
+	RC(ht_release_rc(ST, h), HF_OK);
+	hf_hold_free(h);
+}
+
+/* The resource count under max_resources follows creations and drops by every path: implicit
+ * names made by acquires (one or several names, with or without an idempotency key, by a
+ * waiter's grant) and dropped by releases, declared ones made and deleted; after each, the
+ * store takes exactly max_resources names again. (On postgres:// the count is kept apart
+ * from the rows since schema 10: a path that forgot it would show here.) */
+static void limit_max_resources_paths(void **state)
+{
+	NEED_STORE_OPTIONS();
+	ht_env_close(ENV);
+	ENV->opt.max_resources = 3;
+	reopen_with_options(state);
+	fill_to_max_resources(state, NULL);
+	fill_to_max_resources(state, "fill-key");
+	must_put(ST, "d", 1);
+	RC(ht_acquire(ST, "f1@1,f2@1,f3@1", NULL, NULL), HF_ELIMIT);
+	hf_reply_free(ht_delete(ST, "d", -1));
+	RC(ht_res_get(ST, "d").rc, HF_ENORESOURCE);
+	fill_to_max_resources(state, NULL);
+	/* a waiter parked on an implicit name is granted it, then releases it */
+	hf_hold *h = ACQ("q@1", NULL);
+	ht_pending w;
+	RC(ht_submit_acquire(ST, "q@1", &(ht_acq){.wait_ms = 600000}, &w), HF_OK);
+	must_park(ST, "q", 1);
+	RC(ht_release_rc(ST, h), HF_OK);
+	must_complete(ST, &w);
+	RC(ht_pending_rc(&w), HF_OK);
+	RC(ht_release_rc(ST, w.reply->hold), HF_OK);
+	RC(ht_res_get(ST, "q").rc, HF_ENORESOURCE);
+	fill_to_max_resources(state, "fill-key-2");
+	hf_hold_free(h);
+	ht_pending_clear(&w);
+}
+
 /* ======================= the asynchronous API ======================= */
 
 struct async_rec {
@@ -4413,6 +4460,7 @@ int main(void)
 		T(limit_counts_go_down),
 		TR(rt_limit_counts_go_down),
 		T(limit_max_resources),
+		T(limit_max_resources_paths),
 		T(async_submit_poll_dispatch),
 		T(async_store_scheme),
 		TR(watchdog_keeps_alive),

@@ -80,6 +80,15 @@ def reset_schema():
     psql("DROP SCHEMA IF EXISTS hf_test CASCADE")
 
 
+def idle_resources(schema, n):
+    """Declares n idle resources idle-1..idle-n in schema (made by a holdfastd already), as n
+    resource PUTs would leave them, in one statement; then VACUUM ANALYZE: the table as a
+    long-running store has it. For measurements (speed.py, servercost.py --resources)."""
+    psql("INSERT INTO %s.resources (name, capacity, version, declared) SELECT 'idle-' || i, 1,"
+         " 1, true FROM generate_series(1, %d) i" % (schema, n))
+    psql("VACUUM ANALYZE %s.resources" % schema)
+
+
 def pg_stop(mode="fast"):
     """Stops the cluster: "fast" (clean) or "immediate" (like a crash: recovery at start)."""
     subprocess.run(_as_pg() + [os.path.join(PGBIN, "pg_ctl"), "-D", os.path.join(PG_DIR, "data"),

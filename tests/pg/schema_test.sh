@@ -46,7 +46,7 @@ psql -c "INSERT INTO hf_test.events (seq, at_ms, type, resource, data) VALUES
 	{ echo "schema_test: the hook did not stop at version 1" >&2; exit 1; }
 "$cli" --engine "$HF_TEST_ENGINE_URL" resources put old --capacity 6 >/dev/null
 v=$(psql -t -A -c "SELECT max(version) FROM hf_test.holdfast_schema")
-[ "$v" = 9 ] || { echo "schema_test: migrated to version '$v', want 9" >&2; exit 1; }
+[ "$v" = 10 ] || { echo "schema_test: migrated to version '$v', want 10" >&2; exit 1; }
 # seq, type, then each resource's revision: "1resource.created/old:1,..."
 show_events() {
 	"$cli" --engine "$HF_TEST_ENGINE_URL" --json events --after 0 | python3 -c '
@@ -91,7 +91,7 @@ psql -c "SET search_path = hf_test;
   SELECT o_verdict FROM hf_acquire('{k6}', '{1}', '{1}', false, false, false, 2, 'exclusive',
   'o', 60000, '0123456789abcdef0123456789abcdef', 'fedcba9876543210fedcba9876543210', 100, 100)" >/dev/null
 "$cli" --engine "$HF_TEST_ENGINE_URL" --json release 0123456789abcdef0123456789abcdef fedcba9876543210fedcba9876543210 >/dev/null
-[ "$(psql -t -A -c 'SELECT max(version) FROM hf_test.holdfast_schema')" = 9 ] ||
+[ "$(psql -t -A -c 'SELECT max(version) FROM hf_test.holdfast_schema')" = 10 ] ||
 	{ echo "schema_test: the version-6 store was not migrated" >&2; exit 1; }
 v=$(psql -t -A -c "SET search_path = hf_test;
   SELECT o_verdict FROM hf_acquire('{k6}', '{1}', '{1}', false, false, false, 2, 'exclusive',
@@ -106,7 +106,9 @@ echo "schema_test: a version-6 store migrates; its holds go on under version 8's
 # two names, one declared and one implicit, taken by version 7's function: version 8's
 # releases it (the implicit name goes, idle) and grants the same names again.
 eval "$HF_TEST_ENGINE_RESET"
-HF_PG_TEST_SCHEMA_UPTO=7 "$cli" --engine "$HF_TEST_ENGINE_URL" resources put d7 --capacity 2 >/dev/null
+# (d7 declared by hand: this build's resource PUT counts resources by schema 10's slots.)
+HF_PG_TEST_SCHEMA_UPTO=7 "$cli" --engine "$HF_TEST_ENGINE_URL" resources >/dev/null
+psql -c "INSERT INTO hf_test.resources (name, capacity, version, declared) VALUES ('d7', 2, 1, true)"
 acquire7() {
 	psql -t -A -c "SET search_path = hf_test;
   SELECT string_agg(o_verdict || ':' || o_name, ',' ORDER BY o_name) FROM hf_acquire('{d7,i7}',
@@ -115,7 +117,7 @@ acquire7() {
 h7=00000000000000000000000000000070
 [ "$(acquire7 $h7)" = "granted:d7,granted:i7" ] || { echo "schema_test: version 7's acquire failed" >&2; exit 1; }
 "$cli" --engine "$HF_TEST_ENGINE_URL" --json release $h7 $h7 >/dev/null
-[ "$(psql -t -A -c 'SELECT max(version) FROM hf_test.holdfast_schema')" = 9 ] ||
+[ "$(psql -t -A -c 'SELECT max(version) FROM hf_test.holdfast_schema')" = 10 ] ||
 	{ echo "schema_test: the version-7 store was not migrated" >&2; exit 1; }
 [ "$(psql -t -A -c "SELECT count(*) FROM hf_test.resources WHERE name = 'i7'")" = 0 ] ||
 	{ echo "schema_test: the idle implicit resource stayed" >&2; exit 1; }
@@ -123,10 +125,10 @@ v=$(acquire7 00000000000000000000000000000080)
 [ "$v" = "granted:d7,granted:i7" ] || { echo "schema_test: version 8's acquire answered '$v'" >&2; exit 1; }
 echo "schema_test: a version-7 store migrates; its holds go on under version 8's functions"
 
-# A store of version 8 migrates to 9 (less WAL per grant: no events id key, a partial seq
-# index, no hold_parts foreign key) with a live hold taken by version 8's function and events
-# numbered and not: version 9's release ends it, its implicit name goes, a new grant follows,
-# and the event log goes on without a gap.
+# A store of version 8 migrates to 9 and 10 (9: less WAL per grant: no events id key, a
+# partial seq index, no hold_parts foreign key) with a live hold taken by version 8's
+# function and events numbered and not: the new release ends it, its implicit name goes, a
+# new grant follows, and the event log goes on without a gap.
 eval "$HF_TEST_ENGINE_RESET"
 HF_PG_TEST_SCHEMA_UPTO=8 "$cli" --engine "$HF_TEST_ENGINE_URL" resources >/dev/null
 acquire8() {
@@ -139,10 +141,10 @@ h8=00000000000000000000000000000088
 	{ echo "schema_test: version 8's acquire failed" >&2; exit 1; }
 "$cli" --engine "$HF_TEST_ENGINE_URL" --json release 00000000000000000000000000000081 \
 	00000000000000000000000000000081 >/dev/null
-[ "$(psql -t -A -c 'SELECT max(version) FROM hf_test.holdfast_schema')" = 9 ] ||
+[ "$(psql -t -A -c 'SELECT max(version) FROM hf_test.holdfast_schema')" = 10 ] ||
 	{ echo "schema_test: the version-8 store was not migrated" >&2; exit 1; }
 HF_PG_TEST_SCHEMA_UPTO=8 "$cli" --engine "$HF_TEST_ENGINE_URL" resources >/dev/null 2>&1 &&
-	{ echo "schema_test: a version-8 build opened a version-9 store" >&2; exit 1; }
+	{ echo "schema_test: a version-8 build opened a version-10 store" >&2; exit 1; }
 [ "$(acquire8 $h8)" = granted ] || { echo "schema_test: version 9's acquire failed" >&2; exit 1; }
 "$cli" --engine "$HF_TEST_ENGINE_URL" --json release $h8 $h8 >/dev/null
 [ "$(psql -t -A -c "SELECT count(*) FROM hf_test.resources WHERE name = 'k8'")" = 0 ] ||
@@ -150,4 +152,59 @@ HF_PG_TEST_SCHEMA_UPTO=8 "$cli" --engine "$HF_TEST_ENGINE_URL" resources >/dev/n
 seqs=$(show_events)
 want="1hold.granted/k8:1,2hold.released/k8:2,3hold.granted/k8:3,4hold.released/k8:4"
 [ "$seqs" = "$want" ] || { echo "schema_test: events across version 8 -> 9: '$seqs'" >&2; exit 1; }
-echo "schema_test: a version-8 store migrates to 9 (one way); its holds go on"
+echo "schema_test: a version-8 store migrates to 9 and 10 (one way); its holds go on"
+
+# A store of version 9 (max_resources by a count(*) over resources) migrates to 10 (the count
+# in live_resources' 64 slots, kept by triggers on resources): the slots start at the count,
+# declared and implicit resources in it, and follow what creates or drops one afterwards (a
+# release dropping an implicit name made by version 9, resource PUT and DELETE, version 10's
+# acquire, a TRUNCATE); version 10's acquire refuses by them.
+eval "$HF_TEST_ENGINE_RESET"
+HF_PG_TEST_SCHEMA_UPTO=9 "$cli" --engine "$HF_TEST_ENGINE_URL" resources >/dev/null
+psql -c "INSERT INTO hf_test.resources (name, capacity, version, declared)
+  SELECT 'd9-' || i, 3, 1, true FROM generate_series(1, 40) i"
+acquire9() {
+	psql -t -A -c "SET search_path = hf_test;
+  SELECT string_agg(o_verdict, ',') FROM hf_acquire('{$2}', '{1}', '{1}', false, false, false, 2,
+  'exclusive', 'o', 60000, '$1', '$1', 100, $3)"
+}
+h9=00000000000000000000000000000099
+[ "$(acquire9 $h9 i9 100)" = granted ] || { echo "schema_test: version 9's acquire failed" >&2; exit 1; }
+"$cli" --engine "$HF_TEST_ENGINE_URL" resources >/dev/null
+[ "$(psql -t -A -c 'SELECT max(version) FROM hf_test.holdfast_schema')" = 10 ] ||
+	{ echo "schema_test: the version-9 store was not migrated" >&2; exit 1; }
+slots() {
+	psql -t -A -c "SELECT (SELECT sum(n) FROM hf_test.live_resources) || ' '
+  || (SELECT count(*) FROM hf_test.live_resources) || ' ' || (SELECT count(*) FROM hf_test.resources)"
+}
+want_slots() {
+	[ "$(slots)" = "$1 64 $1" ] || { echo "schema_test: $2: slots, rows, resources '$(slots)', want '$1 64 $1'" >&2; exit 1; }
+}
+want_slots 41 "after the migration"
+"$cli" --engine "$HF_TEST_ENGINE_URL" --json release $h9 $h9 >/dev/null
+want_slots 40 "after the release of the implicit name"
+"$cli" --engine "$HF_TEST_ENGINE_URL" resources put p10 --capacity 2 >/dev/null
+"$cli" --engine "$HF_TEST_ENGINE_URL" resources delete d9-1 >/dev/null
+"$cli" --engine "$HF_TEST_ENGINE_URL" resources delete d9-2 >/dev/null
+want_slots 39 "after a PUT and two DELETEs"
+# Version 10's function refuses by the slots: 39 resources, a limit of 40, two new names.
+[ "$(acquire9 00000000000000000000000000000100 i10 40)" = granted ] ||
+	{ echo "schema_test: version 10's acquire under the limit failed" >&2; exit 1; }
+want_slots 40 "after version 10's acquire"
+[ "$(acquire9 00000000000000000000000000000101 i11 40)" = limit_resources ] ||
+	{ echo "schema_test: version 10's acquire over the limit was not refused" >&2; exit 1; }
+psql -c "TRUNCATE hf_test.resources" >/dev/null
+want_slots 0 "after a TRUNCATE"
+# The slots take a transaction's net count at its commit: many rows by one statement, rows
+# dropped, a savepoint rolled back; a TRUNCATE then inserts.
+psql -c "BEGIN; INSERT INTO hf_test.resources (name, capacity, version, declared)
+  SELECT 'm' || i, 1, 1, true FROM generate_series(1, 500) i;
+  DELETE FROM hf_test.resources WHERE name LIKE 'm1%'; SAVEPOINT s;
+  INSERT INTO hf_test.resources (name, capacity, version, declared) VALUES ('x', 1, 1, true);
+  ROLLBACK TO s; COMMIT" >/dev/null
+want_slots 389 "after a transaction of 500 inserts and 111 deletes"
+# (PostgreSQL refuses a TRUNCATE after rows changed in its transaction: pending trigger events.)
+psql -c "BEGIN; TRUNCATE hf_test.resources;
+  INSERT INTO hf_test.resources (name, capacity, version, declared) VALUES ('z', 1, 1, true); COMMIT" >/dev/null
+want_slots 1 "after a TRUNCATE and an insert in one transaction"
+echo "schema_test: a version-9 store migrates to 10; live_resources counts the resources"

@@ -12,7 +12,8 @@ were doing (CPU, or waiting: on a row, on the WAL flush, ...), as backends on av
 Not a test: a measurement for docs/operations.md.
 
 Usage: servercost.py HOLDFASTD HOLDFAST_BENCH [--scenario 1|3] [--seconds S] [--clients N]
-                     [--workers W] [--nested] [--waits] [--top N]"""
+                     [--workers W] [--nested] [--waits] [--top N] [--resources N]
+--resources N declares N idle resources first (pgtest.idle_resources)."""
 import argparse
 import collections
 import json
@@ -112,6 +113,8 @@ def main():
                     help="also the statements inside functions (marked >)")
     ap.add_argument("--waits", action="store_true", help="sample pg_stat_activity")
     ap.add_argument("--top", type=int, default=8, help="statements shown")
+    ap.add_argument("--resources", type=int, default=0,
+                    help="idle declared resources in the schema before the runs")
     a = ap.parse_args()
     pgtest.need_pg()
     pgtest.raise_fd_limit(4096)
@@ -128,6 +131,8 @@ def main():
     srv = pgtest.Holdfastd(a.holdfastd,
                            url=os.environ["HF_TEST_ENGINE_URL"] + "&workers=%d" % a.workers)
     try:
+        if a.resources:
+            pgtest.idle_resources("hf_test", a.resources)
         scen = ["--scenario", str(a.scenario)]
         grants(a.bench, ["--server", "http://127.0.0.1:%d" % srv.port] + scen, 1, a.clients)
         snapshot()

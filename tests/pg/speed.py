@@ -11,8 +11,9 @@ With --before OLD_HOLDFASTD, another build's holdfastd (one instance, its own sc
 same two scenarios in the same run, for a before/after.
 
 Usage: speed.py HOLDFASTD HOLDFAST_BENCH [--seconds S] [--clients N] [--before OLD_HOLDFASTD]
-                [--workers N]
---workers N is the URL parameter workers= of every instance, the --before one's too."""
+                [--workers N] [--resources N]
+--workers N is the URL parameter workers= of every instance, the --before one's too.
+--resources N declares N idle resources in each schema first (pgtest.idle_resources)."""
 import argparse
 import json
 import os
@@ -55,6 +56,8 @@ def main():
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--before")
     ap.add_argument("--workers", type=int, help="the workers= URL parameter of both builds")
+    ap.add_argument("--resources", type=int, default=0,
+                    help="idle declared resources in each schema before the runs")
     a = ap.parse_args()
     pgtest.need_pg()
     pgtest.raise_fd_limit(4096)
@@ -69,6 +72,9 @@ def main():
     old = None
     if a.before:
         old = pgtest.Holdfastd(a.before, url=url.replace("schema=hf_test", "schema=hf_before"))
+    if a.resources:
+        for schema in ["hf_test"] + (["hf_before"] if old else []):
+            pgtest.idle_resources(schema, a.resources)
     res = {}
     load0 = os.getloadavg()
     try:

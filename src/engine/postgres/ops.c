@@ -853,6 +853,19 @@ static int reply_resource(struct tx *t, struct hf__call *call, const char *name,
 	return HF_OK;
 }
 
+/* The committed resource count, for max_resources: the sum of live_resources' slots (schema
+ * 10), kept at commit by a trigger on resources, so this change's own creations are not in
+ * it; every check runs before its change creates anything. */
+static int count_resources(struct tx *t, size_t *count)
+{
+	PGresult *r = q(t, "SELECT coalesce(sum(n), 0) FROM live_resources", 0, NULL);
+	if (!r)
+		return HF_EENGINE;
+	*count = (size_t)geti(r, 0, 0);
+	PQclear(r);
+	return HF_OK;
+}
+
 static int op_put_resource(struct tx *t, struct hf__call *call)
 {
 	const hf_request *rq = &call->req;
@@ -883,10 +896,9 @@ static int op_put_resource(struct tx *t, struct hf__call *call)
 		return hf__err(t->err, HF_ECAPINUSE, "resource '%s' has %lld units held, more than %lld",
 		               rq->name, (long long)held, (long long)rq->capacity);
 	if (!exists) {
-		if (!(r = q(t, "SELECT count(*) FROM resources", 0, NULL)))
+		size_t count;
+		if (count_resources(t, &count) != HF_OK)
 			return HF_EENGINE;
-		size_t count = (size_t)geti(r, 0, 0);
-		PQclear(r);
 		if (count >= t->c->conf->opt.max_resources)
 			return hf__err(t->err, HF_ELIMIT, "the store holds %zu resources, the limit is %zu",
 			               count, t->c->conf->opt.max_resources);
@@ -1214,11 +1226,9 @@ static int resolve(struct tx *t, const hf_acquire_req *a, struct claimrow *rows,
 		creating += !row->exists;
 	}
 	if (creating) {
-		PGresult *r = q(t, "SELECT count(*) FROM resources", 0, NULL);
-		if (!r)
+		size_t count;
+		if (count_resources(t, &count) != HF_OK)
 			return HF_EENGINE;
-		size_t count = (size_t)geti(r, 0, 0);
-		PQclear(r);
 		if (count + creating > t->c->conf->opt.max_resources)
 			return hf__err(t->err, HF_ELIMIT, "the store holds %zu resources, the limit is %zu",
 			               count, t->c->conf->opt.max_resources);

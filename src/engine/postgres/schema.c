@@ -10,6 +10,150 @@
 
 #include "engine/postgres/pg.h"
 
+/* hf_acquire as schema 9 made it, COUNT_RESOURCES (a statement setting cnt to the number of
+ * resources) aside: schema 9 counted the rows, schema 10 sums live_resources' slots. */
+#define ACQUIRE_V9(COUNT_RESOURCES) \
+	"CREATE OR REPLACE FUNCTION hf_acquire(p_names text[], p_units bigint[], p_caps bigint[], " \
+	"  p_any boolean, p_skip boolean, p_wait boolean, p_mode int, p_mode_name text, " \
+	"  p_owner text, p_ttl bigint, p_id text, p_token text, p_max_holds bigint, " \
+	"  p_max_resources bigint) " \
+	"  RETURNS TABLE (o_verdict text, o_at bigint, o_name text, o_units bigint, o_fence bigint, " \
+	"  o_n bigint) LANGUAGE plpgsql AS $f$ " \
+	" DECLARE t bigint := now_ms(); k int := cardinality(p_names); r record; " \
+	"  ex boolean[]; cap bigint[]; held bigint[]; nex bigint[]; q boolean[]; u bigint[]; " \
+	"  fit boolean[]; i int; a int := 0; b int := -1; cnt bigint; mk int := 0; uu bigint; " \
+	"  parts text := ''; fen bigint; live bigint; busy boolean[]; hk int; due boolean; " \
+	"  fr text[]; " \
+	" BEGIN " \
+	"  SELECT coalesce((SELECT min(expires_at) FROM holds WHERE state = 0) <= t, false) " \
+	"   OR coalesce((SELECT min(lease_until) FROM waiters) < t, false), " \
+	"   (SELECT coalesce(sum(n), 0) FROM live_holds) INTO due, live; " \
+	"  IF due THEN " \
+	"   RETURN QUERY SELECT 'slow', t, NULL::text, 0::bigint, 0::bigint, 0::bigint; RETURN; " \
+	"  END IF; " \
+	"  ex := array_fill(false, ARRAY[k]); cap := array_fill(0::bigint, ARRAY[k]); " \
+	"  held := cap; nex := cap; u := cap; q := ex; fit := ex; busy := ex; " \
+	"  IF k = 1 AND NOT p_skip THEN " \
+	"   SELECT x.capacity AS c, x.held AS h, x.n_exclusive AS e, EXISTS (SELECT 1 FROM " \
+	"    waiter_claims w WHERE w.resource = x.name) AS w INTO r FROM resources x " \
+	"    WHERE x.name = p_names[1] FOR UPDATE; " \
+	"   IF NOT FOUND THEN " \
+	"    PERFORM pg_advisory_xact_lock(729, hashtext(p_names[1])); " \
+	"    SELECT x.capacity AS c, x.held AS h, x.n_exclusive AS e, EXISTS (SELECT 1 FROM " \
+	"     waiter_claims w WHERE w.resource = x.name) AS w INTO r FROM resources x " \
+	"     WHERE x.name = p_names[1] FOR UPDATE; " \
+	"   END IF; " \
+	"   IF FOUND THEN ex[1] := true; cap[1] := r.c; held[1] := r.h; nex[1] := r.e; " \
+	"    q[1] := r.w; END IF; " \
+	"  ELSE " \
+	"   FOR hk IN SELECT DISTINCT hashtext(z.n) FROM unnest(p_names) z(n) ORDER BY 1 LOOP " \
+	"    IF NOT p_skip THEN PERFORM pg_advisory_xact_lock(729, hk); " \
+	"    ELSIF NOT pg_try_advisory_xact_lock(729, hk) THEN " \
+	"     FOR i IN 1..k LOOP IF hashtext(p_names[i]) = hk THEN busy[i] := true; END IF; " \
+	"     END LOOP; " \
+	"    END IF; " \
+	"   END LOOP; " \
+	"   fr := ARRAY(SELECT p_names[j] FROM generate_series(1, k) j WHERE NOT busy[j]); " \
+	"   IF p_skip THEN " \
+	"    FOR r IN SELECT x.name, coalesce(l.capacity, x.capacity) AS c, " \
+	"     l.held AS h, l.n_exclusive AS e, EXISTS (SELECT 1 FROM waiter_claims w WHERE " \
+	"     w.resource = x.name) OR l.name IS NULL AS w FROM resources x LEFT JOIN LATERAL " \
+	"     (SELECT y.name, y.capacity, y.held, y.n_exclusive FROM resources y WHERE " \
+	"     y.name = x.name FOR UPDATE SKIP LOCKED) l ON true WHERE x.name = ANY(fr) " \
+	"     ORDER BY x.name LOOP " \
+	"     i := array_position(p_names, r.name::text); " \
+	"     ex[i] := true; cap[i] := r.c; held[i] := r.h; nex[i] := r.e; q[i] := r.w; " \
+	"    END LOOP; " \
+	"   ELSE " \
+	"    FOR r IN SELECT x.name, x.capacity AS c, x.held AS h, x.n_exclusive AS e, " \
+	"     EXISTS (SELECT 1 FROM waiter_claims w WHERE w.resource = x.name) AS w " \
+	"     FROM resources x WHERE x.name = ANY(p_names) ORDER BY x.name FOR UPDATE LOOP " \
+	"     i := array_position(p_names, r.name::text); " \
+	"     ex[i] := true; cap[i] := r.c; held[i] := r.h; nex[i] := r.e; q[i] := r.w; " \
+	"    END LOOP; " \
+	"   END IF; " \
+	"  END IF; " \
+	"  FOR i IN 1..k LOOP CONTINUE WHEN busy[i]; " \
+	"   IF NOT ex[i] AND p_caps[i] = 0 THEN RETURN QUERY SELECT 'no_resource', t, p_names[i], " \
+	"    0::bigint, 0::bigint, 0::bigint; RETURN; END IF; " \
+	"   IF ex[i] AND p_caps[i] > 0 AND p_caps[i] <> cap[i] THEN RETURN QUERY SELECT " \
+	"    'cap_mismatch', t, p_names[i], p_caps[i], 0::bigint, cap[i]; RETURN; END IF; " \
+	"   IF NOT ex[i] THEN cap[i] := p_caps[i]; mk := mk + 1; END IF; " \
+	"   u[i] := CASE p_mode WHEN 0 THEN p_units[i] WHEN 1 THEN 1 ELSE 0 END; " \
+	"   IF u[i] > cap[i] THEN RETURN QUERY SELECT 'capacity', t, p_names[i], u[i], 0::bigint, " \
+	"    cap[i]; RETURN; END IF; " \
+	"  END LOOP; " \
+	"  IF mk > 0 THEN " COUNT_RESOURCES " " \
+	"   IF cnt + mk > p_max_resources THEN RETURN QUERY SELECT 'limit_resources', t, " \
+	"    NULL::text, 0::bigint, 0::bigint, cnt; RETURN; END IF; " \
+	"  END IF; " \
+	"  FOR i IN 1..k LOOP " \
+	"   fit[i] := NOT busy[i] AND (NOT ex[i] OR (NOT q[i] AND CASE WHEN u[i] = 0 THEN held[i] = 0 " \
+	"    ELSE nex[i] = 0 AND cap[i] - held[i] >= u[i] END)); " \
+	"   IF p_any AND fit[i] AND b < 0 THEN a := i; b := i; END IF; " \
+	"  END LOOP; " \
+	"  IF NOT p_any AND k > 0 AND NOT (false = ANY(fit)) THEN a := 1; b := k; END IF; " \
+	"  IF b < 0 THEN " \
+	"   IF p_wait OR EXISTS (SELECT 1 FROM hold_parts p JOIN holds h ON h.id = p.hold_id " \
+	"    WHERE p.resource = ANY(SELECT p_names[j] FROM generate_series(1, k) j WHERE ex[j] " \
+	"    AND NOT fit[j]) AND h.state = 0 AND h.expires_at <= t) THEN " \
+	"    RETURN QUERY SELECT 'slow', t, NULL::text, 0::bigint, 0::bigint, 0::bigint; RETURN; " \
+	"   END IF; " \
+	"   RETURN QUERY SELECT 'unavailable', t, NULL::text, 0::bigint, 0::bigint, k::bigint; " \
+	"   RETURN; " \
+	"  END IF; " \
+	"  IF live >= p_max_holds THEN RETURN QUERY " \
+	"   SELECT 'limit_holds', t, NULL::text, 0::bigint, 0::bigint, 0::bigint; RETURN; END IF; " \
+	"  IF a = b THEN " \
+	"   uu := CASE WHEN u[a] = 0 THEN cap[a] ELSE u[a] END; fen := nextval('fences'); " \
+	"   parts := '{\"expires_at_ms\":' || (t + p_ttl) || ',\"id\":' || to_json(p_id)::text " \
+	"    || ',\"mode\":' || to_json(p_mode_name)::text || ',\"owner\":' " \
+	"    || to_json(p_owner)::text || ',\"resources\":[{\"fence\":' || fen || ',\"name\":' " \
+	"    || to_json(p_names[a])::text || ',\"units\":' || uu || '}]}'; " \
+	"   WITH hh AS (INSERT INTO holds (id, token, owner, state, mode, created_at, expires_at, " \
+	"    ended_at) VALUES (p_id, p_token, p_owner, 0, p_mode, t, t + p_ttl, 0)), " \
+	"   rx AS (UPDATE resources x SET held = x.held + uu, holds = x.holds + 1, " \
+	"    n_exclusive = x.n_exclusive + (p_mode = 2)::int WHERE x.name = p_names[a] AND ex[a]), " \
+	"   ry AS (INSERT INTO resources (name, capacity, version, declared, held, holds, " \
+	"    n_exclusive) SELECT p_names[a], cap[a], 0, false, uu, 1, (p_mode = 2)::int " \
+	"    WHERE NOT ex[a]), " \
+	"   hp AS (INSERT INTO hold_parts (hold_id, idx, resource, units, fence) " \
+	"    VALUES (p_id, 0, p_names[a], uu, fen)), " \
+	"   lv AS (UPDATE live_holds SET n = n + 1 WHERE slot = pg_backend_pid() % 64), " \
+	"   rv AS (UPDATE event_revisions SET revision = revision + 1 WHERE resource = p_names[a] " \
+	"    RETURNING revision) " \
+	"   INSERT INTO events (at_ms, type, resource, hold_id, data, revision) " \
+	"    SELECT t, 'hold.granted', p_names[a], p_id, parts, revision FROM rv; " \
+	"   GET DIAGNOSTICS cnt = ROW_COUNT; " \
+	"   IF cnt = 0 THEN PERFORM hf_event(t, 'hold.granted', p_id, p_names[a:a], parts); END IF; " \
+	"   o_verdict := 'granted'; o_at := t; o_name := p_names[a]; o_units := uu; " \
+	"   o_fence := fen; o_n := 0; RETURN NEXT; RETURN; " \
+	"  END IF; " \
+	"  INSERT INTO holds (id, token, owner, state, mode, created_at, expires_at, ended_at) " \
+	"   VALUES (p_id, p_token, p_owner, 0, p_mode, t, t + p_ttl, 0); " \
+	"  FOR i IN a..b LOOP " \
+	"   uu := CASE WHEN u[i] = 0 THEN cap[i] ELSE u[i] END; " \
+	"   IF ex[i] THEN " \
+	"    UPDATE resources x SET held = x.held + uu, holds = x.holds + 1, " \
+	"     n_exclusive = x.n_exclusive + (p_mode = 2)::int WHERE x.name = p_names[i]; " \
+	"   ELSE " \
+	"    INSERT INTO resources (name, capacity, version, declared, held, holds, n_exclusive) " \
+	"     VALUES (p_names[i], cap[i], 0, false, uu, 1, (p_mode = 2)::int); " \
+	"   END IF; " \
+	"   INSERT INTO hold_parts (hold_id, idx, resource, units, fence) " \
+	"    VALUES (p_id, i - a, p_names[i], uu, nextval('fences')) RETURNING fence INTO fen; " \
+	"   parts := parts || CASE WHEN i > a THEN ',' ELSE '' END || '{\"fence\":' || fen " \
+	"    || ',\"name\":' || to_json(p_names[i])::text || ',\"units\":' || uu || '}'; " \
+	"   o_verdict := 'granted'; o_at := t; o_name := p_names[i]; o_units := uu; " \
+	"   o_fence := fen; o_n := 0; RETURN NEXT; " \
+	"  END LOOP; " \
+	"  UPDATE live_holds SET n = n + 1 WHERE slot = pg_backend_pid() % 64; " \
+	"  parts := '{\"expires_at_ms\":' || (t + p_ttl) || ',\"id\":' || to_json(p_id)::text " \
+	"   || ',\"mode\":' || to_json(p_mode_name)::text || ',\"owner\":' || to_json(p_owner)::text " \
+	"   || ',\"resources\":[' || parts || ']}'; " \
+	"  PERFORM hf_event(t, 'hold.granted', p_id, p_names[a:b], parts); " \
+	" END $f$; "
+
 /* Each migration takes the schema from version i to i + 1. Names are unqualified: the
  * migration runs with search_path set to the engine's schema. Names are COLLATE "C" so that
  * ORDER BY name is the bytewise order the semantics fix for multi-resource holds. */
@@ -701,146 +845,7 @@ static const char *const migrations[] = {
 	 * name's first event creates it (hf_event). Same lock order (the hold's row, its
 	 * resources' rows, then the live slot and the revision counter, which no change takes
 	 * without its resource's row), same answers. */
-	"CREATE OR REPLACE FUNCTION hf_acquire(p_names text[], p_units bigint[], p_caps bigint[], "
-	"  p_any boolean, p_skip boolean, p_wait boolean, p_mode int, p_mode_name text, "
-	"  p_owner text, p_ttl bigint, p_id text, p_token text, p_max_holds bigint, "
-	"  p_max_resources bigint) "
-	"  RETURNS TABLE (o_verdict text, o_at bigint, o_name text, o_units bigint, o_fence bigint, "
-	"  o_n bigint) LANGUAGE plpgsql AS $f$ "
-	" DECLARE t bigint := now_ms(); k int := cardinality(p_names); r record; "
-	"  ex boolean[]; cap bigint[]; held bigint[]; nex bigint[]; q boolean[]; u bigint[]; "
-	"  fit boolean[]; i int; a int := 0; b int := -1; cnt bigint; mk int := 0; uu bigint; "
-	"  parts text := ''; fen bigint; live bigint; busy boolean[]; hk int; due boolean; "
-	"  fr text[]; "
-	" BEGIN "
-	"  SELECT coalesce((SELECT min(expires_at) FROM holds WHERE state = 0) <= t, false) "
-	"   OR coalesce((SELECT min(lease_until) FROM waiters) < t, false), "
-	"   (SELECT coalesce(sum(n), 0) FROM live_holds) INTO due, live; "
-	"  IF due THEN "
-	"   RETURN QUERY SELECT 'slow', t, NULL::text, 0::bigint, 0::bigint, 0::bigint; RETURN; "
-	"  END IF; "
-	"  ex := array_fill(false, ARRAY[k]); cap := array_fill(0::bigint, ARRAY[k]); "
-	"  held := cap; nex := cap; u := cap; q := ex; fit := ex; busy := ex; "
-	"  IF k = 1 AND NOT p_skip THEN "
-	"   SELECT x.capacity AS c, x.held AS h, x.n_exclusive AS e, EXISTS (SELECT 1 FROM "
-	"    waiter_claims w WHERE w.resource = x.name) AS w INTO r FROM resources x "
-	"    WHERE x.name = p_names[1] FOR UPDATE; "
-	"   IF NOT FOUND THEN "
-	"    PERFORM pg_advisory_xact_lock(729, hashtext(p_names[1])); "
-	"    SELECT x.capacity AS c, x.held AS h, x.n_exclusive AS e, EXISTS (SELECT 1 FROM "
-	"     waiter_claims w WHERE w.resource = x.name) AS w INTO r FROM resources x "
-	"     WHERE x.name = p_names[1] FOR UPDATE; "
-	"   END IF; "
-	"   IF FOUND THEN ex[1] := true; cap[1] := r.c; held[1] := r.h; nex[1] := r.e; "
-	"    q[1] := r.w; END IF; "
-	"  ELSE "
-	"   FOR hk IN SELECT DISTINCT hashtext(z.n) FROM unnest(p_names) z(n) ORDER BY 1 LOOP "
-	"    IF NOT p_skip THEN PERFORM pg_advisory_xact_lock(729, hk); "
-	"    ELSIF NOT pg_try_advisory_xact_lock(729, hk) THEN "
-	"     FOR i IN 1..k LOOP IF hashtext(p_names[i]) = hk THEN busy[i] := true; END IF; "
-	"     END LOOP; "
-	"    END IF; "
-	"   END LOOP; "
-	"   fr := ARRAY(SELECT p_names[j] FROM generate_series(1, k) j WHERE NOT busy[j]); "
-	"   IF p_skip THEN "
-	"    FOR r IN SELECT x.name, coalesce(l.capacity, x.capacity) AS c, "
-	"     l.held AS h, l.n_exclusive AS e, EXISTS (SELECT 1 FROM waiter_claims w WHERE "
-	"     w.resource = x.name) OR l.name IS NULL AS w FROM resources x LEFT JOIN LATERAL "
-	"     (SELECT y.name, y.capacity, y.held, y.n_exclusive FROM resources y WHERE "
-	"     y.name = x.name FOR UPDATE SKIP LOCKED) l ON true WHERE x.name = ANY(fr) "
-	"     ORDER BY x.name LOOP "
-	"     i := array_position(p_names, r.name::text); "
-	"     ex[i] := true; cap[i] := r.c; held[i] := r.h; nex[i] := r.e; q[i] := r.w; "
-	"    END LOOP; "
-	"   ELSE "
-	"    FOR r IN SELECT x.name, x.capacity AS c, x.held AS h, x.n_exclusive AS e, "
-	"     EXISTS (SELECT 1 FROM waiter_claims w WHERE w.resource = x.name) AS w "
-	"     FROM resources x WHERE x.name = ANY(p_names) ORDER BY x.name FOR UPDATE LOOP "
-	"     i := array_position(p_names, r.name::text); "
-	"     ex[i] := true; cap[i] := r.c; held[i] := r.h; nex[i] := r.e; q[i] := r.w; "
-	"    END LOOP; "
-	"   END IF; "
-	"  END IF; "
-	"  FOR i IN 1..k LOOP CONTINUE WHEN busy[i]; "
-	"   IF NOT ex[i] AND p_caps[i] = 0 THEN RETURN QUERY SELECT 'no_resource', t, p_names[i], "
-	"    0::bigint, 0::bigint, 0::bigint; RETURN; END IF; "
-	"   IF ex[i] AND p_caps[i] > 0 AND p_caps[i] <> cap[i] THEN RETURN QUERY SELECT "
-	"    'cap_mismatch', t, p_names[i], p_caps[i], 0::bigint, cap[i]; RETURN; END IF; "
-	"   IF NOT ex[i] THEN cap[i] := p_caps[i]; mk := mk + 1; END IF; "
-	"   u[i] := CASE p_mode WHEN 0 THEN p_units[i] WHEN 1 THEN 1 ELSE 0 END; "
-	"   IF u[i] > cap[i] THEN RETURN QUERY SELECT 'capacity', t, p_names[i], u[i], 0::bigint, "
-	"    cap[i]; RETURN; END IF; "
-	"  END LOOP; "
-	"  IF mk > 0 THEN SELECT count(*) INTO cnt FROM resources; "
-	"   IF cnt + mk > p_max_resources THEN RETURN QUERY SELECT 'limit_resources', t, "
-	"    NULL::text, 0::bigint, 0::bigint, cnt; RETURN; END IF; "
-	"  END IF; "
-	"  FOR i IN 1..k LOOP "
-	"   fit[i] := NOT busy[i] AND (NOT ex[i] OR (NOT q[i] AND CASE WHEN u[i] = 0 THEN held[i] = 0 "
-	"    ELSE nex[i] = 0 AND cap[i] - held[i] >= u[i] END)); "
-	"   IF p_any AND fit[i] AND b < 0 THEN a := i; b := i; END IF; "
-	"  END LOOP; "
-	"  IF NOT p_any AND k > 0 AND NOT (false = ANY(fit)) THEN a := 1; b := k; END IF; "
-	"  IF b < 0 THEN "
-	"   IF p_wait OR EXISTS (SELECT 1 FROM hold_parts p JOIN holds h ON h.id = p.hold_id "
-	"    WHERE p.resource = ANY(SELECT p_names[j] FROM generate_series(1, k) j WHERE ex[j] "
-	"    AND NOT fit[j]) AND h.state = 0 AND h.expires_at <= t) THEN "
-	"    RETURN QUERY SELECT 'slow', t, NULL::text, 0::bigint, 0::bigint, 0::bigint; RETURN; "
-	"   END IF; "
-	"   RETURN QUERY SELECT 'unavailable', t, NULL::text, 0::bigint, 0::bigint, k::bigint; "
-	"   RETURN; "
-	"  END IF; "
-	"  IF live >= p_max_holds THEN RETURN QUERY "
-	"   SELECT 'limit_holds', t, NULL::text, 0::bigint, 0::bigint, 0::bigint; RETURN; END IF; "
-	"  IF a = b THEN "
-	"   uu := CASE WHEN u[a] = 0 THEN cap[a] ELSE u[a] END; fen := nextval('fences'); "
-	"   parts := '{\"expires_at_ms\":' || (t + p_ttl) || ',\"id\":' || to_json(p_id)::text "
-	"    || ',\"mode\":' || to_json(p_mode_name)::text || ',\"owner\":' "
-	"    || to_json(p_owner)::text || ',\"resources\":[{\"fence\":' || fen || ',\"name\":' "
-	"    || to_json(p_names[a])::text || ',\"units\":' || uu || '}]}'; "
-	"   WITH hh AS (INSERT INTO holds (id, token, owner, state, mode, created_at, expires_at, "
-	"    ended_at) VALUES (p_id, p_token, p_owner, 0, p_mode, t, t + p_ttl, 0)), "
-	"   rx AS (UPDATE resources x SET held = x.held + uu, holds = x.holds + 1, "
-	"    n_exclusive = x.n_exclusive + (p_mode = 2)::int WHERE x.name = p_names[a] AND ex[a]), "
-	"   ry AS (INSERT INTO resources (name, capacity, version, declared, held, holds, "
-	"    n_exclusive) SELECT p_names[a], cap[a], 0, false, uu, 1, (p_mode = 2)::int "
-	"    WHERE NOT ex[a]), "
-	"   hp AS (INSERT INTO hold_parts (hold_id, idx, resource, units, fence) "
-	"    VALUES (p_id, 0, p_names[a], uu, fen)), "
-	"   lv AS (UPDATE live_holds SET n = n + 1 WHERE slot = pg_backend_pid() % 64), "
-	"   rv AS (UPDATE event_revisions SET revision = revision + 1 WHERE resource = p_names[a] "
-	"    RETURNING revision) "
-	"   INSERT INTO events (at_ms, type, resource, hold_id, data, revision) "
-	"    SELECT t, 'hold.granted', p_names[a], p_id, parts, revision FROM rv; "
-	"   GET DIAGNOSTICS cnt = ROW_COUNT; "
-	"   IF cnt = 0 THEN PERFORM hf_event(t, 'hold.granted', p_id, p_names[a:a], parts); END IF; "
-	"   o_verdict := 'granted'; o_at := t; o_name := p_names[a]; o_units := uu; "
-	"   o_fence := fen; o_n := 0; RETURN NEXT; RETURN; "
-	"  END IF; "
-	"  INSERT INTO holds (id, token, owner, state, mode, created_at, expires_at, ended_at) "
-	"   VALUES (p_id, p_token, p_owner, 0, p_mode, t, t + p_ttl, 0); "
-	"  FOR i IN a..b LOOP "
-	"   uu := CASE WHEN u[i] = 0 THEN cap[i] ELSE u[i] END; "
-	"   IF ex[i] THEN "
-	"    UPDATE resources x SET held = x.held + uu, holds = x.holds + 1, "
-	"     n_exclusive = x.n_exclusive + (p_mode = 2)::int WHERE x.name = p_names[i]; "
-	"   ELSE "
-	"    INSERT INTO resources (name, capacity, version, declared, held, holds, n_exclusive) "
-	"     VALUES (p_names[i], cap[i], 0, false, uu, 1, (p_mode = 2)::int); "
-	"   END IF; "
-	"   INSERT INTO hold_parts (hold_id, idx, resource, units, fence) "
-	"    VALUES (p_id, i - a, p_names[i], uu, nextval('fences')) RETURNING fence INTO fen; "
-	"   parts := parts || CASE WHEN i > a THEN ',' ELSE '' END || '{\"fence\":' || fen "
-	"    || ',\"name\":' || to_json(p_names[i])::text || ',\"units\":' || uu || '}'; "
-	"   o_verdict := 'granted'; o_at := t; o_name := p_names[i]; o_units := uu; "
-	"   o_fence := fen; o_n := 0; RETURN NEXT; "
-	"  END LOOP; "
-	"  UPDATE live_holds SET n = n + 1 WHERE slot = pg_backend_pid() % 64; "
-	"  parts := '{\"expires_at_ms\":' || (t + p_ttl) || ',\"id\":' || to_json(p_id)::text "
-	"   || ',\"mode\":' || to_json(p_mode_name)::text || ',\"owner\":' || to_json(p_owner)::text "
-	"   || ',\"resources\":[' || parts || ']}'; "
-	"  PERFORM hf_event(t, 'hold.granted', p_id, p_names[a:b], parts); "
-	" END $f$; "
+	ACQUIRE_V9("SELECT count(*) INTO cnt FROM resources;")
 	"CREATE OR REPLACE FUNCTION hf_hold_change(p_op text, p_id text, p_token text, p_by text, "
 	"  p_ttl bigint, p_retention bigint) "
 	"  RETURNS TABLE (o_verdict text, o_at bigint, o_token text, o_owner text, o_state int, "
@@ -927,7 +932,51 @@ static const char *const migrations[] = {
 	"  FOR i IN 1..cardinality(names) LOOP "
 	"   o_name := names[i]; o_units := us[i]; o_fence := fs[i]; RETURN NEXT; "
 	"  END LOOP; "
-	" END $f$; "
+	" END $f$; ",
+	/* 9 -> 10: the resource count for max_resources in 64 slots, as the live hold count
+	 * (live_holds), instead of a count(*) over resources on every creation (issue 10). The
+	 * slots are kept by triggers on resources, so that every path that creates or drops a
+	 * resource (these functions, ops.c, an older build still running) counts. A change adds
+	 * its net count to its slot once, at commit (a deferred trigger), after every other lock
+	 * it takes: the slot row never enters the lock order (the hold's row, its resources' rows
+	 * in name order; a release drops its idle names one by one between them), and a
+	 * statement that creates or drops many rows updates the slot once, not once a row (a
+	 * row updated n times in one transaction costs O(n) per update: 100,000 took 150 s).
+	 * Until then the count is carried in a setting local to the transaction, by a row
+	 * trigger (a statement trigger would run for every grant's INSERT that adds nothing).
+	 * (Settings by assignments, not PERFORM: an expression, not a statement of its own.)
+	 * A TRUNCATE empties the slots (PostgreSQL refuses one after rows changed in its
+	 * transaction). The table lock first: no writer is half-way while the rows are counted. */
+	"LOCK TABLE resources IN SHARE ROW EXCLUSIVE MODE; "
+	"CREATE TABLE live_resources (slot int PRIMARY KEY, n bigint NOT NULL); "
+	"INSERT INTO live_resources SELECT s, CASE WHEN s = 0 THEN (SELECT count(*) FROM resources) "
+	"  ELSE 0 END FROM generate_series(0, 63) s; "
+	"CREATE FUNCTION live_resources_delta() RETURNS trigger LANGUAGE plpgsql AS $$ "
+	" DECLARE k text := 'holdfast.resources_' || TG_RELID; "
+	" BEGIN "
+	"  k := set_config(k, (coalesce(nullif(current_setting(k, true), ''), '0')::bigint "
+	"   + CASE TG_OP WHEN 'INSERT' THEN 1 ELSE -1 END)::text, true); "
+	"  RETURN NULL; "
+	" END $$; "
+	"CREATE FUNCTION live_resources_apply() RETURNS trigger LANGUAGE plpgsql "
+	"  SET search_path FROM CURRENT AS $$ "
+	" DECLARE k text := 'holdfast.resources_' || TG_RELID; "
+	"  d bigint := coalesce(nullif(current_setting(k, true), ''), '0')::bigint; "
+	" BEGIN "
+	"  IF TG_OP = 'TRUNCATE' THEN UPDATE live_resources SET n = 0 WHERE n <> 0; "
+	"  ELSIF d <> 0 THEN UPDATE live_resources SET n = n + d WHERE slot = pg_backend_pid() % 64; "
+	"  ELSE RETURN NULL; "
+	"  END IF; "
+	"  k := set_config(k, '0', true); "
+	"  RETURN NULL; "
+	" END $$; "
+	"CREATE TRIGGER live_resources_delta AFTER INSERT OR DELETE ON resources "
+	"  FOR EACH ROW EXECUTE FUNCTION live_resources_delta(); "
+	"CREATE CONSTRAINT TRIGGER live_resources_apply AFTER INSERT OR DELETE ON resources "
+	"  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION live_resources_apply(); "
+	"CREATE TRIGGER live_resources_truncate AFTER TRUNCATE ON resources "
+	"  FOR EACH STATEMENT EXECUTE FUNCTION live_resources_apply(); "
+	ACQUIRE_V9("SELECT coalesce(sum(n), 0) INTO cnt FROM live_resources;")
 };
 
 void hf__pgc_close(struct hf__pgc *c)
