@@ -277,7 +277,8 @@ static void rq_discard(struct hf__rq *rq)
 /*
  * Sends a whole answer (srv->answer, see answer_head) on the socket now, in the turn that
  * made it: through the bufferevent it would go on the socket's next writable event, which
- * costs an epoll_ctl to watch for it, a poll, and an epoll_ctl to stop (bench/latency.md).
+ * costs an epoll_ctl to watch for it, a poll, and an epoll_ctl to stop (docs/benchmarks.md,
+ * "Latency").
  * What the socket does not take (a full buffer, an error) is left to the bufferevent,
  * behind nothing: answer_head stages only when its output is empty.
  */
