@@ -22,20 +22,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cpu import thread_times  # noqa: E402  (per thread: user, kernel, on-CPU µs)
 from latency import FsyncTrace, Holdfastd  # noqa: E402
-
-
-def on_cpu_s(pid, tid):
-    with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
-        return int(f.read().split()[0]) / 1e9
-
-
-def writer_tid(pid):
-    for tid in os.listdir("/proc/%d/task" % pid):
-        with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
-            if f.read().strip() == "hf-writer":
-                return tid
-    raise RuntimeError("no hf-writer thread in holdfastd %d" % pid)
 
 
 def bench(args, url, duration, out=subprocess.DEVNULL):
@@ -50,26 +38,29 @@ def one_round(args, directory, r):
                        os.path.join(directory, "log"))
     try:
         pid = server.proc.pid
-        writer = writer_tid(pid)
         bench(args, server.url, 2)  # warm-up
         trace = FsyncTrace(pid, directory)
-        w0, l0, t0 = on_cpu_s(pid, writer), on_cpu_s(pid, str(pid)), time.monotonic()
+        before, t0 = thread_times(pid), time.monotonic()
         run = json.loads(bench(args, server.url, args.duration, subprocess.PIPE).stdout)
-        w1, l1, t1 = on_cpu_s(pid, writer), on_cpu_s(pid, str(pid)), time.monotonic()
+        after, t1 = thread_times(pid), time.monotonic()
         fsyncs = trace.stop()
     finally:
         server.stop()
     if not fsyncs:
         raise RuntimeError("perf could not trace fdatasync")
+    if "hf-writer" not in after:
+        raise RuntimeError("no hf-writer thread in holdfastd %d" % pid)
+    writer_s = (after["hf-writer"][2] - before["hf-writer"][2]) / 1e6
+    loop_s = (after["loop"][2] - before["loop"][2]) / 1e6
     commits, requests = len(fsyncs), run["counts"]["requests"]
     return {
         "grants_per_s": run["throughput"]["grants_per_s"],
         "requests_per_commit": requests / commits,
         "commits_per_s": commits / (t1 - t0),
-        "writer_cpu_ms_per_commit": (w1 - w0) / commits * 1e3,
+        "writer_cpu_ms_per_commit": writer_s / commits * 1e3,
         "fsync_ms_p50": statistics.median(fsyncs),
-        "writer_busy": (w1 - w0 + sum(fsyncs) / 1e3) / (t1 - t0),
-        "loop_cpu_us_per_request": (l1 - l0) / requests * 1e6,
+        "writer_busy": (writer_s + sum(fsyncs) / 1e3) / (t1 - t0),
+        "loop_cpu_us_per_request": loop_s / requests * 1e6,
     }
 
 

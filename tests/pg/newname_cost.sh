@@ -2,8 +2,8 @@
 # newname_cost.sh HOLDFAST_CLI [SECONDS] — run under with_pg.sh: what an acquire of a new
 # implicit name and the release that drops it cost inside PostgreSQL (ms per call, pgbench,
 # one session), on a schema made by this build and on one stopped at an older version
-# (HF_PG_TEST_SCHEMA_UPTO, default 9: max_resources by count(*)), side by side, with 0, 1,000,
-# 10,000 and 100,000 idle declared resources. Not a test: a measurement for
+# (OLD_VERSION, default 9: max_resources by count(*); made with HF_PG_TEST_SCHEMA_UPTO), side
+# by side, with 0, 1,000, 10,000 and 100,000 idle declared resources. Not a test: a measurement for
 # docs/operations.md ("Schema version 10").
 set -euo pipefail
 cli=$1
