@@ -49,7 +49,8 @@ struct hf__pg_conf {
 	char schema[64];    /* [a-z_][a-z0-9_]*, default "holdfast" */
 	char channel[80];   /* NOTIFY channel: "hf_" + schema */
 	char instance[33];  /* random id of this engine instance: owner of its waiter rows */
-	int workers;        /* connections running calls: URL parameter workers=, default 2 */
+	int workers;        /* connections running calls: URL parameter workers= */
+	int batches;        /* of them, running batches of calls at once: URL parameter batches= */
 	hf_options opt;
 	/* Test hook, armed at open by HF_PG_TEST_LOSE_COMMIT (engine.c): HF__PG_LOSE_* bits, each
 	 * fired once: that transaction commits, then its connection is dropped and it fails as if
@@ -84,6 +85,8 @@ struct hf__pgc {
 	                       a unique key taken first): the change may run again */
 	bool last_try;      /* the change's last attempt: no more running again */
 	bool prepared;      /* calls.c's statements are prepared on conn */
+	bool skip_call;     /* the call's function answered 'slow' in a batch: hf__pg_call
+	                       leaves it to ops.c at once */
 };
 
 /* schema.c */
@@ -153,11 +156,29 @@ int64_t hf__pg_sweep(struct hf__pgc *c);
 void hf__pg_notify_later(const struct hf__pg_conf *cf);
 
 /* calls.c */
+#define HF__PG_LOCK_TIMEOUT "5s"      /* no statement waits longer for a lock (schema.c) */
+#define HF__PG_BATCH_MAX 16           /* calls sent as one transaction (hf__pg_call_batch) */
+#define HF__PG_BATCH_LOCK_WAIT "100ms" /* a batch's later calls wait no longer for a lock */
 /* Runs an acquire (without an idempotency key), release, extend or confirm as one call of its
  * server-side function: true when the reply is filled (c->lost_race set when it lost to a
  * concurrent change and may run again), false when ops.c's transactions must run it: nothing
  * was written. */
 bool hf__pg_call(struct hf__pgc *c, struct hf__call *call);
+/* Whether hf__pg_call_batch may take call: hf__pg_call runs it, and it never parks (an
+ * acquire with wait_ms 0, or a hold change). */
+bool hf__pg_batchable(const struct hf__call *call);
+/* What became of one call of a batch. */
+enum hf__pg_batched {
+	HF__PG_BATCH_DONE,  /* the reply is filled */
+	HF__PG_BATCH_SLOW,  /* its function answered 'slow', having written nothing: ops.c runs it */
+	HF__PG_BATCH_AGAIN, /* the batch rolled back whole: the call runs again alone */
+};
+/* Runs calls[0..n) (n <= HF__PG_BATCH_MAX, each hf__pg_batchable) as one transaction: BEGIN,
+ * one call of each one's function, COMMIT, sent at once (libpq's pipeline mode), so that they
+ * share one round trip and one commit, and the changes of one hot resource one wait for its
+ * row. Sets out[i] for each call. */
+void hf__pg_call_batch(struct hf__pgc *c, struct hf__call **calls, size_t n,
+                       enum hf__pg_batched *out);
 /* Did a failed statement lose to a concurrent change (deadlock, serialization failure, a
  * unique key another transaction took first)? Then the whole call may run again. */
 bool hf__pg_lost_race(const PGresult *r);

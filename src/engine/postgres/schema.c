@@ -1069,7 +1069,7 @@ int hf__pgc_ensure(struct hf__pgc *c, hf_error *err)
 	/* Bounds: no statement waits for a lock longer than 5 s nor runs longer than 15 s, and a
 	 * session that dies inside a transaction frees its locks within 30 s. */
 	snprintf(sql, sizeof(sql),
-	         "SET search_path TO %s; SET lock_timeout = '5s'; SET statement_timeout = '15s';"
+	         "SET search_path TO %s; SET lock_timeout = '" HF__PG_LOCK_TIMEOUT "'; SET statement_timeout = '15s';"
 	         " SET idle_in_transaction_session_timeout = '30s';"
 	         " SET application_name = 'holdfast'; SET client_min_messages = warning;",
 	         ident);
