@@ -260,9 +260,16 @@ int main(void)
 	}
 	char conninfo[512], one_worker[1024];
 	snprintf(conninfo, sizeof(conninfo), "host=%s user=%s dbname=postgres", dir, user);
-	snprintf(one_worker, sizeof(one_worker), "%s&workers=1&batches=1", url);
+	snprintf(one_worker, sizeof(one_worker), "%s&workers=1&lanes=1", url);
 	hf_store *st = NULL;
 	hf_error err;
+	const char *bad[] = {"&lanes=0", "&lanes=65", "&lanes=x", "&lanes=", "&workers="};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char u[1024];
+		snprintf(u, sizeof(u), "%s%s", url, bad[i]);
+		CHECK(hf_open(u, NULL, &st, &err) == HF_EINVAL);
+		CHECK(strstr(err.message, "must be 1..") != NULL);
+	}
 	if (hf_open(one_worker, NULL, &st, &err) != HF_OK) {
 		fprintf(stderr, "batch_test: open: %s\n", err.message);
 		return 1;

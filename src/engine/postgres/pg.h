@@ -18,7 +18,6 @@
 #include "core/core.h"
 #include "engine/engine.h"
 
-#define HF__PG_SCHEMA_VERSION 8       /* the newest schema this build knows */
 /* A waiter row nobody renews (its instance crashed, or no longer waits on it) lapses this long
  * after its last renewal; the first change after that (or any instance's waiter thread, within
  * a second) removes it: the bound of docs/operations.md, "Waiter leases". */
@@ -50,7 +49,8 @@ struct hf__pg_conf {
 	char channel[80];   /* NOTIFY channel: "hf_" + schema */
 	char instance[33];  /* random id of this engine instance: owner of its waiter rows */
 	int workers;        /* connections running calls: URL parameter workers= */
-	int batches;        /* of them, running batches of calls at once: URL parameter batches= */
+	int lanes;          /* lanes of batched calls, one batch each at a time: URL parameter
+	                       lanes= (engine.c, take_calls) */
 	hf_options opt;
 	/* Test hook, armed at open by HF_PG_TEST_LOSE_COMMIT (engine.c): HF__PG_LOSE_* bits, each
 	 * fired once: that transaction commits, then its connection is dropped and it fails as if
