@@ -74,7 +74,7 @@ struct pg {
 	struct hf__pg_conf conf;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	struct hf__call *q_head, *q_tail;
+	struct hf__call *q_head, *q_tail; /* calls of their own (not hf__pg_batchable) */
 	bool closing;
 	pthread_t workers[MAX_WORKERS];
 	pthread_t waiter;
@@ -89,7 +89,12 @@ struct pg {
 	atomic_int notify_pending; /* changes committed that a NOTIFY must announce (conf) */
 	_Atomic int64_t connected_ms; /* the last successful connect of any connection (conf) */
 	struct hf__pg_sweeper sweeper; /* one sweep at a time (conf) */
-	bool lane_busy[MAX_LANES];   /* a worker runs that lane's batch (take_calls) */
+	struct lane {
+		struct hf__call *head, *tail; /* batchable calls queued for this lane */
+		bool busy;                    /* a worker runs the lane's batch (take_calls) */
+	} lanes[MAX_LANES];
+	int next_lane; /* where take_calls starts looking: the lanes take turns */
+	bool own_turn; /* take_calls looks at the calls of their own first */
 	struct hold_lane {
 		uint64_t id_hash; /* fnv1a of the hold id; 0: empty */
 		int lane;
@@ -190,38 +195,45 @@ static int lane_of(const struct pg *e, const struct hf__call *call)
 	return hl->id_hash == h && hl->lane < lanes ? hl->lane : (int)(h % (uint64_t)lanes);
 }
 
-/* With e->mu held: unlinks the first queued call a worker may take now into batch[0], and,
- * when it is batchable, the calls of its lane queued behind it (their order kept; the others
- * keep their places), up to HF__PG_BATCH_MAX: they run as one transaction. A batchable call
- * waits while its lane runs a batch. Returns the number taken (0: nothing may run now) and
- * in *lane the lane taken, -1 for none (a call of its own, or closing). */
+/* With e->mu held: takes what a worker may run now into batch[]: a call of its own, or the
+ * calls queued for a lane that runs no batch (up to HF__PG_BATCH_MAX, in their order), which
+ * run as one transaction. The two kinds take turns when both wait, and so do the lanes: none
+ * starves another. Returns the number taken (0: nothing may run now) and in *lane the lane
+ * taken, -1 for none (a call of its own, or closing: the lanes' calls are then taken whatever
+ * runs, and answered at once). */
 static size_t take_calls(struct pg *e, struct hf__call **batch, int *lane)
 {
-	struct hf__call **link = &e->q_head, *last = NULL;
-	size_t n = 0;
 	*lane = -1;
-	while (*link && n < HF__PG_BATCH_MAX) {
-		struct hf__call *call = *link;
-		bool batchable = hf__pg_batchable(call);
-		int l = batchable ? lane_of(e, call) : -1;
-		bool take = n == 0 ? !batchable || e->closing || !e->lane_busy[l] : batchable && l == *lane;
-		if (take) {
-			*link = call->next;
-			batch[n++] = call;
-			if (!batchable)
-				break; /* a call of its own */
-			if (n == 1 && !e->closing)
+	for (int turn = 0; turn < 2; turn++) {
+		if (e->own_turn == (turn == 0) && e->q_head) {
+			batch[0] = e->q_head;
+			if (!(e->q_head = e->q_head->next))
+				e->q_tail = NULL;
+			e->own_turn = false;
+			return 1;
+		}
+		for (int k = 0; k < e->conf.lanes && e->own_turn != (turn == 0); k++) {
+			int l = (e->next_lane + k) % e->conf.lanes;
+			struct lane *q = &e->lanes[l];
+			if (!q->head || (q->busy && !e->closing))
+				continue;
+			size_t n = 0;
+			while (q->head && n < HF__PG_BATCH_MAX) {
+				batch[n++] = q->head;
+				q->head = q->head->next;
+			}
+			if (!q->head)
+				q->tail = NULL;
+			if (!e->closing) {
+				q->busy = true;
 				*lane = l;
-		} else {
-			last = call;
-			link = &call->next;
+			}
+			e->next_lane = (l + 1) % e->conf.lanes;
+			e->own_turn = true;
+			return n;
 		}
 	}
-	if (!*link)
-		e->q_tail = last;
-	if (*lane >= 0)
-		e->lane_busy[*lane] = true;
-	return n;
+	return 0;
 }
 
 /* Runs a batch of batchable calls (take_calls) on `lane` (-1: closing), e->mu held on entry
@@ -266,7 +278,7 @@ static void run_batch(struct pg *e, struct hf__pgc *c, struct hf__call **batch, 
 		hf__call_done(batch[i]);
 	pthread_mutex_lock(&e->mu);
 	if (lane >= 0)
-		e->lane_busy[lane] = false;
+		e->lanes[lane].busy = false;
 	pthread_cond_broadcast(&e->cv); /* the lane is free: its queued calls may go */
 }
 
@@ -851,11 +863,17 @@ static void pg_submit(void *engine, struct hf__call *call)
 	call->engine_data = (void *)(intptr_t)mono_ms();
 	call->next = NULL;
 	pthread_mutex_lock(&e->mu);
-	if (e->q_tail)
-		e->q_tail->next = call;
+	struct hf__call **head = &e->q_head, **tail = &e->q_tail;
+	if (hf__pg_batchable(call)) {
+		struct lane *q = &e->lanes[lane_of(e, call)];
+		head = &q->head;
+		tail = &q->tail;
+	}
+	if (*tail)
+		(*tail)->next = call;
 	else
-		e->q_head = call;
-	e->q_tail = call;
+		*head = call;
+	*tail = call;
 	pthread_cond_signal(&e->cv);
 	pthread_mutex_unlock(&e->mu);
 }
