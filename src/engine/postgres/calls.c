@@ -306,10 +306,8 @@ bool hf__pg_batchable(const struct hf__call *call)
  * failure, or reconnects. */
 static bool ready(struct hf__pgc *c)
 {
-	/* A connection the server closed while it sat idle (a restart) is replaced before anything
-	 * is sent on it, as ops.c's first statement does: once sent, a call's fate is unknown. */
-	if (c->conn && (!PQconsumeInput(c->conn) || PQstatus(c->conn) != CONNECTION_OK))
-		hf__pgc_close(c);
+	/* Once sent, a call's fate is unknown: a dead connection is replaced before. */
+	hf__pgc_drop_if_closed(c);
 	hf_error scratch;
 	if (hf__pgc_ensure(c, &scratch) != HF_OK || !prepare(c) ||
 	    hf__pg_upkeep(c, &scratch) != HF_OK) {

@@ -979,6 +979,12 @@ static const char *const migrations[] = {
 	ACQUIRE_V9("SELECT coalesce(sum(n), 0) INTO cnt FROM live_resources;")
 };
 
+void hf__pgc_drop_if_closed(struct hf__pgc *c)
+{
+	if (c->conn && (!PQconsumeInput(c->conn) || PQstatus(c->conn) != CONNECTION_OK))
+		hf__pgc_close(c);
+}
+
 void hf__pgc_close(struct hf__pgc *c)
 {
 	if (c->conn)
@@ -1082,6 +1088,7 @@ int hf__pgc_ensure(struct hf__pgc *c, hf_error *err)
 
 int hf__pgc_begin(struct hf__pgc *c, const char *sql, hf_error *err)
 {
+	hf__pgc_drop_if_closed(c);
 	for (int attempt = 0;; attempt++) {
 		int rc = hf__pgc_ensure(c, err);
 		if (rc != HF_OK)
