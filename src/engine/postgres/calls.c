@@ -306,8 +306,7 @@ bool hf__pg_batchable(const struct hf__call *call)
  * failure, or reconnects. */
 static bool ready(struct hf__pgc *c)
 {
-	/* Once sent, a call's fate is unknown: a dead connection is replaced before. */
-	hf__pgc_drop_if_closed(c);
+	/* Once sent, a call's fate is unknown: a dead connection is replaced before (ensure). */
 	hf_error scratch;
 	if (hf__pgc_ensure(c, &scratch) != HF_OK || !prepare(c) ||
 	    hf__pg_upkeep(c, &scratch) != HF_OK) {

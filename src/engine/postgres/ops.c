@@ -1718,9 +1718,6 @@ static int sweep_if_due(struct hf__pgc *c, hf_error *err)
 	t.c = c;
 	t.err = err;
 	PGresult *r = NULL;
-	/* The first statement of a call: a connection found dead (the server restarted since its
-	 * last use) is replaced once, at once; nothing had run on it. */
-	hf__pgc_drop_if_closed(c);
 	for (int attempt = 0; !r; attempt++) {
 		int rc = hf__pgc_ensure(c, err);
 		if (rc != HF_OK)

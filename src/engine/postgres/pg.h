@@ -90,19 +90,19 @@ struct hf__pgc {
 };
 
 /* schema.c */
-/* Connects (or reconnects) and applies the session settings; HF_OK or HF_EENGINE. Within
- * HF__PG_RECONNECT_MS of a failed attempt it fails at once with that attempt's message,
- * unless another connection of the instance has connected since. */
+/* Connects (or reconnects) and applies the session settings; HF_OK or HF_EENGINE. Called
+ * before a unit of work, never inside a transaction: a connection the server closed while it
+ * sat idle (a restart) is replaced first, so that the first statement goes on a new one
+ * instead of failing on the dead one, where libpq may only learn of the close when the
+ * statement is sent (and not always mark it bad then). Within HF__PG_RECONNECT_MS of a
+ * failed attempt it fails at once with that attempt's message, unless another connection of
+ * the instance has connected since. */
 int hf__pgc_ensure(struct hf__pgc *c, hf_error *err);
 int64_t hf__pg_mono_ms(void);
 /* Runs BEGIN (`sql`); if that finds the connection dead (the server restarted since its last
  * use), reconnects and tries once more: nothing of the transaction had run. */
 int hf__pgc_begin(struct hf__pgc *c, const char *sql, hf_error *err);
 void hf__pgc_close(struct hf__pgc *c);
-/* Closes c's connection if the server closed it while it sat idle (a restart): the call's
- * first statement then goes on a new one instead of failing on the dead one, where libpq may
- * only learn of the close when the statement is sent (and not always mark it bad then). */
-void hf__pgc_drop_if_closed(struct hf__pgc *c);
 /* Sets err to HF_EENGINE with "PREFIX: " and libpq's last message, made one line (libpq's
  * messages end with a newline and may hold several lines: not for a JSON error). */
 int hf__pg_fail(hf_error *err, PGconn *conn, const char *prefix);

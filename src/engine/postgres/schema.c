@@ -979,12 +979,6 @@ static const char *const migrations[] = {
 	ACQUIRE_V9("SELECT coalesce(sum(n), 0) INTO cnt FROM live_resources;")
 };
 
-void hf__pgc_drop_if_closed(struct hf__pgc *c)
-{
-	if (c->conn && (!PQconsumeInput(c->conn) || PQstatus(c->conn) != CONNECTION_OK))
-		hf__pgc_close(c);
-}
-
 void hf__pgc_close(struct hf__pgc *c)
 {
 	if (c->conn)
@@ -1041,7 +1035,7 @@ int64_t hf__pg_mono_ms(void)
 
 int hf__pgc_ensure(struct hf__pgc *c, hf_error *err)
 {
-	if (c->conn && PQstatus(c->conn) == CONNECTION_OK)
+	if (c->conn && PQconsumeInput(c->conn) && PQstatus(c->conn) == CONNECTION_OK)
 		return HF_OK;
 	/* A lost connection is replaced by a new one; LISTEN is re-issued by its owner. While the
 	 * database is away, calls fail fast between attempts: an attempt may take up to
@@ -1088,7 +1082,6 @@ int hf__pgc_ensure(struct hf__pgc *c, hf_error *err)
 
 int hf__pgc_begin(struct hf__pgc *c, const char *sql, hf_error *err)
 {
-	hf__pgc_drop_if_closed(c);
 	for (int attempt = 0;; attempt++) {
 		int rc = hf__pgc_ensure(c, err);
 		if (rc != HF_OK)
