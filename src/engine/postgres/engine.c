@@ -195,45 +195,62 @@ static int lane_of(const struct pg *e, const struct hf__call *call)
 	return hl->id_hash == h && hl->lane < lanes ? hl->lane : (int)(h % (uint64_t)lanes);
 }
 
-/* With e->mu held: takes what a worker may run now into batch[]: a call of its own, or the
- * calls queued for a lane that runs no batch (up to HF__PG_BATCH_MAX, in their order), which
- * run as one transaction. The two kinds take turns when both wait, and so do the lanes: none
- * starves another. Returns the number taken (0: nothing may run now) and in *lane the lane
- * taken, -1 for none (a call of its own, or closing: the lanes' calls are then taken whatever
- * runs, and answered at once). */
+/* With e->mu held: the first call of the instance's own queue into batch[0]; 0: none. */
+static size_t take_own(struct pg *e, struct hf__call **batch)
+{
+	if (!e->q_head)
+		return 0;
+	batch[0] = e->q_head;
+	if (!(e->q_head = e->q_head->next))
+		e->q_tail = NULL;
+	return 1;
+}
+
+/* With e->mu held: the calls queued for the first lane from e->next_lane that runs no batch,
+ * up to HF__PG_BATCH_MAX in their order, into batch[]; the lane is then busy and *lane says
+ * which (closing: the calls are taken whatever runs, the lane is not marked, *lane stays).
+ * 0: none. */
+static size_t take_lane(struct pg *e, struct hf__call **batch, int *lane)
+{
+	for (int k = 0; k < e->conf.lanes; k++) {
+		int l = (e->next_lane + k) % e->conf.lanes;
+		struct lane *q = &e->lanes[l];
+		if (!q->head || (q->busy && !e->closing))
+			continue;
+		size_t n = 0;
+		while (q->head && n < HF__PG_BATCH_MAX) {
+			batch[n++] = q->head;
+			q->head = q->head->next;
+		}
+		if (!q->head)
+			q->tail = NULL;
+		if (!e->closing) {
+			q->busy = true;
+			*lane = l;
+		}
+		e->next_lane = (l + 1) % e->conf.lanes;
+		return n;
+	}
+	return 0;
+}
+
+/* With e->mu held: takes what a worker may run now into batch[]: a call of its own
+ * (take_own), or a lane's calls, which run as one transaction (take_lane). The two kinds take
+ * turns when both wait, and so do the lanes: none starves another. Returns the number taken
+ * (0: nothing may run now) and in *lane the lane taken, -1 for none (a call of its own, or
+ * closing: the lanes' calls are then answered at once). */
 static size_t take_calls(struct pg *e, struct hf__call **batch, int *lane)
 {
 	*lane = -1;
-	for (int turn = 0; turn < 2; turn++) {
-		if (e->own_turn == (turn == 0) && e->q_head) {
-			batch[0] = e->q_head;
-			if (!(e->q_head = e->q_head->next))
-				e->q_tail = NULL;
-			e->own_turn = false;
-			return 1;
-		}
-		for (int k = 0; k < e->conf.lanes && e->own_turn != (turn == 0); k++) {
-			int l = (e->next_lane + k) % e->conf.lanes;
-			struct lane *q = &e->lanes[l];
-			if (!q->head || (q->busy && !e->closing))
-				continue;
-			size_t n = 0;
-			while (q->head && n < HF__PG_BATCH_MAX) {
-				batch[n++] = q->head;
-				q->head = q->head->next;
-			}
-			if (!q->head)
-				q->tail = NULL;
-			if (!e->closing) {
-				q->busy = true;
-				*lane = l;
-			}
-			e->next_lane = (l + 1) % e->conf.lanes;
-			e->own_turn = true;
-			return n;
-		}
+	bool own = e->own_turn;
+	size_t n = own ? take_own(e, batch) : take_lane(e, batch, lane);
+	if (!n) {
+		own = !own;
+		n = own ? take_own(e, batch) : take_lane(e, batch, lane);
 	}
-	return 0;
+	if (n)
+		e->own_turn = !own;
+	return n;
 }
 
 /* Runs a batch of batchable calls (take_calls) on `lane` (-1: closing), e->mu held on entry
@@ -423,6 +440,20 @@ static int cmp_i64(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/* Reads what the listening connection received and drains its notifications: whether any
+ * came. */
+static bool take_notifies(PGconn *conn)
+{
+	bool any = false;
+	PGnotify *nf;
+	PQconsumeInput(conn);
+	while ((nf = PQnotifies(conn))) {
+		any = true;
+		PQfreemem(nf);
+	}
+	return any;
+}
+
 static void *waiter_main(void *arg)
 {
 	struct pg *e = arg;
@@ -432,7 +463,7 @@ static void *waiter_main(void *arg)
 	struct forgets forgets = {0}; /* rows to remove once the database is back */
 	int64_t last_beat = mono_ms(), next_check = 0, saga_beat = 0;
 	struct hf__pg_retention retention = {0};
-	bool closing = false;
+	bool closing = false, notified = false;
 	while (!closing) {
 		bool recheck = false;
 		/* Take what the workers parked and what was cancelled. */
@@ -479,13 +510,11 @@ static void *waiter_main(void *arg)
 			recheck = true; /* notifications may have been missed while away */
 		if (up)
 			notify_pending(e, &c);
-		if (up && PQconsumeInput(c.conn)) {
-			PGnotify *nf;
-			while ((nf = PQnotifies(c.conn))) {
-				recheck = true;
-				PQfreemem(nf);
-			}
-		}
+		if (up && take_notifies(c.conn))
+			recheck = true;
+		if (notified)
+			recheck = true;
+		notified = false;
 		/* Rows of waits that ended while the database was away go first: they may stand in
 		 * front of the waiters re-checked below. */
 		if (up && forgets.n) {
@@ -595,6 +624,12 @@ static void *waiter_main(void *arg)
 		int timeout = until <= now ? 0 : (int)(until - now);
 		if (!up && timeout > HF__PG_RECONNECT_MS)
 			timeout = HF__PG_RECONNECT_MS; /* reconnect attempts: waits resume soon after */
+		/* The statements since the drain above read the socket: a notification that came
+		 * meanwhile waits in libpq's queue, and poll would not see it. */
+		if (up && take_notifies(c.conn)) {
+			notified = true;
+			timeout = 0;
+		}
 		struct pollfd pfd[2] = {{.fd = e->wake[0], .events = POLLIN},
 		                        {.fd = up ? PQsocket(c.conn) : -1, .events = POLLIN}};
 		if (poll(pfd, 2, timeout) > 0 && (pfd[0].revents & POLLIN)) {
