@@ -398,13 +398,16 @@ static bool pipeline(PGconn *conn, struct fcall *f, size_t n, PGresult **res, bo
 void hf__pg_call_batch(struct hf__pgc *c, struct hf__call **calls, size_t n,
                        enum hf__pg_batched *out)
 {
-	struct fcall f[HF__PG_BATCH_MAX];
 	size_t idx[HF__PG_BATCH_MAX], n_sent = 0; /* f[j] is calls[idx[j]]'s */
 	PGresult *res[HF__PG_BATCH_MAX] = {0};
 	for (size_t i = 0; i < n; i++)
 		out[i] = HF__PG_BATCH_AGAIN;
-	if (n > HF__PG_BATCH_MAX || !ready(c))
+	/* On the heap: sixteen calls' parameters are ~45 KB, much of a worker's stack. */
+	struct fcall *f = n <= HF__PG_BATCH_MAX ? malloc(n * sizeof(*f)) : NULL;
+	if (!f || !ready(c)) {
+		free(f);
 		return;
+	}
 	/* Acquires and releases first: they lock their resources' rows before the revision
 	 * counters, and a confirm or an extend takes a counter without its resource's row. A
 	 * batch that took a counter first would then wait for the resource's row while holding
@@ -442,4 +445,5 @@ void hf__pg_call_batch(struct hf__pgc *c, struct hf__call **calls, size_t n,
 		PQclear(res[j]);
 		free(f[j].names);
 	}
+	free(f);
 }
