@@ -976,7 +976,32 @@ static const char *const migrations[] = {
 	"  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION live_resources_apply(); "
 	"CREATE TRIGGER live_resources_truncate AFTER TRUNCATE ON resources "
 	"  FOR EACH STATEMENT EXECUTE FUNCTION live_resources_apply(); "
-	ACQUIRE_V9("SELECT coalesce(sum(n), 0) INTO cnt FROM live_resources;")
+	ACQUIRE_V9("SELECT coalesce(sum(n), 0) INTO cnt FROM live_resources;"),
+	/* 10 -> 11: numbering in linear time whatever the planner believes. The numbering joined
+	 * the events to number with a subquery that numbered them (row_number); with no
+	 * statistics yet (a young table, before autovacuum's first ANALYZE) the planner took both
+	 * sides for one row and ran the subquery once per event: n^2 in the events waiting to be
+	 * numbered. A reader numbering a few events at a time never noticed; a backlog of 2,336
+	 * took 8.4 s (a reader that had paused for a second under load), and one of 10,000
+	 * would pass statement_timeout on every try: reading would never recover. Now the
+	 * ids are read once, in order, and each event gets its position in that array; the join
+	 * of that array with the events is never a nested loop, which estimates could again make
+	 * quadratic (a hash join: linear in the backlog). */
+	"CREATE OR REPLACE FUNCTION sequence_events() RETURNS bigint LANGUAGE plpgsql "
+	"  SET search_path FROM CURRENT SET enable_nestloop = off AS $$ "
+	" DECLARE last bigint; n bigint; ids bigint[]; "
+	" BEGIN "
+	"  IF NOT EXISTS (SELECT 1 FROM events WHERE seq IS NULL) THEN "
+	"   RETURN (SELECT last_seq FROM event_head WHERE id = 1); "
+	"  END IF; "
+	"  SELECT last_seq INTO last FROM event_head WHERE id = 1 FOR UPDATE; "
+	"  ids := ARRAY(SELECT id FROM events WHERE seq IS NULL ORDER BY id LIMIT 10000); "
+	"  UPDATE events e SET seq = last + u.k FROM unnest(ids) WITH ORDINALITY u(id, k) "
+	"   WHERE e.id = u.id AND e.seq IS NULL; "
+	"  GET DIAGNOSTICS n = ROW_COUNT; "
+	"  UPDATE event_head SET last_seq = last + n WHERE id = 1; "
+	"  RETURN last + n; "
+	" END $$; ",
 };
 
 void hf__pgc_close(struct hf__pgc *c)
