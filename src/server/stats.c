@@ -23,6 +23,13 @@
 #define PAGE_SIZE HF_LIST_MAX
 #define LIST_PAGES_MAX 10      /* /v1/stats and /metrics read at most 10 pages (10,000) */
 #define FOLLOW_WAIT_MS 30000
+/* After a read that found events, the follower waits this long before the next one, unless
+ * it read a full page: under a steady stream each read then takes ~100 ms of events instead
+ * of the few that one notification brought. On a shared engine every read of every instance
+ * is statements in the database (postgres://: numbering and reading the new events), and
+ * reading per notification cost 10 % of PostgreSQL's CPU per lock pair (docs/benchmarks.md,
+ * "What limits postgres://"). The counts lag by at most this; event times are the events'. */
+#define FOLLOW_PACE_MS 100
 
 struct counters {
 	uint64_t attempts, granted, unavailable, timeouts, cancelled, errors;
@@ -47,7 +54,7 @@ struct hf__stats {
 	uint64_t after;
 	uint64_t call_id;
 	bool following, pending, stopped;
-	struct event *retry;
+	struct event *retry; /* the next read: after a failure, or paced (FOLLOW_PACE_MS) */
 	struct hf__server *srv;
 };
 
@@ -249,6 +256,7 @@ static void on_follow(void *arg, hf_reply *reply)
 		hf_reply_free(reply);
 		return;
 	}
+	bool pace = false;
 	if (!st->following) {
 		st->after = reply->last_seq; /* count from now on, not the history */
 		st->following = true;
@@ -257,9 +265,13 @@ static void on_follow(void *arg, hf_reply *reply)
 			count_event(st, &reply->events[i]);
 			st->after = reply->events[i].seq;
 		}
+		pace = reply->n_events > 0 && reply->n_events < HF_LIST_MAX;
 	}
 	hf_reply_free(reply);
-	follow(srv);
+	if (pace && st->retry)
+		event_add(st->retry, &(struct timeval){.tv_usec = FOLLOW_PACE_MS * 1000});
+	else
+		follow(srv);
 }
 
 static void follow(struct hf__server *srv)
