@@ -8,7 +8,9 @@ from the round trips and the HTTP in front of it; and the WAL written and flushe
 (pg_stat_wal: bytes, records, flushes and their time). --nested also counts the statements
 inside holdfast's functions (pg_stat_statements.track = all: which one takes the time);
 --waits samples pg_stat_activity every 20 ms during the run and prints what the busy backends
-were doing (CPU, or waiting: on a row, on the WAL flush, ...), as backends on average.
+were doing (CPU, or waiting: on a row, on the WAL flush, ...), as backends on average. Each
+run also prints the CPU time per grant of PostgreSQL's processes, holdfastd and the bench
+(/proc: user + system), and how busy the machine's cores were.
 Not a test: a measurement for docs/operations.md.
 
 Usage: servercost.py HOLDFASTD HOLDFAST_BENCH [--scenario 1|3] [--seconds S] [--clients N]
@@ -78,6 +80,57 @@ class Waits:
                 print("   %8.2f  %s" % (v / max(self.n, 1), k))
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pick):
+    """CPU seconds (user + system, and of reaped children: a backend that exited) of the
+    processes for which pick(pid, name) holds."""
+    total = 0.0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/stat" % pid) as f:
+                raw = f.read()
+        except OSError:
+            continue
+        if pick(int(pid), raw[raw.index("(") + 1:raw.rindex(")")]):
+            total += sum(int(x) for x in raw[raw.rindex(")") + 2:].split()[11:15]) / TICK
+    return total
+
+
+class Cpu:
+    """CPU time per grant of PostgreSQL, holdfastd (pid, if any) and the bench over a run."""
+
+    def __init__(self, holdfastd_pid=None):
+        self.groups = {"postgres": lambda pid, name: name == "postgres"}
+        if holdfastd_pid:
+            self.groups["holdfastd"] = lambda pid, name: pid == holdfastd_pid
+
+    @staticmethod
+    def busy():
+        with open("/proc/stat") as f:
+            t = [int(x) for x in f.readline().split()[1:]]
+        return sum(t) - t[3] - t[4], sum(t)  # all but idle and iowait, all
+
+    def __enter__(self):
+        self.t0 = {k: proc_cpu(f) for k, f in self.groups.items()}
+        self.b0, self.own0 = Cpu.busy(), os.times()
+        return self
+
+    def __exit__(self, *exc):
+        own = os.times()
+        b1 = Cpu.busy()
+        self.cpu = {k: proc_cpu(f) - self.t0[k] for k, f in self.groups.items()}
+        self.cpu["bench"] = (own.children_user - self.own0.children_user +
+                             own.children_system - self.own0.children_system)
+        self.cores_busy = (b1[0] - self.b0[0]) / max(1, b1[1] - self.b0[1])
+
+    def report(self, n_grants):
+        print("   CPU ms per grant: %s; the machine's cores %.0f %% busy" % (
+            ", ".join("%s %.3f" % (k, v * 1000 / n_grants) for k, v in self.cpu.items()),
+            self.cores_busy * 100))
+
+
 def report(label, n_grants, top):
     rows = pgtest.psql(
         "SELECT calls, total_exec_time, wal_bytes, toplevel,"
@@ -136,17 +189,19 @@ def main():
         scen = ["--scenario", str(a.scenario)]
         grants(a.bench, ["--server", "http://127.0.0.1:%d" % srv.port] + scen, 1, a.clients)
         snapshot()
-        with Waits(a.waits):
+        with Waits(a.waits), Cpu(srv.proc.pid) as cpu:
             n = grants(a.bench, ["--server", "http://127.0.0.1:%d" % srv.port] + scen,
                        a.seconds, a.clients)
         report("holdfast x1 (workers=%d), scenario %d" % (a.workers, a.scenario), n, a.top)
+        cpu.report(n)
     finally:
         srv.stop()
     snapshot()
-    with Waits(a.waits):
+    with Waits(a.waits), Cpu() as cpu:
         n = grants(a.bench, ["--peer", PEER[a.scenario], "--pg", pg] + scen, a.seconds,
                    a.clients)
     report("%s, scenario %d" % (PEER[a.scenario], a.scenario), n, a.top)
+    cpu.report(n)
 
 
 if __name__ == "__main__":
