@@ -28,7 +28,8 @@
  * of the few that one notification brought. On a shared engine every read of every instance
  * is statements in the database (postgres://: numbering and reading the new events), and
  * reading per notification cost 10 % of PostgreSQL's CPU per lock pair (docs/benchmarks.md,
- * "What limits postgres://"). The counts lag by at most this; event times are the events'. */
+ * "`postgres://` beside PostgreSQL's own lock"). The counts lag by at most this; event times
+ * are the events'. */
 #define FOLLOW_PACE_MS 100
 
 struct counters {

@@ -978,11 +978,11 @@ static const char *const migrations[] = {
 	"  FOR EACH STATEMENT EXECUTE FUNCTION live_resources_apply(); "
 	ACQUIRE_V9("SELECT coalesce(sum(n), 0) INTO cnt FROM live_resources;"),
 	/* 10 -> 11: numbering in linear time whatever the planner believes. The numbering joined
-	 * the events to number with a subquery that numbered them (row_number); with no
-	 * statistics yet (a young table, before autovacuum's first ANALYZE) the planner took both
-	 * sides for one row and ran the subquery once per event: n^2 in the events waiting to be
-	 * numbered. A reader numbering a few events at a time never noticed; a backlog of 2,336
-	 * took 8.4 s (a reader that had paused for a second under load), and one of 10,000
+	 * the events to number with a subquery that numbered them (row_number); when the table's
+	 * statistics said few events wait (an ANALYZE taken while readers kept up) the planner
+	 * took both sides for one row and ran the subquery once per event: n^2 in the events
+	 * waiting to be numbered. A reader numbering a few events at a time never noticed; a
+	 * backlog of 2,336 took 8.4 s (a reader that had paused under load), and one of 10,000
 	 * would pass statement_timeout on every try: reading would never recover. Now the
 	 * ids are read once, in order, and each event gets its position in that array; the join
 	 * of that array with the events is never a nested loop, which estimates could again make
