@@ -25,6 +25,8 @@ void hf__err_clear(hf_error *err);
 /* strdup that accepts NULL (returns NULL); NULL on allocation failure otherwise too, so
  * callers compare against their input. */
 char *hf__strdup(const char *s);
+/* FNV-1a of a string: the hash of in-memory tables and of routing hints (never stored). */
+uint64_t hf__hash_str(const char *s);
 
 /* Fills buf with 2*n lowercase hex characters of n bytes from the OS CSPRNG (getrandom)
  * plus a NUL. Returns HF_OK or HF_EINTERNAL if the OS has no randomness to give. */

@@ -14,6 +14,7 @@
 #include <event2/buffer.h>
 
 #include "core/codec.h"
+#include "core/core.h"
 #include "server/server.h"
 
 #define N_BUCKETS 160          /* bucket b: latency < 2^((b+1)/4) us; the last is open */
@@ -61,18 +62,10 @@ struct hf__stats {
 
 /* ---- Counting. -------------------------------------------------------------------- */
 
-static size_t name_hash(const char *s, size_t n)
-{
-	uint64_t h = 1469598103934665603ull; /* FNV-1a */
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ull;
-	return (size_t)(h % n);
-}
-
 /* The entry of a resource, created on first sight; NULL past MAX_TRACKED. */
 static struct entry *find_entry(struct hf__stats *st, const char *name, bool create)
 {
-	size_t b = name_hash(name, st->buckets);
+	size_t b = (size_t)(hf__hash_str(name) % st->buckets);
 	for (struct entry *e = st->tab[b]; e; e = e->next)
 		if (strcmp(e->name, name) == 0)
 			return e;

@@ -14,14 +14,6 @@ struct hf__map_entry {
 	void *value;
 };
 
-static uint64_t hash_key(const char *key)
-{
-	uint64_t h = 1469598103934665603ULL;
-	for (const unsigned char *p = (const unsigned char *)key; *p; p++)
-		h = (h ^ *p) * 1099511628211ULL;
-	return h;
-}
-
 void hf__map_init(struct hf__map *map)
 {
 	memset(map, 0, sizeof(*map));
@@ -53,7 +45,7 @@ void *hf__map_get(const struct hf__map *map, const char *key)
 {
 	if (map->count == 0)
 		return NULL;
-	struct hf__map_entry *e = *find_slot(map, key, hash_key(key));
+	struct hf__map_entry *e = *find_slot(map, key, hf__hash_str(key));
 	return e ? e->value : NULL;
 }
 
@@ -96,7 +88,7 @@ static struct hf__map_entry *entry_of(struct hf__map *map, const char *key, bool
 {
 	if (map->count >= map->n_buckets && grow(map) != HF_OK)
 		return NULL;
-	uint64_t h = hash_key(key);
+	uint64_t h = hf__hash_str(key);
 	struct hf__map_entry **slot = find_slot(map, key, h);
 	*added = !*slot;
 	if (*slot)
@@ -159,7 +151,7 @@ void *hf__map_remove(struct hf__map *map, const char *key)
 {
 	if (map->count == 0)
 		return NULL;
-	struct hf__map_entry **slot = find_slot(map, key, hash_key(key));
+	struct hf__map_entry **slot = find_slot(map, key, hf__hash_str(key));
 	struct hf__map_entry *e = *slot;
 	if (!e)
 		return NULL;

@@ -96,7 +96,7 @@ struct pg {
 	int next_lane; /* where take_calls starts looking: the lanes take turns */
 	bool own_turn; /* take_calls looks at the calls of their own first */
 	struct hold_lane {
-		uint64_t id_hash; /* fnv1a of the hold id; 0: empty */
+		uint64_t id_hash; /* hf__hash_str of the hold id; an empty slot is 0 */
 		int lane;
 	} hold_lanes[HOLD_LANES];   /* with mu */
 };
@@ -169,14 +169,6 @@ static void forget_later(struct pg *e, int64_t ticket)
 
 /* ---- workers ---- */
 
-static uint64_t fnv1a(const char *s)
-{
-	uint64_t h = 14695981039346656037ULL;
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-	return h ? h : 1;
-}
-
 /* The lane of a batchable call, with e->mu held: an acquire's by its first name in name
  * order; a hold change's by where its acquire went, if this instance remembers it. */
 static int lane_of(const struct pg *e, const struct hf__call *call)
@@ -188,9 +180,9 @@ static int lane_of(const struct pg *e, const struct hf__call *call)
 		for (size_t i = 1; i < a->n_claims; i++)
 			if (strcmp(a->claims[i].name, first) < 0)
 				first = a->claims[i].name;
-		return (int)(fnv1a(first) % (uint64_t)lanes);
+		return (int)(hf__hash_str(first) % (uint64_t)lanes);
 	}
-	uint64_t h = fnv1a(call->req.hold_id ? call->req.hold_id : "");
+	uint64_t h = hf__hash_str(call->req.hold_id ? call->req.hold_id : "");
 	const struct hold_lane *hl = &e->hold_lanes[h % HOLD_LANES];
 	return hl->id_hash == h && hl->lane < lanes ? hl->lane : (int)(h % (uint64_t)lanes);
 }
@@ -281,7 +273,7 @@ static void run_batch(struct pg *e, struct hf__pgc *c, struct hf__call **batch, 
 		}
 		const hf_reply *r = batch[i]->reply;
 		granted[i] = batch[i]->req.op == HF_OP_ACQUIRE && r->error.code == HF_OK && r->hold
-		                 ? fnv1a(r->hold->id)
+		                 ? hf__hash_str(r->hold->id)
 		                 : 0;
 	}
 	pthread_mutex_lock(&e->mu);

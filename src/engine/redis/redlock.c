@@ -351,10 +351,7 @@ static void list_unlink(struct rl_list *l, struct rl_hold *h)
 
 static size_t bucket_of(const struct rl_engine *e, const char *id)
 {
-	uint64_t x = 1469598103934665603ULL; /* FNV-1a: ids are hex, any bits would do */
-	for (const char *c = id; *c; c++)
-		x = (x ^ (unsigned char)*c) * 1099511628211ULL;
-	return (size_t)(x & (e->n_buckets - 1));
+	return (size_t)(hf__hash_str(id) & (e->n_buckets - 1));
 }
 
 /* Doubles the index when it holds more than two holds a bucket. False on no memory (the
